@@ -1,0 +1,127 @@
+"""Quality of the default moderation pipeline on the shipped labelled set, by k-fold cross-validation.
+
+    .venv/bin/python bench/moderation_quality.py [--folds 5] [--show-errors]
+
+Folds are grouped by seed template: every variant of one hand-written message (its evasions, its
+@mentions, its traditional spelling) lands in the same fold, so no row is ever scored by a model that
+saw it or a near-duplicate of it. The classifier is retrained on the other folds each time; the rule
+pack is the shipped default pack. Precision and recall are for verdict "ad" (review counts as not
+ad). Prints three configurations: rules + classifier (shipped), rules only, classifier only.
+
+Caveat printed with the figures: the default rule pack was written with sight of this labelled set,
+so the cross-validated figures are optimistic for the rules part. Two small hand-written hold-out
+sets (60 rows each, other words and topics) are scored with the shipped model: ``holdout.jsonl``
+(v1) was written after the first freeze, but its misses led to the English additions, so it is
+"seen"; ``holdout2.jsonl`` (v2) was written after the second freeze and scored once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+from collections import defaultdict
+from importlib.resources import files
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shequn.settings")
+import django
+
+django.setup()
+
+from shequn.moderation.classifier import NaiveBayes, default_model, labelled_rows  # noqa: E402
+from shequn.moderation.normalize import normalise  # noqa: E402
+from shequn.moderation.pipeline import Moderator  # noqa: E402
+from shequn.moderation.rules import cached_pack  # noqa: E402
+
+
+def folds(rows: list[dict], k: int, seed: int = 7) -> list[list[int]]:
+    templates = sorted({str(r["template"]) for r in rows})
+    random.Random(seed).shuffle(templates)
+    fold_of = {t: i % k for i, t in enumerate(templates)}
+    out: list[list[int]] = [[] for _ in range(k)]
+    for i, r in enumerate(rows):
+        out[fold_of[str(r["template"])]].append(i)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--show-errors", action="store_true")
+    args = ap.parse_args()
+    rows = labelled_rows()
+    norm = [normalise(r["text"]).text for r in rows]
+    pack = cached_pack("")
+    configs = {"rules+classifier": {}, "rules only": {"use_classifier": False},
+               "classifier only": {"use_rules": False}}
+    stats = {name: defaultdict(int) for name in configs}
+    errors: list[tuple[str, str, float, str]] = []
+    stats_order = list(stats)
+    for test in folds(rows, args.folds):
+        test_set = set(test)
+        model = NaiveBayes().fit(
+            ((norm[i], rows[i]["label"] == "ad") for i in range(len(rows)) if i not in test_set), normalised=True
+        ).prune()
+        for name, kw in configs.items():
+            mod = Moderator(pack, None if kw.get("use_classifier") is False else model, **kw)
+            s = stats[name]
+            for i in test:
+                v = mod.classify(rows[i]["text"])
+                truth = rows[i]["label"] == "ad"
+                pred = v.verdict == "ad"
+                s["tp"] += truth and pred
+                s["fp"] += (not truth) and pred
+                s["fn"] += truth and not pred
+                s["review_" + ("ad" if truth else "ok")] += v.verdict == "review"
+                if name == "rules+classifier":
+                    lang = stats.setdefault(f"  language {rows[i]['lang']}", defaultdict(int))
+                    lang["tp"] += truth and pred
+                    lang["fp"] += (not truth) and pred
+                    lang["fn"] += truth and not pred
+                    lang["review_" + ("ad" if truth else "ok")] += v.verdict == "review"
+                if name == "rules+classifier" and truth != pred:
+                    errors.append(("FP" if pred else "FN", v.verdict, v.score, rows[i]["text"][:90]))
+    n_ad = sum(r["label"] == "ad" for r in rows)
+    print(f"labelled set: {len(rows)} rows ({n_ad} ad, {len(rows) - n_ad} ok), "
+          f"{len({r['template'] for r in rows})} seed templates, {args.folds}-fold CV grouped by template")
+    for name in [*stats_order[:1], *sorted(k for k in stats if k.startswith("  ")), *stats_order[1:]]:
+        s = stats[name]
+        p = s["tp"] / max(1, s["tp"] + s["fp"])
+        r = s["tp"] / max(1, s["tp"] + s["fn"])
+        print(f"{name:18s} precision {p:.3f}  recall {r:.3f}  (tp {s['tp']}, fp {s['fp']}, fn {s['fn']}; "
+              f"to review: {s['review_ad']} ads, {s['review_ok']} ok)")
+    # hold-out sets, never used for training. v1 was written after the first freeze; its English
+    # misses prompted the English additions, so it is no longer unseen. v2 was written after the
+    # second freeze and scored once.
+    mod = Moderator(pack, default_model())
+    for name, label in (("holdout.jsonl", "hold-out v1 (seen once, then English added)"),
+                        ("holdout2.jsonl", "hold-out v2 (unseen)")):
+        holdout = [json.loads(line) for line in (files("shequn.moderation") / "data" / name)
+                   .read_text(encoding="utf-8").splitlines() if line.strip()]
+        h: dict[str, int] = defaultdict(int)
+        for row in holdout:
+            v = mod.classify(row["text"])
+            truth, pred = row["label"] == "ad", v.verdict == "ad"
+            h["tp"] += truth and pred
+            h["fp"] += (not truth) and pred
+            h["fn"] += truth and not pred
+            h["review"] += v.verdict == "review"
+            h["flagged"] += truth and v.verdict != "ok"
+            if truth != pred:
+                errors.append((f"{name} " + ("FP" if pred else "FN"), v.verdict, v.score, row["text"][:90]))
+        p = h["tp"] / max(1, h["tp"] + h["fp"])
+        r = h["tp"] / max(1, h["tp"] + h["fn"])
+        print(f"{label} ({len(holdout)} rows, shipped model): precision {p:.3f}  recall {r:.3f}  "
+              f"(tp {h['tp']}, fp {h['fp']}, fn {h['fn']}; to review: {h['review']}; "
+              f"ads flagged ad or review: {h['flagged']}/{h['tp'] + h['fn']})")
+    if args.show_errors:
+        for kind, verdict, score, text in sorted(errors):
+            print(f"{kind} {verdict:6s} {score:.2f} {text!r}")
+
+
+if __name__ == "__main__":
+    main()

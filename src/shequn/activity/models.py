@@ -1,0 +1,66 @@
+"""The activity stream: one append-only table for everything members do, on every platform."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from shequn.core.models import Platform, TenantOwned
+
+
+class EventKind(models.TextChoices):
+    MESSAGE = "message", _("消息")
+    REPLY = "reply", _("回复")
+    REACTION = "reaction", _("表情回应")
+    EDIT = "edit", _("编辑")
+    DELETE = "delete", _("撤回/删除")
+    JOIN = "join", _("入群")
+    LEAVE = "leave", _("退群")
+    CHECK_IN = "check_in", _("签到")
+    PURCHASE = "purchase", _("购买")
+    INVITE = "invite", _("邀请")
+    LIVE_VIEW = "live_view", _("观看直播")
+    CONTENT_VIEW = "content_view", _("浏览内容")
+    OTHER = "other", _("其他")
+
+
+class ActivityEvent(TenantOwned):
+    """Append-only. ``(tenant, platform, platform_event_id)`` is unique, so ingest de-duplicates."""
+
+    member = models.ForeignKey("members.Member", null=True, blank=True, on_delete=models.SET_NULL,
+                               related_name="+", verbose_name=_("会员"), db_index=False)
+    community = models.ForeignKey("communities.Community", null=True, blank=True, on_delete=models.SET_NULL,
+                                  related_name="+", verbose_name=_("社群"), db_index=False)
+    group = models.ForeignKey("communities.ChatGroup", null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="+", verbose_name=_("群"), db_index=False)
+    platform = models.CharField(_("平台"), max_length=16, choices=Platform.choices)
+    platform_event_id = models.CharField(_("平台事件 ID"), max_length=191)
+    kind = models.CharField(_("类型"), max_length=16, choices=EventKind.choices)
+    occurred_at = models.DateTimeField(_("发生时间"))
+    received_at = models.DateTimeField(_("接收时间"))
+    payload = models.JSONField(_("内容"), default=dict, blank=True)
+
+    class Meta:
+        verbose_name = _("活动事件")
+        verbose_name_plural = _("活动事件")
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "platform", "platform_event_id"], name="activity_unique_event")
+        ]
+        indexes = [
+            models.Index(fields=["tenant", "member", "occurred_at"], name="activity_member_time_idx"),
+            models.Index(fields=["tenant", "community", "occurred_at"], name="activity_comm_time_idx"),
+        ]
+
+
+class DispatchFailure(models.Model):
+    """An engine consumer that raised on a batch of events. The batch is retried by a scheduled task;
+    the other consumers are not held back by one failing engine."""
+
+    tenant_id = models.BigIntegerField()
+    consumer = models.CharField(max_length=64)
+    event_ids = models.JSONField(default=list)
+    error = models.TextField()
+    attempts = models.PositiveIntegerField(default=1)
+    resolved = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)

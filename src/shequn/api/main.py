@@ -1,0 +1,157 @@
+"""The REST API at ``/api/v1/``: one NinjaAPI that mounts every app's router."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+from django.http import HttpRequest, HttpResponse
+from django.utils.translation import get_language, gettext_noop
+from django.utils.translation import gettext as _
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError
+from ninja.errors import ValidationError as NinjaValidationError
+
+from shequn.core.errors import ShequnError
+from shequn.core.http import API_AUTH
+
+log = logging.getLogger(__name__)
+
+api = NinjaAPI(
+    title="shequn API",
+    version="1.0.0",
+    description="社群 — members, communities, activity, engines. Errors: `{code, message, details}`.",
+    auth=API_AUTH,
+    urls_namespace="api-v1",
+    docs_url="/docs",
+)
+
+ROUTED_APPS = (
+    "core", "members", "communities", "activity", "connectors", "moderation", "engagement",
+    "commerce", "ledger", "referrals", "analytics",
+)
+
+for _app in ROUTED_APPS:
+    _module = importlib.import_module(f"shequn.{_app}.api")
+    _router = getattr(_module, "router", None)
+    if _router is not None:
+        api.add_router(f"/{getattr(_module, 'PREFIX', _app)}", _router)
+
+
+def _error(request: HttpRequest, status: int, code: str, message: str, details: object = None) -> HttpResponse:
+    return api.create_response(request, {"code": code, "message": message, "details": details}, status=status)
+
+
+@api.exception_handler(ShequnError)
+def _shequn_error(request: HttpRequest, exc: ShequnError) -> HttpResponse:
+    return _error(request, exc.status, exc.code, exc.message, exc.details)
+
+
+def _english() -> bool:
+    return (get_language() or "").startswith("en")
+
+
+def _t(msgid: str, english: str) -> str:
+    """gettext with an English fallback for the API layer's own messages while the ``en`` catalog
+    lacks them: the catalog wins when it has a translation."""
+    text = _(msgid)
+    return english if text == msgid and _english() else text
+
+
+#: pydantic error type → Chinese message (msgids; ``%(x)s`` filled from the error's ctx)
+_PYDANTIC_ZH = {
+    "missing": gettext_noop("必填"),
+    "string_too_short": gettext_noop("至少 %(min_length)s 个字符"),
+    "string_too_long": gettext_noop("最多 %(max_length)s 个字符"),
+    "too_short": gettext_noop("至少 %(min_length)s 项"),
+    "too_long": gettext_noop("最多 %(max_length)s 项"),
+    "literal_error": gettext_noop("取值无效, 可选: %(expected)s"),
+    "enum": gettext_noop("取值无效, 可选: %(expected)s"),
+    "int_parsing": gettext_noop("必须是整数"),
+    "int_type": gettext_noop("必须是整数"),
+    "int_from_float": gettext_noop("必须是整数"),
+    "float_parsing": gettext_noop("必须是数字"),
+    "float_type": gettext_noop("必须是数字"),
+    "bool_parsing": gettext_noop("必须是 true 或 false"),
+    "bool_type": gettext_noop("必须是 true 或 false"),
+    "string_type": gettext_noop("必须是字符串"),
+    "list_type": gettext_noop("必须是数组"),
+    "dict_type": gettext_noop("必须是对象"),
+    "model_type": gettext_noop("必须是对象"),
+    "model_attributes_type": gettext_noop("必须是对象"),
+    "datetime_parsing": gettext_noop("时间格式无效, 需要 ISO 8601"),
+    "datetime_from_date_parsing": gettext_noop("时间格式无效, 需要 ISO 8601"),
+    "datetime_type": gettext_noop("时间格式无效, 需要 ISO 8601"),
+    "greater_than_equal": gettext_noop("必须大于或等于 %(ge)s"),
+    "greater_than": gettext_noop("必须大于 %(gt)s"),
+    "less_than_equal": gettext_noop("必须小于或等于 %(le)s"),
+    "less_than": gettext_noop("必须小于 %(lt)s"),
+    "json_invalid": gettext_noop("不是合法的 JSON"),
+    "value_error": gettext_noop("值无效"),
+}
+
+
+def _field_message(err: dict[str, object]) -> str:
+    english = str(err.get("msg", ""))
+    msgid = _PYDANTIC_ZH.get(str(err.get("type", "")))
+    if msgid is None or _english():
+        return english
+    raw_ctx = err.get("ctx")
+    ctx: dict[str, object] = raw_ctx if isinstance(raw_ctx, dict) else {}
+    try:
+        return _(msgid) % {k: str(v) for k, v in ctx.items()} if "%(" in msgid else _(msgid)
+    except (KeyError, TypeError, ValueError):
+        return english
+
+
+@api.exception_handler(NinjaValidationError)
+def _validation_error(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse:
+    """422 naming each bad field by its path (``body.payload.display_name``, ``query.limit``) with a
+    message in the caller's language (Accept-Language; Chinese by default)."""
+    details = [
+        {"field": ".".join(str(p) for p in err.get("loc", ())), "message": _field_message(err),
+         "type": err.get("type", "")}
+        for err in exc.errors
+    ]
+    return _error(request, 422, "validation_error", _t("请求数据不合法", "The request data is invalid"), details)
+
+
+@api.exception_handler(AuthenticationError)
+def _auth_error(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    return _error(request, 401, "unauthorized",
+                  _t("需要登录或有效的 API 密钥", "Log in or send a valid API key"))
+
+
+@api.exception_handler(HttpError)
+def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    code = {400: "bad_request", 404: "not_found", 403: "forbidden", 409: "conflict"}.get(exc.status_code, "error")
+    message = str(exc)
+    if message == "Cannot parse request body":
+        code = "malformed_body"
+        message = _t("请求体无法解析, 需要合法的 JSON", "Cannot parse the request body (JSON expected)")
+    elif message.startswith("CSRF check"):
+        code = "csrf_failed"
+        message = _t("CSRF 校验失败, 请刷新页面后重试", "CSRF check failed; reload the page and retry")
+    return _error(request, exc.status_code, code, message)
+
+
+_IDEMPOTENCY_PARAM = {
+    "in": "header", "name": "Idempotency-Key", "required": False,
+    "description": "Optional, ≤ 128 characters. A retry with the same key and body replays the first answer "
+                   "without writing again; the same key with another body is a 409.",
+    "schema": {"type": "string", "maxLength": 128},
+}
+_base_openapi_schema = api.get_openapi_schema
+
+
+def _openapi_schema(*, path_prefix: str | None = None, path_params: dict[str, object] | None = None) -> object:
+    """The generated schema plus the ``Idempotency-Key`` header on every POST."""
+    schema = _base_openapi_schema(path_prefix=path_prefix, path_params=path_params)
+    for item in schema["paths"].values():
+        post = item.get("post")
+        if post is not None and not any(p.get("name") == "Idempotency-Key" for p in post.get("parameters", [])):
+            post.setdefault("parameters", []).append(dict(_IDEMPOTENCY_PARAM))
+    return schema
+
+
+api.get_openapi_schema = _openapi_schema  # type: ignore[method-assign,assignment]

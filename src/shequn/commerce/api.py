@@ -1,0 +1,328 @@
+"""Member-facing commerce flows (browse, order, pay, flash sale, group buy, coupons) and the payment
+callbacks. Handlers are thin: every rule lives in ``services``. Authenticated with the API principal
+for now (``commerce.read`` / ``commerce.write``); the member portal will call the same services."""
+
+
+import datetime as dt
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from django.utils.translation import gettext as _
+from ninja import Router, Schema
+
+from shequn.core.errors import Invalid, NotFound, ShequnError
+from shequn.core.http import ERRORS, Page, idempotent, paginate, require
+from shequn.core.models import Tenant
+
+from . import selectors, services
+from .models import Coupon, GroupBuyTeam, Order, Payment, Refund
+
+router = Router(tags=["commerce"])
+
+
+class AttributionIn(Schema):
+    community_id: int | None = None
+    group_id: int | None = None
+    invite_code: str | None = None
+    referrer_member_id: int | None = None
+    live_session_id: int | None = None
+    campaign: str | None = None
+
+
+class LineIn(Schema):
+    sku_id: int
+    quantity: int
+
+
+class OrderIn(Schema):
+    member_id: int
+    lines: list[LineIn]
+    coupon_ids: list[int] = []
+    attribution: AttributionIn | None = None
+
+
+class LineOut(Schema):
+    id: int
+    product_id: int
+    sku_id: int
+    product_kind: str
+    name: str
+    quantity: int
+    list_price_fen: int
+    unit_price_fen: int
+    discount_fen: int
+    amount_fen: int
+
+
+class OrderOut(Schema):
+    id: int
+    member_id: int
+    status: str
+    goods_fen: int
+    discount_fen: int
+    total_fen: int
+    paid_fen: int
+    refunded_fen: int
+    attribution: dict[str, Any]
+    expires_at: dt.datetime | None
+    created_at: dt.datetime
+    paid_at: dt.datetime | None
+    flash_sale_id: int | None
+    team_id: int | None
+    lines: list[LineOut]
+
+
+class PayIn(Schema):
+    provider: str | None = None
+    channel: str = ""
+    payer_openid: str = ""
+    client_ip: str = ""
+
+
+class PaymentOut(Schema):
+    id: int
+    order_id: int
+    provider: str
+    channel: str
+    out_trade_no: str
+    amount_fen: int
+    status: str
+    prepay: dict[str, Any]
+
+
+class RefundIn(Schema):
+    amount_fen: int
+    reason: str = ""
+    order_line_id: int | None = None
+
+
+class RefundOut(Schema):
+    id: int
+    order_id: int
+    out_refund_no: str
+    amount_fen: int
+    status: str
+    reason: str
+
+
+class MemberIn(Schema):
+    member_id: int
+    attribution: AttributionIn | None = None
+
+
+class FlashIn(Schema):
+    member_id: int
+    quantity: int = 1
+    attribution: AttributionIn | None = None
+
+
+class FlashOut(Schema):
+    status: str
+    order: OrderOut | None = None
+
+
+class TeamOut(Schema):
+    id: int
+    group_buy_id: int
+    status: str
+    share_token: str
+    expires_at: dt.datetime
+    order: OrderOut | None = None
+
+
+class CouponOut(Schema):
+    id: int
+    template_id: int
+    status: str
+    owner_id: int | None
+    giver_id: int | None
+    share_token: str | None
+
+
+class OutcomeOut(Schema):
+    outcome: str
+    order_id: int | None = None
+
+
+def _attr(a: AttributionIn | None) -> dict[str, Any] | None:
+    return a.model_dump() if a is not None else None
+
+
+def _order(tenant_id: int, order_id: int) -> Order:
+    return selectors.order(tenant_id, order_id)
+
+
+@router.get("/products", response={200: list[dict[str, Any]], **ERRORS})
+def list_products(request: HttpRequest, member_id: int | None = None) -> Any:
+    """The catalog as this member sees it (visibility and 会员价 applied)."""
+    p = require(request, "commerce.read")
+    return selectors.catalog_for_member(p.tenant_id, member_id)
+
+
+@router.post("/orders", response={200: OrderOut, **ERRORS})
+@idempotent
+def create_order(request: HttpRequest, body: OrderIn) -> Any:
+    """Create an order; the server computes every price and total. Send ``Idempotency-Key``."""
+    p = require(request, "commerce.write")
+    order = services.do_create_order(
+        p, member_id=body.member_id, lines=[ln.model_dump() for ln in body.lines], coupon_ids=body.coupon_ids,
+        attribution=_attr(body.attribution), idempotency_key=request.headers.get("Idempotency-Key"),
+    )
+    return OrderOut.from_orm(order)
+
+
+@router.get("/orders", response={200: Page[OrderOut], **ERRORS})
+def list_orders(request: HttpRequest, member_id: int | None = None, status: str | None = None,
+                cursor: str | None = None, limit: int = 50) -> Any:
+    p = require(request, "commerce.read")
+    return paginate(selectors.orders(p.tenant_id, member_id=member_id, status=status).prefetch_related("lines"),
+                    cursor, limit)
+
+
+@router.get("/orders/{order_id}", response={200: OrderOut, **ERRORS})
+def get_order(request: HttpRequest, order_id: int) -> Any:
+    p = require(request, "commerce.read")
+    return _order(p.tenant_id, order_id)
+
+
+@router.post("/orders/{order_id}/pay", response={200: PaymentOut, **ERRORS})
+@idempotent
+def pay_order(request: HttpRequest, order_id: int, body: PayIn) -> Any:
+    """Open a payment (sandbox by default) and return what the payer's client needs."""
+    p = require(request, "commerce.write")
+    payment = services.do_start_payment(p, order_id, provider=body.provider, channel=body.channel,
+                                        payer_openid=body.payer_openid, client_ip=body.client_ip,
+                                        idempotency_key=request.headers.get("Idempotency-Key"))
+    return PaymentOut.from_orm(payment)
+
+
+@router.post("/orders/{order_id}/cancel", response={200: OrderOut, **ERRORS})
+def cancel_order(request: HttpRequest, order_id: int) -> Any:
+    p = require(request, "commerce.write")
+    return services.do_cancel_order(p, order_id, reason=_("会员取消"))
+
+
+@router.post("/orders/{order_id}/refunds", response={200: RefundOut, **ERRORS})
+@idempotent
+def refund_order(request: HttpRequest, order_id: int, body: RefundIn) -> Any:
+    """Refund part or all of an order; ``Idempotency-Key`` is required."""
+    p = require(request, "commerce.write")
+    key = request.headers.get("Idempotency-Key")
+    if not key:
+        raise Invalid(_("退款需要 Idempotency-Key"), details={"field": "header.Idempotency-Key"})
+    refund: Refund = services.do_request_refund(p, order_id, amount_fen=body.amount_fen, reason=body.reason,
+                                                order_line_id=body.order_line_id, idempotency_key=key)
+    return RefundOut.from_orm(refund)
+
+
+@router.post("/payments/sandbox/{out_trade_no}/pay", response={200: OutcomeOut, **ERRORS})
+def sandbox_pay(request: HttpRequest, out_trade_no: str) -> Any:
+    """The sandbox payer pays: its signed notification is delivered to our callback handler."""
+    p = require(request, "commerce.write")
+    if not Payment.objects.filter(tenant_id=p.tenant_id, out_trade_no=out_trade_no, provider="sandbox").exists():
+        raise NotFound(_("支付单不存在"), details={"field": "out_trade_no"})
+    out = services.do_sandbox_pay(out_trade_no)
+    return {"outcome": out["outcome"], "order_id": out.get("order_id")}
+
+
+@router.post("/payments/callback/{tenant_slug}/{provider}", auth=None, include_in_schema=True)
+def payment_callback(request: HttpRequest, tenant_slug: str, provider: str) -> HttpResponse:
+    """Provider notifications (sandbox, wechatpay). Answers 200 ``{"code": "SUCCESS"}`` once applied
+    (also for duplicates), otherwise 4xx ``{"code": "FAIL", "message": …}`` so the provider retries."""
+    import json
+
+    tenant = Tenant.objects.filter(slug=tenant_slug, is_active=True).first()
+    if tenant is None:
+        return HttpResponse(json.dumps({"code": "FAIL", "message": "unknown tenant"}), status=404,
+                            content_type="application/json")
+    try:
+        services.do_handle_notification(provider, dict(request.headers), request.body, tenant_id=tenant.pk)
+    except ShequnError as exc:
+        return HttpResponse(json.dumps({"code": "FAIL", "message": exc.message}, ensure_ascii=False),
+                            status=exc.status if exc.status >= 400 else 400, content_type="application/json")
+    return HttpResponse(json.dumps({"code": "SUCCESS", "message": "成功"}, ensure_ascii=False),
+                        content_type="application/json")
+
+
+@router.post("/flash-sales/{flash_sale_id}/buy", response={200: FlashOut, 202: FlashOut, **ERRORS})
+@idempotent
+def flash_buy(request: HttpRequest, flash_sale_id: int, body: FlashIn) -> Any:
+    """秒杀: 200 with the order, or 202 ``queued`` when the Redis gate accepted and the order follows."""
+    p = require(request, "commerce.write")
+    res = services.do_flash_buy(p, flash_sale_id, member_id=body.member_id, quantity=body.quantity,
+                                attribution=_attr(body.attribution),
+                                idempotency_key=request.headers.get("Idempotency-Key"))
+    if res.order is None:
+        return 202, {"status": res.status, "order": None}
+    return 200, {"status": res.status, "order": OrderOut.from_orm(res.order)}
+
+
+def _team_out(team: GroupBuyTeam, order: Order | None) -> dict[str, Any]:
+    return {"id": team.pk, "group_buy_id": team.group_buy_id, "status": team.status, "share_token": team.share_token,
+            "expires_at": team.expires_at, "order": OrderOut.from_orm(order) if order else None}
+
+
+@router.post("/group-buys/{group_buy_id}/teams", response={200: TeamOut, **ERRORS})
+@idempotent
+def start_team(request: HttpRequest, group_buy_id: int, body: MemberIn) -> Any:
+    """开团: the leader's order and the share token for the join link."""
+    p = require(request, "commerce.write")
+    team, order = services.do_start_team(p, group_buy_id, member_id=body.member_id, attribution=_attr(body.attribution))
+    return _team_out(team, order)
+
+
+@router.get("/teams/{share_token}", response={200: TeamOut, **ERRORS})
+def get_team(request: HttpRequest, share_token: str) -> Any:
+    p = require(request, "commerce.read")
+    return _team_out(selectors.team_by_token(p.tenant_id, share_token), None)
+
+
+@router.post("/teams/{share_token}/join", response={200: OrderOut, **ERRORS})
+@idempotent
+def join_team(request: HttpRequest, share_token: str, body: MemberIn) -> Any:
+    """参团 by share link."""
+    p = require(request, "commerce.write")
+    order = services.do_join_team(p, share_token, member_id=body.member_id, attribution=_attr(body.attribution))
+    return OrderOut.from_orm(order)
+
+
+@router.post("/coupons/{template_id}/claim", response={200: CouponOut, **ERRORS})
+def claim_coupon(request: HttpRequest, template_id: int, body: MemberIn) -> Any:
+    p = require(request, "commerce.write")
+    c: Coupon = services.do_claim_coupon(p, template_id, member_id=body.member_id)
+    return CouponOut.from_orm(c)
+
+
+@router.post("/share-coupons/{share_token}/claim", response={200: CouponOut, **ERRORS})
+def claim_share_coupon(request: HttpRequest, share_token: str, body: MemberIn) -> Any:
+    """买一赠一: a friend claims the gift coupon from the buyer's link."""
+    p = require(request, "commerce.write")
+    return CouponOut.from_orm(services.do_claim_share_coupon(p, share_token, member_id=body.member_id))
+
+
+@router.get("/members/{member_id}/coupons", response={200: list[CouponOut], **ERRORS})
+def member_coupons(request: HttpRequest, member_id: int) -> Any:
+    p = require(request, "commerce.read")
+    return list(selectors.member_coupons(p.tenant_id, member_id))
+
+
+@router.get("/live-sessions/stats", response={200: list[dict[str, Any]], **ERRORS})
+def live_stats(request: HttpRequest) -> Any:
+    p = require(request, "commerce.read")
+    return selectors.live_session_stats(p.tenant_id)
+
+
+class OrderEventOut(Schema):
+    id: int
+    kind: str
+    order_id: int
+    amount_fen: int
+    data: dict[str, Any]
+    created_at: dt.datetime
+
+
+@router.get("/order-events", response={200: list[OrderEventOut], **ERRORS})
+def order_events(request: HttpRequest, after_id: int = 0, limit: int = 200) -> Any:
+    """Order events in id order, for integrations that poll (engines use the in-process listeners)."""
+    p = require(request, "commerce.read")
+    return list(selectors.order_events(p.tenant_id, after_id=after_id)[: max(1, min(limit, 1000))])

@@ -1,0 +1,15 @@
+from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
+
+
+class CommerceConfig(AppConfig):
+    name = "shequn.commerce"
+    label = "commerce"
+    verbose_name = _("社群电商")
+
+    def ready(self) -> None:
+        from .events import register_order_listener
+        from .services import ingest_purchase_activity
+
+        # paid orders show up in the activity stream as "purchase" events (engagement sees them)
+        register_order_listener("commerce.activity", ingest_purchase_activity)

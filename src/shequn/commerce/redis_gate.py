@@ -1,0 +1,112 @@
+"""The Redis gate for hot flash sales: one Lua script checks the per-member limit (SISMEMBER),
+decrements the stock (DECRBY, never below zero) and appends the accepted attempt to a stream (XADD),
+atomically. The database consumer (``services.do_consume_flash_gate``) turns stream entries into
+reservations and orders idempotently; the database stays the source of truth (its own conditional
+decrement and unique (flash sale, member) row still apply).
+
+Keys (per flash sale): ``shequn:flash:<id>:stock``, ``shequn:flash:<id>:buyers``,
+``shequn:flash:<id>:stream``; consumer group ``orders``."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from django.conf import settings
+
+GATE_LUA = """
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return -1 end
+local stock = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if stock < 0 then return -2 end
+local n = tonumber(ARGV[2])
+if stock < n then return 0 end
+redis.call('DECRBY', KEYS[1], n)
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('XADD', KEYS[3], '*', 'member', ARGV[1], 'qty', ARGV[2], 'attr', ARGV[3])
+return 1
+"""
+
+RELEASE_LUA = """
+if redis.call('SREM', KEYS[2], ARGV[1]) == 1 then
+  redis.call('INCRBY', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+ACCEPTED, SOLD_OUT, DUPLICATE, NOT_PREPARED = 1, 0, -1, -2
+
+
+def keys(flash_sale_id: int) -> list[str]:
+    base = f"shequn:flash:{flash_sale_id}"
+    return [f"{base}:stock", f"{base}:buyers", f"{base}:stream"]
+
+
+@lru_cache(maxsize=4)
+def _client(url: str) -> Any:
+    import redis
+
+    return redis.Redis.from_url(url)
+
+
+def client() -> Any:
+    if not settings.REDIS_URL:
+        return None
+    return _client(settings.REDIS_URL)
+
+
+class Gate:
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self._gate = conn.register_script(GATE_LUA)
+        self._release = conn.register_script(RELEASE_LUA)
+
+    def prepare(self, flash_sale_id: int, stock: int, buyers: list[int]) -> None:
+        """Load stock and the members already holding a reservation (idempotent: only if absent)."""
+        k = keys(flash_sale_id)
+        if self.conn.set(k[0], stock, nx=True) and buyers:
+            self.conn.sadd(k[1], *buyers)
+        try:
+            self.conn.xgroup_create(k[2], "orders", id="0", mkstream=True)
+        except Exception as exc:  # BUSYGROUP: already there
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def reset(self, flash_sale_id: int) -> None:
+        self.conn.delete(*keys(flash_sale_id))
+
+    def attempt(self, flash_sale_id: int, member_id: int, quantity: int, attr: str = "") -> int:
+        return int(self._gate(keys=keys(flash_sale_id), args=[member_id, quantity, attr]))
+
+    def release(self, flash_sale_id: int, member_id: int, quantity: int) -> bool:
+        return bool(self._release(keys=keys(flash_sale_id), args=[member_id, quantity]))
+
+    def read(self, flash_sale_id: int, consumer: str, count: int = 500) -> list[tuple[str, dict[str, str]]]:
+        """Pending entries first (a crashed consumer's), then new ones."""
+        stream = keys(flash_sale_id)[2]
+        out: list[tuple[str, dict[str, str]]] = []
+        for start in ("0", ">"):
+            resp = self.conn.xreadgroup("orders", consumer, {stream: start}, count=count)
+            for _name, entries in resp or []:
+                for entry_id, fields in entries:
+                    out.append((_s(entry_id), {_s(k): _s(v) for k, v in fields.items()}))
+            if out:
+                break
+        return out
+
+    def ack(self, flash_sale_id: int, entry_ids: list[str]) -> None:
+        if entry_ids:
+            self.conn.xack(keys(flash_sale_id)[2], "orders", *entry_ids)
+
+    def stock(self, flash_sale_id: int) -> int | None:
+        v = self.conn.get(keys(flash_sale_id)[0])
+        return None if v is None else int(v)
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def gate() -> Gate | None:
+    conn = client()
+    return Gate(conn) if conn is not None else None

@@ -1,0 +1,118 @@
+"""Reads of commerce. Every read is scoped to a tenant; an id from another tenant is not found."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Count, Q, QuerySet, Sum
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from shequn.core.errors import NotFound
+from shequn.members.models import Member
+
+from .models import (
+    Coupon,
+    FlashSale,
+    GroupBuy,
+    GroupBuyTeam,
+    LiveSession,
+    Order,
+    OrderEvent,
+    Product,
+    TierGrant,
+)
+from .services import MemberContext, member_context, product_visible, unit_price
+
+
+def products(tenant_id: int, *, active_only: bool = True) -> QuerySet[Product]:
+    qs = Product.objects.filter(tenant_id=tenant_id).prefetch_related("skus__member_prices", "visible_in")
+    return qs.filter(is_active=True) if active_only else qs
+
+
+def catalog_for_member(tenant_id: int, member_id: int | None) -> list[dict[str, Any]]:
+    """Products this member may see, with the price they would pay per SKU (会员价 applied)."""
+    ctx: MemberContext | None = None
+    if member_id is not None:
+        member = Member.objects.filter(tenant_id=tenant_id, pk=member_id).first()
+        if member is None:
+            raise NotFound(_("会员不存在"), details={"field": "member_id"})
+        ctx = member_context(tenant_id, member)
+    out: list[dict[str, Any]] = []
+    for p in products(tenant_id).order_by("pk"):
+        if not product_visible(p, ctx, [c.pk for c in p.visible_in.all()]):
+            continue
+        out.append({
+            "id": p.pk, "name": p.name, "description": p.description, "kind": p.kind, "images": p.images,
+            "tier_privileges": p.tier_privileges if p.kind == "tier" else None,
+            "skus": [
+                {"id": s.pk, "code": s.code, "name": s.name, "price_fen": s.price_fen,
+                 "your_price_fen": unit_price(s, ctx, list(s.member_prices.all())), "in_stock": s.stock > 0}
+                for s in p.skus.all() if s.is_active
+            ],
+        })
+    return out
+
+
+def order(tenant_id: int, order_id: int) -> Order:
+    o = Order.objects.filter(tenant_id=tenant_id, pk=order_id).prefetch_related("lines", "payments").first()
+    if o is None:
+        raise NotFound(_("订单不存在"), details={"field": "order_id"})
+    return o
+
+
+def orders(tenant_id: int, *, member_id: int | None = None, status: str | None = None) -> QuerySet[Order]:
+    qs = Order.objects.filter(tenant_id=tenant_id)
+    if member_id is not None:
+        qs = qs.filter(member_id=member_id)
+    if status:
+        qs = qs.filter(status=status)
+    return qs
+
+
+def order_events(tenant_id: int, *, after_id: int = 0, kinds: list[str] | None = None) -> QuerySet[OrderEvent]:
+    qs = OrderEvent.objects.filter(tenant_id=tenant_id, pk__gt=after_id).order_by("pk")
+    return qs.filter(kind__in=kinds) if kinds else qs
+
+
+def flash_sale(tenant_id: int, flash_sale_id: int) -> FlashSale:
+    fs = FlashSale.objects.filter(tenant_id=tenant_id, pk=flash_sale_id).first()
+    if fs is None:
+        raise NotFound(_("秒杀不存在"), details={"field": "flash_sale_id"})
+    return fs
+
+
+def active_flash_sales(tenant_id: int) -> QuerySet[FlashSale]:
+    now = timezone.now()
+    return FlashSale.objects.filter(tenant_id=tenant_id, ends_at__gt=now).order_by("starts_at")
+
+
+def group_buys(tenant_id: int) -> QuerySet[GroupBuy]:
+    now = timezone.now()
+    return GroupBuy.objects.filter(tenant_id=tenant_id, is_active=True, ends_at__gt=now)
+
+
+def team_by_token(tenant_id: int, token: str) -> GroupBuyTeam:
+    t = GroupBuyTeam.objects.filter(tenant_id=tenant_id, share_token=token).select_related("group_buy").first()
+    if t is None:
+        raise NotFound(_("拼团不存在"), details={"field": "share_token"})
+    return t
+
+
+def member_coupons(tenant_id: int, member_id: int) -> QuerySet[Coupon]:
+    return Coupon.objects.filter(tenant_id=tenant_id, owner_id=member_id).select_related("template")
+
+
+def tier_history(tenant_id: int, member_id: int) -> QuerySet[TierGrant]:
+    return TierGrant.objects.filter(tenant_id=tenant_id, member_id=member_id).order_by("starts_at", "pk")
+
+
+def live_session_stats(tenant_id: int) -> list[dict[str, Any]]:
+    """Per live session: joins, paid orders and GMV (public-domain traffic converted)."""
+    rows = LiveSession.objects.filter(tenant_id=tenant_id).annotate(
+        join_count=Count("joins", distinct=True),
+        paid_orders=Count("orders", filter=Q(orders__paid_at__isnull=False), distinct=True),
+        gmv_fen=Sum("orders__paid_fen", filter=Q(orders__paid_at__isnull=False)),
+    ).order_by("-starts_at")
+    return [{"id": r.pk, "title": r.title, "platform": r.platform, "starts_at": r.starts_at, "joins": r.join_count,
+             "paid_orders": r.paid_orders, "gmv_fen": r.gmv_fen or 0} for r in rows]

@@ -1,0 +1,253 @@
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from django.db import close_old_connections, connection
+from django.utils import timezone
+
+from shequn.commerce import batching, services
+from shequn.commerce.models import FlashReservation, FlashSale, Order, Sku
+from shequn.communities.models import Membership
+from shequn.core.errors import Conflict, Invalid
+from shequn.members.models import Member
+
+from .conftest import make_member, sku, window
+
+
+def _flash(system, product, stock=3, limit=1, **kw):
+    start, end = window()
+    return services.do_create_flash_sale(system, name="秒杀", sku_id=sku(product).pk, price_fen=990, stock=stock,
+                                         starts_at=kw.pop("starts_at", start), ends_at=kw.pop("ends_at", end),
+                                         per_member_limit=limit, **kw)
+
+
+def test_flash_buy_limit_and_sold_out(system, product, tenant):
+    fs = _flash(system, product, stock=2)
+    assert Sku.objects.get(pk=sku(product).pk).stock == 8  # carved out of the SKU
+    a, b, c = (make_member(tenant, n) for n in "abc")
+    r = services.do_flash_buy(system, fs.pk, member_id=a.pk)
+    assert r.order.total_fen == 990
+    with pytest.raises(Conflict) as exc:
+        services.do_flash_buy(system, fs.pk, member_id=a.pk)
+    assert exc.value.code == "already_bought"
+    assert FlashSale.objects.get(pk=fs.pk).stock == 1  # the duplicate did not consume stock
+    services.do_flash_buy(system, fs.pk, member_id=b.pk)
+    with pytest.raises(services.SoldOut):
+        services.do_flash_buy(system, fs.pk, member_id=c.pk)
+    assert not FlashReservation.objects.filter(member=c).exists()  # nothing half-written
+    assert FlashSale.objects.get(pk=fs.pk).stock == 0
+
+
+def test_flash_bad_input(system, product, tenant, community, member):
+    fs = _flash(system, product, stock=5, limit=2, eligible_community_id=community.pk)
+    with pytest.raises(Invalid) as exc:
+        services.do_flash_buy(system, fs.pk, member_id=member.pk)
+    assert exc.value.code == "ineligible"
+    Membership.objects.create(tenant=tenant, member=member, community=community, joined_at=timezone.now())
+    for q in (0, -1, 3):
+        with pytest.raises(Invalid):
+            services.do_flash_buy(system, fs.pk, member_id=member.pk, quantity=q)
+    past = services.do_create_flash_sale(system, name="过期", sku_id=sku(product).pk, price_fen=1, stock=1,
+                                         starts_at=timezone.now() - dt.timedelta(hours=2),
+                                         ends_at=timezone.now() - dt.timedelta(hours=1))
+    with pytest.raises(Invalid) as exc:
+        services.do_flash_buy(system, past.pk, member_id=member.pk)
+    assert exc.value.code == "ended"
+    lvl = _flash(system, product, stock=1, min_relationship_level=3)
+    with pytest.raises(Invalid):
+        services.do_flash_buy(system, lvl.pk, member_id=member.pk)
+    assert Order.objects.count() == 0
+    services.do_flash_buy(system, fs.pk, member_id=member.pk, quantity=2)
+
+
+def test_reservation_expiry_releases_and_late_payment_refunds_when_gone(system, product, tenant):
+    fs = _flash(system, product, stock=1)
+    a, b = make_member(tenant, "a"), make_member(tenant, "b")
+    order = services.do_flash_buy(system, fs.pk, member_id=a.pk).order
+    p = services.do_start_payment(system, order.pk)
+    services.do_expire_orders(now=timezone.now() + dt.timedelta(hours=1))
+    assert FlashSale.objects.get(pk=fs.pk).stock == 1
+    assert FlashReservation.objects.get(member=a).status == "released"
+    services.do_flash_buy(system, fs.pk, member_id=b.pk)  # b takes the released unit
+    assert services.do_sandbox_pay(p.out_trade_no)["outcome"] == "refunding"
+    order.refresh_from_db()
+    assert order.status == "cancelled" and FlashSale.objects.get(pk=fs.pk).stock == 0
+    assert order.payments.get().refunds.get().status == "succeeded"
+
+
+def test_late_payment_revives_when_stock_left(system, product, tenant):
+    fs = _flash(system, product, stock=2)
+    a = make_member(tenant, "a")
+    order = services.do_flash_buy(system, fs.pk, member_id=a.pk).order
+    p = services.do_start_payment(system, order.pk)
+    services.do_expire_orders(now=timezone.now() + dt.timedelta(hours=1))
+    assert services.do_sandbox_pay(p.out_trade_no)["outcome"] == "revived"
+    assert FlashSale.objects.get(pk=fs.pk).stock == 1
+    assert FlashReservation.objects.get(member=a).status == "paid"
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("batched", [False, True], ids=["per-buyer", "group-commit"])
+def test_concurrent_flash_sale_never_oversells(tenant, system, product, batched):
+    """300 buyers (each trying twice) race for 37 units on PostgreSQL: exactly 37 sold, one per member."""
+    services.do_adjust_stock(system, sku(product).pk, 100)
+    fs = _flash(system, product, stock=37)
+    members = Member.objects.bulk_create(
+        [Member(tenant=tenant, display_name=f"m{i}", first_seen_at=timezone.now()) for i in range(300)]
+    )
+    outcomes = {"ok": 0, "sold_out": 0, "dup": 0, "other": 0}
+    lock = threading.Lock()
+    start = threading.Barrier(16)
+
+    def buyer(chunk):
+        try:
+            start.wait()
+            for m in chunk:
+                for _ in range(2):
+                    try:
+                        services.do_flash_buy(system, fs.pk, member_id=m.pk, batched=batched)
+                        key = "ok"
+                    except services.SoldOut:
+                        key = "sold_out"
+                    except Conflict:
+                        key = "dup"
+                    except Exception:
+                        key = "other"
+                    with lock:
+                        outcomes[key] += 1
+        finally:
+            close_old_connections()
+            connection.close()
+
+    chunks = [members[i::16] for i in range(16)]
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(buyer, chunks))
+    finally:
+        batching.shutdown()
+    assert outcomes["other"] == 0
+    assert outcomes["ok"] == 37
+    assert FlashSale.objects.get(pk=fs.pk).stock == 0
+    assert Order.objects.filter(flash_sale=fs).count() == 37
+    assert FlashReservation.objects.filter(flash_sale=fs).count() == 37
+    per_member = Order.objects.filter(flash_sale=fs).values_list("member_id", flat=True)
+    assert len(set(per_member)) == 37
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_plain_orders_never_oversell(tenant, system, product):
+    s = sku(product, "XX-2")  # 5 in stock
+    members = Member.objects.bulk_create(
+        [Member(tenant=tenant, display_name=f"m{i}", first_seen_at=timezone.now()) for i in range(40)]
+    )
+    ok = []
+
+    def buy(m):
+        try:
+            services.do_create_order(system, member_id=m.pk, lines=[{"sku_id": s.pk, "quantity": 1}])
+            ok.append(m.pk)
+        except services.SoldOut:
+            pass
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(12) as pool:
+        list(pool.map(buy, members))
+    assert len(ok) == 5 and Sku.objects.get(pk=s.pk).stock == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_duplicate_callbacks_book_once(tenant, system, product, member):
+    order = services.do_create_order(system, member_id=member.pk, lines=[{"sku_id": sku(product).pk, "quantity": 1}])
+    p = services.do_start_payment(system, order.pk)
+    from shequn.commerce.gateways import SandboxGateway
+    headers, body = SandboxGateway().pay(p.out_trade_no, p.amount_fen)
+    results = []
+
+    def deliver(_):
+        try:
+            results.append(services.do_handle_notification("sandbox", headers, body)["outcome"])
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(deliver, range(8)))
+    assert sorted(results) == ["duplicate"] * 7 + ["paid"]
+    order.refresh_from_db()
+    assert order.paid_fen == 9900
+
+
+@pytest.mark.redis
+def test_redis_gate_feeds_idempotent_consumer(system, product, tenant, django_capture_on_commit_callbacks):
+    from shequn.commerce import redis_gate
+    fs = _flash(system, product, stock=3, use_redis_gate=True)
+    g = redis_gate.gate()
+    g.reset(fs.pk)
+    try:
+        members = [make_member(tenant, f"r{i}") for i in range(5)]
+        results = []
+        for m in members:
+            try:
+                results.append(services.do_flash_buy(system, fs.pk, member_id=m.pk).status)
+            except services.SoldOut:
+                results.append("sold_out")
+        with pytest.raises(Conflict):
+            services.do_flash_buy(system, fs.pk, member_id=members[0].pk)
+        assert results == ["queued"] * 3 + ["sold_out"] * 2
+        # the consumer ran (immediate task backend); running it again is a no-op
+        assert services.do_consume_flash_gate(fs.pk) == 0
+        assert Order.objects.filter(flash_sale=fs).count() == 3
+        assert FlashSale.objects.get(pk=fs.pk).stock == 0
+        # expiry releases the unit in the database and in the gate
+        order = Order.objects.filter(flash_sale=fs).first()
+        with django_capture_on_commit_callbacks(execute=True):
+            services.do_cancel_order(system, order.pk, reason="t")
+        assert g.stock(fs.pk) == 1 and FlashSale.objects.get(pk=fs.pk).stock == 1
+    finally:
+        g.reset(fs.pk)
+
+
+def test_flash_member_of_other_tenant_is_not_found(system, product, other_tenant):
+    from shequn.core.errors import NotFound
+    fs = _flash(system, product, stock=2)
+    stranger = make_member(other_tenant, "外人")
+    for mid in (stranger.pk, 987654):
+        with pytest.raises(NotFound):
+            services.do_flash_buy(system, fs.pk, member_id=mid)
+    assert FlashSale.objects.get(pk=fs.pk).stock == 2 and Order.objects.count() == 0
+
+
+def test_flash_tier_eligibility(system, product, community, member):
+    from .conftest import pay
+    entry, _partner = services.do_seed_tiers(system, community.pk)
+    fs = _flash(system, product, stock=2, eligible_tier_id=entry.pk)
+    with pytest.raises(Invalid) as exc:
+        services.do_flash_buy(system, fs.pk, member_id=member.pk)
+    assert exc.value.code == "ineligible"
+    o = services.do_create_order(system, member_id=member.pk, lines=[{"sku_id": entry.skus.get().pk, "quantity": 1}])
+    pay(system, o.pk)
+    assert services.do_flash_buy(system, fs.pk, member_id=member.pk).order.total_fen == 990
+
+
+def test_flash_api(system, product, member):
+    import json
+
+    from django.test import Client
+
+    from shequn.core.services import do_create_api_key
+    _k, secret = do_create_api_key(system, name="t", scopes=["commerce.write"])
+    c = Client(headers={"Authorization": f"Bearer {secret}"})
+    fs = _flash(system, product, stock=1)
+    url = f"/api/v1/commerce/flash-sales/{fs.pk}/buy"
+    r = c.post(url, data=json.dumps({"member_id": member.pk}), content_type="application/json")
+    assert r.status_code == 200 and r.json()["order"]["total_fen"] == 990
+    r = c.post(url, data=json.dumps({"member_id": member.pk}), content_type="application/json")
+    assert r.status_code == 409
+    r = c.post(url, data=json.dumps({"member_id": member.pk, "quantity": 0}), content_type="application/json")
+    assert r.status_code == 422 and r.json()["details"]["field"] == "quantity"

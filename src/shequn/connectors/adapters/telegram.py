@@ -1,0 +1,133 @@
+"""Telegram through aiogram 3. The Bot API base URL comes from the connection's ``api_base``
+config (default https://api.telegram.org), which the tests point at a local recorded-payload server.
+
+deleteMessage works only for messages younger than 48 h (older ones become a human task, checked
+before the call and when Telegram refuses); restrictChatMember only in supergroups; a kick is
+banChatMember + unbanChatMember(only_if_banned); until_date < 30 s or > 366 days is permanent."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from aiogram import Bot
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.exceptions import (
+    TelegramAPIError,
+    TelegramBadRequest,
+    TelegramForbiddenError,
+    TelegramNetworkError,
+    TelegramNotFound,
+    TelegramRetryAfter,
+    TelegramServerError,
+    TelegramUnauthorizedError,
+)
+from aiogram.types import ChatPermissions
+
+from ..models import ActionKind
+from . import ActionItem, ConnInfo, DeliveryError, per_room, text_of
+
+DEFAULT_API = "https://api.telegram.org"
+
+
+def make_bot(conn: ConnInfo, *, timeout: float = 30) -> Bot:
+    base = str(conn.config.get("api_base") or DEFAULT_API).rstrip("/")
+    session = AiohttpSession(api=TelegramAPIServer.from_base(base), timeout=timeout)
+    return Bot(conn.secrets["bot_token"], session=session)
+
+
+def message_id(item: ActionItem) -> int:
+    raw = item.message.rsplit(":", 1)[-1]
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise DeliveryError(DeliveryError.PERMANENT, f"bad message id {item.message!r}") from exc
+
+
+def _until(seconds: Any) -> dt.datetime | None:
+    if not seconds:
+        return None
+    return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=int(seconds))
+
+
+class TelegramAdapter:
+    platform = "telegram"
+
+    async def deliver_batch(self, conn: ConnInfo, items: list[ActionItem]) -> list[dict[str, Any] | DeliveryError]:
+        bot = make_bot(conn)
+        try:
+            return await per_room(items, lambda item: self._one(bot, item))
+        finally:
+            await bot.session.close()
+
+    async def _one(self, bot: Bot, item: ActionItem) -> dict[str, Any] | DeliveryError:
+        try:
+            return await self.deliver(bot, item)
+        except DeliveryError as exc:
+            return exc
+        except TelegramRetryAfter as exc:
+            return DeliveryError(DeliveryError.RATE_LIMITED, exc.message, retry_after=exc.retry_after)
+        except (TelegramServerError, TelegramNetworkError) as exc:
+            return DeliveryError(DeliveryError.RETRY, f"{type(exc).__name__}: {exc.message}"[:500])
+        except TelegramBadRequest as exc:
+            if item.kind == ActionKind.DELETE and "can't be deleted" in exc.message:
+                return DeliveryError(DeliveryError.DELEGATE,
+                                     f"Telegram 拒绝删除 (可能超过 48 小时): {exc.message}"[:500])
+            return DeliveryError(DeliveryError.PERMANENT, f"400 {exc.message}"[:500])
+        except (TelegramForbiddenError, TelegramUnauthorizedError, TelegramNotFound) as exc:
+            return DeliveryError(DeliveryError.PERMANENT, f"{type(exc).__name__}: {exc.message}"[:500])
+        except TelegramAPIError as exc:
+            return DeliveryError(DeliveryError.RETRY, f"{type(exc).__name__}: {exc.message}"[:500])
+
+    async def deliver(self, bot: Bot, item: ActionItem) -> dict[str, Any]:
+        chat = item.room
+        if not chat:
+            raise DeliveryError(DeliveryError.PERMANENT, "no chat")
+        p = item.payload
+        kind = item.kind
+        if kind in (ActionKind.SEND, ActionKind.WARN, ActionKind.ANNOUNCE):
+            text = text_of(p)
+            link = p.get("link") if isinstance(p.get("link"), dict) else None
+            if link:
+                text = f"{link.get('title', '')}\n{link.get('description', '')}\n{link.get('url', '')}".strip()
+            reply_to = message_id(item) if item.message and kind == ActionKind.WARN else None
+            if p.get("image_url"):
+                msg = await bot.send_photo(chat, p["image_url"], caption=text or None)
+            else:
+                parse_mode = "HTML" if p.get("format") in ("html", "markdown") else None
+                msg = await bot.send_message(chat, text, parse_mode=parse_mode,
+                                             reply_to_message_id=reply_to)
+            result: dict[str, Any] = {"message_id": msg.message_id}
+            if kind == ActionKind.ANNOUNCE and p.get("pin", True):
+                await bot.pin_chat_message(chat, msg.message_id, disable_notification=True)
+                result["pinned"] = True
+            return result
+        if kind == ActionKind.DELETE:
+            await bot.delete_message(chat, message_id(item))
+            return {"deleted": item.message}
+        user = int(item.target) if item.target.lstrip("-").isdigit() else None
+        if user is None:
+            raise DeliveryError(DeliveryError.PERMANENT, "no target user")
+        if kind == ActionKind.MUTE:
+            await bot.restrict_chat_member(chat, user, ChatPermissions(can_send_messages=False),
+                                           until_date=_until(p.get("seconds", 3600)))
+            return {"muted": user}
+        if kind == ActionKind.UNMUTE:
+            await bot.restrict_chat_member(chat, user, ChatPermissions(
+                can_send_messages=True, can_send_audios=True, can_send_documents=True, can_send_photos=True,
+                can_send_videos=True, can_send_video_notes=True, can_send_voice_notes=True, can_send_polls=True,
+                can_send_other_messages=True, can_add_web_page_previews=True))
+            return {"unmuted": user}
+        if kind == ActionKind.KICK:
+            await bot.ban_chat_member(chat, user, until_date=_until(60))
+            await bot.unban_chat_member(chat, user, only_if_banned=True)
+            return {"kicked": user}
+        if kind == ActionKind.BAN:
+            await bot.ban_chat_member(chat, user, until_date=_until(p.get("seconds")),
+                                      revoke_messages=bool(p.get("revoke_messages", False)))
+            return {"banned": user}
+        if kind == ActionKind.UNBAN:
+            await bot.unban_chat_member(chat, user, only_if_banned=True)
+            return {"unbanned": user}
+        raise DeliveryError(DeliveryError.DELEGATE, f"unsupported action {kind}")

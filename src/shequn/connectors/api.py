@@ -1,0 +1,207 @@
+"""REST API of the connectors (``/api/v1/connectors/``): connections with health, discovered rooms
+and mapping, the outbox (list, retry, cancel), human tasks (list, complete). Secrets are write-only:
+responses carry only their hints."""
+
+
+import datetime as dt
+from typing import Any
+
+from django.http import HttpRequest
+from django.utils.translation import gettext as _
+from ninja import Router, Schema
+
+from shequn.core.errors import NotFound
+from shequn.core.http import ERRORS, Page, idempotent, paginate, require
+
+from . import selectors, services
+
+router = Router(tags=["connectors"])
+
+
+class HealthOut(Schema):
+    last_event_at: dt.datetime | None
+    last_received_at: dt.datetime | None
+    lag_seconds: float | None
+    events_received: int
+    error_count: int
+    last_error: str
+    last_error_at: dt.datetime | None
+    outbox_backlog: int
+    dead_letters: int
+
+
+class ConnectionOut(Schema):
+    id: int
+    platform: str
+    name: str
+    is_active: bool
+    config: dict[str, Any]
+    secret_hints: dict[str, str]
+    hook_path: str
+    default_community_id: int | None
+    health: HealthOut
+
+
+class ConnectionIn(Schema):
+    platform: str
+    name: str
+    config: dict[str, Any] = {}
+    secrets: dict[str, str] = {}
+    default_community_id: int | None = None
+
+
+class SecretsIn(Schema):
+    secrets: dict[str, str]
+
+
+class RoomOut(Schema):
+    id: int
+    connection_id: int
+    external_id: str
+    name: str
+    member_count: int | None
+    group_id: int | None
+    bot_joined: bool
+
+
+class MapIn(Schema):
+    community_id: int
+    robot_key: str | None = None
+
+
+class ActionOut(Schema):
+    id: int
+    kind: str
+    platform: str
+    status: str
+    group_id: int | None
+    connection_id: int | None
+    target_external_id: str
+    message_external_id: str
+    attempts: int
+    next_attempt_at: dt.datetime | None
+    last_error: str
+    source: str
+    reason: str
+    result: dict[str, Any]
+    created_at: dt.datetime
+    done_at: dt.datetime | None
+
+
+class TaskOut(Schema):
+    id: int
+    action_id: int
+    title: str
+    instructions: str
+    assignee_role: str
+    due_at: dt.datetime
+    status: str
+    done_by: str
+    done_at: dt.datetime | None
+
+
+class NoteIn(Schema):
+    note: str = ""
+
+
+class QrIn(Schema):
+    kind: str
+    state: str = ""
+    remark: str = ""
+    chat_ids: list[str] | None = None
+    users: list[str] | None = None
+
+
+class QrOut(Schema):
+    id: int
+    kind: str
+    config_id: str
+    state: str
+    remark: str
+    qr_code: str
+
+
+def _conn_out(c: Any) -> dict[str, Any]:
+    path = f"/hooks/{c.platform}/{c.hook_key}/"
+    if c.platform == "matrix":
+        path += "_matrix/app/v1/transactions/{txnId}"
+    return {"id": c.pk, "platform": c.platform, "name": c.name, "is_active": c.is_active, "config": c.config,
+            "secret_hints": c.secret_hints, "hook_path": path, "default_community_id": c.default_community_id,
+            "health": selectors.health(c)}
+
+
+@router.get("/connections", response={200: list[ConnectionOut], **ERRORS})
+def list_connections(request: HttpRequest) -> Any:
+    p = require(request, "connectors.read")
+    return [_conn_out(c) for c in selectors.connections(p.tenant_id)]
+
+
+@router.post("/connections", response={201: ConnectionOut, **ERRORS})
+@idempotent
+def create_connection(request: HttpRequest, body: ConnectionIn) -> Any:
+    p = require(request, "connectors.write")
+    c = services.do_create_connection(p, platform=body.platform, name=body.name, config=body.config,
+                                      secret_values=body.secrets, default_community_id=body.default_community_id)
+    return 201, _conn_out(c)
+
+
+@router.post("/connections/{connection_id}/secrets", response={200: ConnectionOut, **ERRORS})
+def update_secrets(request: HttpRequest, connection_id: int, body: SecretsIn) -> Any:
+    p = require(request, "connectors.write")
+    return _conn_out(services.do_update_connection_secrets(p, connection_id, body.secrets))
+
+
+@router.get("/rooms", response={200: Page[RoomOut], **ERRORS})
+def list_rooms(request: HttpRequest, connection_id: int | None = None, unmapped: bool = False,
+               cursor: str | None = None, limit: int = 50) -> Any:
+    p = require(request, "connectors.read")
+    return paginate(selectors.rooms(p.tenant_id, connection_id=connection_id, unmapped=unmapped), cursor, limit)
+
+
+@router.post("/rooms/{room_id}/map", response={200: RoomOut, **ERRORS})
+def map_room(request: HttpRequest, room_id: int, body: MapIn) -> Any:
+    p = require(request, "connectors.write")
+    services.do_map_room(p, room_id, body.community_id, robot_key=body.robot_key)
+    return selectors.rooms(p.tenant_id).get(pk=room_id)
+
+
+@router.get("/outbox", response={200: Page[ActionOut], **ERRORS})
+def list_outbox(request: HttpRequest, status: str | None = None, platform: str | None = None,
+                cursor: str | None = None, limit: int = 50) -> Any:
+    p = require(request, "connectors.read")
+    return paginate(selectors.outbox(p.tenant_id, status=status, platform=platform), cursor, limit)
+
+
+@router.post("/outbox/{action_id}/retry", response={200: ActionOut, **ERRORS})
+def retry_action(request: HttpRequest, action_id: int, body: NoteIn | None = None) -> Any:
+    p = require(request, "connectors.write")
+    return services.do_retry_action(p, action_id, reason=body.note if body else "")
+
+
+@router.post("/outbox/{action_id}/cancel", response={200: ActionOut, **ERRORS})
+def cancel_action(request: HttpRequest, action_id: int, body: NoteIn | None = None) -> Any:
+    p = require(request, "connectors.write")
+    return services.do_cancel_action(p, action_id, reason=body.note if body else "")
+
+
+@router.get("/human-tasks", response={200: Page[TaskOut], **ERRORS})
+def list_tasks(request: HttpRequest, status: str | None = "open", cursor: str | None = None, limit: int = 50) -> Any:
+    p = require(request, "connectors.read")
+    return paginate(selectors.human_tasks(p.tenant_id, status=status or None), cursor, limit)
+
+
+@router.post("/human-tasks/{task_id}/complete", response={200: TaskOut, **ERRORS})
+def complete_task(request: HttpRequest, task_id: int, body: NoteIn | None = None) -> Any:
+    p = require(request, "connectors.write")
+    return services.do_complete_human_task(p, task_id, note=body.note if body else "")
+
+
+@router.post("/connections/{connection_id}/qr-configs", response={201: QrOut, **ERRORS})
+@idempotent
+def create_qr(request: HttpRequest, connection_id: int, body: QrIn) -> Any:
+    p = require(request, "connectors.write")
+    if selectors.connection(p.tenant_id, connection_id) is None:
+        raise NotFound(_("连接不存在"))
+    qr = services.do_create_qr_config(p, connection_id, kind=body.kind, state=body.state, remark=body.remark,
+                                      chat_ids=body.chat_ids, users=body.users)
+    return 201, qr

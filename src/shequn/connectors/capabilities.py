@@ -1,0 +1,89 @@
+"""What each platform lets a bot do, and how fast. Engines ask for an action; an action the platform
+lacks becomes a human task (see :func:`shequn.connectors.services.do_request_action`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from .models import ActionKind
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A token bucket refilled at ``count`` per ``seconds`` holding at most ``burst`` tokens, per
+    ``scope`` (``connection`` = the bot account, ``group`` = one room). Any window of W seconds sees
+    at most ``burst + W × count / seconds`` actions — the figures below are chosen so that this bound
+    stays within the platform's published limit."""
+
+    name: str
+    scope: str
+    count: int
+    seconds: float
+    burst: int = 1
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds
+
+
+@dataclass(frozen=True)
+class Profile:
+    platform: str
+    read_messages: bool
+    membership_events: bool
+    send_formats: frozenset[str]  # text, markdown, image, link_card
+    actions: frozenset[str]
+    welcome_window: dt.timedelta | None = None  # a welcome must be sent within this time of the join
+    delete_max_age: dt.timedelta | None = None  # a bot may delete only messages younger than this
+    limits: tuple[Limit, ...] = field(default_factory=tuple)
+    notes: str = ""
+
+
+_ALL_MOD = frozenset({ActionKind.SEND, ActionKind.WARN, ActionKind.DELETE, ActionKind.MUTE, ActionKind.UNMUTE,
+                      ActionKind.KICK, ActionKind.BAN, ActionKind.UNBAN, ActionKind.ANNOUNCE})
+
+PROFILES: dict[str, Profile] = {
+    "matrix": Profile(
+        "matrix", read_messages=True, membership_events=True,
+        send_formats=frozenset({"text", "markdown", "image", "link_card"}), actions=_ALL_MOD,
+        limits=(Limit("account", "connection", 10, 1.0, burst=10),),
+        notes="redact = delete; mute = power level below events_default; announce = m.notice + pin",
+    ),
+    "telegram": Profile(
+        "telegram", read_messages=True, membership_events=True,
+        send_formats=frozenset({"text", "markdown", "image", "link_card"}), actions=_ALL_MOD,
+        delete_max_age=dt.timedelta(hours=48),
+        # 30/s overall → 15/s + burst 15; ~1/s per chat; 20/min per group → 19/min + burst 1
+        limits=(Limit("overall", "connection", 15, 1.0, burst=15), Limit("chat", "group", 1, 1.0, burst=1),
+                Limit("group_minute", "group", 19, 60.0, burst=1)),
+        notes="privacy mode hides group messages unless disabled or the bot is admin; "
+              "restrictChatMember only in supergroups",
+    ),
+    # WeCom customer groups: a group robot can post; nothing can kick, mute or recall.
+    "wecom": Profile(
+        "wecom", read_messages=False, membership_events=True,
+        send_formats=frozenset({"text", "markdown", "image", "link_card"}),
+        actions=frozenset({ActionKind.SEND, ActionKind.WARN}),
+        welcome_window=dt.timedelta(seconds=20),
+        # ≤ 20/min per robot or it is throttled for 10 minutes → 19/min + burst 1
+        limits=(Limit("robot_minute", "group", 19, 60.0, burst=1),),
+        notes="message content only via the paid session archive; robot text ≤ 2048 bytes",
+    ),
+    "portal": Profile(
+        "portal", read_messages=True, membership_events=True, send_formats=frozenset({"text", "markdown"}),
+        actions=frozenset({ActionKind.SEND, ActionKind.WARN, ActionKind.DELETE}),
+    ),
+    "manual": Profile("manual", read_messages=False, membership_events=False, send_formats=frozenset(),
+                      actions=frozenset()),
+}
+
+CAPABILITIES: dict[str, frozenset[str]] = {p: prof.actions for p, prof in PROFILES.items()}
+
+
+def supports(platform: str, kind: str) -> bool:
+    return kind in CAPABILITIES.get(platform, frozenset())
+
+
+def profile(platform: str) -> Profile | None:
+    return PROFILES.get(platform)

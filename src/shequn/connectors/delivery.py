@@ -1,0 +1,373 @@
+"""The outbox worker: claim due actions, deliver them through the platform adapters, record the
+outcome.
+
+Guarantees and rules:
+
+* **Claiming** runs in one short transaction: due rows (``pending`` with ``next_attempt_at <= now``,
+  or ``sending`` whose lease expired because a worker died) are locked with
+  ``SELECT … FOR UPDATE SKIP LOCKED`` on PostgreSQL, so concurrent workers take disjoint rows
+  (SQLite's IMMEDIATE transactions serialise workers anyway). A claimed row becomes ``sending`` with a
+  fresh ``lease_token`` and a lease (``next_attempt_at = now + LEASE``); ``attempts`` goes up.
+* **Rate limits** are token buckets (:class:`RateBucket`) per bot account and per group, defined in
+  :mod:`shequn.connectors.capabilities`. They are locked in key order inside the claim transaction,
+  so all workers share them. A row without a token is pushed to the moment one frees up (no attempt
+  is counted). A platform 429 blocks the whole bucket until ``retry_after`` has passed.
+* **Delivery** happens outside any transaction (platform calls never hold row locks).
+* **Recording** is a conditional UPDATE on ``(pk, status='sending', lease_token)``: a worker whose
+  lease expired and whose row was re-claimed cannot overwrite the newer outcome.
+* Transient errors retry with exponential backoff and jitter; after ``MAX_ATTEMPTS`` the row goes
+  to the dead-letter state (``dead``), visible in the console with a "retry" action. Permanent errors
+  mark the row ``failed`` with the reason. ``delegate`` opens a human task.
+
+Delivery is at-least-once: a crash between the platform call and the recording re-delivers after the
+lease. Matrix sends carry a transaction id derived from the row, which the homeserver de-duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import math
+import random
+import secrets as pysecrets
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db import connection as db_connection
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from shequn.activity.models import ActivityEvent
+
+from . import secrets
+from .adapters import ActionItem, ConnInfo, DeliveryError, adapter_platforms, get_adapter
+from .capabilities import Limit, profile
+from .models import Connection, OutboxAction, RateBucket, Room
+
+log = logging.getLogger(__name__)
+
+LEASE = dt.timedelta(minutes=5)
+BACKOFF_BASE = 10.0  # seconds
+BACKOFF_CAP = 3600.0
+
+
+def max_attempts() -> int:
+    return int(getattr(settings, "SHEQUN", {}).get("OUTBOX_MAX_ATTEMPTS", 8))
+
+
+def backoff_seconds(attempts: int, rng: random.Random | None = None) -> float:
+    """Exponential backoff with "equal jitter": half the exponential delay plus a random half."""
+    delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, attempts - 1))
+    r = (rng or random).random()
+    return float(delay / 2 + r * delay / 2)
+
+
+@dataclass
+class DeliveryStats:
+    claimed: int = 0
+    done: int = 0
+    retried: int = 0
+    rate_limited: int = 0
+    deferred: int = 0
+    failed: int = 0
+    dead: int = 0
+    delegated: int = 0
+    stale: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: v for k, v in self.__dict__.items() if isinstance(v, int)}
+
+
+# --- connection resolution ------------------------------------------------------------------------
+
+def resolve_connection_id(tenant_id: int, platform: str, group_id: int | None) -> int | None:
+    """The connection that serves a group: the one whose discovered room is mapped to it, else the
+    tenant's only active connection of the platform."""
+    if group_id is not None:
+        cid = (Room.objects.filter(tenant_id=tenant_id, group_id=group_id, connection__is_active=True)
+               .values_list("connection_id", flat=True).first())
+        if cid is not None:
+            return int(cid)
+    ids = list(Connection.objects.filter(tenant_id=tenant_id, platform=platform, is_active=True)
+               .values_list("pk", flat=True)[:2])
+    return int(ids[0]) if len(ids) == 1 else None
+
+
+# --- rate buckets ---------------------------------------------------------------------------------
+
+def _bucket_keys(row: OutboxAction, limits: tuple[Limit, ...]) -> list[tuple[str, Limit]]:
+    keys = []
+    for lim in limits:
+        if lim.scope == "connection" and row.connection_id is not None:
+            keys.append((f"conn:{row.connection_id}:{lim.name}", lim))
+        elif lim.scope == "group" and row.group_id is not None:
+            keys.append((f"group:{row.group_id}:{lim.name}", lim))
+    return keys
+
+
+def _refill(bucket: RateBucket, lim: Limit, now: dt.datetime) -> None:
+    elapsed = max(0.0, (now - bucket.updated_at).total_seconds())
+    bucket.tokens = min(float(lim.burst), bucket.tokens + elapsed * lim.rate)
+    bucket.updated_at = now
+
+
+def _lock_buckets(wanted: dict[str, Limit], now: dt.datetime) -> dict[str, RateBucket]:
+    if not wanted:
+        return {}
+    RateBucket.objects.bulk_create(
+        [RateBucket(key=k, tokens=float(lim.burst), updated_at=now) for k, lim in wanted.items()],
+        ignore_conflicts=True,
+    )
+    qs = RateBucket.objects.filter(key__in=list(wanted)).order_by("key")
+    if db_connection.features.has_select_for_update:
+        qs = qs.select_for_update()
+    return {b.key: b for b in qs}
+
+
+# --- claim ----------------------------------------------------------------------------------------
+
+def claim(limit: int = 100, *, now: dt.datetime | None = None, platforms: list[str] | None = None,
+          stats: DeliveryStats | None = None) -> list[ActionItem]:
+    """Claim up to ``limit`` due actions for this worker (see the module docstring)."""
+    now = now or timezone.now()
+    stats = stats or DeliveryStats()
+    platforms = platforms or adapter_platforms()
+    with transaction.atomic():
+        due = Q(status=OutboxAction.Status.PENDING) | Q(status=OutboxAction.Status.SENDING)
+        qs = (OutboxAction.objects.filter(due, next_attempt_at__lte=now, platform__in=platforms)
+              .order_by("next_attempt_at", "pk"))
+        if db_connection.features.has_select_for_update_skip_locked:
+            qs = qs.select_for_update(skip_locked=True, of=("self",))
+        rows = list(qs[:limit])
+        if not rows:
+            return []
+        for row in rows:
+            if row.connection_id is None:
+                row.connection_id = resolve_connection_id(row.tenant_id, row.platform, row.group_id)
+        wanted: dict[str, Limit] = {}
+        row_keys: dict[int, list[tuple[str, Limit]]] = {}
+        for row in rows:
+            prof = profile(row.platform)
+            keys = _bucket_keys(row, prof.limits if prof else ())
+            row_keys[row.pk] = keys
+            wanted.update(dict(keys))
+        buckets = _lock_buckets(wanted, now)
+        for key, bucket in buckets.items():
+            _refill(bucket, wanted[key], now)
+        claimed: list[OutboxAction] = []
+        token = pysecrets.token_hex(8)  # one lease token per claim round
+        deferred: list[OutboxAction] = []
+        for row in rows:
+            wait = 0.0
+            for key, lim in row_keys[row.pk]:
+                b = buckets[key]
+                if b.blocked_until and b.blocked_until > now:
+                    wait = max(wait, (b.blocked_until - now).total_seconds())
+                elif b.tokens < 1.0:
+                    wait = max(wait, (1.0 - b.tokens) / lim.rate)
+            if wait > 0:
+                row.status = OutboxAction.Status.PENDING
+                row.next_attempt_at = now + dt.timedelta(seconds=math.ceil(wait * 1000) / 1000)
+                row.lease_token = ""
+                deferred.append(row)
+                continue
+            for key, _lim in row_keys[row.pk]:
+                buckets[key].tokens -= 1.0
+            row.status = OutboxAction.Status.SENDING
+            row.lease_token = token
+            row.next_attempt_at = now + LEASE
+            row.attempts += 1
+            claimed.append(row)
+        # few statements: one UPDATE per connection for the claimed rows, one per deferred row
+        by_conn: dict[int | None, list[int]] = defaultdict(list)
+        for row in claimed:
+            by_conn[row.connection_id].append(row.pk)
+        for conn_id, ids in by_conn.items():
+            OutboxAction.objects.filter(pk__in=ids).update(
+                status=OutboxAction.Status.SENDING, lease_token=token, next_attempt_at=now + LEASE,
+                attempts=F("attempts") + 1, connection_id=conn_id)
+        for row in deferred:
+            OutboxAction.objects.filter(pk=row.pk).update(status=row.status, next_attempt_at=row.next_attempt_at,
+                                                          lease_token="", connection_id=row.connection_id)
+        stats.deferred += len(deferred)
+        for b in buckets.values():
+            RateBucket.objects.filter(pk=b.pk).update(tokens=b.tokens, updated_at=b.updated_at)
+        stats.claimed += len(claimed)
+        return _snapshots(claimed)
+
+
+def _snapshots(rows: list[OutboxAction]) -> list[ActionItem]:
+    group_ids = {r.group_id for r in rows if r.group_id is not None}
+    rooms: dict[tuple[int | None, int], Room] = {}
+    from shequn.communities.models import ChatGroup
+
+    externals = dict(ChatGroup.objects.filter(pk__in=group_ids).values_list("pk", "external_id"))
+    for found in Room.objects.filter(group_id__in=group_ids):
+        rooms[(found.connection_id, found.group_id or 0)] = found
+    # the send time of the message to delete (Telegram may delete only messages < 48 h old)
+    msg_ids = {(r.tenant_id, r.platform, r.message_external_id) for r in rows if r.message_external_id}
+    sent_at: dict[tuple[int, str, str], dt.datetime] = {}
+    for tenant_id, platform, mid in msg_ids:
+        ev = (ActivityEvent.objects.filter(tenant_id=tenant_id, platform=platform, platform_event_id=mid)
+              .values_list("occurred_at", flat=True).first())
+        if ev is not None:
+            sent_at[(tenant_id, platform, mid)] = ev
+    items = []
+    for r in rows:
+        room: Room | None = rooms.get((r.connection_id, r.group_id or 0))
+        room_secrets = secrets.decrypt(room.secrets_encrypted) if room and room.secrets_encrypted else {}
+        items.append(ActionItem(
+            id=r.pk, tenant_id=r.tenant_id, kind=r.kind, platform=r.platform, connection_id=r.connection_id,
+            group_id=r.group_id, room=externals.get(r.group_id, "") if r.group_id else "",
+            target=r.target_external_id or _target_from_member(r), message=r.message_external_id,
+            payload=dict(r.payload or {}), attempts=r.attempts, created_at=r.created_at,
+            lease_token=r.lease_token, reason=r.reason,
+            message_sent_at=sent_at.get((r.tenant_id, r.platform, r.message_external_id)),
+            room_secrets=room_secrets,
+        ))
+    return items
+
+
+def _target_from_member(row: OutboxAction) -> str:
+    if row.target_member_id is None:
+        return ""
+    from shequn.members.models import Identity
+
+    ext = (Identity.objects.filter(tenant_id=row.tenant_id, member_id=row.target_member_id, platform=row.platform)
+           .values_list("external_id", flat=True).first())
+    return str(ext or "")
+
+
+# --- deliver --------------------------------------------------------------------------------------
+
+def _conn_infos(ids: set[int]) -> dict[int, ConnInfo]:
+    out = {}
+    for c in Connection.objects.filter(pk__in=ids, is_active=True):
+        out[c.pk] = ConnInfo(id=c.pk, tenant_id=c.tenant_id, platform=c.platform, config=dict(c.config or {}),
+                             secrets=secrets.decrypt(c.secrets_encrypted))
+    return out
+
+
+async def _deliver_all(batches: list[tuple[ConnInfo, list[ActionItem]]]) -> list[list[dict[str, Any] | DeliveryError]]:
+    async def one(conn: ConnInfo, items: list[ActionItem]) -> list[dict[str, Any] | DeliveryError]:
+        adapter = get_adapter(conn.platform)
+        if adapter is None:
+            return [DeliveryError(DeliveryError.RETRY, "no adapter")] * len(items)
+        try:
+            return await adapter.deliver_batch(conn, items)
+        except Exception as exc:  # an adapter bug must not lose the outcome of the whole batch
+            log.exception("adapter %s failed on a batch of %d", conn.platform, len(items))
+            return [DeliveryError(DeliveryError.RETRY, f"{type(exc).__name__}")] * len(items)
+
+    return list(await asyncio.gather(*(one(c, its) for c, its in batches)))
+
+
+def deliver_due(limit: int = 100, *, now: dt.datetime | None = None,
+                platforms: list[str] | None = None) -> DeliveryStats:
+    """One delivery round: claim, deliver, record. Returns counters."""
+    stats = DeliveryStats()
+    items = claim(limit, now=now, platforms=platforms, stats=stats)
+    if not items:
+        return stats
+    conns = _conn_infos({i.connection_id for i in items if i.connection_id is not None})
+    batches: dict[int, list[ActionItem]] = defaultdict(list)
+    for item in items:
+        if item.connection_id is None or item.connection_id not in conns:
+            record(item, DeliveryError(DeliveryError.RETRY, "没有可用的平台连接 (no active connection)"),
+                   stats=stats)
+            continue
+        pre = _precheck(item)
+        if pre is not None:
+            record(item, pre, stats=stats)
+            continue
+        batches[item.connection_id].append(item)
+    if batches:
+        pairs = [(conns[cid], its) for cid, its in batches.items()]
+        results = asyncio.run(_deliver_all(pairs))
+        with transaction.atomic():  # one commit for the round; each record is its own savepoint
+            for (_conn, its), outcomes in zip(pairs, results, strict=True):
+                for item, outcome in zip(its, outcomes, strict=True):
+                    record(item, outcome, stats=stats)
+    return stats
+
+
+def _precheck(item: ActionItem) -> DeliveryError | None:
+    prof = profile(item.platform)
+    if (item.kind == "delete" and prof is not None and prof.delete_max_age is not None
+            and item.message_sent_at is not None and timezone.now() - item.message_sent_at >= prof.delete_max_age):
+        hours = int(prof.delete_max_age.total_seconds() // 3600)
+        return DeliveryError(DeliveryError.DELEGATE, f"消息超过 {hours} 小时, 机器人无法删除, 请管理员手动删除")
+    return None
+
+
+# --- record ---------------------------------------------------------------------------------------
+
+def record(item: ActionItem, outcome: dict[str, Any] | DeliveryError, *, stats: DeliveryStats | None = None,
+           now: dt.datetime | None = None) -> str:
+    """Store the outcome of one delivery attempt; returns the new status (or "stale")."""
+    stats = stats or DeliveryStats()
+    now = now or timezone.now()
+    Status = OutboxAction.Status
+    mine = OutboxAction.objects.filter(pk=item.id, status=Status.SENDING, lease_token=item.lease_token)
+    with transaction.atomic():
+        if isinstance(outcome, dict):
+            n = mine.update(status=Status.DONE, done_at=now, result=outcome, last_error="", lease_token="",
+                            next_attempt_at=None)
+            status, counter = Status.DONE, "done"
+        elif outcome.kind == DeliveryError.RATE_LIMITED:
+            wait = float(outcome.retry_after or 5.0)
+            until = now + dt.timedelta(seconds=wait)
+            n = mine.update(status=Status.PENDING, next_attempt_at=until, lease_token="",
+                            attempts=max(0, item.attempts - 1),  # a 429 is the platform's pace, not a failure
+                            last_error=f"429 retry_after={wait:g}s: {outcome.message}"[:2000])
+            _block_bucket(item, outcome.scope, until)
+            status, counter = Status.PENDING, "rate_limited"
+        elif outcome.kind == DeliveryError.PERMANENT:
+            n = mine.update(status=Status.FAILED, last_error=outcome.message[:2000], lease_token="",
+                            next_attempt_at=None, done_at=now)
+            status, counter = Status.FAILED, "failed"
+        elif outcome.kind == DeliveryError.DELEGATE:
+            n = mine.update(status=Status.DELEGATED, last_error=outcome.message[:2000], lease_token="",
+                            next_attempt_at=None)
+            if n:
+                from .services import open_human_task
+
+                open_human_task(item.tenant_id, item.id, outcome.message)
+            status, counter = Status.DELEGATED, "delegated"
+        elif item.attempts >= max_attempts():
+            n = mine.update(status=Status.DEAD, last_error=outcome.message[:2000], lease_token="",
+                            next_attempt_at=None)
+            status, counter = Status.DEAD, "dead"
+        else:
+            delay = backoff_seconds(item.attempts)
+            n = mine.update(status=Status.PENDING, last_error=outcome.message[:2000], lease_token="",
+                            next_attempt_at=now + dt.timedelta(seconds=delay))
+            status, counter = Status.PENDING, "retried"
+        if not n:
+            stats.stale += 1
+            return "stale"
+        if item.connection_id is not None and counter in ("retried", "dead", "failed"):
+            Connection.objects.filter(pk=item.connection_id).update(
+                error_count=F("error_count") + 1, last_error=_clip(outcome), last_error_at=now)
+    setattr(stats, counter, getattr(stats, counter) + 1)
+    return str(status)
+
+
+def _clip(outcome: Any) -> str:
+    return str(getattr(outcome, "message", ""))[:500]
+
+
+def _block_bucket(item: ActionItem, scope: str, until: dt.datetime) -> None:
+    if scope == "connection" and item.connection_id is not None:
+        prefix = f"conn:{item.connection_id}:"
+    elif item.group_id is not None:
+        prefix = f"group:{item.group_id}:"
+    else:
+        return
+    RateBucket.objects.filter(key__startswith=prefix).update(blocked_until=until)
+    # also the rows waiting in the same scope: nothing to do, the claim honours blocked_until

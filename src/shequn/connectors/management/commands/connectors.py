@@ -1,0 +1,64 @@
+"""``shequn connectors deliver [--loop]`` — run the outbox worker (safe to run several at once);
+``shequn connectors matrix-sync [--loop]`` — the Matrix bot's sync loop (long-poll);
+``shequn connectors status`` — connections and their health."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from shequn.connectors import selectors, services
+from shequn.connectors.models import Connection
+
+
+class Command(BaseCommand):
+    help = "Connectors: deliver the outbox, sync Matrix, show health"
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("action", choices=["deliver", "matrix-sync", "status"])
+        parser.add_argument("--loop", action="store_true", help="keep running")
+        parser.add_argument("--limit", type=int, default=200, help="deliver: actions per round")
+        parser.add_argument("--idle", type=float, default=1.0, help="deliver: seconds to sleep when idle")
+        parser.add_argument("--connection", type=int, help="matrix-sync: one connection id")
+        parser.add_argument("--timeout", type=int, default=25, help="matrix-sync: long-poll seconds")
+
+    def handle(self, *args: Any, **opts: Any) -> None:
+        getattr(self, "_" + opts["action"].replace("-", "_"))(opts)
+
+    def _deliver(self, opts: dict[str, Any]) -> None:
+        while True:
+            stats = services.do_deliver_due(opts["limit"])
+            if stats.claimed or stats.deferred:
+                self.stdout.write(" ".join(f"{k}={v}" for k, v in stats.as_dict().items() if v))
+            if not opts["loop"]:
+                return
+            if not stats.claimed:
+                time.sleep(opts["idle"])
+
+    def _matrix_sync(self, opts: dict[str, Any]) -> None:
+        qs = Connection.objects.filter(platform="matrix", is_active=True)
+        if opts["connection"]:
+            qs = qs.filter(pk=opts["connection"])
+        ids = list(qs.values_list("pk", flat=True))
+        while True:
+            for cid in ids:
+                try:
+                    out = services.do_matrix_sync(cid, timeout_ms=(opts["timeout"] * 1000 // max(1, len(ids)))
+                                                  if opts["loop"] else 0)
+                    if out.get("stored"):
+                        self.stdout.write(f"connection {cid}: {out}")
+                except Exception as exc:
+                    self.stderr.write(f"connection {cid}: {type(exc).__name__}")
+                    time.sleep(2)
+            if not opts["loop"]:
+                return
+
+    def _status(self, opts: dict[str, Any]) -> None:
+        for conn in Connection.objects.order_by("tenant_id", "pk"):
+            h = selectors.health(conn)
+            self.stdout.write(
+                f"#{conn.pk} [{conn.platform}] {conn.name} tenant={conn.tenant_id} active={conn.is_active} "
+                f"last_event={h['last_event_at']} lag={h['lag_seconds']}s errors={h['error_count']} "
+                f"backlog={h['outbox_backlog']} dead={h['dead_letters']}")

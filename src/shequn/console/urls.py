@@ -1,0 +1,27 @@
+"""Console pages outside the model lists, mounted at ``/console/shequn/``. Each view is wrapped in
+the admin site's ``admin_view`` (login required, staff only, never cached)."""
+
+from collections.abc import Callable
+from typing import Any
+
+from django.contrib import admin
+from django.urls import path
+
+from . import views
+
+app_name = "console"
+
+
+def _v(view: Callable[..., Any]) -> Callable[..., Any]:
+    return admin.site.admin_view(view)
+
+
+urlpatterns = [
+    path("communities/<int:community_id>/dashboard/", _v(views.community_dashboard), name="community_dashboard"),
+    path("members/import/", _v(views.member_import), name="member_import"),
+    path("members/import/template.csv", _v(views.member_import_template), name="member_import_template"),
+    path("members/export.<str:fmt>", _v(views.member_export), name="member_export"),
+    path("members/merge/", _v(views.member_merge), name="member_merge"),
+    path("tenant/", _v(views.tenant_switch), name="tenant_switch"),
+    path("members/merge-suggestions/", _v(views.member_merge_suggestions), name="member_merge_suggestions"),
+]

@@ -1,0 +1,279 @@
+"""The base of every console (admin) page over tenant data.
+
+Rows are filtered to the operator's active tenant, new rows get it, foreign-key choices are limited
+to it, and view/add/change/delete follow the operator's staff role (``permission_area``).
+
+Contract for every engine's ``admin.py``::
+
+    @admin.register(MyModel)
+    class MyModelAdmin(TenantScopedAdmin):
+        permission_area = "moderation"      # an area of core/permissions.py
+        read_only_model = False             # True for append-only tables (no add/change/delete)
+        audit_writes = True                 # console saves/deletes write an AuditLog row
+
+* ``get_queryset`` is filtered to ``request.tenant``; an id of another tenant's row behaves as not
+  found (the admin redirects to the index with "does not exist").
+* Forms: new objects (and new inline rows) get the tenant *before* validation, so unique constraints
+  that include the tenant are validated as form errors instead of failing at save time.
+* Override ``check_form(request, form)`` to run a service validator (``check_*``); a
+  :class:`~shequn.core.errors.ShequnError` raised there becomes a form error on the field named in
+  ``details["field"]``. A ShequnError raised while saving rolls the whole save back and is shown as
+  an error message (nothing half-written).
+* Foreign-key and many-to-many choices, and :func:`tenant_related_filter` list filters, only offer
+  the tenant's rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin import SimpleListFilter
+from django.db import models
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from unfold.admin import ModelAdmin, StackedInline, TabularInline
+from unfold.contrib.filters.admin import DropdownFilter
+
+from .errors import ShequnError
+from .permissions import Principal
+
+
+def request_principal(request: HttpRequest) -> Principal | None:
+    return getattr(request, "principal", None)
+
+
+def request_tenant_id(request: HttpRequest) -> int | None:
+    tenant = getattr(request, "tenant", None)
+    return None if tenant is None else int(tenant.pk)
+
+
+def _can(request: HttpRequest, area: str, verb: str) -> bool:
+    p = request_principal(request)
+    return p is not None and p.can(f"{area}.{verb}")
+
+
+def can(request: HttpRequest, permission: str) -> bool:
+    """``can(request, "members.write")`` for the console user's staff role in the active tenant."""
+    p = request_principal(request)
+    return p is not None and p.can(permission)
+
+
+def _has_tenant_field(model: type[models.Model] | None) -> bool:
+    return model is not None and any(f.name == "tenant" for f in model._meta.get_fields())
+
+
+def shequn_error_field(exc: ShequnError, fields: Any) -> str | None:
+    details = exc.details
+    if isinstance(details, dict):
+        name = details.get("field")
+        if isinstance(name, str) and name in fields:
+            return name
+    return None
+
+
+class TenantScopedMixin:
+    permission_area = "members"
+    #: append-only models (audit, activity) set this to refuse edits and deletes in the console
+    read_only_model = False
+    #: console saves and deletes write an audit row (set False where a service already audits)
+    audit_writes = True
+
+    # -- rows --------------------------------------------------------------------------------
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        qs: QuerySet[Any] = super().get_queryset(request)  # type: ignore[misc]
+        tenant = getattr(request, "tenant", None)
+        if tenant is None:
+            return qs.none()
+        return qs.filter(tenant_id=tenant.pk)
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        if not change and getattr(request, "tenant", None) is not None:
+            obj.tenant_id = request.tenant.pk  # type: ignore[attr-defined]
+        super().save_model(request, obj, form, change)  # type: ignore[misc]
+        if self.audit_writes:
+            self._audit(request, "update" if change else "create", obj,
+                        {"fields": sorted(getattr(form, "changed_data", []) or [])})
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        pk = obj.pk
+        super().delete_model(request, obj)  # type: ignore[misc]
+        if self.audit_writes:
+            obj.pk = pk
+            self._audit(request, "delete", obj, {})
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        objs = list(queryset)
+        super().delete_queryset(request, queryset)  # type: ignore[misc]
+        if self.audit_writes:
+            for obj in objs:
+                self._audit(request, "delete", obj, {})
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        tenant_id = request_tenant_id(request)
+        instances = formset.save(commit=False)
+        for obj in formset.deleted_objects:
+            obj.delete()
+        for obj in instances:
+            if obj.pk is None:
+                if tenant_id is not None and hasattr(obj, "tenant_id") and obj.tenant_id is None:
+                    obj.tenant_id = tenant_id
+                self.prepare_inline_instance(request, obj)
+            obj.save()
+        formset.save_m2m()
+        if self.audit_writes and (instances or formset.deleted_objects):
+            parent = form.instance
+            self._audit(request, "inline_update", parent, {
+                "inline": formset.model._meta.model_name,
+                "saved": len(instances), "deleted": len(formset.deleted_objects),
+            })
+
+    def prepare_inline_instance(self, request: HttpRequest, obj: Any) -> None:
+        """Hook: fill server-side fields of a new inline row before it is saved."""
+
+    def _audit(self, request: HttpRequest, verb: str, obj: Any, data: dict[str, Any]) -> None:
+        principal = request_principal(request)
+        if principal is None:
+            return
+        from .services import do_audit
+
+        do_audit(principal, f"console.{obj._meta.model_name}.{verb}", obj.__class__.__name__, obj.pk,
+                 data=data)
+
+    # -- forms -------------------------------------------------------------------------------
+    def check_form(self, request: HttpRequest, form: Any) -> None:
+        """Hook: run service validators; raise ShequnError to reject the form."""
+
+    def _tenant_form(self, request: HttpRequest, form_class: Any, run_checks: bool) -> Any:
+        tenant_id = request_tenant_id(request)
+        admin_ref = self
+
+        class TenantForm(form_class):  # type: ignore[misc]
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                if tenant_id is not None and hasattr(self.instance, "tenant_id") and self.instance.tenant_id is None:
+                    self.instance.tenant_id = tenant_id
+
+            def _get_validation_exclusions(self) -> Any:
+                excluded = super()._get_validation_exclusions()
+                if getattr(self.instance, "tenant_id", None) is not None:
+                    excluded.discard("tenant")
+                return excluded
+
+            def clean(self) -> Any:
+                data = super().clean()
+                if run_checks and not self.errors:
+                    try:
+                        admin_ref.check_form(request, self)
+                    except ShequnError as exc:
+                        self.add_error(shequn_error_field(exc, self.fields), exc.message)
+                return data
+
+        TenantForm.__name__ = form_class.__name__
+        return TenantForm
+
+    def formfield_for_foreignkey(self, db_field: models.ForeignKey[Any, Any], request: HttpRequest,
+                                 **kwargs: Any) -> Any:
+        tenant = getattr(request, "tenant", None)
+        related = db_field.related_model
+        if tenant is not None and _has_tenant_field(related):
+            kwargs.setdefault("queryset", related._default_manager.filter(tenant_id=tenant.pk))
+        elif tenant is None and _has_tenant_field(related):
+            kwargs.setdefault("queryset", related._default_manager.none())
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)  # type: ignore[misc]
+
+    def formfield_for_manytomany(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        tenant = getattr(request, "tenant", None)
+        related = db_field.related_model
+        if _has_tenant_field(related):
+            qs = related._default_manager.filter(tenant_id=tenant.pk) if tenant is not None else \
+                related._default_manager.none()
+            kwargs.setdefault("queryset", qs)
+        return super().formfield_for_manytomany(db_field, request, **kwargs)  # type: ignore[misc]
+
+    def get_exclude(self, request: HttpRequest, obj: Any = None) -> Any:
+        exclude = list(super().get_exclude(request, obj) or [])  # type: ignore[misc]
+        return [*exclude, "tenant"]
+
+    # -- permissions -------------------------------------------------------------------------
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return _can(request, self.permission_area, "read")
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return _can(request, self.permission_area, "read")
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return not self.read_only_model and _can(request, self.permission_area, "write")
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return not self.read_only_model and _can(request, self.permission_area, "write")
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return not self.read_only_model and _can(request, self.permission_area, "write")
+
+
+class TenantScopedAdmin(TenantScopedMixin, ModelAdmin):  # type: ignore[misc]
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change, **kwargs)
+        return self._tenant_form(request, form, run_checks=True)
+
+    def changeform_view(self, request: HttpRequest, object_id: str | None = None, form_url: str = "",
+                        extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)  # type: ignore[no-any-return]
+        except ShequnError as exc:
+            # the admin wraps the save in a transaction: it rolled back, nothing is half-written
+            messages.error(request, exc.message)
+            return HttpResponseRedirect(request.get_full_path())
+
+
+class _TenantInlineMixin(TenantScopedMixin):
+    def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+        kwargs["form"] = self._tenant_form(request, kwargs.get("form", self.form), run_checks=False)  # type: ignore[attr-defined]
+        return super().get_formset(request, obj, **kwargs)  # type: ignore[misc]
+
+    # inlines follow the permission of the page they sit on (checked there); their own area
+    # decides whether rows may be added/changed
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+class TenantScopedTabularInline(_TenantInlineMixin, TabularInline):  # type: ignore[misc]
+    pass
+
+
+class TenantScopedStackedInline(_TenantInlineMixin, StackedInline):  # type: ignore[misc]
+    pass
+
+
+def tenant_related_filter(field_path: str, model: type[models.Model], title: Any,
+                          parameter_name: str | None = None, label_field: str | None = None) -> type[SimpleListFilter]:
+    """A dropdown list filter on a related row that offers only the operator's tenant's rows
+    (Django's RelatedFieldListFilter would list every tenant's rows)."""
+    param = parameter_name or field_path.replace("__", "_")
+
+    class TenantRelatedFilter(DropdownFilter):  # type: ignore[misc]
+        parameter_name = param
+
+        def lookups(self, request: HttpRequest, model_admin: Any) -> Iterator[tuple[str, str]]:
+            tenant_id = request_tenant_id(request)
+            if tenant_id is None:
+                return iter(())
+            rows = model._default_manager.filter(tenant_id=tenant_id).order_by("pk")
+            return ((str(r.pk), str(getattr(r, label_field) if label_field else r)) for r in rows)
+
+        def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+            value = self.value()
+            if not value or not str(value).isdigit():
+                return queryset
+            return queryset.filter(**{field_path: int(value)}).distinct()
+
+    TenantRelatedFilter.title = title
+    return TenantRelatedFilter
+
+
+__all__ = [
+    "TenantScopedAdmin", "TenantScopedMixin", "TenantScopedStackedInline", "TenantScopedTabularInline",
+    "admin", "can", "request_principal", "request_tenant_id", "tenant_related_filter",
+]

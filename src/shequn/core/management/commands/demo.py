@@ -1,0 +1,69 @@
+"""``shequn demo``: migrate, seed the demo tenant, create the operator login, start the worker and
+serve the console at http://127.0.0.1:8000. Running it twice reuses what the first run made."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from typing import Any
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandParser
+
+from shequn.core.models import StaffRole, Tenant
+from shequn.core.services import do_create_operator
+
+USERNAME = "operator"
+
+
+class Command(BaseCommand):
+    help = "Start the demo: SQLite, seeded data, console at http://127.0.0.1:8000"
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--workers", type=int, default=2)
+        parser.add_argument("--members", type=int, default=2000)
+        parser.add_argument("--no-serve", action="store_true", help="prepare everything, then exit")
+        parser.add_argument("--no-worker", action="store_true", help="don't start the background worker")
+
+    def handle(self, *args: Any, **opts: Any) -> None:
+        from shequn.demo import DEMO_SLUG, demo_exists, seed_demo
+
+        self.stdout.write("· 数据库迁移 / migrating …")
+        call_command("migrate", interactive=False, verbosity=0)
+        if not demo_exists():
+            self.stdout.write("· 生成演示数据 / seeding demo data (about a minute) …")
+            seed_demo(members=opts["members"], progress=lambda m: self.stdout.write(f"  {m}"))
+        tenant = Tenant.objects.get(slug=DEMO_SLUG)
+        password = self._password()
+        do_create_operator(tenant=tenant, username=USERNAME, password=password, role=StaffRole.OWNER,
+                           display_name="演示运营")
+        url = f"http://{opts['host']}:{opts['port']}/console/"
+        self.stdout.write(self.style.SUCCESS(
+            f"\n  shequn 社群运营台: {url}\n  账号 / username: {USERNAME}\n  密码 / password: {password}\n"
+        ))
+        if opts["no_serve"]:
+            return
+        worker = None
+        if not opts["no_worker"]:
+            worker = subprocess.Popen([sys.executable, "-m", "shequn.cli", "worker"])
+        try:
+            call_command("serve", host=opts["host"], port=opts["port"], workers=opts["workers"])
+        finally:
+            if worker is not None:
+                worker.terminate()
+
+    def _password(self) -> str:
+        """One password per installation, kept beside the database (0600) so a second run prints the same."""
+        path = settings.HOME / "demo_password"
+        if path.exists():
+            return path.read_text().strip()
+        password = secrets.token_urlsafe(9)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(password)
+        return password

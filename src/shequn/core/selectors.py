@@ -1,0 +1,54 @@
+"""Reads for tenants, staff, API keys and the audit log. Every read is scoped to a tenant."""
+
+from __future__ import annotations
+
+import hmac
+
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from .models import ApiKey, AuditLog, StaffMembership
+from .permissions import Principal, expand_scopes, permissions_for_role
+
+
+def staff_memberships_for_user(user_id: int) -> QuerySet[StaffMembership]:
+    return StaffMembership.objects.filter(user_id=user_id, is_active=True, tenant__is_active=True).select_related(
+        "tenant"
+    ).order_by("tenant_id")
+
+
+def principal_for_staff(staff: StaffMembership) -> Principal:
+    return Principal(
+        tenant_id=staff.tenant_id,
+        kind="staff",
+        actor_id=str(staff.user_id),
+        label=staff.display_name or staff.user.get_username(),
+        permissions=permissions_for_role(staff.role),
+    )
+
+
+def principal_for_api_key(secret: str) -> Principal | None:
+    """Resolve ``sq_<prefix>_<random>``; constant-time hash compare; revoked keys never resolve."""
+    from .services import hash_api_key
+
+    parts = secret.split("_", 2)
+    if len(parts) != 3 or parts[0] != "sq":
+        return None
+    key = ApiKey.objects.filter(prefix=parts[1], revoked_at__isnull=True, tenant__is_active=True).first()
+    if key is None or not hmac.compare_digest(key.key_hash, hash_api_key(secret)):
+        return None
+    now = timezone.now()
+    if key.last_used_at is None or (now - key.last_used_at).total_seconds() > 60:
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+    return Principal(
+        tenant_id=key.tenant_id, kind="api_key", actor_id=str(key.pk), label=key.name,
+        permissions=expand_scopes(list(key.scopes)),
+    )
+
+
+def audit_log(tenant_id: int) -> QuerySet[AuditLog]:
+    return AuditLog.objects.filter(tenant_id=tenant_id).order_by("-id")
+
+
+def api_keys(tenant_id: int) -> QuerySet[ApiKey]:
+    return ApiKey.objects.filter(tenant_id=tenant_id).order_by("-id")

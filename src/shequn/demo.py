@@ -1,0 +1,247 @@
+"""Demo data: a car club (车友会) and a skincare community (护肤群) with ~2,000 members across WeCom,
+Telegram and Matrix groups, role holders, tags, and 90 days of activity with a believable daily rhythm.
+
+Activity goes through the real ingest service (``do_ingest``), so joins open memberships and the
+stream looks exactly as a connector would leave it. Deterministic for a given seed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from django.db import transaction
+from django.utils import timezone
+
+from shequn.activity.services import do_ingest
+from shequn.communities.models import ChatGroup, Community, CommunityRole, RoleAssignment
+from shequn.core.models import Platform, Tenant
+from shequn.members.models import Identity, Member, MemberTag, RelationshipLevel, Tag
+
+DEMO_SLUG = "demo"
+TZ = ZoneInfo("Asia/Shanghai")
+
+SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘蒋蔡余杜叶程苏魏吕丁任沈姚卢"
+GIVEN = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华玉萍红娥玲芬燕彬鹏浩宇轩然欣怡子涵梓萱一诺晨曦思远嘉怡雨桐"
+NICKS = ["小{g}", "阿{g}", "{s}哥", "{s}姐", "老{s}", "{g}{g}", "{s}{g}", "{s}{g}{g}", "大{g}", "{g}宝妈"]
+EN_NICKS = ["Lily", "Kevin", "Momo", "Leo", "Coco", "Tony", "Vivian", "Jack", "Summer", "Echo", "Ivy", "Sam",
+            "Luna", "Ray", "Nina", "Max", "Grace", "Eric"]
+HOURS = [0.2, 0.1, 0.05, 0.03, 0.03, 0.1, 0.4, 1.0, 1.6, 1.2, 1.0, 1.1, 1.7, 1.5, 0.9, 0.8, 0.9, 1.0,
+         1.2, 1.6, 2.2, 2.4, 1.8, 0.8]
+
+CAR_LINES = ["周末去郊区自驾有人一起吗?", "刚做完保养, 这家店师傅很专业", "新提的车, 求推荐贴膜", "今晚有人去夜骑吗",
+             "油耗多少比较正常?", "轮胎换了米其林, 静音好多", "俱乐部活动照片已经发群相册了", "求推荐靠谱的洗车店",
+             "冬天胎压要不要调?", "下周六的自驾路线定了吗", "这个改装合法吗?", "刚跑完高速, 平均 6.2 个油",
+             "有没有一起去露营的", "车险快到期了, 哪家便宜", "今天签到", "群主辛苦了 👍", "照片好看!", "收到, 谢谢"]
+SKIN_LINES = ["敏感肌用这个会不会刺激?", "今天的护肤小课堂讲得太好了", "油皮夏天怎么控油", "求推荐温和的洁面",
+              "防晒一定要每天涂吗", "上次团购的面膜到了, 很好用", "换季脸干起皮怎么办", "晚上几点开直播?",
+              "宝妈可以用吗", "这款精华什么时候补货", "打卡 第 12 天", "签到", "谢谢老师解答 🙏", "已下单",
+              "皮肤状态好多了", "有没有孕妇可以用的"]
+
+TAGS_CAR = ["车主", "新车主", "自驾游", "改装", "越野", "新能源", "老客户", "VIP"]
+TAGS_SKIN = ["敏感肌", "油皮", "干皮", "混合皮", "宝妈", "学生党", "老客户", "VIP"]
+
+
+@dataclass
+class _Group:
+    pk: int
+    community_id: int
+    platform: str
+    external_id: str
+
+
+def _name(rng: random.Random) -> str:
+    if rng.random() < 0.15:
+        return rng.choice(EN_NICKS) + (str(rng.randint(1, 99)) if rng.random() < 0.3 else "")
+    pattern = rng.choice(NICKS)
+    return pattern.format(s=rng.choice(SURNAMES), g=rng.choice(GIVEN))
+
+
+def _phone(rng: random.Random) -> str:
+    return f"1{rng.choice('3456789')}{rng.randint(0, 999_999_999):09d}"
+
+
+def demo_exists() -> bool:
+    return Tenant.objects.filter(slug=DEMO_SLUG).exists()
+
+
+def seed_demo(
+    *, members: int = 2000, days: int = 90, seed: int = 20261123, progress: Callable[[str], None] | None = None
+) -> Tenant:
+    """Create the demo tenant (idempotent: returns the existing one)."""
+    say = progress or (lambda _msg: None)
+    existing = Tenant.objects.filter(slug=DEMO_SLUG).first()
+    if existing is not None:
+        return existing
+    rng = random.Random(seed)
+    now = timezone.now().astimezone(TZ)
+    start = (now - dt.timedelta(days=days)).replace(hour=0, minute=0, second=0, microsecond=0)
+
+    with transaction.atomic():
+        tenant = Tenant.objects.create(slug=DEMO_SLUG, name="城东生活馆 (演示)", kind=Tenant.Kind.MERCHANT)
+        car = Community.objects.create(
+            tenant=tenant, name="驰骋车友会", theme="自驾、保养与改装交流", audience="本地车主, 25-45 岁",
+            needs="结伴出行、用车经验、靠谱门店", purpose=Community.Purpose.SHARING,
+            category=Community.Category.INTEREST, stage=Community.Stage.GROWING,
+            rules="1. 禁止广告、拼多多砍价和投票链接\n2. 禁止游戏链接\n3. 友善交流, 不人身攻击\n4. 违规三次移出群",
+            announcement="本周六 9:00 集合, 环湖自驾, 报名找群主 🚗",
+        )
+        skin = Community.objects.create(
+            tenant=tenant, name="水润护肤群", theme="科学护肤与好物分享", audience="关注护肤的女性用户",
+            needs="护肤知识、适合自己的产品、会员价", purpose=Community.Purpose.SALES,
+            category=Community.Category.PRODUCT, stage=Community.Stage.MATURE,
+            rules="1. 禁止发广告和加微信引流\n2. 产品问题请 @客服\n3. 不晒单他家产品",
+            announcement="每晚 8 点护肤小课堂 ✨",
+        )
+        entry = Community.objects.create(
+            tenant=tenant, name="新人福利群", theme="新人入门与福利", audience="新关注的顾客", needs="了解门店与福利",
+            purpose=Community.Purpose.SALES, category=Community.Category.RELATIONSHIP,
+            entry_threshold=Community.EntryThreshold.FREE, stage=Community.Stage.SEEDING,
+        )
+        group_specs = [
+            (car, Platform.WECOM, "wrOgAAAA-car-1", "驰骋车友会①群", 500),
+            (car, Platform.WECOM, "wrOgAAAA-car-2", "驰骋车友会②群", 500),
+            (car, Platform.TELEGRAM, "-1001234567890", "Chicheng Riders", 1000),
+            (car, Platform.MATRIX, "!riders:shequn.local", "#riders", 1000),
+            (skin, Platform.WECOM, "wrOgAAAA-skin-1", "水润护肤 1 群", 500),
+            (skin, Platform.WECOM, "wrOgAAAA-skin-2", "水润护肤 2 群", 500),
+            (skin, Platform.MATRIX, "!skincare:shequn.local", "#skincare", 1000),
+            (entry, Platform.WECOM, "wrOgAAAA-new-1", "新人福利群", 500),
+        ]
+        groups = []
+        for community, platform, ext, name, cap in group_specs:
+            row = ChatGroup.objects.create(tenant=tenant, community=community, platform=platform, external_id=ext,
+                                           name=name, capacity=cap)
+            groups.append(_Group(row.pk, community.pk, str(platform), ext))
+        car_groups = [g for g in groups if g.community_id == car.pk]
+        skin_groups = [g for g in groups if g.community_id == skin.pk]
+        entry_group = next(g for g in groups if g.community_id == entry.pk)
+
+        tags = {name: Tag.objects.create(tenant=tenant, name=name) for name in dict.fromkeys(TAGS_CAR + TAGS_SKIN)}
+
+        say(f"members: {members}")
+        rows: list[Member] = []
+        profile: list[tuple[float, list[_Group], dt.datetime, dt.datetime | None]] = []
+        for _i in range(members):
+            interest = rng.random()
+            mine = ([rng.choice(car_groups)] if interest < 0.5 else [rng.choice(skin_groups)]
+                    if interest < 0.9 else [rng.choice(car_groups), rng.choice(skin_groups)])
+            if rng.random() < 0.25:
+                mine.append(entry_group)
+            # a third were there before the window; the rest joined during it, more recently faster
+            joined = (start - dt.timedelta(days=rng.randint(1, 400)) if rng.random() < 0.35
+                      else start + dt.timedelta(days=days * math.sqrt(rng.random()), hours=rng.random() * 24))
+            joined = min(joined, now - dt.timedelta(minutes=5))
+            left = None
+            if rng.random() < 0.08:
+                left = joined + dt.timedelta(days=rng.uniform(1, 60))
+                left = left if left < now else None
+            activity = rng.lognormvariate(-1.3, 1.3)  # heavy tail: most lurk, a few talk a lot
+            profile.append((activity, mine, joined, left))
+            rows.append(Member(
+                tenant=tenant, display_name=_name(rng), phone=_phone(rng) if rng.random() < 0.7 else "",
+                source_channel=rng.choice(["门店扫码", "直播间", "老带新", "公众号", "抖音", "导入"]),
+                first_seen_at=min(joined, now), consent_marketing=rng.random() < 0.6,
+                relationship_level=rng.choices(list(RelationshipLevel.values), [70, 18, 8, 3, 1])[0],
+            ))
+        Member.objects.bulk_create(rows, batch_size=500)
+        identities, member_tags = [], []
+        for m, (_a, mine, _j, _l) in zip(rows, profile, strict=True):
+            for plat in {g.platform for g in mine}:
+                identities.append(Identity(tenant=tenant, member=m, platform=plat,
+                                           external_id=_external_id(plat, m.pk), display_name=m.display_name,
+                                           verified=True))
+            pool = TAGS_CAR if mine[0] in car_groups else TAGS_SKIN
+            for name in rng.sample(pool, k=rng.choice([0, 1, 1, 2, 3])):
+                member_tags.append(MemberTag(tenant=tenant, member=m, tag=tags[name]))
+        Identity.objects.bulk_create(identities, batch_size=1000)
+        MemberTag.objects.bulk_create(member_tags, batch_size=1000, ignore_conflicts=True)
+
+    # activity through the ingest service, in time order per batch
+    say("activity: generating 90 days")
+    events: list[dict[str, object]] = []
+    seq = 0
+
+    def add(kind: str, member: Member, group: _Group, when: dt.datetime, payload: dict[str, object]) -> None:
+        nonlocal seq
+        seq += 1
+        events.append({
+            "platform": group.platform, "event_id": f"demo-{seq}", "kind": kind, "occurred_at": when,
+            "sender": _external_id(group.platform, member.pk), "sender_name": member.display_name,
+            "group": group.external_id, "payload": payload,
+        })
+
+    for m, (activity, mine, joined, left) in zip(rows, profile, strict=True):
+        for g in mine:
+            add("join", m, g, joined, {"join_source": rng.choice(["qr", "invite_link", "live", "qr"])})
+            if left is not None:
+                add("leave", m, g, left, {"reason": rng.choice(["主动退群", "长期未活跃", ""])})
+        lines = CAR_LINES if mine[0] in car_groups else SKIN_LINES
+        day0 = max(joined, start)
+        end = left or now
+        span_days = max(0.0, (end - day0).total_seconds() / 86400)
+        for d in range(int(span_days) + 1):
+            day = (day0 + dt.timedelta(days=d)).replace(hour=0, minute=0, second=0, microsecond=0)
+            weekend = day.weekday() >= 5
+            fade = 1.0 if d < 30 else 0.85  # novelty wears off
+            n = _poisson(rng, activity * fade * (1.4 if weekend else 1.0))
+            for _ in range(n):
+                when = day + dt.timedelta(hours=rng.choices(range(24), HOURS)[0], minutes=rng.randint(0, 59),
+                                          seconds=rng.randint(0, 59))
+                if when >= end or when < joined:
+                    continue
+                g = rng.choice(mine)
+                r = rng.random()
+                if r < 0.62:
+                    add("message", m, g, when, {"text": rng.choice(lines)})
+                elif r < 0.82:
+                    add("reply", m, g, when, {"text": rng.choice(lines[-4:])})
+                elif r < 0.93:
+                    add("reaction", m, g, when, {"emoji": rng.choice(["👍", "❤️", "😂", "🎉"])})
+                elif r < 0.985:
+                    add("check_in", m, g, when, {})
+                else:
+                    add("purchase", m, g, when, {"amount_fen": rng.choice([1990, 9900, 12800, 29900])})
+    events.sort(key=lambda e: e["occurred_at"])  # type: ignore[arg-type, return-value]
+    say(f"activity: ingesting {len(events)} events")
+    for i in range(0, len(events), 5000):
+        do_ingest(tenant.pk, events[i : i + 5000], create_members=False)
+
+    # role holders: the most active members of each community
+    with transaction.atomic():
+        by_activity = sorted(zip(rows, profile, strict=True), key=lambda x: -x[1][0])
+        for community, groups_of in ((car, car_groups), (skin, skin_groups)):
+            ranked = [m for m, p in by_activity if any(g in groups_of for g in p[1]) and p[3] is None]
+            plan = [(CommunityRole.OWNER, 1, "群主 · 门店店长"), (CommunityRole.ADVOCATE, 3, "每月红包 + 免费保养一次"),
+                    (CommunityRole.CUSTOMER_SERVICE, 2, "客服补贴"), (CommunityRole.CONTENT_CREATOR, 2, "内容稿费"),
+                    (CommunityRole.GUEST_EXPERT, 1, "嘉宾分享")]
+            k = 0
+            for role, count, note in plan:
+                for m in ranked[k : k + count]:
+                    RoleAssignment.objects.create(tenant=tenant, community=community, member=m, role=role,
+                                                  since=start, assigned_by="demo", reward_note=note)
+                k += count
+    say("done")
+    return tenant
+
+
+def _external_id(platform: str, member_id: int) -> str:
+    if platform == Platform.MATRIX:
+        return f"@m{member_id}:shequn.local"
+    if platform == Platform.TELEGRAM:
+        return str(700000000 + member_id)
+    return f"wmDemo{member_id:06d}"
+
+
+def _poisson(rng: random.Random, lam: float) -> int:
+    if lam <= 0:
+        return 0
+    limit, k, p = math.exp(-lam), 0, 1.0
+    while True:
+        p *= rng.random()
+        if p <= limit:
+            return k
+        k += 1

@@ -1,0 +1,299 @@
+"""Reads of the engagement app. Every function takes ``tenant_id``; another tenant's ids are not found."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import statistics
+from collections import defaultdict
+from typing import Any
+
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from shequn.activity.models import ActivityEvent
+from shequn.communities.models import Membership, RoleAssignment
+from shequn.core.errors import NotFound
+from shequn.core.models import Tenant
+
+from . import scoring
+from .models import (
+    ChatStaff,
+    CheckInStats,
+    ContentDelivery,
+    EngagementSettings,
+    Lottery,
+    MemberScore,
+    PointsAccount,
+    PointsEntry,
+    RedPacket,
+    ReplyTrack,
+)
+from .streaks import day_bounds, local_day
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "weights": dict(scoring.DEFAULT_WEIGHTS),
+    "level_thresholds": list(scoring.DEFAULT_LEVEL_THRESHOLDS),
+    # lifecycle: new for new_days after first seen; active = spoke within active_days; lurking = seen
+    # within lurking_days but silent; dormant = last seen lurking_days..dormant_days ago; churned beyond
+    # that, or left every community.
+    "lifecycle": {"new_days": 7, "active_days": 14, "lurking_days": 30, "dormant_days": 90},
+    # relationship ladder: the highest rung whose every minimum is met is suggested
+    "ladder": {
+        "1": {"min_purchases": 1, "min_level": 2, "min_invites": 0, "min_spent_fen": 0},
+        "2": {"min_purchases": 3, "min_level": 4, "min_invites": 1, "min_spent_fen": 0},
+        "3": {"min_purchases": 5, "min_level": 6, "min_invites": 3, "min_spent_fen": 100_000},
+        "4": {"min_purchases": 10, "min_level": 7, "min_invites": 10, "min_spent_fen": 500_000},
+    },
+    "roles": {"window_days": 30, "min_active_days": 3, "top_n": 5},
+    "reply_sla_minutes": 30,
+    "no_sell_days": 30,
+    "quiet_hours": ["22:00", "08:00"],
+    "checkin": {"keyword": "签到", "points": 5, "streak_bonus": 1, "bonus_cap": 6, "makeup_window_days": 7,
+                "makeup_card_cost": 50},
+    "earn": {"message": 1, "message_daily_cap": 20, "invite": 10, "purchase_per_yuan": 1},
+    "health": {"dead_group_days": 7, "dead_group_min_messages": 5, "quiet_member_days": 14,
+               "quiet_member_min_level": 3},
+}
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def engagement_config(tenant_id: int) -> dict[str, Any]:
+    row = EngagementSettings.objects.filter(tenant_id=tenant_id).values_list("config", flat=True).first()
+    return _merge(DEFAULT_CONFIG, row or {})
+
+
+def tenant_time_zone(tenant_id: int) -> str:
+    tz = Tenant.objects.filter(pk=tenant_id).values_list("time_zone", flat=True).first()
+    return tz or "Asia/Shanghai"
+
+
+# --- scores ------------------------------------------------------------------------------------------
+
+
+def member_score(tenant_id: int, member_id: int) -> MemberScore | None:
+    return MemberScore.objects.filter(tenant_id=tenant_id, member_id=member_id).first()
+
+
+def explain_score(tenant_id: int, member_id: int, *, now: dt.datetime | None = None) -> dict[str, Any]:
+    """"Why level 7": the per-month steadiness breakdown and the activity (by kind) behind it."""
+    from shequn.members.models import Member
+
+    if not Member.objects.filter(tenant_id=tenant_id, pk=member_id).exists():
+        raise NotFound(_("会员不存在"), details={"field": "member_id"})
+    now = now or timezone.now()
+    cfg = engagement_config(tenant_id)
+    tz = tenant_time_zone(tenant_id)
+    weights: dict[str, int] = cfg["weights"]
+    today = local_day(now, tz)
+    start = day_bounds(scoring.window_start(today), tz)[0]
+    end = day_bounds(today, tz)[1]
+    daily: dict[dt.date, float] = defaultdict(float)
+    by_month_kind: dict[int, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    events = ActivityEvent.objects.filter(
+        tenant_id=tenant_id, member_id=member_id, occurred_at__gte=start, occurred_at__lt=end
+    ).values_list("kind", "occurred_at", "payload")
+    for kind, when, payload in events.iterator():
+        k = kind
+        if kind == "other" and isinstance(payload, dict) and payload.get("raw_kind") == "topic":
+            k = "topic"
+        w = int(weights.get(k, 0))
+        day = local_day(when, tz)
+        daily[day] += w
+        cell = by_month_kind[scoring.month_index(day, today)][k]
+        cell[0] += 1
+        cell[1] += w
+    score, parts = scoring.score_from_daily(daily, today)
+    level = scoring.level_for(score, cfg["level_thresholds"])
+    thresholds: list[float] = cfg["level_thresholds"]
+    return {
+        "member_id": member_id, "score": round(score, 4), "level": level,
+        "next_level_at": thresholds[level] if level < len(thresholds) else None,
+        "formula": "score = Σ 0.9^m × mean_m / (1 + sd_m)",
+        "months": [
+            {
+                "months_ago": p.months_ago, "days": p.days, "active_days": p.active_days, "points": p.total,
+                "mean": round(p.mean, 4), "sd": round(p.sd, 4), "monthly": round(p.monthly, 4),
+                "contribution": round(p.contribution, 4),
+                "by_kind": {k: {"count": v[0], "points": v[1]} for k, v in sorted(by_month_kind[p.months_ago].items())},
+            }
+            for p in parts
+        ],
+    }
+
+
+# --- reply queue ---------------------------------------------------------------------------------------
+
+
+def responder_member_ids(tenant_id: int, community_id: int | None, at: dt.datetime) -> set[int]:
+    """Staff chat accounts plus the community's current role holders."""
+    ids = set(ChatStaff.objects.filter(tenant_id=tenant_id).values_list("member_id", flat=True))
+    if community_id is not None:
+        ids.update(
+            RoleAssignment.objects.filter(tenant_id=tenant_id, community_id=community_id, since__lte=at)
+            .filter(Q(until__isnull=True) | Q(until__gt=at))
+            .values_list("member_id", flat=True)
+        )
+    return ids
+
+
+def reply_queue(tenant_id: int, *, community_id: int | None = None, now: dt.datetime | None = None) -> QuerySet[
+    ReplyTrack
+]:
+    """Unanswered member messages older than the reply SLA, oldest first."""
+    now = now or timezone.now()
+    sla = dt.timedelta(minutes=int(engagement_config(tenant_id)["reply_sla_minutes"]))
+    qs = ReplyTrack.objects.filter(tenant_id=tenant_id, answered_at__isnull=True, occurred_at__lte=now - sla)
+    if community_id is not None:
+        qs = qs.filter(community_id=community_id)
+    return qs.select_related("member", "group").order_by("occurred_at", "pk")
+
+
+def _median_seconds(values: list[float]) -> float | None:
+    return round(statistics.median(values), 1) if values else None
+
+
+def reply_stats(
+    tenant_id: int, *, since: dt.datetime, until: dt.datetime | None = None, community_id: int | None = None
+) -> dict[str, Any]:
+    """Response rate and median first-response time, per community and per responder."""
+    until = until or timezone.now()
+    qs = ReplyTrack.objects.filter(tenant_id=tenant_id, occurred_at__gte=since, occurred_at__lt=until)
+    if community_id is not None:
+        qs = qs.filter(community_id=community_id)
+    per_comm: dict[int | None, dict[str, Any]] = defaultdict(lambda: {"messages": 0, "answered": 0, "times": []})
+    per_resp: dict[str, dict[str, Any]] = defaultdict(lambda: {"answered": 0, "times": [], "member_id": None})
+    for comm, occurred, answered, by_id, by_label in qs.values_list(
+        "community_id", "occurred_at", "answered_at", "answered_by_id", "answered_by_label"
+    ).iterator():
+        c = per_comm[comm]
+        c["messages"] += 1
+        if answered is not None:
+            secs = (answered - occurred).total_seconds()
+            c["answered"] += 1
+            c["times"].append(secs)
+            key = f"m{by_id}" if by_id else (by_label or "?")
+            r = per_resp[key]
+            r["answered"] += 1
+            r["times"].append(secs)
+            r["member_id"] = by_id
+            r["label"] = by_label
+    return {
+        "communities": [
+            {"community_id": k, "messages": v["messages"], "answered": v["answered"],
+             "response_rate": round(v["answered"] / v["messages"], 4) if v["messages"] else None,
+             "median_first_response_seconds": _median_seconds(v["times"])}
+            for k, v in sorted(per_comm.items(), key=lambda kv: kv[0] or 0)
+        ],
+        "responders": [
+            {"responder": k, "member_id": v["member_id"], "label": v.get("label", ""), "answered": v["answered"],
+             "median_first_response_seconds": _median_seconds(v["times"])}
+            for k, v in sorted(per_resp.items(), key=lambda kv: -kv[1]["answered"])
+        ],
+    }
+
+
+def role_performance(tenant_id: int, community_id: int, *, since: dt.datetime) -> list[dict[str, Any]]:
+    """Each current role holder: messages answered and median response time since ``since``."""
+    now = timezone.now()
+    holders = list(
+        RoleAssignment.objects.filter(tenant_id=tenant_id, community_id=community_id)
+        .filter(Q(until__isnull=True) | Q(until__gt=now))
+        .values_list("member_id", "role", "member__display_name")
+    )
+    out = []
+    for member_id, role, name in holders:
+        times = [
+            (a - o).total_seconds()
+            for o, a in ReplyTrack.objects.filter(
+                tenant_id=tenant_id, community_id=community_id, answered_by_id=member_id, occurred_at__gte=since
+            ).values_list("occurred_at", "answered_at")
+            if a is not None
+        ]
+        out.append({"member_id": member_id, "name": name, "role": role, "answered": len(times),
+                    "median_response_seconds": _median_seconds(times)})
+    return out
+
+
+# --- points / check-ins ------------------------------------------------------------------------------------
+
+
+def points_balance(tenant_id: int, member_id: int) -> dict[str, int]:
+    acc = PointsAccount.objects.filter(tenant_id=tenant_id, member_id=member_id).first()
+    if acc is None:
+        return {"balance": 0, "earned_total": 0, "spent_total": 0}
+    return {"balance": acc.balance, "earned_total": acc.earned_total, "spent_total": acc.spent_total}
+
+
+def points_history(tenant_id: int, member_id: int) -> QuerySet[PointsEntry]:
+    return PointsEntry.objects.filter(tenant_id=tenant_id, member_id=member_id)
+
+
+def checkin_stats(tenant_id: int, member_id: int) -> CheckInStats | None:
+    return CheckInStats.objects.filter(tenant_id=tenant_id, member_id=member_id).first()
+
+
+# --- lotteries / red packets ------------------------------------------------------------------------------
+
+
+def get_lottery(tenant_id: int, lottery_id: int) -> Lottery:
+    lot = Lottery.objects.filter(tenant_id=tenant_id, pk=lottery_id).first()
+    if lot is None:
+        raise NotFound(_("抽奖不存在"), details={"field": "lottery_id"})
+    return lot
+
+
+def lottery_public_record(lottery: Lottery) -> dict[str, Any]:
+    """What is published: before the close only the seed commitment; after the close the snapshot and
+    its commitment; after the draw the seed, winners and rerolls (the verifier's input)."""
+    from .fairness import ALGORITHM
+
+    rec: dict[str, Any] = {
+        "algorithm": ALGORITHM, "lottery": str(lottery.pk), "title": lottery.title, "status": lottery.status,
+        "seed_commitment": lottery.seed_commitment, "beacon": lottery.beacon,
+        "closes_at": lottery.closes_at.isoformat(), "draw_at": lottery.draw_at.isoformat(),
+    }
+    if lottery.snapshot is not None:
+        rec["snapshot"] = lottery.snapshot
+        rec["commitment"] = lottery.commitment
+    if lottery.status == Lottery.Status.DRAWN and lottery.result is not None:
+        rec["seed"] = lottery.seed_hex
+        rec["beacon_value"] = lottery.beacon_value
+        rec["winners"] = lottery.result.get("winners", [])
+        rec["rerolls"] = lottery.result.get("rerolls", [])
+    return rec
+
+
+def get_red_packet(tenant_id: int, packet_id: int) -> RedPacket:
+    p = RedPacket.objects.filter(tenant_id=tenant_id, pk=packet_id).first()
+    if p is None:
+        raise NotFound(_("红包不存在"), details={"field": "packet_id"})
+    return p
+
+
+# --- SOP / health -------------------------------------------------------------------------------------------
+
+
+def post_results(tenant_id: int) -> QuerySet[ContentDelivery]:
+    return ContentDelivery.objects.filter(tenant_id=tenant_id).select_related("schedule__content", "group")
+
+
+def lurkers(tenant_id: int, community_id: int) -> QuerySet[Any]:
+    """Members of the community who are lurking or dormant: the re-activation list."""
+    from shequn.members.models import LifecycleStage, Member
+
+    in_comm = Membership.objects.filter(tenant_id=tenant_id, community_id=community_id, left_at__isnull=True)
+    return Member.objects.filter(
+        tenant_id=tenant_id, pk__in=in_comm.values("member_id"),
+        lifecycle_stage__in=[LifecycleStage.LURKING, LifecycleStage.DORMANT],
+    ).order_by("last_active_at")

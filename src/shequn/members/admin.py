@@ -1,0 +1,321 @@
+# mypy: disable-error-code="untyped-decorator,no-any-return"
+"""Console pages of the members app: members (masked phone, filters by tag, lifecycle, relationship
+level, community, role and source), identities and tags inline, merge, import and export."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin import SimpleListFilter
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
+from unfold.contrib.filters.admin import ChoicesDropdownFilter, DropdownFilter
+from unfold.decorators import action, display
+
+from shequn.communities.models import Community, CommunityRole, Membership, RoleAssignment
+from shequn.core.admin_base import (
+    TenantScopedAdmin,
+    TenantScopedTabularInline,
+    request_principal,
+    request_tenant_id,
+    tenant_related_filter,
+)
+from shequn.core.masking import mask_email, mask_phone
+
+from .models import Identity, Member, MemberTag, Tag
+
+
+class CommunityFilter(DropdownFilter):  # type: ignore[misc]
+    """Members currently in a community (open membership)."""
+
+    title = _("社群")
+    parameter_name = "community"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        tenant_id = request_tenant_id(request)
+        if tenant_id is None:
+            return []
+        return [(str(c.pk), c.name) for c in Community.objects.filter(tenant_id=tenant_id).order_by("pk")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Member]) -> QuerySet[Member]:
+        value = self.value()
+        if not value or not str(value).isdigit():
+            return queryset
+        return queryset.filter(memberships__community_id=int(value), memberships__left_at__isnull=True).distinct()
+
+
+class RoleFilter(DropdownFilter):  # type: ignore[misc]
+    """Members holding a community role now."""
+
+    title = _("社群角色")
+    parameter_name = "role"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(str(v), str(label)) for v, label in CommunityRole.choices]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Member]) -> QuerySet[Member]:
+        value = self.value()
+        if value not in CommunityRole.values:
+            return queryset
+        return queryset.filter(roles__role=value, roles__until__isnull=True).distinct()
+
+
+class SourceFilter(DropdownFilter):  # type: ignore[misc]
+    title = _("来源渠道")
+    parameter_name = "source"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        tenant_id = request_tenant_id(request)
+        if tenant_id is None:
+            return []
+        values = (Member.objects.filter(tenant_id=tenant_id).exclude(source_channel="")
+                  .values_list("source_channel", flat=True).distinct().order_by("source_channel")[:200])
+        return [(v, v) for v in values]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Member]) -> QuerySet[Member]:
+        value = self.value()
+        return queryset.filter(source_channel=value) if value else queryset
+
+
+class MergedFilter(SimpleListFilter):
+    """Merged members stay as tombstones; the list hides them unless asked."""
+
+    title = _("合并状态")
+    parameter_name = "merged"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        return [("yes", _("已合并 (存档)")), ("all", _("全部"))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Member]) -> QuerySet[Member]:
+        value = self.value()
+        if value == "yes":
+            return queryset.filter(merged_into__isnull=False)
+        if value == "all":
+            return queryset
+        return queryset.filter(merged_into__isnull=True)
+
+
+class IdentityInline(TenantScopedTabularInline):
+    model = Identity
+    permission_area = "members"
+    fields = ("platform", "external_id", "display_name", "verified", "created_at")
+    readonly_fields = ("created_at",)
+    extra = 0
+
+
+class MemberTagInline(TenantScopedTabularInline):
+    model = MemberTag
+    permission_area = "members"
+    fields = ("tag",)
+    extra = 0
+    verbose_name = _("标签")
+    verbose_name_plural = _("标签")
+
+
+class MembershipHistoryInline(TenantScopedTabularInline):
+    """Every stay in every community, joined and left (read-only here; edit on the membership page)."""
+
+    model = Membership
+    fk_name = "member"
+    permission_area = "communities"
+    fields = ("community", "group", "joined_at", "left_at", "join_source", "exit_reason")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ("-joined_at",)
+    verbose_name = _("社群经历")
+    verbose_name_plural = _("社群经历 (全部历史)")
+    per_page = 20
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class RoleHistoryInline(TenantScopedTabularInline):
+    model = RoleAssignment
+    permission_area = "communities"
+    fields = ("community", "role", "since", "until", "assigned_by", "reward_note")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    verbose_name = _("社群角色")
+    verbose_name_plural = _("社群角色")
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+MEMBER_FIELDS = ("display_name", "phone", "email", "source_channel", "lifecycle_stage", "relationship_level",
+                 "consent_marketing", "consent_data", "note")
+
+
+@admin.register(Member)
+class MemberAdmin(TenantScopedAdmin):
+    permission_area = "members"
+    audit_writes = False  # the member services audit
+    list_display = ("display_name", "masked_phone", "lifecycle", "relationship_level", "source_channel",
+                    "tag_list", "last_active_at")
+    list_filter = (
+        tenant_related_filter("member_tags__tag", Tag, _("标签"), parameter_name="tag"),
+        ("lifecycle_stage", ChoicesDropdownFilter),
+        ("relationship_level", ChoicesDropdownFilter),
+        CommunityFilter,
+        RoleFilter,
+        SourceFilter,
+        MergedFilter,
+    )
+    list_filter_submit = True
+    search_fields = ("display_name", "=phone", "=identities__external_id")
+    search_help_text = _("按昵称、完整手机号或平台账号搜索")
+    list_per_page = 50
+    show_full_result_count = False
+    ordering = ("-last_active_at", "-id")
+    fieldsets = (
+        (None, {"fields": ("display_name", "phone", "email", "source_channel", "note")}),
+        (_("运营"), {"fields": ("lifecycle_stage", "relationship_level", "consent_marketing", "consent_data")}),
+        (_("记录"), {"fields": ("first_seen_at", "last_active_at", "merged_into", "created_at")}),
+    )
+    readonly_fields = ("first_seen_at", "last_active_at", "merged_into", "created_at")
+    inlines = (IdentityInline, MemberTagInline, MembershipHistoryInline, RoleHistoryInline)
+    actions = ["merge_two"]
+    actions_list = ["import_members", "export_csv", "export_xlsx", "merge_suggestions"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Member]:
+        return super().get_queryset(request).prefetch_related("member_tags__tag")
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        fieldsets = super().get_fieldsets(request, obj)
+        if self.has_change_permission(request, obj):
+            return fieldsets
+        # staff who may not edit members see contact details masked, as in the list
+        swap = {"phone": "masked_phone", "email": "masked_email"}
+        return [(name, {**opts, "fields": tuple(swap.get(f, f) for f in opts["fields"])})
+                for name, opts in fieldsets]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = tuple(super().get_readonly_fields(request, obj))
+        if self.has_change_permission(request, obj):
+            return fields
+        return (*fields, "masked_phone", "masked_email")
+
+    @display(description=_("手机号"))
+    def masked_phone(self, obj: Member) -> str:
+        return mask_phone(obj.phone)
+
+    @display(description=_("邮箱"))
+    def masked_email(self, obj: Member) -> str:
+        return mask_email(obj.email)
+
+    @display(description=_("生命周期"), ordering="lifecycle_stage",
+             label={"new": "info", "active": "success", "lurking": "warning", "dormant": "warning",
+                    "churned": "danger"})
+    def lifecycle(self, obj: Member) -> Any:
+        return obj.lifecycle_stage, obj.get_lifecycle_stage_display()
+
+    @display(description=_("标签"))
+    def tag_list(self, obj: Member) -> str:
+        names = [mt.tag.name for mt in obj.member_tags.all()]
+        return format_html_join(" ", '<span class="bg-base-100 dark:bg-base-800 px-1 rounded">{}</span>',
+                                ((n,) for n in names[:5]))
+
+    # -- writes go through the member services (validation + audit) ------------------------------
+    def check_form(self, request: HttpRequest, form: Any) -> None:
+        from .services import check_email, check_phone
+
+        data = form.cleaned_data
+        if "phone" in data:
+            data["phone"] = check_phone(data.get("phone"))
+        if "email" in data:
+            data["email"] = check_email(data.get("email"))
+
+    def save_model(self, request: HttpRequest, obj: Member, form: Any, change: bool) -> None:
+        from .services import UPDATABLE, do_create_member, do_update_member
+
+        principal = request_principal(request)
+        assert principal is not None
+        data = form.cleaned_data
+        if change:
+            fresh = Member.objects.get(tenant_id=principal.tenant_id, pk=obj.pk)
+            changes = {f: data[f] for f in form.changed_data if f in UPDATABLE}
+            if changes:
+                do_update_member(principal, fresh, **changes)
+            obj.__dict__.update(Member.objects.get(pk=obj.pk).__dict__)
+            return
+        member = do_create_member(
+            principal, display_name=data["display_name"], phone=data.get("phone", ""), email=data.get("email", ""),
+            source_channel=data.get("source_channel", "") or "console", consent_marketing=data.get(
+                "consent_marketing", False), note=data.get("note", ""),
+        )
+        extra = {k: data[k] for k in ("lifecycle_stage", "relationship_level", "consent_data")
+                 if k in data and data[k] != getattr(member, k)}
+        if extra:
+            do_update_member(principal, member, **extra)
+        obj.__dict__.update(member.__dict__)
+
+    # -- actions ----------------------------------------------------------------------------------
+    @action(description=_("合并所选的两位会员"), permissions=["change"])
+    def merge_two(self, request: HttpRequest, queryset: QuerySet[Member]) -> HttpResponse | None:
+        ids = sorted(queryset.values_list("pk", flat=True)[:3])
+        if len(ids) != 2:
+            messages.error(request, gettext("请恰好选择两位会员进行合并"))
+            return None
+        return HttpResponseRedirect(f"{reverse('console:member_merge')}?a={ids[0]}&b={ids[1]}")
+
+    @action(description=_("导入会员"), icon="upload", permissions=["add"])
+    def import_members(self, request: HttpRequest) -> HttpResponse:
+        return HttpResponseRedirect(reverse("console:member_import"))
+
+    @action(description=_("导出 CSV"), icon="download")
+    def export_csv(self, request: HttpRequest) -> HttpResponse:
+        return HttpResponseRedirect(reverse("console:member_export", args=["csv"]))
+
+    @action(description=_("导出 Excel"), icon="download")
+    def export_xlsx(self, request: HttpRequest) -> HttpResponse:
+        return HttpResponseRedirect(reverse("console:member_export", args=["xlsx"]))
+
+    @action(description=_("合并建议"), icon="merge", permissions=["change"])
+    def merge_suggestions(self, request: HttpRequest) -> HttpResponse:
+        return HttpResponseRedirect(reverse("console:member_merge_suggestions"))
+
+
+@admin.register(Tag)
+class TagAdmin(TenantScopedAdmin):
+    permission_area = "members"
+    list_display = ("name", "scope", "community", "color", "member_count")
+    list_filter = (("scope", ChoicesDropdownFilter), tenant_related_filter("community", Community, _("社群")))
+    search_fields = ("name",)
+    fields = ("name", "scope", "community", "owner", "color")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Tag]:
+        from django.db.models import Count
+
+        return super().get_queryset(request).annotate(n_members=Count("member_tags")).select_related("community")
+
+    @display(description=_("会员数"), ordering="n_members")
+    def member_count(self, obj: Tag) -> Any:
+        n = getattr(obj, "n_members", 0)
+        if not n:
+            return 0
+        url = reverse("admin:members_member_changelist") + f"?tag={obj.pk}"
+        return format_html('<a class="text-primary-600" href="{}">{}</a>', url, n)
+
+
+def member_link(member: Member | None) -> str:
+    if member is None:
+        return "-"
+    return format_html('<a href="{}">{}</a>', reverse("admin:members_member_change", args=[member.pk]),
+                       member.display_name)
+
+
+__all__ = ["MemberAdmin", "TagAdmin", "member_link"]

@@ -1,0 +1,84 @@
+"""Tenant-scoped reads of members."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Count, Q, QuerySet
+from django.utils.translation import gettext as _
+
+from shequn.core.errors import NotFound
+
+from .models import Identity, Member, Tag
+
+
+def members(tenant_id: int, *, include_merged: bool = False) -> QuerySet[Member]:
+    qs = Member.objects.filter(tenant_id=tenant_id)
+    return qs if include_merged else qs.filter(merged_into__isnull=True)
+
+
+def get_member(tenant_id: int, member_id: int) -> Member:
+    member = Member.objects.filter(tenant_id=tenant_id, pk=member_id).first()
+    if member is None:
+        raise NotFound(_("会员不存在"), details={"member_id": member_id})
+    return member
+
+
+def search_members(
+    tenant_id: int, *, q: str = "", tag: str = "", lifecycle: str = "", community_id: int | None = None,
+    role: str = "", relationship_level: int | None = None,
+) -> QuerySet[Member]:
+    qs = members(tenant_id)
+    if q:
+        qs = qs.filter(Q(display_name__icontains=q) | Q(phone=q) | Q(identities__external_id=q))
+    if tag:
+        qs = qs.filter(member_tags__tag__name=tag)
+    if lifecycle:
+        qs = qs.filter(lifecycle_stage=lifecycle)
+    if relationship_level is not None:
+        qs = qs.filter(relationship_level=relationship_level)
+    if community_id is not None:
+        qs = qs.filter(memberships__community_id=community_id, memberships__left_at__isnull=True)
+    if role:
+        qs = qs.filter(roles__role=role, roles__until__isnull=True)
+    return qs.distinct()
+
+
+def identities(tenant_id: int, member_id: int) -> QuerySet[Identity]:
+    return Identity.objects.filter(tenant_id=tenant_id, member_id=member_id).order_by("platform", "id")
+
+
+def member_by_identity(tenant_id: int, platform: str, external_id: str) -> Member | None:
+    identity = Identity.objects.filter(tenant_id=tenant_id, platform=platform, external_id=external_id).select_related(
+        "member"
+    ).first()
+    if identity is None:
+        return None
+    member = identity.member
+    while member.merged_into_id is not None:
+        member = Member.objects.get(pk=member.merged_into_id)
+    return member
+
+
+def tags(tenant_id: int) -> QuerySet[Tag]:
+    return Tag.objects.filter(tenant_id=tenant_id).order_by("scope", "name")
+
+
+def tag_names(tenant_id: int, member_id: int) -> list[str]:
+    qs = Tag.objects.filter(tenant_id=tenant_id, member_tags__member_id=member_id)
+    return list(qs.values_list("name", flat=True))
+
+
+def merge_suggestions(tenant_id: int, limit: int = 100) -> list[dict[str, Any]]:
+    """Pairs of members that share an exact phone number or e-mail (never fuzzy names: Chinese
+    nicknames collide far too often). Suggestions only; merging is an explicit operator action."""
+    out: list[dict[str, Any]] = []
+    for field in ("phone", "email"):
+        dupes = (
+            members(tenant_id).exclude(**{field: ""}).values(field).annotate(n=Count("id")).filter(n__gt=1)
+            .order_by(field)[:limit]
+        )
+        for row in dupes:
+            ids = list(members(tenant_id).filter(**{field: row[field]}).order_by("pk").values_list("pk", flat=True))
+            out.append({"reason": field, "member_ids": ids})
+    return out[:limit]

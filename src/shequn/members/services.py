@@ -1,0 +1,233 @@
+"""Writers for members: create, update, identities, tags, merge."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from shequn.activity.models import ActivityEvent
+from shequn.communities.models import Membership, RoleAssignment
+from shequn.core.errors import Conflict, Invalid
+from shequn.core.models import Platform
+from shequn.core.permissions import Principal
+from shequn.core.services import do_audit
+
+from .models import Identity, LifecycleStage, Member, MemberTag, RelationshipLevel, Tag
+
+_PHONE_STRIP = re.compile(r"[\s\-()（）]")
+_CN_MOBILE = re.compile(r"^1[3-9]\d{9}$")
+_INTL = re.compile(r"^\+[1-9]\d{6,14}$")
+
+
+def check_phone(raw: str | None) -> str:
+    """Normalise a phone number: mainland mobiles to 11 digits (``+86``/``0086`` dropped), others
+    to ``+<digits>``. Empty stays empty; anything else raises :class:`Invalid` naming ``phone``."""
+    if raw is None:
+        return ""
+    value = _PHONE_STRIP.sub("", str(raw).strip())
+    if not value:
+        return ""
+    if value.endswith(".0"):  # spreadsheets turn 13812345678 into 13812345678.0
+        value = value[:-2]
+    for prefix in ("+86", "0086", "86"):
+        if value.startswith(prefix) and len(value) == len(prefix) + 11:
+            value = value[len(prefix):]
+            break
+    if _CN_MOBILE.match(value) or _INTL.match(value):
+        return value
+    raise Invalid(_("手机号格式不正确: %(v)s") % {"v": raw}, details={"field": "phone"})
+
+
+def check_email(raw: str | None) -> str:
+    value = (raw or "").strip()
+    if not value:
+        return ""
+    try:
+        validate_email(value)
+    except ValidationError as exc:
+        raise Invalid(_("邮箱格式不正确: %(v)s") % {"v": value}, details={"field": "email"}) from exc
+    return value.lower()
+
+
+def check_platform(value: str) -> str:
+    if value not in Platform.values:
+        raise Invalid(_("未知的平台: %(v)s") % {"v": value}, details={"field": "platform"})
+    return value
+
+
+@transaction.atomic
+def do_create_member(
+    principal: Principal,
+    *,
+    display_name: str,
+    phone: str = "",
+    email: str = "",
+    source_channel: str = "",
+    consent_marketing: bool = False,
+    identities: Iterable[dict[str, Any]] = (),
+    tags: Iterable[str] = (),
+    first_seen_at: Any = None,
+    note: str = "",
+) -> Member:
+    name = (display_name or "").strip()
+    if not name:
+        raise Invalid(_("昵称不能为空"), details={"field": "display_name"})
+    member = Member.objects.create(
+        tenant_id=principal.tenant_id, display_name=name[:120], phone=check_phone(phone), email=check_email(email),
+        source_channel=source_channel[:64], consent_marketing=consent_marketing,
+        first_seen_at=first_seen_at or timezone.now(), note=note,
+    )
+    for ident in identities:
+        do_add_identity(principal, member, platform=ident["platform"], external_id=ident["external_id"],
+                        display_name=ident.get("display_name", ""), verified=bool(ident.get("verified", False)),
+                        audit=False)
+    if tags:
+        do_tag_member(principal, member, tags, audit=False)
+    do_audit(principal, "member.create", "Member", member.pk, data={"source_channel": source_channel})
+    return member
+
+
+UPDATABLE = {"display_name", "phone", "email", "source_channel", "consent_marketing", "consent_data", "note",
+             "lifecycle_stage", "relationship_level"}
+
+
+@transaction.atomic
+def do_update_member(principal: Principal, member: Member, **changes: Any) -> Member:
+    unknown = set(changes) - UPDATABLE
+    if unknown:
+        raise Invalid(_("不能修改的字段: %(f)s") % {"f": ", ".join(sorted(unknown))},
+                      details={"field": sorted(unknown)[0]})
+    if "phone" in changes:
+        changes["phone"] = check_phone(changes["phone"])
+    if "email" in changes:
+        changes["email"] = check_email(changes["email"])
+    if "display_name" in changes and not str(changes["display_name"]).strip():
+        raise Invalid(_("昵称不能为空"), details={"field": "display_name"})
+    if "lifecycle_stage" in changes and changes["lifecycle_stage"] not in LifecycleStage.values:
+        raise Invalid(_("未知的生命周期阶段"), details={"field": "lifecycle_stage"})
+    if "relationship_level" in changes and changes["relationship_level"] not in RelationshipLevel.values:
+        raise Invalid(_("未知的关系等级"), details={"field": "relationship_level"})
+    before = {k: getattr(member, k) for k in changes}
+    for key, value in changes.items():
+        setattr(member, key, value)
+    member.save(update_fields=list(changes))
+    # never put phone/email values in the audit trail: record which fields changed only
+    do_audit(principal, "member.update", "Member", member.pk,
+             data={"fields": sorted(k for k in changes if before[k] != changes[k])})
+    return member
+
+
+def do_add_identity(
+    principal: Principal, member: Member, *, platform: str, external_id: str, display_name: str = "",
+    verified: bool = False, audit: bool = True,
+) -> Identity:
+    check_platform(platform)
+    external_id = str(external_id).strip()
+    if not external_id:
+        raise Invalid(_("平台账号不能为空"), details={"field": "external_id"})
+    with transaction.atomic():
+        existing = Identity.objects.filter(
+            tenant_id=principal.tenant_id, platform=platform, external_id=external_id
+        ).first()
+        if existing is not None:
+            if existing.member_id == member.pk:
+                return existing
+            raise Conflict(_("该平台账号已属于另一位会员 (#%(id)s)") % {"id": existing.member_id},
+                           details={"field": "external_id", "member_id": existing.member_id})
+        identity = Identity.objects.create(
+            tenant_id=principal.tenant_id, member=member, platform=platform, external_id=external_id,
+            display_name=display_name[:120], verified=verified,
+        )
+        if audit:
+            do_audit(principal, "member.identity_add", "Member", member.pk, data={"platform": platform})
+    return identity
+
+
+def _tag_by_name(tenant_id: int, name: str) -> Tag:
+    tag, _created = Tag.objects.get_or_create(
+        tenant_id=tenant_id, scope=Tag.Scope.ORGANISATION, community=None, owner=None, name=name[:64]
+    )
+    return tag
+
+
+def do_tag_member(principal: Principal, member: Member, tags: Iterable[str | Tag], *, audit: bool = True) -> None:
+    """Attach tags (organisation-wide tags are created by name on first use)."""
+    with transaction.atomic():
+        names = []
+        for t in tags:
+            tag = t if isinstance(t, Tag) else _tag_by_name(principal.tenant_id, str(t).strip())
+            if tag.tenant_id != principal.tenant_id:
+                raise Invalid(_("标签不存在"), details={"field": "tags"})
+            MemberTag.objects.get_or_create(tenant_id=principal.tenant_id, member=member, tag=tag)
+            names.append(tag.name)
+        if audit:
+            do_audit(principal, "member.tag", "Member", member.pk, data={"tags": names})
+
+
+def do_untag_member(principal: Principal, member: Member, tag: Tag) -> None:
+    with transaction.atomic():
+        MemberTag.objects.filter(tenant_id=principal.tenant_id, member=member, tag=tag).delete()
+        do_audit(principal, "member.untag", "Member", member.pk, data={"tag": tag.name})
+
+
+@transaction.atomic
+def do_merge_members(principal: Principal, *, keep: Member, merge: Member, reason: str = "") -> Member:
+    """Merge ``merge`` into ``keep`` (an explicit, audited operator action).
+
+    Identities, tags, memberships, role assignments and activity events move to ``keep``; blank
+    contact fields of ``keep`` are filled from ``merge``; the earlier first-seen and later last-active
+    win; ``merge`` stays as a tombstone with ``merged_into`` set so old references still resolve.
+    Locks both member rows with ``select_for_update`` in id order (no deadlock with a concurrent
+    merge of the same pair)."""
+    if keep.pk == merge.pk:
+        raise Invalid(_("不能把会员合并到自己"), details={"field": "merge_id"})
+    if keep.tenant_id != principal.tenant_id or merge.tenant_id != principal.tenant_id:
+        raise Invalid(_("会员不存在"), details={"field": "merge_id"})
+    locked = {m.pk: m for m in Member.objects.select_for_update().filter(pk__in=[keep.pk, merge.pk]).order_by("pk")}
+    keep, merge = locked[keep.pk], locked[merge.pk]
+    if merge.merged_into_id is not None:
+        raise Conflict(_("会员 #%(id)s 已被合并") % {"id": merge.pk}, details={"field": "merge_id"})
+    if keep.merged_into_id is not None:
+        raise Conflict(_("会员 #%(id)s 已被合并") % {"id": keep.pk}, details={"field": "keep_id"})
+    tenant_id = principal.tenant_id
+    moved = {
+        "identities": Identity.objects.filter(tenant_id=tenant_id, member=merge).update(member=keep),
+        "roles": RoleAssignment.objects.filter(tenant_id=tenant_id, member=merge).update(member=keep),
+        "events": ActivityEvent.objects.filter(tenant_id=tenant_id, member=merge).update(member=keep),
+    }
+    keep_tags = set(MemberTag.objects.filter(member=keep).values_list("tag_id", flat=True))
+    MemberTag.objects.filter(member=merge, tag_id__in=keep_tags).delete()
+    moved["tags"] = MemberTag.objects.filter(member=merge).update(member=keep)
+    # memberships: an open one on both sides for the same community/group → keep the earlier, close the other
+    for m in Membership.objects.filter(tenant_id=tenant_id, member=merge, left_at__isnull=True):
+        twin = Membership.objects.filter(tenant_id=tenant_id, member=keep, community_id=m.community_id,
+                                         group_id=m.group_id, left_at__isnull=True).first()
+        if twin is not None:
+            if m.joined_at < twin.joined_at:
+                twin.joined_at = m.joined_at
+                twin.save(update_fields=["joined_at"])
+            m.left_at = timezone.now()
+            m.exit_reason = "merged"
+            m.save(update_fields=["left_at", "exit_reason"])
+    moved["memberships"] = Membership.objects.filter(tenant_id=tenant_id, member=merge).update(member=keep)
+    Membership.objects.filter(tenant_id=tenant_id, inviter=merge).update(inviter=keep)
+    for field in ("phone", "email", "source_channel"):
+        if not getattr(keep, field) and getattr(merge, field):
+            setattr(keep, field, getattr(merge, field))
+    keep.first_seen_at = min(keep.first_seen_at, merge.first_seen_at)
+    if merge.last_active_at and (keep.last_active_at is None or merge.last_active_at > keep.last_active_at):
+        keep.last_active_at = merge.last_active_at
+    keep.relationship_level = max(keep.relationship_level, merge.relationship_level)
+    keep.consent_marketing = keep.consent_marketing and merge.consent_marketing
+    keep.save()
+    merge.merged_into = keep
+    merge.save(update_fields=["merged_into"])
+    do_audit(principal, "member.merge", "Member", keep.pk, reason=reason, data={"merged": merge.pk, "moved": moved})
+    return keep

@@ -1,0 +1,150 @@
+"""Console pages of the moderation engine: the review queue (one-click confirm / reverse), policies
+with rule-pack validation, strikes, alerts. Every change goes through the services (audited)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
+from django.utils.translation import gettext_lazy as _
+from unfold.decorators import action
+
+from shequn.core.admin_base import TenantScopedAdmin, request_principal
+from shequn.core.errors import ShequnError
+
+from .models import MemberReport, ModerationPolicy, RateAlert, Strike, Violation
+from .rules import RulePackError, compile_pack
+from .services import do_review, do_save_policy
+
+
+def _review(admin_obj: Any, request: HttpRequest, ids: list[int], decision: str) -> int:
+    principal = request_principal(request)
+    if principal is None:
+        return 0
+    done = 0
+    for pk in ids:
+        try:
+            do_review(principal, pk, decision)
+            done += 1
+        except ShequnError as exc:
+            admin_obj.message_user(request, f"#{pk}: {exc.message}", messages.WARNING)
+    return done
+
+
+@admin.register(Violation)
+class ViolationAdmin(TenantScopedAdmin):
+    permission_area = "moderation"
+    list_display = ("id", "status", "verdict", "category", "rule_id", "short_text", "member", "community",
+                    "score_display", "occurred_at")
+    list_filter = ("status", "verdict", "category")
+    search_fields = ("text", "rule_id")
+    ordering = ("-id",)
+    actions = ["confirm_selected", "reverse_selected"]
+    actions_row = ["confirm_row", "reverse_row"]
+    actions_detail = ["confirm_row", "reverse_row"]
+    readonly_fields = ("community", "group", "member", "event", "platform", "message_external_id", "text", "verdict",
+                       "score", "category", "rule_id", "reasons", "signals", "text_hash", "status", "actions",
+                       "ladder_step", "appeal_text", "appealed_at", "reviewed_by", "reviewed_at", "review_note",
+                       "occurred_at", "created_at")
+
+    @admin.display(description=_("消息"))
+    def short_text(self, obj: Violation) -> str:
+        return obj.text[:60]
+
+    @admin.display(description=_("分数"))
+    def score_display(self, obj: Violation) -> str:
+        return f"{obj.score:.2f}"
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(description=_("确认违规 (执行处罚并训练)"))
+    def confirm_selected(self, request: HttpRequest, queryset: QuerySet[Violation]) -> None:
+        n = _review(self, request, list(queryset.values_list("pk", flat=True)), "confirm")
+        self.message_user(request, _("已确认 %(n)d 条") % {"n": n})
+
+    @admin.action(description=_("撤销误判 (解除处罚, 恢复成员状态)"))
+    def reverse_selected(self, request: HttpRequest, queryset: QuerySet[Violation]) -> None:
+        n = _review(self, request, list(queryset.values_list("pk", flat=True)), "reverse")
+        self.message_user(request, _("已撤销 %(n)d 条") % {"n": n})
+
+    @action(description=_("确认"), url_path="confirm", permissions=["change"])  # type: ignore[untyped-decorator]
+    def confirm_row(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        if _review(self, request, [int(object_id)], "confirm"):
+            self.message_user(request, _("已确认"))
+        return HttpResponseRedirect(request.META.get("HTTP_REFERER") or reverse(
+            "admin:moderation_violation_changelist"))
+
+    @action(description=_("撤销"), url_path="reverse", permissions=["change"])  # type: ignore[untyped-decorator]
+    def reverse_row(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        if _review(self, request, [int(object_id)], "reverse"):
+            self.message_user(request, _("已撤销"))
+        return HttpResponseRedirect(request.META.get("HTTP_REFERER") or reverse(
+            "admin:moderation_violation_changelist"))
+
+
+class PolicyForm(forms.ModelForm):  # type: ignore[type-arg]
+    class Meta:
+        model = ModerationPolicy
+        fields = ("community", "enabled", "dry_run", "rules_text", "on_ad", "on_review", "warn_limit",
+                  "warn_window_days", "mute_hours", "final_step", "exempt_roles", "exempt_role_holders",
+                  "exempt_staff", "notify_on_reversal", "warn_text", "external_check", "alert_rate",
+                  "report_threshold")
+
+    def clean_rules_text(self) -> str:
+        text = self.cleaned_data.get("rules_text") or ""
+        try:
+            compile_pack(text)
+        except RulePackError as exc:
+            raise forms.ValidationError([str(e) for e in exc.errors]) from exc
+        return text
+
+
+@admin.register(ModerationPolicy)
+class ModerationPolicyAdmin(TenantScopedAdmin):
+    permission_area = "moderation"
+    form = PolicyForm
+    list_display = ("community", "enabled", "dry_run", "on_ad", "warn_limit", "mute_hours", "final_step")
+    list_filter = ("enabled", "dry_run")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return ("community",) if obj is not None else ()
+
+    def save_model(self, request: HttpRequest, obj: ModerationPolicy, form: Any, change: bool) -> None:
+        """Saved through ``do_save_policy`` so the console validates and audits like the API."""
+        principal = request_principal(request)
+        if principal is None:
+            return
+        fields = {f: form.cleaned_data[f] for f in form.cleaned_data if f != "community"}
+        community_id = obj.community_id if change else form.cleaned_data["community"].pk
+        saved = do_save_policy(principal, community_id, **fields)
+        obj.pk = saved.pk
+
+
+@admin.register(Strike)
+class StrikeAdmin(TenantScopedAdmin):
+    permission_area = "moderation"
+    read_only_model = True
+    list_display = ("member", "community", "kind", "created_at", "until", "revoked_at")
+    list_filter = ("kind",)
+
+
+@admin.register(RateAlert)
+class RateAlertAdmin(TenantScopedAdmin):
+    permission_area = "moderation"
+    read_only_model = True
+    list_display = ("community", "day", "messages", "violations", "rate")
+
+
+@admin.register(MemberReport)
+class MemberReportAdmin(TenantScopedAdmin):
+    permission_area = "moderation"
+    read_only_model = True
+    list_display = ("event", "reporter", "reason", "created_at")

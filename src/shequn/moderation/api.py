@@ -1,0 +1,206 @@
+"""REST API of the moderation engine (mounted at ``/api/v1/moderation/``).
+
+No ``from __future__ import annotations`` here: django-ninja resolves the body schemas of handlers
+wrapped by ``@idempotent`` from real annotation objects."""
+
+
+import datetime as dt
+from typing import Any
+
+from django.http import HttpRequest
+from ninja import Router, Schema
+
+from shequn.core.http import ERRORS, Page, idempotent, paginate, require
+
+from . import selectors, services
+from .models import Violation
+
+router = Router(tags=["moderation"])
+
+
+class VerdictOut(Schema):
+    verdict: str
+    score: float
+    category: str | None = None
+    reasons: list[dict[str, Any]]
+
+
+class ClassifyIn(Schema):
+    text: str
+    community_id: int | None = None
+    member_joined_days: float | None = None
+    message_index: int | None = None
+
+
+class ViolationOut(Schema):
+    id: int
+    community_id: int | None
+    group_id: int | None
+    member_id: int | None
+    text: str
+    verdict: str
+    score: float
+    category: str
+    rule_id: str
+    reasons: list[dict[str, Any]]
+    status: str
+    actions: list[dict[str, Any]]
+    ladder_step: str
+    appeal_text: str
+    appealed_at: dt.datetime | None
+    reviewed_by: str
+    occurred_at: dt.datetime
+
+
+class ReviewIn(Schema):
+    decision: str  # confirm | reverse
+    note: str = ""
+
+
+class AppealIn(Schema):
+    text: str
+
+
+class PolicyIn(Schema):
+    enabled: bool | None = None
+    dry_run: bool | None = None
+    rules_text: str | None = None
+    on_ad: str | None = None
+    on_review: str | None = None
+    warn_limit: int | None = None
+    warn_window_days: int | None = None
+    mute_hours: int | None = None
+    final_step: str | None = None
+    exempt_roles: list[str] | None = None
+    exempt_role_holders: bool | None = None
+    exempt_staff: bool | None = None
+    notify_on_reversal: bool | None = None
+    external_check: bool | None = None
+    alert_rate: float | None = None
+    report_threshold: int | None = None
+
+
+class PolicyOut(Schema):
+    community_id: int
+    enabled: bool
+    dry_run: bool
+    rules_text: str
+    on_ad: str
+    on_review: str
+    warn_limit: int
+    warn_window_days: int
+    mute_hours: int
+    final_step: str
+    exempt_roles: list[str]
+    exempt_role_holders: bool
+    exempt_staff: bool
+    notify_on_reversal: bool
+    external_check: bool
+    alert_rate: float
+    report_threshold: int
+
+
+class ReportIn(Schema):
+    event_id: int
+    reason: str = ""
+    reporter_member_id: int | None = None
+
+
+class ReportOut(Schema):
+    report_id: int
+    violation_id: int | None
+
+
+class DayOut(Schema):
+    community_id: int | None
+    day: dt.date
+    violations: int
+
+
+@router.post("/classify", response={200: VerdictOut, **ERRORS})
+def classify(request: HttpRequest, body: ClassifyIn) -> dict[str, Any]:
+    """Judge a text with a community's pack and the tenant's model (nothing is stored or actioned)."""
+    p = require(request, "moderation.read")
+    if body.community_id is not None:
+        from shequn.communities.models import Community
+        from shequn.core.errors import NotFound
+
+        if not Community.objects.filter(tenant_id=p.tenant_id, pk=body.community_id).exists():
+            raise NotFound("社群不存在", details={"field": "community_id"})
+    from .pipeline import MessageContext
+
+    moderator = selectors.moderator_for(p.tenant_id, body.community_id)
+    verdict = moderator.classify(body.text, MessageContext(member_joined_days=body.member_joined_days,
+                                                           message_index=body.message_index))
+    return verdict.as_json()
+
+
+@router.get("/violations", response={200: Page[ViolationOut], **ERRORS})
+def list_violations(request: HttpRequest, *, status: str | None = None, community_id: int | None = None,
+                    member_id: int | None = None, cursor: str | None = None, limit: int = 50) -> dict[str, Any]:
+    p = require(request, "moderation.read")
+    qs = selectors.violations(p.tenant_id, status=status, community_id=community_id, member_id=member_id)
+    return paginate(qs, cursor, limit)
+
+
+@router.get("/violations/{violation_id}", response={200: ViolationOut, **ERRORS})
+def get_violation(request: HttpRequest, violation_id: int) -> Violation:
+    p = require(request, "moderation.read")
+    return selectors.get_violation(p.tenant_id, violation_id)
+
+
+@router.post("/violations/{violation_id}/review", response={200: ViolationOut, **ERRORS})
+@idempotent
+def review(request: HttpRequest, violation_id: int, body: ReviewIn) -> Violation:
+    p = require(request, "moderation.write")
+    return services.do_review(p, violation_id, body.decision, note=body.note)
+
+
+@router.post("/violations/{violation_id}/appeal", response={200: ViolationOut, **ERRORS})
+@idempotent
+def appeal(request: HttpRequest, violation_id: int, body: AppealIn) -> Violation:
+    """A member's appeal (member sessions from the portal later; integrations with moderation.write now)."""
+    from shequn.core.http import principal
+
+    return services.do_appeal(principal(request), violation_id, body.text)
+
+
+@router.post("/reports", response={200: ReportOut, **ERRORS})
+@idempotent
+def report(request: HttpRequest, body: ReportIn) -> dict[str, Any]:
+    """A member reports a message; enough distinct reporters put it in the review queue."""
+    from shequn.core.http import principal
+
+    rep, violation = services.do_report(principal(request), body.event_id, reason=body.reason,
+                                        reporter_member_id=body.reporter_member_id)
+    return {"report_id": rep.pk, "violation_id": violation.pk if violation else None}
+
+
+def _policy_out(policy: Any) -> dict[str, Any]:
+    return {f: getattr(policy, f) for f in PolicyOut.model_fields if f != "community_id"} | {
+        "community_id": policy.community_id}
+
+
+@router.get("/communities/{community_id}/policy", response={200: PolicyOut, **ERRORS})
+def get_policy(request: HttpRequest, community_id: int) -> dict[str, Any]:
+    p = require(request, "moderation.read")
+    from shequn.communities.models import Community
+    from shequn.core.errors import NotFound
+
+    if not Community.objects.filter(tenant_id=p.tenant_id, pk=community_id).exists():
+        raise NotFound("社群不存在", details={"field": "community_id"})
+    return _policy_out(selectors.policy_for(p.tenant_id, community_id))
+
+
+@router.put("/communities/{community_id}/policy", response={200: PolicyOut, **ERRORS})
+def put_policy(request: HttpRequest, community_id: int, body: PolicyIn) -> dict[str, Any]:
+    """Update a community's policy; a rule pack with errors is refused (422) with each bad line."""
+    p = require(request, "moderation.write")
+    fields = {k: v for k, v in body.model_dump().items() if v is not None}
+    return _policy_out(services.do_save_policy(p, community_id, **fields))
+
+
+@router.get("/health/violations-per-day", response={200: list[DayOut], **ERRORS})
+def violations_per_day(request: HttpRequest, community_id: int | None = None, days: int = 30) -> list[dict[str, Any]]:
+    p = require(request, "moderation.read")
+    return selectors.violations_per_day(p.tenant_id, community_id=community_id, days=max(1, min(days, 366)))

@@ -1,0 +1,15 @@
+from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
+
+
+class ModerationConfig(AppConfig):
+    name = "shequn.moderation"
+    label = "moderation"
+    verbose_name = _("群规执行")
+
+    def ready(self) -> None:
+        from shequn.activity.registry import register_consumer
+
+        from .services import MESSAGE_KINDS, moderate_consumer
+
+        register_consumer("moderation", moderate_consumer, kinds=[str(k) for k in MESSAGE_KINDS])

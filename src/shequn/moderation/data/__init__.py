@@ -1,0 +1,1 @@
+"""Data shipped with the moderation engine: default rule pack, labelled set, trained model."""

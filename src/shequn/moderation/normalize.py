@@ -1,0 +1,283 @@
+"""Text normalisation: the first stage of the moderation pipeline.
+
+Advertisers dodge keyword lists with full-width letters, circled digits, zero-width joiners,
+traditional characters, homophones (薇信, 威信, V信, ➕V) and spaced-out letters (``v x 1 3 8…``).
+:func:`normalise` folds all of these into one canonical lower-case simplified form so that the
+rules and the classifier see what a human reader sees. It never raises: any ``str`` (lone
+surrogates, control characters, 100 KB pastes) and ``bytes`` come back as a :class:`Normalised`.
+
+Order: sanitise (surrogates, length cap) → NFKC → casefold → strip format/control/combining
+characters (U+200B/U+200D/U+FEFF survive NFKC) → fold digit variants (❶ ➀ ⓵) → OpenCC t2s →
+extract URLs, e-mails and @mentions → join spaced-out letters, digits and CJK → evasion variants.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import ahocorasick_rs
+import opencc
+
+#: the analysed prefix; longer messages are cut (a 100 KB paste is judged on its first 4,000 chars)
+MAX_CHARS = 4000
+
+URL_MARK = "\ue000"  # private-use placeholders left where a URL / e-mail / mention stood
+MAIL_MARK = "\ue001"
+MENTION_MARK = "\ue002"
+_URL_SUB = f" {URL_MARK} "
+
+_FW_PUNCT = tuple((c, unicodedata.normalize("NFKC", c)) for c in "，！？：；（）")
+_STRIP_EXTRA = (
+    "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"  # C0/C1 controls except \t \n \r
+    "\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u2800\u3164\uffa0"  # invisible fillers
+    "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe00-\ufe0f\ufe20-\ufe2f"  # combining marks
+    "\U000e0100-\U000e01ef"  # variation selectors supplement
+)
+
+
+@lru_cache(maxsize=1)
+def _strip_re() -> re.Pattern[str]:
+    """Every format character (category Cf: U+200B, U+200D, U+FEFF, bidi controls, tags, …), found
+    once from the Unicode database, plus controls, invisible fillers and combining marks."""
+    cf = [c for r in ((0, 0x20000), (0xE0000, 0xE1000)) for c in range(*r) if unicodedata.category(chr(c)) == "Cf"]
+    ranges: list[str] = []
+    i = 0
+    while i < len(cf):
+        j = i
+        while j + 1 < len(cf) and cf[j + 1] == cf[j] + 1:
+            j += 1
+        ranges.append(f"{re.escape(chr(cf[i]))}-{re.escape(chr(cf[j]))}")
+        i = j + 1
+    return re.compile("[" + _STRIP_EXTRA + "".join(ranges) + "]+")
+
+
+_DIGITS = {}
+for _base, _start in ((0x2776, 1), (0x2780, 1), (0x278A, 1), (0x24F5, 1)):
+    for _i in range(10):
+        _DIGITS[_base + _i] = str((_start + _i) % 10) if _i < 9 else "10"
+for _i, _cp in enumerate(range(0x24EB, 0x24F5)):  # ⓫..⓴
+    _DIGITS[_cp] = str(11 + _i)
+_DIGITS[0x24FF] = "0"  # ⓿
+_DIGITS.update({ord(c): "+" for c in "➕✚✙✛✜➕﹢"})
+_DIGITS.update({ord(c): " " for c in "\t\r\u3000"})
+_DIGIT_TABLE = str.maketrans(_DIGITS)
+_DIGIT_GATE = re.compile("[" + "".join(re.escape(chr(c)) for c in sorted(_DIGITS)) + "]")
+
+#: Chinese numerals folded to digits only inside runs that look like a phone/QQ number
+_CN_DIGITS = str.maketrans({
+    "零": "0", "〇": "0", "一": "1", "幺": "1", "二": "2", "两": "2", "三": "3", "四": "4",
+    "五": "5", "六": "6", "七": "7", "八": "8", "九": "9", "壹": "1", "贰": "2", "叁": "3", "肆": "4",
+    "伍": "5", "陆": "6", "柒": "7", "捌": "8", "玖": "9",
+})
+_CN_DIGIT_RUN = re.compile(r"[0-9零〇一幺二两三四五六七八九壹贰叁肆伍陆柒捌玖]{7,}")
+
+_URL = re.compile(
+    r"(?:https?://|www\.)[^\s\u3000-\u303f\uff00-\uffef<>\"'，。！？、]+"
+    r"|(?<![\w@.])(?:[a-z0-9-]{1,63}\.)+(?:com|cn|net|org|io|cc|me|ly|gd|im|co|tk|top|xyz|vip|club|app|info|"
+    r"biz|site|shop|link|ink|tv|gg|in|to|so|us|hk|tw|ru|la|ws)(?![a-z0-9-])(?:/[^\s\u3000-\u303f\uff00-\uffef]*)?"
+)
+_MAIL = re.compile(r"[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+")
+_MENTION = re.compile(r"@[^\s@,，:：]{1,32}")
+_HOST = re.compile(r"^(?:https?://)?([^/:?#\s]+)")
+
+# single ASCII letters/digits separated by spaces or symbols: "v x", "1 3 8", "w.e.i"
+_SPACED_ALNUM = re.compile(r"(?<![a-z0-9])[a-z0-9](?:[\s._\-*|/\\·~,=•]+[a-z0-9](?![a-z0-9])){1,}")
+# digit groups separated by spaces or dashes: "138 0013 8000", "138-0013-8000"
+_DIGIT_GROUPS = re.compile(r"(?<![0-9])[0-9]{2,4}(?:[ \-.·]{1,2}[0-9]{2,5}){1,4}(?![0-9])")
+_JOIN = re.compile(f"{_SPACED_ALNUM.pattern}|{_DIGIT_GROUPS.pattern}")
+# cheap gates in front of _JOIN: digits split by a separator, or two one-character tokens in a row
+# (plain English passes neither, so its words are not scanned by the look-behind pattern)
+_DIGIT_SEP = re.compile(r"[0-9][ \-.·]{1,2}[0-9]")
+_SINGLES = re.compile(r"(?:^|[^a-z0-9])[a-z0-9][\s._\-*|/\\·~,=•]+[a-z0-9](?:[^a-z0-9]|$)")
+_DOT_TLD = re.compile(r"[a-z0-9]\.[a-z]{2}")
+_SEPARATORS = re.compile(r"[^a-z0-9]+")
+_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+# symbols, spaces and emoji between two CJK characters ("加 微 信", "刷*单", "兼❤职")
+_CJK_GAP = re.compile(rf"(?<=[{_CJK}])[^\w{_CJK}\n+\ue000-\ue002]{{1,3}}(?=[{_CJK}])")
+_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_SPACES = re.compile(r"[ \t]{2,}")
+
+#: evasion spellings → canonical form (applied after t2s, casefolding and joining)
+VARIANTS: dict[str, str] = {
+    # 微信 and its homophones / abbreviations
+    "薇信": "微信", "威信": "微信", "徽信": "微信", "微芯": "微信", "威芯": "微信", "薇芯": "微信",
+    "维信": "微信", "卫信": "微信", "魏信": "微信", "微心": "微信", "v信": "微信", "v芯": "微信", "wei信": "微信",
+    "微xin": "微信", "weixin": "微信", "wechat": "微信", "vx": "微信", "wx": "微信", "v❤": "微信", "v♥": "微信",
+    "微❤": "微信", "威❤": "微信", "+v": "加微信", "+微信": "加微信", "+wx": "加微信", "+vx": "加微信",
+    "加v": "加微信", "加vx": "加微信", "加wx": "加微信", "jia微信": "加微信", "加薇": "加微信",
+    "卫星号": "微信号", "绿泡泡": "微信",
+    # QQ
+    "扣扣": "qq", "抠抠": "qq", "企鹅号": "qq号", "q号": "qq号", "扣群": "qq群", "q群": "qq群", "+q": "加qq",
+    "加q": "加qq",
+    # Telegram / WhatsApp
+    "telegram": "tg", "纸飞机": "tg", "飞机号": "tg号", "电报": "tg", "whatsapp": "wa",
+    # money words
+    "兼只": "兼职", "兼織": "兼职", "刷dan": "刷单", "s单": "刷单", "菠菜": "博彩", "波菜": "博彩",
+    "u币": "usdt", "泰达币": "usdt",
+}
+_VARIANT_KEYS = sorted(k for k, v in VARIANTS.items() if k != v)
+_VARIANT_AC = ahocorasick_rs.AhoCorasick(_VARIANT_KEYS, matchkind=ahocorasick_rs.MatchKind.LeftmostLongest)
+_VARIANT_BEFORE = [k[0].isascii() and k[0].isalnum() for k in _VARIANT_KEYS]  # check the left boundary
+_VARIANT_AFTER = [k[-1].isascii() and k[-1].isalnum() for k in _VARIANT_KEYS]
+_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+
+
+def replace_variants(text: str) -> str:
+    """Rewrite evasion spellings to their canonical form. ASCII variants only as whole tokens
+    ("vx" yes, "vxlan" no); CJK neighbours are fine ("加vx" → 加微信)."""
+    hits = _VARIANT_AC.find_matches_as_indexes(text)
+    if not hits:
+        return text
+    parts: list[str] = []
+    pos = 0
+    for idx, start, end in hits:
+        if (_VARIANT_BEFORE[idx] and start > 0 and text[start - 1] in _ALNUM) or (
+            _VARIANT_AFTER[idx] and end < len(text) and text[end] in _ALNUM
+        ):
+            continue
+        parts.append(text[pos:start])
+        parts.append(VARIANTS[_VARIANT_KEYS[idx]])
+        pos = end
+    parts.append(text[pos:])
+    return "".join(parts)
+
+
+@lru_cache(maxsize=1)
+def _t2s() -> opencc.OpenCC:
+    return opencc.OpenCC("t2s")
+
+
+@dataclass
+class Normalised:
+    """The normalised message plus what was lifted out of it on the way."""
+
+    text: str
+    urls: Sequence[str] = ()
+    hosts: Sequence[str] = ()
+    emails: Sequence[str] = ()
+    mentions: int = 0
+    digit_runs: Sequence[str] = ()
+    flags: set[str] = field(default_factory=set)  # "truncated", "binary", "surrogates", "stripped", "empty"
+    original_length: int = 0
+
+
+def sanitise(raw: object) -> tuple[str, set[str]]:
+    """Any input → a valid ``str`` (no lone surrogates) and flags describing what was repaired."""
+    flags: set[str] = set()
+    if raw is None:
+        return "", {"empty"}
+    if isinstance(raw, bytes | bytearray | memoryview):
+        raw = bytes(raw).decode("utf-8", "replace")
+        flags.add("bytes")
+    if not isinstance(raw, str):
+        raw = str(raw)
+    if raw.isascii():
+        return raw, flags
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = raw.encode("utf-8", "replace").decode("utf-8")
+        flags.add("surrogates")
+    return raw, flags
+
+
+@lru_cache(maxsize=1)
+def _traditional_chars() -> frozenset[str]:
+    """Every CJK character OpenCC's t2s would change (computed once, ~0.1 s), so that simplified text,
+    the common case, skips the converter."""
+    chars = [chr(c) for r in ((0x3400, 0x4DC0), (0x4E00, 0xA000), (0xF900, 0xFB00)) for c in range(*r)]
+    converted = _t2s().convert("\n".join(chars)).split("\n")
+    if len(converted) != len(chars):  # pragma: no cover - defensive: fall back to always converting
+        return frozenset(chars)
+    return frozenset(a for a, b in zip(chars, converted, strict=True) if a != b)
+
+
+def fold(text: str) -> str:
+    """The character-level folding alone (NFKC, casefold, strip, digit variants, t2s). Used for rule
+    terms too, so a term written as 薇信 or in traditional characters matches the same way."""
+    if not text.isascii():
+        # the full-width punctuation of ordinary Chinese text is folded with cheap replaces, so that
+        # most messages pass the quick NFKC check and skip the (slower) full normalisation
+        for fw, hw in _FW_PUNCT:
+            if fw in text:
+                text = text.replace(fw, hw)
+    if not unicodedata.is_normalized("NFKC", text):
+        text = unicodedata.normalize("NFKC", text)
+    text = text.casefold()
+    if not text.isprintable():
+        text = _strip_re().sub("", text)
+    if not text.isascii():
+        if _DIGIT_GATE.search(text):
+            text = text.translate(_DIGIT_TABLE)
+        if not _traditional_chars().isdisjoint(text):
+            text = _t2s().convert(text)
+    return text
+
+
+def _join_spaced(m: re.Match[str]) -> str:
+    return _SEPARATORS.sub("", m.group(0))
+
+
+def normalise(raw: object) -> Normalised:
+    """Normalise one message. Never raises; see the module docstring for the steps."""
+    text, flags = sanitise(raw)
+    original_length = len(text)
+    if original_length > MAX_CHARS:
+        text = text[:MAX_CHARS]
+        flags.add("truncated")
+    if text and not text.isprintable():
+        head = text[:512]
+        if len(_CONTROLS.findall(head)) > 8 or head.count("\ufffd") > 8:
+            flags.add("binary")
+    text = fold(text)
+    out = Normalised(text="", flags=flags, original_length=original_length)
+
+    # lift out e-mails, URLs and mentions (before joining, which would glue them to their neighbours)
+    if "@" in text:
+        emails = _MAIL.findall(text)
+        if emails:
+            out.emails = emails
+            text = _MAIL.sub(f" {MAIL_MARK} ", text)
+        mentions = _MENTION.findall(text)
+        if mentions:
+            out.mentions = len(mentions)
+            text = _MENTION.sub(f" {MENTION_MARK} ", text)
+    if "://" in text or "www." in text or _DOT_TLD.search(text):
+        urls: list[str] = []
+
+        def _lift(m: re.Match[str]) -> str:
+            urls.append(m.group(0))
+            return _URL_SUB
+
+        replaced = _URL.sub(_lift, text)
+        if urls:
+            text = replaced
+            out.urls = urls
+            hosts = []
+            for u in urls:
+                hm = _HOST.match(u)
+                if hm:
+                    host = hm.group(1).rstrip(".")
+                    hosts.append(host[4:] if host.startswith("www.") else host)
+            out.hosts = hosts
+
+    # join what was spaced out
+    if _DIGIT_SEP.search(text) or _SINGLES.search(text):
+        text = _JOIN.sub(_join_spaced, text)
+    if not text.isascii():
+        text = _CJK_GAP.sub("", text)
+    text = replace_variants(text)
+    if "  " in text or "\t" in text:
+        text = _SPACES.sub(" ", text)
+    text = text.strip()
+    runs = _CN_DIGIT_RUN.findall(text)
+    if runs:
+        out.digit_runs = [r.translate(_CN_DIGITS) for r in runs]
+    if not text:
+        flags.add("empty")
+    out.text = text
+    return out

@@ -1,0 +1,239 @@
+"""The per-message pipeline: normalise → behaviour → rules → classifier → (optional) external veto.
+
+Pure Python, no database: the engine (services), the CLI and the benchmarks all call
+:meth:`Moderator.classify`. The score is a logistic combination of log-odds evidence::
+
+    z = BIAS + Σ rule weights (capped per category) + Σ behaviour signal weights + CLF_WEIGHT × classifier log-odds
+    score = 1 / (1 + e^-z)
+
+``score ≥ threshold.ad`` → ``"ad"``, ``≥ threshold.review`` → ``"review"``, else ``"ok"``. Every
+piece of evidence is listed in ``reasons`` with its rule id (``contact.term.加微信``), the matched
+span in the normalised text and its weight, so a moderator sees why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from .classifier import NaiveBayes, default_model
+from .normalize import Normalised, normalise
+from .rules import CompiledPack, Hit, cached_pack
+
+log = logging.getLogger(__name__)
+
+BIAS = -2.0
+CONTENT_CACHE = 4096  # memoised texts per moderator (0 turns the cache off; the benchmark does)
+CACHE_MAX_LEN = 200
+CLF_WEIGHT = 0.5
+CATEGORY_CAP = 10.0
+STRONG_CLASSIFIER = 3.0  # log-odds (≈ 0.95) that count as an independent signal for auto-ban
+STRONG_RULES = 3.0
+NEW_MEMBER_MESSAGES = 5
+NEW_MEMBER_DAYS = 3.0
+TRUSTED_MESSAGES = 50
+TRUSTED_DAYS = 30.0
+FLOOD_PER_MINUTE = 8
+NEW_MEMBER_MAX_LINKS = 0
+NEW_MEMBER_MAX_MENTIONS = 2
+MENTION_STORM = 5
+_QQ_NUMBER = re.compile(r"qq(?:号|群)?[:：]?\s?[1-9][0-9]{4,10}(?![0-9])")
+_MOBILE = ("13", "14", "15", "16", "17", "18", "19")
+
+
+@dataclass
+class MessageContext:
+    """What the pipeline knows about the sender and the recent past (all optional)."""
+
+    member_joined_days: float | None = None
+    message_index: int | None = None  # messages the member sent before this one in the community
+    group: str | None = None
+    messages_last_minute: int = 0
+    same_text_other_groups: int = 0  # other groups where the same text was posted recently
+    mentions: int = 0  # mentions the platform reported (Matrix pills have no "@" in the body)
+    exempt: bool = False
+
+
+@dataclass
+class Verdict:
+    verdict: str  # "ad" | "review" | "ok"
+    score: float
+    category: str | None
+    reasons: list[dict[str, Any]] = field(default_factory=list)
+    #: independent signal families with strong evidence: content (rules or classifier — they read the
+    #: same text, so they count once) and behaviour (flood, duplicate across groups, mention storm)
+    signals: int = 0
+    normalised: str = ""
+    flags: list[str] = field(default_factory=list)
+    vetoed: bool = False
+
+    @property
+    def text_hash(self) -> str:
+        return text_hash(self.normalised)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"verdict": self.verdict, "score": round(self.score, 4), "category": self.category,
+                "reasons": self.reasons}
+
+
+_NO_CONTEXT = MessageContext()
+
+#: optional external checker: (original text, verdict) → True to confirm, False to veto. Off by default.
+ExternalChecker = Callable[[str, Verdict], bool]
+
+
+def text_hash(norm_text: str) -> str:
+    """Stable hash of a normalised message for duplicate detection across groups."""
+    return hashlib.blake2b(norm_text.encode("utf-8"), digest_size=10).hexdigest()
+
+
+def trust_tier(ctx: MessageContext) -> str:
+    days = ctx.member_joined_days
+    idx = ctx.message_index
+    if (idx is not None and idx < NEW_MEMBER_MESSAGES) or (days is not None and days < NEW_MEMBER_DAYS):
+        return "new"
+    if idx is not None and idx >= TRUSTED_MESSAGES and (days is None or days >= TRUSTED_DAYS):
+        return "trusted"
+    return "regular"
+
+
+class Moderator:
+    """One compiled rule pack + one classifier. Immutable, cheap to share."""
+
+    def __init__(self, pack: CompiledPack | None = None, model: NaiveBayes | None = None, *,
+                 use_classifier: bool = True, use_rules: bool = True,
+                 external: ExternalChecker | None = None, cache_size: int = CONTENT_CACHE) -> None:
+        self.pack = pack if pack is not None else cached_pack("")
+        self.model = model if model is not None else (default_model() if use_classifier else None)
+        if not use_classifier:
+            self.model = None
+        self.use_rules = use_rules
+        self.external = external
+        self.ad_threshold = self.pack.thresholds["ad"]
+        self.review_threshold = self.pack.thresholds["review"]
+        # the content part (normalisation, rule hits, classifier) depends on the text alone: group
+        # chat repeats itself ("收到", "+1", spam waves), so short texts are memoised per moderator
+        self._content: Callable[[str], tuple[Normalised, tuple[Hit, ...], float | None]] = (
+            lru_cache(maxsize=cache_size)(self._content_uncached) if cache_size else self._content_uncached
+        )
+
+    def _content_uncached(self, text: object) -> tuple[Normalised, tuple[Hit, ...], float | None]:
+        norm = normalise(text)
+        hits = tuple(self.pack.match(norm)) if self.use_rules else ()
+        clf = self.model.logit(norm.text) if self.model is not None and norm.text else None
+        return norm, hits, clf
+
+    def _behaviour(self, norm: Normalised, ctx: MessageContext, reasons: list[dict[str, Any]]) -> tuple[float, bool]:
+        """Behaviour signals (trust tier, links/mentions for new members, flood, duplicates across
+        groups, contact details). Returns (log-odds, strong) where strong marks an independent signal."""
+        sig = self.pack.signals
+        fired: list[tuple[str, Any]] = []
+        strong = False
+        idx = ctx.message_index
+        days = ctx.member_joined_days
+        links = [h for h in norm.hosts if not self.pack.allowed_host(h)] if norm.hosts else []
+        mentions = max(norm.mentions, ctx.mentions)
+        if (idx is not None and idx < NEW_MEMBER_MESSAGES) or (days is not None and days < NEW_MEMBER_DAYS):
+            if idx == 0:
+                fired.append(("first_message", None))
+            if len(links) > NEW_MEMBER_MAX_LINKS:
+                fired.append(("new_member_link", links[:3]))
+            if mentions > NEW_MEMBER_MAX_MENTIONS:
+                fired.append(("new_member_mentions", mentions))
+        elif idx is not None and idx >= TRUSTED_MESSAGES and (days is None or days >= TRUSTED_DAYS):
+            fired.append(("trusted_member", None))
+        if links:
+            fired.append(("link", links[:3]))
+        if mentions >= MENTION_STORM:
+            fired.append(("mention_storm", mentions))
+            strong = True
+        if ctx.messages_last_minute >= FLOOD_PER_MINUTE:
+            fired.append(("flood", ctx.messages_last_minute))
+            strong = True
+        if ctx.same_text_other_groups >= 1:
+            fired.append(("duplicate_across_groups", ctx.same_text_other_groups))
+            strong = True
+        if norm.emails:
+            fired.append(("email", len(norm.emails)))
+        for run in norm.digit_runs:
+            if len(run) == 11 and run[:2] in _MOBILE:
+                fired.append(("phone", run[:3] + "****" + run[-4:]))
+                break
+        if "qq" in norm.text and _QQ_NUMBER.search(norm.text):
+            fired.append(("qq_number", None))
+        z = 0.0
+        for name, detail in fired:
+            w = sig.get(name, 0.0)
+            if w:
+                z += w
+                reasons.append({"rule": "signal." + name, "category": None, "weight": w, "detail": detail})
+        return z, strong
+
+    def classify(self, text: object, ctx: MessageContext | None = None) -> Verdict:
+        """Judge one message. Never raises for any input (see ``normalise``)."""
+        if isinstance(text, str) and len(text) <= CACHE_MAX_LEN:
+            norm, hits, clf = self._content(text)
+        else:
+            norm, hits, clf = self._content_uncached(text)
+        reasons: list[dict[str, Any]] = []
+        z, strong_behaviour = self._behaviour(norm, ctx or _NO_CONTEXT, reasons)
+        z += BIAS
+        strong_content = False
+        per_cat: dict[str, float] = {}
+        for h in hits:
+            per_cat[h.category] = per_cat.get(h.category, 0.0) + h.weight
+            reasons.append({"rule": h.rule_id, "category": h.category, "weight": h.weight,
+                            "span": list(h.span) if h.span else None, "matched": h.matched})
+        if per_cat:
+            rule_z = sum(min(v, CATEGORY_CAP) for v in per_cat.values())
+            z += rule_z
+            strong_content = rule_z >= STRONG_RULES
+        if clf is not None:
+            z += CLF_WEIGHT * clf
+            strong_content = strong_content or clf >= STRONG_CLASSIFIER
+            reasons.append({"rule": "classifier", "category": None, "weight": int(CLF_WEIGHT * clf * 1000) / 1000})
+        score = 1.0 / (1.0 + math.exp(-(30.0 if z > 30.0 else -30.0 if z < -30.0 else z)))
+        if score >= self.ad_threshold:
+            verdict = "ad"
+        elif score >= self.review_threshold:
+            verdict = "review"
+        else:
+            verdict = "ok"
+        category = None
+        if verdict != "ok":
+            category = max(per_cat, key=per_cat.__getitem__) if per_cat else "suspected_ad"
+        elif "binary" in norm.flags and norm.text:
+            verdict = "review"  # binary-looking content is never silently passed
+            category = "binary"
+        out = Verdict(verdict=verdict, score=score, category=category, reasons=reasons,
+                      signals=int(strong_content) + int(strong_behaviour),
+                      normalised=norm.text, flags=sorted(norm.flags) if norm.flags else [])
+        if self.external is not None and verdict == "ad":
+            try:
+                if not self.external(norm.text, out):
+                    out.verdict = "review"
+                    out.vetoed = True
+                    out.reasons.append({"rule": "external.veto", "category": None, "weight": 0.0})
+            except Exception:  # the hook is advisory: a failing checker never blocks moderation
+                log.warning("external moderation checker failed", exc_info=True)
+        return out
+
+
+_EXTERNAL: list[ExternalChecker] = []
+
+
+def set_external_checker(checker: ExternalChecker | None) -> None:
+    """Install (or remove with ``None``) the optional external checker, e.g. an LLM call. It is used
+    only for communities whose policy turns ``external_check`` on, only for messages judged "ad",
+    and only to veto (the message then goes to review instead of being actioned)."""
+    _EXTERNAL[:] = [checker] if checker is not None else []
+
+
+def external_checker() -> ExternalChecker | None:
+    return _EXTERNAL[0] if _EXTERNAL else None

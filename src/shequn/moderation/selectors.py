@@ -1,0 +1,116 @@
+"""Reads of the moderation app. Every function takes ``tenant_id``; another tenant's id is not found."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.db.models import Count, QuerySet
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from shequn.communities.models import Community
+from shequn.core.errors import NotFound
+
+from .classifier import NaiveBayes, default_model
+from .models import ModerationPolicy, RateAlert, TenantModel, Violation
+from .pipeline import Moderator, external_checker
+from .rules import cached_pack
+
+_MODERATORS: dict[tuple[int, int | None], tuple[tuple[Any, ...], Moderator]] = {}
+_TENANT_MODELS: dict[int, tuple[dt.datetime, NaiveBayes]] = {}
+
+
+def policy_for(tenant_id: int, community_id: int) -> ModerationPolicy:
+    """The community's policy, or an unsaved one with the defaults."""
+    policy = ModerationPolicy.objects.filter(tenant_id=tenant_id, community_id=community_id).first()
+    if policy is None:
+        policy = ModerationPolicy(tenant_id=tenant_id, community_id=community_id)
+    return policy
+
+
+def tenant_model(tenant_id: int) -> NaiveBayes:
+    """The tenant's retrained classifier, or the shipped one."""
+    row = TenantModel.objects.filter(tenant_id=tenant_id).only("trained_at").first()
+    if row is None:
+        return default_model()
+    cached = _TENANT_MODELS.get(tenant_id)
+    if cached is not None and cached[0] == row.trained_at:
+        return cached[1]
+    model_json = TenantModel.objects.filter(pk=row.pk).values_list("model_json", flat=True).first()
+    model = NaiveBayes.from_json(model_json) if model_json else default_model()
+    _TENANT_MODELS[tenant_id] = (row.trained_at, model)
+    return model
+
+
+def moderator_for(tenant_id: int, community_id: int | None, policy: ModerationPolicy | None = None) -> Moderator:
+    """A moderator with the community's pack (default + its own lines) and the tenant's model.
+    Cached per process until the policy or the model changes. Raises ``RulePackError`` for a pack
+    that no longer compiles (it was validated at save time)."""
+    if community_id is not None and policy is None:
+        policy = policy_for(tenant_id, community_id)
+    rules_text = policy.rules_text if policy is not None else ""
+    model = tenant_model(tenant_id)
+    external = policy is not None and policy.external_check
+    key = (rules_text, id(model), external, external_checker())
+    cached = _MODERATORS.get((tenant_id, community_id))
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    moderator = Moderator(cached_pack(rules_text), model, external=external_checker() if external else None)
+    _MODERATORS[(tenant_id, community_id)] = (key, moderator)
+    return moderator
+
+
+def moderator_for_community_id(community_id: int) -> Moderator:
+    """For the operator CLI (``--community ID``): resolves the community's tenant itself."""
+    community = Community.objects.filter(pk=community_id).only("tenant_id").first()
+    if community is None:
+        raise NotFound(_("社群不存在: %(id)s") % {"id": community_id})
+    return moderator_for(community.tenant_id, community.pk)
+
+
+def violations(tenant_id: int, *, status: str | None = None, community_id: int | None = None,
+               member_id: int | None = None) -> QuerySet[Violation]:
+    qs = Violation.objects.filter(tenant_id=tenant_id)
+    if status:
+        qs = qs.filter(status=status)
+    if community_id is not None:
+        qs = qs.filter(community_id=community_id)
+    if member_id is not None:
+        qs = qs.filter(member_id=member_id)
+    return qs
+
+
+def review_queue(tenant_id: int) -> QuerySet[Violation]:
+    return violations(tenant_id, status=Violation.Status.PENDING).order_by("created_at")
+
+
+def get_violation(tenant_id: int, violation_id: int) -> Violation:
+    v = Violation.objects.filter(tenant_id=tenant_id, pk=violation_id).first()
+    if v is None:
+        raise NotFound(_("违规记录不存在"), details={"field": "violation_id"})
+    return v
+
+
+def violations_per_day(tenant_id: int, *, community_id: int | None = None, days: int = 30,
+                       now: dt.datetime | None = None) -> list[dict[str, Any]]:
+    """Health signal: ``[{community_id, day, violations, actioned}]`` for the last ``days`` days
+    (excluding reversed ones, which were mistakes)."""
+    since = (now or timezone.now()) - dt.timedelta(days=days)
+    qs = Violation.objects.filter(tenant_id=tenant_id, occurred_at__gte=since).exclude(
+        status=Violation.Status.REVERSED)
+    if community_id is not None:
+        qs = qs.filter(community_id=community_id)
+    rows = (
+        qs.annotate(day=TruncDate("occurred_at")).values("community_id", "day")
+        .annotate(violations=Count("id")).order_by("day", "community_id")
+    )
+    return [dict(r) for r in rows]
+
+
+def rate_alerts(tenant_id: int, *, community_id: int | None = None) -> QuerySet[RateAlert]:
+    qs = RateAlert.objects.filter(tenant_id=tenant_id)
+    if community_id is not None:
+        qs = qs.filter(community_id=community_id)
+    return qs.order_by("-day")

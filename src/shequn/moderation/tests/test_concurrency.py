@@ -1,0 +1,69 @@
+"""Two workers judging the same member's messages at once must climb the ladder one rung each."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from django.db import connection, transaction
+from django.utils import timezone
+
+from shequn.activity.models import ActivityEvent
+from shequn.communities.models import ChatGroup, Community
+from shequn.core.models import Tenant
+from shequn.core.permissions import Principal
+from shequn.members.models import Identity, Member
+from shequn.moderation import services
+from shequn.moderation.models import Violation
+
+ADS = ["兼职刷单，日结300，在家就能做，加我薇信 vip_8888", "急用钱的看过来，无抵押秒下款，黑户也能办，加V abc666"]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_violations_of_one_member_escalate_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    tenant = Tenant.objects.create(slug="race", name="并发")
+    community = Community.objects.create(tenant=tenant, name="群")
+    group = ChatGroup.objects.create(tenant=tenant, community=community, platform="matrix", external_id="!r",
+                                     name="群")
+    services.do_save_policy(Principal.system(tenant.pk), community.pk, warn_limit=1)
+    member = Member.objects.create(tenant=tenant, display_name="spam", first_seen_at=timezone.now())
+    Identity.objects.create(tenant=tenant, member=member, platform="matrix", external_id="@s")
+    now = timezone.now()
+    events = [
+        ActivityEvent.objects.create(tenant=tenant, member=member, community=community, group=group,
+                                     platform="matrix", platform_event_id=f"$c{i}", kind="message",
+                                     occurred_at=now, received_at=now, payload={"text": text})
+        for i, text in enumerate(ADS)
+    ]
+    services.moderator_for(tenant.pk, community.pk)  # warm the caches so both threads reach the ladder together
+    real_plan = services.plan_actions
+
+    def slow_plan(*args: object, **kwargs: object) -> object:
+        plan = real_plan(*args, **kwargs)  # type: ignore[arg-type]
+        time.sleep(0.3)  # hold the decision open: the other worker must wait, not read stale strikes
+        return plan
+
+    monkeypatch.setattr(services, "plan_actions", slow_plan)
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def work(event: ActivityEvent) -> None:
+        try:
+            barrier.wait()
+            with transaction.atomic():
+                services.do_moderate_events(tenant.pk, [event])
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, args=(e,)) for e in events]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    steps = sorted(Violation.objects.filter(tenant=tenant).values_list("ladder_step", flat=True))
+    assert steps == ["kick", "mute"]  # without the member lock both would read "no warnings" and mute

@@ -1,0 +1,244 @@
+"""The pure pipeline: normalisation evasions, rule packs, verdicts, bad input (no database)."""
+
+from __future__ import annotations
+
+import unicodedata
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shequn.moderation.classifier import NaiveBayes
+from shequn.moderation.normalize import normalise
+from shequn.moderation.pipeline import MessageContext, Moderator, set_external_checker
+from shequn.moderation.rules import RulePackError, compile_pack, parse_pack
+
+
+@pytest.fixture(scope="module")
+def mod() -> Moderator:
+    return Moderator()
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("加我薇信", "加我微信"),
+        ("加我威信", "加我微信"),
+        ("加我徽信", "加我微信"),
+        ("加我V信", "加我微信"),
+        ("➕V 领福利", "加微信 领福利"),
+        ("+vx", "加微信"),
+        ("ＶＸ", "微信"),
+        ("v x", "微信"),
+        ("加\u200b微\u200d信", "加微信"),
+        ("兼❤职", "兼职"),
+        ("刷*单", "刷单"),
+        ("加 微 信", "加微信"),
+        ("兼職刷單", "兼职刷单"),
+        ("ＡＢＣ", "abc"),
+    ],
+)
+def test_normalise_folds_evasions(raw: str, expected: str) -> None:
+    assert normalise(raw).text == expected
+
+
+def test_normalise_digits_and_phone_runs() -> None:
+    assert normalise("①③⑧").text == "138"
+    assert normalise("❶❸❽").text == "138"
+    assert normalise("１３８ ００１３ ８０００").digit_runs == ["13800138000"]
+    assert normalise("1 3 8 0 0 1 3 8 0 0 0").digit_runs == ["13800138000"]
+    assert normalise("幺三八零零一三八零零零").digit_runs == ["13800138000"]
+
+
+def test_ascii_variants_only_as_whole_tokens() -> None:
+    assert normalise("vxlan").text == "vxlan"
+    assert normalise("蔷薇花园").text == "蔷薇花园"  # 薇 alone is not 微信
+
+
+def test_urls_mentions_emails_are_lifted() -> None:
+    n = normalise("看 https://www.Bit.ly/abc 和 foo.example.com 找 @小王 或 a.b@x.com")
+    assert n.hosts == ["bit.ly", "foo.example.com"]
+    assert n.mentions == 1
+    assert n.emails == ["a.b@x.com"]
+    assert "bit.ly" not in n.text
+
+
+@given(st.text(max_size=300))
+@settings(max_examples=300, deadline=None)
+def test_normalise_never_raises_and_strips_format_chars(text: str) -> None:
+    out = normalise(text)
+    assert isinstance(out.text, str)
+    out.text.encode("utf-8")  # no lone surrogates survive
+    assert not any(unicodedata.category(c) == "Cf" for c in out.text)
+
+
+@given(st.one_of(st.text(max_size=200), st.binary(max_size=200), st.none(), st.integers()))
+@settings(max_examples=200, deadline=None)
+def test_classify_any_input_gets_a_verdict(raw: object) -> None:
+    v = Moderator().classify(raw)
+    assert v.verdict in ("ad", "ok", "review")
+    assert 0.0 <= v.score <= 1.0
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["", "   ", "x" * 100_000, "加微信" * 40_000, "\x00\x01\x02\x03\x04\x05\x06\x07\x08\x0e\x0f" * 50,
+     "a\ud800b\udfff", "\u200b" * 1000, b"\xff\xfe\x00binary"],
+)
+def test_bad_input_gets_a_verdict(mod: Moderator, raw: object) -> None:
+    v = mod.classify(raw)
+    assert v.verdict in ("ad", "ok", "review")
+
+
+def test_binary_looking_message_goes_to_review(mod: Moderator) -> None:
+    v = mod.classify("\x00\x01\x02\x03\x04\x05\x06\x07\x08\x0e\x0f\x10 hello there " * 3)
+    assert v.verdict == "review"
+    assert v.category == "binary"
+
+
+def test_long_message_is_truncated_not_dropped(mod: Moderator) -> None:
+    v = mod.classify("兼职刷单日结300加微信abc12345 " + "正常内容" * 30_000)
+    assert v.verdict == "ad"
+    assert "truncated" in v.flags
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "需要的加我薇信 abc12345，私聊",
+        "兼❤职刷单，日结300，在家就能做，加V：vip_8888",
+        "帮我砍一刀吧 https://mobile.yangkeduo.com/goods.html?ps=abc",
+        "恭喜您中奖了，点击领取 https://t.cn/abc123",
+        "Work from home and earn $300 per day, no experience needed, DM me",
+        "急用錢的看過來，無抵押秒下款，加➕V abc666",
+        "百家乐稳赚不赔，日赚1000，加 w x : l u c k y 8 8 8",
+    ],
+)
+def test_ads_are_caught(mod: Moderator, text: str) -> None:
+    v = mod.classify(text)
+    assert v.verdict == "ad", v.reasons
+    assert v.category is not None
+    assert any(r["rule"] != "classifier" for r in v.reasons)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "导航发你了，到了打我电话 13912345678",
+        "群里投票选一下下次聚会的地点吧：1 西湖 2 莫干山",
+        "这款精华280块值吗，有用过的姐妹说说",
+        "4S店砍价砍了两万，最后落地十六万八",
+        "我把路线图放在 https://github.com/club/routes 了",
+        "大家不要加陌生人微信，最近有骗子冒充群主",
+        "Meet at the parking lot at 8am on Saturday",
+    ],
+)
+def test_hard_negatives_pass(mod: Moderator, text: str) -> None:
+    assert mod.classify(text).verdict == "ok"
+
+
+def test_reasons_name_rules_and_spans(mod: Moderator) -> None:
+    v = mod.classify("帮我砍一刀吧")
+    hit = next(r for r in v.reasons if r["rule"] == "bargain.term.砍一刀")
+    assert hit["span"] == [2, 5]
+    assert hit["matched"] == "砍一刀"
+
+
+def test_behaviour_signals_raise_the_score(mod: Moderator) -> None:
+    text = "大家看看这个 http://some-new-site.xyz/p"
+    trusted = mod.classify(text, MessageContext(member_joined_days=90, message_index=500))
+    newbie = mod.classify(text, MessageContext(member_joined_days=0.1, message_index=0))
+    dup = mod.classify(text, MessageContext(member_joined_days=0.1, message_index=0, same_text_other_groups=3))
+    assert trusted.score < newbie.score < dup.score
+    assert any(r["rule"] == "signal.duplicate_across_groups" for r in dup.reasons)
+    assert dup.signals >= 1
+
+
+def test_pack_errors_name_lines() -> None:
+    text = "category contact 联系\n  term 2.5 加微信\n  term abc 私聊\nregex 1.0 (unclosed\nbogus line\n"
+    with pytest.raises(RulePackError) as info:
+        parse_pack(text, source="community")
+    lines = [e.line for e in info.value.errors]
+    assert lines == [3, 4, 5]
+    assert "第 3 行" in str(info.value)
+
+
+def test_pack_errors_for_domain_signal_threshold_and_orphan_rule() -> None:
+    text = "term 1.0 孤儿规则\ncategory x 测试\ndomain 1.0 not a domain\nsignal nope 1\nthreshold ad 2\n"
+    with pytest.raises(RulePackError) as info:
+        parse_pack(text)
+    assert [e.line for e in info.value.errors] == [1, 3, 4, 5]
+
+
+def test_community_pack_allows_own_domain_and_adds_words() -> None:
+    base = Moderator(compile_pack(""))
+    text = "新品上架 https://bit.ly/our-shop 欢迎看看"
+    assert any(r["rule"] == "phishing.domain.bit.ly" for r in base.classify(text).reasons)
+    own = Moderator(compile_pack("allow domain bit.ly\ncategory selling 推销\n  term 3.0 团长价\n"))
+    assert not any(r["rule"] == "phishing.domain.bit.ly" for r in own.classify(text).reasons)
+    assert any(r["rule"] == "selling.term.团长价" for r in own.classify("团长价 99 元").reasons)
+
+
+def test_allow_term_masks_rule_inside_it() -> None:
+    pack = compile_pack("")
+    hits = [h.rule_id for h in pack.match(normalise("大家在群里投票选地点"))]
+    assert not any(h.startswith("bargain.") for h in hits)
+
+
+def test_naive_bayes_learns_and_round_trips() -> None:
+    nb = NaiveBayes().fit([("今天一起跑步", False), ("周末去露营", False), ("刷单日结加微信", True),
+                           ("兼职刷单佣金", True)])
+    assert nb.logit("刷单佣金日结") > 0 > nb.logit("一起去露营跑步")
+    again = NaiveBayes.from_json(nb.to_json())
+    assert again.logit("刷单佣金日结") == pytest.approx(nb.logit("刷单佣金日结"))
+    merged = nb.merged([("露营装备团购", True)], weight=5)
+    assert merged.logit("露营装备团购") > nb.logit("露营装备团购")
+
+
+def test_external_checker_can_only_veto() -> None:
+    calls: list[str] = []
+
+    def veto(text: str, verdict: object) -> bool:
+        calls.append(text)
+        return False
+
+    set_external_checker(veto)
+    try:
+        from shequn.moderation.pipeline import external_checker
+
+        m = Moderator(external=external_checker())
+        assert m.classify("帮我砍一刀吧 https://p.pinduoduo.com/x").verdict == "review"
+        assert m.classify("今天天气不错").verdict == "ok"
+        assert len(calls) == 1  # only ads are sent to the checker
+    finally:
+        set_external_checker(None)
+
+
+def test_named_regex_rules_and_overlapping_regex_hits() -> None:
+    pack = compile_pack("category x 测试\n  regex 2.0 @shop_code 店铺码\\d{4}\n")
+    assert [h.rule_id for h in pack.match(normalise("店铺码1234"))] == ["x.regex.shop_code"]
+    hits = [h.rule_id for h in compile_pack("").match(normalise("加我微信 abc12345"))]
+    assert "contact.regex.add_me" in hits and "contact.regex.contact_id" in hits
+    with pytest.raises(RulePackError) as info:
+        parse_pack("category x 测试\n  regex 1.0 @Bad-Name abc\n")
+    assert info.value.errors[0].line == 2
+
+
+def test_content_cache_gives_same_verdicts_without_sharing_state() -> None:
+    cached, plain = Moderator(), Moderator(cache_size=0)
+    text = "兼职刷单，日结300，加我薇信 vip_8888"
+    first = cached.classify(text, MessageContext(member_joined_days=0.1, message_index=0))
+    first.reasons.append({"rule": "mutated"})
+    second = cached.classify(text, MessageContext(member_joined_days=90, message_index=500))
+    reference = plain.classify(text, MessageContext(member_joined_days=90, message_index=500))
+    assert second.as_json() == reference.as_json()
+    assert all(r["rule"] != "mutated" for r in second.reasons)
+    assert second.score < first.score  # behaviour is still per message
+
+
+def test_inline_comments_except_on_regex_lines() -> None:
+    pack = parse_pack("category x 测试  # 注释\n  term 2.0 团长价   # 我们的黑话\n  regex 1.0 a#b\n"
+                      "allow domain ok.example # 自己的站\n")
+    assert [r.pattern for r in pack.rules] == ["团长价", "a#b"]
+    assert pack.allow_domains == ["ok.example"]
+    assert pack.categories["x"] == "测试"

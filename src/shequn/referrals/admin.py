@@ -1,0 +1,221 @@
+"""Console pages for referrals (permission area "referrals") and withdrawals (area "finance").
+Business rules run through services; money rows (commissions, withdrawals) are read-only here and
+change only through the actions, which call the services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+
+from shequn.core.admin_base import TenantScopedAdmin, TenantScopedTabularInline, request_principal
+from shequn.core.errors import ShequnError
+
+from . import services
+from .models import (
+    Commission,
+    CommissionPlan,
+    CommissionRule,
+    FissionTask,
+    FraudSignal,
+    FraudStatus,
+    InviteLink,
+    ReferralBinding,
+    ReferralPolicy,
+    Withdrawal,
+    WithdrawalEvent,
+    WithdrawalStatus,
+)
+from .selectors import link_stats, link_url
+
+
+def _yuan(fen: int | None) -> str:
+    return f"{(fen or 0) / 100:,.2f}"
+
+
+@admin.register(ReferralPolicy)
+class ReferralPolicyAdmin(TenantScopedAdmin):
+    permission_area = "referrals"
+    list_display = ("binding_mode", "binding_days", "protection_days", "new_customer_only", "fraud_blocking",
+                    "withdrawal_approval_above_fen", "payout_provider")
+
+
+@admin.register(InviteLink)
+class InviteLinkAdmin(TenantScopedAdmin):
+    permission_area = "referrals"
+    list_display = ("code", "kind", "member", "community", "campaign", "channel", "stats", "is_active", "poster")
+    list_filter = ("kind", "is_active")
+    search_fields = ("code", "campaign", "channel", "label")
+    readonly_fields = ("code", "created_at")
+
+    @admin.display(description=_("点击/入群/购买"))
+    def stats(self, obj: InviteLink) -> str:
+        s = link_stats(obj.tenant_id, obj.pk)
+        return f"{s['click']} / {s['join']} / {s['purchase']}"
+
+    @admin.display(description=_("链接"))
+    def poster(self, obj: InviteLink) -> str:
+        return format_html('<a href="{}" target="_blank">{}</a>', link_url(obj), obj.code)
+
+    def save_model(self, request: HttpRequest, obj: InviteLink, form: Any, change: bool) -> None:
+        if not change and not obj.code:
+            obj.code = services._new_code()
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(ReferralBinding)
+class ReferralBindingAdmin(TenantScopedAdmin):
+    permission_area = "referrals"
+    read_only_model = True
+    list_display = ("member", "referrer", "bound_at", "expires_at", "protected_until", "link")
+    search_fields = ("member__display_name", "referrer__display_name")
+
+
+class CommissionRuleInline(TenantScopedTabularInline):
+    model = CommissionRule
+    permission_area = "referrals"
+    fields = ("product_kind", "product_id", "mode", "rate_bps", "fixed_fen", "cap_fen")
+    extra = 1
+
+
+@admin.register(CommissionPlan)
+class CommissionPlanAdmin(TenantScopedAdmin):
+    permission_area = "referrals"
+    list_display = ("name", "community", "campaign", "refund_window_days", "self_purchase", "is_active", "risk")
+    inlines = [CommissionRuleInline]
+    readonly_fields = ("levels", "risk_notes")
+
+    @admin.display(description=_("风险提示"))
+    def risk(self, obj: CommissionPlan) -> str:
+        return "⚠" if services.plan_warnings(obj) else ""
+
+    @admin.display(description=_("风险提示"))
+    def risk_notes(self, obj: CommissionPlan) -> str:
+        notes = services.plan_warnings(obj) if obj.pk else []
+        return format_html("<br>".join(["{}"] * len(notes)), *notes) if notes else "-"
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        for note in services.plan_warnings(form.instance):
+            messages.warning(request, note)
+
+
+@admin.register(Commission)
+class CommissionAdmin(TenantScopedAdmin):
+    permission_area = "referrals"
+    read_only_model = True
+    list_display = ("id", "referrer", "buyer_name", "order_id", "amount", "reversed", "state", "paid_at", "thaw_at",
+                    "payer_tenant")
+    list_filter = ("state",)
+    search_fields = ("order_id", "buyer_name", "referrer__display_name")
+
+    @admin.display(description=_("佣金(元)"), ordering="amount_fen")
+    def amount(self, obj: Commission) -> str:
+        return _yuan(obj.amount_fen)
+
+    @admin.display(description=_("已退回(元)"))
+    def reversed(self, obj: Commission) -> str:
+        return _yuan(obj.reversed_fen)
+
+
+class WithdrawalEventInline(TenantScopedTabularInline):
+    model = WithdrawalEvent
+    permission_area = "finance"
+    read_only_model = True
+    fields = ("from_status", "to_status", "actor", "note", "at")
+    readonly_fields = fields
+    extra = 0
+
+
+@admin.register(Withdrawal)
+class WithdrawalAdmin(TenantScopedAdmin):
+    permission_area = "finance"
+    list_display = ("out_no", "member", "amount", "fee", "status", "provider", "requested_at")
+    list_filter = ("status", "provider")
+    search_fields = ("out_no", "provider_ref")
+    readonly_fields = ("member", "out_no", "amount_fen", "fee_fen", "payee", "status", "provider", "provider_ref",
+                       "failure_reason", "requested_at", "idempotency_key")
+    inlines = [WithdrawalEventInline]
+    actions = ["approve", "reject"]
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description=_("金额(元)"), ordering="amount_fen")
+    def amount(self, obj: Withdrawal) -> str:
+        return _yuan(obj.amount_fen)
+
+    @admin.display(description=_("手续费(元)"))
+    def fee(self, obj: Withdrawal) -> str:
+        return _yuan(obj.fee_fen)
+
+    def _each(self, request: HttpRequest, queryset: QuerySet[Withdrawal], fn: Any) -> None:
+        principal = request_principal(request)
+        if principal is None:
+            return
+        done = 0
+        for w in queryset.filter(status=WithdrawalStatus.REQUESTED):
+            try:
+                fn(principal, w.pk)
+                done += 1
+            except ShequnError as exc:
+                messages.error(request, f"{w.out_no}: {exc.message}")
+        messages.info(request, _("已处理 %(n)d 笔") % {"n": done})
+
+    @admin.action(description=_("审核通过并打款"), permissions=["change"])
+    def approve(self, request: HttpRequest, queryset: QuerySet[Withdrawal]) -> None:
+        self._each(request, queryset, services.do_approve_withdrawal)
+
+    @admin.action(description=_("驳回(退回余额)"), permissions=["change"])
+    def reject(self, request: HttpRequest, queryset: QuerySet[Withdrawal]) -> None:
+        self._each(request, queryset, lambda p, pk: services.do_reject_withdrawal(p, pk, reason="后台驳回"))
+
+
+@admin.register(FraudSignal)
+class FraudSignalAdmin(TenantScopedAdmin):
+    """The fraud review page: open signals first; clear releases held commission, confirm voids it."""
+
+    permission_area = "referrals"
+    list_display = ("created_at", "kind", "referrer", "subject_member_id", "order_id", "blocking", "status",
+                    "reviewed_by")
+    list_filter = ("status", "kind", "blocking")
+    readonly_fields = ("kind", "referrer", "subject_member_id", "commission", "order_id", "detail", "blocking",
+                       "status", "reviewed_by", "reviewed_at")
+    actions = ["clear", "confirm"]
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def _review(self, request: HttpRequest, queryset: QuerySet[FraudSignal], decision: str) -> None:
+        principal = request_principal(request)
+        if principal is None:
+            return
+        for sig in queryset.filter(status=FraudStatus.OPEN):
+            try:
+                services.do_review_signal(principal, sig.pk, decision=decision)
+            except ShequnError as exc:
+                messages.error(request, exc.message)
+
+    @admin.action(description=_("放行"), permissions=["change"])
+    def clear(self, request: HttpRequest, queryset: QuerySet[FraudSignal]) -> None:
+        self._review(request, queryset, FraudStatus.CLEARED)
+
+    @admin.action(description=_("确认作弊(作废佣金)"), permissions=["change"])
+    def confirm(self, request: HttpRequest, queryset: QuerySet[FraudSignal]) -> None:
+        self._review(request, queryset, FraudStatus.CONFIRMED)
+
+
+@admin.register(FissionTask)
+class FissionTaskAdmin(TenantScopedAdmin):
+    permission_area = "referrals"
+    list_display = ("name", "community", "campaign", "threshold", "reward_kind", "reward_value", "is_active")

@@ -1,0 +1,125 @@
+"""Reads of the referrals app, always scoped by ``tenant_id``: links, member statements, operator
+reports (K-factor per campaign, top referrers), fraud review queue."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Count, Q, QuerySet, Sum
+
+from shequn.core.errors import NotFound
+from shequn.ledger.models import AccountKind
+from shequn.ledger.selectors import account_balance
+from shequn.members.models import Member
+
+from . import leaderboard
+from .models import Commission, FraudSignal, FraudStatus, InviteLink, LinkEvent, LinkEventKind, Withdrawal
+
+
+def public_base_url() -> str:
+    return str(getattr(settings, "SHEQUN", {}).get("PUBLIC_BASE_URL") or "http://127.0.0.1:8000").rstrip("/")
+
+
+def link_url(link: InviteLink) -> str:
+    return f"{public_base_url()}/r/{link.code}"
+
+
+def link_get(tenant_id: int, code: str) -> InviteLink:
+    link = InviteLink.objects.filter(tenant_id=tenant_id, code=code).select_related("member", "community").first()
+    if link is None:
+        raise NotFound("邀请链接不存在")
+    return link
+
+
+def links_for(tenant_id: int, member_id: int | None = None) -> QuerySet[InviteLink]:
+    qs = InviteLink.objects.filter(tenant_id=tenant_id)
+    if member_id is not None:
+        qs = qs.filter(member_id=member_id)
+    return qs.order_by("-pk")
+
+
+def link_stats(tenant_id: int, link_id: int) -> dict[str, int]:
+    rows = (LinkEvent.objects.filter(tenant_id=tenant_id, link_id=link_id).values("kind")
+            .annotate(n=Count("pk")))
+    out = dict.fromkeys(LinkEventKind.values, 0)
+    out.update({r["kind"]: r["n"] for r in rows})
+    return out
+
+
+@dataclass(frozen=True)
+class Statement:
+    member_id: int
+    pending_fen: int
+    available_fen: int
+    withdrawing_fen: int
+    paid_out_fen: int
+    debt_fen: int
+    lines: list[dict[str, Any]]
+    withdrawals: list[dict[str, Any]]
+
+
+def member_statement(tenant_id: int, member_id: int, limit: int = 200) -> Statement:
+    """What a member earned, from whom (buyer nickname), how much, and when it becomes available."""
+    if not Member.objects.filter(tenant_id=tenant_id, pk=member_id).exists():
+        raise NotFound("会员不存在")
+    lines = [
+        {"commission_id": c.pk, "order_id": c.order_id, "from": c.buyer_name, "product_id": c.product_id,
+         "amount_fen": c.amount_fen, "reversed_fen": c.reversed_fen, "state": c.state,
+         "paid_at": c.paid_at, "available_at": c.available_at or c.thaw_at,
+         "payer_tenant_id": c.payer_tenant_id, "alliance": bool(c.alliance_id)}
+        for c in Commission.objects.filter(tenant_id=tenant_id, referrer_id=member_id).order_by("-pk")[:limit]
+    ]
+    wqs = Withdrawal.objects.filter(tenant_id=tenant_id, member_id=member_id).order_by("-pk")
+    withdrawals: list[dict[str, Any]] = [
+        dict(row) for row in wqs.values("id", "amount_fen", "fee_fen", "status", "requested_at")[:50]]
+
+    def b(kind: str) -> int:
+        return account_balance(tenant_id, "member", member_id, kind)
+
+    return Statement(member_id, b(AccountKind.COMMISSION_PENDING), b(AccountKind.AVAILABLE),
+                     b(AccountKind.WITHDRAWING), b(AccountKind.PAID_OUT), -min(b(AccountKind.CLAWBACK), 0),
+                     lines, withdrawals)
+
+
+def kfactor_report(tenant_id: int) -> list[dict[str, Any]]:
+    """Per campaign: sharers (members whose link got a click), invites (clicks), joins, payers
+    (distinct buyers through a link) and K = payers / sharers."""
+    rows = (
+        LinkEvent.objects.filter(tenant_id=tenant_id).values("link__campaign")
+        .annotate(
+            invites=Count("pk", filter=Q(kind=LinkEventKind.CLICK)),
+            joins=Count("member", filter=Q(kind=LinkEventKind.JOIN), distinct=True),
+            payers=Count("member", filter=Q(kind=LinkEventKind.PURCHASE), distinct=True),
+            sharers=Count("link__member", filter=Q(kind=LinkEventKind.CLICK), distinct=True),
+            revenue_fen=Sum("amount_fen", filter=Q(kind=LinkEventKind.PURCHASE)),
+        ).order_by("link__campaign")
+    )
+    out = []
+    for r in rows:
+        sharers = r["sharers"] or 0
+        out.append({"campaign": r["link__campaign"], "invites": r["invites"], "joins": r["joins"],
+                    "payers": r["payers"], "sharers": sharers, "revenue_fen": r["revenue_fen"] or 0,
+                    "k_factor": round(r["payers"] / sharers, 3) if sharers else 0.0})
+    return out
+
+
+def top_referrers(tenant_id: int, n: int = 20, metric: str = "referrals", scope: str = "all",
+                  period: str = "all") -> list[dict[str, Any]]:
+    rows = leaderboard.top(tenant_id, metric, scope, period, n)
+    names = dict(Member.objects.filter(tenant_id=tenant_id, pk__in=[r.member_id for r in rows])
+                 .values_list("pk", "display_name"))
+    return [{"rank": r.rank, "member_id": r.member_id, "name": names.get(r.member_id, ""), "value": r.value}
+            for r in rows]
+
+
+def open_signals(tenant_id: int) -> QuerySet[FraudSignal]:
+    return FraudSignal.objects.filter(tenant_id=tenant_id, status=FraudStatus.OPEN).order_by("-pk")
+
+
+def withdrawals_for(tenant_id: int, status: str | None = None) -> QuerySet[Withdrawal]:
+    qs = Withdrawal.objects.filter(tenant_id=tenant_id)
+    if status:
+        qs = qs.filter(status=status)
+    return qs.order_by("-pk")

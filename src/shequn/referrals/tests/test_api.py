@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from shequn.core.services import do_create_api_key
+
+from .factories import line, member, paid, principal
+
+
+@pytest.fixture
+def client_for(tenant, system):
+    def make(scopes):
+        _key, secret = do_create_api_key(system, name="t", scopes=scopes)
+        return Client(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    return make
+
+
+def test_api_flow(tenant, client_for):
+    from shequn.referrals.services import on_order_event
+
+    c = client_for(["referrals.write", "finance.write"])
+    alice = member(tenant, "阿丽")
+    r = c.post("/api/v1/referrals/plans", {"name": "二级", "levels": 2, "rules": [{"rate_bps": 100}]},
+               content_type="application/json")
+    assert r.status_code == 422 and "禁止传销条例" in r.json()["message"]
+    r = c.post("/api/v1/referrals/plans", {"name": "入门", "refund_window_days": 0,
+                                           "rules": [{"product_kind": "tier", "rate_bps": 10000}]},
+               content_type="application/json")
+    assert r.status_code == 200 and r.json()["warnings"]
+    r = c.post("/api/v1/referrals/links", {"member_id": alice.pk}, content_type="application/json")
+    assert r.status_code == 200
+    code = r.json()["code"]
+    assert c.get(f"/api/v1/referrals/links/{code}/poster.png")["Content-Type"] == "image/png"
+    bob = member(tenant, "小波")
+    r = c.post(f"/api/v1/referrals/links/{code}/click", {"member_id": bob.pk}, content_type="application/json")
+    assert r.json()["referrer_id"] == alice.pk
+    on_order_event(paid(tenant, bob, [line("entry", 1990)], code=code))
+    st = c.get(f"/api/v1/referrals/members/{alice.pk}/statement").json()
+    assert st["available_fen"] == 1990 and st["lines"][0]["from"] == "小波"
+    r = c.post("/api/v1/referrals/withdrawals", {"member_id": alice.pk, "amount_fen": 1000, "request_id": "x1"},
+               content_type="application/json")
+    assert r.status_code == 200 and r.json()["status"] == "paid"
+    r = c.post("/api/v1/referrals/withdrawals", {"member_id": alice.pk, "amount_fen": 5000, "request_id": "x2"},
+               content_type="application/json")
+    assert r.status_code == 409 and r.json()["code"] == "insufficient_funds"
+    board = c.get("/api/v1/referrals/leaderboards/referrals").json()
+    assert board[0]["member_id"] == alice.pk
+    assert c.get(f"/api/v1/referrals/leaderboards/referrals/members/{alice.pk}").json()["rank"] == 1
+    assert c.get("/api/v1/referrals/leaderboards/bogus").status_code == 422
+    assert c.get("/api/v1/ledger/check").json()["ok"] is True
+
+
+def test_api_permissions_and_tenant_scope(tenant, other_tenant, client_for):
+    c = client_for(["referrals.read"])
+    alice = member(tenant, "阿丽")
+    assert c.post("/api/v1/referrals/withdrawals", {"member_id": alice.pk, "amount_fen": 100, "request_id": "a"},
+                  content_type="application/json").status_code == 403
+    stranger = member(other_tenant, "外人")
+    assert c.get(f"/api/v1/referrals/members/{stranger.pk}/statement").status_code == 404
+    assert principal(tenant).tenant_id == tenant.pk

@@ -1,0 +1,206 @@
+"""Leaderboards, fission rewards, fraud signals, posters and reports."""
+
+from __future__ import annotations
+
+import io
+import os
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from PIL import Image
+
+from shequn.referrals import leaderboard
+from shequn.referrals.models import (
+    CommissionState,
+    FissionReward,
+    FissionTask,
+    FraudKind,
+    FraudSignal,
+    ReferralPolicy,
+)
+from shequn.referrals.posters import poster_png, qr_png
+from shequn.referrals.selectors import kfactor_report, link_url, member_statement, top_referrers
+from shequn.referrals.services import (
+    do_create_plan,
+    do_get_or_create_link,
+    do_record_click,
+    do_review_signal,
+    on_order_event,
+    register_reward_hook,
+)
+
+from .factories import bal, line, member, paid, principal, refunded
+
+
+def _plan(tenant, window=0):
+    do_create_plan(principal(tenant), name="p", refund_window_days=window, rules=[{"rate_bps": 1000}])
+
+
+def test_leaderboard_ties_go_to_who_got_there_first(tenant):
+    t0 = timezone.now()
+    leaderboard.do_bump(tenant.pk, "referrals", ["all"], 1, 2, at=t0 + timedelta(seconds=5))
+    leaderboard.do_bump(tenant.pk, "referrals", ["all"], 2, 2, at=t0 + timedelta(seconds=1))
+    leaderboard.do_bump(tenant.pk, "referrals", ["all"], 3, 5, at=t0)
+    leaderboard.do_bump(tenant.pk, "referrals", ["all"], 4, 1, at=t0)
+    rows = leaderboard.top(tenant.pk, "referrals", use_redis=False)
+    assert [r.member_id for r in rows] == [3, 2, 1, 4]
+    me = leaderboard.my_rank(tenant.pk, "referrals", 1)
+    assert (me.rank, me.value, me.gap_to_next, me.total) == (3, 2, 1, 4)
+    assert leaderboard.my_rank(tenant.pk, "referrals", 2).gap_to_next == 4  # needs 6 to pass 5
+    assert leaderboard.my_rank(tenant.pk, "referrals", 3).gap_to_next is None
+    assert leaderboard.my_rank(tenant.pk, "referrals", 99).rank is None
+
+
+def test_leaderboards_by_period_and_scope_follow_valid_referrals(tenant):
+    _plan(tenant)
+    a, b = member(tenant, "A"), member(tenant, "B")
+    p = principal(tenant)
+    la = do_get_or_create_link(p, member_id=a.pk, campaign="春季")
+    lb = do_get_or_create_link(p, member_id=b.pk)
+    evs = [paid(tenant, member(tenant, f"x{i}"), [line("g", 10000, "goods")], code=la.code, campaign="春季")
+           for i in range(3)]
+    for ev in evs:
+        on_order_event(ev)
+    on_order_event(paid(tenant, member(tenant, "y"), [line("g", 10000, "goods")], code=lb.code))
+    assert [(r.member_id, r.value) for r in leaderboard.top(tenant.pk, "referrals")] == [(a.pk, 3), (b.pk, 1)]
+    assert [r.member_id for r in leaderboard.top(tenant.pk, "referrals", "campaign:春季", "day")] == [a.pk]
+    on_order_event(refunded(evs[0]))  # refunded referrals are not valid
+    assert leaderboard.top(tenant.pk, "referrals")[0].value == 2
+    assert leaderboard.top(tenant.pk, "commission", period="month")[0].value == 2000
+    assert top_referrers(tenant.pk)[0]["name"] == "A"
+
+
+@pytest.mark.redis
+def test_leaderboard_redis_mirror_matches_sql(tenant, settings):
+    settings.REDIS_URL = os.environ["SHEQUN_REDIS_URL"]
+    import redis
+
+    r = redis.Redis.from_url(settings.REDIS_URL)
+    for key in r.scan_iter(f"shequn:lb:{tenant.pk}:*"):
+        r.delete(key)
+    t0 = timezone.now()
+    from django.db import transaction
+
+    with transaction.atomic():
+        for m, v, dt in [(1, 2, 1), (2, 2, 5), (3, 5, 0), (4, 1, 0)]:
+            leaderboard.do_bump(tenant.pk, "referrals", ["all"], m, v, at=t0 + timedelta(seconds=dt))
+    # on_commit does not fire inside the test transaction: rebuild from SQL, the recovery path
+    leaderboard.do_rebuild_redis(tenant.pk, "referrals", "all", "all")
+    sql = leaderboard.top(tenant.pk, "referrals", use_redis=False)
+    red = leaderboard.top(tenant.pk, "referrals", use_redis=True)
+    assert [(x.member_id, x.value) for x in red] == [(x.member_id, x.value) for x in sql]
+    # a tie at the cut-off: Redis alone would order 2 before 1 (reverse lexicographic); 1 got there first
+    top2 = leaderboard.top(tenant.pk, "referrals", n=2, use_redis=True)
+    assert [x.member_id for x in top2] == [3, 1] == [x.member_id for x in sql[:2]]
+
+
+def test_fission_task_rewards_once(tenant):
+    _plan(tenant)
+    granted = []
+    register_reward_hook("points", lambda tid, mid, task: granted.append((mid, task.reward_value)))
+    FissionTask.objects.create(tenant=tenant, name="邀3得积分", threshold=3, reward_kind="points", reward_value=50)
+    FissionTask.objects.create(tenant=tenant, name="邀2得现金", threshold=2, reward_kind="cash", reward_value=500)
+    a = member(tenant, "A")
+    link = do_get_or_create_link(principal(tenant), member_id=a.pk)
+    for i in range(4):
+        on_order_event(paid(tenant, member(tenant, f"x{i}"), [line("g", 1000, "goods")], code=link.code))
+    assert granted == [(a.pk, 50)]
+    assert FissionReward.objects.filter(member=a).count() == 2
+    assert bal(tenant, a, "available") == 4 * 100 + 500
+
+
+def test_ip_cluster_is_flagged_not_blocked_by_default(tenant):
+    _plan(tenant)
+    a = member(tenant, "A")
+    link = do_get_or_create_link(principal(tenant), member_id=a.pk)
+    for i in range(5):
+        x = member(tenant, f"x{i}")
+        do_record_click(link.code, member_id=x.pk, ip="192.168.1.9")
+        on_order_event(paid(tenant, x, [line("g", 1000, "goods")], code=link.code))
+    sig = FraudSignal.objects.filter(kind=FraudKind.IP_CLUSTER)
+    # "> 3 referred purchases per IP": the 4th and 5th buyers are flagged, nothing is blocked
+    assert sig.count() == 2 and not any(s.blocking for s in sig)
+    assert sig.order_by("pk")[0].detail["buyers"] == 4
+    assert bal(tenant, a, "available") == 500
+
+
+def test_blocking_holds_commission_until_review(tenant):
+    _plan(tenant)
+    ReferralPolicy.objects.create(tenant=tenant, fraud_blocking=True)
+    a = member(tenant, "A", phone="13800000000")
+    x = member(tenant, "X", phone="13800000000")
+    link = do_get_or_create_link(principal(tenant), member_id=a.pk)
+    on_order_event(paid(tenant, x, [line("g", 1000, "goods")], code=link.code))
+    sig = FraudSignal.objects.get(kind=FraudKind.SAME_PHONE)
+    assert sig.blocking and sig.commission.state == CommissionState.HELD
+    assert bal(tenant, a, "available") == 0 and bal(tenant, a, "commission_pending") == 100
+    others = FraudSignal.objects.exclude(pk=sig.pk)  # same phone also reads as a re-registration
+    assert set(others.values_list("kind", flat=True)) == {FraudKind.REREGISTRATION}
+    do_review_signal(principal(tenant), sig.pk, decision="cleared")
+    assert bal(tenant, a, "available") == 0  # still held: another blocking signal is open
+    for other in others:
+        do_review_signal(principal(tenant), other.pk, decision="cleared")
+    assert bal(tenant, a, "available") == 100
+
+
+def test_confirmed_fraud_voids_the_commission(tenant):
+    _plan(tenant)
+    ReferralPolicy.objects.create(tenant=tenant, fraud_blocking=True)
+    a = member(tenant, "A", phone="13800000000")
+    member(tenant, "旧号", phone="13900000000")
+    x = member(tenant, "新号", phone="13900000000")  # re-registration with a known phone
+    link = do_get_or_create_link(principal(tenant), member_id=a.pk)
+    on_order_event(paid(tenant, x, [line("g", 1000, "goods")], code=link.code))
+    sig = FraudSignal.objects.get(kind=FraudKind.REREGISTRATION)
+    do_review_signal(principal(tenant), sig.pk, decision="confirmed")
+    assert bal(tenant, a, "commission_pending") == 0 and bal(tenant, a, "available") == 0
+
+
+def test_refund_rate_signal(tenant):
+    _plan(tenant)
+    a = member(tenant, "A")
+    link = do_get_or_create_link(principal(tenant), member_id=a.pk)
+    evs = [paid(tenant, member(tenant, f"x{i}"), [line("g", 1000, "goods")], code=link.code) for i in range(4)]
+    for ev in evs:
+        on_order_event(ev)
+    on_order_event(refunded(evs[0]))
+    assert FraudSignal.objects.filter(kind=FraudKind.REFUND_RATE, referrer=a).count() == 1
+
+
+def test_existing_customer_signal(tenant):
+    _plan(tenant)
+    a, x = member(tenant, "A"), member(tenant, "X")
+    on_order_event(paid(tenant, x, [line("g", 1000, "goods")]))
+    link = do_get_or_create_link(principal(tenant), member_id=a.pk)
+    on_order_event(paid(tenant, x, [line("g", 1000, "goods")], code=link.code))
+    assert FraudSignal.objects.filter(kind=FraudKind.EXISTING_CUSTOMER).exists()
+
+
+def test_poster_and_qr_render(tenant):
+    a = member(tenant, "阿丽")
+    link = do_get_or_create_link(principal(tenant), member_id=a.pk)
+    url = link_url(link)
+    assert url.endswith(f"/r/{link.code}")
+    for font in ("auto", None):  # with the CJK font if installed, and with Pillow's default font
+        png = poster_png(url=url, member_name="阿丽", community_name="车友会", font_path=font)
+        img = Image.open(io.BytesIO(png))
+        assert img.format == "PNG" and img.size == (750, 1200)
+    assert Image.open(io.BytesIO(qr_png(url))).format == "PNG"
+
+
+def test_statement_and_kfactor(tenant):
+    _plan(tenant, window=7)
+    a = member(tenant, "A")
+    link = do_get_or_create_link(principal(tenant), member_id=a.pk, campaign="春季")
+    for i in range(4):
+        x = member(tenant, f"买家{i}")
+        do_record_click(link.code, member_id=x.pk)
+        if i < 2:
+            on_order_event(paid(tenant, x, [line("g", 1000, "goods")], code=link.code))
+    st = member_statement(tenant.pk, a.pk)
+    assert st.pending_fen == 200 and st.available_fen == 0
+    assert {row["from"] for row in st.lines} == {"买家0", "买家1"}
+    assert all(row["available_at"] > timezone.now() + timedelta(days=6) for row in st.lines)
+    [row] = kfactor_report(tenant.pk)
+    assert (row["campaign"], row["invites"], row["payers"], row["sharers"], row["k_factor"]) == ("春季", 4, 2, 1, 2.0)

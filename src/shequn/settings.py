@@ -1,0 +1,278 @@
+"""One env-driven settings module for every deployment of shequn.
+
+Environment variables (all optional):
+
+* ``SHEQUN_DATABASE_URL`` — e.g. ``postgres://user@127.0.0.1:5432/shequn``. Default: an SQLite file
+  in ``$SHEQUN_HOME/shequn.sqlite3`` with WAL, IMMEDIATE transactions and a busy timeout.
+* ``SHEQUN_REDIS_URL`` — e.g. ``redis://127.0.0.1:6379/0``; enables the Redis hot paths.
+* ``SHEQUN_SECRET_KEY`` — default: generated once and stored in ``$SHEQUN_HOME/secret_key``.
+* ``SHEQUN_ALLOWED_HOSTS`` — comma separated; default ``127.0.0.1,localhost``.
+* ``SHEQUN_LANGUAGE`` (default ``zh-hans``), ``SHEQUN_TIME_ZONE`` (default ``Asia/Shanghai``).
+* ``SHEQUN_DEBUG`` — ``1`` for development.
+* ``SHEQUN_HOME`` — where the embedded default keeps its files; default ``./var``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+from django.urls import reverse_lazy
+from django.utils.translation import gettext_lazy as _
+
+BASE_DIR = Path(__file__).resolve().parent
+HOME = Path(os.environ.get("SHEQUN_HOME", Path.cwd() / "var")).resolve()
+
+
+def _env_bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _secret_key() -> str:
+    key = os.environ.get("SHEQUN_SECRET_KEY")
+    if key:
+        return key
+    path = HOME / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        HOME.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(50)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key)
+        return key
+
+
+DEBUG = _env_bool("SHEQUN_DEBUG")
+SECRET_KEY = _secret_key()
+ALLOWED_HOSTS = [
+    h.strip() for h in os.environ.get("SHEQUN_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",")
+]
+CSRF_TRUSTED_ORIGINS = [
+    o.strip() for o in os.environ.get("SHEQUN_CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()
+]
+
+INSTALLED_APPS = [
+    "unfold",
+    "unfold.contrib.filters",
+    "unfold.contrib.forms",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_tasks_db",
+    "crontask",
+    "shequn.core",
+    "shequn.members",
+    "shequn.communities",
+    "shequn.activity",
+    "shequn.connectors",
+    "shequn.moderation",
+    "shequn.engagement",
+    "shequn.commerce",
+    "shequn.ledger",
+    "shequn.referrals",
+    "shequn.analytics",
+    "shequn.console",
+    "shequn.portal",
+    "shequn.api",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "shequn.console.middleware.ConsoleLocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "shequn.core.middleware.TenantMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "shequn.urls"
+WSGI_APPLICATION = "shequn.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- database -------------------------------------------------------------------------------
+DATABASE_URL = os.environ.get("SHEQUN_DATABASE_URL", "").strip()
+if DATABASE_URL:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+else:
+    HOME.mkdir(parents=True, exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(HOME / "shequn.sqlite3"),
+            "OPTIONS": {
+                # IMMEDIATE: a writer takes the write lock at BEGIN, so two writers never deadlock
+                # on lock upgrade; busy timeout makes the second one wait instead of failing.
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+                "init_command": (
+                    "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL;"
+                    "PRAGMA foreign_keys=ON;PRAGMA cache_size=-65536;PRAGMA temp_store=MEMORY;"
+                ),
+            },
+            "TEST": {"NAME": str(HOME / "test_shequn.sqlite3")} if _env_bool("SHEQUN_TEST_FILE_DB") else {},
+        }
+    }
+IS_POSTGRES = DATABASES["default"]["ENGINE"].endswith("postgresql")
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- redis (optional hot paths) -----------------------------------------------------------------
+REDIS_URL = os.environ.get("SHEQUN_REDIS_URL", "").strip() or None
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- background tasks ---------------------------------------------------------------------------
+TASKS = {
+    "default": {
+        "BACKEND": os.environ.get("SHEQUN_TASK_BACKEND", "django_tasks_db.DatabaseBackend"),
+        "QUEUES": ["default", "connectors", "engines"],
+    }
+}
+CRONTASK = {"REDIS_URL": REDIS_URL} if REDIS_URL else {}
+
+# --- auth ---------------------------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 8}},
+]
+LOGIN_URL = "admin:login"
+
+# --- i18n ---------------------------------------------------------------------------------------
+LANGUAGE_CODE = os.environ.get("SHEQUN_LANGUAGE", "zh-hans")
+LANGUAGES = [("zh-hans", "简体中文"), ("en", "English")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+TIME_ZONE = os.environ.get("SHEQUN_TIME_ZONE", "Asia/Shanghai")
+USE_I18N = True
+USE_TZ = True
+
+# --- static -------------------------------------------------------------------------------------
+STATIC_URL = "static/"
+STATIC_ROOT = HOME / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+MEDIA_ROOT = HOME / "media"
+MEDIA_URL = "media/"
+DATA_UPLOAD_MAX_MEMORY_SIZE = 20 * 1024 * 1024
+
+# --- security -----------------------------------------------------------------------------------
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "SAMEORIGIN"
+
+# --- logging: never log secrets or PII ------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"redact": {"()": "shequn.core.logging.RedactFilter"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]},
+    },
+    "root": {"handlers": ["console"], "level": os.environ.get("SHEQUN_LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+# --- console (Unfold) ---------------------------------------------------------------------------
+UNFOLD = {
+    "SITE_TITLE": _("社群运营台"),
+    "SITE_HEADER": "shequn 社群",
+    "SITE_SUBHEADER": _("私域社群运营"),
+    "SITE_SYMBOL": "groups",
+    "SITE_URL": "/console/",
+    "SHOW_LANGUAGES": True,
+    "SHOW_HISTORY": True,
+    "SHOW_VIEW_ON_SITE": False,
+    "DASHBOARD_CALLBACK": "shequn.console.dashboard.dashboard_callback",
+    "ACCOUNT": {
+        "navigation": [{"title": _("切换组织"), "link": reverse_lazy("console:tenant_switch")}],
+    },
+    "SIDEBAR": {
+        "show_search": True,
+        "show_all_applications": True,
+        "navigation": [
+            {
+                "title": _("运营"),
+                "items": [
+                    {"title": _("概览"), "icon": "dashboard", "link": reverse_lazy("admin:index")},
+                    {"title": _("会员"), "icon": "person", "link": reverse_lazy("admin:members_member_changelist"),
+                     "permission": "shequn.console.dashboard.can_members_read"},
+                    {"title": _("标签"), "icon": "sell", "link": reverse_lazy("admin:members_tag_changelist"),
+                     "permission": "shequn.console.dashboard.can_members_read"},
+                    {"title": _("导入会员"), "icon": "upload", "link": reverse_lazy("console:member_import"),
+                     "permission": "shequn.console.dashboard.can_members_write"},
+                    {"title": _("合并建议"), "icon": "merge", "link": reverse_lazy("console:member_merge_suggestions"),
+                     "permission": "shequn.console.dashboard.can_members_write"},
+                ],
+            },
+            {
+                "title": _("社群"),
+                "items": [
+                    {"title": _("社群"), "icon": "diversity_3",
+                     "link": reverse_lazy("admin:communities_community_changelist"),
+                     "permission": "shequn.console.dashboard.can_communities_read"},
+                    {"title": _("群"), "icon": "forum", "link": reverse_lazy("admin:communities_chatgroup_changelist"),
+                     "permission": "shequn.console.dashboard.can_communities_read"},
+                    {"title": _("成员关系"), "icon": "history",
+                     "link": reverse_lazy("admin:communities_membership_changelist"),
+                     "permission": "shequn.console.dashboard.can_communities_read"},
+                    {"title": _("角色"), "icon": "badge",
+                     "link": reverse_lazy("admin:communities_roleassignment_changelist"),
+                     "permission": "shequn.console.dashboard.can_communities_read"},
+                    {"title": _("活动事件"), "icon": "timeline",
+                     "link": reverse_lazy("admin:activity_activityevent_changelist"),
+                     "permission": "shequn.console.dashboard.can_activity_read"},
+                ],
+            },
+            {
+                "title": _("设置"),
+                "items": [
+                    {"title": _("组织"), "icon": "domain", "link": reverse_lazy("admin:core_tenant_changelist"),
+                     "permission": "shequn.console.dashboard.can_settings_read"},
+                    {"title": _("员工"), "icon": "badge", "link": reverse_lazy("admin:core_staffmembership_changelist"),
+                     "permission": "shequn.console.dashboard.can_staff_write"},
+                    {"title": _("API 密钥"), "icon": "key", "link": reverse_lazy("admin:core_apikey_changelist"),
+                     "permission": "shequn.console.dashboard.can_settings_read"},
+                    {"title": _("审计日志"), "icon": "policy", "link": reverse_lazy("admin:core_auditlog_changelist"),
+                     "permission": "shequn.console.dashboard.can_audit_read"},
+                ],
+            },
+        ],
+    },
+}
+
+SHEQUN = {
+    # how long an idempotency record is kept (seconds)
+    "IDEMPOTENCY_TTL": 24 * 3600,
+    # the encryption key for connector secrets; derived from SECRET_KEY unless set
+    "FIELD_KEY": os.environ.get("SHEQUN_FIELD_KEY", ""),
+}
