@@ -225,10 +225,21 @@ def sandbox_pay(request: HttpRequest, out_trade_no: str) -> Any:
     return {"outcome": out["outcome"], "order_id": out.get("order_id")}
 
 
-@router.post("/payments/callback/{tenant_slug}/{provider}", auth=None, include_in_schema=True)
+class ProviderAckOut(Schema):
+    """The payment provider's own acknowledgement shape (WeChat Pay v3), not our error shape."""
+
+    code: str
+    message: str
+
+
+@router.post("/payments/callback/{tenant_slug}/{provider}", auth=None,
+             response=dict.fromkeys((200, 400, 401, 403, 404, 409, 422), ProviderAckOut),
+             openapi_extra={"x-shequn-webhook": True})
 def payment_callback(request: HttpRequest, tenant_slug: str, provider: str) -> HttpResponse:
     """Provider notifications (sandbox, wechatpay). Answers 200 ``{"code": "SUCCESS"}`` once applied
-    (also for duplicates), otherwise 4xx ``{"code": "FAIL", "message": …}`` so the provider retries."""
+    (also for duplicates), otherwise 4xx ``{"code": "FAIL", "message": …}`` so the provider retries:
+    404 unknown tenant, else the service error's status (422 forged or wrong amount). A webhook: no
+    Idempotency-Key — replays are recognised by the provider's transaction id."""
     import json
 
     tenant = Tenant.objects.filter(slug=tenant_slug, is_active=True).first()
