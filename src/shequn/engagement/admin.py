@@ -109,12 +109,55 @@ class ChatStaffAdmin(EngagementAdmin):
 
 @admin.register(models.ReplyTrack)
 class ReplyTrackAdmin(ReadOnlyEngagementAdmin):
-    """The reply-to-everyone queue; replying is done from the API / the queue page (one click)."""
+    """Every tracked member message; the queue page (``queue/``) lists the unanswered ones oldest first
+    with a reply box each (one click → ``do_reply_from_queue`` → the connector outbox) and the
+    response rate and median first-response time per community and per responder."""
 
     list_display = ("occurred_at", "community", "member", "excerpt", "answered_at", "answered_by",
                     "answered_by_label")
     list_filter = ("community",)
     ordering = ("answered_at", "occurred_at")
+    change_list_template = "engagement/admin/replytrack_changelist.html"
+
+    def get_urls(self) -> list[Any]:
+        return [path("queue/", self.admin_site.admin_view(self.queue_view), name="engagement_reply_queue"),
+                *super().get_urls()]
+
+    def queue_view(self, request: HttpRequest) -> HttpResponse:
+        import datetime as dt
+
+        from django.shortcuts import redirect
+        from django.utils import timezone
+
+        from shequn.communities import selectors as community_selectors
+
+        tenant = getattr(request, "tenant", None)
+        if tenant is None or not self.has_view_permission(request):
+            return HttpResponse(status=403)
+        community_id = request.GET.get("community") or request.POST.get("community") or None
+        cid = int(community_id) if community_id and str(community_id).isdigit() else None
+        if request.method == "POST":
+            principal = request_principal(request)
+            if principal is None or not principal.can("engagement.write"):
+                return HttpResponse(status=403)
+            track_id = request.POST.get("track_id", "")
+            try:
+                services.do_reply_from_queue(principal, int(track_id) if track_id.isdigit() else 0,
+                                             text=request.POST.get("text", ""))
+                messages.success(request, _("回复已提交, 将通过平台发送"))
+            except ShequnError as exc:
+                messages.error(request, f"#{track_id}: {exc.message}")
+            return redirect(f"{request.path}?community={cid}" if cid else request.path)
+        queue = list(selectors.reply_queue(tenant.pk, community_id=cid).select_related("member", "community")[:200])
+        stats = selectors.reply_stats(tenant.pk, since=timezone.now() - dt.timedelta(days=30), community_id=cid)
+        comms = list(community_selectors.communities(tenant.pk))
+        names = {c.pk: c.name for c in comms}
+        for row in stats["communities"]:
+            row["name"] = names.get(row["community_id"], "—")
+        ctx = {**self.admin_site.each_context(request), "title": _("待回复队列"), "queue": queue, "stats": stats,
+               "communities": comms, "community_id": cid, "opts": self.model._meta,
+               "can_reply": bool((p := request_principal(request)) and p.can("engagement.write"))}
+        return TemplateResponse(request, "engagement/admin/reply_queue.html", ctx)
 
 
 @admin.register(models.CheckIn)

@@ -46,3 +46,44 @@ def test_accept_role_recommendation_action(console, tenant, community, make_memb
     assert r.status_code == 302
     ra = RoleAssignment.objects.get(member=m)
     assert ra.role == "advocate" and ra.since <= timezone.now()
+
+
+def test_reply_queue_page_replies_through_the_outbox(console, tenant, community, make_member, other_tenant):
+    from shequn.activity.services import do_ingest
+    from shequn.connectors.models import OutboxAction
+
+    alice = make_member("alice")
+    now = timezone.now()
+    do_ingest(tenant.pk, [{"platform": "telegram", "event_id": "q1", "kind": "message", "sender": f"u{alice.pk}",
+                           "group": "-100", "occurred_at": (now - dt.timedelta(hours=2)).isoformat(),
+                           "payload": {"text": "请问周六活动几点集合?"}}])
+    url = reverse("admin:engagement_reply_queue")
+    page = console.get(url, {"community": community.pk})
+    assert page.status_code == 200
+    body = page.content.decode()
+    assert "请问周六活动几点集合?" in body and "响应率" in body
+    track = models.ReplyTrack.objects.get(tenant=tenant, platform_event_id="q1")
+
+    empty = console.post(url, {"track_id": track.pk, "text": "  "}, follow=True)
+    assert "回复内容不能为空" in empty.content.decode()
+    assert not OutboxAction.objects.filter(tenant=tenant).exists()
+
+    done = console.post(url, {"track_id": track.pk, "text": "早上 9 点, 体育中心北门", "community": community.pk})
+    assert done.status_code == 302
+    action = OutboxAction.objects.get(tenant=tenant)
+    assert action.kind == "send" and action.payload["text"] == "早上 9 点, 体育中心北门"
+    assert action.payload["reply_to_message_id"] == "q1"
+    assert "请问周六活动几点集合?" not in console.get(url).content.decode()  # answered: left the queue
+
+
+def test_reply_queue_page_refuses_read_only_staff(tenant, community, make_member):
+    do_create_operator(tenant=tenant, username="ro", password="pw-123456", role="readonly")
+    c = Client()
+    assert c.login(username="ro", password="pw-123456")
+    alice = make_member("alice")
+    t = models.ReplyTrack.objects.create(tenant=tenant, community=community, member=alice, platform_event_id="z",
+                                         event_id=1, occurred_at=timezone.now() - dt.timedelta(hours=2), excerpt="在吗")
+    url = reverse("admin:engagement_reply_queue")
+    assert c.get(url).status_code in (200, 403)
+    assert c.post(url, {"track_id": t.pk, "text": "hi"}).status_code == 403
+    assert models.ReplyTrack.objects.get(pk=t.pk).answered_at is None
