@@ -254,6 +254,21 @@ UNFOLD = {
                 ],
             },
             {
+                "title": _("促活与裂变"),
+                "items": [
+                    {"title": _("待回复队列"), "icon": "mark_chat_unread",
+                     "link": reverse_lazy("admin:engagement_reply_queue"),
+                     "permission": "shequn.console.dashboard.can_engagement_read"},
+                    {"title": _("内容日历"), "icon": "calendar_month",
+                     "link": reverse_lazy("admin:engagement_calendar"),
+                     "permission": "shequn.console.dashboard.can_engagement_read"},
+                    {"title": _("裂变报表"), "icon": "share", "link": reverse_lazy("console:referral_report"),
+                     "permission": "shequn.console.dashboard.can_referrals_read"},
+                    {"title": _("商家联盟"), "icon": "handshake", "link": reverse_lazy("console:alliances"),
+                     "permission": "shequn.console.dashboard.can_referrals_read"},
+                ],
+            },
+            {
                 "title": _("设置"),
                 "items": [
                     {"title": _("组织"), "icon": "domain", "link": reverse_lazy("admin:core_tenant_changelist"),

@@ -87,3 +87,11 @@ def can_settings_read(request: HttpRequest) -> bool:
 
 def can_staff_write(request: HttpRequest) -> bool:
     return can(request, "staff.write")
+
+
+def can_engagement_read(request: HttpRequest) -> bool:
+    return can(request, "engagement.read")
+
+
+def can_referrals_read(request: HttpRequest) -> bool:
+    return can(request, "referrals.read")

@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib import admin
 from django.urls import path
 
-from . import views
+from . import referral_views, views
 
 app_name = "console"
 
@@ -24,4 +24,6 @@ urlpatterns = [
     path("members/merge/", _v(views.member_merge), name="member_merge"),
     path("tenant/", _v(views.tenant_switch), name="tenant_switch"),
     path("members/merge-suggestions/", _v(views.member_merge_suggestions), name="member_merge_suggestions"),
+    path("referrals/report/", _v(referral_views.referral_report), name="referral_report"),
+    path("referrals/alliances/", _v(referral_views.alliances), name="alliances"),
 ]

@@ -1198,6 +1198,40 @@ def do_settle_statement(statement_id: int, *, now: datetime | None = None) -> Al
     return st
 
 
+@transaction.atomic
+def do_build_my_statements(principal: Principal, alliance_id: int, *, start: datetime,
+                           end: datetime) -> list[AllianceStatement]:
+    """Build the statements for [start, end) between the principal's tenant and every other active
+    member of the alliance, in both directions (what we owe, what we are owed). Only a member of the
+    alliance may build them; building again returns the same statements."""
+    if end <= start:
+        raise Invalid(_("结束时间必须晚于开始时间"), details={"field": "end"})
+    me = principal.tenant_id
+    if not AllianceMember.objects.filter(alliance_id=alliance_id, tenant_id=me, is_active=True).exists():
+        raise NotFound(_("你不是该联盟成员"))
+    others = (AllianceMember.objects.filter(alliance_id=alliance_id, is_active=True).exclude(tenant_id=me)
+              .order_by("tenant_id").values_list("tenant_id", flat=True))
+    out = []
+    for other in others:
+        out.append(do_build_statement(alliance_id, payer_id=me, payee_id=other, start=start, end=end))
+        out.append(do_build_statement(alliance_id, payer_id=other, payee_id=me, start=start, end=end))
+    do_audit(principal, "referrals.alliance.statements", "Alliance", alliance_id,
+             data={"start": start.isoformat(), "end": end.isoformat(), "statements": [st.pk for st in out]})
+    return out
+
+
+@transaction.atomic
+def do_settle_my_statement(principal: Principal, statement_id: int) -> AllianceStatement:
+    """The payer confirms it has paid a statement: books the settlement in both ledgers
+    (:func:`do_settle_statement`, idempotent). Another tenant's statement is not found."""
+    st = AllianceStatement.objects.filter(pk=statement_id, payer_id=principal.tenant_id).first()
+    if st is None:
+        raise NotFound(_("结算单不存在或不由你方付款"), details={"field": "statement_id"})
+    st = do_settle_statement(st.pk)
+    do_audit(principal, "referrals.alliance.settle", "AllianceStatement", st.pk, data={"total_fen": st.total_fen})
+    return st
+
+
 def on_activity_events(tenant_id: int, events: Iterable[Any]) -> None:
     """Activity consumer: a ``join`` whose payload carries ``invite_code`` (or ``state``, the WeCom
     join-QR parameter) is attributed to that link and binds the member. Idempotent: a join already
