@@ -18,7 +18,7 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,11 +79,20 @@ class Gateway:
     def query(self, out_trade_no: str) -> ProviderRecord | None:
         raise NotImplementedError
 
-    def records(self, out_trade_nos: list[str]) -> list[ProviderRecord]:
-        """The provider's view of these payments and their refunds."""
+    def query_refund(self, out_refund_no: str) -> ProviderRecord | None:
+        """The provider's view of one refund; ``None`` when it does not know it."""
+        return None
+
+    def records(self, out_trade_nos: list[str], out_refund_nos: Sequence[str] = ()) -> list[ProviderRecord]:
+        """The provider's view of these payments and refunds (one query each: providers without a
+        bill download)."""
         out: list[ProviderRecord] = []
         for no in out_trade_nos:
             rec = self.query(no)
+            if rec is not None:
+                out.append(rec)
+        for no in out_refund_nos:
+            rec = self.query_refund(no)
             if rec is not None:
                 out.append(rec)
         return out
@@ -175,7 +184,7 @@ class SandboxGateway(Gateway):
             return None
         return ProviderRecord("pay", txn.out_no, txn.out_trade_no, txn.amount_fen, txn.status, txn.provider_id)
 
-    def records(self, out_trade_nos: list[str]) -> list[ProviderRecord]:
+    def records(self, out_trade_nos: list[str], out_refund_nos: Sequence[str] = ()) -> list[ProviderRecord]:
         from .models import SandboxTransaction
 
         return [
@@ -316,6 +325,17 @@ class WeChatPayGateway(Gateway):
         return ProviderRecord("pay", out_trade_no, out_trade_no, int(amount.get("total", 0)),
                               _WX_TRADE_STATUS.get(str(data.get("trade_state")), "failed"),
                               str(data.get("transaction_id", "")))
+
+
+    def query_refund(self, out_refund_no: str) -> ProviderRecord | None:
+        try:
+            data = self._call(self.client.query_refund, out_refund_no=out_refund_no)
+        except ProviderError:
+            return None
+        amount = data.get("amount") or {}
+        return ProviderRecord("refund", out_refund_no, str(data.get("out_trade_no", "")),
+                              int(amount.get("refund", 0)),
+                              _WX_REFUND_STATUS.get(str(data.get("status")), "failed"), str(data.get("refund_id", "")))
 
 
 _TEST_OVERRIDES: dict[str, Gateway] = {}

@@ -1852,7 +1852,9 @@ def reconcile(tenant_id: int, *, since: dt.datetime | None = None) -> list[Diffe
     settings_ = _tenant_settings(tenant_id)
     for provider, rows in by_provider.items():
         gw = gateway_for(settings_, provider)
-        theirs = {(r.kind, r.out_no): r for r in gw.records([p.out_trade_no for p in rows])}
+        refund_nos = list(Refund.objects.filter(payment__in=rows).order_by("pk")
+                          .values_list("out_refund_no", flat=True))
+        theirs = {(r.kind, r.out_no): r for r in gw.records([p.out_trade_no for p in rows], refund_nos)}
         for p in rows:
             r = theirs.pop(("pay", p.out_trade_no), None)
             if r is None:

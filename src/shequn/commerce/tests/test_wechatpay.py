@@ -65,6 +65,7 @@ def notification(resource: dict, event_type: str = "TRANSACTION.SUCCESS", key: s
 
 class FakeWeChatPay(BaseHTTPRequestHandler):
     trades: dict = {}
+    refunds: dict = {}
     requests: list = []
 
     def log_message(self, *args):
@@ -104,6 +105,8 @@ class FakeWeChatPay(BaseHTTPRequestHandler):
                                      "jsapi": {"prepay_id": "wx2026prepay"},
                                      "h5": {"h5_url": "https://wx.tenpay.com/h5?x=1"}}[kind])
         if self.path == "/v3/refund/domestic/refunds":
+            self.refunds[data["out_refund_no"]] = {"out_trade_no": data["out_trade_no"], "status": "PROCESSING",
+                                                   "refund": data["amount"]["refund"], "total": data["amount"]["total"]}
             return self._reply(200, {"refund_id": "503000" + data["out_refund_no"][-6:], "status": "PROCESSING",
                                      "out_refund_no": data["out_refund_no"]})
         return self._reply(404, {"code": "NOT_FOUND", "message": "no"})
@@ -111,6 +114,7 @@ class FakeWeChatPay(BaseHTTPRequestHandler):
     def do_GET(self):
         if not self._check_auth(""):
             return self._reply(401, {"code": "SIGN_ERROR", "message": "签名错误"})
+        self.requests.append((self.path, None))
         if self.path.startswith("/v3/pay/transactions/out-trade-no/"):
             no = self.path.split("/")[-1].split("?")[0]
             t = self.trades.get(no)
@@ -118,6 +122,14 @@ class FakeWeChatPay(BaseHTTPRequestHandler):
                 return self._reply(404, {"code": "ORDER_NOT_EXIST", "message": "订单不存在"})
             return self._reply(200, {"out_trade_no": no, "trade_state": t["state"], "transaction_id": "4200" + no[-8:],
                                      "amount": {"total": t["amount"], "currency": "CNY"}})
+        if self.path.startswith("/v3/refund/domestic/refunds/"):
+            no = self.path.split("/")[-1].split("?")[0]
+            r = self.refunds.get(no)
+            if r is None:
+                return self._reply(404, {"code": "RESOURCE_NOT_EXISTS", "message": "退款单不存在"})
+            return self._reply(200, {"refund_id": "503000" + no[-6:], "out_refund_no": no,
+                                     "out_trade_no": r["out_trade_no"], "status": r["status"],
+                                     "amount": {"refund": r["refund"], "total": r["total"], "currency": "CNY"}})
         return self._reply(404, {"code": "NOT_FOUND", "message": "no"})
 
 
@@ -127,6 +139,7 @@ def wx(tenant):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     FakeWeChatPay.trades = {}
+    FakeWeChatPay.refunds = {}
     FakeWeChatPay.requests = []
     tenant.settings = {"payments": {"provider": "wechatpay", "wechatpay": {
         "mchid": "1900000109", "appid": "wxd678efh567hg6787", "apiv3_key": APIV3_KEY,
@@ -212,3 +225,29 @@ def test_refund_processing_then_notified(system, member, product, wx, tenant):
     o.refresh_from_db()
     assert o.status == "partially_refunded" and o.refunded_fen == 3000
     assert Refund.objects.get(pk=r.pk).status == "succeeded"
+
+
+def test_reconcile_queries_wechat_refunds(system, member, product, wx, tenant):
+    """Refunds are reconciled against the provider's refund query, not only payments."""
+    o = services.do_create_order(system, member_id=member.pk, lines=[{"sku_id": sku(product).pk, "quantity": 1}])
+    p = services.do_start_payment(system, o.pk, channel="native")
+    body = notification(_paid_resource(p))
+    services.do_handle_notification("wechatpay", signed_headers(body), body.encode(), tenant_id=tenant.pk)
+    wx.trades[p.out_trade_no]["state"] = "SUCCESS"
+    r = services.do_request_refund(system, o.pk, amount_fen=3000, idempotency_key="wx-recon")
+    assert services.reconcile(tenant.pk) == []  # both sides: processing
+    res = {"out_trade_no": p.out_trade_no, "out_refund_no": r.out_refund_no, "refund_id": "503001",
+           "refund_status": "SUCCESS", "amount": {"total": 9900, "refund": 3000, "payer_total": 9900,
+                                                  "payer_refund": 3000}}
+    rb = notification(res, event_type="REFUND.SUCCESS")
+    services.do_handle_notification("wechatpay", signed_headers(rb), rb.encode(), tenant_id=tenant.pk)
+    # we booked the refund; the provider's refund query still says PROCESSING → reported
+    diffs = services.reconcile(tenant.pk)
+    assert [(d.kind, d.out_no) for d in diffs] == [("refund_mismatch", r.out_refund_no)]
+    wx.refunds[r.out_refund_no]["status"] = "SUCCESS"
+    assert services.reconcile(tenant.pk) == []
+    wx.refunds[r.out_refund_no]["refund"] = 2000  # amounts differ
+    assert [d.kind for d in services.reconcile(tenant.pk)] == ["refund_mismatch"]
+    del wx.refunds[r.out_refund_no]  # the provider does not know a refund we booked
+    assert [d.kind for d in services.reconcile(tenant.pk)] == ["refund_missing_at_provider"]
+    assert any(path.startswith(f"/v3/refund/domestic/refunds/{r.out_refund_no}") for path, _ in wx.requests)
