@@ -19,7 +19,7 @@ INTERFACES = {"console", "api", "portal"}
 
 #: app → the shequn apps it may import (besides itself)
 ALLOWED: dict[str, set[str]] = {
-    **{app: FOUNDATION for app in FOUNDATION},
+    **dict.fromkeys(FOUNDATION, FOUNDATION),
     "connectors": FOUNDATION,
     "ledger": {"core"},
     # engines act on platforms only through the connectors' outbox, move money only through the
