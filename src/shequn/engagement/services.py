@@ -625,6 +625,23 @@ def do_points_earn(tenant_id: int, member_id: int, amount: int, *, kind: str, id
         return found
 
 
+class RewardTask(Protocol):
+    """What engagement reads of a referrals ``FissionTask`` (engagement never imports referrals)."""
+
+    pk: Any
+    name: str
+    reward_value: int
+
+
+def grant_fission_points(tenant_id: int, member_id: int, task: RewardTask) -> None:
+    """Referrals' ``points`` fission reward (registered with ``register_reward_hook`` in
+    ``EngagementConfig.ready``): credits ``task.reward_value`` points, once per task and member
+    (idempotency key ``fission:<task>:<member>``, the key referrals uses for the cash reward)."""
+    if task.reward_value > 0:
+        do_points_earn(tenant_id, member_id, int(task.reward_value), kind="fission",
+                       idempotency_key=f"fission:{task.pk}:{member_id}", reason=str(task.name)[:200])
+
+
 def do_points_earn_many(tenant_id: int, items: Sequence[tuple[int, int, str, str]]) -> int:
     """Credit many ``(member_id, amount, kind, idempotency_key)`` at once (the activity consumer's path).
 
