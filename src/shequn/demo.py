@@ -17,6 +17,7 @@ import contextlib
 import datetime as dt
 import math
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
@@ -82,7 +83,12 @@ def seed_demo(
 ) -> Tenant:
     """Create the demo tenant and its engine data. Idempotent: an existing demo tenant keeps its
     members and activity, and only engine data it lacks is added."""
-    say = progress or (lambda _msg: None)
+    started = time.monotonic()
+    out = progress or (lambda _msg: None)
+
+    def say(msg: str) -> None:
+        out(f"[{time.monotonic() - started:6.1f}s] {msg}")
+
     tenant = Tenant.objects.filter(slug=DEMO_SLUG).first()
     if tenant is None:
         tenant = _seed_base(members=members, days=days, seed=seed, say=say)

@@ -329,7 +329,7 @@ def do_matrix_sync(connection_id: int, *, timeout_ms: int = 0) -> dict[str, int]
     conn = Connection.objects.get(pk=connection_id, platform=Platform.MATRIX)
     info = _conn_info(conn)
     since = (conn.state or {}).get("next_batch")
-    known = set(Room.objects.filter(connection=conn).exclude(power_levels={}).values_list("external_id", flat=True))
+    known = set(Room.objects.filter(connection=conn).exclude(staff_state={}).values_list("external_id", flat=True))
     try:
         batch = fetch_sync(info, since, timeout_ms=timeout_ms, auto_join=bool(conn.config.get("auto_join", True)),
                            known_levels=known)
@@ -360,13 +360,13 @@ def do_parse_matrix_events(conn: Connection, events: list[tuple[str, dict[str, A
 
     rooms = {room_id for room_id, _ev in events} | set(fresh_levels or {})
     cached = dict(Room.objects.filter(connection=conn, external_id__in=rooms)
-                  .values_list("external_id", "power_levels"))
+                  .values_list("external_id", "staff_state"))
     levels = {room_id: lv for room_id, lv in cached.items() if lv}
     levels.update(fresh_levels or {})
     parsed = to_activities(events, bot_user=str(conn.config.get("user_id") or ""), levels=levels)
     for room_id, lv in levels.items():
         if room_id in cached and cached[room_id] != lv:
-            Room.objects.filter(connection=conn, external_id=room_id).update(power_levels=lv)
+            Room.objects.filter(connection=conn, external_id=room_id).update(staff_state=lv)
     return parsed
 
 
