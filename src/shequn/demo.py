@@ -392,7 +392,7 @@ def _seed_referrals_and_commerce(tenant: Tenant, principal: Principal, skin: Com
 
 def _seed_engagement(tenant: Tenant, principal: Principal, car: Community, skin: Community, rng: random.Random) -> None:
     from shequn.core.errors import ShequnError
-    from shequn.engagement.models import ContentItem, ContentSchedule, Lottery, MemberScore, RedPacket
+    from shequn.engagement.models import ContentItem, ContentSchedule, Lottery, MemberScore, PointsEntry, RedPacket
     from shequn.engagement.services import (
         do_check_in,
         do_claim_red_packet,
@@ -408,13 +408,15 @@ def _seed_engagement(tenant: Tenant, principal: Principal, car: Community, skin:
         do_recompute_scores(tenant.pk)  # scores, then lifecycle stages
     car_people, skin_people = _open_members(tenant, car), _open_members(tenant, skin)
     regulars = skin_people[: max(1, len(skin_people) // 10)]
-    # a week of check-ins from the regulars (one per local day: a repeat is refused, so reruns add nothing)
-    for i, mid in enumerate(regulars[:60]):
-        for d in range(7 - i % 4):
-            with contextlib.suppress(ShequnError):
-                do_check_in(tenant.pk, mid, at=now - dt.timedelta(days=d, hours=2), source="demo")
-    for mid in regulars[:20]:
-        do_points_earn(tenant.pk, mid, 50, kind="gift", idempotency_key=f"demo:welcome:{mid}", reason="新人礼包")
+    # a week of check-ins from the regulars and a welcome gift (keys "demo:welcome:<id>": done once,
+    # even when the demo is run again on a later day)
+    if not PointsEntry.objects.filter(tenant=tenant, idempotency_key__startswith="demo:welcome:").exists():
+        for i, mid in enumerate(regulars[:60]):
+            for d in range(7 - i % 4):
+                with contextlib.suppress(ShequnError):  # one per local day
+                    do_check_in(tenant.pk, mid, at=now - dt.timedelta(days=d, hours=2), source="portal")
+        for mid in regulars[:20]:
+            do_points_earn(tenant.pk, mid, 50, kind="gift", idempotency_key=f"demo:welcome:{mid}", reason="新人礼包")
     if not Lottery.objects.filter(tenant=tenant).exists() and car_people:
         lot = do_create_lottery(principal, title="周末自驾抽奖: 免费保养", community_id=car.pk,
                                 closes_at=now + dt.timedelta(days=2), draw_at=now + dt.timedelta(days=2, hours=1),
