@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -22,6 +27,32 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason="needs PostgreSQL (runs in the PostgreSQL pass)"))
         if "redis" in item.keywords and not has_redis:
             item.add_marker(pytest.mark.skip(reason="needs Redis (runs in the Redis pass)"))
+
+
+ROOT = Path(__file__).resolve().parent
+
+
+def _synapse_module() -> Any:
+    path = ROOT / "scripts" / "synapse.py"
+    spec = importlib.util.spec_from_file_location("shequn_test_synapse", path)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="session")
+def synapse() -> Iterator[Any]:
+    """A real Synapse homeserver (session-scoped, one per xdist worker on its own free port; the
+    shared install in .synapse/venv is guarded by a file lock). Used by the connectors' and the
+    moderation's end-to-end tests (marker ``synapse``)."""
+    mod = _synapse_module()
+    server = mod.Synapse(home=ROOT / ".synapse").start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

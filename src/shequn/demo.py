@@ -1,14 +1,23 @@
 """Demo data: a car club (车友会) and a skincare community (护肤群) with ~2,000 members across WeCom,
-Telegram and Matrix groups, role holders, tags, and 90 days of activity with a believable daily rhythm.
+Telegram and Matrix groups, role holders, tags, and 90 days of activity with a believable daily rhythm
+— then every engine on top (:func:`seed_engines`): moderation (rule pack on, violations waiting in
+the review queue), commerce (catalogue, paid and refunded orders, flash sale, group buy, coupons,
+the 19.9 / 1999 tiers), referrals (plan, invite links, bindings, commissions on the ledger, fission
+tasks, a withdrawal waiting for approval, the leaderboard) and engagement (scores and lifecycle,
+check-ins and points, a lottery with entries, a cash red packet, content SOP schedules).
 
 Activity goes through the real ingest service (``do_ingest``), so joins open memberships and the
-stream looks exactly as a connector would leave it. Deterministic for a given seed."""
+stream looks exactly as a connector would leave it. Engine data goes through each engine's services.
+Deterministic for a given seed, and idempotent: a second run adds nothing (each engine step is
+skipped when its rows exist, and every money/points movement carries an idempotency key)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
@@ -19,6 +28,7 @@ from django.utils import timezone
 from shequn.activity.services import do_ingest
 from shequn.communities.models import ChatGroup, Community, CommunityRole, RoleAssignment
 from shequn.core.models import Platform, Tenant
+from shequn.core.permissions import Principal
 from shequn.members.models import Identity, Member, MemberTag, RelationshipLevel, Tag
 
 DEMO_SLUG = "demo"
@@ -71,11 +81,23 @@ def demo_exists() -> bool:
 def seed_demo(
     *, members: int = 2000, days: int = 90, seed: int = 20261123, progress: Callable[[str], None] | None = None
 ) -> Tenant:
-    """Create the demo tenant (idempotent: returns the existing one)."""
-    say = progress or (lambda _msg: None)
-    existing = Tenant.objects.filter(slug=DEMO_SLUG).first()
-    if existing is not None:
-        return existing
+    """Create the demo tenant and its engine data. Idempotent: an existing demo tenant keeps its
+    members and activity, and only engine data it lacks is added."""
+    started = time.monotonic()
+    out = progress or (lambda _msg: None)
+
+    def say(msg: str) -> None:
+        out(f"[{time.monotonic() - started:6.1f}s] {msg}")
+
+    tenant = Tenant.objects.filter(slug=DEMO_SLUG).first()
+    if tenant is None:
+        tenant = _seed_base(members=members, days=days, seed=seed, say=say)
+    seed_engines(tenant, seed=seed, progress=say)
+    say("done")
+    return tenant
+
+
+def _seed_base(*, members: int, days: int, seed: int, say: Callable[[str], None]) -> Tenant:
     rng = random.Random(seed)
     now = timezone.now().astimezone(TZ)
     start = (now - dt.timedelta(days=days)).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -224,7 +246,6 @@ def seed_demo(
                     RoleAssignment.objects.create(tenant=tenant, community=community, member=m, role=role,
                                                   since=start, assigned_by="demo", reward_note=note)
                 k += count
-    say("done")
     return tenant
 
 
@@ -245,3 +266,186 @@ def _poisson(rng: random.Random, lam: float) -> int:
         if p <= limit:
             return k
         k += 1
+
+
+# --------------------------------------------------------------------------------------------- engines
+
+DEMO_ADS = [
+    "加微信 vx8866 领红包, 私聊送福利",
+    "兼职刷单, 日结 300, 有意者加 V 信",
+    "砍一刀帮我助力 https://pinduoduo.com/x?k=1",
+    "高仿名牌包包代购, 加\u200b微\u200b信 ｂａｏ８８８",
+    "点击领取 888 元红包 http://t.cn/aBcD",
+    "低息贷款, 当天放款, 联系 QQ 12345678",
+]
+
+
+def seed_engines(tenant: Tenant, *, seed: int = 20261123, progress: Callable[[str], None] | None = None) -> None:
+    """Every engine's demo data for an existing demo tenant. Each step is idempotent on its own."""
+    say = progress or (lambda _msg: None)
+    rng = random.Random(seed + 1)
+    principal = Principal.system(tenant.pk, label="demo")
+    communities = {c.name: c for c in Community.objects.filter(tenant=tenant)}
+    car, skin = communities.get("驰骋车友会"), communities.get("水润护肤群")
+    if car is None or skin is None:
+        return
+    say("engines: moderation")
+    _seed_moderation(tenant, principal, car, skin, rng)
+    say("engines: referrals + commerce")
+    _seed_referrals_and_commerce(tenant, principal, skin, rng)
+    say("engines: engagement")
+    _seed_engagement(tenant, principal, car, skin, rng)
+
+
+def _open_members(tenant: Tenant, community: Community) -> list[int]:
+    from shequn.communities.models import Membership
+
+    return sorted(set(Membership.objects.filter(tenant=tenant, community=community, left_at__isnull=True)
+                      .values_list("member_id", flat=True)))
+
+
+def _seed_moderation(tenant: Tenant, principal: Principal, car: Community, skin: Community, rng: random.Random) -> None:
+    """The default rule pack on in both communities: the car club queues ads for a person to review
+    (人工审核), the skincare community runs in dry-run mode (演练: the planned actions are shown, the
+    demo groups have no bot). A handful of ads from members go through the real ingest and verdict."""
+    from shequn.activity.models import ActivityEvent
+    from shequn.moderation.models import Decision, ModerationPolicy
+    from shequn.moderation.services import do_moderate_events, do_save_policy
+
+    if not ModerationPolicy.objects.filter(tenant=tenant).exists():
+        do_save_policy(principal, car.pk, enabled=True, on_ad=Decision.REVIEW)
+        do_save_policy(principal, skin.pk, enabled=True, dry_run=True)
+    groups = {g.pk: g for g in ChatGroup.objects.filter(tenant=tenant, community__in=[car, skin])}
+    memberships = _member_groups(tenant, list(groups))
+    if not memberships:
+        return
+    picks = [memberships[i * len(memberships) // len(DEMO_ADS)] for i in range(len(DEMO_ADS))]
+    now = timezone.now()
+    events = []
+    for i, ((member_id, group_id), text) in enumerate(zip(picks, DEMO_ADS, strict=True)):
+        g = groups[group_id]
+        events.append({"platform": g.platform, "event_id": f"demo-ad-{i}", "kind": "message",
+                       "occurred_at": now - dt.timedelta(hours=3 * (len(DEMO_ADS) - i)),
+                       "sender": _external_id(g.platform, member_id), "group": g.external_id,
+                       "payload": {"text": text}})
+    do_ingest(tenant.pk, events, create_members=False)
+    # judged here, not only by the dispatch task: the demo shows the queue before a worker runs
+    stored = list(ActivityEvent.objects.filter(tenant=tenant, platform_event_id__startswith="demo-ad-"))
+    do_moderate_events(tenant.pk, stored)
+
+
+def _member_groups(tenant: Tenant, group_ids: list[int]) -> list[tuple[int, int]]:
+    from shequn.communities.models import Membership
+
+    return sorted(set(Membership.objects.filter(tenant=tenant, group_id__in=group_ids, left_at__isnull=True)
+                      .values_list("member_id", "group_id")))
+
+
+def _seed_referrals_and_commerce(tenant: Tenant, principal: Principal, skin: Community, rng: random.Random) -> None:
+    """Referrals first (plan, links, bindings, fission tasks), so commerce's sandbox orders earn
+    commissions; order events are delivered here (the worker would do it later), then one
+    referrer asks to withdraw more than the approval threshold."""
+    from shequn.commerce.events import deliver
+    from shequn.commerce.models import OrderEvent, OrderEventDelivery
+    from shequn.commerce.services import do_seed_demo_commerce
+    from shequn.core.errors import ShequnError
+    from shequn.ledger.selectors import account_balance
+    from shequn.referrals.models import CommissionPlan, FissionTask, ReferralPolicy, RewardKind, Withdrawal
+    from shequn.referrals.services import do_bind, do_create_plan, do_get_or_create_link, do_request_withdrawal
+
+    people = _open_members(tenant, skin)
+    if len(people) < 4:
+        return
+    shuffled = people[:]
+    rng.shuffle(shuffled)
+    n_ref = max(1, min(6, len(shuffled) // 8))
+    referrers, buyers = shuffled[:n_ref], shuffled[n_ref:n_ref + 40]
+    if not CommissionPlan.objects.filter(tenant=tenant).exists():
+        ReferralPolicy.objects.update_or_create(tenant=tenant, defaults={"withdrawal_approval_above_fen": 2000})
+        do_create_plan(principal, name="护肤好物分销 10%", community_id=skin.pk,
+                       refund_window_days=0, rules=[{"rate_bps": 1000}])
+        FissionTask.objects.create(tenant=tenant, name="邀请 3 位好友下单得 100 积分", threshold=3,
+                                   reward_kind=RewardKind.POINTS, reward_value=100)
+        FissionTask.objects.create(tenant=tenant, name="邀请 5 位好友下单得 ¥10 现金", threshold=5,
+                                   reward_kind=RewardKind.CASH, reward_value=1000)
+        for r in referrers:
+            do_get_or_create_link(principal, member_id=r, community_id=skin.pk)
+        for i, b in enumerate(buyers):
+            try:
+                do_bind(principal, member_id=b, referrer_id=referrers[i % len(referrers)])
+            except ShequnError:
+                continue
+    do_seed_demo_commerce(principal, community_id=skin.pk, member_ids=buyers)
+    delivered = set(OrderEventDelivery.objects.filter(ok=True, event__tenant=tenant, listener="referrals")
+                    .values_list("event_id", flat=True))
+    for event_id in OrderEvent.objects.filter(tenant=tenant).order_by("pk").values_list("pk", flat=True):
+        if event_id not in delivered:
+            deliver(event_id)
+    if not Withdrawal.objects.filter(tenant=tenant).exists():
+        best = max(referrers, key=lambda r: account_balance(tenant.pk, "member", r, "available"))
+        available = account_balance(tenant.pk, "member", best, "available")
+        if available > 2000:
+            with contextlib.suppress(ShequnError):  # e.g. the ledger says no: the demo goes on without one
+                do_request_withdrawal(principal, member_id=best, amount_fen=available - available % 100,
+                                      idempotency_key="demo-withdrawal-1", payee="demo-openid")
+
+
+def _seed_engagement(tenant: Tenant, principal: Principal, car: Community, skin: Community, rng: random.Random) -> None:
+    from shequn.core.errors import ShequnError
+    from shequn.engagement.models import ContentItem, ContentSchedule, Lottery, MemberScore, PointsEntry, RedPacket
+    from shequn.engagement.services import (
+        do_check_in,
+        do_claim_red_packet,
+        do_create_lottery,
+        do_create_red_packet,
+        do_enter_lottery,
+        do_points_earn,
+        do_recompute_scores,
+    )
+
+    now = timezone.now()
+    if not MemberScore.objects.filter(tenant=tenant).exists():
+        do_recompute_scores(tenant.pk)  # scores, then lifecycle stages
+    car_people, skin_people = _open_members(tenant, car), _open_members(tenant, skin)
+    regulars = skin_people[: max(1, len(skin_people) // 10)]
+    # a week of check-ins from the regulars and a welcome gift (keys "demo:welcome:<id>": done once,
+    # even when the demo is run again on a later day)
+    if not PointsEntry.objects.filter(tenant=tenant, idempotency_key__startswith="demo:welcome:").exists():
+        for i, mid in enumerate(regulars[:60]):
+            for d in range(7 - i % 4):
+                with contextlib.suppress(ShequnError):  # one per local day
+                    do_check_in(tenant.pk, mid, at=now - dt.timedelta(days=d, hours=2), source="portal")
+        for mid in regulars[:20]:
+            do_points_earn(tenant.pk, mid, 50, kind="gift", idempotency_key=f"demo:welcome:{mid}", reason="新人礼包")
+    if not Lottery.objects.filter(tenant=tenant).exists() and car_people:
+        lot = do_create_lottery(principal, title="周末自驾抽奖: 免费保养", community_id=car.pk,
+                                closes_at=now + dt.timedelta(days=2), draw_at=now + dt.timedelta(days=2, hours=1),
+                                prizes=[("免费保养一次", 1), ("车载香薰", 3)])
+        for mid in car_people[:: max(1, len(car_people) // 40)][:40]:
+            try:
+                do_enter_lottery(tenant.pk, lot.pk, mid)
+            except ShequnError:
+                continue
+    if not RedPacket.objects.filter(tenant=tenant).exists() and skin_people:
+        group = ChatGroup.objects.filter(tenant=tenant, community=skin).order_by("pk").first()
+        packet = do_create_red_packet(principal, total=8800, count=20, currency="cash",
+                                      group_id=group.pk if group else None, community_id=skin.pk,
+                                      title="护肤群周年庆红包", expires_in=dt.timedelta(hours=24))
+        for mid in skin_people[1::7][:12]:
+            try:
+                do_claim_red_packet(tenant.pk, packet.pk, mid, randint=rng.randint)
+            except ShequnError:
+                continue
+    if not ContentItem.objects.filter(tenant=tenant).exists():
+        lesson = ContentItem.objects.create(tenant=tenant, title="护肤小课堂", body="今晚 8 点: 换季敏感肌怎么护理 ✨")
+        welcome = ContentItem.objects.create(tenant=tenant, title="新人第 1 天",
+                                             body="欢迎入群! 回复「福利」领取新人券 🎁")
+        ride = ContentItem.objects.create(tenant=tenant, title="周末自驾召集", kind=ContentItem.Kind.LINK,
+                                          body="本周六环湖自驾, 点击报名", url="https://example.com/ride")
+        entry = Community.objects.filter(tenant=tenant, name="新人福利群").first()
+        ContentSchedule.objects.create(tenant=tenant, content=lesson, kind=ContentSchedule.Kind.RECURRING,
+                                       community=skin, time_of_day=dt.time(20, 0))
+        ContentSchedule.objects.create(tenant=tenant, content=welcome, kind=ContentSchedule.Kind.SEQUENCE,
+                                       community=entry or skin, time_of_day=dt.time(10, 0), day_offset=1)
+        ContentSchedule.objects.create(tenant=tenant, content=ride, kind=ContentSchedule.Kind.RECURRING,
+                                       community=car, time_of_day=dt.time(19, 30), weekdays=[3])

@@ -33,7 +33,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from shequn.communities.models import Community, JoinSource, Membership
-from shequn.core.errors import Conflict, Invalid, NotFound
+from shequn.core.errors import Conflict, Invalid, NotFound, ShequnError
 from shequn.core.models import Tenant
 from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
@@ -1691,6 +1691,20 @@ def do_claim_coupon(principal: Principal, template_id: int, *, member_id: int) -
         c = _issue_coupon(t.pk, member.pk, source_order_id=None)
         do_audit(principal, "commerce.coupon.claim", "Coupon", c.pk, data={"member_id": member.pk})
         return c
+
+
+def grant_fission_coupon(tenant_id: int, member_id: int, task: Any) -> None:
+    """Referrals' ``coupon`` fission reward (registered with ``register_reward_hook`` in
+    ``CommerceConfig.ready``): issues one coupon of template ``task.reward_value``. Runs in a
+    savepoint inside the transaction that records the reward; a template that cannot be issued
+    (expired, sold out, over the member's limit) is logged and skipped — it must never fail the
+    payment event that triggered the reward."""
+    try:
+        with transaction.atomic():
+            do_claim_coupon(Principal.system(tenant_id, label="referrals"), int(task.reward_value),
+                            member_id=member_id)
+    except ShequnError as exc:
+        log.warning("fission coupon (task %s, template %s) not issued: %s", task.pk, task.reward_value, exc.code)
 
 
 def _grant_gift_coupons(order: Order) -> None:

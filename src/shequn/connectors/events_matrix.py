@@ -79,3 +79,78 @@ def room_name(state_events: list[dict[str, Any]]) -> str:
         if isinstance(ev, dict) and ev.get("type") == "m.room.name":
             return str((ev.get("content") or {}).get("name") or "")[:200]
     return ""
+
+
+#: Matrix power level from which a sender counts as a room admin (Element's "Moderator" is 50)
+ADMIN_POWER = 50
+
+
+#: room versions in which the creator's power comes from ``m.room.power_levels`` like anyone's; from
+#: version 12 on, the creators (``m.room.create``'s sender + ``additional_creators``) outrank everyone
+_LEGACY_ROOM_VERSIONS = frozenset(str(v) for v in range(1, 12))
+CREATORS = "_creators"  # key under which the cached power levels keep the room's creators
+
+
+def creators_of(create_event: dict[str, Any]) -> list[str]:
+    """The privileged creators of a room from its ``m.room.create`` event (room version 12+), or []."""
+    content = _d(create_event.get("content"))
+    if str(content.get("room_version") or "1") in _LEGACY_ROOM_VERSIONS:
+        return []
+    extra = content.get("additional_creators")
+    return [str(u) for u in [create_event.get("sender"), *(extra if isinstance(extra, list) else [])] if u]
+
+
+def levels_from_state(state: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The power levels to cache from a room's state events (None when they are not among them)."""
+    levels: dict[str, Any] | None = None
+    creators: list[str] = []
+    for ev in state:
+        if not isinstance(ev, dict) or ev.get("state_key", "") != "":
+            continue
+        if ev.get("type") == "m.room.power_levels":
+            levels = dict(_d(ev.get("content")))
+        elif ev.get("type") == "m.room.create":
+            creators = creators_of(ev)
+    if levels is not None and creators:
+        levels[CREATORS] = creators
+    return levels
+
+
+def power_of(levels: dict[str, Any], user_id: str) -> int:
+    """The user's power level under ``m.room.power_levels`` content (``users_default`` otherwise;
+    a room-version-12 creator outranks every level)."""
+    if user_id in (levels.get(CREATORS) or ()):
+        return 2**53
+    users = _d(levels.get("users"))
+    value = users.get(user_id, levels.get("users_default", 0))
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def to_activities(events: list[tuple[str, dict[str, Any]]], *, bot_user: str = "",
+                  levels: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """:func:`to_activity` over a room-ordered batch, marking each event whose room's power levels
+    are known with ``payload["sender_is_admin"]`` (power >= :data:`ADMIN_POWER`; moderation exempts
+    staff by it). ``levels`` (room id → power-levels content) is updated in place by the
+    ``m.room.power_levels`` events of the batch, in timeline order; rooms without known levels are
+    left unmarked (the platform told us nothing)."""
+    levels = {} if levels is None else levels
+    out: list[dict[str, Any]] = []
+    for room_id, ev in events:
+        if isinstance(ev, dict) and ev.get("state_key", "") == "":
+            if ev.get("type") == "m.room.power_levels":
+                kept = (levels.get(room_id) or {}).get(CREATORS)
+                levels[room_id] = {**_d(ev.get("content")), **({CREATORS: kept} if kept else {})}
+            elif ev.get("type") == "m.room.create" and (creators := creators_of(ev)):
+                levels[room_id] = {**(levels.get(room_id) or {}), CREATORS: creators}
+        act = to_activity(room_id, ev, bot_user=bot_user)
+        if act is None:
+            continue
+        room_levels = levels.get(room_id)
+        sender = act.get("sender")
+        if room_levels and isinstance(sender, str):
+            act["payload"]["sender_is_admin"] = power_of(room_levels, sender) >= ADMIN_POWER
+        out.append(act)
+    return out

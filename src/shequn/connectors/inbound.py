@@ -15,10 +15,7 @@ def process(row: InboundEvent) -> None:
 
         process_callback(row.connection, row.body)
     elif row.platform == "matrix":
-        from .events_matrix import to_activity
-        from .services import do_ingest_platform_events
+        from .services import do_ingest_platform_events, do_parse_matrix_events
 
-        bot = str(row.connection.config.get("user_id") or "")
-        events = [a for ev in row.body.get("events", [])
-                  if (a := to_activity(str(ev.get("room_id") or ""), ev, bot_user=bot)) is not None]
-        do_ingest_platform_events(row.connection, events)
+        raw = [(str(ev.get("room_id") or ""), ev) for ev in row.body.get("events", []) if isinstance(ev, dict)]
+        do_ingest_platform_events(row.connection, do_parse_matrix_events(row.connection, raw))

@@ -8,13 +8,15 @@ anything seen twice is dropped by the ingest's event-id idempotency."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from nio import Api, ErrorResponse, MessageDirection, RoomMessagesResponse
+from nio import Api, ErrorResponse, MessageDirection, RoomGetStateResponse, RoomMessagesResponse
 
 from .adapters import ConnInfo, DeliveryError
 from .adapters.matrix import check, matrix_client
+from .events_matrix import levels_from_state
 
 TIMELINE_LIMIT = 100
 MAX_GAP_PAGES = 20
@@ -28,6 +30,9 @@ class SeenRoom:
     name: str = ""
     member_count: int | None = None
     joined: bool = True
+    #: the room's ``m.room.power_levels`` content at the start of this batch's timeline, when the
+    #: sync's state section carried it (initial sync, a newly joined room, or a change in a gap)
+    power_levels: dict[str, Any] | None = None
 
 
 @dataclass
@@ -61,8 +66,9 @@ def batch_from_dict(data: dict[str, Any]) -> SyncBatch:
         for ev in [*state, *timeline]:
             if ev.get("type") == "m.room.name":
                 name = str(_d(ev.get("content")).get("name") or "")[:200]
+        levels = levels_from_state(state)
         count = _d(info.get("summary")).get("m.joined_member_count")
-        batch.rooms.append(SeenRoom(room_id, name, count if isinstance(count, int) else None))
+        batch.rooms.append(SeenRoom(room_id, name, count if isinstance(count, int) else None, power_levels=levels))
         batch.events.extend((room_id, ev) for ev in timeline)
     for room_id, info in _d(rooms.get("leave")).items():
         batch.rooms.append(SeenRoom(room_id, joined=False))
@@ -71,7 +77,11 @@ def batch_from_dict(data: dict[str, Any]) -> SyncBatch:
     return batch
 
 
-async def fetch(conn: ConnInfo, since: str | None, *, timeout_ms: int = 0, auto_join: bool = True) -> SyncBatch:
+async def fetch(conn: ConnInfo, since: str | None, *, timeout_ms: int = 0, auto_join: bool = True,
+                known_levels: Collection[str] = ()) -> SyncBatch:
+    """One ``/sync`` round. Joined rooms whose power levels are neither in ``known_levels`` (cached by
+    the caller) nor in this batch's state are asked for them once (``m.room.power_levels``), so the
+    ingest can tell room admins from members."""
     async with matrix_client(conn, timeout=max(30.0, timeout_ms / 1000 + 15)) as client:
         method, path = Api.sync(client.access_token, since=since, timeout=timeout_ms,
                                 filter=SYNC_FILTER)
@@ -90,6 +100,11 @@ async def fetch(conn: ConnInfo, since: str | None, *, timeout_ms: int = 0, auto_
                     # the gap precedes this room's timeline: insert before its first event
                     first = next((i for i, (r, _e) in enumerate(batch.events) if r == room_id), len(batch.events))
                     batch.events[first:first] = [(room_id, ev) for ev in gap]
+        for seen in batch.rooms:
+            if seen.joined and seen.power_levels is None and seen.room_id not in known_levels:
+                resp = await client.room_get_state(seen.room_id)
+                if isinstance(resp, RoomGetStateResponse):
+                    seen.power_levels = levels_from_state(resp.events)
         if auto_join:
             for room_id in batch.invites:
                 await client.join(room_id)
@@ -114,8 +129,9 @@ async def _fill_gap(client: Any, room_id: str, start: str, until: str) -> tuple[
     return events, pages
 
 
-def fetch_sync(conn: ConnInfo, since: str | None, *, timeout_ms: int = 0, auto_join: bool = True) -> SyncBatch:
-    return asyncio.run(fetch(conn, since, timeout_ms=timeout_ms, auto_join=auto_join))
+def fetch_sync(conn: ConnInfo, since: str | None, *, timeout_ms: int = 0, auto_join: bool = True,
+               known_levels: Collection[str] = ()) -> SyncBatch:
+    return asyncio.run(fetch(conn, since, timeout_ms=timeout_ms, auto_join=auto_join, known_levels=known_levels))
 
 
 __all__ = ["DeliveryError", "SeenRoom", "SyncBatch", "batch_from_dict", "fetch_sync"]

@@ -151,6 +151,11 @@ class Room(TenantOwned):
     bot_joined = models.BooleanField(_("机器人在群内"), default=True)
     secrets_encrypted = models.TextField(blank=True, editable=False)
     secret_hints = models.JSONField(default=dict, blank=True, editable=False)
+    #: who the platform says is staff here, cached so inbound events can be marked ``sender_is_admin``
+    #: (moderation exempts staff). Matrix: the last seen ``m.room.power_levels`` content (+ the v12
+    #: creators), admin = power >= 50; Telegram: {"admins": [user ids]} from ``chat_member`` updates;
+    #: WeCom: {"owner": userid, "admins": [userids]} from ``groupchat/get``.
+    staff_state = models.JSONField(_("平台管理员"), default=dict, blank=True, editable=False)
     discovered_at = models.DateTimeField(_("发现时间"), auto_now_add=True)
 
     class Meta:

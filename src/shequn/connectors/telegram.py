@@ -19,6 +19,12 @@ MEMBER_IN = ("member", "administrator", "creator", "restricted")
 ALLOWED_UPDATES = ["message", "edited_message", "chat_member", "my_chat_member", "message_reaction"]
 
 
+#: Telegram's "GroupAnonymousBot": the sender shown for an administrator posting anonymously
+ANONYMOUS_ADMIN = 1087968824
+ADMIN_STATUSES = ("creator", "administrator")
+MESSAGE_KINDS = ("message", "reply", "edit")
+
+
 def _d(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
@@ -101,6 +107,8 @@ def parse_update(update: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dic
             return events, rooms
         payload: dict[str, Any] = {"text": str(m.get("text") or m.get("caption") or "")[:4000], "message_id": mid,
                                    "mentions": _mentions(m)}
+        if _d(m.get("sender_chat")).get("id") == chat.get("id") or user.get("id") == ANONYMOUS_ADMIN:
+            payload["sender_is_admin"] = True  # an anonymous administrator posting as the group
         for media in ("photo", "video", "document", "sticker", "voice", "animation"):
             if m.get(media):
                 payload["media"] = media
@@ -142,6 +150,8 @@ def parse_update(update: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dic
         else:
             events.append({**base, "event_id": eid, "kind": "telegram.member_status",
                            "payload": {"old": old.get("status"), "new": new.get("status")}})
+        if is_in:
+            events[-1]["payload"]["sender_is_admin"] = new.get("status") in ADMIN_STATUSES
         return events, rooms
 
     mcm = _d(update.get("my_chat_member"))
@@ -171,11 +181,48 @@ def parse_update(update: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dic
     return events, rooms
 
 
+def admin_change(update: dict[str, Any]) -> tuple[str, str, bool] | None:
+    """(chat id, user id, is admin now) when the update is a ``chat_member`` change, else None."""
+    cm = _d(update.get("chat_member"))
+    if not cm:
+        return None
+    new = _d(cm.get("new_chat_member"))
+    user_id = _d(new.get("user")).get("id")
+    if user_id is None:
+        return None
+    return str(_d(cm.get("chat")).get("id")), str(user_id), new.get("status") in ADMIN_STATUSES
+
+
 def process_update(conn: Connection, update: dict[str, Any]) -> None:
-    """Ingest one stored update (called by the inbound task, inside a transaction)."""
+    """Ingest one stored update (called by the inbound task, inside a transaction).
+
+    Staff marks: Telegram does not say on a message whether its sender is an administrator, but a
+    ``chat_member`` update does (status ``creator`` / ``administrator``, delivered when the bot
+    asks for ``chat_member`` updates as an admin). Those are cached on the room
+    (``Room.staff_state["admins"]``) and later messages of a cached admin are marked
+    ``sender_is_admin``; for anyone else the mark is left unset (the platform told us nothing)."""
+    from .models import Room
     from .services import do_discover_room, do_ingest_platform_events
 
     events, rooms = parse_update(update)
     for r in rooms:
         do_discover_room(conn, r["id"], name=r["name"], joined=r["joined"])
+    change = admin_change(update)
+    if change is not None:
+        chat_id, user_id, is_admin = change
+        room = Room.objects.select_for_update().filter(connection=conn, external_id=chat_id).first()
+        if room is not None:
+            admins = {str(a) for a in (room.staff_state or {}).get("admins", [])}
+            updated = admins | {user_id} if is_admin else admins - {user_id}
+            if updated != admins:
+                room.staff_state = {**(room.staff_state or {}), "admins": sorted(updated)}
+                room.save(update_fields=["staff_state"])
+    chats = {str(e["group"]) for e in events if e.get("group") and e.get("kind") in MESSAGE_KINDS}
+    if chats:
+        admins_of = {ext: {str(a) for a in (state or {}).get("admins", [])} for ext, state in
+                     Room.objects.filter(connection=conn, external_id__in=chats).values_list("external_id",
+                                                                                              "staff_state")}
+        for e in events:
+            if e.get("kind") in MESSAGE_KINDS and e.get("sender") in admins_of.get(str(e.get("group")), ()):
+                e["payload"]["sender_is_admin"] = True
     do_ingest_platform_events(conn, events)

@@ -150,6 +150,14 @@ def process_callback(conn: Connection, msg: dict[str, Any]) -> None:
     chat = api.group_chat(chat_id)
     members = [m for m in chat.get("member_list") or [] if isinstance(m, dict) and m.get("userid")]
     room = do_discover_room(conn, chat_id, name=str(chat.get("name") or ""), member_count=len(members))
+    # the group's owner (群主) and admins, as WeCom reports them: cached for events of this group
+    staff = {"owner": str(chat.get("owner") or ""),
+             "admins": sorted(str(a.get("userid")) for a in chat.get("admin_list") or []
+                              if isinstance(a, dict) and a.get("userid"))}
+    if room.staff_state != staff:
+        room.staff_state = staff
+        room.save(update_fields=["staff_state"])
+    admins = {staff["owner"], *staff["admins"]} - {""}
     if room.group_id is None:
         return  # not tracked: nothing to diff against
     current = _open_members(conn, room)
@@ -163,7 +171,8 @@ def process_callback(conn: Connection, msg: dict[str, Any]) -> None:
                 "sender_name": str(m.get("group_nickname") or m.get("name") or "")[:120], "group": chat_id,
                 "payload": {"join_scene": m.get("join_scene"), "member_type": m.get("type"),
                             "invitor": (m.get("invitor") or {}).get("userid"), "state": m.get("state"),
-                            "join_source": "qr" if m.get("join_scene") == 3 else "invite_link"},
+                            "join_source": "qr" if m.get("join_scene") == 3 else "invite_link",
+                            "sender_is_admin": userid in admins},
             })
     quit_scene = _int(msg.get("QuitScene"))
     for userid in current - set(now_in):

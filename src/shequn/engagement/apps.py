@@ -9,11 +9,14 @@ class EngagementConfig(AppConfig):
 
     def ready(self) -> None:
         from shequn.activity.registry import register_consumer
+        from shequn.referrals.services import register_reward_hook
 
-        from .services import handle_activity
+        from .services import grant_fission_points, handle_activity
 
         register_consumer(
             "engagement", handle_activity,
             kinds=["message", "reply", "reaction", "join", "leave", "check_in", "purchase", "invite", "live_view",
                    "content_view", "other"],
         )
+        # referrals' fission task "reward after N valid invites: points" credits engagement points
+        register_reward_hook("points", grant_fission_points)

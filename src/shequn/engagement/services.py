@@ -26,7 +26,7 @@ from django.utils.translation import gettext as _
 
 from shequn.activity.models import ActivityEvent
 from shequn.communities.models import ChatGroup, Community, Membership, RoleAssignment
-from shequn.core.errors import Conflict, Invalid, NotFound
+from shequn.core.errors import Conflict, Forbidden, Invalid, NotFound
 from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
 from shequn.members.models import LifecycleStage, Member
@@ -353,6 +353,15 @@ def check_standing(tenant_id: int, member_id: int) -> str | None:
     return None
 
 
+def check_good_standing(tenant_id: int, member_id: int, what: str) -> None:
+    """Refuse (403 ``bad_standing``) a member whose record is not clean, naming the reason the
+    registered standing check gave (moderation: banned, muted, a recent strike)."""
+    problem = check_standing(tenant_id, member_id)
+    if problem:
+        raise Forbidden(_("%(reason)s, 暂时不能%(what)s") % {"reason": problem, "what": what},
+                        code="bad_standing", details={"field": "member_id", "reason": problem})
+
+
 def _target_member(payload: Any, event_owner: dict[Any, int]) -> int | None:
     if not isinstance(payload, dict):
         return None
@@ -623,6 +632,23 @@ def do_points_earn(tenant_id: int, member_id: int, amount: int, *, kind: str, id
         if found is None:
             raise
         return found
+
+
+class RewardTask(Protocol):
+    """What engagement reads of a referrals ``FissionTask`` (engagement never imports referrals)."""
+
+    pk: Any
+    name: str
+    reward_value: int
+
+
+def grant_fission_points(tenant_id: int, member_id: int, task: RewardTask) -> None:
+    """Referrals' ``points`` fission reward (registered with ``register_reward_hook`` in
+    ``EngagementConfig.ready``): credits ``task.reward_value`` points, once per task and member
+    (idempotency key ``fission:<task>:<member>``, the key referrals uses for the cash reward)."""
+    if task.reward_value > 0:
+        do_points_earn(tenant_id, member_id, int(task.reward_value), kind="fission",
+                       idempotency_key=f"fission:{task.pk}:{member_id}", reason=str(task.name)[:200])
 
 
 def do_points_earn_many(tenant_id: int, items: Sequence[tuple[int, int, str, str]]) -> int:
@@ -992,6 +1018,7 @@ def do_enter_lottery(tenant_id: int, lottery_id: int, member_id: int, *, tickets
             raise Invalid(_("注数必须在 1 到 %(n)d 之间") % {"n": lot.max_tickets}, details={"field": "tickets"})
         if LotteryEntry.objects.filter(lottery=lot, member_id=member_id).exists():
             raise Conflict(_("已经报名了"), code="already_entered")
+        check_good_standing(tenant_id, member_id, _("参加抽奖"))
         check_lottery_entry(lot, member_id, now=now)
         if lot.entry_cost_points:
             do_points_spend(tenant_id, member_id, lot.entry_cost_points * tickets, kind="lottery",
@@ -1232,6 +1259,7 @@ def do_claim_red_packet(tenant_id: int, packet_id: int, member_id: int, *, now: 
         if p.community_id and not Membership.objects.filter(
                 tenant_id=tenant_id, member_id=member_id, community_id=p.community_id, left_at__isnull=True).exists():
             raise Invalid(_("仅限本社群成员领取"), code="not_member", details={"field": "member_id"})
+        check_good_standing(tenant_id, member_id, _("领取红包"))
         if p.mode == RedPacket.Mode.RANDOM:
             amount = redpacket.next_share(p.remaining_amount, p.remaining_count,
                                           *([randint] if randint else []))

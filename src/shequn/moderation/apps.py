@@ -9,7 +9,11 @@ class ModerationConfig(AppConfig):
 
     def ready(self) -> None:
         from shequn.activity.registry import register_consumer
+        from shequn.engagement.services import register_standing_check
 
+        from .selectors import standing_problem
         from .services import MESSAGE_KINDS, moderate_consumer
 
         register_consumer("moderation", moderate_consumer, kinds=[str(k) for k in MESSAGE_KINDS])
+        # lotteries and red packets refuse members who are banned, muted or recently struck
+        register_standing_check(standing_problem)

@@ -5,18 +5,21 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from shequn.communities.models import Community
+from shequn.communities.models import Community, CommunityRole, RoleAssignment
 from shequn.core.errors import NotFound
 
 from .classifier import NaiveBayes, default_model
-from .models import ModerationPolicy, RateAlert, TenantModel, Violation
+from .models import ModerationPolicy, RateAlert, Strike, TenantModel, Violation
 from .pipeline import Moderator, external_checker
 from .rules import cached_pack
+
+#: how long any strike keeps a member out of lotteries and red packets
+STANDING_WINDOW = dt.timedelta(days=7)
 
 _MODERATORS: dict[tuple[int, int | None], tuple[tuple[Any, ...], Moderator]] = {}
 _TENANT_MODELS: dict[int, tuple[dt.datetime, NaiveBayes]] = {}
@@ -114,3 +117,37 @@ def rate_alerts(tenant_id: int, *, community_id: int | None = None) -> QuerySet[
     if community_id is not None:
         qs = qs.filter(community_id=community_id)
     return qs.order_by("-day")
+
+
+def standing_problem(tenant_id: int, member_id: int, now: dt.datetime | None = None) -> str | None:
+    """Why a member is not in good standing in the tenant, in Chinese, or None. Registered with
+    engagement (``register_standing_check``) so lotteries and red packets refuse such members.
+    Unrevoked strikes only (a reversed violation restores standing): a ban; a mute still running;
+    any strike (warning, mute, removal) in the last :data:`STANDING_WINDOW`."""
+    now = now or timezone.now()
+    strikes = Strike.objects.filter(tenant_id=tenant_id, member_id=member_id, revoked_at__isnull=True)
+    if strikes.filter(kind=Strike.Kind.BAN).exists():
+        return _("因违反群规已被封禁")
+    muted_until = strikes.filter(kind=Strike.Kind.MUTE, until__gt=now).order_by("-until").values_list(
+        "until", flat=True).first()
+    if muted_until is not None:
+        local = timezone.localtime(muted_until)
+        return _("因违反群规正在禁言中 (至 %(until)s)") % {"until": local.strftime("%Y-%m-%d %H:%M")}
+    recent = strikes.filter(created_at__gt=now - STANDING_WINDOW).order_by("-created_at").first()
+    if recent is not None:
+        return _("近 %(days)d 天内因违反群规受过处罚 (%(kind)s)") % {
+            "days": STANDING_WINDOW.days, "kind": Strike.Kind(recent.kind).label}
+    return None
+
+
+#: community roles that make a member staff for moderation (exempt under ``exempt_staff``, like a
+#: platform admin): the owner (群主) and customer service (客服)
+STAFF_ROLES = (CommunityRole.OWNER, CommunityRole.CUSTOMER_SERVICE)
+
+
+def is_community_staff(tenant_id: int, community_id: int, member_id: int, when: dt.datetime) -> bool:
+    """Whether the member holds a staff role (:data:`STAFF_ROLES`) in the community at ``when`` —
+    so staff are exempt even when the platform does not mark the sender as an admin."""
+    return RoleAssignment.objects.filter(
+        tenant_id=tenant_id, community_id=community_id, member_id=member_id, role__in=STAFF_ROLES,
+        since__lte=when).filter(Q(until__isnull=True) | Q(until__gt=when)).exists()

@@ -44,7 +44,7 @@ from .models import (
 from .normalize import normalise
 from .pipeline import TRUSTED_MESSAGES, MessageContext, Moderator, Verdict, text_hash
 from .rules import RulePackError, compile_pack
-from .selectors import get_violation, moderator_for, policy_for
+from .selectors import get_violation, is_community_staff, moderator_for, policy_for
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +252,9 @@ def do_moderate_events(tenant_id: int, events: Sequence[ActivityEvent]) -> list[
         exempt = False
         if event.member_id is not None and policy.exempt_role_holders:
             exempt = _is_role_holder(tenant_id, event.community_id, event.member_id, policy, event.occurred_at)
-        if policy.exempt_staff and _is_staff(event):
+        if policy.exempt_staff and (_is_staff(event) or (
+                event.member_id is not None
+                and is_community_staff(tenant_id, event.community_id, event.member_id, event.occurred_at))):
             exempt = True
         out.append(_record(tenant_id, event, text, verdict, policy, exempt=exempt))
     return out

@@ -1,37 +1,12 @@
-"""Fixtures of the connectors tests: a real Synapse homeserver (session-scoped, one per xdist
-worker on its own free port; the shared install in .synapse/venv is guarded by a file lock)."""
+"""Fixtures of the connectors tests (the ``synapse`` homeserver fixture lives in the root conftest,
+shared with the moderation end-to-end test)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[4]
-
-
-def _synapse_module() -> Any:
-    path = ROOT / "scripts" / "synapse.py"
-    spec = importlib.util.spec_from_file_location("shequn_test_synapse", path)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-@pytest.fixture(scope="session")
-def synapse() -> Iterator[Any]:
-    mod = _synapse_module()
-    server = mod.Synapse(home=ROOT / ".synapse").start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -197,3 +197,36 @@ def test_room_discovered_and_auto_mapped(conn: Any) -> None:
     g = _group(conn)
     room = Room.objects.get(connection=conn, external_id=str(P.CHAT["id"]))
     assert room.group_id == g.pk and room.name == "护肤交流群"
+
+
+def _promote(update_id: int, user: dict[str, Any], old: str, new: str) -> dict[str, Any]:
+    return {"update_id": update_id, "chat_member": {
+        "chat": P.CHAT, "from": P.ALICE, "date": 1763871000 + update_id,
+        "old_chat_member": {"status": old, "user": user}, "new_chat_member": {"status": new, "user": user}}}
+
+
+def _message(update_id: int, user: dict[str, Any], text: str, **extra: Any) -> dict[str, Any]:
+    return {"update_id": update_id, "message": {"message_id": update_id, "from": user, "chat": P.CHAT,
+                                                "date": 1763872000 + update_id, "text": text, **extra}}
+
+
+def test_admins_from_chat_member_updates_mark_their_messages(client: Client, conn: Any) -> None:
+    """Telegram says who is an administrator only in chat_member updates: the connector caches it on
+    the room and marks that admin's later messages ``sender_is_admin``; others stay unmarked."""
+    assert post(client, conn, _promote(20001, P.BOB, "member", "administrator")).status_code == 200
+    room = Room.objects.get(connection=conn, external_id=str(P.CHAT["id"]))
+    assert room.staff_state["admins"] == [str(P.BOB["id"])]
+    post(client, conn, _message(20002, P.BOB, "群规更新了"))
+    post(client, conn, _message(20003, P.ALICE, "收到"))
+    by_text = {e.payload["text"]: e.payload for e in ActivityEvent.objects.filter(kind="message")}
+    assert by_text["群规更新了"]["sender_is_admin"] is True
+    assert "sender_is_admin" not in by_text["收到"]  # the platform told us nothing about alice
+    # an anonymous administrator posts as the group itself
+    post(client, conn, _message(20004, {"id": 1087968824, "is_bot": True, "first_name": "Group"}, "公告",
+                                sender_chat=P.CHAT))
+    assert ActivityEvent.objects.get(payload__text="公告").payload["sender_is_admin"] is True
+    # demoted: no longer marked
+    post(client, conn, _promote(20005, P.BOB, "administrator", "member"))
+    post(client, conn, _message(20006, P.BOB, "我不是管理员了"))
+    assert Room.objects.get(pk=room.pk).staff_state["admins"] == []
+    assert "sender_is_admin" not in ActivityEvent.objects.get(payload__text="我不是管理员了").payload

@@ -41,6 +41,7 @@ def member(userid: str, join_time: int, **kw: Any) -> dict[str, Any]:
 class WecomState:
     def __init__(self) -> None:
         self.members = [member("wmOwner01", 1763800000, type=1), member("wmAAA01", 1763800100)]
+        self.admins: list[dict[str, str]] = []
 
     def answer(self, name: str, fields: dict[str, str]) -> tuple[int, Any]:
         if name == "gettoken":
@@ -48,7 +49,7 @@ class WecomState:
         if name == "get":  # externalcontact/groupchat/get
             return 200, {"errcode": 0, "errmsg": "ok", "group_chat": {
                 "chat_id": CHAT, "name": "宝妈交流群", "owner": "wmOwner01", "create_time": 1763800000,
-                "member_list": self.members, "admin_list": []}}
+                "member_list": self.members, "admin_list": self.admins}}
         if name == "add_join_way":
             return 200, {"errcode": 0, "errmsg": "ok", "config_id": "9ad7fa5cdaa6511298498f979c472aaa"}
         if name == "get_join_way":
@@ -239,3 +240,24 @@ def test_qr_configs(tenant: Any, system: Any, conn: Any, wecom_api: Any) -> None
         do_create_qr_config(system, conn.pk, kind="join_way", state="x" * 31, chat_ids=[CHAT])
     with pytest.raises(Invalid):
         do_create_qr_config(system, conn.pk, kind="join_way", state="s", chat_ids=[f"c{i}" for i in range(6)])
+
+
+def test_group_owner_and_admins_are_marked_staff(client: Client, conn: Any, wecom_api: Any) -> None:
+    """groupchat/get names the owner (群主) and admins: cached on the room, and their join events are
+    marked ``sender_is_admin`` (moderation exempts staff)."""
+    _server, state = wecom_api
+    state.admins = [{"userid": "wmAdmin09"}]
+    state.members.append(member("wmAdmin09", 1763800200, type=1))
+    callback(client, conn, change_xml("create"))
+    room = Room.objects.get(connection=conn, external_id=CHAT)
+    assert room.staff_state == {"owner": "wmOwner01", "admins": ["wmAdmin09"]}
+    marks = {e.platform_event_id.split(":")[2]: e.payload["sender_is_admin"]
+             for e in ActivityEvent.objects.filter(kind="join", platform="wecom")}
+    assert marks == {"wmOwner01": True, "wmAdmin09": True, "wmAAA01": False}
+    # the owner hands the group over: the cache follows
+    state.admins = []
+    state.members.append(member("wmCCC03", 1763870700))
+    callback(client, conn, change_xml("update", "add_member", created=1763870700))
+    assert Room.objects.get(pk=room.pk).staff_state == {"owner": "wmOwner01", "admins": []}
+    assert ActivityEvent.objects.get(platform_event_id=f"{CHAT}:join:wmCCC03:1763870700").payload[
+        "sender_is_admin"] is False

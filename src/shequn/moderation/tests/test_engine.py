@@ -164,8 +164,13 @@ def test_role_holders_and_staff_are_exempt(tenant: Tenant, community: Community,
     send(tenant, AD2, sender="@admin:hs.test", sender_is_admin=True)
     assert set(Violation.objects.filter(tenant=tenant).values_list("status", flat=True)) == {"exempt"}
     assert actions(tenant) == []
+    # the owner (群主) is staff: still exempt without the role-holder exemption...
     services.do_save_policy(system, community.pk, exempt_role_holders=False)
     send(tenant, AD3, sender="@owner:hs.test")
+    assert Violation.objects.filter(tenant=tenant).latest("pk").status == Violation.Status.EXEMPT
+    # ...and acted on only when staff are not exempt either
+    services.do_save_policy(system, community.pk, exempt_staff=False)
+    send(tenant, AD4, sender="@owner:hs.test")
     assert Violation.objects.filter(tenant=tenant).latest("pk").status == Violation.Status.ACTIONED
 
 

@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 from PIL import Image
 
-from shequn.referrals import leaderboard
+from shequn.referrals import leaderboard, services
 from shequn.referrals.models import (
     CommissionState,
     FissionReward,
@@ -95,9 +95,10 @@ def test_leaderboard_redis_mirror_matches_sql(tenant, settings):
     assert [x.member_id for x in top2] == [3, 1] == [x.member_id for x in sql[:2]]
 
 
-def test_fission_task_rewards_once(tenant):
+def test_fission_task_rewards_once(tenant, monkeypatch):
     _plan(tenant)
     granted = []
+    monkeypatch.setattr(services, "_REWARD_HOOKS", dict(services._REWARD_HOOKS))  # restore the wired hooks
     register_reward_hook("points", lambda tid, mid, task: granted.append((mid, task.reward_value)))
     FissionTask.objects.create(tenant=tenant, name="邀3得积分", threshold=3, reward_kind="points", reward_value=50)
     FissionTask.objects.create(tenant=tenant, name="邀2得现金", threshold=2, reward_kind="cash", reward_value=500)

@@ -37,7 +37,8 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         if not demo_exists():
             self.stdout.write("· 生成演示数据 / seeding demo data (about a minute) …")
-            seed_demo(members=opts["members"], progress=lambda m: self.stdout.write(f"  {m}"))
+        # idempotent: a second run only adds engine data an older demo tenant lacks
+        seed_demo(members=opts["members"], progress=lambda m: self.stdout.write(f"  {m}"))
         tenant = Tenant.objects.get(slug=DEMO_SLUG)
         password = self._password()
         do_create_operator(tenant=tenant, username=USERNAME, password=password, role=StaffRole.OWNER,

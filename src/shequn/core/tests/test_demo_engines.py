@@ -1,0 +1,65 @@
+"""The demo shows every engine: after ``seed_demo`` each engine has rows, and a second run adds
+nothing (rows of every engine and every ledger/points posting counted before and after)."""
+
+from __future__ import annotations
+
+import pytest
+from django.db.models import Model
+
+from shequn.commerce.models import Coupon, CouponTemplate, FlashSale, GroupBuy, Order, OrderStatus, Product, Refund
+from shequn.demo import seed_demo
+from shequn.engagement.models import (
+    CheckIn,
+    ContentSchedule,
+    LotteryEntry,
+    MemberScore,
+    PointsEntry,
+    RedPacket,
+    RedPacketClaim,
+)
+from shequn.ledger.models import Entry, Transaction
+from shequn.ledger.services import check_ledger
+from shequn.moderation.models import ModerationPolicy, Violation
+from shequn.referrals.models import (
+    Commission,
+    FissionReward,
+    InviteLink,
+    LeaderboardEntry,
+    ReferralBinding,
+    Withdrawal,
+    WithdrawalStatus,
+)
+
+COUNTED: list[type[Model]] = [
+    Product, Order, Refund, FlashSale, GroupBuy, CouponTemplate, Coupon,
+    InviteLink, ReferralBinding, Commission, Withdrawal, LeaderboardEntry, FissionReward,
+    MemberScore, PointsEntry, CheckIn, LotteryEntry, RedPacket, RedPacketClaim, ContentSchedule,
+    ModerationPolicy, Violation, Transaction, Entry,
+]
+
+
+def _counts(tenant_id: int) -> dict[str, int]:
+    return {m.__name__: m.objects.filter(tenant_id=tenant_id).count() for m in COUNTED}  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+def test_seed_demo_fills_every_engine_once():
+    tenant = seed_demo(members=160, days=14)
+    counts = _counts(tenant.pk)
+    assert all(counts.values()), {k: v for k, v in counts.items() if not v}
+    # commerce: the two paid tiers beside the goods, orders paid and refunded
+    assert Product.objects.filter(tenant=tenant, kind="tier").count() == 2
+    assert Order.objects.filter(tenant=tenant, status=OrderStatus.REFUNDED).exists()
+    assert Order.objects.filter(tenant=tenant, status=OrderStatus.PAID).exists()
+    # referrals: commissions from those orders on the ledger, one withdrawal waiting for a person
+    assert Transaction.objects.filter(tenant=tenant, kind__startswith="commission").exists()
+    assert Withdrawal.objects.get(tenant=tenant).status == WithdrawalStatus.REQUESTED
+    # engagement: a cash red packet on the ledger; moderation: ads waiting in the review queue
+    assert RedPacket.objects.get(tenant=tenant).currency == "cash"
+    assert Violation.objects.filter(tenant=tenant, status=Violation.Status.PENDING).count() >= 2
+    assert Violation.objects.filter(tenant=tenant, status=Violation.Status.DRY_RUN).exists()
+    assert check_ledger(tenant.pk).ok
+
+    assert seed_demo(members=160, days=14).pk == tenant.pk
+    assert _counts(tenant.pk) == counts
