@@ -224,14 +224,15 @@ def _fold_gates() -> tuple[re.Pattern[str], re.Pattern[str]]:
 def fold(text: str) -> str:
     """The character-level folding alone (NFKC, casefold, strip, digit variants, t2s). Used for rule
     terms too, so a term written as 薇信 or in traditional characters matches the same way."""
-    if not text.isascii():
+    if not unicodedata.is_normalized("NFKC", text):
         # the full-width punctuation of ordinary Chinese text is folded with cheap replaces, so that
-        # most messages pass the quick NFKC check and skip the (slower) full normalisation
+        # most messages then pass the quick NFKC check and skip the (slower) full normalisation (text
+        # that is already NFKC has no full-width punctuation: skip both)
         for fw, hw in _FW_PUNCT:
             if fw in text:
                 text = text.replace(fw, hw)
-    if not unicodedata.is_normalized("NFKC", text):
-        text = unicodedata.normalize("NFKC", text)
+        if not unicodedata.is_normalized("NFKC", text):
+            text = unicodedata.normalize("NFKC", text)
     text = text.casefold()
     if not text.isprintable():
         text = _strip_re().sub("", text)
@@ -251,7 +252,11 @@ def _join_spaced(m: re.Match[str]) -> str:
 
 def normalise(raw: object) -> Normalised:
     """Normalise one message. Never raises; see the module docstring for the steps."""
-    text, flags = sanitise(raw)
+    if type(raw) is str and (raw.isascii() or raw.isprintable()):  # the common case of sanitise()
+        text: str = raw
+        flags: set[str] = set()
+    else:
+        text, flags = sanitise(raw)
     original_length = len(text)
     if original_length > MAX_CHARS:
         text = text[:MAX_CHARS]
