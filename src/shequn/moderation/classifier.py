@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib.resources import files
@@ -64,6 +64,8 @@ class NaiveBayes:
     _len_w: list[float] = field(default_factory=list, repr=False)
     _word_w: dict[str, float] = field(default_factory=dict, repr=False)
     _ac: ahocorasick_rs.AhoCorasick | None = field(default=None, repr=False)
+    _gram_get: Callable[[str], float] | None = field(default=None, repr=False)  # bound once, not per call
+    _word_get: Callable[[str], float | None] | None = field(default=None, repr=False)
 
     def add(self, text: str, spam: bool, weight: int = 1) -> None:
         label = 1 if spam else 0
@@ -100,6 +102,8 @@ class NaiveBayes:
         self._gram_w = {f: w for f, w in self._weights.items() if not f.startswith(("\x00", "\x01"))}
         self._len_w = [self._weights.get(f"\x00len{i}", 0.0) for i in range(10)]
         self._word_w = {f[1:]: w for f, w in self._weights.items() if f.startswith("\x01")}
+        self._gram_get = self._gram_w.__getitem__
+        self._word_get = self._word_w.get
         self._ac = (
             ahocorasick_rs.AhoCorasick(list(self._gram_w), matchkind=ahocorasick_rs.MatchKind.Standard,
                                        store_patterns=True)
@@ -118,12 +122,12 @@ class NaiveBayes:
         if self._ac is not None:
             found = self._ac.find_matches_as_strings(t, overlapping=True)
             if found:
-                total += sum(map(self._gram_w.__getitem__, found))
+                total += sum(map(self._gram_get, found))  # type: ignore[arg-type]
                 k += len(found)
         if _HAS_LATIN.search(t):
             # distinct words in first-seen order (a set's order would vary with the hash seed, and with it
             # the last bits of the sum); runs shorter than 3 or longer than 20 letters are never known
-            weights = list(map(self._word_w.get, dict.fromkeys(_WORD.findall(t))))
+            weights = list(map(self._word_get, dict.fromkeys(_WORD.findall(t))))  # type: ignore[arg-type]
             known = len(weights) - weights.count(None)
             if known:
                 total += sum(filter(None, weights))  # (a weight of exactly 0.0 adds nothing either way)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -163,7 +164,8 @@ class Normalised:
     emails: Sequence[str] = ()
     mentions: int = 0
     digit_runs: Sequence[str] = ()
-    flags: set[str] = field(default_factory=set)  # "truncated", "binary", "surrogates", "stripped", "empty"
+    #: "truncated", "binary", "surrogates", "bytes", "empty"; read-only (most messages share one empty set)
+    flags: AbstractSet[str] = field(default_factory=frozenset)
     original_length: int = 0
 
 
@@ -252,18 +254,21 @@ def _join_spaced(m: re.Match[str]) -> str:
 
 def normalise(raw: object) -> Normalised:
     """Normalise one message. Never raises; see the module docstring for the steps."""
+    # (allocation-light: on the common path no set, list or match object is created per message)
+    flags: set[str] | None = None
     if type(raw) is str and (raw.isascii() or raw.isprintable()):  # the common case of sanitise()
         text: str = raw
-        flags: set[str] = set()
     else:
         text, flags = sanitise(raw)
     original_length = len(text)
     if original_length > MAX_CHARS:
         text = text[:MAX_CHARS]
+        flags = flags or set()
         flags.add("truncated")
     if text and not text.isprintable():
         head = text[:512]
         if len(_CONTROLS.findall(head)) > 8 or head.count("\ufffd") > 8:
+            flags = flags or set()
             flags.add("binary")
     text = fold(text)
     urls: Sequence[str] = ()
@@ -310,9 +315,12 @@ def normalise(raw: object) -> Normalised:
     if "  " in text or "\t" in text:
         text = _SPACES.sub(" ", text)
     text = text.strip()
-    runs = _CN_DIGIT_RUN.findall(text)
-    if runs:
-        digit_runs = [r.translate(_CN_DIGITS) for r in runs]
+    if _CN_DIGIT_RUN.search(text) is not None:
+        digit_runs = [r.translate(_CN_DIGITS) for r in _CN_DIGIT_RUN.findall(text)]
     if not text:
+        flags = flags or set()
         flags.add("empty")
-    return Normalised(text, urls, hosts, emails, mentions, digit_runs, flags, original_length)
+    return Normalised(text, urls, hosts, emails, mentions, digit_runs, flags or _NO_FLAGS, original_length)
+
+
+_NO_FLAGS: frozenset[str] = frozenset()

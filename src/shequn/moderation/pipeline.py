@@ -126,7 +126,7 @@ class Moderator:
 
     def _content_uncached(self, text: object) -> tuple[Normalised, tuple[Hit, ...], float | None]:
         norm = normalise(text)
-        hits = tuple(self.pack.match(norm)) if self.use_rules else ()
+        hits = self.pack.hits(norm) if self.use_rules else ()
         clf = self.model.logit(norm.text) if self.model is not None and norm.text else None
         return norm, hits, clf
 
@@ -154,10 +154,10 @@ class Moderator:
                 z += w
                 reasons.append({"rule": "signal.new_member_mentions", "category": None, "weight": w,
                                 "detail": mentions})
-        elif idx is not None and idx >= TRUSTED_MESSAGES and (days is None or days >= TRUSTED_DAYS):
-            if w := sig["trusted_member"]:
-                z += w
-                reasons.append({"rule": "signal.trusted_member", "category": None, "weight": w, "detail": None})
+        elif (idx is not None and idx >= TRUSTED_MESSAGES and (days is None or days >= TRUSTED_DAYS)
+              and (w := sig["trusted_member"])):
+            z += w
+            reasons.append({"rule": "signal.trusted_member", "category": None, "weight": w, "detail": None})
         if links and (w := sig["link"]):
             z += w
             reasons.append({"rule": "signal.link", "category": None, "weight": w, "detail": links[:3]})
@@ -203,11 +203,12 @@ class Moderator:
         z, strong_behaviour = self._behaviour(norm, ctx or _NO_CONTEXT, reasons)
         z += BIAS
         strong_content = False
-        per_cat: dict[str, float] = {}
+        per_cat: dict[str, float] | None = None
         if hits:
-            for rule_id, category, weight, span, matched in hits:
-                per_cat[category] = per_cat.get(category, 0.0) + weight
-                reasons.append({"rule": rule_id, "category": category, "weight": weight,
+            per_cat = {}
+            for rule_id, cat, weight, span, matched in hits:
+                per_cat[cat] = per_cat.get(cat, 0.0) + weight
+                reasons.append({"rule": rule_id, "category": cat, "weight": weight,
                                 "span": list(span) if span else None, "matched": matched})
             rule_z = sum(map(min, per_cat.values(), repeat(CATEGORY_CAP)))
             z += rule_z

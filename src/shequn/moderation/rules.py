@@ -284,9 +284,14 @@ class CompiledPack:
     def match(self, norm: Normalised) -> list[Hit]:
         """Every rule hit in a normalised message: terms (minus those inside an allowed phrase),
         regexes and denied link domains. One rule counts once."""
+        return list(self.hits(norm))
+
+    def hits(self, norm: Normalised) -> tuple[Hit, ...]:
+        """:meth:`match` as a tuple (the shared empty tuple for most messages: the pipeline's hot path
+        allocates nothing for a message without hits)."""
         text = norm.text
-        hits: list[Hit] = []
-        seen: set[str] = set()
+        hits: list[Hit] | None = None
+        seen: set[str] | None = None
         gated: set[int] | None = None
         if self._ac is not None and text:
             found = self._ac.find_matches_as_indexes(text, overlapping=True)
@@ -302,7 +307,7 @@ class CompiledPack:
                         gated.update(self._gate_regexes[idx - n_terms])
                         continue
                     rule_id, category, weight, before, after = info[idx]
-                    if rule_id in seen:
+                    if seen is not None and rule_id in seen:
                         continue
                     if (before and start and text[start - 1] in _ASCII_ALNUM) or (
                         after and end < n and text[end] in _ASCII_ALNUM
@@ -320,8 +325,12 @@ class CompiledPack:
                                 break
                         if masked:
                             continue
+                    if seen is None:
+                        seen = set()
+                    if hits is None:
+                        hits = []
                     seen.add(rule_id)
-                    hits.append(Hit(rule_id, category, weight, (start, end), text[start:end]))
+                    hits.append(_new_hit(Hit, (rule_id, category, weight, (start, end), text[start:end])))
         if text and (gated is not None or self._always):
             # one search per regex (in pack order): faster than a combined alternation (whose named
             # groups defeat sre's first-character scan) and it cannot hide overlapping matches. Rule
@@ -332,15 +341,25 @@ class CompiledPack:
                 m = each[k].search(text)
                 if m is not None:
                     rule = regexes[k]
-                    hits.append(Hit(rule.id, rule.category, rule.weight, m.span(), m.group(0)[:80]))
+                    if hits is None:
+                        hits = []
+                    hits.append(_new_hit(Hit, (rule.id, rule.category, rule.weight, m.span(), m.group(0)[:80])))
         for host in norm.hosts:
             allowed, rule_d = self._host(host)
-            if allowed:
+            if allowed or rule_d is None:
                 continue
-            if rule_d is not None and rule_d.id not in seen:
+            if seen is None:
+                seen = set()
+            if rule_d.id not in seen:
                 seen.add(rule_d.id)
-                hits.append(Hit(rule_d.id, rule_d.category, rule_d.weight, None, host))
-        return hits
+                if hits is None:
+                    hits = []
+                hits.append(_new_hit(Hit, (rule_d.id, rule_d.category, rule_d.weight, None, host)))
+        return tuple(hits) if hits else ()
+
+
+#: builds a Hit without the Python-level ``__new__`` of a NamedTuple (several times cheaper)
+_new_hit = tuple.__new__
 
 
 #: alternatives a regex gate may have (more and the regex simply always runs)
