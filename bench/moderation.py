@@ -87,7 +87,8 @@ def main() -> None:
     print(f"throughput: {n / cpu:,.0f} messages per CPU-second (per core), best run; median run {n / median_cpu:,.0f}; "
           f"wall clock best run {n / total:,.0f}/s")
     print(f"latency per message (best run, wall clock — includes time the process was descheduled on the shared "
-          f"machine): p50 {lat[n // 2] / 1e3:.1f} µs, p99 {lat[int(n * 0.99)] / 1e3:.1f} µs, max {lat[-1] / 1e3:.1f} µs")
+          f"machine): p50 {lat[n // 2] / 1e3:.1f} µs, p99 {lat[int(n * 0.99)] / 1e3:.1f} µs, "
+          f"max {lat[-1] / 1e3:.1f} µs")
     # the same per message in CPU time of this thread (a separate pass: reading the thread clock costs ~0.5 µs)
     thread_clock = time.thread_time_ns
     cpu_lat = [0] * n

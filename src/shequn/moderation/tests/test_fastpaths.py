@@ -15,9 +15,9 @@ from shequn.moderation.classifier import CLIP, MAX_CHARS, SCALE, NaiveBayes, def
 from shequn.moderation.normalize import normalise
 from shequn.moderation.rules import compile_pack, required_literals
 
-_PIECES = ["微信", "wechat", "qq", "tg", "加", "我", "本人", "联系", "找", "滴滴", "戳", "号", ":", "：", " ", "日", "一天",
-           "每天", "赚", "入", "结", "earn ", "$", "300", "per", "a", "every", "day", "week", "abc123", "店铺码", "1234",
-           "foo", "bar", "x", "y", "z", "\n", "中", "文"]
+_PIECES = ["微信", "wechat", "qq", "tg", "加", "我", "本人", "联系", "找", "滴滴", "戳", "号", ":", "：", " ",
+           "日", "一天", "每天", "赚", "入", "结", "earn ", "$", "300", "per", "a", "every", "day", "week", "abc123",
+           "店铺码", "1234", "foo", "bar", "x", "y", "z", "\n", "中", "文"]
 _texts = st.lists(st.sampled_from(_PIECES), max_size=12).map("".join) | st.text(alphabet="加微信qtg我日结赚0123 :abcx",
                                                                              max_size=30)
 _PATTERNS = [
