@@ -15,11 +15,10 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib.resources import files
-from operator import itemgetter
 from pathlib import Path
 
 import ahocorasick_rs
@@ -39,7 +38,6 @@ _NONZERO = re.compile("[1-9]")
 # ASCII words of three letters or more are features too (prefixed \x01, looked up in a dict)
 _HAS_LATIN = re.compile("[a-z]{3}")
 _WORD = re.compile(r"[a-z]+")  # runs of letters; only 3-20 letter ones are features
-_FIRST = itemgetter(0)
 
 
 def features(text: str) -> set[str]:
@@ -62,10 +60,12 @@ class NaiveBayes:
     df: dict[str, list[int]] = field(default_factory=dict)
     _weights: dict[str, float] | None = field(default=None, repr=False)
     _prior: float = 0.0
-    _wlist: list[float] = field(default_factory=list, repr=False)
+    _gram_w: dict[str, float] = field(default_factory=dict, repr=False)
     _len_w: list[float] = field(default_factory=list, repr=False)
     _word_w: dict[str, float] = field(default_factory=dict, repr=False)
     _ac: ahocorasick_rs.AhoCorasick | None = field(default=None, repr=False)
+    _gram_get: Callable[[str], float] | None = field(default=None, repr=False)  # bound once, not per call
+    _word_get: Callable[[str], float | None] | None = field(default=None, repr=False)
 
     def add(self, text: str, spam: bool, weight: int = 1) -> None:
         label = 1 if spam else 0
@@ -96,13 +96,18 @@ class NaiveBayes:
         }
         self._prior = math.log((n_spam + 1) / (n_ham + 1))
         # one Aho-Corasick automaton over every n-gram feature: a message's features are found in one
-        # native call (overlapping matches) and summed with map(), no per-n-gram Python loop
-        grams = [f for f in self._weights if not f.startswith(("\x00", "\x01"))]
-        self._wlist = [self._weights[f] for f in grams]
+        # native call (overlapping matches, in text order) and summed with map(), no per-n-gram Python
+        # loop. The automaton hands back its stored pattern objects, which are the keys of _gram_w
+        # (hash cached, found by identity): cheaper than building an (index, start, end) tuple per match
+        self._gram_w = {f: w for f, w in self._weights.items() if not f.startswith(("\x00", "\x01"))}
         self._len_w = [self._weights.get(f"\x00len{i}", 0.0) for i in range(10)]
         self._word_w = {f[1:]: w for f, w in self._weights.items() if f.startswith("\x01")}
+        self._gram_get = self._gram_w.__getitem__
+        self._word_get = self._word_w.get
         self._ac = (
-            ahocorasick_rs.AhoCorasick(grams, matchkind=ahocorasick_rs.MatchKind.Standard) if grams else None
+            ahocorasick_rs.AhoCorasick(list(self._gram_w), matchkind=ahocorasick_rs.MatchKind.Standard,
+                                       store_patterns=True)
+            if self._gram_w else None
         )
         return self._weights
 
@@ -110,24 +115,25 @@ class NaiveBayes:
         """Log-odds that the normalised ``text`` is an ad, in [-CLIP, CLIP]."""
         if self._weights is None:
             self._compile()
-        t = text[:MAX_CHARS]
-        if _NONZERO.search(t):
-            t = _NONZERO.sub("0", t)
-        total = self._len_w[min(len(t).bit_length(), 9)]
+        t = _NONZERO.sub("0", text[:MAX_CHARS])  # (returns ``t`` itself when it has no digit 1-9)
+        n = len(t).bit_length()
+        total = self._len_w[n if n < 9 else 9]
         k = 1
         if self._ac is not None:
-            found = self._ac.find_matches_as_indexes(t, overlapping=True)
+            found = self._ac.find_matches_as_strings(t, overlapping=True)
             if found:
-                total += sum(map(self._wlist.__getitem__, map(_FIRST, found)))
+                total += sum(map(self._gram_get, found))  # type: ignore[arg-type]
                 k += len(found)
         if _HAS_LATIN.search(t):
-            # runs shorter than 3 or longer than 20 letters are never in the dictionary
-            known = [v for v in map(self._word_w.get, set(_WORD.findall(t))) if v is not None]
+            # distinct words in first-seen order (a set's order would vary with the hash seed, and with it
+            # the last bits of the sum); runs shorter than 3 or longer than 20 letters are never known
+            weights = list(map(self._word_get, dict.fromkeys(_WORD.findall(t))))  # type: ignore[arg-type]
+            known = len(weights) - weights.count(None)
             if known:
-                total += sum(known)
-                k += len(known)
+                total += sum(filter(None, weights))  # (a weight of exactly 0.0 adds nothing either way)
+                k += known
         z = self._prior + SCALE * total / math.sqrt(k)
-        return max(-CLIP, min(CLIP, z))
+        return CLIP if z > CLIP else -CLIP if z < -CLIP else z
 
     def merged(self, extra: Iterable[tuple[str, bool]], weight: int = TENANT_WEIGHT) -> NaiveBayes:
         """A copy with ``extra`` (normalised text, is_spam) added at ``weight`` each."""

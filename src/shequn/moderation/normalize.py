@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -92,7 +93,9 @@ _JOIN = re.compile(f"{_SPACED_ALNUM.pattern}|{_DIGIT_GROUPS.pattern}")
 # cheap gates in front of _JOIN: digits split by a separator, or two one-character tokens in a row
 # (plain English passes neither, so its words are not scanned by the look-behind pattern)
 _DIGIT_SEP = re.compile(r"[0-9][ \-.·]{1,2}[0-9]")
-_SINGLES = re.compile(r"(?:^|[^a-z0-9])[a-z0-9][\s._\-*|/\\·~,=•]+[a-z0-9](?:[^a-z0-9]|$)")
+# (written to start with a character class, so that sre skips to the next ASCII letter or digit in C
+# instead of trying every position: the look-behind checks that the letter starts a token)
+_SINGLES = re.compile(r"[a-z0-9](?<![a-z0-9]{2})[\s._\-*|/\\·~,=•]+[a-z0-9](?![a-z0-9])")
 _DOT_TLD = re.compile(r"[a-z0-9]\.[a-z]{2}")
 _SEPARATORS = re.compile(r"[^a-z0-9]+")
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
@@ -161,7 +164,8 @@ class Normalised:
     emails: Sequence[str] = ()
     mentions: int = 0
     digit_runs: Sequence[str] = ()
-    flags: set[str] = field(default_factory=set)  # "truncated", "binary", "surrogates", "stripped", "empty"
+    #: "truncated", "binary", "surrogates", "bytes", "empty"; read-only (most messages share one empty set)
+    flags: AbstractSet[str] = field(default_factory=frozenset)
     original_length: int = 0
 
 
@@ -175,7 +179,7 @@ def sanitise(raw: object) -> tuple[str, set[str]]:
         flags.add("bytes")
     if not isinstance(raw, str):
         raw = str(raw)
-    if raw.isascii():
+    if raw.isascii() or raw.isprintable():  # a lone surrogate (category Cs) is never printable
         return raw, flags
     try:
         raw.encode("utf-8")
@@ -196,25 +200,51 @@ def _traditional_chars() -> frozenset[str]:
     return frozenset(a for a, b in zip(chars, converted, strict=True) if a != b)
 
 
+def _char_class(codepoints: Iterable[int]) -> str:
+    """A regex character class for a set of code points, consecutive ones as ranges."""
+    cps = sorted(set(codepoints))
+    parts: list[str] = []
+    i = 0
+    while i < len(cps):
+        j = i
+        while j + 1 < len(cps) and cps[j + 1] == cps[j] + 1:
+            j += 1
+        parts.append(re.escape(chr(cps[i])) if i == j else f"{re.escape(chr(cps[i]))}-{re.escape(chr(cps[j]))}")
+        i = j + 1
+    return "[" + "".join(parts) + "]"
+
+
+@lru_cache(maxsize=1)
+def _fold_gates() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """(any character the digit table or t2s would change, any character t2s would change): one C
+    scan tells most text that neither step applies (``frozenset.isdisjoint(text)`` builds a string
+    object per character)."""
+    trad = {ord(c) for c in _traditional_chars()}
+    return re.compile(_char_class(trad | set(_DIGITS))), re.compile(_char_class(trad))
+
+
 def fold(text: str) -> str:
     """The character-level folding alone (NFKC, casefold, strip, digit variants, t2s). Used for rule
     terms too, so a term written as 薇信 or in traditional characters matches the same way."""
-    if not text.isascii():
+    if not unicodedata.is_normalized("NFKC", text):
         # the full-width punctuation of ordinary Chinese text is folded with cheap replaces, so that
-        # most messages pass the quick NFKC check and skip the (slower) full normalisation
+        # most messages then pass the quick NFKC check and skip the (slower) full normalisation (text
+        # that is already NFKC has no full-width punctuation: skip both)
         for fw, hw in _FW_PUNCT:
             if fw in text:
                 text = text.replace(fw, hw)
-    if not unicodedata.is_normalized("NFKC", text):
-        text = unicodedata.normalize("NFKC", text)
+        if not unicodedata.is_normalized("NFKC", text):
+            text = unicodedata.normalize("NFKC", text)
     text = text.casefold()
     if not text.isprintable():
         text = _strip_re().sub("", text)
     if not text.isascii():
-        if _DIGIT_GATE.search(text):
-            text = text.translate(_DIGIT_TABLE)
-        if not _traditional_chars().isdisjoint(text):
-            text = _t2s().convert(text)
+        either, traditional = _fold_gates()
+        if either.search(text) is not None:
+            if _DIGIT_GATE.search(text):
+                text = text.translate(_DIGIT_TABLE)
+            if traditional.search(text) is not None:
+                text = _t2s().convert(text)
     return text
 
 
@@ -224,46 +254,57 @@ def _join_spaced(m: re.Match[str]) -> str:
 
 def normalise(raw: object) -> Normalised:
     """Normalise one message. Never raises; see the module docstring for the steps."""
-    text, flags = sanitise(raw)
+    # (allocation-light: on the common path no set, list or match object is created per message)
+    flags: set[str] | None = None
+    if type(raw) is str and (raw.isascii() or raw.isprintable()):  # the common case of sanitise()
+        text: str = raw
+    else:
+        text, flags = sanitise(raw)
     original_length = len(text)
     if original_length > MAX_CHARS:
         text = text[:MAX_CHARS]
+        flags = flags or set()
         flags.add("truncated")
     if text and not text.isprintable():
         head = text[:512]
         if len(_CONTROLS.findall(head)) > 8 or head.count("\ufffd") > 8:
+            flags = flags or set()
             flags.add("binary")
     text = fold(text)
-    out = Normalised(text="", flags=flags, original_length=original_length)
+    urls: Sequence[str] = ()
+    hosts: Sequence[str] = ()
+    emails: Sequence[str] = ()
+    mentions = 0
+    digit_runs: Sequence[str] = ()
 
     # lift out e-mails, URLs and mentions (before joining, which would glue them to their neighbours)
     if "@" in text:
-        emails = _MAIL.findall(text)
-        if emails:
-            out.emails = emails
+        found = _MAIL.findall(text)
+        if found:
+            emails = found
             text = _MAIL.sub(f" {MAIL_MARK} ", text)
-        mentions = _MENTION.findall(text)
-        if mentions:
-            out.mentions = len(mentions)
+        found = _MENTION.findall(text)
+        if found:
+            mentions = len(found)
             text = _MENTION.sub(f" {MENTION_MARK} ", text)
     if "://" in text or "www." in text or _DOT_TLD.search(text):
-        urls: list[str] = []
+        lifted: list[str] = []
 
         def _lift(m: re.Match[str]) -> str:
-            urls.append(m.group(0))
+            lifted.append(m.group(0))
             return _URL_SUB
 
         replaced = _URL.sub(_lift, text)
-        if urls:
+        if lifted:
             text = replaced
-            out.urls = urls
-            hosts = []
-            for u in urls:
+            urls = lifted
+            found_hosts = []
+            for u in lifted:
                 hm = _HOST.match(u)
                 if hm:
                     host = hm.group(1).rstrip(".")
-                    hosts.append(host[4:] if host.startswith("www.") else host)
-            out.hosts = hosts
+                    found_hosts.append(host[4:] if host.startswith("www.") else host)
+            hosts = found_hosts
 
     # join what was spaced out
     if _DIGIT_SEP.search(text) or _SINGLES.search(text):
@@ -274,10 +315,12 @@ def normalise(raw: object) -> Normalised:
     if "  " in text or "\t" in text:
         text = _SPACES.sub(" ", text)
     text = text.strip()
-    runs = _CN_DIGIT_RUN.findall(text)
-    if runs:
-        out.digit_runs = [r.translate(_CN_DIGITS) for r in runs]
+    if _CN_DIGIT_RUN.search(text) is not None:
+        digit_runs = [r.translate(_CN_DIGITS) for r in _CN_DIGIT_RUN.findall(text)]
     if not text:
+        flags = flags or set()
         flags.add("empty")
-    out.text = text
-    return out
+    return Normalised(text, urls, hosts, emails, mentions, digit_runs, flags or _NO_FLAGS, original_length)
+
+
+_NO_FLAGS: frozenset[str] = frozenset()

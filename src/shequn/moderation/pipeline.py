@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import repeat
 from typing import Any
 
 from .classifier import NaiveBayes, default_model
@@ -47,7 +48,7 @@ _QQ_NUMBER = re.compile(r"qq(?:号|群)?[:：]?\s?[1-9][0-9]{4,10}(?![0-9])")
 _MOBILE = ("13", "14", "15", "16", "17", "18", "19")
 
 
-@dataclass
+@dataclass(slots=True)
 class MessageContext:
     """What the pipeline knows about the sender and the recent past (all optional)."""
 
@@ -60,7 +61,7 @@ class MessageContext:
     exempt: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class Verdict:
     verdict: str  # "ad" | "review" | "ok"
     score: float
@@ -125,54 +126,71 @@ class Moderator:
 
     def _content_uncached(self, text: object) -> tuple[Normalised, tuple[Hit, ...], float | None]:
         norm = normalise(text)
-        hits = tuple(self.pack.match(norm)) if self.use_rules else ()
+        hits = self.pack.hits(norm) if self.use_rules else ()
         clf = self.model.logit(norm.text) if self.model is not None and norm.text else None
         return norm, hits, clf
 
     def _behaviour(self, norm: Normalised, ctx: MessageContext, reasons: list[dict[str, Any]]) -> tuple[float, bool]:
         """Behaviour signals (trust tier, links/mentions for new members, flood, duplicates across
-        groups, contact details). Returns (log-odds, strong) where strong marks an independent signal."""
+        groups, contact details). Returns (log-odds, strong) where strong marks an independent signal.
+        Signals are summed and listed in a fixed order; one with weight 0 in the pack is not listed."""
         sig = self.pack.signals
-        fired: list[tuple[str, Any]] = []
+        z = 0.0
         strong = False
         idx = ctx.message_index
         days = ctx.member_joined_days
-        links = [h for h in norm.hosts if not self.pack.allowed_host(h)] if norm.hosts else []
-        mentions = max(norm.mentions, ctx.mentions)
+        hosts = norm.hosts
+        links = [h for h in hosts if not self.pack.allowed_host(h)] if hosts else None
+        mentions = norm.mentions if norm.mentions >= ctx.mentions else ctx.mentions
         if (idx is not None and idx < NEW_MEMBER_MESSAGES) or (days is not None and days < NEW_MEMBER_DAYS):
-            if idx == 0:
-                fired.append(("first_message", None))
-            if len(links) > NEW_MEMBER_MAX_LINKS:
-                fired.append(("new_member_link", links[:3]))
-            if mentions > NEW_MEMBER_MAX_MENTIONS:
-                fired.append(("new_member_mentions", mentions))
-        elif idx is not None and idx >= TRUSTED_MESSAGES and (days is None or days >= TRUSTED_DAYS):
-            fired.append(("trusted_member", None))
-        if links:
-            fired.append(("link", links[:3]))
+            if idx == 0 and (w := sig["first_message"]):
+                z += w
+                reasons.append({"rule": "signal.first_message", "category": None, "weight": w, "detail": None})
+            if links and len(links) > NEW_MEMBER_MAX_LINKS and (w := sig["new_member_link"]):
+                z += w
+                reasons.append({"rule": "signal.new_member_link", "category": None, "weight": w,
+                                "detail": links[:3]})
+            if mentions > NEW_MEMBER_MAX_MENTIONS and (w := sig["new_member_mentions"]):
+                z += w
+                reasons.append({"rule": "signal.new_member_mentions", "category": None, "weight": w,
+                                "detail": mentions})
+        elif (idx is not None and idx >= TRUSTED_MESSAGES and (days is None or days >= TRUSTED_DAYS)
+              and (w := sig["trusted_member"])):
+            z += w
+            reasons.append({"rule": "signal.trusted_member", "category": None, "weight": w, "detail": None})
+        if links and (w := sig["link"]):
+            z += w
+            reasons.append({"rule": "signal.link", "category": None, "weight": w, "detail": links[:3]})
         if mentions >= MENTION_STORM:
-            fired.append(("mention_storm", mentions))
             strong = True
+            if w := sig["mention_storm"]:
+                z += w
+                reasons.append({"rule": "signal.mention_storm", "category": None, "weight": w, "detail": mentions})
         if ctx.messages_last_minute >= FLOOD_PER_MINUTE:
-            fired.append(("flood", ctx.messages_last_minute))
             strong = True
+            if w := sig["flood"]:
+                z += w
+                reasons.append({"rule": "signal.flood", "category": None, "weight": w,
+                                "detail": ctx.messages_last_minute})
         if ctx.same_text_other_groups >= 1:
-            fired.append(("duplicate_across_groups", ctx.same_text_other_groups))
             strong = True
-        if norm.emails:
-            fired.append(("email", len(norm.emails)))
+            if w := sig["duplicate_across_groups"]:
+                z += w
+                reasons.append({"rule": "signal.duplicate_across_groups", "category": None, "weight": w,
+                                "detail": ctx.same_text_other_groups})
+        if norm.emails and (w := sig["email"]):
+            z += w
+            reasons.append({"rule": "signal.email", "category": None, "weight": w, "detail": len(norm.emails)})
         for run in norm.digit_runs:
             if len(run) == 11 and run[:2] in _MOBILE:
-                fired.append(("phone", run[:3] + "****" + run[-4:]))
+                if w := sig["phone"]:
+                    z += w
+                    reasons.append({"rule": "signal.phone", "category": None, "weight": w,
+                                    "detail": run[:3] + "****" + run[-4:]})
                 break
-        if "qq" in norm.text and _QQ_NUMBER.search(norm.text):
-            fired.append(("qq_number", None))
-        z = 0.0
-        for name, detail in fired:
-            w = sig.get(name, 0.0)
-            if w:
-                z += w
-                reasons.append({"rule": "signal." + name, "category": None, "weight": w, "detail": detail})
+        if "qq" in norm.text and _QQ_NUMBER.search(norm.text) and (w := sig["qq_number"]):
+            z += w
+            reasons.append({"rule": "signal.qq_number", "category": None, "weight": w, "detail": None})
         return z, strong
 
     def classify(self, text: object, ctx: MessageContext | None = None) -> Verdict:
@@ -185,35 +203,36 @@ class Moderator:
         z, strong_behaviour = self._behaviour(norm, ctx or _NO_CONTEXT, reasons)
         z += BIAS
         strong_content = False
-        per_cat: dict[str, float] = {}
-        for h in hits:
-            per_cat[h.category] = per_cat.get(h.category, 0.0) + h.weight
-            reasons.append({"rule": h.rule_id, "category": h.category, "weight": h.weight,
-                            "span": list(h.span) if h.span else None, "matched": h.matched})
-        if per_cat:
-            rule_z = sum(min(v, CATEGORY_CAP) for v in per_cat.values())
+        per_cat: dict[str, float] | None = None
+        if hits:
+            per_cat = {}
+            for rule_id, cat, weight, span, matched in hits:
+                per_cat[cat] = per_cat.get(cat, 0.0) + weight
+                reasons.append({"rule": rule_id, "category": cat, "weight": weight,
+                                "span": list(span) if span else None, "matched": matched})
+            rule_z = sum(map(min, per_cat.values(), repeat(CATEGORY_CAP)))
             z += rule_z
             strong_content = rule_z >= STRONG_RULES
         if clf is not None:
             z += CLF_WEIGHT * clf
-            strong_content = strong_content or clf >= STRONG_CLASSIFIER
+            if clf >= STRONG_CLASSIFIER:
+                strong_content = True
             reasons.append({"rule": "classifier", "category": None, "weight": int(CLF_WEIGHT * clf * 1000) / 1000})
         score = 1.0 / (1.0 + math.exp(-(30.0 if z > 30.0 else -30.0 if z < -30.0 else z)))
+        category = None
         if score >= self.ad_threshold:
             verdict = "ad"
+            category = max(per_cat, key=per_cat.__getitem__) if per_cat else "suspected_ad"
         elif score >= self.review_threshold:
             verdict = "review"
+            category = max(per_cat, key=per_cat.__getitem__) if per_cat else "suspected_ad"
         else:
             verdict = "ok"
-        category = None
-        if verdict != "ok":
-            category = max(per_cat, key=per_cat.__getitem__) if per_cat else "suspected_ad"
-        elif "binary" in norm.flags and norm.text:
-            verdict = "review"  # binary-looking content is never silently passed
-            category = "binary"
-        out = Verdict(verdict=verdict, score=score, category=category, reasons=reasons,
-                      signals=int(strong_content) + int(strong_behaviour),
-                      normalised=norm.text, flags=sorted(norm.flags) if norm.flags else [])
+            if "binary" in norm.flags and norm.text:
+                verdict = "review"  # binary-looking content is never silently passed
+                category = "binary"
+        out = Verdict(verdict, score, category, reasons, strong_content + strong_behaviour, norm.text,
+                      sorted(norm.flags) if norm.flags else [])
         if self.external is not None and verdict == "ad":
             try:
                 if not self.external(norm.text, out):

@@ -13,7 +13,9 @@ import math
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import NamedTuple
+from re import _constants as _c  # type: ignore[attr-defined]
+from re import _parser  # type: ignore[attr-defined]
+from typing import Any, NamedTuple
 
 import ahocorasick_rs
 from django.utils.translation import gettext as _
@@ -31,6 +33,7 @@ _DOMAIN = re.compile(r"^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,6
 MAX_WEIGHT = 10.0
 _ASCII_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 MAX_RULES = 5000
+HOST_CACHE = 4096
 
 
 @dataclass(frozen=True)
@@ -223,7 +226,24 @@ class CompiledPack:
         self.signals = dict.fromkeys(SIGNALS, 0.0) | pack.signals
         self.thresholds = {**DEFAULT_THRESHOLDS, **pack.thresholds}
         self._terms = [r for r in pack.rules if r.kind == "term"]
-        patterns = [r.pattern for r in self._terms]
+        self._regexes = [r for r in pack.rules if r.kind == "regex"]
+        self._each = [re.compile(r.pattern) for r in self._regexes]
+        # a regex runs only when the text contains one of the literals every match of it must contain
+        # ("微信", "qq", … for the contact id rule); those literals are found by the terms' automaton,
+        # so most messages pay one automaton pass and no regex search. A regex without such literals
+        # (or with IGNORECASE) always runs.
+        gates: dict[str, list[int]] = {}
+        self._always: list[int] = []
+        for k, rx in enumerate(self._each):
+            literals = required_literals(rx)
+            if literals is None:
+                self._always.append(k)
+            else:
+                for lit in literals:
+                    gates.setdefault(lit, []).append(k)
+        self._n_terms = len(self._terms)
+        self._gate_regexes = list(gates.values())
+        patterns = [r.pattern for r in self._terms] + list(gates)
         # overlapping matches: "帮我砍一刀" hits both 帮我砍 and 砍一刀
         self._ac = (
             ahocorasick_rs.AhoCorasick(patterns, matchkind=ahocorasick_rs.MatchKind.Standard)
@@ -240,63 +260,218 @@ class CompiledPack:
              r.pattern[-1].isascii() and r.pattern[-1].isalnum())
             for r in self._terms
         ]
-        self._regexes = [r for r in pack.rules if r.kind == "regex"]
-        self._each = [re.compile(r.pattern) for r in self._regexes]
         self._deny = {r.pattern: r for r in pack.rules if r.kind == "domain"}
         self._allow_domains = frozenset(pack.allow_domains)
+        # host → (allowed, denying rule): links repeat, and the label walk is pure; bounded
+        self._hosts: dict[str, tuple[bool, Rule | None]] = {}
+
+    def _host(self, host: str) -> tuple[bool, Rule | None]:
+        known = self._hosts.get(host)
+        if known is None:
+            hit = _domain_match(host, self._deny.keys())
+            known = (_domain_match(host, self._allow_domains) is not None, self._deny[hit] if hit else None)
+            if len(self._hosts) >= HOST_CACHE:
+                self._hosts.clear()
+            self._hosts[host] = known
+        return known
 
     def allowed_host(self, host: str) -> bool:
-        return _domain_match(host, self._allow_domains) is not None
+        return self._host(host)[0]
 
     def denied_host(self, host: str) -> Rule | None:
-        hit = _domain_match(host, self._deny.keys())
-        return self._deny[hit] if hit else None
+        return self._host(host)[1]
 
     def match(self, norm: Normalised) -> list[Hit]:
         """Every rule hit in a normalised message: terms (minus those inside an allowed phrase),
         regexes and denied link domains. One rule counts once."""
+        return list(self.hits(norm))
+
+    def hits(self, norm: Normalised) -> tuple[Hit, ...]:
+        """:meth:`match` as a tuple (the shared empty tuple for most messages: the pipeline's hot path
+        allocates nothing for a message without hits)."""
         text = norm.text
-        hits: list[Hit] = []
-        seen: set[str] = set()
+        hits: list[Hit] | None = None
+        seen: set[str] | None = None
+        gated: set[int] | None = None
         if self._ac is not None and text:
             found = self._ac.find_matches_as_indexes(text, overlapping=True)
             if found:
-                allow_spans = (
-                    [(s, e) for _i, s, e in self._allow_ac.find_matches_as_indexes(text, overlapping=True)]
-                    if self._allow_ac is not None else []
-                )
+                n_terms = self._n_terms
+                allow_spans: list[tuple[int, int]] | None = None
                 n = len(text)
                 info = self._term_info
                 for idx, start, end in found:
+                    if idx >= n_terms:  # a regex's required literal
+                        if gated is None:
+                            gated = set()
+                        gated.update(self._gate_regexes[idx - n_terms])
+                        continue
                     rule_id, category, weight, before, after = info[idx]
-                    if rule_id in seen:
+                    if seen is not None and rule_id in seen:
                         continue
                     if (before and start and text[start - 1] in _ASCII_ALNUM) or (
                         after and end < n and text[end] in _ASCII_ALNUM
                     ):
                         continue
-                    if allow_spans and any(s <= start and end <= e for s, e in allow_spans):
-                        continue
+                    if self._allow_ac is not None:
+                        if allow_spans is None:
+                            allow_spans = [
+                                (s, e) for _i, s, e in self._allow_ac.find_matches_as_indexes(text, overlapping=True)
+                            ]
+                        masked = False
+                        for s, e in allow_spans:
+                            if s <= start and end <= e:
+                                masked = True
+                                break
+                        if masked:
+                            continue
+                    if seen is None:
+                        seen = set()
+                    if hits is None:
+                        hits = []
                     seen.add(rule_id)
-                    hits.append(Hit(rule_id, category, weight, (start, end), text[start:end]))
-        if self._regexes and text:
-            # one search per regex: faster than a combined alternation (whose named groups defeat
-            # sre's first-character scan) and it cannot hide overlapping matches
-            for rule, rx in zip(self._regexes, self._each, strict=True):
-                if rule.id in seen:
-                    continue
-                m = rx.search(text)
+                    hits.append(_new_hit(Hit, (rule_id, category, weight, (start, end), text[start:end])))
+        if text and (gated is not None or self._always):
+            # one search per regex (in pack order): faster than a combined alternation (whose named
+            # groups defeat sre's first-character scan) and it cannot hide overlapping matches. Rule
+            # ids are unique per kind, so a regex cannot repeat a term's or another regex's hit.
+            todo = self._always if gated is None else sorted(gated.union(self._always))
+            regexes, each = self._regexes, self._each
+            for k in todo:
+                m = each[k].search(text)
                 if m is not None:
-                    seen.add(rule.id)
-                    hits.append(Hit(rule.id, rule.category, rule.weight, m.span(), m.group(0)[:80]))
+                    rule = regexes[k]
+                    if hits is None:
+                        hits = []
+                    hits.append(_new_hit(Hit, (rule.id, rule.category, rule.weight, m.span(), m.group(0)[:80])))
         for host in norm.hosts:
-            if self.allowed_host(host):
+            allowed, rule_d = self._host(host)
+            if allowed or rule_d is None:
                 continue
-            rule_d = self.denied_host(host)
-            if rule_d is not None and rule_d.id not in seen:
+            if seen is None:
+                seen = set()
+            if rule_d.id not in seen:
                 seen.add(rule_d.id)
-                hits.append(Hit(rule_d.id, rule_d.category, rule_d.weight, None, host))
-        return hits
+                if hits is None:
+                    hits = []
+                hits.append(_new_hit(Hit, (rule_d.id, rule_d.category, rule_d.weight, None, host)))
+        return tuple(hits) if hits else ()
+
+
+#: builds a Hit without the Python-level ``__new__`` of a NamedTuple (several times cheaper)
+_new_hit = tuple.__new__
+
+
+#: alternatives a regex gate may have (more and the regex simply always runs)
+GATE_MAX = 64
+
+
+def _exact(items: Any) -> set[str] | None:
+    """Every string a parsed regex sequence can match, when that is a small finite set."""
+    out = {""}
+    for op, av in items:
+        alts = _exact_item(op, av)
+        if alts is None:
+            return None
+        out = {a + b for a in out for b in alts}
+        if len(out) > GATE_MAX:
+            return None
+    return out
+
+
+def _exact_item(op: Any, av: Any) -> set[str] | None:
+    if op is _c.LITERAL:
+        return {chr(av)}
+    if op in (_c.AT, _c.ASSERT, _c.ASSERT_NOT):  # zero-width: nothing consumed
+        return {""}
+    if op is _c.IN:
+        chars: set[str] = set()
+        for o, a in av:
+            if o is _c.LITERAL:
+                chars.add(chr(a))
+            elif o is _c.RANGE and a[1] - a[0] < 8:
+                chars.update(map(chr, range(a[0], a[1] + 1)))
+            else:  # NEGATE, CATEGORY (\d, \s, …), wide ranges
+                return None
+        return chars
+    if op is _c.SUBPATTERN:
+        _group, add_flags, _del_flags, body = av
+        return None if add_flags & (re.IGNORECASE | re.LOCALE) else _exact(body)
+    if op is _c.BRANCH:
+        out: set[str] = set()
+        for alt in av[1]:
+            alts = _exact(alt)
+            if alts is None:
+                return None
+            out |= alts
+        return out if len(out) <= GATE_MAX else None
+    if op in (_c.MAX_REPEAT, _c.MIN_REPEAT, _c.POSSESSIVE_REPEAT):
+        lo, hi, body = av
+        if hi > 2:
+            return None
+        once = _exact(body)
+        if once is None:
+            return None
+        out, power = set(), {""}
+        for count in range(hi + 1):
+            if count >= lo:
+                out |= power
+            power = {a + b for a in power for b in once}
+        return out if len(out) <= GATE_MAX else None
+    return None  # ANY, GROUPREF, CATEGORY, atomic groups, …
+
+
+def _required(items: Any) -> set[str] | None:
+    """Strings at least one of which every match of the sequence contains (None: none found)."""
+    candidates: list[set[str]] = []
+    run = {""}
+    for op, av in items:
+        alts = _exact_item(op, av)
+        if alts is not None:
+            longer = {a + b for a in run for b in alts}
+            if len(longer) <= GATE_MAX:
+                run = longer
+                continue
+            candidates.append(run)
+            run = alts
+            continue
+        candidates.append(run)
+        run = {""}
+        inner: set[str] | None = None
+        if op is _c.SUBPATTERN and not av[1] & (re.IGNORECASE | re.LOCALE):
+            inner = _required(av[3])
+        elif op is _c.BRANCH:
+            parts = [_required(alt) for alt in av[1]]
+            if all(p is not None for p in parts):
+                inner = set().union(*parts)  # type: ignore[arg-type]
+        elif op in (_c.MAX_REPEAT, _c.MIN_REPEAT, _c.POSSESSIVE_REPEAT) and av[0] >= 1:
+            inner = _required(av[2])
+        if inner is not None:
+            candidates.append(inner)
+    candidates.append(run)
+    best: set[str] | None = None
+    for cand in candidates:
+        if not cand or "" in cand or len(cand) > GATE_MAX:
+            continue
+        # a string containing another of the set adds nothing: the shorter one is found anyway
+        minimal = {s for s in cand if not any(o != s and o in s for o in cand)}
+        if best is None or (min(map(len, minimal)), -len(minimal)) > (min(map(len, best)), -len(best)):
+            best = minimal
+    return best
+
+
+def required_literals(rx: re.Pattern[str]) -> set[str] | None:
+    """Literals of which every match of ``rx`` contains at least one, or None when there is no such
+    small set (or the pattern ignores case): used to skip searching a message that has none of them."""
+    if rx.flags & (re.IGNORECASE | re.LOCALE):
+        return None
+    try:
+        parsed = _parser.parse(rx.pattern, rx.flags)
+    except Exception:  # pragma: no cover - the pattern compiled; be safe with a private module
+        return None
+    if parsed.state.flags & (re.IGNORECASE | re.LOCALE):
+        return None
+    return _required(list(parsed))
 
 
 def _domain_match(host: str, domains: object) -> str | None:

@@ -1,0 +1,139 @@
+"""The pipeline's fast paths are exact shortcuts: each one is checked against the plain computation
+it replaces, on arbitrary input (the frozen reference covers the shipped pack and model)."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shequn.moderation import normalize, rules
+from shequn.moderation.classifier import CLIP, MAX_CHARS, SCALE, NaiveBayes, default_model
+from shequn.moderation.normalize import normalise
+from shequn.moderation.rules import compile_pack, required_literals
+
+_PIECES = ["微信", "wechat", "qq", "tg", "加", "我", "本人", "联系", "找", "滴滴", "戳", "号", ":", "：", " ",
+           "日", "一天", "每天", "赚", "入", "结", "earn ", "$", "300", "per", "a", "every", "day", "week", "abc123",
+           "店铺码", "1234", "foo", "bar", "x", "y", "z", "\n", "中", "文"]
+_texts = st.lists(st.sampled_from(_PIECES), max_size=12).map("".join) | st.text(alphabet="加微信qtg我日结赚0123 :abcx",
+                                                                             max_size=30)
+_PATTERNS = [
+    *(r.pattern for r in compile_pack("").pack.rules if r.kind == "regex"),
+    r"店铺码\d{4}", r"(?:ab|cd)?e", r"x|yz", r"(?:加|找)(?:我)?(?:微信|qq)", r"a\bb", r"(?<=x)y+z", r"[xy]{2}z",
+    r"(?:foo){1,2}bar", r"(?:x|)y", r"(?=a)abc", r"(a)\1", r"[^a]bc", r"qq?", r"(?:微信|qq)号?[:：]?\s?[a-z]{3}",
+]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        (r"(?:微信|wechat|qq|tg)号?[:：]?\s?[a-z][a-z0-9_-]{5,19}", {"微信", "wechat", "qq", "tg"}),
+        (r"(?:日|一天|每天)(?:赚|入|结)\s?\d{2,4}", {"日赚", "日入", "日结", "一天赚", "一天入", "一天结", "每天赚",
+                                                 "每天入", "每天结"}),
+        (r"店铺码\d{4}", {"店铺码"}),
+        (r"(?:a|)b", {"b"}),
+        (r"a|b", {"a", "b"}),
+        (r"(?i)abc", None),  # case-insensitive: no literal is certain
+        (r"(?i:ab)cd", {"cd"}),
+        (r"x?", None),  # can match the empty string
+        (r".*", None),
+        (r"[^a]bc", {"bc"}),
+    ],
+)
+def test_required_literals(pattern: str, expected: set[str] | None) -> None:
+    assert required_literals(re.compile(pattern)) == expected
+
+
+@given(st.sampled_from(_PATTERNS), _texts)
+@settings(max_examples=600, deadline=None)
+def test_a_regex_never_matches_text_without_its_literals(pattern: str, text: str) -> None:
+    literals = required_literals(re.compile(pattern))
+    if literals is not None and re.search(pattern, text):
+        assert any(lit in text for lit in literals)
+
+
+_COMMUNITY = (
+    "category x 测试\n"
+    "  regex 2.0 @shop_code 店铺码\\d{4}\n"
+    "  regex 1.0 @yz (?:x|)y+z\n"
+    "  regex 1.0 @digits \\d{3}\n"  # no literal: always searched
+    "  regex 1.0 @nocase (?i)WeChat\n"
+    "  term 1.5 联系我\n"
+)
+
+
+def test_gated_regexes_hit_exactly_like_searching_every_regex(monkeypatch: pytest.MonkeyPatch) -> None:
+    gated = compile_pack(_COMMUNITY)
+    monkeypatch.setattr(rules, "required_literals", lambda rx: None)
+    plain = compile_pack(_COMMUNITY)
+    assert not plain._gate_regexes and gated._gate_regexes
+    from .reference import inputs
+
+    texts = [t for _source, t in inputs()] + ["店铺码1234 联系我 wechat", "xyyz 123", "yz", "找我qq abcdef"]
+    for text in texts:
+        norm = normalise(text)
+        assert gated.match(norm) == plain.match(norm), text
+
+
+@given(_texts)
+@settings(max_examples=300, deadline=None)
+def test_gated_regexes_on_arbitrary_text(text: str) -> None:
+    gated = compile_pack(_COMMUNITY)
+    norm = normalise(text)
+    expected = [(r.id, m.span()) for r, rx in zip(gated._regexes, gated._each, strict=True)
+                if (m := rx.search(norm.text)) and norm.text]
+    assert [(h.rule_id, h.span) for h in gated.match(norm) if ".regex." in h.rule_id] == expected
+
+
+_OLD_SINGLES = re.compile(r"(?:^|[^a-z0-9])[a-z0-9][\s._\-*|/\\·~,=•]+[a-z0-9](?:[^a-z0-9]|$)")
+
+
+@given(st.text(alphabet="ab19 .-·_*|/\\~,=•\n\t中x", max_size=16))
+@settings(max_examples=500, deadline=None)
+def test_single_letter_gate_finds_what_the_original_pattern_found(text: str) -> None:
+    assert bool(normalize._SINGLES.search(text)) == bool(_OLD_SINGLES.search(text))
+
+
+_cjk = st.text(alphabet=st.characters(min_codepoint=0x4E00, max_codepoint=0x9FFF), max_size=20)
+
+
+@given(_cjk | st.text(max_size=20))
+@settings(max_examples=500, deadline=None)
+def test_fold_gates_agree_with_the_character_sets(text: str) -> None:
+    either, traditional = normalize._fold_gates()
+    changes_t2s = not normalize._traditional_chars().isdisjoint(text)
+    assert (traditional.search(text) is not None) == changes_t2s
+    assert (either.search(text) is not None) == (changes_t2s or bool(normalize._DIGIT_GATE.search(text)))
+
+
+def _slow_logit(model: NaiveBayes, text: str) -> float:
+    """The classifier written out plainly: every bigram occurrence, every distinct known word."""
+    weights = model._compile() if model._weights is None else model._weights
+    t = re.sub("[1-9]", "0", text[:MAX_CHARS])
+    total = weights.get(f"\x00len{min(len(t).bit_length(), 9)}", 0.0)
+    k = 1
+    for i in range(len(t) - 1):
+        w = weights.get(t[i:i + 2])
+        if w is not None:
+            total += w
+            k += 1
+    for word in dict.fromkeys(re.findall("[a-z]+", t)):
+        w = weights.get("\x01" + word)
+        if w is not None and re.search("[a-z]{3}", t):
+            total += w
+            k += 1
+    z = model._prior + SCALE * total / math.sqrt(k)
+    return max(-CLIP, min(CLIP, z))
+
+
+@given(st.text(max_size=60) | st.lists(st.sampled_from(["加微信", "兼职", "刷单", "日结", "earn", "money", "today",
+                                                         "周末", "露营", "123", " "]), max_size=12).map("".join))
+@settings(max_examples=400, deadline=None)
+def test_logit_equals_the_plain_computation(text: str) -> None:
+    model = default_model()
+    norm = normalise(text).text
+    if norm:
+        assert math.isclose(model.logit(norm), _slow_logit(model, norm), rel_tol=1e-9, abs_tol=1e-9)
