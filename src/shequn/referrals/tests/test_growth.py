@@ -73,7 +73,7 @@ def test_leaderboards_by_period_and_scope_follow_valid_referrals(tenant):
 
 @pytest.mark.redis
 def test_leaderboard_redis_mirror_matches_sql(tenant, settings):
-    settings.REDIS_URL = os.environ["SHEQUN_REDIS_URL"]
+    settings.REDIS_URL = settings.REDIS_URL or os.environ["SHEQUN_REDIS_URL"]  # per-worker db (settings_test)
     import redis
 
     r = redis.Redis.from_url(settings.REDIS_URL)
