@@ -3,10 +3,10 @@
 #
 #   scripts/i18n.sh     extract (makemessages -l en), compile, list what still needs English
 #
-# shequn's msgids are Chinese (the source language); the English lives in
-#   src/shequn/locale/en/LC_MESSAGES/django.po          every app but the console (LOCALE_PATHS)
-#   src/shequn/console/locale/en/LC_MESSAGES/django.po  the console app's own strings
-# (console/locale/zh_Hans holds Chinese for unfold's English strings and is not touched here.)
+# shequn's msgids are Chinese (the source language); the English for every app lives in
+# src/shequn/locale/en/LC_MESSAGES/django.po (LOCALE_PATHS; shequn's makemessages override sends
+# all strings there). console/locale/zh_Hans holds Chinese for unfold's English strings and is
+# not touched here.
 # After a run, fill in the entries it lists (an empty msgstr, or "#, fuzzy": msgmerge guessed the
 # English from a similar msgid; check it and delete the fuzzy flag), run it again to compile, and
 # commit the .po and .mo files. src/shequn/core/tests/test_i18n.py fails until nothing is listed.
@@ -17,7 +17,7 @@ ROOT=$PWD
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
 [ -x "$PY" ] || PY=python3
 export SHEQUN_HOME="${SHEQUN_HOME:-$(mktemp -d)}"
-CATALOGS=(locale/en/LC_MESSAGES/django.po console/locale/en/LC_MESSAGES/django.po)
+CATALOGS=(locale/en/LC_MESSAGES/django.po)
 
 cd "$ROOT/src/shequn"
 "$PY" -m django makemessages --settings=shequn.settings -l en --no-obsolete \

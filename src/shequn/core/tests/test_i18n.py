@@ -32,8 +32,8 @@ from shequn.console.tests import factories as f
 from shequn.core.models import StaffRole, Tenant
 
 PACKAGE = Path(__file__).resolve().parents[2]  # src/shequn
-#: the catalogs that hold English for shequn's Chinese msgids
-EN_CATALOGS = [PACKAGE / "locale/en/LC_MESSAGES/django.po", PACKAGE / "console/locale/en/LC_MESSAGES/django.po"]
+#: the catalog that holds English for shequn's Chinese msgids (makemessages puts them all there)
+EN_CATALOGS = [PACKAGE / "locale/en/LC_MESSAGES/django.po"]
 #: every catalog shequn ships (the console's zh_Hans one translates unfold's English strings)
 ALL_CATALOGS = [*EN_CATALOGS, PACKAGE / "console/locale/zh_Hans/LC_MESSAGES/django.po"]
 FIX = "Run scripts/i18n.sh, translate what it lists, run it again and commit the .po and .mo files."
