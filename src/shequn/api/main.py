@@ -51,13 +51,6 @@ def _english() -> bool:
     return (get_language() or "").startswith("en")
 
 
-def _t(msgid: str, english: str) -> str:
-    """gettext with an English fallback for the API layer's own messages while the ``en`` catalog
-    lacks them: the catalog wins when it has a translation."""
-    text = _(msgid)
-    return english if text == msgid and _english() else text
-
-
 #: pydantic error type → Chinese message (msgids; ``%(x)s`` filled from the error's ctx)
 _PYDANTIC_ZH = {
     "missing": gettext_noop("必填"),
@@ -113,13 +106,13 @@ def _validation_error(request: HttpRequest, exc: NinjaValidationError) -> HttpRe
          "type": err.get("type", "")}
         for err in exc.errors
     ]
-    return _error(request, 422, "validation_error", _t("请求数据不合法", "The request data is invalid"), details)
+    return _error(request, 422, "validation_error", _("请求数据不合法"), details)
 
 
 @api.exception_handler(AuthenticationError)
 def _auth_error(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
     return _error(request, 401, "unauthorized",
-                  _t("需要登录或有效的 API 密钥", "Log in or send a valid API key"))
+                  _("需要登录或有效的 API 密钥"))
 
 
 @api.exception_handler(HttpError)
@@ -128,10 +121,10 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     message = str(exc)
     if message == "Cannot parse request body":
         code = "malformed_body"
-        message = _t("请求体无法解析, 需要合法的 JSON", "Cannot parse the request body (JSON expected)")
+        message = _("请求体无法解析, 需要合法的 JSON")
     elif message.startswith("CSRF check"):
         code = "csrf_failed"
-        message = _t("CSRF 校验失败, 请刷新页面后重试", "CSRF check failed; reload the page and retry")
+        message = _("CSRF 校验失败, 请刷新页面后重试")
     return _error(request, exc.status_code, code, message)
 
 
