@@ -2,6 +2,7 @@
 
 import os
 
+from . import settings as _base
 from .settings import *  # noqa: F403
 
 TASKS = {"default": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend",
@@ -13,12 +14,11 @@ LANGUAGE_CODE = "zh-hans"
 # workers; Redis keys built from them (behaviour windows, leaderboards, the flash-sale gate, the
 # cache) must not meet either. Worker gwN uses database (D - N) of the configured Redis URL.
 _worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-if REDIS_URL and _worker.startswith("gw") and _worker[2:].isdigit():  # noqa: F405
+if _base.REDIS_URL and _worker.startswith("gw") and _worker[2:].isdigit():
     from urllib.parse import urlsplit, urlunsplit
 
-    _parts = urlsplit(REDIS_URL)  # noqa: F405
-    _db = int((_parts.path or "/0").lstrip("/") or 0)
-    _db = (_db - int(_worker[2:])) % 16
+    _parts = urlsplit(_base.REDIS_URL)
+    _db = (int((_parts.path or "/0").lstrip("/") or 0) - int(_worker[2:])) % 16
     REDIS_URL = urlunsplit(_parts._replace(path=f"/{_db}"))
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
     CRONTASK = {"REDIS_URL": REDIS_URL}
