@@ -294,12 +294,15 @@ def _resolve_members(
 
     try:
         with transaction.atomic():  # fast path: nobody else is creating these senders right now
-            new_members = [new_member(k) for k in missing]
-            Member.objects.bulk_create(new_members, batch_size=500)
-            Identity.objects.bulk_create(
-                [new_identity(k, m.pk) for k, m in zip(missing, new_members, strict=True)], batch_size=500)
-        for k, m in zip(missing, new_members, strict=True):
-            out[k] = m.pk
+            member_ids = _insert_returning_ids(Member, [
+                {"tenant_id": tenant_id, "display_name": (wanted[k].sender_name or k[1])[:120],
+                 "first_seen_at": wanted[k].occurred_at, "source_channel": k[0]} for k in missing])
+            _insert_returning_ids(Identity, [
+                {"tenant_id": tenant_id, "member_id": member_id, "platform": k[0], "external_id": k[1],
+                 "display_name": wanted[k].sender_name[:120], "verified": True}
+                for k, member_id in zip(missing, member_ids, strict=True)])
+        for k, member_id in zip(missing, member_ids, strict=True):
+            out[k] = member_id
         return out, len(missing)
     except IntegrityError:
         pass
@@ -315,6 +318,53 @@ def _resolve_members(
         except IntegrityError:
             out[k] = Identity.objects.get(tenant_id=tenant_id, platform=k[0], external_id=k[1]).member_id
     return out, created
+
+
+def _iso(value: Any) -> str:
+    """JSON for datetimes with full microseconds (DjangoJSONEncoder rounds to milliseconds)."""
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    raise TypeError(type(value).__name__)
+
+
+def _insert_returning_ids(model: type[Any], rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Insert ``rows`` (attname → value; other fields take their model default, ``auto_now[_add]``
+    fields now) in one statement per chunk and return the new ids in row order, as Django's own
+    ``bulk_create`` does from RETURNING (both databases return rows in insertion order).
+
+    Why not ``bulk_create``: building a model instance and compiling every field per row cost ~0.5 ms
+    a member here. PostgreSQL: ``json_populate_recordset`` of the table's row type, one parameter;
+    SQLite: multi-row VALUES of ``get_db_prep_save`` values."""
+    if not rows:
+        return []
+    now = timezone.now()
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    defaults: dict[str, Any] = {}
+    for f in fields:
+        auto = getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)
+        defaults[f.attname] = now if auto else f.get_default()
+    table = model._meta.db_table
+    columns = ", ".join(f'"{f.column}"' for f in fields)
+    ids: list[int] = []
+    with connection.cursor() as cursor:
+        if _is_pg():
+            sql = (f'INSERT INTO "{table}" ({columns}) SELECT {columns} '  # noqa: S608
+                   f'FROM json_populate_recordset(NULL::"{table}", %s::json) RETURNING id')
+            for chunk in _chunks(rows, 5000):
+                payload = json.dumps([{f.column: r.get(f.attname, defaults[f.attname]) for f in fields}
+                                      for r in chunk], default=_iso, ensure_ascii=False)
+                cursor.execute(sql, [payload])
+                ids += [pk for (pk,) in cursor.fetchall()]
+        else:
+            one = "(" + ", ".join(["%s"] * len(fields)) + ")"
+            per_chunk = max(1, min(1000, _sqlite_max_vars() // len(fields)))
+            for chunk in _chunks(rows, per_chunk):
+                params = [f.get_db_prep_save(r.get(f.attname, defaults[f.attname]), connection)
+                          for r in chunk for f in fields]
+                cursor.execute(f'INSERT INTO "{table}" ({columns}) VALUES '  # noqa: S608
+                               f'{", ".join([one] * len(chunk))} RETURNING id', params)
+                ids += [pk for (pk,) in cursor.fetchall()]
+    return ids
 
 
 _EVENT_COLUMNS = ("tenant_id", "member_id", "community_id", "group_id", "platform", "platform_event_id", "kind",
@@ -373,8 +423,10 @@ def _insert_events(tenant_id: int, rows: Sequence[_Row], now: dt.datetime) -> di
                 for r in chunk:
                     params += (tenant_id, r.member_id, r.community_id, r.group_id, r.platform, r.event_id, r.kind,
                                when(r.occurred_at), received, dumps(r.payload, ensure_ascii=False))
-                sqlite3.Cursor.execute(raw, f'INSERT INTO "{table}" ({columns}) '  # noqa: S608
-                                       f'VALUES {", ".join([one] * len(chunk))} {conflict} {returning}', params)
+                with connection.wrap_database_errors:
+                    sqlite3.Cursor.execute(raw, f'INSERT INTO "{table}" ({columns}) '  # noqa: S608
+                                           f'VALUES {", ".join([one] * len(chunk))} {conflict} {returning}',
+                                           params)
                 for pk, platform, eid in raw.fetchall():
                     out[(platform, eid)] = pk
     return out
