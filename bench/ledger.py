@@ -52,6 +52,10 @@ def setup(db: str) -> str:
     return label
 
 
+def _load() -> str:
+    return "load {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
 def baseline() -> None:
     """The machine's ceiling for one client: a bare one-row UPDATE, one commit each."""
     from django.db import connection, transaction
@@ -65,7 +69,7 @@ def baseline() -> None:
         with transaction.atomic(), connection.cursor() as cur:
             cur.execute("UPDATE bench_baseline SET b = b + 1 WHERE id = 1")
     dt = time.perf_counter() - t0
-    print(f"  baseline:          {500 / dt:8.0f} bare UPDATE commits/s  (this machine, right now)")
+    print(f"  baseline:          {500 / dt:8.0f} bare UPDATE commits/s  (this machine, right now; {_load()})")
 
 
 def bench_postings(n: int) -> None:
@@ -86,7 +90,7 @@ def bench_postings(n: int) -> None:
                                                                                        (acct, amount)]
         do_post(tid, f"b:{i}", "bench", lines, memo="bench", ref=("bench", i))
     dt = time.perf_counter() - t0
-    print(f"  postings:          {n / dt:8.0f} postings/s  ({n} postings, {dt:.2f} s)")
+    print(f"  postings:          {n / dt:8.0f} postings/s  ({n} postings, {dt:.2f} s; {_load()})")
 
     t0 = time.perf_counter()
     replay = min(n, 2000)
