@@ -92,6 +92,32 @@ def bench_postings(n: int) -> None:
     dt = time.perf_counter() - t0
     print(f"  postings:          {n / dt:8.0f} postings/s  ({n} postings, {dt:.2f} s; {_load()})")
 
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        # the same postings as bare ``SELECT ledger_post(…)`` calls on the raw psycopg connection, params
+        # prepared beforehand: what the server + commit cost without do_post's Python around it
+        from django.utils import timezone
+
+        from shequn.ledger.services import _aggregate, _lines_hash
+
+        prepared = []
+        for i, (acct, amount, with_fee) in enumerate(plan):
+            lines = [(expense, -amount), (acct, amount - 10), (fees, 10)] if with_fee else [(expense, -amount),
+                                                                                           (acct, amount)]
+            per = _aggregate(tid, lines)
+            ids = sorted(per)
+            prepared.append([tid, f"raw:{i}", "bench", "bench", "bench", str(i), _lines_hash("bench", per),
+                             timezone.now(), ids, [per[a] for a in ids]])
+        connection.ensure_connection()
+        raw = connection.connection.cursor()
+        t0 = time.perf_counter()
+        for params in prepared:
+            raw.execute("SELECT ledger_post(%s, %s, %s, %s, %s, %s, %s, %s, %s::bigint[], %s::bigint[])", params)
+            raw.fetchone()
+        dt = time.perf_counter() - t0
+        print(f"  raw ledger_post:   {n / dt:8.0f} postings/s  (server + commit only, no do_post Python; {_load()})")
+
     t0 = time.perf_counter()
     replay = min(n, 2000)
     for i, (acct, amount, with_fee) in enumerate(plan[:replay]):
