@@ -338,7 +338,12 @@ def _insert_returning_ids(model: type[Any], rows: Sequence[dict[str, Any]]) -> l
     if not rows:
         return []
     now = timezone.now()
-    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    from django.db.models import NOT_PROVIDED
+
+    # fields with a database default are left to the database unless a row names them
+    named = {k for r in rows for k in r}
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key
+              and (f.db_default is NOT_PROVIDED or f.attname in named)]
     defaults: dict[str, Any] = {}
     for f in fields:
         auto = getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)
