@@ -52,6 +52,10 @@ def setup(db: str) -> str:
     return label
 
 
+def _load() -> str:
+    return "load {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
 def baseline() -> None:
     """The machine's ceiling for one client: a bare one-row UPDATE, one commit each."""
     from django.db import connection, transaction
@@ -65,7 +69,7 @@ def baseline() -> None:
         with transaction.atomic(), connection.cursor() as cur:
             cur.execute("UPDATE bench_baseline SET b = b + 1 WHERE id = 1")
     dt = time.perf_counter() - t0
-    print(f"  baseline:          {500 / dt:8.0f} bare UPDATE commits/s  (this machine, right now)")
+    print(f"  baseline:          {500 / dt:8.0f} bare UPDATE commits/s  (this machine, right now; {_load()})")
 
 
 def bench_postings(n: int) -> None:
@@ -86,7 +90,33 @@ def bench_postings(n: int) -> None:
                                                                                        (acct, amount)]
         do_post(tid, f"b:{i}", "bench", lines, memo="bench", ref=("bench", i))
     dt = time.perf_counter() - t0
-    print(f"  postings:          {n / dt:8.0f} postings/s  ({n} postings, {dt:.2f} s)")
+    print(f"  postings:          {n / dt:8.0f} postings/s  ({n} postings, {dt:.2f} s; {_load()})")
+
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        # the same postings as bare ``SELECT ledger_post(…)`` calls on the raw psycopg connection, params
+        # prepared beforehand: what the server + commit cost without do_post's Python around it
+        from django.utils import timezone
+
+        from shequn.ledger.services import _aggregate, _lines_hash
+
+        prepared = []
+        for i, (acct, amount, with_fee) in enumerate(plan):
+            lines = [(expense, -amount), (acct, amount - 10), (fees, 10)] if with_fee else [(expense, -amount),
+                                                                                           (acct, amount)]
+            per = _aggregate(tid, lines)
+            ids = sorted(per)
+            prepared.append([tid, f"raw:{i}", "bench", "bench", "bench", str(i), _lines_hash("bench", per),
+                             timezone.now(), ids, [per[a] for a in ids]])
+        connection.ensure_connection()
+        raw = connection.connection.cursor()
+        t0 = time.perf_counter()
+        for params in prepared:
+            raw.execute("SELECT ledger_post(%s, %s, %s, %s, %s, %s, %s, %s, %s::bigint[], %s::bigint[])", params)
+            raw.fetchone()
+        dt = time.perf_counter() - t0
+        print(f"  raw ledger_post:   {n / dt:8.0f} postings/s  (server + commit only, no do_post Python; {_load()})")
 
     t0 = time.perf_counter()
     replay = min(n, 2000)

@@ -45,7 +45,7 @@ class IngestResult:
     created_members: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class _Clean:
     index: int
     platform: str
@@ -144,20 +144,14 @@ def do_ingest(tenant_id: int, events: Sequence[Mapping[str, Any]], *, create_mem
 
     now = timezone.now()
     with transaction.atomic():
-        # 1. drop events already stored
+        # 1. drop events already stored (one indexed lookup per platform, no model instances)
         existing: set[tuple[str, str]] = set()
         by_platform: dict[str, list[str]] = {}
         for c in cleaned:
             by_platform.setdefault(c.platform, []).append(c.event_id)
         for platform, ids in by_platform.items():
-            for chunk in _chunks(ids, 900):
-                existing.update(
-                    (platform, eid)
-                    for eid in ActivityEvent.objects.filter(
-                        tenant_id=tenant_id, platform=platform, platform_event_id__in=chunk
-                    ).values_list("platform_event_id", flat=True)
-                )
-        fresh = [c for c in cleaned if (c.platform, c.event_id) not in existing]
+            existing.update((platform, eid) for eid in _existing_event_ids(tenant_id, platform, ids))
+        fresh = [c for c in cleaned if (c.platform, c.event_id) not in existing] if existing else cleaned
         result.duplicates += len(cleaned) - len(fresh)
         if not fresh:
             return result
@@ -168,29 +162,24 @@ def do_ingest(tenant_id: int, events: Sequence[Mapping[str, Any]], *, create_mem
         result.created_members = created
 
         direct_ok: set[int] = members.get("__direct__", set())
-        rows: list[ActivityEvent] = []
-        kept: list[_Clean] = []
+        rows: list[_Row] = []
         for c in fresh:
             member_id = c.member_id if c.member_id is not None else members.get((c.platform, c.sender or ""))
             if c.member_id is not None and c.member_id not in direct_ok:
                 result.errors.append(IngestError(c.index, "member_id", _("会员不存在")))
                 continue
             g = groups.get((c.platform, c.group or ""))
-            rows.append(ActivityEvent(
-                tenant_id=tenant_id, member_id=member_id, community_id=g[1] if g else None,
-                group_id=g[0] if g else None, platform=c.platform, platform_event_id=c.event_id, kind=c.kind,
-                occurred_at=c.occurred_at, received_at=now, payload=c.payload,
-            ))
-            kept.append(c)
+            rows.append(_Row(member_id, g[1] if g else None, g[0] if g else None, c.platform, c.event_id, c.kind,
+                             c.occurred_at, c.payload))
         # one insert order for everyone, so two concurrent ingests of overlapping batches cannot deadlock
-        rows.sort(key=lambda r: (r.platform, r.platform_event_id))
-        _insert_events(rows)
-        # ignore_conflicts leaves pks unset: read back exactly the rows this call stored
-        stored_ids = _stored_ids(tenant_id, kept, now)
+        rows.sort(key=lambda r: (r.platform, r.event_id))
+        # INSERT … ON CONFLICT DO NOTHING RETURNING: the ids of exactly the rows this call stored
+        stored_ids = _insert_events(tenant_id, rows, now)
         result.stored = len(stored_ids)
-        result.duplicates += len(kept) - len(stored_ids)
+        result.duplicates += len(rows) - len(stored_ids)
         result.event_ids = sorted(stored_ids.values())
-        stored_rows = [r for r in rows if (r.platform, r.platform_event_id) in stored_ids]
+        stored_rows = [r for r in rows if (r.platform, r.event_id) in stored_ids] \
+            if len(stored_ids) != len(rows) else rows
         _apply_side_effects(tenant_id, stored_rows)
         if result.event_ids and consumers():
             from .tasks import dispatch_events
@@ -200,24 +189,74 @@ def do_ingest(tenant_id: int, events: Sequence[Mapping[str, Any]], *, create_mem
     return result
 
 
+@dataclass(slots=True)
+class _Row:
+    member_id: int | None
+    community_id: int | None
+    group_id: int | None
+    platform: str
+    event_id: str
+    kind: str
+    occurred_at: dt.datetime
+    payload: dict[str, Any]
+
+
+def _is_pg() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def _in(values: Sequence[Any]) -> tuple[str, Any]:
+    """A membership test against a whole list bound as ONE parameter: ``= ANY(%s)`` (PostgreSQL array)
+    or ``IN (SELECT value FROM json_each(%s))`` (SQLite). The statement text stays short and constant,
+    so neither driver re-parses a 1000-placeholder query on every batch, and there is no 999-variable
+    chunking."""
+    if _is_pg():
+        return "= ANY(%s)", list(values)
+    return "IN (SELECT value FROM json_each(%s))", json.dumps(list(values), ensure_ascii=False)
+
+
+def _existing_event_ids(tenant_id: int, platform: str, ids: Sequence[str]) -> list[str]:
+    table = ActivityEvent._meta.db_table
+    test, param = _in(ids)
+    with connection.cursor() as cursor:
+        cursor.execute(f'SELECT platform_event_id FROM "{table}" WHERE tenant_id = %s AND platform = %s '  # noqa: S608
+                       f"AND platform_event_id {test}", [tenant_id, platform, param])
+        return [r[0] for r in cursor.fetchall()]
+
+
 def _chunks(seq: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     for i in range(0, len(seq), size):
         yield seq[i : i + size]
 
 
 def _resolve_groups(tenant_id: int, events: Sequence[_Clean]) -> dict[tuple[str, str], tuple[int, int]]:
-    keys = {(c.platform, c.group) for c in events if c.group}
+    by_platform: dict[str, set[str]] = {}
+    for c in events:
+        if c.group:
+            by_platform.setdefault(c.platform, set()).add(c.group)
     out: dict[tuple[str, str], tuple[int, int]] = {}
-    by_platform: dict[str, list[str]] = {}
-    for platform, gid in keys:
-        by_platform.setdefault(platform, []).append(gid or "")
+    table = ChatGroup._meta.db_table
     for platform, gids in by_platform.items():
-        for chunk in _chunks(gids, 900):
-            for gid, pk, community_id in ChatGroup.objects.filter(
-                tenant_id=tenant_id, platform=platform, external_id__in=chunk
-            ).values_list("external_id", "pk", "community_id"):
+        test, param = _in(sorted(gids))
+        with connection.cursor() as cursor:
+            cursor.execute(f'SELECT external_id, id, community_id FROM "{table}" '  # noqa: S608
+                           f"WHERE tenant_id = %s AND platform = %s AND external_id {test}",
+                           [tenant_id, platform, param])
+            for gid, pk, community_id in cursor.fetchall():
                 out[(platform, gid)] = (pk, community_id)
     return out
+
+
+def _lookup_identities(tenant_id: int, platform: str, senders: Sequence[str]) -> list[tuple[str, int]]:
+    """(external id, member id) for known senders; a merged member resolves to the one it was merged into."""
+    identity, member = Identity._meta.db_table, Member._meta.db_table
+    test, param = _in(senders)
+    with connection.cursor() as cursor:
+        cursor.execute(f'SELECT i.external_id, COALESCE(m.merged_into_id, i.member_id) FROM "{identity}" i '  # noqa: S608
+                       f'JOIN "{member}" m ON m.id = i.member_id '
+                       f"WHERE i.tenant_id = %s AND i.platform = %s AND i.external_id {test}",
+                       [tenant_id, platform, param])
+        return cursor.fetchall()
 
 
 def _resolve_members(
@@ -233,11 +272,8 @@ def _resolve_members(
     for platform, sender in wanted:
         by_platform.setdefault(platform, []).append(sender)
     for platform, senders in by_platform.items():
-        for chunk in _chunks(senders, 900):
-            for ext, member_id, merged in Identity.objects.filter(
-                tenant_id=tenant_id, platform=platform, external_id__in=chunk
-            ).values_list("external_id", "member_id", "member__merged_into_id"):
-                out[(platform, ext)] = merged or member_id
+        for ext, member_id in _lookup_identities(tenant_id, platform, senders):
+            out[(platform, ext)] = member_id
     direct = {c.member_id for c in events if c.member_id is not None}
     if direct:
         out["__direct__"] = set(
@@ -258,12 +294,15 @@ def _resolve_members(
 
     try:
         with transaction.atomic():  # fast path: nobody else is creating these senders right now
-            new_members = [new_member(k) for k in missing]
-            Member.objects.bulk_create(new_members, batch_size=500)
-            Identity.objects.bulk_create(
-                [new_identity(k, m.pk) for k, m in zip(missing, new_members, strict=True)], batch_size=500)
-        for k, m in zip(missing, new_members, strict=True):
-            out[k] = m.pk
+            member_ids = _insert_returning_ids(Member, [
+                {"tenant_id": tenant_id, "display_name": (wanted[k].sender_name or k[1])[:120],
+                 "first_seen_at": wanted[k].occurred_at, "source_channel": k[0]} for k in missing])
+            _insert_returning_ids(Identity, [
+                {"tenant_id": tenant_id, "member_id": member_id, "platform": k[0], "external_id": k[1],
+                 "display_name": wanted[k].sender_name[:120], "verified": True}
+                for k, member_id in zip(missing, member_ids, strict=True)])
+        for k, member_id in zip(missing, member_ids, strict=True):
+            out[k] = member_id
         return out, len(missing)
     except IntegrityError:
         pass
@@ -281,73 +320,150 @@ def _resolve_members(
     return out, created
 
 
-def _stored_ids(tenant_id: int, kept: Sequence[_Clean], now: dt.datetime) -> dict[tuple[str, str], int]:
-    out: dict[tuple[str, str], int] = {}
-    by_platform: dict[str, list[str]] = {}
-    for c in kept:
-        by_platform.setdefault(c.platform, []).append(c.event_id)
-    for platform, ids in by_platform.items():
-        for chunk in _chunks(ids, 900):
-            for eid, pk in ActivityEvent.objects.filter(
-                tenant_id=tenant_id, platform=platform, platform_event_id__in=chunk, received_at=now
-            ).values_list("platform_event_id", "pk"):
-                out[(platform, eid)] = pk
-    return out
+def _iso(value: Any) -> str:
+    """JSON for datetimes with full microseconds (DjangoJSONEncoder rounds to milliseconds)."""
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    raise TypeError(type(value).__name__)
+
+
+def _insert_returning_ids(model: type[Any], rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Insert ``rows`` (attname → value; other fields take their model default, ``auto_now[_add]``
+    fields now) in one statement per chunk and return the new ids in row order, as Django's own
+    ``bulk_create`` does from RETURNING (both databases return rows in insertion order).
+
+    Why not ``bulk_create``: building a model instance and compiling every field per row cost ~0.5 ms
+    a member here. PostgreSQL: ``json_populate_recordset`` of the table's row type, one parameter;
+    SQLite: multi-row VALUES of ``get_db_prep_save`` values."""
+    if not rows:
+        return []
+    now = timezone.now()
+    from django.db.models import NOT_PROVIDED
+
+    # fields with a database default are left to the database unless a row names them
+    named = {k for r in rows for k in r}
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key
+              and (f.db_default is NOT_PROVIDED or f.attname in named)]
+    defaults: dict[str, Any] = {}
+    for f in fields:
+        auto = getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)
+        defaults[f.attname] = now if auto else f.get_default()
+    table = model._meta.db_table
+    columns = ", ".join(f'"{f.column}"' for f in fields)
+    ids: list[int] = []
+    with connection.cursor() as cursor:
+        if _is_pg():
+            sql = (f'INSERT INTO "{table}" ({columns}) SELECT {columns} '  # noqa: S608
+                   f'FROM json_populate_recordset(NULL::"{table}", %s::json) RETURNING id')
+            for chunk in _chunks(rows, 5000):
+                payload = json.dumps([{f.column: r.get(f.attname, defaults[f.attname]) for f in fields}
+                                      for r in chunk], default=_iso, ensure_ascii=False)
+                cursor.execute(sql, [payload])
+                ids += [pk for (pk,) in cursor.fetchall()]
+        else:
+            one = "(" + ", ".join(["%s"] * len(fields)) + ")"
+            per_chunk = max(1, min(1000, _sqlite_max_vars() // len(fields)))
+            for chunk in _chunks(rows, per_chunk):
+                params = [f.get_db_prep_save(r.get(f.attname, defaults[f.attname]), connection)
+                          for r in chunk for f in fields]
+                cursor.execute(f'INSERT INTO "{table}" ({columns}) VALUES '  # noqa: S608
+                               f'{", ".join([one] * len(chunk))} RETURNING id', params)
+                ids += [pk for (pk,) in cursor.fetchall()]
+    return ids
 
 
 _EVENT_COLUMNS = ("tenant_id", "member_id", "community_id", "group_id", "platform", "platform_event_id", "kind",
                   "occurred_at", "received_at", "payload")
 
 
-def _insert_events(rows: Sequence[ActivityEvent]) -> None:
-    """``INSERT … ON CONFLICT DO NOTHING`` without the ORM's per-field compile step (which costs more
-    than the database itself here: ~100 µs an event on SQLite). Values are bound parameters only."""
+def _sqlite_max_vars() -> int:
+    import sqlite3
+
+    raw = connection.connection
+    return int(raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)) if hasattr(raw, "getlimit") else 999
+
+
+def _insert_events(tenant_id: int, rows: Sequence[_Row], now: dt.datetime) -> dict[tuple[str, str], int]:
+    """Store ``rows`` with ``INSERT … ON CONFLICT DO NOTHING RETURNING id``; return the ids of the rows
+    this statement stored (a row another ingest stored first is not returned, so it counts as a duplicate).
+
+    Raw SQL, no model instances: the ORM's per-field compile step costs more than the database itself
+    here. PostgreSQL: one short statement binding one array per column (``INSERT … SELECT FROM
+    unnest(…)``), so psycopg neither re-parses a 10,000-placeholder query nor sends one. SQLite (≥ 3.35
+    for RETURNING): multi-row VALUES up to the variable limit. Values are bound parameters only."""
+    if not rows:
+        return {}
     table = ActivityEvent._meta.db_table
-    is_pg = connection.vendor == "postgresql"
     columns = ", ".join(f'"{c}"' for c in _EVENT_COLUMNS)
     conflict = "ON CONFLICT (tenant_id, platform, platform_event_id) DO NOTHING"
-
-    def when(value: dt.datetime) -> Any:
-        return value if is_pg else str(value.astimezone(dt.UTC).replace(tzinfo=None))
-
-    params = [
-        (r.tenant_id, r.member_id, r.community_id, r.group_id, r.platform, r.platform_event_id, r.kind,
-         when(r.occurred_at), when(r.received_at), json.dumps(r.payload, ensure_ascii=False))
-        for r in rows
-    ]
+    returning = "RETURNING id, platform, platform_event_id"
+    dumps = json.dumps
+    out: dict[tuple[str, str], int] = {}
     with connection.cursor() as cursor:
-        if is_pg:
-            one = "(" + ", ".join(["%s"] * (len(_EVENT_COLUMNS) - 1)) + ", %s::jsonb)"
-            for chunk in _chunks(params, 500):
-                sql = f'INSERT INTO "{table}" ({columns}) VALUES {", ".join([one] * len(chunk))} {conflict}'  # noqa: S608
-                cursor.execute(sql, [v for row in chunk for v in row])
+        if _is_pg():
+            sql = (f'INSERT INTO "{table}" ({columns}) SELECT %s, u.m, u.c, u.g, u.p, u.e, u.k, u.t, %s, '  # noqa: S608
+                   f"u.j::jsonb FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::text[], %s::text[], "
+                   f"%s::text[], %s::timestamptz[], %s::text[]) AS u(m, c, g, p, e, k, t, j) {conflict} {returning}")
+            for chunk in _chunks(rows, 5000):
+                cursor.execute(sql, [
+                    tenant_id, now,
+                    [r.member_id for r in chunk], [r.community_id for r in chunk], [r.group_id for r in chunk],
+                    [r.platform for r in chunk], [r.event_id for r in chunk], [r.kind for r in chunk],
+                    [r.occurred_at for r in chunk], [dumps(r.payload, ensure_ascii=False) for r in chunk],
+                ])
+                for pk, platform, eid in cursor.fetchall():
+                    out[(platform, eid)] = pk
         else:
-            one = "(" + ", ".join(["%s"] * len(_EVENT_COLUMNS)) + ")"
-            cursor.executemany(f'INSERT INTO "{table}" ({columns}) VALUES {one} {conflict}', params)  # noqa: S608
+            def when(value: dt.datetime) -> str:
+                return str(value.astimezone(dt.UTC).replace(tzinfo=None))
+
+            received = when(now)
+            per_chunk = max(1, min(1000, _sqlite_max_vars() // len(_EVENT_COLUMNS)))
+            one = "(" + ", ".join(["?"] * len(_EVENT_COLUMNS)) + ")"
+            import sqlite3
+
+            raw = cursor.cursor  # Django's SQLite wrapper; the base execute skips its %s → ? rewrite
+            for chunk in _chunks(rows, per_chunk):
+                params: list[Any] = []
+                for r in chunk:
+                    params += (tenant_id, r.member_id, r.community_id, r.group_id, r.platform, r.event_id, r.kind,
+                               when(r.occurred_at), received, dumps(r.payload, ensure_ascii=False))
+                with connection.wrap_database_errors:
+                    sqlite3.Cursor.execute(raw, f'INSERT INTO "{table}" ({columns}) '  # noqa: S608
+                                           f'VALUES {", ".join([one] * len(chunk))} {conflict} {returning}',
+                                           params)
+                for pk, platform, eid in raw.fetchall():
+                    out[(platform, eid)] = pk
+    return out
 
 
 def _advance_last_active(items: Sequence[tuple[int, dt.datetime]]) -> None:
-    """``last_active_at = max(last_active_at, t)`` for many members in one statement per 400 rows.
+    """``last_active_at = max(last_active_at, t)`` for many members in one statement.
 
-    Raw ``UPDATE … FROM (VALUES …)`` (PostgreSQL, SQLite ≥ 3.33): a CASE expression through the ORM
-    costs ~0.4 ms per member on SQLite. The WHERE keeps the value monotonic under concurrent ingests."""
+    Raw ``UPDATE … FROM`` a list bound as one parameter (PostgreSQL: ``unnest`` of two arrays; SQLite
+    ≥ 3.33: ``json_each``): a CASE expression through the ORM costs ~0.4 ms per member on SQLite. The
+    WHERE keeps the value monotonic under concurrent ingests; rows are updated in member-id order."""
+    if not items:
+        return
     table = Member._meta.db_table
-    is_pg = connection.vendor == "postgresql"
-    cast = "::timestamptz" if is_pg else ""
-    for chunk in _chunks(items, 400):
-        values = ", ".join([f"(%s, %s{cast})"] * len(chunk))
-        params: list[Any] = []
-        for member_id, when in chunk:
-            params += [member_id, when if is_pg else connection.ops.adapt_datetimefield_value(when)]
-        # only placeholders are interpolated; both databases name VALUES columns column1, column2
-        sql = (f'UPDATE "{table}" SET last_active_at = v.column2 FROM (VALUES {values}) AS v '  # noqa: S608
-               f'WHERE "{table}".id = v.column1 AND ("{table}".last_active_at IS NULL '
-               f'OR "{table}".last_active_at < v.column2)')
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
+    with connection.cursor() as cursor:
+        if _is_pg():
+            cursor.execute(
+                f'UPDATE "{table}" SET last_active_at = v.t FROM unnest(%s::bigint[], %s::timestamptz[]) '  # noqa: S608
+                f'AS v(id, t) WHERE "{table}".id = v.id AND ("{table}".last_active_at IS NULL '
+                f'OR "{table}".last_active_at < v.t)',
+                [[m for m, _t in items], [t for _m, t in items]])
+        else:
+            adapt = connection.ops.adapt_datetimefield_value
+            payload = json.dumps([[m, adapt(t)] for m, t in items])
+            cursor.execute(
+                f'UPDATE "{table}" SET last_active_at = v.t FROM (SELECT json_extract(value, \'$[0]\') AS id, '  # noqa: S608
+                f"json_extract(value, '$[1]') AS t FROM json_each(%s)) AS v "
+                f'WHERE "{table}".id = v.id AND ("{table}".last_active_at IS NULL '
+                f'OR "{table}".last_active_at < v.t)', [payload])
 
 
-def _apply_side_effects(tenant_id: int, rows: Sequence[ActivityEvent]) -> None:
+def _apply_side_effects(tenant_id: int, rows: Sequence[_Row]) -> None:
     """Advance members' last_active_at; open/close memberships for join/leave events in time order."""
     last_active: dict[int, dt.datetime] = {}
     for r in rows:

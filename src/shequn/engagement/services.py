@@ -198,10 +198,6 @@ def do_recompute_scores(
     thresholds = [float(t) for t in cfg["level_thresholds"]]
     scored = 0
     with transaction.atomic():
-        reset = MemberScore.objects.filter(tenant_id=tenant_id)
-        if member_ids is not None:
-            reset = reset.filter(member_id__in=member_ids)
-        reset.update(score=0, level=0, computed_at=now)
         chunks: Iterable[Sequence[int] | None] = (
             [member_ids[i : i + 900] for i in range(0, len(member_ids), 900)] if member_ids is not None else [None]
         )
@@ -213,6 +209,12 @@ def do_recompute_scores(
             with connection.cursor() as cur:
                 cur.execute(sql, params)
                 scored += max(cur.rowcount, 0)
+        # then zero the rows the upsert did not touch (no scoring activity left in the window): each row
+        # is written once, not reset and then rewritten
+        reset = MemberScore.objects.filter(tenant_id=tenant_id).exclude(computed_at=now)
+        if member_ids is not None:
+            reset = reset.filter(member_id__in=member_ids)
+        reset.update(score=0, level=0, computed_at=now)
         if lifecycle:
             do_update_lifecycle(tenant_id, member_ids=member_ids, now=now, _cfg=cfg, _tz=tz)
     return scored
@@ -221,7 +223,8 @@ def do_recompute_scores(
 def do_update_lifecycle(tenant_id: int, *, member_ids: Sequence[int] | None = None,
                         now: dt.datetime | None = None, _cfg: dict[str, Any] | None = None,
                         _tz: str | None = None) -> int:
-    """Set ``Member.lifecycle_stage`` (a queryset update) from first/last activity and speaking.
+    """Set ``Member.lifecycle_stage`` (a queryset update) from first/last activity and speaking; return
+    how many members changed stage.
 
     new: first seen < new_days ago · churned: left every community, or silent > dormant_days ·
     dormant: last seen lurking_days..dormant_days ago · active: spoke within active_days ·
@@ -237,7 +240,7 @@ def do_update_lifecycle(tenant_id: int, *, member_ids: Sequence[int] | None = No
     qs = Member.objects.filter(tenant_id=tenant_id, merged_into__isnull=True)
     if member_ids is not None:
         qs = qs.filter(pk__in=list(member_ids))
-    return qs.update(lifecycle_stage=Case(
+    stage = Case(
         When(first_seen_at__gte=now - dt.timedelta(days=int(cfg["new_days"])), then=Value(LifecycleStage.NEW)),
         When(Q(Exists(had_membership)) & ~Q(Exists(open_membership)), then=Value(LifecycleStage.CHURNED)),
         When(Q(last_active_at__isnull=True) | Q(last_active_at__lt=now - dt.timedelta(days=int(cfg["dormant_days"]))),
@@ -245,7 +248,9 @@ def do_update_lifecycle(tenant_id: int, *, member_ids: Sequence[int] | None = No
         When(last_active_at__lt=now - dt.timedelta(days=int(cfg["lurking_days"])), then=Value(LifecycleStage.DORMANT)),
         When(Exists(spoke_recently), then=Value(LifecycleStage.ACTIVE)),
         default=Value(LifecycleStage.LURKING),
-    ))
+    )
+    # only the members whose stage changes are written (most do not, batch after batch)
+    return qs.filter(~Q(lifecycle_stage=stage)).update(lifecycle_stage=stage)
 
 
 # =====================================================================================================
