@@ -19,6 +19,8 @@ with
   paid one for ``/refunds``; the ``share_token`` of a team vs. of a gift coupon);
 * optionally ``HEADERS``: ``{(method, OpenAPI path): {header: value}}`` sent with both calls (e.g. the
   ``Idempotency-Key`` a refund requires);
+* optionally ``MIXED``: ``{(method, OpenAPI path): (own ids, foreign ids) -> body}``: the caller's own
+  object in the path, another tenant's ids in the body (a member, a community) → 404 as well;
 * optionally ``EXEMPT``: ``{(method, OpenAPI path): reason}`` for paths whose parameters are not a
   tenant's object ids (an enum, a webhook naming its tenant in the URL). An exempt path counts as
   covered here; the reason must name the test in that app that checks its isolation instead.
@@ -78,6 +80,7 @@ PATH_PROBES = dict(CORE_PROBES)
 PARAMS: dict[tuple[str, str], dict[str, str]] = {}
 HEADERS: dict[tuple[str, str], dict[str, str]] = {}
 EXEMPT: dict[tuple[str, str], str] = {}
+MIXED: dict[tuple[str, str], object] = {}
 for _mod in APP_MODULES:
     _overlap = (set(PATH_PROBES) | set(EXEMPT)) & (set(_mod.PROBES) | set(getattr(_mod, "EXEMPT", {})))
     assert not _overlap, f"{_mod.__name__} redefines probes {_overlap}"
@@ -85,6 +88,7 @@ for _mod in APP_MODULES:
     PARAMS.update(getattr(_mod, "PARAMS", {}))
     HEADERS.update(getattr(_mod, "HEADERS", {}))
     EXEMPT.update(getattr(_mod, "EXEMPT", {}))
+    MIXED.update(getattr(_mod, "MIXED", {}))
 
 
 def core_ids(w: World) -> dict[str, int]:
@@ -133,7 +137,7 @@ def test_every_id_path_is_probed():
     missing = id_ops - set(PATH_PROBES) - set(EXEMPT)
     assert not missing, (f"endpoints without a tenant-isolation probe: {sorted(missing)} — add them to "
                          "shequn/<app>/tests/isolation.py (see this module's docstring)")
-    stale = (set(PATH_PROBES) | set(EXEMPT) | set(PARAMS) | set(HEADERS)) - id_ops
+    stale = (set(PATH_PROBES) | set(EXEMPT) | set(PARAMS) | set(HEADERS) | set(MIXED)) - id_ops
     assert not stale, f"probes or exemptions for endpoints that no longer exist: {sorted(stale)}"
     unused = (set(PARAMS) | set(HEADERS)) - set(PATH_PROBES)
     assert not unused, f"PARAMS/HEADERS without a probe: {sorted(unused)}"
@@ -169,6 +173,21 @@ def test_other_tenants_ids_are_not_found(method, path, world, other_world, make_
     assert _snapshot(other_world) == before
     mine = client.request(method.upper(), url_own, _body(PATH_PROBES[(method, path)], own), headers=headers)
     assert mine.status_code in (200, 201), (url_own, mine.status_code, mine.content)
+
+
+@pytest.mark.parametrize(("method", "path"), sorted(MIXED))
+def test_own_path_with_foreign_ids_in_the_body(method, path, world, other_world, make_client):
+    """The apps' ``MIXED`` cases: own object in the path, another tenant's ids in the body → 404,
+    nothing of the other tenant changed or shown."""
+    client = make_client(world.tenant)
+    own, foreign = all_ids(world), all_ids(other_world)
+    before = _snapshot(other_world)
+    body = MIXED[(method, path)](own, foreign)  # type: ignore[operator]
+    resp = client.request(method.upper(), _fill(method, path, own), body, headers=HEADERS.get((method, path)))
+    assert resp.status_code == 404, (path, body, resp.status_code, resp.content)
+    assert resp.json()["code"] == "not_found"
+    assert "乙" not in resp.content.decode()
+    assert _snapshot(other_world) == before
 
 
 def test_mixed_own_and_foreign_ids(world, other_world, make_client):

@@ -107,3 +107,16 @@ def snapshot(tenant: Tenant) -> dict[str, Any]:
         "templates": list(CouponTemplate.objects.filter(tenant=tenant).order_by("pk").values_list("pk", "issued")),
         "coupons": list(Coupon.objects.filter(tenant=tenant).order_by("pk").values_list("pk", "status", "owner_id")),
     }
+
+
+def _foreign_member(own: dict[str, Any], foreign: dict[str, Any]) -> dict[str, Any]:
+    return {"member_id": foreign["member_id"]}
+
+
+MIXED = {
+    ("post", f"{P}/flash-sales/{{flash_sale_id}}/buy"): _foreign_member,
+    ("post", f"{P}/group-buys/{{group_buy_id}}/teams"): _foreign_member,
+    ("post", f"{P}/teams/{{share_token}}/join"): _foreign_member,
+    ("post", f"{P}/coupons/{{template_id}}/claim"): _foreign_member,
+    ("post", f"{P}/share-coupons/{{share_token}}/claim"): _foreign_member,
+}

@@ -95,3 +95,7 @@ def snapshot(tenant: Tenant) -> dict[str, Any]:
         "tasks": list(HumanTask.objects.filter(tenant=tenant).order_by("pk").values_list("pk", "status")),
         "qr": QrConfig.objects.filter(tenant=tenant).count(),
     }
+
+MIXED = {
+    ("post", f"{P}/rooms/{{room_id}}/map"): lambda own, foreign: {"community_id": foreign["community_id"]},
+}

@@ -65,3 +65,13 @@ def snapshot(tenant: Tenant) -> dict[str, Any]:
         "tracks": list(ReplyTrack.objects.filter(tenant=tenant).order_by("pk")
                        .values_list("pk", "answered_at", "reply_action_id")),
     }
+
+
+def _foreign_member(own: dict[str, int], foreign: dict[str, int]) -> dict[str, int]:
+    return {"member_id": foreign["member_id"]}
+
+
+MIXED = {
+    ("post", f"{P}/lotteries/{{lottery_id}}/entries"): _foreign_member,
+    ("post", f"{P}/red-packets/{{packet_id}}/claims"): _foreign_member,
+}

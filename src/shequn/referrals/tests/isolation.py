@@ -69,3 +69,7 @@ def snapshot(tenant: Tenant) -> dict[str, Any]:
         "withdrawals": list(Withdrawal.objects.filter(tenant=tenant).order_by("pk").values_list("pk", "status")),
         "signals": list(FraudSignal.objects.filter(tenant=tenant).order_by("pk").values_list("pk", "status")),
     }
+
+MIXED = {
+    ("post", f"{P}/links/{{code}}/click"): lambda own, foreign: {"member_id": foreign["member_id"]},
+}
