@@ -9,9 +9,12 @@ with
 
 * ``PROBES``: ``{(method, OpenAPI path): body}`` — body is ``None``, a JSON dict, or a callable
   ``ids -> dict`` given the *caller's own* ids (so a body may name the caller's own objects);
-* ``build_ids(tenant, ids) -> dict[str, int]``: create that app's objects for ``tenant`` and return
-  ``{path parameter name: id}``; ``ids`` holds the core ids (``member_id``, ``spare_member_id``,
-  ``community_id``, ``group_id``, ``membership_id``, ``role_id``, ``tag_id``, ``key_id``);
+* ``build_ids(tenant, ids) -> dict[str, int | str]``: create that app's objects for ``tenant`` and
+  return ``{path parameter name: id}`` (an id may be a string: a code, a share token, an
+  ``out_trade_no``), each object in the state where the caller's own call succeeds (every test
+  builds fresh worlds, so one-shot actions are fine); ``ids`` holds the core ids (``member_id``,
+  ``spare_member_id``, ``community_id``, ``group_id``, ``membership_id``, ``role_id``, ``tag_id``,
+  ``key_id``) and those of the apps built before it;
 * optionally ``snapshot(tenant) -> object``: a picture of that tenant's rows that the probes must
   not change;
 * optionally ``PARAMS``: ``{(method, OpenAPI path): {path parameter: ids key}}`` when one parameter
