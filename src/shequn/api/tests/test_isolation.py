@@ -144,7 +144,11 @@ def test_every_id_path_is_probed():
     assert not stale, f"probes or exemptions for endpoints that no longer exist: {sorted(stale)}"
     unused = (set(PARAMS) | set(HEADERS)) - set(PATH_PROBES)
     assert not unused, f"PARAMS/HEADERS without a probe: {sorted(unused)}"
-    assert all(isinstance(r, str) and r.strip() for r in EXEMPT.values()), "every exemption needs a reason"
+    for key, reason in EXEMPT.items():  # the reason names the test that checks the path's isolation
+        found = re.search(r"(\w+)/tests/(\w+)\.py::(\w+)", reason)
+        assert found, f"exemption {key} must name its isolation test as <app>/tests/<module>.py::<test>"
+        module = importlib.import_module(f"shequn.{found[1]}.tests.{found[2]}")
+        assert callable(getattr(module, found[3], None)), f"exemption {key} names a missing test: {found[0]}"
     both = set(PATH_PROBES) & set(EXEMPT)
     assert not both, f"paths both probed and exempt: {sorted(both)}"
 
