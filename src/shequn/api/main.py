@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.utils.translation import get_language, gettext_noop
 from django.utils.translation import gettext as _
 from ninja import NinjaAPI
@@ -126,6 +126,22 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
         code = "csrf_failed"
         message = _("CSRF 校验失败, 请刷新页面后重试")
     return _error(request, exc.status_code, code, message)
+
+
+@api.exception_handler(Http404)
+def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
+    """A Django ``Http404`` raised inside a handler: the one error shape, not ninja's ``{detail}``."""
+    return _error(request, 404, "not_found", _t("资源不存在", "Not found"))
+
+
+@api.exception_handler(Exception)
+def _internal_error(request: HttpRequest, exc: Exception) -> HttpResponse:
+    """Anything unhandled: 500 in the one error shape, in the caller's language. The body carries no
+    traceback, exception text or request data (they may hold secrets or PII); the log gets the full
+    traceback with the method and path, for the operator to find by time."""
+    log.error("unhandled error in %s %s: %s", request.method, request.path, type(exc).__name__, exc_info=exc)
+    return _error(request, 500, "internal_error",
+                  _t("服务器内部错误, 请稍后重试", "Internal server error; please try again later"))
 
 
 _IDEMPOTENCY_PARAM = {

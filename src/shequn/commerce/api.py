@@ -314,6 +314,7 @@ def claim_share_coupon(request: HttpRequest, share_token: str, body: MemberIn) -
 @router.get("/members/{member_id}/coupons", response={200: list[CouponOut], **ERRORS})
 def member_coupons(request: HttpRequest, member_id: int) -> Any:
     p = require(request, "commerce.read")
+    services.check_member(p.tenant_id, member_id)
     return list(selectors.member_coupons(p.tenant_id, member_id))
 
 

@@ -83,8 +83,10 @@ class ErrorOut(Schema):
     details: Any = None
 
 
+#: the error responses every operation declares; 500 ``internal_error`` is what an unhandled
+#: exception becomes (``shequn.api.main``), never a traceback
 ERRORS: dict[int, type[Schema]] = {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut,
-                                    422: ErrorOut}
+                                    422: ErrorOut, 500: ErrorOut}
 
 T = TypeVar("T")
 

@@ -101,6 +101,7 @@ def points_balance(request: HttpRequest, member_id: int) -> Any:
 @router.get("/members/{member_id}/points/history", response={200: Page[EntryOut], **ERRORS}, summary="积分流水")
 def points_history(request: HttpRequest, member_id: int, cursor: str | None = None, limit: int = 50) -> Any:
     p = require(request, "engagement.read")
+    services.check_member(p.tenant_id, member_id)
     return paginate(selectors.points_history(p.tenant_id, member_id), cursor, limit)
 
 

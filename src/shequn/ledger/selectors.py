@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.db.models import QuerySet, Sum
+from django.utils.translation import gettext as _
 
 from shequn.core.errors import NotFound
 
@@ -14,7 +15,7 @@ from .models import Account, Entry, Transaction
 def account_get(tenant_id: int, account_id: int) -> Account:
     acct = Account.objects.filter(tenant_id=tenant_id, pk=account_id).first()
     if acct is None:
-        raise NotFound("账户不存在")
+        raise NotFound(_("账户不存在"), details={"field": "account_id"})
     return acct
 
 

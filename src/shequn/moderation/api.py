@@ -8,6 +8,7 @@ import datetime as dt
 from typing import Any
 
 from django.http import HttpRequest
+from django.utils.translation import gettext as _
 from ninja import Router, Schema
 
 from shequn.core.http import ERRORS, Page, idempotent, paginate, require
@@ -126,7 +127,7 @@ def classify(request: HttpRequest, body: ClassifyIn) -> dict[str, Any]:
         from shequn.core.errors import NotFound
 
         if not Community.objects.filter(tenant_id=p.tenant_id, pk=body.community_id).exists():
-            raise NotFound("社群不存在", details={"field": "community_id"})
+            raise NotFound(_("社群不存在"), details={"field": "community_id"})
     from .pipeline import MessageContext
 
     moderator = selectors.moderator_for(p.tenant_id, body.community_id)
@@ -188,7 +189,7 @@ def get_policy(request: HttpRequest, community_id: int) -> dict[str, Any]:
     from shequn.core.errors import NotFound
 
     if not Community.objects.filter(tenant_id=p.tenant_id, pk=community_id).exists():
-        raise NotFound("社群不存在", details={"field": "community_id"})
+        raise NotFound(_("社群不存在"), details={"field": "community_id"})
     return _policy_out(selectors.policy_for(p.tenant_id, community_id))
 
 

@@ -81,7 +81,7 @@ def do_save_policy(principal: Principal, community_id: int, **fields: Any) -> Mo
     if not principal.can("moderation.write"):
         raise Forbidden(_("没有权限: %(perm)s") % {"perm": "moderation.write"})
     if not Community.objects.filter(tenant_id=principal.tenant_id, pk=community_id).exists():
-        raise Invalid(_("社群不存在"), details={"field": "community_id"})
+        raise NotFound(_("社群不存在"), details={"field": "community_id"})
     unknown = set(fields) - _POLICY_FIELDS
     if unknown:
         raise Invalid(_("未知字段: %(f)s") % {"f": ", ".join(sorted(unknown))}, details={"field": sorted(unknown)[0]})

@@ -238,6 +238,7 @@ def leaderboard_rank(request: HttpRequest, metric: str, member_id: int, scope: s
                      period: str = "all") -> Any:
     p = require(request, "referrals.read")
     _check_board(metric, period)
+    selectors.check_member(p.tenant_id, member_id)
     return leaderboard.my_rank(p.tenant_id, metric, member_id, scope, period).__dict__
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db.models import Count, Q, QuerySet, Sum
+from django.utils.translation import gettext as _
 
 from shequn.core.errors import NotFound
 from shequn.ledger.models import AccountKind
@@ -29,7 +30,7 @@ def link_url(link: InviteLink) -> str:
 def link_get(tenant_id: int, code: str) -> InviteLink:
     link = InviteLink.objects.filter(tenant_id=tenant_id, code=code).select_related("member", "community").first()
     if link is None:
-        raise NotFound("邀请链接不存在")
+        raise NotFound(_("邀请链接不存在"), details={"field": "code"})
     return link
 
 
@@ -60,10 +61,15 @@ class Statement:
     withdrawals: list[dict[str, Any]]
 
 
+def check_member(tenant_id: int, member_id: int) -> None:
+    """:class:`NotFound` unless the member is the tenant's (another tenant's id is not found)."""
+    if not Member.objects.filter(tenant_id=tenant_id, pk=member_id).exists():
+        raise NotFound(_("会员不存在"), details={"field": "member_id"})
+
+
 def member_statement(tenant_id: int, member_id: int, limit: int = 200) -> Statement:
     """What a member earned, from whom (buyer nickname), how much, and when it becomes available."""
-    if not Member.objects.filter(tenant_id=tenant_id, pk=member_id).exists():
-        raise NotFound("会员不存在")
+    check_member(tenant_id, member_id)
     lines = [
         {"commission_id": c.pk, "order_id": c.order_id, "from": c.buyer_name, "product_id": c.product_id,
          "amount_fen": c.amount_fen, "reversed_fen": c.reversed_fen, "state": c.state,

@@ -186,7 +186,8 @@ class ClickResult:
 def do_record_click(code: str, *, member_id: int | None = None, ip: str | None = None, device_id: str = "",
                     now: datetime | None = None) -> ClickResult:
     """Attribute a click on ``code``; bind the clicking member (if known) per the tenant's policy; for
-    a group live code, route to the next group with room."""
+    a group live code, route to the next group with room. A ``member_id`` that is not the link's
+    tenant's member is :class:`NotFound`."""
     now = now or timezone.now()
     link = InviteLink.objects.filter(code=code, is_active=True).first()
     if link is None:
@@ -195,6 +196,8 @@ def do_record_click(code: str, *, member_id: int | None = None, ip: str | None =
     if link.kind == LinkKind.GROUP_LIVE:
         result.group = route_group_live(link)
     member = Member.objects.filter(tenant_id=link.tenant_id, pk=member_id).first() if member_id else None
+    if member_id and member is None:  # another tenant's member (or none): never attributed, not silently dropped
+        raise NotFound(_("会员不存在"), details={"field": "member_id"})
     LinkEvent.objects.create(tenant_id=link.tenant_id, link=link, kind=LinkEventKind.CLICK, member=member,
                              group=result.group, ip=ip or None, device_id=device_id[:128], occurred_at=now)
     if member is not None and link.member_id:

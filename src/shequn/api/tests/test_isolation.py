@@ -9,11 +9,24 @@ with
 
 * ``PROBES``: ``{(method, OpenAPI path): body}`` — body is ``None``, a JSON dict, or a callable
   ``ids -> dict`` given the *caller's own* ids (so a body may name the caller's own objects);
-* ``build_ids(tenant, ids) -> dict[str, int]``: create that app's objects for ``tenant`` and return
-  ``{path parameter name: id}``; ``ids`` holds the core ids (``member_id``, ``spare_member_id``,
-  ``community_id``, ``group_id``, ``membership_id``, ``role_id``, ``tag_id``, ``key_id``);
+* ``build_ids(tenant, ids) -> dict[str, int | str]``: create that app's objects for ``tenant`` and
+  return ``{path parameter name: id}`` (an id may be a string: a code, a share token, an
+  ``out_trade_no``), each object in the state where the caller's own call succeeds (every test
+  builds fresh worlds, so one-shot actions are fine); ``ids`` holds the core ids (``member_id``,
+  ``spare_member_id``, ``community_id``, ``group_id``, ``membership_id``, ``role_id``, ``tag_id``,
+  ``key_id``) and those of the apps built before it;
 * optionally ``snapshot(tenant) -> object``: a picture of that tenant's rows that the probes must
-  not change.
+  not change;
+* optionally ``PARAMS``: ``{(method, OpenAPI path): {path parameter: ids key}}`` when one parameter
+  name needs different objects on different paths (``order_id`` of an unpaid order for ``/pay``, of a
+  paid one for ``/refunds``; the ``share_token`` of a team vs. of a gift coupon);
+* optionally ``HEADERS``: ``{(method, OpenAPI path): {header: value}}`` sent with both calls (e.g. the
+  ``Idempotency-Key`` a refund requires);
+* optionally ``MIXED``: ``{(method, OpenAPI path): (own ids, foreign ids) -> body}``: the caller's own
+  object in the path, another tenant's ids in the body (a member, a community) → 404 as well;
+* optionally ``EXEMPT``: ``{(method, OpenAPI path): reason}`` for paths whose parameters are not a
+  tenant's object ids (an enum, a webhook naming its tenant in the URL). An exempt path counts as
+  covered here; the reason must name the test in that app that checks its isolation instead.
 
 Each probe must answer 404 with the other tenant's ids and 200/201 with the caller's own."""
 
@@ -67,10 +80,18 @@ CORE_PROBES = {
     ("post", "/api/v1/api-keys/{key_id}/revoke"): {},
 }
 PATH_PROBES = dict(CORE_PROBES)
+PARAMS: dict[tuple[str, str], dict[str, str]] = {}
+HEADERS: dict[tuple[str, str], dict[str, str]] = {}
+EXEMPT: dict[tuple[str, str], str] = {}
+MIXED: dict[tuple[str, str], object] = {}
 for _mod in APP_MODULES:
-    _overlap = set(PATH_PROBES) & set(_mod.PROBES)
+    _overlap = (set(PATH_PROBES) | set(EXEMPT)) & (set(_mod.PROBES) | set(getattr(_mod, "EXEMPT", {})))
     assert not _overlap, f"{_mod.__name__} redefines probes {_overlap}"
     PATH_PROBES.update(_mod.PROBES)
+    PARAMS.update(getattr(_mod, "PARAMS", {}))
+    HEADERS.update(getattr(_mod, "HEADERS", {}))
+    EXEMPT.update(getattr(_mod, "EXEMPT", {}))
+    MIXED.update(getattr(_mod, "MIXED", {}))
 
 
 def core_ids(w: World) -> dict[str, int]:
@@ -86,8 +107,13 @@ def all_ids(w: World) -> dict[str, int]:
     return ids
 
 
-def _fill(path: str, ids: dict[str, int]) -> str:
-    return re.sub(r"\{(\w+)\}", lambda m: str(ids[m.group(1)]), path)
+def _source(method: str, path: str, name: str) -> str:
+    """The ids key that fills path parameter ``name`` of this probe."""
+    return PARAMS.get((method, path), {}).get(name, name)
+
+
+def _fill(method: str, path: str, ids: dict[str, int]) -> str:
+    return re.sub(r"\{(\w+)\}", lambda m: str(ids[_source(method, path, m.group(1))]), path)
 
 
 def _body(spec, own: dict[str, int]):
@@ -111,18 +137,29 @@ def _snapshot(w: World) -> dict:
 def test_every_id_path_is_probed():
     schema = api.get_openapi_schema()
     id_ops = {(m, p) for p, ops in schema["paths"].items() if "{" in p for m in ops}
-    missing = id_ops - set(PATH_PROBES)
+    missing = id_ops - set(PATH_PROBES) - set(EXEMPT)
     assert not missing, (f"endpoints without a tenant-isolation probe: {sorted(missing)} — add them to "
                          "shequn/<app>/tests/isolation.py (see this module's docstring)")
-    stale = set(PATH_PROBES) - id_ops
-    assert not stale, f"probes for endpoints that no longer exist: {sorted(stale)}"
+    stale = (set(PATH_PROBES) | set(EXEMPT) | set(PARAMS) | set(HEADERS) | set(MIXED)) - id_ops
+    assert not stale, f"probes or exemptions for endpoints that no longer exist: {sorted(stale)}"
+    unused = (set(PARAMS) | set(HEADERS)) - set(PATH_PROBES)
+    assert not unused, f"PARAMS/HEADERS without a probe: {sorted(unused)}"
+    for key, reason in EXEMPT.items():  # the reason names the test that checks the path's isolation
+        found = re.search(r"(\w+)/tests/(\w+)\.py::(\w+)", reason)
+        assert found, f"exemption {key} must name its isolation test as <app>/tests/<module>.py::<test>"
+        module = importlib.import_module(f"shequn.{found[1]}.tests.{found[2]}")
+        assert callable(getattr(module, found[3], None)), f"exemption {key} names a missing test: {found[0]}"
+    both = set(PATH_PROBES) & set(EXEMPT)
+    assert not both, f"paths both probed and exempt: {sorted(both)}"
 
 
 def test_every_path_parameter_has_an_id_source(world):
     ids = all_ids(world)
-    for _m, p in PATH_PROBES:
+    for m, p in PATH_PROBES:
         for name in re.findall(r"\{(\w+)\}", p):
-            assert name in ids, f"no id source for path parameter {name} in {p}"
+            assert _source(m, p, name) in ids, f"no id source for path parameter {name} in {p}"
+        for name in PARAMS.get((m, p), {}):
+            assert "{" + name + "}" in p, f"PARAMS names {name}, which is not a parameter of {p}"
 
 
 @pytest.mark.parametrize(("method", "path"), sorted(PATH_PROBES))
@@ -131,17 +168,33 @@ def test_other_tenants_ids_are_not_found(method, path, world, other_world, make_
     own, foreign = all_ids(world), all_ids(other_world)
     before = _snapshot(other_world)
     # control: with our own ids the same call is not a 404 (so the probe really exercises the route)
-    url_own = _fill(path, own)
-    url = _fill(path, foreign)
-    resp = client.request(method.upper(), url, _body(PATH_PROBES[(method, path)], own))
+    url_own = _fill(method, path, own)
+    url = _fill(method, path, foreign)
+    headers = HEADERS.get((method, path))
+    resp = client.request(method.upper(), url, _body(PATH_PROBES[(method, path)], own), headers=headers)
     assert resp.status_code == 404, (url, resp.status_code, resp.content)
     body = resp.json()
     assert body["code"] == "not_found"
     text = resp.content.decode()
     assert "乙" not in text and str(other_world.member.phone) not in text
     assert _snapshot(other_world) == before
-    mine = client.request(method.upper(), url_own, _body(PATH_PROBES[(method, path)], own))
+    mine = client.request(method.upper(), url_own, _body(PATH_PROBES[(method, path)], own), headers=headers)
     assert mine.status_code in (200, 201), (url_own, mine.status_code, mine.content)
+
+
+@pytest.mark.parametrize(("method", "path"), sorted(MIXED))
+def test_own_path_with_foreign_ids_in_the_body(method, path, world, other_world, make_client):
+    """The apps' ``MIXED`` cases: own object in the path, another tenant's ids in the body → 404,
+    nothing of the other tenant changed or shown."""
+    client = make_client(world.tenant)
+    own, foreign = all_ids(world), all_ids(other_world)
+    before = _snapshot(other_world)
+    body = MIXED[(method, path)](own, foreign)  # type: ignore[operator]
+    resp = client.request(method.upper(), _fill(method, path, own), body, headers=HEADERS.get((method, path)))
+    assert resp.status_code == 404, (path, body, resp.status_code, resp.content)
+    assert resp.json()["code"] == "not_found"
+    assert "乙" not in resp.content.decode()
+    assert _snapshot(other_world) == before
 
 
 def test_mixed_own_and_foreign_ids(world, other_world, make_client):

@@ -2,6 +2,7 @@
 """Cross-cutting API protocol: Idempotency-Key, error shape, 422 field paths, languages, OpenAPI."""
 
 import json
+import logging
 
 import pytest
 from django.test import Client
@@ -157,7 +158,7 @@ def test_openapi_is_served_and_declares_errors(db):
         if op.get("x-shequn-webhook"):  # provider-facing: the provider's ack shape, its own replay ids
             assert {"200", "400", "401", "404", "422"} <= codes, (method, path, codes)
             continue
-        assert {"400", "401", "403", "404", "409", "422"} <= codes, (method, path, codes)
+        assert {"400", "401", "403", "404", "409", "422", "500"} <= codes, (method, path, codes)
         assert codes & {"200", "201"}, (method, path)
         if method == "post":
             names = {p["name"] for p in op.get("parameters", [])}
@@ -170,3 +171,68 @@ def test_openapi_validates_against_the_spec(db):
 
     # as served: JSON (ninja keys responses by int status codes in Python)
     validate(json.loads(json.dumps(api.get_openapi_schema(path_prefix="/api/v1"))))
+
+
+# --- unhandled errors ---------------------------------------------------------------------------
+
+SECRET = "password=hunter2 token=sq_live_0123456789"
+
+
+def _boom(*_args, **_kwargs):
+    raise RuntimeError(f"database exploded: {SECRET}")
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_unhandled_error_is_500_in_the_error_shape_and_logged(world, make_client, monkeypatch, caplog, settings,
+                                                              debug):
+    """A bug inside a handler: 500 ``internal_error`` as JSON in the caller's language, no traceback or
+    exception text in the body (not even with DEBUG on), and the traceback in the log."""
+    from shequn.members import selectors
+
+    settings.DEBUG = debug
+    monkeypatch.setattr(selectors, "merge_suggestions", _boom)
+    with caplog.at_level(logging.ERROR, logger="shequn.api.main"):
+        resp = make_client(world.tenant).get("/api/v1/members/merge-suggestions")
+    assert resp.status_code == 500
+    assert resp["Content-Type"].startswith("application/json")
+    assert resp.json() == {"code": "internal_error", "message": "服务器内部错误, 请稍后重试", "details": None}
+    text = resp.content.decode()
+    assert "hunter2" not in text and "Traceback" not in text and "RuntimeError" not in text
+    logged = [r for r in caplog.records if r.name == "shequn.api.main" and r.exc_info]
+    assert len(logged) == 1
+    assert logged[0].exc_info[0] is RuntimeError and "/api/v1/members/merge-suggestions" in logged[0].getMessage()
+    assert "Traceback" in caplog.text and "_boom" in caplog.text
+
+    en = make_client(world.tenant, language="en").get("/api/v1/members/merge-suggestions")
+    assert en.status_code == 500
+    assert en.json()["message"] == "Internal server error; please try again later"
+
+
+def test_unhandled_error_in_an_idempotent_post_rolls_back_and_frees_the_key(world, make_client, monkeypatch):
+    from shequn.members import api as members_api
+
+    c = make_client(world.tenant)
+    hdr = {"Idempotency-Key": "boom-1"}
+    body = {"display_name": "半途而废"}
+    monkeypatch.setattr(members_api, "member_out", _boom)
+    resp = c.post("/api/v1/members", body, headers=hdr)
+    assert resp.status_code == 500 and resp.json()["code"] == "internal_error"
+    assert not Member.objects.filter(tenant=world.tenant, display_name="半途而废").exists()
+    monkeypatch.undo()
+    again = c.post("/api/v1/members", body, headers=hdr)
+    assert again.status_code == 201
+    assert Member.objects.filter(tenant=world.tenant, display_name="半途而废").count() == 1
+
+
+def test_django_http404_in_a_handler_is_the_error_shape(world, make_client, monkeypatch):
+    from django.http import Http404
+
+    from shequn.members import selectors
+
+    def missing(*_args, **_kwargs):
+        raise Http404("No Member matches the given query.")
+
+    monkeypatch.setattr(selectors, "merge_suggestions", missing)
+    resp = make_client(world.tenant).get("/api/v1/members/merge-suggestions")
+    assert resp.status_code == 404
+    assert resp.json() == {"code": "not_found", "message": "资源不存在", "details": None}

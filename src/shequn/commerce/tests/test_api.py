@@ -118,3 +118,29 @@ def test_other_tenant_order_is_not_found(api, other_tenant, product, member):
     o = services.do_create_order(op, member_id=m.pk, lines=[{"sku_id": p.skus.get().pk, "quantity": 1}])
     assert api.get(f"/api/v1/commerce/orders/{o.pk}").status_code == 404
     assert post(api, f"/api/v1/commerce/orders/{o.pk}/pay", {}).status_code == 404
+
+
+def test_callback_under_another_tenants_slug_changes_nothing(api, member, product, tenant, other_tenant):
+    """The isolation test of the (exempt) payment callback: a notification validly signed for this
+    tenant's payment, posted under another tenant's slug, is refused (404, the provider's FAIL shape)
+    and neither tenant's payment, order or money moves; under its own tenant's slug it applies."""
+    from shequn.commerce.models import PaymentCallback
+
+    r = post(api, "/api/v1/commerce/orders", {"member_id": member.pk, "lines": [{"sku_id": sku(product).pk,
+                                                                                 "quantity": 1}]})
+    p = post(api, f"/api/v1/commerce/orders/{r.json()['id']}/pay", {}).json()
+    headers, cb = SandboxGateway().pay(p["out_trade_no"], p["amount_fen"])
+    anon = Client()
+    for slug in (other_tenant.slug, "no-such-tenant"):
+        resp = anon.post(f"/api/v1/commerce/payments/callback/{slug}/sandbox", data=cb,
+                         content_type="application/json", headers=headers)
+        assert resp.status_code == 404, (slug, resp.content)
+        assert resp.json()["code"] == "FAIL"
+        assert tenant.name not in resp.content.decode() and member.display_name not in resp.content.decode()
+    assert Payment.objects.get().status == "pending"
+    assert Order.objects.get().status == "created" and Order.objects.get().paid_fen == 0
+    assert not PaymentCallback.objects.filter(tenant_id=other_tenant.pk).exclude(outcome="unknown_payment").exists()
+    ok = anon.post(f"/api/v1/commerce/payments/callback/{tenant.slug}/sandbox", data=cb,
+                   content_type="application/json", headers=headers)
+    assert ok.status_code == 200 and ok.json()["code"] == "SUCCESS"
+    assert Order.objects.get().status == "paid"

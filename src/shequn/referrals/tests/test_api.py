@@ -59,3 +59,33 @@ def test_api_permissions_and_tenant_scope(tenant, other_tenant, client_for):
     stranger = member(other_tenant, "外人")
     assert c.get(f"/api/v1/referrals/members/{stranger.pk}/statement").status_code == 404
     assert principal(tenant).tenant_id == tenant.pk
+
+
+def test_leaderboard_never_lists_another_tenants_members(tenant, other_tenant, client_for):
+    """The isolation test of the (exempt) ``/leaderboards/{metric}``: both tenants have referrers on
+    every board; each tenant's boards list only its own members, and another tenant's member has no
+    rank here (404)."""
+    from shequn.referrals.services import do_create_plan, do_get_or_create_link, do_record_click, on_order_event
+
+    referrers = {}
+    for t in (tenant, other_tenant):
+        p = principal(t)
+        do_create_plan(p, name="入门", refund_window_days=0, rules=[{"product_kind": "tier", "rate_bps": 10000}])
+        referrers[t.pk] = [member(t, f"推荐人{i}") for i in range(2)]
+        for i, ref in enumerate(referrers[t.pk]):
+            code = do_get_or_create_link(p, member_id=ref.pk).code
+            for j in range(i + 1):
+                buyer = member(t, f"买家{i}{j}")
+                do_record_click(code, member_id=buyer.pk)
+                on_order_event(paid(t, buyer, [line("entry", 1000 * (j + 1))], code=code))
+    c = client_for(["referrals.read"])
+    own = {m.pk for m in referrers[tenant.pk]}
+    foreign = {m.pk for m in referrers[other_tenant.pk]}
+    for metric in ("referrals", "commission"):
+        for period in ("all", "day", "week", "month"):
+            rows = c.get(f"/api/v1/referrals/leaderboards/{metric}?period={period}&n=500").json()
+            listed = {r["member_id"] for r in rows}
+            assert listed == own, (metric, period, rows)
+            assert not listed & foreign
+    for m in foreign:
+        assert c.get(f"/api/v1/referrals/leaderboards/referrals/members/{m}").status_code == 404

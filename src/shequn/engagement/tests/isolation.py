@@ -1,0 +1,77 @@
+"""Tenant-isolation probes of the engagement API (see ``shequn.api.tests.test_isolation``).
+
+Objects in the state where the caller's own call succeeds: an open lottery, a funded red packet with
+shares left, an unanswered member message in the reply queue (made by ingesting it)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.utils import timezone
+
+from shequn.activity.services import do_ingest
+from shequn.core.models import Tenant
+from shequn.core.permissions import Principal
+from shequn.engagement.models import Lottery, LotteryEntry, PointsAccount, RedPacket, RedPacketClaim, ReplyTrack
+from shequn.engagement.services import do_create_lottery, do_create_red_packet, do_points_earn
+
+P = "/api/v1/engagement"
+
+
+def _own_member(ids: dict[str, int]) -> dict[str, int]:
+    return {"member_id": ids["member_id"]}
+
+
+PROBES: dict[tuple[str, str], Any] = {
+    ("get", f"{P}/members/{{member_id}}/points"): None,
+    ("get", f"{P}/members/{{member_id}}/points/history"): None,
+    ("get", f"{P}/members/{{member_id}}/score"): None,
+    ("get", f"{P}/lotteries/{{lottery_id}}"): None,
+    ("post", f"{P}/lotteries/{{lottery_id}}/entries"): lambda ids: {"member_id": ids["member_id"], "tickets": 1},
+    ("post", f"{P}/red-packets/{{packet_id}}/claims"): _own_member,
+    ("post", f"{P}/reply-queue/{{track_id}}/reply"): {"text": "收到, 马上处理"},
+}
+
+
+def build_ids(tenant: Tenant, ids: dict[str, int]) -> dict[str, int]:
+    p = Principal.system(tenant.pk)
+    now = timezone.now()
+    do_points_earn(tenant.pk, ids["member_id"], 50, kind="adjust", idempotency_key="iso-points", reason="iso")
+    lot = do_create_lottery(p, title="周末抽奖", closes_at=now + dt.timedelta(days=1),
+                            draw_at=now + dt.timedelta(days=2), prizes=[("香薰", 1)])
+    packet = do_create_red_packet(p, total=100, count=3, title="红包")
+    from shequn.communities.models import ChatGroup
+
+    group = ChatGroup.objects.get(pk=ids["group_id"])
+    res = do_ingest(tenant.pk, [{
+        "platform": group.platform, "event_id": f"iso-question-{tenant.pk}", "kind": "message",
+        "member_id": ids["spare_member_id"], "group": group.external_id, "occurred_at": now.isoformat(),
+        "payload": {"text": "请问周六几点集合?"},
+    }])
+    assert res.stored == 1, res
+    track = ReplyTrack.objects.get(tenant=tenant, event_id=res.event_ids[0])
+    return {"lottery_id": lot.pk, "packet_id": packet.pk, "track_id": track.pk}
+
+
+def snapshot(tenant: Tenant) -> dict[str, Any]:
+    return {
+        "points": list(PointsAccount.objects.filter(tenant=tenant).order_by("pk").values_list("pk", "balance")),
+        "lotteries": list(Lottery.objects.filter(tenant=tenant).order_by("pk").values_list("pk", "status")),
+        "entries": LotteryEntry.objects.filter(tenant=tenant).count(),
+        "packets": list(RedPacket.objects.filter(tenant=tenant).order_by("pk")
+                        .values_list("pk", "remaining_amount", "remaining_count")),
+        "claims": RedPacketClaim.objects.filter(tenant=tenant).count(),
+        "tracks": list(ReplyTrack.objects.filter(tenant=tenant).order_by("pk")
+                       .values_list("pk", "answered_at", "reply_action_id")),
+    }
+
+
+def _foreign_member(own: dict[str, int], foreign: dict[str, int]) -> dict[str, int]:
+    return {"member_id": foreign["member_id"]}
+
+
+MIXED = {
+    ("post", f"{P}/lotteries/{{lottery_id}}/entries"): _foreign_member,
+    ("post", f"{P}/red-packets/{{packet_id}}/claims"): _foreign_member,
+}
