@@ -131,7 +131,7 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
 @api.exception_handler(Http404)
 def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
     """A Django ``Http404`` raised inside a handler: the one error shape, not ninja's ``{detail}``."""
-    return _error(request, 404, "not_found", _t("资源不存在", "Not found"))
+    return _error(request, 404, "not_found", _("资源不存在"))
 
 
 @api.exception_handler(Exception)
@@ -141,7 +141,7 @@ def _internal_error(request: HttpRequest, exc: Exception) -> HttpResponse:
     traceback with the method and path, for the operator to find by time."""
     log.error("unhandled error in %s %s: %s", request.method, request.path, type(exc).__name__, exc_info=exc)
     return _error(request, 500, "internal_error",
-                  _t("服务器内部错误, 请稍后重试", "Internal server error; please try again later"))
+                  _("服务器内部错误, 请稍后重试"))
 
 
 _IDEMPOTENCY_PARAM = {
