@@ -212,9 +212,17 @@ def _post_pg(tenant_id: int, idempotency_key: str, kind: str, per_account: dict[
     params: list[Any] = [tenant_id, idempotency_key, kind, memo, ref_type, ref_id, digest, now, ids, amounts]
 
     def call() -> int:
-        with connection.cursor() as cur:
-            cur.execute(sql, params)
-            return int(cur.fetchone()[0])
+        # the driver's own cursor: Django's wrapper (execute hooks, error translation) costs about a
+        # quarter of a posting here; errors are translated below and the atomic block still rolls back
+        # and a server-side-binding cursor, prepared after a few calls: no client-side quoting of the
+        # parameters and no re-parsing of the statement on the server
+        connection.ensure_connection()
+        with psycopg.Cursor(connection.connection) as cur:
+            cur.execute(sql, params, prepare=True)
+            row = cur.fetchone()
+            return int(row[0]) if row else 0
+
+    import psycopg
 
     try:
         if connection.get_autocommit() and not connection.in_atomic_block:
@@ -222,10 +230,10 @@ def _post_pg(tenant_id: int, idempotency_key: str, kind: str, per_account: dict[
         else:
             with transaction.atomic():
                 txn_id = call()
-    except DatabaseError as exc:
-        if getattr(exc.__cause__, "sqlstate", None) != "LD001":
-            raise
-        detail = getattr(getattr(exc.__cause__, "diag", None), "message_detail", "") or "0:0"
+    except psycopg.Error as exc:
+        if exc.sqlstate != "LD001":
+            raise DatabaseError(str(exc)) from exc
+        detail = getattr(exc.diag, "message_detail", "") or "0:0"
         account_id, _sep, amount = str(detail).partition(":")
         if not Account.objects.filter(tenant_id=tenant_id, pk=int(account_id)).exists():
             raise Invalid(_("账户不存在或不属于本组织: %(ids)s") % {"ids": [int(account_id)]},
