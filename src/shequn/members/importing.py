@@ -288,10 +288,12 @@ def export_xlsx(tenant_id: int, members: QuerySet[Member] | None = None) -> byte
 EXPORT_FILTERS = ("q", "tag", "lifecycle", "community_id", "role", "relationship_level")
 
 
-def do_export_members(principal: Principal, fmt: str, **filters: Any) -> bytes:
-    """Export the tenant's members matching the member list's ``filters`` as ``csv`` or ``xlsx``,
-    phone numbers and e-mails masked. Audited (``member.export``): who exported (the staff user or
-    API key of ``principal``), the format, the filters and how many rows left the system."""
+def do_export_members(principal: Principal, fmt: str, *, selection: QuerySet[Member] | None = None,
+                      **filters: Any) -> bytes:
+    """Export the tenant's members matching the member list's ``filters`` (or exactly ``selection``,
+    the console rows an operator selected — re-scoped to the tenant) as ``csv`` or ``xlsx``, phone
+    numbers and e-mails masked. Audited (``member.export``): who exported (the staff user or API key
+    of ``principal``), the format, the filters and how many rows left the system."""
     from .selectors import search_members
 
     if fmt not in ("csv", "xlsx"):
@@ -300,8 +302,12 @@ def do_export_members(principal: Principal, fmt: str, **filters: Any) -> bytes:
     if unknown:
         raise Invalid(_("未知的筛选条件: %(f)s") % {"f": ", ".join(sorted(unknown))},
                       details={"field": sorted(unknown)[0]})
-    used = {k: v for k, v in filters.items() if v not in (None, "")}
-    qs = search_members(principal.tenant_id, **used)
+    used: dict[str, Any] = {k: v for k, v in filters.items() if v not in (None, "")}
+    if selection is not None:
+        qs = selection.filter(tenant_id=principal.tenant_id)
+        used = {"selection": True}
+    else:
+        qs = search_members(principal.tenant_id, **used)
     count = 0
 
     def counted() -> Iterator[list[str]]:

@@ -280,6 +280,25 @@ def test_export_is_masked(data, tenant):
     assert resp.status_code == 200 and resp.content[:2] == b"PK"
 
 
+def test_export_selected_rows_only_masked_and_audited(data, tenant, other_tenant):
+    c = client_for(tenant, StaffRole.OPERATOR)
+    mine = data["mine"]["members"]
+    theirs = data["theirs"]["members"]
+    picked = [mine[0].pk, mine[1].pk, theirs[0].pk]  # a forged foreign id in the POST is ignored
+    resp = c.post(admin_url("members_member_changelist"),
+                  {"action": "export_selected_csv", "_selected_action": picked})
+    assert resp.status_code == 200 and resp["Content-Disposition"].endswith('.csv"')
+    body = resp.content.decode("utf-8-sig")
+    rows = [r for r in body.splitlines()[1:] if r]
+    assert len(rows) == 2 and mine[0].display_name in body and mine[2].display_name not in body
+    assert mine[0].phone not in body and "别家" not in body
+    log = AuditLog.objects.filter(tenant=tenant, action="member.export").latest("pk")
+    assert log.data["rows"] == 2 and log.data["filters"] == {"selection": True}
+    xlsx = c.post(admin_url("members_member_changelist"),
+                  {"action": "export_selected_xlsx", "_selected_action": [mine[0].pk]})
+    assert xlsx.content[:2] == b"PK"
+
+
 # -- merge -----------------------------------------------------------------------------------
 
 def test_merge_action_confirmation_and_merge(data, tenant):
