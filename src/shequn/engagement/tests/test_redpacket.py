@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import random
-import threading
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from shequn.core.errors import Conflict, Invalid
@@ -21,6 +18,7 @@ from shequn.engagement.services import (
     do_expire_red_packets,
     do_points_earn,
 )
+from shequn.engagement.tests.racing import race_claims
 
 
 def test_points_packet_claims_and_refund(tenant, system, make_member, group):
@@ -86,27 +84,7 @@ def test_cash_through_a_registered_wallet(tenant, system, make_member):
 def test_concurrent_claims_never_exceed_the_packet(tenant, system, make_member):
     p = do_create_red_packet(system, total=1000, count=10)
     members = [make_member(f"m{i}") for i in range(16)]
-    results, errors = [], []
-    barrier = threading.Barrier(8)
-
-    def claim(chunk):
-        try:
-            barrier.wait()
-            for m in chunk:
-                for _ in range(2):  # each member tries twice
-                    with contextlib.suppress(Conflict):
-                        results.append(do_claim_red_packet(tenant.pk, p.pk, m.pk).amount)
-        except Exception as exc:  # pragma: no cover
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=claim, args=(members[i::8],)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    results = race_claims(tenant.pk, p.pk, members)
     p.refresh_from_db()
     assert len(results) == 10 and sum(results) == 1000 and min(results) >= 1
     assert p.remaining_amount == 0 and p.remaining_count == 0 and p.status == "finished"

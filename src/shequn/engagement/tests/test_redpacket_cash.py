@@ -3,19 +3,17 @@ refund are idempotent ledger postings, exact to the fen, and the books stay bala
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import random
-import threading
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from shequn.core.errors import Conflict
 from shequn.engagement import services
 from shequn.engagement.models import RedPacket, RedPacketClaim
 from shequn.engagement.services import do_claim_red_packet, do_create_red_packet, do_expire_red_packets
+from shequn.engagement.tests.racing import race_claims
 from shequn.ledger.models import AccountKind, Entry, OwnerType, Transaction
 from shequn.ledger.services import InsufficientFunds, check_ledger, do_post, get_account
 from shequn.ledger.wallet import RED_PACKET_EXPENSE, LedgerCashWallet
@@ -99,27 +97,7 @@ def test_a_replayed_claim_never_credits_twice(tenant, system, make_member):
 def test_concurrent_cash_claims_never_over_pay(tenant, system, make_member):
     p = do_create_red_packet(system, total=1000, count=10, currency="cash")
     members = [make_member(f"m{i}") for i in range(16)]
-    results, errors = [], []
-    barrier = threading.Barrier(8)
-
-    def claim(chunk):
-        try:
-            barrier.wait()
-            for m in chunk:
-                for _ in range(2):  # each member tries twice
-                    with contextlib.suppress(Conflict):
-                        results.append(do_claim_red_packet(tenant.pk, p.pk, m.pk).amount)
-        except Exception as exc:  # pragma: no cover
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=claim, args=(members[i::8],)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    results = race_claims(tenant.pk, p.pk, members)
     assert len(results) == 10 and sum(results) == 1000
     assert sum(_available(tenant.pk, m.pk) for m in members) == 1000
     assert _merchant(tenant.pk, AccountKind.RED_PACKET_POOL) == 0
