@@ -29,17 +29,6 @@ OK = "周六早上八点在停车场集合，记得加满油"
 _ids = itertools.count(1)
 
 
-@pytest.fixture
-def community(tenant: Tenant) -> Community:
-    return Community.objects.create(tenant=tenant, name="车友会")
-
-
-@pytest.fixture
-def group(tenant: Tenant, community: Community) -> ChatGroup:
-    return ChatGroup.objects.create(tenant=tenant, community=community, platform="matrix",
-                                    external_id="!cars:hs.test", name="车友群")
-
-
 def send(tenant: Tenant, text: str, *, sender: str = "@spam:hs.test", group: str = "!cars:hs.test",
          platform: str = "matrix", when: dt.datetime | None = None, **payload: Any) -> int:
     n = next(_ids)

@@ -9,7 +9,7 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
-from shequn.communities.models import ChatGroup, Community, CommunityRole, Membership, RoleAssignment
+from shequn.communities.models import ChatGroup, CommunityRole, Membership, RoleAssignment
 from shequn.core.errors import Forbidden
 from shequn.core.models import Tenant
 from shequn.core.permissions import Principal
@@ -26,17 +26,6 @@ from shequn.moderation.selectors import standing_problem
 from shequn.moderation.services import do_save_policy
 
 from .test_engine import AD, send
-
-
-@pytest.fixture
-def community(tenant: Tenant) -> Community:
-    return Community.objects.create(tenant=tenant, name="车友会")
-
-
-@pytest.fixture
-def group(tenant: Tenant, community: Community) -> ChatGroup:
-    return ChatGroup.objects.create(tenant=tenant, community=community, platform="matrix",
-                                    external_id="!cars:hs.test", name="车友群")
 
 
 def _member(tenant: Tenant, group: ChatGroup, external_id: str) -> Member:
