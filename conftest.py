@@ -56,6 +56,35 @@ def synapse() -> Iterator[Any]:
 
 
 @pytest.fixture
+def matrix_world(synapse: Any, tenant: Tenant, system: Principal) -> dict[str, Any]:
+    """A bot connection in tenant ``tenant`` and a room on the test Synapse: alice created it (power
+    100 for the bot), bob joined, and the bot has synced twice (accepted the invite, then seen the
+    room, its history and its power levels). Shared by the connectors' and moderation's e2e tests."""
+    import uuid
+
+    from shequn.communities.models import Community
+    from shequn.connectors.services import do_create_connection, do_matrix_sync
+    from shequn.connectors.tests.matrix_client import User
+
+    tag = uuid.uuid4().hex[:8]
+    bot = synapse.register(f"bot{tag}", admin=True)
+    alice = User(synapse.base_url, synapse.register(f"alice{tag}"))
+    bob = User(synapse.base_url, synapse.register(f"bob{tag}"))
+    community = Community.objects.create(tenant=tenant, name="车友会")
+    conn = do_create_connection(
+        system, platform="matrix", name="bot", default_community_id=community.pk,
+        config={"homeserver": synapse.base_url, "user_id": bot["user_id"], "device_id": bot["device_id"]},
+        secret_values={"access_token": bot["access_token"]},
+    )
+    room_id = alice.create_room("车友群", invite=[bot["user_id"], bob.user_id], power={bot["user_id"]: 100})
+    bob.join(room_id)
+    do_matrix_sync(conn.pk)  # sees the invite, joins
+    do_matrix_sync(conn.pk)  # sees the room, its history and its power levels
+    return {"conn": conn, "room": room_id, "alice": alice, "bob": bob, "bot": bot, "community": community,
+            "tenant": tenant}
+
+
+@pytest.fixture
 def tenant(db: None) -> Tenant:
     return Tenant.objects.create(slug="acme", name="Acme 车友会", kind=Tenant.Kind.CLUB)
 

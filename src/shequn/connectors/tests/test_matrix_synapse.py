@@ -4,40 +4,22 @@ duplicates; timeline gaps are filled by pagination."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import pytest
 
 from shequn.activity.models import ActivityEvent
-from shequn.communities.models import ChatGroup, Community, Membership
+from shequn.communities.models import ChatGroup, Membership
 from shequn.connectors import matrix_sync, services
 from shequn.connectors.models import OutboxAction, Room
-from shequn.connectors.services import do_create_connection, do_matrix_sync, do_request_action
-
-from .matrix_client import User
+from shequn.connectors.services import do_matrix_sync, do_request_action
 
 pytestmark = [pytest.mark.synapse, pytest.mark.django_db(transaction=False)]
 
 
 @pytest.fixture
-def world(synapse: Any, tenant: Any, system: Any) -> dict[str, Any]:
-    tag = uuid.uuid4().hex[:8]
-    bot = synapse.register(f"bot{tag}", admin=True)
-    alice = User(synapse.base_url, synapse.register(f"alice{tag}"))
-    bob = User(synapse.base_url, synapse.register(f"bob{tag}"))
-    community = Community.objects.create(tenant=tenant, name="车友会")
-    conn = do_create_connection(
-        system, platform="matrix", name="bot", default_community_id=community.pk,
-        config={"homeserver": synapse.base_url, "user_id": bot["user_id"], "device_id": bot["device_id"]},
-        secret_values={"access_token": bot["access_token"]},
-    )
-    room_id = alice.create_room("车友群", invite=[bot["user_id"], bob.user_id], power={bot["user_id"]: 100})
-    bob.join(room_id)
-    do_matrix_sync(conn.pk)  # sees the invite, joins
-    do_matrix_sync(conn.pk)  # sees the room and its history
-    return {"conn": conn, "room": room_id, "alice": alice, "bob": bob, "bot": bot, "community": community,
-            "tenant": tenant}
+def world(matrix_world: dict[str, Any]) -> dict[str, Any]:
+    return matrix_world
 
 
 def _events(tenant: Any, **kw: Any) -> list[ActivityEvent]:

@@ -8,15 +8,13 @@ connector's ``sender_is_admin`` mark; a normal message is left alone."""
 from __future__ import annotations
 
 import urllib.parse
-import uuid
 from typing import Any
 
 import pytest
 
 from shequn.activity.models import ActivityEvent
-from shequn.communities.models import Community
 from shequn.connectors.models import OutboxAction
-from shequn.connectors.services import do_create_connection, do_deliver_due, do_matrix_sync
+from shequn.connectors.services import do_deliver_due, do_matrix_sync
 from shequn.connectors.tests.matrix_client import User
 from shequn.moderation.models import Strike, Violation
 from shequn.moderation.services import do_save_policy
@@ -29,25 +27,10 @@ AD_ZERO_WIDTH = "加\u200b微\u200b信 vx123456 领\u200b红包"
 
 
 @pytest.fixture
-def world(synapse: Any, tenant: Any, system: Any) -> dict[str, Any]:
-    tag = uuid.uuid4().hex[:8]
-    bot = synapse.register(f"bot{tag}", admin=True)
-    alice = User(synapse.base_url, synapse.register(f"alice{tag}"))
-    bob = User(synapse.base_url, synapse.register(f"bob{tag}"))
-    community = Community.objects.create(tenant=tenant, name="车友会")
+def world(matrix_world: dict[str, Any], system: Any) -> dict[str, Any]:
     # warn, then warn + mute, then kick: the whole ladder in three ads
-    do_save_policy(system, community.pk, warn_limit=2)
-    conn = do_create_connection(
-        system, platform="matrix", name="bot", default_community_id=community.pk,
-        config={"homeserver": synapse.base_url, "user_id": bot["user_id"], "device_id": bot["device_id"]},
-        secret_values={"access_token": bot["access_token"]},
-    )
-    room_id = alice.create_room("车友群", invite=[bot["user_id"], bob.user_id],
-                                power={bot["user_id"]: 100})  # alice: the creator
-    bob.join(room_id)
-    do_matrix_sync(conn.pk)  # sees the invite, joins
-    do_matrix_sync(conn.pk)  # sees the room, its history and its power levels
-    return {"conn": conn, "room": room_id, "alice": alice, "bob": bob, "tenant": tenant}
+    do_save_policy(system, matrix_world["community"].pk, warn_limit=2)
+    return matrix_world
 
 
 def _deliver_all() -> None:
