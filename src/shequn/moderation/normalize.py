@@ -40,20 +40,26 @@ _STRIP_EXTRA = (
 )
 
 
+def _ranges(codepoints: Iterable[int]) -> str:
+    """The inside of a regex character class for these code points, consecutive ones as ranges."""
+    cps = sorted(set(codepoints))
+    parts: list[str] = []
+    i = 0
+    while i < len(cps):
+        j = i
+        while j + 1 < len(cps) and cps[j + 1] == cps[j] + 1:
+            j += 1
+        parts.append(re.escape(chr(cps[i])) if i == j else f"{re.escape(chr(cps[i]))}-{re.escape(chr(cps[j]))}")
+        i = j + 1
+    return "".join(parts)
+
+
 @lru_cache(maxsize=1)
 def _strip_re() -> re.Pattern[str]:
     """Every format character (category Cf: U+200B, U+200D, U+FEFF, bidi controls, tags, …), found
     once from the Unicode database, plus controls, invisible fillers and combining marks."""
     cf = [c for r in ((0, 0x20000), (0xE0000, 0xE1000)) for c in range(*r) if unicodedata.category(chr(c)) == "Cf"]
-    ranges: list[str] = []
-    i = 0
-    while i < len(cf):
-        j = i
-        while j + 1 < len(cf) and cf[j + 1] == cf[j] + 1:
-            j += 1
-        ranges.append(f"{re.escape(chr(cf[i]))}-{re.escape(chr(cf[j]))}")
-        i = j + 1
-    return re.compile("[" + _STRIP_EXTRA + "".join(ranges) + "]+")
+    return re.compile("[" + _STRIP_EXTRA + _ranges(cf) + "]+")
 
 
 _DIGITS = {}
@@ -202,16 +208,7 @@ def _traditional_chars() -> frozenset[str]:
 
 def _char_class(codepoints: Iterable[int]) -> str:
     """A regex character class for a set of code points, consecutive ones as ranges."""
-    cps = sorted(set(codepoints))
-    parts: list[str] = []
-    i = 0
-    while i < len(cps):
-        j = i
-        while j + 1 < len(cps) and cps[j + 1] == cps[j] + 1:
-            j += 1
-        parts.append(re.escape(chr(cps[i])) if i == j else f"{re.escape(chr(cps[i]))}-{re.escape(chr(cps[j]))}")
-        i = j + 1
-    return "[" + "".join(parts) + "]"
+    return "[" + _ranges(codepoints) + "]"
 
 
 @lru_cache(maxsize=1)
