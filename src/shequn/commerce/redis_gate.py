@@ -14,6 +14,8 @@ from typing import Any
 
 from django.conf import settings
 
+from shequn.core import microbatch
+
 GATE_LUA = """
 if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return -1 end
 local stock = tonumber(redis.call('GET', KEYS[1]) or '-1')
@@ -24,6 +26,33 @@ redis.call('DECRBY', KEYS[1], n)
 redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('XADD', KEYS[3], '*', 'member', ARGV[1], 'qty', ARGV[2], 'attr', ARGV[3])
 return 1
+"""
+
+# the same decision for many attempts of one sale in one call (one round trip): attempts are taken in
+# order, each exactly as GATE_LUA would take it alone; ARGV = member, quantity, attr for each attempt
+GATE_MANY_LUA = """
+local stock = tonumber(redis.call('GET', KEYS[1]) or '-1')
+local out = {}
+if stock < 0 then
+  for i = 1, #ARGV, 3 do out[#out + 1] = -2 end
+  return out
+end
+local taken = 0
+for i = 1, #ARGV, 3 do
+  local n = tonumber(ARGV[i + 1])
+  if redis.call('SISMEMBER', KEYS[2], ARGV[i]) == 1 then
+    out[#out + 1] = -1
+  elseif stock - taken < n then
+    out[#out + 1] = 0
+  else
+    taken = taken + n
+    redis.call('SADD', KEYS[2], ARGV[i])
+    redis.call('XADD', KEYS[3], '*', 'member', ARGV[i], 'qty', ARGV[i + 1], 'attr', ARGV[i + 2])
+    out[#out + 1] = 1
+  end
+end
+if taken > 0 then redis.call('DECRBY', KEYS[1], taken) end
+return out
 """
 
 RELEASE_LUA = """
@@ -59,6 +88,7 @@ class Gate:
     def __init__(self, conn: Any) -> None:
         self.conn = conn
         self._gate = conn.register_script(GATE_LUA)
+        self._gate_many = conn.register_script(GATE_MANY_LUA)
         self._release = conn.register_script(RELEASE_LUA)
 
     def prepare(self, flash_sale_id: int, stock: int, buyers: list[int]) -> None:
@@ -77,6 +107,24 @@ class Gate:
 
     def attempt(self, flash_sale_id: int, member_id: int, quantity: int, attr: str = "") -> int:
         return int(self._gate(keys=keys(flash_sale_id), args=[member_id, quantity, attr]))
+
+    def attempt_many(self, flash_sale_id: int, attempts: list[tuple[int, int, str]]) -> list[int]:
+        """Decide many (member, quantity, attr) attempts of one sale in one round trip, in order."""
+        args: list[Any] = []
+        for member_id, quantity, attr in attempts:
+            args += [member_id, quantity, attr]
+        return [int(r) for r in self._gate_many(keys=keys(flash_sale_id), args=args)]
+
+    def attempt_batched(self, flash_sale_id: int, member_id: int, quantity: int, attr: str = "") -> int:
+        """:meth:`attempt` through this process's gate batcher: concurrent callers share one round
+        trip (:meth:`attempt_many`); the result is the one :meth:`attempt` would give."""
+
+        def factory(on_idle: Any) -> microbatch.MicroBatcher[tuple[int, int, str], int]:
+            return microbatch.MicroBatcher(
+                f"flash-gate-{flash_sale_id}", lambda items: self.attempt_many(flash_sale_id, items),
+                max_batch=500, max_wait=0.001, on_idle=on_idle)
+
+        return microbatch.submit(("gate", id(self.conn), flash_sale_id), factory, (member_id, quantity, attr))
 
     def release(self, flash_sale_id: int, member_id: int, quantity: int) -> bool:
         return bool(self._release(keys=keys(flash_sale_id), args=[member_id, quantity]))

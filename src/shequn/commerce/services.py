@@ -1184,8 +1184,9 @@ def do_create_flash_sale(
     return fs
 
 
-def check_flash_eligible(fs: FlashSale, ctx: MemberContext, quantity: int, now: dt.datetime) -> None:
-    """Raise a clear error unless this member may buy ``quantity`` now."""
+def check_flash_eligible(fs: FlashSale, ctx: MemberContext | None, quantity: int, now: dt.datetime) -> None:
+    """Raise a clear error unless this member may buy ``quantity`` now (``ctx=None``: the sale's own
+    rules only; the caller's statement checks the member's)."""
     if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity <= 0:
         raise Invalid(_("数量必须是正整数"), details={"field": "quantity"})
     if quantity > fs.per_member_limit:
@@ -1195,6 +1196,8 @@ def check_flash_eligible(fs: FlashSale, ctx: MemberContext, quantity: int, now: 
         raise Invalid(_("秒杀尚未开始"), code="not_started", details={"field": "flash_sale_id"})
     if now >= fs.ends_at:
         raise Invalid(_("秒杀已结束"), code="ended", details={"field": "flash_sale_id"})
+    if ctx is None:
+        return
     if fs.eligible_community_id and fs.eligible_community_id not in ctx.communities:
         raise Invalid(_("仅限社群成员参与"), code="ineligible", details={"field": "member_id"})
     if fs.eligible_tier_id and fs.eligible_tier_id not in ctx.tiers:
@@ -1224,18 +1227,26 @@ def do_flash_buy(
     first and the order is written by :func:`do_consume_flash_gate`."""
     tid = principal.tenant_id
     now = now or timezone.now()
-    fs = FlashSale.objects.filter(tenant_id=tid, pk=flash_sale_id).select_related("sku__product").first()
+    use_batch = (batched if batched is not None else batching.enabled()) and not idempotency_key
+    if use_batch:  # the group-commit hot path: the sale from the per-process cache, no query here
+        fs = batching.flash_sale(tid, flash_sale_id)
+    else:
+        fs = FlashSale.objects.filter(tenant_id=tid, pk=flash_sale_id).select_related("sku__product").first()
     if fs is None:
         raise NotFound(_("秒杀不存在"), details={"field": "flash_sale_id"})
-    no_rules = not (fs.eligible_community_id or fs.eligible_tier_id or fs.min_relationship_level is not None)
-    if (no_rules and connection.vendor == "postgresql" and not idempotency_key and not fs.use_redis_gate
-            and not (batched if batched is not None else batching.enabled())
-            and isinstance(member_id, int) and not isinstance(member_id, bool)):
-        # the hot path: no member read (the statement checks the member belongs to the tenant)
-        check_flash_eligible(fs, MemberContext(member_id, 0), quantity, now)
-        if fs.stock <= 0:
+    member_rules = bool(fs.eligible_community_id or fs.eligible_tier_id)
+    if (not member_rules and not fs.use_redis_gate and isinstance(member_id, int)
+            and not isinstance(member_id, bool) and (use_batch or (
+                connection.vendor == "postgresql" and not idempotency_key
+                and fs.min_relationship_level is None))):
+        # the hot paths: no member read (the statement checks the member belongs to the tenant, and
+        # the batch statement checks the relationship level)
+        check_flash_eligible(fs, None, quantity, now)
+        if fs.stock <= 0 or (use_batch and batching.sold_out(fs.pk)):
             raise SoldOut(_("已售罄"), details={"field": "flash_sale_id"})
         attr = clean_attribution(tid, attribution)
+        if use_batch:
+            return FlashResult("ordered", batching.submit(principal, fs.pk, member_id, quantity, attr))
         with transaction.atomic():
             return FlashResult("ordered", _flash_order_pg(principal, fs, member_id, quantity, attr, now=now))
     member = _member(tid, member_id)
@@ -1250,10 +1261,11 @@ def do_flash_buy(
     if fs.use_redis_gate:
         g = redis_gate.gate()
         if g is not None:
-            res = g.attempt(fs.pk, member.pk, quantity, json.dumps(attr))
+            attempt = g.attempt_batched if use_batch else g.attempt
+            res = attempt(fs.pk, member.pk, quantity, json.dumps(attr))
             if res == redis_gate.NOT_PREPARED:
                 do_prepare_flash_gate(fs.pk)
-                res = g.attempt(fs.pk, member.pk, quantity, json.dumps(attr))
+                res = attempt(fs.pk, member.pk, quantity, json.dumps(attr))
             if res == redis_gate.SOLD_OUT:
                 raise SoldOut(_("已售罄"), details={"field": "flash_sale_id"})
             if res == redis_gate.DUPLICATE:
@@ -1267,8 +1279,8 @@ def do_flash_buy(
     existing = _existing_by_key(tid, member.pk, idempotency_key, req_hash)
     if existing is not None:
         return FlashResult("ordered", existing)
-    if batched if batched is not None else (batching.enabled() and not idempotency_key):
-        return FlashResult("ordered", batching.submit(fs.pk, member.pk, quantity, attr))
+    if use_batch:
+        return FlashResult("ordered", batching.submit(principal, fs.pk, member.pk, quantity, attr))
     if connection.vendor == "postgresql" and not idempotency_key:
         with transaction.atomic():
             return FlashResult("ordered", _flash_order_pg(principal, fs, member.pk, quantity, attr, now=now))
@@ -1396,41 +1408,294 @@ def do_consume_flash_gate(flash_sale_id: int, *, consumer: str = "worker", batch
     """Turn accepted gate attempts into reservations and orders; returns orders written.
 
     Idempotent: a stream entry is acknowledged only after its batch committed, and a replayed entry
-    meets the unique (flash sale, member) row and is skipped. A batch is written in one transaction
-    (one conditional stock UPDATE for the batch); if anything in it conflicts, the batch falls back to
-    one transaction per entry. The database stays the source of truth."""
+    meets the unique (flash sale, member) row and is skipped. Each read is written by
+    :func:`do_write_flash_batch` (one transaction, one stock decrement for the batch). The database
+    stays the source of truth: an entry it refuses (sold out there, not a member, already bought) is
+    acknowledged without an order, and one refused for who the member is (not found, not eligible)
+    gives its unit back to the gate."""
     g = redis_gate.gate()
     if g is None:
         return 0
-    fs = FlashSale.objects.select_related("sku__product").get(pk=flash_sale_id)
+    tenant_id = FlashSale.objects.filter(pk=flash_sale_id).values_list("tenant_id", flat=True).first()
+    if tenant_id is None:
+        return 0
+    system = Principal.system(tenant_id, "flash")
     written = 0
     while True:
-        entries = g.read(fs.pk, consumer, count=batch)
+        entries = g.read(flash_sale_id, consumer, count=batch)
         if not entries:
             return written
-        parsed: list[tuple[str, int, int, dict[str, Any]]] = []
+        rows: list[FlashRow] = []
         for entry_id, f in entries:
             try:
                 attr = json.loads(f.get("attr") or "{}")
-            except ValueError:
-                attr = {}
-            parsed.append((entry_id, int(f["member"]), int(f["qty"]), attr if isinstance(attr, dict) else {}))
+                attr = clean_attribution(tenant_id, attr if isinstance(attr, dict) else {})
+            except (ValueError, ShequnError):
+                attr = dict.fromkeys(ATTRIBUTION_KEYS)
+            rows.append(FlashRow(system, int(f["member"]), int(f["qty"]), attr, gate_id=entry_id))
+        outcome = do_write_flash_batch(flash_sale_id, rows)
+        written += sum(1 for o in outcome.results if isinstance(o, Order))
+        for row, res in zip(rows, outcome.results, strict=True):
+            # refused for who the member is (not found, not eligible): the gate gives the unit back
+            if isinstance(res, NotFound | Invalid):
+                g.release(flash_sale_id, row.member_id, row.quantity)
+        g.ack(flash_sale_id, [e[0] for e in entries])
+
+
+@dataclass
+class FlashRow:
+    """One validated flash-sale attempt waiting to be written in a batch."""
+
+    principal: Principal
+    member_id: int
+    quantity: int
+    attr: dict[str, Any]
+    gate_id: str = ""
+
+
+@dataclass
+class FlashBatchOutcome:
+    results: list[Order | ShequnError]  # one per row, in order
+    remaining: int | None  # the sale's stock after the batch (None when not read)
+
+
+_PG_FLASH_HEAD_SQL = """
+SELECT f.tenant_id, f.stock, f.price_fen, f.starts_at, f.ends_at, f.per_member_limit, f.min_relationship_level,
+       f.reservation_ttl_seconds, f.sku_id, s.product_id, s.price_fen, s.name, p.name, p.kind
+FROM commerce_flashsale f JOIN commerce_sku s ON s.id = f.sku_id JOIN commerce_product p ON p.id = s.product_id
+WHERE f.id = %s
+"""
+
+_PG_FLASH_BATCH_SQL = """
+WITH inp AS (
+  SELECT * FROM unnest(%(members)s::bigint[], %(qtys)s::int[], %(attrs)s::jsonb[], %(gates)s::text[],
+                       %(lives)s::bigint[], %(atypes)s::text[], %(aids)s::text[], %(alabels)s::text[])
+         WITH ORDINALITY AS t(member, qty, attr, gate, live, atype, aid, alabel, ord)),
+mem AS (
+  SELECT inp.*, (SELECT m.relationship_level FROM members_member m
+                 WHERE m.id = inp.member AND m.tenant_id = %(tenant)s) AS level,
+         (SELECT r.status FROM commerce_flashreservation r
+          WHERE r.flash_sale_id = %(fs)s AND r.member_id = inp.member) AS taken
+  FROM inp),
+chk AS (
+  SELECT mem.*, level IS NOT NULL AS known,
+         level IS NOT NULL AND (%(min_level)s::int IS NULL OR level >= %(min_level)s::int) AS eligible FROM mem),
+cand AS (
+  SELECT chk.*, sum(chk.qty) OVER (ORDER BY chk.ord) AS cum FROM chk WHERE chk.eligible AND chk.taken IS NULL),
+chosen AS MATERIALIZED (
+  SELECT cand.*, nextval(pg_get_serial_sequence('commerce_order', 'id')) AS oid
+  FROM cand WHERE cand.cum <= %(stock)s ORDER BY cand.ord),
+res AS (
+  INSERT INTO commerce_flashreservation (tenant_id, flash_sale_id, member_id, quantity, status, order_id, gate_id,
+                                         expires_at, created_at)
+  SELECT %(tenant)s, %(fs)s, c.member, c.qty, 'reserved', c.oid, c.gate, %(expires)s, %(now)s
+  FROM chosen c ORDER BY c.ord
+  ON CONFLICT (flash_sale_id, member_id) DO NOTHING RETURNING order_id),
+ord AS (
+  INSERT INTO commerce_order (id, tenant_id, member_id, status, goods_fen, discount_fen, total_fen, paid_fen,
+                              refunded_fen, attribution, request_hash, expires_at, created_at, cancel_reason,
+                              stock_released, flash_sale_id, live_session_id)
+  SELECT c.oid, %(tenant)s, c.member, 'created', %(price)s * c.qty, 0, %(price)s * c.qty, 0, 0, c.attr, '',
+         %(expires)s, %(now)s, '', false, %(fs)s, c.live
+  FROM chosen c JOIN res ON res.order_id = c.oid RETURNING id),
+line AS (
+  INSERT INTO commerce_orderline (tenant_id, order_id, product_id, sku_id, product_kind, name, quantity,
+                                  list_price_fen, unit_price_fen, discount_fen, amount_fen)
+  SELECT %(tenant)s, ord.id, %(product)s, %(sku)s, %(kind)s, %(name)s, c.qty, %(list)s, %(price)s, 0,
+         %(price)s * c.qty
+  FROM ord JOIN chosen c ON c.oid = ord.id),
+aud AS (
+  INSERT INTO core_auditlog (tenant_id, actor_type, actor_id, actor_label, action, object_type, object_id, reason,
+                             data, created_at)
+  SELECT %(tenant)s, c.atype, c.aid, c.alabel, 'commerce.order.create', 'Order', ord.id::text, '',
+         jsonb_build_object('total_fen', %(price)s * c.qty, 'member_id', c.member, 'flash_sale_id', %(fs)s), %(now)s
+  FROM ord JOIN chosen c ON c.oid = ord.id)
+SELECT chk.known, chk.eligible, chk.taken, chosen.oid, res.order_id
+FROM chk LEFT JOIN chosen ON chosen.ord = chk.ord LEFT JOIN res ON res.order_id = chosen.oid ORDER BY chk.ord
+"""
+
+_PG_FLASH_TAKE_SQL = """
+UPDATE commerce_flashsale SET stock = stock - %(n)s WHERE id = %(fs)s AND stock >= %(n)s RETURNING stock
+"""
+
+
+class _StockMoved(Exception):
+    """The optimistic batch read more stock than was left when it came to decrement: roll it back."""
+
+
+_RETRY = object()  # a row the batch could not decide; written alone after the batch committed
+
+
+def do_write_flash_batch(flash_sale_id: int, rows: Sequence[FlashRow],
+                         now: dt.datetime | None = None) -> FlashBatchOutcome:
+    """Write many buyers' flash-sale attempts at once (group commit); returns one outcome per row,
+    exactly what :func:`do_flash_buy` would have given each buyer alone.
+
+    Locking (PostgreSQL), optimistic first: read the sale's stock without a lock; ONE statement
+    inserts the reservations of the eligible rows whose running total fits that stock
+    (``INSERT ... ON CONFLICT (flash sale, member) DO NOTHING`` — the duplicate check) and the
+    orders, lines and audit rows of the reservations actually inserted; LAST, ``UPDATE ... SET
+    stock = stock - :taken WHERE stock >= :taken`` — the hot row is locked only from here to COMMIT.
+    If another batch took the units meanwhile the UPDATE matches nothing: the whole batch rolls back
+    and runs again with ``SELECT ... FOR UPDATE`` of the sale first (the lock held to COMMIT, so the
+    stock it reads is exact). Oversell is impossible (the decrement is conditional and covers every
+    inserted reservation); undersell too (a row is refused as sold out only when the stock left
+    after the decrement is below its quantity). A row the batch cannot decide exactly (the same
+    member twice in one batch, a released seat to re-take, a reservation that raced in, a row a
+    larger earlier request pushed past the stock while units remain) is written afterwards by the
+    one-buyer path in its own transaction. Must not be called inside another transaction.
+    Other databases: the ORM batch of :func:`_consume_batch`, or one transaction per row."""
+    now = now or timezone.now()
+    results: list[Any] = [_RETRY] * len(rows)
+    remaining: int | None = None
+    seen: set[int] = set()
+    first: list[int] = []  # indexes of the rows the batch decides (first occurrence of each member)
+    for i, r in enumerate(rows):
+        if r.member_id not in seen:
+            seen.add(r.member_id)
+            first.append(i)
+    if connection.vendor == "postgresql" and first:
+        for locked in (False, True):
+            try:
+                with transaction.atomic():
+                    remaining = _pg_flash_batch(flash_sale_id, rows, first, results, now, locked=locked)
+                break
+            except _StockMoved:
+                results = [_RETRY] * len(rows)
+            except IntegrityError:
+                log.warning("flash batch of %d fell back to one transaction per buyer", len(rows))
+                results = [_RETRY] * len(rows)
+                remaining = None
+                break
+    elif first:
+        fs = FlashSale.objects.select_related("sku__product").get(pk=flash_sale_id)
+        fits: list[int] = []
+        for i in first:
+            try:
+                check_flash_eligible(fs, None, rows[i].quantity, now)  # window and per-member limit
+                fits.append(i)
+            except ShequnError as exc:
+                results[i] = exc
+        if fs.min_relationship_level is not None:
+            fits = []  # the one-buyer path checks each member's level
         try:
             with transaction.atomic():
-                written += len(_consume_batch(fs, parsed))
+                orders = _consume_batch(fs, [(rows[i].gate_id, rows[i].member_id, rows[i].quantity,
+                                              rows[i].attr) for i in fits]) if fits else []
+            by_member = {o.member_id: o for o in orders}  # rows of unknown members stay undecided
+            for i in fits:
+                if rows[i].member_id in by_member:
+                    results[i] = by_member[rows[i].member_id]
         except (Conflict, IntegrityError):
-            for entry_id, member_id, qty, attr in parsed:
-                member = Member.objects.filter(tenant_id=fs.tenant_id, pk=member_id).first()
-                if member is None:
-                    continue
-                try:
-                    with transaction.atomic():
-                        _flash_order(Principal.system(fs.tenant_id, "flash"), fs, member, qty, attr,
-                                     now=timezone.now(), gate_id=entry_id)
-                    written += 1
-                except (Conflict, IntegrityError):
-                    pass  # already written (replay), or the database disagrees: the database wins
-        g.ack(fs.pk, [e[0] for e in entries])
+            pass
+    fs_obj: FlashSale | None = None
+    for i, r in enumerate(rows):
+        if results[i] is not _RETRY:
+            continue
+        if fs_obj is None:
+            fs_obj = FlashSale.objects.select_related("sku__product").get(pk=flash_sale_id)
+        results[i] = _flash_one(fs_obj, r, now)
+    if fs_obj is not None:
+        remaining = FlashSale.objects.filter(pk=flash_sale_id).values_list("stock", flat=True).first()
+    return FlashBatchOutcome(results, remaining)
+
+
+def _flash_one(fs: FlashSale, r: FlashRow, now: dt.datetime) -> Order | ShequnError:
+    """The one-buyer path for a row the batch left undecided: its own transaction, its own outcome."""
+    try:
+        member = _member(fs.tenant_id, r.member_id)
+        check_flash_eligible(fs, MemberContext(member.pk, int(member.relationship_level)), r.quantity, now)
+        with transaction.atomic():
+            return _flash_order(r.principal, fs, member, r.quantity, r.attr, now=now, gate_id=r.gate_id)
+    except ShequnError as exc:
+        return exc
+    except IntegrityError:
+        return Conflict(_("每人限购, 你已参与过本次秒杀"), code="already_bought", details={"field": "member_id"})
+
+
+def _flash_head(cur: Any, flash_sale_id: int, *, locked: bool) -> tuple[Any, ...] | None:
+    """The sale's row (stock, price, window, limits) and its SKU's; ``locked``: ``FOR UPDATE``."""
+    cur.execute(_PG_FLASH_HEAD_SQL + (" FOR UPDATE OF f" if locked else ""), [flash_sale_id])
+    row = cur.fetchone()
+    return tuple(row) if row is not None else None
+
+
+def _pg_flash_batch(flash_sale_id: int, rows: Sequence[FlashRow], first: Sequence[int], results: list[Any],
+                    now: dt.datetime, *, locked: bool) -> int | None:
+    """The PostgreSQL batch (see :func:`do_write_flash_batch`); fills ``results``, returns the stock left.
+
+    ``locked=False`` (tried first): the stock is read without a lock, the rows that fit are written,
+    and the conditional decrement comes LAST, so the hot row is locked only from that UPDATE to
+    COMMIT and the next batch's inserts overlap this batch's commit. If another batch took the units
+    meanwhile, the decrement finds too little and raises :class:`_StockMoved` (the caller rolls back
+    and retries with ``locked=True``: ``SELECT ... FOR UPDATE`` first, so the read stock is exact)."""
+    with connection.cursor() as cur:
+        head = _flash_head(cur, flash_sale_id, locked=locked)
+        if head is None:
+            for i in first:
+                results[i] = NotFound(_("秒杀不存在"), details={"field": "flash_sale_id"})
+            return None
+        (tenant, stock, price, starts_at, ends_at, limit, min_level, ttl_s, sku_id, product_id, list_price,
+         sku_name, product_name, kind) = head
+        if now < starts_at or now >= ends_at:
+            for i in first:
+                results[i] = Invalid(_("秒杀尚未开始") if now < starts_at else _("秒杀已结束"),
+                                     code="not_started" if now < starts_at else "ended",
+                                     details={"field": "flash_sale_id"})
+            return int(stock)
+        todo = []
+        for i in first:
+            if rows[i].quantity > limit:
+                results[i] = Invalid(_("每人限购 %(n)d 件") % {"n": limit}, code="over_limit",
+                                     details={"field": "quantity"})
+            else:
+                todo.append(i)
+        if not todo:
+            return int(stock)
+        expires = now + dt.timedelta(seconds=ttl_s)
+        # the CTEs' row counts are unknown to the planner, which then nests loops over them (quadratic
+        # in the batch size); hash joins keep the statement linear. The penalty cost of a disabled plan
+        # would switch JIT compilation on (~1 s): off too. Both local to this transaction.
+        cur.execute("SET LOCAL enable_nestloop = off; SET LOCAL jit = off")
+        cur.execute(_PG_FLASH_BATCH_SQL, {
+            "members": [rows[i].member_id for i in todo], "qtys": [rows[i].quantity for i in todo],
+            "attrs": [json.dumps(rows[i].attr) for i in todo], "gates": [rows[i].gate_id for i in todo],
+            "lives": [rows[i].attr.get("live_session_id") for i in todo],
+            "atypes": [rows[i].principal.kind for i in todo], "aids": [rows[i].principal.actor_id for i in todo],
+            "alabels": [rows[i].principal.label for i in todo],
+            "tenant": tenant, "fs": flash_sale_id, "min_level": min_level, "stock": max(0, stock),
+            "expires": expires, "now": now, "price": price, "product": product_id, "sku": sku_id, "kind": kind,
+            "name": f"{product_name} {sku_name}".strip()[:240], "list": list_price,
+        })
+        out = cur.fetchall()
+        taken = sum(rows[i].quantity for i, row in zip(todo, out, strict=True) if row[4] is not None)
+        cur.execute(_PG_FLASH_TAKE_SQL, {"n": taken, "fs": flash_sale_id})
+        moved = cur.fetchone()
+    if moved is None:
+        if locked:  # cannot happen: the stock was read under the lock
+            raise IntegrityError("flash batch: stock changed under the row lock")
+        raise _StockMoved
+    left = int(moved[0])
+    for i, (known, eligible, status, chosen_id, order_id) in zip(todo, out, strict=True):
+        r = rows[i]
+        if order_id is not None:
+            total = price * r.quantity
+            results[i] = Order(pk=order_id, tenant_id=tenant, member_id=r.member_id, status=OrderStatus.CREATED,
+                               goods_fen=total, discount_fen=0, total_fen=total, attribution=r.attr,
+                               expires_at=expires, created_at=now, flash_sale_id=flash_sale_id,
+                               live_session_id=r.attr.get("live_session_id"))
+        elif not known:
+            results[i] = NotFound(_("会员不存在: %(id)s") % {"id": r.member_id}, details={"field": "member_id"})
+        elif not eligible:
+            results[i] = Invalid(_("关系等级不足"), code="ineligible", details={"field": "member_id"})
+        elif status is not None and status != FlashReservation.Status.RELEASED:
+            results[i] = Conflict(_("每人限购, 你已参与过本次秒杀"), code="already_bought",
+                                  details={"field": "member_id"})
+        elif status is None and chosen_id is None and left < r.quantity:
+            results[i] = SoldOut(_("已售罄"), details={"field": "flash_sale_id"})
+        # else _RETRY: a released seat to re-take, a reservation that raced in, or units left that this
+        # row may fit although an earlier, larger request did not
+    return left
 
 
 def _consume_batch(fs: FlashSale, parsed: Sequence[tuple[str, int, int, dict[str, Any]]]) -> list[Order]:

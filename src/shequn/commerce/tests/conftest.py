@@ -53,3 +53,12 @@ def window(minutes_before: int = 1, minutes_after: int = 60) -> tuple[dt.datetim
 def pay(system: Principal, order_id: int) -> dict[str, Any]:
     p = services.do_start_payment(system, order_id)
     return services.do_sandbox_pay(p.out_trade_no)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_flash_batching():
+    """The group-commit writer threads and their per-process caches never outlive a test."""
+    yield
+    from shequn.commerce import batching
+
+    batching.shutdown()

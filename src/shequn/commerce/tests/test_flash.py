@@ -251,3 +251,53 @@ def test_flash_api(system, product, member):
     assert r.status_code == 409
     r = c.post(url, data=json.dumps({"member_id": member.pk, "quantity": 0}), content_type="application/json")
     assert r.status_code == 422 and r.json()["details"]["field"] == "quantity"
+
+
+@pytest.mark.redis
+def test_gate_many_decides_like_one_attempt_at_a_time(system, product, tenant):
+    """One round trip for many attempts gives what the single-attempt script gives in the same order."""
+    from shequn.commerce import redis_gate
+    g = redis_gate.gate()
+    one, many = _flash(system, product, stock=1), _flash(system, product, stock=1)
+    attempts = [(1, 1, "{}"), (2, 2, "{}"), (1, 1, "{}"), (3, 1, "{}"), (4, 1, "{}"), (5, 1, "{}")]
+    try:
+        assert g.attempt_many(many.pk, attempts) == [redis_gate.NOT_PREPARED] * 6
+        for fs in (one, many):
+            g.reset(fs.pk)
+            g.prepare(fs.pk, 4, [5])  # 4 units; member 5 already holds a reservation
+        singles = [g.attempt(one.pk, m, q, a) for m, q, a in attempts]
+        assert singles == [1, 1, -1, 1, 0, -1]
+        assert g.attempt_many(many.pk, attempts) == singles
+        assert g.stock(many.pk) == g.stock(one.pk) == 0
+        assert g.conn.xlen(redis_gate.keys(many.pk)[2]) == 3
+        # through the per-process batcher, from many threads at once: each gets its own answer
+        g.reset(many.pk)
+        g.prepare(many.pk, 10, [])
+        assert g.attempt_batched(many.pk, 100, 1, "{}") == 1
+        with ThreadPoolExecutor(16) as pool:
+            got = list(pool.map(lambda m: g.attempt_batched(many.pk, m, 1, "{}"), range(100, 131)))
+        assert got[0] == -1 and sorted(got[1:]) == [0] * 21 + [1] * 9
+        assert g.stock(many.pk) == 0
+    finally:
+        g.reset(one.pk)
+        g.reset(many.pk)
+
+
+@pytest.mark.redis
+def test_consumer_gives_the_gate_back_a_unit_the_database_refuses(system, product, tenant):
+    from shequn.commerce import redis_gate
+    fs = _flash(system, product, stock=2, use_redis_gate=True)
+    g = redis_gate.gate()
+    g.reset(fs.pk)
+    try:
+        services.do_prepare_flash_gate(fs.pk)
+        a = make_member(tenant, "a")
+        assert g.attempt(fs.pk, a.pk, 1, "{}") == redis_gate.ACCEPTED
+        assert g.attempt(fs.pk, 987_654_321, 1, "{}") == redis_gate.ACCEPTED  # no such member
+        assert g.stock(fs.pk) == 0
+        assert services.do_consume_flash_gate(fs.pk) == 1
+        assert g.stock(fs.pk) == 1 and FlashSale.objects.get(pk=fs.pk).stock == 1
+        b = make_member(tenant, "b")
+        assert g.attempt(fs.pk, b.pk, 1, "{}") == redis_gate.ACCEPTED  # the unit is sold again
+    finally:
+        g.reset(fs.pk)

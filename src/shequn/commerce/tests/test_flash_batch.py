@@ -1,0 +1,97 @@
+"""Group commit of flash-sale attempts (``services.do_write_flash_batch``): every row gets exactly the
+outcome the one-buyer path would give it. Runs on SQLite (ORM batch) and on PostgreSQL (one
+statement, optimistic decrement, locked retry) — the same assertions for both."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from shequn.commerce import services
+from shequn.commerce.models import FlashReservation, FlashSale, Order, OrderLine
+from shequn.core.errors import Conflict, Invalid, NotFound
+from shequn.core.models import AuditLog
+
+from .conftest import make_member
+from .test_flash import _flash
+
+ATTR = dict.fromkeys(services.ATTRIBUTION_KEYS)
+
+
+def _rows(system, spec):
+    return [services.FlashRow(system, mid, qty, dict(ATTR)) for mid, qty in spec]
+
+
+def _kind(res):
+    if isinstance(res, Order):
+        return "order"
+    return getattr(res, "code", type(res).__name__)
+
+
+def test_batch_gives_each_row_the_one_buyer_outcome(system, product, tenant):
+    fs = _flash(system, product, stock=5, limit=2, min_relationship_level=1)
+    a, b, d, e, f, g = (make_member(tenant, n, level=1) for n in "abdefg")
+    c = make_member(tenant, "c", level=0)
+    services.do_flash_buy(system, fs.pk, member_id=d.pk)  # d already bought; 4 left
+    out = services.do_write_flash_batch(fs.pk, _rows(system, [
+        (a.pk, 1), (999_999_999, 1), (c.pk, 1), (d.pk, 1), (a.pk, 1), (b.pk, 3), (e.pk, 2), (f.pk, 2), (g.pk, 1),
+    ]))
+    kinds = [_kind(r) for r in out.results]
+    # f (2) does not fit after a and e, but g (1) does: no unit is left unsold while a buyer wants it
+    assert kinds == ["order", "not_found", "ineligible", "already_bought", "already_bought", "over_limit",
+                     "order", "sold_out", "order"]
+    assert isinstance(out.results[1], NotFound) and isinstance(out.results[2], Invalid)
+    assert isinstance(out.results[3], Conflict) and isinstance(out.results[7], services.SoldOut)
+    assert out.remaining == 0
+    assert FlashSale.objects.get(pk=fs.pk).stock == 0
+    orders = {o.member_id: o for o in Order.objects.filter(flash_sale=fs)}
+    assert set(orders) == {a.pk, d.pk, e.pk, g.pk}
+    assert orders[e.pk].total_fen == 2 * 990 == out.results[6].total_fen
+    assert out.results[0].pk == orders[a.pk].pk and out.results[8].pk == orders[g.pk].pk
+    line = OrderLine.objects.get(order=orders[e.pk])
+    assert (line.quantity, line.unit_price_fen, line.list_price_fen, line.amount_fen) == (2, 990, 9900, 1980)
+    assert FlashReservation.objects.filter(flash_sale=fs).count() == 4
+    assert AuditLog.objects.filter(action="commerce.order.create",
+                                   object_id__in=[str(o.pk) for o in orders.values()]).count() == 4
+
+
+def test_batch_retakes_a_released_seat_and_refuses_after_the_window(system, product, tenant):
+    fs = _flash(system, product, stock=2)
+    a, b = make_member(tenant, "a"), make_member(tenant, "b")
+    first = services.do_flash_buy(system, fs.pk, member_id=a.pk).order
+    services.do_cancel_order(system, first.pk, reason="changed mind")
+    out = services.do_write_flash_batch(fs.pk, _rows(system, [(a.pk, 1), (b.pk, 1)]))
+    assert [_kind(r) for r in out.results] == ["order", "order"]
+    assert FlashReservation.objects.get(flash_sale=fs, member=a).order_id == out.results[0].pk
+    assert FlashSale.objects.get(pk=fs.pk).stock == 0
+    FlashSale.objects.filter(pk=fs.pk).update(starts_at=timezone.now() - dt.timedelta(hours=2),
+                                              ends_at=timezone.now() - dt.timedelta(hours=1))
+    late = services.do_write_flash_batch(fs.pk, _rows(system, [(make_member(tenant, "c").pk, 1)]))
+    assert [_kind(r) for r in late.results] == ["ended"]
+
+
+@pytest.mark.postgres
+def test_stock_taken_meanwhile_rolls_back_and_retries_under_the_lock(system, product, tenant, monkeypatch):
+    """The optimistic read saw 3 more units than there are (another batch took them): the
+    conditional decrement refuses, the batch rolls back whole and runs again with FOR UPDATE."""
+    assert connection.vendor == "postgresql"
+    fs = _flash(system, product, stock=2)
+    members = [make_member(tenant, f"m{i}") for i in range(4)]
+    real = services._flash_head
+    calls = []
+
+    def stale(cur, flash_sale_id, *, locked):
+        calls.append(locked)
+        head = real(cur, flash_sale_id, locked=locked)
+        return head if locked or head is None else (head[0], head[1] + 3, *head[2:])
+
+    monkeypatch.setattr(services, "_flash_head", stale)
+    out = services.do_write_flash_batch(fs.pk, _rows(system, [(m.pk, 1) for m in members]))
+    assert calls == [False, True]
+    assert [_kind(r) for r in out.results] == ["order", "order", "sold_out", "sold_out"]
+    assert FlashSale.objects.get(pk=fs.pk).stock == 0
+    assert Order.objects.filter(flash_sale=fs).count() == 2  # nothing of the rolled-back try is left
+    assert FlashReservation.objects.filter(flash_sale=fs).count() == 2
