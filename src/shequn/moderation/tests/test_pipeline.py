@@ -179,6 +179,32 @@ def test_community_pack_allows_own_domain_and_adds_words() -> None:
     assert any(r["rule"] == "selling.term.团长价" for r in own.classify("团长价 99 元").reasons)
 
 
+def test_a_link_cannot_be_a_term() -> None:
+    # "term 2.0 t.me" normalised to the link placeholder and so matched every link in every message
+    for bad in ("t.me", "https://example.com/x", "admin@example.com", "@小王"):
+        with pytest.raises(RulePackError) as info:
+            parse_pack(f"category x 测试\n  term 2.0 {bad}\n")
+        assert [e.line for e in info.value.errors] == [2]
+
+
+def test_an_on_topic_link_gets_no_rule_hit_from_the_default_pack() -> None:
+    pack = compile_pack("")
+    for text in ("会议链接 https://meeting.tencent.com/dm/abc123 周四八点",
+                 "Photos from last trip: https://www.youtube.com/watch?v=abc"):
+        assert pack.match(normalise(text)) == []
+    assert [h.rule_id for h in pack.match(normalise("新群 https://t.me/abcdef"))] == [
+        "poaching.term.新群", "poaching.domain.t.me"]
+
+
+def test_domain_rules_for_a_top_level_domain() -> None:
+    pack = compile_pack("category link 链接\n  domain 1.5 *.xyz\nallow domain our-club.xyz\n")
+    assert [h.rule_id for h in pack.match(normalise("看这里 https://a.b.some-site.xyz/p"))] == ["link.domain.xyz"]
+    assert pack.match(normalise("看这里 https://our-club.xyz/p")) == []
+    assert pack.match(normalise("看这里 https://xyz.example.com/p")) == []
+    with pytest.raises(RulePackError):
+        parse_pack("category link 链接\n  domain 1.5 *.\n")
+
+
 def test_allow_term_masks_rule_inside_it() -> None:
     pack = compile_pack("")
     hits = [h.rule_id for h in pack.match(normalise("大家在群里投票选地点"))]
