@@ -85,7 +85,9 @@ _CN_DIGIT_RUN = re.compile(r"[0-9零〇一幺二两三四五六七八九壹贰�
 _URL = re.compile(
     r"(?:https?://|www\.)[^\s\u3000-\u303f\uff00-\uffef<>\"'，。！？、]+"
     r"|(?<![\w@.])(?:[a-z0-9-]{1,63}\.)+(?:com|cn|net|org|io|cc|me|ly|gd|im|co|tk|top|xyz|vip|club|app|info|"
-    r"biz|site|shop|link|ink|tv|gg|in|to|so|us|hk|tw|ru|la|ws)(?![a-z0-9-])(?:/[^\s\u3000-\u303f\uff00-\uffef]*)?"
+    r"biz|site|shop|link|ink|tv|gg|in|to|so|us|hk|tw|ru|la|ws|online|live|icu|buzz|work|ltd|store|click|bond|cfd|"
+    r"sbs|xin|wang|cyou|help|bet|loan|money|cash|life|world|today|space|website|tech|ai|gy|pw|mobi|asia|news|"
+    r"fyi|one|fun|pro|win|ml|ga|cf|gq)(?![a-z0-9-])(?:/[^\s\u3000-\u303f\uff00-\uffef]*)?"
 )
 _MAIL = re.compile(r"[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+")
 _MENTION = re.compile(r"@[^\s@,，:：]{1,32}")

@@ -63,6 +63,12 @@ def test_urls_mentions_emails_are_lifted() -> None:
     assert "bit.ly" not in n.text
 
 
+def test_bare_links_on_spam_top_level_domains_are_lifted() -> None:
+    n = normalise("速领 fuli-888.icu/x 或 cash.online 再看 rb.gy/abc")
+    assert n.hosts == ["fuli-888.icu", "cash.online", "rb.gy"]
+    assert normalise("node.js and v1.2 are fine").hosts == ()
+
+
 @given(st.text(max_size=300))
 @settings(max_examples=300, deadline=None)
 def test_normalise_never_raises_and_strips_format_chars(text: str) -> None:
