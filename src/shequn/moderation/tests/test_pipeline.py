@@ -36,6 +36,13 @@ def mod() -> Moderator:
         ("加 微 信", "加微信"),
         ("兼職刷單", "兼职刷单"),
         ("ＡＢＣ", "abc"),
+        ("加薇信", "加微信"),  # not 加微信信: "加薇" is a variant too
+        ("加V信 abc123", "加微信 abc123"),
+        ("+v信", "加微信"),
+        ("Bеst оnline cаsino", "best online casino"),  # Cyrillic е, о, а
+        ("ᴏɴʟɪɴᴇ ᴄᴀsɪɴᴏ", "online casino"),  # small capitals
+        ("Привет всем", "привет всем"),  # a Russian word without Latin letters stays Russian
+        ("Καλημέρα", "καλημέρα"),
     ],
 )
 def test_normalise_folds_evasions(raw: str, expected: str) -> None:
