@@ -169,10 +169,11 @@ def parse_pack(text: str, *, source: str = "default", into: Pack | None = None) 
                     errors.append(PackLineError(lineno, _("正则表达式错误: %(e)s") % {"e": exc}))
                     continue
             else:
-                pattern = _domain_value(pattern)
-                if pattern is None:
-                    errors.append(PackLineError(lineno, _("域名格式不正确: %(d)s") % {"d": parts[2].strip()}))
+                domain = _domain_value(pattern)
+                if domain is None:
+                    errors.append(PackLineError(lineno, _("域名格式不正确: %(d)s") % {"d": pattern}))
                     continue
+                pattern = domain
             rule_id = f"{category}.{head}.{name or pattern}"[:120]
             if rule_id in seen:
                 # a community pack may re-weight a default rule: the later line wins

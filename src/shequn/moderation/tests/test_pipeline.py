@@ -125,6 +125,9 @@ def test_long_message_is_truncated_not_dropped(mod: Moderator) -> None:
         "Work from home and earn $300 per day, no experience needed, DM me",
         "急用錢的看過來，無抵押秒下款，加➕V abc666",
         "百家乐稳赚不赔，日赚1000，加 w x : l u c k y 8 8 8",
+        "Share this to 8 friends and claim your free credit",  # chain message (regex, any count)
+        "Bеst оnline cаsino, free spins on signup",  # Cyrillic look-alikes
+        "出售实名快手号，可过户，量大优惠",  # account trading
     ],
 )
 def test_ads_are_caught(mod: Moderator, text: str) -> None:
@@ -144,6 +147,10 @@ def test_ads_are_caught(mod: Moderator, text: str) -> None:
         "我把路线图放在 https://github.com/club/routes 了",
         "大家不要加陌生人微信，最近有骗子冒充群主",
         "Meet at the parking lot at 8am on Saturday",
+        "闲置的儿童餐椅送给有需要的邻居，私聊我",  # contact words alone, giving something away
+        "又有人在群里发日结的兼职广告，大家别信",  # a warning quoting the scam's words
+        "Found a grey cat near the park, message me to claim her",
+        "路书在这 https://www.amap.com/dir?from=abc 周六按这个走",  # any link used to get +2.0 (term t.me)
     ],
 )
 def test_hard_negatives_pass(mod: Moderator, text: str) -> None:
