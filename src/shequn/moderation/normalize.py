@@ -85,7 +85,9 @@ _CN_DIGIT_RUN = re.compile(r"[0-9零〇一幺二两三四五六七八九壹贰�
 _URL = re.compile(
     r"(?:https?://|www\.)[^\s\u3000-\u303f\uff00-\uffef<>\"'，。！？、]+"
     r"|(?<![\w@.])(?:[a-z0-9-]{1,63}\.)+(?:com|cn|net|org|io|cc|me|ly|gd|im|co|tk|top|xyz|vip|club|app|info|"
-    r"biz|site|shop|link|ink|tv|gg|in|to|so|us|hk|tw|ru|la|ws)(?![a-z0-9-])(?:/[^\s\u3000-\u303f\uff00-\uffef]*)?"
+    r"biz|site|shop|link|ink|tv|gg|in|to|so|us|hk|tw|ru|la|ws|online|live|icu|buzz|work|ltd|store|click|bond|cfd|"
+    r"sbs|xin|wang|cyou|help|bet|loan|money|cash|life|world|today|space|website|tech|ai|gy|pw|mobi|asia|news|"
+    r"fyi|one|fun|pro|win|ml|ga|cf|gq)(?![a-z0-9-])(?:/[^\s\u3000-\u303f\uff00-\uffef]*)?"
 )
 _MAIL = re.compile(r"[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+")
 _MENTION = re.compile(r"@[^\s@,，:：]{1,32}")
@@ -128,6 +130,10 @@ VARIANTS: dict[str, str] = {
     "兼只": "兼职", "兼織": "兼职", "刷dan": "刷单", "s单": "刷单", "菠菜": "博彩", "波菜": "博彩",
     "u币": "usdt", "泰达币": "usdt",
 }
+# "加薇信" / "+v信": the longest variant at 加 is "加薇" → 加微信, which left the 信 behind ("加微信信");
+# spell the joined forms out so that they win
+VARIANTS.update({p + k: "加微信" for k, v in list(VARIANTS.items()) if v == "微信" and k.endswith("信")
+                 for p in ("加", "+")})
 _VARIANT_KEYS = sorted(k for k, v in VARIANTS.items() if k != v)
 _VARIANT_AC = ahocorasick_rs.AhoCorasick(_VARIANT_KEYS, matchkind=ahocorasick_rs.MatchKind.LeftmostLongest)
 _VARIANT_BEFORE = [k[0].isascii() and k[0].isalnum() for k in _VARIANT_KEYS]  # check the left boundary
@@ -213,11 +219,39 @@ def _char_class(codepoints: Iterable[int]) -> str:
 
 @lru_cache(maxsize=1)
 def _fold_gates() -> tuple[re.Pattern[str], re.Pattern[str]]:
-    """(any character the digit table or t2s would change, any character t2s would change): one C
-    scan tells most text that neither step applies (``frozenset.isdisjoint(text)`` builds a string
-    object per character)."""
+    """(any character the digit table, the look-alike fold or t2s would change, any character t2s
+    would change): one C scan tells most text that none of these steps applies
+    (``frozenset.isdisjoint(text)`` builds a string object per character)."""
     trad = {ord(c) for c in _traditional_chars()}
-    return re.compile(_char_class(trad | set(_DIGITS))), re.compile(_char_class(trad))
+    return re.compile(_char_class(trad | set(_DIGITS) | set(_LOOKALIKES))), re.compile(_char_class(trad))
+
+
+# Cyrillic and Greek letters that look like Latin ones (after casefold), and the small capitals of
+# "ᴏɴʟɪɴᴇ ᴄᴀsɪɴᴏ": spammers mix them into English words to dodge keyword lists. Folded only inside
+# a run of letters that also has an ASCII letter or a small capital, so Russian or Greek words stay.
+_LOOKALIKES = {
+    ord(k): v for k, v in {
+        "а": "a", "в": "b", "е": "e", "к": "k", "м": "m", "н": "h", "о": "o", "р": "p", "с": "c", "т": "t",
+        "у": "y", "х": "x", "і": "i", "ј": "j", "ѕ": "s", "ԁ": "d", "һ": "h", "ӏ": "l", "ԛ": "q", "ԝ": "w",
+        "α": "a", "β": "b", "ε": "e", "ι": "i", "κ": "k", "μ": "m", "ο": "o", "ρ": "p", "τ": "t", "χ": "x",
+        "ᴀ": "a", "ʙ": "b", "ᴄ": "c", "ᴅ": "d", "ᴇ": "e", "ꜰ": "f", "ɢ": "g", "ʜ": "h", "ɪ": "i", "ᴊ": "j",
+        "ᴋ": "k", "ʟ": "l", "ᴍ": "m", "ɴ": "n", "ᴏ": "o", "ᴘ": "p", "ʀ": "r", "ꜱ": "s", "ᴛ": "t", "ᴜ": "u",
+        "ᴠ": "v", "ᴡ": "w", "ʏ": "y", "ᴢ": "z",
+    }.items()
+}
+_LOOKALIKE_GATE = re.compile(_char_class(set(_LOOKALIKES)))
+_LOOKALIKE_RUN = re.compile(f"[a-z{_char_class(set(_LOOKALIKES))[1:-1]}]+")
+_SMALL_CAPS = re.compile("[ᴀ-ᴢʙɢʜɪʟɴʀʏꜰꜱ]")
+
+
+def _unmask_run(m: re.Match[str]) -> str:
+    run = m.group(0)
+    if run.isascii() or not (_ASCII_LETTER.search(run) or _SMALL_CAPS.search(run)):
+        return run
+    return run.translate(_LOOKALIKES)
+
+
+_ASCII_LETTER = re.compile("[a-z]")
 
 
 def fold(text: str) -> str:
@@ -240,6 +274,8 @@ def fold(text: str) -> str:
         if either.search(text) is not None:
             if _DIGIT_GATE.search(text):
                 text = text.translate(_DIGIT_TABLE)
+            if _LOOKALIKE_GATE.search(text):
+                text = _LOOKALIKE_RUN.sub(_unmask_run, text)
             if traditional.search(text) is not None:
                 text = _t2s().convert(text)
     return text

@@ -29,6 +29,8 @@ SIGNALS = (
 DEFAULT_THRESHOLDS = {"ad": 0.85, "review": 0.55}
 _INLINE_COMMENT = re.compile(r"\s+#(?:\s.*)?$")
 _CATEGORY_ID = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_TLD = re.compile(r"^[a-z][a-z0-9-]{1,62}$")
+_PLACEHOLDER = re.compile("[\ue000-\ue002]")  # what normalise leaves where a link, e-mail or mention stood
 _DOMAIN = re.compile(r"^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$")
 MAX_WEIGHT = 10.0
 _ASCII_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
@@ -94,6 +96,16 @@ def _weight(token: str, line: int, errors: list[PackLineError]) -> float | None:
     return w
 
 
+def _domain_value(raw: str) -> str | None:
+    """A domain line's value: ``example.com`` (and its sub-domains), or ``*.xyz`` for every host under
+    a top-level domain (stored as ``xyz``); None when malformed."""
+    value = raw.lower().removeprefix("https://").removeprefix("http://").strip("/")
+    if value.startswith("*."):
+        value = value[2:]
+        return value if _DOMAIN.match(value) or _TLD.match(value) else None
+    return value if _DOMAIN.match(value) else None
+
+
 def parse_pack(text: str, *, source: str = "default", into: Pack | None = None) -> Pack:
     """Parse rule-pack text. Raises :class:`RulePackError` listing every bad line; returns ``into``
     (extended) or a new :class:`Pack`."""
@@ -144,6 +156,11 @@ def parse_pack(text: str, *, source: str = "default", into: Pack | None = None) 
                 if not folded:
                     errors.append(PackLineError(lineno, _("关键词规范化后为空")))
                     continue
+                if _PLACEHOLDER.search(folded):
+                    # "term 2.0 t.me" would become the link placeholder and match every link
+                    errors.append(PackLineError(
+                        lineno, _("关键词不能包含链接、邮箱或 @提及; 链接请用 domain 规则")))
+                    continue
                 pattern = folded
             elif head == "regex":
                 try:
@@ -152,10 +169,11 @@ def parse_pack(text: str, *, source: str = "default", into: Pack | None = None) 
                     errors.append(PackLineError(lineno, _("正则表达式错误: %(e)s") % {"e": exc}))
                     continue
             else:
-                pattern = pattern.lower().removeprefix("https://").removeprefix("http://").strip("/")
-                if not _DOMAIN.match(pattern):
+                domain = _domain_value(pattern)
+                if domain is None:
                     errors.append(PackLineError(lineno, _("域名格式不正确: %(d)s") % {"d": pattern}))
                     continue
+                pattern = domain
             rule_id = f"{category}.{head}.{name or pattern}"[:120]
             if rule_id in seen:
                 # a community pack may re-weight a default rule: the later line wins
@@ -173,11 +191,11 @@ def parse_pack(text: str, *, source: str = "default", into: Pack | None = None) 
                 if folded:
                     pack.allow_terms.append(folded)
             else:
-                value = value.lower().removeprefix("https://").removeprefix("http://").strip("/")
-                if not _DOMAIN.match(value):
+                domain = _domain_value(value)
+                if domain is None:
                     errors.append(PackLineError(lineno, _("域名格式不正确: %(d)s") % {"d": value}))
                     continue
-                pack.allow_domains.append(value)
+                pack.allow_domains.append(domain)
         elif head == "signal":
             if len(parts) < 3 or parts[1] not in SIGNALS:
                 errors.append(PackLineError(lineno, _("未知的信号, 可用: %(s)s") % {"s": ", ".join(SIGNALS)}))
@@ -479,7 +497,7 @@ def _domain_match(host: str, domains: object) -> str | None:
     if not host:
         return None
     labels = host.split(".")
-    for i in range(len(labels) - 1):
+    for i in range(len(labels)):  # the last candidate is the top-level domain ("domain 1.5 *.xyz")
         candidate = ".".join(labels[i:])
         if candidate in domains:  # type: ignore[operator]
             return candidate

@@ -29,7 +29,10 @@ AD_VARIANTS = 6
 WX_VARIANTS = ["薇信", "V信", "vx", "➕V", "威信", "徽信", "wx", "VX", "v x", "微❤", "威❤"]
 NAMES = ["小王", "阿杰", "Lily", "张姐", "老陈", "Tom", "群主", "小美", "大刘", "Amy"]
 EMOJI = ["😂", "👍", "🙏", "🔥", "❤️", "🎉", "😊", "💰", "✅", "🌹"]
-SPAM_DOMAINS = ["xx1688.top", "vip-game.xyz", "fuli88.club", "hongbao.vip", "win888.site", "abc-shop.shop"]
+# not only the cheap top-level domains the default pack hints at: a scam site on .com or .net must be
+# caught by its words, so the classifier and the cross-validation do not lean on the TLD alone
+SPAM_DOMAINS = ["xx1688.top", "vip-game.xyz", "fuli88.club", "hongbao.vip", "win888.site", "abc-shop.shop",
+                "fuli-888.com", "quick-cash-now.net", "vip8866.cc", "bonus-hub.com"]
 
 
 def _seeds(name: str) -> list[tuple[int, str]]:

@@ -8,10 +8,11 @@ retrained model, a labelled-set edit), and say so in the commit:
 
     .venv/bin/python -m shequn.moderation.tests.reference
 
-Inputs: the labelled set, both hold-out sets, and 3,000 deterministic synthetic messages built from
+Inputs: the labelled set, the three hold-out sets, and 3,000 deterministic synthetic messages built from
 the evasions the normaliser handles (full-width and circled characters, zero-width and format
 characters, traditional spelling, spaced-out letters and digits, URLs, e-mails, @mentions, Chinese
-numerals, variant spellings, control characters, lone surrogates) so that every branch of
+numerals, variant spellings, Cyrillic/Greek look-alikes and small capitals, control characters,
+lone surrogates) so that every branch of
 ``normalise`` is exercised, not only the ones the labelled set happens to hit. Each text is judged
 under one of five member contexts (cycled), with the content cache off.
 """
@@ -42,6 +43,8 @@ _PIECES = [
     "今天天气不错", "周末去露营", "这款精华280块值吗", "4S店砍价砍了两万", "大家不要加陌生人微信", "导航发你了",
     "群里投票选一下地点", "學習資料", "發財", "聯繫", "體驗", "🎉", "❤", "♥", "👍", "·", "•", "~", "=", "|",
     "s单", "刷dan", "jia微信", "绿泡泡", "卫星号", "w.e.i", "v-x", "q群", "+q", "加q", "電報", "飛機號",
+    # added with branch modq (fixture regenerated): look-alike letters, joined variants, new TLDs
+    "оnline cаsino", "ᴄᴀsɪɴᴏ", "привет", "καλημέρα", "加薇信", "+v信", "fuli-888.icu/x", "rb.gy/abc",
 ]
 _SEPS = ["", "", "", " ", "  ", ",", "，", "\n", "*", "-", " ❤ "]
 
@@ -70,7 +73,7 @@ def inputs() -> list[tuple[str, str]]:
     from shequn.moderation.classifier import labelled_rows
 
     rows = [("labelled", str(r["text"])) for r in labelled_rows()]
-    for name in ("holdout.jsonl", "holdout2.jsonl"):
+    for name in ("holdout.jsonl", "holdout2.jsonl", "holdout3.jsonl"):
         data = (files("shequn.moderation") / "data" / name).read_text(encoding="utf-8")
         rows += [(name, str(json.loads(line)["text"])) for line in data.splitlines() if line.strip()]
     rows += [("synthetic", t) for t in synthetic()]

@@ -106,7 +106,10 @@ def test_fold_gates_agree_with_the_character_sets(text: str) -> None:
     either, traditional = normalize._fold_gates()
     changes_t2s = not normalize._traditional_chars().isdisjoint(text)
     assert (traditional.search(text) is not None) == changes_t2s
-    assert (either.search(text) is not None) == (changes_t2s or bool(normalize._DIGIT_GATE.search(text)))
+    has_lookalike = not {ord(c) for c in text}.isdisjoint(normalize._LOOKALIKES)
+    assert (normalize._LOOKALIKE_GATE.search(text) is not None) == has_lookalike
+    assert (either.search(text) is not None) == (
+        changes_t2s or bool(normalize._DIGIT_GATE.search(text)) or has_lookalike)
 
 
 def _slow_logit(model: NaiveBayes, text: str) -> float:

@@ -36,6 +36,13 @@ def mod() -> Moderator:
         ("加 微 信", "加微信"),
         ("兼職刷單", "兼职刷单"),
         ("ＡＢＣ", "abc"),
+        ("加薇信", "加微信"),  # not 加微信信: "加薇" is a variant too
+        ("加V信 abc123", "加微信 abc123"),
+        ("+v信", "加微信"),
+        ("Bеst оnline cаsino", "best online casino"),  # Cyrillic е, о, а
+        ("ᴏɴʟɪɴᴇ ᴄᴀsɪɴᴏ", "online casino"),  # small capitals
+        ("Привет всем", "привет всем"),  # a Russian word without Latin letters stays Russian
+        ("Καλημέρα", "καλημέρα"),
     ],
 )
 def test_normalise_folds_evasions(raw: str, expected: str) -> None:
@@ -61,6 +68,12 @@ def test_urls_mentions_emails_are_lifted() -> None:
     assert n.mentions == 1
     assert n.emails == ["a.b@x.com"]
     assert "bit.ly" not in n.text
+
+
+def test_bare_links_on_spam_top_level_domains_are_lifted() -> None:
+    n = normalise("速领 fuli-888.icu/x 或 cash.online 再看 rb.gy/abc")
+    assert n.hosts == ["fuli-888.icu", "cash.online", "rb.gy"]
+    assert normalise("node.js and v1.2 are fine").hosts == ()
 
 
 @given(st.text(max_size=300))
@@ -112,6 +125,9 @@ def test_long_message_is_truncated_not_dropped(mod: Moderator) -> None:
         "Work from home and earn $300 per day, no experience needed, DM me",
         "急用錢的看過來，無抵押秒下款，加➕V abc666",
         "百家乐稳赚不赔，日赚1000，加 w x : l u c k y 8 8 8",
+        "Share this to 8 friends and claim your free credit",  # chain message (regex, any count)
+        "Bеst оnline cаsino, free spins on signup",  # Cyrillic look-alikes
+        "出售实名快手号，可过户，量大优惠",  # account trading
     ],
 )
 def test_ads_are_caught(mod: Moderator, text: str) -> None:
@@ -131,6 +147,10 @@ def test_ads_are_caught(mod: Moderator, text: str) -> None:
         "我把路线图放在 https://github.com/club/routes 了",
         "大家不要加陌生人微信，最近有骗子冒充群主",
         "Meet at the parking lot at 8am on Saturday",
+        "闲置的儿童餐椅送给有需要的邻居，私聊我",  # contact words alone, giving something away
+        "又有人在群里发日结的兼职广告，大家别信",  # a warning quoting the scam's words
+        "Found a grey cat near the park, message me to claim her",
+        "路书在这 https://www.amap.com/dir?from=abc 周六按这个走",  # any link used to get +2.0 (term t.me)
     ],
 )
 def test_hard_negatives_pass(mod: Moderator, text: str) -> None:
@@ -177,6 +197,32 @@ def test_community_pack_allows_own_domain_and_adds_words() -> None:
     own = Moderator(compile_pack("allow domain bit.ly\ncategory selling 推销\n  term 3.0 团长价\n"))
     assert not any(r["rule"] == "phishing.domain.bit.ly" for r in own.classify(text).reasons)
     assert any(r["rule"] == "selling.term.团长价" for r in own.classify("团长价 99 元").reasons)
+
+
+def test_a_link_cannot_be_a_term() -> None:
+    # "term 2.0 t.me" normalised to the link placeholder and so matched every link in every message
+    for bad in ("t.me", "https://example.com/x", "admin@example.com", "@小王"):
+        with pytest.raises(RulePackError) as info:
+            parse_pack(f"category x 测试\n  term 2.0 {bad}\n")
+        assert [e.line for e in info.value.errors] == [2]
+
+
+def test_an_on_topic_link_gets_no_rule_hit_from_the_default_pack() -> None:
+    pack = compile_pack("")
+    for text in ("会议链接 https://meeting.tencent.com/dm/abc123 周四八点",
+                 "Photos from last trip: https://www.youtube.com/watch?v=abc"):
+        assert pack.match(normalise(text)) == []
+    assert [h.rule_id for h in pack.match(normalise("新群 https://t.me/abcdef"))] == [
+        "poaching.term.新群", "poaching.domain.t.me"]
+
+
+def test_domain_rules_for_a_top_level_domain() -> None:
+    pack = compile_pack("category link 链接\n  domain 1.5 *.xyz\nallow domain our-club.xyz\n")
+    assert [h.rule_id for h in pack.match(normalise("看这里 https://a.b.some-site.xyz/p"))] == ["link.domain.xyz"]
+    assert pack.match(normalise("看这里 https://our-club.xyz/p")) == []
+    assert pack.match(normalise("看这里 https://xyz.example.com/p")) == []
+    with pytest.raises(RulePackError):
+        parse_pack("category link 链接\n  domain 1.5 *.\n")
 
 
 def test_allow_term_masks_rule_inside_it() -> None:
