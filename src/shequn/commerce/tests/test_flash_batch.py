@@ -95,3 +95,49 @@ def test_stock_taken_meanwhile_rolls_back_and_retries_under_the_lock(system, pro
     assert FlashSale.objects.get(pk=fs.pk).stock == 0
     assert Order.objects.filter(flash_sale=fs).count() == 2  # nothing of the rolled-back try is left
     assert FlashReservation.objects.filter(flash_sale=fs).count() == 2
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_batches_sell_exactly_the_stock(system, product, tenant):
+    """Eight writers (as eight app processes would) race batches of 20 for 137 units, some members in
+    two writers' batches at once: exactly 137 units sold, one order per member, none lost."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection as conn
+    from django.utils import timezone as tz
+
+    from shequn.commerce.models import Sku
+    from shequn.members.models import Member
+
+    services.do_adjust_stock(system, Sku.objects.filter(product=product).first().pk, 200)
+    fs = _flash(system, product, stock=137)
+    members = Member.objects.bulk_create(
+        [Member(tenant=tenant, display_name=f"m{i}", first_seen_at=tz.now()) for i in range(800)])
+    ids = [m.pk for m in members]
+    start = threading.Barrier(8)
+    results: list = []
+    lock = threading.Lock()
+
+    def writer(w):
+        try:
+            start.wait()
+            for b in range(5):
+                chunk = ids[(w * 5 + b) * 20:(w * 5 + b) * 20 + 20]
+                chunk += ids[b * 3:b * 3 + 3]  # the same few members in everybody's batches
+                out = services.do_write_flash_batch(fs.pk, _rows(system, [(m, 1) for m in chunk]))
+                with lock:
+                    results.extend(zip(chunk, out.results, strict=True))
+        finally:
+            conn.close()
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(writer, range(8)))
+    kinds = [_kind(r) for _m, r in results]
+    assert set(kinds) <= {"order", "sold_out", "already_bought"}
+    ordered = [m for m, r in results if isinstance(r, Order)]
+    assert len(ordered) == len(set(ordered)) == 137
+    assert FlashSale.objects.get(pk=fs.pk).stock == 0
+    assert sorted(Order.objects.filter(flash_sale=fs).values_list("member_id", flat=True)) == sorted(ordered)
+    assert FlashReservation.objects.filter(flash_sale=fs).count() == 137
