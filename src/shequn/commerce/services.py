@@ -1588,6 +1588,7 @@ def do_write_flash_batch(flash_sale_id: int, rows: Sequence[FlashRow],
                     results[i] = by_member[rows[i].member_id]
         except (Conflict, IntegrityError):
             pass
+        remaining = FlashSale.objects.filter(pk=flash_sale_id).values_list("stock", flat=True).first()
     fs_obj: FlashSale | None = None
     for i, r in enumerate(rows):
         if results[i] is not _RETRY:

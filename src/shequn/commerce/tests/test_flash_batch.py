@@ -141,3 +141,38 @@ def test_concurrent_batches_sell_exactly_the_stock(system, product, tenant):
     assert FlashSale.objects.get(pk=fs.pk).stock == 0
     assert sorted(Order.objects.filter(flash_sale=fs).values_list("member_id", flat=True)) == sorted(ordered)
     assert FlashReservation.objects.filter(flash_sale=fs).count() == 137
+
+
+@pytest.mark.django_db(transaction=True)
+def test_api_flash_buy_with_group_commit(system, product, tenant, monkeypatch):
+    """``SHEQUN_FLASH_BATCH=1``: the API's flash-sale endpoint goes through the writer thread and
+    answers as without it (the order, then 409 for the same member, 422 for a bad quantity, 409 sold
+    out)."""
+    import json
+
+    from django.test import Client
+
+    from shequn.core.services import do_create_api_key
+
+    monkeypatch.setenv("SHEQUN_FLASH_BATCH", "1")
+    _k, secret = do_create_api_key(system, name="t", scopes=["commerce.write"])
+    c = Client(headers={"Authorization": f"Bearer {secret}"})
+    fs = _flash(system, product, stock=2)
+    a, b, c_ = make_member(tenant, "a"), make_member(tenant, "b"), make_member(tenant, "c")
+    url = f"/api/v1/commerce/flash-sales/{fs.pk}/buy"
+
+    def buy(body):
+        return c.post(url, data=json.dumps(body), content_type="application/json")
+
+    r = buy({"member_id": a.pk})
+    assert r.status_code == 200, r.content
+    assert r.json()["order"]["total_fen"] == 990
+    assert Order.objects.get(flash_sale=fs, member=a).pk == r.json()["order"]["id"]
+    assert buy({"member_id": a.pk}).json()["code"] == "already_bought"
+    r = buy({"member_id": b.pk, "quantity": 0})
+    assert r.status_code == 422 and r.json()["details"]["field"] == "quantity"
+    assert buy({"member_id": b.pk}).status_code == 200
+    r = buy({"member_id": c_.pk})
+    assert r.status_code == 409 and r.json()["code"] == "sold_out"
+    assert FlashSale.objects.get(pk=fs.pk).stock == 0
+    assert sorted(Order.objects.filter(flash_sale=fs).values_list("member_id", flat=True)) == [a.pk, b.pk]
