@@ -25,7 +25,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from django.db import connection
+from django.db import close_old_connections, connection
 from django.utils.translation import gettext as _
 
 from shequn.core import microbatch
@@ -52,6 +52,7 @@ def _close_connection() -> None:
 def _write(flash_sale_id: int, rows: list[FlashRow]) -> list[Order | BaseException]:
     from . import services
 
+    close_old_connections()  # a connection broken by an earlier batch's error is replaced, not reused
     outcome = services.do_write_flash_batch(flash_sale_id, rows)
     if outcome.remaining is not None and outcome.remaining <= 0:
         _SOLD_OUT[flash_sale_id] = time.monotonic() + CACHE_SECONDS
