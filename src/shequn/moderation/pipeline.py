@@ -220,12 +220,9 @@ class Moderator:
             reasons.append({"rule": "classifier", "category": None, "weight": int(CLF_WEIGHT * clf * 1000) / 1000})
         score = 1.0 / (1.0 + math.exp(-(30.0 if z > 30.0 else -30.0 if z < -30.0 else z)))
         category = None
-        if score >= self.ad_threshold:
-            verdict = "ad"
-            category = max(per_cat, key=per_cat.__getitem__) if per_cat else "suspected_ad"
-        elif score >= self.review_threshold:
-            verdict = "review"
-            category = max(per_cat, key=per_cat.__getitem__) if per_cat else "suspected_ad"
+        if score >= self.review_threshold:
+            verdict = "ad" if score >= self.ad_threshold else "review"
+            category = _category(per_cat)
         else:
             verdict = "ok"
             if "binary" in norm.flags and norm.text:
@@ -242,6 +239,20 @@ class Moderator:
             except Exception:  # the hook is advisory: a failing checker never blocks moderation
                 log.warning("external moderation checker failed", exc_info=True)
         return out
+
+
+def _category(per_cat: dict[str, float] | None) -> str:
+    """The category a flagged message is filed under: the rule category with the most positive weight.
+    Counter-evidence (negative weight: a member warning about scams) is never the reason a message is
+    flagged, so when no category adds weight — only counter-terms hit and the classifier or behaviour
+    carried the score — it is ``suspected_ad``, as when only the classifier spoke (it used to be
+    ``counter``)."""
+    best, best_w = "suspected_ad", 0.0
+    if per_cat:
+        for cat, w in per_cat.items():
+            if w > best_w:
+                best, best_w = cat, w
+    return best
 
 
 _EXTERNAL: list[ExternalChecker] = []

@@ -288,3 +288,20 @@ def test_inline_comments_except_on_regex_lines() -> None:
     assert [r.pattern for r in pack.rules] == ["团长价", "a#b"]
     assert pack.allow_domains == ["ok.example"]
     assert pack.categories["x"] == "测试"
+
+
+def test_flagged_message_with_only_counter_terms_is_not_filed_as_counter() -> None:
+    """Counter-evidence lowers suspicion; it is never the category a flagged message is filed under.
+    Here behaviour (flood, the same text in another group, a phone number) carries the score while the
+    only rule hit is a counter-term: the category is suspected_ad, as when no rule hit at all."""
+    mod = Moderator(use_classifier=False, cache_size=0)
+    ctx = MessageContext(messages_last_minute=10, same_text_other_groups=2)
+    v = mod.classify("到了打我 13588886666", ctx)
+    assert v.verdict in ("ad", "review")
+    assert [r["category"] for r in v.reasons if r.get("category")] == ["counter"]
+    assert v.category == "suspected_ad"
+    # with a real category next to the counter-term, the real one is the category
+    v = mod.classify("到了打我 13588886666 加微信", ctx)
+    assert v.verdict == "ad" and v.category == "contact"
+    # an unflagged message has no category
+    assert mod.classify("到了打我").category is None
