@@ -118,6 +118,7 @@ class Moderator:
         self.external = external
         self.ad_threshold = self.pack.thresholds["ad"]
         self.review_threshold = self.pack.thresholds["review"]
+        self._combos = self.pack.combos
         # the content part (normalisation, rule hits, classifier) depends on the text alone: group
         # chat repeats itself ("收到", "+1", spam waves), so short texts are memoised per moderator
         self._content: Callable[[str], tuple[Normalised, tuple[Hit, ...], float | None]] = (
@@ -211,6 +212,16 @@ class Moderator:
                 reasons.append({"rule": rule_id, "category": cat, "weight": weight,
                                 "span": list(span) if span else None, "matched": matched})
             rule_z = sum(map(min, per_cat.values(), repeat(CATEGORY_CAP)))
+            if self._combos and len(per_cat) > 1:
+                # category-level combinations: contact intent next to an offer of money or a benefit
+                for combo_id, weight, cat, partners in self._combos:
+                    if per_cat.get(cat, 0.0) > 0.0:
+                        for other in partners:
+                            if per_cat.get(other, 0.0) > 0.0:
+                                rule_z += weight
+                                reasons.append({"rule": combo_id, "category": cat, "weight": weight,
+                                                "span": None, "matched": f"{cat}+{other}"})
+                                break
             z += rule_z
             strong_content = rule_z >= STRONG_RULES
         if clf is not None:

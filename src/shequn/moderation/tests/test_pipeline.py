@@ -305,3 +305,35 @@ def test_flagged_message_with_only_counter_terms_is_not_filed_as_counter() -> No
     assert v.verdict == "ad" and v.category == "contact"
     # an unflagged message has no category
     assert mod.classify("到了打我").category is None
+
+
+def test_combine_adds_its_weight_once_when_both_sides_have_evidence() -> None:
+    pack = compile_pack(
+        "category contact c\n  term 1.0 私我\ncategory benefit b\n  term 0.5 返现\n  term 0.5 红包\n"
+        "category job j\n  term 0.5 日结\n"
+        "combine 1.5 @offer contact benefit,job\n",
+        base="",
+    )
+    mod = Moderator(pack, use_classifier=False, cache_size=0)
+
+    def combos(text: str) -> list[dict]:
+        return [r for r in mod.classify(text).reasons if ".combine." in r["rule"]]
+
+    assert combos("私我") == [] and combos("返现红包") == []
+    both = combos("返现红包日结, 私我")  # two partners: still added once
+    assert [(r["rule"], r["weight"], r["category"]) for r in both] == [("contact.combine.offer", 1.5, "contact")]
+    alone, paired = mod.classify("私我"), mod.classify("私我 返现")
+    assert paired.score > alone.score
+    # the combination never changes the category, which stays the strongest rule category
+    assert mod.classify("私我 返现").category in (None, "contact")
+
+
+def test_combine_lines_are_validated_and_a_later_line_reweights() -> None:
+    for bad in ("combine 1.0 contact", "combine x contact job", "combine 1.0 contact contact",
+                "combine 1.0 Contact job", "combine 1.0 @Bad contact job", "combine 11 contact job"):
+        with pytest.raises(RulePackError) as err:
+            parse_pack(bad)
+        assert err.value.errors[0].line == 1
+    pack = parse_pack("combine 1.0 @x contact job\ncombine 2.0 @x contact job,loan\ncombine 0.5 contact loan")
+    assert [(c.id, c.weight, c.partners) for c in pack.combos] == [
+        ("contact.combine.x", 2.0, ("job", "loan")), ("contact.combine.loan", 0.5, ("loan",))]
