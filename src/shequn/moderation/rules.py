@@ -198,8 +198,8 @@ def parse_pack(text: str, *, source: str = "default", into: Pack | None = None) 
             if len(parts) < 3 or len(cats) != 2 or not all(
                     _CATEGORY_ID.match(c) for c in (cats[0], *partners)) or cats[0] in partners or (
                     name and not _CATEGORY_ID.match(name)):
-                errors.append(PackLineError(
-                    lineno, _("格式应为: combine <权重> [@名称] <分类> <分类>[,<分类>…], 例如 combine 1.0 contact job,loan")))
+                errors.append(PackLineError(lineno, _(
+                    "格式应为: combine <权重> [@名称] <分类> <分类>[,<分类>…], 例如 combine 1.0 contact job,loan")))
                 continue
             weight = _weight(parts[1], lineno, errors)
             if weight is None:
