@@ -212,8 +212,9 @@ class Moderator:
                 reasons.append({"rule": rule_id, "category": cat, "weight": weight,
                                 "span": list(span) if span else None, "matched": matched})
             rule_z = sum(map(min, per_cat.values(), repeat(CATEGORY_CAP)))
-            if self._combos and len(per_cat) > 1:
-                # category-level combinations: contact intent next to an offer of money or a benefit
+            if self._combos and len(per_cat) > 1 and min(per_cat.values()) >= 0.0:
+                # category-level combinations: contact intent next to an offer of money or a benefit. Not
+                # when there is counter-evidence: a member warning about an ad quotes both halves of it
                 for combo_id, weight, cat, partners in self._combos:
                     if per_cat.get(cat, 0.0) > 0.0:
                         for other in partners:
