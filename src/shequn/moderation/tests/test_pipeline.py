@@ -324,6 +324,14 @@ def test_combine_adds_its_weight_once_when_both_sides_have_evidence() -> None:
     assert [(r["rule"], r["weight"], r["category"]) for r in both] == [("contact.combine.offer", 1.5, "contact")]
     alone, paired = mod.classify("私我"), mod.classify("私我 返现")
     assert paired.score > alone.score
+    # counter-evidence (a member warning about such offers) switches the combination off
+    warn = compile_pack(
+        "category contact c\n  term 1.0 私我\ncategory benefit b\n  term 0.5 返现\n"
+        "category counter x\n  term -1.0 别信\ncombine 1.5 @offer contact benefit\n",
+        base="",
+    )
+    reasons = Moderator(warn, use_classifier=False, cache_size=0).classify("私我 返现, 别信").reasons
+    assert not [r for r in reasons if ".combine." in r["rule"]]
     # the combination never changes the category, which stays the strongest rule category
     assert mod.classify("私我 返现").category in (None, "contact")
 
