@@ -14,7 +14,9 @@ sets (60 rows each, other words and topics) are scored with the shipped model: `
 (v1) was written after the first freeze, but its misses led to the English additions, so it is
 "seen"; ``holdout2.jsonl`` (v2) was written after the second freeze, scored once, and then used as
 tuning data (branch ``modq``), so it is "seen" too. ``holdout3.jsonl`` (v3, 118 rows) was written
-and committed before that tuning started and is the one unseen set.
+and committed before that tuning started and scored once; branch ``modq2`` tuned on it, so it is
+"seen" as well. ``holdout4.jsonl`` (v4, 131 rows) was written and committed before the ``modq2``
+tuning started and is the one unseen set.
 """
 
 from __future__ import annotations
@@ -102,11 +104,12 @@ def main() -> None:
     # hold-out sets, never used as training rows. v1 was written after the first freeze; its English
     # misses prompted the English additions, so it is no longer unseen. v2 was written after the
     # second freeze, scored once, then used to tune the pack and seeds. v3 was committed before that
-    # tuning and is the unseen one.
+    # tuning; modq2 tuned on it. v4 was committed before the modq2 tuning and is the unseen one.
     mod = Moderator(pack, default_model())
     for name, label in (("holdout.jsonl", "hold-out v1 (seen once, then English added)"),
                         ("holdout2.jsonl", "hold-out v2 (seen: tuned on)"),
-                        ("holdout3.jsonl", "hold-out v3 (unseen)")):
+                        ("holdout3.jsonl", "hold-out v3 (seen: tuned on)"),
+                        ("holdout4.jsonl", "hold-out v4 (unseen)")):
         holdout = [json.loads(line) for line in (files("shequn.moderation") / "data" / name)
                    .read_text(encoding="utf-8").splitlines() if line.strip()]
         h: dict[str, int] = defaultdict(int)

@@ -118,6 +118,7 @@ class Moderator:
         self.external = external
         self.ad_threshold = self.pack.thresholds["ad"]
         self.review_threshold = self.pack.thresholds["review"]
+        self._combos = self.pack.combos
         # the content part (normalisation, rule hits, classifier) depends on the text alone: group
         # chat repeats itself ("收到", "+1", spam waves), so short texts are memoised per moderator
         self._content: Callable[[str], tuple[Normalised, tuple[Hit, ...], float | None]] = (
@@ -211,6 +212,17 @@ class Moderator:
                 reasons.append({"rule": rule_id, "category": cat, "weight": weight,
                                 "span": list(span) if span else None, "matched": matched})
             rule_z = sum(map(min, per_cat.values(), repeat(CATEGORY_CAP)))
+            if self._combos and len(per_cat) > 1 and min(per_cat.values()) >= 0.0:
+                # category-level combinations: contact intent next to an offer of money or a benefit. Not
+                # when there is counter-evidence: a member warning about an ad quotes both halves of it
+                for combo_id, weight, cat, partners in self._combos:
+                    if per_cat.get(cat, 0.0) > 0.0:
+                        for other in partners:
+                            if per_cat.get(other, 0.0) > 0.0:
+                                rule_z += weight
+                                reasons.append({"rule": combo_id, "category": cat, "weight": weight,
+                                                "span": None, "matched": f"{cat}+{other}"})
+                                break
             z += rule_z
             strong_content = rule_z >= STRONG_RULES
         if clf is not None:
@@ -220,12 +232,9 @@ class Moderator:
             reasons.append({"rule": "classifier", "category": None, "weight": int(CLF_WEIGHT * clf * 1000) / 1000})
         score = 1.0 / (1.0 + math.exp(-(30.0 if z > 30.0 else -30.0 if z < -30.0 else z)))
         category = None
-        if score >= self.ad_threshold:
-            verdict = "ad"
-            category = max(per_cat, key=per_cat.__getitem__) if per_cat else "suspected_ad"
-        elif score >= self.review_threshold:
-            verdict = "review"
-            category = max(per_cat, key=per_cat.__getitem__) if per_cat else "suspected_ad"
+        if score >= self.review_threshold:
+            verdict = "ad" if score >= self.ad_threshold else "review"
+            category = _category(per_cat)
         else:
             verdict = "ok"
             if "binary" in norm.flags and norm.text:
@@ -242,6 +251,20 @@ class Moderator:
             except Exception:  # the hook is advisory: a failing checker never blocks moderation
                 log.warning("external moderation checker failed", exc_info=True)
         return out
+
+
+def _category(per_cat: dict[str, float] | None) -> str:
+    """The category a flagged message is filed under: the rule category with the most positive weight.
+    Counter-evidence (negative weight: a member warning about scams) is never the reason a message is
+    flagged, so when no category adds weight — only counter-terms hit and the classifier or behaviour
+    carried the score — it is ``suspected_ad``, as when only the classifier spoke (it used to be
+    ``counter``)."""
+    best, best_w = "suspected_ad", 0.0
+    if per_cat:
+        for cat, w in per_cat.items():
+            if w > best_w:
+                best, best_w = cat, w
+    return best
 
 
 _EXTERNAL: list[ExternalChecker] = []

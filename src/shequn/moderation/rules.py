@@ -82,6 +82,16 @@ class Pack:
     allow_domains: list[str] = field(default_factory=list)
     signals: dict[str, float] = field(default_factory=dict)
     thresholds: dict[str, float] = field(default_factory=dict)
+    #: ``combine`` lines: (rule id, weight, category, partner categories). The weight is added once when
+    #: the category and at least one partner each have positive weight in a message
+    combos: list[Combo] = field(default_factory=list)
+
+
+class Combo(NamedTuple):
+    id: str
+    weight: float
+    category: str
+    partners: tuple[str, ...]
 
 
 def _weight(token: str, line: int, errors: list[PackLineError]) -> float | None:
@@ -180,6 +190,23 @@ def parse_pack(text: str, *, source: str = "default", into: Pack | None = None) 
                 pack.rules = [r for r in pack.rules if r.id != rule_id]
             seen.add(rule_id)
             pack.rules.append(Rule(rule_id, category, head, pattern, weight, lineno, source))
+        elif head == "combine":
+            # "combine 1.0 contact job,loan,benefit": contact intent next to an offer of money or a benefit
+            cats = parts[2].split() if len(parts) > 2 else []
+            name = cats.pop(0)[1:] if cats and cats[0].startswith("@") else ""
+            partners = tuple(cats[1].split(",")) if len(cats) == 2 else ()
+            if len(parts) < 3 or len(cats) != 2 or not all(
+                    _CATEGORY_ID.match(c) for c in (cats[0], *partners)) or cats[0] in partners or (
+                    name and not _CATEGORY_ID.match(name)):
+                errors.append(PackLineError(lineno, _(
+                    "格式应为: combine <权重> [@名称] <分类> <分类>[,<分类>…], 例如 combine 1.0 contact job,loan")))
+                continue
+            weight = _weight(parts[1], lineno, errors)
+            if weight is None:
+                continue
+            combo_id = f"{cats[0]}.combine.{name or '+'.join(partners)}"[:120]
+            pack.combos = [c for c in pack.combos if c.id != combo_id]  # a later line re-weights it
+            pack.combos.append(Combo(combo_id, weight, cats[0], partners))
         elif head == "allow":
             sub = parts[1].lower() if len(parts) > 1 else ""
             value = parts[2].strip() if len(parts) > 2 else ""
@@ -243,6 +270,7 @@ class CompiledPack:
         self.categories = dict(pack.categories)
         self.signals = dict.fromkeys(SIGNALS, 0.0) | pack.signals
         self.thresholds = {**DEFAULT_THRESHOLDS, **pack.thresholds}
+        self.combos = tuple(pack.combos)
         self._terms = [r for r in pack.rules if r.kind == "term"]
         self._regexes = [r for r in pack.rules if r.kind == "regex"]
         self._each = [re.compile(r.pattern) for r in self._regexes]

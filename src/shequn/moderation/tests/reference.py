@@ -8,7 +8,7 @@ retrained model, a labelled-set edit), and say so in the commit:
 
     .venv/bin/python -m shequn.moderation.tests.reference
 
-Inputs: the labelled set, the three hold-out sets, and 3,000 deterministic synthetic messages built from
+Inputs: the labelled set, the four hold-out sets, and 3,000 deterministic synthetic messages built from
 the evasions the normaliser handles (full-width and circled characters, zero-width and format
 characters, traditional spelling, spaced-out letters and digits, URLs, e-mails, @mentions, Chinese
 numerals, variant spellings, Cyrillic/Greek look-alikes and small capitals, control characters,
@@ -73,7 +73,7 @@ def inputs() -> list[tuple[str, str]]:
     from shequn.moderation.classifier import labelled_rows
 
     rows = [("labelled", str(r["text"])) for r in labelled_rows()]
-    for name in ("holdout.jsonl", "holdout2.jsonl", "holdout3.jsonl"):
+    for name in ("holdout.jsonl", "holdout2.jsonl", "holdout3.jsonl", "holdout4.jsonl"):
         data = (files("shequn.moderation") / "data" / name).read_text(encoding="utf-8")
         rows += [(name, str(json.loads(line)["text"])) for line in data.splitlines() if line.strip()]
     rows += [("synthetic", t) for t in synthetic()]

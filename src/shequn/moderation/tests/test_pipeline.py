@@ -288,3 +288,60 @@ def test_inline_comments_except_on_regex_lines() -> None:
     assert [r.pattern for r in pack.rules] == ["团长价", "a#b"]
     assert pack.allow_domains == ["ok.example"]
     assert pack.categories["x"] == "测试"
+
+
+def test_flagged_message_with_only_counter_terms_is_not_filed_as_counter() -> None:
+    """Counter-evidence lowers suspicion; it is never the category a flagged message is filed under.
+    Here behaviour (flood, the same text in another group, a phone number) carries the score while the
+    only rule hit is a counter-term: the category is suspected_ad, as when no rule hit at all."""
+    mod = Moderator(use_classifier=False, cache_size=0)
+    ctx = MessageContext(messages_last_minute=10, same_text_other_groups=2)
+    v = mod.classify("到了打我 13588886666", ctx)
+    assert v.verdict in ("ad", "review")
+    assert [r["category"] for r in v.reasons if r.get("category")] == ["counter"]
+    assert v.category == "suspected_ad"
+    # with a real category next to the counter-term, the real one is the category
+    v = mod.classify("到了打我 13588886666 加微信", ctx)
+    assert v.verdict == "ad" and v.category == "contact"
+    # an unflagged message has no category
+    assert mod.classify("到了打我").category is None
+
+
+def test_combine_adds_its_weight_once_when_both_sides_have_evidence() -> None:
+    pack = compile_pack(
+        "category contact c\n  term 1.0 私我\ncategory benefit b\n  term 0.5 返现\n  term 0.5 红包\n"
+        "category job j\n  term 0.5 日结\n"
+        "combine 1.5 @offer contact benefit,job\n",
+        base="",
+    )
+    mod = Moderator(pack, use_classifier=False, cache_size=0)
+
+    def combos(text: str) -> list[dict]:
+        return [r for r in mod.classify(text).reasons if ".combine." in r["rule"]]
+
+    assert combos("私我") == [] and combos("返现红包") == []
+    both = combos("返现红包日结, 私我")  # two partners: still added once
+    assert [(r["rule"], r["weight"], r["category"]) for r in both] == [("contact.combine.offer", 1.5, "contact")]
+    alone, paired = mod.classify("私我"), mod.classify("私我 返现")
+    assert paired.score > alone.score
+    # counter-evidence (a member warning about such offers) switches the combination off
+    warn = compile_pack(
+        "category contact c\n  term 1.0 私我\ncategory benefit b\n  term 0.5 返现\n"
+        "category counter x\n  term -1.0 别信\ncombine 1.5 @offer contact benefit\n",
+        base="",
+    )
+    reasons = Moderator(warn, use_classifier=False, cache_size=0).classify("私我 返现, 别信").reasons
+    assert not [r for r in reasons if ".combine." in r["rule"]]
+    # the combination never changes the category, which stays the strongest rule category
+    assert mod.classify("私我 返现").category in (None, "contact")
+
+
+def test_combine_lines_are_validated_and_a_later_line_reweights() -> None:
+    for bad in ("combine 1.0 contact", "combine x contact job", "combine 1.0 contact contact",
+                "combine 1.0 Contact job", "combine 1.0 @Bad contact job", "combine 11 contact job"):
+        with pytest.raises(RulePackError) as err:
+            parse_pack(bad)
+        assert err.value.errors[0].line == 1
+    pack = parse_pack("combine 1.0 @x contact job\ncombine 2.0 @x contact job,loan\ncombine 0.5 contact loan")
+    assert [(c.id, c.weight, c.partners) for c in pack.combos] == [
+        ("contact.combine.x", 2.0, ("job", "loan")), ("contact.combine.loan", 0.5, ("loan",))]
