@@ -316,10 +316,17 @@ def _seed_moderation(tenant: Tenant, principal: Principal, car: Community, skin:
         do_save_policy(principal, car.pk, enabled=True, on_ad=Decision.REVIEW)
         do_save_policy(principal, skin.pk, enabled=True, dry_run=True)
     groups = {g.pk: g for g in ChatGroup.objects.filter(tenant=tenant, community__in=[car, skin])}
-    memberships = _member_groups(tenant, list(groups))
-    if not memberships:
+    # half of the ads in each community (alternating), spread over its members, so both the review
+    # queue (car club) and the dry run (skincare) show several
+    by_community: list[list[tuple[int, int]]] = [
+        [mg for mg in _member_groups(tenant, list(groups)) if groups[mg[1]].community_id == c.pk] for c in (car, skin)
+    ]
+    if not all(by_community):
         return
-    picks = [memberships[i * len(memberships) // len(DEMO_ADS)] for i in range(len(DEMO_ADS))]
+    picks = []
+    for i in range(len(DEMO_ADS)):
+        pool = by_community[i % 2]
+        picks.append(pool[(i // 2) * len(pool) // ((len(DEMO_ADS) + 1) // 2)])
     now = timezone.now()
     events = []
     for i, ((member_id, group_id), text) in enumerate(zip(picks, DEMO_ADS, strict=True)):

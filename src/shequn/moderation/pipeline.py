@@ -131,10 +131,14 @@ class Moderator:
         clf = self.model.logit(norm.text) if self.model is not None and norm.text else None
         return norm, hits, clf
 
-    def _behaviour(self, norm: Normalised, ctx: MessageContext, reasons: list[dict[str, Any]]) -> tuple[float, bool]:
+    def _behaviour(self, norm: Normalised, ctx: MessageContext, reasons: list[dict[str, Any]],
+                   hits: tuple[Hit, ...] = (), clf: float | None = None) -> tuple[float, bool]:
         """Behaviour signals (trust tier, links/mentions for new members, flood, duplicates across
         groups, contact details). Returns (log-odds, strong) where strong marks an independent signal.
-        Signals are summed and listed in a fixed order; one with weight 0 in the pack is not listed."""
+        Signals are summed and listed in a fixed order; one with weight 0 in the pack is not listed.
+
+        The same text in other groups counts only when the text carries something to spread (see
+        :func:`_has_substance`): members post 签到, 已下单, 谢谢老师 in every group they are in."""
         sig = self.pack.signals
         z = 0.0
         strong = False
@@ -173,7 +177,7 @@ class Moderator:
                 z += w
                 reasons.append({"rule": "signal.flood", "category": None, "weight": w,
                                 "detail": ctx.messages_last_minute})
-        if ctx.same_text_other_groups >= 1:
+        if ctx.same_text_other_groups >= 1 and _has_substance(norm, links, hits, clf):
             strong = True
             if w := sig["duplicate_across_groups"]:
                 z += w
@@ -201,7 +205,7 @@ class Moderator:
         else:
             norm, hits, clf = self._content_uncached(text)
         reasons: list[dict[str, Any]] = []
-        z, strong_behaviour = self._behaviour(norm, ctx or _NO_CONTEXT, reasons)
+        z, strong_behaviour = self._behaviour(norm, ctx or _NO_CONTEXT, reasons, hits, clf)
         z += BIAS
         strong_content = False
         per_cat: dict[str, float] | None = None
@@ -251,6 +255,20 @@ class Moderator:
             except Exception:  # the hook is advisory: a failing checker never blocks moderation
                 log.warning("external moderation checker failed", exc_info=True)
         return out
+
+
+DUPLICATE_CLF_MIN = 2.0  # classifier log-odds (≈ 0.88) that make a bland text worth spreading
+
+
+def _has_substance(norm: Normalised, links: list[str] | None, hits: tuple[Hit, ...], clf: float | None) -> bool:
+    """Whether a message duplicated across groups looks like a spam wave rather than a member's
+    check-in: a link the pack does not allow, an e-mail, a phone-like digit run, any rule adding
+    weight, or a classifier fairly sure of an ad."""
+    if links or norm.emails or any(len(run) >= 7 for run in norm.digit_runs):
+        return True
+    if any(h[2] > 0 for h in hits):
+        return True
+    return clf is not None and clf >= DUPLICATE_CLF_MIN
 
 
 def _category(per_cat: dict[str, float] | None) -> str:

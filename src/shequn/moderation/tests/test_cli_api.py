@@ -47,11 +47,16 @@ def test_cli_classify_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_cli_duplicate_text_across_groups(monkeypatch: pytest.MonkeyPatch) -> None:
-    text = "大家看看这个新出的东西"
+    text = "大家看看这个新出的东西 http://x-deal.xyz/p"
     lines = [json.dumps({"text": text, "group": g}, ensure_ascii=False) for g in ("a", "b", "c")]
     rows = run_classify(lines, monkeypatch=monkeypatch)
     assert not any(r["rule"] == "signal.duplicate_across_groups" for r in rows[0]["reasons"])
     assert any(r["rule"] == "signal.duplicate_across_groups" for r in rows[2]["reasons"])
+    # a check-in posted in every group is not a spam wave
+    lines = [json.dumps({"text": "签到", "group": g}, ensure_ascii=False) for g in ("a", "b", "c")]
+    rows = run_classify(lines, monkeypatch=monkeypatch)
+    assert [r["verdict"] for r in rows] == ["ok", "ok", "ok"]
+    assert not any(r["rule"] == "signal.duplicate_across_groups" for row in rows for r in row["reasons"])
 
 
 def test_cli_classify_file(tmp_path: Path) -> None:

@@ -174,6 +174,19 @@ def test_behaviour_signals_raise_the_score(mod: Moderator) -> None:
     assert dup.signals >= 1
 
 
+@pytest.mark.parametrize("text", ["签到", "已下单", "谢谢老师解答 🙏", "打卡 第 12 天", "刚做完保养, 这家店师傅很专业"])
+def test_bland_text_in_several_groups_is_not_a_spam_wave(mod: Moderator, text: str) -> None:
+    """Members post check-ins and thanks in every group they are in: the duplicate signal needs
+    something worth spreading (a link, contact details, ad wording)."""
+    ctx = MessageContext(member_joined_days=30, message_index=40, same_text_other_groups=3)
+    v = mod.classify(text, ctx)
+    assert v.verdict == "ok"
+    assert not any(r["rule"] == "signal.duplicate_across_groups" for r in v.reasons)
+    assert v.signals == 0
+    spread = mod.classify(text + " 加我vx abc12345", ctx)
+    assert any(r["rule"] == "signal.duplicate_across_groups" for r in spread.reasons)
+
+
 def test_pack_errors_name_lines() -> None:
     text = "category contact 联系\n  term 2.5 加微信\n  term abc 私聊\nregex 1.0 (unclosed\nbogus line\n"
     with pytest.raises(RulePackError) as info:
