@@ -1372,9 +1372,16 @@ def _flash_order_pg(principal: Principal, fs: FlashSale, member_id: int, quantit
         return _flash_order(principal, fs, _member(fs.tenant_id, member_id), quantity, attr, now=now)
     if stock_id is None or order_id is None:
         raise SoldOut(_("已售罄"), details={"field": "flash_sale_id"})
-    return Order(pk=order_id, tenant_id=fs.tenant_id, member_id=member_id, status=OrderStatus.CREATED,
+    return _written_flash_order(order_id, tenant_id=fs.tenant_id, flash_sale_id=fs.pk, member_id=member_id,
+                                total=total, attr=attr, expires=expires, now=now)
+
+
+def _written_flash_order(order_id: int, *, tenant_id: int, flash_sale_id: int, member_id: int, total: int,
+                         attr: dict[str, Any], expires: dt.datetime, now: dt.datetime) -> Order:
+    """The in-memory order a flash-sale statement just inserted (no read back)."""
+    return Order(pk=order_id, tenant_id=tenant_id, member_id=member_id, status=OrderStatus.CREATED,
                  goods_fen=total, discount_fen=0, total_fen=total, attribution=attr, expires_at=expires,
-                 created_at=now, flash_sale_id=fs.pk, live_session_id=attr.get("live_session_id"))
+                 created_at=now, flash_sale_id=flash_sale_id, live_session_id=attr.get("live_session_id"))
 
 
 def _insert_reservation(fs: FlashSale, member_id: int, quantity: int, *, expires_at: dt.datetime, order_id: int,
@@ -1554,6 +1561,7 @@ def do_write_flash_batch(flash_sale_id: int, rows: Sequence[FlashRow],
         if r.member_id not in seen:
             seen.add(r.member_id)
             first.append(i)
+    fs: FlashSale | None = None  # read once, for the ORM batch and for any row written alone
     if connection.vendor == "postgresql" and first:
         for locked in (False, True):
             try:
@@ -1588,15 +1596,13 @@ def do_write_flash_batch(flash_sale_id: int, rows: Sequence[FlashRow],
                     results[i] = by_member[rows[i].member_id]
         except (Conflict, IntegrityError):
             pass
-        remaining = FlashSale.objects.filter(pk=flash_sale_id).values_list("stock", flat=True).first()
-    fs_obj: FlashSale | None = None
     for i, r in enumerate(rows):
         if results[i] is not _RETRY:
             continue
-        if fs_obj is None:
-            fs_obj = FlashSale.objects.select_related("sku__product").get(pk=flash_sale_id)
-        results[i] = _flash_one(fs_obj, r, now)
-    if fs_obj is not None:
+        if fs is None:
+            fs = FlashSale.objects.select_related("sku__product").get(pk=flash_sale_id)
+        results[i] = _flash_one(fs, r, now)
+    if fs is not None:  # the stock moved outside the PostgreSQL batch statement: read what is left
         remaining = FlashSale.objects.filter(pk=flash_sale_id).values_list("stock", flat=True).first()
     return FlashBatchOutcome(results, remaining)
 
@@ -1638,19 +1644,15 @@ def _pg_flash_batch(flash_sale_id: int, rows: Sequence[FlashRow], first: Sequenc
             return None
         (tenant, stock, price, starts_at, ends_at, limit, min_level, ttl_s, sku_id, product_id, list_price,
          sku_name, product_name, kind) = head
-        if now < starts_at or now >= ends_at:
-            for i in first:
-                results[i] = Invalid(_("秒杀尚未开始") if now < starts_at else _("秒杀已结束"),
-                                     code="not_started" if now < starts_at else "ended",
-                                     details={"field": "flash_sale_id"})
-            return int(stock)
+        # the sale's own rules (quantity, per-member limit, window) as the one-buyer path checks them
+        rules = FlashSale(per_member_limit=limit, starts_at=starts_at, ends_at=ends_at)
         todo = []
         for i in first:
-            if rows[i].quantity > limit:
-                results[i] = Invalid(_("每人限购 %(n)d 件") % {"n": limit}, code="over_limit",
-                                     details={"field": "quantity"})
-            else:
+            try:
+                check_flash_eligible(rules, None, rows[i].quantity, now)
                 todo.append(i)
+            except ShequnError as exc:
+                results[i] = exc
         if not todo:
             return int(stock)
         expires = now + dt.timedelta(seconds=ttl_s)
@@ -1680,11 +1682,9 @@ def _pg_flash_batch(flash_sale_id: int, rows: Sequence[FlashRow], first: Sequenc
     for i, (known, eligible, status, chosen_id, order_id) in zip(todo, out, strict=True):
         r = rows[i]
         if order_id is not None:
-            total = price * r.quantity
-            results[i] = Order(pk=order_id, tenant_id=tenant, member_id=r.member_id, status=OrderStatus.CREATED,
-                               goods_fen=total, discount_fen=0, total_fen=total, attribution=r.attr,
-                               expires_at=expires, created_at=now, flash_sale_id=flash_sale_id,
-                               live_session_id=r.attr.get("live_session_id"))
+            results[i] = _written_flash_order(order_id, tenant_id=tenant, flash_sale_id=flash_sale_id,
+                                              member_id=r.member_id, total=price * r.quantity, attr=r.attr,
+                                              expires=expires, now=now)
         elif not known:
             results[i] = NotFound(_("会员不存在: %(id)s") % {"id": r.member_id}, details={"field": "member_id"})
         elif not eligible:
