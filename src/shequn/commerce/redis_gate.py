@@ -1,8 +1,9 @@
 """The Redis gate for hot flash sales: one Lua script checks the per-member limit (SISMEMBER),
 decrements the stock (DECRBY, never below zero) and appends the accepted attempt to a stream (XADD),
-atomically. The database consumer (``services.do_consume_flash_gate``) turns stream entries into
-reservations and orders idempotently; the database stays the source of truth (its own conditional
-decrement and unique (flash sale, member) row still apply).
+atomically — for one attempt, or for every attempt a process's gate batcher collected, in order.
+The database consumer (``services.do_consume_flash_gate``) turns stream entries into reservations
+and orders idempotently; the database stays the source of truth (its own conditional decrement and
+unique (flash sale, member) row still apply).
 
 Keys (per flash sale): ``shequn:flash:<id>:stock``, ``shequn:flash:<id>:buyers``,
 ``shequn:flash:<id>:stream``; consumer group ``orders``."""
@@ -16,32 +17,19 @@ from django.conf import settings
 
 from shequn.core import microbatch
 
+# ARGV = member, quantity, attr for each attempt (one or many, of one sale): taken in order, each
+# checked for its member first (SISMEMBER), then for a prepared gate, then for enough stock, which
+# the attempts before it in the same call have already drawn on; one DECRBY for all that were taken
 GATE_LUA = """
-if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return -1 end
-local stock = tonumber(redis.call('GET', KEYS[1]) or '-1')
-if stock < 0 then return -2 end
-local n = tonumber(ARGV[2])
-if stock < n then return 0 end
-redis.call('DECRBY', KEYS[1], n)
-redis.call('SADD', KEYS[2], ARGV[1])
-redis.call('XADD', KEYS[3], '*', 'member', ARGV[1], 'qty', ARGV[2], 'attr', ARGV[3])
-return 1
-"""
-
-# the same decision for many attempts of one sale in one call (one round trip): attempts are taken in
-# order, each exactly as GATE_LUA would take it alone; ARGV = member, quantity, attr for each attempt
-GATE_MANY_LUA = """
 local stock = tonumber(redis.call('GET', KEYS[1]) or '-1')
 local out = {}
-if stock < 0 then
-  for i = 1, #ARGV, 3 do out[#out + 1] = -2 end
-  return out
-end
 local taken = 0
 for i = 1, #ARGV, 3 do
   local n = tonumber(ARGV[i + 1])
   if redis.call('SISMEMBER', KEYS[2], ARGV[i]) == 1 then
     out[#out + 1] = -1
+  elseif stock < 0 then
+    out[#out + 1] = -2
   elseif stock - taken < n then
     out[#out + 1] = 0
   else
@@ -88,7 +76,6 @@ class Gate:
     def __init__(self, conn: Any) -> None:
         self.conn = conn
         self._gate = conn.register_script(GATE_LUA)
-        self._gate_many = conn.register_script(GATE_MANY_LUA)
         self._release = conn.register_script(RELEASE_LUA)
 
     def prepare(self, flash_sale_id: int, stock: int, buyers: list[int]) -> None:
@@ -106,14 +93,14 @@ class Gate:
         self.conn.delete(*keys(flash_sale_id))
 
     def attempt(self, flash_sale_id: int, member_id: int, quantity: int, attr: str = "") -> int:
-        return int(self._gate(keys=keys(flash_sale_id), args=[member_id, quantity, attr]))
+        return self.attempt_many(flash_sale_id, [(member_id, quantity, attr)])[0]
 
     def attempt_many(self, flash_sale_id: int, attempts: list[tuple[int, int, str]]) -> list[int]:
         """Decide many (member, quantity, attr) attempts of one sale in one round trip, in order."""
         args: list[Any] = []
         for member_id, quantity, attr in attempts:
             args += [member_id, quantity, attr]
-        return [int(r) for r in self._gate_many(keys=keys(flash_sale_id), args=args)]
+        return [int(r) for r in self._gate(keys=keys(flash_sale_id), args=args)]
 
     def attempt_batched(self, flash_sale_id: int, member_id: int, quantity: int, attr: str = "") -> int:
         """:meth:`attempt` through this process's gate batcher: concurrent callers share one round
