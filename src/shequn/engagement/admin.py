@@ -4,15 +4,20 @@ and health alerts. Every action calls a service."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from shequn.communities import selectors as community_selectors
 from shequn.core.admin_base import TenantScopedAdmin, TenantScopedTabularInline, request_principal
 from shequn.core.errors import ShequnError
 
@@ -49,8 +54,6 @@ class EngagementSettingsAdmin(EngagementAdmin):
 
     @admin.display(description=_("默认值"))
     def defaults(self, obj: Any) -> str:
-        import json
-
         return json.dumps(selectors.DEFAULT_CONFIG, ensure_ascii=False, indent=1)
 
 
@@ -64,8 +67,6 @@ class MemberScoreAdmin(ReadOnlyEngagementAdmin):
 
     @admin.display(description=_("等级说明"))
     def explanation(self, obj: models.MemberScore) -> str:
-        import json
-
         return json.dumps(selectors.explain_score(obj.tenant_id, obj.member_id), ensure_ascii=False, indent=1)
 
 
@@ -124,13 +125,6 @@ class ReplyTrackAdmin(ReadOnlyEngagementAdmin):
                 *super().get_urls()]
 
     def queue_view(self, request: HttpRequest) -> HttpResponse:
-        import datetime as dt
-
-        from django.shortcuts import redirect
-        from django.utils import timezone
-
-        from shequn.communities import selectors as community_selectors
-
         tenant = getattr(request, "tenant", None)
         if tenant is None or not self.has_view_permission(request):
             return HttpResponse(status=403)
@@ -284,7 +278,7 @@ class ContentScheduleAdmin(EngagementAdmin):
         if not self.has_view_permission(request):
             return HttpResponse(status=403)
         tenant = getattr(request, "tenant", None)
-        rows = services.upcoming_occurrences(tenant.pk, days=14) if tenant is not None else []
+        rows = selectors.upcoming_occurrences(tenant.pk, days=14) if tenant is not None else []
         ctx = {**self.admin_site.each_context(request), "title": _("内容日历 (未来 14 天)"), "rows": rows,
                "opts": self.model._meta}
         return TemplateResponse(request, "engagement/admin/calendar.html", ctx)

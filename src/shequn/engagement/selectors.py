@@ -7,6 +7,7 @@ import datetime as dt
 import statistics
 from collections import defaultdict
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from django.db.models import Q, QuerySet
 from django.utils import timezone
@@ -16,12 +17,15 @@ from shequn.activity.models import ActivityEvent
 from shequn.communities.models import Membership, RoleAssignment
 from shequn.core.errors import NotFound
 from shequn.core.models import Tenant
+from shequn.members.models import LifecycleStage, Member
 
 from . import scoring
+from .fairness import ALGORITHM
 from .models import (
     ChatStaff,
     CheckInStats,
     ContentDelivery,
+    ContentSchedule,
     EngagementSettings,
     Lottery,
     MemberScore,
@@ -87,8 +91,6 @@ def member_score(tenant_id: int, member_id: int) -> MemberScore | None:
 
 def explain_score(tenant_id: int, member_id: int, *, now: dt.datetime | None = None) -> dict[str, Any]:
     """"Why level 7": the per-month steadiness breakdown and the activity (by kind) behind it."""
-    from shequn.members.models import Member
-
     if not Member.objects.filter(tenant_id=tenant_id, pk=member_id).exists():
         raise NotFound(_("会员不存在"), details={"field": "member_id"})
     now = now or timezone.now()
@@ -256,8 +258,6 @@ def get_lottery(tenant_id: int, lottery_id: int) -> Lottery:
 def lottery_public_record(lottery: Lottery) -> dict[str, Any]:
     """What is published: before the close only the seed commitment; after the close the snapshot and
     its commitment; after the draw the seed, winners and rerolls (the verifier's input)."""
-    from .fairness import ALGORITHM
-
     rec: dict[str, Any] = {
         "algorithm": ALGORITHM, "lottery": str(lottery.pk), "title": lottery.title, "status": lottery.status,
         "seed_commitment": lottery.seed_commitment, "beacon": lottery.beacon,
@@ -288,10 +288,69 @@ def post_results(tenant_id: int) -> QuerySet[ContentDelivery]:
     return ContentDelivery.objects.filter(tenant_id=tenant_id).select_related("schedule__content", "group")
 
 
+def quiet_hours(tenant_id: int) -> tuple[dt.time, dt.time] | None:
+    q = engagement_config(tenant_id).get("quiet_hours")
+    if not q:
+        return None
+    return dt.time.fromisoformat(q[0]), dt.time.fromisoformat(q[1])
+
+
+def shift_out_of_quiet(when: dt.datetime, quiet: tuple[dt.time, dt.time] | None, tz_name: str) -> dt.datetime:
+    """Move a send time inside the quiet hours (e.g. 22:00–08:00, may wrap midnight) to their end."""
+    if quiet is None:
+        return when
+    start, end = quiet
+    local = when.astimezone(ZoneInfo(tz_name))
+    t = local.time()
+    if start == end:
+        return when
+    inside = (start <= t < end) if start < end else (t >= start or t < end)
+    if not inside:
+        return when
+    day = local.date() if (start < end or t < end) else local.date() + dt.timedelta(days=1)
+    return dt.datetime.combine(day, end, tzinfo=ZoneInfo(tz_name)).astimezone(dt.UTC)
+
+
+def schedule_occurrences(schedule: ContentSchedule, since: dt.datetime, until: dt.datetime,
+                         tz_name: str) -> list[dt.datetime]:
+    """Planned times in ``(since, until]`` of a fixed or recurring schedule (local wall-clock times)."""
+    if schedule.kind == ContentSchedule.Kind.FIXED:
+        return [schedule.run_at] if schedule.run_at and since < schedule.run_at <= until else []
+    if schedule.kind != ContentSchedule.Kind.RECURRING or schedule.time_of_day is None:
+        return []
+    tz = ZoneInfo(tz_name)
+    out = []
+    day = since.astimezone(tz).date()
+    last = until.astimezone(tz).date()
+    weekdays = set(schedule.weekdays or [])
+    while day <= last:
+        if not weekdays or day.weekday() in weekdays:
+            t = dt.datetime.combine(day, schedule.time_of_day, tzinfo=tz).astimezone(dt.UTC)
+            if since < t <= until:
+                out.append(t)
+        day += dt.timedelta(days=1)
+    return out
+
+
+def upcoming_occurrences(tenant_id: int, *, now: dt.datetime | None = None, days: int = 7) -> list[dict[str, Any]]:
+    """The console calendar: planned group posts (fixed and recurring) in the next ``days`` days."""
+    now = now or timezone.now()
+    tz = tenant_time_zone(tenant_id)
+    quiet = quiet_hours(tenant_id)
+    out = []
+    for s in ContentSchedule.objects.filter(tenant_id=tenant_id, active=True).select_related("content"):
+        for planned in schedule_occurrences(s, now, now + dt.timedelta(days=days), tz):
+            eff = shift_out_of_quiet(planned, quiet, tz) if s.respect_quiet_hours else planned
+            out.append({"at": eff, "planned": planned, "schedule_id": s.pk, "content": s.content.title,
+                        "is_sales": s.content.is_sales, "kind": s.kind})
+    return sorted(out, key=lambda r: r["at"])
+
+
+# =====================================================================================================
+
+
 def lurkers(tenant_id: int, community_id: int) -> QuerySet[Any]:
     """Members of the community who are lurking or dormant: the re-activation list."""
-    from shequn.members.models import LifecycleStage, Member
-
     in_comm = Membership.objects.filter(tenant_id=tenant_id, community_id=community_id, left_at__isnull=True)
     return Member.objects.filter(
         tenant_id=tenant_id, pk__in=in_comm.values("member_id"),

@@ -11,6 +11,7 @@ from typing import Any
 from django.utils import timezone
 
 from shequn.activity.services import do_ingest
+from shequn.communities.models import ChatGroup
 from shequn.core.models import Tenant
 from shequn.core.permissions import Principal
 from shequn.engagement.models import Lottery, LotteryEntry, PointsAccount, RedPacket, RedPacketClaim, ReplyTrack
@@ -41,8 +42,6 @@ def build_ids(tenant: Tenant, ids: dict[str, int]) -> dict[str, int]:
     lot = do_create_lottery(p, title="周末抽奖", closes_at=now + dt.timedelta(days=1),
                             draw_at=now + dt.timedelta(days=2), prizes=[("香薰", 1)])
     packet = do_create_red_packet(p, total=100, count=3, title="红包")
-    from shequn.communities.models import ChatGroup
-
     group = ChatGroup.objects.get(pk=ids["group_id"])
     res = do_ingest(tenant.pk, [{
         "platform": group.platform, "event_id": f"iso-question-{tenant.pk}", "kind": "message",

@@ -9,7 +9,9 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from shequn.activity.services import do_ingest
 from shequn.communities.models import RoleAssignment
+from shequn.connectors.models import OutboxAction
 from shequn.core.services import do_create_operator
 from shequn.engagement import models
 from shequn.engagement.models import ContentItem, ContentSchedule, RoleRecommendation
@@ -49,9 +51,6 @@ def test_accept_role_recommendation_action(console, tenant, community, make_memb
 
 
 def test_reply_queue_page_replies_through_the_outbox(console, tenant, community, make_member, other_tenant):
-    from shequn.activity.services import do_ingest
-    from shequn.connectors.models import OutboxAction
-
     alice = make_member("alice")
     now = timezone.now()
     do_ingest(tenant.pk, [{"platform": "telegram", "event_id": "q1", "kind": "message", "sender": f"u{alice.pk}",

@@ -10,17 +10,20 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from shequn.activity.models import ActivityEvent
 from shequn.activity.services import do_ingest
 from shequn.core.errors import Conflict
-from shequn.engagement.models import Badge, CheckIn, MemberBadge, PointsAccount, PointsEntry
+from shequn.engagement.models import Badge, CheckIn, MemberBadge, PointsAccount, PointsEntry, ReplyTrack
 from shequn.engagement.selectors import checkin_stats, points_balance
 from shequn.engagement.services import (
     do_buy_makeup_card,
     do_check_in,
     do_grant_makeup_cards,
     do_points_earn,
+    do_points_earn_many,
     do_points_spend,
     do_use_makeup_card,
+    on_activity,
 )
 
 SH = ZoneInfo("Asia/Shanghai")
@@ -60,8 +63,6 @@ def test_chat_keyword_checks_in_once(tenant, make_member):
                           {**msg, "event_id": "k2", "occurred_at": (now + dt.timedelta(seconds=1)).isoformat()}])
     assert CheckIn.objects.filter(member=m).count() == 1
     assert CheckIn.objects.get(member=m).source == "chat"
-    from shequn.engagement.models import ReplyTrack
-
     assert not ReplyTrack.objects.filter(member=m).exists()  # check-ins do not wait for an answer
 
 
@@ -134,9 +135,6 @@ def test_concurrent_spends_never_overdraw(tenant, make_member):
 
 
 def test_consumer_points_for_messages_capped_and_idempotent(tenant, make_member):
-    from shequn.activity.models import ActivityEvent
-    from shequn.engagement.services import do_points_earn_many, handle_activity
-
     m = make_member()
     now = timezone.now()
     do_ingest(tenant.pk, [{"platform": "telegram", "event_id": f"pm{i}", "kind": "message", "sender": f"u{m.pk}",
@@ -145,7 +143,7 @@ def test_consumer_points_for_messages_capped_and_idempotent(tenant, make_member)
               + [{"platform": "telegram", "event_id": "buy", "kind": "purchase", "sender": f"u{m.pk}",
                   "occurred_at": now.isoformat(), "payload": {"amount_fen": 12345}}])
     assert points_balance(tenant.pk, m.pk)["balance"] == 20 + 123  # daily message cap 20, 1 point per yuan
-    handle_activity(tenant.pk, list(ActivityEvent.objects.filter(tenant=tenant)))  # a retried batch
+    on_activity(tenant.pk, list(ActivityEvent.objects.filter(tenant=tenant)))  # a retried batch
     assert points_balance(tenant.pk, m.pk)["balance"] == 143
     entries = list(PointsEntry.objects.filter(member=m).order_by("pk").values_list("delta", "balance_after"))
     running = 0

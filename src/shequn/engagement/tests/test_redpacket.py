@@ -17,6 +17,7 @@ from shequn.engagement.services import (
     do_create_red_packet,
     do_expire_red_packets,
     do_points_earn,
+    red_packets,
 )
 from shequn.engagement.tests.racing import race_claims
 
@@ -44,7 +45,7 @@ def test_points_packet_claims_and_refund(tenant, system, make_member, group):
 
 
 def test_cash_needs_the_ledger_wallet(system):
-    saved = services._WALLETS.pop("cash", None)  # the ledger registers it at startup
+    saved = red_packets._WALLETS.pop("cash", None)  # the ledger registers it at startup
     try:
         with pytest.raises(Invalid) as e:
             do_create_red_packet(system, total=1000, count=10, currency="cash")
@@ -64,7 +65,7 @@ def test_cash_through_a_registered_wallet(tenant, system, make_member):
         def credit(self, tenant_id, member_id, amount, *, idempotency_key, reason):
             calls.append(("credit", member_id, amount, idempotency_key))
 
-    saved = services._WALLETS.get("cash")
+    saved = red_packets._WALLETS.get("cash")
     services.register_cash_wallet(FakeLedger())
     try:
         p = do_create_red_packet(system, total=888, count=2, currency="cash", mode="fixed")
@@ -74,7 +75,7 @@ def test_cash_through_a_registered_wallet(tenant, system, make_member):
         assert RedPacket.objects.get(pk=p.pk).status == "finished"
         assert [c[0] for c in calls] == ["debit", "credit", "credit"] and calls[0][1] is None
     finally:
-        services._WALLETS.pop("cash", None)
+        red_packets._WALLETS.pop("cash", None)
         if saved is not None:
             services.register_cash_wallet(saved)
 

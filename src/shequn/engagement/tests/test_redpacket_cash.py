@@ -10,9 +10,8 @@ import pytest
 from django.utils import timezone
 
 from shequn.core.errors import Conflict
-from shequn.engagement import services
 from shequn.engagement.models import RedPacket, RedPacketClaim
-from shequn.engagement.services import do_claim_red_packet, do_create_red_packet, do_expire_red_packets
+from shequn.engagement.services import do_claim_red_packet, do_create_red_packet, do_expire_red_packets, red_packets
 from shequn.engagement.tests.racing import race_claims
 from shequn.ledger.models import AccountKind, Entry, OwnerType, Transaction
 from shequn.ledger.services import InsufficientFunds, check_ledger, do_post, get_account
@@ -29,7 +28,7 @@ def _merchant(tenant_id: int, kind: str) -> int:
 
 
 def test_the_ledger_registers_the_cash_wallet():
-    assert isinstance(services._WALLETS["cash"], LedgerCashWallet)
+    assert isinstance(red_packets._WALLETS["cash"], LedgerCashWallet)
 
 
 def test_organisation_packet_create_claims_expiry_refund_exact_to_the_fen(tenant, system, make_member, group):
@@ -84,7 +83,7 @@ def test_a_replayed_claim_never_credits_twice(tenant, system, make_member):
     with pytest.raises(Conflict):
         do_claim_red_packet(tenant.pk, p.pk, m.pk)
     # the wallet itself replays: the same key posts nothing new
-    services._WALLETS["cash"].credit(tenant.pk, m.pk, 50, idempotency_key=f"redpacket:{p.pk}:claim:{m.pk}",
+    red_packets._WALLETS["cash"].credit(tenant.pk, m.pk, 50, idempotency_key=f"redpacket:{p.pk}:claim:{m.pk}",
                                      reason="retry")
     assert Entry.objects.filter(tenant=tenant).count() == entries
     assert _available(tenant.pk, m.pk) == 50

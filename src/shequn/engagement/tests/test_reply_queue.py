@@ -15,6 +15,7 @@ from shequn.core.errors import Conflict, NotFound
 from shequn.core.permissions import Principal
 from shequn.engagement.models import ChatStaff, ReplyTrack
 from shequn.engagement.selectors import reply_queue, reply_stats, role_performance
+from shequn.engagement.services import do_reply_from_queue
 
 
 def ev(eid, member, kind, when, **payload):
@@ -70,8 +71,6 @@ def test_recent_messages_wait_for_the_sla_and_one_click_reply(tenant, community,
     p = Principal(tenant_id=tenant.pk, kind="staff", actor_id="1", label="运营小李",
                   permissions=frozenset({"engagement.write"}))
     with pytest.raises(NotFound):
-        from shequn.engagement.services import do_reply_from_queue
-
         do_reply_from_queue(Principal.system(other_tenant.pk), queue[0].pk, text="hi")
     track = do_reply_from_queue(p, queue[0].pk, text="在的, 请说")
     action = OutboxAction.objects.get(pk=track.reply_action_id)

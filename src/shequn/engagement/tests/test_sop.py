@@ -10,12 +10,11 @@ import pytest
 from shequn.communities.models import Community, Membership
 from shequn.connectors.models import OutboxAction
 from shequn.engagement.models import ContentDelivery, ContentItem, ContentSchedule
+from shequn.engagement.selectors import shift_out_of_quiet, upcoming_occurrences
 from shequn.engagement.services import (
     do_collect_post_results,
     do_run_content_schedules,
     render_content,
-    shift_out_of_quiet,
-    upcoming_occurrences,
 )
 
 SH = ZoneInfo("Asia/Shanghai")

@@ -4,9 +4,14 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from shequn.core.models import Tenant
+from shequn.engagement.fairness import verify
+from shequn.engagement.selectors import get_lottery, lottery_public_record
 
 
 class Command(BaseCommand):
@@ -27,10 +32,6 @@ class Command(BaseCommand):
             self._export(opts["lottery_id"], opts["tenant"])
 
     def _verify(self, path: str) -> None:
-        import sys
-
-        from shequn.engagement.fairness import verify
-
         try:
             text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()  # noqa: SIM115
             record = json.loads(text)
@@ -50,9 +51,6 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS("OK: 种子、快照承诺与中奖者全部一致 (verified)"))
 
     def _export(self, lottery_id: int, slug: str) -> None:
-        from shequn.core.models import Tenant
-        from shequn.engagement.selectors import get_lottery, lottery_public_record
-
         tenant = Tenant.objects.filter(slug=slug).first()
         if tenant is None:
             raise CommandError(f"组织不存在: {slug}")

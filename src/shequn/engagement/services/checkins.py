@@ -1,0 +1,148 @@
+"""Daily check-ins, streaks, make-up cards and badges. Locking: the member's :class:`CheckInStats` row
+(``select_for_update``) serialises a member's check-ins and card changes; ``(member, day)`` is unique;
+points follow the ledger's own rule (:mod:`.points`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from shequn.core.errors import Conflict, Invalid
+from shequn.core.permissions import Principal
+from shequn.core.services import do_audit
+
+from ..models import Badge, CheckIn, CheckInStats, MemberBadge, MemberScore, PointsAccount
+from ..selectors import engagement_config, tenant_time_zone
+from ..streaks import compute_streak, local_day
+from ._common import check_member
+from .points import _existing_entry, do_points_earn, do_points_spend
+
+
+@dataclass(frozen=True)
+class CheckInResult:
+    created: bool
+    day: dt.date
+    current_streak: int
+    longest_streak: int
+    total_days: int
+    points: int
+
+
+def _lock_stats(tenant_id: int, member_id: int) -> CheckInStats:
+    try:
+        with transaction.atomic():
+            CheckInStats.objects.get_or_create(tenant_id=tenant_id, member_id=member_id)
+    except IntegrityError:
+        pass
+    return CheckInStats.objects.select_for_update().get(tenant_id=tenant_id, member_id=member_id)
+
+
+def _refresh_streak(tenant_id: int, stats: CheckInStats, today: dt.date) -> None:
+    days = CheckIn.objects.filter(tenant_id=tenant_id, member_id=stats.member_id).values_list("day", flat=True)
+    st = compute_streak(days, today)
+    stats.current_streak, stats.longest_streak, stats.total_days, stats.last_day = (
+        st.current, st.longest, st.total, st.last_day)
+    stats.save(update_fields=["current_streak", "longest_streak", "total_days", "last_day"])
+
+
+def do_check_in(tenant_id: int, member_id: int, *, at: dt.datetime | None = None, source: str = "api") -> CheckInResult:
+    """Daily check-in on the member's local day (tenant time zone). A second check-in the same day is
+    a no-op returning the streak. Earns ``points + min(streak − 1, bonus_cap) × streak_bonus``.
+
+    Locking: the member's :class:`CheckInStats` row (``select_for_update``) serialises a member's
+    check-ins; ``(member, day)`` is unique; points use the ledger's own rule."""
+    at = at or timezone.now()
+    check_member(tenant_id, member_id)
+    cfg = engagement_config(tenant_id)["checkin"]
+    tz = tenant_time_zone(tenant_id)
+    day = local_day(at, tz)
+    with transaction.atomic():
+        stats = _lock_stats(tenant_id, member_id)
+        created = not CheckIn.objects.filter(tenant_id=tenant_id, member_id=member_id, day=day).exists()
+        points = 0
+        if created:
+            CheckIn.objects.create(tenant_id=tenant_id, member_id=member_id, day=day, source=source)
+        _refresh_streak(tenant_id, stats, day)  # the streak as of this check-in's day
+        if created:
+            bonus = min(stats.current_streak - 1, int(cfg["bonus_cap"])) * int(cfg["streak_bonus"])
+            points = int(cfg["points"]) + bonus
+            if points > 0:
+                do_points_earn(tenant_id, member_id, points, kind="checkin",
+                               idempotency_key=f"checkin:{member_id}:{day.isoformat()}",
+                               reason=_("签到 (连续 %(n)d 天)") % {"n": stats.current_streak})
+            do_award_badges(tenant_id, member_id)
+    return CheckInResult(created, day, stats.current_streak, stats.longest_streak, stats.total_days, points)
+
+
+def do_grant_makeup_cards(principal: Principal, member_id: int, count: int, *, reason: str = "") -> int:
+    if count <= 0:
+        raise Invalid(_("数量必须为正数"), details={"field": "count"})
+    check_member(principal.tenant_id, member_id)
+    with transaction.atomic():
+        stats = _lock_stats(principal.tenant_id, member_id)
+        CheckInStats.objects.filter(pk=stats.pk).update(makeup_cards=F("makeup_cards") + count)
+        do_audit(principal, "engagement.makeup.grant", "member", str(member_id), reason=reason, data={"count": count})
+        return stats.makeup_cards + count
+
+
+def do_buy_makeup_card(tenant_id: int, member_id: int, *, idempotency_key: str) -> int:
+    """Spend points for one make-up card (``checkin.makeup_card_cost``)."""
+    cost = int(engagement_config(tenant_id)["checkin"]["makeup_card_cost"])
+    with transaction.atomic():
+        stats = _lock_stats(tenant_id, member_id)
+        if _existing_entry(tenant_id, idempotency_key) is None:
+            do_points_spend(tenant_id, member_id, cost, kind="makeup_card", idempotency_key=idempotency_key,
+                            reason=_("兑换补签卡"))
+            CheckInStats.objects.filter(pk=stats.pk).update(makeup_cards=F("makeup_cards") + 1)
+        stats.refresh_from_db()
+        return stats.makeup_cards
+
+
+def do_use_makeup_card(
+    tenant_id: int, member_id: int, day: dt.date, *, now: dt.datetime | None = None
+) -> CheckInResult:
+    """Fill a missed day within ``makeup_window_days`` with a make-up card (no points)."""
+    now = now or timezone.now()
+    cfg = engagement_config(tenant_id)["checkin"]
+    today = local_day(now, tenant_time_zone(tenant_id))
+    if not (today - dt.timedelta(days=int(cfg["makeup_window_days"])) <= day < today):
+        raise Invalid(_("只能补签最近 %(n)d 天内的日期") % {"n": int(cfg["makeup_window_days"])},
+                      details={"field": "day"})
+    check_member(tenant_id, member_id)
+    with transaction.atomic():
+        stats = _lock_stats(tenant_id, member_id)
+        if CheckIn.objects.filter(tenant_id=tenant_id, member_id=member_id, day=day).exists():
+            raise Conflict(_("这一天已经签到过了"), details={"field": "day"})
+        if CheckInStats.objects.filter(pk=stats.pk, makeup_cards__gte=1).update(
+                makeup_cards=F("makeup_cards") - 1) != 1:
+            raise Conflict(_("没有补签卡"), code="no_makeup_card")
+        CheckIn.objects.create(tenant_id=tenant_id, member_id=member_id, day=day, source=CheckIn.Source.MAKEUP)
+        stats.refresh_from_db()
+        _refresh_streak(tenant_id, stats, today)
+        do_award_badges(tenant_id, member_id)
+    return CheckInResult(True, day, stats.current_streak, stats.longest_streak, stats.total_days, 0)
+
+
+def do_award_badges(tenant_id: int, member_id: int) -> list[str]:
+    """Award every badge whose rule the member now meets (idempotent; badges are never taken back)."""
+    badges = list(Badge.objects.filter(tenant_id=tenant_id))
+    if not badges:
+        return []
+    stats = CheckInStats.objects.filter(tenant_id=tenant_id, member_id=member_id).first()
+    score = MemberScore.objects.filter(tenant_id=tenant_id, member_id=member_id).first()
+    acc = PointsAccount.objects.filter(tenant_id=tenant_id, member_id=member_id).first()
+    metric: dict[str, int] = {
+        Badge.Rule.STREAK: stats.longest_streak if stats else 0,
+        Badge.Rule.CHECKIN_TOTAL: stats.total_days if stats else 0,
+        Badge.Rule.LEVEL: score.level if score else 0,
+        Badge.Rule.POINTS_EARNED: acc.earned_total if acc else 0,
+    }
+    earned = [b for b in badges if metric.get(b.rule, 0) >= b.threshold]
+    MemberBadge.objects.bulk_create([MemberBadge(tenant_id=tenant_id, member_id=member_id, badge=b) for b in earned],
+                                    ignore_conflicts=True)
+    return [b.code for b in earned]
