@@ -17,9 +17,7 @@ from shequn.core.models import Tenant
 from shequn.members.models import Member
 
 from ..events import ATTRIBUTION_KEYS
-from ..models import (
-    LiveSession,
-)
+from ..models import LiveSession
 
 
 class SoldOut(Conflict):

@@ -16,12 +16,7 @@ from shequn.core.errors import Conflict, Invalid, NotFound
 from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
 
-from ..models import (
-    MemberPrice,
-    Product,
-    ProductKind,
-    Sku,
-)
+from ..models import MemberPrice, Product, ProductKind, Sku
 from ._common import _positive_int
 
 

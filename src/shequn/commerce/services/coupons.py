@@ -19,13 +19,7 @@ from shequn.core.errors import Conflict, Invalid, NotFound, ShequnError
 from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
 
-from ..models import (
-    Coupon,
-    CouponTemplate,
-    Order,
-    OrderLine,
-    Product,
-)
+from ..models import Coupon, CouponTemplate, Order, OrderLine, Product
 from ._common import _member, _positive_int, _token
 from .pricing import _has_paid_before
 

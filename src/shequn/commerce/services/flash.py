@@ -31,14 +31,7 @@ from shequn.members.models import Member
 from .. import batching, redis_gate
 from ..batching import FlashBatchOutcome, FlashRow
 from ..events import ATTRIBUTION_KEYS
-from ..models import (
-    FlashReservation,
-    FlashSale,
-    Order,
-    OrderLine,
-    OrderStatus,
-    Sku,
-)
+from ..models import FlashReservation, FlashSale, Order, OrderLine, OrderStatus, Sku
 from ..selectors import MemberContext, member_context
 from ._common import SoldOut, _hash, _member, _positive_int, clean_attribution
 from .orders import _existing_by_key, _write_order

@@ -18,14 +18,7 @@ from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
 from shequn.members.models import Member
 
-from ..models import (
-    GroupBuy,
-    GroupBuyParticipant,
-    GroupBuyTeam,
-    Order,
-    OrderStatus,
-    Sku,
-)
+from ..models import GroupBuy, GroupBuyParticipant, GroupBuyTeam, Order, OrderStatus, Sku
 from ..selectors import member_context
 from ._common import _member, _positive_int, _token, clean_attribution
 from .fulfilment import do_cancel_order

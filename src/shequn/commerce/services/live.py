@@ -15,10 +15,7 @@ from shequn.core.errors import Invalid, NotFound
 from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
 
-from ..models import (
-    LiveJoin,
-    LiveSession,
-)
+from ..models import LiveJoin, LiveSession
 from ._common import _member
 
 

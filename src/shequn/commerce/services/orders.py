@@ -20,15 +20,7 @@ from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
 from shequn.members.models import Member
 
-from ..models import (
-    Coupon,
-    FlashSale,
-    GroupBuyTeam,
-    Order,
-    OrderLine,
-    ProductKind,
-    Sku,
-)
+from ..models import Coupon, FlashSale, GroupBuyTeam, Order, OrderLine, ProductKind, Sku
 from ..selectors import member_context
 from ._common import SoldOut, _hash, _member, clean_attribution
 from .paid import _mark_paid

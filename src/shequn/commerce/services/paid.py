@@ -13,15 +13,7 @@ from django.utils.translation import gettext as _
 from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
 
-from ..models import (
-    FlashReservation,
-    GroupBuy,
-    GroupBuyTeam,
-    Order,
-    OrderEvent,
-    OrderStatus,
-    Payment,
-)
+from ..models import FlashReservation, GroupBuy, GroupBuyTeam, Order, OrderEvent, OrderStatus, Payment
 from .coupons import _grant_gift_coupons, _issue_coupon
 from .refunds import do_request_refund
 from .tiers import _grant_tiers

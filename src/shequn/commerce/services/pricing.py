@@ -14,18 +14,11 @@ from django.utils.translation import gettext as _
 from shequn.core.errors import Conflict, Invalid, NotFound
 from shequn.members.models import Member
 
-from ..models import (
-    Coupon,
-    CouponTemplate,
-    Order,
-    Sku,
-)
+from ..models import Coupon, CouponTemplate, Order, Sku
 from ..selectors import MemberContext, product_visible, unit_price
 
-MAX_QUANTITY = 999
-
-
-MAX_LINES = 50
+MAX_QUANTITY = 999  # per order line
+MAX_LINES = 50  # per order
 
 
 @dataclass

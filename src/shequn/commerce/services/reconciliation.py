@@ -6,10 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from ..gateways import gateway_for
-from ..models import (
-    Payment,
-    Refund,
-)
+from ..models import Payment, Refund
 from ._common import _tenant_settings
 
 

@@ -18,14 +18,7 @@ from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
 
 from ..gateways import gateway_for
-from ..models import (
-    Order,
-    OrderEvent,
-    OrderLine,
-    OrderStatus,
-    Payment,
-    Refund,
-)
+from ..models import Order, OrderEvent, OrderLine, OrderStatus, Payment, Refund
 from ._common import _out_no, _tenant_settings
 from .fulfilment import _release_stock
 from .tiers import _revoke_tiers_for_refund

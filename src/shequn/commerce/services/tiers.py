@@ -20,14 +20,7 @@ from shequn.communities.services import do_join, do_leave
 from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
 
-from ..models import (
-    Order,
-    OrderLine,
-    Product,
-    ProductKind,
-    Refund,
-    TierGrant,
-)
+from ..models import Order, OrderLine, Product, ProductKind, Refund, TierGrant
 from .catalog import do_create_product
 
 TIER_SEEDS = (

@@ -20,12 +20,7 @@ from shequn.core.services import do_audit
 
 from .. import events
 from ..events import ATTRIBUTION_KEYS
-from ..models import (
-    Order,
-    OrderEvent,
-    OrderLine,
-    OrderStatus,
-)
+from ..models import Order, OrderEvent, OrderLine, OrderStatus
 
 # allowed transitions of the order state machine
 TRANSITIONS: dict[str, frozenset[str]] = {
