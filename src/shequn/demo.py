@@ -352,9 +352,9 @@ def _seed_referrals_and_commerce(tenant: Tenant, principal: Principal, skin: Com
     """Referrals first (plan, links, bindings, fission tasks), so commerce's sandbox orders earn
     commissions; order events are delivered here (the worker would do it later), then one
     referrer asks to withdraw more than the approval threshold."""
+    from shequn.commerce.demo import do_seed_demo_commerce
     from shequn.commerce.events import deliver
     from shequn.commerce.models import OrderEvent, OrderEventDelivery
-    from shequn.commerce.services import do_seed_demo_commerce
     from shequn.core.errors import ShequnError
     from shequn.ledger.selectors import account_balance
     from shequn.referrals.models import CommissionPlan, FissionTask, ReferralPolicy, RewardKind, Withdrawal

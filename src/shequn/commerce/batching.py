@@ -23,19 +23,42 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from django.db import close_old_connections, connection
 from django.utils.translation import gettext as _
 
 from shequn.core import microbatch
-from shequn.core.errors import Conflict
+from shequn.core.errors import Conflict, ShequnError
 from shequn.core.permissions import Principal
 
 from .models import FlashSale, Order
 
-if TYPE_CHECKING:
-    from .services import FlashRow
+
+@dataclass
+class FlashRow:
+    """One validated flash-sale attempt waiting to be written in a batch."""
+
+    principal: Principal
+    member_id: int
+    quantity: int
+    attr: dict[str, Any]
+    gate_id: str = ""
+
+
+@dataclass
+class FlashBatchOutcome:
+    """What a batch writer returns: one outcome per row, and the stock it left."""
+
+    results: list[Order | ShequnError]  # one per row, in order
+    remaining: int | None  # the sale's stock after the batch (None when not read)
+
+
+Writer = Callable[[int, list[FlashRow]], FlashBatchOutcome]
+"""Writes one batch of a sale (:func:`shequn.commerce.services.flash.do_write_flash_batch`); passed in by
+the caller so that this module never imports the services (which import it)."""
 
 CACHE_SECONDS = 1.0
 
@@ -49,11 +72,9 @@ def _close_connection() -> None:
     connection.close()
 
 
-def _write(flash_sale_id: int, rows: list[FlashRow]) -> list[Order | BaseException]:
-    from . import services
-
+def _write(write: Writer, flash_sale_id: int, rows: list[FlashRow]) -> list[Order | BaseException]:
     close_old_connections()  # a connection broken by an earlier batch's error is replaced, not reused
-    outcome = services.do_write_flash_batch(flash_sale_id, rows)
+    outcome = write(flash_sale_id, rows)
     if outcome.remaining is not None and outcome.remaining <= 0:
         _SOLD_OUT[flash_sale_id] = time.monotonic() + CACHE_SECONDS
     return list(outcome.results)
@@ -94,13 +115,12 @@ def sold_out(flash_sale_id: int) -> bool:
 
 
 def submit(principal: Principal, flash_sale_id: int, member_id: int, quantity: int, attr: dict[str, Any], *,
-           max_batch: int = 256, max_wait: float = 0.002, timeout: float = 30.0) -> Order:
+           write: Writer, max_batch: int = 256, max_wait: float = 0.002, timeout: float = 30.0) -> Order:
     """Hand one validated attempt to the sale's writer thread and wait for its outcome (the order, or
-    the error raised here)."""
-    from .services import FlashRow
-
+    the error raised here). ``write`` writes a batch (the writer thread of a sale keeps the first
+    one it was given)."""
     def factory(on_idle: Any) -> microbatch.MicroBatcher[FlashRow, Order]:
-        return microbatch.MicroBatcher(f"flash-writer-{flash_sale_id}", lambda rows: _write(flash_sale_id, rows),
+        return microbatch.MicroBatcher(f"flash-writer-{flash_sale_id}", lambda rows: _write(write, flash_sale_id, rows),
                                        max_batch=max_batch, max_wait=max_wait, on_exit=_close_connection,
                                        on_idle=on_idle)
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from shequn.communities.models import Membership
 from shequn.core.errors import NotFound
 from shequn.members.models import Member
 
@@ -17,12 +21,62 @@ from .models import (
     GroupBuy,
     GroupBuyTeam,
     LiveSession,
+    MemberPrice,
     Order,
     OrderEvent,
     Product,
+    Sku,
     TierGrant,
 )
-from .services import MemberContext, member_context, product_visible, unit_price
+
+# --- member context and prices (who sees what, at which price) ----------------------------------
+
+
+@dataclass
+class MemberContext:
+    member_id: int
+    level: int
+    tiers: frozenset[int] = frozenset()  # product ids of active tier grants
+    communities: frozenset[int] = frozenset()  # open memberships
+
+
+def member_context(tenant_id: int, member: Member, now: dt.datetime | None = None) -> MemberContext:
+    now = now or timezone.now()
+    tiers = frozenset(
+        TierGrant.objects.filter(tenant_id=tenant_id, member_id=member.pk, status=TierGrant.Status.ACTIVE,
+                                 starts_at__lte=now)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now)).values_list("product_id", flat=True)
+    )
+    communities = frozenset(
+        Membership.objects.filter(tenant_id=tenant_id, member_id=member.pk, left_at__isnull=True)
+        .values_list("community_id", flat=True)
+    )
+    return MemberContext(member.pk, int(member.relationship_level), tiers, communities)
+
+
+def unit_price(sku: Sku, ctx: MemberContext | None, member_prices: Sequence[MemberPrice] | None = None) -> int:
+    """The lowest price this member may pay for one unit: list price or an applicable 会员价."""
+    price = sku.price_fen
+    if ctx is None:
+        return price
+    rows = member_prices if member_prices is not None else list(sku.member_prices.all())
+    for mp in rows:
+        ok = (mp.min_relationship_level is None or ctx.level >= mp.min_relationship_level) and (
+            mp.tier_product_id is None or mp.tier_product_id in ctx.tiers
+        )
+        if ok and mp.price_fen < price:
+            price = mp.price_fen
+    return price
+
+
+def product_visible(product: Product, ctx: MemberContext | None, visible_ids: Iterable[int] | None = None) -> bool:
+    ids = set(visible_ids if visible_ids is not None else product.visible_in.values_list("pk", flat=True))
+    if not ids:
+        return True
+    return ctx is not None and bool(ids & ctx.communities)
+
+
+# --- catalog and orders ---------------------------------------------------------------------------
 
 
 def products(tenant_id: int, *, active_only: bool = True) -> QuerySet[Product]:

@@ -1,5 +1,10 @@
-"""Background work of commerce: order-event delivery, expiries, group-buy failures, the flash gate
-consumer and refund retries."""
+"""Scheduled work of commerce: order-event delivery retries, expiries, group-buy failures and refund
+retries.
+
+Tasks a service enqueues inside its transaction live next to that service:
+``services.transitions.deliver_order_event`` (order-event delivery) and
+``services.flash.consume_flash_gate`` (the flash gate consumer). They are re-exported here so that
+task rows queued under the old paths ``shequn.commerce.tasks.<name>`` still import."""
 
 from __future__ import annotations
 
@@ -7,12 +12,18 @@ from crontask import cron
 from django.tasks import task
 
 from . import events, services
+from .services.flash import consume_flash_gate
+from .services.transitions import deliver_order_event
 
-
-@task(queue_name="engines")
-def deliver_order_event(event_id: int) -> dict[str, str]:
-    """Call every order listener for one event (each in its own transaction)."""
-    return events.deliver(event_id)
+__all__ = [
+    "consume_flash_gate",
+    "deliver_order_event",
+    "expire_tiers",
+    "expire_unpaid_orders",
+    "fail_expired_teams",
+    "retry_order_event_deliveries",
+    "retry_pending_refunds",
+]
 
 
 @cron("*/2 * * * *")
@@ -45,9 +56,3 @@ def retry_pending_refunds() -> int:
 @task
 def expire_tiers() -> int:
     return services.do_expire_tiers()
-
-
-@task
-def consume_flash_gate(flash_sale_id: int) -> int:
-    """Write orders for attempts the Redis gate accepted."""
-    return services.do_consume_flash_gate(flash_sale_id)

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from shequn.commerce import services
+from shequn.commerce import batching, services
 from shequn.commerce.models import Product
 from shequn.communities.models import Community
 from shequn.core.permissions import Principal
@@ -59,6 +59,4 @@ def pay(system: Principal, order_id: int) -> dict[str, Any]:
 def _fresh_flash_batching():
     """The group-commit writer threads and their per-process caches never outlive a test."""
     yield
-    from shequn.commerce import batching
-
     batching.shutdown()

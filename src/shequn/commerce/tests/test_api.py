@@ -1,13 +1,18 @@
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
+from shequn.commerce import services
 from shequn.commerce.gateways import SandboxGateway
-from shequn.commerce.models import Order, Payment
+from shequn.commerce.models import Order, Payment, PaymentCallback
+from shequn.core.permissions import Principal
 from shequn.core.services import do_create_api_key
+from shequn.members.models import Member
 
 from .conftest import sku
 
@@ -90,11 +95,6 @@ def test_bad_input_gets_clear_errors(api, member, product):
 
 
 def test_share_coupon_and_group_buy_endpoints(api, system, member, friend, product):
-    import datetime as dt
-
-    from django.utils import timezone
-
-    from shequn.commerce import services
     now = timezone.now()
     gb = services.do_create_group_buy(system, name="二人团", sku_id=sku(product).pk, price_fen=5000, team_size=2,
                                       starts_at=now - dt.timedelta(minutes=1), ends_at=now + dt.timedelta(hours=1))
@@ -107,11 +107,6 @@ def test_share_coupon_and_group_buy_endpoints(api, system, member, friend, produ
 
 
 def test_other_tenant_order_is_not_found(api, other_tenant, product, member):
-    from django.utils import timezone
-
-    from shequn.commerce import services
-    from shequn.core.permissions import Principal
-    from shequn.members.models import Member
     op = Principal.system(other_tenant.pk)
     m = Member.objects.create(tenant=other_tenant, display_name="x", first_seen_at=timezone.now())
     p = services.do_create_product(op, name="别家", skus=[{"code": "Z", "price_fen": 1, "stock": 1}])
@@ -124,8 +119,6 @@ def test_callback_under_another_tenants_slug_changes_nothing(api, member, produc
     """The isolation test of the (exempt) payment callback: a notification validly signed for this
     tenant's payment, posted under another tenant's slug, is refused (404, the provider's FAIL shape)
     and neither tenant's payment, order or money moves; under its own tenant's slug it applies."""
-    from shequn.commerce.models import PaymentCallback
-
     r = post(api, "/api/v1/commerce/orders", {"member_id": member.pk, "lines": [{"sku_id": sku(product).pk,
                                                                                  "quantity": 1}]})
     p = post(api, f"/api/v1/commerce/orders/{r.json()['id']}/pay", {}).json()

@@ -1,20 +1,24 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.db import close_old_connections, connection
+from django.test import Client
 from django.utils import timezone
 
-from shequn.commerce import batching, services
+from shequn.commerce import batching, redis_gate, services
+from shequn.commerce.gateways import SandboxGateway
 from shequn.commerce.models import FlashReservation, FlashSale, Order, Sku
 from shequn.communities.models import Membership
-from shequn.core.errors import Conflict, Invalid
+from shequn.core.errors import Conflict, Invalid, NotFound
+from shequn.core.services import do_create_api_key
 from shequn.members.models import Member
 
-from .conftest import make_member, sku, window
+from .conftest import make_member, pay, sku, window
 
 
 def _flash(system, product, stock=3, limit=1, **kw):
@@ -166,7 +170,6 @@ def test_concurrent_plain_orders_never_oversell(tenant, system, product):
 def test_concurrent_duplicate_callbacks_book_once(tenant, system, product, member):
     order = services.do_create_order(system, member_id=member.pk, lines=[{"sku_id": sku(product).pk, "quantity": 1}])
     p = services.do_start_payment(system, order.pk)
-    from shequn.commerce.gateways import SandboxGateway
     headers, body = SandboxGateway().pay(p.out_trade_no, p.amount_fen)
     results = []
 
@@ -185,7 +188,6 @@ def test_concurrent_duplicate_callbacks_book_once(tenant, system, product, membe
 
 @pytest.mark.redis
 def test_redis_gate_feeds_idempotent_consumer(system, product, tenant, django_capture_on_commit_callbacks):
-    from shequn.commerce import redis_gate
     fs = _flash(system, product, stock=3, use_redis_gate=True)
     g = redis_gate.gate()
     g.reset(fs.pk)
@@ -214,7 +216,6 @@ def test_redis_gate_feeds_idempotent_consumer(system, product, tenant, django_ca
 
 
 def test_flash_member_of_other_tenant_is_not_found(system, product, other_tenant):
-    from shequn.core.errors import NotFound
     fs = _flash(system, product, stock=2)
     stranger = make_member(other_tenant, "外人")
     for mid in (stranger.pk, 987654):
@@ -224,7 +225,6 @@ def test_flash_member_of_other_tenant_is_not_found(system, product, other_tenant
 
 
 def test_flash_tier_eligibility(system, product, community, member):
-    from .conftest import pay
     entry, _partner = services.do_seed_tiers(system, community.pk)
     fs = _flash(system, product, stock=2, eligible_tier_id=entry.pk)
     with pytest.raises(Invalid) as exc:
@@ -236,11 +236,6 @@ def test_flash_tier_eligibility(system, product, community, member):
 
 
 def test_flash_api(system, product, member):
-    import json
-
-    from django.test import Client
-
-    from shequn.core.services import do_create_api_key
     _k, secret = do_create_api_key(system, name="t", scopes=["commerce.write"])
     c = Client(headers={"Authorization": f"Bearer {secret}"})
     fs = _flash(system, product, stock=1)
@@ -256,7 +251,6 @@ def test_flash_api(system, product, member):
 @pytest.mark.redis
 def test_gate_many_decides_like_one_attempt_at_a_time(system, product, tenant):
     """One round trip for many attempts gives what the single-attempt script gives in the same order."""
-    from shequn.commerce import redis_gate
     g = redis_gate.gate()
     one, many = _flash(system, product, stock=1), _flash(system, product, stock=1)
     attempts = [(1, 1, "{}"), (2, 2, "{}"), (1, 1, "{}"), (3, 1, "{}"), (4, 1, "{}"), (5, 1, "{}")]
@@ -285,7 +279,6 @@ def test_gate_many_decides_like_one_attempt_at_a_time(system, product, tenant):
 
 @pytest.mark.redis
 def test_consumer_gives_the_gate_back_a_unit_the_database_refuses(system, product, tenant):
-    from shequn.commerce import redis_gate
     fs = _flash(system, product, stock=2, use_redis_gate=True)
     g = redis_gate.gate()
     g.reset(fs.pk)

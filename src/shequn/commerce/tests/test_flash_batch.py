@@ -5,15 +5,22 @@ statement, optimistic decrement, locked retry) — the same assertions for both.
 from __future__ import annotations
 
 import datetime as dt
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.db import connection
+from django.test import Client
 from django.utils import timezone
 
 from shequn.commerce import services
-from shequn.commerce.models import FlashReservation, FlashSale, Order, OrderLine
+from shequn.commerce.models import FlashReservation, FlashSale, Order, OrderLine, Sku
+from shequn.commerce.services import flash
 from shequn.core.errors import Conflict, Invalid, NotFound
 from shequn.core.models import AuditLog
+from shequn.core.services import do_create_api_key
+from shequn.members.models import Member
 
 from .conftest import make_member
 from .test_flash import _flash
@@ -80,7 +87,7 @@ def test_stock_taken_meanwhile_rolls_back_and_retries_under_the_lock(system, pro
     assert connection.vendor == "postgresql"
     fs = _flash(system, product, stock=2)
     members = [make_member(tenant, f"m{i}") for i in range(4)]
-    real = services._flash_head
+    real = flash._flash_head
     calls = []
 
     def stale(cur, flash_sale_id, *, locked):
@@ -88,7 +95,7 @@ def test_stock_taken_meanwhile_rolls_back_and_retries_under_the_lock(system, pro
         head = real(cur, flash_sale_id, locked=locked)
         return head if locked or head is None else (head[0], head[1] + 3, *head[2:])
 
-    monkeypatch.setattr(services, "_flash_head", stale)
+    monkeypatch.setattr(flash, "_flash_head", stale)
     out = services.do_write_flash_batch(fs.pk, _rows(system, [(m.pk, 1) for m in members]))
     assert calls == [False, True]
     assert [_kind(r) for r in out.results] == ["order", "order", "sold_out", "sold_out"]
@@ -102,19 +109,10 @@ def test_stock_taken_meanwhile_rolls_back_and_retries_under_the_lock(system, pro
 def test_concurrent_batches_sell_exactly_the_stock(system, product, tenant):
     """Eight writers (as eight app processes would) race batches of 20 for 137 units, some members in
     two writers' batches at once: exactly 137 units sold, one order per member, none lost."""
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    from django.db import connection as conn
-    from django.utils import timezone as tz
-
-    from shequn.commerce.models import Sku
-    from shequn.members.models import Member
-
     services.do_adjust_stock(system, Sku.objects.filter(product=product).first().pk, 200)
     fs = _flash(system, product, stock=137)
     members = Member.objects.bulk_create(
-        [Member(tenant=tenant, display_name=f"m{i}", first_seen_at=tz.now()) for i in range(800)])
+        [Member(tenant=tenant, display_name=f"m{i}", first_seen_at=timezone.now()) for i in range(800)])
     ids = [m.pk for m in members]
     start = threading.Barrier(8)
     results: list = []
@@ -130,7 +128,7 @@ def test_concurrent_batches_sell_exactly_the_stock(system, product, tenant):
                 with lock:
                     results.extend(zip(chunk, out.results, strict=True))
         finally:
-            conn.close()
+            connection.close()
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(writer, range(8)))
@@ -148,12 +146,6 @@ def test_api_flash_buy_with_group_commit(system, product, tenant, monkeypatch):
     """``SHEQUN_FLASH_BATCH=1``: the API's flash-sale endpoint goes through the writer thread and
     answers as without it (the order, then 409 for the same member, 422 for a bad quantity, 409 sold
     out)."""
-    import json
-
-    from django.test import Client
-
-    from shequn.core.services import do_create_api_key
-
     monkeypatch.setenv("SHEQUN_FLASH_BATCH", "1")
     _k, secret = do_create_api_key(system, name="t", scopes=["commerce.write"])
     c = Client(headers={"Authorization": f"Bearer {secret}"})

@@ -6,8 +6,10 @@ import pytest
 from django.utils import timezone
 
 from shequn.activity.models import ActivityEvent
-from shequn.commerce import events, services
-from shequn.commerce.models import Order, OrderEvent, OrderEventDelivery, Payment, Refund, Sku
+from shequn.commerce import demo, events, services
+from shequn.commerce.gateways import BadSignature, SandboxGateway
+from shequn.commerce.models import Order, OrderEvent, OrderEventDelivery, Payment, Refund, SandboxTransaction, Sku
+from shequn.communities.models import Membership
 from shequn.core.errors import Conflict, Invalid, NotFound
 from shequn.core.models import AuditLog
 from shequn.core.permissions import Principal
@@ -85,7 +87,6 @@ def test_visibility_per_community(system, member, community, tenant):
                                    skus=[{"code": "V1", "price_fen": 100, "stock": 3}])
     with pytest.raises(NotFound):
         services.do_create_order(system, member_id=member.pk, lines=[{"sku_id": p.skus.get().pk, "quantity": 1}])
-    from shequn.communities.models import Membership
     Membership.objects.create(tenant=tenant, member=member, community=community, joined_at=timezone.now())
     assert services.do_create_order(system, member_id=member.pk, lines=[{"sku_id": p.skus.get().pk, "quantity": 1}])
 
@@ -146,7 +147,6 @@ def test_failing_listener_is_recorded_and_retried_without_blocking_others(system
 def test_replayed_callback_books_once(system, member, product):
     order = services.do_create_order(system, member_id=member.pk, lines=[{"sku_id": sku(product).pk, "quantity": 1}])
     p = services.do_start_payment(system, order.pk)
-    from shequn.commerce.gateways import SandboxGateway
     headers, body = SandboxGateway().pay(p.out_trade_no, p.amount_fen)
     assert services.do_handle_notification("sandbox", headers, body)["outcome"] == "paid"
     assert services.do_handle_notification("sandbox", headers, body)["outcome"] == "duplicate"
@@ -158,7 +158,6 @@ def test_replayed_callback_books_once(system, member, product):
 def test_forged_callback_rejected(system, member, product):
     order = services.do_create_order(system, member_id=member.pk, lines=[{"sku_id": sku(product).pk, "quantity": 1}])
     p = services.do_start_payment(system, order.pk)
-    from shequn.commerce.gateways import BadSignature, SandboxGateway
     headers, body = SandboxGateway.notification({"kind": "payment", "out_trade_no": p.out_trade_no,
                                                  "amount_fen": p.amount_fen, "status": "succeeded"})
     headers["X-Sandbox-Signature"] = "0" * 64
@@ -178,7 +177,6 @@ def test_forged_callback_rejected(system, member, product):
 def test_wrong_amount_in_callback_rejected(system, member, product):
     order = services.do_create_order(system, member_id=member.pk, lines=[{"sku_id": sku(product).pk, "quantity": 1}])
     p = services.do_start_payment(system, order.pk)
-    from shequn.commerce.gateways import SandboxGateway
     headers, body = SandboxGateway.notification({"kind": "payment", "out_trade_no": p.out_trade_no,
                                                  "amount_fen": 1, "status": "succeeded"})
     with pytest.raises(Invalid) as exc:
@@ -191,7 +189,6 @@ def test_wrong_amount_in_callback_rejected(system, member, product):
 def test_failure_notice_after_success_is_ignored(system, member, product):
     order = services.do_create_order(system, member_id=member.pk, lines=[{"sku_id": sku(product).pk, "quantity": 1}])
     p = services.do_start_payment(system, order.pk)
-    from shequn.commerce.gateways import SandboxGateway
     services.do_sandbox_pay(p.out_trade_no)
     h, b = SandboxGateway.notification({"kind": "payment", "out_trade_no": p.out_trade_no,
                                         "amount_fen": p.amount_fen, "status": "closed"})
@@ -275,7 +272,6 @@ def test_state_machine_refuses_bad_transitions(system, member, product):
 
 
 def test_reconcile_reports_differences(system, member, product, tenant):
-    from shequn.commerce.models import SandboxTransaction
     order = services.do_create_order(system, member_id=member.pk, lines=[{"sku_id": sku(product).pk, "quantity": 1}])
     pay(system, order.pk)
     assert services.reconcile(tenant.pk) == []
@@ -286,9 +282,9 @@ def test_reconcile_reports_differences(system, member, product, tenant):
 
 def test_demo_seed(system, community, tenant):
     members = [make_member(tenant, f"d{i}") for i in range(12)]
-    out = services.do_seed_demo_commerce(system, community_id=community.pk, member_ids=[m.pk for m in members],
-                                         orders=12)
+    out = demo.do_seed_demo_commerce(system, community_id=community.pk, member_ids=[m.pk for m in members],
+                                     orders=12)
     assert out["paid_orders"] == 12
     assert Refund.objects.filter(tenant=tenant, status="succeeded").count() == 1
     assert services.reconcile(tenant.pk) == []
-    assert services.do_seed_demo_commerce(system, community_id=community.pk, member_ids=[]) == {"skipped": 1}
+    assert demo.do_seed_demo_commerce(system, community_id=community.pk, member_ids=[]) == {"skipped": 1}

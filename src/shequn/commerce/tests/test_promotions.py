@@ -5,7 +5,7 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
-from shequn.commerce import events, services
+from shequn.commerce import events, selectors, services
 from shequn.commerce.models import Coupon, GroupBuyTeam, Order, OrderEvent, Refund, Sku, TierGrant
 from shequn.communities.models import Membership
 from shequn.core.errors import Conflict, Invalid, NotFound
@@ -216,7 +216,6 @@ def test_tier_member_price_and_expiry(system, community, member, product):
 # --- live sessions -------------------------------------------------------------------------------
 
 def test_live_session_attribution(system, community, member, product):
-    from shequn.commerce import selectors
     live = services.do_create_live_session(system, title="周五直播", starts_at=timezone.now(),
                                            community_id=community.pk, host_name="主播小王")
     services.do_record_live_join(system, live.pk, member.pk)

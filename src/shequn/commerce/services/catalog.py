@@ -1,0 +1,111 @@
+"""Catalog: products (goods and paid tiers) with their SKUs, 会员价, stock adjustments.
+
+Stock moves only by one conditional UPDATE (``stock + delta >= 0``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F
+from django.utils.translation import gettext as _
+
+from shequn.communities.models import Community
+from shequn.core.errors import Conflict, Invalid, NotFound
+from shequn.core.permissions import Principal
+from shequn.core.services import do_audit
+
+from ..models import MemberPrice, Product, ProductKind, Sku
+from ._common import _positive_int
+
+
+@transaction.atomic
+def do_create_product(
+    principal: Principal,
+    *,
+    name: str,
+    skus: Sequence[Mapping[str, Any]],
+    kind: str = ProductKind.GOODS,
+    description: str = "",
+    images: Sequence[str] = (),
+    visible_in: Sequence[int] = (),
+    tier_community_id: int | None = None,
+    tier_code: str = "",
+    tier_rank: int = 0,
+    tier_privileges: Mapping[str, Any] | None = None,
+    tier_duration_days: int | None = None,
+) -> Product:
+    """Create a product with its SKUs (code, name, price_fen, stock)."""
+    tid = principal.tenant_id
+    if not name or not name.strip():
+        raise Invalid(_("商品名称不能为空"), details={"field": "name"})
+    if kind not in ProductKind.values:
+        raise Invalid(_("未知的商品类型: %(k)s") % {"k": kind}, details={"field": "kind"})
+    if not skus:
+        raise Invalid(_("至少需要一个 SKU"), details={"field": "skus"})
+    if kind == ProductKind.TIER:
+        if tier_community_id is None or not Community.objects.filter(tenant_id=tid, pk=tier_community_id).exists():
+            raise Invalid(_("付费等级必须指定开通的社群"), details={"field": "tier_community_id"})
+        if tier_duration_days is not None:
+            _positive_int(tier_duration_days, "tier_duration_days")
+    communities = list(Community.objects.filter(tenant_id=tid, pk__in=list(visible_in)))
+    if len(communities) != len(set(visible_in)):
+        raise NotFound(_("可见社群不存在"), details={"field": "visible_in"})
+    product = Product.objects.create(
+        tenant_id=tid, name=name.strip()[:200], kind=kind, description=description, images=list(images),
+        tier_community_id=tier_community_id if kind == ProductKind.TIER else None, tier_code=tier_code,
+        tier_rank=tier_rank, tier_privileges=dict(tier_privileges or {}), tier_duration_days=tier_duration_days,
+    )
+    product.visible_in.set(communities)
+    codes: set[str] = set()
+    for i, s in enumerate(skus):
+        code = str(s.get("code") or "").strip()
+        if not code or code in codes:
+            raise Invalid(_("第 %(i)d 个 SKU 编码为空或重复") % {"i": i + 1}, details={"field": f"skus[{i}].code"})
+        codes.add(code)
+        price = _positive_int(s.get("price_fen"), f"skus[{i}].price_fen")
+        stock = _positive_int(s.get("stock", 0), f"skus[{i}].stock", allow_zero=True)
+        if Sku.objects.filter(tenant_id=tid, code=code).exists():
+            raise Conflict(_("SKU 编码已存在: %(c)s") % {"c": code}, details={"field": f"skus[{i}].code"})
+        Sku.objects.create(tenant_id=tid, product=product, code=code, name=str(s.get("name") or "")[:120],
+                           price_fen=price, stock=stock)
+    do_audit(principal, "commerce.product.create", "Product", product.pk, data={"name": product.name, "kind": kind})
+    return product
+
+
+@transaction.atomic
+def do_set_member_price(
+    principal: Principal, sku_id: int, *, price_fen: int, min_relationship_level: int | None = None,
+    tier_product_id: int | None = None,
+) -> MemberPrice:
+    sku = Sku.objects.filter(tenant_id=principal.tenant_id, pk=sku_id).first()
+    if sku is None:
+        raise NotFound(_("SKU 不存在"), details={"field": "sku_id"})
+    _positive_int(price_fen, "price_fen")
+    if min_relationship_level is None and tier_product_id is None:
+        raise Invalid(_("会员价需要关系等级或付费等级条件"), details={"field": "min_relationship_level"})
+    if tier_product_id is not None and not Product.objects.filter(
+        tenant_id=principal.tenant_id, pk=tier_product_id, kind=ProductKind.TIER
+    ).exists():
+        raise NotFound(_("付费等级不存在"), details={"field": "tier_product_id"})
+    mp = MemberPrice.objects.create(tenant_id=principal.tenant_id, sku=sku, price_fen=price_fen,
+                                    min_relationship_level=min_relationship_level, tier_product_id=tier_product_id)
+    do_audit(principal, "commerce.member_price.set", "Sku", sku.pk, data={"price_fen": price_fen})
+    return mp
+
+
+@transaction.atomic
+def do_adjust_stock(principal: Principal, sku_id: int, delta: int, *, reason: str = "") -> int:
+    """Add (or, with a negative delta, remove) stock. Locking: one conditional UPDATE (stock + delta ≥ 0)."""
+    if not isinstance(delta, int) or isinstance(delta, bool) or delta == 0:
+        raise Invalid(_("库存调整量必须是非零整数"), details={"field": "delta"})
+    n = Sku.objects.filter(tenant_id=principal.tenant_id, pk=sku_id, stock__gte=-delta).update(
+        stock=F("stock") + delta
+    )
+    if n == 0:
+        if not Sku.objects.filter(tenant_id=principal.tenant_id, pk=sku_id).exists():
+            raise NotFound(_("SKU 不存在"), details={"field": "sku_id"})
+        raise Conflict(_("库存不足, 无法减少"), details={"field": "delta"})
+    do_audit(principal, "commerce.stock.adjust", "Sku", sku_id, reason=reason, data={"delta": delta})
+    return int(Sku.objects.values_list("stock", flat=True).get(pk=sku_id))
