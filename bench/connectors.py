@@ -97,8 +97,7 @@ def sync_payload(rooms: list[str], per_room: int, start: int, users: int) -> dic
 def bench_inbound(conn: Any, rooms: list[str], rounds: int, per_room: int, users: int) -> None:
     from django.db import transaction
 
-    from shequn.connectors.events_matrix import to_activity
-    from shequn.connectors.matrix_sync import batch_from_dict
+    from shequn.connectors.platforms.matrix.inbound import batch_from_dict, to_activity
     from shequn.connectors.services import do_ingest_platform_events
 
     payloads = [sync_payload(rooms, per_room, k * len(rooms) * per_room, users) for k in range(rounds)]
@@ -183,9 +182,9 @@ def bench_outbox(tenant: Any, actions: int, groups: int, limits: bool) -> None:
     from django.utils import timezone
 
     from shequn.communities.models import ChatGroup, Community
-    from shequn.connectors import capabilities, delivery
+    from shequn.connectors import capabilities
     from shequn.connectors.models import OutboxAction, RateBucket
-    from shequn.connectors.services import do_create_connection, do_request_action
+    from shequn.connectors.services import delivery, do_create_connection, do_request_action
     from shequn.core.permissions import Principal
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Api)

@@ -6,7 +6,10 @@ from typing import Any
 
 from django.db.models import Q, QuerySet
 
-from .models import Connection, HumanTask, OutboxAction, Room
+from shequn.communities.models import Membership
+from shequn.members.models import Identity
+
+from .models import Connection, HumanTask, InboundEvent, OutboxAction, Room
 
 BACKLOG = (OutboxAction.Status.PENDING, OutboxAction.Status.SENDING)
 
@@ -17,6 +20,47 @@ def connections(tenant_id: int) -> QuerySet[Connection]:
 
 def connection(tenant_id: int, connection_id: int) -> Connection | None:
     return Connection.objects.filter(tenant_id=tenant_id, pk=connection_id).first()
+
+
+def hook_connection(platform: str, hook_key: str) -> Connection | None:
+    """The active connection a webhook URL (``/hooks/<platform>/<hook_key>/``) belongs to."""
+    return Connection.objects.filter(platform=platform, hook_key=hook_key, is_active=True).first()
+
+
+def active_connection_ids(platform: str, *, only: int | None = None) -> list[int]:
+    qs = Connection.objects.filter(platform=platform, is_active=True)
+    if only:
+        qs = qs.filter(pk=only)
+    return list(qs.values_list("pk", flat=True))
+
+
+def resolve_connection_id(tenant_id: int, platform: str, group_id: int | None) -> int | None:
+    """The connection that serves a group: the one whose discovered room is mapped to it, else the
+    tenant's only active connection of the platform."""
+    if group_id is not None:
+        cid = (Room.objects.filter(tenant_id=tenant_id, group_id=group_id, connection__is_active=True)
+               .values_list("connection_id", flat=True).first())
+        if cid is not None:
+            return int(cid)
+    ids = list(Connection.objects.filter(tenant_id=tenant_id, platform=platform, is_active=True)
+               .values_list("pk", flat=True)[:2])
+    return int(ids[0]) if len(ids) == 1 else None
+
+
+def open_external_ids(tenant_id: int, group_id: int | None, platform: str) -> set[str]:
+    """The platform user ids of the members whose membership of ``group_id`` is open."""
+    if group_id is None:
+        return set()
+    member_ids = Membership.objects.filter(tenant_id=tenant_id, group_id=group_id,
+                                           left_at__isnull=True).values_list("member_id", flat=True)
+    return set(Identity.objects.filter(tenant_id=tenant_id, platform=platform, member_id__in=member_ids)
+               .values_list("external_id", flat=True))
+
+
+def failed_inbound_ids(*, max_attempts: int = 5, limit: int = 200) -> list[int]:
+    """Stored callbacks whose processing failed and may be retried."""
+    return list(InboundEvent.objects.filter(status=InboundEvent.Status.FAILED, attempts__lt=max_attempts)
+                .values_list("pk", flat=True)[:limit])
 
 
 def lag_seconds(conn: Connection) -> float | None:

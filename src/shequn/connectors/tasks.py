@@ -1,4 +1,7 @@
-"""Background work of the connectors: outbox delivery, inbound processing, Matrix sync."""
+"""Scheduled work of the connectors: outbox delivery, Matrix sync, retries of failed callbacks.
+``process_inbound`` (enqueued by :func:`shequn.connectors.services.do_store_inbound` in the transaction
+that stores a callback) lives next to that service and is re-exported here, so task rows queued under
+the old path ``shequn.connectors.tasks.process_inbound`` still import."""
 
 from __future__ import annotations
 
@@ -7,16 +10,12 @@ import logging
 from crontask import cron
 from django.tasks import task
 
-from . import services
-from .models import Connection
+from . import selectors, services
+from .services.inbound import process_inbound
+
+__all__ = ["deliver_outbox", "process_inbound", "retry_inbound", "sync_matrix"]
 
 log = logging.getLogger(__name__)
-
-
-@task(queue_name="connectors")
-def process_inbound(inbound_id: int) -> str:
-    """Process one stored platform callback (enqueued in the transaction that stored it)."""
-    return services.do_process_inbound(inbound_id)
 
 
 @cron("* * * * *")
@@ -39,7 +38,7 @@ def sync_matrix() -> dict[str, int]:
     """One sync round per active Matrix connection (a long-running ``shequn connectors matrix-sync``
     gives lower latency)."""
     out: dict[str, int] = {}
-    for conn_id in Connection.objects.filter(platform="matrix", is_active=True).values_list("pk", flat=True):
+    for conn_id in selectors.active_connection_ids("matrix"):
         try:
             out[str(conn_id)] = services.do_matrix_sync(conn_id).get("stored", 0)
         except Exception:
@@ -51,11 +50,8 @@ def sync_matrix() -> dict[str, int]:
 @task(queue_name="connectors")
 def retry_inbound() -> int:
     """Re-run callbacks whose processing failed (at most 5 attempts each)."""
-    from .models import InboundEvent
-
     n = 0
-    for pk in InboundEvent.objects.filter(status=InboundEvent.Status.FAILED, attempts__lt=5).values_list(
-            "pk", flat=True)[:200]:
+    for pk in selectors.failed_inbound_ids(max_attempts=5, limit=200):
         if services.do_process_inbound(pk) == "done":
             n += 1
     return n

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
+from shequn.connectors import adapters
+
 
 @pytest.fixture
 def fake_adapter() -> Iterator[Any]:
     """Swap a scripted adapter in for one platform; restores the real one afterwards."""
-    from shequn.connectors import adapters
-
     adapters._load_builtin()
     saved = dict(adapters._ADAPTERS)
     yield adapters.register_adapter

@@ -10,6 +10,7 @@ import threading
 import uuid
 from typing import Any
 
+from shequn.communities.models import Community
 from shequn.communities.services import do_add_group
 from shequn.connectors.models import Connection, HumanTask, OutboxAction, QrConfig, Room
 from shequn.connectors.services import do_create_connection, do_discover_room, do_request_action
@@ -68,8 +69,6 @@ def build_ids(tenant: Tenant, ids: dict[str, int]) -> dict[str, int]:
                                  secret_values={"corp_secret": uuid.uuid4().hex, "callback_token": "t",
                                                 "encoding_aes_key": "k" * 43})
     room = do_discover_room(tg, f"-100{tenant.pk}999", name="新发现的群")
-    from shequn.communities.models import Community
-
     community = Community.objects.get(pk=ids["community_id"])
     wr = do_add_group(p, community, platform="wecom", external_id=f"wr-iso-{tenant.pk}", name="企微群")
     dead = do_request_action(tenant.pk, kind="send", group_id=ids["group_id"], idempotency_key="iso-dead",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shequn.connectors.events_matrix import levels_from_state, to_activities
+from shequn.connectors.platforms.matrix.inbound import levels_from_state, to_activities
 
 
 def _msg(sender: str, n: int) -> dict:

@@ -10,9 +10,11 @@ import pytest
 
 from shequn.activity.models import ActivityEvent
 from shequn.communities.models import ChatGroup, Membership
-from shequn.connectors import matrix_sync, services
+from shequn.connectors import services
 from shequn.connectors.models import OutboxAction, Room
+from shequn.connectors.platforms.matrix import outbound as matrix_outbound
 from shequn.connectors.services import do_matrix_sync, do_request_action
+from shequn.connectors.services import matrix as matrix_services
 
 pytestmark = [pytest.mark.synapse, pytest.mark.django_db(transaction=False)]
 
@@ -92,7 +94,7 @@ def test_restart_resumes_from_token_without_duplicates(world: dict[str, Any], mo
     def boom(*a: Any, **k: Any) -> None:
         raise RuntimeError("crash")
 
-    monkeypatch.setattr(services, "do_ingest_platform_events", boom)
+    monkeypatch.setattr(matrix_services, "do_ingest_platform_events", boom)
     with pytest.raises(RuntimeError):
         do_matrix_sync(world["conn"].pk)
     monkeypatch.undo()
@@ -106,8 +108,8 @@ def test_restart_resumes_from_token_without_duplicates(world: dict[str, Any], mo
 
 
 def test_limited_timeline_is_paginated(world: dict[str, Any], monkeypatch: Any) -> None:
-    monkeypatch.setattr(matrix_sync, "SYNC_FILTER", {"room": {"timeline": {"limit": 5}}})
-    monkeypatch.setattr(matrix_sync, "TIMELINE_LIMIT", 7)
+    monkeypatch.setattr(matrix_outbound, "SYNC_FILTER", {"room": {"timeline": {"limit": 5}}})
+    monkeypatch.setattr(matrix_outbound, "TIMELINE_LIMIT", 7)
     alice, room, tenant = world["alice"], world["room"], world["tenant"]
     sent = [alice.send(room, f"刷屏 {i}") for i in range(23)]
     out = do_matrix_sync(world["conn"].pk)

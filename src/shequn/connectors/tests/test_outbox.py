@@ -14,16 +14,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shequn.communities.models import ChatGroup, Community
-from shequn.connectors import delivery
 from shequn.connectors.adapters import DeliveryError
 from shequn.connectors.models import HumanTask, OutboxAction, RateBucket
 from shequn.connectors.services import (
+    connection_secrets,
+    delivery,
     do_complete_human_task,
     do_create_connection,
     do_request_action,
     do_retry_action,
 )
 from shequn.core.errors import Conflict
+from shequn.core.permissions import Principal
 
 
 class Scripted:
@@ -62,8 +64,6 @@ def test_connection_secrets_are_encrypted_and_hinted(tg: dict[str, Any]) -> None
     conn = tg["conn"]
     assert "abcdefghijklmnop" not in conn.secrets_encrypted and "s3cret" not in conn.secrets_encrypted
     assert conn.secret_hints["bot_token"] == "••••mnop"
-    from shequn.connectors.services import connection_secrets
-
     assert connection_secrets(conn)["bot_token"] == "123:abcdefghijklmnop"
 
 
@@ -99,8 +99,6 @@ def test_transient_error_backs_off_then_dead_letter(tenant: Any, tg: dict[str, A
     # exponential: the second wait is longer than the first (equal jitter keeps ≥ half of 2×)
     assert 4 <= delays[0] <= 10.5 and 9 <= delays[1] <= 20.5
     # an operator retries the dead letter from the console
-    from shequn.core.permissions import Principal
-
     do_retry_action(Principal.system(tenant.pk), a.pk)
     a.refresh_from_db()
     assert a.status == "pending" and a.attempts == 0

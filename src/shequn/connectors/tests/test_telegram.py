@@ -15,10 +15,9 @@ from django.utils import timezone
 
 from shequn.activity.models import ActivityEvent
 from shequn.communities.models import ChatGroup, Community, Membership
-from shequn.connectors import delivery
 from shequn.connectors.models import HumanTask, InboundEvent, OutboxAction, Room
-from shequn.connectors.services import do_create_connection, do_request_action
-from shequn.connectors.telegram import parse_update
+from shequn.connectors.platforms.telegram.inbound import parse_update
+from shequn.connectors.services import delivery, do_create_connection, do_poll_telegram, do_request_action
 
 from . import telegram_payloads as P
 from .fake_server import FakeServer
@@ -109,13 +108,11 @@ def test_webhook_malformed_and_unknown(client: Client, conn: Any) -> None:
 
 
 def test_long_polling_advances_offset(conn: Any, api: FakeServer) -> None:
-    from shequn.connectors.management.commands.telegram import poll_once
-
     api.script["getUpdates"] = [(200, P.GET_UPDATES), (200, P.GET_UPDATES)]
-    assert poll_once(conn.pk, drop_webhook=True) == 2
+    assert do_poll_telegram(conn.pk, drop_webhook=True) == 2
     conn.refresh_from_db()
     assert conn.state["offset"] == 10003
-    assert poll_once(conn.pk) == 2  # the server replays: stored once anyway
+    assert do_poll_telegram(conn.pk) == 2  # the server replays: stored once anyway
     assert api.calls("getUpdates")[1]["offset"] == "10003"
     assert api.calls("deleteWebhook")
     assert ActivityEvent.objects.filter(platform="telegram").count() == 2

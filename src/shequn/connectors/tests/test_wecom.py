@@ -9,21 +9,30 @@ import datetime as dt
 import logging
 import os
 import urllib.parse
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import xmltodict
 from django.test import Client
 from django.utils import timezone
-from wechatpy.enterprise.crypto import WeChatCrypto
+from wechatpy.crypto import _get_signature
+from wechatpy.enterprise.crypto import PrpCrypto, WeChatCrypto
+from wechatpy.utils import to_text
 
 from shequn.activity.models import ActivityEvent
 from shequn.communities.models import ChatGroup, Community, Membership
-from shequn.connectors import delivery
 from shequn.connectors.adapters import ActionItem
-from shequn.connectors.adapters.wecom import robot_body
 from shequn.connectors.models import HumanTask, InboundEvent, Room
-from shequn.connectors.services import do_create_connection, do_create_qr_config, do_map_room, do_request_action
+from shequn.connectors.platforms.wecom.outbound import robot_body
+from shequn.connectors.services import (
+    delivery,
+    do_create_connection,
+    do_create_qr_config,
+    do_map_room,
+    do_request_action,
+)
 from shequn.core.errors import Invalid
 
 from .fake_server import FakeServer
@@ -73,8 +82,6 @@ def wecom_api() -> Iterator[tuple[FakeServer, WecomState]]:
 
 @pytest.fixture
 def conn(tenant: Any, system: Any, wecom_api: Any) -> Any:
-    import uuid
-
     server, _ = wecom_api
     community = Community.objects.create(tenant=tenant, name="宝妈社群")
     return do_create_connection(system, platform="wecom", name="企微", default_community_id=community.pk,
@@ -89,9 +96,6 @@ def callback(client: Client, conn: Any, inner_xml: str, *, bad_signature: bool =
     crypto = WeChatCrypto(TOKEN, AES_KEY, CORP)
     ts = "1763870400"
     enc = crypto.encrypt_message(inner_xml, nonce, ts)
-    import xmltodict
-    from wechatpy.utils import to_text
-
     outer = xmltodict.parse(to_text(enc))["xml"]
     sig = outer["MsgSignature"] if not bad_signature else "0" * 40
     body = raw if raw is not None else (
@@ -114,10 +118,6 @@ def change_xml(change: str, detail: str = "", created: int = 1763870400, quit_sc
 
 def test_url_verification(client: Client, conn: Any) -> None:
     crypto = WeChatCrypto(TOKEN, AES_KEY, CORP)
-    from wechatpy.crypto import _get_signature
-    from wechatpy.enterprise.crypto import PrpCrypto
-    from wechatpy.utils import to_text
-
     echostr = to_text(PrpCrypto(crypto.key).encrypt("1616140317555161061", CORP))
     sig = _get_signature(TOKEN, "1763870400", "abc", echostr)
     q = urllib.parse.urlencode({"msg_signature": sig, "timestamp": "1763870400", "nonce": "abc", "echostr": echostr})

@@ -38,10 +38,7 @@ class Command(BaseCommand):
                 time.sleep(opts["idle"])
 
     def _matrix_sync(self, opts: dict[str, Any]) -> None:
-        qs = Connection.objects.filter(platform="matrix", is_active=True)
-        if opts["connection"]:
-            qs = qs.filter(pk=opts["connection"])
-        ids = list(qs.values_list("pk", flat=True))
+        ids = selectors.active_connection_ids("matrix", only=opts["connection"])
         while True:
             for cid in ids:
                 try:

@@ -42,11 +42,15 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from shequn.activity.models import ActivityEvent
+from shequn.communities.models import ChatGroup
+from shequn.members.models import Identity
 
-from . import secrets
-from .adapters import ActionItem, ConnInfo, DeliveryError, adapter_platforms, get_adapter
-from .capabilities import Limit, profile
-from .models import Connection, OutboxAction, RateBucket, Room
+from .. import secrets
+from ..adapters import ActionItem, ConnInfo, DeliveryError, adapter_platforms, get_adapter
+from ..capabilities import Limit, profile
+from ..models import Connection, OutboxAction, RateBucket, Room
+from ..selectors import resolve_connection_id
+from .human_tasks import open_human_task
 
 log = logging.getLogger(__name__)
 
@@ -81,21 +85,6 @@ class DeliveryStats:
 
     def as_dict(self) -> dict[str, int]:
         return {k: v for k, v in self.__dict__.items() if isinstance(v, int)}
-
-
-# --- connection resolution ------------------------------------------------------------------------
-
-def resolve_connection_id(tenant_id: int, platform: str, group_id: int | None) -> int | None:
-    """The connection that serves a group: the one whose discovered room is mapped to it, else the
-    tenant's only active connection of the platform."""
-    if group_id is not None:
-        cid = (Room.objects.filter(tenant_id=tenant_id, group_id=group_id, connection__is_active=True)
-               .values_list("connection_id", flat=True).first())
-        if cid is not None:
-            return int(cid)
-    ids = list(Connection.objects.filter(tenant_id=tenant_id, platform=platform, is_active=True)
-               .values_list("pk", flat=True)[:2])
-    return int(ids[0]) if len(ids) == 1 else None
 
 
 # --- rate buckets ---------------------------------------------------------------------------------
@@ -204,8 +193,6 @@ def claim(limit: int = 100, *, now: dt.datetime | None = None, platforms: list[s
 def _snapshots(rows: list[OutboxAction]) -> list[ActionItem]:
     group_ids = {r.group_id for r in rows if r.group_id is not None}
     rooms: dict[tuple[int | None, int], Room] = {}
-    from shequn.communities.models import ChatGroup
-
     externals = dict(ChatGroup.objects.filter(pk__in=group_ids).values_list("pk", "external_id"))
     for found in Room.objects.filter(group_id__in=group_ids):
         rooms[(found.connection_id, found.group_id or 0)] = found
@@ -236,8 +223,6 @@ def _snapshots(rows: list[OutboxAction]) -> list[ActionItem]:
 def _target_from_member(row: OutboxAction) -> str:
     if row.target_member_id is None:
         return ""
-    from shequn.members.models import Identity
-
     ext = (Identity.objects.filter(tenant_id=row.tenant_id, member_id=row.target_member_id, platform=row.platform)
            .values_list("external_id", flat=True).first())
     return str(ext or "")
@@ -335,8 +320,6 @@ def record(item: ActionItem, outcome: dict[str, Any] | DeliveryError, *, stats: 
             n = mine.update(status=Status.DELEGATED, last_error=outcome.message[:2000], lease_token="",
                             next_attempt_at=None)
             if n:
-                from .services import open_human_task
-
                 open_human_task(item.tenant_id, item.id, outcome.message)
             status, counter = Status.DELEGATED, "delegated"
         elif item.attempts >= max_attempts():

@@ -1,4 +1,4 @@
-"""Platform adapters: the outbound half of a connector.
+"""The adapter registry: the outbound half of a connector, as the delivery engine sees it.
 
 An adapter turns a claimed outbox action into platform API calls. It runs inside one asyncio event
 loop per delivery round, sees only plain snapshots (:class:`ActionItem`, :class:`ConnInfo`) — never the
@@ -7,11 +7,15 @@ tells the worker what to do: ``retry`` (transient: backoff), ``rate_limited`` (w
 ``permanent`` (mark failed with the reason) or ``delegate`` (hand to a person as a human task).
 
 Other apps may plug in an adapter for their own platform with :func:`register_adapter` (the portal
-app for member pages, for example); actions of a platform without an adapter stay pending."""
+app for member pages, for example); actions of a platform without an adapter stay pending. The
+built-in adapters live in :mod:`shequn.connectors.platforms` (``<name>/outbound.py``). This module
+imports nothing of shequn: the platform modules and the services both build on it."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import importlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -68,9 +72,10 @@ class Adapter(Protocol):
 
 
 _ADAPTERS: dict[str, Adapter] = {}
-#: built-in adapters, imported on first use (aiogram alone takes seconds to import)
-_BUILTIN = {"matrix": ("matrix", "MatrixAdapter"), "telegram": ("telegram", "TelegramAdapter"),
-            "wecom": ("wecom", "WecomAdapter")}
+#: built-in adapters (``shequn.connectors.platforms.<name>.outbound``), imported on first use: aiogram
+#: and matrix-nio alone take seconds to import, and a process that never delivers never pays for them
+_BUILTIN = {"matrix": "MatrixAdapter", "telegram": "TelegramAdapter", "wecom": "WecomAdapter"}
+_PLATFORMS = "shequn.connectors.platforms"
 
 
 def register_adapter(adapter: Adapter) -> None:
@@ -79,10 +84,8 @@ def register_adapter(adapter: Adapter) -> None:
 
 def get_adapter(platform: str) -> Adapter | None:
     if platform not in _ADAPTERS and platform in _BUILTIN:
-        import importlib
-
-        module, cls = _BUILTIN[platform]
-        _ADAPTERS[platform] = getattr(importlib.import_module(f"{__name__}.{module}"), cls)()
+        module = importlib.import_module(f"{_PLATFORMS}.{platform}.outbound")
+        _ADAPTERS[platform] = getattr(module, _BUILTIN[platform])()
     return _ADAPTERS.get(platform)
 
 
@@ -97,8 +100,6 @@ def _load_builtin() -> None:
 
 async def per_room(items: list[ActionItem], one: Any, *, concurrency: int = 8) -> list[Any]:
     """Run ``one(item)`` for every item: in order within a room, rooms concurrently (bounded)."""
-    import asyncio
-
     results: dict[int, Any] = {}
     rooms: dict[str, list[int]] = {}
     for i, item in enumerate(items):

@@ -3,7 +3,10 @@ config (default https://api.telegram.org), which the tests point at a local reco
 
 deleteMessage works only for messages younger than 48 h (older ones become a human task, checked
 before the call and when Telegram refuses); restrictChatMember only in supergroups; a kick is
-banChatMember + unbanChatMember(only_if_banned); until_date < 30 s or > 366 days is permanent."""
+banChatMember + unbanChatMember(only_if_banned); until_date < 30 s or > 366 days is permanent.
+
+Also the bot's inbound calls for hosts that cannot receive webhooks: :func:`get_updates` (long
+polling; getUpdates and webhooks are mutually exclusive) and :func:`set_webhook`."""
 
 from __future__ import annotations
 
@@ -25,8 +28,10 @@ from aiogram.exceptions import (
 )
 from aiogram.types import ChatPermissions
 
-from ..models import ActionKind
-from . import ActionItem, ConnInfo, DeliveryError, per_room, text_of
+from shequn.connectors.adapters import ActionItem, ConnInfo, DeliveryError, per_room, text_of
+from shequn.connectors.models import ActionKind
+
+from .inbound import ALLOWED_UPDATES
 
 DEFAULT_API = "https://api.telegram.org"
 
@@ -35,6 +40,27 @@ def make_bot(conn: ConnInfo, *, timeout: float = 30) -> Bot:
     base = str(conn.config.get("api_base") or DEFAULT_API).rstrip("/")
     session = AiohttpSession(api=TelegramAPIServer.from_base(base), timeout=timeout)
     return Bot(conn.secrets["bot_token"], session=session)
+
+
+async def get_updates(info: ConnInfo, offset: int | None, timeout: int, drop_webhook: bool) -> list[dict[str, Any]]:
+    """One getUpdates call (removing the webhook first when ``drop_webhook``), as plain JSON dicts."""
+    bot = make_bot(info, timeout=timeout + 15)
+    try:
+        if drop_webhook:
+            await bot.delete_webhook(drop_pending_updates=False)
+        updates = await bot.get_updates(offset=offset, timeout=timeout, allowed_updates=ALLOWED_UPDATES)
+        return [u.model_dump(mode="json", exclude_none=True, by_alias=True) for u in updates]
+    finally:
+        await bot.session.close()
+
+
+async def set_webhook(info: ConnInfo, url: str) -> None:
+    """Switch the bot to webhook mode at ``url`` with the connection's secret token."""
+    bot = make_bot(info)
+    try:
+        await bot.set_webhook(url, secret_token=info.secrets["webhook_secret"], allowed_updates=ALLOWED_UPDATES)
+    finally:
+        await bot.session.close()
 
 
 def message_id(item: ActionItem) -> int:

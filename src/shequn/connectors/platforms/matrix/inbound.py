@@ -1,13 +1,89 @@
-"""Matrix events (raw client-server JSON) → activity-stream events. Pure functions: used by the sync
-loop, the appservice transaction endpoint and the benchmark alike."""
+"""Matrix inbound, pure: raw client-server JSON (a ``/sync`` body, an application-service
+transaction, timeline events) → rooms seen and activity-stream events, with the staff marks from the
+rooms' power levels. No database: used by the sync, the appservice transaction endpoint and the
+benchmark alike (the database side is :mod:`shequn.connectors.services.matrix`)."""
 
 from __future__ import annotations
 
+import hmac
+from dataclasses import dataclass, field
 from typing import Any
 
 
 def _d(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def _events(section: Any) -> list[dict[str, Any]]:
+    evs = _d(section).get("events")
+    return [e for e in evs if isinstance(e, dict)] if isinstance(evs, list) else []
+
+
+@dataclass
+class SeenRoom:
+    room_id: str
+    name: str = ""
+    member_count: int | None = None
+    joined: bool = True
+    #: the room's ``m.room.power_levels`` content at the start of this batch's timeline, when the
+    #: sync's state section carried it (initial sync, a newly joined room, or a change in a gap)
+    power_levels: dict[str, Any] | None = None
+
+
+@dataclass
+class SyncBatch:
+    next_batch: str
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (room_id, raw event)
+    rooms: list[SeenRoom] = field(default_factory=list)
+    invites: list[str] = field(default_factory=list)
+    gap_pages: int = 0
+
+
+def batch_from_dict(data: dict[str, Any]) -> SyncBatch:
+    """Extract raw events, rooms and invites from a ``/sync`` response body (plain JSON: nio's
+    jsonschema validation of the whole response costs more than the rest of the path)."""
+    rooms = _d(data.get("rooms"))
+    batch = SyncBatch(next_batch=str(data.get("next_batch") or ""))
+    for room_id, raw_info in _d(rooms.get("join")).items():
+        info = _d(raw_info)
+        state = _events(info.get("state"))
+        timeline = _events(info.get("timeline"))
+        name = ""
+        for ev in [*state, *timeline]:
+            if ev.get("type") == "m.room.name":
+                name = str(_d(ev.get("content")).get("name") or "")[:200]
+        levels = levels_from_state(state)
+        count = _d(info.get("summary")).get("m.joined_member_count")
+        batch.rooms.append(SeenRoom(room_id, name, count if isinstance(count, int) else None, power_levels=levels))
+        batch.events.extend((room_id, ev) for ev in timeline)
+    for room_id, info in _d(rooms.get("leave")).items():
+        batch.rooms.append(SeenRoom(room_id, joined=False))
+        batch.events.extend((room_id, ev) for ev in _events(_d(info).get("timeline")))
+    batch.invites = list(_d(rooms.get("invite")))
+    return batch
+
+
+def limited_timelines(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """(room id, ``prev_batch``) of every joined room whose timeline in this ``/sync`` body was
+    ``limited`` (the gap before it must be paged with ``/messages``)."""
+    out = []
+    for room_id, info in _d(_d(data.get("rooms")).get("join")).items():
+        timeline = _d(_d(info).get("timeline"))
+        if timeline.get("limited") and timeline.get("prev_batch"):
+            out.append((room_id, str(timeline["prev_batch"])))
+    return out
+
+
+def hs_token_matches(expected: str, authorization: str, query_token: str) -> bool:
+    """An application-service push is authenticated by the homeserver token (``Authorization:
+    Bearer <hs_token>``, or the legacy ``access_token`` query parameter); constant-time compare."""
+    given = authorization[7:] if authorization.startswith("Bearer ") else query_token
+    return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
+
+
+def transaction_events(body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(room id, raw event) of a stored application-service transaction, in order."""
+    return [(str(ev.get("room_id") or ""), ev) for ev in body.get("events", []) if isinstance(ev, dict)]
 
 
 def _mentions(content: dict[str, Any]) -> list[str]:

@@ -1,4 +1,6 @@
-"""Telegram inbound: Bot API updates (webhook or getUpdates) → activity events.
+"""Telegram inbound, pure: Bot API updates (webhook or getUpdates) → activity events, rooms seen and
+staff facts; the webhook's secret-token check. No database: the database side (rooms, the admins
+cache, the hand-off to the activity stream) is :mod:`shequn.connectors.services.telegram`.
 
 Event ids: a message is ``<chat_id>:<message_id>`` (what an engine passes back as
 ``message_external_id`` to delete it); an edit ``<chat>:<msg>:edit:<edit_date>``; a join/leave
@@ -8,11 +10,11 @@ are stored raw (kind ``other``) and never crash processing."""
 from __future__ import annotations
 
 import datetime as dt
+import hmac
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from django.utils.dateparse import parse_datetime
-
-from .models import Connection
 
 GROUP_TYPES = ("group", "supergroup")
 MEMBER_IN = ("member", "administrator", "creator", "restricted")
@@ -193,36 +195,36 @@ def admin_change(update: dict[str, Any]) -> tuple[str, str, bool] | None:
     return str(_d(cm.get("chat")).get("id")), str(user_id), new.get("status") in ADMIN_STATUSES
 
 
-def process_update(conn: Connection, update: dict[str, Any]) -> None:
-    """Ingest one stored update (called by the inbound task, inside a transaction).
+def secret_matches(expected: str, given: str) -> bool:
+    """The webhook's ``X-Telegram-Bot-Api-Secret-Token`` against the connection's secret (constant time)."""
+    return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
 
-    Staff marks: Telegram does not say on a message whether its sender is an administrator, but a
-    ``chat_member`` update does (status ``creator`` / ``administrator``, delivered when the bot
-    asks for ``chat_member`` updates as an admin). Those are cached on the room
-    (``Room.staff_state["admins"]``) and later messages of a cached admin are marked
-    ``sender_is_admin``; for anyone else the mark is left unset (the platform told us nothing)."""
-    from .models import Room
-    from .services import do_discover_room, do_ingest_platform_events
 
-    events, rooms = parse_update(update)
-    for r in rooms:
-        do_discover_room(conn, r["id"], name=r["name"], joined=r["joined"])
-    change = admin_change(update)
-    if change is not None:
-        chat_id, user_id, is_admin = change
-        room = Room.objects.select_for_update().filter(connection=conn, external_id=chat_id).first()
-        if room is not None:
-            admins = {str(a) for a in (room.staff_state or {}).get("admins", [])}
-            updated = admins | {user_id} if is_admin else admins - {user_id}
-            if updated != admins:
-                room.staff_state = {**(room.staff_state or {}), "admins": sorted(updated)}
-                room.save(update_fields=["staff_state"])
-    chats = {str(e["group"]) for e in events if e.get("group") and e.get("kind") in MESSAGE_KINDS}
-    if chats:
-        admins_of = {ext: {str(a) for a in (state or {}).get("admins", [])} for ext, state in
-                     Room.objects.filter(connection=conn, external_id__in=chats).values_list("external_id",
-                                                                                              "staff_state")}
-        for e in events:
-            if e.get("kind") in MESSAGE_KINDS and e.get("sender") in admins_of.get(str(e.get("group")), ()):
-                e["payload"]["sender_is_admin"] = True
-    do_ingest_platform_events(conn, events)
+def is_update(body: Any) -> bool:
+    return isinstance(body, dict) and isinstance(body.get("update_id"), int)
+
+
+def update_key(update: dict[str, Any]) -> tuple[str, str]:
+    """(dedupe key, event type) under which a raw update is stored once."""
+    kinds = [k for k in update if k != "update_id"]
+    return f"update:{update['update_id']}", kinds[0] if kinds else ""
+
+
+def admins_after(admins: Iterable[str], change: tuple[str, str, bool]) -> set[str]:
+    """A room's cached admin ids after an :func:`admin_change` of that room."""
+    _chat_id, user_id, is_admin = change
+    current = {str(a) for a in admins}
+    return current | {user_id} if is_admin else current - {user_id}
+
+
+def message_chats(events: Iterable[dict[str, Any]]) -> set[str]:
+    """The chats of the message-like events (those that may be marked ``sender_is_admin``)."""
+    return {str(e["group"]) for e in events if e.get("group") and e.get("kind") in MESSAGE_KINDS}
+
+
+def mark_admins(events: Iterable[dict[str, Any]], admins_of: Mapping[str, Collection[str]]) -> None:
+    """Mark messages of a chat's cached admins ``sender_is_admin`` (in place). Telegram does not say
+    on a message whether its sender is an administrator; anyone else is left unmarked."""
+    for e in events:
+        if e.get("kind") in MESSAGE_KINDS and e.get("sender") in admins_of.get(str(e.get("group")), ()):
+            e["payload"]["sender_is_admin"] = True

@@ -1,19 +1,43 @@
 """Matrix through matrix-nio: outbound actions (send, redact, mute via power levels, kick, ban,
-announce = m.notice + pin) and the bot's sync loop (see :mod:`shequn.connectors.matrix_sync`).
+announce = m.notice + pin) and the bot's sync client.
 
 Sends and redactions carry a transaction id derived from the outbox row, so a retried delivery is
-de-duplicated by the homeserver (exactly-once effect for the same access token)."""
+de-duplicated by the homeserver (exactly-once effect for the same access token).
+
+The sync client (:func:`fetch_sync`): one round fetches events since the stored ``next_batch``,
+fills timeline gaps with ``/messages`` (a sync returns only the last N events of a busy room and
+flags the timeline ``limited``), joins rooms the bot is invited to, and returns everything as a
+:class:`~shequn.connectors.platforms.matrix.inbound.SyncBatch`.
+:func:`shequn.connectors.services.matrix.do_matrix_sync` ingests it in the same transaction that
+stores the new ``next_batch``: a restart resumes exactly where the last committed round ended, and
+anything seen twice is dropped by the ingest's event-id idempotency."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from typing import Any
 
-from nio import AsyncClient, AsyncClientConfig, ErrorResponse
+from nio import (
+    Api,
+    AsyncClient,
+    AsyncClientConfig,
+    ErrorResponse,
+    MessageDirection,
+    RoomGetStateResponse,
+    RoomMessagesResponse,
+)
 
-from ..models import ActionKind
-from . import ActionItem, ConnInfo, DeliveryError, text_of
+from shequn.connectors.adapters import ActionItem, ConnInfo, DeliveryError, text_of
+from shequn.connectors.models import ActionKind
+
+from .inbound import SyncBatch, batch_from_dict, levels_from_state, limited_timelines
+
+TIMELINE_LIMIT = 100
+MAX_GAP_PAGES = 20
+SYNC_FILTER = {"room": {"timeline": {"limit": TIMELINE_LIMIT}, "state": {"lazy_load_members": True}},
+               "presence": {"not_types": ["*"]}, "account_data": {"not_types": ["*"]}}
 
 PERMANENT_CODES = {"M_FORBIDDEN", "M_NOT_FOUND", "M_BAD_JSON", "M_NOT_JSON", "M_UNKNOWN_TOKEN",
                    "M_MISSING_TOKEN", "M_INVALID_PARAM", "M_UNKNOWN", "M_TOO_LARGE"}
@@ -131,3 +155,60 @@ class MatrixAdapter:
             check(await client.room_put_state(room, "m.room.power_levels", levels))
             return {"muted" if kind == ActionKind.MUTE else "unmuted": item.target}
         raise DeliveryError(DeliveryError.DELEGATE, f"unsupported action {kind}")
+
+
+# --- the sync client --------------------------------------------------------------------------------
+
+async def fetch(conn: ConnInfo, since: str | None, *, timeout_ms: int = 0, auto_join: bool = True,
+                known_levels: Collection[str] = ()) -> SyncBatch:
+    """One ``/sync`` round. Joined rooms whose power levels are neither in ``known_levels`` (cached by
+    the caller) nor in this batch's state are asked for them once (``m.room.power_levels``), so the
+    ingest can tell room admins from members."""
+    async with matrix_client(conn, timeout=max(30.0, timeout_ms / 1000 + 15)) as client:
+        method, path = Api.sync(client.access_token, since=since, timeout=timeout_ms,
+                                filter=SYNC_FILTER)
+        resp = await client.send(method, path, timeout=max(30.0, timeout_ms / 1000 + 15))
+        data = await resp.json(content_type=None)
+        if resp.status != 200 or not isinstance(data, dict) or "next_batch" not in data:
+            check(ErrorResponse.from_dict(data if isinstance(data, dict) else {}))
+            raise DeliveryError(DeliveryError.RETRY, f"sync: HTTP {resp.status}")
+        batch = batch_from_dict(data)
+        if since:
+            for room_id, prev_batch in limited_timelines(data):
+                gap, pages = await _fill_gap(client, room_id, prev_batch, since)
+                batch.gap_pages += pages
+                # the gap precedes this room's timeline: insert before its first event
+                first = next((i for i, (r, _e) in enumerate(batch.events) if r == room_id), len(batch.events))
+                batch.events[first:first] = [(room_id, ev) for ev in gap]
+        for seen in batch.rooms:
+            if seen.joined and seen.power_levels is None and seen.room_id not in known_levels:
+                resp = await client.room_get_state(seen.room_id)
+                if isinstance(resp, RoomGetStateResponse):
+                    seen.power_levels = levels_from_state(resp.events)
+        if auto_join:
+            for room_id in batch.invites:
+                await client.join(room_id)
+        return batch
+
+
+async def _fill_gap(client: Any, room_id: str, start: str, until: str) -> tuple[list[dict[str, Any]], int]:
+    """Page backwards from the timeline's ``prev_batch`` to the previous sync token."""
+    events: list[dict[str, Any]] = []
+    token: str | None = start
+    pages = 0
+    while token and pages < MAX_GAP_PAGES:
+        resp = await client.room_messages(room_id, start=token, end=until, direction=MessageDirection.back,
+                                          limit=TIMELINE_LIMIT)
+        pages += 1
+        if not isinstance(resp, RoomMessagesResponse) or not resp.chunk:
+            break
+        events[0:0] = [e.source for e in reversed(resp.chunk)]
+        if resp.end == token or not resp.end:
+            break
+        token = resp.end
+    return events, pages
+
+
+def fetch_sync(conn: ConnInfo, since: str | None, *, timeout_ms: int = 0, auto_join: bool = True,
+               known_levels: Collection[str] = ()) -> SyncBatch:
+    return asyncio.run(fetch(conn, since, timeout_ms=timeout_ms, auto_join=auto_join, known_levels=known_levels))

@@ -1,0 +1,1 @@
+"""Matrix connector: ``inbound`` (pure parsing) and ``outbound`` (platform calls)."""

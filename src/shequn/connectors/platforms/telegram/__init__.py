@@ -1,0 +1,1 @@
+"""Telegram connector: ``inbound`` (pure parsing) and ``outbound`` (platform calls)."""

@@ -1,0 +1,1 @@
+"""WeCom connector: ``inbound`` (pure parsing) and ``outbound`` (platform calls)."""

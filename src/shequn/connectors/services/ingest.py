@@ -1,0 +1,46 @@
+"""The hand-off of parsed platform events to the activity stream (one path for every platform and
+every inbound route: webhook task, polling, Matrix sync), with the connection's health counters."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from django.db.models import F
+from django.utils import timezone
+
+from shequn.activity.services import IngestResult, do_ingest
+
+from ..models import Connection, Room
+
+log = logging.getLogger("shequn.connectors.services")
+
+
+def do_ingest_platform_events(conn: Connection, events: Sequence[Mapping[str, Any]], *,
+                              mapped_only: bool = True) -> IngestResult:
+    """Hand parsed platform events to the activity stream and update the connection's health.
+
+    Events of rooms not mapped to a community are dropped when ``mapped_only`` (the default):
+    shequn tracks the communities an operator chose, not every room a bot happens to sit in."""
+    if mapped_only:
+        rooms = {e.get("group") for e in events if e.get("group")}
+        mapped = set(Room.objects.filter(connection=conn, external_id__in=rooms, group__isnull=False)
+                     .values_list("external_id", flat=True)) if rooms else set()
+        events = [e for e in events if not e.get("group") or e.get("group") in mapped]
+    result = do_ingest(conn.tenant_id, events) if events else IngestResult()
+    for err in result.errors[:5]:
+        log.warning("connection %s: event %d rejected (%s: %s)", conn.pk, err.index, err.field, err.message)
+    now = timezone.now()
+    latest = None
+    for e in events:
+        occ = e.get("occurred_at")
+        if isinstance(occ, int | float):
+            ts = dt.datetime.fromtimestamp(occ, tz=dt.UTC)
+            latest = ts if latest is None or ts > latest else latest
+    updates: dict[str, Any] = {"last_received_at": now, "events_received": F("events_received") + result.stored}
+    if latest is not None:
+        updates["last_event_at"] = latest
+    Connection.objects.filter(pk=conn.pk).update(**updates)
+    return result

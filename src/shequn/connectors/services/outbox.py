@@ -1,0 +1,117 @@
+"""The outbox: ``do_request_action`` is the one way an engine acts on a platform. The row is written
+in the caller's transaction; delivery is the worker's job (:mod:`shequn.connectors.services.delivery`);
+operators retry dead letters and cancel pending actions."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from shequn.communities.models import ChatGroup
+from shequn.core.errors import Conflict, Invalid, NotFound
+from shequn.core.permissions import Principal
+from shequn.core.services import do_audit
+
+from ..capabilities import supports
+from ..models import ActionKind, HumanTask, OutboxAction
+from ..selectors import resolve_connection_id
+from .delivery import DeliveryStats, deliver_due
+from .human_tasks import open_human_task
+
+
+def do_request_action(
+    tenant_id: int,
+    *,
+    kind: str,
+    group_id: int | None,
+    idempotency_key: str,
+    target_member_id: int | None = None,
+    target_external_id: str = "",
+    message_external_id: str = "",
+    payload: dict[str, Any] | None = None,
+    source: str = "",
+    reason: str = "",
+    platform: str | None = None,
+) -> OutboxAction:
+    """Queue an outbound platform action. Call it inside the transaction of the decision that causes it.
+
+    ``idempotency_key`` is unique per tenant: asking twice returns the first row. When the group's
+    platform lacks the capability, the row is ``delegated`` and a :class:`HumanTask` with a deadline
+    is created for the group owner / customer service. Delivery is the worker's job.
+    """
+    if kind not in ActionKind.values:
+        raise Invalid(_("未知的动作: %(k)s") % {"k": kind}, details={"field": "kind"})
+    group = None
+    if group_id is not None:
+        group = ChatGroup.objects.filter(tenant_id=tenant_id, pk=group_id).first()
+        if group is None:
+            raise NotFound(_("群不存在"), details={"field": "group_id"})
+        platform = group.platform
+    if platform is None:
+        raise Invalid(_("需要群或平台"), details={"field": "group_id"})
+    existing = OutboxAction.objects.filter(tenant_id=tenant_id, idempotency_key=idempotency_key).first()
+    if existing is not None:
+        return existing
+    capable = supports(platform, kind)
+    try:
+        with transaction.atomic():
+            action = OutboxAction.objects.create(
+                tenant_id=tenant_id, kind=kind, platform=platform, group=group,
+                connection_id=resolve_connection_id(tenant_id, platform, group_id) if capable else None,
+                target_member_id=target_member_id, target_external_id=target_external_id,
+                message_external_id=message_external_id, payload=payload or {}, idempotency_key=idempotency_key,
+                source=source, reason=reason[:500],
+                status=OutboxAction.Status.PENDING if capable else OutboxAction.Status.DELEGATED,
+                next_attempt_at=timezone.now() if capable else None,
+            )
+            if not capable:
+                open_human_task(tenant_id, action.pk, reason, title=_("请手动%(action)s (平台不支持自动执行)")
+                                % {"action": ActionKind(kind).label})
+    except IntegrityError:
+        return OutboxAction.objects.get(tenant_id=tenant_id, idempotency_key=idempotency_key)
+    return action
+
+
+# --- outbox operations --------------------------------------------------------------------------------
+
+def do_deliver_due(limit: int = 100, *, now: dt.datetime | None = None) -> DeliveryStats:
+    """One round of the outbox worker (see :mod:`shequn.connectors.services.delivery`)."""
+    return deliver_due(limit, now=now)
+
+
+def do_retry_action(principal: Principal, action_id: int, *, reason: str = "") -> OutboxAction:
+    """Re-queue a dead-lettered or failed action (attempts reset)."""
+    with transaction.atomic():
+        action = OutboxAction.objects.select_for_update().filter(tenant_id=principal.tenant_id, pk=action_id).first()
+        if action is None:
+            raise NotFound(_("动作不存在"))
+        if action.status not in (OutboxAction.Status.DEAD, OutboxAction.Status.FAILED):
+            raise Conflict(_("只有死信或失败的动作可以重试"), details={"status": action.status})
+        action.status = OutboxAction.Status.PENDING
+        action.attempts = 0
+        action.next_attempt_at = timezone.now()
+        action.lease_token = ""
+        action.done_at = None
+        action.save(update_fields=["status", "attempts", "next_attempt_at", "lease_token", "done_at"])
+        do_audit(principal, "connectors.retry", "outbox_action", str(action.pk), reason=reason,
+                 data={"last_error": action.last_error[:200]})
+    return action
+
+
+def do_cancel_action(principal: Principal, action_id: int, *, reason: str = "") -> OutboxAction:
+    with transaction.atomic():
+        action = OutboxAction.objects.select_for_update().filter(tenant_id=principal.tenant_id, pk=action_id).first()
+        if action is None:
+            raise NotFound(_("动作不存在"))
+        if action.status in (OutboxAction.Status.DONE, OutboxAction.Status.SENDING):
+            raise Conflict(_("动作已完成或正在发送, 不能取消"), details={"status": action.status})
+        action.status = OutboxAction.Status.CANCELLED
+        action.next_attempt_at = None
+        action.save(update_fields=["status", "next_attempt_at"])
+        HumanTask.objects.filter(action=action, status=HumanTask.Status.OPEN).update(status=HumanTask.Status.CANCELLED)
+        do_audit(principal, "connectors.cancel", "outbox_action", str(action.pk), reason=reason)
+    return action

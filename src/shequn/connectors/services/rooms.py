@@ -1,0 +1,81 @@
+"""Rooms: the rooms/chats/customer groups a connection has seen, and their mapping to communities
+(mapping creates or moves the room's :class:`~shequn.communities.models.ChatGroup`). Per-room secrets
+(a WeCom group robot key) are encrypted like the connection's."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils.translation import gettext as _
+
+from shequn.communities.models import ChatGroup, Community
+from shequn.core.errors import NotFound
+from shequn.core.permissions import Principal
+from shequn.core.services import do_audit
+
+from .. import secrets
+from ..models import Connection, Room
+
+
+def do_discover_room(conn: Connection, external_id: str, *, name: str = "", member_count: int | None = None,
+                     joined: bool = True) -> Room:
+    """Record a room the bot has seen; map it to the connection's default community if it has one."""
+    room, created = Room.objects.get_or_create(
+        connection=conn, external_id=external_id,
+        defaults={"tenant_id": conn.tenant_id, "name": name[:200], "member_count": member_count,
+                  "bot_joined": joined},
+    )
+    changed: list[str] = []
+    if not created:
+        if name and room.name != name[:200]:
+            room.name = name[:200]
+            changed.append("name")
+        if member_count is not None and room.member_count != member_count:
+            room.member_count = member_count
+            changed.append("member_count")
+        if room.bot_joined != joined:
+            room.bot_joined = joined
+            changed.append("bot_joined")
+        if changed:
+            room.save(update_fields=changed)
+    if room.group_id is None and conn.default_community_id is not None and joined:
+        _map(room, conn.default_community_id)
+    return room
+
+
+def _map(room: Room, community_id: int) -> ChatGroup:
+    group, _created = ChatGroup.objects.get_or_create(
+        tenant_id=room.tenant_id, platform=room.connection.platform, external_id=room.external_id,
+        defaults={"community_id": community_id, "name": (room.name or room.external_id)[:120]},
+    )
+    if group.community_id != community_id:
+        group.community_id = community_id
+        group.save(update_fields=["community_id"])
+    room.group = group
+    room.save(update_fields=["group"])
+    return group
+
+
+def do_map_room(principal: Principal, room_id: int, community_id: int, *,
+                robot_key: str | None = None) -> ChatGroup:
+    """Map a discovered room to a community (creates or moves its ChatGroup). ``robot_key`` is a
+    WeCom group robot's webhook key, stored encrypted on the room."""
+    with transaction.atomic():
+        room = Room.objects.select_related("connection").filter(tenant_id=principal.tenant_id, pk=room_id).first()
+        if room is None:
+            raise NotFound(_("群不存在"), details={"field": "room_id"})
+        if not Community.objects.filter(tenant_id=principal.tenant_id, pk=community_id).exists():
+            raise NotFound(_("社群不存在"), details={"field": "community_id"})
+        group = _map(room, community_id)
+        if robot_key:
+            do_set_room_secret(room, "robot_key", robot_key)
+        do_audit(principal, "connectors.map_room", "room", str(room.pk),
+                 data={"community_id": community_id, "group_id": group.pk})
+    return group
+
+
+def do_set_room_secret(room: Room, key: str, value: str) -> None:
+    values = secrets.decrypt(room.secrets_encrypted)
+    values[key] = value
+    room.secrets_encrypted = secrets.encrypt(values)
+    room.secret_hints = {k: secrets.hint(v) for k, v in values.items()}
+    room.save(update_fields=["secrets_encrypted", "secret_hints"])
