@@ -10,12 +10,12 @@ keep importing ``from shequn.referrals.services import <name>``.
 - :mod:`.withdrawals` — payouts of available commission;
 - :mod:`.alliance` — merchant alliances, listings, statements and settlement;
 - :mod:`.activity` — the activity-stream consumer (joins through invite codes);
-- :mod:`._common` — ledger accounts, the policy, permission check shared by the above.
+- :mod:`._common` — ledger accounts, the policy, permission and length checks shared by the above.
 
 Read-only functions are in :mod:`shequn.referrals.selectors`. Money rule: money moves only through
 :func:`shequn.ledger.services.do_post`; each money module states its locking rule."""
 
-from ._common import get_policy, member_account, merchant_account
+from ._common import check_max_length, get_policy, member_account, merchant_account
 from .activity import on_activity
 from .alliance import (
     StatementResult,
@@ -60,6 +60,7 @@ __all__ = [
     "RewardHook",
     "StatementResult",
     "check_levels",
+    "check_max_length",
     "compute_line",
     "do_approve_withdrawal",
     "do_bind",

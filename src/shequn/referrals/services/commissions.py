@@ -70,7 +70,7 @@ from ..models import (
     RateMode,
 )
 from ..selectors import active_binding, buyer_fingerprint, plan_warnings
-from ._common import _require, member_account, merchant_account
+from ._common import _require, check_max_length, member_account, merchant_account
 from .binding import try_bind
 from .fission import _check_fission
 from .fraud import _apply_fraud_checks, _refund_rate_check
@@ -110,21 +110,23 @@ def do_create_plan(
     priority: int = 0,
 ) -> tuple[CommissionPlan, list[str]]:
     """Create a one-level plan with its rules; returns ``(plan, warnings)``. A second level (plan
-    ``levels`` > 1 or any rule with ``level`` > 1) is refused with the legal explanation."""
+    ``levels`` > 1 or any rule with ``level`` > 1) is refused with the legal explanation. Every
+    field and rule is checked before anything is written (caps not negative, strings within the
+    columns' lengths); an error names the field (``rules[<i>].<field>`` for a rule)."""
     check_levels(levels)
     if not name.strip():
         raise Invalid(_("方案名称不能为空"), details={"field": "name"})
+    check_max_length(CommissionPlan, "name", name.strip())
+    check_max_length(CommissionPlan, "campaign", campaign)
     if not rules:
         raise Invalid(_("至少需要一条佣金规则"), details={"field": "rules"})
     if refund_window_days < 0 or refund_window_days > 180:
         raise Invalid(_("冻结期须在 0–180 天之间"), details={"field": "refund_window_days"})
+    if cap_per_order_fen is not None and cap_per_order_fen < 0:
+        raise Invalid(_("每单佣金上限不能为负"), details={"field": "cap_per_order_fen"})
     if community_id and not Community.objects.filter(tenant_id=principal.tenant_id, pk=community_id).exists():
         raise NotFound(_("社群不存在"), details={"field": "community_id"})
-    plan = CommissionPlan.objects.create(
-        tenant_id=principal.tenant_id, name=name.strip(), community_id=community_id, campaign=campaign,
-        refund_window_days=refund_window_days, self_purchase=self_purchase, cap_per_order_fen=cap_per_order_fen,
-        priority=priority,
-    )
+    checked: list[dict[str, Any]] = []
     for i, raw in enumerate(rules):
         field_prefix = f"rules[{i}]"
         if int(raw.get("level", 1)) != 1:
@@ -145,14 +147,25 @@ def do_create_plan(
         if fixed < 0:
             raise Invalid(_("第 %(n)d 条规则: 固定佣金不能为负") % {"n": i + 1},
                           details={"field": f"{field_prefix}.fixed_fen"})
+        cap = raw.get("cap_fen")
+        if cap is not None and cap < 0:
+            raise Invalid(_("第 %(n)d 条规则: 佣金上限不能为负") % {"n": i + 1},
+                          details={"field": f"{field_prefix}.cap_fen"})
         kind = raw.get("product_kind", "")
         if kind not in ("", "goods", "tier"):
             raise Invalid(_("第 %(n)d 条规则: 商品类型须为 goods 或 tier") % {"n": i + 1},
                           details={"field": f"{field_prefix}.product_kind"})
-        CommissionRule.objects.create(
-            tenant_id=principal.tenant_id, plan=plan, product_kind=kind, product_id=str(raw.get("product_id", "")),
-            mode=mode, rate_bps=rate, fixed_fen=fixed, cap_fen=raw.get("cap_fen"),
-        )
+        product_id = str(raw.get("product_id", ""))
+        check_max_length(CommissionRule, "product_id", product_id, field=f"{field_prefix}.product_id", rule=i + 1)
+        checked.append({"product_kind": kind, "product_id": product_id, "mode": mode, "rate_bps": rate,
+                        "fixed_fen": fixed, "cap_fen": cap})
+    plan = CommissionPlan.objects.create(
+        tenant_id=principal.tenant_id, name=name.strip(), community_id=community_id, campaign=campaign,
+        refund_window_days=refund_window_days, self_purchase=self_purchase, cap_per_order_fen=cap_per_order_fen,
+        priority=priority,
+    )
+    for rule in checked:
+        CommissionRule.objects.create(tenant_id=principal.tenant_id, plan=plan, **rule)
     warnings = plan_warnings(plan)
     do_audit(principal, "referrals.plan.create", "CommissionPlan", plan.pk, data={"warnings": warnings})
     return plan, warnings

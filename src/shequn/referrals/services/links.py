@@ -28,6 +28,7 @@ from ..models import (
     ReferralBinding,
 )
 from ..selectors import route_group_live
+from ._common import check_max_length
 from .binding import try_bind
 
 
@@ -48,8 +49,11 @@ def do_get_or_create_link(
     label: str = "",
     group_ids: list[int] | None = None,
 ) -> InviteLink:
-    """The invite link for (kind, member, community, campaign, channel), created once."""
+    """The invite link for (kind, member, community, campaign, channel), created once. Campaign,
+    channel and label longer than their columns are refused before anything is written."""
     tid = principal.tenant_id
+    for name, value in (("campaign", campaign), ("channel", channel), ("label", label)):
+        check_max_length(InviteLink, name, value)
     if kind not in LinkKind.values:
         raise Invalid(_("未知的链接类型: %(k)s") % {"k": kind}, details={"field": "kind"})
     if kind == LinkKind.MEMBER and not member_id:

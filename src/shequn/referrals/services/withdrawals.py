@@ -36,7 +36,7 @@ from ..models import (
 )
 from ..payouts import FAILED, NOT_FOUND, PROCESSING, SUCCESS, PayoutResult, get_provider
 from ..selectors import withdrawal_fee
-from ._common import _require, get_policy, member_account, merchant_account
+from ._common import _require, check_max_length, get_policy, member_account, merchant_account
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +52,19 @@ def do_request_withdrawal(principal: Principal, *, member_id: int, amount_fen: i
     """Request a payout of ``amount_fen`` from the member's available balance.
 
     Checks (in the member's language): minimum, fee below the amount, no refund debt (clawback < 0),
-    the daily cap. Locking: the member's available, withdrawing and clawback accounts are locked
-    with ``select_for_update`` in id order (the order do_post uses), then the hold posts available →
-    withdrawing with the conditional update, so concurrent requests never overdraw. The same
+    the daily cap; a ``payee`` or idempotency key longer than its column is refused (the key is the
+    API's ``request_id``, the field the error names). Locking: the member's available, withdrawing
+    and clawback accounts are locked with ``select_for_update`` in id order (the order do_post
+    uses), then the hold posts available → withdrawing with the conditional update, so concurrent
+    requests never overdraw. The same
     ``idempotency_key`` returns the first withdrawal. Small amounts are approved and their payout
     task enqueued in the same transaction; amounts above the policy threshold wait for approval."""
     now = now or timezone.now()
     tid = principal.tenant_id
     if isinstance(amount_fen, bool) or not isinstance(amount_fen, int) or amount_fen <= 0:
         raise Invalid(_("提现金额必须是正整数(分)"), details={"field": "amount_fen"})
+    check_max_length(Withdrawal, "payee", payee)
+    check_max_length(Withdrawal, "idempotency_key", idempotency_key, field="request_id")
     existing = Withdrawal.objects.filter(tenant_id=tid, idempotency_key=idempotency_key).first()
     if existing is not None:
         if existing.member_id != member_id or existing.amount_fen != amount_fen:
