@@ -23,8 +23,6 @@ from ..selectors import valid_referrals
 from ._common import member_account, merchant_account
 
 RewardHook = Callable[[int, int, FissionTask], None]
-
-
 _REWARD_HOOKS: dict[str, RewardHook] = {}
 
 
