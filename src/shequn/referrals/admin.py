@@ -30,7 +30,8 @@ from .models import (
     WithdrawalEvent,
     WithdrawalStatus,
 )
-from .selectors import link_stats, link_url
+from .selectors import link_stats, link_url, plan_warnings
+from .services.links import _new_code
 
 
 def _yuan(fen: int | None) -> str:
@@ -63,7 +64,7 @@ class InviteLinkAdmin(TenantScopedAdmin):
 
     def save_model(self, request: HttpRequest, obj: InviteLink, form: Any, change: bool) -> None:
         if not change and not obj.code:
-            obj.code = services._new_code()
+            obj.code = _new_code()
         super().save_model(request, obj, form, change)
 
 
@@ -91,16 +92,16 @@ class CommissionPlanAdmin(TenantScopedAdmin):
 
     @admin.display(description=_("风险提示"))
     def risk(self, obj: CommissionPlan) -> str:
-        return "⚠" if services.plan_warnings(obj) else ""
+        return "⚠" if plan_warnings(obj) else ""
 
     @admin.display(description=_("风险提示"))
     def risk_notes(self, obj: CommissionPlan) -> str:
-        notes = services.plan_warnings(obj) if obj.pk else []
+        notes = plan_warnings(obj) if obj.pk else []
         return format_html("<br>".join(["{}"] * len(notes)), *notes) if notes else "-"
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         super().save_related(request, form, formsets, change)
-        for note in services.plan_warnings(form.instance):
+        for note in plan_warnings(form.instance):
             messages.warning(request, note)
 
 

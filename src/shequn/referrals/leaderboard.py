@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import redis
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
@@ -66,8 +67,6 @@ _CLIENTS: dict[str, Any] = {}
 
 def _redis() -> Any:
     """One client (connection pool) per URL: a new TCP connection per read costs more than the read."""
-    import redis
-
     url = str(settings.REDIS_URL)
     client = _CLIENTS.get(url)
     if client is None:

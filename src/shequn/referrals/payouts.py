@@ -6,6 +6,7 @@ twice) and answer ``query(out_no)`` so that payouts can be reconciled. Providers
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -110,8 +111,6 @@ class WeChatTransferProvider:
 
 
 def _json(body: Any) -> dict[str, Any]:
-    import json
-
     if isinstance(body, dict):
         return body
     try:

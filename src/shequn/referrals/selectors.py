@@ -1,22 +1,40 @@
 """Reads of the referrals app, always scoped by ``tenant_id``: links, member statements, operator
-reports (K-factor per campaign, top referrers), fraud review queue."""
+reports (K-factor per campaign, top referrers), fraud review queue, and the read-only parts of the
+rules the services apply (group live-code routing, active binding, plan risk notes, valid referrals,
+withdrawal fee). Nothing here writes; ``services`` import from here, never the reverse."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, F, Q, QuerySet, Sum
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from shequn.communities.models import ChatGroup, Membership
 from shequn.core.errors import NotFound
 from shequn.ledger.models import AccountKind
 from shequn.ledger.selectors import account_balance
 from shequn.members.models import Member
 
 from . import leaderboard
-from .models import Commission, FraudSignal, FraudStatus, InviteLink, LinkEvent, LinkEventKind, Withdrawal
+from .models import (
+    Commission,
+    CommissionPlan,
+    CommissionState,
+    FraudSignal,
+    FraudStatus,
+    InviteLink,
+    LinkEvent,
+    LinkEventKind,
+    RateMode,
+    ReferralBinding,
+    ReferralPolicy,
+    Withdrawal,
+)
 
 
 def public_base_url() -> str:
@@ -129,3 +147,65 @@ def withdrawals_for(tenant_id: int, status: str | None = None) -> QuerySet[Withd
     if status:
         qs = qs.filter(status=status)
     return qs.order_by("-pk")
+
+
+def route_group_live(link: InviteLink) -> ChatGroup | None:
+    """The next group with room for a group live code (群活码): groups in id order, first one whose
+    open memberships are below its capacity."""
+    groups = ChatGroup.objects.filter(tenant_id=link.tenant_id, community_id=link.community_id or 0, is_active=True)
+    if link.group_ids:
+        groups = groups.filter(pk__in=link.group_ids)
+    groups = groups.annotate(
+        open_n=Count("memberships", filter=Q(memberships__left_at__isnull=True))
+    ).order_by("pk")
+    for group in groups:
+        if group.open_n < group.capacity:
+            return group
+    return None
+
+
+def open_memberships(group: ChatGroup) -> int:
+    return Membership.objects.filter(tenant_id=group.tenant_id, group=group, left_at__isnull=True).count()
+
+
+def active_binding(tenant_id: int, member_id: int, now: datetime | None = None) -> ReferralBinding | None:
+    now = now or timezone.now()
+    return (ReferralBinding.objects.filter(tenant_id=tenant_id, member_id=member_id)
+            .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now)).first())
+
+
+def plan_warnings(plan: CommissionPlan) -> list[str]:
+    """Risk notes shown to the operator next to a plan."""
+    out: list[str] = []
+    rules = list(plan.rules.all())
+    kinds = {r.product_kind for r in rules}
+    if rules and kinds == {"tier"}:
+        out.append(_("该方案只对会员费/入群费计佣, 收入主要来自拉人头交纳的入门费, 接近《禁止传销条例》"
+                     "第七条所列特征; 请确保会员费对应真实的商品或服务, 并考虑对商品销售计佣"))
+    if plan.refund_window_days == 0:
+        out.append(_("冻结期为 0: 佣金即时可提现; 若订单随后退款, 已提现的佣金只能从今后的佣金中抵扣(追回风险)"))
+    if any(r.mode == RateMode.PERCENT and r.rate_bps >= 10000 for r in rules):
+        out.append(_("佣金比例为 100%: 该商品的收入全部付给推荐人"))
+    return out
+
+
+def buyer_fingerprint(tenant_id: int, member_id: int) -> tuple[str | None, str]:
+    """The IP and device of the member's latest click (fraud checks and purchase attribution)."""
+    click = (LinkEvent.objects.filter(tenant_id=tenant_id, member_id=member_id, kind=LinkEventKind.CLICK)
+             .order_by("-occurred_at").values_list("ip", "device_id").first())
+    return (click[0], click[1]) if click else (None, "")
+
+
+def valid_referrals(tenant_id: int, referrer_id: int, community_id: int | None = None, campaign: str = "") -> int:
+    """Distinct paying referees whose commissions are not fully reversed."""
+    qs = Commission.objects.filter(tenant_id=tenant_id, referrer_id=referrer_id).exclude(
+        state__in=[CommissionState.VOID, CommissionState.CLAWED_BACK]).exclude(referrer_id=F("buyer_id"))
+    if community_id:
+        qs = qs.filter(community_id_snapshot=community_id)
+    if campaign:
+        qs = qs.filter(campaign=campaign)
+    return qs.values("buyer_id").distinct().count()
+
+
+def withdrawal_fee(policy: ReferralPolicy, amount_fen: int) -> int:
+    return policy.withdrawal_fee_fixed_fen + amount_fen * policy.withdrawal_fee_bps // 10000

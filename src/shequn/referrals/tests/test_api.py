@@ -4,6 +4,7 @@ import pytest
 from django.test import Client
 
 from shequn.core.services import do_create_api_key
+from shequn.referrals.services import do_create_plan, do_get_or_create_link, do_record_click, on_order_event
 
 from .factories import line, member, paid, principal
 
@@ -17,8 +18,6 @@ def client_for(tenant, system):
 
 
 def test_api_flow(tenant, client_for):
-    from shequn.referrals.services import on_order_event
-
     c = client_for(["referrals.write", "finance.write"])
     alice = member(tenant, "阿丽")
     r = c.post("/api/v1/referrals/plans", {"name": "二级", "levels": 2, "rules": [{"rate_bps": 100}]},
@@ -65,8 +64,6 @@ def test_leaderboard_never_lists_another_tenants_members(tenant, other_tenant, c
     """The isolation test of the (exempt) ``/leaderboards/{metric}``: both tenants have referrers on
     every board; each tenant's boards list only its own members, and another tenant's member has no
     rank here (404)."""
-    from shequn.referrals.services import do_create_plan, do_get_or_create_link, do_record_click, on_order_event
-
     referrers = {}
     for t in (tenant, other_tenant):
         p = principal(t)

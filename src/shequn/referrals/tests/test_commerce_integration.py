@@ -1,19 +1,16 @@
-"""End to end with commerce's real order events (runs once commerce is merged; skipped before)."""
+"""End to end with commerce's real order events."""
 
 from __future__ import annotations
 
-import pytest
+from shequn.commerce import events as commerce_events
+from shequn.commerce import services as commerce
+from shequn.ledger.services import check_ledger
+from shequn.referrals.services import do_create_plan, do_get_or_create_link
 
-commerce_events = pytest.importorskip("shequn.commerce.events")
+from .factories import bal, community, member
 
 
 def test_paid_and_refunded_orders_through_commerce(tenant, system):
-    from shequn.commerce import services as commerce
-    from shequn.ledger.services import check_ledger
-    from shequn.referrals.services import do_create_plan, do_get_or_create_link
-
-    from .factories import bal, community, member
-
     assert "referrals" in commerce_events.listeners()  # registered by ReferralsConfig.ready
     comm = community(tenant)
     entry, partner = commerce.do_seed_tiers(system, comm.pk)[:2]

@@ -4,7 +4,8 @@ import pytest
 from django.test import Client
 
 from shequn.core.services import do_create_operator
-from shequn.referrals.models import FraudSignal, Withdrawal, WithdrawalStatus
+from shequn.ledger.models import Transaction
+from shequn.referrals.models import FraudSignal, ReferralPolicy, Withdrawal, WithdrawalStatus
 from shequn.referrals.services import do_create_plan, do_get_or_create_link, do_request_withdrawal, on_order_event
 
 from .factories import bal, line, member, paid, principal
@@ -49,8 +50,6 @@ def test_finance_pages_hidden_from_readonly_staff(console, money):
 
 
 def test_operator_cannot_approve_withdrawals(tenant, console, money):
-    from shequn.referrals.models import ReferralPolicy
-
     ReferralPolicy.objects.filter(tenant=tenant).update(withdrawal_approval_above_fen=100)
     w = do_request_withdrawal(principal(tenant), member_id=money.pk, amount_fen=1500, idempotency_key="k", payee="o")
     c = console("operator")
@@ -59,8 +58,6 @@ def test_operator_cannot_approve_withdrawals(tenant, console, money):
 
 
 def test_withdrawal_approval_action_and_fraud_review(tenant, console, money):
-    from shequn.referrals.models import ReferralPolicy
-
     ReferralPolicy.objects.filter(tenant=tenant).update(withdrawal_approval_above_fen=100)
     w = do_request_withdrawal(principal(tenant), member_id=money.pk, amount_fen=1500, idempotency_key="k", payee="o")
     assert w.status == WithdrawalStatus.REQUESTED
@@ -78,8 +75,6 @@ def test_withdrawal_approval_action_and_fraud_review(tenant, console, money):
 
 
 def test_ledger_rows_cannot_be_edited_in_the_console(console, money):
-    from shequn.ledger.models import Transaction
-
     c = console("owner")
     txn = Transaction.objects.first()
     r = c.post(f"/console/ledger/transaction/{txn.pk}/delete/", {"post": "yes"})

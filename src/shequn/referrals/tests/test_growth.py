@@ -7,10 +7,12 @@ import os
 from datetime import timedelta
 
 import pytest
+import redis
+from django.db import transaction
 from django.utils import timezone
 from PIL import Image
 
-from shequn.referrals import leaderboard, services
+from shequn.referrals import leaderboard
 from shequn.referrals.models import (
     CommissionState,
     FissionReward,
@@ -26,6 +28,7 @@ from shequn.referrals.services import (
     do_get_or_create_link,
     do_record_click,
     do_review_signal,
+    fission,
     on_order_event,
     register_reward_hook,
 )
@@ -74,14 +77,10 @@ def test_leaderboards_by_period_and_scope_follow_valid_referrals(tenant):
 @pytest.mark.redis
 def test_leaderboard_redis_mirror_matches_sql(tenant, settings):
     settings.REDIS_URL = settings.REDIS_URL or os.environ["SHEQUN_REDIS_URL"]  # per-worker db (settings_test)
-    import redis
-
     r = redis.Redis.from_url(settings.REDIS_URL)
     for key in r.scan_iter(f"shequn:lb:{tenant.pk}:*"):
         r.delete(key)
     t0 = timezone.now()
-    from django.db import transaction
-
     with transaction.atomic():
         for m, v, dt in [(1, 2, 1), (2, 2, 5), (3, 5, 0), (4, 1, 0)]:
             leaderboard.do_bump(tenant.pk, "referrals", ["all"], m, v, at=t0 + timedelta(seconds=dt))
@@ -98,7 +97,7 @@ def test_leaderboard_redis_mirror_matches_sql(tenant, settings):
 def test_fission_task_rewards_once(tenant, monkeypatch):
     _plan(tenant)
     granted = []
-    monkeypatch.setattr(services, "_REWARD_HOOKS", dict(services._REWARD_HOOKS))  # restore the wired hooks
+    monkeypatch.setattr(fission, "_REWARD_HOOKS", dict(fission._REWARD_HOOKS))  # restore the wired hooks
     register_reward_hook("points", lambda tid, mid, task: granted.append((mid, task.reward_value)))
     FissionTask.objects.create(tenant=tenant, name="邀3得积分", threshold=3, reward_kind="points", reward_value=50)
     FissionTask.objects.create(tenant=tenant, name="邀2得现金", threshold=2, reward_kind="cash", reward_value=500)

@@ -5,7 +5,7 @@ import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -15,16 +15,18 @@ from shequn.core.models import Tenant
 from shequn.ledger.models import Transaction
 from shequn.ledger.services import check_ledger
 from shequn.referrals.models import Commission, CommissionState, ReferralPolicy, Withdrawal
+from shequn.referrals.payouts import sandbox
 from shequn.referrals.services import (
     do_create_plan,
     do_execute_payout,
     do_get_or_create_link,
+    do_reconcile_withdrawals,
     do_request_withdrawal,
     do_thaw_due,
     on_order_event,
 )
 
-from .factories import bal, line, member, paid, principal, refunded
+from .factories import OrderEventData, bal, line, member, paid, principal, refunded
 
 
 def _plan(tenant, window=7, **kw):
@@ -96,9 +98,6 @@ def test_retried_payout_task_pays_once(tenant):
 
 
 def test_reconcile_books_a_slow_payout_once(tenant):
-    from shequn.referrals.payouts import sandbox
-    from shequn.referrals.services import do_reconcile_withdrawals
-
     _plan(tenant, window=0)
     a = member(tenant, "A")
     link = do_get_or_create_link(principal(tenant), member_id=a.pk)
@@ -132,8 +131,6 @@ _actions = st.lists(
 def test_property_books_balance_and_available_never_negative(tenant, actions, window):
     """Any interleaving of payments, (replayed) refunds, withdrawals and thaws keeps every transaction
     balanced, cached == derived balances, and available/pending/withdrawing >= 0."""
-    from django.db import transaction
-
     with transaction.atomic():
         p = principal(tenant)
         do_create_plan(p, name="p", refund_window_days=window, rules=[{"rate_bps": 5000}])
@@ -251,8 +248,6 @@ def test_concurrent_replays_of_a_paid_event_credit_once():
 def test_commerce_payload_variants_are_accepted(tenant):
     """commerce sends int event ids, member_id 0 when unknown, None attribution values and may send
     occurred_at None."""
-    from .factories import OrderEventData
-
     _plan(tenant, window=0)
     a, x = member(tenant, "A"), member(tenant, "X")
     link = do_get_or_create_link(principal(tenant), member_id=a.pk)

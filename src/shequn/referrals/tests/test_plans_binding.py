@@ -6,11 +6,12 @@ import pytest
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from shequn.activity.services import do_ingest
 from shequn.communities.models import ChatGroup, Membership
 from shequn.core.errors import Invalid
 from shequn.referrals.models import CommissionPlan, LinkEvent, ReferralBinding, ReferralPolicy
+from shequn.referrals.selectors import active_binding
 from shequn.referrals.services import (
-    active_binding,
     do_bind,
     do_create_plan,
     do_get_or_create_link,
@@ -162,9 +163,6 @@ def test_links_are_tenant_scoped(tenant, other_tenant):
 
 
 def test_join_through_activity_ingest_is_attributed(tenant):
-    from shequn.activity.services import do_ingest
-    from shequn.communities.models import ChatGroup
-
     p = principal(tenant)
     a = member(tenant, "A")
     comm = community(tenant)

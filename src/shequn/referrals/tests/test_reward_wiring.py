@@ -12,16 +12,15 @@ from shequn.commerce.services import do_create_coupon_template, grant_fission_co
 from shequn.engagement.models import PointsEntry
 from shequn.engagement.selectors import points_balance
 from shequn.engagement.services import grant_fission_points
-from shequn.referrals import services
 from shequn.referrals.models import FissionReward, FissionTask
-from shequn.referrals.services import do_create_plan, do_get_or_create_link, on_order_event
+from shequn.referrals.services import do_create_plan, do_get_or_create_link, fission, on_order_event
 
 from .factories import bal, line, member, paid, principal
 
 
 def test_the_engines_register_their_reward_hooks():
-    assert services._REWARD_HOOKS["points"] is grant_fission_points
-    assert services._REWARD_HOOKS["coupon"] is grant_fission_coupon
+    assert fission._REWARD_HOOKS["points"] is grant_fission_points
+    assert fission._REWARD_HOOKS["coupon"] is grant_fission_coupon
 
 
 def test_points_coupon_and_cash_rewards_after_valid_invites(tenant):

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
 from cryptography.hazmat.primitives.hashes import SHA256
+from wechatpayv3 import WeChatPay, WeChatPayType
 
 from shequn.ledger.services import check_ledger
 from shequn.referrals.models import ReferralPolicy, WithdrawalStatus
@@ -94,8 +95,6 @@ class FakeWeChatPay:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def client(self):
-        from wechatpayv3 import WeChatPay, WeChatPayType
-
         merchant_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         client = WeChatPay(wechatpay_type=WeChatPayType.MINIPROG, mchid="1900000001",
                            private_key=_pem_private(merchant_key), cert_serial_no="SERIAL01", appid="wx0000000001",

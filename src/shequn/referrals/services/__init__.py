@@ -1,0 +1,94 @@
+"""Referral services, one module per topic; this package re-exports their public API so callers
+keep importing ``from shequn.referrals.services import <name>``.
+
+- :mod:`.links` — invite links, clicks and joins (attribution), group live codes;
+- :mod:`.binding` — who is whose referrer (one level; self-binding and cycles refused);
+- :mod:`.commissions` — THE commission rule: plans, which plan and rule apply, the amount, the
+  paid/refund order events, thawing after the refund window, reversal, fraud review of held ones;
+- :mod:`.fraud` — fraud signals on referred purchases;
+- :mod:`.fission` — fission tasks and their reward hooks;
+- :mod:`.withdrawals` — payouts of available commission;
+- :mod:`.alliance` — merchant alliances, listings, statements and settlement;
+- :mod:`.activity` — the activity-stream consumer (joins through invite codes);
+- :mod:`._common` — ledger accounts, the policy, permission and length checks shared by the above.
+
+Read-only functions are in :mod:`shequn.referrals.selectors`. Money rule: money moves only through
+:func:`shequn.ledger.services.do_post`; each money module states its locking rule."""
+
+from ._common import check_max_length, get_policy, member_account, merchant_account
+from .activity import on_activity
+from .alliance import (
+    StatementResult,
+    do_build_my_statements,
+    do_build_statement,
+    do_create_alliance,
+    do_join_alliance,
+    do_list_product,
+    do_settle_my_statement,
+    do_settle_statement,
+)
+from .binding import REFUSALS, do_bind, try_bind
+from .commissions import (
+    LAW_NOTE,
+    OrderEvent,
+    check_levels,
+    compute_line,
+    do_create_plan,
+    do_review_signal,
+    do_thaw_due,
+    on_order_event,
+    register_with_commerce,
+    select_plan,
+)
+from .fission import RewardHook, register_reward_hook
+from .links import ClickResult, do_get_or_create_link, do_record_click, do_record_join
+from .withdrawals import (
+    do_approve_withdrawal,
+    do_execute_payout,
+    do_reconcile_withdrawals,
+    do_reject_withdrawal,
+    do_request_withdrawal,
+)
+
+on_activity_events = on_activity  # TODO(wiring): drop after merge (apps.py registers the old name)
+
+__all__ = [
+    "LAW_NOTE",
+    "REFUSALS",
+    "ClickResult",
+    "OrderEvent",
+    "RewardHook",
+    "StatementResult",
+    "check_levels",
+    "check_max_length",
+    "compute_line",
+    "do_approve_withdrawal",
+    "do_bind",
+    "do_build_my_statements",
+    "do_build_statement",
+    "do_create_alliance",
+    "do_create_plan",
+    "do_execute_payout",
+    "do_get_or_create_link",
+    "do_join_alliance",
+    "do_list_product",
+    "do_reconcile_withdrawals",
+    "do_record_click",
+    "do_record_join",
+    "do_reject_withdrawal",
+    "do_request_withdrawal",
+    "do_review_signal",
+    "do_settle_my_statement",
+    "do_settle_statement",
+    "do_thaw_due",
+    "get_policy",
+    "member_account",
+    "merchant_account",
+    "on_activity",
+    "on_activity_events",
+    "on_order_event",
+    "register_reward_hook",
+    "register_with_commerce",
+    "select_plan",
+    "try_bind",
+]
