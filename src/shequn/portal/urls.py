@@ -1,4 +1,26 @@
-from django.urls import path  # noqa: F401
+"""Members' pages under /portal/<tenant slug>/ (the landing /r/<code> is in the root urls)."""
+
+from django.urls import path
+
+from . import views
 
 app_name = "portal"
-urlpatterns: list[object] = []
+urlpatterns = [
+    path("<slug:slug>/", views.home, name="home"),
+    path("<slug:slug>/login/", views.login, name="login"),
+    path("<slug:slug>/logout/", views.logout, name="logout"),
+    path("<slug:slug>/magic/<str:token>/", views.magic, name="magic"),
+    path("<slug:slug>/c/<int:community_id>/", views.community, name="community"),
+    path("<slug:slug>/c/<int:community_id>/join/", views.request_join, name="request_join"),
+    path("<slug:slug>/buy/<int:sku_id>/", views.buy, name="buy"),
+    path("<slug:slug>/orders/", views.orders, name="orders"),
+    path("<slug:slug>/orders/<int:order_id>/", views.order_detail, name="order"),
+    path("<slug:slug>/orders/<int:order_id>/pay/", views.pay, name="pay"),
+    path("<slug:slug>/orders/<int:order_id>/refund/", views.refund, name="refund"),
+    path("<slug:slug>/invite/", views.invite, name="invite"),
+    path("<slug:slug>/invite/<str:code>/qr.png", views.invite_qr, name="invite_qr"),
+    path("<slug:slug>/invite/<str:code>/poster.png", views.invite_poster, name="invite_poster"),
+    path("<slug:slug>/earnings/", views.earnings, name="earnings"),
+    path("<slug:slug>/earnings/withdraw/", views.withdraw, name="withdraw"),
+    path("<slug:slug>/withdrawals/<int:withdrawal_id>/", views.withdrawal_detail, name="withdrawal"),
+]
