@@ -1,0 +1,163 @@
+"""The members' pages in a real browser (Debian's chromium through Playwright, 390×844, CJK fonts),
+against a live server. Screenshots of every step: ``test-output/portal/<test>/``."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from shequn.commerce.models import Order, OrderStatus
+from shequn.commerce.services import do_request_refund
+from shequn.members.models import Member
+from shequn.referrals.models import Commission
+from shequn.referrals.services import do_get_or_create_link
+
+from .browser import Phone, browser, phone_factory  # noqa: F401  (fixture)
+from .world import ENTRY, PARTNER, World, build_world, last_code
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+@pytest.fixture
+def live_world(transactional_db, live_server, settings, tenant) -> World:
+    settings.SHEQUN = {**settings.SHEQUN, "PUBLIC_BASE_URL": live_server.url}
+    settings.REDIS_URL = None
+    return build_world(tenant)
+
+
+@pytest.fixture
+def phones(browser, live_server, request):  # noqa: F811
+    return phone_factory(browser, live_server.url, request.node.name)
+
+
+def sign_in(p: Phone, world: World, phone: str) -> None:
+    """On the sign-in page (or redirected to it): phone → code from the sandbox SMS → signed in."""
+    if "/login/" not in p.page.url:
+        p.go(f"/portal/{world.tenant.slug}/login/")
+    p.page.get_by_label("手机号").fill(phone)
+    p.page.get_by_role("button", name="获取验证码").click()
+    p.page.get_by_label("验证码").wait_for()
+    p.shot("code-sent")
+    p.page.get_by_label("验证码").fill(last_code(world.tenant))
+    p.page.get_by_role("button", name="登录", exact=True).click()
+    p.page.get_by_test_id("me").wait_for()
+
+
+def buy(p: Phone, tier_code: str, step: str) -> None:
+    p.page.get_by_test_id(f"tier-{tier_code}").get_by_role("button").click()
+    p.page.get_by_test_id("pay").wait_for()
+    p.shot(f"{step}-checkout")
+    p.page.get_by_test_id("pay").click()
+    p.page.get_by_test_id("tier-granted").wait_for()
+    assert p.text("order-status") == "已支付"
+    p.shot(f"{step}-paid")
+
+
+def invite_url(p: Phone, world: World) -> str:
+    p.go(f"/portal/{world.tenant.slug}/invite/")
+    url = p.text("invite-url")
+    assert re.fullmatch(r"http://[\w.:]+/r/[a-z0-9]+", url), url
+    return url
+
+
+def available(p: Phone, world: World) -> str:
+    p.go(f"/portal/{world.tenant.slug}/earnings/")
+    return p.text("available")
+
+
+def test_seed_scenario_in_the_browser(live_world, phones):
+    """A opens an invite link, signs in, pays 19.9, downloads the poster; B opens A's link, pays 19.9 →
+    A sees ¥19.90 available at once; A withdraws; C comes through B and buys the 1999 tier → B sees
+    ¥1,599.20; an operator refunds C → B sees the reversal; nobody sees a second-level commission."""
+    world = live_world
+    operator_link = do_get_or_create_link(world.system, kind="channel", channel="公众号文章",
+                                          community_id=world.community.pk)
+    a, b, c = phones("A"), phones("B"), phones("C")
+
+    # A: the channel link → landing → sign in → pay 19.9 → the poster
+    a.go(f"/r/{operator_link.code}")
+    a.page.get_by_test_id("community").wait_for()
+    assert "付费" in a.text("threshold")
+    a.shot("landing")
+    a.page.get_by_test_id("tier-entry").get_by_role("link").click()
+    sign_in(a, world, "13800000001")
+    a.shot("signed-in")
+    buy(a, "entry", "entry")
+    assert a.page.get_by_test_id("ways-in").is_visible()
+    url_a = invite_url(a, world)
+    a.shot("invite")
+    with a.page.expect_download() as dl:
+        a.page.get_by_test_id("poster-download").click()
+    poster = a.out / "A-poster.png"
+    dl.value.save_as(str(poster))
+    assert poster.read_bytes()[:4] == b"\x89PNG" and poster.stat().st_size > 10_000
+
+    # B: A's link → pays 19.9 → A has ¥19.90 available at once
+    b.go(url_a)
+    assert "邀请你加入" in b.text("invited-by")
+    b.shot("landing")
+    b.page.get_by_test_id("tier-entry").get_by_role("link").click()
+    sign_in(b, world, "13800000002")
+    buy(b, "entry", "entry")
+    assert available(a, world) == "¥19.90"
+    a.shot("earnings")
+
+    # A withdraws (below the approval threshold: paid by the sandbox at once)
+    a.page.get_by_label("提现金额(元)").fill("19.90")
+    a.page.get_by_role("button", name="申请提现").click()
+    a.page.get_by_test_id("withdrawal").wait_for()
+    assert a.text("withdrawal-status") == "已打款"
+    a.shot("withdrawn")
+    assert available(a, world) == "¥0.00" and a.text("withdrawn") == "¥19.90"
+
+    # C: B's link → the 1999 partner tier → B sees ¥1,599.20; A sees nothing of it
+    url_b = invite_url(b, world)
+    c.go(url_b)
+    c.page.get_by_test_id("tier-partner").get_by_role("link").click()
+    sign_in(c, world, "13800000003")
+    buy(c, "partner", "partner")
+    assert available(b, world) == "¥1,599.20"
+    b.shot("earnings-1599")
+    assert available(a, world) == "¥0.00"
+    assert "1,599.20" not in a.page.get_by_test_id("lines").inner_text()
+    a.shot("no-second-level")
+    carol = Member.objects.get(tenant=world.tenant, phone="13800000003")
+    assert list(Commission.objects.filter(buyer_id=carol.pk).values_list("referrer__phone", "amount_fen")) == [
+        ("13800000002", PARTNER * 80 // 100)]
+
+    # the operator refunds C → B's page shows the reversal
+    order = Order.objects.get(member=carol)
+    do_request_refund(world.system, order.pk, amount_fen=PARTNER, idempotency_key="operator-refund-c",
+                      reason="operator")
+    assert Order.objects.get(pk=order.pk).status == OrderStatus.REFUNDED
+    assert available(b, world) == "¥0.00"
+    assert "退款冲回 -¥1,599.20" in b.text("reversed")
+    b.shot("reversal")
+    assert ENTRY == 1990 and len(a.shots) >= 6
+
+
+def test_a_member_cannot_open_anothers_order_earnings_or_withdrawal(live_world, phones):
+    world = live_world
+    a, b = phones("A"), phones("B")
+    a.go(f"/portal/{world.tenant.slug}/c/{world.community.pk}/")
+    a.page.get_by_test_id("tier-entry").get_by_role("link").click()
+    sign_in(a, world, "13800000011")
+    buy(a, "entry", "entry")
+    order_url = a.page.url
+    b.go(invite_url(a, world))
+    b.page.get_by_test_id("tier-entry").get_by_role("link").click()
+    sign_in(b, world, "13800000012")
+    buy(b, "entry", "entry")
+    a.go(f"/portal/{world.tenant.slug}/earnings/")
+    a.page.get_by_label("提现金额(元)").fill("19.90")
+    a.page.get_by_role("button", name="申请提现").click()
+    a.page.get_by_test_id("withdrawal").wait_for()
+    withdrawal_url = a.page.url
+    for url in (order_url, withdrawal_url):
+        response = b.page.goto(url)
+        assert response is not None and response.status == 404, url
+        b.shot("404")
+    # B's own earnings page shows only B's (nothing): A's ¥19.90 is not there
+    b.go(f"/portal/{world.tenant.slug}/earnings/")
+    assert b.text("available") == "¥0.00" and "13800000012" not in b.page.content()
