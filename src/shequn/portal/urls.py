@@ -23,4 +23,7 @@ urlpatterns = [
     path("<slug:slug>/earnings/", views.earnings, name="earnings"),
     path("<slug:slug>/earnings/withdraw/", views.withdraw, name="withdraw"),
     path("<slug:slug>/withdrawals/<int:withdrawal_id>/", views.withdrawal_detail, name="withdrawal"),
+    path("<slug:slug>/flash/", views.flash_list, name="flash_list"),
+    path("<slug:slug>/flash/<int:flash_id>/", views.flash_detail, name="flash"),
+    path("<slug:slug>/flash/<int:flash_id>/buy/", views.flash_buy, name="flash_buy"),
 ]

@@ -17,11 +17,20 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy as _lazy
 from django.views.decorators.http import require_POST
 
 from shequn.commerce import selectors as commerce_selectors
 from shequn.commerce.models import Order, OrderStatus, Product, ProductKind, TierGrant
-from shequn.commerce.services import REFUNDABLE, do_create_order, do_request_refund, do_sandbox_pay, do_start_payment
+from shequn.commerce.services import (
+    REFUNDABLE,
+    SoldOut,
+    do_create_order,
+    do_flash_buy,
+    do_request_refund,
+    do_sandbox_pay,
+    do_start_payment,
+)
 from shequn.communities import selectors as community_selectors
 from shequn.communities.models import ChatGroup, Community, CommunityRole
 from shequn.connectors.models import QrConfig
@@ -77,9 +86,20 @@ def _owner_name(tenant_id: int, community: Community) -> str:
     return row.member.display_name if row else ""
 
 
+PRIVILEGES = {
+    "courses": _lazy("课程"), "free_courses": _lazy("全部课程免费"), "may_create_groups": _lazy("可自建群"),
+    "member_price": _lazy("会员价购物"),
+}
+
+
 def _tiers(tenant_id: int, community: Community) -> list[Product]:
-    return list(commerce_selectors.products(tenant_id).filter(kind=ProductKind.TIER, tier_community_id=community.pk)
-                .order_by("tier_rank", "pk"))
+    tiers = list(commerce_selectors.products(tenant_id).filter(kind=ProductKind.TIER, tier_community_id=community.pk)
+                 .order_by("tier_rank", "pk"))
+    for p in tiers:  # privileges in words: only those granted, known keys translated
+        p.privilege_list = [  # type: ignore[attr-defined]
+            str(PRIVILEGES.get(k, k)) + ("" if v is True else f": {v}") for k, v in (p.tier_privileges or {}).items()
+            if v not in (False, None, "")]
+    return tiers
 
 
 def _active_tiers(tenant_id: int, member: Member) -> QuerySet[TierGrant]:
@@ -519,3 +539,51 @@ def withdrawal_detail(request: HttpRequest, tenant: Tenant, member: Member, with
              for e in w.trail.order_by("pk")]
     return render(request, "portal/withdrawal.html", {"tenant": tenant, "member": member, "w": w, "trail": trail,
                                                       "net_fen": w.amount_fen - w.fee_fen, "tab": "earnings"})
+
+
+# --- flash sales -----------------------------------------------------------------------------------
+
+
+def _flash_or_404(tenant: Tenant, flash_id: int) -> Any:
+    try:
+        return commerce_selectors.flash_sale(tenant.pk, flash_id)
+    except NotFound as exc:
+        raise Http404 from exc
+
+
+@member_page
+def flash_list(request: HttpRequest, tenant: Tenant, member: Member) -> HttpResponse:
+    sales = list(commerce_selectors.active_flash_sales(tenant.pk).select_related("sku__product"))
+    return render(request, "portal/flash_list.html", {"tenant": tenant, "member": member, "sales": sales})
+
+
+@member_page
+def flash_detail(request: HttpRequest, tenant: Tenant, member: Member, flash_id: int) -> HttpResponse:
+    fs = _flash_or_404(tenant, flash_id)
+    mine = commerce_selectors.orders(tenant.pk, member_id=member.pk).filter(flash_sale_id=fs.pk).order_by("-pk").first()
+    ctx = {"tenant": tenant, "member": member, "fs": fs, "now": timezone.now(), "mine": mine}
+    if request.headers.get("HX-Request") and request.GET.get("part") == "stock":
+        return render(request, "portal/_flash_stock.html", ctx)
+    return render(request, "portal/flash.html", ctx)
+
+
+@require_POST
+@member_page
+def flash_buy(request: HttpRequest, tenant: Tenant, member: Member, flash_id: int) -> HttpResponse:
+    """One unit at the flash price through the same service as the API (never oversells); sold out,
+    over the limit, not started and ended come back as clear messages."""
+    fs = _flash_or_404(tenant, flash_id)
+    back = reverse("portal:flash", args=[tenant.slug, fs.pk])
+    try:
+        res = do_flash_buy(_principal(member), fs.pk, member_id=member.pk, quantity=1)
+    except SoldOut:
+        messages.error(request, _("已售罄, 下次早点来"))
+        return HttpResponseRedirect(back)
+    except ShequnError as exc:
+        _err(request, exc)
+        return HttpResponseRedirect(back)
+    if res.order is None:  # the Redis gate took it; the worker writes the order in a moment
+        messages.success(request, _("抢到了! 订单生成中, 稍后在“我的订单”中支付"))
+        return HttpResponseRedirect(back)
+    messages.success(request, _("抢到了! 请在时限内支付"))
+    return HttpResponseRedirect(reverse("portal:order", args=[tenant.slug, res.order.pk]))

@@ -50,6 +50,25 @@ class Phone:
         return str(self.page.get_by_test_id(testid).inner_text()).strip()
 
 
+@pytest.fixture(scope="session")
+def serial_sqlite_server() -> None:
+    """With in-memory SQLite the live server's request threads would share one connection (and one
+    transaction): serve one request at a time there. Two browsers still race — both requests are in
+    flight together and the server decides; on PostgreSQL each request has its own connection."""
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        return
+    from django.core.servers.basehttp import WSGIServer
+    from django.test.testcases import LiveServerThread
+
+    class SerialServer(WSGIServer):
+        def __init__(self, *args: Any, connections_override: Any = None, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+
+    LiveServerThread.server_class = SerialServer
+
+
 @pytest.fixture
 def browser(monkeypatch) -> Iterator[Any]:
     reason = skip_reason()

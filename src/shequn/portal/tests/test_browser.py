@@ -13,14 +13,14 @@ from shequn.members.models import Member
 from shequn.referrals.models import Commission
 from shequn.referrals.services import do_get_or_create_link
 
-from .browser import Phone, browser, phone_factory  # noqa: F401  (fixture)
+from .browser import Phone, browser, phone_factory, serial_sqlite_server  # noqa: F401  (fixtures)
 from .world import ENTRY, PARTNER, World, build_world, last_code
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 @pytest.fixture
-def live_world(transactional_db, live_server, settings, tenant) -> World:
+def live_world(serial_sqlite_server, transactional_db, live_server, settings, tenant) -> World:  # noqa: F811
     settings.SHEQUN = {**settings.SHEQUN, "PUBLIC_BASE_URL": live_server.url}
     settings.REDIS_URL = None
     return build_world(tenant)
@@ -161,3 +161,48 @@ def test_a_member_cannot_open_anothers_order_earnings_or_withdrawal(live_world, 
     # B's own earnings page shows only B's (nothing): A's ¥19.90 is not there
     b.go(f"/portal/{world.tenant.slug}/earnings/")
     assert b.text("available") == "¥0.00" and "13800000012" not in b.page.content()
+
+
+def test_flash_sale_race_for_the_last_unit(live_world, phones):
+    """Two members press buy on the last unit at the same moment: one order, one clear sold-out."""
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from shequn.commerce.services import do_create_flash_sale, do_create_product
+
+    world = live_world
+    product = do_create_product(world.system, name="车载香薰", skus=[{"code": "xx-1", "name": "标准", "price_fen": 9900,
+                                                                    "stock": 10}])
+    now = timezone.now()
+    fs = do_create_flash_sale(world.system, name="香薰 1 元秒杀", sku_id=product.skus.get().pk, price_fen=100, stock=1,
+                              starts_at=now - dt.timedelta(minutes=1), ends_at=now + dt.timedelta(hours=1))
+    a, b = phones("A"), phones("B")
+    for p, phone in ((a, "13800000021"), (b, "13800000022")):
+        p.go(f"/portal/{world.tenant.slug}/flash/{fs.pk}/")
+        sign_in(p, world, phone)
+        assert "剩余 1 件" in p.text("flash-state")
+        p.shot("flash")
+    # both press at once: neither click waits for the other's answer
+    a.page.get_by_test_id("flash-buy").click(no_wait_after=True)
+    b.page.get_by_test_id("flash-buy").click(no_wait_after=True)
+    outcomes = {}
+    for p in (a, b):
+        p.page.wait_for_selector("[data-testid=order], .msg.error")
+        won = p.page.get_by_test_id("order").count()
+        outcomes[p.name] = "order" if won else p.page.locator(".msg.error").inner_text()
+        p.shot("outcome")
+    assert list(outcomes.values()).count("order") == 1, outcomes
+    loser = next(v for v in outcomes.values() if v != "order")
+    assert "已售罄" in loser
+    assert Order.objects.filter(flash_sale=fs).count() == 1
+    fs.refresh_from_db()
+    assert fs.stock == 0
+    winner = a if outcomes["A"] == "order" else b
+    winner.page.get_by_test_id("pay").click()
+    winner.page.get_by_test_id("order-status").wait_for()
+    assert winner.text("order-status") == "已支付"
+    winner.shot("paid")
+    loser_phone = b if winner is a else a
+    loser_phone.go(f"/portal/{world.tenant.slug}/flash/{fs.pk}/")
+    assert "已售罄" in loser_phone.text("flash-state")
