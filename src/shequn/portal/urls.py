@@ -26,4 +26,8 @@ urlpatterns = [
     path("<slug:slug>/flash/", views.flash_list, name="flash_list"),
     path("<slug:slug>/flash/<int:flash_id>/", views.flash_detail, name="flash"),
     path("<slug:slug>/flash/<int:flash_id>/buy/", views.flash_buy, name="flash_buy"),
+    path("<slug:slug>/checkin/", views.checkin, name="checkin"),
+    path("<slug:slug>/lottery/<int:lottery_id>/", views.lottery, name="lottery"),
+    path("<slug:slug>/lottery/<int:lottery_id>/record.json", views.lottery_record, name="lottery_record"),
+    path("<slug:slug>/redpacket/<int:packet_id>/", views.red_packet, name="red_packet"),
 ]

@@ -206,3 +206,62 @@ def test_flash_sale_race_for_the_last_unit(live_world, phones):
     loser_phone = b if winner is a else a
     loser_phone.go(f"/portal/{world.tenant.slug}/flash/{fs.pk}/")
     assert "已售罄" in loser_phone.text("flash-state")
+
+
+def test_checkin_lottery_and_red_packet(live_world, phones):
+    """Check in twice on one day (one check-in); enter a lottery, see the commitment before the draw
+    and the seed and verify command after, and the record verifies; claim a red packet."""
+    import datetime as dt
+    import json
+
+    from django.utils import timezone
+
+    from shequn.engagement import fairness
+    from shequn.engagement.models import CheckIn
+    from shequn.engagement.services import do_close_lottery, do_create_lottery, do_create_red_packet, do_draw_lottery
+
+    world = live_world
+    slug = world.tenant.slug
+    a = phones("A")
+    a.go(f"/portal/{slug}/checkin/")
+    sign_in(a, world, "13800000031")
+    a.page.get_by_test_id("checkin-button").click()
+    a.page.get_by_test_id("checkin-result").wait_for()
+    assert "签到成功" in a.text("checkin-result") and a.text("streak") == "1"
+    points = int(a.text("points"))
+    assert points > 0
+    a.shot("checked-in")
+    a.page.get_by_test_id("checkin-button").click()
+    a.page.wait_for_function("document.querySelector('[data-testid=checkin-result]').innerText.includes('已经')")
+    assert a.text("streak") == "1" and int(a.text("points")) == points
+    a.shot("checked-in-again")
+    member = Member.objects.get(tenant=world.tenant, phone="13800000031")
+    assert CheckIn.objects.filter(member=member).count() == 1
+
+    now = timezone.now()
+    lot = do_create_lottery(world.system, title="周末抽奖", closes_at=now + dt.timedelta(hours=1),
+                            draw_at=now + dt.timedelta(hours=2), prizes=[("保养券", 1)])
+    a.go(f"/portal/{slug}/lottery/{lot.pk}/")
+    assert a.text("seed-commitment") == lot.seed_commitment
+    a.page.get_by_test_id("lottery-enter").click()
+    a.page.get_by_test_id("entered").wait_for()
+    a.shot("lottery-entered")
+    do_close_lottery(world.tenant.pk, lot.pk, now=now + dt.timedelta(hours=1, seconds=1))
+    do_draw_lottery(world.tenant.pk, lot.pk, now=now + dt.timedelta(hours=2, seconds=1))
+    a.go(f"/portal/{slug}/lottery/{lot.pk}/")
+    assert a.text("lottery-status") == "已开奖" and "保养券" in a.text("won")
+    assert f"shequn lottery verify lottery-{lot.pk}.json" in a.text("verify-command")
+    a.shot("lottery-drawn")
+    with a.page.expect_download() as dl:
+        a.page.get_by_role("link", name="下载公开记录").click()
+    record = json.loads(open(dl.value.path(), encoding="utf-8").read())  # noqa: SIM115
+    assert fairness.verify(record).ok
+
+    packet = do_create_red_packet(world.system, total=100, count=2, title="新人红包")
+    a.go(f"/portal/{slug}/redpacket/{packet.pk}/")
+    a.page.get_by_test_id("claim").click()
+    a.page.get_by_test_id("claimed").wait_for()
+    assert "积分" in a.text("claimed")
+    a.shot("red-packet")
+    a.page.reload()
+    assert a.page.get_by_test_id("claim").count() == 0
