@@ -30,4 +30,6 @@ urlpatterns = [
     path("<slug:slug>/lottery/<int:lottery_id>/", views.lottery, name="lottery"),
     path("<slug:slug>/lottery/<int:lottery_id>/record.json", views.lottery_record, name="lottery_record"),
     path("<slug:slug>/redpacket/<int:packet_id>/", views.red_packet, name="red_packet"),
+    path("<slug:slug>/groupbuy/<int:group_buy_id>/", views.group_buy, name="group_buy"),
+    path("<slug:slug>/team/<str:token>/", views.team, name="team"),
 ]

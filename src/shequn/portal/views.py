@@ -21,15 +21,17 @@ from django.utils.translation import gettext_lazy as _lazy
 from django.views.decorators.http import require_POST
 
 from shequn.commerce import selectors as commerce_selectors
-from shequn.commerce.models import Order, OrderStatus, Product, ProductKind, TierGrant
+from shequn.commerce.models import GroupBuyParticipant, Order, OrderStatus, Product, ProductKind, TierGrant
 from shequn.commerce.services import (
     REFUNDABLE,
     SoldOut,
     do_create_order,
     do_flash_buy,
+    do_join_team,
     do_request_refund,
     do_sandbox_pay,
     do_start_payment,
+    do_start_team,
 )
 from shequn.communities import selectors as community_selectors
 from shequn.communities.models import ChatGroup, Community, CommunityRole
@@ -671,3 +673,51 @@ def red_packet(request: HttpRequest, tenant: Tenant, member: Member, packet_id: 
     claim = RedPacketClaim.objects.filter(packet=packet, member_id=member.pk).first()
     return render(request, "portal/red_packet.html", {"tenant": tenant, "member": member, "p": packet,
                                                       "claim": claim, "now": timezone.now()})
+
+
+# --- group buys ------------------------------------------------------------------------------------
+
+
+@member_page
+def group_buy(request: HttpRequest, tenant: Tenant, member: Member, group_buy_id: int) -> HttpResponse:
+    """A group buy: start a team (开团), or see my open teams."""
+    gb = commerce_selectors.group_buys(tenant.pk).filter(pk=group_buy_id).select_related("sku").first()
+    if gb is None:
+        raise Http404
+    if request.method == "POST":
+        try:
+            new_team, _order = do_start_team(_principal(member), gb.pk, member_id=member.pk)
+        except ShequnError as exc:
+            _err(request, exc)
+            return HttpResponseRedirect(reverse("portal:group_buy", args=[tenant.slug, gb.pk]))
+        return HttpResponseRedirect(reverse("portal:team", args=[tenant.slug, new_team.share_token]))
+    mine = GroupBuyParticipant.objects.filter(member=member, team__group_buy=gb).select_related("team")
+    return render(request, "portal/group_buy.html", {"tenant": tenant, "member": member, "gb": gb,
+                                                     "teams": [p.team for p in mine]})
+
+
+@member_page
+def team(request: HttpRequest, tenant: Tenant, member: Member, token: str) -> HttpResponse:
+    """The team page everyone with the share link sees: seats, deadline, the auto-refund promise; join."""
+    try:
+        t = commerce_selectors.team_by_token(tenant.pk, token)
+    except NotFound as exc:
+        raise Http404 from exc
+    if request.method == "POST":
+        try:
+            order = do_join_team(_principal(member), token, member_id=member.pk)
+        except ShequnError as exc:
+            _err(request, exc)
+            return HttpResponseRedirect(reverse("portal:team", args=[tenant.slug, token]))
+        return HttpResponseRedirect(reverse("portal:order", args=[tenant.slug, order.pk]))
+    parts = list(GroupBuyParticipant.objects.filter(team=t).select_related("member", "order").order_by("pk"))
+    me = next((p for p in parts if p.member_id == member.pk), None)
+    from shequn.referrals.selectors import public_base_url
+
+    return render(request, "portal/team.html", {
+        "tenant": tenant, "member": member, "t": t, "gb": t.group_buy,
+        "seats": [{"name": p.member.display_name, "paid": p.order.paid_at is not None, "leader": p.is_leader}
+                  for p in parts if p.order.status != OrderStatus.CANCELLED],
+        "me": me, "now": timezone.now(),
+        "share_url": public_base_url() + reverse("portal:team", args=[tenant.slug, token]),
+    })

@@ -265,3 +265,52 @@ def test_checkin_lottery_and_red_packet(live_world, phones):
     a.shot("red-packet")
     a.page.reload()
     assert a.page.get_by_test_id("claim").count() == 0
+
+
+def test_group_buy_that_fails_refunds(live_world, phones):
+    """A starts a team and pays, B opens the share link and joins but never pays; the deadline
+    passes: the team fails, B's unpaid order is cancelled and A's payment is refunded automatically."""
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from shequn.commerce.models import GroupBuyTeam
+    from shequn.commerce.services import do_create_group_buy, do_create_product, do_fail_expired_teams
+
+    world = live_world
+    slug = world.tenant.slug
+    sku = {"code": "wash-1", "name": "标准", "price_fen": 5900, "stock": 50}
+    product = do_create_product(world.system, name="洗车套餐", skus=[sku])
+    now = timezone.now()
+    gb = do_create_group_buy(world.system, name="洗车 2 人团", sku_id=product.skus.get().pk, price_fen=2900,
+                             team_size=2, starts_at=now - dt.timedelta(minutes=1), ends_at=now + dt.timedelta(days=1),
+                             time_limit_minutes=60)
+    a, b = phones("A"), phones("B")
+    a.go(f"/portal/{slug}/groupbuy/{gb.pk}/")
+    sign_in(a, world, "13800000041")
+    a.page.get_by_test_id("start-team").click()
+    a.page.get_by_test_id("team").wait_for()
+    share = a.text("share-url")
+    assert "自动原路退款" in a.page.get_by_test_id("team").inner_text()
+    a.shot("team-started")
+    a.page.get_by_role("link", name="我的订单").click()
+    a.page.get_by_test_id("pay").click()
+    a.page.get_by_test_id("order-status").wait_for()
+    assert a.text("order-status") == "已支付"
+    b.go(share)
+    sign_in(b, world, "13800000042")
+    b.page.get_by_test_id("join-team").click()
+    b.page.get_by_test_id("pay").wait_for()
+    b.shot("joined-unpaid")
+    team = GroupBuyTeam.objects.get(group_buy=gb)
+    assert do_fail_expired_teams(now=team.expires_at + dt.timedelta(seconds=1)) == 1
+    a.go(share)
+    assert a.text("team-status") == "未成团"
+    a.shot("team-failed")
+    a_order = Order.objects.get(team=team, member__phone="13800000041")
+    b_order = Order.objects.get(team=team, member__phone="13800000042")
+    assert a_order.status == OrderStatus.REFUNDED and a_order.refunded_fen == 2900
+    assert b_order.status == OrderStatus.CANCELLED
+    a.go(f"/portal/{slug}/orders/{a_order.pk}/")
+    assert a.text("order-status") == "已退款"
+    a.shot("refunded")
