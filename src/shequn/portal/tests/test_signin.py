@@ -179,3 +179,17 @@ def test_telegram_login_widget_hash(tenant: Tenant):
     m1 = services.do_telegram_sign_in(tenant, signed, token)
     m2 = services.do_telegram_sign_in(tenant, signed, token)
     assert m1.pk == m2.pk and Identity.objects.get(platform="telegram", external_id="777").verified
+
+
+def test_portal_link_command_prints_a_working_magic_link(client, tenant):
+    import io
+
+    from django.core.management import call_command
+
+    member = Member.objects.create(tenant=tenant, display_name="阿丽", first_seen_at=timezone.now())
+    out = io.StringIO()
+    call_command("portal_link", "--tenant", tenant.slug, "--member", str(member.pk), stdout=out)
+    url = out.getvalue().strip().split(": ", 1)[1]
+    path = url.split("://", 1)[1].split("/", 1)[1]
+    r = client.post("/" + path)
+    assert r.status_code == 302 and "shequn_member" in r.cookies
