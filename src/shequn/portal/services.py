@@ -180,9 +180,9 @@ def do_use_magic_token(tenant: Tenant, token: str, *, now: dt.datetime | None = 
         data = signing.TimestampSigner(salt=MAGIC_SALT).unsign_object(token, max_age=MAGIC_TTL)
     except (signing.BadSignature, signing.SignatureExpired) as exc:
         raise bad from exc
-    if not isinstance(data, dict) or data.get("t") != tenant.pk:
+    if not isinstance(data, dict) or data.get("t") != tenant.pk or not isinstance(data.get("m"), int):
         raise bad
-    member = Member.objects.filter(tenant_id=tenant.pk, pk=data.get("m")).first()
+    member = Member.objects.filter(tenant_id=tenant.pk, pk=int(data["m"])).first()
     if member is None:
         raise bad
     try:
