@@ -240,6 +240,57 @@ def do_telegram_sign_in(tenant: Tenant, data: dict[str, Any], bot_token: str) ->
     return member
 
 
+# --- WeChat web OAuth (inside WeChat's browser) ---------------------------------------------------------
+
+
+def _wechat_oauth(tenant: Tenant, redirect_uri: str, state: str = "") -> Any:
+    """wechatpy's WeChatOAuth for the tenant's 公众号 (``tenant.settings["portal"]["wechat"]``:
+    ``app_id``, ``secret``, optional ``scope`` — ``snsapi_base`` silent by default — and ``api_base``,
+    which tests point at a local server replaying a recorded exchange)."""
+    from wechatpy.oauth import WeChatOAuth
+
+    cfg = ((tenant.settings or {}).get("portal") or {}).get("wechat") or {}
+    if not cfg.get("app_id") or not cfg.get("secret"):
+        raise Invalid(_("未配置微信登录"), code="wechat_not_configured")
+    oauth = WeChatOAuth(str(cfg["app_id"]), str(cfg["secret"]), redirect_uri,
+                        scope=str(cfg.get("scope") or "snsapi_base"), state=state)
+    if cfg.get("api_base"):
+        oauth.API_BASE_URL = str(cfg["api_base"])
+    return oauth
+
+
+def wechat_configured(tenant: Tenant) -> bool:
+    cfg = ((tenant.settings or {}).get("portal") or {}).get("wechat") or {}
+    return bool(cfg.get("app_id") and cfg.get("secret"))
+
+
+def wechat_authorize_url(tenant: Tenant, redirect_uri: str, state: str) -> str:
+    return str(_wechat_oauth(tenant, redirect_uri, state).authorize_url)
+
+
+def do_wechat_sign_in(tenant: Tenant, code: str, redirect_uri: str) -> Member:
+    """Exchange the OAuth ``code`` for the openid (verified by WeChat) → the member holding that
+    WeChat identity, or a new member. The openid is what WeChat Pay JSAPI needs."""
+    from wechatpy.exceptions import WeChatClientException, WeChatOAuthException
+
+    oauth = _wechat_oauth(tenant, redirect_uri)
+    try:
+        data = oauth.fetch_access_token(code)
+    except (WeChatOAuthException, WeChatClientException, ValueError) as exc:
+        raise Invalid(_("微信登录失败, 请重试"), code="bad_wechat") from exc
+    openid = str((data or {}).get("openid") or "")
+    if not openid:
+        raise Invalid(_("微信登录失败, 请重试"), code="bad_wechat")
+    external_id = f"wechat:{openid}"[:191]
+    found = member_by_identity(tenant.pk, Platform.PORTAL, external_id)
+    if found is not None:
+        return found
+    system = Principal.system(tenant.pk, label="portal")
+    return do_create_member(system, display_name=_("微信用户"), source_channel="portal",
+                            identities=[{"platform": Platform.PORTAL, "external_id": external_id,
+                                         "display_name": "wechat", "verified": True}])
+
+
 # --- sessions --------------------------------------------------------------------------------------
 
 

@@ -230,7 +230,9 @@ def login(request: HttpRequest, slug: str) -> HttpResponse:
     With htmx the code step is swapped in place; without JavaScript the page reloads."""
     tenant = auth.tenant_or_404(slug)
     nxt = _next_url(request, tenant)
-    ctx: dict[str, Any] = {"tenant": tenant, "next": nxt, "step": "phone", "phone": "", "error": ""}
+    ctx: dict[str, Any] = {"tenant": tenant, "next": nxt, "step": "phone", "phone": "", "error": "",
+                           "wechat": services.wechat_configured(tenant)
+                           and "MicroMessenger" in request.headers.get("User-Agent", "")}
     if request.method == "POST":
         action = request.POST.get("action", "send")
         phone = request.POST.get("phone", "").strip()[:32]
@@ -289,6 +291,59 @@ def magic(request: HttpRequest, slug: str, token: str) -> HttpResponse:
         return _signed_in(request, tenant, member, MemberSession.Method.MAGIC,
                           reverse("portal:home", args=[tenant.slug]))
     return render(request, "portal/magic.html", {"tenant": tenant, "token": token})
+
+
+WECHAT_STATE_SALT = "shequn.portal.wechat-state"
+
+
+def wechat_start(request: HttpRequest, slug: str) -> HttpResponse:
+    """Inside WeChat: off to WeChat's authorize page; ``state`` carries the signed return address."""
+    from django.core import signing
+
+    tenant = auth.tenant_or_404(slug)
+    state = signing.dumps(_next_url(request, tenant), salt=WECHAT_STATE_SALT, compress=True)
+    callback = request.build_absolute_uri(reverse("portal:wechat_callback", args=[tenant.slug]))
+    try:
+        return HttpResponseRedirect(services.wechat_authorize_url(tenant, callback, state))
+    except ShequnError as exc:
+        _err(request, exc)
+        return HttpResponseRedirect(reverse("portal:login", args=[tenant.slug]))
+
+
+def wechat_callback(request: HttpRequest, slug: str) -> HttpResponse:
+    from django.core import signing
+
+    tenant = auth.tenant_or_404(slug)
+    try:
+        nxt = signing.loads(request.GET.get("state", ""), salt=WECHAT_STATE_SALT, max_age=600)
+    except signing.BadSignature:
+        return render(request, "portal/magic.html", {"tenant": tenant, "error": _("登录链接无效或已过期")},
+                      status=400)
+    callback = request.build_absolute_uri(reverse("portal:wechat_callback", args=[tenant.slug]))
+    try:
+        member = services.do_wechat_sign_in(tenant, request.GET.get("code", ""), callback)
+    except ShequnError as exc:
+        return render(request, "portal/magic.html", {"tenant": tenant, "error": exc.message}, status=400)
+    if not (isinstance(nxt, str) and url_has_allowed_host_and_scheme(nxt, allowed_hosts={request.get_host()})):
+        nxt = reverse("portal:home", args=[tenant.slug])
+    return _signed_in(request, tenant, member, MemberSession.Method.WECHAT, nxt)
+
+
+def telegram_callback(request: HttpRequest, slug: str) -> HttpResponse:
+    """The Telegram Login Widget's ``data-auth-url``: the signed fields arrive as query parameters and
+    are checked against the tenant's Telegram bot token."""
+    from shequn.connectors.models import Connection
+    from shequn.connectors.services import connection_secrets
+
+    tenant = auth.tenant_or_404(slug)
+    conn = Connection.objects.filter(tenant_id=tenant.pk, platform="telegram").order_by("pk").first()
+    token = connection_secrets(conn).get("bot_token", "") if conn is not None else ""
+    data = {k: v for k, v in request.GET.items() if k != "next"}
+    try:
+        member = services.do_telegram_sign_in(tenant, data, token)
+    except ShequnError as exc:
+        return render(request, "portal/magic.html", {"tenant": tenant, "error": exc.message}, status=400)
+    return _signed_in(request, tenant, member, MemberSession.Method.TELEGRAM, _next_url(request, tenant))
 
 
 @require_POST

@@ -193,3 +193,73 @@ def test_portal_link_command_prints_a_working_magic_link(client, tenant):
     path = url.split("://", 1)[1].split("/", 1)[1]
     r = client.post("/" + path)
     assert r.status_code == 302 and "shequn_member" in r.cookies
+
+
+class _RecordedWeChat:
+    """A local stand-in for api.weixin.qq.com replaying a recorded ``sns/oauth2/access_token`` exchange."""
+
+    RECORDED = {"access_token": "ACCESS_TOKEN", "expires_in": 7200, "refresh_token": "REFRESH_TOKEN",
+                "openid": "oLVPpjqs9BhvzwPj5A-vTYAX3GLc", "scope": "snsapi_base"}
+
+    def __init__(self) -> None:
+        import http.server
+        import json
+        import threading
+        from urllib.parse import parse_qs, urlparse
+
+        seen = self.seen = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                url = urlparse(self.path)
+                q = {k: v[0] for k, v in parse_qs(url.query).items()}
+                seen.append((url.path, q))
+                ok = url.path == "/sns/oauth2/access_token" and q.get("code") == "CODE_FROM_WECHAT"
+                body = _RecordedWeChat.RECORDED if ok else {"errcode": 40029, "errmsg": "invalid code"}
+                raw = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}/"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_wechat_oauth_with_a_recorded_exchange(client, tenant):
+    from urllib.parse import parse_qs, urlparse
+
+    fake = _RecordedWeChat()
+    try:
+        tenant.settings = {"portal": {"wechat": {"app_id": "wx1234567890", "secret": "s3cret", "api_base": fake.base}}}
+        tenant.save()
+        ua = {"HTTP_USER_AGENT": "Mozilla/5.0 MicroMessenger/8.0.50"}
+        assert "微信一键登录" in client.get(reverse("portal:login", args=[tenant.slug]), **ua).content.decode()
+        r = client.get(reverse("portal:wechat", args=[tenant.slug]) + "?next=/portal/acme/earnings/", **ua)
+        assert r.status_code == 302 and r["Location"].startswith("https://open.weixin.qq.com/connect/oauth2/authorize")
+        q = parse_qs(urlparse(r["Location"]).query)
+        assert q["appid"] == ["wx1234567890"] and q["scope"] == ["snsapi_base"]
+        state = q["state"][0]
+        cb = reverse("portal:wechat_callback", args=[tenant.slug])
+        r = client.get(cb, {"code": "CODE_FROM_WECHAT", "state": state})
+        assert r.status_code == 302 and r["Location"] == "/portal/acme/earnings/"
+        member = Member.objects.get(identities__external_id="wechat:oLVPpjqs9BhvzwPj5A-vTYAX3GLc")
+        assert fake.seen[0][1]["appid"] == "wx1234567890" and fake.seen[0][1]["secret"] == "s3cret"
+        # the same WeChat user again: the same member
+        r = client.get(cb, {"code": "CODE_FROM_WECHAT", "state": state})
+        assert Member.objects.filter(identities__external_id__startswith="wechat:").count() == 1
+        assert MemberSession.objects.filter(member=member, method="wechat").count() == 2
+        # a bad code or a forged state signs nobody in
+        assert client.get(cb, {"code": "WRONG", "state": state}).status_code == 400
+        assert client.get(cb, {"code": "CODE_FROM_WECHAT", "state": "forged"}).status_code == 400
+    finally:
+        fake.close()
