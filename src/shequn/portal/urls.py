@@ -35,4 +35,6 @@ urlpatterns = [
     path("<slug:slug>/redpacket/<int:packet_id>/", views.red_packet, name="red_packet"),
     path("<slug:slug>/groupbuy/<int:group_buy_id>/", views.group_buy, name="group_buy"),
     path("<slug:slug>/team/<str:token>/", views.team, name="team"),
+    path("<slug:slug>/coupons/", views.coupons, name="coupons"),
+    path("<slug:slug>/coupons/share/<str:token>/", views.share_coupon, name="share_coupon"),
 ]

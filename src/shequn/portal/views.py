@@ -21,10 +21,11 @@ from django.utils.translation import gettext_lazy as _lazy
 from django.views.decorators.http import require_POST
 
 from shequn.commerce import selectors as commerce_selectors
-from shequn.commerce.models import GroupBuyParticipant, Order, OrderStatus, Product, ProductKind, TierGrant
+from shequn.commerce.models import Coupon, GroupBuyParticipant, Order, OrderStatus, Product, ProductKind, TierGrant
 from shequn.commerce.services import (
     REFUNDABLE,
     SoldOut,
+    do_claim_share_coupon,
     do_create_order,
     do_flash_buy,
     do_join_team,
@@ -776,3 +777,37 @@ def team(request: HttpRequest, tenant: Tenant, member: Member, token: str) -> Ht
         "me": me, "now": timezone.now(),
         "share_url": public_base_url() + reverse("portal:team", args=[tenant.slug, token]),
     })
+
+
+# --- coupons ---------------------------------------------------------------------------------------
+
+
+@member_page
+def coupons(request: HttpRequest, tenant: Tenant, member: Member) -> HttpResponse:
+    """My coupons, and the buy-one-give-one coupons I can give: each has a share link a friend opens."""
+    from shequn.referrals.selectors import public_base_url
+
+    mine = list(commerce_selectors.member_coupons(tenant.pk, member.pk).exclude(status=Coupon.Status.UNCLAIMED)
+                .order_by("-pk")[:100])
+    to_give = list(Coupon.objects.filter(tenant_id=tenant.pk, giver_id=member.pk, status=Coupon.Status.UNCLAIMED)
+                   .select_related("template").order_by("-pk")[:50])
+    base = public_base_url()
+    gifts = [{"coupon": c, "url": base + reverse("portal:share_coupon", args=[tenant.slug, c.share_token])}
+             for c in to_give if c.share_token]
+    return render(request, "portal/coupons.html", {"tenant": tenant, "member": member, "mine": mine,
+                                                   "gifts": gifts})
+
+
+@member_page
+def share_coupon(request: HttpRequest, tenant: Tenant, member: Member, token: str) -> HttpResponse:
+    c = Coupon.objects.filter(tenant_id=tenant.pk, share_token=token).select_related("template", "giver").first()
+    if c is None:
+        raise Http404
+    if request.method == "POST":
+        try:
+            do_claim_share_coupon(_principal(member), token, member_id=member.pk)
+            messages.success(request, _("领取成功, 已放入我的优惠券"))
+            return HttpResponseRedirect(reverse("portal:coupons", args=[tenant.slug]))
+        except ShequnError as exc:
+            _err(request, exc)
+    return render(request, "portal/share_coupon.html", {"tenant": tenant, "member": member, "c": c})

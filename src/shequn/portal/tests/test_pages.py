@@ -159,3 +159,32 @@ def test_pages_need_a_member(client, world, page):
         assert r.status_code == 200
     else:
         assert r.status_code == 302 and "/login/" in r["Location"]
+
+
+def test_share_a_buy_one_give_one_coupon(world):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from shequn.commerce.models import Coupon, CouponTemplate
+
+    a, b = Client(), Client()
+    alice = sign_in(a, world, "13900000031")
+    now = timezone.now()
+    template = CouponTemplate.objects.create(tenant=world.tenant, name="买一赠一 立减 10 元", kind="amount",
+                                             amount_fen=1000, valid_from=now, valid_until=now + dt.timedelta(days=7),
+                                             is_share=True)
+    Coupon.objects.create(tenant=world.tenant, template=template, giver=alice, share_token="gift-token-1",
+                          status=Coupon.Status.UNCLAIMED)
+    page = a.get(reverse("portal:coupons", args=[world.tenant.slug])).content.decode()
+    assert "/portal/acme/coupons/share/gift-token-1/" in page
+    # Alice cannot claim her own gift; Bob can, once
+    url = reverse("portal:share_coupon", args=[world.tenant.slug, "gift-token-1"])
+    a.post(url)
+    assert Coupon.objects.get(share_token="gift-token-1").owner_id is None
+    bob = sign_in(b, world, "13900000032")
+    assert b.post(url).status_code == 302
+    c = Coupon.objects.get(share_token="gift-token-1")
+    assert c.owner_id == bob.pk and c.status == Coupon.Status.AVAILABLE
+    assert "买一赠一 立减 10 元" in b.get(reverse("portal:coupons", args=[world.tenant.slug])).content.decode()
+    assert b.get(reverse("portal:share_coupon", args=[world.tenant.slug, "nope"])).status_code == 404
