@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy as _lazy
+from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_POST
 
 from shequn.commerce import selectors as commerce_selectors
@@ -93,8 +93,8 @@ def _owner_name(tenant_id: int, community: Community) -> str:
 
 
 PRIVILEGES = {
-    "courses": _lazy("课程"), "free_courses": _lazy("全部课程免费"), "may_create_groups": _lazy("可自建群"),
-    "member_price": _lazy("会员价购物"),
+    "courses": gettext_lazy("课程"), "free_courses": gettext_lazy("全部课程免费"),
+    "may_create_groups": gettext_lazy("可自建群"), "member_price": gettext_lazy("会员价购物"),
 }
 
 
