@@ -244,7 +244,7 @@ def login(request: HttpRequest, slug: str) -> HttpResponse:
                 ctx["step"] = "code"
                 ctx["sent"] = True
             except services.RateLimited as exc:
-                ctx["step"] = "code" if exc.details and request.POST.get("resend") else "phone"
+                ctx["step"] = "code" if "code" in request.POST else "phone"  # a resend stays on the code step
                 ctx["error"] = exc.message
             except ShequnError as exc:
                 ctx["error"] = exc.message
