@@ -10,6 +10,8 @@ Environment variables (all optional):
 * ``SHEQUN_LANGUAGE`` (default ``zh-hans``), ``SHEQUN_TIME_ZONE`` (default ``Asia/Shanghai``).
 * ``SHEQUN_DEBUG`` — ``1`` for development.
 * ``SHEQUN_HOME`` — where the embedded default keeps its files; default ``./var``.
+* ``SHEQUN_PUBLIC_BASE_URL`` — the address members reach (invite links, QR codes, posters, payment
+  notify URLs, magic sign-in links); default ``http://127.0.0.1:8000``.
 """
 
 from __future__ import annotations
@@ -296,4 +298,6 @@ SHEQUN = {
     "IDEMPOTENCY_TTL": 24 * 3600,
     # the encryption key for connector secrets; derived from SECRET_KEY unless set
     "FIELD_KEY": os.environ.get("SHEQUN_FIELD_KEY", ""),
+    # the address members reach: invite links, QR codes, posters, notify URLs, magic sign-in links
+    "PUBLIC_BASE_URL": os.environ.get("SHEQUN_PUBLIC_BASE_URL", "").strip(),
 }

@@ -5,6 +5,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from shequn.api.main import api
+from shequn.portal.views import landing
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/console/", permanent=False)),
@@ -13,6 +14,7 @@ urlpatterns = [
     path("console/shequn/", include("shequn.console.urls")),
     path("console/", admin.site.urls),
     path("portal/", include("shequn.portal.urls")),
+    path("r/<str:code>", landing, name="portal_landing"),
     path("hooks/", include("shequn.connectors.urls")),
 ]
 if settings.DEBUG:

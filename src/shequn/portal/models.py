@@ -1,1 +1,129 @@
-"""Models of the portal app."""
+"""Members' own pages: sign-in codes, member sessions (separate from staff sessions), the sandbox
+SMS log, join ways per group and join requests for approval-only communities.
+
+Phone numbers never appear here in clear: codes and rate limits key on ``phone_hash`` (an HMAC of the
+normalised number); the sandbox SMS log keeps the masked number and the message, because showing the
+code to the operator is its whole point."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from shequn.core.models import TenantOwned
+
+
+class SignInCode(TenantOwned):
+    """A one-time 6-digit code sent to a phone: hashed, ≤ 5 attempts, expires after 10 minutes."""
+
+    phone_hash = models.CharField(max_length=64, db_index=True)
+    code_hash = models.CharField(max_length=64)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(db_index=True)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("登录验证码")
+        verbose_name_plural = _("登录验证码")
+        indexes = [models.Index(fields=["ip", "created_at"], name="signin_code_ip_idx")]
+
+
+class MemberSession(TenantOwned):
+    """A signed-in member on one browser. The cookie carries a signed random key; only its SHA-256
+    is stored, so a database leak does not leak sessions. Independent of the staff (Django auth)
+    session: signing out of one never touches the other."""
+
+    class Method(models.TextChoices):
+        SMS = "sms", _("短信验证码")
+        MAGIC = "magic", _("登录链接")
+        TELEGRAM = "telegram", "Telegram"
+        WECHAT = "wechat", _("微信")
+
+    member = models.ForeignKey("members.Member", on_delete=models.CASCADE, related_name="+",
+                               verbose_name=_("会员"))
+    key_hash = models.CharField(max_length=64, unique=True)
+    method = models.CharField(_("登录方式"), max_length=16, choices=Method.choices)
+    created_at = models.DateTimeField(_("登录时间"))
+    expires_at = models.DateTimeField(_("过期时间"))
+    revoked_at = models.DateTimeField(_("退出时间"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("会员登录")
+        verbose_name_plural = _("会员登录")
+
+
+class UsedMagicLink(models.Model):
+    """A magic sign-in link works once: its nonce is recorded on first use."""
+
+    nonce = models.CharField(max_length=32, unique=True)
+    used_at = models.DateTimeField()
+
+
+class SandboxSms(TenantOwned):
+    """What the sandbox SMS sender "sent": the operator reads the code here (console) or in the dev
+    server's output. Real senders do not write here."""
+
+    to_masked = models.CharField(_("手机号"), max_length=20)
+    body = models.CharField(_("内容"), max_length=300)
+    created_at = models.DateTimeField(_("时间"), auto_now_add=True, db_index=True)
+
+    class Meta:
+        verbose_name = _("短信(沙箱)")
+        verbose_name_plural = _("短信(沙箱)")
+
+    def __str__(self) -> str:
+        return f"{self.to_masked}: {self.body}"
+
+
+class JoinWay(TenantOwned):
+    """How a member enters one group, when the platform cannot derive it: a Telegram invite link, a
+    WeCom group QR image URL, a Matrix alias. Matrix rooms and WeCom join-way QR configs are derived
+    without one."""
+
+    group = models.ForeignKey("communities.ChatGroup", on_delete=models.CASCADE, related_name="+",
+                              verbose_name=_("群"))
+    url = models.URLField(_("加入链接"), max_length=500, blank=True)
+    qr_image_url = models.URLField(_("二维码图片"), max_length=500, blank=True)
+    note = models.CharField(_("说明"), max_length=200, blank=True)
+
+    class Meta:
+        verbose_name = _("入群方式")
+        verbose_name_plural = _("入群方式")
+
+    def __str__(self) -> str:
+        return self.url or self.qr_image_url
+
+
+class JoinRequest(TenantOwned):
+    """A member asks to enter an approval-only community; the operator approves or rejects it in
+    the console and the member sees the answer on their page."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("待审核")
+        APPROVED = "approved", _("已通过")
+        REJECTED = "rejected", _("已拒绝")
+
+    member = models.ForeignKey("members.Member", on_delete=models.CASCADE, related_name="+",
+                               verbose_name=_("会员"))
+    community = models.ForeignKey("communities.Community", on_delete=models.CASCADE, related_name="+",
+                                  verbose_name=_("社群"))
+    invite_code = models.CharField(_("邀请码"), max_length=16, blank=True)
+    message = models.CharField(_("申请说明"), max_length=200, blank=True)
+    status = models.CharField(_("状态"), max_length=16, choices=Status.choices, default=Status.PENDING)
+    decided_by = models.CharField(_("审核人"), max_length=120, blank=True)
+    decision_note = models.CharField(_("审核说明"), max_length=200, blank=True)
+    created_at = models.DateTimeField(_("申请时间"), auto_now_add=True)
+    decided_at = models.DateTimeField(_("审核时间"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("入群申请")
+        verbose_name_plural = _("入群申请")
+        constraints = [
+            models.UniqueConstraint(fields=["member", "community"], condition=models.Q(status="pending"),
+                                    name="joinrequest_one_pending"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.member_id} → {self.community_id}"

@@ -1,0 +1,382 @@
+"""Member sign-in and sessions for the members' pages, and join requests.
+
+Sign-in binds to the existing member by a *verified* identity — a phone number proved by a one-time
+code, a Telegram account proved by the Login Widget's hash, a magic link signed by us for one member
+— never by a typed name. Every answer to "send me a code" is the same whether or not the number is
+known (an unknown number becomes a new member only when its code is entered).
+
+Rules (field notes): 6-digit codes, stored hashed, ≤ 5 attempts, 10-minute expiry; at most one code
+per phone per 60 s and 5 per hour, 20 per IP per hour. Counters are rows of :class:`SignInCode`
+(so they hold across server processes without Redis)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.core import signing
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from shequn.communities.models import Community
+from shequn.communities.services import do_join
+from shequn.core.errors import Conflict, Forbidden, Invalid, NotFound
+from shequn.core.masking import mask_phone
+from shequn.core.models import Platform, Tenant
+from shequn.core.permissions import Principal
+from shequn.core.services import do_audit
+from shequn.members.models import Member
+from shequn.members.selectors import member_by_identity, members
+from shequn.members.services import check_phone, do_add_identity, do_create_member
+
+from .models import JoinRequest, MemberSession, SignInCode, UsedMagicLink
+from .sms import get_sender
+
+CODE_TTL = dt.timedelta(minutes=10)
+CODE_ATTEMPTS = 5
+PHONE_GAP = dt.timedelta(seconds=60)
+PHONE_PER_HOUR = 5
+IP_PER_HOUR = 20
+SESSION_TTL = dt.timedelta(days=30)
+MAGIC_TTL = dt.timedelta(minutes=15)
+MAGIC_SALT = "shequn.portal.magic"
+TELEGRAM_MAX_AGE = dt.timedelta(days=1)
+
+
+class RateLimited(Invalid):
+    status = 429
+    code = "rate_limited"
+
+
+def member_principal(member: Member) -> Principal:
+    """The principal a signed-in member acts as: no staff permissions; services act on their own id."""
+    return Principal(tenant_id=member.tenant_id, kind="member", actor_id=str(member.pk),
+                     label=member.display_name, permissions=frozenset())
+
+
+def _key(purpose: str) -> bytes:
+    return hmac.new(str(settings.SECRET_KEY).encode(), purpose.encode(), hashlib.sha256).digest()
+
+
+def phone_hash(tenant_id: int, phone: str) -> str:
+    """HMAC of the normalised phone, per tenant: codes and limits never store a number in clear."""
+    return hmac.new(_key("portal-phone"), f"{tenant_id}:{phone}".encode(), hashlib.sha256).hexdigest()
+
+
+def _code_hash(code_row_salt: str, code: str) -> str:
+    return hmac.new(_key("portal-code"), f"{code_row_salt}:{code}".encode(), hashlib.sha256).hexdigest()
+
+
+# --- one-time codes --------------------------------------------------------------------------------
+
+
+def do_send_code(tenant: Tenant, raw_phone: str, *, ip: str | None = None, now: dt.datetime | None = None) -> None:
+    """Send a sign-in code. Raises :class:`Invalid` for a malformed number and :class:`RateLimited`
+    past the limits; otherwise returns nothing — the same for a known and an unknown number."""
+    now = now or timezone.now()
+    phone = check_phone(raw_phone)
+    if not phone:
+        raise Invalid(_("请输入手机号"), details={"field": "phone"})
+    ph = phone_hash(tenant.pk, phone)
+    recent = SignInCode.objects.filter(tenant_id=tenant.pk, phone_hash=ph, created_at__gt=now - dt.timedelta(hours=1))
+    if recent.filter(created_at__gt=now - PHONE_GAP).exists():
+        raise RateLimited(_("发送太频繁, 请 60 秒后再试"), details={"field": "phone"})
+    if recent.count() >= PHONE_PER_HOUR:
+        raise RateLimited(_("该号码发送次数过多, 请一小时后再试"), details={"field": "phone"})
+    if ip and SignInCode.objects.filter(ip=ip, created_at__gt=now - dt.timedelta(hours=1)).count() >= IP_PER_HOUR:
+        raise RateLimited(_("请求过于频繁, 请稍后再试"), details={"field": "phone"})
+    code = f"{secrets.randbelow(10**6):06d}"
+    with transaction.atomic():
+        # an earlier unused code for this phone stops working when a new one is sent
+        SignInCode.objects.filter(tenant_id=tenant.pk, phone_hash=ph, used_at__isnull=True).update(used_at=now)
+        row = SignInCode.objects.create(tenant_id=tenant.pk, phone_hash=ph, code_hash="", ip=ip or None,
+                                        created_at=now, expires_at=now + CODE_TTL)
+        row.code_hash = _code_hash(str(row.pk), code)
+        row.save(update_fields=["code_hash"])
+    text = _("【%(name)s】验证码 %(code)s, 10 分钟内有效。如非本人操作请忽略。") % {"name": tenant.name, "code": code}
+    get_sender().send(tenant.pk, phone, text)
+
+
+def do_verify_code(tenant: Tenant, raw_phone: str, code: str, *, now: dt.datetime | None = None) -> Member:
+    """Check a code and return the member this phone belongs to (created on first sign-in).
+
+    Wrong, expired, used-up and unknown all answer the same :class:`Invalid`; each wrong try counts,
+    and the fifth ends the code. Locking: the code row (``select_for_update``)."""
+    now = now or timezone.now()
+    phone = check_phone(raw_phone)
+    wrong = Invalid(_("验证码错误或已过期"), code="bad_code", details={"field": "code"})
+    if not phone:
+        raise wrong
+    ph = phone_hash(tenant.pk, phone)
+    code = (code or "").strip()
+    with transaction.atomic():
+        row = (SignInCode.objects.select_for_update()
+               .filter(tenant_id=tenant.pk, phone_hash=ph, used_at__isnull=True).order_by("-pk").first())
+        if row is None or row.expires_at <= now or row.attempts >= CODE_ATTEMPTS:
+            raise wrong
+        if not (len(code) == 6 and code.isdigit()
+                and hmac.compare_digest(row.code_hash, _code_hash(str(row.pk), code))):
+            row.attempts += 1
+            fields = ["attempts"]
+            if row.attempts >= CODE_ATTEMPTS:
+                row.used_at = now
+                fields.append("used_at")
+            row.save(update_fields=fields)  # committed when the block ends; the error is raised after
+        else:
+            row.used_at = now
+            row.save(update_fields=["used_at"])
+            return _member_for_phone(tenant, phone, ph)
+    raise wrong
+
+
+def _member_for_phone(tenant: Tenant, phone: str, ph: str) -> Member:
+    """The member a verified phone belongs to: the portal identity made at an earlier sign-in, else
+    the oldest member the operator recorded with this exact number, else a new member."""
+    external_id = f"phone:{ph[:40]}"
+    found = member_by_identity(tenant.pk, Platform.PORTAL, external_id)
+    if found is not None:
+        return found
+    system = Principal.system(tenant.pk, label="portal")
+    member = members(tenant.pk).filter(phone=phone).order_by("pk").first()
+    if member is None:
+        member = do_create_member(system, display_name=mask_phone(phone), phone=phone, source_channel="portal")
+    try:
+        do_add_identity(system, member, platform=Platform.PORTAL, external_id=external_id,
+                        display_name=mask_phone(phone), verified=True)
+    except Conflict:  # raced with a concurrent first sign-in: that one's member wins
+        again = member_by_identity(tenant.pk, Platform.PORTAL, external_id)
+        if again is not None:
+            return again
+    return member
+
+
+# --- magic links -----------------------------------------------------------------------------------
+
+
+def make_magic_token(member: Member) -> str:
+    """A signed, one-time sign-in token for ``member`` (valid :data:`MAGIC_TTL`), for a bot or an
+    operator to send in chat. Tampering breaks the signature; reuse is refused."""
+    payload = {"t": member.tenant_id, "m": member.pk, "n": secrets.token_hex(8)}
+    return signing.TimestampSigner(salt=MAGIC_SALT).sign_object(payload, compress=True)
+
+
+def magic_link_url(member: Member, tenant: Tenant) -> str:
+    from shequn.referrals.selectors import public_base_url
+
+    return f"{public_base_url()}/portal/{tenant.slug}/magic/{make_magic_token(member)}/"
+
+
+def do_use_magic_token(tenant: Tenant, token: str, *, now: dt.datetime | None = None) -> Member:
+    """The member a magic token was made for; :class:`Invalid` when tampered with, expired, used, or
+    made for another tenant."""
+    bad = Invalid(_("登录链接无效或已过期"), code="bad_link", details={"field": "token"})
+    try:
+        data = signing.TimestampSigner(salt=MAGIC_SALT).unsign_object(token, max_age=MAGIC_TTL)
+    except (signing.BadSignature, signing.SignatureExpired) as exc:
+        raise bad from exc
+    if not isinstance(data, dict) or data.get("t") != tenant.pk or not isinstance(data.get("m"), int):
+        raise bad
+    member = Member.objects.filter(tenant_id=tenant.pk, pk=int(data["m"])).first()
+    if member is None:
+        raise bad
+    try:
+        with transaction.atomic():
+            UsedMagicLink.objects.create(nonce=str(data.get("n"))[:32], used_at=now or timezone.now())
+    except IntegrityError as exc:
+        raise bad from exc
+    while member.merged_into_id is not None:
+        member = Member.objects.get(pk=member.merged_into_id)
+    return member
+
+
+# --- Telegram Login Widget -----------------------------------------------------------------------------
+
+
+def check_telegram_login(data: dict[str, Any], bot_token: str, *, now: dt.datetime | None = None) -> str:
+    """Verify Telegram Login Widget data; returns the Telegram user id.
+
+    data-check-string = the received fields except ``hash``, sorted, ``key=value`` joined by ``\\n``;
+    secret = SHA-256(bot token); valid when HMAC-SHA-256(secret, string) equals ``hash`` and
+    ``auth_date`` is recent."""
+    bad = Invalid(_("Telegram 登录校验失败"), code="bad_telegram", details={"field": "hash"})
+    received = {str(k): str(v) for k, v in data.items() if v is not None}
+    given = received.pop("hash", "")
+    if not given or not bot_token:
+        raise bad
+    check = "\n".join(f"{k}={received[k]}" for k in sorted(received))
+    secret = hashlib.sha256(bot_token.encode()).digest()
+    expected = hmac.new(secret, check.encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, given):
+        raise bad
+    try:
+        auth_date = dt.datetime.fromtimestamp(int(received.get("auth_date", "0")), tz=dt.UTC)
+    except ValueError as exc:
+        raise bad from exc
+    if (now or timezone.now()) - auth_date > TELEGRAM_MAX_AGE:
+        raise bad
+    user_id = received.get("id", "")
+    if not user_id.isdigit():
+        raise bad
+    return user_id
+
+
+def do_telegram_sign_in(tenant: Tenant, data: dict[str, Any], bot_token: str) -> Member:
+    """Verified Telegram user → the member holding that Telegram identity, or a new member."""
+    user_id = check_telegram_login(data, bot_token)
+    found = member_by_identity(tenant.pk, Platform.TELEGRAM, user_id)
+    if found is not None:
+        return found
+    system = Principal.system(tenant.pk, label="portal")
+    name = " ".join(str(data.get(k) or "") for k in ("first_name", "last_name")).strip() or f"tg{user_id}"
+    member = do_create_member(system, display_name=name, source_channel="portal",
+                              identities=[{"platform": Platform.TELEGRAM, "external_id": user_id,
+                                           "display_name": str(data.get("username") or name), "verified": True}])
+    return member
+
+
+# --- WeChat web OAuth (inside WeChat's browser) ---------------------------------------------------------
+
+
+def _wechat_oauth(tenant: Tenant, redirect_uri: str, state: str = "") -> Any:
+    """wechatpy's WeChatOAuth for the tenant's 公众号 (``tenant.settings["portal"]["wechat"]``:
+    ``app_id``, ``secret``, optional ``scope`` — ``snsapi_base`` silent by default — and ``api_base``,
+    which tests point at a local server replaying a recorded exchange)."""
+    from wechatpy.oauth import WeChatOAuth
+
+    cfg = ((tenant.settings or {}).get("portal") or {}).get("wechat") or {}
+    if not cfg.get("app_id") or not cfg.get("secret"):
+        raise Invalid(_("未配置微信登录"), code="wechat_not_configured")
+    oauth = WeChatOAuth(str(cfg["app_id"]), str(cfg["secret"]), redirect_uri,
+                        scope=str(cfg.get("scope") or "snsapi_base"), state=state)
+    if cfg.get("api_base"):
+        oauth.API_BASE_URL = str(cfg["api_base"])
+    return oauth
+
+
+def wechat_configured(tenant: Tenant) -> bool:
+    cfg = ((tenant.settings or {}).get("portal") or {}).get("wechat") or {}
+    return bool(cfg.get("app_id") and cfg.get("secret"))
+
+
+def wechat_authorize_url(tenant: Tenant, redirect_uri: str, state: str) -> str:
+    return str(_wechat_oauth(tenant, redirect_uri, state).authorize_url)
+
+
+def do_wechat_sign_in(tenant: Tenant, code: str, redirect_uri: str) -> Member:
+    """Exchange the OAuth ``code`` for the openid (verified by WeChat) → the member holding that
+    WeChat identity, or a new member. The openid is what WeChat Pay JSAPI needs."""
+    from wechatpy.exceptions import WeChatClientException, WeChatOAuthException
+
+    oauth = _wechat_oauth(tenant, redirect_uri)
+    try:
+        data = oauth.fetch_access_token(code)
+    except (WeChatOAuthException, WeChatClientException, ValueError) as exc:
+        raise Invalid(_("微信登录失败, 请重试"), code="bad_wechat") from exc
+    openid = str((data or {}).get("openid") or "")
+    if not openid:
+        raise Invalid(_("微信登录失败, 请重试"), code="bad_wechat")
+    external_id = f"wechat:{openid}"[:191]
+    found = member_by_identity(tenant.pk, Platform.PORTAL, external_id)
+    if found is not None:
+        return found
+    system = Principal.system(tenant.pk, label="portal")
+    return do_create_member(system, display_name=_("微信用户"), source_channel="portal",
+                            identities=[{"platform": Platform.PORTAL, "external_id": external_id,
+                                         "display_name": "wechat", "verified": True}])
+
+
+# --- sessions --------------------------------------------------------------------------------------
+
+
+def _session_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def do_start_session(member: Member, method: str, *, now: dt.datetime | None = None) -> str:
+    """Open a member session; returns the raw key for the (signed) cookie."""
+    now = now or timezone.now()
+    key = secrets.token_urlsafe(32)
+    MemberSession.objects.create(tenant_id=member.tenant_id, member=member, key_hash=_session_hash(key),
+                                 method=method, created_at=now, expires_at=now + SESSION_TTL)
+    do_audit(member_principal(member), "portal.sign_in", "Member", member.pk, data={"method": method})
+    return key
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    tenant_id: int
+    member: Member
+
+
+def session_member(key: str, *, now: dt.datetime | None = None) -> SessionInfo | None:
+    """The member of a live session key, or None (unknown, expired, revoked, merged away)."""
+    if not key:
+        return None
+    now = now or timezone.now()
+    row = (MemberSession.objects.filter(key_hash=_session_hash(key), revoked_at__isnull=True, expires_at__gt=now)
+           .select_related("member").first())
+    if row is None:
+        return None
+    member = row.member
+    while member.merged_into_id is not None:
+        member = Member.objects.get(pk=member.merged_into_id)
+    return SessionInfo(row.tenant_id, member)
+
+
+def do_end_session(key: str) -> None:
+    MemberSession.objects.filter(key_hash=_session_hash(key), revoked_at__isnull=True).update(
+        revoked_at=timezone.now())
+
+
+# --- join requests (approval-only communities) ---------------------------------------------------------
+
+
+def do_request_join(member: Member, community: Community, *, invite_code: str = "", message: str = "") -> JoinRequest:
+    """Ask to enter an approval-only community; one pending request per member and community."""
+    if community.tenant_id != member.tenant_id:
+        raise NotFound(_("社群不存在"))
+    if community.entry_threshold != Community.EntryThreshold.APPROVAL:
+        raise Invalid(_("该社群不需要申请"), details={"field": "community_id"})
+    existing = JoinRequest.objects.filter(member=member, community=community,
+                                          status=JoinRequest.Status.PENDING).first()
+    if existing is not None:
+        return existing
+    try:
+        with transaction.atomic():
+            req = JoinRequest.objects.create(tenant_id=member.tenant_id, member=member, community=community,
+                                             invite_code=invite_code[:16], message=message[:200])
+            do_audit(member_principal(member), "portal.join_request", "Community", community.pk,
+                     data={"request": req.pk})
+            return req
+    except IntegrityError:
+        return JoinRequest.objects.get(member=member, community=community, status=JoinRequest.Status.PENDING)
+
+
+@transaction.atomic
+def do_decide_join(principal: Principal, request_id: int, *, approve: bool, note: str = "") -> JoinRequest:
+    """The operator's decision. Approval opens the membership (communities.do_join); the member sees
+    the decision and the note on their page. Locking: the request row."""
+    if not principal.can("communities.write"):
+        raise Forbidden(_("没有权限: %(perm)s") % {"perm": "communities.write"})
+    req = (JoinRequest.objects.select_for_update().select_related("member", "community")
+           .filter(tenant_id=principal.tenant_id, pk=request_id).first())
+    if req is None:
+        raise NotFound(_("入群申请不存在"))
+    if req.status != JoinRequest.Status.PENDING:
+        raise Conflict(_("该申请已处理"))
+    req.status = JoinRequest.Status.APPROVED if approve else JoinRequest.Status.REJECTED
+    req.decided_by = principal.label[:120]
+    req.decision_note = note[:200]
+    req.decided_at = timezone.now()
+    req.save(update_fields=["status", "decided_by", "decision_note", "decided_at"])
+    if approve:
+        do_join(principal, req.member, req.community, source="invite_link" if req.invite_code else "manual")
+    do_audit(principal, f"portal.join_request.{req.status}", "Community", req.community_id,
+             reason=note, data={"request": req.pk, "member": req.member_id})
+    return req

@@ -1,0 +1,102 @@
+"""Playwright helpers for the portal's browser tests: Debian's chromium (never a downloaded build),
+headless, a 390×844 phone viewport, screenshots of each step under ``test-output/portal/<test>/``."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+OUT = Path(__file__).resolve().parents[4] / "test-output" / "portal"
+
+
+def skip_reason() -> str | None:
+    if not CHROMIUM.exists():
+        return ("needs Debian's chromium at /usr/bin/chromium "
+                "(apt-get install -y chromium fonts-wqy-microhei; the test command installs it)")
+    if importlib.util.find_spec("playwright") is None:
+        return "needs the playwright package (pip install -e .[dev])"
+    return None
+
+
+@dataclass
+class Phone:
+    """One person's phone: a browser context with its own cookies."""
+
+    name: str
+    page: Any
+    out: Path
+    base: str
+    shots: list[Path] = field(default_factory=list)
+
+    def go(self, path: str) -> None:
+        self.page.goto(path if path.startswith("http") else self.base + path)
+
+    def shot(self, step: str) -> Path:
+        path = self.out / f"{len(list(self.out.glob('*.png'))) + 1:02d}-{self.name}-{step}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        self.shots.append(path)
+        return path
+
+    def text(self, testid: str) -> str:
+        return str(self.page.get_by_test_id(testid).inner_text()).strip()
+
+
+@pytest.fixture(scope="session")
+def serial_sqlite_server() -> None:
+    """With in-memory SQLite the live server's request threads would share one connection (and one
+    transaction): serve one request at a time there. Two browsers still race — both requests are in
+    flight together and the server decides; on PostgreSQL each request has its own connection."""
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        return
+    from django.core.servers.basehttp import WSGIServer
+    from django.test.testcases import LiveServerThread
+
+    class SerialServer(WSGIServer):
+        def __init__(self, *args: Any, connections_override: Any = None, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+
+    LiveServerThread.server_class = SerialServer
+
+
+@pytest.fixture
+def browser(monkeypatch) -> Iterator[Any]:
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    # Playwright's sync API runs an event loop in this thread; the ORM calls the test makes between
+    # browser steps are still synchronous and safe.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def phone_factory(browser: Any, base: str, test_name: str) -> Any:
+    out = OUT / re.sub(r"[^\w.-]+", "_", test_name)
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.png"):
+        old.unlink()
+
+    def make(name: str) -> Phone:
+        ctx = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1, locale="zh-CN",
+                                  accept_downloads=True, is_mobile=True, has_touch=True)
+        ctx.set_default_timeout(15_000)
+        return Phone(name, ctx.new_page(), out, base)
+
+    return make
