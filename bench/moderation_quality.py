@@ -40,7 +40,7 @@ import django
 
 django.setup()
 
-from shequn.moderation.classifier import NaiveBayes, default_model, labelled_rows  # noqa: E402
+from shequn.moderation.classifier import NaiveBayes, default_model, labelled_rows, train_logistic  # noqa: E402
 from shequn.moderation.normalize import normalise  # noqa: E402
 from shequn.moderation.pipeline import MessageContext, Moderator  # noqa: E402
 from shequn.moderation.rules import cached_pack  # noqa: E402
@@ -62,6 +62,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--show-errors", action="store_true")
+    ap.add_argument("--naive-bayes", action="store_true", help="cross-validate the old naive-Bayes weighting")
     args = ap.parse_args()
     rows = labelled_rows()
     norm = [normalise(r["text"]).text for r in rows]
@@ -73,9 +74,13 @@ def main() -> None:
     stats_order = list(stats)
     for test in folds(rows, args.folds):
         test_set = set(test)
-        model = NaiveBayes().fit(
-            ((norm[i], rows[i]["label"] == "ad") for i in range(len(rows)) if i not in test_set), normalised=True
-        ).prune()
+        if args.naive_bayes:
+            model = NaiveBayes().fit(
+                ((norm[i], rows[i]["label"] == "ad") for i in range(len(rows)) if i not in test_set), normalised=True
+            ).prune()
+        else:  # the shipped kind: logistic regression, calibrated on grouped folds of the training part
+            model = train_logistic((norm[i], rows[i]["label"] == "ad", str(rows[i]["template"]))
+                                   for i in range(len(rows)) if i not in test_set)
         for name, kw in configs.items():
             mod = Moderator(pack, None if kw.get("use_classifier") is False else model, **kw)
             s = stats[name]

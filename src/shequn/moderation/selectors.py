@@ -12,6 +12,7 @@ from django.utils.translation import gettext as _
 
 from shequn.communities.models import Community, CommunityRole, RoleAssignment
 from shequn.core.errors import NotFound
+from shequn.engagement.models import ContentItem
 
 from .classifier import NaiveBayes, default_model
 from .models import ModerationPolicy, RateAlert, Strike, TenantModel, Violation
@@ -47,6 +48,15 @@ def tenant_model(tenant_id: int) -> NaiveBayes:
     return model
 
 
+def campaign_texts(tenant_id: int) -> tuple[str, ...]:
+    """The operator's own campaign texts: the bodies of the tenant's text and Markdown content-SOP items
+    (engagement's content library), in a stable order. A member relaying one word for word is not an
+    advertiser (signal ``campaign_text``); one query per moderated batch."""
+    return tuple(ContentItem.objects.filter(tenant_id=tenant_id, kind__in=(ContentItem.Kind.TEXT,
+                                                                          ContentItem.Kind.MARKDOWN))
+                 .exclude(body="").order_by("pk").values_list("body", flat=True)[:500])
+
+
 def moderator_for(tenant_id: int, community_id: int | None, policy: ModerationPolicy | None = None) -> Moderator:
     """A moderator with the community's pack (default + its own lines) and the tenant's model.
     Cached per process until the policy or the model changes. Raises ``RulePackError`` for a pack
@@ -56,11 +66,13 @@ def moderator_for(tenant_id: int, community_id: int | None, policy: ModerationPo
     rules_text = policy.rules_text if policy is not None else ""
     model = tenant_model(tenant_id)
     external = policy is not None and policy.external_check
-    key = (rules_text, id(model), external, external_checker())
+    campaign = campaign_texts(tenant_id)
+    key = (rules_text, id(model), external, external_checker(), hash(campaign))
     cached = _MODERATORS.get((tenant_id, community_id))
     if cached is not None and cached[0] == key:
         return cached[1]
-    moderator = Moderator(cached_pack(rules_text), model, external=external_checker() if external else None)
+    moderator = Moderator(cached_pack(rules_text), model, external=external_checker() if external else None,
+                          campaign_texts=campaign)
     _MODERATORS[(tenant_id, community_id)] = (key, moderator)
     return moderator
 
