@@ -40,7 +40,12 @@ import django
 
 django.setup()
 
-from shequn.moderation.classifier import NaiveBayes, default_model, labelled_rows, train_logistic  # noqa: E402
+from shequn.moderation.classifier import (  # noqa: E402
+    default_model,
+    labelled_rows,
+    train_logistic,
+    train_naive_bayes,
+)
 from shequn.moderation.normalize import normalise  # noqa: E402
 from shequn.moderation.pipeline import MessageContext, Moderator  # noqa: E402
 from shequn.moderation.rules import cached_pack  # noqa: E402
@@ -62,7 +67,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--show-errors", action="store_true")
-    ap.add_argument("--naive-bayes", action="store_true", help="cross-validate the old naive-Bayes weighting")
+    ap.add_argument("--model", choices=("nb", "lr"), default="nb",
+                    help="cross-validate calibrated naive Bayes (shipped) or logistic regression")
     args = ap.parse_args()
     rows = labelled_rows()
     norm = [normalise(r["text"]).text for r in rows]
@@ -74,13 +80,11 @@ def main() -> None:
     stats_order = list(stats)
     for test in folds(rows, args.folds):
         test_set = set(test)
-        if args.naive_bayes:
-            model = NaiveBayes().fit(
-                ((norm[i], rows[i]["label"] == "ad") for i in range(len(rows)) if i not in test_set), normalised=True
-            ).prune()
-        else:  # the shipped kind: logistic regression, calibrated on grouped folds of the training part
-            model = train_logistic((norm[i], rows[i]["label"] == "ad", str(rows[i]["template"]))
-                                   for i in range(len(rows)) if i not in test_set)
+        # each fold's model is trained as the shipped one is, calibration (on grouped folds of the
+        # training part only) included; --model lr cross-validates the logistic regression instead
+        trainer = train_logistic if args.model == "lr" else train_naive_bayes
+        model = trainer((norm[i], rows[i]["label"] == "ad", str(rows[i]["template"]))
+                        for i in range(len(rows)) if i not in test_set)
         for name, kw in configs.items():
             mod = Moderator(pack, None if kw.get("use_classifier") is False else model, **kw)
             s = stats[name]

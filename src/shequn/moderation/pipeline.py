@@ -32,8 +32,9 @@ log = logging.getLogger(__name__)
 BIAS = -2.0
 CONTENT_CACHE = 4096  # memoised texts per moderator (0 turns the cache off; the benchmark does)
 CACHE_MAX_LEN = 200
-CLF_WEIGHT = 1.0  # the classifier's log-odds are calibrated (Platt) since issue 16
+CLF_WEIGHT = 2.0  # × the calibrated (Platt) log-odds; chosen on the grouped CV (issue 16)
 CATEGORY_CAP = 10.0
+CLF_NEG_CAP = -4.0  # the most the classifier can take off the log-odds
 STRONG_CLASSIFIER = 3.0  # log-odds (≈ 0.95) that count as an independent signal for auto-ban
 STRONG_RULES = 3.0
 NEW_MEMBER_MESSAGES = 5
@@ -256,10 +257,13 @@ class Moderator:
             z += rule_z
             strong_content = rule_z >= STRONG_RULES
         if clf is not None:
-            z += CLF_WEIGHT * clf
+            # the classifier can lower a score, but not veto an explicit rule (a community's own term of
+            # weight 8 stays an ad however ordinary the rest of the wording looks to the model)
+            z += max(CLF_WEIGHT * clf, CLF_NEG_CAP)
             if clf >= STRONG_CLASSIFIER:
                 strong_content = True
-            reasons.append({"rule": "classifier", "category": None, "weight": int(CLF_WEIGHT * clf * 1000) / 1000})
+            reasons.append({"rule": "classifier", "category": None,
+                            "weight": int(max(CLF_WEIGHT * clf, CLF_NEG_CAP) * 1000) / 1000})
         score = 1.0 / (1.0 + math.exp(-(30.0 if z > 30.0 else -30.0 if z < -30.0 else z)))
         category = None
         if score >= self.review_threshold:
