@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.db.models import Count, Q, QuerySet
@@ -12,7 +13,6 @@ from django.utils.translation import gettext as _
 
 from shequn.communities.models import Community, CommunityRole, RoleAssignment
 from shequn.core.errors import NotFound
-from shequn.engagement.models import ContentItem
 
 from .classifier import NaiveBayes, default_model
 from .models import ModerationPolicy, RateAlert, Strike, TenantModel, Violation
@@ -48,13 +48,24 @@ def tenant_model(tenant_id: int) -> NaiveBayes:
     return model
 
 
+#: where the operator's own campaign texts come from: ``fn(tenant_id) -> texts``. Filled at start-up by
+#: ``ModerationConfig.ready`` with engagement's content library (moderation does not import engagement)
+_CAMPAIGN_SOURCES: list[Callable[[int], Iterable[str]]] = []
+
+
+def register_campaign_source(fn: Callable[[int], Iterable[str]]) -> None:
+    if fn not in _CAMPAIGN_SOURCES:
+        _CAMPAIGN_SOURCES.append(fn)
+
+
 def campaign_texts(tenant_id: int) -> tuple[str, ...]:
-    """The operator's own campaign texts: the bodies of the tenant's text and Markdown content-SOP items
-    (engagement's content library), in a stable order. A member relaying one word for word is not an
-    advertiser (signal ``campaign_text``); one query per moderated batch."""
-    return tuple(ContentItem.objects.filter(tenant_id=tenant_id, kind__in=(ContentItem.Kind.TEXT,
-                                                                          ContentItem.Kind.MARKDOWN))
-                 .exclude(body="").order_by("pk").values_list("body", flat=True)[:500])
+    """The operator's own campaign texts (issue 16), e.g. the bodies of the tenant's content-SOP items:
+    a member relaying one word for word is not an advertiser (signal ``campaign_text``). At most 500,
+    in the sources' order; one query per source per moderated batch."""
+    out: list[str] = []
+    for source in _CAMPAIGN_SOURCES:
+        out.extend(t for t in source(tenant_id) if t)
+    return tuple(out[:500])
 
 
 def moderator_for(tenant_id: int, community_id: int | None, policy: ModerationPolicy | None = None) -> Moderator:
