@@ -16,7 +16,10 @@ sets (60 rows each, other words and topics) are scored with the shipped model: `
 tuning data (branch ``modq``), so it is "seen" too. ``holdout3.jsonl`` (v3, 118 rows) was written
 and committed before that tuning started and scored once; branch ``modq2`` tuned on it, so it is
 "seen" as well. ``holdout4.jsonl`` (v4, 131 rows) was written and committed before the ``modq2``
-tuning started and is the one unseen set.
+tuning started; its misses were read when issue 16 was filed, so it is "seen" now.
+``holdout5.jsonl`` (v5, 316 rows, issue 16) was written and committed before the issue-16 tuning
+(corpus, normalisation, model) started and is the unseen set; rows may carry a ``context`` (a new
+member's first message, or ``exempt`` for staff and role holders, whom the engine never acts on).
 """
 
 from __future__ import annotations
@@ -37,9 +40,14 @@ import django
 
 django.setup()
 
-from shequn.moderation.classifier import NaiveBayes, default_model, labelled_rows  # noqa: E402
+from shequn.moderation.classifier import (  # noqa: E402
+    default_model,
+    labelled_rows,
+    train_logistic,
+    train_naive_bayes,
+)
 from shequn.moderation.normalize import normalise  # noqa: E402
-from shequn.moderation.pipeline import Moderator  # noqa: E402
+from shequn.moderation.pipeline import MessageContext, Moderator  # noqa: E402
 from shequn.moderation.rules import cached_pack  # noqa: E402
 
 _CJK = re.compile("[\u3400-\u9fff]")
@@ -59,6 +67,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--show-errors", action="store_true")
+    ap.add_argument("--model", choices=("nb", "lr"), default="nb",
+                    help="cross-validate calibrated naive Bayes (shipped) or logistic regression")
     args = ap.parse_args()
     rows = labelled_rows()
     norm = [normalise(r["text"]).text for r in rows]
@@ -70,9 +80,11 @@ def main() -> None:
     stats_order = list(stats)
     for test in folds(rows, args.folds):
         test_set = set(test)
-        model = NaiveBayes().fit(
-            ((norm[i], rows[i]["label"] == "ad") for i in range(len(rows)) if i not in test_set), normalised=True
-        ).prune()
+        # each fold's model is trained as the shipped one is, calibration (on grouped folds of the
+        # training part only) included; --model lr cross-validates the logistic regression instead
+        trainer = train_logistic if args.model == "lr" else train_naive_bayes
+        model = trainer((norm[i], rows[i]["label"] == "ad", str(rows[i]["template"]))
+                        for i in range(len(rows)) if i not in test_set)
         for name, kw in configs.items():
             mod = Moderator(pack, None if kw.get("use_classifier") is False else model, **kw)
             s = stats[name]
@@ -104,38 +116,52 @@ def main() -> None:
     # hold-out sets, never used as training rows. v1 was written after the first freeze; its English
     # misses prompted the English additions, so it is no longer unseen. v2 was written after the
     # second freeze, scored once, then used to tune the pack and seeds. v3 was committed before that
-    # tuning; modq2 tuned on it. v4 was committed before the modq2 tuning and is the unseen one.
+    # tuning; modq2 tuned on it. v4 was committed before the modq2 tuning (seen since issue 16); v5 is the unseen one.
     mod = Moderator(pack, default_model())
     for name, label in (("holdout.jsonl", "hold-out v1 (seen once, then English added)"),
                         ("holdout2.jsonl", "hold-out v2 (seen: tuned on)"),
                         ("holdout3.jsonl", "hold-out v3 (seen: tuned on)"),
-                        ("holdout4.jsonl", "hold-out v4 (unseen)")):
+                        ("holdout4.jsonl", "hold-out v4 (seen: scored in issue 16)"),
+                        ("holdout5.jsonl", "hold-out v5 (unseen)")):
         holdout = [json.loads(line) for line in (files("shequn.moderation") / "data" / name)
                    .read_text(encoding="utf-8").splitlines() if line.strip()]
         h: dict[str, int] = defaultdict(int)
         for row in holdout:
-            v = mod.classify(row["text"])
-            truth, pred = row["label"] == "ad", v.verdict == "ad"
+            # v5 rows may carry what the product knows about the sender: a new member's first message,
+            # or staff / a role holder (exempt: the engine records such a message as exempt and acts on
+            # nothing, which is what counts here — the raw verdict is counted apart)
+            ctx_fields = dict(row.get("context") or {})
+            exempt = bool(ctx_fields.pop("exempt", False))
+            v = mod.classify(row["text"], MessageContext(**ctx_fields) if ctx_fields else None)
+            if exempt:
+                h["exempt"] += 1
+                h["exempt_raw_flagged"] += v.verdict != "ok"
+            verdict = "ok" if exempt else v.verdict
+            truth, pred = row["label"] == "ad", verdict == "ad"
             row_lang = "zh" if _CJK.search(row["text"]) else "en"
             for key in ("", row_lang + "_"):
                 h[key + "tp"] += truth and pred
                 h[key + "fp"] += (not truth) and pred
                 h[key + "fn"] += truth and not pred
-            h["review"] += v.verdict == "review"
-            h["review_ok"] += (not truth) and v.verdict == "review"
-            h["flagged"] += truth and v.verdict != "ok"
+            h["review"] += verdict == "review"
+            h["review_ok"] += (not truth) and verdict == "review"
+            h[row_lang + "_review_ok"] += (not truth) and verdict == "review"
+            h[row_lang + "_ok"] += not truth
+            h["flagged"] += truth and verdict != "ok"
             if truth != pred:
-                errors.append((f"{name} " + ("FP" if pred else "FN"), v.verdict, v.score, row["text"][:90]))
+                errors.append((f"{name} " + ("FP" if pred else "FN"), verdict, v.score, row["text"][:90]))
         p = h["tp"] / max(1, h["tp"] + h["fp"])
         r = h["tp"] / max(1, h["tp"] + h["fn"])
         print(f"{label} ({len(holdout)} rows, shipped model): precision {p:.3f}  recall {r:.3f}  "
               f"(tp {h['tp']}, fp {h['fp']}, fn {h['fn']}; to review: {h['review']}; "
               f"ads flagged ad or review: {h['flagged']}/{h['tp'] + h['fn']}; ok rows sent to review: "
-              f"{h['review_ok']})")
+              f"{h['review_ok']})" + (f"; staff/role-holder rows {h['exempt']} (exempt; the pipeline alone "
+                                      f"flags {h['exempt_raw_flagged']})" if h["exempt"] else ""))
         for code in ("zh", "en"):
             tp, fp, fn = h[code + "_tp"], h[code + "_fp"], h[code + "_fn"]
             print(f"  language {code}: precision {tp / max(1, tp + fp):.3f}  recall {tp / max(1, tp + fn):.3f}  "
-                  f"(tp {tp}, fp {fp}, fn {fn})")
+                  f"(tp {tp}, fp {fp}, fn {fn}); ok rows to review {h[code + '_review_ok']}/{h[code + '_ok']} "
+                  f"({h[code + '_review_ok'] / max(1, h[code + '_ok']):.1%})")
     if args.show_errors:
         for kind, verdict, score, text in sorted(errors):
             print(f"{kind} {verdict:6s} {score:.2f} {text!r}")

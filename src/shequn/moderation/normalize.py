@@ -93,8 +93,11 @@ _MAIL = re.compile(r"[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+")
 _MENTION = re.compile(r"@[^\s@,，:：]{1,32}")
 _HOST = re.compile(r"^(?:https?://)?([^/:?#\s]+)")
 
+# what spammers put between the letters of a handle: blanks, punctuation, and (issue 16) emoji and
+# dingbats ("v 🌸 x", "w❤x"), with their variation selector and joiner
+_SEP = r"\s._\-*|/\\·~,=•\u2600-\u27bf\U0001f300-\U0001faff\ufe0f\u200d"
 # single ASCII letters/digits separated by spaces or symbols: "v x", "1 3 8", "w.e.i"
-_SPACED_ALNUM = re.compile(r"(?<![a-z0-9])[a-z0-9](?:[\s._\-*|/\\·~,=•]+[a-z0-9](?![a-z0-9])){1,}")
+_SPACED_ALNUM = re.compile(rf"(?<![a-z0-9])[a-z0-9](?:[{_SEP}]+[a-z0-9](?![a-z0-9])){{1,}}")
 # digit groups separated by spaces or dashes: "138 0013 8000", "138-0013-8000"
 _DIGIT_GROUPS = re.compile(r"(?<![0-9])[0-9]{2,4}(?:[ \-.·]{1,2}[0-9]{2,5}){1,4}(?![0-9])")
 _JOIN = re.compile(f"{_SPACED_ALNUM.pattern}|{_DIGIT_GROUPS.pattern}")
@@ -103,7 +106,7 @@ _JOIN = re.compile(f"{_SPACED_ALNUM.pattern}|{_DIGIT_GROUPS.pattern}")
 _DIGIT_SEP = re.compile(r"[0-9][ \-.·]{1,2}[0-9]")
 # (written to start with a character class, so that sre skips to the next ASCII letter or digit in C
 # instead of trying every position: the look-behind checks that the letter starts a token)
-_SINGLES = re.compile(r"[a-z0-9](?<![a-z0-9]{2})[\s._\-*|/\\·~,=•]+[a-z0-9](?![a-z0-9])")
+_SINGLES = re.compile(rf"[a-z0-9](?<![a-z0-9]{{2}})[{_SEP}]+[a-z0-9](?![a-z0-9])")
 _DOT_TLD = re.compile(r"[a-z0-9]\.[a-z]{2}")
 _SEPARATORS = re.compile(r"[^a-z0-9]+")
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
@@ -121,11 +124,16 @@ VARIANTS: dict[str, str] = {
     "微❤": "微信", "威❤": "微信", "+v": "加微信", "+微信": "加微信", "+wx": "加微信", "+vx": "加微信",
     "加v": "加微信", "加vx": "加微信", "加wx": "加微信", "jia微信": "加微信", "加薇": "加微信",
     "卫星号": "微信号", "绿泡泡": "微信",
+    # pinyin and near-homophones (issue 16): "jia wo wei xin", "佳我威心"
+    "wei xin": "微信", "wei xin hao": "微信号", "weixinhao": "微信号", "威心": "微信", "薇心": "微信",
+    "维心": "微信", "危信": "微信", "v号": "微信号", "vx号": "微信号", "jia wo": "加我", "jiawo": "加我",
+    "佳我": "加我", "嘉我": "加我", "jia v": "加微信", "jia vx": "加微信", "si liao": "私聊", "siliao": "私聊",
     # QQ
     "扣扣": "qq", "抠抠": "qq", "企鹅号": "qq号", "q号": "qq号", "扣群": "qq群", "q群": "qq群", "+q": "加qq",
     "加q": "加qq",
     # Telegram / WhatsApp
     "telegram": "tg", "纸飞机": "tg", "飞机号": "tg号", "电报": "tg", "whatsapp": "wa",
+    "tele gram": "tg", "whats app": "wa", "what's app": "wa", "whatsap": "wa",
     # money words
     "兼只": "兼职", "兼織": "兼职", "刷dan": "刷单", "s单": "刷单", "菠菜": "博彩", "波菜": "博彩",
     "u币": "usdt", "泰达币": "usdt",

@@ -17,7 +17,7 @@ import hashlib
 import logging
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import repeat
@@ -32,8 +32,9 @@ log = logging.getLogger(__name__)
 BIAS = -2.0
 CONTENT_CACHE = 4096  # memoised texts per moderator (0 turns the cache off; the benchmark does)
 CACHE_MAX_LEN = 200
-CLF_WEIGHT = 0.5
+CLF_WEIGHT = 2.0  # × the calibrated (Platt) log-odds; chosen on the grouped CV (issue 16)
 CATEGORY_CAP = 10.0
+CLF_NEG_CAP = -4.0  # the most the classifier can take off the log-odds
 STRONG_CLASSIFIER = 3.0  # log-odds (≈ 0.95) that count as an independent signal for auto-ban
 STRONG_RULES = 3.0
 NEW_MEMBER_MESSAGES = 5
@@ -44,8 +45,17 @@ FLOOD_PER_MINUTE = 8
 NEW_MEMBER_MAX_LINKS = 0
 NEW_MEMBER_MAX_MENTIONS = 2
 MENTION_STORM = 5
+CAMPAIGN_MIN_LEN = 6  # a campaign text shorter than this ("收到") is not a whitelist entry
 _QQ_NUMBER = re.compile(r"qq(?:号|群)?[:：]?\s?[1-9][0-9]{4,10}(?![0-9])")
 _MOBILE = ("13", "14", "15", "16", "17", "18", "19")
+# a contact handle (issue 16): a contact app or 加/号 followed by an id that mixes letters and digits
+# ("微信:xiaoyu2024", "加 vxyz888", "snap: mary992") or a run of digits written in Chinese numerals
+# ("qq:三二五六七八九一零"); plain numbers are the phone / QQ signals' business
+_HANDLE = re.compile(
+    r"(?:微信|qq|tg|wa|snap|ig|kik|line|加我?|号)[\s:：=()（）-]{0,3}@?"
+    r"(?:(?=[a-z0-9_.-]{5,20}(?![a-z0-9_]))(?=[a-z_.-]*[0-9])(?=[0-9_.-]*[a-z])[a-z0-9_.-]+"
+    r"|[零〇一二三四五六七八九幺两]{5,})"
+)
 
 
 @dataclass(slots=True)
@@ -109,7 +119,8 @@ class Moderator:
 
     def __init__(self, pack: CompiledPack | None = None, model: NaiveBayes | None = None, *,
                  use_classifier: bool = True, use_rules: bool = True,
-                 external: ExternalChecker | None = None, cache_size: int = CONTENT_CACHE) -> None:
+                 external: ExternalChecker | None = None, cache_size: int = CONTENT_CACHE,
+                 campaign_texts: Iterable[str] = ()) -> None:
         self.pack = pack if pack is not None else cached_pack("")
         self.model = model if model is not None else (default_model() if use_classifier else None)
         if not use_classifier:
@@ -119,6 +130,9 @@ class Moderator:
         self.ad_threshold = self.pack.thresholds["ad"]
         self.review_threshold = self.pack.thresholds["review"]
         self._combos = self.pack.combos
+        # the operator's own campaign texts (the tenant's content-SOP items, issue 16): a member relaying
+        # "邀请好友进群送礼品" word for word is not advertising; a new member posting it is judged as usual
+        self._campaign = frozenset(t for t in (normalise(c).text for c in campaign_texts) if len(t) >= CAMPAIGN_MIN_LEN)
         # the content part (normalisation, rule hits, classifier) depends on the text alone: group
         # chat repeats itself ("收到", "+1", spam waves), so short texts are memoised per moderator
         self._content: Callable[[str], tuple[Normalised, tuple[Hit, ...], float | None]] = (
@@ -193,6 +207,10 @@ class Moderator:
                     reasons.append({"rule": "signal.phone", "category": None, "weight": w,
                                     "detail": run[:3] + "****" + run[-4:]})
                 break
+        if (w := sig["contact_handle"]) and (m := _HANDLE.search(norm.text)):
+            z += w
+            reasons.append({"rule": "signal.contact_handle", "category": None, "weight": w,
+                            "detail": m.group(0)[:3] + "…"})
         if "qq" in norm.text and _QQ_NUMBER.search(norm.text) and (w := sig["qq_number"]):
             z += w
             reasons.append({"rule": "signal.qq_number", "category": None, "weight": w, "detail": None})
@@ -205,8 +223,17 @@ class Moderator:
         else:
             norm, hits, clf = self._content_uncached(text)
         reasons: list[dict[str, Any]] = []
+        campaign = bool(self._campaign) and norm.text in self._campaign and trust_tier(ctx or _NO_CONTEXT) != "new"
+        if campaign:
+            # the operator's own words relayed by a member who is not new: its wording is no evidence (the
+            # rules and the classifier would read an ad in "邀请好友进群送礼品"); behaviour still counts
+            hits, clf = (), None
         z, strong_behaviour = self._behaviour(norm, ctx or _NO_CONTEXT, reasons, hits, clf)
         z += BIAS
+        if campaign:
+            w = self.pack.signals["campaign_text"]
+            z += w
+            reasons.append({"rule": "signal.campaign_text", "category": None, "weight": w, "detail": None})
         strong_content = False
         per_cat: dict[str, float] | None = None
         if hits:
@@ -230,10 +257,13 @@ class Moderator:
             z += rule_z
             strong_content = rule_z >= STRONG_RULES
         if clf is not None:
-            z += CLF_WEIGHT * clf
+            # the classifier can lower a score, but not veto an explicit rule (a community's own term of
+            # weight 8 stays an ad however ordinary the rest of the wording looks to the model)
+            z += max(CLF_WEIGHT * clf, CLF_NEG_CAP)
             if clf >= STRONG_CLASSIFIER:
                 strong_content = True
-            reasons.append({"rule": "classifier", "category": None, "weight": int(CLF_WEIGHT * clf * 1000) / 1000})
+            reasons.append({"rule": "classifier", "category": None,
+                            "weight": int(max(CLF_WEIGHT * clf, CLF_NEG_CAP) * 1000) / 1000})
         score = 1.0 / (1.0 + math.exp(-(30.0 if z > 30.0 else -30.0 if z < -30.0 else z)))
         category = None
         if score >= self.review_threshold:

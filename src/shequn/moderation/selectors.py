@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.db.models import Count, Q, QuerySet
@@ -47,6 +48,26 @@ def tenant_model(tenant_id: int) -> NaiveBayes:
     return model
 
 
+#: where the operator's own campaign texts come from: ``fn(tenant_id) -> texts``. Filled at start-up by
+#: ``ModerationConfig.ready`` with engagement's content library (moderation does not import engagement)
+_CAMPAIGN_SOURCES: list[Callable[[int], Iterable[str]]] = []
+
+
+def register_campaign_source(fn: Callable[[int], Iterable[str]]) -> None:
+    if fn not in _CAMPAIGN_SOURCES:
+        _CAMPAIGN_SOURCES.append(fn)
+
+
+def campaign_texts(tenant_id: int) -> tuple[str, ...]:
+    """The operator's own campaign texts (issue 16), e.g. the bodies of the tenant's content-SOP items:
+    a member relaying one word for word is not an advertiser (signal ``campaign_text``). At most 500,
+    in the sources' order; one query per source per moderated batch."""
+    out: list[str] = []
+    for source in _CAMPAIGN_SOURCES:
+        out.extend(t for t in source(tenant_id) if t)
+    return tuple(out[:500])
+
+
 def moderator_for(tenant_id: int, community_id: int | None, policy: ModerationPolicy | None = None) -> Moderator:
     """A moderator with the community's pack (default + its own lines) and the tenant's model.
     Cached per process until the policy or the model changes. Raises ``RulePackError`` for a pack
@@ -56,11 +77,13 @@ def moderator_for(tenant_id: int, community_id: int | None, policy: ModerationPo
     rules_text = policy.rules_text if policy is not None else ""
     model = tenant_model(tenant_id)
     external = policy is not None and policy.external_check
-    key = (rules_text, id(model), external, external_checker())
+    campaign = campaign_texts(tenant_id)
+    key = (rules_text, id(model), external, external_checker(), hash(campaign))
     cached = _MODERATORS.get((tenant_id, community_id))
     if cached is not None and cached[0] == key:
         return cached[1]
-    moderator = Moderator(cached_pack(rules_text), model, external=external_checker() if external else None)
+    moderator = Moderator(cached_pack(rules_text), model, external=external_checker() if external else None,
+                          campaign_texts=campaign)
     _MODERATORS[(tenant_id, community_id)] = (key, moderator)
     return moderator
 

@@ -134,6 +134,10 @@ def _ham_variant(text: str, rng: random.Random, s2t: opencc.OpenCC, others: list
         text = _fullwidth(text)
     elif r < 0.8:
         text = rng.choice(["请问", "大家好，", "Hi all, ", "对了，", "补充一下：", ""]) + text
+    elif r < 0.88:
+        # ads get emoji in front too (_evade): without the same on ordinary rows the classifier learnt
+        # that "😂😂" opens an ad, and an emoji-only message scored as one
+        text = rng.choice(EMOJI) * rng.randint(1, 3) + text
     return text
 
 

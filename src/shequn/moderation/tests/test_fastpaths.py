@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shequn.moderation import normalize, rules
-from shequn.moderation.classifier import CLIP, MAX_CHARS, SCALE, NaiveBayes, default_model
+from shequn.moderation.classifier import CLIP, MAX_CHARS, NaiveBayes, default_model
 from shequn.moderation.normalize import normalise
 from shequn.moderation.rules import compile_pack, required_literals
 
@@ -88,7 +88,7 @@ def test_gated_regexes_on_arbitrary_text(text: str) -> None:
     assert [(h.rule_id, h.span) for h in gated.match(norm) if ".regex." in h.rule_id] == expected
 
 
-_OLD_SINGLES = re.compile(r"(?:^|[^a-z0-9])[a-z0-9][\s._\-*|/\\·~,=•]+[a-z0-9](?:[^a-z0-9]|$)")
+_OLD_SINGLES = re.compile(rf"(?:^|[^a-z0-9])[a-z0-9][{normalize._SEP}]+[a-z0-9](?:[^a-z0-9]|$)")
 
 
 @given(st.text(alphabet="ab19 .-·_*|/\\~,=•\n\t中x", max_size=16))
@@ -113,13 +113,14 @@ def test_fold_gates_agree_with_the_character_sets(text: str) -> None:
 
 
 def _slow_logit(model: NaiveBayes, text: str) -> float:
-    """The classifier written out plainly: every bigram occurrence, every distinct known word."""
+    """The classifier written out plainly: every distinct known bigram, every distinct known word;
+    nothing known → exactly 0 (no evidence)."""
     weights = model._compile() if model._weights is None else model._weights
     t = re.sub("[1-9]", "0", text[:MAX_CHARS])
     total = weights.get(f"\x00len{min(len(t).bit_length(), 9)}", 0.0)
-    k = 1
-    for i in range(len(t) - 1):
-        w = weights.get(t[i:i + 2])
+    k = model._k0
+    for gram in dict.fromkeys(t[i:i + 2] for i in range(len(t) - 1)):
+        w = weights.get(gram)
         if w is not None:
             total += w
             k += 1
@@ -128,7 +129,9 @@ def _slow_logit(model: NaiveBayes, text: str) -> float:
         if w is not None and re.search("[a-z]{3}", t):
             total += w
             k += 1
-    z = model._prior + SCALE * total / math.sqrt(k)
+    if k == model._k0:
+        return 0.0
+    z = model._prior + model._scale * total / math.sqrt(k)
     return max(-CLIP, min(CLIP, z))
 
 

@@ -9,7 +9,7 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
-from shequn.communities.models import ChatGroup, CommunityRole, Membership, RoleAssignment
+from shequn.communities.models import ChatGroup, Community, CommunityRole, Membership, RoleAssignment
 from shequn.core.errors import Forbidden
 from shequn.core.models import Tenant
 from shequn.core.permissions import Principal
@@ -122,3 +122,22 @@ def test_mute_and_recent_strikes_refuse_until_they_lapse_or_are_revoked(tenant, 
     Strike.objects.filter(pk=warn.pk).update(created_at=timezone.now() - dt.timedelta(days=8))
     assert standing_problem(tenant.pk, m.pk) is None
     do_enter_lottery(tenant.pk, lot.pk, m.pk)
+
+
+@pytest.mark.django_db
+def test_operators_content_library_is_the_campaign_whitelist(tenant: Tenant, community: Community) -> None:
+    """Issue 16: engagement's content items (wired in ModerationConfig.ready) are the tenant's own
+    campaign texts; a member who is not new relaying one word for word is not advertising."""
+    from shequn.engagement.models import ContentItem
+    from shequn.moderation.pipeline import MessageContext
+    from shequn.moderation.selectors import campaign_texts, moderator_for
+
+    text = "拉五个好友进群，截图给我，送精美礼品一份，名额有限"
+    regular = MessageContext(member_joined_days=40, message_index=30)
+    assert moderator_for(tenant.pk, community.pk).classify(text, regular).verdict == "ad"
+    ContentItem.objects.create(tenant=tenant, title="拉新活动", body=text)
+    ContentItem.objects.create(tenant=tenant, title="海报", kind=ContentItem.Kind.IMAGE, body="图片说明")
+    assert campaign_texts(tenant.pk) == (text,)
+    moderator = moderator_for(tenant.pk, community.pk)
+    assert moderator.classify(text, regular).verdict == "ok"
+    assert moderator.classify(text, MessageContext(member_joined_days=0.1, message_index=0)).verdict == "ad"

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from shequn.moderation.classifier import NaiveBayes
 from shequn.moderation.normalize import normalise
 from shequn.moderation.pipeline import MessageContext, Moderator, set_external_checker
-from shequn.moderation.rules import RulePackError, compile_pack, parse_pack
+from shequn.moderation.rules import RulePackError, cached_pack, compile_pack, parse_pack
 
 
 @pytest.fixture(scope="module")
@@ -358,3 +358,52 @@ def test_combine_lines_are_validated_and_a_later_line_reweights() -> None:
     pack = parse_pack("combine 1.0 @x contact job\ncombine 2.0 @x contact job,loan\ncombine 0.5 contact loan")
     assert [(c.id, c.weight, c.partners) for c in pack.combos] == [
         ("contact.combine.x", 2.0, ("job", "loan")), ("contact.combine.loan", 0.5, ("loan",))]
+
+
+def test_emoji_only_and_unknown_text_carry_no_classifier_evidence(mod: Moderator) -> None:
+    """Issue 16: a message of nothing but emoji used to score 0.88 (ad) from the classifier alone."""
+    for text in ["😂😂😂", "🌹🌹🌹", "💰💰💰", "🎉🎉🎉🎉🎉", "🙏🙏🙏🙏", "👍", "ᚠᚢᚦ"]:
+        v = mod.classify(text)
+        assert v.verdict == "ok", text
+        assert next(r["weight"] for r in v.reasons if r["rule"] == "classifier") == 0
+
+
+@pytest.mark.parametrize(("text", "canonical"), [
+    ("jia wo wei xin 详细聊", "加我 微信"), ("佳我威心", "加我微信"), ("add me on w h a t s a p p", "wa"),
+    ("加 v 🌸 x 8 8 8", "vx888"), ("hit me up on t.e.l.e.g.r.a.m", "tg"),
+])
+def test_obfuscated_contact_words_are_folded(text: str, canonical: str) -> None:
+    assert canonical in normalise(text).text
+
+
+def test_contact_handle_signal(mod: Moderator) -> None:
+    for text in ["微信号：m 8 8 6 6 9", "扣扣：三二五六七八九一零", "加 v 🌸 x y z 8 8 8 领取资料", "snap: mary992"]:
+        assert any(r["rule"] == "signal.contact_handle" for r in mod.classify(text).reasons), text
+    for text in ["我的微信就是手机号", "加了rtx4090显卡", "加油站95号"]:
+        assert not any(r["rule"] == "signal.contact_handle" for r in mod.classify(text).reasons), text
+
+
+def test_operators_campaign_text_is_not_an_ad_unless_a_new_member_posts_it() -> None:
+    text = "拉五个好友进群，截图给我，送精美礼品一份，名额有限"
+    moderator = Moderator(cached_pack(""), campaign_texts=[text, "收到"])
+    regular = MessageContext(member_joined_days=40, message_index=30)
+    stranger = MessageContext(member_joined_days=0.2, message_index=0)
+    assert Moderator(cached_pack("")).classify(text, regular).verdict == "ad"
+    relayed = moderator.classify(text, regular)
+    assert relayed.verdict == "ok" and any(r["rule"] == "signal.campaign_text" for r in relayed.reasons)
+    assert moderator.classify(text, stranger).verdict == "ad"
+    assert moderator.classify(text + " 加我vx abc12345", regular).verdict == "ad"  # only word for word
+
+
+def test_logistic_model_round_trips_and_tenant_decisions_shift_it() -> None:
+    from shequn.moderation.classifier import train_logistic
+
+    rows = [(t, spam, t) for t, spam in [("今天一起跑步", False), ("一起去露营", False), ("周末露营跑步", False),
+                                          ("刷单日结加微信", True), ("兼职刷单佣金", True), ("日结兼职在家做", True)]]
+    model = train_logistic(rows, calibrate=False)
+    assert model.lr is not None and model.logit("刷单佣金日结") > 0 > model.logit("一起去露营跑步")
+    again = NaiveBayes.from_json(model.to_json())
+    assert again.logit("刷单佣金日结") == pytest.approx(model.logit("刷单佣金日结"))
+    tenant = model.merged([("露营装备团购", True)], weight=5)
+    assert tenant.logit("露营装备团购") > model.logit("露营装备团购")
+    assert NaiveBayes.from_json(tenant.to_json()).logit("露营装备团购") == pytest.approx(tenant.logit("露营装备团购"))
