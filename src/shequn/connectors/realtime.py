@@ -27,9 +27,10 @@ from typing import Any
 from django.db import close_old_connections, connections
 from django.utils import timezone
 
+from .services.delivery import CHANNEL, deliver_due
+
 log = logging.getLogger(__name__)
 
-CHANNEL = "shequn_outbox"
 BACKOFF_MIN = 1.0
 BACKOFF_MAX = 60.0
 
@@ -186,8 +187,6 @@ class Runner:
             next_attempt_at__lte=timezone.now()).exists()
 
     def _deliver_loop(self) -> None:
-        from .services.delivery import deliver_due
-
         postgres = connections["default"].vendor == "postgresql"
         while not self.stopping.is_set():
             try:
@@ -222,16 +221,4 @@ class Runner:
                 self.stopping.wait(2.0)
 
 
-def notify_outbox() -> None:
-    """Wake the delivery threads (PostgreSQL ``NOTIFY``; a no-op elsewhere, where they poll)."""
-    conn = connections["default"]
-    if conn.vendor != "postgresql":
-        return
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f"NOTIFY {CHANNEL}")
-    except Exception:  # waking is an optimisation: the poll and the cron sweep still deliver
-        log.warning("NOTIFY %s failed", CHANNEL, exc_info=True)
-
-
-__all__ = ["CHANNEL", "Runner", "notify_outbox", "wanted_connections"]
+__all__ = ["Runner", "wanted_connections"]

@@ -18,9 +18,8 @@ from shequn.core.services import do_audit
 
 from ..capabilities import supports
 from ..models import ActionKind, HumanTask, OutboxAction
-from ..realtime import notify_outbox
 from ..selectors import resolve_connection_id
-from .delivery import DeliveryStats, deliver_due
+from .delivery import DeliveryStats, deliver_due, notify_outbox
 from .human_tasks import open_human_task
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 from collections.abc import AsyncIterator, Collection
 from typing import Any
 
@@ -83,6 +84,14 @@ def message_content(item: ActionItem) -> dict[str, Any]:
     if p.get("format") == "markdown" or p.get("html"):
         content["format"] = "org.matrix.custom.html"
         content["formatted_body"] = p.get("html") or text
+    name = str(p.get("member_name") or "")
+    if item.kind == ActionKind.WARN and item.target and name and not link:
+        # name the member with a mention pill (clients highlight it and notify the member)
+        html_text = content.get("formatted_body") or html.escape(text).replace("\n", "<br>")
+        content["body"] = f"{name}: {text}"
+        content["format"] = "org.matrix.custom.html"
+        content["formatted_body"] = (f'<a href="https://matrix.to/#/{html.escape(item.target)}">'
+                                     f"{html.escape(name)}</a>: {html_text}")
     mentions = [item.target] if item.target else []
     if mentions:
         content["m.mentions"] = {"user_ids": mentions}
