@@ -361,10 +361,9 @@ def record(item: ActionItem, outcome: dict[str, Any] | DeliveryError, *, stats: 
 
 
 def _settled(item: ActionItem, status: str, error: str) -> None:
-    row: dict[str, Any] = OutboxAction.objects.filter(pk=item.id).values("source", "idempotency_key").first() or {}
+    source, key = OutboxAction.objects.filter(pk=item.id).values_list("source", "idempotency_key").first() or ("", "")
     send_action_settled(tenant_id=item.tenant_id, action_id=item.id, kind=item.kind, status=status,
-                        source=str(row.get("source") or ""), idempotency_key=str(row.get("idempotency_key") or ""),
-                        error=error[:500])
+                        source=str(source), idempotency_key=str(key), error=error[:500])
 
 
 def _clip(outcome: Any) -> str:
