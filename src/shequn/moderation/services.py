@@ -484,6 +484,38 @@ def do_note_action_outcome(tenant_id: int, violation_id: int, *, kind: str, acti
     return v
 
 
+@transaction.atomic
+def do_lift_mute(principal: Principal, strike_id: int, *, note: str = "") -> Strike:
+    """Lift a running mute early (one click in the console): the mute ends now (``until``), the
+    platform is asked to unmute at once and the unmute scheduled for its end is cancelled. The strike
+    still counts on the ladder (lifting is mercy, not a reversal — reverse the violation for that)."""
+    if not principal.can("moderation.write"):
+        raise Forbidden(_("没有权限: %(perm)s") % {"perm": "moderation.write"})
+    strike = Strike.objects.select_for_update().filter(tenant_id=principal.tenant_id, pk=strike_id).first()
+    if strike is None:
+        raise NotFound(_("处罚记录不存在"))
+    now = timezone.now()
+    if strike.kind != Strike.Kind.MUTE or strike.revoked_at is not None or (strike.until and strike.until <= now):
+        raise Conflict(_("该记录不是进行中的禁言"), code="not_muted")
+    strike.until = now
+    strike.save(update_fields=["until"])
+    v = strike.violation
+    mute_ids = [e.get("outbox_id") for e in v.actions or [] if e.get("kind") == "mute" and e.get("outbox_id")]
+    from shequn.connectors.models import OutboxAction
+    from shequn.connectors.services.delivery import unmute_key
+
+    OutboxAction.objects.filter(tenant_id=principal.tenant_id, idempotency_key__in=[unmute_key(i) for i in mute_ids],
+                                status=OutboxAction.Status.PENDING).update(status=OutboxAction.Status.CANCELLED,
+                                                                           next_attempt_at=None)
+    do_request_action(principal.tenant_id, kind="unmute", group_id=v.group_id, idempotency_key=f"lift:{strike.pk}",
+                      target_member_id=v.member_id, target_external_id=_target_external_id(v),
+                      payload={"lifts": strike.pk}, source=f"moderation.lift:{principal.label}"[:120],
+                      reason=note or _("提前解除禁言"), platform=v.platform or None)
+    do_audit(principal, "moderation.lift_mute", "Strike", strike.pk, reason=note,
+             data={"violation": v.pk, "member_id": strike.member_id})
+    return strike
+
+
 # ------------------------------------------------------------------------------------ review queue
 
 def _training(v: Violation, is_ad: bool, source: str) -> None:

@@ -350,6 +350,8 @@ def record(item: ActionItem, outcome: dict[str, Any] | DeliveryError, *, stats: 
         if not n:
             stats.stale += 1
             return "stale"
+        if status == Status.DONE and item.kind == "mute":
+            _schedule_unmute(item, now)
         if status in (Status.FAILED, Status.DEAD, Status.DELEGATED):
             _settled(item, str(status), "" if isinstance(outcome, dict) else outcome.message)
         refused = isinstance(outcome, DeliveryError) and outcome.kind == DeliveryError.PERMANENT
@@ -358,6 +360,28 @@ def record(item: ActionItem, outcome: dict[str, Any] | DeliveryError, *, stats: 
                 error_count=F("error_count") + 1, last_error=_clip(outcome), last_error_at=now)
     setattr(stats, counter, getattr(stats, counter) + 1)
     return str(status)
+
+
+def unmute_key(mute_action_id: int) -> str:
+    """The idempotency key of the unmute that ends mute action ``mute_action_id``."""
+    return f"unmute-after:{mute_action_id}"
+
+
+def _schedule_unmute(item: ActionItem, now: dt.datetime) -> None:
+    """A timed mute on a platform whose mutes do not expire (Matrix): queue the unmute now, due at
+    the mute's end. The outbox is the scheduler: the real-time thread delivers it when it falls due."""
+    prof = profile(item.platform)
+    seconds = float(item.payload.get("seconds") or 0)
+    if prof is None or prof.timed_mute or seconds <= 0 or not item.target:
+        return
+    row = OutboxAction.objects.get(pk=item.id)
+    OutboxAction.objects.get_or_create(
+        tenant_id=item.tenant_id, idempotency_key=unmute_key(item.id),
+        defaults={"kind": "unmute", "platform": item.platform, "group_id": item.group_id,
+                  "connection_id": item.connection_id, "target_member_id": row.target_member_id,
+                  "target_external_id": item.target, "payload": {"ends_mute": item.id}, "source": row.source,
+                  "reason": _("禁言到期"), "status": OutboxAction.Status.PENDING,
+                  "next_attempt_at": now + dt.timedelta(seconds=seconds)})
 
 
 def _settled(item: ActionItem, status: str, error: str) -> None:

@@ -1,0 +1,58 @@
+"""Issue #19 against the real Synapse: a Matrix mute ends by itself (the outbox schedules the unmute
+at the mute's end; Matrix power levels have no expiry)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from shequn.communities.models import ChatGroup
+from shequn.connectors.models import OutboxAction
+from shequn.connectors.services import do_deliver_due, do_request_action
+from shequn.connectors.services.delivery import unmute_key
+
+pytestmark = [pytest.mark.synapse, pytest.mark.django_db(transaction=False)]
+
+
+def test_a_matrix_mute_expires_by_itself(matrix_world: dict[str, Any]) -> None:
+    alice, bob, room, tenant = (matrix_world[k] for k in ("alice", "bob", "room", "tenant"))
+    group = ChatGroup.objects.get(tenant=tenant, external_id=room)
+    mute = do_request_action(tenant.pk, kind="mute", group_id=group.pk, idempotency_key="m1",
+                             target_external_id=bob.user_id, payload={"seconds": 2}, source="test")
+    assert do_deliver_due().done == 1
+    assert alice.state(room, "m.room.power_levels")["users"][bob.user_id] < 0
+    unmute = OutboxAction.objects.get(idempotency_key=unmute_key(mute.pk))
+    assert unmute.kind == "unmute" and unmute.status == "pending"
+    assert do_deliver_due().claimed == 0  # not due yet
+    time.sleep(2.1)
+    assert do_deliver_due().done == 1
+    assert bob.user_id not in alice.state(room, "m.room.power_levels").get("users", {})
+    assert do_deliver_due().claimed == 0  # nothing more (an unmute schedules nothing)
+
+
+def test_a_mute_is_lifted_early_in_one_click(matrix_world: dict[str, Any], system: Any) -> None:
+    from shequn.connectors.services import do_matrix_sync
+    from shequn.moderation.models import Strike, Violation
+    from shequn.moderation.services import do_lift_mute, do_save_policy
+
+    alice, bob, room = matrix_world["alice"], matrix_world["bob"], matrix_world["room"]
+    do_save_policy(system, matrix_world["community"].pk, warn_limit=1)  # the first ad: warn + 24 h mute
+    ad = bob.send(room, "加微信 vx123 领红包")
+    do_matrix_sync(matrix_world["conn"].pk)
+    for _ in range(3):
+        do_deliver_due()
+    v = Violation.objects.get(event__platform_event_id=ad)
+    assert v.ladder_step == "mute"
+    assert alice.state(room, "m.room.power_levels")["users"][bob.user_id] < 0
+    mute = OutboxAction.objects.get(idempotency_key=f"mod:{v.pk}:mute")
+    scheduled = OutboxAction.objects.get(idempotency_key=unmute_key(mute.pk))
+    assert scheduled.next_attempt_at is not None
+    assert 23.9 * 3600 < (scheduled.next_attempt_at - mute.done_at).total_seconds() <= 24 * 3600 + 1
+    strike = Strike.objects.get(violation=v, kind="mute")
+    do_lift_mute(system, strike.pk)
+    assert do_deliver_due().done == 1
+    assert bob.user_id not in alice.state(room, "m.room.power_levels").get("users", {})
+    scheduled.refresh_from_db()
+    assert scheduled.status == "cancelled"
