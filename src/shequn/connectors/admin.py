@@ -55,6 +55,21 @@ class ConnectionForm(forms.ModelForm):  # type: ignore[type-arg]
                 hint = (self.instance.secret_hints or {}).get(key)
                 self.fields[key].help_text = _("已保存 %(hint)s; 留空则不修改") % {"hint": hint} if hint else ""
 
+    def clean(self) -> dict[str, Any]:
+        """A new connection's credentials are checked with the platform (Matrix ``whoami``): a bogus
+        token or an unreachable homeserver is refused here, with the reason, instead of stored."""
+        cd = super().clean() or {}
+        if self.instance.pk or self.errors:
+            return cd
+        config = {k: cd[k] for k in CONFIG_FIELDS if cd.get(k)}
+        secret_values = {k: cd[k] for k in SECRET_FIELDS if cd.get(k)}
+        try:
+            services.check_connection_input(str(cd.get("platform") or ""), config, secret_values)
+            self.verified_config = services.verify_connection(str(cd.get("platform") or ""), config, secret_values)
+        except ShequnError as exc:
+            raise forms.ValidationError(exc.message) from exc
+        return cd
+
 
 @admin.register(Connection)
 class ConnectionAdmin(TenantScopedAdmin):
@@ -63,8 +78,8 @@ class ConnectionAdmin(TenantScopedAdmin):
     list_display = ("name", "platform", "is_active", "health_last_event", "health_lag", "error_count",
                     "health_backlog", "events_received")
     list_filter = ("platform", "is_active")
-    readonly_fields = ("hook_url", "secret_hints", "last_event_at", "last_received_at", "events_received",
-                       "error_count", "last_error", "last_error_at")
+    readonly_fields = ("hook_url", "secret_hints", "health_problems", "last_event_at", "last_received_at",
+                       "events_received", "error_count", "last_error", "last_error_at")
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         main = ("platform", "name", "is_active", "default_community")
@@ -80,6 +95,11 @@ class ConnectionAdmin(TenantScopedAdmin):
         if obj.platform == "matrix":
             return f"/hooks/matrix/{obj.hook_key}/_matrix/app/v1/transactions/<txn>"
         return f"/hooks/{obj.platform}/{obj.hook_key}/"
+
+    @admin.display(description=_l("权限问题"))
+    def health_problems(self, obj: Connection) -> str:
+        problems = selectors.power_problems(obj)
+        return "\n".join(p["fix"] for p in problems) if problems else "—"
 
     @admin.display(description=_l("最近事件"))
     def health_last_event(self, obj: Connection) -> Any:
@@ -107,8 +127,10 @@ class ConnectionAdmin(TenantScopedAdmin):
                     services.do_update_connection_secrets(principal, obj.pk, secret_values)
             else:
                 created = services.do_create_connection(
-                    principal, platform=cd["platform"], name=cd["name"], config=config, secret_values=secret_values,
-                    default_community_id=cd["default_community"].pk if cd.get("default_community") else None)
+                    principal, platform=cd["platform"], name=cd["name"],
+                    config=getattr(form, "verified_config", None) or config, secret_values=secret_values,
+                    default_community_id=cd["default_community"].pk if cd.get("default_community") else None,
+                    verify=False)  # the form's clean() verified them
                 obj.pk = created.pk
         except ShequnError as exc:
             messages.error(request, exc.message)

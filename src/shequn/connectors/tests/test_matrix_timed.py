@@ -56,3 +56,41 @@ def test_a_mute_is_lifted_early_in_one_click(matrix_world: dict[str, Any], syste
     assert bob.user_id not in alice.state(room, "m.room.power_levels").get("users", {})
     scheduled.refresh_from_db()
     assert scheduled.status == "cancelled"
+
+
+def test_connecting_verifies_the_token_and_shows_missing_power(matrix_world: dict[str, Any], synapse: Any,
+                                                                 system: Any, client: Any) -> None:
+    from shequn.connectors import selectors
+    from shequn.connectors.models import Connection
+    from shequn.connectors.services import do_create_connection, do_delete_connection, do_matrix_sync
+    from shequn.core.errors import Invalid
+
+    # a bogus token and an unreachable homeserver are refused, nothing stored
+    with pytest.raises(Invalid) as bogus:
+        do_create_connection(system, platform="matrix", name="bogus",
+                             config={"homeserver": synapse.base_url, "user_id": "@x:localhost"},
+                             secret_values={"access_token": "syt_bogus"})
+    assert "M_UNKNOWN_TOKEN" in bogus.value.message and bogus.value.details["field"] == "secrets.access_token"
+    with pytest.raises(Invalid) as gone:
+        do_create_connection(system, platform="matrix", name="gone",
+                             config={"homeserver": "http://127.0.0.1:9", "user_id": "@x:localhost"},
+                             secret_values={"access_token": "x"})
+    assert gone.value.details["field"] == "config.homeserver"
+    assert not Connection.objects.filter(name__in=["bogus", "gone"]).exists()
+
+    # the bot at power 50: redact, kick and ban work, muting (power levels need 100) does not
+    conn, alice, room = matrix_world["conn"], matrix_world["alice"], matrix_world["room"]
+    assert selectors.power_problems(conn) == []
+    import urllib.parse
+
+    path = f"/rooms/{urllib.parse.quote(room)}/state/m.room.power_levels/"
+    levels = alice.call("GET", path)
+    levels["users"][matrix_world["bot"]["user_id"]] = 50
+    alice.call("PUT", path, levels)
+    do_matrix_sync(conn.pk)
+    problems = selectors.power_problems(conn)
+    assert [(p["room"], p["missing"], p["need"]) for p in problems] == [(room, ["mute"], 100)]
+    assert "100" in problems[0]["fix"] and "车友群" in problems[0]["fix"]
+
+    do_delete_connection(system, conn.pk)
+    assert not Connection.objects.filter(pk=conn.pk).exists()

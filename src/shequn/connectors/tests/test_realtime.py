@@ -19,7 +19,7 @@ pytestmark = pytest.mark.django_db
 def _matrix(system: Any, name: str) -> Connection:
     return do_create_connection(system, platform="matrix", name=name,
                                 config={"homeserver": "http://127.0.0.1:9", "user_id": f"@{name}:x"},
-                                secret_values={"access_token": f"tok-{name}"})
+                                secret_values={"access_token": f"tok-{name}"}, verify=False)
 
 
 def test_wanted_connections_follow_the_list(system: Any) -> None:

@@ -230,3 +230,27 @@ def to_activities(events: list[tuple[str, dict[str, Any]]], *, bot_user: str = "
             act["payload"]["sender_is_admin"] = power_of(room_levels, sender) >= ADMIN_POWER
         out.append(act)
     return out
+
+
+def _level(value: Any, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def required_levels(levels: dict[str, Any]) -> dict[str, int]:
+    """The power level each bot action needs in a room with ``m.room.power_levels`` ``levels``:
+    redact (delete), kick, ban, and changing the power levels (mute / unmute)."""
+    events = _d(levels.get("events"))
+    state_default = _level(levels.get("state_default"), 50)
+    return {"delete": _level(levels.get("redact"), 50), "kick": _level(levels.get("kick"), 50),
+            "ban": _level(levels.get("ban"), 50),
+            "mute": _level(events.get("m.room.power_levels"), state_default)}
+
+
+def missing_powers(levels: dict[str, Any], bot_user: str) -> dict[str, int]:
+    """``{action: level needed}`` for each action the bot lacks the power for (empty: all fine).
+    Muting also needs the bot above the members it mutes, which any level above 0 gives."""
+    have = power_of(levels, bot_user)
+    return {action: need for action, need in required_levels(levels).items() if have < need}

@@ -166,6 +166,25 @@ class MatrixAdapter:
         raise DeliveryError(DeliveryError.DELEGATE, f"unsupported action {kind}")
 
 
+# --- connecting ---------------------------------------------------------------------------------
+
+async def _whoami(conn: ConnInfo) -> dict[str, Any]:
+    async with matrix_client(conn, timeout=10) as client:
+        method, path = Api.whoami(client.access_token)
+        resp = await client.send(method, path, timeout=10)
+        data = await resp.json(content_type=None)
+        if resp.status != 200 or not isinstance(data, dict) or "user_id" not in data:
+            check(ErrorResponse.from_dict(data if isinstance(data, dict) else {}))
+            raise DeliveryError(DeliveryError.PERMANENT, f"whoami: HTTP {resp.status}")
+        return data
+
+
+def whoami(conn: ConnInfo) -> dict[str, Any]:
+    """``/account/whoami`` with the connection's token: ``{"user_id", "device_id"?}``. Raises
+    :class:`DeliveryError` (a refused token) or ``OSError`` / ``TimeoutError`` (unreachable)."""
+    return asyncio.run(_whoami(conn))
+
+
 # --- the sync client --------------------------------------------------------------------------------
 
 async def fetch(conn: ConnInfo, since: str | None, *, timeout_ms: int = 0, auto_join: bool = True,
