@@ -145,15 +145,23 @@ class RoomForm(forms.ModelForm):  # type: ignore[type-arg]
         model = Room
         fields = ()
 
+    def clean_community(self) -> Any:
+        community = self.cleaned_data.get("community")
+        if community is not None and self.instance.pk and self.instance.encrypted:
+            raise forms.ValidationError(services.encrypted_refusal(self.instance))
+        return community
+
 
 @admin.register(Room)
 class RoomAdmin(TenantScopedAdmin):
     permission_area = "connectors"
     form = RoomForm
-    list_display = ("__str__", "connection", "external_id", "member_count", "group", "bot_joined", "discovered_at")
-    list_filter = ("connection", "bot_joined")
+    list_display = ("__str__", "connection", "external_id", "member_count", "group", "bot_joined", "encrypted",
+                    "discovered_at")
+    list_filter = ("connection", "bot_joined", "encrypted")
     search_fields = ("name", "external_id")
-    readonly_fields = ("connection", "external_id", "name", "member_count", "group", "bot_joined", "secret_hints")
+    readonly_fields = ("connection", "external_id", "name", "member_count", "group", "bot_joined", "encrypted",
+                       "secret_hints")
 
     def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
         return False

@@ -63,6 +63,7 @@ class RoomOut(Schema):
     member_count: int | None
     group_id: int | None
     bot_joined: bool
+    encrypted: bool = False
 
 
 class MapIn(Schema):

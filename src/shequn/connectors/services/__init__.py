@@ -36,7 +36,7 @@ from .ingest import do_ingest_platform_events
 from .matrix import do_matrix_sync, do_parse_matrix_events, do_process_matrix_transaction
 from .outbox import do_cancel_action, do_deliver_due, do_request_action, do_retry_action
 from .qr import check_qr_input, do_create_qr_config
-from .rooms import do_discover_room, do_map_room, do_set_room_secret
+from .rooms import do_discover_room, do_map_room, do_set_room_secret, encrypted_refusal
 from .telegram import do_process_telegram_update, do_set_telegram_webhook
 from .wecom import do_process_wecom_callback
 
@@ -72,6 +72,7 @@ __all__ = [
     "do_set_telegram_webhook",
     "do_store_inbound",
     "do_update_connection_secrets",
+    "encrypted_refusal",
     "open_human_task",
     "verify_connection",
 ]

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -28,6 +29,15 @@ def do_ingest_platform_events(conn: Connection, events: Sequence[Mapping[str, An
         rooms = {e.get("group") for e in events if e.get("group")}
         mapped = set(Room.objects.filter(connection=conn, external_id__in=rooms, group__isnull=False)
                      .values_list("external_id", flat=True)) if rooms else set()
+        unmapped = [dict(e) for e in events if e.get("group") and e.get("group") not in mapped]
+        if unmapped:  # kept a while: mapping the room soon after ingests them
+            from .rooms import hold_events  # noqa: PLC0415, RUF100
+
+            try:
+                with transaction.atomic():
+                    hold_events(conn, unmapped)
+            except Exception:  # holding is a convenience: never lose the mapped rooms' events over it
+                log.warning("connection %s: could not hold events of unmapped rooms", conn.pk, exc_info=True)
         events = [e for e in events if not e.get("group") or e.get("group") in mapped]
     result = do_ingest(conn.tenant_id, events) if events else IngestResult()
     for err in result.errors[:5]:

@@ -94,3 +94,35 @@ def test_connecting_verifies_the_token_and_shows_missing_power(matrix_world: dic
 
     do_delete_connection(system, conn.pk)
     assert not Connection.objects.filter(pk=conn.pk).exists()
+
+
+def test_encrypted_rooms_are_refused_and_early_messages_kept(matrix_world: dict[str, Any], synapse: Any,
+                                                            system: Any) -> None:
+    from shequn.activity.models import ActivityEvent
+    from shequn.communities.models import Community
+    from shequn.connectors.models import Connection, Room
+    from shequn.connectors.services import do_map_room, do_matrix_sync
+    from shequn.core.errors import Invalid
+
+    conn, alice, bob, bot = (matrix_world[k] for k in ("conn", "alice", "bob", "bot"))
+    Connection.objects.filter(pk=conn.pk).update(default_community=None)  # rooms wait to be mapped by hand
+    plain = alice.create_room("新群", invite=[bot["user_id"], bob.user_id], power={bot["user_id"]: 100})
+    secret = alice.create_room("私密群", invite=[bot["user_id"]], power={bot["user_id"]: 100})
+    alice.call("PUT", f"/rooms/{secret}/state/m.room.encryption/", {"algorithm": "m.megolm.v1.aes-sha2"})
+    bob.join(plain)
+    do_matrix_sync(conn.pk)  # joins both
+    early = bob.send(plain, "映射之前的消息")
+    do_matrix_sync(conn.pk)
+    assert not ActivityEvent.objects.filter(platform_event_id=early).exists()  # not mapped: held, not ingested
+
+    community = Community.objects.get(pk=matrix_world["community"].pk)
+    enc = Room.objects.get(connection=conn, external_id=secret)
+    assert enc.encrypted
+    with pytest.raises(Invalid) as refused:
+        do_map_room(system, enc.pk, community.pk)
+    assert "端到端加密" in refused.value.message and refused.value.code == "room_encrypted"
+
+    room = Room.objects.get(connection=conn, external_id=plain)
+    assert not room.encrypted and room.held_events
+    do_map_room(system, room.pk, community.pk)
+    assert ActivityEvent.objects.get(platform_event_id=early).payload["text"] == "映射之前的消息"

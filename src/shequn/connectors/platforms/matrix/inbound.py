@@ -28,6 +28,8 @@ class SeenRoom:
     #: the room's ``m.room.power_levels`` content at the start of this batch's timeline, when the
     #: sync's state section carried it (initial sync, a newly joined room, or a change in a gap)
     power_levels: dict[str, Any] | None = None
+    #: ``m.room.encryption`` seen in the state or the timeline (end-to-end encrypted: unreadable)
+    encrypted: bool = False
 
 
 @dataclass
@@ -49,12 +51,16 @@ def batch_from_dict(data: dict[str, Any]) -> SyncBatch:
         state = _events(info.get("state"))
         timeline = _events(info.get("timeline"))
         name = ""
+        encrypted = False
         for ev in [*state, *timeline]:
             if ev.get("type") == "m.room.name":
                 name = str(_d(ev.get("content")).get("name") or "")[:200]
+            elif ev.get("type") in ("m.room.encryption", "m.room.encrypted"):
+                encrypted = True
         levels = levels_from_state(state)
         count = _d(info.get("summary")).get("m.joined_member_count")
-        batch.rooms.append(SeenRoom(room_id, name, count if isinstance(count, int) else None, power_levels=levels))
+        batch.rooms.append(SeenRoom(room_id, name, count if isinstance(count, int) else None, power_levels=levels,
+                                    encrypted=encrypted))
         batch.events.extend((room_id, ev) for ev in timeline)
     for room_id, info in _d(rooms.get("leave")).items():
         batch.rooms.append(SeenRoom(room_id, joined=False))
