@@ -102,7 +102,7 @@ from shequn.communities.models import Community
 from shequn.moderation.services import do_save_policy
 t = Tenant.objects.create(slug="e2e", name="E2E")
 c = Community.objects.create(tenant=t, name="车友会")
-do_save_policy(Principal.system(t.pk), c.pk, warn_limit=3)
+do_save_policy(Principal.system(t.pk), c.pk, warn_limit=20, warn_window_days=1)
 print(json.dumps({"tenant": t.pk, "community": c.pk}))
 """
 
@@ -164,13 +164,15 @@ def test_serve_and_worker_alone_redact_an_ad_within_10s(site: Site, synapse: Any
     _wait(lambda: site.py(seen), 10 - (time.monotonic() - start), "the new bot's history is ingested", site,
           step=0.2)
 
-    # ads: each is redacted within 10 s (the ladder: warn, warn — nothing else happens here)
+    # ads: each is redacted within 10 s (SHEQUN_E2E_ADS of them; 20 for docs/performance.md)
     latencies = []
-    for _ in range(2):
-        ad = bob.send(room, AD)
+    for i in range(min(18, int(os.environ.get("SHEQUN_E2E_ADS", "3")))):  # under the warn limit: warnings only
+        ad = bob.send(room, f"{AD} {i}")
         latencies.append(_wait(lambda ad=ad: alice.event(room, ad)["content"] == {}, 10,
                                "the ad is redacted", site, step=0.05))
     ok = alice.event(room, hello)
     assert ok["content"]["body"] == "大家好, 周末一起去爬山吗"  # ordinary chat untouched
-    print(f"\nad → redaction: {[round(x, 2) for x in latencies]} s "
-          f"(median {statistics.median(latencies):.2f} s); connection {conn['conn']}")
+    latencies.sort()
+    p99 = latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))]
+    print(f"\nad → redaction over {len(latencies)} ads: p50 {statistics.median(latencies):.2f} s, "
+          f"p99 {p99:.2f} s, max {latencies[-1]:.2f} s; connection {conn['conn']}")
