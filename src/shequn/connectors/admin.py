@@ -23,7 +23,7 @@ from .models import Connection, HumanTask, InboundEvent, OutboxAction, QrConfig,
 
 SECRET_FIELDS = ("bot_token", "webhook_secret", "access_token", "hs_token", "corp_secret", "callback_token",
                  "encoding_aes_key")
-CONFIG_FIELDS = ("homeserver", "user_id", "device_id", "corp_id", "api_base")
+CONFIG_FIELDS = ("homeserver", "user_id", "device_id", "corp_id", "api_base", "mode")
 
 
 class ConnectionForm(forms.ModelForm):  # type: ignore[type-arg]
@@ -32,6 +32,8 @@ class ConnectionForm(forms.ModelForm):  # type: ignore[type-arg]
     device_id = forms.CharField(label="Matrix device_id", required=False)
     corp_id = forms.CharField(label=_l("企业微信 CorpID"), required=False)
     api_base = forms.CharField(label=_l("API 地址 (可选)"), required=False)
+    mode = forms.ChoiceField(label=_l("Telegram 接收方式"), required=False,
+                             choices=[("", "webhook"), ("polling", _l("轮询 (getUpdates, 由 worker 执行)"))])
     bot_token = forms.CharField(label="Telegram bot token", required=False, widget=forms.PasswordInput)
     webhook_secret = forms.CharField(label=_l("Telegram webhook 密钥"), required=False, widget=forms.PasswordInput)
     access_token = forms.CharField(label="Matrix access token", required=False, widget=forms.PasswordInput)

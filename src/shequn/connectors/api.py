@@ -159,11 +159,16 @@ def activate_connection(request: HttpRequest, connection_id: int, body: NoteIn |
     return _conn_out(services.do_set_connection_active(p, connection_id, True, reason=body.note if body else ""))
 
 
-@router.delete("/connections/{connection_id}", response={204: None, **ERRORS})
+class DeletedOut(Schema):
+    id: int
+    deleted: bool
+
+
+@router.delete("/connections/{connection_id}", response={200: DeletedOut, **ERRORS})
 def delete_connection(request: HttpRequest, connection_id: int) -> Any:
     p = require(request, "connectors.write")
     services.do_delete_connection(p, connection_id)
-    return 204, None
+    return {"id": connection_id, "deleted": True}
 
 
 @router.post("/connections/{connection_id}/secrets", response={200: ConnectionOut, **ERRORS})

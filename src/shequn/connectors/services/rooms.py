@@ -4,11 +4,7 @@
 
 from __future__ import annotations
 
-import datetime as dt
-from typing import Any
-
 from django.db import transaction
-from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from shequn.communities.models import ChatGroup, Community
@@ -18,10 +14,7 @@ from shequn.core.services import do_audit
 
 from .. import secrets
 from ..models import Connection, Room
-
-#: how long, and how many, events of a room that is not mapped yet are kept for when it is
-HELD_WINDOW = dt.timedelta(hours=24)
-HELD_MAX = 500
+from .ingest import release_held_events
 
 
 def do_discover_room(conn: Connection, external_id: str, *, name: str = "", member_count: int | None = None,
@@ -58,35 +51,6 @@ def encrypted_refusal(room: Room) -> str:
     return _("群「%(room)s」开启了端到端加密: 机器人读不到其中的消息, 无法审核, 因此不能映射。"
              "请使用未加密的群 (Element 建群时关闭“启用端到端加密”; 已加密的群无法关闭加密)。") % {
         "room": room.name or room.external_id}
-
-
-def hold_events(conn: Connection, events: list[dict[str, Any]]) -> None:
-    """Keep parsed events of rooms that are not mapped yet (at most :data:`HELD_MAX` a room, for
-    :data:`HELD_WINDOW`): mapping the room soon after ingests them (:func:`release_held_events`)."""
-    by_room: dict[str, list[dict[str, Any]]] = {}
-    for e in events:
-        by_room.setdefault(str(e.get("group")), []).append(e)
-    cutoff = (timezone.now() - HELD_WINDOW).timestamp()
-    for room in Room.objects.select_for_update().filter(connection=conn, external_id__in=list(by_room),
-                                                        group__isnull=True, encrypted=False):
-        kept = [e for e in [*(room.held_events or []), *by_room[room.external_id]]
-                if float(e.get("occurred_at") or 0) >= cutoff]
-        room.held_events = kept[-HELD_MAX:]
-        room.save(update_fields=["held_events"])
-
-
-def release_held_events(room: Room) -> int:
-    """Ingest the events held for a room that has just been mapped (those still inside the window)."""
-    from .ingest import do_ingest_platform_events  # noqa: PLC0415, RUF100
-
-    held = list(room.held_events or [])
-    if not held:
-        return 0
-    cutoff = (timezone.now() - HELD_WINDOW).timestamp()
-    fresh = [e for e in held if float(e.get("occurred_at") or 0) >= cutoff]
-    Room.objects.filter(pk=room.pk).update(held_events=[])
-    room.held_events = []
-    return do_ingest_platform_events(room.connection, fresh).stored if fresh else 0
 
 
 def _map(room: Room, community_id: int) -> ChatGroup:

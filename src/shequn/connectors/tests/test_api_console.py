@@ -145,7 +145,7 @@ def test_connections_are_switched_off_and_deleted_through_the_api(client: Client
     assert off.status_code == 200 and off.json()["is_active"] is False
     assert call(client, "post", f"/connections/{cid}/activate", key).json()["is_active"] is True
     assert call(client, "delete", f"/connections/{cid}", other_key).status_code == 404
-    assert call(client, "delete", f"/connections/{cid}", key).status_code == 204
+    assert call(client, "delete", f"/connections/{cid}", key).json() == {"id": cid, "deleted": True}
     assert not Connection.objects.filter(pk=cid).exists()
 
 
