@@ -257,7 +257,7 @@ def main() -> None:
     conn = do_create_connection(Principal.system(tenant.pk), platform="matrix", name="bench",
                                 default_community_id=community.pk,
                                 config={"homeserver": "http://127.0.0.1:1", "user_id": "@bot:bench"},
-                                secret_values={"access_token": "x"})
+                                secret_values={"access_token": "x"}, verify=False)
     rooms = [f"!room{i}:bench" for i in range(args.rooms)]
     for r in rooms:
         do_discover_room(conn, r, name=r)

@@ -23,7 +23,7 @@ from .models import Connection, HumanTask, InboundEvent, OutboxAction, QrConfig,
 
 SECRET_FIELDS = ("bot_token", "webhook_secret", "access_token", "hs_token", "corp_secret", "callback_token",
                  "encoding_aes_key")
-CONFIG_FIELDS = ("homeserver", "user_id", "device_id", "corp_id", "api_base")
+CONFIG_FIELDS = ("homeserver", "user_id", "device_id", "corp_id", "api_base", "mode")
 
 
 class ConnectionForm(forms.ModelForm):  # type: ignore[type-arg]
@@ -32,6 +32,8 @@ class ConnectionForm(forms.ModelForm):  # type: ignore[type-arg]
     device_id = forms.CharField(label="Matrix device_id", required=False)
     corp_id = forms.CharField(label=_l("企业微信 CorpID"), required=False)
     api_base = forms.CharField(label=_l("API 地址 (可选)"), required=False)
+    mode = forms.ChoiceField(label=_l("Telegram 接收方式"), required=False,
+                             choices=[("", "webhook"), ("polling", _l("轮询 (getUpdates, 由 worker 执行)"))])
     bot_token = forms.CharField(label="Telegram bot token", required=False, widget=forms.PasswordInput)
     webhook_secret = forms.CharField(label=_l("Telegram webhook 密钥"), required=False, widget=forms.PasswordInput)
     access_token = forms.CharField(label="Matrix access token", required=False, widget=forms.PasswordInput)
@@ -55,6 +57,21 @@ class ConnectionForm(forms.ModelForm):  # type: ignore[type-arg]
                 hint = (self.instance.secret_hints or {}).get(key)
                 self.fields[key].help_text = _("已保存 %(hint)s; 留空则不修改") % {"hint": hint} if hint else ""
 
+    def clean(self) -> dict[str, Any]:
+        """A new connection's credentials are checked with the platform (Matrix ``whoami``): a bogus
+        token or an unreachable homeserver is refused here, with the reason, instead of stored."""
+        cd = super().clean() or {}
+        if self.instance.pk or self.errors:
+            return cd
+        config = {k: cd[k] for k in CONFIG_FIELDS if cd.get(k)}
+        secret_values = {k: cd[k] for k in SECRET_FIELDS if cd.get(k)}
+        try:
+            services.check_connection_input(str(cd.get("platform") or ""), config, secret_values)
+            self.verified_config = services.verify_connection(str(cd.get("platform") or ""), config, secret_values)
+        except ShequnError as exc:
+            raise forms.ValidationError(exc.message) from exc
+        return cd
+
 
 @admin.register(Connection)
 class ConnectionAdmin(TenantScopedAdmin):
@@ -63,8 +80,8 @@ class ConnectionAdmin(TenantScopedAdmin):
     list_display = ("name", "platform", "is_active", "health_last_event", "health_lag", "error_count",
                     "health_backlog", "events_received")
     list_filter = ("platform", "is_active")
-    readonly_fields = ("hook_url", "secret_hints", "last_event_at", "last_received_at", "events_received",
-                       "error_count", "last_error", "last_error_at")
+    readonly_fields = ("hook_url", "secret_hints", "health_problems", "last_event_at", "last_received_at",
+                       "events_received", "error_count", "last_error", "last_error_at")
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         main = ("platform", "name", "is_active", "default_community")
@@ -80,6 +97,11 @@ class ConnectionAdmin(TenantScopedAdmin):
         if obj.platform == "matrix":
             return f"/hooks/matrix/{obj.hook_key}/_matrix/app/v1/transactions/<txn>"
         return f"/hooks/{obj.platform}/{obj.hook_key}/"
+
+    @admin.display(description=_l("权限问题"))
+    def health_problems(self, obj: Connection) -> str:
+        problems = selectors.power_problems(obj)
+        return "\n".join(p["fix"] for p in problems) if problems else "—"
 
     @admin.display(description=_l("最近事件"))
     def health_last_event(self, obj: Connection) -> Any:
@@ -107,8 +129,10 @@ class ConnectionAdmin(TenantScopedAdmin):
                     services.do_update_connection_secrets(principal, obj.pk, secret_values)
             else:
                 created = services.do_create_connection(
-                    principal, platform=cd["platform"], name=cd["name"], config=config, secret_values=secret_values,
-                    default_community_id=cd["default_community"].pk if cd.get("default_community") else None)
+                    principal, platform=cd["platform"], name=cd["name"],
+                    config=getattr(form, "verified_config", None) or config, secret_values=secret_values,
+                    default_community_id=cd["default_community"].pk if cd.get("default_community") else None,
+                    verify=False)  # the form's clean() verified them
                 obj.pk = created.pk
         except ShequnError as exc:
             messages.error(request, exc.message)
@@ -123,15 +147,23 @@ class RoomForm(forms.ModelForm):  # type: ignore[type-arg]
         model = Room
         fields = ()
 
+    def clean_community(self) -> Any:
+        community = self.cleaned_data.get("community")
+        if community is not None and self.instance.pk and self.instance.encrypted:
+            raise forms.ValidationError(services.encrypted_refusal(self.instance))
+        return community
+
 
 @admin.register(Room)
 class RoomAdmin(TenantScopedAdmin):
     permission_area = "connectors"
     form = RoomForm
-    list_display = ("__str__", "connection", "external_id", "member_count", "group", "bot_joined", "discovered_at")
-    list_filter = ("connection", "bot_joined")
+    list_display = ("__str__", "connection", "external_id", "member_count", "group", "bot_joined", "encrypted",
+                    "discovered_at")
+    list_filter = ("connection", "bot_joined", "encrypted")
     search_fields = ("name", "external_id")
-    readonly_fields = ("connection", "external_id", "name", "member_count", "group", "bot_joined", "secret_hints")
+    readonly_fields = ("connection", "external_id", "name", "member_count", "group", "bot_joined", "encrypted",
+                       "secret_hints")
 
     def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
         return False

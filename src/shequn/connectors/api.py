@@ -28,6 +28,7 @@ class HealthOut(Schema):
     last_error_at: dt.datetime | None
     outbox_backlog: int
     dead_letters: int
+    problems: list[dict[str, Any]] = []
 
 
 class ConnectionOut(Schema):
@@ -62,6 +63,7 @@ class RoomOut(Schema):
     member_count: int | None
     group_id: int | None
     bot_joined: bool
+    encrypted: bool = False
 
 
 class MapIn(Schema):
@@ -143,6 +145,30 @@ def create_connection(request: HttpRequest, body: ConnectionIn) -> Any:
     c = services.do_create_connection(p, platform=body.platform, name=body.name, config=body.config,
                                       secret_values=body.secrets, default_community_id=body.default_community_id)
     return 201, _conn_out(c)
+
+
+@router.post("/connections/{connection_id}/deactivate", response={200: ConnectionOut, **ERRORS})
+def deactivate_connection(request: HttpRequest, connection_id: int, body: NoteIn | None = None) -> Any:
+    p = require(request, "connectors.write")
+    return _conn_out(services.do_set_connection_active(p, connection_id, False, reason=body.note if body else ""))
+
+
+@router.post("/connections/{connection_id}/activate", response={200: ConnectionOut, **ERRORS})
+def activate_connection(request: HttpRequest, connection_id: int, body: NoteIn | None = None) -> Any:
+    p = require(request, "connectors.write")
+    return _conn_out(services.do_set_connection_active(p, connection_id, True, reason=body.note if body else ""))
+
+
+class DeletedOut(Schema):
+    id: int
+    deleted: bool
+
+
+@router.delete("/connections/{connection_id}", response={200: DeletedOut, **ERRORS})
+def delete_connection(request: HttpRequest, connection_id: int) -> Any:
+    p = require(request, "connectors.write")
+    services.do_delete_connection(p, connection_id)
+    return {"id": connection_id, "deleted": True}
 
 
 @router.post("/connections/{connection_id}/secrets", response={200: ConnectionOut, **ERRORS})

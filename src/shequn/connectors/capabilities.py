@@ -36,6 +36,9 @@ class Profile:
     actions: frozenset[str]
     welcome_window: dt.timedelta | None = None  # a welcome must be sent within this time of the join
     delete_max_age: dt.timedelta | None = None  # a bot may delete only messages younger than this
+    #: the platform ends a mute by itself (Telegram ``until_date``); otherwise the outbox schedules
+    #: an ``unmute`` at the mute's end (Matrix: the power level has no expiry)
+    timed_mute: bool = False
     limits: tuple[Limit, ...] = field(default_factory=tuple)
     notes: str = ""
 
@@ -53,7 +56,7 @@ PROFILES: dict[str, Profile] = {
     "telegram": Profile(
         "telegram", read_messages=True, membership_events=True,
         send_formats=frozenset({"text", "markdown", "image", "link_card"}), actions=_ALL_MOD,
-        delete_max_age=dt.timedelta(hours=48),
+        delete_max_age=dt.timedelta(hours=48), timed_mute=True,
         # 30/s overall → 15/s + burst 15; ~1/s per chat; 20/min per group → 19/min + burst 1
         limits=(Limit("overall", "connection", 15, 1.0, burst=15), Limit("chat", "group", 1, 1.0, burst=1),
                 Limit("group_minute", "group", 19, 60.0, burst=1)),

@@ -156,6 +156,12 @@ class Room(TenantOwned):
     #: creators), admin = power >= 50; Telegram: {"admins": [user ids]} from ``chat_member`` updates;
     #: WeCom: {"owner": userid, "admins": [userids]} from ``groupchat/get``.
     staff_state = models.JSONField(_("平台管理员"), default=dict, blank=True, editable=False)
+    #: Matrix: ``m.room.encryption`` is in the room's state — the bot (no E2EE) reads nothing, so the
+    #: room cannot be mapped (see docs/subsystems/connectors.md, "Encrypted rooms")
+    encrypted = models.BooleanField(_("端到端加密"), default=False)
+    #: parsed events of the room while it is not mapped, kept for HELD_WINDOW (at most HELD_MAX) and
+    #: ingested when the room is mapped
+    held_events = models.JSONField(default=list, blank=True, editable=False)
     discovered_at = models.DateTimeField(_("发现时间"), auto_now_add=True)
 
     class Meta:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import Q, QuerySet
+from django.utils.translation import gettext as _
 
 from shequn.communities.models import Membership
 from shequn.members.models import Identity
 
 from .models import Connection, HumanTask, InboundEvent, OutboxAction, Room
+from .platforms.matrix.inbound import missing_powers
 
 BACKLOG = (OutboxAction.Status.PENDING, OutboxAction.Status.SENDING)
 
@@ -82,7 +84,27 @@ def health(conn: Connection) -> dict[str, Any]:
         "last_error_at": conn.last_error_at, "outbox_backlog": outbox_backlog(conn.tenant_id, conn.pk),
         "dead_letters": OutboxAction.objects.filter(tenant_id=conn.tenant_id, connection_id=conn.pk,
                                                     status=OutboxAction.Status.DEAD).count(),
+        "problems": power_problems(conn),
     }
+
+
+def power_problems(conn: Connection) -> list[dict[str, Any]]:
+    """Matrix: each joined room where the bot lacks the power level for an action the ladder takes
+    (redact, kick, ban, change power levels to mute), from the room's cached power levels, with the
+    plain fix. Checked on every sync (the cache follows the room's power-level changes)."""
+    if conn.platform != "matrix":
+        return []
+    bot = str((conn.config or {}).get("user_id") or "")
+    out: list[dict[str, Any]] = []
+    for room in Room.objects.filter(connection=conn, bot_joined=True).exclude(staff_state={}).order_by("pk"):
+        missing = missing_powers(room.staff_state or {}, bot)
+        if missing:
+            need = max(missing.values())
+            label = room.name or room.external_id
+            out.append({"room": room.external_id, "room_name": room.name, "missing": sorted(missing), "need": need,
+                        "fix": _("请在 %(room)s 中把机器人的权限等级设为 %(level)d (当前无法: %(actions)s)") % {
+                            "room": label, "level": need, "actions": ", ".join(sorted(missing))}})
+    return out
 
 
 def rooms(tenant_id: int, *, connection_id: int | None = None, unmapped: bool = False) -> QuerySet[Room]:

@@ -18,7 +18,7 @@ from shequn.core.errors import ShequnError
 
 from .models import MemberReport, ModerationPolicy, RateAlert, Strike, Violation
 from .rules import RulePackError, compile_pack
-from .services import do_review, do_save_policy
+from .services import do_lift_mute, do_review, do_save_policy
 
 
 def _review(admin_obj: Any, request: HttpRequest, ids: list[int], decision: str) -> int:
@@ -132,8 +132,35 @@ class ModerationPolicyAdmin(TenantScopedAdmin):
 class StrikeAdmin(TenantScopedAdmin):
     permission_area = "moderation"
     read_only_model = True
-    list_display = ("member", "community", "kind", "created_at", "until", "revoked_at")
+    list_display = ("member", "community", "kind", "created_at", "until", "time_left", "revoked_at")
     list_filter = ("kind",)
+    actions_row = ["lift_row"]
+    actions_detail = ["lift_row"]
+
+    @admin.display(description=_("剩余时间"))
+    def time_left(self, obj: Strike) -> str:
+        from django.utils import timezone
+        from django.utils.timesince import timeuntil
+
+        if obj.kind != Strike.Kind.MUTE or obj.revoked_at or not obj.until or obj.until <= timezone.now():
+            return "—"
+        return timeuntil(obj.until)
+
+    def has_lift_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        principal = request_principal(request)
+        return principal is not None and principal.can("moderation.write")
+
+    @action(description=_("提前解除禁言"), url_path="lift", permissions=["lift"])  # type: ignore[untyped-decorator]
+    def lift_row(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        principal = request_principal(request)
+        if principal is not None:
+            try:
+                do_lift_mute(principal, int(object_id))
+                self.message_user(request, _("已解除禁言"))
+            except ShequnError as exc:
+                self.message_user(request, exc.message, messages.WARNING)
+        return HttpResponseRedirect(request.META.get("HTTP_REFERER") or reverse(
+            "admin:moderation_strike_changelist"))
 
 
 @admin.register(RateAlert)

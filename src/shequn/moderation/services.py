@@ -23,6 +23,7 @@ from django.utils.translation import gettext as _
 from shequn.activity.models import ActivityEvent, EventKind
 from shequn.communities.models import Community, Membership, RoleAssignment
 from shequn.connectors.services import do_request_action
+from shequn.connectors.signals import action_settled
 from shequn.core.errors import Conflict, Forbidden, Invalid, NotFound, ShequnError
 from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
@@ -369,7 +370,19 @@ def _warn_payload(policy: ModerationPolicy, v: Violation, count: int) -> dict[st
             "{count}", str(count)).replace("{limit}", str(policy.warn_limit)) if policy.warn_text else template % values
     except (KeyError, ValueError, TypeError):
         text = template
-    return {"text": text, "warning": count, "limit": policy.warn_limit}
+    # the adapters put the member's name (a mention where the platform has one) before the text
+    return {"text": text, "warning": count, "limit": policy.warn_limit, "member_name": _member_name(v)}
+
+
+def _member_name(v: Violation) -> str:
+    if v.member_id is None:
+        return ""
+    name = Identity.objects.filter(tenant_id=v.tenant_id, member_id=v.member_id, platform=v.platform).values_list(
+        "display_name", flat=True).first()
+    if not name:
+        name = Member.objects.filter(tenant_id=v.tenant_id, pk=v.member_id).values_list(
+            "display_name", flat=True).first()
+    return str(name or "")
 
 
 def _target_external_id(v: Violation) -> str:
@@ -411,6 +424,96 @@ def _apply(v: Violation, plan: Sequence[tuple[str, dict[str, Any]]], policy: Mod
             Strike.objects.create(tenant_id=v.tenant_id, community_id=v.community_id, member_id=v.member_id,
                                   violation=v, kind=kind, created_at=v.occurred_at, until=until)
     v.actions = results
+
+
+# ------------------------------------------------------------------------------- action outcomes
+
+#: a step that did not happen (its action failed, died or waits for a person) is shown as such
+FAILED_STEP = "%s_failed"
+
+
+def on_action_settled(sender: Any = None, *, tenant_id: int, action_id: int, kind: str, status: str, source: str,
+                      idempotency_key: str, error: str = "", **_kw: Any) -> None:
+    """The connectors tell the outcome of an action the ladder queued (see
+    :data:`shequn.connectors.signals.action_settled`): the ladder counts only applied actions."""
+    if not source.startswith("moderation"):
+        return
+    prefix, _sep, rest = idempotency_key.partition(":")
+    violation_id, _sep, _kind = rest.partition(":")
+    if prefix != "mod" or not violation_id.isdigit():
+        return  # undo actions (unmute / unban) carry no strike
+    with transaction.atomic():
+        do_note_action_outcome(tenant_id, int(violation_id), kind=kind, action_id=action_id, status=status,
+                               error=error)
+
+
+action_settled.connect(on_action_settled, dispatch_uid="moderation.on_action_settled")
+
+
+def do_note_action_outcome(tenant_id: int, violation_id: int, *, kind: str, action_id: int, status: str,
+                           error: str = "") -> Violation | None:
+    """Record what really happened to one of a violation's actions. Not applied (``failed``, ``dead``,
+    ``delegated`` to a person): the strike it carried is revoked, so the next offence climbs from
+    where the member really is, and the ladder step reads ``<kind>_failed``. A person completing the
+    human task (``done``): the strike counts again and the step is restored."""
+    v = Violation.objects.select_for_update().filter(tenant_id=tenant_id, pk=violation_id).first()
+    if v is None:
+        return None
+    now = timezone.now()
+    applied = status == "done"
+    for entry in v.actions or []:
+        if entry.get("outbox_id") == action_id:
+            entry["status"] = status
+            if error:
+                entry["error"] = error[:300]
+            entry["applied"] = applied
+    strikes = Strike.objects.filter(violation=v, kind=kind)
+    if applied:
+        if v.status != Violation.Status.REVERSED:
+            strikes.filter(revoked_at__isnull=False).update(revoked_at=None)
+            if v.ladder_step == FAILED_STEP % kind:
+                v.ladder_step = kind
+    else:
+        strikes.filter(revoked_at__isnull=True).update(revoked_at=now)
+        if v.ladder_step == kind:
+            v.ladder_step = FAILED_STEP % kind
+    v.save(update_fields=["actions", "ladder_step"])
+    do_audit(Principal.system(tenant_id, label="moderation"), "moderation.action_outcome", "Violation", v.pk,
+             actor_type="system", reason=error[:300],
+             data={"kind": kind, "status": status, "outbox_id": action_id, "step": v.ladder_step})
+    return v
+
+
+@transaction.atomic
+def do_lift_mute(principal: Principal, strike_id: int, *, note: str = "") -> Strike:
+    """Lift a running mute early (one click in the console): the mute ends now (``until``), the
+    platform is asked to unmute at once and the unmute scheduled for its end is cancelled. The strike
+    still counts on the ladder (lifting is mercy, not a reversal — reverse the violation for that)."""
+    if not principal.can("moderation.write"):
+        raise Forbidden(_("没有权限: %(perm)s") % {"perm": "moderation.write"})
+    strike = Strike.objects.select_for_update().filter(tenant_id=principal.tenant_id, pk=strike_id).first()
+    if strike is None:
+        raise NotFound(_("处罚记录不存在"))
+    now = timezone.now()
+    if strike.kind != Strike.Kind.MUTE or strike.revoked_at is not None or (strike.until and strike.until <= now):
+        raise Conflict(_("该记录不是进行中的禁言"), code="not_muted")
+    strike.until = now
+    strike.save(update_fields=["until"])
+    v = strike.violation
+    mute_ids = [e.get("outbox_id") for e in v.actions or [] if e.get("kind") == "mute" and e.get("outbox_id")]
+    from shequn.connectors.models import OutboxAction
+    from shequn.connectors.services.delivery import unmute_key
+
+    OutboxAction.objects.filter(tenant_id=principal.tenant_id, idempotency_key__in=[unmute_key(i) for i in mute_ids],
+                                status=OutboxAction.Status.PENDING).update(status=OutboxAction.Status.CANCELLED,
+                                                                           next_attempt_at=None)
+    do_request_action(principal.tenant_id, kind="unmute", group_id=v.group_id, idempotency_key=f"lift:{strike.pk}",
+                      target_member_id=v.member_id, target_external_id=_target_external_id(v),
+                      payload={"lifts": strike.pk}, source=f"moderation.lift:{principal.label}"[:120],
+                      reason=note or _("提前解除禁言"), platform=v.platform or None)
+    do_audit(principal, "moderation.lift_mute", "Strike", strike.pk, reason=note,
+             data={"violation": v.pk, "member_id": strike.member_id})
+    return strike
 
 
 # ------------------------------------------------------------------------------------ review queue

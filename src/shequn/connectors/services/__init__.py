@@ -23,8 +23,11 @@ from .connections import (
     conn_info,
     connection_secrets,
     do_create_connection,
+    do_delete_connection,
     do_note_connection_error,
+    do_set_connection_active,
     do_update_connection_secrets,
+    verify_connection,
 )
 from .delivery import DeliveryStats
 from .human_tasks import HUMAN_TASK_DEADLINE, do_complete_human_task, open_human_task
@@ -33,7 +36,7 @@ from .ingest import do_ingest_platform_events
 from .matrix import do_matrix_sync, do_parse_matrix_events, do_process_matrix_transaction
 from .outbox import do_cancel_action, do_deliver_due, do_request_action, do_retry_action
 from .qr import check_qr_input, do_create_qr_config
-from .rooms import do_discover_room, do_map_room, do_set_room_secret
+from .rooms import do_discover_room, do_map_room, do_set_room_secret, encrypted_refusal
 from .telegram import do_process_telegram_update, do_set_telegram_webhook
 from .wecom import do_process_wecom_callback
 
@@ -49,6 +52,7 @@ __all__ = [
     "do_complete_human_task",
     "do_create_connection",
     "do_create_qr_config",
+    "do_delete_connection",
     "do_deliver_due",
     "do_discover_room",
     "do_ingest_platform_events",
@@ -63,9 +67,12 @@ __all__ = [
     "do_process_wecom_callback",
     "do_request_action",
     "do_retry_action",
+    "do_set_connection_active",
     "do_set_room_secret",
     "do_set_telegram_webhook",
     "do_store_inbound",
     "do_update_connection_secrets",
+    "encrypted_refusal",
     "open_human_task",
+    "verify_connection",
 ]

@@ -20,7 +20,7 @@ from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
 
 from .. import secrets
-from ..adapters import ConnInfo
+from ..adapters import ConnInfo, DeliveryError
 from ..models import Connection
 
 #: which secrets and config keys each platform's connection needs
@@ -53,11 +53,46 @@ def check_connection_input(platform: str, config: Mapping[str, Any], secret_valu
         raise Invalid(_("EncodingAESKey 必须是 43 个字符"), details={"field": "secrets.encoding_aes_key"})
 
 
+def verify_connection(platform: str, config: Mapping[str, Any], secret_values: Mapping[str, str]) -> dict[str, Any]:
+    """Check the credentials with the platform before they are stored; returns the config completed
+    from the platform's answer. Matrix: ``whoami`` with the token (the homeserver reachable, the
+    token valid, and its user the configured ``user_id``). Raises :class:`Invalid` with a plain reason."""
+    config = dict(config)
+    if platform != "matrix":
+        return config
+    from ..platforms.matrix.outbound import whoami  # noqa: PLC0415, RUF100  (matrix-nio takes seconds to import)
+
+    info = ConnInfo(id=0, tenant_id=0, platform=platform, config=config,
+                    secrets={k: str(v) for k, v in secret_values.items()})
+    try:
+        me = whoami(info)
+    except DeliveryError as exc:
+        raise Invalid(_("Matrix 拒绝了这个 access_token: %(error)s") % {"error": exc.message[:200]},
+                      details={"field": "secrets.access_token"}) from exc
+    except Exception as exc:
+        raise Invalid(_("无法连接 Matrix homeserver %(hs)s: %(error)s") % {
+            "hs": config.get("homeserver"), "error": type(exc).__name__},
+            details={"field": "config.homeserver"}) from exc
+    user_id = str(me.get("user_id") or "")
+    if config.get("user_id") and config["user_id"] != user_id:
+        raise Invalid(_("这个 access_token 属于 %(actual)s, 不是 %(user)s") % {"actual": user_id,
+                                                                          "user": config["user_id"]},
+                      details={"field": "config.user_id"})
+    config["user_id"] = user_id
+    if me.get("device_id") and not config.get("device_id"):
+        config["device_id"] = str(me["device_id"])
+    return config
+
+
 def do_create_connection(principal: Principal, *, platform: str, name: str, config: Mapping[str, Any],
-                         secret_values: Mapping[str, str], default_community_id: int | None = None) -> Connection:
-    """Connect a platform. Secrets are encrypted at rest; only their last 4 characters are kept in
-    clear (``secret_hints``) for the console."""
+                         secret_values: Mapping[str, str], default_community_id: int | None = None,
+                         verify: bool = True) -> Connection:
+    """Connect a platform. With ``verify`` (the API and the console) the credentials are checked with
+    the platform first (:func:`verify_connection`): a bogus token is refused, not stored. Secrets are
+    encrypted at rest; only their last 4 characters are kept in clear (``secret_hints``) for the console."""
     check_connection_input(platform, config, secret_values)
+    if verify:
+        config = verify_connection(platform, config, secret_values)
     name = name.strip()
     if not name:
         raise Invalid(_("名称不能为空"), details={"field": "name"})
@@ -88,12 +123,40 @@ def do_update_connection_secrets(principal: Principal, connection_id: int,
         current = secrets.decrypt(conn.secrets_encrypted)
         changed = {k: str(v) for k, v in secret_values.items() if str(v)}
         check_connection_input(conn.platform, conn.config, {**current, **changed}, partial=True)
+        if changed:
+            conn.config = verify_connection(conn.platform, conn.config, {**current, **changed})
         current.update(changed)
         conn.secrets_encrypted = secrets.encrypt(current)
         conn.secret_hints = {k: secrets.hint(v) for k, v in current.items()}
-        conn.save(update_fields=["secrets_encrypted", "secret_hints"])
+        conn.save(update_fields=["secrets_encrypted", "secret_hints", "config"])
         do_audit(principal, "connectors.secrets", "connection", str(conn.pk), data={"changed": sorted(changed)})
     return conn
+
+
+def do_set_connection_active(principal: Principal, connection_id: int, active: bool, *, reason: str = "") -> Connection:
+    """Switch a connection off (its sync / polling stops within seconds, no delivery) or on again."""
+    with transaction.atomic():
+        conn = Connection.objects.select_for_update().filter(tenant_id=principal.tenant_id, pk=connection_id).first()
+        if conn is None:
+            raise NotFound(_("连接不存在"))
+        if conn.is_active != active:
+            conn.is_active = active
+            conn.save(update_fields=["is_active"])
+            do_audit(principal, "connectors.activate" if active else "connectors.deactivate", "connection",
+                     str(conn.pk), reason=reason)
+    return conn
+
+
+def do_delete_connection(principal: Principal, connection_id: int, *, reason: str = "") -> None:
+    """Delete a connection with its rooms and raw callbacks. The communities' groups and the activity
+    stay; its pending actions lose their connection (another connection of the group may take them)."""
+    with transaction.atomic():
+        conn = Connection.objects.select_for_update().filter(tenant_id=principal.tenant_id, pk=connection_id).first()
+        if conn is None:
+            raise NotFound(_("连接不存在"))
+        do_audit(principal, "connectors.delete", "connection", str(conn.pk), reason=reason,
+                 data={"platform": conn.platform, "name": conn.name})
+        conn.delete()
 
 
 def connection_secrets(conn: Connection) -> dict[str, str]:

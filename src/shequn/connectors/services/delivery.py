@@ -40,6 +40,7 @@ from django.db import connection as db_connection
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from shequn.activity.models import ActivityEvent
 from shequn.communities.models import ChatGroup
@@ -50,11 +51,16 @@ from ..adapters import ActionItem, ConnInfo, DeliveryError, adapter_platforms, g
 from ..capabilities import Limit, profile
 from ..models import Connection, OutboxAction, RateBucket, Room
 from ..selectors import resolve_connection_id
+from ..signals import send_action_settled
 from .human_tasks import open_human_task
 
 log = logging.getLogger(__name__)
 
 LEASE = dt.timedelta(minutes=5)
+#: PostgreSQL channel that wakes the real-time delivery thread (:mod:`shequn.connectors.realtime`)
+CHANNEL = "shequn_outbox"
+#: actions that act on a member or a message: a permanent refusal becomes a human task
+ENFORCEMENT = frozenset({"delete", "mute", "unmute", "kick", "ban", "unban"})
 BACKOFF_BASE = 10.0  # seconds
 BACKOFF_CAP = 3600.0
 
@@ -312,6 +318,16 @@ def record(item: ActionItem, outcome: dict[str, Any] | DeliveryError, *, stats: 
                             last_error=f"429 retry_after={wait:g}s: {outcome.message}"[:2000])
             _block_bucket(item, outcome.scope, until)
             status, counter = Status.PENDING, "rate_limited"
+        elif outcome.kind == DeliveryError.PERMANENT and item.kind in ENFORCEMENT:
+            # the platform refused (the bot lacks the right: M_FORBIDDEN, "not enough rights"):
+            # retrying cannot help, a person can — never count it as done, never drop it
+            message = _("机器人无法执行 (%(error)s)。请手动处理, 或提升机器人在群里的权限。") % {
+                "error": outcome.message[:300]}
+            n = mine.update(status=Status.DELEGATED, last_error=outcome.message[:2000], lease_token="",
+                            next_attempt_at=None)
+            if n:
+                open_human_task(item.tenant_id, item.id, message)
+            status, counter = Status.DELEGATED, "delegated"
         elif outcome.kind == DeliveryError.PERMANENT:
             n = mine.update(status=Status.FAILED, last_error=outcome.message[:2000], lease_token="",
                             next_attempt_at=None, done_at=now)
@@ -334,11 +350,44 @@ def record(item: ActionItem, outcome: dict[str, Any] | DeliveryError, *, stats: 
         if not n:
             stats.stale += 1
             return "stale"
-        if item.connection_id is not None and counter in ("retried", "dead", "failed"):
+        if status == Status.DONE and item.kind == "mute":
+            _schedule_unmute(item, now)
+        if status in (Status.FAILED, Status.DEAD, Status.DELEGATED):
+            _settled(item, str(status), "" if isinstance(outcome, dict) else outcome.message)
+        refused = isinstance(outcome, DeliveryError) and outcome.kind == DeliveryError.PERMANENT
+        if item.connection_id is not None and (counter in ("retried", "dead", "failed") or refused):
             Connection.objects.filter(pk=item.connection_id).update(
                 error_count=F("error_count") + 1, last_error=_clip(outcome), last_error_at=now)
     setattr(stats, counter, getattr(stats, counter) + 1)
     return str(status)
+
+
+def unmute_key(mute_action_id: int) -> str:
+    """The idempotency key of the unmute that ends mute action ``mute_action_id``."""
+    return f"unmute-after:{mute_action_id}"
+
+
+def _schedule_unmute(item: ActionItem, now: dt.datetime) -> None:
+    """A timed mute on a platform whose mutes do not expire (Matrix): queue the unmute now, due at
+    the mute's end. The outbox is the scheduler: the real-time thread delivers it when it falls due."""
+    prof = profile(item.platform)
+    seconds = float(item.payload.get("seconds") or 0)
+    if prof is None or prof.timed_mute or seconds <= 0 or not item.target:
+        return
+    row = OutboxAction.objects.get(pk=item.id)
+    OutboxAction.objects.get_or_create(
+        tenant_id=item.tenant_id, idempotency_key=unmute_key(item.id),
+        defaults={"kind": "unmute", "platform": item.platform, "group_id": item.group_id,
+                  "connection_id": item.connection_id, "target_member_id": row.target_member_id,
+                  "target_external_id": item.target, "payload": {"ends_mute": item.id}, "source": row.source,
+                  "reason": _("禁言到期"), "status": OutboxAction.Status.PENDING,
+                  "next_attempt_at": now + dt.timedelta(seconds=seconds)})
+
+
+def _settled(item: ActionItem, status: str, error: str) -> None:
+    source, key = OutboxAction.objects.filter(pk=item.id).values_list("source", "idempotency_key").first() or ("", "")
+    send_action_settled(tenant_id=item.tenant_id, action_id=item.id, kind=item.kind, status=status,
+                        source=str(source), idempotency_key=str(key), error=error[:500])
 
 
 def _clip(outcome: Any) -> str:
@@ -354,3 +403,15 @@ def _block_bucket(item: ActionItem, scope: str, until: dt.datetime) -> None:
         return
     RateBucket.objects.filter(key__startswith=prefix).update(blocked_until=until)
     # also the rows waiting in the same scope: nothing to do, the claim honours blocked_until
+
+
+def notify_outbox() -> None:
+    """Wake the delivery threads (PostgreSQL ``NOTIFY``; a no-op elsewhere, where they poll)."""
+    conn = db_connection
+    if conn.vendor != "postgresql":
+        return
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"NOTIFY {CHANNEL}")
+    except Exception:  # waking is an optimisation: the poll and the cron sweep still deliver
+        log.warning("NOTIFY %s failed", CHANNEL, exc_info=True)

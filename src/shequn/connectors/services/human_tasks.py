@@ -15,6 +15,7 @@ from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
 
 from ..models import ActionKind, HumanTask, OutboxAction
+from ..signals import send_action_settled
 
 HUMAN_TASK_DEADLINE = dt.timedelta(hours=4)
 
@@ -45,8 +46,12 @@ def do_complete_human_task(principal: Principal, task_id: int, *, note: str = ""
         task.done_by = principal.label[:120]
         task.done_at = now
         task.save(update_fields=["status", "done_by", "done_at"])
-        OutboxAction.objects.filter(pk=task.action_id, status=OutboxAction.Status.DELEGATED).update(
+        n = OutboxAction.objects.filter(pk=task.action_id, status=OutboxAction.Status.DELEGATED).update(
             status=OutboxAction.Status.DONE, done_at=now,
             result={"by_human": principal.label[:120], "note": note[:500]})
+        if n:  # the requester (e.g. the moderation ladder) now counts it as applied
+            row = OutboxAction.objects.get(pk=task.action_id)
+            send_action_settled(tenant_id=row.tenant_id, action_id=row.pk, kind=row.kind, status="done",
+                                source=row.source, idempotency_key=row.idempotency_key)
         do_audit(principal, "connectors.human_task_done", "human_task", str(task.pk), reason=note)
     return task

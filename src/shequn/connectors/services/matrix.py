@@ -40,7 +40,8 @@ def do_matrix_sync(connection_id: int, *, timeout_ms: int = 0) -> dict[str, int]
         if (conn.state or {}).get("next_batch") != since:
             return {"stored": 0, "duplicates": 0, "skipped_concurrent": 1}  # another syncer got there first
         for seen in batch.rooms:
-            do_discover_room(conn, seen.room_id, name=seen.name, member_count=seen.member_count, joined=seen.joined)
+            do_discover_room(conn, seen.room_id, name=seen.name, member_count=seen.member_count, joined=seen.joined,
+                             encrypted=seen.encrypted)
         fresh = {seen.room_id: seen.power_levels for seen in batch.rooms if seen.power_levels is not None}
         parsed = do_parse_matrix_events(conn, batch.events, fresh)
         result = do_ingest_platform_events(conn, parsed)

@@ -19,7 +19,7 @@ from shequn.core.services import do_audit
 from ..capabilities import supports
 from ..models import ActionKind, HumanTask, OutboxAction
 from ..selectors import resolve_connection_id
-from .delivery import DeliveryStats, deliver_due
+from .delivery import DeliveryStats, deliver_due, notify_outbox
 from .human_tasks import open_human_task
 
 
@@ -68,7 +68,10 @@ def do_request_action(
                 status=OutboxAction.Status.PENDING if capable else OutboxAction.Status.DELEGATED,
                 next_attempt_at=timezone.now() if capable else None,
             )
-            if not capable:
+            if capable:
+                # wake the real-time delivery thread as soon as the decision commits
+                transaction.on_commit(notify_outbox)
+            else:
                 open_human_task(tenant_id, action.pk, reason, title=_("请手动%(action)s (平台不支持自动执行)")
                                 % {"action": ActionKind(kind).label})
     except IntegrityError:
@@ -97,6 +100,7 @@ def do_retry_action(principal: Principal, action_id: int, *, reason: str = "") -
         action.lease_token = ""
         action.done_at = None
         action.save(update_fields=["status", "attempts", "next_attempt_at", "lease_token", "done_at"])
+        transaction.on_commit(notify_outbox)
         do_audit(principal, "connectors.retry", "outbox_action", str(action.pk), reason=reason,
                  data={"last_error": action.last_error[:200]})
     return action

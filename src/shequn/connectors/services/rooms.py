@@ -8,17 +8,19 @@ from django.db import transaction
 from django.utils.translation import gettext as _
 
 from shequn.communities.models import ChatGroup, Community
-from shequn.core.errors import NotFound
+from shequn.core.errors import Invalid, NotFound
 from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
 
 from .. import secrets
 from ..models import Connection, Room
+from .ingest import release_held_events
 
 
 def do_discover_room(conn: Connection, external_id: str, *, name: str = "", member_count: int | None = None,
-                     joined: bool = True) -> Room:
-    """Record a room the bot has seen; map it to the connection's default community if it has one."""
+                     joined: bool = True, encrypted: bool = False) -> Room:
+    """Record a room the bot has seen; map it to the connection's default community if it has one
+    (never an end-to-end encrypted room: the bot could not read it)."""
     room, created = Room.objects.get_or_create(
         connection=conn, external_id=external_id,
         defaults={"tenant_id": conn.tenant_id, "name": name[:200], "member_count": member_count,
@@ -35,11 +37,20 @@ def do_discover_room(conn: Connection, external_id: str, *, name: str = "", memb
         if room.bot_joined != joined:
             room.bot_joined = joined
             changed.append("bot_joined")
-        if changed:
-            room.save(update_fields=changed)
-    if room.group_id is None and conn.default_community_id is not None and joined:
+    if encrypted and not room.encrypted:  # Matrix cannot switch encryption off again
+        room.encrypted = True
+        changed.append("encrypted")
+    if changed:
+        room.save(update_fields=changed)
+    if room.group_id is None and conn.default_community_id is not None and joined and not room.encrypted:
         _map(room, conn.default_community_id)
     return room
+
+
+def encrypted_refusal(room: Room) -> str:
+    return _("群「%(room)s」开启了端到端加密: 机器人读不到其中的消息, 无法审核, 因此不能映射。"
+             "请使用未加密的群 (Element 建群时关闭“启用端到端加密”; 已加密的群无法关闭加密)。") % {
+        "room": room.name or room.external_id}
 
 
 def _map(room: Room, community_id: int) -> ChatGroup:
@@ -52,6 +63,7 @@ def _map(room: Room, community_id: int) -> ChatGroup:
         group.save(update_fields=["community_id"])
     room.group = group
     room.save(update_fields=["group"])
+    release_held_events(room)
     return group
 
 
@@ -65,6 +77,8 @@ def do_map_room(principal: Principal, room_id: int, community_id: int, *,
             raise NotFound(_("群不存在"), details={"field": "room_id"})
         if not Community.objects.filter(tenant_id=principal.tenant_id, pk=community_id).exists():
             raise NotFound(_("社群不存在"), details={"field": "community_id"})
+        if room.encrypted:
+            raise Invalid(encrypted_refusal(room), code="room_encrypted", details={"field": "room_id"})
         group = _map(room, community_id)
         if robot_key:
             do_set_room_secret(room, "robot_key", robot_key)

@@ -29,12 +29,16 @@ PROBES: dict[tuple[str, str], Any] = {
     ("post", f"{P}/human-tasks/{{task_id}}/complete"): {"note": "已处理"},
     ("post", f"{P}/connections/{{connection_id}}/qr-configs"):
         {"kind": "join_way", "state": "iso", "chat_ids": ["wrIsolation"]},
+    ("post", f"{P}/connections/{{connection_id}}/deactivate"): {"note": "停用"},
+    ("post", f"{P}/connections/{{connection_id}}/activate"): {"note": "启用"},
+    ("delete", f"{P}/connections/{{connection_id}}"): None,
 }
 # one parameter name, different objects: QR configs need a WeCom connection
 PARAMS = {
     ("post", f"{P}/outbox/{{action_id}}/retry"): {"action_id": "dead_action_id"},
     ("post", f"{P}/outbox/{{action_id}}/cancel"): {"action_id": "pending_action_id"},
     ("post", f"{P}/connections/{{connection_id}}/qr-configs"): {"connection_id": "wecom_connection_id"},
+    ("delete", f"{P}/connections/{{connection_id}}"): {"connection_id": "spare_connection_id"},
 }
 
 _servers: list[FakeServer] = []
@@ -68,6 +72,8 @@ def build_ids(tenant: Tenant, ids: dict[str, int]) -> dict[str, int]:
                                  # a fresh secret: the token cache key includes it
                                  secret_values={"corp_secret": uuid.uuid4().hex, "callback_token": "t",
                                                 "encoding_aes_key": "k" * 43})
+    spare = do_create_connection(p, platform="telegram", name="备用", config={},
+                                 secret_values={"bot_token": "2:" + "y" * 30, "webhook_secret": "s3cret2"})
     room = do_discover_room(tg, f"-100{tenant.pk}999", name="新发现的群")
     community = Community.objects.get(pk=ids["community_id"])
     wr = do_add_group(p, community, platform="wecom", external_id=f"wr-iso-{tenant.pk}", name="企微群")
@@ -80,14 +86,15 @@ def build_ids(tenant: Tenant, ids: dict[str, int]) -> dict[str, int]:
     kick = do_request_action(tenant.pk, kind="kick", group_id=wr.pk, idempotency_key="iso-kick",
                              target_external_id="wmIso")
     task = HumanTask.objects.get(tenant=tenant, action=kick)
-    return {"connection_id": tg.pk, "wecom_connection_id": wecom.pk, "room_id": room.pk,
+    return {"connection_id": tg.pk, "wecom_connection_id": wecom.pk, "spare_connection_id": spare.pk,
+            "room_id": room.pk,
             "dead_action_id": dead.pk, "pending_action_id": pending.pk, "task_id": task.pk}
 
 
 def snapshot(tenant: Tenant) -> dict[str, Any]:
     return {
         "connections": list(Connection.objects.filter(tenant=tenant).order_by("pk")
-                            .values_list("pk", "secrets_encrypted", "secret_hints")),
+                            .values_list("pk", "secrets_encrypted", "secret_hints", "is_active")),
         "rooms": list(Room.objects.filter(tenant=tenant).order_by("pk").values_list("pk", "group_id")),
         "actions": list(OutboxAction.objects.filter(tenant=tenant).order_by("pk")
                         .values_list("pk", "status", "attempts")),

@@ -83,7 +83,7 @@ def test_console_pages(client: Client, tenant: Any, system: Any) -> None:
     client.login(username="ops", password="pw-12345678")
     conn = do_create_connection(system, platform="matrix", name="m",
                                 config={"homeserver": "http://127.0.0.1:1", "user_id": "@b:x"},
-                                secret_values={"access_token": "syt_verysecrettoken"})
+                                secret_values={"access_token": "syt_verysecrettoken"}, verify=False)
     room = do_discover_room(conn, "!r:x", name="房间")
     community = Community.objects.create(tenant=tenant, name="c")
     g = ChatGroup.objects.create(tenant=tenant, community=community, platform="wecom", external_id="wr", name="g")
@@ -118,7 +118,7 @@ def test_matrix_appservice_push(client: Client, tenant: Any, system: Any) -> Non
     community = Community.objects.create(tenant=tenant, name="c")
     conn = do_create_connection(system, platform="matrix", name="as", default_community_id=community.pk,
                                 config={"homeserver": "http://127.0.0.1:1", "user_id": "@bot:x"},
-                                secret_values={"access_token": "tok", "hs_token": "hs-secret-token"})
+                                secret_values={"access_token": "tok", "hs_token": "hs-secret-token"}, verify=False)
     do_discover_room(conn, "!room:x", name="r")
     ev = {"type": "m.room.message", "event_id": "$e1", "room_id": "!room:x", "sender": "@alice:x",
           "origin_server_ts": 1763870400000, "content": {"msgtype": "m.text", "body": "hi"}}
@@ -133,3 +133,25 @@ def test_matrix_appservice_push(client: Client, tenant: Any, system: Any) -> Non
     assert ActivityEvent.objects.get(platform_event_id="$e1").payload["text"] == "hi"
     assert client.put(url, data=b"{", content_type="application/json",
                       HTTP_AUTHORIZATION="Bearer hs-secret-token").status_code == 400
+
+
+def test_connections_are_switched_off_and_deleted_through_the_api(client: Client, tenant: Any, key: str,
+                                                                   other_key: str) -> None:
+    created = call(client, "post", "/connections", key, {
+        "platform": "telegram", "name": "bot", "secrets": {"bot_token": "1:x", "webhook_secret": "s"}}).json()
+    cid = created["id"]
+    assert call(client, "post", f"/connections/{cid}/deactivate", other_key).status_code == 404
+    off = call(client, "post", f"/connections/{cid}/deactivate", key, {"note": "换机器人"})
+    assert off.status_code == 200 and off.json()["is_active"] is False
+    assert call(client, "post", f"/connections/{cid}/activate", key).json()["is_active"] is True
+    assert call(client, "delete", f"/connections/{cid}", other_key).status_code == 404
+    assert call(client, "delete", f"/connections/{cid}", key).json() == {"id": cid, "deleted": True}
+    assert not Connection.objects.filter(pk=cid).exists()
+
+
+def test_a_matrix_connection_to_an_unreachable_homeserver_is_refused(client: Client, key: str) -> None:
+    resp = call(client, "post", "/connections", key, {
+        "platform": "matrix", "name": "m", "config": {"homeserver": "http://127.0.0.1:9", "user_id": "@b:x"},
+        "secrets": {"access_token": "tok"}})
+    assert resp.status_code == 422 and resp.json()["details"]["field"] == "config.homeserver"
+    assert not Connection.objects.filter(name="m").exists()

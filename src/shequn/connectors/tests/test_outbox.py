@@ -213,7 +213,7 @@ def test_concurrent_workers_claim_disjoint_rows(tenant: Any, system: Any) -> Non
     community = Community.objects.create(tenant=tenant, name="并发")
     do_create_connection(system, platform="matrix", name="m", config={"homeserver": "http://127.0.0.1:9",
                                                                        "user_id": "@b:x"},
-                         secret_values={"access_token": "tok-123456789012"})
+                         secret_values={"access_token": "tok-123456789012"}, verify=False)
     groups = [ChatGroup.objects.create(tenant=tenant, community=community, platform="matrix", external_id=f"!{i}:x",
                                        name=str(i)) for i in range(40)]
     for i, g in enumerate(groups):

@@ -28,6 +28,8 @@ class SeenRoom:
     #: the room's ``m.room.power_levels`` content at the start of this batch's timeline, when the
     #: sync's state section carried it (initial sync, a newly joined room, or a change in a gap)
     power_levels: dict[str, Any] | None = None
+    #: ``m.room.encryption`` seen in the state or the timeline (end-to-end encrypted: unreadable)
+    encrypted: bool = False
 
 
 @dataclass
@@ -49,12 +51,16 @@ def batch_from_dict(data: dict[str, Any]) -> SyncBatch:
         state = _events(info.get("state"))
         timeline = _events(info.get("timeline"))
         name = ""
+        encrypted = False
         for ev in [*state, *timeline]:
             if ev.get("type") == "m.room.name":
                 name = str(_d(ev.get("content")).get("name") or "")[:200]
+            elif ev.get("type") in ("m.room.encryption", "m.room.encrypted"):
+                encrypted = True
         levels = levels_from_state(state)
         count = _d(info.get("summary")).get("m.joined_member_count")
-        batch.rooms.append(SeenRoom(room_id, name, count if isinstance(count, int) else None, power_levels=levels))
+        batch.rooms.append(SeenRoom(room_id, name, count if isinstance(count, int) else None, power_levels=levels,
+                                    encrypted=encrypted))
         batch.events.extend((room_id, ev) for ev in timeline)
     for room_id, info in _d(rooms.get("leave")).items():
         batch.rooms.append(SeenRoom(room_id, joined=False))
@@ -230,3 +236,27 @@ def to_activities(events: list[tuple[str, dict[str, Any]]], *, bot_user: str = "
             act["payload"]["sender_is_admin"] = power_of(room_levels, sender) >= ADMIN_POWER
         out.append(act)
     return out
+
+
+def _level(value: Any, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def required_levels(levels: dict[str, Any]) -> dict[str, int]:
+    """The power level each bot action needs in a room with ``m.room.power_levels`` ``levels``:
+    redact (delete), kick, ban, and changing the power levels (mute / unmute)."""
+    events = _d(levels.get("events"))
+    state_default = _level(levels.get("state_default"), 50)
+    return {"delete": _level(levels.get("redact"), 50), "kick": _level(levels.get("kick"), 50),
+            "ban": _level(levels.get("ban"), 50),
+            "mute": _level(events.get("m.room.power_levels"), state_default)}
+
+
+def missing_powers(levels: dict[str, Any], bot_user: str) -> dict[str, int]:
+    """``{action: level needed}`` for each action the bot lacks the power for (empty: all fine).
+    Muting also needs the bot above the members it mutes, which any level above 0 gives."""
+    have = power_of(levels, bot_user)
+    return {action: need for action, need in required_levels(levels).items() if have < need}

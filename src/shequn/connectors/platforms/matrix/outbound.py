@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 from collections.abc import AsyncIterator, Collection
 from typing import Any
 
@@ -83,6 +84,14 @@ def message_content(item: ActionItem) -> dict[str, Any]:
     if p.get("format") == "markdown" or p.get("html"):
         content["format"] = "org.matrix.custom.html"
         content["formatted_body"] = p.get("html") or text
+    name = str(p.get("member_name") or "")
+    if item.kind == ActionKind.WARN and item.target and name and not link:
+        # name the member with a mention pill (clients highlight it and notify the member)
+        html_text = content.get("formatted_body") or html.escape(text).replace("\n", "<br>")
+        content["body"] = f"{name}: {text}"
+        content["format"] = "org.matrix.custom.html"
+        content["formatted_body"] = (f'<a href="https://matrix.to/#/{html.escape(item.target)}">'
+                                     f"{html.escape(name)}</a>: {html_text}")
     mentions = [item.target] if item.target else []
     if mentions:
         content["m.mentions"] = {"user_ids": mentions}
@@ -155,6 +164,25 @@ class MatrixAdapter:
             check(await client.room_put_state(room, "m.room.power_levels", levels))
             return {"muted" if kind == ActionKind.MUTE else "unmuted": item.target}
         raise DeliveryError(DeliveryError.DELEGATE, f"unsupported action {kind}")
+
+
+# --- connecting ---------------------------------------------------------------------------------
+
+async def _whoami(conn: ConnInfo) -> dict[str, Any]:
+    async with matrix_client(conn, timeout=10) as client:
+        method, path = Api.whoami(client.access_token)
+        resp = await client.send(method, path, timeout=10)
+        data = await resp.json(content_type=None)
+        if resp.status != 200 or not isinstance(data, dict) or "user_id" not in data:
+            check(ErrorResponse.from_dict(data if isinstance(data, dict) else {}))
+            raise DeliveryError(DeliveryError.PERMANENT, f"whoami: HTTP {resp.status}")
+        return data
+
+
+def whoami(conn: ConnInfo) -> dict[str, Any]:
+    """``/account/whoami`` with the connection's token: ``{"user_id", "device_id"?}``. Raises
+    :class:`DeliveryError` (a refused token) or ``OSError`` / ``TimeoutError`` (unreachable)."""
+    return asyncio.run(_whoami(conn))
 
 
 # --- the sync client --------------------------------------------------------------------------------

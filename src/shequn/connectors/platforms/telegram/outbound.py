@@ -11,6 +11,7 @@ polling; getUpdates and webhooks are mutually exclusive) and :func:`set_webhook`
 from __future__ import annotations
 
 import datetime as dt
+import html
 from typing import Any
 
 from aiogram import Bot
@@ -122,6 +123,12 @@ class TelegramAdapter:
                 msg = await bot.send_photo(chat, p["image_url"], caption=text or None)
             else:
                 parse_mode = "HTML" if p.get("format") in ("html", "markdown") else None
+                name = str(p.get("member_name") or "")
+                if kind == ActionKind.WARN and name and item.target.isdigit() and not link:
+                    # name the member with a mention (a link to the user that notifies them)
+                    body = text if parse_mode else html.escape(text)
+                    text = f'<a href="tg://user?id={item.target}">{html.escape(name)}</a>: {body}'
+                    parse_mode = "HTML"
                 msg = await bot.send_message(chat, text, parse_mode=parse_mode,
                                              reply_to_message_id=reply_to)
             result: dict[str, Any] = {"message_id": msg.message_id}

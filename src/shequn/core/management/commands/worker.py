@@ -1,4 +1,7 @@
-"""``shequn worker``: runs background tasks (django-tasks-db) and the cron scheduler (crontask)."""
+"""``shequn worker``: runs background tasks (django-tasks-db), the cron scheduler (crontask) and the
+connectors' real-time loops (``shequn connectors realtime``: Matrix long-poll sync and Telegram
+polling per active connection, outbox delivery as soon as an action commits), each of the two
+others as a child process."""
 
 from __future__ import annotations
 
@@ -18,20 +21,25 @@ class Command(BaseCommand):
         parser.add_argument("--no-scheduler", action="store_true", help="run tasks only (another host schedules)")
         parser.add_argument("--queues", default="*", help="queues to process (default: all)")
         parser.add_argument("--batch", action="store_true", help="run what is queued, then exit")
+        parser.add_argument("--no-realtime", action="store_true",
+                            help="no connectors real-time loops here (run `shequn connectors realtime` elsewhere)")
 
     def handle(self, *args: Any, **opts: Any) -> None:
-        scheduler = None
+        children: list[subprocess.Popen[bytes]] = []
         if not opts["no_scheduler"] and not opts["batch"]:
-            scheduler = subprocess.Popen([sys.executable, "-m", "shequn.cli", "crontask"])
+            children.append(subprocess.Popen([sys.executable, "-m", "shequn.cli", "crontask"]))
+        if not opts["no_realtime"] and not opts["batch"]:
+            children.append(subprocess.Popen([sys.executable, "-m", "shequn.cli", "connectors", "realtime"]))
         try:
             kwargs: dict[str, Any] = {"queue_name": opts["queues"], "interval": 1, "reload": False}
             if opts["batch"]:
                 kwargs["batch"] = True
             call_command("db_worker", **kwargs)
         finally:
-            if scheduler is not None:
-                scheduler.send_signal(signal.SIGTERM)
+            for child in children:
+                child.send_signal(signal.SIGTERM)
+            for child in children:
                 try:
-                    scheduler.wait(timeout=10)
+                    child.wait(timeout=10)
                 except subprocess.TimeoutExpired:
-                    scheduler.kill()
+                    child.kill()
