@@ -15,9 +15,10 @@ def deliver_order_event(event_id: int) -> dict[str, str]:
     return events.deliver(event_id)
 
 
-@cron("*/2 * * * *")
 @task(queue_name="engines")
 def retry_order_event_deliveries() -> int:
+    """Superseded by ``core.tasks.retry_stream_deliveries`` (no longer scheduled: one retry schedule
+    for every stream, with backoff and a dead letter); kept so rows queued under this path still run."""
     return events.retry_failed()
 
 
