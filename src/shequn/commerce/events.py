@@ -38,6 +38,10 @@ STREAM = "order_events"
 
 KINDS = ("paid", "refunded", "completed", "cancelled")
 ATTRIBUTION_KEYS = ("community_id", "group_id", "invite_code", "referrer_member_id", "live_session_id", "campaign")
+#: the longest text attribution values listeners must be able to store (referrals keeps ``campaign`` in
+#: 64-character columns and invite codes are 16 characters): the order's entry rejects longer values,
+#: so a listener never receives an event it cannot apply (issue 12, bug 3)
+ATTRIBUTION_MAX_LENGTH = {"campaign": 64, "invite_code": 16}
 
 
 @dataclass(frozen=True)

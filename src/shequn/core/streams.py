@@ -131,9 +131,10 @@ def _backoff(attempts: int) -> dt.timedelta:
 
 
 def _record_failure(row: DeliveryFailure | None, *, stream: str, subscriber: str, tenant_id: int,
-                    refs: list[int], error: str, dead_stays_dead: bool = True) -> DeliveryFailure:
+                    refs: list[int], error: str, dead_stays_dead: bool = True,
+                    now: dt.datetime | None = None) -> DeliveryFailure:
     """Count a failed attempt on ``row`` (or a new row): schedule the next retry or dead-letter it."""
-    now = timezone.now()
+    now = now or timezone.now()
     if row is None:
         row = DeliveryFailure(tenant_id=tenant_id, stream=stream, subscriber=subscriber, refs=refs, attempts=0)
     row.attempts += 1
@@ -197,7 +198,7 @@ def deliver(stream: str, tenant_id: int, refs: Sequence[int], *, only: str | Non
     return outcome
 
 
-def retry(failure: DeliveryFailure, *, by: str = "retry") -> bool:
+def retry(failure: DeliveryFailure, *, by: str = "retry", now: dt.datetime | None = None) -> bool:
     """Re-run the failed subscriber of ``failure`` for its items. True when it now succeeded (the row
     is resolved); False when it failed again (counted; dead-lettered after ``MAX_ATTEMPTS``; a dead
     row retried by staff stays dead)."""
@@ -218,7 +219,7 @@ def retry(failure: DeliveryFailure, *, by: str = "retry") -> bool:
         _resolve(failure, by)
         return True
     _record_failure(failure, stream=failure.stream, subscriber=failure.subscriber, tenant_id=failure.tenant_id,
-                    refs=list(failure.refs), error=error)
+                    refs=list(failure.refs), error=error, now=now)
     return False
 
 
@@ -238,7 +239,7 @@ def retry_due(*, limit: int = 100, now: dt.datetime | None = None, stream: str |
         if not claimed:
             continue
         row = DeliveryFailure.objects.get(pk=pk)
-        if retry(row):
+        if retry(row, now=now):
             fixed += 1
     return fixed
 
