@@ -127,7 +127,8 @@ def _run(sub: Subscriber, tenant_id: int, batch: Sequence[Any]) -> str | None:
 
 
 def _backoff(attempts: int) -> dt.timedelta:
-    return RETRY_BASE * (2 ** max(0, attempts - 1))
+    factor: int = 2 ** max(0, attempts - 1)
+    return RETRY_BASE * factor
 
 
 def _record_failure(row: DeliveryFailure | None, *, stream: str, subscriber: str, tenant_id: int,
@@ -206,6 +207,7 @@ def retry(failure: DeliveryFailure, *, by: str = "retry", now: dt.datetime | Non
         return True
     definition = _STREAMS.get(failure.stream)
     sub = _SUBSCRIBERS.get(failure.stream, {}).get(failure.subscriber)
+    error: str | None
     if definition is None or sub is None:
         error = f"LookupError: subscriber {failure.stream}/{failure.subscriber} is not registered"
     else:
