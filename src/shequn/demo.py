@@ -354,7 +354,7 @@ def _seed_referrals_and_commerce(tenant: Tenant, principal: Principal, skin: Com
     referrer asks to withdraw more than the approval threshold."""
     from shequn.commerce.demo import do_seed_demo_commerce
     from shequn.commerce.events import deliver
-    from shequn.commerce.models import OrderEvent, OrderEventDelivery
+    from shequn.commerce.models import OrderEvent
     from shequn.core.errors import ShequnError
     from shequn.ledger.selectors import account_balance
     from shequn.referrals.models import CommissionPlan, FissionTask, ReferralPolicy, RewardKind, Withdrawal
@@ -383,11 +383,9 @@ def _seed_referrals_and_commerce(tenant: Tenant, principal: Principal, skin: Com
             except ShequnError:
                 continue
     do_seed_demo_commerce(principal, community_id=skin.pk, member_ids=buyers)
-    delivered = set(OrderEventDelivery.objects.filter(ok=True, event__tenant=tenant, listener="referrals")
-                    .values_list("event_id", flat=True))
+    # listeners are idempotent on the event id: delivering an event the worker already delivered is harmless
     for event_id in OrderEvent.objects.filter(tenant=tenant).order_by("pk").values_list("pk", flat=True):
-        if event_id not in delivered:
-            deliver(event_id)
+        deliver(event_id)
     if not Withdrawal.objects.filter(tenant=tenant).exists():
         best = max(referrers, key=lambda r: account_balance(tenant.pk, "member", r, "available"))
         available = account_balance(tenant.pk, "member", best, "available")

@@ -51,16 +51,3 @@ class ActivityEvent(TenantOwned):
             models.Index(fields=["tenant", "community", "occurred_at"], name="activity_comm_time_idx"),
         ]
 
-
-class DispatchFailure(models.Model):
-    """An engine consumer that raised on a batch of events. The batch is retried by a scheduled task;
-    the other consumers are not held back by one failing engine."""
-
-    tenant_id = models.BigIntegerField()
-    consumer = models.CharField(max_length=64)
-    event_ids = models.JSONField(default=list)
-    error = models.TextField()
-    attempts = models.PositiveIntegerField(default=1)
-    resolved = models.BooleanField(default=False)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)

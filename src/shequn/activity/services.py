@@ -10,16 +10,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
+from django.tasks import task
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
 
-from shequn.communities.models import ChatGroup, JoinSource, Membership
+from shequn.communities.models import ChatGroup
+from shequn.communities.services import MembershipChange, do_record_membership_changes
+from shequn.core import streams
 from shequn.core.models import Platform
 from shequn.members.models import Identity, Member
 
-from .models import ActivityEvent, DispatchFailure, EventKind
-from .registry import consumers
+from .models import ActivityEvent, EventKind
+from .registry import STREAM, consumers
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +185,6 @@ def do_ingest(tenant_id: int, events: Sequence[Mapping[str, Any]], *, create_mem
             if len(stored_ids) != len(rows) else rows
         _apply_side_effects(tenant_id, stored_rows)
         if result.event_ids and consumers():
-            from .tasks import dispatch_events
-
             for chunk in _chunks(result.event_ids, 1000):
                 dispatch_events.enqueue(tenant_id, list(chunk))
     return result
@@ -470,66 +471,32 @@ def _apply_side_effects(tenant_id: int, rows: Sequence[_Row]) -> None:
         if r.member_id and r.kind != EventKind.LEAVE and r.occurred_at > last_active.get(r.member_id, _EPOCH):
             last_active[r.member_id] = r.occurred_at
     _advance_last_active(sorted(last_active.items()))
-    membership_rows = [r for r in rows if r.kind in (EventKind.JOIN, EventKind.LEAVE)]
-    for r in sorted(membership_rows, key=lambda r: r.occurred_at):
+    changes = []
+    for r in sorted((r for r in rows if r.kind in (EventKind.JOIN, EventKind.LEAVE)), key=lambda r: r.occurred_at):
         if r.member_id is None or r.community_id is None:
             continue
-        open_q = Membership.objects.filter(
-            tenant_id=tenant_id, member_id=r.member_id, community_id=r.community_id, group_id=r.group_id,
-            left_at__isnull=True,
-        )
+        payload = r.payload if isinstance(r.payload, dict) else {}
         if r.kind == EventKind.JOIN:
-            if not open_q.exists():
-                source = r.payload.get("join_source") if isinstance(r.payload, dict) else None
-                Membership.objects.create(
-                    tenant_id=tenant_id, member_id=r.member_id, community_id=r.community_id, group_id=r.group_id,
-                    joined_at=r.occurred_at,
-                    join_source=source if source in JoinSource.values else JoinSource.PLATFORM,
-                    inviter_id=(r.payload.get("inviter_member_id") if isinstance(r.payload, dict) else None),
-                )
+            changes.append(MembershipChange.join(
+                r.member_id, r.community_id, r.group_id, r.occurred_at,
+                source=payload.get("join_source"), inviter_id=payload.get("inviter_member_id")))
         else:
-            reason = r.payload.get("reason", "") if isinstance(r.payload, dict) else ""
-            open_q.update(left_at=r.occurred_at, exit_reason=str(reason)[:200])
+            changes.append(MembershipChange.leave(r.member_id, r.community_id, r.group_id, r.occurred_at,
+                                                  reason=str(payload.get("reason", ""))))
+    do_record_membership_changes(tenant_id, changes)
 
 
-def do_dispatch(
-    tenant_id: int, event_ids: Sequence[int], *, only: str | None = None, record_failures: bool = True
-) -> dict[str, str]:
-    """Hand stored events to every registered engine consumer, each in its own transaction.
-
-    A consumer that raises is rolled back alone and recorded as a :class:`DispatchFailure` for retry;
-    the others still run. Returns ``{consumer: "ok" | error}``."""
-    events = list(ActivityEvent.objects.filter(tenant_id=tenant_id, pk__in=event_ids).order_by("pk"))
-    outcome: dict[str, str] = {}
-    for consumer in consumers():
-        if only and consumer.name != only:
-            continue
-        batch = [e for e in events if consumer.kinds is None or e.kind in consumer.kinds]
-        if not batch:
-            continue
-        try:
-            with transaction.atomic():
-                consumer.handler(tenant_id, batch)
-            outcome[consumer.name] = "ok"
-        except Exception as exc:
-            log.exception("activity consumer %s failed on %d events", consumer.name, len(batch))
-            if record_failures:
-                DispatchFailure.objects.create(
-                    tenant_id=tenant_id, consumer=consumer.name, event_ids=[e.pk for e in batch],
-                    error=f"{type(exc).__name__}: {exc}"[:2000],
-                )
-            outcome[consumer.name] = f"{type(exc).__name__}"
-    return outcome
+@task(queue_name="engines")
+def dispatch_events(tenant_id: int, event_ids: list[int]) -> dict[str, str]:
+    """Hand a committed batch of new events to the engines (enqueued by :func:`do_ingest`)."""
+    return do_dispatch(tenant_id, event_ids)
 
 
-def do_retry_failures(limit: int = 50) -> int:
-    """Re-run failed consumer batches; a success marks the failure resolved."""
-    done = 0
-    for failure in DispatchFailure.objects.filter(resolved=False).order_by("pk")[:limit]:
-        outcome = do_dispatch(failure.tenant_id, failure.event_ids, only=failure.consumer, record_failures=False)
-        if outcome.get(failure.consumer) == "ok":
-            failure.resolved = True
-            done += 1
-        failure.attempts += 1
-        failure.save(update_fields=["resolved", "attempts", "updated_at"])
-    return done
+def do_dispatch(tenant_id: int, event_ids: Sequence[int], *, only: str | None = None) -> dict[str, str]:
+    """Hand stored events to every registered engine consumer (or only to ``only``), each in its own
+    transaction, through the shared delivery mechanism (:func:`shequn.core.streams.deliver`).
+
+    A consumer that raises is rolled back alone and recorded as a
+    :class:`~shequn.core.models.DeliveryFailure` (retried with backoff, dead-lettered after too many
+    attempts); the others still run. Returns ``{consumer: "ok" | error type}``."""
+    return streams.deliver(STREAM, tenant_id, list(event_ids), only=only)

@@ -6,11 +6,15 @@ Contract:
   appends one :class:`~shequn.commerce.models.OrderEvent` row in the same transaction as the
   transition, and enqueues (in that transaction) a task that delivers it;
 * the task calls each registered listener with an :class:`OrderEventData`, each listener in its own
-  transaction; a listener that raises is rolled back alone, recorded, and retried by a scheduled task
-  (``commerce.tasks.retry_order_event_deliveries``) without holding back the others;
-* listeners must be idempotent on ``event_id`` (a retry after a crash may call them again).
+  transaction, through the shared delivery mechanism (:mod:`shequn.core.streams`, stream
+  :data:`STREAM`): a listener that raises is rolled back alone and recorded as a
+  :class:`~shequn.core.models.DeliveryFailure`, retried with backoff by
+  ``core.tasks.retry_stream_deliveries`` without holding back the others, and dead-lettered (shown
+  to staff with the reason in the console) after too many attempts — never retried silently forever;
+* listeners must be idempotent on ``event_id`` (a retry, or a replay after a crash, may call them
+  again).
 
-Register from your ``AppConfig.ready()``::
+Register from the wiring module::
 
     from shequn.commerce.events import register_order_listener
     register_order_listener("referrals", on_order_event)
@@ -20,16 +24,24 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import transaction
+from shequn.core import streams
+
+from .models import OrderEvent
 
 log = logging.getLogger(__name__)
 
+STREAM = "order_events"
+
 KINDS = ("paid", "refunded", "completed", "cancelled")
 ATTRIBUTION_KEYS = ("community_id", "group_id", "invite_code", "referrer_member_id", "live_session_id", "campaign")
+#: the longest text attribution values listeners must be able to store (referrals keeps ``campaign`` in
+#: 64-character columns and invite codes are 16 characters): the order's entry rejects longer values,
+#: so a listener never receives an event it cannot apply (issue 12, bug 3)
+ATTRIBUTION_MAX_LENGTH = {"campaign": 64, "invite_code": 16}
 
 
 @dataclass(frozen=True)
@@ -56,22 +68,29 @@ class OrderEventData:
 
 
 Listener = Callable[[OrderEventData], None]
-_LISTENERS: dict[str, Listener] = {}
+
+
+def _handler(callback: Listener) -> streams.Handler:
+    def handle(tenant_id: int, items: Sequence[OrderEventData]) -> None:
+        for data in items:
+            callback(data)
+
+    return handle
 
 
 def register_order_listener(name: str, callback: Listener) -> None:
     """Subscribe ``callback`` to every order event. Re-registering a name replaces it."""
-    if len(name) > 64:
+    if len(name) > streams.MAX_NAME:
         raise ValueError("listener name longer than 64 characters")
-    _LISTENERS[name] = callback
+    streams.subscribe(STREAM, name, _handler(callback), info=callback)
 
 
 def unregister_order_listener(name: str) -> None:
-    _LISTENERS.pop(name, None)
+    streams.unsubscribe(STREAM, name)
 
 
 def listeners() -> dict[str, Listener]:
-    return dict(_LISTENERS)
+    return {s.name: s.info for s in streams.subscribers(STREAM)}
 
 
 def event_data(event: Any) -> OrderEventData:
@@ -90,54 +109,26 @@ def event_data(event: Any) -> OrderEventData:
     )
 
 
+def _load(tenant_id: int, refs: Sequence[int]) -> list[OrderEventData]:
+    return [event_data(e) for e in OrderEvent.objects.filter(tenant_id=tenant_id, pk__in=list(refs)).order_by("pk")]
+
+
+streams.define_stream(STREAM, _load, ref=lambda data: data.event_id)
+
+
 def deliver(event_id: int, *, only: str | None = None) -> dict[str, str]:
-    """Call every listener that has not yet succeeded for this event, each in its own transaction.
+    """Call every listener (or only ``only``) for this event, each in its own transaction.
 
-    Returns ``{listener: "ok" | "skipped" | error}``. Failures are recorded on
-    :class:`OrderEventDelivery` (attempts, error) for the retry task."""
-    from .models import OrderEvent, OrderEventDelivery
-
+    Returns ``{listener: "ok" | error type}``. A failure is recorded as a
+    :class:`~shequn.core.models.DeliveryFailure` (stream ``order_events``, refs ``[event_id]``) for
+    the retry task; delivering the same event again is harmless (listeners are idempotent) and
+    resolves that failure when the listener now succeeds."""
     event = OrderEvent.objects.filter(pk=event_id).first()
     if event is None:
         return {}
-    payload = event_data(event)
-    done = set(OrderEventDelivery.objects.filter(event_id=event_id, ok=True).values_list("listener", flat=True))
-    outcome: dict[str, str] = {}
-    for name, callback in listeners().items():
-        if only and name != only:
-            continue
-        if name in done:
-            outcome[name] = "skipped"
-            continue
-        try:
-            with transaction.atomic():
-                callback(payload)
-                row, _created = OrderEventDelivery.objects.get_or_create(event_id=event_id, listener=name)
-                row.ok = True
-                row.attempts += 1
-                row.error = ""
-                row.save()
-            outcome[name] = "ok"
-        except Exception as exc:
-            log.exception("order listener %s failed on event %s", name, event_id)
-            with transaction.atomic():
-                row, _created = OrderEventDelivery.objects.get_or_create(event_id=event_id, listener=name)
-                row.attempts += 1
-                row.error = f"{type(exc).__name__}: {exc}"[:2000]
-                row.save()
-            outcome[name] = type(exc).__name__
-    return outcome
+    return streams.deliver(STREAM, event.tenant_id, [event.pk], only=only, items=[event_data(event)])
 
 
-def retry_failed(limit: int = 100) -> int:
-    """Re-deliver events whose listeners failed; returns how many listener deliveries now succeeded."""
-    from .models import OrderEventDelivery
-
-    fixed = 0
-    rows = list(OrderEventDelivery.objects.filter(ok=False, attempts__lt=50).order_by("updated_at")[:limit])
-    for row in rows:
-        if row.listener not in _LISTENERS:
-            continue
-        if deliver(row.event_id, only=row.listener).get(row.listener) == "ok":
-            fixed += 1
-    return fixed
+def retry_failed(limit: int = 100, *, now: dt.datetime | None = None) -> int:
+    """Retry the order-event deliveries that failed and are due; returns how many now succeeded."""
+    return streams.retry_due(limit=limit, now=now, stream=STREAM)

@@ -313,20 +313,6 @@ class OrderEvent(TenantOwned):
         verbose_name_plural = _("订单事件")
 
 
-class OrderEventDelivery(models.Model):
-    """One listener's outcome for one event; failed rows are retried by a scheduled task."""
-
-    event = models.ForeignKey(OrderEvent, on_delete=models.CASCADE, related_name="deliveries")
-    listener = models.CharField(max_length=64)
-    ok = models.BooleanField(default=False)
-    attempts = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["event", "listener"], name="order_event_delivery_once")]
-
-
 # --- flash sales --------------------------------------------------------------------------------
 
 

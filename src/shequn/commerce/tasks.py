@@ -26,9 +26,10 @@ __all__ = [
 ]
 
 
-@cron("*/2 * * * *")
 @task(queue_name="engines")
 def retry_order_event_deliveries() -> int:
+    """Superseded by ``core.tasks.retry_stream_deliveries`` (no longer scheduled: one retry schedule
+    for every stream, with backoff and a dead letter); kept so rows queued under this path still run."""
     return events.retry_failed()
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -118,6 +120,100 @@ def do_leave(principal: Principal, membership: Membership, *, reason: str = "", 
     membership.save(update_fields=["left_at", "exit_reason"])
     do_audit(principal, "membership.leave", "Membership", membership.pk, reason=reason)
     return membership
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipChange:
+    """One join or leave for the set-based writers below (built with :meth:`join` / :meth:`leave`)."""
+
+    kind: str  # "join" | "leave"
+    member_id: int
+    community_id: int
+    group_id: int | None
+    at: dt.datetime
+    source: str = JoinSource.PLATFORM
+    inviter_id: int | None = None
+    reason: str = ""
+
+    @classmethod
+    def join(cls, member_id: int, community_id: int, group_id: int | None, at: dt.datetime, *,
+             source: Any = None, inviter_id: Any = None) -> MembershipChange:
+        """An unknown ``source`` becomes ``platform``; an ``inviter_id`` that is not an integer is dropped."""
+        return cls("join", member_id, community_id, group_id, at,
+                   source=source if source in JoinSource.values else JoinSource.PLATFORM,
+                   inviter_id=inviter_id if isinstance(inviter_id, int) and not isinstance(inviter_id, bool)
+                   else None)
+
+    @classmethod
+    def leave(cls, member_id: int, community_id: int, group_id: int | None, at: dt.datetime, *,
+              reason: str = "") -> MembershipChange:
+        return cls("leave", member_id, community_id, group_id, at, reason=str(reason)[:200])
+
+
+def do_record_membership_changes(tenant_id: int, changes: Sequence[MembershipChange]) -> int:
+    """Apply joins and leaves observed elsewhere (platform events, imports), in the order given.
+
+    The bulk path of the membership writer: no per-row audit (the caller's own record — the stored
+    activity event, the audited import — is the trail), no principal. A join opens a membership
+    unless an open one exists for the same member/community/group (idempotent); a leave closes the
+    open one(s). An ``inviter_id`` that is not a member of the tenant (or is the member itself) is
+    dropped rather than failing the whole batch on the foreign key. Runs in the caller's transaction
+    (one atomic block when called alone). Returns how many rows were opened or closed."""
+    if not changes:
+        return 0
+    inviters = {c.inviter_id for c in changes if c.inviter_id is not None}
+    known = set(Member.objects.filter(tenant_id=tenant_id, pk__in=inviters).values_list("pk", flat=True)) \
+        if inviters else set()
+    written = 0
+    with transaction.atomic():
+        for c in changes:
+            open_q = Membership.objects.filter(tenant_id=tenant_id, member_id=c.member_id,
+                                               community_id=c.community_id, group_id=c.group_id,
+                                               left_at__isnull=True)
+            if c.kind == "join":
+                if open_q.exists():
+                    continue
+                inviter = c.inviter_id if c.inviter_id in known and c.inviter_id != c.member_id else None
+                Membership.objects.create(tenant_id=tenant_id, member_id=c.member_id, community_id=c.community_id,
+                                          group_id=c.group_id, joined_at=c.at, join_source=c.source,
+                                          inviter_id=inviter)
+                written += 1
+            else:
+                written += open_q.update(left_at=c.at, exit_reason=c.reason[:200])
+    return written
+
+
+def do_record_joins(tenant_id: int, rows: Sequence[MembershipChange]) -> int:
+    """Open memberships in bulk (see :func:`do_record_membership_changes`); every row must be a join."""
+    if any(r.kind != "join" for r in rows):
+        raise ValueError("do_record_joins takes joins only")
+    return do_record_membership_changes(tenant_id, rows)
+
+
+def do_move_memberships(tenant_id: int, from_member_id: int, to_member_id: int) -> int:
+    """Member merge: move every membership of ``from_member_id`` to ``to_member_id`` (run inside the
+    merge's transaction, which audits the merge and locks both members).
+
+    Where both have an open membership of the same community/group, the kept one takes the earlier
+    ``joined_at`` and the merged one is closed (``exit_reason = "merged"``) before moving, so a member
+    never has two open rows for one place. Memberships the merged member invited are re-attributed.
+    Returns how many rows moved."""
+    with transaction.atomic():
+        for m in Membership.objects.filter(tenant_id=tenant_id, member_id=from_member_id, left_at__isnull=True):
+            twin = Membership.objects.filter(tenant_id=tenant_id, member_id=to_member_id,
+                                             community_id=m.community_id, group_id=m.group_id,
+                                             left_at__isnull=True).first()
+            if twin is not None:
+                if m.joined_at < twin.joined_at:
+                    twin.joined_at = m.joined_at
+                    twin.save(update_fields=["joined_at"])
+                m.left_at = timezone.now()
+                m.exit_reason = "merged"
+                m.save(update_fields=["left_at", "exit_reason"])
+        moved = Membership.objects.filter(tenant_id=tenant_id, member_id=from_member_id).update(
+            member_id=to_member_id)
+        Membership.objects.filter(tenant_id=tenant_id, inviter_id=from_member_id).update(inviter_id=to_member_id)
+    return moved
 
 
 @transaction.atomic

@@ -14,6 +14,7 @@ from django.utils.translation import gettext as _
 
 from shequn.activity.models import ActivityEvent, EventKind
 from shequn.communities import selectors as community_selectors
+from shequn.core import streams
 from shequn.core.admin_base import can, request_tenant_id
 from shequn.members import selectors as member_selectors
 
@@ -49,6 +50,12 @@ def dashboard_callback(request: HttpRequest, context: dict[str, Any]) -> dict[st
          "href": reverse("admin:communities_community_changelist") if can(request, "communities.read") else ""},
         {"label": _("今日消息"), "value": figures["messages_today"], "icon": "forum", "href": ""},
     ]
+    if can(request, "settings.read"):
+        failures = streams.open_failure_counts(tenant_id)
+        if failures["dead"] or failures["pending"]:
+            context["shequn_kpis"].append({
+                "label": _("事件投递失败 (死信 / 待重试)"), "value": f'{failures["dead"]} / {failures["pending"]}',
+                "icon": "report", "href": reverse("admin:core_deliveryfailure_changelist")})
     context["shequn_tenant"] = request.tenant  # type: ignore[attr-defined]
     if can(request, "communities.read"):
         context["shequn_communities"] = [

@@ -148,3 +148,41 @@ class IdempotencyRecord(TenantOwned):
         constraints = [
             models.UniqueConstraint(fields=["tenant", "scope", "key"], name="idempotency_unique_key")
         ]
+
+
+class DeliveryFailure(TenantOwned):
+    """A stream subscriber that raised on some items (:mod:`shequn.core.streams`).
+
+    One row per failing (stream, subscriber, items): the subscriber's transaction was rolled back
+    alone, the other subscribers went on. ``retry_stream_deliveries`` re-runs only this subscriber for
+    only these items at ``next_attempt_at`` (exponential backoff); after ``MAX_ATTEMPTS`` failures the
+    row is dead-lettered: no more automatic retries, shown to staff with the reason in the console
+    until someone retries it or marks it resolved."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", _("待重试")
+        DEAD = "dead", _("死信")
+        RESOLVED = "resolved", _("已解决")
+
+    stream = models.CharField(_("事件流"), max_length=32)
+    subscriber = models.CharField(_("订阅者"), max_length=64)
+    refs = models.JSONField(_("事件编号"), default=list)
+    error = models.TextField(_("原因"))
+    attempts = models.PositiveIntegerField(_("尝试次数"), default=1)
+    state = models.CharField(_("状态"), max_length=16, choices=State.choices, default=State.PENDING)
+    next_attempt_at = models.DateTimeField(_("下次重试"), null=True, blank=True)
+    created_at = models.DateTimeField(_("首次失败"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("最近尝试"), auto_now=True)
+    resolved_at = models.DateTimeField(_("解决时间"), null=True, blank=True)
+    resolved_by = models.CharField(_("解决方式"), max_length=120, blank=True)
+
+    class Meta:
+        verbose_name = _("事件投递失败")
+        verbose_name_plural = _("事件投递失败")
+        indexes = [
+            models.Index(fields=["state", "next_attempt_at"], name="delivery_due_idx"),
+            models.Index(fields=["tenant", "stream", "state"], name="delivery_open_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.stream}/{self.subscriber} #{self.pk}"

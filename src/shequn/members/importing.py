@@ -16,7 +16,8 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from shequn.communities.models import Community, JoinSource, Membership
+from shequn.communities.models import Community, JoinSource
+from shequn.communities.services import MembershipChange, do_record_joins
 from shequn.core.errors import Invalid
 from shequn.core.masking import mask_email, mask_phone
 from shequn.core.models import Platform
@@ -219,6 +220,7 @@ def do_import_members(principal: Principal, filename: str, data: bytes, *, dry_r
         return report
     now = timezone.now()
     with transaction.atomic():
+        joins: list[MembershipChange] = []
         for row in clean:
             identities = ([{"platform": row["platform"], "external_id": row["external_id"], "verified": False}]
                           if row["platform"] else [])
@@ -228,10 +230,10 @@ def do_import_members(principal: Principal, filename: str, data: bytes, *, dry_r
                 identities=identities, tags=row["tags"], note=row["note"],
             )
             if row["community_id"]:
-                Membership.objects.create(tenant_id=principal.tenant_id, member=member,
-                                          community_id=row["community_id"], joined_at=now,
-                                          join_source=JoinSource.IMPORT)
+                joins.append(MembershipChange.join(member.pk, row["community_id"], None, now,
+                                                   source=JoinSource.IMPORT))
             report.created += 1
+        do_record_joins(principal.tenant_id, joins)
         do_audit(principal, "member.import", "Import", filename[:64], data={"created": report.created})
     return report
 

@@ -13,7 +13,8 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from shequn.activity.models import ActivityEvent
-from shequn.communities.models import Membership, RoleAssignment
+from shequn.communities.models import RoleAssignment
+from shequn.communities.services import do_move_memberships
 from shequn.core.errors import Conflict, Invalid
 from shequn.core.models import Platform
 from shequn.core.permissions import Principal
@@ -206,18 +207,7 @@ def do_merge_members(principal: Principal, *, keep: Member, merge: Member, reaso
     MemberTag.objects.filter(member=merge, tag_id__in=keep_tags).delete()
     moved["tags"] = MemberTag.objects.filter(member=merge).update(member=keep)
     # memberships: an open one on both sides for the same community/group → keep the earlier, close the other
-    for m in Membership.objects.filter(tenant_id=tenant_id, member=merge, left_at__isnull=True):
-        twin = Membership.objects.filter(tenant_id=tenant_id, member=keep, community_id=m.community_id,
-                                         group_id=m.group_id, left_at__isnull=True).first()
-        if twin is not None:
-            if m.joined_at < twin.joined_at:
-                twin.joined_at = m.joined_at
-                twin.save(update_fields=["joined_at"])
-            m.left_at = timezone.now()
-            m.exit_reason = "merged"
-            m.save(update_fields=["left_at", "exit_reason"])
-    moved["memberships"] = Membership.objects.filter(tenant_id=tenant_id, member=merge).update(member=keep)
-    Membership.objects.filter(tenant_id=tenant_id, inviter=merge).update(inviter=keep)
+    moved["memberships"] = do_move_memberships(tenant_id, merge.pk, keep.pk)
     for field in ("phone", "email", "source_channel"):
         if not getattr(keep, field) and getattr(merge, field):
             setattr(keep, field, getattr(merge, field))

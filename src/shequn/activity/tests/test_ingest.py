@@ -4,9 +4,11 @@ import pytest
 from django.utils import timezone
 
 from shequn.activity import registry
-from shequn.activity.models import ActivityEvent, DispatchFailure
-from shequn.activity.services import do_dispatch, do_ingest, do_retry_failures
+from shequn.activity.models import ActivityEvent
+from shequn.activity.services import do_dispatch, do_ingest
 from shequn.communities.models import ChatGroup, Community, Membership
+from shequn.core import streams
+from shequn.core.models import DeliveryFailure
 from shequn.members.models import Identity, Member
 
 
@@ -107,14 +109,17 @@ def test_consumers_get_new_events_and_failures_are_retried(tenant, group):
     try:
         do_ingest(tenant.pk, [ev(1), ev(2, kind="join")])
         assert seen == ["$e1"]  # kinds filter honoured
-        failure = DispatchFailure.objects.get()
-        assert failure.consumer == "t-flaky" and not failure.resolved
+        failure = DeliveryFailure.objects.get()
+        assert failure.stream == "activity" and failure.subscriber == "t-flaky" and failure.state == "pending"
+        assert "boom" in failure.error and failure.attempts == 1
         # the replay of the same events stores nothing new and dispatches nothing
         do_ingest(tenant.pk, [ev(1)])
         assert seen == ["$e1"]
-        assert do_retry_failures() == 1
-        assert DispatchFailure.objects.get().resolved
-        assert do_dispatch(tenant.pk, failure.event_ids, only="t-flaky") == {"t-flaky": "ok"}
+        assert streams.retry_due() == 0  # not due yet: backoff
+        assert streams.retry_due(now=timezone.now() + streams.RETRY_BASE) == 1
+        assert DeliveryFailure.objects.get().state == "resolved"
+        assert seen == ["$e1"]  # only the failed consumer was re-run
+        assert do_dispatch(tenant.pk, failure.refs, only="t-flaky") == {"t-flaky": "ok"}
     finally:
         registry.unregister_consumer("t-ok")
         registry.unregister_consumer("t-flaky")

@@ -8,10 +8,10 @@ from django.utils import timezone
 from shequn.activity.models import ActivityEvent
 from shequn.commerce import demo, events, services
 from shequn.commerce.gateways import BadSignature, SandboxGateway
-from shequn.commerce.models import Order, OrderEvent, OrderEventDelivery, Payment, Refund, SandboxTransaction, Sku
+from shequn.commerce.models import Order, OrderEvent, Payment, Refund, SandboxTransaction, Sku
 from shequn.communities.models import Membership
 from shequn.core.errors import Conflict, Invalid, NotFound
-from shequn.core.models import AuditLog
+from shequn.core.models import AuditLog, DeliveryFailure
 from shequn.core.permissions import Principal
 
 from .conftest import make_member, pay, sku
@@ -133,12 +133,13 @@ def test_failing_listener_is_recorded_and_retried_without_blocking_others(system
                                                                               "quantity": 1}])
         pay(system, order.pk)
         assert calls == {"bad": 1, "good": 1}
-        failed = OrderEventDelivery.objects.get(listener="bad")
-        assert not failed.ok and "boom" in failed.error
-        assert events.retry_failed() == 1
+        failed = DeliveryFailure.objects.get(subscriber="bad")
+        assert failed.state == "pending" and "boom" in failed.error and failed.stream == "order_events"
+        later = timezone.now() + dt.timedelta(hours=1)
+        assert events.retry_failed(now=later) == 1
         assert calls == {"bad": 2, "good": 1}
-        assert OrderEventDelivery.objects.get(listener="bad").ok
-        assert events.retry_failed() == 0
+        assert DeliveryFailure.objects.get(subscriber="bad").state == "resolved"
+        assert events.retry_failed(now=later) == 0
     finally:
         events.unregister_order_listener("bad")
         events.unregister_order_listener("good")
