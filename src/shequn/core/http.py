@@ -112,7 +112,7 @@ MAX_QUANTITY = 100_000
 #: the years a timestamp may fall in
 MIN_YEAR, MAX_YEAR = 2000, 2100
 
-Id = Annotated[int, Field(ge=0, le=MAX_ID)]
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 NonNegative = Annotated[int, Field(ge=0, le=MAX_ID)]
 Fen = Annotated[int, Field(ge=0, le=MAX_FEN, description="integer fen (分)")]
 PositiveFen = Annotated[int, Field(ge=1, le=MAX_FEN, description="integer fen (分), > 0")]

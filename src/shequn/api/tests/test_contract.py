@@ -48,7 +48,8 @@ PLAIN_POSTS = {
     "/api/v1/referrals/links": lambda ids: {"kind": "member", "member_id": ids["member_id"], "campaign": "重放"},
     "/api/v1/referrals/plans": lambda ids: {"name": "重放方案", "rules": [{"rate_bps": 500}]},
     "/api/v1/referrals/bindings": lambda ids: {"member_id": ids["spare_member_id"], "referrer_id": ids["member_id"]},
-    "/api/v1/moderation/reports": lambda ids: {"event_id": ids["event_id"], "reporter_member_id": ids["spare_member_id"]},
+    "/api/v1/moderation/reports": lambda ids: {"event_id": ids["event_id"],
+                                               "reporter_member_id": ids["spare_member_id"]},
     "/api/v1/engagement/checkins": lambda ids: {"member_id": ids["member_id"]},
 }
 REPLAY_CASES = sorted(
