@@ -118,7 +118,7 @@ def _cell(value: Any) -> str:
 def _check_length(err: Callable[[str, str], None], column: str, value: str, model: type[models.Model],
                   name: str) -> None:
     """A value longer than its column is a row error (never truncated into something else)."""
-    limit = model._meta.get_field(name).max_length
+    limit = model._meta.get_field(name).max_length  # type: ignore[union-attr]
     if limit and len(value) > limit:
         err(column, _("不能超过 %(n)d 个字符 (现有 %(m)d 个)") % {"n": limit, "m": len(value)})
 
