@@ -219,12 +219,17 @@ _RAW = "__raw_response__"
 
 
 def _stored_answer(response: HttpResponse) -> dict[str, Any]:
-    return {_RAW: 1, "body": response.content.decode("utf-8"), "content_type": response.get("Content-Type", "")}
+    content_type = response.get("Content-Type", "")
+    try:
+        return {_RAW: 1, "body": response.content.decode("utf-8"), "content_type": content_type}
+    except UnicodeDecodeError:  # a binary answer: kept as base64
+        return {_RAW: 1, "body_b64": base64.b64encode(response.content).decode(), "content_type": content_type}
 
 
 def _replay(status: int, stored: Any) -> Any:
     if isinstance(stored, dict) and stored.get(_RAW) == 1:
-        return HttpResponse(stored["body"].encode("utf-8"), status=status, content_type=stored["content_type"])
+        body = (base64.b64decode(stored["body_b64"]) if "body_b64" in stored else stored["body"].encode("utf-8"))
+        return HttpResponse(body, status=status, content_type=stored["content_type"])
     return Status(status, stored)
 
 
