@@ -8,6 +8,7 @@ Runs before anything reads the body. Under ``/api/``:
 * a non-empty body whose content type the operation does not take → 415
   ``unsupported_media_type`` (JSON everywhere, ``multipart/form-data`` where an app registered it,
   any type for raw endpoints such as payment callbacks);
+* a query parameter given more than once → 422 naming it (every parameter is a single value);
 * an error response Django produced itself (its HTML 400 for ``DATA_UPLOAD_MAX_MEMORY_SIZE``, 404
   for an unknown path, 405, 500) → the same status in the ``{code, message, details}`` shape.
 
@@ -72,8 +73,21 @@ def _content_length(request: HttpRequest) -> int:
         return 0
 
 
+def _repeated_query_parameter(request: HttpRequest) -> JsonResponse | None:
+    """Every query parameter of the API is a single value: ``?status=a&status=b`` is not silently
+    read as ``b``."""
+    repeated = sorted(k for k, values in request.GET.lists() if len(values) > 1)
+    if not repeated:
+        return None
+    return _error(422, "validation_error", _("请求数据不合法"),
+                  [{"field": f"query.{k}", "message": "given more than once", "type": "repeated"} for k in repeated])
+
+
 def check_request(request: HttpRequest) -> JsonResponse | None:
-    """The 413/415 answer for an API request, or None when its body may be read."""
+    """The 413/415/422 answer for an API request, or None when it may be handled."""
+    repeated = _repeated_query_parameter(request)
+    if repeated is not None:
+        return repeated
     if request.method not in _BODY_METHODS:
         return None
     length = _content_length(request)

@@ -189,6 +189,12 @@ def test_timestamps_are_iso_and_in_a_sane_range(world, make_client, query, field
     assert ok.status_code == 200
 
 
+def test_repeated_query_parameter_is_422(world, make_client):
+    c = make_client(world.tenant)
+    resp = c.client.get("/api/v1/referrals/withdrawals?status=a&status=b", headers=c.headers)
+    assert "query.status" in _fields(resp)
+
+
 def test_member_tag_too_long_is_422_not_truncated(world, make_client):
     c = make_client(world.tenant)
     before = Member.objects.count()
