@@ -94,6 +94,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "shequn.console.middleware.ConsoleLocaleMiddleware",
+    "shequn.core.middleware_api.ApiGuardMiddleware",
     "shequn.core.middleware_nul.RejectNulMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -191,6 +192,8 @@ WHITENOISE_USE_FINDERS = True
 MEDIA_ROOT = HOME / "media"
 MEDIA_URL = "media/"
 DATA_UPLOAD_MAX_MEMORY_SIZE = 20 * 1024 * 1024
+#: the REST API's default request body limit in bytes (bulk endpoints allow more; 413 above it)
+SHEQUN_API_MAX_BODY = int(os.environ.get("SHEQUN_API_MAX_BODY", str(1024 * 1024)))
 
 # --- security -----------------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True

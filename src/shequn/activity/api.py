@@ -8,12 +8,17 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema
 
-from shequn.core.http import ERRORS, Page, idempotent, paginate, require
+from shequn.core.http import ERRORS, ApiDatetime, BodyIn, Id, Page, idempotent, paginate, require
+from shequn.core.middleware_api import register_body_rule
 
 from .models import ActivityEvent, EventKind
 from .services import MAX_BATCH, do_ingest
 
 router = Router(tags=["activity"])
+
+#: a batch of up to MAX_BATCH events may be larger than the API's default body limit
+MAX_INGEST_BYTES = 16 * 1024 * 1024
+register_body_rule(r"^/api/v1/activity/events$", max_body=MAX_INGEST_BYTES)
 
 KindName = Literal["message", "reply", "reaction", "edit", "delete", "join", "leave", "check_in", "purchase",
                    "invite", "live_view", "content_view", "other"]
@@ -33,7 +38,7 @@ _EVENT_DOC = """One platform event (an object):
 """
 
 
-class IngestIn(Schema):
+class IngestIn(BodyIn):
     events: list[Any] = Field(min_length=1, max_length=MAX_BATCH, description=_EVENT_DOC)
     create_members: bool = Field(True, description="create a member (and identity) for an unknown sender")
 
@@ -65,12 +70,12 @@ class EventOut(Schema):
 
 
 class EventFilter(Schema):
-    member_id: int | None = None
-    community_id: int | None = None
-    group_id: int | None = None
+    member_id: Id | None = None
+    community_id: Id | None = None
+    group_id: Id | None = None
     kind: KindName | None = None
-    since: dt.datetime | None = Field(None, description="occurred_at >= since")
-    until: dt.datetime | None = Field(None, description="occurred_at < until")
+    since: ApiDatetime | None = Field(None, description="occurred_at >= since (ISO 8601, years 2000-2100)")
+    until: ApiDatetime | None = Field(None, description="occurred_at < until (ISO 8601, years 2000-2100)")
     cursor: str | None = None
     limit: int = Field(100, ge=1, le=500)
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import DataError, IntegrityError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.utils.translation import get_language, gettext_noop
 from django.utils.translation import gettext as _
@@ -14,6 +18,7 @@ from ninja.errors import ValidationError as NinjaValidationError
 
 from shequn.core.errors import ShequnError
 from shequn.core.http import API_AUTH
+from shequn.core.middleware_api import register_body_rule
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +41,26 @@ for _app in ROUTED_APPS:
     _router = getattr(_module, "router", None)
     if _router is not None:
         api.add_router(f"/{getattr(_module, 'PREFIX', _app)}", _router)
+
+API_ROOT = "/api/v1"
+
+
+def _path_regex(prefix: str, path: str) -> str:
+    parts = [p for p in f"{prefix}/{path}".split("/") if p]
+    return "^" + re.escape(API_ROOT) + "".join(
+        "/[^/]+" if p.startswith("{") else "/" + re.escape(p) for p in parts) + "/?$"
+
+
+# ``core.http.idempotent`` renders and stores the exact answer through its operation's response
+# schema: hand every idempotent handler the (bound) operation that runs it. Operations without a
+# body (``POST …/cancel``) ignore whatever body is sent, so the request guard does not ask for JSON.
+for _bound in api._get_bound_routers():
+    for _path, _view in _bound.path_operations.items():
+        for _op in _view.operations:
+            if getattr(_op.view_func, "idempotent", False):
+                _op.view_func.operation = _op  # type: ignore[attr-defined]
+            if not any(m.__ninja_param_source__ in ("body", "form", "file") for m in _op.models):
+                register_body_rule(_path_regex(_bound.prefix, _path), content_types=None, methods=_op.methods)
 
 
 def _error(request: HttpRequest, status: int, code: str, message: str, details: object = None) -> HttpResponse:
@@ -81,6 +106,8 @@ _PYDANTIC_ZH = {
     "less_than": gettext_noop("必须小于 %(lt)s"),
     "json_invalid": gettext_noop("不是合法的 JSON"),
     "value_error": gettext_noop("值无效"),
+    "datetime_range": gettext_noop("时间必须在 %(min_year)s 年到 %(max_year)s 年之间"),
+    "ip_address": gettext_noop("必须是 IPv4 或 IPv6 地址"),
 }
 
 
@@ -126,6 +153,63 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
         code = "csrf_failed"
         message = _("CSRF 校验失败, 请刷新页面后重试")
     return _error(request, exc.status_code, code, message)
+
+
+def _django_field_errors(exc: DjangoValidationError) -> list[dict[str, str]]:
+    if hasattr(exc, "error_dict"):
+        return [{"field": f"body.{name}" if name != "__all__" else "body", "message": " ".join(str(m) for m in msgs)}
+                for name, msgs in exc.message_dict.items()]
+    return [{"field": "body", "message": " ".join(str(m) for m in exc.messages)}]
+
+
+@api.exception_handler(DjangoValidationError)
+def _django_validation_error(request: HttpRequest, exc: DjangoValidationError) -> HttpResponse:
+    """A model's ``full_clean`` that reached the API: 422 naming each field, never a 500."""
+    return _error(request, 422, "invalid", _("请求数据不合法"), _django_field_errors(exc))
+
+
+_COLUMN = re.compile(r'(?:column|key \(|NOT NULL constraint failed: [\w]+\.|CHECK constraint failed: )"?(\w+)', re.I)
+
+
+def _column_of(exc: Exception) -> str:
+    diag = getattr(getattr(exc, "__cause__", None), "diag", None)
+    name = getattr(diag, "column_name", None) or getattr(diag, "constraint_name", None)
+    if name:
+        return str(name)
+    match = _COLUMN.search(str(exc))
+    return match.group(1) if match else ""
+
+
+@api.exception_handler(DataError)
+def _data_error(request: HttpRequest, exc: DataError) -> HttpResponse:
+    """A value the database refuses (too long, out of range) that the schema did not stop: 422 with
+    the column when the database names it; the transaction rolled back, nothing is written."""
+    log.warning("DataError reached the API in %s %s: %s", request.method, request.path, exc)
+    return _error(request, 422, "invalid", _("请求数据不合法"),
+                  [{"field": _column_of(exc) or "body", "message": "value not accepted by the database"}])
+
+
+@api.exception_handler(IntegrityError)
+def _integrity_error(request: HttpRequest, exc: IntegrityError) -> HttpResponse:
+    """A uniqueness or constraint violation a service did not turn into a domain error: 409."""
+    log.warning("IntegrityError reached the API in %s %s: %s", request.method, request.path, exc)
+    return _error(request, 409, "conflict", _("与已有数据冲突"),
+                  [{"field": _column_of(exc) or "body", "message": "constraint violated"}])
+
+
+@api.exception_handler(OverflowError)
+def _overflow_error(request: HttpRequest, exc: OverflowError) -> HttpResponse:
+    return _error(request, 422, "invalid", _("请求数据不合法"), [{"field": "", "message": "number out of range"}])
+
+
+@api.exception_handler(RequestDataTooBig)
+def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    return _error(request, 413, "payload_too_large", _("请求体过大"))
+
+
+@api.exception_handler(SuspiciousOperation)
+def _suspicious(request: HttpRequest, exc: SuspiciousOperation) -> HttpResponse:
+    return _error(request, 400, "bad_request", _("请求无法处理"))
 
 
 @api.exception_handler(Http404)

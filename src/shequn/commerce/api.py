@@ -8,10 +8,25 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 from django.utils.translation import gettext as _
-from ninja import Router, Schema
+from ninja import Field, Router, Schema
 
 from shequn.core.errors import Invalid, NotFound, ShequnError
-from shequn.core.http import ERRORS, Page, idempotent, paginate, require
+from shequn.core.http import (
+    ERRORS,
+    BodyIn,
+    Id,
+    IpAddress,
+    Limit,
+    NonNegative,
+    Page,
+    PositiveFen,
+    Quantity,
+    idempotent,
+    max_len,
+    paginate,
+    require,
+)
+from shequn.core.middleware_api import register_body_rule
 from shequn.core.models import Tenant
 
 from . import selectors, services
@@ -19,25 +34,34 @@ from .models import Coupon, GroupBuyTeam, Order, Payment, Refund
 
 router = Router(tags=["commerce"])
 
+# payment providers post their own formats (WeChat Pay v3 JSON; others may use XML): the callback
+# reads the raw body, any content type
+register_body_rule(r"^/api/v1/commerce/payments/callback/", content_types=None)
 
-class AttributionIn(Schema):
-    community_id: int | None = None
-    group_id: int | None = None
-    invite_code: str | None = None
-    referrer_member_id: int | None = None
-    live_session_id: int | None = None
-    campaign: str | None = None
-
-
-class LineIn(Schema):
-    sku_id: int
-    quantity: int
+#: the attribution columns the order events feed (referrals: campaign 64, invite code 16): an order
+#: whose attribution would not fit them is refused here, not when its commission is computed
+ATTRIBUTION_CAMPAIGN_MAX = 64
+INVITE_CODE_MAX = 16
 
 
-class OrderIn(Schema):
-    member_id: int
-    lines: list[LineIn]
-    coupon_ids: list[int] = []
+class AttributionIn(BodyIn):
+    community_id: Id | None = None
+    group_id: Id | None = None
+    invite_code: str | None = Field(None, max_length=INVITE_CODE_MAX)
+    referrer_member_id: Id | None = None
+    live_session_id: Id | None = None
+    campaign: str | None = Field(None, max_length=ATTRIBUTION_CAMPAIGN_MAX)
+
+
+class LineIn(BodyIn):
+    sku_id: Id
+    quantity: Quantity
+
+
+class OrderIn(BodyIn):
+    member_id: Id
+    lines: list[LineIn] = Field(min_length=1, max_length=100)
+    coupon_ids: list[Id] = Field(default_factory=list, max_length=20)
     attribution: AttributionIn | None = None
 
 
@@ -72,11 +96,11 @@ class OrderOut(Schema):
     lines: list[LineOut]
 
 
-class PayIn(Schema):
-    provider: str | None = None
-    channel: str = ""
-    payer_openid: str = ""
-    client_ip: str = ""
+class PayIn(BodyIn):
+    provider: str | None = Field(None, max_length=max_len(Payment, "provider"))
+    channel: str = Field("", max_length=max_len(Payment, "channel"))
+    payer_openid: str = Field("", max_length=128)
+    client_ip: IpAddress = ""
 
 
 class PaymentOut(Schema):
@@ -90,10 +114,10 @@ class PaymentOut(Schema):
     prepay: dict[str, Any]
 
 
-class RefundIn(Schema):
-    amount_fen: int
-    reason: str = ""
-    order_line_id: int | None = None
+class RefundIn(BodyIn):
+    amount_fen: PositiveFen
+    reason: str = Field("", max_length=max_len(Refund, "reason"))
+    order_line_id: Id | None = None
 
 
 class RefundOut(Schema):
@@ -105,14 +129,14 @@ class RefundOut(Schema):
     reason: str
 
 
-class MemberIn(Schema):
-    member_id: int
+class MemberIn(BodyIn):
+    member_id: Id
     attribution: AttributionIn | None = None
 
 
-class FlashIn(Schema):
-    member_id: int
-    quantity: int = 1
+class FlashIn(BodyIn):
+    member_id: Id
+    quantity: Quantity = 1
     attribution: AttributionIn | None = None
 
 
@@ -148,12 +172,12 @@ def _attr(a: AttributionIn | None) -> dict[str, Any] | None:
     return a.model_dump() if a is not None else None
 
 
-def _order(tenant_id: int, order_id: int) -> Order:
+def _order(tenant_id: int, order_id: Id) -> Order:
     return selectors.order(tenant_id, order_id)
 
 
 @router.get("/products", response={200: list[dict[str, Any]], **ERRORS})
-def list_products(request: HttpRequest, member_id: int | None = None) -> Any:
+def list_products(request: HttpRequest, member_id: Id | None = None) -> Any:
     """The catalog as this member sees it (visibility and 会员价 applied)."""
     p = require(request, "commerce.read")
     return selectors.catalog_for_member(p.tenant_id, member_id)
@@ -172,22 +196,22 @@ def create_order(request: HttpRequest, body: OrderIn) -> Any:
 
 
 @router.get("/orders", response={200: Page[OrderOut], **ERRORS})
-def list_orders(request: HttpRequest, member_id: int | None = None, status: str | None = None,
-                cursor: str | None = None, limit: int = 50) -> Any:
+def list_orders(request: HttpRequest, member_id: Id | None = None, status: str | None = None,
+                cursor: str | None = None, limit: Limit = 50) -> Any:
     p = require(request, "commerce.read")
     return paginate(selectors.orders(p.tenant_id, member_id=member_id, status=status).prefetch_related("lines"),
                     cursor, limit)
 
 
 @router.get("/orders/{order_id}", response={200: OrderOut, **ERRORS})
-def get_order(request: HttpRequest, order_id: int) -> Any:
+def get_order(request: HttpRequest, order_id: Id) -> Any:
     p = require(request, "commerce.read")
     return _order(p.tenant_id, order_id)
 
 
 @router.post("/orders/{order_id}/pay", response={200: PaymentOut, **ERRORS})
 @idempotent
-def pay_order(request: HttpRequest, order_id: int, body: PayIn) -> Any:
+def pay_order(request: HttpRequest, order_id: Id, body: PayIn) -> Any:
     """Open a payment (sandbox by default) and return what the payer's client needs."""
     p = require(request, "commerce.write")
     payment = services.do_start_payment(p, order_id, provider=body.provider, channel=body.channel,
@@ -197,14 +221,14 @@ def pay_order(request: HttpRequest, order_id: int, body: PayIn) -> Any:
 
 
 @router.post("/orders/{order_id}/cancel", response={200: OrderOut, **ERRORS})
-def cancel_order(request: HttpRequest, order_id: int) -> Any:
+def cancel_order(request: HttpRequest, order_id: Id) -> Any:
     p = require(request, "commerce.write")
     return services.do_cancel_order(p, order_id, reason=_("会员取消"))
 
 
 @router.post("/orders/{order_id}/refunds", response={200: RefundOut, **ERRORS})
 @idempotent
-def refund_order(request: HttpRequest, order_id: int, body: RefundIn) -> Any:
+def refund_order(request: HttpRequest, order_id: Id, body: RefundIn) -> Any:
     """Refund part or all of an order; ``Idempotency-Key`` is required."""
     p = require(request, "commerce.write")
     key = request.headers.get("Idempotency-Key")
@@ -257,7 +281,7 @@ def payment_callback(request: HttpRequest, tenant_slug: str, provider: str) -> H
 
 @router.post("/flash-sales/{flash_sale_id}/buy", response={200: FlashOut, 202: FlashOut, **ERRORS})
 @idempotent
-def flash_buy(request: HttpRequest, flash_sale_id: int, body: FlashIn) -> Any:
+def flash_buy(request: HttpRequest, flash_sale_id: Id, body: FlashIn) -> Any:
     """秒杀: 200 with the order, or 202 ``queued`` when the Redis gate accepted and the order follows."""
     p = require(request, "commerce.write")
     res = services.do_flash_buy(p, flash_sale_id, member_id=body.member_id, quantity=body.quantity,
@@ -275,7 +299,7 @@ def _team_out(team: GroupBuyTeam, order: Order | None) -> dict[str, Any]:
 
 @router.post("/group-buys/{group_buy_id}/teams", response={200: TeamOut, **ERRORS})
 @idempotent
-def start_team(request: HttpRequest, group_buy_id: int, body: MemberIn) -> Any:
+def start_team(request: HttpRequest, group_buy_id: Id, body: MemberIn) -> Any:
     """开团: the leader's order and the share token for the join link."""
     p = require(request, "commerce.write")
     team, order = services.do_start_team(p, group_buy_id, member_id=body.member_id, attribution=_attr(body.attribution))
@@ -298,7 +322,7 @@ def join_team(request: HttpRequest, share_token: str, body: MemberIn) -> Any:
 
 
 @router.post("/coupons/{template_id}/claim", response={200: CouponOut, **ERRORS})
-def claim_coupon(request: HttpRequest, template_id: int, body: MemberIn) -> Any:
+def claim_coupon(request: HttpRequest, template_id: Id, body: MemberIn) -> Any:
     p = require(request, "commerce.write")
     c: Coupon = services.do_claim_coupon(p, template_id, member_id=body.member_id)
     return CouponOut.from_orm(c)
@@ -312,7 +336,7 @@ def claim_share_coupon(request: HttpRequest, share_token: str, body: MemberIn) -
 
 
 @router.get("/members/{member_id}/coupons", response={200: list[CouponOut], **ERRORS})
-def member_coupons(request: HttpRequest, member_id: int) -> Any:
+def member_coupons(request: HttpRequest, member_id: Id) -> Any:
     p = require(request, "commerce.read")
     services.check_member(p.tenant_id, member_id)
     return list(selectors.member_coupons(p.tenant_id, member_id))
@@ -334,7 +358,7 @@ class OrderEventOut(Schema):
 
 
 @router.get("/order-events", response={200: list[OrderEventOut], **ERRORS})
-def order_events(request: HttpRequest, after_id: int = 0, limit: int = 200) -> Any:
+def order_events(request: HttpRequest, after_id: NonNegative = 0, limit: Limit = 200) -> Any:
     """Order events in id order, for integrations that poll (engines use the in-process listeners)."""
     p = require(request, "commerce.read")
     return list(selectors.order_events(p.tenant_id, after_id=after_id)[: max(1, min(limit, 1000))])

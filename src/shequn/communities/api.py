@@ -11,7 +11,7 @@ from ninja import Field, Query, Router, Schema, Status
 from ninja.params import P, QueryEx
 
 from shequn.core.errors import Conflict, Invalid
-from shequn.core.http import ERRORS, Page, idempotent, paginate, require
+from shequn.core.http import ERRORS, ApiDatetime, BodyIn, Id, Page, idempotent, paginate, require
 from shequn.core.models import Tenant
 from shequn.members.selectors import get_member
 
@@ -44,28 +44,32 @@ for _lit, _choices in ((Purpose, Community.Purpose), (Category, Community.Catego
 
 # --- schemas ------------------------------------------------------------------------------------
 
-class CommunityIn(Schema):
+#: community rules and announcement (free text)
+MAX_TEXT = 20_000
+
+
+class CommunityIn(BodyIn):
     name: str = Field(min_length=1, max_length=120)
     theme: str = Field("", max_length=200)
     audience: str = Field("", max_length=200, description="定位: 人群")
     needs: str = Field("", max_length=200, description="定位: 需求")
     purpose: Purpose = "sharing"
     category: Category = "interest"
-    rules: str = ""
-    announcement: str = ""
+    rules: str = Field("", max_length=MAX_TEXT)
+    announcement: str = Field("", max_length=MAX_TEXT)
     entry_threshold: Threshold = "free"
     stage: Stage = "seeding"
 
 
-class CommunityPatch(Schema):
+class CommunityPatch(BodyIn):
     name: str | None = Field(None, min_length=1, max_length=120)
     theme: str | None = Field(None, max_length=200)
     audience: str | None = Field(None, max_length=200)
     needs: str | None = Field(None, max_length=200)
     purpose: Purpose | None = None
     category: Category | None = None
-    rules: str | None = None
-    announcement: str | None = None
+    rules: str | None = Field(None, max_length=MAX_TEXT)
+    announcement: str | None = Field(None, max_length=MAX_TEXT)
     entry_threshold: Threshold | None = None
     stage: Stage | None = None
 
@@ -86,7 +90,7 @@ class CommunityOut(Schema):
     created_at: dt.datetime
 
 
-class GroupIn(Schema):
+class GroupIn(BodyIn):
     platform: PlatformName
     external_id: str = Field(min_length=1, max_length=191)
     name: str = Field("", max_length=120)
@@ -104,15 +108,15 @@ class GroupOut(Schema):
     member_count: int = 0
 
 
-class JoinIn(Schema):
-    member_id: int
-    group_id: int | None = None
+class JoinIn(BodyIn):
+    member_id: Id
+    group_id: Id | None = None
     join_source: JoinSourceName = "manual"
-    inviter_id: int | None = None
-    joined_at: dt.datetime | None = None
+    inviter_id: Id | None = None
+    joined_at: ApiDatetime | None = None
 
 
-class LeaveIn(Schema):
+class LeaveIn(BodyIn):
     reason: str = Field("", max_length=200)
 
 
@@ -128,14 +132,14 @@ class MembershipOut(Schema):
     exit_reason: str
 
 
-class RoleIn(Schema):
-    member_id: int
+class RoleIn(BodyIn):
+    member_id: Id
     role: RoleName
     reward_note: str = Field("", max_length=200)
-    since: dt.datetime | None = None
+    since: ApiDatetime | None = None
 
 
-class EndRoleIn(Schema):
+class EndRoleIn(BodyIn):
     reason: str = Field("", max_length=500)
 
 
@@ -160,7 +164,7 @@ class DashboardOut(Schema):
 
 
 class MembershipFilter(Schema):
-    member_id: int | None = None
+    member_id: Id | None = None
     current: bool | None = Field(None, description="true: open memberships only; false: ended only")
     cursor: str | None = None
     limit: int = Field(50, ge=1, le=500)
@@ -168,12 +172,12 @@ class MembershipFilter(Schema):
 
 # --- helpers ------------------------------------------------------------------------------------
 
-def _community(tenant_id: int, community_id: int) -> Community:
+def _community(tenant_id: int, community_id: Id) -> Community:
     selectors.get_community(tenant_id, community_id)  # 404 for unknown / other tenant
     return selectors.communities(tenant_id).get(pk=community_id)
 
 
-def _group(tenant_id: int, group_id: int) -> ChatGroup:
+def _group(tenant_id: int, group_id: Id) -> ChatGroup:
     selectors.get_group(tenant_id, group_id)
     return selectors.groups(tenant_id).get(pk=group_id)
 
@@ -212,7 +216,7 @@ def list_all_memberships(request: HttpRequest, filters: Query[MembershipFilter])
 
 @router.post("/memberships/{membership_id}/leave", response={200: MembershipOut, **ERRORS}, summary="退出社群")
 @idempotent
-def leave(request: HttpRequest, membership_id: int, payload: LeaveIn) -> Any:
+def leave(request: HttpRequest, membership_id: Id, payload: LeaveIn) -> Any:
     p = require(request, "communities.write")
     membership = selectors.get_membership(p.tenant_id, membership_id)
     return MembershipOut.from_orm(do_leave(p, membership, reason=payload.reason))
@@ -220,20 +224,20 @@ def leave(request: HttpRequest, membership_id: int, payload: LeaveIn) -> Any:
 
 @router.post("/roles/{role_id}/end", response={200: RoleOut, **ERRORS}, summary="结束角色")
 @idempotent
-def end_role(request: HttpRequest, role_id: int, payload: EndRoleIn) -> Any:
+def end_role(request: HttpRequest, role_id: Id, payload: EndRoleIn) -> Any:
     p = require(request, "communities.write")
     assignment = selectors.get_role(p.tenant_id, role_id)
     return RoleOut.from_orm(do_end_role(p, assignment, reason=payload.reason))
 
 
 @router.get("/{community_id}", response={200: CommunityOut, **ERRORS}, summary="社群详情")
-def get_community(request: HttpRequest, community_id: int) -> Any:
+def get_community(request: HttpRequest, community_id: Id) -> Any:
     p = require(request, "communities.read")
     return _community(p.tenant_id, community_id)
 
 
 @router.patch("/{community_id}", response={200: CommunityOut, **ERRORS}, summary="修改社群")
-def update_community(request: HttpRequest, community_id: int, payload: CommunityPatch) -> Any:
+def update_community(request: HttpRequest, community_id: Id, payload: CommunityPatch) -> Any:
     p = require(request, "communities.write")
     community = selectors.get_community(p.tenant_id, community_id)
     changes = payload.model_dump(exclude_unset=True)
@@ -247,7 +251,7 @@ def update_community(request: HttpRequest, community_id: int, payload: Community
 
 
 @router.get("/{community_id}/dashboard", response={200: DashboardOut, **ERRORS}, summary="社群看板数据")
-def dashboard(request: HttpRequest, community_id: int, days: QueryEx[int, P(ge=1, le=366)] = 90) -> Any:
+def dashboard(request: HttpRequest, community_id: Id, days: QueryEx[int, P(ge=1, le=366)] = 90) -> Any:
     p = require(request, "communities.read")
     selectors.get_community(p.tenant_id, community_id)
     tz = Tenant.objects.filter(pk=p.tenant_id).values_list("time_zone", flat=True).first() or "Asia/Shanghai"
@@ -257,7 +261,7 @@ def dashboard(request: HttpRequest, community_id: int, days: QueryEx[int, P(ge=1
 # --- groups -------------------------------------------------------------------------------------
 
 @router.get("/{community_id}/groups", response={200: list[GroupOut], **ERRORS}, summary="社群的群")
-def list_groups(request: HttpRequest, community_id: int) -> Any:
+def list_groups(request: HttpRequest, community_id: Id) -> Any:
     p = require(request, "communities.read")
     selectors.get_community(p.tenant_id, community_id)
     return list(selectors.groups(p.tenant_id, community_id)[:1000])
@@ -265,7 +269,7 @@ def list_groups(request: HttpRequest, community_id: int) -> Any:
 
 @router.post("/{community_id}/groups", response={201: GroupOut, **ERRORS}, summary="登记群")
 @idempotent
-def create_group(request: HttpRequest, community_id: int, payload: GroupIn) -> Any:
+def create_group(request: HttpRequest, community_id: Id, payload: GroupIn) -> Any:
     p = require(request, "communities.write")
     community = selectors.get_community(p.tenant_id, community_id)
     group = do_add_group(p, community, platform=payload.platform, external_id=payload.external_id,
@@ -277,7 +281,7 @@ def create_group(request: HttpRequest, community_id: int, payload: GroupIn) -> A
 
 @router.get("/{community_id}/memberships", response={200: Page[MembershipOut], **ERRORS},
             summary="社群成员关系 (完整历史)")
-def list_memberships(request: HttpRequest, community_id: int, filters: Query[MembershipFilter]) -> Any:
+def list_memberships(request: HttpRequest, community_id: Id, filters: Query[MembershipFilter]) -> Any:
     p = require(request, "communities.read")
     selectors.get_community(p.tenant_id, community_id)
     return _membership_page(selectors.memberships(p.tenant_id, community_id=community_id), filters)
@@ -285,7 +289,7 @@ def list_memberships(request: HttpRequest, community_id: int, filters: Query[Mem
 
 @router.post("/{community_id}/memberships", response={201: MembershipOut, **ERRORS}, summary="加入社群")
 @idempotent
-def join(request: HttpRequest, community_id: int, payload: JoinIn) -> Any:
+def join(request: HttpRequest, community_id: Id, payload: JoinIn) -> Any:
     """Opens a membership; an already open one for the same community/group is returned as is."""
     p = require(request, "communities.write")
     community = selectors.get_community(p.tenant_id, community_id)
@@ -304,7 +308,7 @@ def join(request: HttpRequest, community_id: int, payload: JoinIn) -> Any:
 # --- roles --------------------------------------------------------------------------------------
 
 @router.get("/{community_id}/roles", response={200: list[RoleOut], **ERRORS}, summary="社群角色")
-def list_roles(request: HttpRequest, community_id: int, current: bool = True) -> Any:
+def list_roles(request: HttpRequest, community_id: Id, current: bool = True) -> Any:
     p = require(request, "communities.read")
     selectors.get_community(p.tenant_id, community_id)
     return list(selectors.roles(p.tenant_id, community_id=community_id, current=current).order_by("pk")[:2000])
@@ -312,7 +316,7 @@ def list_roles(request: HttpRequest, community_id: int, current: bool = True) ->
 
 @router.post("/{community_id}/roles", response={201: RoleOut, **ERRORS}, summary="指派角色")
 @idempotent
-def assign_role(request: HttpRequest, community_id: int, payload: RoleIn) -> Any:
+def assign_role(request: HttpRequest, community_id: Id, payload: RoleIn) -> Any:
     p = require(request, "communities.write")
     community = selectors.get_community(p.tenant_id, community_id)
     member = get_member(p.tenant_id, payload.member_id)

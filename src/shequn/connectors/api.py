@@ -4,16 +4,17 @@ responses carry only their hints."""
 
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any
 
 from django.http import HttpRequest
 from django.utils.translation import gettext as _
-from ninja import Router, Schema
+from ninja import Field, Router, Schema
 
 from shequn.core.errors import NotFound
-from shequn.core.http import ERRORS, Page, idempotent, paginate, require
+from shequn.core.http import ERRORS, BodyIn, Id, Limit, Page, idempotent, max_len, paginate, require
 
 from . import selectors, services
+from .models import Connection, QrConfig
 
 router = Router(tags=["connectors"])
 
@@ -43,15 +44,15 @@ class ConnectionOut(Schema):
     health: HealthOut
 
 
-class ConnectionIn(Schema):
-    platform: str
-    name: str
-    config: dict[str, Any] = {}
-    secrets: dict[str, str] = {}
-    default_community_id: int | None = None
+class ConnectionIn(BodyIn):
+    platform: str = Field(min_length=1, max_length=max_len(Connection, "platform"))
+    name: str = Field(min_length=1, max_length=max_len(Connection, "name"))
+    config: dict[str, Any] = Field(default_factory=dict)
+    secrets: dict[str, str] = Field(default_factory=dict)
+    default_community_id: Id | None = None
 
 
-class SecretsIn(Schema):
+class SecretsIn(BodyIn):
     secrets: dict[str, str]
 
 
@@ -66,9 +67,9 @@ class RoomOut(Schema):
     encrypted: bool = False
 
 
-class MapIn(Schema):
-    community_id: int
-    robot_key: str | None = None
+class MapIn(BodyIn):
+    community_id: Id
+    robot_key: str | None = Field(None, max_length=200)
 
 
 class ActionOut(Schema):
@@ -102,16 +103,16 @@ class TaskOut(Schema):
     done_at: dt.datetime | None
 
 
-class NoteIn(Schema):
-    note: str = ""
+class NoteIn(BodyIn):
+    note: str = Field("", max_length=500)
 
 
-class QrIn(Schema):
-    kind: str
-    state: str = ""
-    remark: str = ""
-    chat_ids: list[str] | None = None
-    users: list[str] | None = None
+class QrIn(BodyIn):
+    kind: str = Field(min_length=1, max_length=32)
+    state: str = Field("", max_length=max_len(QrConfig, "state"))
+    remark: str = Field("", max_length=max_len(QrConfig, "remark"))
+    chat_ids: list[Annotated[str, Field(max_length=191)]] | None = Field(None, max_length=100)
+    users: list[Annotated[str, Field(max_length=191)]] | None = Field(None, max_length=100)
 
 
 class QrOut(Schema):
@@ -172,20 +173,20 @@ def delete_connection(request: HttpRequest, connection_id: int) -> Any:
 
 
 @router.post("/connections/{connection_id}/secrets", response={200: ConnectionOut, **ERRORS})
-def update_secrets(request: HttpRequest, connection_id: int, body: SecretsIn) -> Any:
+def update_secrets(request: HttpRequest, connection_id: Id, body: SecretsIn) -> Any:
     p = require(request, "connectors.write")
     return _conn_out(services.do_update_connection_secrets(p, connection_id, body.secrets))
 
 
 @router.get("/rooms", response={200: Page[RoomOut], **ERRORS})
-def list_rooms(request: HttpRequest, connection_id: int | None = None, unmapped: bool = False,
-               cursor: str | None = None, limit: int = 50) -> Any:
+def list_rooms(request: HttpRequest, connection_id: Id | None = None, unmapped: bool = False,
+               cursor: str | None = None, limit: Limit = 50) -> Any:
     p = require(request, "connectors.read")
     return paginate(selectors.rooms(p.tenant_id, connection_id=connection_id, unmapped=unmapped), cursor, limit)
 
 
 @router.post("/rooms/{room_id}/map", response={200: RoomOut, **ERRORS})
-def map_room(request: HttpRequest, room_id: int, body: MapIn) -> Any:
+def map_room(request: HttpRequest, room_id: Id, body: MapIn) -> Any:
     p = require(request, "connectors.write")
     services.do_map_room(p, room_id, body.community_id, robot_key=body.robot_key)
     return selectors.rooms(p.tenant_id).get(pk=room_id)
@@ -193,38 +194,38 @@ def map_room(request: HttpRequest, room_id: int, body: MapIn) -> Any:
 
 @router.get("/outbox", response={200: Page[ActionOut], **ERRORS})
 def list_outbox(request: HttpRequest, status: str | None = None, platform: str | None = None,
-                cursor: str | None = None, limit: int = 50) -> Any:
+                cursor: str | None = None, limit: Limit = 50) -> Any:
     p = require(request, "connectors.read")
     return paginate(selectors.outbox(p.tenant_id, status=status, platform=platform), cursor, limit)
 
 
 @router.post("/outbox/{action_id}/retry", response={200: ActionOut, **ERRORS})
-def retry_action(request: HttpRequest, action_id: int, body: NoteIn | None = None) -> Any:
+def retry_action(request: HttpRequest, action_id: Id, body: NoteIn | None = None) -> Any:
     p = require(request, "connectors.write")
     return services.do_retry_action(p, action_id, reason=body.note if body else "")
 
 
 @router.post("/outbox/{action_id}/cancel", response={200: ActionOut, **ERRORS})
-def cancel_action(request: HttpRequest, action_id: int, body: NoteIn | None = None) -> Any:
+def cancel_action(request: HttpRequest, action_id: Id, body: NoteIn | None = None) -> Any:
     p = require(request, "connectors.write")
     return services.do_cancel_action(p, action_id, reason=body.note if body else "")
 
 
 @router.get("/human-tasks", response={200: Page[TaskOut], **ERRORS})
-def list_tasks(request: HttpRequest, status: str | None = "open", cursor: str | None = None, limit: int = 50) -> Any:
+def list_tasks(request: HttpRequest, status: str | None = "open", cursor: str | None = None, limit: Limit = 50) -> Any:
     p = require(request, "connectors.read")
     return paginate(selectors.human_tasks(p.tenant_id, status=status or None), cursor, limit)
 
 
 @router.post("/human-tasks/{task_id}/complete", response={200: TaskOut, **ERRORS})
-def complete_task(request: HttpRequest, task_id: int, body: NoteIn | None = None) -> Any:
+def complete_task(request: HttpRequest, task_id: Id, body: NoteIn | None = None) -> Any:
     p = require(request, "connectors.write")
     return services.do_complete_human_task(p, task_id, note=body.note if body else "")
 
 
 @router.post("/connections/{connection_id}/qr-configs", response={201: QrOut, **ERRORS})
 @idempotent
-def create_qr(request: HttpRequest, connection_id: int, body: QrIn) -> Any:
+def create_qr(request: HttpRequest, connection_id: Id, body: QrIn) -> Any:
     p = require(request, "connectors.write")
     if selectors.connection(p.tenant_id, connection_id) is None:
         raise NotFound(_("连接不存在"))

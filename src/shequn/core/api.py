@@ -4,7 +4,7 @@ Mounted at ``/api/v1/`` (``PREFIX = ""``): ``/me``, ``/audit-log``, ``/api-keys`
 
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any
 
 from django.http import HttpRequest
 from django.utils.translation import gettext as _
@@ -12,7 +12,7 @@ from ninja import Field, Query, Router, Schema, Status
 from ninja.params import P, QueryEx
 
 from .errors import Forbidden, NotFound
-from .http import ERRORS, Page, idempotent, paginate, principal, require
+from .http import ERRORS, BodyIn, Id, Page, idempotent, max_len, paginate, principal, require
 from .models import ApiKey, Tenant
 from .permissions import expand_scopes
 from .selectors import api_keys, audit_log
@@ -86,9 +86,10 @@ def list_audit(request: HttpRequest, filters: Query[AuditFilter]) -> Any:
 
 # --- API keys -----------------------------------------------------------------------------------
 
-class ApiKeyIn(Schema):
-    name: str = Field(min_length=1, max_length=80)
-    scopes: list[str] = Field(min_length=1, description="`*`, `<area>.read` or `<area>.write`")
+class ApiKeyIn(BodyIn):
+    name: str = Field(min_length=1, max_length=max_len(ApiKey, "name"))
+    scopes: list[Annotated[str, Field(min_length=1, max_length=32)]] = Field(
+        min_length=1, max_length=64, description="`*`, `<area>.read` or `<area>.write`")
 
 
 class ApiKeyOut(Schema):
@@ -136,7 +137,7 @@ def create_api_key(request: HttpRequest, payload: ApiKeyIn) -> Any:
 
 @router.post("/api-keys/{key_id}/revoke", response={200: ApiKeyOut, **ERRORS}, summary="吊销 API 密钥")
 @idempotent
-def revoke_api_key(request: HttpRequest, key_id: int) -> Any:
+def revoke_api_key(request: HttpRequest, key_id: Id) -> Any:
     p = require(request, "settings.write")
     key = api_keys(p.tenant_id).filter(pk=key_id).first()
     if key is None:

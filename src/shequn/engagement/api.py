@@ -2,21 +2,21 @@
 red packets and the reply-to-everyone queue. Thin: every rule lives in services."""
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any
 
 from django.http import HttpRequest
 from django.utils import timezone
-from ninja import Router, Schema
+from ninja import Field, Router, Schema
 
-from shequn.core.http import ERRORS, Page, idempotent, paginate, require
+from shequn.core.http import ERRORS, BodyIn, Id, Limit, Page, Quantity, idempotent, paginate, require
 
 from . import selectors, services
 
 router = Router(tags=["engagement"])
 
 
-class MemberIn(Schema):
-    member_id: int
+class MemberIn(BodyIn):
+    member_id: Id
 
 
 class CheckInOut(Schema):
@@ -43,9 +43,9 @@ class EntryOut(Schema):
     created_at: dt.datetime
 
 
-class LotteryEntryIn(Schema):
-    member_id: int
-    tickets: int = 1
+class LotteryEntryIn(BodyIn):
+    member_id: Id
+    tickets: Quantity = 1
 
 
 class LotteryEntryOut(Schema):
@@ -72,8 +72,8 @@ class TrackOut(Schema):
     waiting_seconds: int
 
 
-class ReplyIn(Schema):
-    text: str
+class ReplyIn(BodyIn):
+    text: str = Field(min_length=1, max_length=4000)
 
 
 class ReplyOut(Schema):
@@ -92,35 +92,35 @@ def check_in(request: HttpRequest, body: MemberIn) -> Any:
 
 
 @router.get("/members/{member_id}/points", response={200: BalanceOut, **ERRORS}, summary="积分余额")
-def points_balance(request: HttpRequest, member_id: int) -> Any:
+def points_balance(request: HttpRequest, member_id: Id) -> Any:
     p = require(request, "engagement.read")
     services.check_member(p.tenant_id, member_id)
     return selectors.points_balance(p.tenant_id, member_id)
 
 
 @router.get("/members/{member_id}/points/history", response={200: Page[EntryOut], **ERRORS}, summary="积分流水")
-def points_history(request: HttpRequest, member_id: int, cursor: str | None = None, limit: int = 50) -> Any:
+def points_history(request: HttpRequest, member_id: Id, cursor: str | None = None, limit: Limit = 50) -> Any:
     p = require(request, "engagement.read")
     services.check_member(p.tenant_id, member_id)
     return paginate(selectors.points_history(p.tenant_id, member_id), cursor, limit)
 
 
 @router.get("/members/{member_id}/score", response={200: dict, **ERRORS}, summary="活跃分与等级说明")
-def score(request: HttpRequest, member_id: int) -> Any:
+def score(request: HttpRequest, member_id: Id) -> Any:
     p = require(request, "engagement.read")
     return selectors.explain_score(p.tenant_id, member_id)
 
 
 @router.get("/lotteries/{lottery_id}", response={200: dict, **ERRORS},
             summary="抽奖公开记录 (承诺、快照、开奖后的种子与中奖者)")
-def lottery_record(request: HttpRequest, lottery_id: int) -> Any:
+def lottery_record(request: HttpRequest, lottery_id: Id) -> Any:
     p = require(request, "engagement.read")
     return selectors.lottery_public_record(selectors.get_lottery(p.tenant_id, lottery_id))
 
 
 @router.post("/lotteries/{lottery_id}/entries", response={200: LotteryEntryOut, **ERRORS}, summary="参与抽奖")
 @idempotent
-def enter_lottery(request: HttpRequest, lottery_id: int, body: LotteryEntryIn) -> Any:
+def enter_lottery(request: HttpRequest, lottery_id: Id, body: LotteryEntryIn) -> Any:
     p = require(request, "engagement.write")
     e = services.do_enter_lottery(p.tenant_id, lottery_id, body.member_id, tickets=body.tickets)
     return LotteryEntryOut(id=e.pk, member_id=e.member_id, weight=e.weight)
@@ -128,14 +128,14 @@ def enter_lottery(request: HttpRequest, lottery_id: int, body: LotteryEntryIn) -
 
 @router.post("/red-packets/{packet_id}/claims", response={200: ClaimOut, **ERRORS}, summary="领红包")
 @idempotent
-def claim_red_packet(request: HttpRequest, packet_id: int, body: MemberIn) -> Any:
+def claim_red_packet(request: HttpRequest, packet_id: Id, body: MemberIn) -> Any:
     p = require(request, "engagement.write")
     c = services.do_claim_red_packet(p.tenant_id, packet_id, body.member_id)
     return ClaimOut(id=c.pk, packet_id=c.packet_id, member_id=c.member_id, amount=c.amount)
 
 
 @router.get("/reply-queue", response={200: list[TrackOut], **ERRORS}, summary="待回复消息 (最早的在前)")
-def reply_queue(request: HttpRequest, community_id: int | None = None, limit: int = 100) -> Any:
+def reply_queue(request: HttpRequest, community_id: Id | None = None, limit: Limit = 100) -> Any:
     p = require(request, "engagement.read")
     now = timezone.now()
     rows = selectors.reply_queue(p.tenant_id, community_id=community_id, now=now)[: max(1, min(limit, 500))]
@@ -146,14 +146,15 @@ def reply_queue(request: HttpRequest, community_id: int | None = None, limit: in
 
 @router.post("/reply-queue/{track_id}/reply", response={200: ReplyOut, **ERRORS}, summary="一键回复")
 @idempotent
-def reply(request: HttpRequest, track_id: int, body: ReplyIn) -> Any:
+def reply(request: HttpRequest, track_id: Id, body: ReplyIn) -> Any:
     p = require(request, "engagement.write")
     t = services.do_reply_from_queue(p, track_id, text=body.text)
     return ReplyOut(id=t.pk, answered_at=t.answered_at, reply_action_id=t.reply_action_id)
 
 
 @router.get("/reply-stats", response={200: dict, **ERRORS}, summary="回复率与首次响应时间中位数")
-def reply_stats(request: HttpRequest, days: int = 30, community_id: int | None = None) -> Any:
+def reply_stats(request: HttpRequest, days: Annotated[int, Field(ge=1, le=366)] = 30,
+                community_id: Id | None = None) -> Any:
     p = require(request, "engagement.read")
     since = timezone.now() - dt.timedelta(days=max(1, min(days, 365)))
     return selectors.reply_stats(p.tenant_id, since=since, community_id=community_id)

@@ -7,7 +7,7 @@ from datetime import datetime
 from django.http import HttpRequest
 from ninja import Router, Schema
 
-from shequn.core.http import ERRORS, Page, paginate, require
+from shequn.core.http import ERRORS, Id, Limit, Page, paginate, require
 
 from . import selectors
 from .models import Entry
@@ -62,13 +62,13 @@ class CheckOut(Schema):
 
 
 @router.get("/accounts", response={200: list[AccountOut], **ERRORS})
-def list_accounts(request: HttpRequest, owner_type: str, owner_id: int) -> object:
+def list_accounts(request: HttpRequest, owner_type: str, owner_id: Id) -> object:
     p = require(request, "finance.read")
     return list(selectors.accounts_of(p.tenant_id, owner_type, owner_id))
 
 
 @router.get("/accounts/{account_id}/entries", response={200: Page[EntryOut], **ERRORS})
-def list_entries(request: HttpRequest, account_id: int, cursor: str | None = None, limit: int = 50) -> object:
+def list_entries(request: HttpRequest, account_id: Id, cursor: str | None = None, limit: Limit = 50) -> object:
     p = require(request, "finance.read")
     selectors.account_get(p.tenant_id, account_id)
     return paginate(selectors.entries_for_account(p.tenant_id, account_id), cursor, limit)

@@ -5,7 +5,7 @@ are masked everywhere except the single-member GET for callers with ``members.wr
 
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from django.db import transaction
 from django.db.models import Prefetch
@@ -17,12 +17,13 @@ from ninja.params import P, QueryEx
 
 from shequn.communities.models import CommunityRole
 from shequn.core.errors import Invalid, NotFound
-from shequn.core.http import ERRORS, Page, idempotent, paginate, require
+from shequn.core.http import ERRORS, BodyIn, Id, Page, idempotent, max_len, paginate, require
 from shequn.core.masking import mask_email, mask_phone
+from shequn.core.middleware_api import register_body_rule
 from shequn.core.models import Platform
 
 from . import importing, selectors
-from .models import LifecycleStage, Member, MemberTag, RelationshipLevel
+from .models import Identity, LifecycleStage, Member, MemberTag, RelationshipLevel, Tag
 from .services import (
     do_add_identity,
     do_create_member,
@@ -34,6 +35,14 @@ from .services import (
 
 router = Router(tags=["members"])
 
+#: the largest member import file; the upload is multipart (the one non-JSON body of the app)
+MAX_IMPORT_BYTES = 20 * 1024 * 1024
+register_body_rule(r"^/api/v1/members/import$", content_types=("multipart/form-data",),
+                   max_body=MAX_IMPORT_BYTES + 64 * 1024)
+TagName = Annotated[str, Field(min_length=1, max_length=max_len(Tag, "name"))]
+#: a member's free-text note
+MAX_NOTE = 10_000
+
 PlatformName = Literal["wecom", "telegram", "matrix", "portal", "manual"]
 assert set(PlatformName.__args__) == set(Platform.values)  # type: ignore[attr-defined]
 LifecycleName = Literal["new", "active", "lurking", "dormant", "churned"]
@@ -44,10 +53,10 @@ assert set(RoleName.__args__) == set(CommunityRole.values)  # type: ignore[attr-
 
 # --- schemas ------------------------------------------------------------------------------------
 
-class IdentityIn(Schema):
+class IdentityIn(BodyIn):
     platform: PlatformName
-    external_id: str = Field(min_length=1, max_length=191)
-    display_name: str = Field("", max_length=120)
+    external_id: str = Field(min_length=1, max_length=max_len(Identity, "external_id"))
+    display_name: str = Field("", max_length=max_len(Identity, "display_name"))
     verified: bool = False
 
 
@@ -92,36 +101,36 @@ class MemberOut(MemberListOut):
     identities: list[IdentityOut]
 
 
-class MemberIn(Schema):
-    display_name: str = Field(min_length=1, max_length=120)
+class MemberIn(BodyIn):
+    display_name: str = Field(min_length=1, max_length=max_len(Member, "display_name"))
     phone: str = Field("", max_length=32)
-    email: str = Field("", max_length=254)
-    source_channel: str = Field("", max_length=64)
+    email: str = Field("", max_length=max_len(Member, "email"))
+    source_channel: str = Field("", max_length=max_len(Member, "source_channel"))
     consent_marketing: bool = False
-    note: str = ""
+    note: str = Field("", max_length=MAX_NOTE)
     identities: list[IdentityIn] = Field(default_factory=list, max_length=20)
-    tags: list[str] = Field(default_factory=list, max_length=50)
+    tags: list[TagName] = Field(default_factory=list, max_length=50)
 
 
-class MemberPatch(Schema):
-    display_name: str | None = Field(None, min_length=1, max_length=120)
+class MemberPatch(BodyIn):
+    display_name: str | None = Field(None, min_length=1, max_length=max_len(Member, "display_name"))
     phone: str | None = Field(None, max_length=32)
-    email: str | None = Field(None, max_length=254)
-    source_channel: str | None = Field(None, max_length=64)
+    email: str | None = Field(None, max_length=max_len(Member, "email"))
+    source_channel: str | None = Field(None, max_length=max_len(Member, "source_channel"))
     consent_marketing: bool | None = None
     consent_data: bool | None = None
-    note: str | None = None
+    note: str | None = Field(None, max_length=MAX_NOTE)
     lifecycle_stage: LifecycleName | None = None
     relationship_level: int | None = Field(None, ge=RelationshipLevel.CUSTOMER, le=RelationshipLevel.SHAREHOLDER)
 
 
-class TagsIn(Schema):
-    tags: list[str] = Field(min_length=1, max_length=50)
+class TagsIn(BodyIn):
+    tags: list[TagName] = Field(min_length=1, max_length=50)
 
 
-class MergeIn(Schema):
-    keep_id: int
-    merge_id: int
+class MergeIn(BodyIn):
+    keep_id: Id
+    merge_id: Id
     reason: str = Field("", max_length=500)
 
 
@@ -151,7 +160,7 @@ class ExportFilter(Schema):
     q: str | None = Field(None, description="nickname contains, exact phone or exact platform account")
     tag: str | None = None
     lifecycle: LifecycleName | None = None
-    community_id: int | None = None
+    community_id: Id | None = None
     role: RoleName | None = Field(None, description="members currently holding this community role")
     relationship_level: int | None = Field(None, ge=RelationshipLevel.CUSTOMER, le=RelationshipLevel.SHAREHOLDER)
 
@@ -180,7 +189,7 @@ def _with_related(qs: Any) -> Any:
     return qs.prefetch_related(Prefetch("member_tags", queryset=MemberTag.objects.select_related("tag")))
 
 
-def member_out(tenant_id: int, member_id: int, *, full_contact: bool) -> MemberOut:
+def member_out(tenant_id: int, member_id: Id, *, full_contact: bool) -> MemberOut:
     m = _with_related(Member.objects.filter(tenant_id=tenant_id, pk=member_id)).first()
     if m is None:
         raise NotFound(_("会员不存在"), details={"member_id": member_id})
@@ -249,7 +258,7 @@ def import_members(request: HttpRequest, file: File[UploadedFile], dry_run: Form
     name = file.name or "upload.csv"
     if not name.lower().endswith((".csv", ".xlsx", ".xlsm", ".txt")):
         raise Invalid(_("只支持 CSV 或 XLSX 文件"), details=[{"row": 0, "column": "", "message": "file type"}])
-    if file.size and file.size > 20 * 1024 * 1024:
+    if file.size and file.size > MAX_IMPORT_BYTES:
         raise Invalid(_("文件过大 (上限 20 MB)"), details=[{"row": 0, "column": "", "message": "file size"}])
     report = importing.do_import_members(p, name, file.read(), dry_run=dry_run)
     out = {"ok": report.ok, "dry_run": dry_run, "applied": report.ok and not dry_run, **report.as_dict()}
@@ -287,13 +296,13 @@ def list_tags(request: HttpRequest) -> Any:
 
 
 @router.get("/{member_id}", response={200: MemberOut, **ERRORS}, summary="会员详情")
-def get_member(request: HttpRequest, member_id: int) -> Any:
+def get_member(request: HttpRequest, member_id: Id) -> Any:
     p = require(request, "members.read")
     return member_out(p.tenant_id, member_id, full_contact=p.can("members.write"))
 
 
 @router.patch("/{member_id}", response={200: MemberOut, **ERRORS}, summary="修改会员")
-def update_member(request: HttpRequest, member_id: int, payload: MemberPatch) -> Any:
+def update_member(request: HttpRequest, member_id: Id, payload: MemberPatch) -> Any:
     p = require(request, "members.write")
     member = selectors.get_member(p.tenant_id, member_id)
     changes = payload.model_dump(exclude_unset=True)
@@ -308,7 +317,7 @@ def update_member(request: HttpRequest, member_id: int, payload: MemberPatch) ->
 
 @router.post("/{member_id}/identities", response={201: MemberOut, **ERRORS}, summary="添加平台身份")
 @idempotent
-def add_identity(request: HttpRequest, member_id: int, payload: IdentityIn) -> Any:
+def add_identity(request: HttpRequest, member_id: Id, payload: IdentityIn) -> Any:
     p = require(request, "members.write")
     member = selectors.get_member(p.tenant_id, member_id)
     do_add_identity(p, member, platform=payload.platform, external_id=payload.external_id,
@@ -318,7 +327,7 @@ def add_identity(request: HttpRequest, member_id: int, payload: IdentityIn) -> A
 
 @router.post("/{member_id}/tags", response={200: MemberOut, **ERRORS}, summary="打标签")
 @idempotent
-def tag_member(request: HttpRequest, member_id: int, payload: TagsIn) -> Any:
+def tag_member(request: HttpRequest, member_id: Id, payload: TagsIn) -> Any:
     p = require(request, "members.write")
     member = selectors.get_member(p.tenant_id, member_id)
     names = [t.strip() for t in payload.tags]
@@ -332,7 +341,7 @@ def tag_member(request: HttpRequest, member_id: int, payload: TagsIn) -> Any:
 
 
 @router.delete("/{member_id}/tags/{tag_id}", response={200: MemberOut, **ERRORS}, summary="移除标签")
-def untag_member(request: HttpRequest, member_id: int, tag_id: int) -> Any:
+def untag_member(request: HttpRequest, member_id: Id, tag_id: Id) -> Any:
     p = require(request, "members.write")
     member = selectors.get_member(p.tenant_id, member_id)
     tag = selectors.tags(p.tenant_id).filter(pk=tag_id).first()

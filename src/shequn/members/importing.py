@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import transaction
+from django.db import models, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -24,7 +24,7 @@ from shequn.core.models import Platform
 from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
 
-from .models import Identity, Member
+from .models import Identity, Member, Tag
 from .services import check_email, check_phone, do_create_member
 
 #: accepted headers (Chinese or English) → field
@@ -116,6 +116,14 @@ def _cell(value: Any) -> str:
     return str(value).strip()
 
 
+def _check_length(err: Callable[[str, str], None], column: str, value: str, model: type[models.Model],
+                  name: str) -> None:
+    """A value longer than its column is a row error (never truncated into something else)."""
+    limit = model._meta.get_field(name).max_length  # type: ignore[union-attr]
+    if limit and len(value) > limit:
+        err(column, _("不能超过 %(n)d 个字符 (现有 %(m)d 个)") % {"n": limit, "m": len(value)})
+
+
 def check_member_rows(tenant_id: int, filename: str, data: bytes) -> tuple[list[dict[str, Any]], ImportReport]:
     """Validate a whole file without writing anything. Returns the clean rows and the report."""
     report = ImportReport()
@@ -157,7 +165,8 @@ def check_member_rows(tenant_id: int, filename: str, data: bytes) -> tuple[list[
         name = values.get("display_name", "")
         if not name:
             err("昵称", _("昵称不能为空"))
-        row["display_name"] = name[:120]
+        _check_length(err, "昵称", name, Member, "display_name")
+        row["display_name"] = name
         try:
             row["phone"] = check_phone(values.get("phone"))
         except Invalid:
@@ -179,9 +188,13 @@ def check_member_rows(tenant_id: int, filename: str, data: bytes) -> tuple[list[
         if community and community not in communities:
             err("社群", _("社群不存在: %(v)s") % {"v": community})
         row["community_id"] = communities.get(community)
+        _check_length(err, "平台账号", external_id, Identity, "external_id")
         row["tags"] = [t.strip() for t in values.get("tags", "").replace("，", ";").replace(",", ";").split(";")
                        if t.strip()]
-        row["source_channel"] = values.get("source_channel", "")[:64] or "import"
+        for tag in row["tags"]:
+            _check_length(err, "标签", tag, Tag, "name")
+        _check_length(err, "来源渠道", values.get("source_channel", ""), Member, "source_channel")
+        row["source_channel"] = values.get("source_channel", "") or "import"
         row["note"] = values.get("note", "")
         row["consent_marketing"] = values.get("consent_marketing", "").lower() in _TRUE
         if len(report.errors) == errs_before:
@@ -195,6 +208,8 @@ def check_member_rows(tenant_id: int, filename: str, data: bytes) -> tuple[list[
                     err("平台账号", _("与第 %(r)d 行重复") % {"r": seen_ident[ident]})
                 seen_ident.setdefault(ident, rownum)
             clean.append(row)
+    if report.rows == 0 and not report.errors:
+        report.errors.append(RowError(2, "", _("文件没有数据行 (只有表头)")))
     # conflicts with members already in the tenant
     phones = [r["phone"] for r in clean if r["phone"]]
     taken_phones = set(Member.objects.filter(tenant_id=tenant_id, phone__in=phones, merged_into__isnull=True)

@@ -152,8 +152,12 @@ def do_add_identity(
 
 
 def _tag_by_name(tenant_id: int, name: str) -> Tag:
+    """The organisation-wide tag ``name`` (created on first use). A name that is empty or longer than
+    the column is refused, never truncated into another tag."""
+    if not name or len(name) > Tag._meta.get_field("name").max_length:  # type: ignore[operator]
+        raise Invalid(_("标签名不能为空且不超过 64 个字符"), details={"field": "tags", "value_length": len(name)})
     tag, _created = Tag.objects.get_or_create(
-        tenant_id=tenant_id, scope=Tag.Scope.ORGANISATION, community=None, owner=None, name=name[:64]
+        tenant_id=tenant_id, scope=Tag.Scope.ORGANISATION, community=None, owner=None, name=name
     )
     return tag
 

@@ -5,16 +5,16 @@ wrapped by ``@idempotent`` from real annotation objects."""
 
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from django.http import HttpRequest
 from django.utils.translation import gettext as _
-from ninja import Router, Schema
+from ninja import Field, Router, Schema
 
-from shequn.core.http import ERRORS, Page, idempotent, paginate, require
+from shequn.core.http import ERRORS, BodyIn, Id, Limit, Page, idempotent, max_len, paginate, require
 
 from . import selectors, services
-from .models import Violation
+from .models import Decision, FinalStep, MemberReport, Violation
 
 router = Router(tags=["moderation"])
 
@@ -26,11 +26,15 @@ class VerdictOut(Schema):
     reasons: list[dict[str, Any]]
 
 
-class ClassifyIn(Schema):
-    text: str
-    community_id: int | None = None
-    member_joined_days: float | None = None
-    message_index: int | None = None
+#: the longest message text the API classifies, appeals with or reports about
+MAX_TEXT = 10_000
+
+
+class ClassifyIn(BodyIn):
+    text: str = Field(min_length=1, max_length=MAX_TEXT)
+    community_id: Id | None = None
+    member_joined_days: float | None = Field(None, ge=0, le=100_000)
+    message_index: int | None = Field(None, ge=0, le=10**9)
 
 
 class ViolationOut(Schema):
@@ -53,32 +57,45 @@ class ViolationOut(Schema):
     occurred_at: dt.datetime
 
 
-class ReviewIn(Schema):
-    decision: str  # confirm | reverse
-    note: str = ""
+class ReviewIn(BodyIn):
+    decision: Literal["confirm", "reverse"]
+    note: str = Field("", max_length=max_len(Violation, "review_note"))
 
 
-class AppealIn(Schema):
-    text: str
+class AppealIn(BodyIn):
+    text: str = Field(min_length=1, max_length=MAX_TEXT)
 
 
-class PolicyIn(Schema):
+def _bounded(name: str) -> Any:
+    low, high = services.POLICY_BOUNDS[name]
+    return Field(None, ge=low, le=high)
+
+
+DecisionName = Literal["allow", "review", "delete", "delete_warn", "mute", "kick", "ban"]
+RoleName = Literal["owner", "advocate", "cs", "content", "guest"]
+assert set(DecisionName.__args__) == set(Decision.values)  # type: ignore[attr-defined]
+assert {"kick", "ban"} == set(FinalStep.values)
+
+
+class PolicyIn(BodyIn):
+    """Fields left out (or null) keep their value."""
+
     enabled: bool | None = None
     dry_run: bool | None = None
-    rules_text: str | None = None
-    on_ad: str | None = None
-    on_review: str | None = None
-    warn_limit: int | None = None
-    warn_window_days: int | None = None
-    mute_hours: int | None = None
-    final_step: str | None = None
-    exempt_roles: list[str] | None = None
+    rules_text: str | None = Field(None, max_length=100_000)
+    on_ad: DecisionName | None = None
+    on_review: DecisionName | None = None
+    warn_limit: int | None = _bounded("warn_limit")
+    warn_window_days: int | None = _bounded("warn_window_days")
+    mute_hours: int | None = _bounded("mute_hours")
+    final_step: Literal["kick", "ban"] | None = None
+    exempt_roles: list[RoleName] | None = Field(None, max_length=10)
     exempt_role_holders: bool | None = None
     exempt_staff: bool | None = None
     notify_on_reversal: bool | None = None
     external_check: bool | None = None
-    alert_rate: float | None = None
-    report_threshold: int | None = None
+    alert_rate: float | None = _bounded("alert_rate")
+    report_threshold: int | None = _bounded("report_threshold")
 
 
 class PolicyOut(Schema):
@@ -101,10 +118,10 @@ class PolicyOut(Schema):
     report_threshold: int
 
 
-class ReportIn(Schema):
-    event_id: int
-    reason: str = ""
-    reporter_member_id: int | None = None
+class ReportIn(BodyIn):
+    event_id: Id
+    reason: str = Field("", max_length=max_len(MemberReport, "reason"))
+    reporter_member_id: Id | None = None
 
 
 class ReportOut(Schema):
@@ -137,29 +154,29 @@ def classify(request: HttpRequest, body: ClassifyIn) -> dict[str, Any]:
 
 
 @router.get("/violations", response={200: Page[ViolationOut], **ERRORS})
-def list_violations(request: HttpRequest, *, status: str | None = None, community_id: int | None = None,
-                    member_id: int | None = None, cursor: str | None = None, limit: int = 50) -> dict[str, Any]:
+def list_violations(request: HttpRequest, *, status: str | None = None, community_id: Id | None = None,
+                    member_id: Id | None = None, cursor: str | None = None, limit: Limit = 50) -> dict[str, Any]:
     p = require(request, "moderation.read")
     qs = selectors.violations(p.tenant_id, status=status, community_id=community_id, member_id=member_id)
     return paginate(qs, cursor, limit)
 
 
 @router.get("/violations/{violation_id}", response={200: ViolationOut, **ERRORS})
-def get_violation(request: HttpRequest, violation_id: int) -> Violation:
+def get_violation(request: HttpRequest, violation_id: Id) -> Violation:
     p = require(request, "moderation.read")
     return selectors.get_violation(p.tenant_id, violation_id)
 
 
 @router.post("/violations/{violation_id}/review", response={200: ViolationOut, **ERRORS})
 @idempotent
-def review(request: HttpRequest, violation_id: int, body: ReviewIn) -> Violation:
+def review(request: HttpRequest, violation_id: Id, body: ReviewIn) -> Violation:
     p = require(request, "moderation.write")
     return services.do_review(p, violation_id, body.decision, note=body.note)
 
 
 @router.post("/violations/{violation_id}/appeal", response={200: ViolationOut, **ERRORS})
 @idempotent
-def appeal(request: HttpRequest, violation_id: int, body: AppealIn) -> Violation:
+def appeal(request: HttpRequest, violation_id: Id, body: AppealIn) -> Violation:
     """A member's appeal (member sessions from the portal later; integrations with moderation.write now)."""
     from shequn.core.http import principal
 
@@ -183,7 +200,7 @@ def _policy_out(policy: Any) -> dict[str, Any]:
 
 
 @router.get("/communities/{community_id}/policy", response={200: PolicyOut, **ERRORS})
-def get_policy(request: HttpRequest, community_id: int) -> dict[str, Any]:
+def get_policy(request: HttpRequest, community_id: Id) -> dict[str, Any]:
     p = require(request, "moderation.read")
     from shequn.communities.models import Community
     from shequn.core.errors import NotFound
@@ -194,7 +211,7 @@ def get_policy(request: HttpRequest, community_id: int) -> dict[str, Any]:
 
 
 @router.put("/communities/{community_id}/policy", response={200: PolicyOut, **ERRORS})
-def put_policy(request: HttpRequest, community_id: int, body: PolicyIn) -> dict[str, Any]:
+def put_policy(request: HttpRequest, community_id: Id, body: PolicyIn) -> dict[str, Any]:
     """Update a community's policy; a rule pack with errors is refused (422) with each bad line."""
     p = require(request, "moderation.write")
     fields = {k: v for k, v in body.model_dump().items() if v is not None}
@@ -202,6 +219,7 @@ def put_policy(request: HttpRequest, community_id: int, body: PolicyIn) -> dict[
 
 
 @router.get("/health/violations-per-day", response={200: list[DayOut], **ERRORS})
-def violations_per_day(request: HttpRequest, community_id: int | None = None, days: int = 30) -> list[dict[str, Any]]:
+def violations_per_day(request: HttpRequest, community_id: Id | None = None,
+                       days: Annotated[int, Field(ge=1, le=366)] = 30) -> list[dict[str, Any]]:
     p = require(request, "moderation.read")
     return selectors.violations_per_day(p.tenant_id, community_id=community_id, days=max(1, min(days, 366)))

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
@@ -75,6 +76,13 @@ _POLICY_FIELDS = {
 }
 
 
+#: the numeric policy settings' bounds (the API schema states the same: ``moderation.api.PolicyIn``)
+POLICY_BOUNDS: dict[str, tuple[float, float]] = {
+    "warn_limit": (1, 20), "warn_window_days": (1, 365), "mute_hours": (1, 24 * 365),
+    "report_threshold": (0, 1000), "alert_rate": (0, 100),
+}
+
+
 @transaction.atomic
 def do_save_policy(principal: Principal, community_id: int, **fields: Any) -> ModerationPolicy:
     """Create or update a community's moderation policy. A rule pack with an error is refused with
@@ -93,6 +101,12 @@ def do_save_policy(principal: Principal, community_id: int, **fields: Any) -> Mo
             raise Invalid(_("未知的处理方式: %(v)s") % {"v": fields[name]}, details={"field": name})
     if "warn_limit" in fields and not 1 <= int(fields["warn_limit"]) <= 20:
         raise Invalid(_("警告次数上限应在 1 到 20 之间"), details={"field": "warn_limit"})
+    for name, (low, high) in POLICY_BOUNDS.items():
+        value = fields.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                  or not low <= value <= high):
+            raise Invalid(_("%(f)s 应在 %(lo)s 到 %(hi)s 之间") % {"f": name, "lo": low, "hi": high},
+                          details={"field": name, "min": low, "max": high})
     policy = ModerationPolicy.objects.select_for_update().filter(
         tenant_id=principal.tenant_id, community_id=community_id).first()
     created = policy is None
@@ -101,7 +115,12 @@ def do_save_policy(principal: Principal, community_id: int, **fields: Any) -> Mo
     before = {f: getattr(policy, f) for f in fields}
     for name, value in fields.items():
         setattr(policy, name, value)
-    policy.full_clean(exclude=["tenant", "community"])
+    try:
+        policy.full_clean(exclude=["tenant", "community"])
+    except ValidationError as exc:
+        errors = exc.message_dict
+        raise Invalid(_("审核策略不合法: %(f)s") % {"f": ", ".join(sorted(errors))},
+                      details={"field": sorted(errors)[0], "errors": errors}) from exc
     policy.save()
     do_audit(principal, "moderation.policy.create" if created else "moderation.policy.update", "ModerationPolicy",
              policy.pk, data={"community_id": community_id,

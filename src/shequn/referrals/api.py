@@ -3,27 +3,48 @@ statements, withdrawals, leaderboards, reports and the fraud review queue. Handl
 
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from django.http import HttpRequest, HttpResponse
-from ninja import Router, Schema
+from ninja import Field, Router, Schema
 
-from shequn.core.http import ERRORS, Page, idempotent, paginate, require
+from shequn.core.http import (
+    ERRORS,
+    BodyIn,
+    Fen,
+    Id,
+    IpAddress,
+    Limit,
+    Page,
+    PositiveFen,
+    idempotent,
+    max_len,
+    paginate,
+    require,
+)
 
 from . import leaderboard, selectors, services
+from .models import (
+    CommissionPlan,
+    CommissionRule,
+    InviteLink,
+    LinkEvent,
+    Withdrawal,
+    WithdrawalEvent,
+)
 from .posters import poster_png, qr_png
 
 router = Router(tags=["referrals"])
 
 
-class LinkIn(Schema):
-    kind: str = "member"
-    member_id: int | None = None
-    community_id: int | None = None
-    campaign: str = ""
-    channel: str = ""
-    label: str = ""
-    group_ids: list[int] | None = None
+class LinkIn(BodyIn):
+    kind: Literal["member", "channel", "group_live"] = "member"
+    member_id: Id | None = None
+    community_id: Id | None = None
+    campaign: str = Field("", max_length=max_len(InviteLink, "campaign"))
+    channel: str = Field("", max_length=max_len(InviteLink, "channel"))
+    label: str = Field("", max_length=max_len(InviteLink, "label"))
+    group_ids: list[Id] | None = Field(None, max_length=200)
 
 
 class LinkOut(Schema):
@@ -41,10 +62,10 @@ class LinkOut(Schema):
         return selectors.link_url(obj)
 
 
-class ClickIn(Schema):
-    member_id: int | None = None
-    ip: str | None = None
-    device_id: str = ""
+class ClickIn(BodyIn):
+    member_id: Id | None = None
+    ip: IpAddress | None = None
+    device_id: str = Field("", max_length=max_len(LinkEvent, "device_id"))
 
 
 class ClickOut(Schema):
@@ -54,30 +75,34 @@ class ClickOut(Schema):
     refused: str = ""
 
 
-class BindIn(Schema):
-    member_id: int
-    referrer_id: int
+class BindIn(BodyIn):
+    member_id: Id
+    referrer_id: Id
 
 
-class RuleIn(Schema):
-    product_kind: str = ""
-    product_id: str = ""
-    mode: str = "percent"
-    rate_bps: int = 0
-    fixed_fen: int = 0
-    cap_fen: int | None = None
-    level: int = 1
+#: levels above 1 are accepted by the schema so that the service answers with the legal reason
+Levels = Annotated[int, Field(ge=1, le=10, description="only 1 is allowed (one-level referral)")]
 
 
-class PlanIn(Schema):
-    name: str
-    rules: list[RuleIn]
-    levels: int = 1
-    community_id: int | None = None
-    campaign: str = ""
-    refund_window_days: int = 7
+class RuleIn(BodyIn):
+    product_kind: Literal["", "goods", "tier"] = ""
+    product_id: str = Field("", max_length=max_len(CommissionRule, "product_id"))
+    mode: Literal["percent", "fixed"] = "percent"
+    rate_bps: int = Field(0, ge=0, le=10_000, description="basis points, 10000 = 100 %")
+    fixed_fen: Fen = 0
+    cap_fen: Fen | None = None
+    level: Levels = 1
+
+
+class PlanIn(BodyIn):
+    name: str = Field(min_length=1, max_length=max_len(CommissionPlan, "name"))
+    rules: list[RuleIn] = Field(max_length=100)
+    levels: Levels = 1
+    community_id: Id | None = None
+    campaign: str = Field("", max_length=max_len(CommissionPlan, "campaign"))
+    refund_window_days: int = Field(7, ge=0, le=180)
     self_purchase: bool = False
-    cap_per_order_fen: int | None = None
+    cap_per_order_fen: Fen | None = None
 
 
 class PlanOut(Schema):
@@ -86,11 +111,11 @@ class PlanOut(Schema):
     warnings: list[str]
 
 
-class WithdrawIn(Schema):
-    member_id: int
-    amount_fen: int
-    payee: str = ""
-    request_id: str
+class WithdrawIn(BodyIn):
+    member_id: Id
+    amount_fen: PositiveFen
+    payee: str = Field("", max_length=max_len(Withdrawal, "payee"))
+    request_id: str = Field(min_length=1, max_length=max_len(Withdrawal, "idempotency_key"))
 
 
 class WithdrawalOut(Schema):
@@ -103,13 +128,13 @@ class WithdrawalOut(Schema):
     requested_at: datetime
 
 
-class RejectIn(Schema):
-    reason: str
+class RejectIn(BodyIn):
+    reason: str = Field(min_length=1, max_length=max_len(WithdrawalEvent, "note"))
 
 
-class ReviewIn(Schema):
-    decision: str
-    note: str = ""
+class ReviewIn(BodyIn):
+    decision: Literal["cleared", "confirmed"]
+    note: str = Field("", max_length=500)
 
 
 class RowOut(Schema):
@@ -145,8 +170,8 @@ def create_link(request: HttpRequest, body: LinkIn) -> Any:
 
 
 @router.get("/links", response={200: Page[LinkOut], **ERRORS})
-def list_links(request: HttpRequest, member_id: int | None = None, cursor: str | None = None,
-               limit: int = 50) -> Any:
+def list_links(request: HttpRequest, member_id: Id | None = None, cursor: str | None = None,
+               limit: Limit = 50) -> Any:
     p = require(request, "referrals.read")
     return paginate(selectors.links_for(p.tenant_id, member_id), cursor, limit)
 
@@ -193,7 +218,7 @@ def create_plan(request: HttpRequest, body: PlanIn) -> Any:
 
 
 @router.get("/members/{member_id}/statement", response={200: dict[str, Any], **ERRORS})
-def statement(request: HttpRequest, member_id: int) -> Any:
+def statement(request: HttpRequest, member_id: Id) -> Any:
     p = require(request, "referrals.read")
     st = selectors.member_statement(p.tenant_id, member_id)
     return st.__dict__
@@ -208,33 +233,33 @@ def request_withdrawal(request: HttpRequest, body: WithdrawIn) -> Any:
 
 @router.get("/withdrawals", response={200: Page[WithdrawalOut], **ERRORS})
 def list_withdrawals(request: HttpRequest, status: str | None = None, cursor: str | None = None,
-                     limit: int = 50) -> Any:
+                     limit: Limit = 50) -> Any:
     p = require(request, "finance.read")
     return paginate(selectors.withdrawals_for(p.tenant_id, status), cursor, limit)
 
 
 @router.post("/withdrawals/{withdrawal_id}/approve", response={200: WithdrawalOut, **ERRORS})
-def approve_withdrawal(request: HttpRequest, withdrawal_id: int) -> Any:
+def approve_withdrawal(request: HttpRequest, withdrawal_id: Id) -> Any:
     p = require(request, "finance.write")
     return services.do_approve_withdrawal(p, withdrawal_id)
 
 
 @router.post("/withdrawals/{withdrawal_id}/reject", response={200: WithdrawalOut, **ERRORS})
-def reject_withdrawal(request: HttpRequest, withdrawal_id: int, body: RejectIn) -> Any:
+def reject_withdrawal(request: HttpRequest, withdrawal_id: Id, body: RejectIn) -> Any:
     p = require(request, "finance.write")
     return services.do_reject_withdrawal(p, withdrawal_id, reason=body.reason)
 
 
 @router.get("/leaderboards/{metric}", response={200: list[RowOut], **ERRORS})
 def leaderboard_top(request: HttpRequest, metric: str, scope: str = "all", period: str = "all",
-                    n: int = 100) -> Any:
+                    n: Annotated[int, Field(ge=1, le=500)] = 100) -> Any:
     p = require(request, "referrals.read")
     _check_board(metric, period)
     return [r.__dict__ for r in leaderboard.top(p.tenant_id, metric, scope, period, min(max(n, 1), 500))]
 
 
 @router.get("/leaderboards/{metric}/members/{member_id}", response={200: RankOut, **ERRORS})
-def leaderboard_rank(request: HttpRequest, metric: str, member_id: int, scope: str = "all",
+def leaderboard_rank(request: HttpRequest, metric: str, member_id: Id, scope: str = "all",
                      period: str = "all") -> Any:
     p = require(request, "referrals.read")
     _check_board(metric, period)
@@ -258,19 +283,19 @@ def kfactor(request: HttpRequest) -> Any:
 
 
 @router.get("/reports/top-referrers", response={200: list[dict[str, Any]], **ERRORS})
-def top_referrers(request: HttpRequest, n: int = 20, metric: str = "referrals") -> Any:
+def top_referrers(request: HttpRequest, n: Annotated[int, Field(ge=1, le=100)] = 20, metric: str = "referrals") -> Any:
     p = require(request, "referrals.read")
     _check_board(metric, "all")
     return selectors.top_referrers(p.tenant_id, min(max(n, 1), 100), metric)
 
 
 @router.get("/fraud-signals", response={200: Page[SignalOut], **ERRORS})
-def fraud_signals(request: HttpRequest, cursor: str | None = None, limit: int = 50) -> Any:
+def fraud_signals(request: HttpRequest, cursor: str | None = None, limit: Limit = 50) -> Any:
     p = require(request, "referrals.read")
     return paginate(selectors.open_signals(p.tenant_id), cursor, limit)
 
 
 @router.post("/fraud-signals/{signal_id}/review", response={200: SignalOut, **ERRORS})
-def review_signal(request: HttpRequest, signal_id: int, body: ReviewIn) -> Any:
+def review_signal(request: HttpRequest, signal_id: Id, body: ReviewIn) -> Any:
     p = require(request, "referrals.write")
     return services.do_review_signal(p, signal_id, decision=body.decision, note=body.note)

@@ -86,7 +86,8 @@ def test_callback_endpoint_verifies_and_is_idempotent(api, member, product):
 def test_bad_input_gets_clear_errors(api, member, product):
     r = post(api, "/api/v1/commerce/orders", {"member_id": member.pk, "lines": [{"sku_id": sku(product).pk,
                                                                                  "quantity": -1}]})
-    assert r.status_code == 422 and r.json()["details"]["field"] == "lines[0].quantity"
+    # the schema states the bound (Quantity ≥ 1): a 422 naming the field before the service runs
+    assert r.status_code == 422 and r.json()["details"][0]["field"] == "body.body.lines.0.quantity"
     r = post(api, "/api/v1/commerce/orders", {"member_id": member.pk, "lines": [{"sku_id": 424242, "quantity": 1}]})
     assert r.status_code == 404 and r.json()["details"]["field"] == "lines[0].sku_id"
     r = post(api, "/api/v1/commerce/orders", {"member_id": member.pk, "lines": [{"sku_id": "x", "quantity": 1}]})

@@ -336,7 +336,8 @@ def test_api_validation_errors_are_english(world, make_client) -> None:  # noqa:
     body = resp.json()
     assert body["message"] == "Invalid phone number: 123" and body["details"]["field"] == "phone"
     resp = en.post("/api/v1/commerce/orders", {"member_id": world.member.pk, "lines": []})
-    assert resp.status_code == 422 and resp.json()["message"] == "An order needs at least one line"
+    assert resp.status_code == 422 and resp.json()["details"][0]["field"] == "body.body.lines"
+    assert resp.json()["details"][0]["message"] == "List should have at least 1 item after validation, not 0"
     resp = en.post("/api/v1/members", {"display_name": ""})
     assert resp.status_code == 422 and resp.json()["message"] == "The request data is invalid"
     assert ApiClient(language="en").get("/api/v1/me").json()["message"] == "Log in or send a valid API key"

@@ -1,0 +1,342 @@
+# ruff: noqa: F811  (pytest fixtures imported from shequn.api.testing)
+"""The API contract of issue #12, one test per bug, through the HTTP test client: every bad input is
+a 4xx in the one error shape naming the field, with nothing written; an Idempotency-Key replay is
+the first response byte for byte; body size and content type are enforced."""
+
+import io
+import json
+import re
+import tempfile
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.core.management import call_command
+from django.db import DataError
+
+from shequn.api.main import API_ROOT, api
+from shequn.api.testing import ApiClient, make_client, world  # noqa: F401
+from shequn.api.tests.test_isolation import HEADERS, PARAMS, PATH_PROBES, _body, _fill, all_ids
+from shequn.commerce.models import Order, Refund
+from shequn.core.management.commands.serve import control_socket_args
+from shequn.core.models import ApiKey, AuditLog, IdempotencyRecord
+from shequn.members.models import Member, Tag
+from shequn.moderation import services as moderation_services
+from shequn.moderation.models import ModerationPolicy
+from shequn.referrals.models import CommissionPlan, InviteLink, LinkEvent, Withdrawal
+
+
+def _idempotent_posts() -> set[tuple[str, str]]:
+    out = set()
+    for bound in api._get_bound_routers():
+        for path, view in bound.path_operations.items():
+            for op in view.operations:
+                if getattr(op.view_func, "idempotent", False):
+                    full = "/".join(p for p in f"{API_ROOT}{bound.prefix}/{path}".split("/") if p)
+                    out.add(("post", "/" + full))
+    return out
+
+
+IDEMPOTENT = _idempotent_posts()
+#: POSTs without an id in the path: (path, body from the caller's own ids)
+PLAIN_POSTS = {
+    "/api/v1/members": lambda ids: {"display_name": "重放会员", "tags": ["重放"]},
+    "/api/v1/members/merge": lambda ids: {"keep_id": ids["member_id"], "merge_id": ids["spare_member_id"]},
+    "/api/v1/communities": lambda ids: {"name": "重放社群"},
+    "/api/v1/api-keys": lambda ids: {"name": "重放", "scopes": ["members.read"]},
+    "/api/v1/activity/events": lambda ids: {"events": [{"platform": "wecom", "event_id": "r-1", "kind": "message",
+                                                        "sender": "wm-r", "occurred_at": "2026-03-01T09:00:00+08:00"}]},
+    "/api/v1/referrals/links": lambda ids: {"kind": "member", "member_id": ids["member_id"], "campaign": "重放"},
+    "/api/v1/referrals/plans": lambda ids: {"name": "重放方案", "rules": [{"rate_bps": 500}]},
+    "/api/v1/referrals/bindings": lambda ids: {"member_id": ids["spare_member_id"], "referrer_id": ids["member_id"]},
+    "/api/v1/moderation/reports": lambda ids: {"event_id": ids["event_id"],
+                                               "reporter_member_id": ids["spare_member_id"]},
+    "/api/v1/engagement/checkins": lambda ids: {"member_id": ids["member_id"]},
+}
+REPLAY_CASES = sorted(
+    [(p, "probe") for m, p in PATH_PROBES if m == "post" and ("post", p) in IDEMPOTENT]
+    + [(p, "plain") for p in PLAIN_POSTS if ("post", p) in IDEMPOTENT])
+
+
+def test_replay_cases_cover_the_issue_endpoints():
+    paths = {p for p, _k in REPLAY_CASES}
+    for wanted in ("/api/v1/referrals/links", "/api/v1/commerce/flash-sales/{flash_sale_id}/buy",
+                   "/api/v1/commerce/group-buys/{group_buy_id}/teams",
+                   "/api/v1/moderation/violations/{violation_id}/review",
+                   "/api/v1/moderation/violations/{violation_id}/appeal"):
+        assert wanted in paths, wanted
+    assert len(paths) >= 25
+
+
+@pytest.mark.parametrize(("path", "kind"), REPLAY_CASES)
+def test_idempotency_replay_is_the_first_response_byte_for_byte(path, kind, world, make_client):
+    client = make_client(world.tenant)
+    ids = all_ids(world)
+    ids["event_id"] = world.event_id
+    if kind == "probe":
+        url, body = _fill("post", path, ids), _body(PATH_PROBES[("post", path)], ids)
+        headers = dict(HEADERS.get(("post", path), {}))
+    else:
+        url, body, headers = path, PLAIN_POSTS[path](ids), {}
+    headers["Idempotency-Key"] = f"replay-{kind}-{path}"[:128]
+    first = client.request("POST", url, body if body is not None else {}, headers=headers)
+    assert first.status_code in (200, 201, 202), (url, first.status_code, first.content)
+    audit_rows = AuditLog.objects.count()
+    second = client.request("POST", url, body if body is not None else {}, headers=headers)
+    assert (second.status_code, second["Content-Type"], second.content) == (
+        first.status_code, first["Content-Type"], first.content)
+    assert AuditLog.objects.count() == audit_rows  # the replay wrote nothing
+    assert IdempotencyRecord.objects.filter(tenant=world.tenant, key=headers["Idempotency-Key"]).count() == 1
+
+
+def test_params_of_the_probes_are_known():
+    assert set(PARAMS) <= set(PATH_PROBES)
+
+
+# --- strictness: money, quantities, lengths, timestamps, IPs -----------------------------------
+
+def _fields(resp):
+    assert resp.status_code == 422, resp.content
+    body = resp.json()
+    assert set(body) == {"code", "message", "details"}
+    return {d["field"] for d in body["details"]} if isinstance(body["details"], list) else body["details"]
+
+
+@pytest.mark.parametrize("bad", ["10", True, 10.0, -5, 0])
+def test_refund_amount_is_a_strict_positive_integer(world, make_client, bad):
+    c = make_client(world.tenant)
+    resp = c.post("/api/v1/commerce/orders/1/refunds", {"amount_fen": bad}, headers={"Idempotency-Key": "r"})
+    assert "body.body.amount_fen" in _fields(resp)
+    assert not Refund.objects.exists()
+
+
+@pytest.mark.parametrize("bad", ["100", True, 0, 10**9])
+def test_quantity_is_a_strict_bounded_integer(world, make_client, bad):
+    c = make_client(world.tenant)
+    resp = c.post("/api/v1/commerce/orders", {"member_id": world.member.pk, "lines": [{"sku_id": 1, "quantity": bad}]})
+    assert "body.body.lines.0.quantity" in _fields(resp)
+    resp = c.post("/api/v1/commerce/flash-sales/1/buy", {"member_id": world.member.pk, "quantity": bad})
+    assert "body.body.quantity" in _fields(resp)
+    assert not Order.objects.exists()
+
+
+@pytest.mark.parametrize(("url", "body", "field"), [
+    ("/api/v1/referrals/plans", {"name": "x" * 121, "rules": []}, "body.body.name"),
+    ("/api/v1/referrals/plans", {"name": "p", "campaign": "c" * 65, "rules": []}, "body.body.campaign"),
+    ("/api/v1/referrals/plans", {"name": "p", "rules": [{"product_id": "9" * 65}]}, "body.body.rules.0.product_id"),
+    ("/api/v1/referrals/plans", {"name": "p", "rules": [], "cap_per_order_fen": -1}, "body.body.cap_per_order_fen"),
+    ("/api/v1/referrals/plans", {"name": "p", "rules": [{"cap_fen": -1}]}, "body.body.rules.0.cap_fen"),
+    ("/api/v1/referrals/links", {"campaign": "c" * 65}, "body.body.campaign"),
+    ("/api/v1/referrals/links", {"channel": "c" * 65}, "body.body.channel"),
+    ("/api/v1/referrals/links", {"label": "c" * 121}, "body.body.label"),
+    ("/api/v1/referrals/withdrawals", {"member_id": 1, "amount_fen": 100, "payee": "p" * 129, "request_id": "r"},
+     "body.body.payee"),
+    ("/api/v1/referrals/withdrawals", {"member_id": 1, "amount_fen": 100, "request_id": "r" * 129},
+     "body.body.request_id"),
+    ("/api/v1/referrals/withdrawals", {"member_id": 1, "amount_fen": "100", "request_id": "r"},
+     "body.body.amount_fen"),
+    ("/api/v1/referrals/links/ABC/click", {"ip": "abc"}, "body.body.ip"),
+    ("/api/v1/commerce/orders", {"member_id": 1, "lines": [{"sku_id": 1, "quantity": 1}],
+                                 "attribution": {"campaign": "c" * 65}}, "body.body.attribution.campaign"),
+    ("/api/v1/moderation/classify", {"text": ""}, "body.body.text"),
+])
+def test_overlong_or_malformed_input_is_422_naming_the_field(world, make_client, url, body, field):
+    c = make_client(world.tenant)
+    assert field in _fields(c.post(url, body))
+    assert not CommissionPlan.objects.exists() and not InviteLink.objects.exists()
+    assert not Withdrawal.objects.exists() and not LinkEvent.objects.exists() and not Order.objects.exists()
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"warn_window_days": 40000}, "body.body.warn_window_days"),
+    ({"report_threshold": -1}, "body.body.report_threshold"),
+    ({"report_threshold": 10**9}, "body.body.report_threshold"),
+    ({"enabled": "yes"}, "body.body.enabled"),
+    ([None, None], "body.body"),
+])
+def test_moderation_policy_bounds(world, make_client, body, field):
+    c = make_client(world.tenant)
+    resp = c.request("PUT", f"/api/v1/moderation/communities/{world.community.pk}/policy", body)
+    assert field in _fields(resp)
+    assert not ModerationPolicy.objects.exists()
+
+
+def test_policy_service_turns_full_clean_errors_into_invalid(world):
+    from shequn.core.errors import Invalid
+    from shequn.core.permissions import Principal
+
+    with pytest.raises(Invalid) as exc:
+        moderation_services.do_save_policy(Principal.system(world.tenant.pk), world.community.pk,
+                                           warn_window_days=40000)
+    assert exc.value.details["field"] == "warn_window_days"
+    with pytest.raises(Invalid) as exc:
+        moderation_services.do_save_policy(Principal.system(world.tenant.pk), world.community.pk,
+                                           on_ad="delete", final_step="nope")
+    assert exc.value.details["field"] == "final_step"
+    assert not ModerationPolicy.objects.exists()
+
+
+@pytest.mark.parametrize(("query", "field"), [
+    ("since=0611-03-01T00:00:00%2B05:53", "query.since"),
+    ("until=0.5", "query.until"),
+    ("since=1700000000", "query.since"),
+    ("until=2101-01-01T00:00:00Z", "query.until"),
+])
+def test_timestamps_are_iso_and_in_a_sane_range(world, make_client, query, field):
+    c = make_client(world.tenant)
+    resp = c.client.get(f"/api/v1/activity/events?{query}", headers=c.headers)
+    assert field in _fields(resp)
+    ok = c.client.get("/api/v1/activity/events?since=2026-01-01T00:00:00Z", headers=c.headers)
+    assert ok.status_code == 200
+
+
+def test_repeated_query_parameter_is_422(world, make_client):
+    c = make_client(world.tenant)
+    resp = c.client.get("/api/v1/referrals/withdrawals?status=a&status=b", headers=c.headers)
+    assert "query.status" in _fields(resp)
+
+
+def test_member_tag_too_long_is_422_not_truncated(world, make_client):
+    c = make_client(world.tenant)
+    before = Member.objects.count()
+    resp = c.post("/api/v1/members", {"display_name": "长标签", "tags": ["t" * 10_000]})
+    assert "body.payload.tags.0" in _fields(resp)
+    assert Member.objects.count() == before
+    assert not Tag.objects.filter(name__startswith="ttt").exists()
+
+
+def test_import_refuses_long_names_and_header_only_files(world, make_client):
+    c = make_client(world.tenant)
+    audits = AuditLog.objects.filter(action="member.import").count()
+    long_name = "昵称,手机号\n" + "名" * 121 + ",13800001111\n"
+    resp = c.client.post("/api/v1/members/import", {"file": _upload("m.csv", long_name)}, headers=c.headers)
+    assert resp.status_code == 422 and resp.json()["code"] == "import_invalid"
+    assert resp.json()["details"]["errors"][0]["row"] == 2 and resp.json()["details"]["errors"][0]["column"] == "昵称"
+    assert not Member.objects.filter(phone="13800001111").exists()
+    resp = c.client.post("/api/v1/members/import", {"file": _upload("h.csv", "昵称,手机号\n")}, headers=c.headers)
+    assert resp.status_code == 422 and resp.json()["code"] == "import_invalid"
+    assert AuditLog.objects.filter(action="member.import").count() == audits
+
+
+def _upload(name: str, text: str) -> io.BytesIO:
+    f = io.BytesIO(text.encode("utf-8"))
+    f.name = name
+    return f
+
+
+# --- body size, content type, Django's own errors ----------------------------------------------
+
+def test_body_over_the_limit_is_413_in_the_error_shape(world, make_client, settings):
+    settings.SHEQUN_API_MAX_BODY = 64 * 1024
+    c = make_client(world.tenant)
+    before = Member.objects.count()
+    resp = c.post("/api/v1/members", {"display_name": "大", "note": "x" * 100_000})
+    assert resp.status_code == 413 and resp["Content-Type"].startswith("application/json")
+    assert resp.json()["code"] == "payload_too_large" and resp.json()["details"]["max_bytes"] == 64 * 1024
+    assert Member.objects.count() == before
+
+
+def test_default_limit_is_one_mebibyte_and_bulk_ingest_allows_more(world, make_client):
+    c = make_client(world.tenant)
+    big = c.post("/api/v1/communities", {"name": "大", "rules": "x" * (1024 * 1024)})
+    assert big.status_code == 413
+    events = [{"platform": "wecom", "event_id": f"big-{i}", "kind": "message", "sender": "wm-big",
+               "occurred_at": "2026-03-01T09:00:00+08:00", "payload": {"text": "y" * 900}} for i in range(1500)]
+    assert c.post("/api/v1/activity/events", {"events": events}).status_code == 200
+
+
+def test_djangos_own_400_is_in_the_error_shape(world, make_client, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 2000
+    c = make_client(world.tenant)
+    events = [{"platform": "wecom", "event_id": f"e-{i}", "kind": "message", "sender": "wm-1",
+               "occurred_at": "2026-03-01T09:00:00+08:00"} for i in range(100)]
+    resp = c.post("/api/v1/activity/events", {"events": events})
+    assert resp.status_code in (400, 413) and resp["Content-Type"].startswith("application/json")
+    assert set(resp.json()) == {"code", "message", "details"}
+    unknown = c.get("/api/v1/no-such-endpoint")
+    assert unknown.status_code == 404 and unknown.json()["code"] == "not_found"
+
+
+@pytest.mark.parametrize(("content_type", "data"), [
+    ("text/plain", json.dumps({"display_name": "纯文本"})),
+    ("application/x-www-form-urlencoded", "display_name=%E8%A1%A8%E5%8D%95"),
+    ("application/xml", "<member><display_name>xml</display_name></member>"),
+    ("multipart/form-data; boundary=BoUnDaRy",
+     '--BoUnDaRy\r\nContent-Disposition: form-data; name="display_name"\r\n\r\nmp\r\n--BoUnDaRy--\r\n'),
+])
+def test_wrong_content_type_is_415(world, make_client, content_type, data):
+    c = make_client(world.tenant)
+    before = Member.objects.count()
+    resp = c.client.post("/api/v1/members", data=data, content_type=content_type, headers=c.headers)
+    assert resp.status_code == 415, resp.content
+    assert resp.json()["code"] == "unsupported_media_type"
+    assert resp.json()["details"]["content_type"] == content_type.split(";")[0]
+    assert Member.objects.count() == before
+
+
+def test_json_with_charset_and_bodyless_posts_are_accepted(world, make_client):
+    c = make_client(world.tenant)
+    resp = c.client.post("/api/v1/members", data=json.dumps({"display_name": "字符集"}),
+                         content_type="application/json; charset=utf-8", headers=c.headers)
+    assert resp.status_code == 201
+    # an operation without a body ignores what the client sends (the Django client sends multipart)
+    key = ApiKey.objects.filter(tenant=world.tenant).first()
+    assert c.client.post(f"/api/v1/api-keys/{key.pk}/revoke", headers=c.headers).status_code == 200
+
+
+# --- database and model errors that reach the API ----------------------------------------------
+
+def test_validation_and_data_errors_are_4xx_naming_the_field(world, make_client, monkeypatch):
+    import shequn.members.api as members_api
+
+    c = make_client(world.tenant)
+
+    def refuse(*_a, **_k):
+        raise ValidationError({"display_name": ["坏"]})
+
+    monkeypatch.setattr(members_api, "do_create_member", refuse)
+    resp = c.post("/api/v1/members", {"display_name": "x"})
+    assert resp.status_code == 422 and "body.display_name" in _fields(resp)
+
+    def too_long(*_a, **_k):
+        raise DataError('value too long for type character varying(64) column "campaign"')
+
+    monkeypatch.setattr(members_api, "do_create_member", too_long)
+    resp = c.post("/api/v1/members", {"display_name": "x"})
+    assert resp.status_code == 422 and resp.json()["code"] == "invalid"
+
+
+def test_huge_ids_are_422_not_500(world, make_client):
+    c = make_client(world.tenant)
+    assert "path.member_id" in _fields(c.get(f"/api/v1/members/{2**70}"))
+    assert c.get(f"/api/v1/members/{2**62}").status_code == 404
+
+
+# --- operations: gunicorn control socket, apikey command ---------------------------------------
+
+def test_serve_gives_each_instance_its_own_control_socket(settings):
+    tmp_path = tempfile.mkdtemp(prefix="sq", dir="/tmp")
+    settings.HOME = tmp_path
+    a = control_socket_args("127.0.0.1", 8000)
+    b = control_socket_args("127.0.0.1", 8001)
+    assert a[0] == b[0] == "--control-socket" and a[1] != b[1]
+    assert a[1].startswith(str(tmp_path)) and ".gunicorn" not in a[1]
+    assert control_socket_args("h", 1, disabled=True) == ["--no-control-socket"]
+    assert control_socket_args("h", 1, path="/x" * 100) == ["--no-control-socket"]
+
+
+def test_apikey_command_creates_lists_and_revokes(world):
+    out, err = io.StringIO(), io.StringIO()
+    call_command("apikey", "create", "--tenant", world.tenant.slug, "--name", "erp",
+                 "--scopes", "members.read,communities.read", stdout=out, stderr=err)
+    secret = out.getvalue().strip()
+    assert re.fullmatch(r"sq_\w+_[\w-]+", secret) and "shown once" in err.getvalue()
+    client = ApiClient(secret)
+    assert client.get("/api/v1/members").status_code == 200
+    assert client.post("/api/v1/members", {"display_name": "x"}).status_code == 403
+    key = ApiKey.objects.get(tenant=world.tenant, name="erp")
+    assert AuditLog.objects.filter(action="api_key.create", object_id=str(key.pk)).exists()
+    listing = io.StringIO()
+    call_command("apikey", "list", "--tenant", world.tenant.slug, stdout=listing)
+    assert "erp" in listing.getvalue() and secret not in listing.getvalue()
+    call_command("apikey", "revoke", "--tenant", world.tenant.slug, str(key.pk), stdout=io.StringIO())
+    assert client.get("/api/v1/members").status_code == 401
