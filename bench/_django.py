@@ -5,7 +5,13 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -38,3 +44,18 @@ def setup(db: str, name: str = "shequn_bench") -> str:
     django.setup()
     call_command("migrate", verbosity=0, interactive=False)
     return label
+
+
+def page_timings(client: Any, urls: list[str], rounds: int) -> Iterator[tuple[str, list[float], int]]:
+    """Render each URL ``rounds`` times with a Django test client: yields (url, seconds per render,
+    queries of the last render). Every render must answer 200. Shared by the console and portal
+    benches."""
+    for url in urls:
+        times = []
+        for _ in range(rounds):
+            with CaptureQueriesContext(connection) as ctx:
+                start = time.perf_counter()
+                resp = client.get(url)
+                times.append(time.perf_counter() - start)
+            assert resp.status_code == 200, (url, resp.status_code)
+        yield url, times, len(ctx.captured_queries)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import time
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shequn.settings")
 
@@ -18,10 +17,10 @@ import django
 
 django.setup()
 
+from _django import page_timings  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
-from django.test.utils import CaptureQueriesContext  # noqa: E402
 
 from shequn.communities.models import Community  # noqa: E402
 from shequn.core.models import StaffMembership  # noqa: E402
@@ -48,16 +47,9 @@ def main() -> None:
         "/console/shequn/members/export.csv",
     ]
     print(f"{connection.vendor}, {ROUNDS} renders each")
-    for url in pages:
-        times = []
-        for _ in range(ROUNDS):
-            with CaptureQueriesContext(connection) as ctx:
-                start = time.perf_counter()
-                resp = client.get(url)
-                times.append(time.perf_counter() - start)
-            assert resp.status_code == 200, (url, resp.status_code)
+    for url, times, queries in page_timings(client, pages, ROUNDS):
         print(f"{statistics.median(times) * 1000:8.0f} ms median {max(times) * 1000:8.0f} ms max "
-              f"{len(ctx.captured_queries):3d} queries  {url}")
+              f"{queries:3d} queries  {url}")
 
 
 if __name__ == "__main__":

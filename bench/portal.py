@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -22,9 +21,9 @@ import django
 
 django.setup()
 
+from _django import page_timings  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
-from django.test.utils import CaptureQueriesContext  # noqa: E402
 
 from shequn.commerce.models import Order  # noqa: E402
 from shequn.core.models import Tenant  # noqa: E402
@@ -66,16 +65,8 @@ def main() -> None:
     members = Member.objects.filter(tenant=tenant).count()
     print(f"{connection.vendor}, {members} members, {ROUNDS} renders each (server time, in-process)")
     print(f"{'p50':>8} {'p95':>8} queries  page")
-    for url in pages:
-        times = []
-        for _ in range(ROUNDS):
-            with CaptureQueriesContext(connection) as ctx:
-                start = time.perf_counter()
-                resp = client.get(url)
-                times.append(time.perf_counter() - start)
-            assert resp.status_code == 200, (url, resp.status_code)
-        print(f"{pct(times, 50) * 1000:6.1f}ms {pct(times, 95) * 1000:6.1f}ms {len(ctx.captured_queries):7d}  {url}")
-
+    for url, times, queries in page_timings(client, pages, ROUNDS):
+        print(f"{pct(times, 50) * 1000:6.1f}ms {pct(times, 95) * 1000:6.1f}ms {queries:7d}  {url}")
 
 if __name__ == "__main__":
     main()
