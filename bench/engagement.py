@@ -44,7 +44,7 @@ def main() -> None:
     from shequn.activity.models import ActivityEvent
     from shequn.core.models import Tenant
     from shequn.engagement.models import MemberScore
-    from shequn.engagement.services import do_recompute_scores, handle_activity
+    from shequn.engagement.services import do_recompute_scores, on_activity
     from shequn.members.models import Member
 
     call_command("migrate", verbosity=0)
@@ -115,7 +115,7 @@ def main() -> None:
           f"{t_one_nc * 1000:.3f} ms/event without the commit")
     t0 = time.perf_counter()
     with transaction.atomic():
-        handle_activity(tenant.pk, events)
+        on_activity(tenant.pk, events)
     t_all = time.perf_counter() - t0
     print(f"whole engagement consumer (scores, lifecycle, reply queue, points), batch of {batch}: "
           f"{t_all * 1000:.0f} ms = {t_all / batch * 1000:.3f} ms/event")

@@ -41,7 +41,7 @@ def pct(values: list[float], p: float) -> float:
 
 
 def main() -> None:
-    from shequn.demo import DEMO_SLUG
+    from shequn.core.models import DEMO_SLUG
 
     tenant = Tenant.objects.filter(slug=DEMO_SLUG).first()
     if tenant is None:

@@ -87,6 +87,7 @@ INSTALLED_APPS = [
     "shequn.console",
     "shequn.portal",
     "shequn.api",
+    "shequn.apps.WiringConfig",  # last: declares the cross-app subscriptions (shequn/wiring.py)
 ]
 
 MIDDLEWARE = [

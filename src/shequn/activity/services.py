@@ -5,11 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
+from django.db.models import NOT_PROVIDED
 from django.tasks import task
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -339,7 +341,6 @@ def _insert_returning_ids(model: type[Any], rows: Sequence[dict[str, Any]]) -> l
     if not rows:
         return []
     now = timezone.now()
-    from django.db.models import NOT_PROVIDED
 
     # fields with a database default are left to the database unless a row names them
     named = {k for r in rows for k in r}
@@ -378,8 +379,6 @@ _EVENT_COLUMNS = ("tenant_id", "member_id", "community_id", "group_id", "platfor
 
 
 def _sqlite_max_vars() -> int:
-    import sqlite3
-
     raw = connection.connection
     return int(raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)) if hasattr(raw, "getlimit") else 999
 
@@ -421,7 +420,6 @@ def _insert_events(tenant_id: int, rows: Sequence[_Row], now: dt.datetime) -> di
             received = when(now)
             per_chunk = max(1, min(1000, _sqlite_max_vars() // len(_EVENT_COLUMNS)))
             one = "(" + ", ".join(["?"] * len(_EVENT_COLUMNS)) + ")"
-            import sqlite3
 
             raw = cursor.cursor  # Django's SQLite wrapper; the base execute skips its %s → ? rewrite
             for chunk in _chunks(rows, per_chunk):
@@ -500,3 +498,11 @@ def do_dispatch(tenant_id: int, event_ids: Sequence[int], *, only: str | None = 
     :class:`~shequn.core.models.DeliveryFailure` (retried with backoff, dead-lettered after too many
     attempts); the others still run. Returns ``{consumer: "ok" | error type}``."""
     return streams.deliver(STREAM, tenant_id, list(event_ids), only=only)
+
+
+def on_member_merged(tenant_id: int, from_member_id: int, to_member_id: int) -> dict[str, int]:
+    """The members merge hook of the activity stream (declared in :mod:`shequn.wiring`): the merged
+    member's events are re-attributed to the kept member."""
+    moved = ActivityEvent.objects.filter(tenant_id=tenant_id, member_id=from_member_id).update(
+        member_id=to_member_id)
+    return {"events": moved}

@@ -4,6 +4,7 @@ for now (``commerce.read`` / ``commerce.write``); the member portal will call th
 
 
 import datetime as dt
+import json
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
@@ -264,8 +265,6 @@ def payment_callback(request: HttpRequest, tenant_slug: str, provider: str) -> H
     (also for duplicates), otherwise 4xx ``{"code": "FAIL", "message": …}`` so the provider retries:
     404 unknown tenant, else the service error's status (422 forged or wrong amount). A webhook: no
     Idempotency-Key — replays are recognised by the provider's transaction id."""
-    import json
-
     tenant = Tenant.objects.filter(slug=tenant_slug, is_active=True).first()
     if tenant is None:
         return HttpResponse(json.dumps({"code": "FAIL", "message": "unknown tenant"}), status=404,

@@ -13,18 +13,22 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
-from unfold.contrib.filters.admin import ChoicesDropdownFilter
+from unfold.contrib.filters.admin import ChoicesDropdownFilter, DropdownFilter
 from unfold.decorators import action, display
 
 from shequn.core.admin_base import (
     TenantScopedAdmin,
     TenantScopedTabularInline,
     request_principal,
+    request_tenant_id,
     tenant_related_filter,
 )
 from shequn.core.errors import Conflict
+from shequn.members.admin import MemberAdmin
+from shequn.members.models import Member
 
-from .models import ChatGroup, Community, Membership, RoleAssignment
+from .models import ChatGroup, Community, CommunityRole, Membership, RoleAssignment
+from .services import check_community_fields, do_create_community, do_update_community
 
 
 class OpenFilter(SimpleListFilter):
@@ -119,8 +123,6 @@ class CommunityAdmin(TenantScopedAdmin):
             obj.assigned_by = principal.label
 
     def check_form(self, request: HttpRequest, form: Any) -> None:
-        from .services import check_community_fields
-
         data = {k: v for k, v in form.cleaned_data.items() if k in COMMUNITY_FIELDS}
         check_community_fields(data)
         principal = request_principal(request)
@@ -132,8 +134,6 @@ class CommunityAdmin(TenantScopedAdmin):
                 raise Conflict(str(_("已有同名社群: %(n)s")) % {"n": data["name"]}, details={"field": "name"})
 
     def save_model(self, request: HttpRequest, obj: Community, form: Any, change: bool) -> None:
-        from .services import do_create_community, do_update_community
-
         principal = request_principal(request)
         assert principal is not None
         data = form.cleaned_data
@@ -204,3 +204,85 @@ class RoleAssignmentAdmin(TenantScopedAdmin):
         if not change and principal is not None:
             obj.assigned_by = principal.label
         super().save_model(request, obj, form, change)
+
+
+# --- the member page: their communities and roles (members is below communities and cannot show them) ---
+
+
+class CommunityFilter(DropdownFilter):  # type: ignore[misc]
+    """Members currently in a community (open membership)."""
+
+    title = _("社群")
+    parameter_name = "community"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        tenant_id = request_tenant_id(request)
+        if tenant_id is None:
+            return []
+        return [(str(c.pk), c.name) for c in Community.objects.filter(tenant_id=tenant_id).order_by("pk")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Member]) -> QuerySet[Member]:
+        value = self.value()
+        if not value or not str(value).isdigit():
+            return queryset
+        return queryset.filter(memberships__community_id=int(value), memberships__left_at__isnull=True).distinct()
+
+
+class RoleFilter(DropdownFilter):  # type: ignore[misc]
+    """Members holding a community role now."""
+
+    title = _("社群角色")
+    parameter_name = "role"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(str(v), str(label)) for v, label in CommunityRole.choices]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Member]) -> QuerySet[Member]:
+        value = self.value()
+        if value not in CommunityRole.values:
+            return queryset
+        return queryset.filter(roles__role=value, roles__until__isnull=True).distinct()
+
+
+
+class MembershipHistoryInline(TenantScopedTabularInline):
+    """Every stay in every community, joined and left (read-only here; edit on the membership page)."""
+
+    model = Membership
+    fk_name = "member"
+    permission_area = "communities"
+    fields = ("community", "group", "joined_at", "left_at", "join_source", "exit_reason")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ("-joined_at",)
+    verbose_name = _("社群经历")
+    verbose_name_plural = _("社群经历 (全部历史)")
+    per_page = 20
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class RoleHistoryInline(TenantScopedTabularInline):
+    model = RoleAssignment
+    permission_area = "communities"
+    fields = ("community", "role", "since", "until", "assigned_by", "reward_note")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    verbose_name = _("社群角色")
+    verbose_name_plural = _("社群角色")
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+MemberAdmin.inlines = (*MemberAdmin.inlines, MembershipHistoryInline, RoleHistoryInline)
+MemberAdmin.list_filter = (*MemberAdmin.list_filter[:3], CommunityFilter, RoleFilter, *MemberAdmin.list_filter[3:])

@@ -216,6 +216,14 @@ def do_move_memberships(tenant_id: int, from_member_id: int, to_member_id: int) 
     return moved
 
 
+def on_member_merged(tenant_id: int, from_member_id: int, to_member_id: int) -> dict[str, int]:
+    """The members merge hook of communities (declared in :mod:`shequn.wiring`): role assignments and
+    memberships (see :func:`do_move_memberships`) move to the kept member."""
+    roles = RoleAssignment.objects.filter(tenant_id=tenant_id, member_id=from_member_id).update(
+        member_id=to_member_id)
+    return {"roles": roles, "memberships": do_move_memberships(tenant_id, from_member_id, to_member_id)}
+
+
 @transaction.atomic
 def do_assign_role(
     principal: Principal, community: Community, member: Member, *, role: str, reward_note: str = "",
@@ -244,3 +252,15 @@ def do_end_role(principal: Principal, assignment: RoleAssignment, *, reason: str
     assignment.save(update_fields=["until"])
     do_audit(principal, "role.end", "RoleAssignment", assignment.pk, reason=reason)
     return assignment
+
+
+class MemberPlacement:
+    """Members' import places rows that name a community here (:class:`shequn.members.registry.Placement`,
+    declared in :mod:`shequn.wiring`)."""
+
+    def community_ids(self, tenant_id: int) -> dict[str, int]:
+        return {c.name: c.pk for c in Community.objects.filter(tenant_id=tenant_id)}
+
+    def record_imported_joins(self, tenant_id: int, joins: Sequence[tuple[int, int]], at: dt.datetime) -> None:
+        do_record_joins(tenant_id, [MembershipChange.join(member_id, community_id, None, at, source=JoinSource.IMPORT)
+                                    for member_id, community_id in joins])

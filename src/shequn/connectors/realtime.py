@@ -27,6 +27,8 @@ from typing import Any
 from django.db import close_old_connections, connections
 from django.utils import timezone
 
+from . import services
+from .models import Connection, OutboxAction
 from .services.delivery import CHANNEL, deliver_due
 
 log = logging.getLogger(__name__)
@@ -42,8 +44,6 @@ def _fingerprint(conn: Any) -> str:
 
 def wanted_connections(platforms: tuple[str, ...] = ("matrix", "telegram")) -> dict[int, tuple[str, str]]:
     """``{id: (platform, fingerprint)}`` of the connections that need an inbound loop here."""
-    from .models import Connection
-
     out: dict[int, tuple[str, str]] = {}
     for c in Connection.objects.filter(is_active=True, platform__in=platforms):
         if c.platform == "telegram" and (c.config or {}).get("mode") != "polling":
@@ -151,8 +151,6 @@ class Runner:
             self.out(f"connection {cid}: {platform} loop started")
 
     def _inbound_loop(self, loop: _Loop) -> None:
-        from . import services
-
         first = True
         while not (loop.stop.is_set() or self.stopping.is_set()):
             try:
@@ -180,8 +178,6 @@ class Runner:
 
     # --- outbound -------------------------------------------------------------------------------
     def _due(self) -> bool:
-        from .models import OutboxAction
-
         return OutboxAction.objects.filter(
             status__in=(OutboxAction.Status.PENDING, OutboxAction.Status.SENDING),
             next_attempt_at__lte=timezone.now()).exists()

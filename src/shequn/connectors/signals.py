@@ -1,29 +1,41 @@
-"""Signals of the connectors for the engines that queue actions.
+"""Who hears the outcome of an outbox action (declared in :mod:`shequn.wiring`).
 
-``action_settled`` is sent when an outbox action reaches an outcome its requester must know, inside
-the transaction that records it: ``failed`` / ``dead`` (the platform did not do it), ``delegated``
-(a human task now holds it: the bot lacks the right, or the platform the capability) and ``done``
-for an action a person completed through its human task. Keyword arguments: ``tenant_id``,
-``action_id``, ``kind``, ``status``, ``source``, ``idempotency_key``, ``error``. Receivers must do
-their writes in a ``transaction.atomic()`` block of their own (a savepoint): one that raises is
-logged (:func:`send_action_settled`) and does not undo the delivery's record.
-The moderation ladder uses it to count only actions that were applied."""
+:func:`send_action_settled` is called when an outbox action reaches an outcome its requester must
+know, inside the transaction that records it: ``failed`` / ``dead`` (the platform did not do it),
+``delegated`` (a human task now holds it: the bot lacks the right, or the platform the capability)
+and ``done`` for an action a person completed through its human task. Keyword arguments:
+``tenant_id``, ``action_id``, ``kind``, ``status``, ``source``, ``idempotency_key``, ``error``.
+Listeners must do their writes in a ``transaction.atomic()`` block of their own (a savepoint): one
+that raises is logged and does not undo the delivery's record. The moderation ladder uses it to
+count only actions that were applied. A plain registry, not a Django signal: the subscription is
+declared in the wiring module like every other."""
 
 from __future__ import annotations
 
 import logging
-
-from django.dispatch import Signal
+from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
-action_settled = Signal()
+SettledListener = Callable[..., Any]
+
+_LISTENERS: dict[str, SettledListener] = {}
+
+
+def register_settled_listener(name: str, listener: SettledListener) -> None:
+    _LISTENERS[name] = listener
+
+
+def unregister_settled_listener(name: str) -> None:
+    _LISTENERS.pop(name, None)
 
 
 def send_action_settled(*, tenant_id: int, action_id: int, kind: str, status: str, source: str,
                         idempotency_key: str, error: str = "") -> None:
-    for receiver, result in action_settled.send_robust(
-            sender=None, tenant_id=tenant_id, action_id=action_id, kind=kind, status=status, source=source,
-            idempotency_key=idempotency_key, error=error):
-        if isinstance(result, Exception):
-            log.error("action_settled receiver %r failed for action %s: %r", receiver, action_id, result)
+    for name, listener in list(_LISTENERS.items()):
+        try:
+            listener(tenant_id=tenant_id, action_id=action_id, kind=kind, status=status, source=source,
+                     idempotency_key=idempotency_key, error=error)
+        except Exception as exc:
+            log.error("action_settled listener %s failed for action %s: %r", name, action_id, exc)

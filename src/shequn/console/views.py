@@ -27,11 +27,14 @@ from shequn.communities import selectors as community_selectors
 from shequn.core.admin_base import request_principal, request_tenant_id
 from shequn.core.errors import NotFound, ShequnError
 from shequn.core.masking import mask_email, mask_phone
+from shequn.core.middleware import SESSION_KEY
 from shequn.core.permissions import Principal
+from shequn.core.selectors import staff_memberships_for_user
 from shequn.core.services import do_audit
 from shequn.members import importing
 from shequn.members import selectors as member_selectors
 from shequn.members.models import Member
+from shequn.members.services import do_merge_members
 
 MAX_UPLOAD = 20 * 1024 * 1024
 
@@ -249,7 +252,6 @@ def member_merge(request: HttpRequest) -> HttpResponse:
             error = _("请选择要保留的会员")
         else:
             keep, merge = (a, b) if keep_id == str(a.pk) else (b, a)
-            from shequn.members.services import do_merge_members
 
             try:
                 do_merge_members(principal, keep=keep, merge=merge, reason=request.POST.get("reason", "")[:500])
@@ -285,9 +287,6 @@ def member_merge_suggestions(request: HttpRequest) -> HttpResponse:
 
 def tenant_switch(request: HttpRequest) -> HttpResponse:
     """List the login's organisations; POST makes one the active tenant of the session."""
-    from shequn.core.middleware import SESSION_KEY
-    from shequn.core.selectors import staff_memberships_for_user
-
     memberships = list(staff_memberships_for_user(int(request.user.pk or 0)))
     if request.method == "POST":
         try:

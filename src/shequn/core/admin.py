@@ -21,6 +21,7 @@ from . import admin_delivery  # noqa: F401  (registers the failed-deliveries / d
 from .admin_base import TenantScopedAdmin, can, request_principal, request_tenant_id
 from .models import ApiKey, AuditLog, StaffMembership, Tenant
 from .permissions import AREAS
+from .services import do_audit, do_create_api_key, do_create_operator, do_revoke_api_key
 
 
 @admin.register(Tenant)
@@ -55,8 +56,6 @@ class TenantAdmin(ModelAdmin):  # type: ignore[misc]
         super().save_model(request, obj, form, change)
         principal = request_principal(request)
         if principal is not None:
-            from .services import do_audit
-
             do_audit(principal, "tenant.update", "Tenant", obj.pk, data={"fields": sorted(form.changed_data)})
 
 
@@ -107,7 +106,6 @@ class StaffMembershipAdmin(TenantScopedAdmin):
         if change:
             super().save_model(request, obj, form, change)
             return
-        from .services import do_audit, do_create_operator
 
         staff = do_create_operator(
             tenant=request.tenant,  # type: ignore[attr-defined]
@@ -179,8 +177,6 @@ class ApiKeyAdmin(TenantScopedAdmin):
         return False  # revoke instead (keeps the audit trail)
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
-        from .services import do_create_api_key
-
         principal = request_principal(request)
         assert principal is not None
         key, secret = do_create_api_key(principal, name=form.cleaned_data["name"],
@@ -190,8 +186,6 @@ class ApiKeyAdmin(TenantScopedAdmin):
 
     @action(description=_("吊销所选密钥"), permissions=["revoke"])
     def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
-        from .services import do_revoke_api_key
-
         principal = request_principal(request)
         assert principal is not None
         n = 0

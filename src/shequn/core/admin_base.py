@@ -38,6 +38,7 @@ from unfold.contrib.filters.admin import DropdownFilter
 
 from .errors import ShequnError
 from .permissions import Principal
+from .services import do_audit
 
 
 def request_principal(request: HttpRequest) -> Principal | None:
@@ -136,7 +137,6 @@ class TenantScopedMixin:
         principal = request_principal(request)
         if principal is None:
             return
-        from .services import do_audit
 
         do_audit(principal, f"console.{obj._meta.model_name}.{verb}", obj.__class__.__name__, obj.pk,
                  data=data)

@@ -26,7 +26,7 @@ from pydantic_core import PydanticCustomError
 
 from .errors import Conflict, Forbidden, Invalid
 from .permissions import Principal
-from .selectors import principal_for_api_key
+from .selectors import principal_for_api_key, principal_for_staff, staff_memberships_for_user
 from .services import do_begin_idempotent, do_finish_idempotent, request_fingerprint
 
 
@@ -59,8 +59,6 @@ class ConsoleSessionAuth(SessionAuth):
     def authenticate(self, request: HttpRequest, key: str | None) -> Principal | None:
         principal = getattr(request, "principal", None)
         if principal is None and request.user.is_authenticated:
-            from .selectors import principal_for_staff, staff_memberships_for_user
-
             staff = staff_memberships_for_user(request.user.pk).first()
             principal = principal_for_staff(staff) if staff else None
         return principal
@@ -271,7 +269,6 @@ def idempotent(func: Callable[..., Any]) -> Callable[..., Any]:
     that does not validate rolls the effect back with the key), and the stored record keeps the
     exact response: status, body bytes and content type; a replay returns them byte for byte.
     ``shequn.api.main`` attaches each operation to its handler (``wrapper.operation``)."""
-
     @functools.wraps(func)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
         key = request.headers.get("Idempotency-Key")

@@ -18,6 +18,10 @@ class Platform(models.TextChoices):
     MANUAL = "manual", _("手工录入")
 
 
+#: the slug of the tenant ``shequn demo`` seeds (the demo and ``portal_link --demo`` find it by this)
+DEMO_SLUG = "demo"
+
+
 class Tenant(models.Model):
     """An organisation: a merchant, brand, club or merchant alliance member."""
 

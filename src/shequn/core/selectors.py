@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from .models import ApiKey, AuditLog, StaffMembership
 from .permissions import Principal, expand_scopes, permissions_for_role
+from .services import hash_api_key
 
 
 def staff_memberships_for_user(user_id: int) -> QuerySet[StaffMembership]:
@@ -29,8 +30,6 @@ def principal_for_staff(staff: StaffMembership) -> Principal:
 
 def principal_for_api_key(secret: str) -> Principal | None:
     """Resolve ``sq_<prefix>_<random>``; constant-time hash compare; revoked keys never resolve."""
-    from .services import hash_api_key
-
     parts = secret.split("_", 2)
     if len(parts) != 3 or parts[0] != "sq":
         return None

@@ -25,6 +25,7 @@ from .models import (
     ChatStaff,
     CheckInStats,
     ContentDelivery,
+    ContentItem,
     ContentSchedule,
     EngagementSettings,
     Lottery,
@@ -356,3 +357,12 @@ def lurkers(tenant_id: int, community_id: int) -> QuerySet[Any]:
         tenant_id=tenant_id, pk__in=in_comm.values("member_id"),
         lifecycle_stage__in=[LifecycleStage.LURKING, LifecycleStage.DORMANT],
     ).order_by("last_active_at")
+
+
+def campaign_texts(tenant_id: int) -> list[str]:
+    """The operator's own campaign texts: the bodies of the content library's text items (at most 500).
+    Moderation treats a member relaying one word for word as no advertiser (issue 16); the wiring
+    module hands this to ``moderation.selectors.register_campaign_source``."""
+    kinds = (ContentItem.Kind.TEXT, ContentItem.Kind.MARKDOWN)
+    return list(ContentItem.objects.filter(tenant_id=tenant_id, kind__in=kinds).exclude(body="")
+                .order_by("pk").values_list("body", flat=True)[:500])

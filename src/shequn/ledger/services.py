@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Count, Sum
 from django.utils import timezone
@@ -222,7 +223,6 @@ def _post_pg(tenant_id: int, idempotency_key: str, kind: str, per_account: dict[
             row = cur.fetchone()
             return int(row[0]) if row else 0
 
-    import psycopg
 
     try:
         if connection.get_autocommit() and not connection.in_atomic_block:

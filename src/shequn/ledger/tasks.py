@@ -7,6 +7,10 @@ import logging
 from crontask import cron
 from django.tasks import task
 
+from shequn.core.models import Tenant
+
+from .services import check_ledger
+
 log = logging.getLogger(__name__)
 
 
@@ -14,10 +18,6 @@ log = logging.getLogger(__name__)
 @task()
 def check_all_ledgers() -> int:
     """Run :func:`check_ledger` for every tenant; log (and count) tenants whose books do not balance."""
-    from shequn.core.models import Tenant
-
-    from .services import check_ledger
-
     bad = 0
     for tenant_id in Tenant.objects.values_list("pk", flat=True):
         report = check_ledger(tenant_id)

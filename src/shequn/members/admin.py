@@ -8,7 +8,7 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin import SimpleListFilter
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
@@ -18,7 +18,6 @@ from django.utils.translation import gettext_lazy as _
 from unfold.contrib.filters.admin import ChoicesDropdownFilter, DropdownFilter
 from unfold.decorators import action, display
 
-from shequn.communities.models import Community, CommunityRole, Membership, RoleAssignment
 from shequn.core.admin_base import (
     TenantScopedAdmin,
     TenantScopedTabularInline,
@@ -28,42 +27,9 @@ from shequn.core.admin_base import (
 )
 from shequn.core.masking import mask_email, mask_phone
 
+from .importing import do_export_members
 from .models import Identity, Member, MemberTag, Tag
-
-
-class CommunityFilter(DropdownFilter):  # type: ignore[misc]
-    """Members currently in a community (open membership)."""
-
-    title = _("社群")
-    parameter_name = "community"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        tenant_id = request_tenant_id(request)
-        if tenant_id is None:
-            return []
-        return [(str(c.pk), c.name) for c in Community.objects.filter(tenant_id=tenant_id).order_by("pk")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Member]) -> QuerySet[Member]:
-        value = self.value()
-        if not value or not str(value).isdigit():
-            return queryset
-        return queryset.filter(memberships__community_id=int(value), memberships__left_at__isnull=True).distinct()
-
-
-class RoleFilter(DropdownFilter):  # type: ignore[misc]
-    """Members holding a community role now."""
-
-    title = _("社群角色")
-    parameter_name = "role"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [(str(v), str(label)) for v, label in CommunityRole.choices]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Member]) -> QuerySet[Member]:
-        value = self.value()
-        if value not in CommunityRole.values:
-            return queryset
-        return queryset.filter(roles__role=value, roles__until__isnull=True).distinct()
+from .services import UPDATABLE, check_email, check_phone, do_create_member, do_update_member
 
 
 class SourceFilter(DropdownFilter):  # type: ignore[misc]
@@ -118,45 +84,6 @@ class MemberTagInline(TenantScopedTabularInline):
     verbose_name_plural = _("标签")
 
 
-class MembershipHistoryInline(TenantScopedTabularInline):
-    """Every stay in every community, joined and left (read-only here; edit on the membership page)."""
-
-    model = Membership
-    fk_name = "member"
-    permission_area = "communities"
-    fields = ("community", "group", "joined_at", "left_at", "join_source", "exit_reason")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-    ordering = ("-joined_at",)
-    verbose_name = _("社群经历")
-    verbose_name_plural = _("社群经历 (全部历史)")
-    per_page = 20
-
-    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-class RoleHistoryInline(TenantScopedTabularInline):
-    model = RoleAssignment
-    permission_area = "communities"
-    fields = ("community", "role", "since", "until", "assigned_by", "reward_note")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-    verbose_name = _("社群角色")
-    verbose_name_plural = _("社群角色")
-
-    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
 MEMBER_FIELDS = ("display_name", "phone", "email", "source_channel", "lifecycle_stage", "relationship_level",
                  "consent_marketing", "consent_data", "note")
 
@@ -167,12 +94,10 @@ class MemberAdmin(TenantScopedAdmin):
     audit_writes = False  # the member services audit
     list_display = ("display_name", "masked_phone", "lifecycle", "relationship_level", "source_channel",
                     "tag_list", "last_active_at")
-    list_filter = (
+    list_filter: tuple[Any, ...] = (
         tenant_related_filter("member_tags__tag", Tag, _("标签"), parameter_name="tag"),
         ("lifecycle_stage", ChoicesDropdownFilter),
         ("relationship_level", ChoicesDropdownFilter),
-        CommunityFilter,
-        RoleFilter,
         SourceFilter,
         MergedFilter,
     )
@@ -188,7 +113,8 @@ class MemberAdmin(TenantScopedAdmin):
         (_("记录"), {"fields": ("first_seen_at", "last_active_at", "merged_into", "created_at")}),
     )
     readonly_fields = ("first_seen_at", "last_active_at", "merged_into", "created_at")
-    inlines = (IdentityInline, MemberTagInline, MembershipHistoryInline, RoleHistoryInline)
+    # communities/admin.py adds the member's communities and roles (inlines and filters)
+    inlines: tuple[Any, ...] = (IdentityInline, MemberTagInline)
     actions = ["merge_two", "export_selected_csv", "export_selected_xlsx"]
     actions_list = ["import_members", "export_csv", "export_xlsx", "merge_suggestions"]
 
@@ -232,8 +158,6 @@ class MemberAdmin(TenantScopedAdmin):
 
     # -- writes go through the member services (validation + audit) ------------------------------
     def check_form(self, request: HttpRequest, form: Any) -> None:
-        from .services import check_email, check_phone
-
         data = form.cleaned_data
         if "phone" in data:
             data["phone"] = check_phone(data.get("phone"))
@@ -241,8 +165,6 @@ class MemberAdmin(TenantScopedAdmin):
             data["email"] = check_email(data.get("email"))
 
     def save_model(self, request: HttpRequest, obj: Member, form: Any, change: bool) -> None:
-        from .services import UPDATABLE, do_create_member, do_update_member
-
         principal = request_principal(request)
         assert principal is not None
         data = form.cleaned_data
@@ -274,10 +196,6 @@ class MemberAdmin(TenantScopedAdmin):
         return HttpResponseRedirect(f"{reverse('console:member_merge')}?a={ids[0]}&b={ids[1]}")
 
     def _export_selected(self, request: HttpRequest, queryset: QuerySet[Member], fmt: str) -> HttpResponse | None:
-        from shequn.core.admin_base import request_principal
-
-        from .importing import do_export_members
-
         principal = request_principal(request)
         if principal is None or not principal.can("members.read"):
             return None
@@ -319,13 +237,12 @@ class MemberAdmin(TenantScopedAdmin):
 class TagAdmin(TenantScopedAdmin):
     permission_area = "members"
     list_display = ("name", "scope", "community", "color", "member_count")
-    list_filter = (("scope", ChoicesDropdownFilter), tenant_related_filter("community", Community, _("社群")))
+    list_filter = (("scope", ChoicesDropdownFilter),
+                   tenant_related_filter("community", Tag._meta.get_field("community").related_model, _("社群")))
     search_fields = ("name",)
     fields = ("name", "scope", "community", "owner", "color")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Tag]:
-        from django.db.models import Count
-
         return super().get_queryset(request).annotate(n_members=Count("member_tags")).select_related("community")
 
     @display(description=_("会员数"), ordering="n_members")

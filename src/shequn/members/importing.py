@@ -15,9 +15,8 @@ from django.db import models, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from openpyxl import Workbook, load_workbook
 
-from shequn.communities.models import Community, JoinSource
-from shequn.communities.services import MembershipChange, do_record_joins
 from shequn.core.errors import Invalid
 from shequn.core.masking import mask_email, mask_phone
 from shequn.core.models import Platform
@@ -25,6 +24,9 @@ from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
 
 from .models import Identity, Member, Tag
+from .registry import placement
+from .selectors import members as all_members
+from .selectors import search_members
 from .services import check_email, check_phone, do_create_member
 
 #: accepted headers (Chinese or English) → field
@@ -91,8 +93,6 @@ def decode_text(data: bytes) -> str:
 def read_table(filename: str, data: bytes) -> tuple[list[str], Iterator[list[Any]]]:
     """Return (header, rows) of a CSV or XLSX file."""
     if filename.lower().endswith((".xlsx", ".xlsm")):
-        from openpyxl import load_workbook
-
         try:
             wb = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
         except Exception as exc:
@@ -143,7 +143,7 @@ def check_member_rows(tenant_id: int, filename: str, data: bytes) -> tuple[list[
     if report.errors:
         return [], report
 
-    communities = {c.name: c.pk for c in Community.objects.filter(tenant_id=tenant_id)}
+    communities = placement().community_ids(tenant_id)
     seen_phone: dict[str, int] = {}
     seen_ident: dict[tuple[str, str], int] = {}
     clean: list[dict[str, Any]] = []
@@ -235,7 +235,7 @@ def do_import_members(principal: Principal, filename: str, data: bytes, *, dry_r
         return report
     now = timezone.now()
     with transaction.atomic():
-        joins: list[MembershipChange] = []
+        joins: list[tuple[int, int]] = []
         for row in clean:
             identities = ([{"platform": row["platform"], "external_id": row["external_id"], "verified": False}]
                           if row["platform"] else [])
@@ -245,10 +245,9 @@ def do_import_members(principal: Principal, filename: str, data: bytes, *, dry_r
                 identities=identities, tags=row["tags"], note=row["note"],
             )
             if row["community_id"]:
-                joins.append(MembershipChange.join(member.pk, row["community_id"], None, now,
-                                                   source=JoinSource.IMPORT))
+                joins.append((member.pk, row["community_id"]))
             report.created += 1
-        do_record_joins(principal.tenant_id, joins)
+        placement().record_imported_joins(principal.tenant_id, joins, now)
         do_audit(principal, "member.import", "Import", filename[:64], data={"created": report.created})
     return report
 
@@ -259,8 +258,6 @@ EXPORT_HEADER = ["ID", "昵称", "手机号", "邮箱", "来源", "生命周期"
 def export_rows(tenant_id: int, members: QuerySet[Member] | None = None) -> Iterator[list[str]]:
     """Member rows for export (every member of the tenant, or ``members``: a queryset already scoped
     to the tenant, e.g. from ``selectors.search_members``); phone numbers and e-mails always masked."""
-    from .selectors import members as all_members
-
     qs = (members if members is not None else all_members(tenant_id)).filter(tenant_id=tenant_id)
     for m in qs.prefetch_related("member_tags__tag").order_by("pk").iterator(chunk_size=2000):
         yield [
@@ -281,8 +278,6 @@ def _csv(rows: Iterable[list[str]]) -> bytes:
 
 
 def _xlsx(rows: Iterable[list[str]]) -> bytes:
-    from openpyxl import Workbook
-
     wb = Workbook(write_only=True)
     ws = wb.create_sheet("会员")
     ws.append(EXPORT_HEADER)
@@ -311,8 +306,6 @@ def do_export_members(principal: Principal, fmt: str, *, selection: QuerySet[Mem
     the console rows an operator selected — re-scoped to the tenant) as ``csv`` or ``xlsx``, phone
     numbers and e-mails masked. Audited (``member.export``): who exported (the staff user or API key
     of ``principal``), the format, the filters and how many rows left the system."""
-    from .selectors import search_members
-
     if fmt not in ("csv", "xlsx"):
         raise Invalid(_("只支持导出 CSV 或 XLSX"), details={"field": "format"})
     unknown = set(filters) - set(EXPORT_FILTERS)

@@ -12,15 +12,13 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from shequn.activity.models import ActivityEvent
-from shequn.communities.models import RoleAssignment
-from shequn.communities.services import do_move_memberships
 from shequn.core.errors import Conflict, Invalid
 from shequn.core.models import Platform
 from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
 
 from .models import Identity, LifecycleStage, Member, MemberTag, RelationshipLevel, Tag
+from .registry import merge_hooks
 
 _PHONE_STRIP = re.compile(r"[\s\-()（）]")
 _CN_MOBILE = re.compile(r"^1[3-9]\d{9}$")
@@ -186,7 +184,8 @@ def do_untag_member(principal: Principal, member: Member, tag: Tag) -> None:
 def do_merge_members(principal: Principal, *, keep: Member, merge: Member, reason: str = "") -> Member:
     """Merge ``merge`` into ``keep`` (an explicit, audited operator action).
 
-    Identities, tags, memberships, role assignments and activity events move to ``keep``; blank
+    Identities and tags move to ``keep``, and every merge hook of :mod:`.registry` moves what its app
+    holds (memberships, role assignments, activity events — declared in :mod:`shequn.wiring`); blank
     contact fields of ``keep`` are filled from ``merge``; the earlier first-seen and later last-active
     win; ``merge`` stays as a tombstone with ``merged_into`` set so old references still resolve.
     Locks both member rows with ``select_for_update`` in id order (no deadlock with a concurrent
@@ -202,16 +201,12 @@ def do_merge_members(principal: Principal, *, keep: Member, merge: Member, reaso
     if keep.merged_into_id is not None:
         raise Conflict(_("会员 #%(id)s 已被合并") % {"id": keep.pk}, details={"field": "keep_id"})
     tenant_id = principal.tenant_id
-    moved = {
-        "identities": Identity.objects.filter(tenant_id=tenant_id, member=merge).update(member=keep),
-        "roles": RoleAssignment.objects.filter(tenant_id=tenant_id, member=merge).update(member=keep),
-        "events": ActivityEvent.objects.filter(tenant_id=tenant_id, member=merge).update(member=keep),
-    }
+    moved = {"identities": Identity.objects.filter(tenant_id=tenant_id, member=merge).update(member=keep)}
     keep_tags = set(MemberTag.objects.filter(member=keep).values_list("tag_id", flat=True))
     MemberTag.objects.filter(member=merge, tag_id__in=keep_tags).delete()
     moved["tags"] = MemberTag.objects.filter(member=merge).update(member=keep)
-    # memberships: an open one on both sides for the same community/group → keep the earlier, close the other
-    moved["memberships"] = do_move_memberships(tenant_id, merge.pk, keep.pk)
+    for _name, hook in merge_hooks():
+        moved.update(hook(tenant_id, merge.pk, keep.pk))
     for field in ("phone", "email", "source_channel"):
         if not getattr(keep, field) and getattr(merge, field):
             setattr(keep, field, getattr(merge, field))

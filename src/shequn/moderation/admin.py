@@ -10,6 +10,8 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.timesince import timeuntil
 from django.utils.translation import gettext_lazy as _
 from unfold.decorators import action
 
@@ -139,9 +141,6 @@ class StrikeAdmin(TenantScopedAdmin):
 
     @admin.display(description=_("剩余时间"))
     def time_left(self, obj: Strike) -> str:
-        from django.utils import timezone
-        from django.utils.timesince import timeuntil
-
         if obj.kind != Strike.Kind.MUTE or obj.revoked_at or not obj.until or obj.until <= timezone.now():
             return "—"
         return timeuntil(obj.until)

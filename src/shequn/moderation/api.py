@@ -11,10 +11,13 @@ from django.http import HttpRequest
 from django.utils.translation import gettext as _
 from ninja import Field, Router, Schema
 
-from shequn.core.http import ERRORS, BodyIn, Id, Limit, Page, idempotent, max_len, paginate, require
+from shequn.communities.models import Community
+from shequn.core.errors import NotFound
+from shequn.core.http import ERRORS, BodyIn, Id, Limit, Page, idempotent, max_len, paginate, principal, require
 
 from . import selectors, services
 from .models import Decision, FinalStep, MemberReport, Violation
+from .pipeline import MessageContext
 
 router = Router(tags=["moderation"])
 
@@ -139,13 +142,9 @@ class DayOut(Schema):
 def classify(request: HttpRequest, body: ClassifyIn) -> dict[str, Any]:
     """Judge a text with a community's pack and the tenant's model (nothing is stored or actioned)."""
     p = require(request, "moderation.read")
-    if body.community_id is not None:
-        from shequn.communities.models import Community
-        from shequn.core.errors import NotFound
-
-        if not Community.objects.filter(tenant_id=p.tenant_id, pk=body.community_id).exists():
-            raise NotFound(_("社群不存在"), details={"field": "community_id"})
-    from .pipeline import MessageContext
+    if body.community_id is not None and not Community.objects.filter(
+            tenant_id=p.tenant_id, pk=body.community_id).exists():
+        raise NotFound(_("社群不存在"), details={"field": "community_id"})
 
     moderator = selectors.moderator_for(p.tenant_id, body.community_id)
     verdict = moderator.classify(body.text, MessageContext(member_joined_days=body.member_joined_days,
@@ -178,8 +177,6 @@ def review(request: HttpRequest, violation_id: Id, body: ReviewIn) -> Violation:
 @idempotent
 def appeal(request: HttpRequest, violation_id: Id, body: AppealIn) -> Violation:
     """A member's appeal (member sessions from the portal later; integrations with moderation.write now)."""
-    from shequn.core.http import principal
-
     return services.do_appeal(principal(request), violation_id, body.text)
 
 
@@ -187,8 +184,6 @@ def appeal(request: HttpRequest, violation_id: Id, body: AppealIn) -> Violation:
 @idempotent
 def report(request: HttpRequest, body: ReportIn) -> dict[str, Any]:
     """A member reports a message; enough distinct reporters put it in the review queue."""
-    from shequn.core.http import principal
-
     rep, violation = services.do_report(principal(request), body.event_id, reason=body.reason,
                                         reporter_member_id=body.reporter_member_id)
     return {"report_id": rep.pk, "violation_id": violation.pk if violation else None}
@@ -202,8 +197,6 @@ def _policy_out(policy: Any) -> dict[str, Any]:
 @router.get("/communities/{community_id}/policy", response={200: PolicyOut, **ERRORS})
 def get_policy(request: HttpRequest, community_id: Id) -> dict[str, Any]:
     p = require(request, "moderation.read")
-    from shequn.communities.models import Community
-    from shequn.core.errors import NotFound
 
     if not Community.objects.filter(tenant_id=p.tenant_id, pk=community_id).exists():
         raise NotFound(_("社群不存在"), details={"field": "community_id"})

@@ -18,7 +18,10 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any, NamedTuple, Protocol
 
+import redis
 from django.conf import settings
+
+from .models import Fingerprint
 
 FLOOD_WINDOW = dt.timedelta(minutes=1)
 DUPLICATE_WINDOW = dt.timedelta(minutes=10)
@@ -41,8 +44,6 @@ class DbStore:
     the rest in memory, one bulk insert. Messages earlier in the same batch count too."""
 
     def observe_batch(self, tenant_id: int, items: Sequence[Observation]) -> list[tuple[int, int]]:
-        from .models import Fingerprint
-
         if not items:
             return []
         first = min(i.at for i in items)
@@ -127,8 +128,6 @@ class RedisStore:
 
 @lru_cache(maxsize=1)
 def _redis_store(url: str) -> RedisStore:
-    import redis
-
     return RedisStore(redis.Redis.from_url(url, socket_timeout=0.5))
 
 

@@ -13,6 +13,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
+from importlib.resources import files
 from re import _constants as _c  # type: ignore[attr-defined]
 from re import _parser  # type: ignore[attr-defined]
 from typing import Any, NamedTuple
@@ -534,8 +535,6 @@ def _domain_match(host: str, domains: object) -> str | None:
 
 
 def default_pack_text() -> str:
-    from importlib.resources import files
-
     return (files("shequn.moderation") / "data" / "default_rules.txt").read_text(encoding="utf-8")
 
 

@@ -23,8 +23,9 @@ from django.utils.translation import gettext as _
 
 from shequn.activity.models import ActivityEvent, EventKind
 from shequn.communities.models import Community, Membership, RoleAssignment
+from shequn.connectors.models import OutboxAction
 from shequn.connectors.services import do_request_action
-from shequn.connectors.signals import action_settled
+from shequn.connectors.services.delivery import unmute_key
 from shequn.core.errors import Conflict, Forbidden, Invalid, NotFound, ShequnError
 from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
@@ -47,6 +48,7 @@ from .normalize import normalise
 from .pipeline import TRUSTED_MESSAGES, MessageContext, Moderator, Verdict, text_hash
 from .rules import RulePackError, compile_pack
 from .selectors import get_violation, is_community_staff, moderator_for, policy_for
+from .tasks import retrain_tenant_model
 
 log = logging.getLogger(__name__)
 
@@ -222,8 +224,8 @@ def _context(tenant_id: int, event: ActivityEvent, norm_hash: str) -> MessageCon
     return _contexts(tenant_id, [event], [norm_hash])[0]
 
 
-def moderate_consumer(tenant_id: int, events: Sequence[ActivityEvent]) -> None:
-    """The handler registered with the activity stream (see ``apps.py``)."""
+def on_activity(tenant_id: int, events: Sequence[ActivityEvent]) -> None:
+    """The activity consumer ``moderation`` (subscribed in :mod:`shequn.wiring`)."""
     do_moderate_events(tenant_id, events)
 
 
@@ -451,10 +453,11 @@ def _apply(v: Violation, plan: Sequence[tuple[str, dict[str, Any]]], policy: Mod
 FAILED_STEP = "%s_failed"
 
 
-def on_action_settled(sender: Any = None, *, tenant_id: int, action_id: int, kind: str, status: str, source: str,
+def on_action_settled(*, tenant_id: int, action_id: int, kind: str, status: str, source: str,
                       idempotency_key: str, error: str = "", **_kw: Any) -> None:
     """The connectors tell the outcome of an action the ladder queued (see
-    :data:`shequn.connectors.signals.action_settled`): the ladder counts only applied actions."""
+    :func:`shequn.connectors.signals.send_action_settled`; subscribed in :mod:`shequn.wiring`): the
+    ladder counts only applied actions."""
     if not source.startswith("moderation"):
         return
     prefix, _sep, rest = idempotency_key.partition(":")
@@ -465,8 +468,6 @@ def on_action_settled(sender: Any = None, *, tenant_id: int, action_id: int, kin
         do_note_action_outcome(tenant_id, int(violation_id), kind=kind, action_id=action_id, status=status,
                                error=error)
 
-
-action_settled.connect(on_action_settled, dispatch_uid="moderation.on_action_settled")
 
 
 def do_note_action_outcome(tenant_id: int, violation_id: int, *, kind: str, action_id: int, status: str,
@@ -520,8 +521,6 @@ def do_lift_mute(principal: Principal, strike_id: int, *, note: str = "") -> Str
     strike.save(update_fields=["until"])
     v = strike.violation
     mute_ids = [e.get("outbox_id") for e in v.actions or [] if e.get("kind") == "mute" and e.get("outbox_id")]
-    from shequn.connectors.models import OutboxAction
-    from shequn.connectors.services.delivery import unmute_key
 
     OutboxAction.objects.filter(tenant_id=principal.tenant_id, idempotency_key__in=[unmute_key(i) for i in mute_ids],
                                 status=OutboxAction.Status.PENDING).update(status=OutboxAction.Status.CANCELLED,
@@ -543,8 +542,6 @@ def _training(v: Violation, is_ad: bool, source: str) -> None:
     tenant_id = v.tenant_id
 
     def _enqueue() -> None:
-        from .tasks import retrain_tenant_model
-
         try:
             retrain_tenant_model.enqueue(tenant_id)
         except Exception:  # retraining is best effort; the nightly task catches up

@@ -5,11 +5,13 @@ member, so another member's id answers 404."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import secrets
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from django.contrib import messages
+from django.core import signing
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
@@ -36,7 +38,8 @@ from shequn.commerce.services import (
 )
 from shequn.communities import selectors as community_selectors
 from shequn.communities.models import ChatGroup, Community, CommunityRole
-from shequn.connectors.models import QrConfig
+from shequn.connectors.models import Connection, QrConfig
+from shequn.connectors.services import connection_secrets
 from shequn.core.errors import NotFound, ShequnError
 from shequn.core.models import Platform, Tenant
 from shequn.engagement import selectors as engagement_selectors
@@ -54,6 +57,7 @@ from shequn.referrals.models import (
     WithdrawalStatus,
 )
 from shequn.referrals.posters import poster_png, qr_png
+from shequn.referrals.selectors import public_base_url
 from shequn.referrals.services import do_get_or_create_link, do_record_click, do_request_withdrawal, get_policy
 
 from . import auth, services
@@ -299,8 +303,6 @@ WECHAT_STATE_SALT = "shequn.portal.wechat-state"
 
 def wechat_start(request: HttpRequest, slug: str) -> HttpResponse:
     """Inside WeChat: off to WeChat's authorize page; ``state`` carries the signed return address."""
-    from django.core import signing
-
     tenant = auth.tenant_or_404(slug)
     state = signing.dumps(_next_url(request, tenant), salt=WECHAT_STATE_SALT, compress=True)
     callback = request.build_absolute_uri(reverse("portal:wechat_callback", args=[tenant.slug]))
@@ -312,8 +314,6 @@ def wechat_start(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 def wechat_callback(request: HttpRequest, slug: str) -> HttpResponse:
-    from django.core import signing
-
     tenant = auth.tenant_or_404(slug)
     try:
         nxt = signing.loads(request.GET.get("state", ""), salt=WECHAT_STATE_SALT, max_age=600)
@@ -333,9 +333,6 @@ def wechat_callback(request: HttpRequest, slug: str) -> HttpResponse:
 def telegram_callback(request: HttpRequest, slug: str) -> HttpResponse:
     """The Telegram Login Widget's ``data-auth-url``: the signed fields arrive as query parameters and
     are checked against the tenant's Telegram bot token."""
-    from shequn.connectors.models import Connection
-    from shequn.connectors.services import connection_secrets
-
     tenant = auth.tenant_or_404(slug)
     conn = Connection.objects.filter(tenant_id=tenant.pk, platform="telegram").order_by("pk").first()
     token = connection_secrets(conn).get("bot_token", "") if conn is not None else ""
@@ -705,8 +702,6 @@ def lottery(request: HttpRequest, tenant: Tenant, member: Member, lottery_id: in
 @member_page
 def lottery_record(request: HttpRequest, tenant: Tenant, member: Member, lottery_id: int) -> HttpResponse:
     """The public record as JSON, the input of ``shequn lottery verify FILE``."""
-    import json
-
     lot = _lottery_or_404(tenant, lottery_id)
     body = json.dumps(engagement_selectors.lottery_public_record(lot), ensure_ascii=False, indent=2, default=str)
     response = HttpResponse(body, content_type="application/json; charset=utf-8")
@@ -768,7 +763,6 @@ def team(request: HttpRequest, tenant: Tenant, member: Member, token: str) -> Ht
         return HttpResponseRedirect(reverse("portal:order", args=[tenant.slug, order.pk]))
     parts = list(GroupBuyParticipant.objects.filter(team=t).select_related("member", "order").order_by("pk"))
     me = next((p for p in parts if p.member_id == member.pk), None)
-    from shequn.referrals.selectors import public_base_url
 
     return render(request, "portal/team.html", {
         "tenant": tenant, "member": member, "t": t, "gb": t.group_buy,
@@ -785,8 +779,6 @@ def team(request: HttpRequest, tenant: Tenant, member: Member, token: str) -> Ht
 @member_page
 def coupons(request: HttpRequest, tenant: Tenant, member: Member) -> HttpResponse:
     """My coupons, and the buy-one-give-one coupons I can give: each has a share link a friend opens."""
-    from shequn.referrals.selectors import public_base_url
-
     mine = list(commerce_selectors.member_coupons(tenant.pk, member.pk).exclude(status=Coupon.Status.UNCLAIMED)
                 .order_by("-pk")[:100])
     to_give = list(Coupon.objects.filter(tenant_id=tenant.pk, giver_id=member.pk, status=Coupon.Status.UNCLAIMED)

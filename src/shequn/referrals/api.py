@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from django.http import HttpRequest, HttpResponse
 from ninja import Field, Router, Schema
 
+from shequn.core.errors import Invalid
 from shequn.core.http import (
     ERRORS,
     BodyIn,
@@ -268,8 +269,6 @@ def leaderboard_rank(request: HttpRequest, metric: str, member_id: Id, scope: st
 
 
 def _check_board(metric: str, period: str) -> None:
-    from shequn.core.errors import Invalid
-
     if metric not in leaderboard.METRICS:
         raise Invalid(f"未知的榜单: {metric}", details={"field": "path.metric", "allowed": leaderboard.METRICS})
     if period not in leaderboard.PERIODS:

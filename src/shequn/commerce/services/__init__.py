@@ -111,9 +111,6 @@ from .transitions import (
     TRANSITIONS,
 )
 
-# TODO(wiring): drop after merge (apps.py registers the listener under its old name)
-ingest_purchase_activity = on_order_event
-
 __all__ = [
     "ATTRIBUTION_KEYS",
     "DEFAULT_ORDER_TTL",
@@ -162,7 +159,6 @@ __all__ = [
     "do_start_team",
     "do_write_flash_batch",
     "grant_fission_coupon",
-    "ingest_purchase_activity",
     "member_context",
     "on_order_event",
     "product_visible",

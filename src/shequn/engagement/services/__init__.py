@@ -63,17 +63,12 @@ from .roles import do_decide_role, do_recommend_roles
 from .scores import do_decide_ladder, do_recompute_scores, do_suggest_ladder, do_update_lifecycle
 from .sop import LOOKBACK, do_collect_post_results, do_run_content_schedules, render_content
 from .standing import (
-    _STANDING_CHECKS as _STANDING_CHECKS,  # TODO(merge): moderation/tests/test_integration.py reads it here
-)
-from .standing import (
     StandingCheck,
     check_good_standing,
     check_standing,
     register_standing_check,
     unregister_standing_check,
 )
-
-handle_activity = on_activity  # TODO(wiring): drop after merge (apps.py still registers the old name)
 
 __all__ = [
     "LOOKBACK",
@@ -116,7 +111,6 @@ __all__ = [
     "do_update_lifecycle",
     "do_use_makeup_card",
     "grant_fission_points",
-    "handle_activity",
     "on_activity",
     "register_cash_wallet",
     "register_standing_check",

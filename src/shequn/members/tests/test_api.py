@@ -327,3 +327,12 @@ def test_list_never_shows_a_full_phone(world, make_client, phone):
     m.update(phone=phone)
     text = make_client(world.tenant, ["members.read"]).get(URL).content.decode()
     assert phone not in text
+
+
+def test_the_role_filter_names_every_community_role():
+    from typing import get_args
+
+    from shequn.communities.models import CommunityRole
+    from shequn.members.api import RoleName
+
+    assert set(get_args(RoleName)) == set(CommunityRole.values)

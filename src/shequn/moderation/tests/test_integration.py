@@ -13,13 +13,13 @@ from shequn.communities.models import ChatGroup, Community, CommunityRole, Membe
 from shequn.core.errors import Forbidden
 from shequn.core.models import Tenant
 from shequn.core.permissions import Principal
-from shequn.engagement import services as engagement
 from shequn.engagement.services import (
     do_claim_red_packet,
     do_create_lottery,
     do_create_red_packet,
     do_enter_lottery,
 )
+from shequn.engagement.services.standing import _STANDING_CHECKS
 from shequn.members.models import Identity, Member
 from shequn.moderation.models import Strike, Violation
 from shequn.moderation.selectors import standing_problem
@@ -73,8 +73,8 @@ def test_staff_exemption_can_be_switched_off(tenant, system, group):
 
 # ------------------------------------------------------------------------------------------ standing
 
-def test_moderation_registers_its_standing_check():
-    assert standing_problem in engagement._STANDING_CHECKS
+def test_the_wiring_registers_moderations_standing_check():
+    assert standing_problem in _STANDING_CHECKS
 
 
 def _strike(tenant, group, member, kind, *, until=None, ago=dt.timedelta(hours=1)):

@@ -37,7 +37,6 @@ from .commissions import (
     do_review_signal,
     do_thaw_due,
     on_order_event,
-    register_with_commerce,
     select_plan,
 )
 from .fission import RewardHook, register_reward_hook
@@ -49,8 +48,6 @@ from .withdrawals import (
     do_reject_withdrawal,
     do_request_withdrawal,
 )
-
-on_activity_events = on_activity  # TODO(wiring): drop after merge (apps.py registers the old name)
 
 __all__ = [
     "LAW_NOTE",
@@ -85,10 +82,8 @@ __all__ = [
     "member_account",
     "merchant_account",
     "on_activity",
-    "on_activity_events",
     "on_order_event",
     "register_reward_hook",
-    "register_with_commerce",
     "select_plan",
     "try_bind",
 ]

@@ -43,7 +43,6 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from shequn.commerce.events import register_order_listener
 from shequn.communities.models import Community
 from shequn.core.errors import Conflict, Invalid, NotFound
 from shequn.core.permissions import Principal
@@ -532,15 +531,3 @@ def do_review_signal(principal: Principal, signal_id: int, *, decision: str, not
                     _thaw(c, now)
     do_audit(principal, f"referrals.fraud.{decision}", "FraudSignal", signal.pk, reason=note)
     return signal
-
-
-# --- wiring ------------------------------------------------------------------------------------
-
-
-def register_with_commerce() -> bool:
-    """Subscribe :func:`on_order_event` to commerce's order events (called from ``apps.py`` until the
-    wiring module registers the listener itself). Returns True once registered."""
-    # on_order_event reads OrderEventData through the structural OrderEvent protocol (its fields are
-    # declared mutable there, the dataclass is frozen), so mypy cannot match the two callables
-    register_order_listener("referrals", on_order_event)  # type: ignore[arg-type]
-    return True

@@ -14,6 +14,7 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from shequn.connectors import selectors, services
 from shequn.connectors.models import Connection
+from shequn.connectors.realtime import Runner
 
 
 class Command(BaseCommand):
@@ -47,8 +48,6 @@ class Command(BaseCommand):
                 time.sleep(opts["idle"])
 
     def _realtime(self, opts: dict[str, Any]) -> None:
-        from shequn.connectors.realtime import Runner
-
         self.stdout.write("connectors realtime: started")
         Runner(refresh=opts["refresh"], poll=opts["poll"], long_poll=opts["timeout"],
                inbound=not opts["no_inbound"], outbound=not opts["no_outbound"],
@@ -57,7 +56,6 @@ class Command(BaseCommand):
     def _matrix_sync(self, opts: dict[str, Any]) -> None:
         if opts["loop"] and not opts["connection"]:
             # one long-poll thread per connection, the list re-read every few seconds
-            from shequn.connectors.realtime import Runner
 
             Runner(refresh=opts["refresh"], long_poll=opts["timeout"], outbound=False, platforms=("matrix",),
                    out=self.stdout.write).run_forever()

@@ -19,9 +19,13 @@ from typing import Any, TextIO
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.translation import gettext as _
 
+from shequn.core.errors import NotFound
+from shequn.moderation.classifier import write_default_model
 from shequn.moderation.normalize import normalise
 from shequn.moderation.pipeline import MessageContext, Moderator, text_hash
 from shequn.moderation.rules import RulePackError, compile_pack
+from shequn.moderation.selectors import moderator_for_community_id
+from shequn.moderation.services import do_retrain_tenant_model
 
 
 def _number(value: Any) -> float | None:
@@ -108,20 +112,14 @@ class Command(BaseCommand):
                 raise CommandError(_("规则包有 %(n)d 处错误") % {"n": len(exc.errors)}) from exc
             self.stdout.write(_("规则包有效: %(n)d 条规则") % {"n": len(pack.pack.rules)})
         elif sub == "train-default":
-            from shequn.moderation.classifier import write_default_model
-
             self.stdout.write(str(write_default_model()))
         elif sub == "retrain":
-            from shequn.moderation.services import do_retrain_tenant_model
-
             model = do_retrain_tenant_model(opts["tenant"])
             self.stdout.write(_("已重新训练: %(n)d 条审核样本") % {"n": model.examples})
 
     def _moderator(self, community_id: int | None) -> Moderator:
         if community_id is None:
             return Moderator()
-        from shequn.core.errors import NotFound
-        from shequn.moderation.selectors import moderator_for_community_id
 
         try:
             return moderator_for_community_id(community_id)

@@ -8,7 +8,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from shequn.core.models import Tenant
+from shequn.core.models import DEMO_SLUG, Tenant
+from shequn.ledger.models import Account
 from shequn.members.models import Member
 from shequn.portal.services import magic_link_url
 
@@ -23,8 +24,6 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **opts: Any) -> None:
         if opts["demo"]:
-            from shequn.demo import DEMO_SLUG
-
             opts["tenant"] = opts["tenant"] or DEMO_SLUG
         tenant = Tenant.objects.filter(slug=opts["tenant"] or "").first()
         if tenant is None:
@@ -33,8 +32,6 @@ class Command(BaseCommand):
         if opts["member"]:
             member = Member.objects.filter(tenant=tenant, pk=opts["member"], merged_into__isnull=True).first()
         elif opts["demo"]:
-            from shequn.ledger.models import Account
-
             top = (Account.objects.filter(tenant_id=tenant.pk, owner_type="member", kind="available")
                    .order_by("-balance_fen").values_list("owner_id", flat=True).first())
             member = Member.objects.filter(tenant=tenant, pk=top).first() if top else None

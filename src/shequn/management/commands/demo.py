@@ -13,8 +13,9 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
-from shequn.core.models import StaffRole, Tenant
+from shequn.core.models import DEMO_SLUG, StaffRole, Tenant
 from shequn.core.services import do_create_operator
+from shequn.demo import demo_exists, seed_demo
 
 USERNAME = "operator"
 
@@ -31,8 +32,6 @@ class Command(BaseCommand):
         parser.add_argument("--no-worker", action="store_true", help="don't start the background worker")
 
     def handle(self, *args: Any, **opts: Any) -> None:
-        from shequn.demo import DEMO_SLUG, demo_exists, seed_demo
-
         self.stdout.write("· 数据库迁移 / migrating …")
         call_command("migrate", interactive=False, verbosity=0)
         if not demo_exists():
