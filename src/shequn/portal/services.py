@@ -23,6 +23,8 @@ from django.core import signing
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from wechatpy.exceptions import WeChatClientException, WeChatOAuthException
+from wechatpy.oauth import WeChatOAuth
 
 from shequn.communities.models import Community
 from shequn.communities.services import do_join
@@ -31,9 +33,11 @@ from shequn.core.masking import mask_phone
 from shequn.core.models import Platform, Tenant
 from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
+from shequn.ledger.models import Account
 from shequn.members.models import Member
 from shequn.members.selectors import member_by_identity, members
 from shequn.members.services import check_phone, do_add_identity, do_create_member
+from shequn.referrals.selectors import public_base_url
 
 from .models import JoinRequest, MemberSession, SignInCode, UsedMagicLink
 from .sms import get_sender
@@ -167,9 +171,16 @@ def make_magic_token(member: Member) -> str:
 
 
 def magic_link_url(member: Member, tenant: Tenant) -> str:
-    from shequn.referrals.selectors import public_base_url
-
     return f"{public_base_url()}/portal/{tenant.slug}/magic/{make_magic_token(member)}/"
+
+
+def demo_member(tenant: Tenant) -> Member | None:
+    """The member a demo sign-in link is for: the one with the most available commission (so the
+    earnings page has something to withdraw), else the first member."""
+    top = (Account.objects.filter(tenant_id=tenant.pk, owner_type="member", kind="available")
+           .order_by("-balance_fen", "owner_id").values_list("owner_id", flat=True).first())
+    found = members(tenant.pk).filter(pk=top, merged_into__isnull=True).first() if top else None
+    return found or members(tenant.pk).filter(merged_into__isnull=True).order_by("pk").first()
 
 
 def do_use_magic_token(tenant: Tenant, token: str, *, now: dt.datetime | None = None) -> Member:
@@ -247,8 +258,6 @@ def _wechat_oauth(tenant: Tenant, redirect_uri: str, state: str = "") -> Any:
     """wechatpy's WeChatOAuth for the tenant's 公众号 (``tenant.settings["portal"]["wechat"]``:
     ``app_id``, ``secret``, optional ``scope`` — ``snsapi_base`` silent by default — and ``api_base``,
     which tests point at a local server replaying a recorded exchange)."""
-    from wechatpy.oauth import WeChatOAuth
-
     cfg = ((tenant.settings or {}).get("portal") or {}).get("wechat") or {}
     if not cfg.get("app_id") or not cfg.get("secret"):
         raise Invalid(_("未配置微信登录"), code="wechat_not_configured")
@@ -271,8 +280,6 @@ def wechat_authorize_url(tenant: Tenant, redirect_uri: str, state: str) -> str:
 def do_wechat_sign_in(tenant: Tenant, code: str, redirect_uri: str) -> Member:
     """Exchange the OAuth ``code`` for the openid (verified by WeChat) → the member holding that
     WeChat identity, or a new member. The openid is what WeChat Pay JSAPI needs."""
-    from wechatpy.exceptions import WeChatClientException, WeChatOAuthException
-
     oauth = _wechat_oauth(tenant, redirect_uri)
     try:
         data = oauth.fetch_access_token(code)

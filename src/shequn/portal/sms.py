@@ -16,6 +16,8 @@ from django.utils.module_loading import import_string
 
 from shequn.core.masking import mask_phone
 
+from .models import SandboxSms
+
 log = logging.getLogger(__name__)
 
 
@@ -27,8 +29,6 @@ class SandboxSender:
     """Development sender: the code goes to the dev server's output and the console's SMS log."""
 
     def send(self, tenant_id: int, phone: str, text: str) -> None:
-        from .models import SandboxSms
-
         SandboxSms.objects.create(tenant_id=tenant_id, to_masked=mask_phone(phone), body=text[:300])
         # the dev server's output: the masked number only (logs never carry a full phone number)
         print(f"[shequn sandbox sms] to {mask_phone(phone)}: {text}", file=sys.stderr, flush=True)
