@@ -6,18 +6,23 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import importlib
 import time
 from unittest import mock
 
 import pytest
+from django.apps import apps as django_apps
 from django.urls import reverse
 from django.utils import timezone
 
+from shequn.connectors import secrets as field_secrets
 from shequn.core.errors import Invalid
-from shequn.core.models import Tenant
+from shequn.core.models import AuditLog, Tenant
+from shequn.core.permissions import Principal
 from shequn.members.models import Identity, Member
 from shequn.portal import services
-from shequn.portal.models import MemberSession, SandboxSms, SignInCode
+from shequn.portal.models import MemberSession, SandboxSms, SignInCode, WeChatLogin
+from shequn.portal.services import do_configure_wechat_login
 
 from .world import last_code
 
@@ -240,8 +245,8 @@ def test_wechat_oauth_with_a_recorded_exchange(client, tenant):
 
     fake = _RecordedWeChat()
     try:
-        tenant.settings = {"portal": {"wechat": {"app_id": "wx1234567890", "secret": "s3cret", "api_base": fake.base}}}
-        tenant.save()
+        do_configure_wechat_login(Principal.system(tenant.pk), app_id="wx1234567890", secret="s3cret",
+                                  api_base=fake.base)
         ua = {"HTTP_USER_AGENT": "Mozilla/5.0 MicroMessenger/8.0.50"}
         assert "微信一键登录" in client.get(reverse("portal:login", args=[tenant.slug]), **ua).content.decode()
         r = client.get(reverse("portal:wechat", args=[tenant.slug]) + "?next=/portal/acme/earnings/", **ua)
@@ -263,3 +268,31 @@ def test_wechat_oauth_with_a_recorded_exchange(client, tenant):
         assert client.get(cb, {"code": "CODE_FROM_WECHAT", "state": "forged"}).status_code == 400
     finally:
         fake.close()
+
+
+def test_the_wechat_app_secret_is_encrypted_at_rest_and_moved_out_of_settings(tenant):
+    """Stored Fernet-encrypted like connector secrets, only a hint in clear; a secret an older version
+    kept in clear in tenant.settings moves into the encrypted row (migration portal 0002)."""
+    system = Principal.system(tenant.pk)
+    with pytest.raises(Invalid) as exc:
+        do_configure_wechat_login(system, app_id="wx1", secret="")
+    assert exc.value.details["field"] == "secret"
+    row = do_configure_wechat_login(system, app_id="wx1234567890", secret="a-very-long-app-secret-9f3c")
+    raw = WeChatLogin.objects.filter(pk=row.pk).values_list("secret_encrypted", flat=True).get()
+    assert "a-very-long-app-secret" not in raw and row.secret_hint == "••••9f3c"
+    assert field_secrets.decrypt(raw) == {"secret": "a-very-long-app-secret-9f3c"}
+    do_configure_wechat_login(system, app_id="wx1234567890", secret="", scope="snsapi_userinfo")  # blank keeps it
+    assert field_secrets.decrypt(WeChatLogin.objects.get(pk=row.pk).secret_encrypted)["secret"].endswith("9f3c")
+    assert AuditLog.objects.filter(action="portal.wechat_login").count() == 2
+    assert not AuditLog.objects.filter(data__icontains="a-very-long").exists()
+
+    WeChatLogin.objects.all().delete()
+    tenant.settings = {"portal": {"wechat": {"app_id": "wxold", "secret": "old-plain-secret-1234"}, "refund_days": 3}}
+    tenant.save()
+    migration = importlib.import_module("shequn.portal.migrations.0002_wechat_login_encrypted")
+    migration.move_secret_out_of_settings(django_apps, None)
+    tenant.refresh_from_db()
+    assert tenant.settings == {"portal": {"refund_days": 3}}
+    moved = WeChatLogin.objects.get(tenant=tenant)
+    assert moved.app_id == "wxold" and "old-plain" not in moved.secret_encrypted
+    assert field_secrets.decrypt(moved.secret_encrypted) == {"secret": "old-plain-secret-1234"}

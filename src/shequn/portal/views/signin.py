@@ -36,8 +36,7 @@ def login(request: HttpRequest, slug: str) -> HttpResponse:
     tenant = auth.tenant_or_404(slug)
     nxt = _next_url(request, tenant)
     ctx: dict[str, Any] = {"tenant": tenant, "next": nxt, "step": "phone", "phone": "", "error": "",
-                           "wechat": services.wechat_configured(tenant)
-                           and "MicroMessenger" in request.headers.get("User-Agent", "")}
+                           "wechat": services.wechat_configured(tenant) and auth.in_wechat(request)}
     if request.method == "POST":
         action = request.POST.get("action", "send")
         phone = request.POST.get("phone", "").strip()[:32]
@@ -124,7 +123,8 @@ def wechat_callback(request: HttpRequest, slug: str) -> HttpResponse:
                       status=400)
     callback = request.build_absolute_uri(reverse("portal:wechat_callback", args=[tenant.slug]))
     try:
-        member = services.do_wechat_sign_in(tenant, request.GET.get("code", ""), callback)
+        member = services.do_wechat_sign_in(tenant, request.GET.get("code", ""), callback,
+                                            current=auth.current_member(request, tenant))
     except ShequnError as exc:
         return render(request, "portal/magic.html", {"tenant": tenant, "error": exc.message}, status=400)
     if not (isinstance(nxt, str) and url_has_allowed_host_and_scheme(nxt, allowed_hosts={request.get_host()})):
