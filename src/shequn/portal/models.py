@@ -153,3 +153,24 @@ class WeChatLogin(TenantOwned):
 
     def __str__(self) -> str:
         return self.app_id
+
+
+class TelegramInvite(TenantOwned):
+    """A Telegram invite link the bot created for one invite code in one group (createChatInviteLink,
+    named after the code): whoever joins through it arrives in a ``chat_member`` update carrying the
+    name, so the join is attributed to the code's link (and binds its referrer)."""
+
+    link = models.ForeignKey("referrals.InviteLink", on_delete=models.CASCADE, related_name="+",
+                             verbose_name=_("邀请链接"))
+    group = models.ForeignKey("communities.ChatGroup", on_delete=models.CASCADE, related_name="+",
+                              verbose_name=_("群"))
+    url = models.URLField(_("Telegram 邀请链接"), max_length=200)
+    created_at = models.DateTimeField(_("创建时间"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("Telegram 邀请链接")
+        verbose_name_plural = _("Telegram 邀请链接")
+        constraints = [models.UniqueConstraint(fields=["link", "group"], name="telegraminvite_one_per_link_group")]
+
+    def __str__(self) -> str:
+        return self.url

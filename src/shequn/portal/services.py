@@ -17,6 +17,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 from django.conf import settings
 from django.core import signing
@@ -26,10 +27,12 @@ from django.utils.translation import gettext as _
 from wechatpy.exceptions import WeChatClientException, WeChatOAuthException
 from wechatpy.oauth import WeChatOAuth
 
-from shequn.communities.models import Community
+from shequn.communities.models import ChatGroup, Community
 from shequn.communities.services import do_join
 from shequn.connectors import secrets as field_secrets
-from shequn.core.errors import Conflict, Forbidden, Invalid, NotFound
+from shequn.connectors.models import Connection
+from shequn.connectors.services import connection_secrets, telegram_invite_link
+from shequn.core.errors import Conflict, Forbidden, Invalid, NotFound, ShequnError
 from shequn.core.masking import mask_phone
 from shequn.core.models import Platform, Tenant
 from shequn.core.permissions import Principal
@@ -38,9 +41,10 @@ from shequn.ledger.models import Account
 from shequn.members.models import Member
 from shequn.members.selectors import member_by_identity, members
 from shequn.members.services import check_phone, do_add_identity, do_create_member
+from shequn.referrals.models import InviteLink
 from shequn.referrals.selectors import public_base_url
 
-from .models import JoinRequest, MemberSession, SignInCode, UsedMagicLink, WeChatLogin
+from .models import JoinRequest, MemberSession, SignInCode, TelegramInvite, UsedMagicLink, WeChatLogin
 from .sms import get_sender
 
 CODE_TTL = dt.timedelta(minutes=10)
@@ -211,6 +215,27 @@ def do_use_magic_token(tenant: Tenant, token: str, *, now: dt.datetime | None = 
 # --- Telegram Login Widget -----------------------------------------------------------------------------
 
 
+def telegram_bot_token(tenant: Tenant) -> str:
+    """The bot token of the tenant's (first active) Telegram connection, for the Login Widget's hash."""
+    conn = (Connection.objects.filter(tenant_id=tenant.pk, platform="telegram", is_active=True)
+            .order_by("pk").first())
+    return connection_secrets(conn).get("bot_token", "") if conn is not None else ""
+
+
+def telegram_login_url(tenant: Tenant, return_to: str) -> str:
+    """Telegram's own sign-in page for the tenant's bot (the Login Widget's redirect flow: a plain
+    navigation to oauth.telegram.org, no script of Telegram's loaded on our pages). Telegram comes
+    back to ``return_to`` with ``#tgAuthResult=<base64 JSON of the signed fields>``, which
+    ``portal/tglogin.js`` forwards to ``telegram/callback/`` to be verified; ``""`` without a bot."""
+    bot_id = telegram_bot_token(tenant).split(":", 1)[0]
+    if not bot_id.isdigit():
+        return ""
+    parts = urlsplit(return_to)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    return "https://oauth.telegram.org/auth?" + urlencode(
+        {"bot_id": bot_id, "origin": origin, "request_access": "write", "return_to": return_to})
+
+
 def check_telegram_login(data: dict[str, Any], bot_token: str, *, now: dt.datetime | None = None) -> str:
     """Verify Telegram Login Widget data; returns the Telegram user id.
 
@@ -347,6 +372,29 @@ def wechat_openid(member: Member) -> str:
     ext = (member.identities.filter(platform=Platform.PORTAL, external_id__startswith=WECHAT_PREFIX, verified=True)
            .order_by("pk").values_list("external_id", flat=True).first())
     return ext[len(WECHAT_PREFIX):] if ext else ""
+
+
+# --- Telegram invite links per invite code ------------------------------------------------------------
+
+
+def do_get_telegram_invite(link: InviteLink, group: ChatGroup) -> str:
+    """The Telegram invite link for this invite code in this group: made once through the bot
+    (createChatInviteLink, name = the code) and kept; ``""`` when no bot can make one (the page then
+    shows the operator's join way, if any). Two first visits at once may both ask Telegram; one row
+    is kept (the other link simply goes unused)."""
+    known = TelegramInvite.objects.filter(link=link, group=group).values_list("url", flat=True).first()
+    if known:
+        return str(known)
+    try:
+        url = telegram_invite_link(group.tenant_id, group.external_id, link.code)
+    except ShequnError:
+        return ""
+    try:
+        with transaction.atomic():
+            TelegramInvite.objects.create(tenant_id=group.tenant_id, link=link, group=group, url=url[:200])
+    except IntegrityError:
+        return str(TelegramInvite.objects.filter(link=link, group=group).values_list("url", flat=True).first() or url)
+    return url
 
 
 # --- sessions --------------------------------------------------------------------------------------

@@ -23,8 +23,9 @@ from shequn.connectors.models import QrConfig
 from shequn.core.errors import ShequnError
 from shequn.core.models import Platform, Tenant
 from shequn.members.models import Member
+from shequn.referrals.models import InviteLink
 
-from .. import services
+from .. import auth, services
 from ..models import JoinRequest, JoinWay
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -85,9 +86,11 @@ def _matrix_link(external_id: str) -> str:
     return f"https://matrix.to/#/{external_id}" if external_id[:1] in "!#" else ""
 
 
-def join_ways(tenant_id: int, groups: list[ChatGroup]) -> list[dict[str, Any]]:
+def join_ways(tenant_id: int, groups: list[ChatGroup], link: InviteLink | None = None) -> list[dict[str, Any]]:
     """Per group, how to enter it on its platform: an operator-set join way first, then what the
-    platform gives without one (Matrix room link, a WeCom 加入群聊 QR that includes the group)."""
+    platform gives without one (a Telegram invite link the bot makes for the invite code that brought
+    the member, so the join is attributed; a Matrix room link; a WeCom 加入群聊 QR that includes the
+    group)."""
     custom = {w.group_id: w for w in JoinWay.objects.filter(tenant_id=tenant_id, group__in=groups)}
     wecom_ids = [g.external_id for g in groups if g.platform == Platform.WECOM]
     qr_for: dict[str, str] = {}
@@ -98,7 +101,10 @@ def join_ways(tenant_id: int, groups: list[ChatGroup]) -> list[dict[str, Any]]:
     out = []
     for g in groups:
         way = custom.get(g.pk)
-        url = way.url if way else ""
+        url = ""
+        if g.platform == Platform.TELEGRAM and link is not None:
+            url = services.do_get_telegram_invite(link, g)
+        url = url or (way.url if way else "")
         qr_image = way.qr_image_url if way else ""
         if not url and g.platform == Platform.MATRIX:
             url = _matrix_link(g.external_id)
@@ -110,12 +116,12 @@ def join_ways(tenant_id: int, groups: list[ChatGroup]) -> list[dict[str, Any]]:
 
 
 def _community_context(tenant: Tenant, member: Member | None, community: Community,
-                       group: ChatGroup | None = None) -> dict[str, Any]:
+                       group: ChatGroup | None = None, link: InviteLink | None = None) -> dict[str, Any]:
     access = _has_access(tenant.pk, member, community)
     threshold = community.entry_threshold
     groups = [group] if group is not None else list(
         community_selectors.groups(tenant.pk, community.pk).filter(is_active=True))
-    ways = join_ways(tenant.pk, groups) if (access or threshold == Community.EntryThreshold.FREE) else []
+    ways = join_ways(tenant.pk, groups, link) if (access or threshold == Community.EntryThreshold.FREE) else []
     pending = None
     if member is not None and threshold == Community.EntryThreshold.APPROVAL:
         pending = JoinRequest.objects.filter(member=member, community=community).order_by("-pk").first()
@@ -125,6 +131,14 @@ def _community_context(tenant: Tenant, member: Member | None, community: Communi
         "access": access, "ways": ways, "threshold": threshold, "join_request": pending,
         "token": secrets.token_urlsafe(12),
     }
+
+
+def _ref_link(request: HttpRequest, tenant: Tenant) -> InviteLink | None:
+    """The invite link that brought this browser (the ``shequn_ref`` cookie), if it is this tenant's."""
+    code = auth.ref_code(request)
+    if not code:
+        return None
+    return InviteLink.objects.filter(tenant_id=tenant.pk, code=code, is_active=True).first()
 
 
 def _err(request: HttpRequest, exc: ShequnError) -> None:

@@ -37,6 +37,7 @@ from ._common import (
     _err,
     _own_order,
     _principal,
+    _ref_link,
     join_ways,
 )
 
@@ -150,10 +151,11 @@ def order_detail(request: HttpRequest, tenant: Tenant, member: Member, order_id:
     order = _own_order(tenant, member, order_id)
     grants = list(TierGrant.objects.filter(order=order).select_related("community", "product"))
     ways: list[dict[str, Any]] = []
+    ref = _ref_link(request, tenant) if any(g.status == TierGrant.Status.ACTIVE for g in grants) else None
     for g in grants:
         if g.status == TierGrant.Status.ACTIVE:
             ways += join_ways(tenant.pk, list(community_selectors.groups(tenant.pk, g.community_id)
-                                              .filter(is_active=True)))
+                                              .filter(is_active=True)), ref)
     return render(request, "portal/order.html", {
         "tenant": tenant, "member": member, "order": order, "lines": list(order.lines.all()), "grants": grants,
         "ways": ways, "refundable": _refundable(tenant, order), "refund_days": _refund_days(tenant),

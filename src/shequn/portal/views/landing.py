@@ -30,6 +30,7 @@ from ._common import (
     _active_tiers,
     _community_context,
     _err,
+    _ref_link,
 )
 
 # --- landing ---------------------------------------------------------------------------------------
@@ -56,7 +57,7 @@ def landing(request: HttpRequest, code: str) -> HttpResponse:
                            "referrer": link.member.display_name if link.member and link.kind == LinkKind.MEMBER
                            else "", "group_full": link.kind == LinkKind.GROUP_LIVE and res.group is None}
     if community is not None:
-        ctx.update(_community_context(tenant, member, community, group=res.group))
+        ctx.update(_community_context(tenant, member, community, group=res.group, link=link))
     response = render(request, "portal/landing.html", ctx)
     auth.remember_ref(request, response, code)
     auth.ensure_device(request, response)
@@ -91,7 +92,8 @@ def community(request: HttpRequest, slug: str, community_id: int) -> HttpRespons
         comm = community_selectors.get_community(tenant.pk, community_id)
     except NotFound as exc:
         raise Http404 from exc
-    ctx = {"tenant": tenant, "member": member, **_community_context(tenant, member, comm)}
+    ctx = {"tenant": tenant, "member": member,
+           **_community_context(tenant, member, comm, link=_ref_link(request, tenant))}
     return render(request, "portal/community.html", ctx)
 
 

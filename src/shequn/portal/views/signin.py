@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from django.core import signing
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -12,12 +13,11 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
-from shequn.connectors.models import Connection
-from shequn.connectors.services import connection_secrets
 from shequn.core.errors import ShequnError
 from shequn.core.models import Tenant
 from shequn.members.models import Member
 from shequn.referrals import selectors as referral_selectors
+from shequn.referrals.selectors import public_base_url
 from shequn.referrals.services import do_record_click
 
 from .. import auth, services
@@ -37,6 +37,9 @@ def login(request: HttpRequest, slug: str) -> HttpResponse:
     nxt = _next_url(request, tenant)
     ctx: dict[str, Any] = {"tenant": tenant, "next": nxt, "step": "phone", "phone": "", "error": "",
                            "wechat": services.wechat_configured(tenant) and auth.in_wechat(request)}
+    login_path = reverse("portal:login", args=[tenant.slug]) + "?" + urlencode({"next": nxt})
+    ctx["telegram_url"] = services.telegram_login_url(tenant, public_base_url() + login_path)
+    ctx["telegram_callback"] = reverse("portal:telegram_callback", args=[tenant.slug])
     if request.method == "POST":
         action = request.POST.get("action", "send")
         phone = request.POST.get("phone", "").strip()[:32]
@@ -137,11 +140,9 @@ def telegram_callback(request: HttpRequest, slug: str) -> HttpResponse:
     are checked against the tenant's Telegram bot token."""
 
     tenant = auth.tenant_or_404(slug)
-    conn = Connection.objects.filter(tenant_id=tenant.pk, platform="telegram").order_by("pk").first()
-    token = connection_secrets(conn).get("bot_token", "") if conn is not None else ""
     data = {k: v for k, v in request.GET.items() if k != "next"}
     try:
-        member = services.do_telegram_sign_in(tenant, data, token)
+        member = services.do_telegram_sign_in(tenant, data, services.telegram_bot_token(tenant))
     except ShequnError as exc:
         return render(request, "portal/magic.html", {"tenant": tenant, "error": exc.message}, status=400)
     return _signed_in(request, tenant, member, MemberSession.Method.TELEGRAM, _next_url(request, tenant))
