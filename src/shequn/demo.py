@@ -25,11 +25,33 @@ from zoneinfo import ZoneInfo
 from django.db import transaction
 from django.utils import timezone
 
+from shequn.activity.models import ActivityEvent
 from shequn.activity.services import do_ingest
-from shequn.communities.models import ChatGroup, Community, CommunityRole, RoleAssignment
+from shequn.commerce.demo import do_seed_demo_commerce
+from shequn.commerce.events import deliver
+from shequn.commerce.models import OrderEvent
+from shequn.communities.models import ChatGroup, Community, CommunityRole, Membership, RoleAssignment
+from shequn.core.errors import ShequnError
 from shequn.core.models import Platform, Tenant
 from shequn.core.permissions import Principal
+from shequn.engagement.models import ContentItem, ContentSchedule, Lottery, MemberScore, PointsEntry, RedPacket
+from shequn.engagement.services import (
+    do_award_badges,
+    do_check_in,
+    do_claim_red_packet,
+    do_create_lottery,
+    do_create_red_packet,
+    do_enter_lottery,
+    do_points_earn,
+    do_recompute_scores,
+    do_seed_streak_badges,
+)
+from shequn.ledger.selectors import account_balance
 from shequn.members.models import Identity, Member, MemberTag, RelationshipLevel, Tag
+from shequn.moderation.models import Decision, ModerationPolicy
+from shequn.moderation.services import do_moderate_events, do_save_policy
+from shequn.referrals.models import CommissionPlan, FissionTask, ReferralPolicy, RewardKind, Withdrawal
+from shequn.referrals.services import do_bind, do_create_plan, do_get_or_create_link, do_request_withdrawal
 
 DEMO_SLUG = "demo"
 TZ = ZoneInfo("Asia/Shanghai")
@@ -298,8 +320,6 @@ def seed_engines(tenant: Tenant, *, seed: int = 20261123, progress: Callable[[st
 
 
 def _open_members(tenant: Tenant, community: Community) -> list[int]:
-    from shequn.communities.models import Membership
-
     return sorted(set(Membership.objects.filter(tenant=tenant, community=community, left_at__isnull=True)
                       .values_list("member_id", flat=True)))
 
@@ -308,10 +328,6 @@ def _seed_moderation(tenant: Tenant, principal: Principal, car: Community, skin:
     """The default rule pack on in both communities: the car club queues ads for a person to review
     (人工审核), the skincare community runs in dry-run mode (演练: the planned actions are shown, the
     demo groups have no bot). A handful of ads from members go through the real ingest and verdict."""
-    from shequn.activity.models import ActivityEvent
-    from shequn.moderation.models import Decision, ModerationPolicy
-    from shequn.moderation.services import do_moderate_events, do_save_policy
-
     if not ModerationPolicy.objects.filter(tenant=tenant).exists():
         do_save_policy(principal, car.pk, enabled=True, on_ad=Decision.REVIEW)
         do_save_policy(principal, skin.pk, enabled=True, dry_run=True)
@@ -342,8 +358,6 @@ def _seed_moderation(tenant: Tenant, principal: Principal, car: Community, skin:
 
 
 def _member_groups(tenant: Tenant, group_ids: list[int]) -> list[tuple[int, int]]:
-    from shequn.communities.models import Membership
-
     return sorted(set(Membership.objects.filter(tenant=tenant, group_id__in=group_ids, left_at__isnull=True)
                       .values_list("member_id", "group_id")))
 
@@ -352,14 +366,6 @@ def _seed_referrals_and_commerce(tenant: Tenant, principal: Principal, skin: Com
     """Referrals first (plan, links, bindings, fission tasks), so commerce's sandbox orders earn
     commissions; order events are delivered here (the worker would do it later), then one
     referrer asks to withdraw more than the approval threshold."""
-    from shequn.commerce.demo import do_seed_demo_commerce
-    from shequn.commerce.events import deliver
-    from shequn.commerce.models import OrderEvent
-    from shequn.core.errors import ShequnError
-    from shequn.ledger.selectors import account_balance
-    from shequn.referrals.models import CommissionPlan, FissionTask, ReferralPolicy, RewardKind, Withdrawal
-    from shequn.referrals.services import do_bind, do_create_plan, do_get_or_create_link, do_request_withdrawal
-
     people = _open_members(tenant, skin)
     if len(people) < 4:
         return
@@ -396,23 +402,14 @@ def _seed_referrals_and_commerce(tenant: Tenant, principal: Principal, skin: Com
 
 
 def _seed_engagement(tenant: Tenant, principal: Principal, car: Community, skin: Community, rng: random.Random) -> None:
-    from shequn.core.errors import ShequnError
-    from shequn.engagement.models import ContentItem, ContentSchedule, Lottery, MemberScore, PointsEntry, RedPacket
-    from shequn.engagement.services import (
-        do_check_in,
-        do_claim_red_packet,
-        do_create_lottery,
-        do_create_red_packet,
-        do_enter_lottery,
-        do_points_earn,
-        do_recompute_scores,
-    )
-
     now = timezone.now()
     if not MemberScore.objects.filter(tenant=tenant).exists():
         do_recompute_scores(tenant.pk)  # scores, then lifecycle stages
     car_people, skin_people = _open_members(tenant, car), _open_members(tenant, skin)
     regulars = skin_people[: max(1, len(skin_people) // 10)]
+    if do_seed_streak_badges(tenant.pk):  # streak milestones (3 / 7 / 30 / 100 days), shown on the check-in page
+        for mid in regulars[:60]:  # an older demo's check-ins earn theirs now
+            do_award_badges(tenant.pk, mid)
     # a week of check-ins from the regulars and a welcome gift (keys "demo:welcome:<id>": done once,
     # even when the demo is run again on a later day)
     if not PointsEntry.objects.filter(tenant=tenant, idempotency_key__startswith="demo:welcome:").exists():

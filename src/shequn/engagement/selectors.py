@@ -22,12 +22,14 @@ from shequn.members.models import LifecycleStage, Member
 from . import scoring
 from .fairness import ALGORITHM
 from .models import (
+    Badge,
     ChatStaff,
     CheckInStats,
     ContentDelivery,
     ContentSchedule,
     EngagementSettings,
     Lottery,
+    MemberBadge,
     MemberScore,
     PointsAccount,
     PointsEntry,
@@ -243,6 +245,44 @@ def points_history(tenant_id: int, member_id: int) -> QuerySet[PointsEntry]:
 
 def checkin_stats(tenant_id: int, member_id: int) -> CheckInStats | None:
     return CheckInStats.objects.filter(tenant_id=tenant_id, member_id=member_id).first()
+
+
+# --- badges ------------------------------------------------------------------------------------------------
+
+
+def badge_metrics(tenant_id: int, member_id: int, rules: set[str], *,
+                  stats: CheckInStats | None = None) -> dict[str, int]:
+    """The member's value for each badge rule in ``rules`` (only those are read); ``stats`` when the
+    caller already has the member's check-in stats."""
+    if stats is None and rules & {Badge.Rule.STREAK, Badge.Rule.CHECKIN_TOTAL}:
+        stats = checkin_stats(tenant_id, member_id)
+    out: dict[str, int] = {Badge.Rule.STREAK: stats.longest_streak if stats else 0,
+                           Badge.Rule.CHECKIN_TOTAL: stats.total_days if stats else 0}
+    if Badge.Rule.LEVEL in rules:
+        out[Badge.Rule.LEVEL] = (MemberScore.objects.filter(tenant_id=tenant_id, member_id=member_id)
+                                 .values_list("level", flat=True).first() or 0)
+    if Badge.Rule.POINTS_EARNED in rules:
+        out[Badge.Rule.POINTS_EARNED] = (PointsAccount.objects.filter(tenant_id=tenant_id, member_id=member_id)
+                                         .values_list("earned_total", flat=True).first() or 0)
+    return out
+
+
+def badge_progress(tenant_id: int, member_id: int, *, stats: CheckInStats | None = None) -> list[dict[str, Any]]:
+    """Every badge of the tenant with the member's progress: earned ones with their date first, then
+    the rest nearest first (``value`` of ``threshold``)."""
+    badges = list(Badge.objects.filter(tenant_id=tenant_id).order_by("rule", "threshold", "pk"))
+    if not badges:
+        return []
+    earned = dict(MemberBadge.objects.filter(tenant_id=tenant_id, member_id=member_id)
+                  .values_list("badge_id", "awarded_at"))
+    metric = badge_metrics(tenant_id, member_id, {b.rule for b in badges}, stats=stats)
+    rows = []
+    for b in badges:
+        value = min(metric.get(b.rule, 0), b.threshold)
+        rows.append({"badge": b, "awarded_at": earned.get(b.pk), "value": value, "threshold": b.threshold,
+                     "percent": int(100 * value / b.threshold) if b.threshold else 100})
+    rows.sort(key=lambda r: (r["awarded_at"] is None, -(r["percent"]) if r["awarded_at"] is None else 0))
+    return rows
 
 
 # --- lotteries / red packets ------------------------------------------------------------------------------

@@ -29,17 +29,23 @@ from ._common import (
 
 @member_page
 def checkin(request: HttpRequest, tenant: Tenant, member: Member) -> HttpResponse:
-    """Daily check-in (one per local day, engagement's rule) with streak and points."""
+    """Daily check-in (one per local day, engagement's rule) with streak, points and badges (earned
+    ones with their date, the rest with the progress toward them)."""
     result = None
     if request.method == "POST":
         try:
             result = do_check_in(tenant.pk, member.pk, source="portal")
         except ShequnError as exc:
             _err(request, exc)
-    ctx = {"tenant": tenant, "member": member, "result": result,
-           "stats": engagement_selectors.checkin_stats(tenant.pk, member.pk),
-           "points": engagement_selectors.points_balance(tenant.pk, member.pk),
-           "today": timezone.localdate()}
+    stats = engagement_selectors.checkin_stats(tenant.pk, member.pk)
+    badges = engagement_selectors.badge_progress(tenant.pk, member.pk, stats=stats)
+    today = timezone.localdate()
+    ctx = {"tenant": tenant, "member": member, "result": result, "stats": stats,
+           "points": engagement_selectors.points_balance(tenant.pk, member.pk), "today": today,
+           "earned": [b for b in badges if b["awarded_at"]],
+           "next_badges": [b for b in badges if not b["awarded_at"]][:3],
+           "new_badges": [b for b in badges if b["awarded_at"] and result is not None and result.created
+                          and timezone.localdate(b["awarded_at"]) == today]}
     if request.headers.get("HX-Request"):
         return render(request, "portal/_checkin.html", ctx)
     return render(request, "portal/checkin.html", ctx)
