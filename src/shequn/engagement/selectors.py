@@ -279,10 +279,12 @@ def badge_progress(tenant_id: int, member_id: int, *, stats: CheckInStats | None
     rows = []
     for b in badges:
         value = min(metric.get(b.rule, 0), b.threshold)
-        rows.append({"badge": b, "awarded_at": earned.get(b.pk), "value": value, "threshold": b.threshold,
-                     "percent": int(100 * value / b.threshold) if b.threshold else 100})
-    rows.sort(key=lambda r: (r["awarded_at"] is None, -(r["percent"]) if r["awarded_at"] is None else 0))
-    return rows
+        percent = int(100 * value / b.threshold) if b.threshold else 100
+        awarded = earned.get(b.pk)
+        rows.append((awarded is None, -percent if awarded is None else 0, {
+            "badge": b, "awarded_at": awarded, "value": value, "threshold": b.threshold, "percent": percent}))
+    rows.sort(key=lambda r: (r[0], r[1]))
+    return [r[2] for r in rows]
 
 
 # --- lotteries / red packets ------------------------------------------------------------------------------
