@@ -8,7 +8,8 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from django.contrib import messages
-from django.db.models import QuerySet
+from django.core.cache import cache
+from django.db.models import Count, QuerySet
 from django.http import Http404, HttpRequest
 from django.urls import reverse
 from django.utils import timezone
@@ -49,9 +50,35 @@ def _has_access(tenant_id: int, member: Member | None, community: Community) -> 
                                            current=True).exists()
 
 
+#: member counts on the pages may lag this many seconds (a distinct count over every membership is
+#: the dearest read of the landing, home and community pages at 100k members)
+MEMBER_COUNT_TTL = 60
+
+
+def member_counts(tenant_id: int) -> dict[int, int]:
+    """Current members per community (distinct), computed at most once a minute per tenant (the
+    project's cache: Redis when configured, else per process)."""
+    key = f"portal:member-counts:{tenant_id}"
+    counts: dict[int, int] | None = cache.get(key)
+    if counts is None:
+        counts = dict(community_selectors.memberships(tenant_id, current=True).values("community_id")
+                      .annotate(n=Count("member_id", distinct=True)).values_list("community_id", "n"))
+        cache.set(key, counts, MEMBER_COUNT_TTL)
+    return counts
+
+
 def _member_count(tenant_id: int, community: Community) -> int:
-    return (community_selectors.memberships(tenant_id, community_id=community.pk, current=True)
-            .values("member_id").distinct().count())
+    return member_counts(tenant_id).get(community.pk, 0)
+
+
+def active_groups(tenant_id: int, community_id: int) -> list[ChatGroup]:
+    """The community's active groups, without the per-group member counts the console's selector adds."""
+    return list(ChatGroup.objects.filter(tenant_id=tenant_id, community_id=community_id, is_active=True).order_by("pk"))
+
+
+def communities_plain(tenant_id: int) -> QuerySet[Community]:
+    """The tenant's communities without the member-count aggregate (see :func:`member_counts`)."""
+    return Community.objects.filter(tenant_id=tenant_id).order_by("pk")
 
 
 def _owner_name(tenant_id: int, community: Community) -> str:
@@ -67,8 +94,11 @@ PRIVILEGES = {
 
 
 def _tiers(tenant_id: int, community: Community) -> list[Product]:
-    tiers = list(commerce_selectors.products(tenant_id).filter(kind=ProductKind.TIER, tier_community_id=community.pk)
-                 .order_by("tier_rank", "pk"))
+    """The community's active paid tiers with their SKUs (two queries: no member prices or
+    visibility, which tiers do not use)."""
+    tiers = list(Product.objects.filter(tenant_id=tenant_id, is_active=True, kind=ProductKind.TIER,
+                                        tier_community_id=community.pk)
+                 .prefetch_related("skus").order_by("tier_rank", "pk"))
     for p in tiers:  # privileges in words: only those granted, known keys translated
         p.privilege_list = [  # type: ignore[attr-defined]
             str(PRIVILEGES.get(k, k)) + ("" if v is True else f": {v}") for k, v in (p.tier_privileges or {}).items()
@@ -119,15 +149,15 @@ def _community_context(tenant: Tenant, member: Member | None, community: Communi
                        group: ChatGroup | None = None, link: InviteLink | None = None) -> dict[str, Any]:
     access = _has_access(tenant.pk, member, community)
     threshold = community.entry_threshold
-    groups = [group] if group is not None else list(
-        community_selectors.groups(tenant.pk, community.pk).filter(is_active=True))
+    groups = [group] if group is not None else active_groups(tenant.pk, community.pk)
     ways = join_ways(tenant.pk, groups, link) if (access or threshold == Community.EntryThreshold.FREE) else []
     pending = None
     if member is not None and threshold == Community.EntryThreshold.APPROVAL:
         pending = JoinRequest.objects.filter(member=member, community=community).order_by("-pk").first()
     return {
         "community": community, "member_count": _member_count(tenant.pk, community),
-        "owner_name": _owner_name(tenant.pk, community), "tiers": _tiers(tenant.pk, community),
+        "owner_name": _owner_name(tenant.pk, community),
+        "tiers": [] if access else _tiers(tenant.pk, community),  # shown only to those without access
         "access": access, "ways": ways, "threshold": threshold, "join_request": pending,
         "token": secrets.token_urlsafe(12),
     }
@@ -170,6 +200,6 @@ def _default_community(tenant: Tenant, member: Member) -> Community | None:
           .select_related("community").order_by("pk").first())
     if ms is not None:
         return ms.community
-    return community_selectors.communities(tenant.pk).first()
+    return communities_plain(tenant.pk).first()
 
 

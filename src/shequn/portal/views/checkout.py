@@ -24,7 +24,6 @@ from shequn.commerce.services import (
     do_sandbox_pay,
     do_start_payment,
 )
-from shequn.communities import selectors as community_selectors
 from shequn.core.errors import NotFound, ShequnError
 from shequn.core.models import Tenant
 from shequn.members.models import Member
@@ -38,6 +37,7 @@ from ._common import (
     _own_order,
     _principal,
     _ref_link,
+    active_groups,
     join_ways,
 )
 
@@ -154,8 +154,7 @@ def order_detail(request: HttpRequest, tenant: Tenant, member: Member, order_id:
     ref = _ref_link(request, tenant) if any(g.status == TierGrant.Status.ACTIVE for g in grants) else None
     for g in grants:
         if g.status == TierGrant.Status.ACTIVE:
-            ways += join_ways(tenant.pk, list(community_selectors.groups(tenant.pk, g.community_id)
-                                              .filter(is_active=True)), ref)
+            ways += join_ways(tenant.pk, active_groups(tenant.pk, g.community_id), ref)
     return render(request, "portal/order.html", {
         "tenant": tenant, "member": member, "order": order, "lines": list(order.lines.all()), "grants": grants,
         "ways": ways, "refundable": _refundable(tenant, order), "refund_days": _refund_days(tenant),

@@ -31,6 +31,8 @@ from ._common import (
     _community_context,
     _err,
     _ref_link,
+    communities_plain,
+    member_counts,
 )
 
 # --- landing ---------------------------------------------------------------------------------------
@@ -52,7 +54,7 @@ def landing(request: HttpRequest, code: str) -> HttpResponse:
         raise Http404 from exc
     community = link.community
     if community is None:
-        community = community_selectors.communities(tenant.pk).first()
+        community = communities_plain(tenant.pk).first()
     ctx: dict[str, Any] = {"tenant": tenant, "member": member, "link": link,
                            "referrer": link.member.display_name if link.member and link.kind == LinkKind.MEMBER
                            else "", "group_full": link.kind == LinkKind.GROUP_LIVE and res.group is None}
@@ -79,7 +81,10 @@ def home(request: HttpRequest, slug: str) -> HttpResponse:
         tiers = list(_active_tiers(tenant.pk, member))
         decided = list(JoinRequest.objects.filter(member=member).exclude(status=JoinRequest.Status.PENDING)
                        .select_related("community").order_by("-pk")[:3])
-    communities = list(community_selectors.communities(tenant.pk).exclude(stage=Community.Stage.ARCHIVED))
+    communities = list(communities_plain(tenant.pk).exclude(stage=Community.Stage.ARCHIVED))
+    counts = member_counts(tenant.pk)
+    for c in communities:
+        c.member_count = counts.get(c.pk, 0)  # type: ignore[attr-defined]
     return render(request, "portal/home.html", {"tenant": tenant, "member": member, "mine": mine,
                                                 "communities": communities, "tiers": tiers, "decided": decided,
                                                 "tab": "home"})

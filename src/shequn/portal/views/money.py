@@ -45,12 +45,16 @@ def _my_link(tenant: Tenant, member: Member, community_id: int | None) -> Invite
                                  community_id=community_id)
 
 
+#: the newest people I brought shown on the page (with the total): a phone page, not a report
+BROUGHT_SHOWN = 50
+
+
 @member_page
 def invite(request: HttpRequest, tenant: Tenant, member: Member) -> HttpResponse:
     comm = _default_community(tenant, member)
     link = _my_link(tenant, member, comm.pk if comm else None)
-    brought = list(ReferralBinding.objects.filter(tenant_id=tenant.pk, referrer_id=member.pk)
-                   .select_related("member").order_by("-bound_at")[:200])
+    mine = ReferralBinding.objects.filter(tenant_id=tenant.pk, referrer_id=member.pk)
+    brought = list(mine.select_related("member").order_by("-bound_at")[:BROUGHT_SHOWN])
     paid = set(BuyerStat.objects.filter(tenant_id=tenant.pk, member_id__in=[b.member_id for b in brought],
                                         paid_orders__gt=0).values_list("member_id", flat=True))
     now = timezone.now()
@@ -59,6 +63,7 @@ def invite(request: HttpRequest, tenant: Tenant, member: Member) -> HttpResponse
     return render(request, "portal/invite.html", {
         "tenant": tenant, "member": member, "link": link, "url": referral_selectors.link_url(link),
         "community": comm, "people": people, "stats": referral_selectors.link_stats(tenant.pk, link.pk),
+        "brought_total": len(brought) if len(brought) < BROUGHT_SHOWN else mine.count(),
         "tab": "invite",
     })
 
