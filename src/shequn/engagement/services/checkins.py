@@ -11,7 +11,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy as _lazy
+from django.utils.translation import gettext_lazy
 
 from shequn.core.errors import Conflict, Invalid
 from shequn.core.permissions import Principal
@@ -142,10 +142,10 @@ def do_award_badges(tenant_id: int, member_id: int) -> list[str]:
 
 
 #: streak milestones a tenant starts with (the operator edits or adds badges in the console)
-STREAK_MILESTONES = ((3, "streak-3", _lazy("坚持三天"), _lazy("连续签到 3 天")),
-                     (7, "streak-7", _lazy("一周不断"), _lazy("连续签到 7 天")),
-                     (30, "streak-30", _lazy("月度全勤"), _lazy("连续签到 30 天")),
-                     (100, "streak-100", _lazy("百日之约"), _lazy("连续签到 100 天")))
+STREAK_MILESTONES = ((3, "streak-3", gettext_lazy("坚持三天"), gettext_lazy("连续签到 3 天")),
+                     (7, "streak-7", gettext_lazy("一周不断"), gettext_lazy("连续签到 7 天")),
+                     (30, "streak-30", gettext_lazy("月度全勤"), gettext_lazy("连续签到 30 天")),
+                     (100, "streak-100", gettext_lazy("百日之约"), gettext_lazy("连续签到 100 天")))
 
 
 def do_seed_streak_badges(tenant_id: int) -> int:
