@@ -4,13 +4,14 @@ loop (pay → commission → withdraw → refund reversal), and isolation (anoth
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from shequn.commerce.models import Order, OrderStatus
+from shequn.commerce.models import Coupon, CouponTemplate, Order, OrderStatus
 from shequn.commerce.services import do_request_refund
 from shequn.communities.models import Community, Membership
 from shequn.engagement.services import do_check_in, do_seed_streak_badges
@@ -46,7 +47,6 @@ def buy_tier(client: Client, world: World, tier) -> Order:
 
 def my_link(client: Client, world: World) -> str:
     page = client.get(reverse("portal:invite", args=[world.tenant.slug])).content.decode()
-    import re
 
     return re.search(r"/r/([a-z0-9]+)", page).group(1)
 
@@ -166,12 +166,6 @@ def test_pages_need_a_member(client, world, page):
 
 
 def test_share_a_buy_one_give_one_coupon(world):
-    import datetime as dt
-
-    from django.utils import timezone
-
-    from shequn.commerce.models import Coupon, CouponTemplate
-
     a, b = Client(), Client()
     alice = sign_in(a, world, "13900000031")
     now = timezone.now()

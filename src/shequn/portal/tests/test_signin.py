@@ -6,12 +6,18 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import http.server
 import importlib
+import io
+import json
+import threading
 import time
 from unittest import mock
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 from django.apps import apps as django_apps
+from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
 
@@ -21,6 +27,7 @@ from shequn.core.models import AuditLog, Tenant
 from shequn.core.permissions import Principal
 from shequn.members.models import Identity, Member
 from shequn.portal import services
+from shequn.portal.auth import COOKIE
 from shequn.portal.models import MemberSession, SandboxSms, SignInCode, WeChatLogin
 from shequn.portal.services import do_configure_wechat_login
 
@@ -133,8 +140,6 @@ def test_code_sign_in_through_the_page_sets_a_member_session_not_a_staff_one(cli
 
 
 def test_a_session_of_one_tenant_is_nothing_in_another(client, tenant, other_tenant):
-    from shequn.portal.auth import COOKIE
-
     member = Member.objects.create(tenant=tenant, display_name="阿丽", first_seen_at=timezone.now())
     client.post(reverse("portal:magic", args=[tenant.slug, services.make_magic_token(member)]))
     assert client.get(f"/portal/{tenant.slug}/orders/").status_code == 200
@@ -187,10 +192,6 @@ def test_telegram_login_widget_hash(tenant: Tenant):
 
 
 def test_portal_link_command_prints_a_working_magic_link(client, tenant):
-    import io
-
-    from django.core.management import call_command
-
     member = Member.objects.create(tenant=tenant, display_name="阿丽", first_seen_at=timezone.now())
     out = io.StringIO()
     call_command("portal_link", "--tenant", tenant.slug, "--member", str(member.pk), stdout=out)
@@ -202,16 +203,10 @@ def test_portal_link_command_prints_a_working_magic_link(client, tenant):
 
 class _RecordedWeChat:
     """A local stand-in for api.weixin.qq.com replaying a recorded ``sns/oauth2/access_token`` exchange."""
-
     RECORDED = {"access_token": "ACCESS_TOKEN", "expires_in": 7200, "refresh_token": "REFRESH_TOKEN",
                 "openid": "oLVPpjqs9BhvzwPj5A-vTYAX3GLc", "scope": "snsapi_base"}
 
     def __init__(self) -> None:
-        import http.server
-        import json
-        import threading
-        from urllib.parse import parse_qs, urlparse
-
         seen = self.seen = []
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -241,8 +236,6 @@ class _RecordedWeChat:
 
 
 def test_wechat_oauth_with_a_recorded_exchange(client, tenant):
-    from urllib.parse import parse_qs, urlparse
-
     fake = _RecordedWeChat()
     try:
         do_configure_wechat_login(Principal.system(tenant.pk), app_id="wx1234567890", secret="s3cret",
