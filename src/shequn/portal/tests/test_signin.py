@@ -18,10 +18,12 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from django.apps import apps as django_apps
 from django.core.management import call_command
+from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
 from shequn.connectors import secrets as field_secrets
+from shequn.console.tests import factories as console_factories
 from shequn.core.errors import Invalid
 from shequn.core.models import AuditLog, Tenant
 from shequn.core.permissions import Principal
@@ -289,3 +291,20 @@ def test_the_wechat_app_secret_is_encrypted_at_rest_and_moved_out_of_settings(te
     moved = WeChatLogin.objects.get(tenant=tenant)
     assert moved.app_id == "wxold" and "old-plain" not in moved.secret_encrypted
     assert field_secrets.decrypt(moved.secret_encrypted) == {"secret": "old-plain-secret-1234"}
+
+
+def test_the_console_form_saves_the_wechat_secret_through_the_service_and_never_shows_it(tenant):
+    staff = console_factories.staff(tenant)
+    c = Client()
+    c.force_login(staff.user)
+    add = reverse("admin:portal_wechatlogin_add")
+    page = c.get(add)
+    assert page.status_code == 200 and 'type="password"' in page.content.decode()
+    r = c.post(add, {"app_id": "wxconsole123", "secret": "console-typed-secret-abcd", "scope": "snsapi_base",
+                     "api_base": ""})
+    assert r.status_code == 302, r.content.decode()[:2000]
+    row = WeChatLogin.objects.get(tenant=tenant)
+    assert field_secrets.decrypt(row.secret_encrypted) == {"secret": "console-typed-secret-abcd"}
+    change = c.get(reverse("admin:portal_wechatlogin_change", args=[row.pk])).content.decode()
+    assert "console-typed-secret" not in change and "••••abcd" in change
+    assert c.get(add).status_code == 403  # one per tenant
