@@ -54,11 +54,15 @@ def invite(request: HttpRequest, tenant: Tenant, member: Member) -> HttpResponse
     comm = _default_community(tenant, member)
     link = _my_link(tenant, member, comm.pk if comm else None)
     mine = ReferralBinding.objects.filter(tenant_id=tenant.pk, referrer_id=member.pk)
-    brought = list(mine.select_related("member").order_by("-bound_at")[:BROUGHT_SHOWN])
+    # the newest first, then their names by id: joining members into the sort makes PostgreSQL hash
+    # every member of the tenant (80 ms at 100k) for 50 rows
+    brought = list(mine.order_by("-bound_at")[:BROUGHT_SHOWN])
+    names = dict(Member.objects.filter(tenant_id=tenant.pk, pk__in=[b.member_id for b in brought])
+                 .values_list("pk", "display_name"))
     paid = set(BuyerStat.objects.filter(tenant_id=tenant.pk, member_id__in=[b.member_id for b in brought],
                                         paid_orders__gt=0).values_list("member_id", flat=True))
     now = timezone.now()
-    people = [{"name": b.member.display_name, "bound_at": b.bound_at, "paid": b.member_id in paid,
+    people = [{"name": names.get(b.member_id, ""), "bound_at": b.bound_at, "paid": b.member_id in paid,
                "active": b.expires_at is None or b.expires_at > now} for b in brought]
     return render(request, "portal/invite.html", {
         "tenant": tenant, "member": member, "link": link, "url": referral_selectors.link_url(link),
