@@ -36,6 +36,7 @@ from shequn.core.models import DEMO_SLUG, Platform, Tenant
 from shequn.core.permissions import Principal
 from shequn.engagement.models import ContentItem, ContentSchedule, Lottery, MemberScore, PointsEntry, RedPacket
 from shequn.engagement.services import (
+    do_award_badges,
     do_check_in,
     do_claim_red_packet,
     do_create_lottery,
@@ -43,6 +44,7 @@ from shequn.engagement.services import (
     do_enter_lottery,
     do_points_earn,
     do_recompute_scores,
+    do_seed_streak_badges,
 )
 from shequn.ledger.selectors import account_balance
 from shequn.members.models import Identity, Member, MemberTag, RelationshipLevel, Tag
@@ -404,6 +406,9 @@ def _seed_engagement(tenant: Tenant, principal: Principal, car: Community, skin:
         do_recompute_scores(tenant.pk)  # scores, then lifecycle stages
     car_people, skin_people = _open_members(tenant, car), _open_members(tenant, skin)
     regulars = skin_people[: max(1, len(skin_people) // 10)]
+    if do_seed_streak_badges(tenant.pk):  # streak milestones (3 / 7 / 30 / 100 days), shown on the check-in page
+        for mid in regulars[:60]:  # an older demo's check-ins earn theirs now
+            do_award_badges(tenant.pk, mid)
     # a week of check-ins from the regulars and a welcome gift (keys "demo:welcome:<id>": done once,
     # even when the demo is run again on a later day)
     if not PointsEntry.objects.filter(tenant=tenant, idempotency_key__startswith="demo:welcome:").exists():

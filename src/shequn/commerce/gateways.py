@@ -334,11 +334,34 @@ class WeChatPayGateway(Gateway):
 
 _TEST_OVERRIDES: dict[str, Gateway] = {}
 
+#: where providers deliver notifications (``commerce.api.payment_callback``)
+NOTIFY_PATH = "/api/v1/commerce/payments/callback/{slug}/{provider}"
+
+
+def notify_url(tenant_slug: str, provider: str) -> str:
+    """The notify URL a provider calls for this tenant, on the public base address
+    (``SHEQUN_PUBLIC_BASE_URL``, the address members and providers reach)."""
+    base = str((getattr(settings, "SHEQUN", {}) or {}).get("PUBLIC_BASE_URL") or "http://127.0.0.1:8000").rstrip("/")
+    return base + NOTIFY_PATH.format(slug=tenant_slug, provider=provider)
+
+
+def with_default_notify_url(tenant_settings: Mapping[str, Any] | None, tenant_slug: str) -> dict[str, Any]:
+    """The tenant's settings with WeChat Pay's ``notify_url`` filled from the public base address
+    when the operator set none (a copy: the stored settings are untouched)."""
+    out = dict(tenant_settings or {})
+    payments = out.get("payments")
+    if isinstance(payments, dict) and isinstance(payments.get("wechatpay"), dict) \
+            and not payments["wechatpay"].get("notify_url"):
+        out["payments"] = {**payments, "wechatpay": {**payments["wechatpay"],
+                                                     "notify_url": notify_url(tenant_slug, "wechatpay")}}
+    return out
+
 
 def gateway_for(tenant_settings: Mapping[str, Any] | None, provider: str | None = None) -> Gateway:
     """The gateway for a tenant: ``provider`` or ``tenant.settings["payments"]["provider"]``, default sandbox.
 
-    WeChat Pay configuration lives in ``tenant.settings["payments"]["wechatpay"]``."""
+    WeChat Pay configuration lives in ``tenant.settings["payments"]["wechatpay"]``; its
+    ``notify_url`` defaults to :func:`notify_url` (see :func:`with_default_notify_url`)."""
     cfg = dict((tenant_settings or {}).get("payments") or {})
     name = provider or cfg.get("provider") or "sandbox"
     if name in _TEST_OVERRIDES:

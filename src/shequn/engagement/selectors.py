@@ -22,6 +22,7 @@ from shequn.members.models import LifecycleStage, Member
 from . import scoring
 from .fairness import ALGORITHM
 from .models import (
+    Badge,
     ChatStaff,
     CheckInStats,
     ContentDelivery,
@@ -29,6 +30,7 @@ from .models import (
     ContentSchedule,
     EngagementSettings,
     Lottery,
+    MemberBadge,
     MemberScore,
     PointsAccount,
     PointsEntry,
@@ -244,6 +246,46 @@ def points_history(tenant_id: int, member_id: int) -> QuerySet[PointsEntry]:
 
 def checkin_stats(tenant_id: int, member_id: int) -> CheckInStats | None:
     return CheckInStats.objects.filter(tenant_id=tenant_id, member_id=member_id).first()
+
+
+# --- badges ------------------------------------------------------------------------------------------------
+
+
+def badge_metrics(tenant_id: int, member_id: int, rules: set[str], *,
+                  stats: CheckInStats | None = None) -> dict[str, int]:
+    """The member's value for each badge rule in ``rules`` (only those are read); ``stats`` when the
+    caller already has the member's check-in stats."""
+    if stats is None and rules & {Badge.Rule.STREAK, Badge.Rule.CHECKIN_TOTAL}:
+        stats = checkin_stats(tenant_id, member_id)
+    out: dict[str, int] = {Badge.Rule.STREAK: stats.longest_streak if stats else 0,
+                           Badge.Rule.CHECKIN_TOTAL: stats.total_days if stats else 0}
+    if Badge.Rule.LEVEL in rules:
+        out[Badge.Rule.LEVEL] = (MemberScore.objects.filter(tenant_id=tenant_id, member_id=member_id)
+                                 .values_list("level", flat=True).first() or 0)
+    if Badge.Rule.POINTS_EARNED in rules:
+        out[Badge.Rule.POINTS_EARNED] = (PointsAccount.objects.filter(tenant_id=tenant_id, member_id=member_id)
+                                         .values_list("earned_total", flat=True).first() or 0)
+    return out
+
+
+def badge_progress(tenant_id: int, member_id: int, *, stats: CheckInStats | None = None) -> list[dict[str, Any]]:
+    """Every badge of the tenant with the member's progress: earned ones with their date first, then
+    the rest nearest first (``value`` of ``threshold``)."""
+    badges = list(Badge.objects.filter(tenant_id=tenant_id).order_by("rule", "threshold", "pk"))
+    if not badges:
+        return []
+    earned = dict(MemberBadge.objects.filter(tenant_id=tenant_id, member_id=member_id)
+                  .values_list("badge_id", "awarded_at"))
+    metric = badge_metrics(tenant_id, member_id, {b.rule for b in badges}, stats=stats)
+    rows = []
+    for b in badges:
+        value = min(metric.get(b.rule, 0), b.threshold)
+        percent = int(100 * value / b.threshold) if b.threshold else 100
+        awarded = earned.get(b.pk)
+        rows.append((awarded is None, -percent if awarded is None else 0, {
+            "badge": b, "awarded_at": awarded, "value": value, "threshold": b.threshold, "percent": percent}))
+    rows.sort(key=lambda r: (r[0], r[1]))
+    return [r[2] for r in rows]
 
 
 # --- lotteries / red packets ------------------------------------------------------------------------------

@@ -32,6 +32,11 @@ def client_ip(request: HttpRequest) -> str | None:
     return str(ip) if ip else None
 
 
+def in_wechat(request: HttpRequest) -> bool:
+    """WeChat's built-in browser (its user agent carries ``MicroMessenger``)."""
+    return "MicroMessenger" in request.headers.get("User-Agent", "")
+
+
 def device_id(request: HttpRequest) -> str:
     value = request.COOKIES.get(DEVICE_COOKIE, "")
     return value[:64] if value.isalnum() else ""

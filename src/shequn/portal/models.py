@@ -127,3 +127,50 @@ class JoinRequest(TenantOwned):
 
     def __str__(self) -> str:
         return f"{self.member_id} → {self.community_id}"
+
+
+class WeChatLogin(TenantOwned):
+    """The tenant's WeChat official account (公众号) for members' sign-in inside WeChat (web OAuth)
+    and the openid WeChat Pay JSAPI needs. The app secret is stored Fernet-encrypted like connector
+    secrets (:mod:`shequn.connectors.secrets`) and never shown again in full (``secret_hint``)."""
+
+    class Scope(models.TextChoices):
+        BASE = "snsapi_base", _("静默授权 (只取 openid)")
+        USERINFO = "snsapi_userinfo", _("授权昵称头像")
+
+    app_id = models.CharField(_("公众号 AppID"), max_length=64)
+    secret_encrypted = models.TextField(blank=True, editable=False)
+    secret_hint = models.CharField(_("AppSecret (仅显示末四位)"), max_length=16, blank=True, editable=False)
+    scope = models.CharField(_("授权方式"), max_length=20, choices=Scope.choices, default=Scope.BASE)
+    api_base = models.CharField(_("API 地址 (可选)"), max_length=200, blank=True,
+                                help_text=_("留空即微信官方地址; 测试时指向本地服务"))
+    updated_at = models.DateTimeField(_("更新时间"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("微信登录 (公众号)")
+        verbose_name_plural = _("微信登录 (公众号)")
+        constraints = [models.UniqueConstraint(fields=["tenant"], name="wechatlogin_one_per_tenant")]
+
+    def __str__(self) -> str:
+        return self.app_id
+
+
+class TelegramInvite(TenantOwned):
+    """A Telegram invite link the bot created for one invite code in one group (createChatInviteLink,
+    named after the code): whoever joins through it arrives in a ``chat_member`` update carrying the
+    name, so the join is attributed to the code's link (and binds its referrer)."""
+
+    link = models.ForeignKey("referrals.InviteLink", on_delete=models.CASCADE, related_name="+",
+                             verbose_name=_("邀请链接"))
+    group = models.ForeignKey("communities.ChatGroup", on_delete=models.CASCADE, related_name="+",
+                              verbose_name=_("群"))
+    url = models.URLField(_("Telegram 邀请链接"), max_length=200)
+    created_at = models.DateTimeField(_("创建时间"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("Telegram 邀请链接")
+        verbose_name_plural = _("Telegram 邀请链接")
+        constraints = [models.UniqueConstraint(fields=["link", "group"], name="telegraminvite_one_per_link_group")]
+
+    def __str__(self) -> str:
+        return self.url

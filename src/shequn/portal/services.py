@@ -17,6 +17,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 from django.conf import settings
 from django.core import signing
@@ -26,19 +27,24 @@ from django.utils.translation import gettext as _
 from wechatpy.exceptions import WeChatClientException, WeChatOAuthException
 from wechatpy.oauth import WeChatOAuth
 
-from shequn.communities.models import Community
+from shequn.communities.models import ChatGroup, Community
 from shequn.communities.services import do_join
-from shequn.core.errors import Conflict, Forbidden, Invalid, NotFound
+from shequn.connectors import secrets as field_secrets
+from shequn.connectors.models import Connection
+from shequn.connectors.services import connection_secrets, telegram_invite_link
+from shequn.core.errors import Conflict, Forbidden, Invalid, NotFound, ShequnError
 from shequn.core.masking import mask_phone
 from shequn.core.models import Platform, Tenant
 from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
+from shequn.ledger.models import Account
 from shequn.members.models import Member
 from shequn.members.selectors import member_by_identity, members
 from shequn.members.services import check_phone, do_add_identity, do_create_member
+from shequn.referrals.models import InviteLink
 from shequn.referrals.selectors import public_base_url
 
-from .models import JoinRequest, MemberSession, SignInCode, UsedMagicLink
+from .models import JoinRequest, MemberSession, SignInCode, TelegramInvite, UsedMagicLink, WeChatLogin
 from .sms import get_sender
 
 CODE_TTL = dt.timedelta(minutes=10)
@@ -50,6 +56,7 @@ SESSION_TTL = dt.timedelta(days=30)
 MAGIC_TTL = dt.timedelta(minutes=15)
 MAGIC_SALT = "shequn.portal.magic"
 TELEGRAM_MAX_AGE = dt.timedelta(days=1)
+WECHAT_PREFIX = "wechat:"
 
 
 class RateLimited(Invalid):
@@ -173,6 +180,15 @@ def magic_link_url(member: Member, tenant: Tenant) -> str:
     return f"{public_base_url()}/portal/{tenant.slug}/magic/{make_magic_token(member)}/"
 
 
+def demo_member(tenant: Tenant) -> Member | None:
+    """The member a demo sign-in link is for: the one with the most available commission (so the
+    earnings page has something to withdraw), else the first member."""
+    top = (Account.objects.filter(tenant_id=tenant.pk, owner_type="member", kind="available")
+           .order_by("-balance_fen", "owner_id").values_list("owner_id", flat=True).first())
+    found = members(tenant.pk).filter(pk=top, merged_into__isnull=True).first() if top else None
+    return found or members(tenant.pk).filter(merged_into__isnull=True).order_by("pk").first()
+
+
 def do_use_magic_token(tenant: Tenant, token: str, *, now: dt.datetime | None = None) -> Member:
     """The member a magic token was made for; :class:`Invalid` when tampered with, expired, used, or
     made for another tenant."""
@@ -197,6 +213,27 @@ def do_use_magic_token(tenant: Tenant, token: str, *, now: dt.datetime | None = 
 
 
 # --- Telegram Login Widget -----------------------------------------------------------------------------
+
+
+def telegram_bot_token(tenant: Tenant) -> str:
+    """The bot token of the tenant's (first active) Telegram connection, for the Login Widget's hash."""
+    conn = (Connection.objects.filter(tenant_id=tenant.pk, platform="telegram", is_active=True)
+            .order_by("pk").first())
+    return connection_secrets(conn).get("bot_token", "") if conn is not None else ""
+
+
+def telegram_login_url(tenant: Tenant, return_to: str) -> str:
+    """Telegram's own sign-in page for the tenant's bot (the Login Widget's redirect flow: a plain
+    navigation to oauth.telegram.org, no script of Telegram's loaded on our pages). Telegram comes
+    back to ``return_to`` with ``#tgAuthResult=<base64 JSON of the signed fields>``, which
+    ``portal/tglogin.js`` forwards to ``telegram/callback/`` to be verified; ``""`` without a bot."""
+    bot_id = telegram_bot_token(tenant).split(":", 1)[0]
+    if not bot_id.isdigit():
+        return ""
+    parts = urlsplit(return_to)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    return "https://oauth.telegram.org/auth?" + urlencode(
+        {"bot_id": bot_id, "origin": origin, "request_access": "write", "return_to": return_to})
 
 
 def check_telegram_login(data: dict[str, Any], bot_token: str, *, now: dt.datetime | None = None) -> str:
@@ -244,32 +281,70 @@ def do_telegram_sign_in(tenant: Tenant, data: dict[str, Any], bot_token: str) ->
 # --- WeChat web OAuth (inside WeChat's browser) ---------------------------------------------------------
 
 
+def do_configure_wechat_login(principal: Principal, *, app_id: str, secret: str = "", scope: str = "snsapi_base",
+                              api_base: str = "") -> WeChatLogin:
+    """Set the tenant's 公众号 for WeChat sign-in. The secret is encrypted at rest (blank keeps the
+    stored one); only its last four characters are kept for the console. Audited without the secret."""
+    app_id = str(app_id).strip()
+    if not app_id:
+        raise Invalid(_("请填写公众号 AppID"), details={"field": "app_id"})
+    if len(app_id) > WeChatLogin._meta.get_field("app_id").max_length:  # type: ignore[operator]
+        raise Invalid(_("公众号 AppID 过长"), details={"field": "app_id"})
+    if scope not in WeChatLogin.Scope.values:
+        raise Invalid(_("授权方式无效"), details={"field": "scope"})
+    api_base = str(api_base).strip()
+    if api_base and not api_base.startswith(("http://", "https://")):
+        raise Invalid(_("API 地址须以 http:// 或 https:// 开头"), details={"field": "api_base"})
+    with transaction.atomic():
+        row = WeChatLogin.objects.select_for_update().filter(tenant_id=principal.tenant_id).first()
+        if row is None:
+            if not secret:
+                raise Invalid(_("请填写 AppSecret"), details={"field": "secret"})
+            row = WeChatLogin(tenant_id=principal.tenant_id)
+        row.app_id, row.scope, row.api_base = app_id, scope, api_base
+        if secret:
+            row.secret_encrypted = field_secrets.encrypt({"secret": str(secret).strip()})
+            row.secret_hint = field_secrets.hint(str(secret).strip())
+        row.save()
+        do_audit(principal, "portal.wechat_login", "WeChatLogin", row.pk,
+                 data={"app_id": app_id, "scope": scope, "secret_changed": bool(secret)})
+    return row
+
+
+def _wechat_config(tenant: Tenant) -> dict[str, str] | None:
+    row = WeChatLogin.objects.filter(tenant_id=tenant.pk).first()
+    if row is None or not row.app_id or not row.secret_encrypted:
+        return None
+    return {"app_id": row.app_id, "secret": field_secrets.decrypt(row.secret_encrypted).get("secret", ""),
+            "scope": row.scope, "api_base": row.api_base}
+
+
 def _wechat_oauth(tenant: Tenant, redirect_uri: str, state: str = "") -> Any:
-    """wechatpy's WeChatOAuth for the tenant's 公众号 (``tenant.settings["portal"]["wechat"]``:
-    ``app_id``, ``secret``, optional ``scope`` — ``snsapi_base`` silent by default — and ``api_base``,
-    which tests point at a local server replaying a recorded exchange)."""
-    cfg = ((tenant.settings or {}).get("portal") or {}).get("wechat") or {}
-    if not cfg.get("app_id") or not cfg.get("secret"):
+    """wechatpy's WeChatOAuth for the tenant's 公众号 (:class:`WeChatLogin`: ``app_id``, the
+    encrypted secret, ``scope`` — ``snsapi_base`` silent by default — and ``api_base``, which tests
+    point at a local server replaying a recorded exchange)."""
+    cfg = _wechat_config(tenant)
+    if not cfg or not cfg["secret"]:
         raise Invalid(_("未配置微信登录"), code="wechat_not_configured")
-    oauth = WeChatOAuth(str(cfg["app_id"]), str(cfg["secret"]), redirect_uri,
-                        scope=str(cfg.get("scope") or "snsapi_base"), state=state)
-    if cfg.get("api_base"):
-        oauth.API_BASE_URL = str(cfg["api_base"])
+    oauth = WeChatOAuth(cfg["app_id"], cfg["secret"], redirect_uri, scope=cfg["scope"] or "snsapi_base", state=state)
+    if cfg["api_base"]:
+        oauth.API_BASE_URL = cfg["api_base"]
     return oauth
 
 
 def wechat_configured(tenant: Tenant) -> bool:
-    cfg = ((tenant.settings or {}).get("portal") or {}).get("wechat") or {}
-    return bool(cfg.get("app_id") and cfg.get("secret"))
+    return WeChatLogin.objects.filter(tenant_id=tenant.pk).exclude(secret_encrypted="").exists()
 
 
 def wechat_authorize_url(tenant: Tenant, redirect_uri: str, state: str) -> str:
     return str(_wechat_oauth(tenant, redirect_uri, state).authorize_url)
 
 
-def do_wechat_sign_in(tenant: Tenant, code: str, redirect_uri: str) -> Member:
+def do_wechat_sign_in(tenant: Tenant, code: str, redirect_uri: str, *, current: Member | None = None) -> Member:
     """Exchange the OAuth ``code`` for the openid (verified by WeChat) → the member holding that
-    WeChat identity, or a new member. The openid is what WeChat Pay JSAPI needs."""
+    WeChat identity; else, when a member is already signed in (by SMS, say, and now paying inside
+    WeChat), that member gains the identity; else a new member. The openid is what WeChat Pay JSAPI
+    needs (:func:`wechat_openid`)."""
     oauth = _wechat_oauth(tenant, redirect_uri)
     try:
         data = oauth.fetch_access_token(code)
@@ -278,14 +353,48 @@ def do_wechat_sign_in(tenant: Tenant, code: str, redirect_uri: str) -> Member:
     openid = str((data or {}).get("openid") or "")
     if not openid:
         raise Invalid(_("微信登录失败, 请重试"), code="bad_wechat")
-    external_id = f"wechat:{openid}"[:191]
+    external_id = f"{WECHAT_PREFIX}{openid}"[:191]
     found = member_by_identity(tenant.pk, Platform.PORTAL, external_id)
     if found is not None:
         return found
     system = Principal.system(tenant.pk, label="portal")
+    if current is not None and current.tenant_id == tenant.pk:
+        do_add_identity(system, current, platform=Platform.PORTAL, external_id=external_id, display_name="wechat",
+                        verified=True)
+        return current
     return do_create_member(system, display_name=_("微信用户"), source_channel="portal",
                             identities=[{"platform": Platform.PORTAL, "external_id": external_id,
                                          "display_name": "wechat", "verified": True}])
+
+
+def wechat_openid(member: Member) -> str:
+    """The member's WeChat openid (for the tenant's 公众号) from a WeChat sign-in, or ``""``."""
+    ext = (member.identities.filter(platform=Platform.PORTAL, external_id__startswith=WECHAT_PREFIX, verified=True)
+           .order_by("pk").values_list("external_id", flat=True).first())
+    return ext[len(WECHAT_PREFIX):] if ext else ""
+
+
+# --- Telegram invite links per invite code ------------------------------------------------------------
+
+
+def do_get_telegram_invite(link: InviteLink, group: ChatGroup) -> str:
+    """The Telegram invite link for this invite code in this group: made once through the bot
+    (createChatInviteLink, name = the code) and kept; ``""`` when no bot can make one (the page then
+    shows the operator's join way, if any). Two first visits at once may both ask Telegram; one row
+    is kept (the other link simply goes unused)."""
+    known = TelegramInvite.objects.filter(link=link, group=group).values_list("url", flat=True).first()
+    if known:
+        return str(known)
+    try:
+        url = telegram_invite_link(group.tenant_id, group.external_id, link.code)
+    except ShequnError:
+        return ""
+    try:
+        with transaction.atomic():
+            TelegramInvite.objects.create(tenant_id=group.tenant_id, link=link, group=group, url=url[:200])
+    except IntegrityError:
+        return str(TelegramInvite.objects.filter(link=link, group=group).values_list("url", flat=True).first() or url)
+    return url
 
 
 # --- sessions --------------------------------------------------------------------------------------

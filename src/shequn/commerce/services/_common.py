@@ -17,6 +17,7 @@ from shequn.core.models import Tenant
 from shequn.members.models import Member
 
 from ..events import ATTRIBUTION_KEYS
+from ..gateways import with_default_notify_url
 from ..models import LiveSession
 
 
@@ -25,8 +26,12 @@ class SoldOut(Conflict):
 
 
 def _tenant_settings(tenant_id: int) -> dict[str, Any]:
-    s = Tenant.objects.filter(pk=tenant_id).values_list("settings", flat=True).first()
-    return dict(s or {})
+    """The tenant's settings as the gateways read them (WeChat Pay's notify URL defaulted from the
+    public base address)."""
+    row = Tenant.objects.filter(pk=tenant_id).values_list("settings", "slug").first()
+    if row is None:
+        return {}
+    return with_default_notify_url(row[0], row[1])
 
 
 def _member(tenant_id: int, member_id: Any, field_name: str = "member_id") -> Member:

@@ -37,7 +37,7 @@ from .matrix import do_matrix_sync, do_parse_matrix_events, do_process_matrix_tr
 from .outbox import do_cancel_action, do_deliver_due, do_request_action, do_retry_action
 from .qr import check_qr_input, do_create_qr_config
 from .rooms import do_discover_room, do_map_room, do_set_room_secret, encrypted_refusal
-from .telegram import do_process_telegram_update, do_set_telegram_webhook
+from .telegram import do_process_telegram_update, do_set_telegram_webhook, telegram_invite_link
 from .wecom import do_process_wecom_callback
 
 __all__ = [
@@ -74,5 +74,6 @@ __all__ = [
     "do_update_connection_secrets",
     "encrypted_refusal",
     "open_human_task",
+    "telegram_invite_link",
     "verify_connection",
 ]

@@ -10,7 +10,12 @@ unset (the platform told us nothing)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
+
+from django.utils.translation import gettext as _
+
+from shequn.core.errors import Invalid, NotFound
 
 from ..models import Connection, Room
 from ..platforms.telegram import inbound as tg
@@ -48,3 +53,28 @@ def do_set_telegram_webhook(connection_id: int, base_url: str) -> None:
 
     conn = Connection.objects.get(pk=connection_id, platform="telegram")
     asyncio.run(set_webhook(conn_info(conn), f"{base_url}/hooks/telegram/{conn.hook_key}/"))
+
+
+log = logging.getLogger(__name__)
+
+
+def telegram_invite_link(tenant_id: int, chat_external_id: str, name: str) -> str:
+    """A new invite link for a Telegram group through the bot that sees it (createChatInviteLink,
+    named ``name``). A synchronous call (a few hundred ms), made once per (invite code, group) by the
+    portal, which keeps the answer. :class:`NotFound` when no active Telegram connection sees the
+    group; :class:`Invalid` when Telegram refuses (the bot is not an admin with "invite users")."""
+    from aiogram.exceptions import TelegramAPIError  # noqa: PLC0415, RUF100  (aiogram takes seconds to import)
+
+    from ..platforms.telegram.outbound import create_invite_link  # noqa: PLC0415, RUF100  (idem)
+
+    room = (Room.objects.select_related("connection")
+            .filter(tenant_id=tenant_id, external_id=str(chat_external_id), connection__platform="telegram",
+                    connection__is_active=True).order_by("pk").first())
+    if room is None:
+        raise NotFound(_("没有能管理这个 Telegram 群的机器人"), details={"field": "group"})
+    try:
+        return asyncio.run(create_invite_link(conn_info(room.connection), str(chat_external_id), name))
+    except (TelegramAPIError, OSError, TimeoutError) as exc:
+        log.warning("createChatInviteLink failed for connection %s: %s", room.connection_id, type(exc).__name__)
+        raise Invalid(_("Telegram 未能创建邀请链接 (机器人需是群管理员并可邀请成员)"), code="telegram_invite",
+                      details={"field": "group"}) from exc

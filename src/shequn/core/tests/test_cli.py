@@ -1,7 +1,9 @@
 import io
+import re
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.test import Client
 
 from shequn.activity.models import ActivityEvent
 from shequn.communities.models import Membership, RoleAssignment
@@ -17,6 +19,13 @@ def test_demo_is_idempotent_and_prints_the_login(settings, tmp_path):
     first = out.getvalue()
     assert "operator" in first and "http://127.0.0.1:8000/console/" in first
     tenant = Tenant.objects.get(slug="demo")
+    # the members' pages and a one-click demo member link beside the console login, and the link works
+    assert "http://127.0.0.1:8000/portal/demo/" in first
+    magic = re.search(r"http://127\.0\.0\.1:8000(/portal/demo/magic/[^/\s]+/)", first)
+    assert magic, first
+    client = Client()
+    assert client.post(magic.group(1)).status_code == 302
+    assert client.get("/portal/demo/earnings/").status_code == 200
     counts = (Member.objects.count(), ActivityEvent.objects.count(), Membership.objects.count())
     assert counts[0] == 60 and counts[1] > 500 and counts[2] >= 60
     assert RoleAssignment.objects.filter(tenant=tenant).exists()

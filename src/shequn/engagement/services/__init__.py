@@ -29,6 +29,7 @@ from .checkins import (
     do_buy_makeup_card,
     do_check_in,
     do_grant_makeup_cards,
+    do_seed_streak_badges,
     do_use_makeup_card,
 )
 from .health import do_health_check
@@ -107,6 +108,7 @@ __all__ = [
     "do_reroll",
     "do_run_content_schedules",
     "do_run_due_lotteries",
+    "do_seed_streak_badges",
     "do_suggest_ladder",
     "do_update_lifecycle",
     "do_use_makeup_card",

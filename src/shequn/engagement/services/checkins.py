@@ -11,13 +11,14 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from shequn.core.errors import Conflict, Invalid
 from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
 
-from ..models import Badge, CheckIn, CheckInStats, MemberBadge, MemberScore, PointsAccount
-from ..selectors import engagement_config, tenant_time_zone
+from ..models import Badge, CheckIn, CheckInStats, MemberBadge
+from ..selectors import badge_metrics, engagement_config, tenant_time_zone
 from ..streaks import compute_streak, local_day
 from ._common import check_member
 from .points import _existing_entry, do_points_earn, do_points_spend
@@ -133,16 +134,26 @@ def do_award_badges(tenant_id: int, member_id: int) -> list[str]:
     badges = list(Badge.objects.filter(tenant_id=tenant_id))
     if not badges:
         return []
-    stats = CheckInStats.objects.filter(tenant_id=tenant_id, member_id=member_id).first()
-    score = MemberScore.objects.filter(tenant_id=tenant_id, member_id=member_id).first()
-    acc = PointsAccount.objects.filter(tenant_id=tenant_id, member_id=member_id).first()
-    metric: dict[str, int] = {
-        Badge.Rule.STREAK: stats.longest_streak if stats else 0,
-        Badge.Rule.CHECKIN_TOTAL: stats.total_days if stats else 0,
-        Badge.Rule.LEVEL: score.level if score else 0,
-        Badge.Rule.POINTS_EARNED: acc.earned_total if acc else 0,
-    }
+    metric = badge_metrics(tenant_id, member_id, {b.rule for b in badges})
     earned = [b for b in badges if metric.get(b.rule, 0) >= b.threshold]
     MemberBadge.objects.bulk_create([MemberBadge(tenant_id=tenant_id, member_id=member_id, badge=b) for b in earned],
                                     ignore_conflicts=True)
     return [b.code for b in earned]
+
+
+#: streak milestones a tenant starts with (the operator edits or adds badges in the console)
+STREAK_MILESTONES = ((3, "streak-3", gettext_lazy("坚持三天"), gettext_lazy("连续签到 3 天")),
+                     (7, "streak-7", gettext_lazy("一周不断"), gettext_lazy("连续签到 7 天")),
+                     (30, "streak-30", gettext_lazy("月度全勤"), gettext_lazy("连续签到 30 天")),
+                     (100, "streak-100", gettext_lazy("百日之约"), gettext_lazy("连续签到 100 天")))
+
+
+def do_seed_streak_badges(tenant_id: int) -> int:
+    """Create the streak-milestone badges the tenant lacks (by code; existing ones are left as the
+    operator set them). Returns how many were created."""
+    have = set(Badge.objects.filter(tenant_id=tenant_id).values_list("code", flat=True))
+    new = [Badge(tenant_id=tenant_id, code=code, name=str(name), description=str(desc), rule=Badge.Rule.STREAK,
+                 threshold=days)
+           for days, code, name, desc in STREAK_MILESTONES if code not in have]
+    Badge.objects.bulk_create(new, ignore_conflicts=True)
+    return len(new)

@@ -14,7 +14,7 @@ from shequn.activity.models import ActivityEvent
 from shequn.activity.services import do_ingest
 from shequn.core.errors import Conflict
 from shequn.engagement.models import Badge, CheckIn, MemberBadge, PointsAccount, PointsEntry, ReplyTrack
-from shequn.engagement.selectors import checkin_stats, points_balance
+from shequn.engagement.selectors import badge_progress, checkin_stats, points_balance
 from shequn.engagement.services import (
     do_buy_makeup_card,
     do_check_in,
@@ -22,6 +22,7 @@ from shequn.engagement.services import (
     do_points_earn,
     do_points_earn_many,
     do_points_spend,
+    do_seed_streak_badges,
     do_use_makeup_card,
     on_activity,
 )
@@ -152,3 +153,21 @@ def test_consumer_points_for_messages_capped_and_idempotent(tenant, make_member)
         assert after == running
     assert do_points_earn_many(tenant.pk, [(m.pk, 5, "gift", "g1"), (m.pk, 5, "gift", "g1")]) == 1
     assert points_balance(tenant.pk, m.pk)["balance"] == 148
+
+
+def test_streak_milestone_badges_are_seeded_once_and_earned_with_progress(tenant, make_member):
+    assert do_seed_streak_badges(tenant.pk) == 4
+    assert do_seed_streak_badges(tenant.pk) == 0  # by code: the operator's edits stay
+    Badge.objects.filter(tenant=tenant, code="streak-7").update(name="一周打卡王")
+    assert do_seed_streak_badges(tenant.pk) == 0
+    assert Badge.objects.get(tenant=tenant, code="streak-7").name == "一周打卡王"
+    m = make_member()
+    now = timezone.now()
+    for days_ago in (4, 3, 2, 1):
+        do_check_in(tenant.pk, m.pk, at=now - dt.timedelta(days=days_ago))
+    rows = badge_progress(tenant.pk, m.pk)
+    assert [(r["badge"].code, r["awarded_at"] is not None, r["value"], r["threshold"]) for r in rows] == [
+        ("streak-3", True, 3, 3), ("streak-7", False, 4, 7), ("streak-30", False, 4, 30), ("streak-100", False, 4, 100)]
+    assert rows[1]["percent"] == 57
+    # another member's progress is their own
+    assert all(r["awarded_at"] is None and r["value"] == 0 for r in badge_progress(tenant.pk, make_member().pk))

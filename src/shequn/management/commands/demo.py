@@ -1,8 +1,10 @@
 """``shequn demo``: migrate, seed the demo tenant, create the operator login, start the worker and
-serve the console at http://127.0.0.1:8000. Running it twice reuses what the first run made."""
+serve the console at http://127.0.0.1:8000, with the members' pages (portal) beside it and a
+one-click sign-in link for a demo member. Running it twice reuses what the first run made."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import subprocess
@@ -16,8 +18,17 @@ from django.core.management.base import BaseCommand, CommandParser
 from shequn.core.models import DEMO_SLUG, StaffRole, Tenant
 from shequn.core.services import do_create_operator
 from shequn.demo import demo_exists, seed_demo
+from shequn.portal.services import MAGIC_TTL, demo_member, magic_link_url
 
 USERNAME = "operator"
+
+
+def _unspecified(host: str) -> bool:
+    """A listen-on-every-interface address, which is no address to put in a link."""
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
 
 
 class Command(BaseCommand):
@@ -42,12 +53,20 @@ class Command(BaseCommand):
         password = self._password()
         do_create_operator(tenant=tenant, username=USERNAME, password=password, role=StaffRole.OWNER,
                            display_name="演示运营")
-        url = f"http://{opts['host']}:{opts['port']}/console/"
+        base = self._public_base(opts["host"], opts["port"])
+        member = demo_member(tenant)
+        minutes = int(MAGIC_TTL.total_seconds() // 60)
+        portal = (f"\n  会员页面 / members' pages: {base}/portal/{tenant.slug}/"
+                  + (f"\n  演示会员一键登录 / demo member sign-in ({member.display_name}, {minutes} min, one use):"
+                     f"\n    {magic_link_url(member, tenant)}"
+                     f"\n    (a fresh one: python -m shequn.cli portal_link --demo)" if member is not None else ""))
         self.stdout.write(self.style.SUCCESS(
-            f"\n  shequn 社群运营台: {url}\n  账号 / username: {USERNAME}\n  密码 / password: {password}\n"
+            f"\n  shequn 社群运营台: {base}/console/\n  账号 / username: {USERNAME}\n  密码 / password: {password}"
+            f"{portal}\n"
         ))
         if opts["no_serve"]:
             return
+        os.environ["SHEQUN_PUBLIC_BASE_URL"] = base  # the server's and the worker's processes
         worker = None
         if not opts["no_worker"]:
             worker = subprocess.Popen([sys.executable, "-m", "shequn.cli", "worker"])
@@ -56,6 +75,19 @@ class Command(BaseCommand):
         finally:
             if worker is not None:
                 worker.terminate()
+
+    @staticmethod
+    def _public_base(host: str, port: int) -> str:
+        """The address members reach: ``SHEQUN_PUBLIC_BASE_URL`` when set, else this server's own
+        address, set for this process (and, when serving, the ones it starts) (links, QR codes, posters, payment
+        notify URLs are built on it)."""
+        configured = str(settings.SHEQUN.get("PUBLIC_BASE_URL") or "").rstrip("/")
+        if configured:
+            return configured
+        shown = "127.0.0.1" if _unspecified(host) else host
+        base = f"http://{shown}:{port}"
+        settings.SHEQUN = {**settings.SHEQUN, "PUBLIC_BASE_URL": base}
+        return base
 
     def _password(self) -> str:
         """One password per installation, kept beside the database (0600) so a second run prints the same."""

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from django.core.cache import cache
 
 from .world import World, build_world
 
@@ -13,3 +14,11 @@ def world(tenant) -> World:
 @pytest.fixture(autouse=True)
 def _sql_leaderboards(settings):
     settings.REDIS_URL = None
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Member counts are cached per tenant id, and ids come back between tests: start clean."""
+    cache.clear()
+    yield
+    cache.clear()

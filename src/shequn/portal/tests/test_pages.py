@@ -3,13 +3,18 @@ loop (pay → commission → withdraw → refund reversal), and isolation (anoth
 
 from __future__ import annotations
 
+import datetime as dt
+import re
+
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
-from shequn.commerce.models import Order, OrderStatus
+from shequn.commerce.models import Coupon, CouponTemplate, Order, OrderStatus
 from shequn.commerce.services import do_request_refund
 from shequn.communities.models import Community, Membership
+from shequn.engagement.services import do_check_in, do_seed_streak_badges
 from shequn.members.models import Member
 from shequn.portal.models import JoinRequest
 from shequn.portal.services import do_decide_join
@@ -42,7 +47,6 @@ def buy_tier(client: Client, world: World, tier) -> Order:
 
 def my_link(client: Client, world: World) -> str:
     page = client.get(reverse("portal:invite", args=[world.tenant.slug])).content.decode()
-    import re
 
     return re.search(r"/r/([a-z0-9]+)", page).group(1)
 
@@ -162,12 +166,6 @@ def test_pages_need_a_member(client, world, page):
 
 
 def test_share_a_buy_one_give_one_coupon(world):
-    import datetime as dt
-
-    from django.utils import timezone
-
-    from shequn.commerce.models import Coupon, CouponTemplate
-
     a, b = Client(), Client()
     alice = sign_in(a, world, "13900000031")
     now = timezone.now()
@@ -188,3 +186,24 @@ def test_share_a_buy_one_give_one_coupon(world):
     assert c.owner_id == bob.pk and c.status == Coupon.Status.AVAILABLE
     assert "买一赠一 立减 10 元" in b.get(reverse("portal:coupons", args=[world.tenant.slug])).content.decode()
     assert b.get(reverse("portal:share_coupon", args=[world.tenant.slug, "nope"])).status_code == 404
+
+
+def test_checkin_page_shows_earned_badges_and_the_next_milestones(world):
+    do_seed_streak_badges(world.tenant.pk)
+    client = Client()
+    me = sign_in(client, world, "13800000031")
+    now = timezone.now()
+    for days_ago in (2, 1):
+        do_check_in(world.tenant.pk, me.pk, at=now - dt.timedelta(days=days_ago))
+    url = reverse("portal:checkin", args=[world.tenant.slug])
+    html = client.get(url).content.decode()
+    assert 'data-testid="badge-earned"' not in html and "坚持三天" in html and "2 / 3" in html
+    html = client.post(url, HTTP_HX_REQUEST="true").content.decode()  # today: the third day in a row
+    assert 'data-testid="new-badge"' in html and "获得新徽章: 坚持三天" in html
+    assert 'data-testid="badge-earned"' in html and "3 / 7" in html
+    again = client.post(url, HTTP_HX_REQUEST="true").content.decode()  # a second check-in today: nothing new
+    assert "今天已经签到过了" in again and 'data-testid="new-badge"' not in again
+    # another member sees only their own badges
+    other = Client()
+    sign_in(other, world, "13800000032")
+    assert 'data-testid="badge-earned"' not in other.get(url).content.decode()

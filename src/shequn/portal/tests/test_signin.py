@@ -6,18 +6,32 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import http.server
+import importlib
+import io
+import json
+import threading
 import time
 from unittest import mock
+from urllib.parse import parse_qs, urlparse
 
 import pytest
+from django.apps import apps as django_apps
+from django.core.management import call_command
+from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from shequn.connectors import secrets as field_secrets
+from shequn.console.tests import factories as console_factories
 from shequn.core.errors import Invalid
-from shequn.core.models import Tenant
+from shequn.core.models import AuditLog, Tenant
+from shequn.core.permissions import Principal
 from shequn.members.models import Identity, Member
 from shequn.portal import services
-from shequn.portal.models import MemberSession, SandboxSms, SignInCode
+from shequn.portal.auth import COOKIE
+from shequn.portal.models import MemberSession, SandboxSms, SignInCode, WeChatLogin
+from shequn.portal.services import do_configure_wechat_login
 
 from .world import last_code
 
@@ -128,8 +142,6 @@ def test_code_sign_in_through_the_page_sets_a_member_session_not_a_staff_one(cli
 
 
 def test_a_session_of_one_tenant_is_nothing_in_another(client, tenant, other_tenant):
-    from shequn.portal.auth import COOKIE
-
     member = Member.objects.create(tenant=tenant, display_name="阿丽", first_seen_at=timezone.now())
     client.post(reverse("portal:magic", args=[tenant.slug, services.make_magic_token(member)]))
     assert client.get(f"/portal/{tenant.slug}/orders/").status_code == 200
@@ -182,10 +194,6 @@ def test_telegram_login_widget_hash(tenant: Tenant):
 
 
 def test_portal_link_command_prints_a_working_magic_link(client, tenant):
-    import io
-
-    from django.core.management import call_command
-
     member = Member.objects.create(tenant=tenant, display_name="阿丽", first_seen_at=timezone.now())
     out = io.StringIO()
     call_command("portal_link", "--tenant", tenant.slug, "--member", str(member.pk), stdout=out)
@@ -197,16 +205,10 @@ def test_portal_link_command_prints_a_working_magic_link(client, tenant):
 
 class _RecordedWeChat:
     """A local stand-in for api.weixin.qq.com replaying a recorded ``sns/oauth2/access_token`` exchange."""
-
     RECORDED = {"access_token": "ACCESS_TOKEN", "expires_in": 7200, "refresh_token": "REFRESH_TOKEN",
                 "openid": "oLVPpjqs9BhvzwPj5A-vTYAX3GLc", "scope": "snsapi_base"}
 
     def __init__(self) -> None:
-        import http.server
-        import json
-        import threading
-        from urllib.parse import parse_qs, urlparse
-
         seen = self.seen = []
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -236,12 +238,10 @@ class _RecordedWeChat:
 
 
 def test_wechat_oauth_with_a_recorded_exchange(client, tenant):
-    from urllib.parse import parse_qs, urlparse
-
     fake = _RecordedWeChat()
     try:
-        tenant.settings = {"portal": {"wechat": {"app_id": "wx1234567890", "secret": "s3cret", "api_base": fake.base}}}
-        tenant.save()
+        do_configure_wechat_login(Principal.system(tenant.pk), app_id="wx1234567890", secret="s3cret",
+                                  api_base=fake.base)
         ua = {"HTTP_USER_AGENT": "Mozilla/5.0 MicroMessenger/8.0.50"}
         assert "微信一键登录" in client.get(reverse("portal:login", args=[tenant.slug]), **ua).content.decode()
         r = client.get(reverse("portal:wechat", args=[tenant.slug]) + "?next=/portal/acme/earnings/", **ua)
@@ -263,3 +263,48 @@ def test_wechat_oauth_with_a_recorded_exchange(client, tenant):
         assert client.get(cb, {"code": "CODE_FROM_WECHAT", "state": "forged"}).status_code == 400
     finally:
         fake.close()
+
+
+def test_the_wechat_app_secret_is_encrypted_at_rest_and_moved_out_of_settings(tenant):
+    """Stored Fernet-encrypted like connector secrets, only a hint in clear; a secret an older version
+    kept in clear in tenant.settings moves into the encrypted row (migration portal 0002)."""
+    system = Principal.system(tenant.pk)
+    with pytest.raises(Invalid) as exc:
+        do_configure_wechat_login(system, app_id="wx1", secret="")
+    assert exc.value.details["field"] == "secret"
+    row = do_configure_wechat_login(system, app_id="wx1234567890", secret="a-very-long-app-secret-9f3c")
+    raw = WeChatLogin.objects.filter(pk=row.pk).values_list("secret_encrypted", flat=True).get()
+    assert "a-very-long-app-secret" not in raw and row.secret_hint == "••••9f3c"
+    assert field_secrets.decrypt(raw) == {"secret": "a-very-long-app-secret-9f3c"}
+    do_configure_wechat_login(system, app_id="wx1234567890", secret="", scope="snsapi_userinfo")  # blank keeps it
+    assert field_secrets.decrypt(WeChatLogin.objects.get(pk=row.pk).secret_encrypted)["secret"].endswith("9f3c")
+    assert AuditLog.objects.filter(action="portal.wechat_login").count() == 2
+    assert not AuditLog.objects.filter(data__icontains="a-very-long").exists()
+
+    WeChatLogin.objects.all().delete()
+    tenant.settings = {"portal": {"wechat": {"app_id": "wxold", "secret": "old-plain-secret-1234"}, "refund_days": 3}}
+    tenant.save()
+    migration = importlib.import_module("shequn.portal.migrations.0002_wechat_login_encrypted")
+    migration.move_secret_out_of_settings(django_apps, None)
+    tenant.refresh_from_db()
+    assert tenant.settings == {"portal": {"refund_days": 3}}
+    moved = WeChatLogin.objects.get(tenant=tenant)
+    assert moved.app_id == "wxold" and "old-plain" not in moved.secret_encrypted
+    assert field_secrets.decrypt(moved.secret_encrypted) == {"secret": "old-plain-secret-1234"}
+
+
+def test_the_console_form_saves_the_wechat_secret_through_the_service_and_never_shows_it(tenant):
+    staff = console_factories.staff(tenant)
+    c = Client()
+    c.force_login(staff.user)
+    add = reverse("admin:portal_wechatlogin_add")
+    page = c.get(add)
+    assert page.status_code == 200 and 'type="password"' in page.content.decode()
+    r = c.post(add, {"app_id": "wxconsole123", "secret": "console-typed-secret-abcd", "scope": "snsapi_base",
+                     "api_base": ""})
+    assert r.status_code == 302, r.content.decode()[:2000]
+    row = WeChatLogin.objects.get(tenant=tenant)
+    assert field_secrets.decrypt(row.secret_encrypted) == {"secret": "console-typed-secret-abcd"}
+    change = c.get(reverse("admin:portal_wechatlogin_change", args=[row.pk])).content.decode()
+    assert "console-typed-secret" not in change and "••••abcd" in change
+    assert c.get(add).status_code == 403  # one per tenant

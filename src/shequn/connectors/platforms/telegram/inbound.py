@@ -142,8 +142,10 @@ def parse_update(update: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dic
         eid = f"{cid}:member:{user.get('id')}:{cm.get('date')}:{new.get('status')}"
         if is_in and not was_in:
             link = _d(cm.get("invite_link"))
-            events.append({**base, "event_id": eid, "kind": "join",
-                           "payload": {"inviter": actor.get("id"), "invite_link": link.get("name") or None}})
+            joined: dict[str, Any] = {"inviter": actor.get("id"), "invite_link": link.get("name") or None}
+            if link.get("name"):  # links the portal creates are named after an invite code: attributed
+                joined["invite_code"] = str(link["name"])[:32]
+            events.append({**base, "event_id": eid, "kind": "join", "payload": joined})
         elif was_in and not is_in:
             how = {"kicked": "ban", "left": "left" if actor.get("id") == user.get("id") else "kick"}.get(
                 str(new.get("status")), "left")

@@ -64,6 +64,17 @@ async def set_webhook(info: ConnInfo, url: str) -> None:
         await bot.session.close()
 
 
+async def create_invite_link(info: ConnInfo, chat_id: str, name: str) -> str:
+    """createChatInviteLink named ``name`` (≤ 32 characters; the portal names it after an invite code
+    so the ``chat_member`` update of whoever joins through it carries that name back)."""
+    bot = make_bot(info, timeout=10)
+    try:
+        link = await bot.create_chat_invite_link(chat_id, name=name[:32])
+        return str(link.invite_link)
+    finally:
+        await bot.session.close()
+
+
 def message_id(item: ActionItem) -> int:
     raw = item.message.rsplit(":", 1)[-1]
     try:

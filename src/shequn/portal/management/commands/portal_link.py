@@ -9,9 +9,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from shequn.core.models import DEMO_SLUG, Tenant
-from shequn.ledger.models import Account
 from shequn.members.models import Member
-from shequn.portal.services import magic_link_url
+from shequn.portal.services import demo_member, magic_link_url
 
 
 class Command(BaseCommand):
@@ -32,10 +31,7 @@ class Command(BaseCommand):
         if opts["member"]:
             member = Member.objects.filter(tenant=tenant, pk=opts["member"], merged_into__isnull=True).first()
         elif opts["demo"]:
-            top = (Account.objects.filter(tenant_id=tenant.pk, owner_type="member", kind="available")
-                   .order_by("-balance_fen").values_list("owner_id", flat=True).first())
-            member = Member.objects.filter(tenant=tenant, pk=top).first() if top else None
-            member = member or Member.objects.filter(tenant=tenant, merged_into__isnull=True).order_by("pk").first()
+            member = demo_member(tenant)
         if member is None:
             raise CommandError("unknown member (--member ID)")
         self.stdout.write(f"{member.display_name}: {magic_link_url(member, tenant)}")
