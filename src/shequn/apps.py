@@ -11,6 +11,7 @@ class WiringConfig(AppConfig):
     verbose_name = "shequn"
 
     def ready(self) -> None:
-        from shequn import wiring
+        # the wiring imports every app's models: only once they are loaded
+        from shequn import wiring  # noqa: PLC0415
 
         wiring.connect()
