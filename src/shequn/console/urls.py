@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib import admin
 from django.urls import path
 
-from . import referral_views, views
+from . import auth_views, referral_views, views
 
 app_name = "console"
 
@@ -23,6 +23,7 @@ urlpatterns = [
     path("members/export.<str:fmt>", _v(views.member_export), name="member_export"),
     path("members/merge/", _v(views.member_merge), name="member_merge"),
     path("tenant/", _v(views.tenant_switch), name="tenant_switch"),
+    path("security/", _v(auth_views.security), name="security"),
     path("members/merge-suggestions/", _v(views.member_merge_suggestions), name="member_merge_suggestions"),
     path("referrals/report/", _v(referral_views.referral_report), name="referral_report"),
     path("referrals/alliances/", _v(referral_views.alliances), name="alliances"),
