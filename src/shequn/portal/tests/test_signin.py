@@ -13,8 +13,9 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from shequn.core import throttle
 from shequn.core.errors import Invalid
-from shequn.core.models import Tenant
+from shequn.core.models import AuditLog, Tenant
 from shequn.members.models import Identity, Member
 from shequn.portal import services
 from shequn.portal.models import MemberSession, SandboxSms, SignInCode
@@ -263,3 +264,25 @@ def test_wechat_oauth_with_a_recorded_exchange(client, tenant):
         assert client.get(cb, {"code": "CODE_FROM_WECHAT", "state": "forged"}).status_code == 400
     finally:
         fake.close()
+
+
+def test_wrong_codes_from_one_address_lock_it_out_then_it_opens(tenant):
+    """Guessing codes across many numbers from one address: past the limit even a right code from that
+    address waits (a clear message), the lock-out is audited, and after the window it signs in."""
+    t0 = timezone.now()
+    rule = throttle.MEMBER_SIGNIN_ADDRESS
+    for i in range(rule.limit):
+        phone = f"1390000{i:04d}"
+        services.do_send_code(tenant, phone, ip=f"10.1.{i}.1", now=t0)
+        with pytest.raises(Invalid):
+            services.do_verify_code(tenant, phone, "000000" if last_code(tenant) != "000000" else "111111",
+                                    ip="10.9.9.9", now=t0 + dt.timedelta(seconds=1))
+    services.do_send_code(tenant, PHONE, ip="10.0.0.1", now=t0 + dt.timedelta(seconds=2))
+    code = last_code(tenant)
+    with pytest.raises(services.RateLimited) as locked:
+        services.do_verify_code(tenant, PHONE, code, ip="10.9.9.9", now=t0 + dt.timedelta(seconds=3))
+    assert "分钟后再试" in locked.value.message
+    assert AuditLog.objects.filter(tenant=tenant, action="security.lockout", data__rule=rule.scope).count() == 1
+    later = t0 + dt.timedelta(seconds=rule.window + 2)  # the first code has expired by then: a new one
+    services.do_send_code(tenant, PHONE, ip="10.0.0.1", now=later)
+    assert services.do_verify_code(tenant, PHONE, last_code(tenant), ip="10.9.9.9", now=later).phone == PHONE
