@@ -500,3 +500,22 @@ def do_dispatch(tenant_id: int, event_ids: Sequence[int], *, only: str | None = 
     :class:`~shequn.core.models.DeliveryFailure` (retried with backoff, dead-lettered after too many
     attempts); the others still run. Returns ``{consumer: "ok" | error type}``."""
     return streams.deliver(STREAM, tenant_id, list(event_ids), only=only)
+
+
+#: payload keys that say nothing about a person (kept when a member's data is erased)
+NON_PERSONAL_PAYLOAD_KEYS = frozenset({"raw_kind", "sender_is_admin", "duration_s", "seconds", "state", "pin",
+                                       "message_id", "reply_to_message_id"})
+
+
+def do_scrub_member_events(tenant_id: int, member_id: int) -> int:
+    """Erase the personal fields (message text, names, mentions, media, links, edits…) of every
+    event of one member, keeping the event itself (kind, time, community, group) so that counts and
+    dashboards stay right. Returns the number of events scrubbed. The members app's erasure calls it."""
+    n = 0
+    qs = ActivityEvent.objects.filter(tenant_id=tenant_id, member_id=member_id).only("pk", "payload")
+    for event in qs.iterator(chunk_size=500):
+        payload = event.payload if isinstance(event.payload, dict) else {}
+        kept = {k: v for k, v in payload.items() if k in NON_PERSONAL_PAYLOAD_KEYS}
+        ActivityEvent.objects.filter(pk=event.pk).update(payload={**kept, "erased": True})
+        n += 1
+    return n

@@ -22,6 +22,7 @@ urlpatterns = [
     path("members/import/template.csv", _v(views.member_import_template), name="member_import_template"),
     path("members/export.<str:fmt>", _v(views.member_export), name="member_export"),
     path("members/merge/", _v(views.member_merge), name="member_merge"),
+    path("members/<int:member_id>/data-rights/", _v(views.member_data_rights), name="member_data_rights"),
     path("tenant/", _v(views.tenant_switch), name="tenant_switch"),
     path("security/", _v(auth_views.security), name="security"),
     path("members/merge-suggestions/", _v(views.member_merge_suggestions), name="member_merge_suggestions"),

@@ -402,3 +402,9 @@ def do_decide_join(principal: Principal, request_id: int, *, approve: bool, note
     do_audit(principal, f"portal.join_request.{req.status}", "Community", req.community_id,
              reason=note, data={"request": req.pk, "member": req.member_id})
     return req
+
+
+def do_end_member_sessions(principal: Principal, member_id: int) -> int:
+    """Sign a member out of the members' pages everywhere (their data was erased: no device stays
+    signed in as them). Returns the number of sessions ended."""
+    return int(MemberSession.objects.filter(tenant_id=principal.tenant_id, member_id=member_id).delete()[0])
