@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.cache import cache
 from django_otp.oath import totp
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
@@ -78,8 +79,9 @@ def _password_step(d: Desk, username: str) -> None:
 
 def test_owner_sets_up_and_uses_two_factor_under_the_csp(
         serial_sqlite_server: None, transactional_db: None, live_server: Any, browser: Any,  # noqa: F811
-        tenant: Tenant, settings: Any, out: Path) -> None:
+        tenant: Tenant, settings: Any, out: Path, request: pytest.FixtureRequest) -> None:
     settings.REDIS_URL = None
+    request.addfinalizer(cache.clear)  # the dashboard caches its series under ids other tests reuse
     settings.OTP_TOTP_THROTTLE_FACTOR = 0  # the wrong code below would otherwise delay the right one
     assert CHROMIUM.exists() and ARGS
     owner = f.staff(tenant, StaffRole.OWNER, username="boss").user
