@@ -13,6 +13,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from shequn.core import throttle
 from shequn.core.models import Tenant
 from shequn.core.permissions import Principal
 
@@ -27,6 +28,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason="needs PostgreSQL (runs in the PostgreSQL pass)"))
         if "redis" in item.keywords and not has_redis:
             item.add_marker(pytest.mark.skip(reason="needs Redis (runs in the Redis pass)"))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_throttle() -> Iterator[None]:
+    """The throttle's Redis counters outlive a test's database rollback: start every test with none,
+    so failed sign-ins or bad API keys in one test never lock out another (the database backend's
+    rows roll back with the test)."""
+    client = throttle._redis()
+    if client is not None:
+        for key in client.scan_iter("sq:thr:*"):
+            client.delete(key)
+    yield
 
 
 ROOT = Path(__file__).resolve().parent

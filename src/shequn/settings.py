@@ -12,6 +12,12 @@ Environment variables (all optional):
 * ``SHEQUN_HOME`` — where the embedded default keeps its files; default ``./var``.
 * ``SHEQUN_PUBLIC_BASE_URL`` — the address members reach (invite links, QR codes, posters, payment
   notify URLs, magic sign-in links); default ``http://127.0.0.1:8000``.
+* ``SHEQUN_HTTPS`` — ``1`` in production: secure cookies, HSTS, redirect http → https.
+* ``SHEQUN_TRUSTED_PROXY`` — ``1`` when a reverse proxy that terminates TLS stands in front and
+  *overwrites* ``X-Forwarded-Proto`` and ``X-Forwarded-For`` (never passes a client's copy on). Implies
+  ``SHEQUN_HTTPS``; only then does shequn believe those headers (scheme, client address for throttling).
+* ``SHEQUN_HSTS_SECONDS`` (default one year), ``SHEQUN_HSTS_PRELOAD`` (default ``1``; ``0`` to opt out,
+  which also silences the deploy check's preload warning, the choice being explicit).
 """
 
 from __future__ import annotations
@@ -71,6 +77,10 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
+    "ninja",  # the API docs page then serves django-ninja's vendored Swagger UI, not a CDN copy
     "django_tasks_db",
     "crontask",
     "shequn.core",
@@ -92,6 +102,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
+    "shequn.core.middleware_security.ConsoleCspMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "shequn.console.middleware.ConsoleLocaleMiddleware",
@@ -100,6 +112,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    "shequn.core.middleware_security.StaffSessionMiddleware",
     "shequn.core.middleware.TenantMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -118,6 +132,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "django.template.context_processors.csp",
             ],
         },
     },
@@ -197,8 +212,63 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 20 * 1024 * 1024
 SHEQUN_API_MAX_BODY = int(os.environ.get("SHEQUN_API_MAX_BODY", str(1024 * 1024)))
 
 # --- security -----------------------------------------------------------------------------------
+# docs/security.md explains each line. Development (the default) works over plain http; production
+# sets SHEQUN_HTTPS=1 (or SHEQUN_TRUSTED_PROXY=1 behind a TLS-terminating proxy).
+TRUSTED_PROXY = _env_bool("SHEQUN_TRUSTED_PROXY")
+HTTPS = _env_bool("SHEQUN_HTTPS") or TRUSTED_PROXY
 SESSION_COOKIE_HTTPONLY = True
-X_FRAME_OPTIONS = "SAMEORIGIN"
+SESSION_COOKIE_SAMESITE = "Lax"
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+if HTTPS:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = True
+    SECURE_HSTS_SECONDS = int(os.environ.get("SHEQUN_HSTS_SECONDS", str(365 * 24 * 3600)))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = _env_bool("SHEQUN_HSTS_PRELOAD", True)
+    if not SECURE_HSTS_PRELOAD:
+        SILENCED_SYSTEM_CHECKS = ["security.W021"]
+if TRUSTED_PROXY:
+    # only a proxy that overwrites the header may be believed: a client could send its own
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# Content-Security-Policy: every script, style, font and image is served by shequn itself (vendored
+# under static/); inline <script> blocks carry the per-request nonce. Inline style attributes are
+# allowed (they cannot run code). The console (django-unfold) runs Alpine.js, whose standard build
+# evaluates its x-* expressions with Function(): /console/ alone gets 'unsafe-eval', plus the hashes of
+# the two inline handlers the console uses (unfold's horizontal filter oninput="this.submit()", the
+# reply queue's and referral report's onchange="this.form.submit()").
+_CSP_BASE: dict[str, list[str] | bool] = {
+    "default-src": ["'self'"],
+    "script-src": ["'self'", "<CSP_NONCE_SENTINEL>"],
+    "style-src": ["'self'", "'unsafe-inline'"],
+    "img-src": ["'self'", "data:", "blob:"],
+    "font-src": ["'self'", "data:"],
+    "connect-src": ["'self'"],
+    "object-src": ["'none'"],
+    "base-uri": ["'self'"],
+    "form-action": ["'self'"],
+    "frame-ancestors": ["'none'"],
+}
+SECURE_CSP = dict(_CSP_BASE)
+SHEQUN_CONSOLE_CSP = {
+    **_CSP_BASE,
+    "script-src": ["'self'", "<CSP_NONCE_SENTINEL>", "'unsafe-eval'", "'unsafe-hashes'",
+                   "'sha256-ef14l//dtiQD0cXeBAxNzbiuyrvqLIKWTYpqIl2LdMY='",
+                   "'sha256-osjxnKEPL/pQJbFk1dKsF7PYFmTyMWGmVSiL9inhxJY='"],
+}
+if HTTPS:
+    SECURE_CSP["upgrade-insecure-requests"] = True
+    SHEQUN_CONSOLE_CSP["upgrade-insecure-requests"] = True
+
+# staff console sessions: signed out after SHEQUN_STAFF_IDLE_MINUTES without a request (default 30)
+# and SHEQUN_STAFF_MAX_HOURS after signing in (default 12), whatever the activity
+SHEQUN_STAFF_IDLE_SECONDS = int(os.environ.get("SHEQUN_STAFF_IDLE_MINUTES", "30")) * 60
+SHEQUN_STAFF_MAX_SECONDS = int(os.environ.get("SHEQUN_STAFF_MAX_HOURS", "12")) * 3600
+OTP_TOTP_ISSUER = "shequn"
 
 # --- logging: never log secrets or PII ------------------------------------------------------------
 LOGGING = {
@@ -226,7 +296,8 @@ UNFOLD = {
     "SHOW_VIEW_ON_SITE": False,
     "DASHBOARD_CALLBACK": "shequn.console.dashboard.dashboard_callback",
     "ACCOUNT": {
-        "navigation": [{"title": _("切换组织"), "link": reverse_lazy("console:tenant_switch")}],
+        "navigation": [{"title": _("切换组织"), "link": reverse_lazy("console:tenant_switch")},
+                       {"title": _("账号安全"), "link": reverse_lazy("console:security")}],
     },
     "SIDEBAR": {
         "show_search": True,

@@ -5,6 +5,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from shequn.api.main import api
+from shequn.console import auth_views
 from shequn.portal.views import landing
 
 urlpatterns = [
@@ -12,6 +13,10 @@ urlpatterns = [
     path("i18n/", include("django.conf.urls.i18n")),
     path("api/v1/", api.urls),
     path("console/shequn/", include("shequn.console.urls")),
+    # in front of the admin site's own views: throttled password + two-factor sign-in, audited sign-out
+    path("console/login/", auth_views.login, name="console_login"),
+    path("console/login/2fa/", auth_views.login_2fa, name="console_login_2fa"),
+    path("console/logout/", auth_views.logout, name="console_logout"),
     path("console/", admin.site.urls),
     path("portal/", include("shequn.portal.urls")),
     path("r/<str:code>", landing, name="portal_landing"),

@@ -18,15 +18,19 @@ from __future__ import annotations
 from shequn.activity import registry as activity_stream
 from shequn.activity import services as activity_services
 from shequn.commerce import events as order_events
+from shequn.commerce import selectors as commerce_selectors
 from shequn.commerce import services as commerce
+from shequn.communities import selectors as communities_selectors
 from shequn.communities import services as communities
 from shequn.connectors import signals as connector_outcomes
 from shequn.engagement import selectors as engagement_selectors
 from shequn.engagement import services as engagement
 from shequn.ledger.wallet import LedgerCashWallet
 from shequn.members import registry as member_registry
+from shequn.members import services as members
 from shequn.moderation import selectors as moderation_selectors
 from shequn.moderation import services as moderation
+from shequn.portal import services as portal
 from shequn.referrals import services as referrals
 
 #: the activity kinds engagement scores (everything a member does but edits and deletions)
@@ -43,6 +47,13 @@ def connect() -> None:
     member_registry.register_merge_hook("activity", activity_services.on_member_merged)
     # an imported row that names a community opens a membership there (source: import)
     member_registry.register_placement(communities.MemberPlacement())
+    # a member's data export (PIPL access) gathers what every app holds; erasure scrubs it
+    members.register_export_section("memberships", communities_selectors.member_export_memberships)
+    members.register_export_section("roles", communities_selectors.member_export_roles)
+    members.register_export_section("activity", activity_services.member_export)
+    members.register_export_section("orders", commerce_selectors.member_orders_export)
+    members.register_erasure_step("activity", activity_services.on_member_erased)
+    members.register_erasure_step("portal_sessions", portal.do_end_member_sessions)
 
     # --- activity stream → engines ---------------------------------------------------------------------------------
     # moderation judges every message, reply and edit (the strike ladder: moderation/services.py)

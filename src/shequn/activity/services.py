@@ -21,7 +21,9 @@ from shequn.communities.models import ChatGroup
 from shequn.communities.services import MembershipChange, do_record_membership_changes
 from shequn.core import streams
 from shequn.core.models import Platform
+from shequn.core.permissions import Principal
 from shequn.members.models import Identity, Member
+from shequn.members.services import export_rows
 
 from .models import ActivityEvent, EventKind
 from .registry import STREAM, consumers
@@ -506,3 +508,33 @@ def on_member_merged(tenant_id: int, from_member_id: int, to_member_id: int) -> 
     moved = ActivityEvent.objects.filter(tenant_id=tenant_id, member_id=from_member_id).update(
         member_id=to_member_id)
     return {"events": moved}
+
+
+#: payload keys that say nothing about a person (kept when a member's data is erased)
+NON_PERSONAL_PAYLOAD_KEYS = frozenset({"raw_kind", "sender_is_admin", "duration_s", "seconds", "state", "pin",
+                                       "message_id", "reply_to_message_id"})
+
+
+def do_scrub_member_events(tenant_id: int, member_id: int) -> int:
+    """Erase the personal fields (message text, names, mentions, media, links, edits…) of every
+    event of one member, keeping the event itself (kind, time, community, group) so that counts and
+    dashboards stay right. Returns the number of events scrubbed. The members app's erasure calls it."""
+    n = 0
+    qs = ActivityEvent.objects.filter(tenant_id=tenant_id, member_id=member_id).only("pk", "payload")
+    for event in qs.iterator(chunk_size=500):
+        payload = event.payload if isinstance(event.payload, dict) else {}
+        kept = {k: v for k, v in payload.items() if k in NON_PERSONAL_PAYLOAD_KEYS}
+        ActivityEvent.objects.filter(pk=event.pk).update(payload={**kept, "erased": True})
+        n += 1
+    return n
+
+
+def member_export(tenant_id: int, member_id: int) -> list[dict[str, Any]]:
+    """The member's events for their data export (a members export section, declared in the wiring)."""
+    return export_rows(ActivityEvent.objects.filter(tenant_id=tenant_id, member_id=member_id).order_by("occurred_at"),
+                       ["platform", "kind", "occurred_at", "community__name", "group__name", "payload"])
+
+
+def on_member_erased(principal: Principal, member_id: int) -> int:
+    """The members erasure step of the activity stream (declared in the wiring): scrub the events."""
+    return do_scrub_member_events(principal.tenant_id, member_id)

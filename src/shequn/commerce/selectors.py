@@ -170,3 +170,11 @@ def live_session_stats(tenant_id: int) -> list[dict[str, Any]]:
     ).order_by("-starts_at")
     return [{"id": r.pk, "title": r.title, "platform": r.platform, "starts_at": r.starts_at, "joins": r.join_count,
              "paid_orders": r.paid_orders, "gmv_fen": r.gmv_fen or 0} for r in rows]
+
+
+def member_orders_export(tenant_id: int, member_id: int) -> list[dict[str, Any]]:
+    """One member's orders for their data export (members' data rights): amounts in fen."""
+    rows = (Order.objects.filter(tenant_id=tenant_id, member_id=member_id).order_by("pk")
+            .values("id", "status", "goods_fen", "discount_fen", "total_fen", "paid_fen", "refunded_fen",
+                    "created_at"))
+    return [{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in r.items()} for r in rows]

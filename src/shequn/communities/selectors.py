@@ -14,6 +14,7 @@ from django.utils.translation import gettext as _
 
 from shequn.activity.models import ActivityEvent, EventKind
 from shequn.core.errors import NotFound
+from shequn.members.services import export_rows
 
 from .models import ChatGroup, Community, Membership, RoleAssignment
 
@@ -136,3 +137,15 @@ def _as_date(value: Any) -> dt.date:
         return dt.date.fromisoformat(value[:10])
     assert isinstance(value, dt.date)
     return value
+
+
+def member_export_memberships(tenant_id: int, member_id: int) -> list[dict[str, Any]]:
+    """The member's stays in communities, for their data export (declared in the wiring)."""
+    return export_rows(Membership.objects.filter(tenant_id=tenant_id, member_id=member_id).order_by("pk"),
+                       ["community__name", "group__name", "joined_at", "left_at", "join_source", "exit_reason"])
+
+
+def member_export_roles(tenant_id: int, member_id: int) -> list[dict[str, Any]]:
+    """The member's community roles, for their data export (declared in the wiring)."""
+    return export_rows(RoleAssignment.objects.filter(tenant_id=tenant_id, member_id=member_id).order_by("pk"),
+                       ["community__name", "role", "since", "until"])

@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib import admin
 from django.urls import path
 
-from . import referral_views, views
+from . import auth_views, referral_views, views
 
 app_name = "console"
 
@@ -22,7 +22,9 @@ urlpatterns = [
     path("members/import/template.csv", _v(views.member_import_template), name="member_import_template"),
     path("members/export.<str:fmt>", _v(views.member_export), name="member_export"),
     path("members/merge/", _v(views.member_merge), name="member_merge"),
+    path("members/<int:member_id>/data-rights/", _v(views.member_data_rights), name="member_data_rights"),
     path("tenant/", _v(views.tenant_switch), name="tenant_switch"),
+    path("security/", _v(auth_views.security), name="security"),
     path("members/merge-suggestions/", _v(views.member_merge_suggestions), name="member_merge_suggestions"),
     path("referrals/report/", _v(referral_views.referral_report), name="referral_report"),
     path("referrals/alliances/", _v(referral_views.alliances), name="alliances"),

@@ -33,6 +33,7 @@ from shequn.core.selectors import staff_memberships_for_user
 from shequn.core.services import do_audit
 from shequn.members import importing
 from shequn.members import selectors as member_selectors
+from shequn.members import services as member_services
 from shequn.members.models import Member
 from shequn.members.services import do_merge_members
 
@@ -301,3 +302,38 @@ def tenant_switch(request: HttpRequest) -> HttpResponse:
         return HttpResponseRedirect(reverse("admin:index"))
     return render(request, "console/tenant_switch.html", _context(
         request, _("切换组织"), memberships=memberships, current=request_tenant_id(request)))
+
+
+# -- member data rights (PIPL) ----------------------------------------------------------------------
+
+class EraseForm(forms.Form):
+    reason = forms.CharField(label=gettext_lazy("删除原因"), max_length=500,
+                             help_text=gettext_lazy("如会员的申请编号或渠道; 写入审计日志"))
+    confirm = forms.BooleanField(label=gettext_lazy("我确认删除该会员的个人信息 (不可恢复)"))
+
+
+def member_data_rights(request: HttpRequest, member_id: int) -> HttpResponse:
+    """One member's data rights: download everything held about them (JSON / Excel) or erase their
+    personal data (orders and ledger amounts stay, under a pseudonym). Both audited by the service."""
+    tenant_id, principal = _require(request, "members.write")
+    member = Member.objects.filter(tenant_id=tenant_id, pk=member_id).first()
+    if member is None:
+        raise Http404
+    fmt = request.GET.get("download")
+    if fmt in ("json", "xlsx"):
+        body = member_services.do_export_member(principal, member.pk, fmt)
+        response = HttpResponse(body, content_type="application/json; charset=utf-8" if fmt == "json" else
+                                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+        response["Content-Disposition"] = f'attachment; filename="member-{member.pk}.{fmt}"'
+        return response
+    form = EraseForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            member_services.do_erase_member(principal, member.pk, reason=form.cleaned_data["reason"])
+        except ShequnError as exc:
+            form.add_error(None, exc.message)
+        else:
+            messages.success(request, _("已删除该会员的个人信息; 订单与账目以匿名编号保留"))
+            return HttpResponseRedirect(reverse("admin:members_member_change", args=[member.pk]))
+    return render(request, "console/member_data_rights.html",
+                  _context(request, _("会员个人信息"), member=member, form=form))

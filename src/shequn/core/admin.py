@@ -10,6 +10,7 @@ from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from unfold.admin import ModelAdmin
@@ -140,7 +141,13 @@ class ApiKeyForm(forms.ModelForm):  # type: ignore[type-arg]
 
     class Meta:
         model = ApiKey
-        fields = ("name", "scopes")
+        fields = ("name", "scopes", "expires_at")
+
+    def clean_expires_at(self) -> Any:
+        value = self.cleaned_data.get("expires_at")
+        if value is not None and value <= timezone.now():
+            raise forms.ValidationError(gettext("过期时间必须晚于现在"))
+        return value
 
 
 @admin.register(ApiKey)
@@ -149,26 +156,30 @@ class ApiKeyAdmin(TenantScopedAdmin):
 
     permission_area = "settings"
     form = ApiKeyForm
-    list_display = ("name", "prefix", "scopes", "status", "created_at", "last_used_at", "revoked_at")
+    list_display = ("name", "prefix", "scopes", "status", "created_at", "last_used_at", "expires_at", "revoked_at")
     list_filter = (("revoked_at", admin.EmptyFieldListFilter),)
     search_fields = ("name", "prefix")
-    readonly_fields = ("prefix", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = ("prefix", "created_at", "last_used_at", "expires_at", "revoked_at")
     actions = ["revoke_keys"]
     audit_writes = False  # the services audit
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         if obj is None:
-            return ("name", "scopes")
-        return ("name", "prefix", "scopes", "created_at", "last_used_at", "revoked_at")
+            return ("name", "scopes", "expires_at")
+        return ("name", "prefix", "scopes", "created_at", "last_used_at", "expires_at", "revoked_at")
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         if obj is None:
             return ()
-        return ("name", "prefix", "scopes", "created_at", "last_used_at", "revoked_at")
+        return ("name", "prefix", "scopes", "created_at", "last_used_at", "expires_at", "revoked_at")
 
-    @display(description=_("状态"), label={"revoked": "danger", "active": "success"})
+    @display(description=_("状态"), label={"revoked": "danger", "expired": "warning", "active": "success"})
     def status(self, obj: ApiKey) -> Any:
-        return ("revoked", gettext("已吊销")) if obj.revoked_at else ("active", gettext("有效"))
+        if obj.revoked_at:
+            return ("revoked", gettext("已吊销"))
+        if obj.expires_at and obj.expires_at <= timezone.now():
+            return ("expired", gettext("已过期"))
+        return ("active", gettext("有效"))
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # keys are immutable: create a new one and revoke the old
@@ -180,7 +191,8 @@ class ApiKeyAdmin(TenantScopedAdmin):
         principal = request_principal(request)
         assert principal is not None
         key, secret = do_create_api_key(principal, name=form.cleaned_data["name"],
-                                        scopes=list(form.cleaned_data["scopes"]), created_by_id=request.user.pk)
+                                        scopes=list(form.cleaned_data["scopes"]), created_by_id=request.user.pk,
+                                        expires_at=form.cleaned_data.get("expires_at"))
         obj.__dict__.update(key.__dict__)
         messages.warning(request, gettext("新密钥 (只显示这一次, 请立即保存): %(secret)s") % {"secret": secret})
 

@@ -12,7 +12,7 @@ from ninja import Field, Query, Router, Schema, Status
 from ninja.params import P, QueryEx
 
 from .errors import Forbidden, NotFound
-from .http import ERRORS, BodyIn, Id, Page, idempotent, max_len, paginate, principal, require
+from .http import ERRORS, ApiDatetime, BodyIn, Id, Page, idempotent, max_len, paginate, principal, require
 from .models import ApiKey, Tenant
 from .permissions import expand_scopes
 from .selectors import api_keys, audit_log
@@ -90,6 +90,7 @@ class ApiKeyIn(BodyIn):
     name: str = Field(min_length=1, max_length=max_len(ApiKey, "name"))
     scopes: list[Annotated[str, Field(min_length=1, max_length=32)]] = Field(
         min_length=1, max_length=64, description="`*`, `<area>.read` or `<area>.write`")
+    expires_at: ApiDatetime | None = Field(None, description="the key stops working then; omitted: never")
 
 
 class ApiKeyOut(Schema):
@@ -101,6 +102,7 @@ class ApiKeyOut(Schema):
     scopes: list[str]
     created_at: dt.datetime
     last_used_at: dt.datetime | None
+    expires_at: dt.datetime | None
     revoked_at: dt.datetime | None
 
 
@@ -110,7 +112,8 @@ class ApiKeyCreatedOut(ApiKeyOut):
 
 def _key_out(key: ApiKey) -> dict[str, Any]:
     return {"id": key.pk, "name": key.name, "prefix": key.prefix, "scopes": list(key.scopes),
-            "created_at": key.created_at, "last_used_at": key.last_used_at, "revoked_at": key.revoked_at}
+            "created_at": key.created_at, "last_used_at": key.last_used_at, "expires_at": key.expires_at,
+            "revoked_at": key.revoked_at}
 
 
 @router.get("/api-keys", response={200: Page[ApiKeyOut], **ERRORS}, summary="API 密钥列表")
@@ -131,7 +134,8 @@ def create_api_key(request: HttpRequest, payload: ApiKeyIn) -> Any:
         raise Forbidden(_("不能授予自己没有的权限: %(p)s") % {"p": ", ".join(beyond)},
                         details={"field": "scopes", "permissions": beyond})
     created_by = int(p.actor_id) if p.kind == "staff" and p.actor_id.isdigit() else None
-    key, secret = do_create_api_key(p, name=payload.name, scopes=payload.scopes, created_by_id=created_by)
+    key, secret = do_create_api_key(p, name=payload.name, scopes=payload.scopes, created_by_id=created_by,
+                                    expires_at=payload.expires_at)
     return Status(201, ApiKeyCreatedOut(**_key_out(key), secret=secret))
 
 

@@ -38,3 +38,10 @@ class Invalid(ShequnError):
 
     status = 422
     code = "invalid"
+
+
+class TooManyAttempts(ShequnError):
+    """A throttled door (:mod:`shequn.core.throttle`): try again after ``details["retry_after"]`` seconds."""
+
+    status = 429
+    code = "rate_limited"

@@ -24,24 +24,48 @@ from ninja.security.session import SessionAuth
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, model_validator
 from pydantic_core import PydanticCustomError
 
-from .errors import Conflict, Forbidden, Invalid
+from . import throttle
+from .errors import Conflict, Forbidden, Invalid, TooManyAttempts
 from .permissions import Principal
-from .selectors import principal_for_api_key, principal_for_staff, staff_memberships_for_user
+from .selectors import api_key_tenant, principal_for_api_key, principal_for_staff, staff_memberships_for_user
 from .services import do_begin_idempotent, do_finish_idempotent, request_fingerprint
+
+
+def throttled_key_principal(request: HttpRequest, secret: str) -> Principal | None:
+    """Resolve an API key, counting failures per address and per key prefix: past the limits the
+    caller gets 429 ``rate_limited`` (even with a good key) until the window has passed."""
+    ip = throttle.client_ip(request) or "-"
+    parts = secret.split("_", 2)
+    prefix = parts[1][:16] if len(parts) == 3 else ""
+    wait = max(throttle.retry_after(throttle.API_KEY_ADDRESS, ip),
+               throttle.retry_after(throttle.API_KEY_PREFIX, prefix) if prefix else 0)
+    if wait:
+        raise TooManyAttempts(throttle.wait_message(wait), details={"retry_after": wait})
+    found = principal_for_api_key(secret)
+    if found is not None:
+        return found
+    tenant_id = api_key_tenant(prefix) if prefix else None
+    if tenant_id is None:
+        throttle.do_hit(throttle.API_KEY_ADDRESS, ip)
+        return None
+    system = Principal.system(tenant_id, label="api")
+    throttle.do_hit_audited(throttle.API_KEY_ADDRESS, ip, system, label=f"{prefix}…")
+    throttle.do_hit_audited(throttle.API_KEY_PREFIX, prefix, system, label=f"{prefix}…")
+    return None
 
 
 class BearerKeyAuth(HttpBearer):
     openapi_description = "Per-tenant API key: `Authorization: Bearer sq_…`"
 
     def authenticate(self, request: HttpRequest, token: str) -> Principal | None:
-        return principal_for_api_key(token)
+        return throttled_key_principal(request, token)
 
 
 class HeaderKeyAuth(APIKeyHeader):
     param_name = "X-API-Key"
 
     def authenticate(self, request: HttpRequest, key: str | None) -> Principal | None:
-        return principal_for_api_key(key) if key else None
+        return throttled_key_principal(request, key) if key else None
 
 
 class ConsoleSessionAuth(SessionAuth):

@@ -99,6 +99,8 @@ class ApiKey(TenantOwned):
     )
     created_at = models.DateTimeField(_("创建时间"), auto_now_add=True)
     last_used_at = models.DateTimeField(_("最近使用"), null=True, blank=True)
+    expires_at = models.DateTimeField(_("过期时间"), null=True, blank=True,
+                                      help_text=_("过期后密钥不再可用; 留空表示不过期"))
     revoked_at = models.DateTimeField(_("吊销时间"), null=True, blank=True)
 
     class Meta:
@@ -190,3 +192,26 @@ class DeliveryFailure(TenantOwned):
 
     def __str__(self) -> str:
         return f"{self.stream}/{self.subscriber} #{self.pk}"
+
+
+class ThrottleHit(models.Model):
+    """One counted attempt (a failed sign-in, a code request) for the database throttle backend
+    (:mod:`shequn.core.throttle`; Redis counts instead when configured). Not tenant data: sign-in
+    happens before a tenant is known. ``key`` is an HMAC of the account or address, never either in
+    clear. Rows older than a day are deleted as new ones arrive."""
+
+    scope = models.CharField(max_length=32)
+    key = models.CharField(max_length=64)
+    at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["scope", "key", "at"], name="throttle_key_idx")]
+
+
+class StaffSecurity(models.Model):
+    """Per console login: when "sign out everywhere" was last used. A staff session that began
+    before ``sessions_valid_after`` is ended at its next request."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+",
+                                verbose_name=_("账号"))
+    sessions_valid_after = models.DateTimeField(_("会话失效时间"), null=True, blank=True)

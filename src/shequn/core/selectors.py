@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from .models import ApiKey, AuditLog, StaffMembership
@@ -29,20 +29,27 @@ def principal_for_staff(staff: StaffMembership) -> Principal:
 
 
 def principal_for_api_key(secret: str) -> Principal | None:
-    """Resolve ``sq_<prefix>_<random>``; constant-time hash compare; revoked keys never resolve."""
+    """Resolve ``sq_<prefix>_<random>``; constant-time hash compare; revoked and expired keys never
+    resolve."""
     parts = secret.split("_", 2)
     if len(parts) != 3 or parts[0] != "sq":
         return None
-    key = ApiKey.objects.filter(prefix=parts[1], revoked_at__isnull=True, tenant__is_active=True).first()
+    now = timezone.now()
+    key = (ApiKey.objects.filter(prefix=parts[1], revoked_at__isnull=True, tenant__is_active=True)
+           .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now)).first())
     if key is None or not hmac.compare_digest(key.key_hash, hash_api_key(secret)):
         return None
-    now = timezone.now()
     if key.last_used_at is None or (now - key.last_used_at).total_seconds() > 60:
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
     return Principal(
         tenant_id=key.tenant_id, kind="api_key", actor_id=str(key.pk), label=key.name,
         permissions=expand_scopes(list(key.scopes)),
     )
+
+
+def api_key_tenant(prefix: str) -> int | None:
+    """The tenant a key prefix belongs to (for auditing failed attempts with it), or None."""
+    return ApiKey.objects.filter(prefix=prefix).values_list("tenant_id", flat=True).first()
 
 
 def audit_log(tenant_id: int) -> QuerySet[AuditLog]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import secrets
 from typing import Any
@@ -73,19 +74,24 @@ def hash_api_key(secret: str) -> str:
 
 @transaction.atomic
 def do_create_api_key(
-    principal: Principal, *, name: str, scopes: list[str], created_by_id: int | None = None
+    principal: Principal, *, name: str, scopes: list[str], created_by_id: int | None = None,
+    expires_at: dt.datetime | None = None,
 ) -> tuple[ApiKey, str]:
-    """Create a key; returns the row and the one-time secret ``sq_<prefix>_<random>``."""
+    """Create a key; returns the row and the one-time secret ``sq_<prefix>_<random>``. A key with
+    ``expires_at`` stops working then."""
     unknown = [s for s in scopes if s != "*" and s not in ALL]
     if unknown:
         raise Invalid(_("未知的权限范围: %(s)s") % {"s": ", ".join(unknown)}, details={"field": "scopes"})
+    if expires_at is not None and expires_at <= timezone.now():
+        raise Invalid(_("过期时间必须晚于现在"), details={"field": "expires_at"})
     prefix = secrets.token_hex(4)
     secret = f"sq_{prefix}_{secrets.token_urlsafe(32)}"
     key = ApiKey.objects.create(
         tenant_id=principal.tenant_id, name=name, prefix=prefix, key_hash=hash_api_key(secret),
-        scopes=scopes, created_by_id=created_by_id,
+        scopes=scopes, created_by_id=created_by_id, expires_at=expires_at,
     )
-    do_audit(principal, "api_key.create", "ApiKey", key.pk, data={"name": name, "scopes": scopes})
+    do_audit(principal, "api_key.create", "ApiKey", key.pk,
+             data={"name": name, "scopes": scopes, "expires_at": expires_at.isoformat() if expires_at else None})
     return key, secret
 
 

@@ -115,7 +115,7 @@ class MemberAdmin(TenantScopedAdmin):
     readonly_fields = ("first_seen_at", "last_active_at", "merged_into", "created_at")
     # communities/admin.py adds the member's communities and roles (inlines and filters)
     inlines: tuple[Any, ...] = (IdentityInline, MemberTagInline)
-    actions = ["merge_two", "export_selected_csv", "export_selected_xlsx"]
+    actions = ["merge_two", "export_selected_csv", "export_selected_xlsx", "data_rights"]
     actions_list = ["import_members", "export_csv", "export_xlsx", "merge_suggestions"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Member]:
@@ -194,6 +194,15 @@ class MemberAdmin(TenantScopedAdmin):
             messages.error(request, gettext("请恰好选择两位会员进行合并"))
             return None
         return HttpResponseRedirect(f"{reverse('console:member_merge')}?a={ids[0]}&b={ids[1]}")
+
+    @action(description=_("个人信息: 导出全部 / 删除"), permissions=["change"])
+    def data_rights(self, request: HttpRequest, queryset: QuerySet[Member]) -> HttpResponse | None:
+        """The member's data rights (PIPL): a full export of one member, or erasure."""
+        ids = list(queryset.values_list("pk", flat=True)[:2])
+        if len(ids) != 1:
+            messages.error(request, gettext("请只选择一位会员"))
+            return None
+        return HttpResponseRedirect(reverse("console:member_data_rights", args=[ids[0]]))
 
     def _export_selected(self, request: HttpRequest, queryset: QuerySet[Member], fmt: str) -> HttpResponse | None:
         principal = request_principal(request)

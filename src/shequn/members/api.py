@@ -26,6 +26,8 @@ from .models import Identity, LifecycleStage, Member, MemberTag, RelationshipLev
 from .services import (
     do_add_identity,
     do_create_member,
+    do_erase_member,
+    do_export_member,
     do_merge_members,
     do_tag_member,
     do_untag_member,
@@ -349,3 +351,49 @@ def untag_member(request: HttpRequest, member_id: Id, tag_id: Id) -> Any:
     do_untag_member(p, member, tag)
     return member_out(p.tenant_id, member_id, full_contact=True)
 
+
+
+# --- data rights (PIPL): a member's copy of their data, and erasure ---------------------------------
+
+
+@router.get("/{member_id}/export", response={200: None, **ERRORS}, summary="导出某会员的全部数据 (JSON 或 XLSX)",
+            openapi_extra={"responses": {200: {"description": "JSON or XLSX file", "content": {
+                "application/json": {"schema": {"type": "object"}},
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": {
+                    "schema": {"type": "string", "format": "binary"}}}}}})
+def export_member_data(request: HttpRequest, member_id: Id, format: Literal["json", "xlsx"] = "json") -> HttpResponse:
+    """Everything held about one member — profile, identities, tags, memberships, roles, messages and
+    other activity, orders — unmasked (it is the member's own copy). Needs ``members.write``; audited
+    (``member.data_export``)."""
+    p = require(request, "members.write")
+    body = do_export_member(p, member_id, format)
+    if format == "xlsx":
+        resp = HttpResponse(body, content_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+    else:
+        resp = HttpResponse(body, content_type="application/json; charset=utf-8")
+    resp["Content-Disposition"] = f'attachment; filename="member-{member_id}.{format}"'
+    return resp
+
+
+class EraseIn(BodyIn):
+    reason: str = Field(min_length=1, max_length=500, description="why (e.g. the member's request number)")
+
+
+class ErasedOut(Schema):
+    id: int
+    display_name: str
+    erased_at: dt.datetime
+
+
+@router.post("/{member_id}/erase", response={200: ErasedOut, **ERRORS},
+             summary="删除某会员的个人信息 (保留匿名订单与账目)")
+@idempotent
+def erase_member(request: HttpRequest, member_id: Id, payload: EraseIn) -> Any:
+    """Deletes identities and tags, clears phone / e-mail / note, scrubs message text and names,
+    ends portal sessions; the member row stays under a pseudonym so orders and the ledger keep their
+    amounts. Needs ``members.write``; audited (``member.erase``, with the reason). 409 when already
+    erased."""
+    p = require(request, "members.write")
+    member = do_erase_member(p, member_id, reason=payload.reason)
+    assert member.erased_at is not None
+    return ErasedOut(id=member.pk, display_name=member.display_name, erased_at=member.erased_at)

@@ -46,6 +46,8 @@ class Member(TenantOwned):
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", verbose_name=_("已合并到")
     )
     created_at = models.DateTimeField(_("创建时间"), auto_now_add=True)
+    erased_at = models.DateTimeField(_("个人信息删除时间"), null=True, blank=True,
+                                     help_text=_("会员行使删除权后, 只保留匿名编号; 订单与账本金额不变"))
 
     class Meta:
         verbose_name = _("会员")

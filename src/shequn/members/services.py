@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import io
+import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from openpyxl import Workbook
 
-from shequn.core.errors import Conflict, Invalid
+from shequn.core.errors import Conflict, Invalid, NotFound
 from shequn.core.models import Platform
 from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
@@ -220,3 +226,110 @@ def do_merge_members(principal: Principal, *, keep: Member, merge: Member, reaso
     merge.save(update_fields=["merged_into"])
     do_audit(principal, "member.merge", "Member", keep.pk, reason=reason, data={"merged": merge.pk, "moved": moved})
     return keep
+
+
+# --- member data rights (PIPL: access and erasure) ----------------------------------------------------
+#
+# Other apps hold rows about a member too. They take part through two registries, filled by
+# :mod:`shequn.wiring`: an *export section* (a read: a list of plain dicts for the member) and an
+# *erasure step* (a writer of that app's own tables). The members app never writes another app's tables.
+
+ExportSection = Callable[[int, int], list[dict[str, Any]]]
+ErasureStep = Callable[[Principal, int], int]
+_EXPORT_SECTIONS: dict[str, ExportSection] = {}
+_ERASURE_STEPS: dict[str, ErasureStep] = {}
+
+
+def register_export_section(name: str, section: ExportSection) -> None:
+    """``section(tenant_id, member_id)`` → the rows this app holds about the member."""
+    _EXPORT_SECTIONS[name] = section
+
+
+def register_erasure_step(name: str, step: ErasureStep) -> None:
+    """``step(principal, member_id)`` erases the member's personal data in this app's tables and
+    returns how many rows it changed (called inside the erasure's transaction)."""
+    _ERASURE_STEPS[name] = step
+
+
+def pseudonym(member: Member) -> str:
+    """The stable pseudonymous name an erased member keeps (orders and ledger entries stay under the
+    same row id; the name says nothing about the person)."""
+    digest = hmac.new(str(settings.SECRET_KEY).encode(), f"member-erase:{member.tenant_id}:{member.pk}".encode(),
+                      hashlib.sha256).hexdigest()
+    return f"已注销会员-{digest[:10]}"
+
+
+def export_rows(qs: Any, fields: list[str]) -> list[dict[str, Any]]:
+    """Rows of ``qs`` as plain dicts with ISO dates (for export sections of any app)."""
+    return [{f: (v.isoformat() if hasattr(v, "isoformat") else v) for f, v in zip(fields, row, strict=True)}
+            for row in qs.values_list(*fields)]
+
+
+def member_data(tenant_id: int, member_id: int) -> dict[str, list[dict[str, Any]]]:
+    """Everything shequn holds about one member, by section (unmasked: this is the member's own copy)."""
+    member = Member.objects.filter(tenant_id=tenant_id, pk=member_id).first()
+    if member is None:
+        raise NotFound(_("会员不存在"), details={"member_id": member_id})
+    data: dict[str, list[dict[str, Any]]] = {
+        "member": export_rows(Member.objects.filter(pk=member.pk), [
+            "id", "display_name", "phone", "email", "source_channel", "first_seen_at", "last_active_at",
+            "lifecycle_stage", "relationship_level", "consent_marketing", "consent_data", "note", "created_at",
+            "erased_at"]),
+        "identities": export_rows(Identity.objects.filter(member=member).order_by("pk"),
+                            ["platform", "external_id", "display_name", "verified", "created_at"]),
+        "tags": export_rows(MemberTag.objects.filter(member=member).order_by("pk"), ["tag__name", "added_at"]),
+    }
+    for name, section in sorted(_EXPORT_SECTIONS.items()):
+        data[name] = section(tenant_id, member.pk)
+    return data
+
+
+def do_export_member(principal: Principal, member_id: int, fmt: str) -> bytes:
+    """The member's data as JSON or XLSX (one sheet per section); the export is audited."""
+    data = member_data(principal.tenant_id, member_id)
+    do_audit(principal, "member.data_export", "Member", member_id, data={"format": fmt,
+                                                                        "sections": sorted(data)})
+    if fmt == "json":
+        return json.dumps({"member_id": member_id, "sections": data}, ensure_ascii=False, indent=2,
+                          default=str).encode()
+    book = Workbook()
+    book.remove(book.active)
+    for name, rows in data.items():
+        sheet = book.create_sheet(name[:31])
+        columns = list(rows[0]) if rows else ["-"]
+        sheet.append(columns)
+        for row in rows:
+            sheet.append([json.dumps(v, ensure_ascii=False) if isinstance(v, dict | list) else v
+                          for v in (row.get(c) for c in columns)])
+    buf = io.BytesIO()
+    book.save(buf)
+    return buf.getvalue()
+
+
+@transaction.atomic
+def do_erase_member(principal: Principal, member_id: int, *, reason: str) -> Member:
+    """Erase a member's personal data (PIPL): platform identities and tags are deleted; phone,
+    e-mail, note, channel and consents are cleared; the name becomes a pseudonym; the personal fields
+    of their messages are scrubbed (activity) and every other app's registered step runs (declared in
+    :mod:`shequn.wiring`). The row itself stays,
+    so orders, payments and ledger entries keep their amounts under the same (now pseudonymous) id.
+    Audited with the reason. Locking: the member row."""
+    if not reason.strip():
+        raise Invalid(_("请填写删除原因 (如会员的申请编号)"), details={"field": "reason"})
+    member = Member.objects.select_for_update().filter(tenant_id=principal.tenant_id, pk=member_id).first()
+    if member is None:
+        raise NotFound(_("会员不存在"), details={"member_id": member_id})
+    if member.erased_at is not None:
+        raise Conflict(_("该会员的个人信息已删除"), details={"member_id": member_id})
+    counts = {"identities": Identity.objects.filter(member=member).delete()[0],
+              "tags": MemberTag.objects.filter(member=member).delete()[0]}
+    for name, step in sorted(_ERASURE_STEPS.items()):
+        counts[name] = step(principal, member.pk)
+    member.display_name = pseudonym(member)
+    member.phone = member.email = member.note = member.source_channel = ""
+    member.consent_marketing = member.consent_data = False
+    member.erased_at = timezone.now()
+    member.save(update_fields=["display_name", "phone", "email", "note", "source_channel", "consent_marketing",
+                               "consent_data", "erased_at"])
+    do_audit(principal, "member.erase", "Member", member.pk, reason=reason.strip(), data={"removed": counts})
+    return member

@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 
+from shequn.core import throttle
 from shequn.core.models import Tenant
 from shequn.members.models import Member
 
@@ -28,8 +29,7 @@ MAX_AGE = int(services.SESSION_TTL.total_seconds())
 
 
 def client_ip(request: HttpRequest) -> str | None:
-    ip = request.META.get("REMOTE_ADDR") or None
-    return str(ip) if ip else None
+    return throttle.client_ip(request)
 
 
 def in_wechat(request: HttpRequest) -> bool:

@@ -6,8 +6,9 @@ code, a Telegram account proved by the Login Widget's hash, a magic link signed 
 known (an unknown number becomes a new member only when its code is entered).
 
 Rules (field notes): 6-digit codes, stored hashed, ≤ 5 attempts, 10-minute expiry; at most one code
-per phone per 60 s and 5 per hour, 20 per IP per hour. Counters are rows of :class:`SignInCode`
-(so they hold across server processes without Redis)."""
+per phone per 60 s and 5 per hour, 20 per IP per hour, 20 wrong codes per IP per 15 minutes. The
+counting is core's one throttle (:mod:`shequn.core.throttle`: Redis when configured, the database
+otherwise), so the limits hold across server processes."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from shequn.communities.services import do_join
 from shequn.connectors import secrets as field_secrets
 from shequn.connectors.models import Connection
 from shequn.connectors.services import connection_secrets, telegram_invite_link
+from shequn.core import throttle
 from shequn.core.errors import Conflict, Forbidden, Invalid, NotFound, ShequnError
 from shequn.core.masking import mask_phone
 from shequn.core.models import Platform, Tenant
@@ -94,13 +96,17 @@ def do_send_code(tenant: Tenant, raw_phone: str, *, ip: str | None = None, now: 
     if not phone:
         raise Invalid(_("请输入手机号"), details={"field": "phone"})
     ph = phone_hash(tenant.pk, phone)
-    recent = SignInCode.objects.filter(tenant_id=tenant.pk, phone_hash=ph, created_at__gt=now - dt.timedelta(hours=1))
-    if recent.filter(created_at__gt=now - PHONE_GAP).exists():
+    if throttle.retry_after(throttle.CODE_PHONE_GAP, ph, now):
         raise RateLimited(_("发送太频繁, 请 60 秒后再试"), details={"field": "phone"})
-    if recent.count() >= PHONE_PER_HOUR:
+    if throttle.retry_after(throttle.CODE_PHONE_HOUR, ph, now):
         raise RateLimited(_("该号码发送次数过多, 请一小时后再试"), details={"field": "phone"})
-    if ip and SignInCode.objects.filter(ip=ip, created_at__gt=now - dt.timedelta(hours=1)).count() >= IP_PER_HOUR:
+    if ip and throttle.retry_after(throttle.CODE_ADDRESS_HOUR, ip, now):
         raise RateLimited(_("请求过于频繁, 请稍后再试"), details={"field": "phone"})
+    system = Principal.system(tenant.pk, label="portal")
+    throttle.do_hit(throttle.CODE_PHONE_GAP, ph, now)
+    throttle.do_hit_audited(throttle.CODE_PHONE_HOUR, ph, system, label=mask_phone(phone), now=now)
+    if ip:
+        throttle.do_hit_audited(throttle.CODE_ADDRESS_HOUR, ip, system, now=now)
     code = f"{secrets.randbelow(10**6):06d}"
     with transaction.atomic():
         # an earlier unused code for this phone stops working when a new one is sent
@@ -113,12 +119,28 @@ def do_send_code(tenant: Tenant, raw_phone: str, *, ip: str | None = None, now: 
     get_sender().send(tenant.pk, phone, text)
 
 
-def do_verify_code(tenant: Tenant, raw_phone: str, code: str, *, now: dt.datetime | None = None) -> Member:
+def do_verify_code(tenant: Tenant, raw_phone: str, code: str, *, ip: str | None = None,
+                   now: dt.datetime | None = None) -> Member:
     """Check a code and return the member this phone belongs to (created on first sign-in).
 
     Wrong, expired, used-up and unknown all answer the same :class:`Invalid`; each wrong try counts,
-    and the fifth ends the code. Locking: the code row (``select_for_update``)."""
+    and the fifth ends the code. An address with too many wrong codes (any phone) is refused with
+    :class:`RateLimited` for a while. Locking: the code row (``select_for_update``)."""
     now = now or timezone.now()
+    if ip:
+        wait = throttle.retry_after(throttle.MEMBER_SIGNIN_ADDRESS, ip, now)
+        if wait:
+            raise RateLimited(throttle.wait_message(wait), details={"field": "code"})
+    try:
+        return _verify_code(tenant, raw_phone, code, now)
+    except Invalid:
+        if ip:
+            throttle.do_hit_audited(throttle.MEMBER_SIGNIN_ADDRESS, ip, Principal.system(tenant.pk, label="portal"),
+                                    now=now)
+        raise
+
+
+def _verify_code(tenant: Tenant, raw_phone: str, code: str, now: dt.datetime) -> Member:
     phone = check_phone(raw_phone)
     wrong = Invalid(_("验证码错误或已过期"), code="bad_code", details={"field": "code"})
     if not phone:
@@ -486,3 +508,9 @@ def do_decide_join(principal: Principal, request_id: int, *, approve: bool, note
     do_audit(principal, f"portal.join_request.{req.status}", "Community", req.community_id,
              reason=note, data={"request": req.pk, "member": req.member_id})
     return req
+
+
+def do_end_member_sessions(principal: Principal, member_id: int) -> int:
+    """Sign a member out of the members' pages everywhere (their data was erased: no device stays
+    signed in as them). Returns the number of sessions ended."""
+    return int(MemberSession.objects.filter(tenant_id=principal.tenant_id, member_id=member_id).delete()[0])

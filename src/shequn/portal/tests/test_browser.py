@@ -232,7 +232,8 @@ def test_checkin_lottery_and_red_packet(live_world, phones):
     assert points > 0
     a.shot("checked-in")
     a.page.get_by_test_id("checkin-button").click()
-    a.page.wait_for_function("document.querySelector('[data-testid=checkin-result]').innerText.includes('已经')")
+    # a locator wait, not wait_for_function: the page's CSP forbids evaluating strings (no 'unsafe-eval')
+    a.page.get_by_test_id("checkin-result").filter(has_text="已经").wait_for()
     assert a.text("streak") == "1" and int(a.text("points")) == points
     a.shot("checked-in-again")
     member = Member.objects.get(tenant=world.tenant, phone="13800000031")

@@ -57,7 +57,8 @@ def login(request: HttpRequest, slug: str) -> HttpResponse:
         else:
             ctx["step"] = "code"
             try:
-                member = services.do_verify_code(tenant, phone, request.POST.get("code", ""))
+                member = services.do_verify_code(tenant, phone, request.POST.get("code", ""),
+                                                 ip=auth.client_ip(request))
             except ShequnError as exc:
                 ctx["error"] = exc.message
             else:
