@@ -20,7 +20,9 @@ from django.tasks import task
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from shequn.core import webhooks
 from shequn.core.errors import Conflict, Invalid, NotFound
+from shequn.core.models import WebhookEventType
 from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
 from shequn.ledger.models import AccountKind
@@ -186,6 +188,9 @@ def _apply_result(w: Withdrawal, result: PayoutResult) -> None:
         _trail(w, WithdrawalStatus.PAID, w.provider)
         w.save(update_fields=["status", "provider_ref", "updated_at"])
         _allocate_withdrawn(w)
+        webhooks.emit(tid, WebhookEventType.WITHDRAWAL_PAID, f"withdrawal:{w.pk}:paid", {
+            "withdrawal_id": w.pk, "member_id": w.member_id, "amount_fen": w.amount_fen, "fee_fen": w.fee_fen,
+            "provider": w.provider, "provider_ref": w.provider_ref, "out_no": w.out_no})
     elif result.status == FAILED:
         w.failure_reason = result.reason[:255]
         _trail(w, WithdrawalStatus.FAILED, w.provider, result.reason)
