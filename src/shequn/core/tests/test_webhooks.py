@@ -364,3 +364,25 @@ def test_console_creates_an_endpoint_shows_the_secret_once_and_replays(tenant: T
     assert WebhookDelivery.objects.filter(replay_of=delivery).count() == 1
     webhooks.deliver_due()
     assert len(receiver.requests) == 2
+
+
+def test_joins_are_not_stored_without_a_member_subscription(tenant: Tenant, owner: Principal,
+                                                             receiver: Receiver) -> None:
+    _endpoint(owner, receiver.url, ["order.paid"])
+    member = Member.objects.create(tenant=tenant, display_name="小李", first_seen_at=timezone.now())
+    join = ActivityEvent.objects.create(tenant=tenant, member=member, platform="matrix", platform_event_id="$j2",
+                                        kind="join", occurred_at=timezone.now(), received_at=timezone.now())
+    assert streams.deliver("activity", tenant.pk, [join.pk], only="webhooks") == {"webhooks": "ok"}
+    assert not WebhookEvent.objects.exists()
+    assert webhooks.subscribed_types(tenant.pk) == {"order.paid"}
+
+
+def test_an_undecryptable_secret_is_a_visible_failed_attempt(tenant: Tenant, owner: Principal,
+                                                            receiver: Receiver) -> None:
+    endpoint, _secret = _endpoint(owner, receiver.url)
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(secret_encrypted="gAAAA-not-a-token")
+    _emit(tenant)
+    assert webhooks.deliver_due() == 0
+    row = WebhookDelivery.objects.get()
+    assert row.state == "pending" and row.attempts == 1 and "decrypted" in row.last_error
+    assert receiver.requests == []  # nothing unsigned ever leaves
