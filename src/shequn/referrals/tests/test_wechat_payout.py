@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from django.db import connection, connections
 
+from shequn.core import webhooks
 from shequn.core.errors import Conflict, Invalid
-from shequn.core.models import AuditLog, Tenant
+from shequn.core.models import AuditLog, Tenant, WebhookEvent
 from shequn.ledger.services import check_ledger
 from shequn.referrals.models import ReferralPolicy, WeChatPayConfig, WithdrawalStatus
 from shequn.referrals.services import (
@@ -156,8 +157,12 @@ def test_unconfigured_wechat_keeps_the_withdrawal_approved(tenant: Tenant, fake:
 
 
 def test_manual_payout_recorded_by_staff_with_a_reference(tenant: Tenant) -> None:
-    a = _earner(tenant, "manual")
     p = principal(tenant)
+    webhooks.do_create_endpoint(p, url="https://erp.invalid/hook",
+                                event_types=["commission.available", "withdrawal.paid"])
+    a = _earner(tenant, "manual")
+    [available] = WebhookEvent.objects.filter(type="commission.available")
+    assert available.data["member_id"] == a.pk and available.data["amount_fen"] == 1990
     w = do_request_withdrawal(p, member_id=a.pk, amount_fen=1500, idempotency_key="k", payee="招商银行 尾号 1234")
     assert w.status == WithdrawalStatus.PROCESSING  # waiting for staff to transfer
     assert do_reconcile_withdrawals(tenant.pk) == 0  # reconciliation leaves a manual payout to staff
@@ -177,6 +182,8 @@ def test_manual_payout_recorded_by_staff_with_a_reference(tenant: Tenant) -> Non
     with pytest.raises(Conflict):  # a second submit does not pay twice
         do_record_manual_payout(p, w.pk, channel="alipay", reference="2026120422001400001")
     assert bal(tenant, a, "paid_out") == 1500
+    [announced] = WebhookEvent.objects.filter(type="withdrawal.paid")
+    assert announced.data["withdrawal_id"] == w.pk and announced.data["provider_ref"] == "2026120422001400001"
     assert check_ledger(tenant.pk).ok
 
 
