@@ -23,6 +23,7 @@ from shequn.commerce import services as commerce
 from shequn.communities import selectors as communities_selectors
 from shequn.communities import services as communities
 from shequn.connectors import signals as connector_outcomes
+from shequn.core import webhooks
 from shequn.engagement import selectors as engagement_selectors
 from shequn.engagement import services as engagement
 from shequn.ledger.wallet import LedgerCashWallet
@@ -64,6 +65,9 @@ def connect() -> None:
     # referrals binds members who joined through an invite code
     activity_stream.register_consumer("referrals", referrals.on_activity, kinds=["join"])
 
+    # other systems hear of joins and leaves through their webhook endpoints (core/webhooks.py)
+    activity_stream.register_consumer("webhooks", webhooks.on_activity, kinds=["join", "leave"])
+
     # --- commerce order events → listeners -------------------------------------------------------------------------
     # paid orders show up in the activity stream as "purchase" events (engagement sees them)
     order_events.register_order_listener("commerce.activity", commerce.on_order_event)
@@ -71,6 +75,8 @@ def connect() -> None:
     # referrals/services/commissions.py). on_order_event reads OrderEventData through the structural
     # OrderEvent protocol (mutable fields there, a frozen dataclass here), which mypy cannot match.
     order_events.register_order_listener("referrals", referrals.on_order_event)  # type: ignore[arg-type]
+    # paid and refunded orders become order.paid / order.refunded webhooks
+    order_events.register_order_listener("webhooks", webhooks.on_order_event)
 
     # --- connectors: the outcome of an outbox action → whoever queued it -------------------------------------------
     # the ladder counts only actions that were applied (a failed mute is no mute)

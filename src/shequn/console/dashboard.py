@@ -14,7 +14,7 @@ from django.utils.translation import gettext as _
 
 from shequn.activity.models import ActivityEvent, EventKind
 from shequn.communities import selectors as community_selectors
-from shequn.core import streams
+from shequn.core import streams, webhooks
 from shequn.core.admin_base import can, request_tenant_id
 from shequn.members import selectors as member_selectors
 
@@ -56,6 +56,11 @@ def dashboard_callback(request: HttpRequest, context: dict[str, Any]) -> dict[st
             context["shequn_kpis"].append({
                 "label": _("事件投递失败 (死信 / 待重试)"), "value": f'{failures["dead"]} / {failures["pending"]}',
                 "icon": "report", "href": reverse("admin:core_deliveryfailure_changelist")})
+        disabled = webhooks.disabled_endpoints(tenant_id)
+        if disabled:  # endpoints the platform disabled after persistent failure (issue 14)
+            context["shequn_kpis"].append({
+                "label": _("Webhook 端点因持续失败已停用"), "value": len(disabled), "icon": "webhook",
+                "href": reverse("admin:core_webhookendpoint_changelist")})
     context["shequn_tenant"] = request.tenant  # type: ignore[attr-defined]
     if can(request, "communities.read"):
         context["shequn_communities"] = [

@@ -18,7 +18,10 @@ from unfold.contrib.filters.admin import ChoicesDropdownFilter, RangeDateFilter
 from unfold.decorators import action, display
 from unfold.widgets import UnfoldAdminCheckboxSelectMultipleWidget
 
-from . import admin_delivery  # noqa: F401  (registers the failed-deliveries / dead-letter page)
+from . import (
+    admin_delivery,  # noqa: F401  (registers the failed-deliveries / dead-letter page)
+    admin_webhooks,  # noqa: F401  (registers the webhook endpoints and delivery log pages)
+)
 from .admin_base import TenantScopedAdmin, can, request_principal, request_tenant_id
 from .models import ApiKey, AuditLog, StaffMembership, Tenant
 from .permissions import AREAS

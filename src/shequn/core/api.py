@@ -1,6 +1,7 @@
 """REST API of the core app: who am I, the audit log and the tenant's API keys.
 
-Mounted at ``/api/v1/`` (``PREFIX = ""``): ``/me``, ``/audit-log``, ``/api-keys``."""
+Mounted at ``/api/v1/`` (``PREFIX = ""``): ``/me``, ``/audit-log``, ``/api-keys`` and ``/webhooks/…``
+(:mod:`.api_webhooks`)."""
 
 
 import datetime as dt
@@ -11,6 +12,7 @@ from django.utils.translation import gettext as _
 from ninja import Field, Query, Router, Schema, Status
 from ninja.params import P, QueryEx
 
+from .api_webhooks import router as webhooks_router
 from .errors import Forbidden, NotFound
 from .http import ERRORS, ApiDatetime, BodyIn, Id, Page, idempotent, max_len, paginate, principal, require
 from .models import ApiKey, Tenant
@@ -147,3 +149,8 @@ def revoke_api_key(request: HttpRequest, key_id: Id) -> Any:
     if key is None:
         raise NotFound(_("API 密钥不存在"), details={"key_id": key_id})
     return ApiKeyOut(**_key_out(do_revoke_api_key(p, key)))
+
+
+# --- outgoing webhooks (/webhooks/…, shequn.core.api_webhooks) ---------------------------------
+
+router.add_router("/webhooks", webhooks_router)

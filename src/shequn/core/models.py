@@ -215,3 +215,103 @@ class StaffSecurity(models.Model):
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+",
                                 verbose_name=_("账号"))
     sessions_valid_after = models.DateTimeField(_("会话失效时间"), null=True, blank=True)
+
+
+# -- outgoing webhooks (:mod:`shequn.core.webhooks`) -----------------------------------------------
+
+
+class WebhookEventType(models.TextChoices):
+    ORDER_PAID = "order.paid", _("订单已支付")
+    ORDER_REFUNDED = "order.refunded", _("订单已退款")
+    MEMBER_JOINED = "member.joined", _("成员入群")
+    MEMBER_LEFT = "member.left", _("成员退群")
+    COMMISSION_AVAILABLE = "commission.available", _("佣金可提现")
+    WITHDRAWAL_PAID = "withdrawal.paid", _("提现已到账")
+    VIOLATION = "violation.created", _("违规记录")
+    HEALTH_ALERT = "health.alert", _("社群健康预警")
+
+
+class WebhookEndpoint(TenantOwned):
+    """A URL of another system that receives the tenant's events, signed with the endpoint's secret
+    (encrypted at rest; shown once when created or rotated). Disabled by the platform after a
+    delivery exhausted its retries with no success since (``disabled_reason`` says why)."""
+
+    url = models.URLField(_("接收地址"), max_length=500)
+    description = models.CharField(_("说明"), max_length=120, blank=True)
+    event_types = models.JSONField(_("订阅的事件"), default=list)
+    secret_encrypted = models.TextField(_("签名密钥(加密)"), editable=False)
+    secret_hint = models.CharField(_("签名密钥"), max_length=16, editable=False, blank=True)
+    is_active = models.BooleanField(_("启用"), default=True)
+    disabled_at = models.DateTimeField(_("停用时间"), null=True, blank=True)
+    disabled_reason = models.CharField(_("停用原因"), max_length=255, blank=True)
+    consecutive_failures = models.PositiveIntegerField(_("连续失败次数"), default=0)
+    last_success_at = models.DateTimeField(_("最近成功"), null=True, blank=True)
+    created_at = models.DateTimeField(_("创建时间"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("更新时间"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("Webhook 端点")
+        verbose_name_plural = _("Webhook 端点")
+        indexes = [models.Index(fields=["tenant", "is_active"], name="webhook_endpoint_active_idx")]
+
+    def __str__(self) -> str:
+        return self.description or self.url
+
+
+class WebhookEvent(TenantOwned):
+    """One business fact to announce (the body every subscribed endpoint receives). ``key`` makes the
+    emission idempotent: a replayed order event or activity batch announces nothing twice."""
+
+    type = models.CharField(_("事件类型"), max_length=32, choices=WebhookEventType.choices)
+    key = models.CharField(_("来源"), max_length=120)
+    data = models.JSONField(_("内容"), default=dict)
+    created_at = models.DateTimeField(_("发生时间"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("Webhook 事件")
+        verbose_name_plural = _("Webhook 事件")
+        constraints = [models.UniqueConstraint(fields=["tenant", "key"], name="webhook_event_unique_key")]
+
+    def __str__(self) -> str:
+        return f"{self.get_type_display()} #{self.pk}"
+
+
+class WebhookDelivery(TenantOwned):
+    """One event sent to one endpoint (a replay is a new row pointing at the original): the delivery
+    log. Pending rows are sent by ``core.tasks.deliver_webhooks`` outside any transaction and retried
+    with exponential backoff; after ``webhooks.MAX_ATTEMPTS`` failed attempts the row is given up."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", _("待发送")
+        SUCCEEDED = "succeeded", _("已送达")
+        FAILED = "failed", _("已放弃")
+
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries",
+                                 verbose_name=_("端点"))
+    event = models.ForeignKey(WebhookEvent, on_delete=models.CASCADE, related_name="deliveries",
+                              verbose_name=_("事件"))
+    replay_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="+",
+                                  verbose_name=_("重放自"))
+    state = models.CharField(_("状态"), max_length=16, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(_("尝试次数"), default=0)
+    next_attempt_at = models.DateTimeField(_("下次发送"), null=True, blank=True)
+    last_status_code = models.PositiveIntegerField(_("响应状态码"), null=True, blank=True)
+    last_error = models.CharField(_("失败原因"), max_length=500, blank=True)
+    response_excerpt = models.CharField(_("响应内容(节选)"), max_length=500, blank=True)
+    duration_ms = models.PositiveIntegerField(_("耗时(毫秒)"), null=True, blank=True)
+    delivered_at = models.DateTimeField(_("送达时间"), null=True, blank=True)
+    created_at = models.DateTimeField(_("创建时间"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("最近尝试"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("Webhook 投递记录")
+        verbose_name_plural = _("Webhook 投递记录")
+        indexes = [
+            models.Index(fields=["state", "next_attempt_at"], name="webhook_delivery_due_idx"),
+            models.Index(fields=["tenant", "endpoint", "-created_at"], name="webhook_delivery_log_idx"),
+        ]
+        constraints = [models.UniqueConstraint(fields=["endpoint", "event"], condition=models.Q(replay_of=None),
+                                               name="webhook_delivery_once")]
+
+    def __str__(self) -> str:
+        return f"{self.event.get_type_display()} → {self.endpoint} #{self.pk}"

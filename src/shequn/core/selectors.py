@@ -7,7 +7,7 @@ import hmac
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from .models import ApiKey, AuditLog, StaffMembership
+from .models import ApiKey, AuditLog, StaffMembership, WebhookDelivery, WebhookEndpoint
 from .permissions import Principal, expand_scopes, permissions_for_role
 from .services import hash_api_key
 
@@ -58,3 +58,20 @@ def audit_log(tenant_id: int) -> QuerySet[AuditLog]:
 
 def api_keys(tenant_id: int) -> QuerySet[ApiKey]:
     return ApiKey.objects.filter(tenant_id=tenant_id).order_by("-id")
+
+
+# -- outgoing webhooks -----------------------------------------------------------------------------
+
+
+def webhook_endpoints(tenant_id: int) -> QuerySet[WebhookEndpoint]:
+    return WebhookEndpoint.objects.filter(tenant_id=tenant_id)
+
+
+def webhook_deliveries(tenant_id: int, *, endpoint_id: int | None = None,
+                       state: str | None = None) -> QuerySet[WebhookDelivery]:
+    qs = WebhookDelivery.objects.filter(tenant_id=tenant_id).select_related("event", "endpoint")
+    if endpoint_id is not None:
+        qs = qs.filter(endpoint_id=endpoint_id)
+    if state:
+        qs = qs.filter(state=state)
+    return qs

@@ -26,7 +26,9 @@ from shequn.communities.models import Community, Membership, RoleAssignment
 from shequn.connectors.models import OutboxAction
 from shequn.connectors.services import do_request_action
 from shequn.connectors.services.delivery import unmute_key
+from shequn.core import webhooks
 from shequn.core.errors import Conflict, Forbidden, Invalid, NotFound, ShequnError
+from shequn.core.models import WebhookEventType
 from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
 from shequn.members.models import Identity, Member
@@ -338,7 +340,16 @@ def _record(tenant_id: int, event: ActivityEvent, text: str, verdict: Verdict, p
         data={"decision": decision_note, "step": v.ladder_step, "actions": v.actions,
               "rules": [r["rule"] for r in v.reasons][:20], "member_id": v.member_id, "event_id": event.pk},
     )
+    _announce(v)
     return v
+
+
+def _announce(v: Violation) -> None:
+    """The ``violation.created`` webhook (ids and verdict only: never the message text)."""
+    webhooks.emit(v.tenant_id, WebhookEventType.VIOLATION, f"violation:{v.pk}", {
+        "violation_id": v.pk, "member_id": v.member_id, "community_id": v.community_id, "group_id": v.group_id,
+        "platform": v.platform, "verdict": v.verdict, "category": v.category, "status": v.status,
+        "score": v.score, "occurred_at": v.occurred_at})
 
 
 def plan_actions(policy: ModerationPolicy, v: Violation, decision: str,
@@ -675,6 +686,7 @@ def do_report(principal: Principal, event_id: int, *, reason: str = "",
             verdict="review", score=0.0, category="reported", rule_id="reports", reasons=[reason_row],
             status=Violation.Status.PENDING, occurred_at=event.occurred_at,
         )
+        _announce(violation)
     elif violation.status in (Violation.Status.ALLOWED, Violation.Status.EXEMPT) and violation.reviewed_at is None:
         violation.status = Violation.Status.PENDING
         violation.reasons = [*violation.reasons, reason_row]

@@ -16,6 +16,7 @@ from shequn.core.admin_base import TenantScopedAdmin, TenantScopedTabularInline,
 from shequn.core.errors import ShequnError
 
 from . import services
+from .admin_payouts import WithdrawalPayoutActions, payout_provider_warning
 from .models import (
     Commission,
     CommissionPlan,
@@ -43,6 +44,16 @@ class ReferralPolicyAdmin(TenantScopedAdmin):
     permission_area = "referrals"
     list_display = ("binding_mode", "binding_days", "protection_days", "new_customer_only", "fraud_blocking",
                     "withdrawal_approval_above_fen", "payout_provider")
+
+    def check_form(self, request: HttpRequest, form: Any) -> None:
+        tenant_id = getattr(getattr(request, "tenant", None), "pk", None)
+        provider = form.cleaned_data.get("payout_provider")
+        if tenant_id is not None and provider and provider != form.initial.get("payout_provider"):
+            services.check_payout_provider(tenant_id, provider)  # wechat needs a WeChat Pay configuration
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        payout_provider_warning(request)
+        return super().changelist_view(request, extra_context)
 
 
 @admin.register(InviteLink)
@@ -133,7 +144,7 @@ class WithdrawalEventInline(TenantScopedTabularInline):
 
 
 @admin.register(Withdrawal)
-class WithdrawalAdmin(TenantScopedAdmin):
+class WithdrawalAdmin(WithdrawalPayoutActions, TenantScopedAdmin):
     permission_area = "finance"
     list_display = ("out_no", "member", "amount", "fee", "status", "provider", "requested_at")
     list_filter = ("status", "provider")
@@ -148,6 +159,10 @@ class WithdrawalAdmin(TenantScopedAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        payout_provider_warning(request)
+        return super().changelist_view(request, extra_context)
 
     @admin.display(description=_("金额(元)"), ordering="amount_fen")
     def amount(self, obj: Withdrawal) -> str:

@@ -25,6 +25,7 @@ from shequn.core.http import (
 )
 
 from . import leaderboard, selectors, services
+from .api_payouts import router as payouts_router
 from .models import (
     CommissionPlan,
     CommissionRule,
@@ -298,3 +299,8 @@ def fraud_signals(request: HttpRequest, cursor: str | None = None, limit: Limit 
 def review_signal(request: HttpRequest, signal_id: Id, body: ReviewIn) -> Any:
     p = require(request, "referrals.write")
     return services.do_review_signal(p, signal_id, decision=body.decision, note=body.note)
+
+
+# --- payouts: provider, WeChat Pay merchant configuration, reconcile / manual transfers ----------
+
+router.add_router("/payouts", payouts_router)

@@ -18,6 +18,14 @@ class BindingMode(models.TextChoices):
     LAST_CLICK = "last_click", _("最后点击")
 
 
+class PayoutProviderName(models.TextChoices):
+    """How approved withdrawals leave (:mod:`shequn.referrals.payouts`)."""
+
+    WECHAT = "wechat", _("微信支付·商家转账到零钱")
+    MANUAL = "manual", _("人工打款 (银行卡/支付宝转账, 员工登记流水号)")
+    SANDBOX = "sandbox", _("沙箱 (仅演示, 不会真实打款)")
+
+
 class ReferralPolicy(TenantOwned):
     """Per-tenant rules for binding, fraud handling and withdrawals (one row per tenant)."""
 
@@ -37,7 +45,8 @@ class ReferralPolicy(TenantOwned):
     withdrawal_fee_fixed_fen = models.PositiveIntegerField(_("每笔固定手续费(分)"), default=0)
     withdrawal_daily_cap_fen = models.PositiveBigIntegerField(_("每日提现上限(分)"), default=500_000)
     withdrawal_approval_above_fen = models.PositiveBigIntegerField(_("超过该金额需人工审核(分)"), default=50_000)
-    payout_provider = models.CharField(_("打款渠道"), max_length=32, default="sandbox")
+    payout_provider = models.CharField(_("打款渠道"), max_length=32, choices=PayoutProviderName.choices,
+                                       default=PayoutProviderName.SANDBOX)
 
     class Meta:
         verbose_name = _("分销规则")
@@ -472,3 +481,27 @@ class AllianceStatementLine(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["statement", "payer_transaction"],
                                                name="statement_line_once")]
+
+
+class WeChatPayConfig(TenantOwned):
+    """A tenant's WeChat Pay merchant credentials for merchant transfers (商家转账到零钱), in WeChat
+    Pay's public-key mode (no platform-certificate download). The merchant private key and the APIv3
+    key are encrypted at rest (:mod:`shequn.core.fieldcrypt`, like connector secrets) and never
+    shown again; ``secret_hints`` keeps their last characters for the console."""
+
+    mchid = models.CharField(_("商户号"), max_length=32)
+    appid = models.CharField(_("AppID (公众号/小程序)"), max_length=32)
+    cert_serial_no = models.CharField(_("商户 API 证书序列号"), max_length=64)
+    public_key_id = models.CharField(_("微信支付公钥 ID"), max_length=64)
+    public_key = models.TextField(_("微信支付公钥 (PEM)"))
+    secrets_encrypted = models.TextField(_("密钥(加密)"), editable=False, blank=True)
+    secret_hints = models.JSONField(_("密钥提示"), default=dict, editable=False, blank=True)
+    updated_at = models.DateTimeField(_("更新时间"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("微信支付商户配置")
+        verbose_name_plural = _("微信支付商户配置")
+        constraints = [models.UniqueConstraint(fields=["tenant"], name="wechatpay_config_one_per_tenant")]
+
+    def __str__(self) -> str:
+        return str(_("微信支付商户 %(m)s") % {"m": self.mchid})

@@ -1,8 +1,11 @@
 """Payout providers: how an approved withdrawal leaves as money.
 
 A provider must be idempotent on ``out_no`` (a retried transfer with the same ``out_no`` never pays
-twice) and answer ``query(out_no)`` so that payouts can be reconciled. Providers register by name;
-``ReferralPolicy.payout_provider`` picks one per tenant."""
+twice) and answer ``query(out_no)`` so that payouts can be reconciled. Providers register by name
+with a factory taking the tenant (each tenant has its own merchant credentials);
+``ReferralPolicy.payout_provider`` picks one per tenant. Built in: ``wechat`` (the tenant's
+:class:`~shequn.referrals.models.WeChatPayConfig`), ``manual`` (staff record bank/Alipay transfers)
+and ``sandbox`` (demo only: pays nothing)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,13 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from django.conf import settings
+from wechatpayv3 import WeChatPay, WeChatPayType
+
+from shequn.core import fieldcrypt
+
+from .models import WeChatPayConfig
 
 SUCCESS = "success"
 FAILED = "failed"
@@ -128,25 +138,63 @@ def _err(body: Any) -> str:
     return str(_json(body).get("code", "")) or "error"
 
 
-_FACTORIES: dict[str, Callable[[], PayoutProvider]] = {}
-_INSTANCES: dict[str, PayoutProvider] = {}
+class ManualProvider:
+    """Staff pay by hand (bank or Alipay transfer) and record the reference number
+    (:func:`shequn.referrals.services.do_record_manual_payout`); until then the withdrawal is
+    ``processing`` and reconciliation leaves it alone. Nothing is sent anywhere."""
+
+    name = "manual"
+
+    def transfer(self, *, out_no: str, payee: str, amount_fen: int, memo: str) -> PayoutResult:
+        return PayoutResult(PROCESSING, "", "awaiting staff transfer")
+
+    def query(self, *, out_no: str) -> PayoutResult:
+        return PayoutResult(PROCESSING)
+
+
+def wechat_client(config: Any) -> Any:
+    """A ``wechatpayv3.WeChatPay`` for a tenant's :class:`~shequn.referrals.models.WeChatPayConfig`
+    (public-key mode: no network at construction). ``SHEQUN["WECHATPAY_GATEWAY"]`` replaces
+    ``https://api.mch.weixin.qq.com`` (tests point it at a local server)."""
+    keys = fieldcrypt.decrypt(config.secrets_encrypted)
+    client = WeChatPay(wechatpay_type=WeChatPayType.MINIPROG, mchid=config.mchid, private_key=keys["private_key"],
+                       cert_serial_no=config.cert_serial_no, appid=config.appid, apiv3_key=keys["apiv3_key"],
+                       public_key=config.public_key, public_key_id=config.public_key_id, timeout=(5, 15))
+    gateway = (getattr(settings, "SHEQUN", {}) or {}).get("WECHATPAY_GATEWAY")
+    if gateway:
+        client._core._gate_way = str(gateway).rstrip("/")
+    return client
+
+
+def _wechat_for_tenant(tenant_id: int) -> PayoutProvider:
+    config = WeChatPayConfig.objects.filter(tenant_id=tenant_id).first()
+    if config is None:
+        raise LookupError("WeChat Pay is not configured for this tenant")
+    return WeChatTransferProvider(wechat_client(config), appid=config.appid)
+
+
+#: ``name -> factory(tenant_id)``; a factory builds the provider with that tenant's credentials
+_FACTORIES: dict[str, Callable[[int], PayoutProvider]] = {}
 _SANDBOX = SandboxProvider()
+_MANUAL = ManualProvider()
 
 
-def register_payout_provider(name: str, factory: Callable[[], PayoutProvider]) -> None:
+def register_payout_provider(name: str, factory: Callable[[int], PayoutProvider]) -> None:
+    """Register (or replace) a provider: ``factory(tenant_id)`` returns it for that tenant."""
     _FACTORIES[name] = factory
-    _INSTANCES.pop(name, None)
 
 
-def get_provider(name: str) -> PayoutProvider:
-    if name == "sandbox" and name not in _FACTORIES:
-        return _SANDBOX
-    if name not in _INSTANCES:
-        if name not in _FACTORIES:
-            raise LookupError(f"unknown payout provider: {name}")
-        _INSTANCES[name] = _FACTORIES[name]()
-    return _INSTANCES[name]
+def get_provider(name: str, tenant_id: int) -> PayoutProvider:
+    """The provider ``name`` for ``tenant_id``; LookupError when unknown or not configured."""
+    if name not in _FACTORIES:
+        raise LookupError(f"unknown payout provider: {name}")
+    return _FACTORIES[name](tenant_id)
 
 
 def sandbox() -> SandboxProvider:
     return _SANDBOX
+
+
+register_payout_provider("sandbox", lambda tenant_id: _SANDBOX)
+register_payout_provider("manual", lambda tenant_id: _MANUAL)
+register_payout_provider("wechat", _wechat_for_tenant)

@@ -11,6 +11,8 @@ from django.utils.translation import gettext as _
 
 from shequn.activity.models import ActivityEvent
 from shequn.communities.models import Community
+from shequn.core import webhooks
+from shequn.core.models import WebhookEventType
 
 from ..models import HealthAlert, MemberScore
 from ..selectors import engagement_config, tenant_time_zone
@@ -55,8 +57,11 @@ def _alert(tenant_id: int, kind: str, key: str, *, message: str, data: dict[str,
         return 0
     try:
         with transaction.atomic():
-            HealthAlert.objects.create(tenant_id=tenant_id, kind=kind, key=key, community_id=community_id,
-                                       member_id=member_id, message=message[:300], data=data)
+            alert = HealthAlert.objects.create(tenant_id=tenant_id, kind=kind, key=key, community_id=community_id,
+                                               member_id=member_id, message=message[:300], data=data)
+            webhooks.emit(tenant_id, WebhookEventType.HEALTH_ALERT, f"health:{alert.pk}", {
+                "alert_id": alert.pk, "kind": kind, "community_id": community_id, "member_id": member_id,
+                "message": alert.message, "data": data})
     except IntegrityError:
         return 0
     return 1

@@ -9,8 +9,10 @@ import pytest
 from django.utils import timezone
 
 from shequn.communities.models import RoleAssignment
+from shequn.core import webhooks
 from shequn.core.errors import Conflict
-from shequn.core.models import AuditLog
+from shequn.core.models import AuditLog, WebhookEvent
+from shequn.core.permissions import Principal
 from shequn.engagement import services
 from shequn.engagement.models import HealthAlert, LadderSuggestion, MemberScore
 from shequn.engagement.selectors import lurkers
@@ -98,8 +100,13 @@ def test_health_alerts(tenant, community, make_member, event):
     for d in range(20, 50):
         event(m, "message", now - dt.timedelta(days=d))
     do_recompute_scores(tenant.pk)
+    # an integration subscribed to health alerts gets one webhook per alert (issue 14)
+    webhooks.do_create_endpoint(Principal.system(tenant.pk), url="https://ops.invalid/hook",
+                                event_types=["health.alert"])
     assert do_health_check(tenant.pk) == 2
     kinds = set(HealthAlert.objects.values_list("kind", flat=True))
     assert kinds == {"dead_group", "going_quiet"}
     assert do_health_check(tenant.pk) == 0  # one alert per key
+    announced = WebhookEvent.objects.filter(tenant=tenant, type="health.alert")
+    assert sorted(e.data["kind"] for e in announced) == ["dead_group", "going_quiet"]
     assert list(lurkers(tenant.pk, community.pk)) == [m]  # silent 20 days: lurking

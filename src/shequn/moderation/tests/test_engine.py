@@ -13,8 +13,9 @@ from django.utils import timezone
 from shequn.activity.services import do_ingest
 from shequn.communities.models import ChatGroup, Community, CommunityRole, Membership, RoleAssignment
 from shequn.connectors.models import HumanTask, OutboxAction
+from shequn.core import webhooks
 from shequn.core.errors import Forbidden, Invalid, NotFound
-from shequn.core.models import AuditLog, Tenant
+from shequn.core.models import AuditLog, Tenant, WebhookEvent
 from shequn.core.permissions import Principal
 from shequn.members.models import Identity
 from shequn.moderation import services
@@ -60,6 +61,17 @@ def test_ad_message_becomes_violation_with_outbox_actions_and_audit(tenant: Tena
     assert audit.actor_type == "rule"
     assert audit.actor_id == v.rule_id
     assert Strike.objects.filter(violation=v, kind="warn").count() == 1
+
+
+def test_a_violation_is_announced_to_subscribed_webhooks_without_the_text(tenant: Tenant, group: ChatGroup) -> None:
+    webhooks.do_create_endpoint(Principal.system(tenant.pk), url="https://crm.invalid/hook",
+                                event_types=["violation.created"])
+    send(tenant, AD)
+    v = Violation.objects.get(tenant=tenant)
+    event = WebhookEvent.objects.get(tenant=tenant, type="violation.created")
+    assert event.data["violation_id"] == v.pk and event.data["verdict"] == "ad" and event.data["category"] == "job"
+    assert event.data["status"] == Violation.Status.ACTIONED
+    assert "薇信" not in str(event.data)  # ids and verdict only: never the member's message
 
 
 def test_ok_message_leaves_no_trace(tenant: Tenant, group: ChatGroup) -> None:

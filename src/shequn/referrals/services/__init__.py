@@ -7,7 +7,8 @@ keep importing ``from shequn.referrals.services import <name>``.
   paid/refund order events, thawing after the refund window, reversal, fraud review of held ones;
 - :mod:`.fraud` — fraud signals on referred purchases;
 - :mod:`.fission` — fission tasks and their reward hooks;
-- :mod:`.withdrawals` — payouts of available commission;
+- :mod:`.withdrawals` — payouts of available commission (manual payouts recorded by staff, reconciliation);
+- :mod:`.payout_settings` — the payout provider and the tenant's WeChat Pay merchant credentials;
 - :mod:`.alliance` — merchant alliances, listings, statements and settlement;
 - :mod:`.activity` — the activity-stream consumer (joins through invite codes);
 - :mod:`._common` — ledger accounts, the policy, permission and length checks shared by the above.
@@ -41,16 +42,28 @@ from .commissions import (
 )
 from .fission import RewardHook, register_reward_hook
 from .links import ClickResult, do_get_or_create_link, do_record_click, do_record_join
+from .payout_settings import (
+    check_payout_provider,
+    check_wechatpay_config,
+    do_save_wechatpay_config,
+    do_set_payout_provider,
+    payout_settings,
+)
 from .withdrawals import (
+    MANUAL_CHANNELS,
     do_approve_withdrawal,
     do_execute_payout,
+    do_reconcile_withdrawal,
     do_reconcile_withdrawals,
+    do_record_manual_payout,
+    do_record_manual_payout_failed,
     do_reject_withdrawal,
     do_request_withdrawal,
 )
 
 __all__ = [
     "LAW_NOTE",
+    "MANUAL_CHANNELS",
     "REFUSALS",
     "ClickResult",
     "OrderEvent",
@@ -58,6 +71,8 @@ __all__ = [
     "StatementResult",
     "check_levels",
     "check_max_length",
+    "check_payout_provider",
+    "check_wechatpay_config",
     "compute_line",
     "do_approve_withdrawal",
     "do_bind",
@@ -69,12 +84,17 @@ __all__ = [
     "do_get_or_create_link",
     "do_join_alliance",
     "do_list_product",
+    "do_reconcile_withdrawal",
     "do_reconcile_withdrawals",
     "do_record_click",
     "do_record_join",
+    "do_record_manual_payout",
+    "do_record_manual_payout_failed",
     "do_reject_withdrawal",
     "do_request_withdrawal",
     "do_review_signal",
+    "do_save_wechatpay_config",
+    "do_set_payout_provider",
     "do_settle_my_statement",
     "do_settle_statement",
     "do_thaw_due",
@@ -83,6 +103,7 @@ __all__ = [
     "merchant_account",
     "on_activity",
     "on_order_event",
+    "payout_settings",
     "register_reward_hook",
     "select_plan",
     "try_bind",

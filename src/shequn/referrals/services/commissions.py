@@ -44,7 +44,9 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from shequn.communities.models import Community
+from shequn.core import webhooks
 from shequn.core.errors import Conflict, Invalid, NotFound
+from shequn.core.models import WebhookEventType
 from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
 from shequn.ledger.models import Account, AccountKind
@@ -410,6 +412,9 @@ def _thaw(c: Commission, now: datetime) -> bool:
         do_post(tid, f"comm:{c.pk}:thaw", "commission.thaw", lines, memo=f"佣金解冻 订单 {c.order_id}",
                 ref=("order_line", c.order_line_id))
     c.state = CommissionState.AVAILABLE
+    webhooks.emit(tid, WebhookEventType.COMMISSION_AVAILABLE, f"commission:{c.pk}:available", {
+        "commission_id": c.pk, "member_id": c.referrer_id, "order_id": c.order_id, "amount_fen": amount,
+        "available_at": now})
     return True
 
 

@@ -20,7 +20,9 @@ from django.tasks import task
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from shequn.core import webhooks
 from shequn.core.errors import Conflict, Invalid, NotFound
+from shequn.core.models import WebhookEventType
 from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
 from shequn.ledger.models import AccountKind
@@ -30,6 +32,7 @@ from shequn.members.models import Member
 from ..models import (
     Commission,
     CommissionState,
+    PayoutProviderName,
     Withdrawal,
     WithdrawalEvent,
     WithdrawalStatus,
@@ -186,6 +189,9 @@ def _apply_result(w: Withdrawal, result: PayoutResult) -> None:
         _trail(w, WithdrawalStatus.PAID, w.provider)
         w.save(update_fields=["status", "provider_ref", "updated_at"])
         _allocate_withdrawn(w)
+        webhooks.emit(tid, WebhookEventType.WITHDRAWAL_PAID, f"withdrawal:{w.pk}:paid", {
+            "withdrawal_id": w.pk, "member_id": w.member_id, "amount_fen": w.amount_fen, "fee_fen": w.fee_fen,
+            "provider": w.provider, "provider_ref": w.provider_ref, "out_no": w.out_no})
     elif result.status == FAILED:
         w.failure_reason = result.reason[:255]
         _trail(w, WithdrawalStatus.FAILED, w.provider, result.reason)
@@ -222,11 +228,11 @@ def do_execute_payout(tenant_id: int, withdrawal_id: int) -> Withdrawal:
         w = _locked_withdrawal(tenant_id, withdrawal_id)
         if w.status != WithdrawalStatus.APPROVED:
             return w
-        provider = get_provider(w.provider)
         try:
+            provider = get_provider(w.provider, tenant_id)
             result = provider.transfer(out_no=w.out_no, payee=w.payee, amount_fen=w.amount_fen - w.fee_fen,
                                        memo="佣金提现")
-        except Exception as exc:  # network or provider error: stay approved, reconcile later
+        except Exception as exc:  # not configured, network or provider error: stay approved, reconcile later
             log.warning("payout %s: provider error %s", w.out_no, type(exc).__name__)
             return w
         _apply_result(w, result)
@@ -242,16 +248,93 @@ def do_reconcile_withdrawals(tenant_id: int | None = None, older_than: timedelta
         qs = qs.filter(tenant_id=tenant_id)
     n = 0
     for wid, tid in list(qs.values_list("pk", "tenant_id")):
-        with transaction.atomic():
-            w = _locked_withdrawal(tid, wid)
-            if w.status not in (WithdrawalStatus.APPROVED, WithdrawalStatus.PROCESSING):
-                continue
-            result = get_provider(w.provider).query(out_no=w.out_no)
-            if result.status == NOT_FOUND and w.status == WithdrawalStatus.APPROVED:
-                continue  # never sent: the payout task will send it
-            if result.status == NOT_FOUND:
-                result = PayoutResult(FAILED, reason="provider has no record")
-            before = w.status
-            _apply_result(w, result)
-            n += int(w.status != before)
+        before, after = _reconcile_one(tid, wid)
+        n += int(before != after)
     return n
+
+
+def _reconcile_one(tenant_id: int, withdrawal_id: int) -> tuple[str, str]:
+    """Ask the provider about one approved/processing withdrawal and book the outcome: paid (ledger:
+    withdrawing → paid out), failed (withdrawing → available: the member's money is back) or still
+    processing. A transfer the provider never heard of is failed only once it was sent (processing);
+    an approved one is left to the payout task. Locking: the withdrawal row, ``select_for_update``.
+    Returns the status before and after."""
+    with transaction.atomic():
+        w = _locked_withdrawal(tenant_id, withdrawal_id)
+        before = str(w.status)
+        if w.status not in (WithdrawalStatus.APPROVED, WithdrawalStatus.PROCESSING):
+            return before, before
+        try:
+            result = get_provider(w.provider, tenant_id).query(out_no=w.out_no)
+        except Exception as exc:  # not configured, network or provider error: try again next run
+            log.warning("reconcile %s: provider error %s", w.out_no, type(exc).__name__)
+            return before, before
+        if result.status == NOT_FOUND and w.status == WithdrawalStatus.APPROVED:
+            return before, before  # never sent: the payout task will send it
+        if result.status == NOT_FOUND:
+            result = PayoutResult(FAILED, reason="provider has no record")
+        _apply_result(w, result)
+        return before, str(w.status)
+
+
+def do_reconcile_withdrawal(principal: Principal, withdrawal_id: int) -> Withdrawal:
+    """Staff "reconcile now" (console, API): query the provider for this withdrawal. Audited."""
+    _require(principal, "finance.write")
+    if not Withdrawal.objects.filter(tenant_id=principal.tenant_id, pk=withdrawal_id).exists():
+        raise NotFound(_("提现不存在"))
+    before, after = _reconcile_one(principal.tenant_id, withdrawal_id)
+    do_audit(principal, "referrals.withdrawal.reconcile", "Withdrawal", withdrawal_id,
+             data={"before": before, "after": after})
+    return Withdrawal.objects.get(pk=withdrawal_id)
+
+
+MANUAL_CHANNELS = {"bank": _("银行卡转账"), "alipay": _("支付宝转账"), "other": _("其他")}
+
+
+def _manual_withdrawal(principal: Principal, withdrawal_id: int) -> Withdrawal:
+    _require(principal, "finance.write")
+    w = _locked_withdrawal(principal.tenant_id, withdrawal_id)
+    if w.provider != PayoutProviderName.MANUAL:
+        raise Conflict(_("只有人工打款渠道的提现可以手工登记(本笔渠道: %(p)s), 其他渠道请用「对账」")
+                       % {"p": PayoutProviderName(w.provider).label if w.provider in PayoutProviderName.values
+                          else w.provider}, code="not_manual")
+    if w.status not in (WithdrawalStatus.APPROVED, WithdrawalStatus.PROCESSING):
+        raise Conflict(_("只有已审核或处理中的提现可以登记打款结果(当前: %(s)s)") % {"s": w.get_status_display()},
+                       code="bad_status")
+    return w
+
+
+@transaction.atomic
+def do_record_manual_payout(principal: Principal, withdrawal_id: int, *, channel: str, reference: str,
+                            note: str = "") -> Withdrawal:
+    """Staff record a transfer they made by hand (bank or Alipay) with its reference number: the
+    withdrawal is paid (ledger: withdrawing → paid out, fee income). Locking: the withdrawal row
+    (``select_for_update``); the ledger posting has its own key, so a double submit pays once."""
+    reference = (reference or "").strip()
+    if channel not in MANUAL_CHANNELS:
+        raise Invalid(_("请选择打款方式"), details={"field": "channel", "allowed": sorted(MANUAL_CHANNELS)})
+    if not reference:
+        raise Invalid(_("请填写转账流水号"), details={"field": "reference"})
+    check_max_length(Withdrawal, "provider_ref", reference, field="reference")
+    check_max_length(WithdrawalEvent, "note", note, field="note")
+    w = _manual_withdrawal(principal, withdrawal_id)
+    _apply_result(w, PayoutResult(SUCCESS, reference))
+    w.trail.filter(to_status=WithdrawalStatus.PAID).update(
+        actor=principal.label[:120], note=(f"{MANUAL_CHANNELS[channel]} {reference} {note}".strip())[:255])
+    do_audit(principal, "referrals.withdrawal.manual_paid", "Withdrawal", w.pk,
+             data={"channel": channel, "reference": reference})
+    return w
+
+
+@transaction.atomic
+def do_record_manual_payout_failed(principal: Principal, withdrawal_id: int, *, reason: str) -> Withdrawal:
+    """Staff record that a manual transfer could not be made (wrong account, …): the money goes back
+    to the member's available balance through the ledger (withdrawing → available)."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise Invalid(_("请填写失败原因"), details={"field": "reason"})
+    check_max_length(Withdrawal, "failure_reason", reason, field="reason")
+    w = _manual_withdrawal(principal, withdrawal_id)
+    _apply_result(w, PayoutResult(FAILED, "", reason))
+    do_audit(principal, "referrals.withdrawal.manual_failed", "Withdrawal", w.pk, reason=reason)
+    return w

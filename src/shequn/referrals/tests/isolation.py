@@ -17,6 +17,7 @@ from shequn.core.permissions import Principal
 from shequn.members.models import Member
 from shequn.referrals.models import FraudSignal, FraudStatus, LinkEvent, ReferralBinding, ReferralPolicy, Withdrawal
 from shequn.referrals.services import (
+    do_approve_withdrawal,
     do_create_plan,
     do_get_or_create_link,
     do_request_withdrawal,
@@ -37,7 +38,12 @@ PROBES: dict[tuple[str, str], Any] = {
     ("post", f"{P}/withdrawals/{{withdrawal_id}}/reject"): {"reason": "收款信息不符"},
     ("get", f"{P}/leaderboards/{{metric}}/members/{{member_id}}"): None,
     ("post", f"{P}/fraud-signals/{{signal_id}}/review"): {"decision": "cleared", "note": "核实无误"},
+    ("post", f"{P}/payouts/withdrawals/{{withdrawal_id}}/reconcile"): None,
+    ("post", f"{P}/payouts/withdrawals/{{withdrawal_id}}/manual-paid"): {"channel": "bank", "reference": "R-1"},
+    ("post", f"{P}/payouts/withdrawals/{{withdrawal_id}}/manual-failed"): {"reason": "户名不符"},
 }
+#: the payout actions act on a manual-provider withdrawal that is being transferred
+PARAMS = {key: {"withdrawal_id": "manual_withdrawal_id"} for key in PROBES if "/payouts/" in key[1]}
 EXEMPT = {
     ("get", f"{P}/leaderboards/{{metric}}"):
         "the path names a metric (an enum), not a tenant object — "
@@ -57,9 +63,15 @@ def build_ids(tenant: Tenant, ids: dict[str, Any]) -> dict[str, Any]:
     ReferralPolicy.objects.filter(tenant=tenant).update(withdrawal_approval_above_fen=100)
     w = do_request_withdrawal(p, member_id=referrer.pk, amount_fen=1500, idempotency_key="iso-wd", payee="openid")
     assert w.status == "requested", w.status
+    ReferralPolicy.objects.filter(tenant=tenant).update(payout_provider="manual")
+    manual = do_request_withdrawal(p, member_id=referrer.pk, amount_fen=300, idempotency_key="iso-wd-manual",
+                                   payee="招商银行 尾号 1234")
+    manual = do_approve_withdrawal(p, manual.pk)
+    assert manual.status == "processing", manual.status
     signal = FraudSignal.objects.filter(tenant=tenant, status=FraudStatus.OPEN).order_by("pk").first()
     assert signal is not None
-    return {"code": link.code, "withdrawal_id": w.pk, "signal_id": signal.pk, "metric": "referrals"}
+    return {"code": link.code, "withdrawal_id": w.pk, "signal_id": signal.pk, "metric": "referrals",
+            "manual_withdrawal_id": manual.pk}
 
 
 def snapshot(tenant: Tenant) -> dict[str, Any]:

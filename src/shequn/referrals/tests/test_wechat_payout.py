@@ -1,157 +1,271 @@
-"""The WeChat Pay merchant-transfer provider against a local fake of the v3 API (signed responses)."""
+"""Payouts for real: the WeChat Pay merchant-transfer provider configured per tenant (keys encrypted
+at rest), driven against recorded WeChat Pay responses served by a local server
+(``wechatpay_fake.py``); the manual provider (staff record bank/Alipay transfers); reconciliation."""
 
 from __future__ import annotations
 
-import json
-import secrets
 import threading
-import time
-from base64 import b64encode
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
-from cryptography.hazmat.primitives.hashes import SHA256
-from wechatpayv3 import WeChatPay, WeChatPayType
+from django.db import connection, connections
 
+from shequn.core import webhooks
+from shequn.core.errors import Conflict, Invalid
+from shequn.core.models import AuditLog, Tenant, WebhookEvent
 from shequn.ledger.services import check_ledger
-from shequn.referrals.models import ReferralPolicy, WithdrawalStatus
-from shequn.referrals.payouts import WeChatTransferProvider, register_payout_provider
+from shequn.referrals.models import ReferralPolicy, WeChatPayConfig, WithdrawalStatus
 from shequn.referrals.services import (
     do_create_plan,
     do_execute_payout,
     do_get_or_create_link,
+    do_reconcile_withdrawal,
     do_reconcile_withdrawals,
+    do_record_manual_payout,
+    do_record_manual_payout_failed,
     do_request_withdrawal,
+    do_save_wechatpay_config,
+    do_set_payout_provider,
     on_order_event,
+    payout_settings,
 )
 
 from .factories import bal, line, member, paid, principal
-
-PUBKEY_ID = "PUB_KEY_ID_0000000001"
-
-
-def _pem_private(key) -> str:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
-
-
-def _pem_public(key) -> str:
-    return key.public_key().public_bytes(serialization.Encoding.PEM,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-
-
-class FakeWeChatPay:
-    def __init__(self):
-        self.platform_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.batches: dict[str, dict] = {}
-        self.posts = 0
-        self.status = "PROCESSING"
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _send(self, code, payload):
-                body = json.dumps(payload)
-                ts, nonce = str(int(time.time())), secrets.token_hex(8)
-                sig = b64encode(fake.platform_key.sign(f"{ts}\n{nonce}\n{body}\n".encode(), PKCS1v15(), SHA256()))
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Wechatpay-Timestamp", ts)
-                self.send_header("Wechatpay-Nonce", nonce)
-                self.send_header("Wechatpay-Signature", sig.decode())
-                self.send_header("Wechatpay-Serial", PUBKEY_ID)
-                self.send_header("Wechatpay-Signature-Type", "WECHATPAY2-SHA256-RSA2048")
-                self.end_headers()
-                self.wfile.write(body.encode())
-
-            def do_POST(self):
-                assert self.headers["Authorization"].startswith("WECHATPAY2-SHA256-RSA2048")
-                data = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                fake.posts += 1
-                if data["out_batch_no"] in fake.batches:
-                    return self._send(400, {"code": "ALREADY_EXISTS", "message": "批次已存在"})
-                fake.batches[data["out_batch_no"]] = data
-                self._send(200, {"out_batch_no": data["out_batch_no"], "batch_id": "B" + data["out_batch_no"]})
-
-            def do_GET(self):
-                parts = self.path.split("/")
-                out_batch, out_detail = parts[5], parts[-1]
-                if out_batch not in fake.batches:
-                    return self._send(404, {"code": "NOT_FOUND", "message": "记录不存在"})
-                self._send(200, {"out_detail_no": out_detail, "detail_id": "D" + out_detail,
-                                 "detail_status": fake.status})
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def client(self):
-        merchant_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        client = WeChatPay(wechatpay_type=WeChatPayType.MINIPROG, mchid="1900000001",
-                           private_key=_pem_private(merchant_key), cert_serial_no="SERIAL01", appid="wx0000000001",
-                           apiv3_key="0" * 32, public_key=_pem_public(self.platform_key), public_key_id=PUBKEY_ID)
-        client._core._gate_way = self.url  # the fake instead of api.mch.weixin.qq.com
-        return client
+from .wechatpay_fake import FakeWeChatPay
 
 
 @pytest.fixture
-def fake():
+def fake(settings: Any) -> Any:
     f = FakeWeChatPay()
+    settings.SHEQUN = {**settings.SHEQUN, "WECHATPAY_GATEWAY": f.url}
     yield f
-    f.server.shutdown()
+    f.close()
 
 
-def test_wechat_transfer_is_idempotent_and_reconciled(tenant, fake):
-    provider = WeChatTransferProvider(fake.client(), appid="wx0000000001")
-    register_payout_provider("wechat", lambda: provider)
-    ReferralPolicy.objects.create(tenant=tenant, payout_provider="wechat", withdrawal_approval_above_fen=10**9)
+def _earner(tenant: Tenant, provider: str, fake: FakeWeChatPay | None = None) -> Any:
+    """A member with 19.90 available (a 100% commission on a 19.90 tier), payouts via ``provider``."""
     p = principal(tenant)
+    ReferralPolicy.objects.update_or_create(tenant=tenant, defaults={"withdrawal_approval_above_fen": 10**9})
+    if fake is not None:
+        do_save_wechatpay_config(p, **fake.config_fields())
+    do_set_payout_provider(p, provider)
     do_create_plan(p, name="p", refund_window_days=0, rules=[{"rate_bps": 10000}])
     a = member(tenant, "A")
     link = do_get_or_create_link(p, member_id=a.pk)
     on_order_event(paid(tenant, member(tenant, "X"), [line("entry", 1990)], code=link.code))
+    return a
 
+
+def test_wechat_keys_are_encrypted_at_rest_and_kept_when_left_empty(tenant: Tenant, fake: FakeWeChatPay) -> None:
+    p = principal(tenant)
+    fields = fake.config_fields()
+    config = do_save_wechatpay_config(p, **fields)
+    assert "PRIVATE KEY" not in config.secrets_encrypted and "0" * 32 not in config.secrets_encrypted
+    body = "".join(x for x in fields["private_key"].splitlines() if not x.startswith("-----"))
+    assert config.secret_hints == {"apiv3_key": "••••0000", "private_key": "••••" + body[-4:]}
+    shown = payout_settings(tenant.pk)
+    assert shown["wechatpay"]["mchid"] == "1900000001" and "PRIVATE" not in str(shown)
+    # saving again with the secret fields empty keeps the stored secrets
+    do_save_wechatpay_config(p, **{**fields, "private_key": "", "apiv3_key": "", "appid": "wx0000000002"})
+    config = WeChatPayConfig.objects.get()
+    assert config.appid == "wx0000000002" and config.secret_hints["apiv3_key"] == "••••0000"
+    audit = AuditLog.objects.filter(action="referrals.wechatpay.save").order_by("pk").last()
+    assert audit is not None and audit.data == {"changed": ["appid"]} and "PRIVATE" not in str(audit.data)
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("mchid", "abc"), ("appid", "123"), ("cert_serial_no", "not-hex!"), ("apiv3_key", "short"),
+    ("private_key", "-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----"), ("public_key", "garbage"),
+])
+def test_wechat_config_errors_name_the_field_and_store_nothing(tenant: Tenant, fake: FakeWeChatPay, field: str,
+                                                               value: str) -> None:
+    with pytest.raises(Invalid) as err:
+        do_save_wechatpay_config(principal(tenant), **{**fake.config_fields(), field: value})
+    assert err.value.details["field"] == field
+    assert not WeChatPayConfig.objects.exists()
+
+
+def test_wechat_cannot_be_chosen_before_it_is_configured(tenant: Tenant) -> None:
+    with pytest.raises(Invalid) as err:
+        do_set_payout_provider(principal(tenant), "wechat")
+    assert err.value.details["field"] == "payout_provider"
+    with pytest.raises(Invalid):
+        do_set_payout_provider(principal(tenant), "paypal")
+
+
+def test_wechat_transfer_is_idempotent_and_reconciled(tenant: Tenant, fake: FakeWeChatPay) -> None:
+    a = _earner(tenant, "wechat", fake)
+    p = principal(tenant)
     w = do_request_withdrawal(p, member_id=a.pk, amount_fen=1500, idempotency_key="k", payee="openid-A")
-    assert w.status == WithdrawalStatus.PROCESSING
-    batch = fake.batches[w.out_no]
-    assert batch["total_amount"] == 1500 and batch["transfer_detail_list"][0]["openid"] == "openid-A"
+    assert w.status == WithdrawalStatus.PROCESSING and w.provider == "wechat"
+    [post] = fake.posts
+    assert post["path"] == "/v3/transfer/batches"
+    assert 'mchid="1900000001"' in post["authorization"] and "5157F09EFDC096DE15EBE81A47057A72" in post["authorization"]
+    assert post["body"]["total_amount"] == 1500 and post["body"]["transfer_detail_list"][0]["openid"] == "openid-A"
+    assert post["body"]["appid"] == "wx0000000001"
 
-    # a retried transfer with the same out_no does not create a second batch
-    assert provider.transfer(out_no=w.out_no, payee="openid-A", amount_fen=1500, memo="x").status == "processing"
-    assert len(fake.batches) == 1
-    do_execute_payout(tenant.pk, w.pk)  # not "approved" any more: nothing sent
-    assert fake.posts == 2
-
-    assert do_reconcile_withdrawals(tenant.pk) == 0  # still processing at WeChat Pay
-    fake.status = "SUCCESS"
+    do_execute_payout(tenant.pk, w.pk)  # no longer "approved": nothing is sent again
+    assert len(fake.posts) == 1
+    assert do_reconcile_withdrawals(tenant.pk) == 0  # WeChat Pay still says PROCESSING
+    fake.status = "detail_success"
     assert do_reconcile_withdrawals(tenant.pk) == 1
     w.refresh_from_db()
-    assert w.status == WithdrawalStatus.PAID and w.provider_ref == "D" + w.out_no
+    assert w.status == WithdrawalStatus.PAID and w.provider_ref == "1040000071100999991182020050700019500100"
+    assert bal(tenant, a, "paid_out") == 1500 and bal(tenant, a, "withdrawing") == 0
+    assert bal(tenant, a, "available") == 490
+    assert do_reconcile_withdrawals(tenant.pk) == 0  # paid stays paid
+    assert check_ledger(tenant.pk).ok
+
+
+def test_wechat_failed_transfer_returns_the_money_to_the_member(tenant: Tenant, fake: FakeWeChatPay) -> None:
+    a = _earner(tenant, "wechat", fake)
+    p = principal(tenant)
+    w = do_request_withdrawal(p, member_id=a.pk, amount_fen=1500, idempotency_key="k", payee="openid-A")
+    assert bal(tenant, a, "available") == 490
+    fake.status = "detail_fail"
+    w = do_reconcile_withdrawal(p, w.pk)  # staff "reconcile now"
+    assert w.status == WithdrawalStatus.REVERSED and w.failure_reason == "ACCOUNT_FROZEN"
+    assert bal(tenant, a, "available") == 1990 and bal(tenant, a, "withdrawing") == 0
+    assert check_ledger(tenant.pk).ok
+    assert AuditLog.objects.filter(action="referrals.withdrawal.reconcile", object_id=str(w.pk)).exists()
+
+
+def test_wechat_refused_batch_fails_at_once_and_unknown_sent_transfer_fails_on_reconcile(
+        tenant: Tenant, fake: FakeWeChatPay) -> None:
+    a = _earner(tenant, "wechat", fake)
+    p = principal(tenant)
+    fake.batch_reply = "batch_not_enough"
+    w = do_request_withdrawal(p, member_id=a.pk, amount_fen=1000, idempotency_key="k1", payee="openid-A")
+    assert w.status == WithdrawalStatus.REVERSED and "NOT_ENOUGH" in w.failure_reason
+    assert bal(tenant, a, "available") == 1990
+
+    fake.batch_reply = "batch_accepted"
+    w2 = do_request_withdrawal(p, member_id=a.pk, amount_fen=1000, idempotency_key="k2", payee="openid-A")
+    fake.batches.clear()  # WeChat Pay has no record of a batch we sent
+    assert do_reconcile_withdrawals(tenant.pk) == 1
+    w2.refresh_from_db()
+    assert w2.status == WithdrawalStatus.REVERSED and bal(tenant, a, "available") == 1990
+    assert check_ledger(tenant.pk).ok
+
+
+def test_unconfigured_wechat_keeps_the_withdrawal_approved(tenant: Tenant, fake: FakeWeChatPay) -> None:
+    a = _earner(tenant, "wechat", fake)
+    WeChatPayConfig.objects.all().delete()  # e.g. removed after choosing it
+    w = do_request_withdrawal(principal(tenant), member_id=a.pk, amount_fen=1000, idempotency_key="k", payee="o")
+    assert w.status == WithdrawalStatus.APPROVED and fake.posts == []
+    assert do_reconcile_withdrawals(tenant.pk) == 0 and bal(tenant, a, "withdrawing") == 1000
+
+
+def test_manual_payout_recorded_by_staff_with_a_reference(tenant: Tenant) -> None:
+    p = principal(tenant)
+    webhooks.do_create_endpoint(p, url="https://erp.invalid/hook",
+                                event_types=["commission.available", "withdrawal.paid"])
+    a = _earner(tenant, "manual")
+    [available] = WebhookEvent.objects.filter(type="commission.available")
+    assert available.data["member_id"] == a.pk and available.data["amount_fen"] == 1990
+    w = do_request_withdrawal(p, member_id=a.pk, amount_fen=1500, idempotency_key="k", payee="招商银行 尾号 1234")
+    assert w.status == WithdrawalStatus.PROCESSING  # waiting for staff to transfer
+    assert do_reconcile_withdrawals(tenant.pk) == 0  # reconciliation leaves a manual payout to staff
+
+    with pytest.raises(Invalid) as err:
+        do_record_manual_payout(p, w.pk, channel="bank", reference="  ")
+    assert err.value.details["field"] == "reference"
+    with pytest.raises(Invalid) as err:
+        do_record_manual_payout(p, w.pk, channel="cash", reference="R1")
+    assert err.value.details["field"] == "channel"
+
+    w = do_record_manual_payout(p, w.pk, channel="alipay", reference="2026120422001400001", note="已电话确认")
+    assert w.status == WithdrawalStatus.PAID and w.provider_ref == "2026120422001400001"
+    assert bal(tenant, a, "paid_out") == 1500 and bal(tenant, a, "withdrawing") == 0
+    note = w.trail.get(to_status=WithdrawalStatus.PAID).note
+    assert "支付宝转账" in note and "2026120422001400001" in note
+    with pytest.raises(Conflict):  # a second submit does not pay twice
+        do_record_manual_payout(p, w.pk, channel="alipay", reference="2026120422001400001")
+    assert bal(tenant, a, "paid_out") == 1500
+    [announced] = WebhookEvent.objects.filter(type="withdrawal.paid")
+    assert announced.data["withdrawal_id"] == w.pk and announced.data["provider_ref"] == "2026120422001400001"
+    assert check_ledger(tenant.pk).ok
+
+
+def test_manual_payout_failure_returns_the_money_and_other_providers_refuse_manual_marks(
+        tenant: Tenant, fake: FakeWeChatPay) -> None:
+    a = _earner(tenant, "manual")
+    p = principal(tenant)
+    w = do_request_withdrawal(p, member_id=a.pk, amount_fen=1500, idempotency_key="k", payee="bank")
+    with pytest.raises(Invalid):
+        do_record_manual_payout_failed(p, w.pk, reason="")
+    w = do_record_manual_payout_failed(p, w.pk, reason="户名与账号不符")
+    assert w.status == WithdrawalStatus.REVERSED and bal(tenant, a, "available") == 1990
+
+    do_save_wechatpay_config(p, **fake.config_fields())
+    do_set_payout_provider(p, "wechat")
+    w2 = do_request_withdrawal(p, member_id=a.pk, amount_fen=1000, idempotency_key="k2", payee="openid-A")
+    with pytest.raises(Conflict) as err:
+        do_record_manual_payout(p, w2.pk, channel="bank", reference="R")
+    assert err.value.code == "not_manual"
+    assert check_ledger(tenant.pk).ok
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_manual_records_and_reconciles_pay_once(fake: FakeWeChatPay) -> None:
+    """Staff double-clicking "record" while the reconcile job runs: one payout, one ledger posting."""
+    tenant = Tenant.objects.create(slug="pay", name="打款")
+    a = _earner(tenant, "manual")
+    p = principal(tenant)
+    w = do_request_withdrawal(p, member_id=a.pk, amount_fen=1500, idempotency_key="k", payee="bank")
+    results: list[object] = [None] * 8
+    barrier = threading.Barrier(8)
+
+    def worker(i: int) -> None:
+        try:
+            connection.ensure_connection()
+            barrier.wait()
+            if i % 2:
+                results[i] = do_reconcile_withdrawals(tenant.pk)
+            else:
+                results[i] = do_record_manual_payout(p, w.pk, channel="bank", reference=f"R{i}").status
+        except Exception as exc:
+            results[i] = exc
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    paid_ok = [r for r in results if r == WithdrawalStatus.PAID]
+    refused = [r for r in results if isinstance(r, Conflict)]
+    assert len(paid_ok) == 1 and len(refused) == 3, results
     assert bal(tenant, a, "paid_out") == 1500 and bal(tenant, a, "withdrawing") == 0
     assert check_ledger(tenant.pk).ok
 
 
-def test_wechat_failed_transfer_is_reversed(tenant, fake):
-    provider = WeChatTransferProvider(fake.client(), appid="wx0000000001")
-    register_payout_provider("wechat", lambda: provider)
-    ReferralPolicy.objects.create(tenant=tenant, payout_provider="wechat", withdrawal_approval_above_fen=10**9)
-    p = principal(tenant)
-    do_create_plan(p, name="p", refund_window_days=0, rules=[{"rate_bps": 10000}])
-    a = member(tenant, "A")
-    link = do_get_or_create_link(p, member_id=a.pk)
-    on_order_event(paid(tenant, member(tenant, "X"), [line("entry", 1990)], code=link.code))
-    w = do_request_withdrawal(p, member_id=a.pk, amount_fen=1500, idempotency_key="k", payee="openid-A")
-    fake.status = "FAIL"
-    assert do_reconcile_withdrawals(tenant.pk) == 1
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_reconciles_of_a_failed_wechat_transfer_refund_once(fake: FakeWeChatPay) -> None:
+    tenant = Tenant.objects.create(slug="wx", name="微信打款")
+    a = _earner(tenant, "wechat", fake)
+    w = do_request_withdrawal(principal(tenant), member_id=a.pk, amount_fen=1500, idempotency_key="k", payee="o")
+    fake.status = "detail_fail"
+    barrier = threading.Barrier(6)
+    changed: list[int] = []
+
+    def worker() -> None:
+        try:
+            connection.ensure_connection()
+            barrier.wait()
+            changed.append(do_reconcile_withdrawals(tenant.pk))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     w.refresh_from_db()
-    assert w.status == WithdrawalStatus.REVERSED
-    assert bal(tenant, a, "available") == 1990
+    assert sum(changed) == 1 and w.status == WithdrawalStatus.REVERSED
+    assert bal(tenant, a, "available") == 1990 and bal(tenant, a, "withdrawing") == 0
+    assert check_ledger(tenant.pk).ok
