@@ -33,6 +33,7 @@ from .models import (
     PointsEntry,
     RedPacket,
     ReplyTrack,
+    WelcomeMessage,
 )
 from .streaks import day_bounds, local_day
 
@@ -356,3 +357,9 @@ def lurkers(tenant_id: int, community_id: int) -> QuerySet[Any]:
         tenant_id=tenant_id, pk__in=in_comm.values("member_id"),
         lifecycle_stage__in=[LifecycleStage.LURKING, LifecycleStage.DORMANT],
     ).order_by("last_active_at")
+
+
+def welcome_messages(tenant_id: int, *, community_id: int | None = None) -> QuerySet[WelcomeMessage]:
+    """The tenant's welcome messages (per community and platform)."""
+    qs = WelcomeMessage.objects.filter(tenant_id=tenant_id).order_by("community_id", "platform")
+    return qs.filter(community_id=community_id) if community_id is not None else qs

@@ -10,6 +10,7 @@
 * :mod:`.red_packets` — red packets and their wallets
 * :mod:`.sop` — scheduled content (the SOP), quiet hours, post results
 * :mod:`.health` — health alerts
+* :mod:`.welcome` — welcome on join (per community and platform, batched, in the platform's window)
 * :mod:`.activity` — the activity consumer
 
 Contracts for other apps:
@@ -72,6 +73,14 @@ from .standing import (
     register_standing_check,
     unregister_standing_check,
 )
+from .welcome import (
+    check_welcome_body,
+    do_flush_due_welcomes,
+    do_flush_welcomes,
+    do_save_welcome,
+    render_welcome,
+    welcome_for,
+)
 
 handle_activity = on_activity  # TODO(wiring): drop after merge (apps.py still registers the old name)
 
@@ -87,6 +96,7 @@ __all__ = [
     "check_lottery_rules",
     "check_member",
     "check_standing",
+    "check_welcome_body",
     "do_award_badges",
     "do_buy_makeup_card",
     "do_check_in",
@@ -100,6 +110,8 @@ __all__ = [
     "do_draw_lottery",
     "do_enter_lottery",
     "do_expire_red_packets",
+    "do_flush_due_welcomes",
+    "do_flush_welcomes",
     "do_grant_makeup_cards",
     "do_health_check",
     "do_points_adjust",
@@ -112,6 +124,7 @@ __all__ = [
     "do_reroll",
     "do_run_content_schedules",
     "do_run_due_lotteries",
+    "do_save_welcome",
     "do_suggest_ladder",
     "do_update_lifecycle",
     "do_use_makeup_card",
@@ -121,8 +134,10 @@ __all__ = [
     "register_cash_wallet",
     "register_standing_check",
     "render_content",
+    "render_welcome",
     "schedule_occurrences",  # a reader: lives in selectors, re-exported for existing callers
     "shift_out_of_quiet",  # a reader: lives in selectors, re-exported for existing callers
     "unregister_standing_check",
     "upcoming_occurrences",  # a reader: lives in selectors, re-exported for existing callers
+    "welcome_for",
 ]
