@@ -9,7 +9,7 @@ from django.utils.translation import gettext_lazy as _
 
 from shequn.communities.models import CommunityRole
 from shequn.core.models import TenantOwned
-from shequn.members.models import RelationshipLevel
+from shequn.members.models import LifecycleStage, RelationshipLevel
 
 
 class EngagementSettings(TenantOwned):
@@ -450,6 +450,12 @@ class ContentSchedule(TenantOwned):
     time_of_day = models.TimeField(_("每日时间 (周期/序列)"), null=True, blank=True)
     weekdays = models.JSONField(_("星期 (0=周一, 空=每天)"), default=list, blank=True)
     day_offset = models.PositiveIntegerField(_("入群后第几天"), default=0)
+    #: a segment (either or both set): the content goes to those members only — a direct message where
+    #: the platform allows it and the member agreed to messages, else one post per group naming them
+    segment_stage = models.CharField(_("目标人群: 生命周期"), max_length=16, choices=LifecycleStage.choices,
+                                     blank=True)
+    segment_tag = models.ForeignKey("members.Tag", null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+", verbose_name=_("目标人群: 标签"))
     respect_quiet_hours = models.BooleanField(_("遵守免打扰时段"), default=True)
     active = models.BooleanField(_("启用"), default=True)
     last_run_at = models.DateTimeField(_("上次运行"), null=True, blank=True)
@@ -467,6 +473,7 @@ class ContentDelivery(TenantOwned):
     class Status(models.TextChoices):
         QUEUED = "queued", _("已入发送队列")
         SKIPPED_COOLDOWN = "skipped_cooldown", _("冷却期内跳过 (销售内容)")
+        NO_ROUTE = "no_route", _("无法送达 (不在群里, 也不能私信)")
 
     schedule = models.ForeignKey(ContentSchedule, on_delete=models.CASCADE, related_name="deliveries",
                                  verbose_name=_("排期"))
@@ -478,6 +485,7 @@ class ContentDelivery(TenantOwned):
     occurrence_at = models.DateTimeField(_("计划时间"))
     sent_at = models.DateTimeField(_("入队时间"), null=True, blank=True)
     status = models.CharField(_("状态"), max_length=20, choices=Status.choices, default=Status.QUEUED)
+    direct = models.BooleanField(_("私信"), default=False)
     action_id = models.BigIntegerField(_("发送动作"), null=True, blank=True)
     replies = models.PositiveIntegerField(_("24 小时回复"), null=True, blank=True)
     reactions = models.PositiveIntegerField(_("24 小时表情"), null=True, blank=True)

@@ -5,8 +5,6 @@ once, kept inside the platform's window, and observed at the platform."""
 from __future__ import annotations
 
 import datetime as dt
-import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,7 +15,7 @@ from django.utils import timezone
 from shequn.activity.models import ActivityEvent
 from shequn.communities.models import ChatGroup, Community
 from shequn.connectors.models import OutboxAction
-from shequn.connectors.services import delivery, do_create_connection, do_deliver_due, do_matrix_sync
+from shequn.connectors.services import delivery, do_deliver_due, do_matrix_sync
 from shequn.connectors.tests import telegram_payloads as P
 from shequn.connectors.tests.fake_server import FakeServer
 from shequn.connectors.tests.matrix_client import User
@@ -28,45 +26,9 @@ from shequn.engagement.services import do_flush_due_welcomes, do_save_welcome
 from shequn.engagement.services.welcome import on_joins
 from shequn.members.models import Member
 
-SECRET = "hook-Secret_123"
+from .conftest import tg_join, tg_post
+
 TEMPLATE = "欢迎 {name} 加入{community}! 邀请人: {inviter}。群规: {rules_link} 会员中心: {portal_link}"
-
-
-@pytest.fixture
-def api() -> Iterator[FakeServer]:
-    def default(name: str, fields: dict[str, str]) -> tuple[int, Any]:
-        if name in ("sendMessage", "sendPhoto"):
-            return 200, P.SENT
-        return 200, P.TRUE
-
-    with FakeServer(default) as server:
-        yield server
-
-
-@pytest.fixture
-def tg(tenant: Any, system: Any, api: FakeServer, settings: Any) -> dict[str, Any]:
-    settings.SHEQUN = {**settings.SHEQUN, "PUBLIC_BASE_URL": "https://qun.example.cn"}
-    community = Community.objects.create(tenant=tenant, name="护肤群")
-    conn = do_create_connection(system, platform="telegram", name="bot", default_community_id=community.pk,
-                                config={"api_base": api.url},
-                                secret_values={"bot_token": "123456:TESTTOKENabcdef", "webhook_secret": SECRET})
-    client = Client()
-    _post(client, conn, P.MESSAGE)  # the bot sees the chat: the room is discovered and mapped
-    return {"conn": conn, "community": community, "client": client,
-            "group": ChatGroup.objects.get(platform="telegram", external_id=str(P.CHAT["id"]))}
-
-
-def _post(client: Client, conn: Any, update: Any) -> None:
-    r = client.post(f"/hooks/telegram/{conn.hook_key}/", data=json.dumps(update), content_type="application/json",
-                    HTTP_X_TELEGRAM_BOT_API_SECRET_TOKEN=SECRET)
-    assert r.status_code == 200, r.content
-
-
-def _join(update_id: int, user_id: int, name: str, when: dt.datetime) -> dict[str, Any]:
-    user = {"id": user_id, "is_bot": False, "first_name": name}
-    return {"update_id": update_id, "chat_member": {
-        "chat": P.CHAT, "from": user, "date": int(when.timestamp()),
-        "old_chat_member": {"status": "left", "user": user}, "new_chat_member": {"status": "member", "user": user}}}
 
 
 def _deliver(rounds: int = 6) -> None:
@@ -76,50 +38,50 @@ def _deliver(rounds: int = 6) -> None:
 
 
 def test_telegram_joins_are_welcomed_and_batched(tenant: Any, system: Any, tg: dict[str, Any],
-                                                 api: FakeServer) -> None:
+                                                 tg_api: FakeServer) -> None:
     do_save_welcome(system, tg["community"].pk, platform="telegram", body=TEMPLATE, batch_seconds=30)
     now = timezone.now()
-    _post(tg["client"], tg["conn"], _join(30001, 401, "小红", now))
+    tg_post(tg, tg_join(30001, 401, "小红", now))
     # two more a moment later: inside the batching interval, they wait and share one message
-    _post(tg["client"], tg["conn"], _join(30002, 402, "小兰", now))
-    _post(tg["client"], tg["conn"], _join(30003, 403, "小绿", now))
+    tg_post(tg, tg_join(30002, 402, "小兰", now))
+    tg_post(tg, tg_join(30003, 403, "小绿", now))
     statuses = dict(WelcomeJoin.objects.values_list("member__display_name", "status"))
     assert statuses == {"小红": "queued", "小兰": "pending", "小绿": "pending"}
     _deliver()
-    sent = [c["text"] for c in api.calls("sendMessage")]
+    sent = [c["text"] for c in tg_api.calls("sendMessage")]
     assert len(sent) == 1 and sent[0].startswith("欢迎 小红 加入护肤群!")
     community_id = tg["community"].pk
     assert f"群规: https://qun.example.cn/portal/acme/c/{community_id}/#rules" in sent[0]
     assert "会员中心: https://qun.example.cn/portal/acme/" in sent[0]
-    assert api.calls("sendMessage")[0]["chat_id"] == str(P.CHAT["id"])
+    assert tg_api.calls("sendMessage")[0]["chat_id"] == str(P.CHAT["id"])
 
     # the interval ends: the sweep welcomes both in one message; a second sweep sends nothing more
     assert do_flush_due_welcomes(now=timezone.now() + dt.timedelta(seconds=31)) == 1
     assert do_flush_due_welcomes(now=timezone.now() + dt.timedelta(seconds=32)) == 0
     _deliver()
-    sent = [c["text"] for c in api.calls("sendMessage")]
+    sent = [c["text"] for c in tg_api.calls("sendMessage")]
     assert len(sent) == 2 and sent[1].startswith("欢迎 小兰、小绿 加入护肤群!")
     assert OutboxAction.objects.filter(source="engagement.welcome", status="done").count() == 2
     # a replayed join update is stored once and welcomed once
-    _post(tg["client"], tg["conn"], _join(30001, 401, "小红", now))
+    tg_post(tg, tg_join(30001, 401, "小红", now))
     assert WelcomeJoin.objects.count() == 3
 
 
-def test_old_joins_are_not_welcomed(tenant: Any, system: Any, tg: dict[str, Any], api: FakeServer) -> None:
+def test_old_joins_are_not_welcomed(tenant: Any, system: Any, tg: dict[str, Any], tg_api: FakeServer) -> None:
     do_save_welcome(system, tg["community"].pk, body="欢迎 {name}")  # every platform
-    _post(tg["client"], tg["conn"], _join(30011, 411, "老王", timezone.now() - dt.timedelta(hours=3)))
+    tg_post(tg, tg_join(30011, 411, "老王", timezone.now() - dt.timedelta(hours=3)))
     assert list(WelcomeJoin.objects.values_list("status", flat=True)) == ["late"]
     _deliver()
-    assert not api.calls("sendMessage")
+    assert not tg_api.calls("sendMessage")
 
 
-def test_no_welcome_configured_or_paused(tenant: Any, system: Any, tg: dict[str, Any], api: FakeServer) -> None:
-    _post(tg["client"], tg["conn"], _join(30021, 421, "小李", timezone.now()))
+def test_no_welcome_configured_or_paused(tenant: Any, system: Any, tg: dict[str, Any], tg_api: FakeServer) -> None:
+    tg_post(tg, tg_join(30021, 421, "小李", timezone.now()))
     do_save_welcome(system, tg["community"].pk, body="欢迎 {name}", active=False)
-    _post(tg["client"], tg["conn"], _join(30022, 422, "小赵", timezone.now()))
+    tg_post(tg, tg_join(30022, 422, "小赵", timezone.now()))
     assert not WelcomeJoin.objects.exists()
     _deliver()
-    assert not api.calls("sendMessage")
+    assert not tg_api.calls("sendMessage")
 
 
 def _join_event(tenant: Any, group: ChatGroup, name: str, when: dt.datetime, n: int) -> ActivityEvent:
