@@ -34,6 +34,14 @@ def nightly_engagement() -> int:
     return n
 
 
+@cron("41 4 * * *")
+@task(queue_name="engines")
+def recommend_roles() -> int:
+    """Daily: role recommendations (advocate, customer service, content) for every community, shown on
+    the community page in the console for one-click assignment."""
+    return sum(services.do_recommend_roles_all(tid) for tid in _tenants())
+
+
 @cron("* * * * *")
 @task(queue_name="engines")
 def run_due_lotteries() -> dict[str, int]:

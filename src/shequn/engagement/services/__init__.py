@@ -60,7 +60,7 @@ from .red_packets import (
     register_cash_wallet,
 )
 from .replies import do_reply_from_queue
-from .roles import do_decide_role, do_recommend_roles
+from .roles import do_decide_role, do_recommend_roles, do_recommend_roles_all
 from .scores import do_decide_ladder, do_recompute_scores, do_suggest_ladder, do_update_lifecycle
 from .sop import LOOKBACK, do_collect_post_results, do_run_content_schedules, render_content
 from .standing import (
@@ -119,6 +119,7 @@ __all__ = [
     "do_points_earn_many",
     "do_points_spend",
     "do_recommend_roles",
+    "do_recommend_roles_all",
     "do_recompute_scores",
     "do_reply_from_queue",
     "do_reroll",

@@ -153,8 +153,8 @@ def _direct_route(tenant_id: int, m: Membership) -> tuple[str, str] | None:
         return None
     idents = list(Identity.objects.filter(tenant_id=tenant_id, member_id=m.member_id)
                   .order_by("-verified", "pk").values_list("platform", "external_id"))
-    if m.group is not None:
-        idents.sort(key=lambda i: i[0] != m.group.platform)
+    home = m.group.platform if m.group is not None else ""
+    idents.sort(key=lambda i: i[0] != home)
     for platform, ext in idents:
         if ext and can_direct_message(platform):
             return platform, ext

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -130,7 +131,7 @@ def on_joins(tenant_id: int, events: Sequence[ActivityEvent], *, now: dt.datetim
     rows = []
     for e in joins:
         g = groups.get(e.group_id or 0)
-        if g is None:
+        if g is None or e.member_id is None:
             continue
         w = welcome_for(tenant_id, g.community_id, g.platform)
         if w is None:
@@ -145,7 +146,7 @@ def on_joins(tenant_id: int, events: Sequence[ActivityEvent], *, now: dt.datetim
     for gid in sorted({r.group_id for r in rows if r.status == WelcomeJoin.Status.PENDING}):
         due = do_flush_welcomes(tenant_id, gid, now=now)
         if due is not None:
-            transaction.on_commit(lambda gid=gid, due=due: _schedule_flush(tenant_id, gid, due))
+            transaction.on_commit(partial(_schedule_flush, tenant_id, gid, due))
     return len(rows)
 
 
