@@ -1,11 +1,14 @@
 """``shequn demo``: migrate, seed the demo tenant, create the operator login, start the worker and
-serve the console at http://127.0.0.1:8000. Running it twice reuses what the first run made."""
+serve the console at http://127.0.0.1:8000. Running it twice reuses what the first run made.
+
+The worker and the web server are supervised children (:mod:`shequn.core.processes`): stopping the
+demo stops them (no orphans), and a second demo on the same installation starts no second cron
+scheduler (the worker's scheduler lock)."""
 
 from __future__ import annotations
 
 import os
 import secrets
-import subprocess
 import sys
 from typing import Any
 
@@ -13,8 +16,11 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
+from shequn.core.management.commands.serve import gunicorn_argv
 from shequn.core.models import StaffRole, Tenant
+from shequn.core.processes import spawn, stop, supervise
 from shequn.core.services import do_create_operator
+from shequn.demo import DEMO_SLUG, demo_exists, seed_demo
 
 USERNAME = "operator"
 
@@ -31,8 +37,6 @@ class Command(BaseCommand):
         parser.add_argument("--no-worker", action="store_true", help="don't start the background worker")
 
     def handle(self, *args: Any, **opts: Any) -> None:
-        from shequn.demo import DEMO_SLUG, demo_exists, seed_demo
-
         self.stdout.write("· 数据库迁移 / migrating …")
         call_command("migrate", interactive=False, verbosity=0)
         if not demo_exists():
@@ -49,14 +53,17 @@ class Command(BaseCommand):
         ))
         if opts["no_serve"]:
             return
-        worker = None
-        if not opts["no_worker"]:
-            worker = subprocess.Popen([sys.executable, "-m", "shequn.cli", "worker"])
+        # the web server and the worker are children of this process (not an exec): stopping the demo
+        # (Ctrl-C, SIGTERM, closing the terminal) stops both, and they die with it if it is killed
+        children = [] if opts["no_worker"] else [spawn([sys.executable, "-m", "shequn.cli", "worker"])]
         try:
-            call_command("serve", host=opts["host"], port=opts["port"], workers=opts["workers"])
-        finally:
-            if worker is not None:
-                worker.terminate()
+            web = spawn(gunicorn_argv(opts["host"], opts["port"], workers=opts["workers"]))
+        except BaseException:
+            stop(children)
+            raise
+        code = supervise(web, children)
+        if code:
+            raise SystemExit(code)
 
     def _password(self) -> str:
         """One password per installation, kept beside the database (0600) so a second run prints the same."""
