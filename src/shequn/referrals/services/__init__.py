@@ -6,7 +6,7 @@ keep importing ``from shequn.referrals.services import <name>``.
 - :mod:`.commissions` — THE commission rule: plans, which plan and rule apply, the amount, the
   paid/refund order events, thawing after the refund window, reversal, fraud review of held ones;
 - :mod:`.fraud` — fraud signals on referred purchases;
-- :mod:`.fission` — fission tasks and their reward hooks;
+- :mod:`.fission` — fission tasks, their reward hooks and the gift fulfilment queue;
 - :mod:`.withdrawals` — payouts of available commission;
 - :mod:`.alliance` — merchant alliances, listings, statements and settlement;
 - :mod:`.activity` — the activity-stream consumer (joins through invite codes);
@@ -40,7 +40,15 @@ from .commissions import (
     register_with_commerce,
     select_plan,
 )
-from .fission import RewardHook, register_reward_hook
+from .fission import (
+    RewardHook,
+    check_gift_address,
+    check_gift_shipping,
+    do_cancel_gift,
+    do_set_gift_address,
+    do_ship_gift,
+    register_reward_hook,
+)
 from .links import ClickResult, do_get_or_create_link, do_record_click, do_record_join
 from .withdrawals import (
     do_approve_withdrawal,
@@ -59,6 +67,8 @@ __all__ = [
     "OrderEvent",
     "RewardHook",
     "StatementResult",
+    "check_gift_address",
+    "check_gift_shipping",
     "check_levels",
     "check_max_length",
     "compute_line",
@@ -66,6 +76,7 @@ __all__ = [
     "do_bind",
     "do_build_my_statements",
     "do_build_statement",
+    "do_cancel_gift",
     "do_create_alliance",
     "do_create_plan",
     "do_execute_payout",
@@ -78,8 +89,10 @@ __all__ = [
     "do_reject_withdrawal",
     "do_request_withdrawal",
     "do_review_signal",
+    "do_set_gift_address",
     "do_settle_my_statement",
     "do_settle_statement",
+    "do_ship_gift",
     "do_thaw_due",
     "get_policy",
     "member_account",
