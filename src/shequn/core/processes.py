@@ -36,7 +36,10 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 def spawn(argv: Sequence[str], **kwargs: object) -> subprocess.Popen[bytes]:
     """Start a child that is sent SIGTERM if this process dies."""
-    return subprocess.Popen(list(argv), preexec_fn=_die_with_parent, **kwargs)  # type: ignore[call-overload]  # noqa: S603, PLW1509
+    # preexec_fn only calls prctl (async-signal-safe) in the forked child
+    child: subprocess.Popen[bytes] = subprocess.Popen(  # type: ignore[call-overload]  # noqa: S603
+        list(argv), preexec_fn=_die_with_parent, **kwargs)  # noqa: PLW1509
+    return child
 
 
 def stop(children: Sequence[subprocess.Popen[bytes]], *, grace: float = GRACE_SECONDS) -> None:
