@@ -34,7 +34,15 @@ from shequn.communities.models import ChatGroup, Community, CommunityRole, Membe
 from shequn.core.errors import ShequnError
 from shequn.core.models import DEMO_SLUG, Platform, Tenant
 from shequn.core.permissions import Principal
-from shequn.engagement.models import ContentItem, ContentSchedule, Lottery, MemberScore, PointsEntry, RedPacket
+from shequn.engagement.models import (
+    ContentItem,
+    ContentSchedule,
+    Lottery,
+    MemberScore,
+    PointsEntry,
+    RedPacket,
+    WelcomeMessage,
+)
 from shequn.engagement.services import (
     do_award_badges,
     do_check_in,
@@ -44,6 +52,7 @@ from shequn.engagement.services import (
     do_enter_lottery,
     do_points_earn,
     do_recompute_scores,
+    do_save_welcome,
     do_seed_streak_badges,
 )
 from shequn.ledger.selectors import account_balance
@@ -153,15 +162,28 @@ def _seed_base(*, members: int, days: int, seed: int, say: Callable[[str], None]
             (skin, Platform.WECOM, "wrOgAAAA-skin-2", "水润护肤 2 群", 500),
             (skin, Platform.MATRIX, "!skincare:shequn.local", "#skincare", 1000),
             (entry, Platform.WECOM, "wrOgAAAA-new-1", "新人福利群", 500),
+            (entry, Platform.WECOM, "wrOgAAAA-new-2", "新人福利 2 群", 500),
         ]
         groups = []
+        capacity: dict[int, int] = {}
         for community, platform, ext, name, cap in group_specs:
             row = ChatGroup.objects.create(tenant=tenant, community=community, platform=platform, external_id=ext,
                                            name=name, capacity=cap)
             groups.append(_Group(row.pk, community.pk, str(platform), ext))
+            capacity[row.pk] = cap
         car_groups = [g for g in groups if g.community_id == car.pk]
         skin_groups = [g for g in groups if g.community_id == skin.pk]
-        entry_group = next(g for g in groups if g.community_id == entry.pk)
+        entry_groups = [g for g in groups if g.community_id == entry.pk]
+        seated: dict[int, int] = dict.fromkeys(capacity, 0)
+
+        def seat(options: list[_Group]) -> _Group | None:
+            """A group of ``options`` with a free seat (groups stay within their capacity)."""
+            free = [g for g in options if seated[g.pk] < capacity[g.pk]]
+            if not free:
+                return None
+            g = rng.choice(free)
+            seated[g.pk] += 1
+            return g
 
         tags = {name: Tag.objects.create(tenant=tenant, name=name) for name in dict.fromkeys(TAGS_CAR + TAGS_SKIN)}
 
@@ -170,10 +192,14 @@ def _seed_base(*, members: int, days: int, seed: int, say: Callable[[str], None]
         profile: list[tuple[float, list[_Group], dt.datetime, dt.datetime | None]] = []
         for _i in range(members):
             interest = rng.random()
-            mine = ([rng.choice(car_groups)] if interest < 0.5 else [rng.choice(skin_groups)]
-                    if interest < 0.9 else [rng.choice(car_groups), rng.choice(skin_groups)])
+            wanted = ([car_groups] if interest < 0.5 else [skin_groups] if interest < 0.9
+                      else [car_groups, skin_groups])
             if rng.random() < 0.25:
-                mine.append(entry_group)
+                wanted.append(entry_groups)
+            mine = [g for g in (seat(options) for options in wanted) if g is not None]
+            if not mine:  # only with far more members than the demo's groups seat: the emptiest one
+                mine = [min(car_groups + skin_groups, key=lambda g: seated[g.pk])]
+                seated[mine[0].pk] += 1
             # a third were there before the window; the rest joined during it, more recently faster
             joined = (start - dt.timedelta(days=rng.randint(1, 400)) if rng.random() < 0.35
                       else start + dt.timedelta(days=days * math.sqrt(rng.random()), hours=rng.random() * 24))
@@ -412,8 +438,13 @@ def _seed_engagement(tenant: Tenant, principal: Principal, car: Community, skin:
     # a week of check-ins from the regulars and a welcome gift (keys "demo:welcome:<id>": done once,
     # even when the demo is run again on a later day)
     if not PointsEntry.objects.filter(tenant=tenant, idempotency_key__startswith="demo:welcome:").exists():
-        for i, mid in enumerate(regulars[:60]):
-            for d in range(7 - i % 4):
+        for mid in regulars[:60]:
+            # streaks that vary: from a single day to a month, some broken by a missed day
+            length = rng.choice([1, 2, 3, 3, 5, 7, 7, 10, 14, 21, 30])
+            gap = rng.choice([None, None, None, length // 2 or None])
+            for d in range(length):
+                if d == gap:
+                    continue
                 with contextlib.suppress(ShequnError):  # one per local day
                     do_check_in(tenant.pk, mid, at=now - dt.timedelta(days=d, hours=2), source="portal")
         for mid in regulars[:20]:
@@ -437,6 +468,13 @@ def _seed_engagement(tenant: Tenant, principal: Principal, car: Community, skin:
                 do_claim_red_packet(tenant.pk, packet.pk, mid, randint=rng.randint)
             except ShequnError:
                 continue
+    if not WelcomeMessage.objects.filter(tenant=tenant).exists():
+        do_save_welcome(principal, car.pk,
+                        body="欢迎 {name} 加入{community} 🚗 邀请人: {inviter}\n"
+                             "入群先看群规: {rules_link}\n会员中心 (签到、活动、福利): {portal_link}")
+        do_save_welcome(principal, skin.pk, platform="wecom", batch_seconds=15,
+                        body="欢迎 {name} ✨ 群规: {rules_link} 新人券在会员中心领取: {portal_link}")
+        do_save_welcome(principal, skin.pk, body="欢迎 {name} 加入{community} ✨ 群规: {rules_link}")
     if not ContentItem.objects.filter(tenant=tenant).exists():
         lesson = ContentItem.objects.create(tenant=tenant, title="护肤小课堂", body="今晚 8 点: 换季敏感肌怎么护理 ✨")
         welcome = ContentItem.objects.create(tenant=tenant, title="新人第 1 天",

@@ -20,6 +20,7 @@ from .services import (
     do_create_live_session,
     do_create_order,
     do_create_product,
+    do_flash_buy,
     do_request_refund,
     do_sandbox_pay,
     do_seed_tiers,
@@ -60,8 +61,17 @@ def do_seed_demo_commerce(principal: Principal, *, community_id: int, member_ids
     products[0].gift_coupon_template = gift
     products[0].save(update_fields=["gift_coupon_template"])
     do_seed_tiers(principal, community_id)
-    do_create_flash_sale(principal, name="面膜限时秒杀", sku_id=products[0].skus.get().pk, price_fen=5900, stock=50,
-                         starts_at=now - dt.timedelta(hours=1), ends_at=now + dt.timedelta(days=2))
+    flash = do_create_flash_sale(principal, name="面膜限时秒杀", sku_id=products[0].skus.get().pk, price_fen=5900,
+                                 stock=50, starts_at=now - dt.timedelta(hours=1), ends_at=now + dt.timedelta(days=2))
+    # the sale has sold: a dozen members bought (and paid) in its first hour
+    for mid in list(member_ids)[-12:]:
+        try:
+            result = do_flash_buy(principal, flash.pk, member_id=mid, idempotency_key=f"demo-flash-{mid}",
+                                  batched=False)
+            if result.order is not None:
+                do_sandbox_pay(do_start_payment(principal, result.order.pk).out_trade_no)
+        except (Invalid, Conflict, NotFound):
+            continue
     do_create_group_buy(principal, name="洁面三人团", sku_id=products[1].skus.get().pk, price_fen=5900, team_size=3,
                         starts_at=now - dt.timedelta(hours=1), ends_at=now + dt.timedelta(days=7))
     live = do_create_live_session(principal, title="周五护肤直播间", starts_at=now - dt.timedelta(days=2),

@@ -39,6 +39,9 @@ class Profile:
     #: the platform ends a mute by itself (Telegram ``until_date``); otherwise the outbox schedules
     #: an ``unmute`` at the mute's end (Matrix: the power level has no expiry)
     timed_mute: bool = False
+    #: the bot can message a member directly (``send`` with ``payload["dm"]`` and no group): Telegram
+    #: private chats (only to users who started the bot; others answer 403, a permanent failure)
+    direct_messages: bool = False
     limits: tuple[Limit, ...] = field(default_factory=tuple)
     notes: str = ""
 
@@ -56,7 +59,7 @@ PROFILES: dict[str, Profile] = {
     "telegram": Profile(
         "telegram", read_messages=True, membership_events=True,
         send_formats=frozenset({"text", "markdown", "image", "link_card"}), actions=_ALL_MOD,
-        delete_max_age=dt.timedelta(hours=48), timed_mute=True,
+        delete_max_age=dt.timedelta(hours=48), timed_mute=True, direct_messages=True,
         # 30/s overall → 15/s + burst 15; ~1/s per chat; 20/min per group → 19/min + burst 1
         limits=(Limit("overall", "connection", 15, 1.0, burst=15), Limit("chat", "group", 1, 1.0, burst=1),
                 Limit("group_minute", "group", 19, 60.0, burst=1)),
@@ -90,3 +93,8 @@ def supports(platform: str, kind: str) -> bool:
 
 def profile(platform: str) -> Profile | None:
     return PROFILES.get(platform)
+
+
+def can_direct_message(platform: str) -> bool:
+    prof = PROFILES.get(platform)
+    return bool(prof and prof.direct_messages)

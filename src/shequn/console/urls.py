@@ -18,6 +18,8 @@ def _v(view: Callable[..., Any]) -> Callable[..., Any]:
 
 urlpatterns = [
     path("communities/<int:community_id>/dashboard/", _v(views.community_dashboard), name="community_dashboard"),
+    path("communities/<int:community_id>/role-recommendations/<int:recommendation_id>/",
+         _v(views.role_recommendation_decide), name="role_recommendation_decide"),
     path("members/import/", _v(views.member_import), name="member_import"),
     path("members/import/template.csv", _v(views.member_import_template), name="member_import_template"),
     path("members/export.<str:fmt>", _v(views.member_export), name="member_export"),

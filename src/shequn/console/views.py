@@ -31,6 +31,8 @@ from shequn.core.middleware import SESSION_KEY
 from shequn.core.permissions import Principal
 from shequn.core.selectors import staff_memberships_for_user
 from shequn.core.services import do_audit
+from shequn.engagement import selectors as engagement_selectors
+from shequn.engagement import services as engagement_services
 from shequn.members import importing
 from shequn.members import selectors as member_selectors
 from shequn.members import services as member_services
@@ -96,10 +98,32 @@ def community_dashboard(request: HttpRequest, community_id: int) -> HttpResponse
         "members": _("成员数"), "daily_active": _("日活跃成员"), "joins": _("加入"), "leaves": _("退出"),
         "messages": _("消息数"),
     }
+    recommendations = (list(engagement_selectors.pending_role_recommendations(tenant_id, community.pk)[:30])
+                       if _p.can("engagement.read") else [])
     return render(request, "console/community_dashboard.html", _context(
         request, _("%(name)s · 社群看板") % {"name": community.name},
         community=community, series=series, labels=labels, kpis=kpis, groups=groups, roles=roles, days=days,
+        recommendations=recommendations, can_assign=_p.can("engagement.write"),
     ))
+
+
+def role_recommendation_decide(request: HttpRequest, community_id: int, recommendation_id: int) -> HttpResponse:
+    """One click on the community page: assign the recommended role (or dismiss the recommendation)."""
+    if request.method != "POST":
+        return HttpResponse(status=405)
+    _tenant_id, principal = _require(request, "engagement.write")
+    accept = request.POST.get("decision") == "accept"
+    try:
+        rec = engagement_services.do_decide_role(principal, recommendation_id, accept=accept)
+    except ShequnError as exc:
+        messages.error(request, exc.message)
+    else:
+        if rec.community_id != community_id:  # pragma: no cover - the page only links its own
+            raise Http404
+        messages.success(request, _("已指派: %(name)s · %(role)s") % {"name": rec.member.display_name,
+                                                                    "role": rec.get_role_display()}
+                         if accept else _("已忽略该推荐"))
+    return HttpResponseRedirect(reverse("console:community_dashboard", args=[community_id]) + "#role-recommendations")
 
 
 # -- import ----------------------------------------------------------------------------------------

@@ -295,3 +295,35 @@ class HealthAlertAdmin(EngagementAdmin):
     list_display = ("created_at", "kind", "community", "member", "message", "resolved_at")
     list_filter = ("kind",)
     readonly_fields = ("kind", "key", "community", "member", "message", "data", "created_at")
+
+
+@admin.register(models.WelcomeMessage)
+class WelcomeMessageAdmin(EngagementAdmin):
+    """Saved through ``do_save_welcome`` so the console validates and audits like the API."""
+
+    list_display = ("community", "platform", "body", "batch_seconds", "active", "updated_at")
+    list_filter = ("platform", "active")
+    fields = ("community", "platform", "body", "batch_seconds", "active")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return ("community", "platform") if obj is not None else ()
+
+    def check_form(self, request: HttpRequest, form: Any) -> None:
+        services.check_welcome_body(form.cleaned_data.get("body", ""))
+
+    def save_model(self, request: HttpRequest, obj: models.WelcomeMessage, form: Any, change: bool) -> None:
+        principal = request_principal(request)
+        if principal is None:
+            return
+        data = form.cleaned_data
+        saved = services.do_save_welcome(
+            principal, obj.community_id if change else data["community"].pk,
+            platform=obj.platform if change else data.get("platform", ""), body=data["body"],
+            batch_seconds=data["batch_seconds"], active=data["active"])
+        obj.pk = saved.pk
+
+
+@admin.register(models.WelcomeJoin)
+class WelcomeJoinAdmin(ReadOnlyEngagementAdmin):
+    list_display = ("joined_at", "group", "member", "status", "queued_at", "action_id")
+    list_filter = ("status",)

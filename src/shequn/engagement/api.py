@@ -2,7 +2,7 @@
 red packets and the reply-to-everyone queue. Thin: every rule lives in services."""
 
 import datetime as dt
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from django.http import HttpRequest
 from django.utils import timezone
@@ -150,6 +150,44 @@ def reply(request: HttpRequest, track_id: Id, body: ReplyIn) -> Any:
     p = require(request, "engagement.write")
     t = services.do_reply_from_queue(p, track_id, text=body.text)
     return ReplyOut(id=t.pk, answered_at=t.answered_at, reply_action_id=t.reply_action_id)
+
+
+class WelcomeIn(BodyIn):
+    community_id: Id
+    platform: Literal["", "wecom", "telegram", "matrix"] = ""
+    body: Annotated[str, Field(min_length=1, max_length=1500)]
+    batch_seconds: Annotated[int, Field(ge=0, le=3600)] = 30
+    active: bool = True
+
+
+class WelcomeOut(Schema):
+    id: int
+    community_id: int
+    platform: str
+    body: str
+    batch_seconds: int
+    active: bool
+
+
+def _welcome_out(w: Any) -> WelcomeOut:
+    return WelcomeOut(id=w.pk, community_id=w.community_id, platform=w.platform, body=w.body,
+                      batch_seconds=w.batch_seconds, active=w.active)
+
+
+@router.get("/welcomes", response={200: list[WelcomeOut], **ERRORS}, summary="入群欢迎语")
+def welcomes(request: HttpRequest, community_id: Id | None = None) -> Any:
+    p = require(request, "engagement.read")
+    return [_welcome_out(w) for w in selectors.welcome_messages(p.tenant_id, community_id=community_id)]
+
+
+@router.post("/welcomes", response={200: WelcomeOut, **ERRORS},
+             summary="设置入群欢迎语 (每个社群每个平台一条, 再次提交即修改)")
+@idempotent
+def save_welcome(request: HttpRequest, body: WelcomeIn) -> Any:
+    p = require(request, "engagement.write")
+    w = services.do_save_welcome(p, body.community_id, platform=body.platform, body=body.body,
+                                 batch_seconds=body.batch_seconds, active=body.active)
+    return _welcome_out(w)
 
 
 @router.get("/reply-stats", response={200: dict, **ERRORS}, summary="回复率与首次响应时间中位数")

@@ -9,7 +9,7 @@ from django.utils.translation import gettext_lazy as _
 
 from shequn.communities.models import CommunityRole
 from shequn.core.models import TenantOwned
-from shequn.members.models import RelationshipLevel
+from shequn.members.models import LifecycleStage, RelationshipLevel
 
 
 class EngagementSettings(TenantOwned):
@@ -450,6 +450,12 @@ class ContentSchedule(TenantOwned):
     time_of_day = models.TimeField(_("每日时间 (周期/序列)"), null=True, blank=True)
     weekdays = models.JSONField(_("星期 (0=周一, 空=每天)"), default=list, blank=True)
     day_offset = models.PositiveIntegerField(_("入群后第几天"), default=0)
+    #: a segment (either or both set): the content goes to those members only — a direct message where
+    #: the platform allows it and the member agreed to messages, else one post per group naming them
+    segment_stage = models.CharField(_("目标人群: 生命周期"), max_length=16, choices=LifecycleStage.choices,
+                                     blank=True)
+    segment_tag = models.ForeignKey("members.Tag", null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+", verbose_name=_("目标人群: 标签"))
     respect_quiet_hours = models.BooleanField(_("遵守免打扰时段"), default=True)
     active = models.BooleanField(_("启用"), default=True)
     last_run_at = models.DateTimeField(_("上次运行"), null=True, blank=True)
@@ -467,6 +473,7 @@ class ContentDelivery(TenantOwned):
     class Status(models.TextChoices):
         QUEUED = "queued", _("已入发送队列")
         SKIPPED_COOLDOWN = "skipped_cooldown", _("冷却期内跳过 (销售内容)")
+        NO_ROUTE = "no_route", _("无法送达 (不在群里, 也不能私信)")
 
     schedule = models.ForeignKey(ContentSchedule, on_delete=models.CASCADE, related_name="deliveries",
                                  verbose_name=_("排期"))
@@ -478,6 +485,7 @@ class ContentDelivery(TenantOwned):
     occurrence_at = models.DateTimeField(_("计划时间"))
     sent_at = models.DateTimeField(_("入队时间"), null=True, blank=True)
     status = models.CharField(_("状态"), max_length=20, choices=Status.choices, default=Status.QUEUED)
+    direct = models.BooleanField(_("私信"), default=False)
     action_id = models.BigIntegerField(_("发送动作"), null=True, blank=True)
     replies = models.PositiveIntegerField(_("24 小时回复"), null=True, blank=True)
     reactions = models.PositiveIntegerField(_("24 小时表情"), null=True, blank=True)
@@ -511,3 +519,66 @@ class HealthAlert(TenantOwned):
         verbose_name = _("健康提醒")
         verbose_name_plural = _("健康提醒")
         constraints = [models.UniqueConstraint(fields=["tenant", "key"], name="eng_alert_key")]
+
+
+# --- welcome on join -------------------------------------------------------------------------------------
+
+
+class WelcomeMessage(TenantOwned):
+    """The welcome a community's groups post when members join, per platform (an empty platform = every
+    platform without its own). ``body`` may use ``{name}``, ``{inviter}``, ``{community}``,
+    ``{rules_link}`` and ``{portal_link}``. Joins close together in one group are welcomed in one message
+    (at most one welcome per group per ``batch_seconds``), within the platform's welcome window."""
+
+    class Platform(models.TextChoices):
+        ALL = "", _("所有平台")
+        WECOM = "wecom", _("企业微信")
+        TELEGRAM = "telegram", _("Telegram")
+        MATRIX = "matrix", _("Matrix")
+
+    community = models.ForeignKey("communities.Community", on_delete=models.CASCADE, related_name="+",
+                                  verbose_name=_("社群"))
+    platform = models.CharField(_("平台"), max_length=16, choices=Platform.choices, default="", blank=True)
+    body = models.TextField(_("欢迎语"), max_length=1500,
+                            help_text=_("可用变量: {name} 新成员昵称, {inviter} 邀请人, {community} 社群名, "
+                                        "{rules_link} 群规链接, {portal_link} 会员中心链接"))
+    batch_seconds = models.PositiveIntegerField(_("合并间隔 (秒)"), default=30,
+                                                help_text=_("同一个群在这段时间内再有人入群, 合并到下一条欢迎语"))
+    active = models.BooleanField(_("启用"), default=True)
+    created_at = models.DateTimeField(_("创建时间"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("更新时间"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("入群欢迎语")
+        verbose_name_plural = _("入群欢迎语")
+        constraints = [models.UniqueConstraint(fields=["tenant", "community", "platform"],
+                                               name="eng_welcome_one_per_platform")]
+
+    def __str__(self) -> str:
+        return f"{self.community} · {self.get_platform_display()}"
+
+
+class WelcomeJoin(TenantOwned):
+    """One join waiting for, or covered by, a welcome (one row per join event)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("等待合并发送")
+        QUEUED = "queued", _("已入发送队列")
+        LATE = "late", _("超过平台欢迎时限, 未发送")
+
+    welcome = models.ForeignKey(WelcomeMessage, on_delete=models.CASCADE, related_name="joins",
+                                verbose_name=_("欢迎语"))
+    group = models.ForeignKey("communities.ChatGroup", on_delete=models.CASCADE, related_name="+",
+                              verbose_name=_("群"))
+    member = models.ForeignKey("members.Member", on_delete=models.CASCADE, related_name="+", verbose_name=_("会员"))
+    event_id = models.BigIntegerField(_("入群事件"))
+    joined_at = models.DateTimeField(_("入群时间"))
+    status = models.CharField(_("状态"), max_length=16, choices=Status.choices, default=Status.PENDING)
+    action_id = models.BigIntegerField(_("发送动作"), null=True, blank=True)
+    queued_at = models.DateTimeField(_("入队时间"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("入群欢迎记录")
+        verbose_name_plural = _("入群欢迎记录")
+        constraints = [models.UniqueConstraint(fields=["tenant", "event_id"], name="eng_welcome_join_event")]
+        indexes = [models.Index(fields=["tenant", "group", "status"], name="eng_welcome_group_idx")]

@@ -36,6 +36,8 @@ from .models import (
     PointsEntry,
     RedPacket,
     ReplyTrack,
+    RoleRecommendation,
+    WelcomeMessage,
 )
 from .streaks import day_bounds, local_day
 
@@ -408,3 +410,15 @@ def campaign_texts(tenant_id: int) -> list[str]:
     kinds = (ContentItem.Kind.TEXT, ContentItem.Kind.MARKDOWN)
     return list(ContentItem.objects.filter(tenant_id=tenant_id, kind__in=kinds).exclude(body="")
                 .order_by("pk").values_list("body", flat=True)[:500])
+
+
+def welcome_messages(tenant_id: int, *, community_id: int | None = None) -> QuerySet[WelcomeMessage]:
+    """The tenant's welcome messages (per community and platform)."""
+    qs = WelcomeMessage.objects.filter(tenant_id=tenant_id).order_by("community_id", "platform")
+    return qs.filter(community_id=community_id) if community_id is not None else qs
+
+
+def pending_role_recommendations(tenant_id: int, community_id: int) -> QuerySet[RoleRecommendation]:
+    """A community's open role recommendations, best first (the console's community page)."""
+    return (RoleRecommendation.objects.filter(tenant_id=tenant_id, community_id=community_id, status="pending")
+            .select_related("member").order_by("role", "-score"))

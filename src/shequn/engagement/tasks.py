@@ -8,6 +8,7 @@ from django.tasks import task
 from shequn.core.models import Tenant
 
 from . import services
+from .services.welcome import flush_welcomes  # noqa: F401  (enqueued by the welcome service; re-exported)
 
 
 def _tenants() -> list[int]:
@@ -33,6 +34,14 @@ def nightly_engagement() -> int:
     return n
 
 
+@cron("41 4 * * *")
+@task(queue_name="engines")
+def recommend_roles() -> int:
+    """Daily: role recommendations (advocate, customer service, content) for every community, shown on
+    the community page in the console for one-click assignment."""
+    return sum(services.do_recommend_roles_all(tid) for tid in _tenants())
+
+
 @cron("* * * * *")
 @task(queue_name="engines")
 def run_due_lotteries() -> dict[str, int]:
@@ -43,6 +52,13 @@ def run_due_lotteries() -> dict[str, int]:
 @task(queue_name="engines")
 def expire_red_packets() -> int:
     return services.do_expire_red_packets()
+
+
+@cron("* * * * *")
+@task(queue_name="engines")
+def flush_due_welcomes() -> int:
+    """The sweep behind the batched welcomes (the deferred ``flush_welcomes`` task is the fast path)."""
+    return services.do_flush_due_welcomes()
 
 
 @cron("*/5 * * * *")

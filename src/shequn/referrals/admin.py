@@ -14,6 +14,7 @@ from django.utils.translation import gettext_lazy as _
 
 from shequn.core.admin_base import TenantScopedAdmin, TenantScopedTabularInline, request_principal
 from shequn.core.errors import ShequnError
+from shequn.core.masking import mask_phone
 
 from . import services
 from .admin_payouts import WithdrawalPayoutActions, payout_provider_warning
@@ -24,6 +25,7 @@ from .models import (
     FissionTask,
     FraudSignal,
     FraudStatus,
+    GiftShipment,
     InviteLink,
     ReferralBinding,
     ReferralPolicy,
@@ -235,3 +237,41 @@ class FraudSignalAdmin(TenantScopedAdmin):
 class FissionTaskAdmin(TenantScopedAdmin):
     permission_area = "referrals"
     list_display = ("name", "community", "campaign", "threshold", "reward_kind", "reward_value", "is_active")
+
+
+@admin.register(GiftShipment)
+class GiftShipmentAdmin(TenantScopedAdmin):
+    """The gift fulfilment queue: filter 待发货, open a row, enter the carrier and tracking number and
+    save — saved through ``do_ship_gift`` (who shipped and when are recorded and audited)."""
+
+    permission_area = "referrals"
+    list_display = ("created_at", "gift", "member", "status", "recipient", "masked_phone", "carrier", "tracking_no",
+                    "shipped_by", "shipped_at")
+    list_filter = ("status",)
+    search_fields = ("=tracking_no", "recipient")
+    fields = ("gift", "member", "status", "recipient", "masked_phone", "address", "carrier", "tracking_no",
+              "shipped_by", "shipped_at", "note")
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False  # rows come from fission rewards
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        editable = ("carrier", "tracking_no") if obj is not None and obj.status == GiftShipment.Status.TO_SHIP else ()
+        return tuple(f for f in self.fields if f not in editable)
+
+    @admin.display(description=_("收件电话"))
+    def masked_phone(self, obj: GiftShipment) -> str:
+        return mask_phone(obj.phone) if obj.phone else ""
+
+    def check_form(self, request: HttpRequest, form: Any) -> None:
+        services.check_gift_shipping(form.cleaned_data.get("carrier", ""), form.cleaned_data.get("tracking_no", ""))
+
+    def save_model(self, request: HttpRequest, obj: GiftShipment, form: Any, change: bool) -> None:
+        principal = request_principal(request)
+        if principal is None or not change:
+            return
+        try:
+            services.do_ship_gift(principal, obj.pk, carrier=form.cleaned_data.get("carrier", ""),
+                                  tracking_no=form.cleaned_data.get("tracking_no", ""))
+        except ShequnError as exc:
+            messages.error(request, exc.message)

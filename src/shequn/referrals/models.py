@@ -367,6 +367,42 @@ class FissionReward(TenantOwned):
         constraints = [models.UniqueConstraint(fields=["task", "member"], name="fission_reward_once")]
 
 
+class GiftShipment(TenantOwned):
+    """The fulfilment of a fission **gift** reward: a physical gift waits for the member's address,
+    is shipped by staff (who and when, carrier and tracking number) and may be cancelled. One per
+    reward; written only by :mod:`shequn.referrals.services.fission`."""
+
+    class Status(models.TextChoices):
+        AWAITING_ADDRESS = "awaiting_address", _("待填写地址")
+        TO_SHIP = "to_ship", _("待发货")
+        SHIPPED = "shipped", _("已发货")
+        CANCELLED = "cancelled", _("已取消")
+
+    reward = models.OneToOneField(FissionReward, on_delete=models.CASCADE, related_name="shipment",
+                                  verbose_name=_("裂变奖励"))
+    member = models.ForeignKey("members.Member", on_delete=models.CASCADE, related_name="+", verbose_name=_("会员"))
+    gift = models.CharField(_("礼品"), max_length=120)
+    status = models.CharField(_("状态"), max_length=20, choices=Status.choices, default=Status.AWAITING_ADDRESS)
+    recipient = models.CharField(_("收件人"), max_length=60, blank=True)
+    phone = models.CharField(_("收件电话"), max_length=20, blank=True)
+    address = models.CharField(_("收件地址"), max_length=300, blank=True)
+    carrier = models.CharField(_("快递公司"), max_length=40, blank=True)
+    tracking_no = models.CharField(_("快递单号"), max_length=60, blank=True)
+    shipped_by = models.CharField(_("发货人"), max_length=120, blank=True)
+    shipped_at = models.DateTimeField(_("发货时间"), null=True, blank=True)
+    note = models.CharField(_("备注"), max_length=200, blank=True)
+    created_at = models.DateTimeField(_("创建时间"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("更新时间"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("礼品发货")
+        verbose_name_plural = _("礼品发货")
+        indexes = [models.Index(fields=["tenant", "status"], name="gift_shipment_status_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.gift} → {self.member_id}"
+
+
 class FraudKind(models.TextChoices):
     SAME_PHONE = "same_phone", _("同手机号")
     IP_CLUSTER = "ip_cluster", _("同 IP 聚集")

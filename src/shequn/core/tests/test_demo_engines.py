@@ -7,15 +7,18 @@ import pytest
 from django.db.models import Model
 
 from shequn.commerce.models import Coupon, CouponTemplate, FlashSale, GroupBuy, Order, OrderStatus, Product, Refund
+from shequn.communities.models import ChatGroup, Membership
 from shequn.demo import seed_demo
 from shequn.engagement.models import (
     CheckIn,
+    CheckInStats,
     ContentSchedule,
     LotteryEntry,
     MemberScore,
     PointsEntry,
     RedPacket,
     RedPacketClaim,
+    WelcomeMessage,
 )
 from shequn.ledger.models import Entry, Transaction
 from shequn.ledger.services import check_ledger
@@ -60,6 +63,17 @@ def test_seed_demo_fills_every_engine_once():
     assert Violation.objects.filter(tenant=tenant, status=Violation.Status.PENDING).count() >= 2
     assert Violation.objects.filter(tenant=tenant, status=Violation.Status.DRY_RUN).exists()
     assert check_ledger(tenant.pk).ok
+    # consistent data: every group within its capacity, check-in streaks that differ, a flash sale
+    # that sold (paid orders against it), a welcome per community
+    for group in ChatGroup.objects.filter(tenant=tenant):
+        open_members = Membership.objects.filter(group=group, left_at__isnull=True).count()
+        assert open_members <= group.capacity, (group.name, open_members, group.capacity)
+    streaks = set(CheckInStats.objects.filter(tenant=tenant).values_list("longest_streak", flat=True))
+    assert len(streaks) >= 4, streaks
+    flash = FlashSale.objects.get(tenant=tenant)
+    assert flash.stock < 50 and Order.objects.filter(tenant=tenant, status=OrderStatus.PAID,
+                                                     lines__sku=flash.sku).exists()
+    assert WelcomeMessage.objects.filter(tenant=tenant).count() == 3
 
     assert seed_demo(members=160, days=14).pk == tenant.pk
     assert _counts(tenant.pk) == counts

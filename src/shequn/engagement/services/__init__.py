@@ -10,6 +10,7 @@
 * :mod:`.red_packets` — red packets and their wallets
 * :mod:`.sop` — scheduled content (the SOP), quiet hours, post results
 * :mod:`.health` — health alerts
+* :mod:`.welcome` — welcome on join (per community and platform, batched, in the platform's window)
 * :mod:`.activity` — the activity consumer
 
 Contracts for other apps:
@@ -60,7 +61,7 @@ from .red_packets import (
     register_cash_wallet,
 )
 from .replies import do_reply_from_queue
-from .roles import do_decide_role, do_recommend_roles
+from .roles import do_decide_role, do_recommend_roles, do_recommend_roles_all
 from .scores import do_decide_ladder, do_recompute_scores, do_suggest_ladder, do_update_lifecycle
 from .sop import LOOKBACK, do_collect_post_results, do_run_content_schedules, render_content
 from .standing import (
@@ -69,6 +70,14 @@ from .standing import (
     check_standing,
     register_standing_check,
     unregister_standing_check,
+)
+from .welcome import (
+    check_welcome_body,
+    do_flush_due_welcomes,
+    do_flush_welcomes,
+    do_save_welcome,
+    render_welcome,
+    welcome_for,
 )
 
 __all__ = [
@@ -83,6 +92,7 @@ __all__ = [
     "check_lottery_rules",
     "check_member",
     "check_standing",
+    "check_welcome_body",
     "do_award_badges",
     "do_buy_makeup_card",
     "do_check_in",
@@ -96,6 +106,8 @@ __all__ = [
     "do_draw_lottery",
     "do_enter_lottery",
     "do_expire_red_packets",
+    "do_flush_due_welcomes",
+    "do_flush_welcomes",
     "do_grant_makeup_cards",
     "do_health_check",
     "do_points_adjust",
@@ -103,11 +115,13 @@ __all__ = [
     "do_points_earn_many",
     "do_points_spend",
     "do_recommend_roles",
+    "do_recommend_roles_all",
     "do_recompute_scores",
     "do_reply_from_queue",
     "do_reroll",
     "do_run_content_schedules",
     "do_run_due_lotteries",
+    "do_save_welcome",
     "do_seed_streak_badges",
     "do_suggest_ladder",
     "do_update_lifecycle",
@@ -117,8 +131,10 @@ __all__ = [
     "register_cash_wallet",
     "register_standing_check",
     "render_content",
+    "render_welcome",
     "schedule_occurrences",  # a reader: lives in selectors, re-exported for existing callers
     "shift_out_of_quiet",  # a reader: lives in selectors, re-exported for existing callers
     "unregister_standing_check",
     "upcoming_occurrences",  # a reader: lives in selectors, re-exported for existing callers
+    "welcome_for",
 ]

@@ -17,10 +17,12 @@ from .checkins import do_check_in
 from .points import do_points_earn_many
 from .replies import _track_replies
 from .scores import do_recompute_scores
+from .welcome import on_joins
 
 
 def on_activity(tenant_id: int, events: Sequence[ActivityEvent]) -> None:
     """Engagement's consumer: incremental scores + lifecycle for the batch's members, the reply queue,
+    welcomes for joins (:mod:`.welcome`),
     chat check-ins (the keyword, or ``check_in`` events) and points for messages (daily cap), invites
     and purchases. Idempotent: scores are recomputed (not incremented), reply tracks are unique per
     event, points carry per-event idempotency keys, check-ins are unique per day. Set-based: a batch
@@ -28,6 +30,7 @@ def on_activity(tenant_id: int, events: Sequence[ActivityEvent]) -> None:
     members = sorted({e.member_id for e in events if e.member_id is not None})
     if not members:
         return
+    on_joins(tenant_id, events)
     do_recompute_scores(tenant_id, member_ids=members)
     _track_replies(tenant_id, events)
     cfg = engagement_config(tenant_id)

@@ -24,6 +24,17 @@ from ..models import Decision, RoleRecommendation
 from ..selectors import engagement_config, tenant_time_zone
 from .standing import check_standing
 
+#: how long a dismissed recommendation keeps the same member out of the same role's recommendations
+DISMISS_QUIET = dt.timedelta(days=30)
+
+
+def do_recommend_roles_all(tenant_id: int, *, now: dt.datetime | None = None) -> int:
+    """The scheduled run: recommend roles in every community of the tenant. Returns recommendations."""
+    n = 0
+    for community_id in Community.objects.filter(tenant_id=tenant_id).values_list("pk", flat=True):
+        n += len(do_recommend_roles(tenant_id, community_id, now=now))
+    return n
+
 
 def _target_member(payload: Any, event_owner: dict[Any, int]) -> int | None:
     if not isinstance(payload, dict):
@@ -95,11 +106,16 @@ def do_recommend_roles(
         "cs": lambda s: 3 * s["replies_given"] + 2 * len(s["hours"]) + 2 * len(s["partners"]),
         "content": lambda s: 3 * s["reactions_received"] + 4 * s["topics"] + s["replies_received"],
     }
+    # an operator's "no" stands for DISMISS_QUIET: the scheduled run does not ask again at once
+    dismissed = set(RoleRecommendation.objects.filter(
+        tenant_id=tenant_id, community_id=community_id, status=Decision.DISMISSED,
+        decided_at__gte=now - DISMISS_QUIET).values_list("member_id", "role"))
     standing: dict[int, str | None] = {}
     made: list[RoleRecommendation] = []
     eligible = [m for m, s in stats.items() if len(s["days"]) >= int(cfg["min_active_days"])]
     for role, formula in formulas.items():
-        ranked = sorted(((formula(stats[m]), m) for m in eligible if m not in holders[role]), reverse=True)
+        ranked = sorted(((formula(stats[m]), m) for m in eligible
+                         if m not in holders[role] and (m, role) not in dismissed), reverse=True)
         picked = 0
         for score, member_id in ranked:
             if picked >= int(cfg["top_n"]) or score <= 0:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from django.test import Client
+from django.urls import reverse
 from django.utils import timezone
 
 from shequn.communities.models import RoleAssignment
@@ -13,9 +15,10 @@ from shequn.core import webhooks
 from shequn.core.errors import Conflict
 from shequn.core.models import AuditLog, WebhookEvent
 from shequn.core.permissions import Principal
+from shequn.core.services import do_create_operator
 from shequn.engagement import services
 from shequn.engagement.models import HealthAlert, LadderSuggestion, MemberScore
-from shequn.engagement.selectors import lurkers
+from shequn.engagement.selectors import lurkers, pending_role_recommendations
 from shequn.engagement.services import (
     do_decide_ladder,
     do_decide_role,
@@ -24,6 +27,7 @@ from shequn.engagement.services import (
     do_recompute_scores,
     do_suggest_ladder,
 )
+from shequn.engagement.tasks import recommend_roles
 from shequn.members.models import Member
 
 
@@ -110,3 +114,35 @@ def test_health_alerts(tenant, community, make_member, event):
     announced = WebhookEvent.objects.filter(tenant=tenant, type="health.alert")
     assert sorted(e.data["kind"] for e in announced) == ["dead_group", "going_quiet"]
     assert list(lurkers(tenant.pk, community.pk)) == [m]  # silent 20 days: lurking
+
+
+def test_scheduled_recommendations_on_the_community_page_with_one_click_assignment(tenant, community, chatty):
+    """The daily task computes recommendations for every community; the console's community page
+    lists them and one click assigns the role (or dismisses it, which the next run respects)."""
+    helper, creator, _quiet = chatty
+    assert recommend_roles.call() > 0
+    do_create_operator(tenant=tenant, username="op", password="pw-123456", role="operator")
+    console = Client()
+    assert console.login(username="op", password="pw-123456")
+    page = reverse("console:community_dashboard", args=[community.pk])
+    html = console.get(page).content.decode()
+    assert 'data-testid="role-recommendations"' in html and "热心肠" in html and "写手" in html
+    cs = pending_role_recommendations(tenant.pk, community.pk).get(member=helper, role="cs")
+    url = reverse("console:role_recommendation_decide", args=[community.pk, cs.pk])
+    r = console.post(url, {"decision": "accept"})
+    assert r.status_code == 302 and r["Location"].endswith("#role-recommendations")
+    assert RoleAssignment.objects.filter(member=helper, role="cs", community=community).exists()
+    assert console.post(url, {"decision": "accept"}).status_code == 302  # already decided: a message, no 500
+    assert RoleAssignment.objects.filter(member=helper, role="cs").count() == 1
+    content = pending_role_recommendations(tenant.pk, community.pk).get(member=creator,
+                                                                                           role="content")
+    console.post(reverse("console:role_recommendation_decide", args=[community.pk, content.pk]),
+                 {"decision": "dismiss"})
+    recommend_roles.call()  # the next run does not ask about 写手 as content creator again
+    assert not pending_role_recommendations(tenant.pk, community.pk).filter(
+        member=creator, role="content").exists()
+    # a read-only login sees the list but cannot assign
+    do_create_operator(tenant=tenant, username="ro", password="pw-123456", role="readonly")
+    ro = Client()
+    assert ro.login(username="ro", password="pw-123456")
+    assert ro.post(url, {"decision": "accept"}).status_code == 403

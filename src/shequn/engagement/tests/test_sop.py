@@ -86,7 +86,7 @@ def test_sales_post_held_back_in_a_young_community(tenant, group):
                                        run_at=dt.datetime(2026, 3, 20, 12, 0, tzinfo=SH))
     ContentSchedule.objects.filter(pk=s.pk).update(created_at=dt.datetime(2026, 3, 19, tzinfo=SH))
     counts = do_run_content_schedules(tenant.pk, now=dt.datetime(2026, 3, 20, 12, 1, tzinfo=SH))
-    assert counts == {"queued": 0, "skipped_cooldown": 1}
+    assert counts == {"queued": 0, "skipped_cooldown": 1, "no_route": 0}
 
 
 def test_results_and_calendar_and_rendering(tenant, community, group, make_member, event):

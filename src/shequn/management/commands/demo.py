@@ -1,13 +1,16 @@
 """``shequn demo``: migrate, seed the demo tenant, create the operator login, start the worker and
 serve the console at http://127.0.0.1:8000, with the members' pages (portal) beside it and a
-one-click sign-in link for a demo member. Running it twice reuses what the first run made."""
+one-click sign-in link for a demo member. Running it twice reuses what the first run made.
+
+The worker and the web server are supervised children (:mod:`shequn.core.processes`): stopping the
+demo stops them (no orphans), and a second demo on the same installation starts no second cron
+scheduler (the worker's scheduler lock)."""
 
 from __future__ import annotations
 
 import ipaddress
 import os
 import secrets
-import subprocess
 import sys
 from typing import Any
 
@@ -15,7 +18,9 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
+from shequn.core.management.commands.serve import gunicorn_argv
 from shequn.core.models import DEMO_SLUG, StaffRole, Tenant
+from shequn.core.processes import spawn, stop, supervise
 from shequn.core.services import do_create_operator
 from shequn.demo import demo_exists, seed_demo
 from shequn.portal.services import MAGIC_TTL, demo_member, magic_link_url
@@ -67,14 +72,17 @@ class Command(BaseCommand):
         if opts["no_serve"]:
             return
         os.environ["SHEQUN_PUBLIC_BASE_URL"] = base  # the server's and the worker's processes
-        worker = None
-        if not opts["no_worker"]:
-            worker = subprocess.Popen([sys.executable, "-m", "shequn.cli", "worker"])
+        # the web server and the worker are children of this process (not an exec): stopping the demo
+        # (Ctrl-C, SIGTERM, closing the terminal) stops both, and they die with it if it is killed
+        children = [] if opts["no_worker"] else [spawn([sys.executable, "-m", "shequn.cli", "worker"])]
         try:
-            call_command("serve", host=opts["host"], port=opts["port"], workers=opts["workers"])
-        finally:
-            if worker is not None:
-                worker.terminate()
+            web = spawn(gunicorn_argv(opts["host"], opts["port"], workers=opts["workers"]))
+        except BaseException:
+            stop(children)
+            raise
+        code = supervise(web, children)
+        if code:
+            raise SystemExit(code)
 
     @staticmethod
     def _public_base(host: str, port: int) -> str:

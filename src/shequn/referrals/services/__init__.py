@@ -6,7 +6,7 @@ keep importing ``from shequn.referrals.services import <name>``.
 - :mod:`.commissions` — THE commission rule: plans, which plan and rule apply, the amount, the
   paid/refund order events, thawing after the refund window, reversal, fraud review of held ones;
 - :mod:`.fraud` — fraud signals on referred purchases;
-- :mod:`.fission` — fission tasks and their reward hooks;
+- :mod:`.fission` — fission tasks, their reward hooks and the gift fulfilment queue;
 - :mod:`.withdrawals` — payouts of available commission (manual payouts recorded by staff, reconciliation);
 - :mod:`.payout_settings` — the payout provider and the tenant's WeChat Pay merchant credentials;
 - :mod:`.alliance` — merchant alliances, listings, statements and settlement;
@@ -40,7 +40,15 @@ from .commissions import (
     on_order_event,
     select_plan,
 )
-from .fission import RewardHook, register_reward_hook
+from .fission import (
+    RewardHook,
+    check_gift_address,
+    check_gift_shipping,
+    do_cancel_gift,
+    do_set_gift_address,
+    do_ship_gift,
+    register_reward_hook,
+)
 from .links import ClickResult, do_get_or_create_link, do_record_click, do_record_join
 from .payout_settings import (
     check_payout_provider,
@@ -69,6 +77,8 @@ __all__ = [
     "OrderEvent",
     "RewardHook",
     "StatementResult",
+    "check_gift_address",
+    "check_gift_shipping",
     "check_levels",
     "check_max_length",
     "check_payout_provider",
@@ -78,6 +88,7 @@ __all__ = [
     "do_bind",
     "do_build_my_statements",
     "do_build_statement",
+    "do_cancel_gift",
     "do_create_alliance",
     "do_create_plan",
     "do_execute_payout",
@@ -94,9 +105,11 @@ __all__ = [
     "do_request_withdrawal",
     "do_review_signal",
     "do_save_wechatpay_config",
+    "do_set_gift_address",
     "do_set_payout_provider",
     "do_settle_my_statement",
     "do_settle_statement",
+    "do_ship_gift",
     "do_thaw_due",
     "get_policy",
     "member_account",

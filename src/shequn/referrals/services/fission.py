@@ -1,22 +1,32 @@
 """Fission tasks (裂变任务): "invite N paying members, get a reward". Cash rewards post to the
 ledger here (idempotency key ``fission:<task>:<member>``, one ``FissionReward`` per task and member);
 points and coupons come from the hooks other engines register with :func:`register_reward_hook`
-(engagement: points, commerce: coupons) from their ``AppConfig.ready``."""
+(engagement: points, commerce: coupons) from their ``AppConfig.ready``. A **gift** reward becomes a
+:class:`GiftShipment` in the fulfilment queue: the member gives an address
+(:func:`do_set_gift_address`), staff ship it (:func:`do_ship_gift`: who, when, carrier, tracking
+number) or cancel it with a reason."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import datetime
 
 from django.db import IntegrityError, transaction
 from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext as _
 
+from shequn.core.errors import Conflict, Forbidden, Invalid, NotFound
+from shequn.core.permissions import Principal
+from shequn.core.services import do_audit
 from shequn.ledger.models import AccountKind
 from shequn.ledger.services import do_post
 
 from ..models import (
     FissionReward,
     FissionTask,
+    GiftShipment,
     RewardKind,
 )
 from ..selectors import valid_referrals
@@ -50,7 +60,92 @@ def _check_fission(tenant_id: int, referrer_id: int, community_id: int | None, c
                             [(merchant_account(tenant_id, AccountKind.REWARD_EXPENSE), -task.reward_value),
                              (member_account(tenant_id, referrer_id, AccountKind.AVAILABLE), task.reward_value)],
                             memo=f"裂变奖励 {task.name}", ref=("referrals.FissionReward", reward.pk))
+                elif task.reward_kind == RewardKind.GIFT:
+                    # a physical gift: into the fulfilment queue, waiting for the member's address
+                    GiftShipment.objects.create(tenant_id=tenant_id, reward=reward, member_id=referrer_id,
+                                                gift=(task.reward_note or task.name)[:120])
                 elif task.reward_kind in _REWARD_HOOKS:
                     _REWARD_HOOKS[task.reward_kind](tenant_id, referrer_id, task)
         except IntegrityError:
             continue
+
+
+# --- the gift fulfilment queue ---------------------------------------------------------------------
+
+_PHONE = re.compile(r"^\+?[0-9][0-9 -]{5,18}$")
+
+
+def _shipment_for_update(tenant_id: int, shipment_id: int) -> GiftShipment:
+    row = GiftShipment.objects.select_for_update().filter(tenant_id=tenant_id, pk=shipment_id).first()
+    if row is None:
+        raise NotFound(_("发货单不存在"), details={"field": "shipment_id"})
+    return row
+
+
+def check_gift_address(recipient: str, phone: str, address: str) -> tuple[str, str, str]:
+    recipient, phone, address = recipient.strip(), phone.strip(), address.strip()
+    if not recipient or len(recipient) > 60:
+        raise Invalid(_("请填写收件人 (最多 60 字)"), details={"field": "recipient"})
+    if not _PHONE.match(phone):
+        raise Invalid(_("收件电话格式不正确"), details={"field": "phone"})
+    if len(address) < 5 or len(address) > 300:
+        raise Invalid(_("请填写完整的收件地址 (5 到 300 字)"), details={"field": "address"})
+    return recipient, phone, address
+
+
+@transaction.atomic
+def do_set_gift_address(tenant_id: int, shipment_id: int, *, member_id: int, recipient: str, phone: str,
+                        address: str) -> GiftShipment:
+    """The member (portal or API acting for them) gives or corrects the address before shipping."""
+    recipient, phone, address = check_gift_address(recipient, phone, address)
+    row = _shipment_for_update(tenant_id, shipment_id)
+    if row.member_id != member_id:
+        raise NotFound(_("发货单不存在"), details={"field": "shipment_id"})
+    if row.status not in (GiftShipment.Status.AWAITING_ADDRESS, GiftShipment.Status.TO_SHIP):
+        raise Conflict(_("礼品已发货或已取消, 不能再改地址"), details={"status": row.status})
+    row.recipient, row.phone, row.address = recipient, phone, address
+    row.status = GiftShipment.Status.TO_SHIP
+    row.save(update_fields=["recipient", "phone", "address", "status", "updated_at"])
+    return row
+
+
+def check_gift_shipping(carrier: str, tracking_no: str) -> tuple[str, str]:
+    carrier, tracking_no = (carrier or "").strip(), (tracking_no or "").strip()
+    if not carrier or len(carrier) > 40:
+        raise Invalid(_("请填写快递公司"), details={"field": "carrier"})
+    if not tracking_no or len(tracking_no) > 60:
+        raise Invalid(_("请填写快递单号"), details={"field": "tracking_no"})
+    return carrier, tracking_no
+
+
+@transaction.atomic
+def do_ship_gift(principal: Principal, shipment_id: int, *, carrier: str, tracking_no: str) -> GiftShipment:
+    """Staff record the shipment: who shipped, when, carrier and tracking number (audited)."""
+    if not principal.can("referrals.write"):
+        raise Forbidden(_("没有权限: %(perm)s") % {"perm": "referrals.write"})
+    carrier, tracking_no = check_gift_shipping(carrier, tracking_no)
+    row = _shipment_for_update(principal.tenant_id, shipment_id)
+    if row.status != GiftShipment.Status.TO_SHIP:
+        raise Conflict(_("只有已填写地址、待发货的礼品可以发货"), details={"status": row.status})
+    row.carrier, row.tracking_no = carrier, tracking_no
+    row.shipped_by, row.shipped_at = principal.label[:120], timezone.now()
+    row.status = GiftShipment.Status.SHIPPED
+    row.save(update_fields=["carrier", "tracking_no", "shipped_by", "shipped_at", "status", "updated_at"])
+    do_audit(principal, "referrals.gift.ship", "GiftShipment", str(row.pk),
+             data={"carrier": carrier, "tracking_no": tracking_no, "member": row.member_id})
+    return row
+
+
+@transaction.atomic
+def do_cancel_gift(principal: Principal, shipment_id: int, *, reason: str) -> GiftShipment:
+    if not principal.can("referrals.write"):
+        raise Forbidden(_("没有权限: %(perm)s") % {"perm": "referrals.write"})
+    if not reason.strip():
+        raise Invalid(_("请填写取消原因"), details={"field": "reason"})
+    row = _shipment_for_update(principal.tenant_id, shipment_id)
+    if row.status == GiftShipment.Status.SHIPPED:
+        raise Conflict(_("礼品已发货, 不能取消"), details={"status": row.status})
+    row.status, row.note = GiftShipment.Status.CANCELLED, reason.strip()[:200]
+    row.save(update_fields=["status", "note", "updated_at"])
+    do_audit(principal, "referrals.gift.cancel", "GiftShipment", str(row.pk), reason=reason)
+    return row

@@ -120,6 +120,8 @@ class TelegramAdapter:
 
     async def deliver(self, bot: Bot, item: ActionItem) -> dict[str, Any]:
         chat = item.room
+        if not chat and item.payload.get("dm") and item.kind == ActionKind.SEND and item.target.isdigit():
+            chat = item.target  # a private chat's id is the user's id (the user must have started the bot)
         if not chat:
             raise DeliveryError(DeliveryError.PERMANENT, "no chat")
         p = item.payload

@@ -47,12 +47,18 @@ class Command(BaseCommand):
         parser.add_argument("--no-control-socket", action="store_true", help="run without a control socket")
 
     def handle(self, *args: Any, **opts: Any) -> None:
-        argv = [
-            sys.executable, "-m", "gunicorn", "shequn.wsgi:application",
-            "--bind", f"{opts['host']}:{opts['port']}", "--workers", str(opts["workers"]),
-            "--threads", str(opts["threads"]), "--worker-class", "gthread", "--access-logfile", "-",
-            "--timeout", "60", "--graceful-timeout", "20",
-            *control_socket_args(opts["host"], opts["port"], path=opts["control_socket"],
-                                 disabled=opts["no_control_socket"]),
-        ]
+        argv = gunicorn_argv(opts["host"], opts["port"], workers=opts["workers"], threads=opts["threads"],
+                             control_socket=opts["control_socket"], no_control_socket=opts["no_control_socket"])
         os.execvp(argv[0], argv)  # noqa: S606 - replace this process with gunicorn
+
+
+def gunicorn_argv(host: str, port: int, *, workers: int = 2, threads: int = 4, control_socket: str | None = None,
+                  no_control_socket: bool = False) -> list[str]:
+    """The gunicorn command line of ``serve`` (also run as a child by ``shequn demo``)."""
+    return [
+        sys.executable, "-m", "gunicorn", "shequn.wsgi:application",
+        "--bind", f"{host}:{port}", "--workers", str(workers),
+        "--threads", str(threads), "--worker-class", "gthread", "--access-logfile", "-",
+        "--timeout", "60", "--graceful-timeout", "20",
+        *control_socket_args(host, port, path=control_socket, disabled=no_control_socket),
+    ]

@@ -7,8 +7,8 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('core', '0003_webhooks'),
-        ('referrals', '0001_initial'),
+        ('core', '0004_webhooks'),
+        ('referrals', '0002_gift_shipment'),
     ]
 
     operations = [
