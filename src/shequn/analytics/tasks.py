@@ -1,1 +1,16 @@
-"""tasks of the analytics app."""
+"""Scheduled work of the analytics app: recompute the day buckets the activity consumer and the order
+listener marked dirty, and evaluate the health rules."""
+
+from __future__ import annotations
+
+from crontask import cron
+from django.tasks import task
+
+from . import services
+
+
+@cron("* * * * *")
+@task(queue_name="engines")
+def refresh_rollups() -> int:
+    """Recompute every dirty (tenant, day) bucket; returns how many were written."""
+    return services.do_refresh()
