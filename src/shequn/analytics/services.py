@@ -339,8 +339,8 @@ def compute_day(tenant_id: int, day: dt.date) -> tuple[list[DailyRollup], list[M
         visitor = f"m{mid}" if mid else (f"d{device}" if device else (f"i{ip}" if ip else f"e{pk}"))
         rows[(cid or 0, 0, campaign[:64], channel[:64], 0)].visitors.add(visitor)
     commissions = Commission.objects.filter(tenant_id=tenant_id, paid_at__gte=start, paid_at__lt=end)
-    for cid, campaign, amount in commissions.values_list("community_id_snapshot", "campaign", "amount_fen"):
-        rows[(cid or 0, 0, campaign[:64], "", 0)].commission_fen += amount or 0
+    for snap_cid, campaign, amount in commissions.values_list("community_id_snapshot", "campaign", "amount_fen"):
+        rows[(snap_cid or 0, 0, campaign[:64], "", 0)].commission_fen += amount or 0
 
     rollups = [DailyRollup(
         tenant_id=tenant_id, day=day, community_id=k[0], group_id=k[1], campaign=k[2], channel=k[3],
