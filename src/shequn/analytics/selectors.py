@@ -142,6 +142,8 @@ def formula_panel(tenant_id: int, *, days: int = 30, end: dt.date | None = None,
         "previous_period": {"start": prev_start.isoformat(), "end": prev_end.isoformat()},
         "figures": now.__dict__, "previous_figures": before.__dict__,
         "sales_fen": now.sales_fen, "previous_sales_fen": before.sales_fen,
+        "sales_yuan": f"{now.sales_fen / 100:,.2f}", "previous_sales_yuan": f"{before.sales_fen / 100:,.2f}",
+        "change_yuan": f"{(now.sales_fen - before.sales_fen) / 100:+,.2f}",
         "product_fen": product, "identity_holds": product is not None and abs(product - now.sales_fen) < 0.5,
         "repeat_rate": now.repeat_rate,
         "factors": rows,
@@ -159,15 +161,16 @@ def _dates(end: dt.date, days: int) -> list[dt.date]:
 def sales_trend(tenant_id: int, *, days: int = 90, scope: Scope = Scope()) -> dict[str, Any]:
     """Daily GMV (fen), orders, buyers (distinct per day), refunds and first purchases."""
     dates = _dates(today(tenant_id), days)
-    sums = {r["day"]: r for r in rollups(tenant_id, dates[0], dates[-1], scope).values("day").annotate(
+    per_day = rollups(tenant_id, dates[0], dates[-1], scope).values("day").annotate(
         gmv=Sum("gmv_fen"), orders=Sum("orders"), refund=Sum("refund_fen"), firsts=Sum("first_purchases"),
-        messages=Sum("messages"), joins=Sum("joins"), leaves=Sum("leaves"), visitors=Sum("visitors"))}
+        messages=Sum("messages"), joins=Sum("joins"), leaves=Sum("leaves"), visitors=Sum("visitors"))
+    sums: dict[dt.date, dict[str, Any]] = {r["day"]: dict(r) for r in per_day}
     facts = member_days(tenant_id, dates[0], dates[-1], scope).values("day")
     buyers = {r["day"]: r["n"] for r in facts.filter(orders__gt=0).annotate(n=Count("member_id", distinct=True))}
     active = {r["day"]: r["n"] for r in facts.filter(active=True).annotate(n=Count("member_id", distinct=True))}
 
     def series(name: str) -> list[int]:
-        return [(sums.get(d) or {}).get(name) or 0 for d in dates]
+        return [int((sums.get(d) or {}).get(name) or 0) for d in dates]
 
     return {"dates": [d.isoformat() for d in dates], "gmv_fen": series("gmv"), "orders": series("orders"),
             "refund_fen": series("refund"), "first_purchases": series("firsts"), "messages": series("messages"),
@@ -213,8 +216,8 @@ def headline_figures(tenant_id: int, tz: str | None = None) -> dict[str, int]:
 
 def community_dashboard(tenant_id: int, community_id: int, *, days: int = 90, tz: str = "Asia/Shanghai"
                         ) -> dict[str, Any]:
-    """Daily series for a community's board: members (from the membership history), daily active
-    members, joins, leaves and messages (from the rollups)."""
+    """Daily series for a community's board: members, joins and leaves (from the membership history,
+    so manual adds and imports count), daily active members and messages (from the rollups)."""
     zone = ZoneInfo(tz)
     end = timezone.now().astimezone(zone).date()
     dates = _dates(end, days)
@@ -224,9 +227,12 @@ def community_dashboard(tenant_id: int, community_id: int, *, days: int = 90, tz
     for d in dates:
         cut = dt.datetime.combine(d + dt.timedelta(days=1), dt.time.min, tzinfo=zone)
         members_series.append(len({m for m, j, left in ms if j < cut and (left is None or left >= cut)}))
+    joins = Counter(j.astimezone(zone).date() for _m, j, _l in ms)
+    leaves = Counter(left.astimezone(zone).date() for _m, _j, left in ms if left)
     trend = sales_trend(tenant_id, days=days, scope=Scope(community_id=community_id))
     return {"dates": trend["dates"], "members": members_series, "daily_active": trend["daily_active"],
-            "joins": trend["joins"], "leaves": trend["leaves"], "messages": trend["messages"]}
+            "joins": [joins.get(d, 0) for d in dates], "leaves": [leaves.get(d, 0) for d in dates],
+            "messages": trend["messages"]}
 
 
 # -- health ---------------------------------------------------------------------------------------
@@ -382,7 +388,8 @@ def cohorts(tenant_id: int, *, grain: str = "month", periods: int = 6) -> list[d
     cohort_of: dict[int, dt.date] = {}
     for mid, joined in MemberJourney.objects.filter(tenant_id=tenant_id, joined_at__isnull=False).values_list(
             "member_id", "joined_at"):
-        cohort_of[mid] = _period_start(joined.astimezone(zone).date(), grain)
+        if joined is not None:
+            cohort_of[mid] = _period_start(joined.astimezone(zone).date(), grain)
     if not cohort_of:
         return []
     active: dict[tuple[dt.date, int], set[int]] = defaultdict(set)

@@ -149,8 +149,13 @@ def _recompute_journey_chunk(tenant_id: int, ids: list[int] | None, zone: ZoneIn
                 campaign=(link[1] if link else str(payload.get("campaign") or ""))[:64],
                 channel=(link[2] if link else str(payload.get("join_source") or ""))[:64],
                 inviter_id=_int(inviter), live_session_id=_int(payload.get("live_session_id")))
-    for mid, t in clicks.values("member_id").annotate(t=Min("occurred_at")).values_list("member_id", "t"):
+    for mid, t, cid, campaign, channel in clicks.order_by("member_id", "occurred_at", "pk").values_list(
+            "member_id", "occurred_at", "link__community_id", "link__campaign", "link__channel"):
+        if "clicked_at" in new[mid]:
+            continue
         new[mid]["clicked_at"] = t
+        if "joined_at" not in new[mid]:  # clicked but never joined: the link is the attribution
+            new[mid].update(community_id=cid or 0, campaign=campaign[:64], channel=channel[:64])
     paid: dict[int, list[dt.datetime]] = defaultdict(list)
     for mid, t in orders.order_by("member_id", "paid_at", "pk").values_list("member_id", "paid_at"):
         if len(paid[mid]) < 2 and t is not None:

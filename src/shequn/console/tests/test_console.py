@@ -9,6 +9,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from shequn.analytics.services import do_refresh
 from shequn.core.models import ApiKey, AuditLog, StaffRole, Tenant
 from shequn.members.models import Member
 
@@ -19,18 +20,20 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def _media(settings, tmp_path, monkeypatch):
-    from shequn.console import views
+    from shequn.console import dashboard, views
 
     settings.MEDIA_ROOT = tmp_path
     # the dashboard series are cached per tenant/community id, and ids repeat between tests;
     # no cache.clear(): the Redis pass shares one cache database between test workers
     monkeypatch.setattr(views, "DASHBOARD_TTL", 0)
+    monkeypatch.setattr(dashboard, "HOME_TTL", 0)
 
 
 @pytest.fixture
 def data(tenant: Tenant, other_tenant: Tenant) -> dict:
     mine = f.seed(tenant, members=12, days=20)
     theirs = f.seed(other_tenant, members=5, days=5, prefix="别家")
+    do_refresh()  # what the worker's refresh_rollups does every minute
     return {"mine": mine, "theirs": theirs}
 
 
