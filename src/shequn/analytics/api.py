@@ -240,6 +240,7 @@ def render_file(name: str, header: list[str], rows: list[list[Any]], fmt: str) -
 
 
 class ExportQuery(Schema):
+    report: Report
     format: Literal["csv", "xlsx"] = "csv"
     days: int = Field(90, ge=1, le=366)
     by: Slice | FunnelBy | None = None
@@ -248,12 +249,12 @@ class ExportQuery(Schema):
     grain: Grain = "month"
 
 
-@router.get("/export/{report}", response={200: None, **ERRORS}, summary="导出报表 (CSV / XLSX)")
-def export(request: HttpRequest, report: Report, q: Query[ExportQuery]) -> HttpResponse:
+@router.get("/export", response={200: None, **ERRORS}, summary="导出报表 (CSV / XLSX)")
+def export(request: HttpRequest, q: Query[ExportQuery]) -> HttpResponse:
     """``trend``, ``breakdown`` (by community/campaign/channel), ``funnel`` and ``funnel_members`` (the
     members who reached ``step``, optionally for one ``by``=``key`` group), ``cohorts``; money in 元."""
     p = require(request, "analytics.read")
-    by = q.by
+    report, by = q.report, q.by
     if by is not None and by not in (selectors.SLICES if report == "breakdown" else selectors.FUNNEL_BY):
         raise Invalid(_("这个报表不能按 %(by)s 拆分") % {"by": by}, details=[{"field": "query.by", "message": by}])
     header, rows = report_rows(p.tenant_id, report, days=q.days, by=by, step=q.step, key=q.key, grain=q.grain)

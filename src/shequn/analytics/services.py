@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 
 from django.db import transaction
 from django.db.models import Max, Min
+from django.utils import timezone
 
 from shequn.activity.models import ActivityEvent, EventKind
 from shequn.commerce.events import OrderEventData
@@ -79,7 +80,8 @@ def on_activity(tenant_id: int, events: Sequence[ActivityEvent]) -> None:
 
 
 def on_order_event(data: OrderEventData) -> None:
-    """Order listener: the event's day and the order's paid day become dirty (idempotent)."""
+    """Order listener: the event's day, the order's paid day and (for a refund) its refunds' days
+    become dirty (idempotent)."""
     zone = tenant_zone(data.tenant_id)
     days = set()
     if data.occurred_at is not None:
@@ -87,6 +89,10 @@ def on_order_event(data: OrderEventData) -> None:
     paid_at = Order.objects.filter(tenant_id=data.tenant_id, pk=data.order_id).values_list("paid_at", flat=True).first()
     if paid_at is not None:
         days.add(local_day(paid_at, zone))
+    if data.kind == "refunded":  # the refund's own completion time (the event may be written a moment later)
+        days |= {local_day(t, zone) for t in Refund.objects.filter(
+            tenant_id=data.tenant_id, order_id=data.order_id, completed_at__isnull=False).values_list(
+            "completed_at", flat=True) if t is not None}
     do_mark_dirty(data.tenant_id, days)
 
 
@@ -157,9 +163,9 @@ def _recompute_journey_chunk(tenant_id: int, ids: list[int] | None, zone: ZoneIn
         if "joined_at" not in new[mid]:  # clicked but never joined: the link is the attribution
             new[mid].update(community_id=cid or 0, campaign=campaign[:64], channel=channel[:64])
     paid: dict[int, list[dt.datetime]] = defaultdict(list)
-    for mid, t in orders.order_by("member_id", "paid_at", "pk").values_list("member_id", "paid_at"):
-        if len(paid[mid]) < 2 and t is not None:
-            paid[mid].append(t)
+    for mid, paid_at in orders.order_by("member_id", "paid_at", "pk").values_list("member_id", "paid_at"):
+        if len(paid[mid]) < 2 and paid_at is not None:
+            paid[mid].append(paid_at)
     for mid, times in paid.items():
         new[mid]["first_order_at"] = times[0]
         new[mid]["second_order_at"] = times[1] if len(times) > 1 else None
@@ -173,9 +179,9 @@ def _recompute_journey_chunk(tenant_id: int, ids: list[int] | None, zone: ZoneIn
         if before is not None and all(getattr(before, k) == v for k, v in values.items()):
             continue
         for k in ("joined_at", "first_message_at", "first_order_at", "second_order_at"):
-            for t in (getattr(before, k) if before else None, values[k]):
-                if t is not None:
-                    moved.add(local_day(t, zone))
+            for when in (getattr(before, k) if before else None, values[k]):
+                if when is not None:
+                    moved.add(local_day(when, zone))
         if before is not None and (before.campaign, before.channel, before.community_id) != (
                 values["campaign"], values["channel"], values["community_id"]):
             # the member's attribution moved: every day the member has facts on must be redone
@@ -409,6 +415,20 @@ def do_refresh(tenant_id: int | None = None, *, max_rounds: int = 20) -> int:
                 do_write_day(tid, day)
                 written += 1
     return written
+
+
+def do_mark_recent_clicks(*, window: dt.timedelta = dt.timedelta(minutes=3), now: dt.datetime | None = None) -> int:
+    """Link clicks are recorded by referrals without a stream event: the days of the clicks of the
+    last ``window`` become dirty (the scheduled refresh calls this every minute, the window overlaps)."""
+    since = (now or timezone.now()) - window
+    marked = 0
+    rows = LinkEvent.objects.filter(occurred_at__gte=since).values_list("tenant_id", "occurred_at")
+    by_tenant: dict[int, set[dt.date]] = defaultdict(set)
+    for tid, at in rows:
+        by_tenant[tid].add(local_day(at, tenant_zone(tid)))
+    for tid, days in by_tenant.items():
+        marked += do_mark_dirty(tid, days)
+    return marked
 
 
 def source_days(tenant_id: int) -> set[dt.date]:

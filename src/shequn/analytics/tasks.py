@@ -12,5 +12,7 @@ from . import services
 @cron("* * * * *")
 @task(queue_name="engines")
 def refresh_rollups() -> int:
-    """Recompute every dirty (tenant, day) bucket; returns how many were written."""
+    """Recompute every dirty (tenant, day) bucket (and the days of recent link clicks); returns how
+    many were written."""
+    services.do_mark_recent_clicks()
     return services.do_refresh()

@@ -55,7 +55,7 @@ def test_every_read_answers_only_the_callers_tenant(tenant, other_tenant, make_c
     other_community = theirs.get(f"{URL}/breakdown").json()[0]["key"]
     assert mine.get(f"{URL}/communities/{other_community}/dashboard").status_code == 404
     # exports too
-    body = mine.get(f"{URL}/export/trend", {"days": 7}).content.decode("utf-8-sig")
+    body = mine.get(f"{URL}/export", {"report": "trend", "days": 7}).content.decode("utf-8-sig")
     assert "123.0" in body and "999.0" not in body
 
 
@@ -67,13 +67,13 @@ def test_exports_csv_and_xlsx(tenant, make_client, monkeypatch):  # noqa: F811
     _sales(tenant, 12_300)
     monkeypatch.setattr(selectors, "today", lambda tid: at(3).date())
     c = make_client(tenant, ["analytics.read"])
-    csv_text = c.get(f"{URL}/export/funnel_members", {"step": "first_order"}).content.decode("utf-8-sig")
+    csv_text = c.get(f"{URL}/export", {"report": "funnel_members", "step": "first_order"}).content.decode("utf-8-sig")
     assert csv_text.splitlines()[0].startswith("会员 ID") and "会员0" in csv_text
-    resp = c.get(f"{URL}/export/breakdown", {"format": "xlsx", "by": "campaign"})
+    resp = c.get(f"{URL}/export", {"report": "breakdown", "format": "xlsx", "by": "campaign"})
     assert resp.status_code == 200
     ws = load_workbook(io.BytesIO(resp.content)).active
     rows = list(ws.values)
     assert rows[0][0] == "名称" and rows[1][0] == "双11" and rows[1][1] == 123
-    bad = c.get(f"{URL}/export/breakdown", {"by": "inviter_id"})
+    bad = c.get(f"{URL}/export", {"report": "breakdown", "by": "inviter_id"})
     assert bad.status_code == 422 and "by" in bad.content.decode()
-    assert c.get(f"{URL}/export/nope").status_code == 422
+    assert c.get(f"{URL}/export", {"report": "nope"}).status_code == 422

@@ -9,7 +9,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from shequn.analytics.services import do_refresh
+from shequn.analytics.services import do_rebuild
 from shequn.core.models import ApiKey, AuditLog, StaffRole, Tenant
 from shequn.members.models import Member
 
@@ -33,7 +33,9 @@ def _media(settings, tmp_path, monkeypatch):
 def data(tenant: Tenant, other_tenant: Tenant) -> dict:
     mine = f.seed(tenant, members=12, days=20)
     theirs = f.seed(other_tenant, members=5, days=5, prefix="别家")
-    do_refresh()  # what the worker's refresh_rollups does every minute
+    # the factories write events directly (no stream delivery): rebuild the rollups from them
+    do_rebuild(tenant.pk)
+    do_rebuild(other_tenant.pk)
     return {"mine": mine, "theirs": theirs}
 
 
