@@ -24,13 +24,14 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from django.db import transaction
-from django.db.models import Max, Min
+from django.db import connection, transaction
+from django.db.models import Max, Min, QuerySet
 from django.utils import timezone
 
 from shequn.activity.models import ActivityEvent, EventKind
 from shequn.commerce.events import OrderEventData
 from shequn.commerce.models import Order, Refund
+from shequn.communities.models import Community
 from shequn.core.models import Tenant
 from shequn.referrals.models import Commission, InviteLink, LinkEvent, LinkEventKind
 
@@ -236,6 +237,15 @@ def _int(value: Any) -> int:
         return 0
 
 
+def _day_events(tenant_id: int, start: dt.datetime, end: dt.datetime) -> list[QuerySet[ActivityEvent]]:
+    """A local day's events as two queries that each use the stream's ``(tenant, community,
+    occurred_at)`` index: the events of the tenant's communities, and those without a community.
+    (A plain ``tenant + occurred_at`` range has no index and would scan the tenant's whole stream.)"""
+    base = ActivityEvent.objects.filter(tenant_id=tenant_id, occurred_at__gte=start, occurred_at__lt=end)
+    communities = list(Community.objects.filter(tenant_id=tenant_id).values_list("pk", flat=True))
+    return [base.filter(community_id__in=communities), base.filter(community_id__isnull=True)]
+
+
 def compute_day(tenant_id: int, day: dt.date) -> tuple[list[DailyRollup], list[MemberDay]]:
     """The rows of one local day, computed from the source tables (journeys must be current)."""
     zone = tenant_zone(tenant_id)
@@ -243,12 +253,13 @@ def compute_day(tenant_id: int, day: dt.date) -> tuple[list[DailyRollup], list[M
     rows: dict[RowKey, _Row] = defaultdict(_Row)
     facts: dict[FactKey, _Fact] = defaultdict(_Fact)
 
-    events = list(ActivityEvent.objects.filter(tenant_id=tenant_id, occurred_at__gte=start, occurred_at__lt=end)
-                  .exclude(kind__in=(EventKind.JOIN, EventKind.LEAVE))
-                  .values_list("member_id", "community_id", "group_id", "kind"))
-    flows = list(ActivityEvent.objects.filter(tenant_id=tenant_id, occurred_at__gte=start, occurred_at__lt=end,
-                                              kind__in=(EventKind.JOIN, EventKind.LEAVE))
-                 .values_list("member_id", "community_id", "group_id", "kind", "payload"))
+    events: list[tuple[Any, ...]] = []
+    flows: list[tuple[Any, ...]] = []
+    for qs in _day_events(tenant_id, start, end):
+        events += qs.exclude(kind__in=(EventKind.JOIN, EventKind.LEAVE)).values_list(
+            "member_id", "community_id", "group_id", "kind")
+        flows += qs.filter(kind__in=(EventKind.JOIN, EventKind.LEAVE)).values_list(
+            "member_id", "community_id", "group_id", "kind", "payload")
     orders = list(Order.objects.filter(tenant_id=tenant_id, paid_at__gte=start, paid_at__lt=end)
                   .values_list("pk", "member_id", "paid_fen", "attribution", "live_session_id", "paid_at")
                   .order_by("paid_at", "pk"))
@@ -257,7 +268,13 @@ def compute_day(tenant_id: int, day: dt.date) -> tuple[list[DailyRollup], list[M
                    .values_list("order__member_id", "amount_fen", "order__attribution", "order__live_session_id"))
     members = {m for m, *_ in events if m} | {m for m, *_ in flows if m}
     members |= {o[1] for o in orders} | {r[0] for r in refunds}
-    journeys = {j.member_id: j for j in MemberJourney.objects.filter(tenant_id=tenant_id, member_id__in=members)}
+    journeys: dict[int, tuple[str, str, dt.datetime | None]] = {}
+    member_list = sorted(members)
+    for i in range(0, len(member_list), 500):
+        for mid, campaign, channel, first_message_at in MemberJourney.objects.filter(
+                tenant_id=tenant_id, member_id__in=member_list[i:i + 500]).values_list(
+                "member_id", "campaign", "channel", "first_message_at"):
+            journeys[mid] = (campaign, channel, first_message_at)
     codes = {str((p or {}).get("invite_code") or (p or {}).get("state") or "") for *_x, p in flows}
     codes |= {str((a or {}).get("invite_code") or "") for _p, _m, _f, a, _l, _t in orders}
     codes |= {str((a or {}).get("invite_code") or "") for _m, _f, a, _l in refunds}
@@ -265,7 +282,7 @@ def compute_day(tenant_id: int, day: dt.date) -> tuple[list[DailyRollup], list[M
 
     def member_attr(mid: int | None) -> tuple[str, str]:
         j = journeys.get(mid) if mid else None
-        return (j.campaign, j.channel) if j else ("", "")
+        return (j[0], j[1]) if j else ("", "")
 
     def order_attr(mid: int, attribution: Any, live: int | None) -> tuple[RowKey, tuple[str, str]]:
         a = attribution if isinstance(attribution, dict) else {}
@@ -291,7 +308,7 @@ def compute_day(tenant_id: int, day: dt.date) -> tuple[list[DailyRollup], list[M
             fact.active = True
             fact.messages += is_msg
             j = journeys.get(mid)
-            if j is not None and is_msg and within(j.first_message_at):
+            if j is not None and is_msg and within(j[2]):
                 fact.experienced = True
                 row.experienced.add(mid)
     for mid, cid, gid, kind, payload in flows:
@@ -369,14 +386,36 @@ def compute_day(tenant_id: int, day: dt.date) -> tuple[list[DailyRollup], list[M
 
 
 def _day_members(tenant_id: int, day: dt.date) -> set[int]:
+    """The members whose journey a day's sources can change: a day's join, message, paid order or
+    click can only move a first that is missing or not earlier than the day's start (a first before
+    the day stays the first). Everyone else's journey is left as it is."""
     start, end = day_bounds(day, tenant_zone(tenant_id))
-    ids = set(ActivityEvent.objects.filter(tenant_id=tenant_id, occurred_at__gte=start, occurred_at__lt=end,
-                                           member_id__isnull=False).values_list("member_id", flat=True).distinct())
-    ids |= set(Order.objects.filter(tenant_id=tenant_id, paid_at__gte=start, paid_at__lt=end)
-               .values_list("member_id", flat=True))
-    ids |= set(LinkEvent.objects.filter(tenant_id=tenant_id, occurred_at__gte=start, occurred_at__lt=end,
-                                        member_id__isnull=False).values_list("member_id", flat=True))
-    return ids
+    touched: dict[int, set[str]] = defaultdict(set)
+    for qs in _day_events(tenant_id, start, end):
+        for mid, kind in qs.filter(member_id__isnull=False, kind__in=(*MESSAGE_KINDS, EventKind.JOIN)).values_list(
+                "member_id", "kind").distinct():
+            touched[mid].add("joined_at" if kind == EventKind.JOIN else "first_message_at")
+    for mid in Order.objects.filter(tenant_id=tenant_id, paid_at__gte=start, paid_at__lt=end).values_list(
+            "member_id", flat=True):
+        touched[mid] |= {"first_order_at", "second_order_at"}
+    clicks = LinkEvent.objects.filter(tenant_id=tenant_id, kind=LinkEventKind.CLICK, occurred_at__gte=start,
+                                      occurred_at__lt=end, member_id__isnull=False)
+    for mid in clicks.values_list("member_id", flat=True):
+        touched[mid].add("clicked_at")
+    if not touched:
+        return set()
+    ids = sorted(touched)
+    firsts: dict[int, dict[str, dt.datetime | None]] = {}
+    for i in range(0, len(ids), 500):
+        for row in MemberJourney.objects.filter(tenant_id=tenant_id, member_id__in=ids[i:i + 500]).values(
+                "member_id", *_JOURNEY_DATES):
+            firsts[row["member_id"]] = row
+    out = set()
+    for mid, fields in touched.items():
+        known = firsts.get(mid)
+        if known is None or any((t := known[f]) is None or t >= start for f in fields):
+            out.add(mid)
+    return out
 
 
 def do_write_day(tenant_id: int, day: dt.date) -> int:
@@ -385,9 +424,23 @@ def do_write_day(tenant_id: int, day: dt.date) -> int:
     with transaction.atomic():
         DailyRollup.objects.filter(tenant_id=tenant_id, day=day).delete()
         MemberDay.objects.filter(tenant_id=tenant_id, day=day).delete()
-        DailyRollup.objects.bulk_create(rollups, batch_size=1000)
-        MemberDay.objects.bulk_create(member_days, batch_size=1000)
+        _insert(DailyRollup, rollups)
+        _insert(MemberDay, member_days)
     return len(rollups)
+
+
+def _insert(model: type[DailyRollup] | type[MemberDay], objs: Sequence[Any]) -> None:
+    """Plain multi-row INSERTs (``executemany``): the ORM's ``bulk_create`` spends most of a day's
+    recomputation preparing parameters field by field."""
+    if not objs:
+        return
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in fields)
+    marks = ", ".join(["%s"] * len(fields))
+    sql = f"INSERT INTO {connection.ops.quote_name(model._meta.db_table)} ({columns}) VALUES ({marks})"  # noqa: S608 (identifiers from the model, values bound)
+    attnames = [f.attname for f in fields]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, [tuple(getattr(o, a) for a in attnames) for o in objs])
 
 
 def do_refresh(tenant_id: int | None = None, *, max_rounds: int = 20) -> int:
