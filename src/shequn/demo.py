@@ -27,7 +27,8 @@ from django.utils import timezone
 
 from shequn.activity.models import ActivityEvent
 from shequn.activity.services import do_ingest
-from shequn.commerce.demo import do_seed_demo_commerce
+from shequn.analytics.services import do_rebuild
+from shequn.commerce.demo import do_seed_demo_commerce, do_spread_demo_orders
 from shequn.commerce.events import deliver
 from shequn.commerce.models import OrderEvent
 from shequn.communities.models import ChatGroup, Community, CommunityRole, Membership, RoleAssignment
@@ -342,6 +343,8 @@ def seed_engines(tenant: Tenant, *, seed: int = 20261123, progress: Callable[[st
     _seed_referrals_and_commerce(tenant, principal, skin, rng)
     say("engines: engagement")
     _seed_engagement(tenant, principal, car, skin, rng)
+    say("analytics: rebuild")
+    do_rebuild(tenant.pk)  # the rollups of the 90 days (the worker's refresh keeps them current after)
 
 
 def _open_members(tenant: Tenant, community: Community) -> list[int]:
@@ -414,6 +417,7 @@ def _seed_referrals_and_commerce(tenant: Tenant, principal: Principal, skin: Com
             except ShequnError:
                 continue
     do_seed_demo_commerce(principal, community_id=skin.pk, member_ids=buyers)
+    do_spread_demo_orders(tenant.pk, days=90)  # the orders carried the seeding instant: give them 90 days
     # listeners are idempotent on the event id: delivering an event the worker already delivered is harmless
     for event_id in OrderEvent.objects.filter(tenant=tenant).order_by("pk").values_list("pk", flat=True):
         deliver(event_id)

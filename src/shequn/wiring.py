@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from shequn.activity import registry as activity_stream
 from shequn.activity import services as activity_services
+from shequn.analytics import services as analytics
 from shequn.commerce import events as order_events
 from shequn.commerce import selectors as commerce_selectors
 from shequn.commerce import services as commerce
@@ -65,6 +66,8 @@ def connect() -> None:
     # referrals binds members who joined through an invite code
     activity_stream.register_consumer("referrals", referrals.on_activity, kinds=["join"])
 
+    # analytics: every event marks its day dirty; analytics.tasks.refresh_rollups recomputes the rollups
+    activity_stream.register_consumer("analytics", analytics.on_activity)
     # other systems hear of joins and leaves through their webhook endpoints (core/webhooks.py)
     activity_stream.register_consumer("webhooks", webhooks.on_activity, kinds=["join", "leave"])
 
@@ -75,6 +78,8 @@ def connect() -> None:
     # referrals/services/commissions.py). on_order_event reads OrderEventData through the structural
     # OrderEvent protocol (mutable fields there, a frozen dataclass here), which mypy cannot match.
     order_events.register_order_listener("referrals", referrals.on_order_event)  # type: ignore[arg-type]
+    # analytics: an order event marks the order's days dirty (sales, buyers, refunds in the rollups)
+    order_events.register_order_listener("analytics", analytics.on_order_event)
     # paid and refunded orders become order.paid / order.refunded webhooks
     order_events.register_order_listener("webhooks", webhooks.on_order_event)
 

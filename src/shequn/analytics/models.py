@@ -1,1 +1,113 @@
-"""Models of the analytics app."""
+"""Analytics: daily rollups and member-level facts, recomputed per (tenant, day) bucket.
+
+Every table here is derived: ``services.do_refresh`` (incremental, from the dirty-day queue fed by
+the activity consumer and the order listener) and ``services.do_rebuild`` (from scratch) are its one
+writer, and both compute a day bucket the same deterministic way from the source tables, so replaying
+an event, retrying a batch or rebuilding gives the same rows. Dimension columns use ``0`` / ``""``
+for "none" so they can be part of a unique key on both databases."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from shequn.core.models import TenantOwned
+
+
+class DirtyDay(TenantOwned):
+    """A (tenant, local day) whose rollups must be recomputed: written by the activity consumer and
+    the order listener (one upsert per distinct day of a batch), cleared by ``do_refresh``."""
+
+    day = models.DateField(_("日期"))
+    marked_at = models.DateTimeField(_("标记时间"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("待重算日期")
+        verbose_name_plural = _("待重算日期")
+        constraints = [models.UniqueConstraint(fields=["tenant", "day"], name="analytics_dirty_day_unique")]
+
+
+class DailyRollup(TenantOwned):
+    """One day × community × group × campaign × channel × live session. Additive figures add up over
+    any set of rows; the distinct ones (``visitors``, ``active_members``, ``buyers``, ``experienced``)
+    are distinct within the row only — period-level distinct counts come from :class:`MemberDay`."""
+
+    day = models.DateField(_("日期"))
+    community_id = models.BigIntegerField(_("社群"), default=0)
+    group_id = models.BigIntegerField(_("群"), default=0)
+    campaign = models.CharField(_("活动"), max_length=64, blank=True, default="")
+    channel = models.CharField(_("渠道"), max_length=64, blank=True, default="")
+    live_session_id = models.BigIntegerField(_("直播场次"), default=0)
+
+    visitors = models.PositiveIntegerField(_("链接访客"), default=0)
+    joins = models.PositiveIntegerField(_("加入"), default=0)
+    leaves = models.PositiveIntegerField(_("退出"), default=0)
+    active_members = models.PositiveIntegerField(_("活跃成员"), default=0)
+    experienced = models.PositiveIntegerField(_("体验人数"), default=0)
+    messages = models.PositiveIntegerField(_("消息"), default=0)
+    first_purchases = models.PositiveIntegerField(_("首单"), default=0)
+    orders = models.PositiveIntegerField(_("订单"), default=0)
+    buyers = models.PositiveIntegerField(_("买家"), default=0)
+    repeat_buyers = models.PositiveIntegerField(_("复购买家"), default=0)
+    gmv_fen = models.BigIntegerField(_("成交额(分)"), default=0)
+    refunds = models.PositiveIntegerField(_("退款笔数"), default=0)
+    refund_fen = models.BigIntegerField(_("退款(分)"), default=0)
+    commission_fen = models.BigIntegerField(_("佣金(分)"), default=0)
+
+    class Meta:
+        verbose_name = _("日汇总")
+        verbose_name_plural = _("日汇总")
+        constraints = [models.UniqueConstraint(
+            fields=["tenant", "day", "community_id", "group_id", "campaign", "channel", "live_session_id"],
+            name="analytics_rollup_unique")]
+        indexes = [models.Index(fields=["tenant", "community_id", "day"], name="analytics_rollup_comm_idx")]
+
+
+class MemberDay(TenantOwned):
+    """One member's facts on one local day in one community × campaign × channel (the member's join
+    attribution for activity, the order's attribution for orders). Period-level distinct counts,
+    cohorts, funnels and RFM read these rows."""
+
+    day = models.DateField(_("日期"))
+    member_id = models.BigIntegerField(_("会员"))
+    community_id = models.BigIntegerField(_("社群"), default=0)
+    campaign = models.CharField(_("活动"), max_length=64, blank=True, default="")
+    channel = models.CharField(_("渠道"), max_length=64, blank=True, default="")
+    joined = models.BooleanField(_("加入"), default=False)
+    active = models.BooleanField(_("活跃"), default=False)
+    experienced = models.BooleanField(_("体验"), default=False)
+    messages = models.PositiveIntegerField(_("消息"), default=0)
+    orders = models.PositiveIntegerField(_("订单"), default=0)
+    gmv_fen = models.BigIntegerField(_("成交额(分)"), default=0)
+    refund_fen = models.BigIntegerField(_("退款(分)"), default=0)
+
+    class Meta:
+        verbose_name = _("会员日事实")
+        verbose_name_plural = _("会员日事实")
+        constraints = [models.UniqueConstraint(
+            fields=["tenant", "day", "member_id", "community_id", "campaign", "channel"],
+            name="analytics_memberday_unique")]
+        indexes = [models.Index(fields=["tenant", "day"], name="analytics_memberday_day_idx"),
+                   models.Index(fields=["tenant", "member_id", "day"], name="analytics_memberday_mem_idx")]
+
+
+class MemberJourney(TenantOwned):
+    """Each member's firsts (the funnel's steps) and join attribution, recomputed from the source
+    tables for the members touched by a refreshed day."""
+
+    member_id = models.BigIntegerField(_("会员"))
+    community_id = models.BigIntegerField(_("首个社群"), default=0)
+    campaign = models.CharField(_("活动"), max_length=64, blank=True, default="")
+    channel = models.CharField(_("渠道"), max_length=64, blank=True, default="")
+    inviter_id = models.BigIntegerField(_("邀请人"), default=0)
+    live_session_id = models.BigIntegerField(_("直播场次"), default=0)
+    clicked_at = models.DateTimeField(_("首次点击"), null=True, blank=True)
+    joined_at = models.DateTimeField(_("首次入群"), null=True, blank=True)
+    first_message_at = models.DateTimeField(_("首次发言"), null=True, blank=True)
+    first_order_at = models.DateTimeField(_("首单"), null=True, blank=True)
+    second_order_at = models.DateTimeField(_("第二单"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("会员旅程")
+        verbose_name_plural = _("会员旅程")
+        constraints = [models.UniqueConstraint(fields=["tenant", "member_id"], name="analytics_journey_unique")]

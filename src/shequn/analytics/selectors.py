@@ -1,1 +1,419 @@
-"""selectors of the analytics app."""
+"""Tenant-scoped reads behind every dashboard: they read the rollups (``DailyRollup``), the member-day
+facts and the journeys — never the raw activity stream. Days are local days in the tenant's zone."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from django.db.models import Count, Q, QuerySet, Sum
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+
+from shequn.communities import selectors as community_selectors
+from shequn.communities.models import ChatGroup, Community
+from shequn.core.models import Tenant
+from shequn.members import selectors as member_selectors
+from shequn.members.models import Member
+
+from .formula import FACTORS, Decomposition, Figures, decompose
+from .models import DailyRollup, MemberDay, MemberJourney
+
+FACTOR_LABELS = {
+    "traffic": gettext_lazy("流量"), "experience": gettext_lazy("体验率"), "conversion": gettext_lazy("转化率"),
+    "aov": gettext_lazy("客单价"), "repurchase": gettext_lazy("复购系数"),
+}
+FACTOR_HELP = {
+    "traffic": gettext_lazy("链接访客 + 入群人数"),
+    "experience": gettext_lazy("体验人数 ÷ 流量; 体验 = 入群、首次发言、首单或购买"),
+    "conversion": gettext_lazy("买家 ÷ 体验人数"),
+    "aov": gettext_lazy("成交额 ÷ 订单数"),
+    "repurchase": gettext_lazy("订单数 ÷ 买家 (人均订单)"),
+}
+SLICES = ("community", "campaign", "channel")
+
+
+def tenant_tz(tenant_id: int) -> str:
+    return Tenant.objects.filter(pk=tenant_id).values_list("time_zone", flat=True).first() or "Asia/Shanghai"
+
+
+def today(tenant_id: int) -> dt.date:
+    return timezone.now().astimezone(ZoneInfo(tenant_tz(tenant_id))).date()
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which slice of the tenant: a community, a campaign, a channel (None = all)."""
+
+    community_id: int | None = None
+    campaign: str | None = None
+    channel: str | None = None
+
+    def apply(self, qs: QuerySet[Any]) -> QuerySet[Any]:
+        if self.community_id is not None:
+            qs = qs.filter(community_id=self.community_id)
+        if self.campaign is not None:
+            qs = qs.filter(campaign=self.campaign)
+        if self.channel is not None:
+            qs = qs.filter(channel=self.channel)
+        return qs
+
+
+def rollups(tenant_id: int, start: dt.date, end: dt.date, scope: Scope = Scope()) -> QuerySet[DailyRollup]:
+    """Rows of days ``start``..``end`` inclusive."""
+    return scope.apply(DailyRollup.objects.filter(tenant_id=tenant_id, day__gte=start, day__lte=end))
+
+
+def member_days(tenant_id: int, start: dt.date, end: dt.date, scope: Scope = Scope()) -> QuerySet[MemberDay]:
+    return scope.apply(MemberDay.objects.filter(tenant_id=tenant_id, day__gte=start, day__lte=end))
+
+
+def period_figures(tenant_id: int, start: dt.date, end: dt.date, scope: Scope = Scope()) -> Figures:
+    sums = rollups(tenant_id, start, end, scope).aggregate(
+        visitors=Sum("visitors"), joins=Sum("joins"), orders=Sum("orders"), sales=Sum("gmv_fen"),
+        refund=Sum("refund_fen"))
+    facts = member_days(tenant_id, start, end, scope)
+    distinct = facts.aggregate(
+        experienced=Count("member_id", filter=Q(experienced=True) | Q(orders__gt=0), distinct=True),
+        buyers=Count("member_id", filter=Q(orders__gt=0), distinct=True))
+    per_buyer = facts.filter(orders__gt=0).values("member_id").annotate(n=Sum("orders"))
+    repeat = per_buyer.filter(n__gte=2).count() if distinct["buyers"] else 0
+    return Figures(visitors=sums["visitors"] or 0, joins=sums["joins"] or 0, experienced=distinct["experienced"],
+                   buyers=distinct["buyers"], orders=sums["orders"] or 0, sales_fen=sums["sales"] or 0,
+                   repeat_buyers=repeat, refund_fen=sums["refund"] or 0)
+
+
+def _pct(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:+.0f}%".replace("-", "−")
+
+
+def _factor_value(key: str, value: float | None) -> str:
+    if value is None:
+        return "—"
+    if key == "traffic":
+        return f"{value:,.0f}"
+    if key == "aov":
+        return f"¥{value / 100:,.2f}"
+    if key == "repurchase":
+        return f"{value:.2f}"
+    return f"{value * 100:.1f}%"
+
+
+def summary_line(decomposition: Decomposition | None, before: Figures, after: Figures) -> str:
+    """"销售额 −18%: 转化率 −25%, 客单价 +6%, …" — the factors ordered by the size of their contribution."""
+    if decomposition is None:
+        if before.sales_fen == 0:
+            return _("上一周期没有销售额, 无法分解变化")
+        return _("有因子为 0 (流量、体验、买家或订单), 无法分解变化")
+    parts = sorted(FACTORS, key=lambda k: -abs(decomposition.contribution_fen[k]))
+    factors = ", ".join(f"{FACTOR_LABELS[k]} {_pct(decomposition.factor_pct[k])}" for k in parts)
+    return f"{_('销售额')} {_pct(decomposition.change_pct)}: {factors}"
+
+
+def formula_panel(tenant_id: int, *, days: int = 30, end: dt.date | None = None, scope: Scope = Scope()
+                  ) -> dict[str, Any]:
+    """The formula for the last ``days`` days against the ``days`` before: each factor's value, the
+    product (equal to sales), and the LMDI attribution of the change."""
+    end = end or today(tenant_id)
+    start = end - dt.timedelta(days=days - 1)
+    prev_end = start - dt.timedelta(days=1)
+    prev_start = prev_end - dt.timedelta(days=days - 1)
+    now, before = period_figures(tenant_id, start, end, scope), period_figures(tenant_id, prev_start, prev_end, scope)
+    decomposition = decompose(before, now)
+    f_now, f_before = now.factors(), before.factors()
+    rows = [{
+        "key": k, "label": str(FACTOR_LABELS[k]), "help": str(FACTOR_HELP[k]),
+        "value": f_now[k], "display": _factor_value(k, f_now[k]),
+        "previous": f_before[k], "previous_display": _factor_value(k, f_before[k]),
+        "change_pct": decomposition.factor_pct[k] if decomposition else None,
+        "change_display": _pct(decomposition.factor_pct[k]) if decomposition else "—",
+        "contribution_fen": decomposition.contribution_fen[k] if decomposition else None,
+        "contribution_display": f"¥{decomposition.contribution_fen[k] / 100:+,.2f}" if decomposition else "—",
+    } for k in FACTORS]
+    product = now.product()
+    return {
+        "period": {"start": start.isoformat(), "end": end.isoformat()},
+        "previous_period": {"start": prev_start.isoformat(), "end": prev_end.isoformat()},
+        "figures": now.__dict__, "previous_figures": before.__dict__,
+        "sales_fen": now.sales_fen, "previous_sales_fen": before.sales_fen,
+        "sales_yuan": f"{now.sales_fen / 100:,.2f}", "previous_sales_yuan": f"{before.sales_fen / 100:,.2f}",
+        "change_yuan": f"{(now.sales_fen - before.sales_fen) / 100:+,.2f}",
+        "product_fen": product, "identity_holds": product is not None and abs(product - now.sales_fen) < 0.5,
+        "repeat_rate": now.repeat_rate,
+        "factors": rows,
+        "change_fen": now.sales_fen - before.sales_fen,
+        "change_display": _pct(decomposition.change_pct) if decomposition else "—",
+        "summary": summary_line(decomposition, before, now),
+        "decomposed": decomposition is not None,
+    }
+
+
+def _dates(end: dt.date, days: int) -> list[dt.date]:
+    return [end - dt.timedelta(days=days - 1 - i) for i in range(days)]
+
+
+def sales_trend(tenant_id: int, *, days: int = 90, scope: Scope = Scope()) -> dict[str, Any]:
+    """Daily GMV (fen), orders, buyers (distinct per day), refunds and first purchases."""
+    dates = _dates(today(tenant_id), days)
+    per_day = rollups(tenant_id, dates[0], dates[-1], scope).values("day").annotate(
+        gmv=Sum("gmv_fen"), orders=Sum("orders"), refund=Sum("refund_fen"), firsts=Sum("first_purchases"),
+        messages=Sum("messages"), joins=Sum("joins"), leaves=Sum("leaves"), visitors=Sum("visitors"))
+    sums: dict[dt.date, dict[str, Any]] = {r["day"]: dict(r) for r in per_day}
+    facts = member_days(tenant_id, dates[0], dates[-1], scope).values("day")
+    buyers = {r["day"]: r["n"] for r in facts.filter(orders__gt=0).annotate(n=Count("member_id", distinct=True))}
+    active = {r["day"]: r["n"] for r in facts.filter(active=True).annotate(n=Count("member_id", distinct=True))}
+
+    def series(name: str) -> list[int]:
+        return [int((sums.get(d) or {}).get(name) or 0) for d in dates]
+
+    return {"dates": [d.isoformat() for d in dates], "gmv_fen": series("gmv"), "orders": series("orders"),
+            "refund_fen": series("refund"), "first_purchases": series("firsts"), "messages": series("messages"),
+            "joins": series("joins"), "leaves": series("leaves"), "visitors": series("visitors"),
+            "buyers": [buyers.get(d, 0) for d in dates], "daily_active": [active.get(d, 0) for d in dates]}
+
+
+def breakdown(tenant_id: int, by: str, *, days: int = 30) -> list[dict[str, Any]]:
+    """The formula per community / campaign / channel, with the change against the period before;
+    ordered by the absolute change in sales (the top movers first)."""
+    if by not in SLICES:
+        raise ValueError(by)
+    end = today(tenant_id)
+    start = end - dt.timedelta(days=2 * days - 1)
+    column = "community_id" if by == "community" else by
+    keys = [k for k in rollups(tenant_id, start, end).values_list(column, flat=True).distinct() if k not in (0, "")]
+    names = dict(Community.objects.filter(tenant_id=tenant_id).values_list("pk", "name")) if by == "community" else {}
+    out = []
+    for key in keys:
+        scope = Scope(**{column: key})
+        panel = formula_panel(tenant_id, days=days, end=end, scope=scope)
+        out.append({"key": key, "name": names.get(key, str(key)), "sales_fen": panel["sales_fen"],
+                    "previous_sales_fen": panel["previous_sales_fen"], "change_fen": panel["change_fen"],
+                    "change_display": panel["change_display"], "summary": panel["summary"],
+                    "factors": {r["key"]: r["value"] for r in panel["factors"]}})
+    return sorted(out, key=lambda r: -abs(r["change_fen"]))
+
+
+# -- the boards (moved here from communities.selectors and console.dashboard) -----------------------
+
+def headline_figures(tenant_id: int, tz: str | None = None) -> dict[str, int]:
+    now = timezone.now()
+    day = now.astimezone(ZoneInfo(tz or tenant_tz(tenant_id))).date()
+    members = member_selectors.members(tenant_id)
+    return {
+        "members": members.count(),
+        "active_7d": members.filter(last_active_at__gte=now - dt.timedelta(days=7)).count(),
+        "communities": community_selectors.communities(tenant_id).count(),
+        "messages_today": DailyRollup.objects.filter(tenant_id=tenant_id, day=day).aggregate(
+            n=Sum("messages"))["n"] or 0,
+    }
+
+
+def community_dashboard(tenant_id: int, community_id: int, *, days: int = 90, tz: str = "Asia/Shanghai"
+                        ) -> dict[str, Any]:
+    """Daily series for a community's board: members, joins and leaves (from the membership history,
+    so manual adds and imports count), daily active members and messages (from the rollups)."""
+    zone = ZoneInfo(tz)
+    end = timezone.now().astimezone(zone).date()
+    dates = _dates(end, days)
+    ms = list(community_selectors.memberships(tenant_id, community_id=community_id)
+              .values_list("member_id", "joined_at", "left_at"))
+    members_series = []
+    for d in dates:
+        cut = dt.datetime.combine(d + dt.timedelta(days=1), dt.time.min, tzinfo=zone)
+        members_series.append(len({m for m, j, left in ms if j < cut and (left is None or left >= cut)}))
+    joins = Counter(j.astimezone(zone).date() for _m, j, _l in ms)
+    leaves = Counter(left.astimezone(zone).date() for _m, _j, left in ms if left)
+    trend = sales_trend(tenant_id, days=days, scope=Scope(community_id=community_id))
+    return {"dates": trend["dates"], "members": members_series, "daily_active": trend["daily_active"],
+            "joins": [joins.get(d, 0) for d in dates], "leaves": [leaves.get(d, 0) for d in dates],
+            "messages": trend["messages"]}
+
+
+# -- health ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Alert:
+    rule: str
+    level: str  # "red" | "amber"
+    subject: str
+    message: str
+    community_id: int = 0
+    group_id: int = 0
+
+
+def health_alerts(tenant_id: int, *, end: dt.date | None = None) -> list[Alert]:
+    """Rules over the rollups: dead group (members but no message in 7 days), going quiet (messages
+    in the last 7 days below half of the 7 before), leave wave (more leaves than joins, 5+ leaves),
+    sales drop (sales down 30%+ week over week)."""
+    end = end or today(tenant_id)
+    week0, week1 = end - dt.timedelta(days=6), end - dt.timedelta(days=13)
+    per_group: dict[int, dict[str, int]] = defaultdict(lambda: {"now": 0, "before": 0, "joins": 0, "leaves": 0})
+    for gid, day, msgs, joins, leaves in (DailyRollup.objects.filter(tenant_id=tenant_id, day__gte=week1, day__lte=end)
+                                          .exclude(group_id=0)
+                                          .values_list("group_id", "day", "messages", "joins", "leaves")):
+        g = per_group[gid]
+        g["now" if day >= week0 else "before"] += msgs
+        if day >= week0:
+            g["joins"] += joins
+            g["leaves"] += leaves
+    groups = {g.pk: g for g in community_selectors.groups(tenant_id).filter(is_active=True)}
+    alerts = []
+    for gid, group in sorted(groups.items()):
+        g = per_group.get(gid, {"now": 0, "before": 0, "joins": 0, "leaves": 0})
+        n_members = getattr(group, "member_count", 0)
+        if n_members and g["now"] == 0:
+            alerts.append(Alert("dead_group", "red", group.name,
+                                _("近 7 天没有消息 (%(n)s 位成员)") % {"n": n_members}, group.community_id, gid))
+        elif g["before"] >= 10 and g["now"] * 2 < g["before"]:
+            alerts.append(Alert("going_quiet", "amber", group.name,
+                                _("近 7 天消息 %(now)s 条, 前 7 天 %(before)s 条") % g, group.community_id, gid))
+        if g["leaves"] >= 5 and g["leaves"] > g["joins"]:
+            alerts.append(Alert("leave_wave", "amber", group.name,
+                                _("近 7 天退出 %(leaves)s 人, 加入 %(joins)s 人") % g, group.community_id, gid))
+    week = period_figures(tenant_id, week0, end)
+    prev = period_figures(tenant_id, week1, week0 - dt.timedelta(days=1))
+    if prev.sales_fen and week.sales_fen * 10 < prev.sales_fen * 7:
+        alerts.append(Alert("sales_drop", "red", _("销售额"), _("近 7 天 ¥%(now).2f, 前 7 天 ¥%(before).2f") % {
+            "now": week.sales_fen / 100, "before": prev.sales_fen / 100}))
+    return alerts
+
+
+# -- funnels and cohorts --------------------------------------------------------------------------
+
+FUNNEL_STEPS = ("clicked", "joined", "first_message", "first_order", "second_order")
+FUNNEL_LABELS = {"clicked": gettext_lazy("点击邀请"), "joined": gettext_lazy("入群"),
+                 "first_message": gettext_lazy("首次发言"), "first_order": gettext_lazy("首单"),
+                 "second_order": gettext_lazy("第二单")}
+FUNNEL_BY = ("campaign", "channel", "inviter_id", "live_session_id", "community_id")
+
+
+def _journeys(tenant_id: int, start: dt.date | None, end: dt.date | None) -> QuerySet[MemberJourney]:
+    qs = MemberJourney.objects.filter(tenant_id=tenant_id)
+    zone = ZoneInfo(tenant_tz(tenant_id))
+    entry = Q(clicked_at__isnull=False) | Q(joined_at__isnull=False)
+    qs = qs.filter(entry)
+    if start is not None:
+        since = dt.datetime.combine(start, dt.time.min, tzinfo=zone)
+        qs = qs.filter(Q(clicked_at__gte=since) | Q(clicked_at__isnull=True, joined_at__gte=since))
+    if end is not None:
+        until = dt.datetime.combine(end + dt.timedelta(days=1), dt.time.min, tzinfo=zone)
+        qs = qs.filter(Q(clicked_at__lt=until) | Q(clicked_at__isnull=True, joined_at__lt=until))
+    return qs
+
+
+def _steps(j: MemberJourney) -> list[str]:
+    """The steps a journey reached, in funnel order; a step counts only after the previous one."""
+    reached = []
+    chain = [("clicked", j.clicked_at or j.joined_at), ("joined", j.joined_at), ("first_message", j.first_message_at),
+             ("first_order", j.first_order_at), ("second_order", j.second_order_at)]
+    for step, when in chain:
+        if when is None:
+            break
+        reached.append(step)
+    return reached
+
+
+def funnel(tenant_id: int, *, by: str | None = None, start: dt.date | None = None, end: dt.date | None = None
+           ) -> list[dict[str, Any]]:
+    """invite click → join → first message → first order → second order, for people who entered
+    (clicked, or joined without a tracked click) in ``start``..``end``; one funnel per value of ``by``
+    (or one overall). A member who joined without a click counts as having clicked."""
+    if by is not None and by not in FUNNEL_BY:
+        raise ValueError(by)
+    groups: dict[Any, Counter[str]] = defaultdict(Counter)
+    for j in _journeys(tenant_id, start, end).iterator():
+        key = getattr(j, by) if by else ""
+        for step in _steps(j):
+            groups[key][step] += 1
+    names: dict[Any, str] = {}
+    if by == "inviter_id":
+        names = dict(Member.objects.filter(tenant_id=tenant_id, pk__in=list(groups)).values_list("pk", "display_name"))
+    elif by == "community_id":
+        names = dict(Community.objects.filter(tenant_id=tenant_id, pk__in=list(groups)).values_list("pk", "name"))
+    out = []
+    for key, counts in sorted(groups.items(), key=lambda kv: -kv[1]["clicked"]):
+        steps = []
+        previous = None
+        for step in FUNNEL_STEPS:
+            n = counts[step]
+            steps.append({"step": step, "label": str(FUNNEL_LABELS[step]), "members": n,
+                          "drop_off": (previous - n) if previous is not None else 0,
+                          "rate": (n / previous) if previous else None})
+            previous = n
+        out.append({"key": key, "name": names.get(key, str(key) if key not in ("", 0) else _("未归因")),
+                    "steps": steps})
+    return out
+
+
+def funnel_members(tenant_id: int, step: str, *, by: str | None = None, key: Any = None,
+                   start: dt.date | None = None, end: dt.date | None = None) -> list[dict[str, Any]]:
+    """The members who reached ``step`` (and the last step they reached) — for export."""
+    if step not in FUNNEL_STEPS or (by is not None and by not in FUNNEL_BY):
+        raise ValueError(step)
+    qs = _journeys(tenant_id, start, end)
+    if by is not None:
+        qs = qs.filter(**{by: key})
+    reached = {j.member_id: (j, _steps(j)) for j in qs.iterator()}
+    ids = [mid for mid, (_j, steps) in reached.items() if step in steps]
+    names = dict(Member.objects.filter(tenant_id=tenant_id, pk__in=ids).values_list("pk", "display_name"))
+    return [{"member_id": mid, "display_name": names.get(mid, ""), "last_step": str(FUNNEL_LABELS[steps[-1]]),
+             "joined_at": j.joined_at, "first_order_at": j.first_order_at}
+            for mid in sorted(ids) for j, steps in [reached[mid]]]
+
+
+def _period_start(day: dt.date, grain: str) -> dt.date:
+    if grain == "week":
+        return day - dt.timedelta(days=day.weekday())
+    return day.replace(day=1)
+
+
+def _periods_between(a: dt.date, b: dt.date, grain: str) -> int:
+    if grain == "week":
+        return (b - a).days // 7
+    return (b.year - a.year) * 12 + b.month - a.month
+
+
+def cohorts(tenant_id: int, *, grain: str = "month", periods: int = 6) -> list[dict[str, Any]]:
+    """Members by the week/month of their first join: how many, and for each later period the share
+    still active and the revenue per member (paid GMV ÷ cohort size, fen)."""
+    if grain not in ("week", "month"):
+        raise ValueError(grain)
+    zone = ZoneInfo(tenant_tz(tenant_id))
+    cohort_of: dict[int, dt.date] = {}
+    for mid, joined in MemberJourney.objects.filter(tenant_id=tenant_id, joined_at__isnull=False).values_list(
+            "member_id", "joined_at"):
+        if joined is not None:
+            cohort_of[mid] = _period_start(joined.astimezone(zone).date(), grain)
+    if not cohort_of:
+        return []
+    active: dict[tuple[dt.date, int], set[int]] = defaultdict(set)
+    revenue: dict[tuple[dt.date, int], int] = defaultdict(int)
+    first = min(cohort_of.values())
+    for mid, day, is_active, gmv in MemberDay.objects.filter(tenant_id=tenant_id, day__gte=first).values_list(
+            "member_id", "day", "active", "gmv_fen"):
+        c = cohort_of.get(mid)
+        if c is None:
+            continue
+        k = _periods_between(c, _period_start(day, grain), grain)
+        if 0 <= k < periods:
+            if is_active:
+                active[(c, k)].add(mid)
+            revenue[(c, k)] += gmv
+    sizes = Counter(cohort_of.values())
+    out = []
+    for c in sorted(sizes):
+        size = sizes[c]
+        out.append({"cohort": c.isoformat(), "size": size,
+                    "retention": [len(active[(c, k)]) / size for k in range(periods)],
+                    "revenue_per_member_fen": [revenue[(c, k)] / size for k in range(periods)]})
+    return out
+
+
+def group_names(tenant_id: int) -> dict[int, str]:
+    return dict(ChatGroup.objects.filter(tenant_id=tenant_id).values_list("pk", "name"))

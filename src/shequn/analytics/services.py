@@ -1,1 +1,516 @@
-"""services of the analytics app."""
+"""Writers of the analytics app: the rollups, member-day facts and journeys (the only writer of
+``analytics`` tables).
+
+Maintenance is *deterministic recomputation per day bucket*:
+
+* the activity consumer (:func:`on_activity`) and the order listener (:func:`on_order_event`) only
+  mark the local days they touch as dirty — one ``INSERT … ON CONFLICT DO NOTHING`` per batch, so
+  ingest pays a few microseconds per event and a replayed or retried batch marks the same days again;
+* :func:`do_refresh` (scheduled every minute, and on demand) recomputes each dirty day from the
+  source tables (activity events, orders, refunds, link clicks, commissions): it first recomputes
+  the journeys (firsts) of the members seen that day, marks the other days whose figures depend on a
+  first that moved (a back-dated first message or first order), then replaces the day's rows;
+* :func:`do_rebuild` recomputes every journey and every day from scratch (``shequn analytics rebuild``).
+
+Because a day's rows are a pure function of the source tables, the incremental result equals the
+rebuild whatever the order, duplication or replay of the events (tested with hypothesis)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from django.db import connection, transaction
+from django.db.models import Max, Min, QuerySet
+from django.utils import timezone
+
+from shequn.activity.models import ActivityEvent, EventKind
+from shequn.commerce.events import OrderEventData
+from shequn.commerce.models import Order, Refund
+from shequn.communities.models import Community
+from shequn.core.models import Tenant
+from shequn.referrals.models import Commission, InviteLink, LinkEvent, LinkEventKind
+
+from .models import DailyRollup, DirtyDay, MemberDay, MemberJourney
+
+DEFAULT_TZ = "Asia/Shanghai"
+
+#: kinds that make a member "active" on a day (a leave, edit or delete does not)
+ACTIVE_KINDS = frozenset({EventKind.MESSAGE, EventKind.REPLY, EventKind.REACTION, EventKind.CHECK_IN,
+                          EventKind.PURCHASE, EventKind.LIVE_VIEW, EventKind.CONTENT_VIEW, EventKind.INVITE,
+                          EventKind.JOIN})
+MESSAGE_KINDS = frozenset({EventKind.MESSAGE, EventKind.REPLY})
+
+_zones: dict[int, ZoneInfo] = {}
+
+
+def tenant_zone(tenant_id: int) -> ZoneInfo:
+    zone = _zones.get(tenant_id)
+    if zone is None:
+        name = Tenant.objects.filter(pk=tenant_id).values_list("time_zone", flat=True).first() or DEFAULT_TZ
+        zone = _zones[tenant_id] = ZoneInfo(name)
+    return zone
+
+
+def local_day(at: dt.datetime, zone: ZoneInfo) -> dt.date:
+    return at.astimezone(zone).date()
+
+
+def day_bounds(day: dt.date, zone: ZoneInfo) -> tuple[dt.datetime, dt.datetime]:
+    start = dt.datetime.combine(day, dt.time.min, tzinfo=zone)
+    return start, dt.datetime.combine(day + dt.timedelta(days=1), dt.time.min, tzinfo=zone)
+
+
+# -- the subscriptions: mark days dirty ------------------------------------------------------------
+
+def do_mark_dirty(tenant_id: int, days: Iterable[dt.date]) -> int:
+    rows = [DirtyDay(tenant_id=tenant_id, day=d) for d in sorted(set(days))]
+    if rows:
+        DirtyDay.objects.bulk_create(rows, ignore_conflicts=True)
+    return len(rows)
+
+
+def on_activity(tenant_id: int, events: Sequence[ActivityEvent]) -> None:
+    """Activity consumer: the local days of the batch become dirty (idempotent on replay)."""
+    zone = tenant_zone(tenant_id)
+    do_mark_dirty(tenant_id, {local_day(e.occurred_at, zone) for e in events})
+
+
+def on_order_event(data: OrderEventData) -> None:
+    """Order listener: the event's day, the order's paid day and (for a refund) its refunds' days
+    become dirty (idempotent)."""
+    zone = tenant_zone(data.tenant_id)
+    days = set()
+    if data.occurred_at is not None:
+        days.add(local_day(data.occurred_at, zone))
+    paid_at = Order.objects.filter(tenant_id=data.tenant_id, pk=data.order_id).values_list("paid_at", flat=True).first()
+    if paid_at is not None:
+        days.add(local_day(paid_at, zone))
+    if data.kind == "refunded":  # the refund's own completion time (the event may be written a moment later)
+        days |= {local_day(t, zone) for t in Refund.objects.filter(
+            tenant_id=data.tenant_id, order_id=data.order_id, completed_at__isnull=False).values_list(
+            "completed_at", flat=True) if t is not None}
+    do_mark_dirty(data.tenant_id, days)
+
+
+# -- journeys ---------------------------------------------------------------------------------------
+
+_JOURNEY_DATES = ("clicked_at", "joined_at", "first_message_at", "first_order_at", "second_order_at")
+
+
+def _links(tenant_id: int, codes: Iterable[str]) -> dict[str, tuple[int, str, str]]:
+    codes = {c for c in codes if c}
+    if not codes:
+        return {}
+    return {code: (cid or 0, campaign, channel) for code, cid, campaign, channel in InviteLink.objects.filter(
+        tenant_id=tenant_id, code__in=codes).values_list("code", "community_id", "campaign", "channel")}
+
+
+def do_recompute_journeys(tenant_id: int, member_ids: Iterable[int] | None) -> set[dt.date]:
+    """Recompute the journeys of ``member_ids`` (every member of the tenant when None) from the
+    source tables; return the local days whose figures depend on a first that moved."""
+    zone = tenant_zone(tenant_id)
+    ids = None if member_ids is None else sorted({m for m in member_ids if m})
+    if ids is not None and not ids:
+        return set()
+    chunks: list[list[int] | None] = [None] if ids is None else [ids[i:i + 500] for i in range(0, len(ids), 500)]
+    moved: set[dt.date] = set()
+    for chunk in chunks:
+        moved |= _recompute_journey_chunk(tenant_id, chunk, zone)
+    return moved
+
+
+def _recompute_journey_chunk(tenant_id: int, ids: list[int] | None, zone: ZoneInfo) -> set[dt.date]:
+    events = ActivityEvent.objects.filter(tenant_id=tenant_id, member_id__isnull=False)
+    orders = Order.objects.filter(tenant_id=tenant_id, paid_at__isnull=False)
+    clicks = LinkEvent.objects.filter(tenant_id=tenant_id, kind=LinkEventKind.CLICK, member_id__isnull=False)
+    existing = MemberJourney.objects.filter(tenant_id=tenant_id)
+    if ids is not None:
+        events, orders = events.filter(member_id__in=ids), orders.filter(member_id__in=ids)
+        clicks, existing = clicks.filter(member_id__in=ids), existing.filter(member_id__in=ids)
+    new: dict[int, dict[str, Any]] = defaultdict(dict)
+    first_msg = events.filter(kind__in=MESSAGE_KINDS).values("member_id").annotate(t=Min("occurred_at"))
+    for r in first_msg:
+        new[r["member_id"]]["first_message_at"] = r["t"]
+    joins = events.filter(kind=EventKind.JOIN).values("member_id").annotate(t=Min("occurred_at"))
+    join_at = {r["member_id"]: r["t"] for r in joins}
+    if join_at:
+        # the first join's event: its community, invite code and inviter are the member's attribution
+        rows = (events.filter(kind=EventKind.JOIN)
+                .values_list("member_id", "occurred_at", "pk", "community_id", "payload").order_by("occurred_at", "pk"))
+        firsts: dict[int, tuple[int, dict[str, Any]]] = {}
+        for mid, at, _pk, cid, payload in rows:
+            if mid not in firsts and at == join_at[mid]:
+                firsts[mid] = (cid or 0, payload if isinstance(payload, dict) else {})
+        links = _links(tenant_id, (str(p.get("invite_code") or p.get("state") or "") for _c, p in firsts.values()))
+        for mid, (cid, payload) in firsts.items():
+            code = str(payload.get("invite_code") or payload.get("state") or "")
+            link = links.get(code)
+            inviter = payload.get("inviter_member_id")
+            new[mid].update(
+                joined_at=join_at[mid], community_id=cid or (link[0] if link else 0),
+                campaign=(link[1] if link else str(payload.get("campaign") or ""))[:64],
+                channel=(link[2] if link else str(payload.get("join_source") or ""))[:64],
+                inviter_id=_int(inviter), live_session_id=_int(payload.get("live_session_id")))
+    for mid, t, cid, campaign, channel in clicks.order_by("member_id", "occurred_at", "pk").values_list(
+            "member_id", "occurred_at", "link__community_id", "link__campaign", "link__channel"):
+        if "clicked_at" in new[mid]:
+            continue
+        new[mid]["clicked_at"] = t
+        if "joined_at" not in new[mid]:  # clicked but never joined: the link is the attribution
+            new[mid].update(community_id=cid or 0, campaign=campaign[:64], channel=channel[:64])
+    paid: dict[int, list[dt.datetime]] = defaultdict(list)
+    for mid, paid_at in orders.order_by("member_id", "paid_at", "pk").values_list("member_id", "paid_at"):
+        if len(paid[mid]) < 2 and paid_at is not None:
+            paid[mid].append(paid_at)
+    for mid, times in paid.items():
+        new[mid]["first_order_at"] = times[0]
+        new[mid]["second_order_at"] = times[1] if len(times) > 1 else None
+    old = {j.member_id: j for j in existing}
+    moved: set[dt.date] = set()
+    changed: list[MemberJourney] = []
+    for mid in set(new) | set(old):
+        values = {"community_id": 0, "campaign": "", "channel": "", "inviter_id": 0, "live_session_id": 0,
+                  **dict.fromkeys(_JOURNEY_DATES), **new.get(mid, {})}
+        before = old.get(mid)
+        if before is not None and all(getattr(before, k) == v for k, v in values.items()):
+            continue
+        for k in ("joined_at", "first_message_at", "first_order_at", "second_order_at"):
+            for when in (getattr(before, k) if before else None, values[k]):
+                if when is not None:
+                    moved.add(local_day(when, zone))
+        if before is not None and (before.campaign, before.channel, before.community_id) != (
+                values["campaign"], values["channel"], values["community_id"]):
+            # the member's attribution moved: every day the member has facts on must be redone
+            moved |= set(MemberDay.objects.filter(tenant_id=tenant_id, member_id=mid).values_list("day", flat=True))
+        changed.append(MemberJourney(tenant_id=tenant_id, member_id=mid, **values))
+    if changed:
+        MemberJourney.objects.bulk_create(
+            changed, update_conflicts=True, unique_fields=["tenant", "member_id"],
+            update_fields=["community_id", "campaign", "channel", "inviter_id", "live_session_id", *_JOURNEY_DATES])
+    return moved
+
+
+# -- one day bucket ---------------------------------------------------------------------------------
+
+RowKey = tuple[int, int, str, str, int]  # community, group, campaign, channel, live session
+FactKey = tuple[int, int, str, str]  # member, community, campaign, channel
+
+
+@dataclass
+class _Row:
+    visitors: set[str] = field(default_factory=set)
+    joins: int = 0
+    leaves: int = 0
+    active: set[int] = field(default_factory=set)
+    experienced: set[int] = field(default_factory=set)
+    messages: int = 0
+    first_purchases: int = 0
+    orders: int = 0
+    buyers: set[int] = field(default_factory=set)
+    repeat: set[int] = field(default_factory=set)
+    gmv_fen: int = 0
+    refunds: int = 0
+    refund_fen: int = 0
+    commission_fen: int = 0
+
+
+@dataclass
+class _Fact:
+    joined: bool = False
+    active: bool = False
+    experienced: bool = False
+    messages: int = 0
+    orders: int = 0
+    gmv_fen: int = 0
+    refund_fen: int = 0
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _day_events(tenant_id: int, start: dt.datetime, end: dt.datetime) -> list[QuerySet[ActivityEvent]]:
+    """A local day's events as two queries that each use the stream's ``(tenant, community,
+    occurred_at)`` index: the events of the tenant's communities, and those without a community.
+    (A plain ``tenant + occurred_at`` range has no index and would scan the tenant's whole stream.)"""
+    base = ActivityEvent.objects.filter(tenant_id=tenant_id, occurred_at__gte=start, occurred_at__lt=end)
+    communities = list(Community.objects.filter(tenant_id=tenant_id).values_list("pk", flat=True))
+    return [base.filter(community_id__in=communities), base.filter(community_id__isnull=True)]
+
+
+def compute_day(tenant_id: int, day: dt.date) -> tuple[list[DailyRollup], list[MemberDay]]:
+    """The rows of one local day, computed from the source tables (journeys must be current)."""
+    zone = tenant_zone(tenant_id)
+    start, end = day_bounds(day, zone)
+    rows: dict[RowKey, _Row] = defaultdict(_Row)
+    facts: dict[FactKey, _Fact] = defaultdict(_Fact)
+
+    events: list[tuple[Any, ...]] = []
+    flows: list[tuple[Any, ...]] = []
+    for qs in _day_events(tenant_id, start, end):
+        events += qs.exclude(kind__in=(EventKind.JOIN, EventKind.LEAVE)).values_list(
+            "member_id", "community_id", "group_id", "kind")
+        flows += qs.filter(kind__in=(EventKind.JOIN, EventKind.LEAVE)).values_list(
+            "member_id", "community_id", "group_id", "kind", "payload")
+    orders = list(Order.objects.filter(tenant_id=tenant_id, paid_at__gte=start, paid_at__lt=end)
+                  .values_list("pk", "member_id", "paid_fen", "attribution", "live_session_id", "paid_at")
+                  .order_by("paid_at", "pk"))
+    refunds = list(Refund.objects.filter(tenant_id=tenant_id, status=Refund.Status.SUCCEEDED,
+                                         completed_at__gte=start, completed_at__lt=end)
+                   .values_list("order__member_id", "amount_fen", "order__attribution", "order__live_session_id"))
+    members = {m for m, *_ in events if m} | {m for m, *_ in flows if m}
+    members |= {o[1] for o in orders} | {r[0] for r in refunds}
+    journeys: dict[int, tuple[str, str, dt.datetime | None]] = {}
+    member_list = sorted(members)
+    for i in range(0, len(member_list), 500):
+        for mid, campaign, channel, first_message_at in MemberJourney.objects.filter(
+                tenant_id=tenant_id, member_id__in=member_list[i:i + 500]).values_list(
+                "member_id", "campaign", "channel", "first_message_at"):
+            journeys[mid] = (campaign, channel, first_message_at)
+    codes = {str((p or {}).get("invite_code") or (p or {}).get("state") or "") for *_x, p in flows}
+    codes |= {str((a or {}).get("invite_code") or "") for _p, _m, _f, a, _l, _t in orders}
+    codes |= {str((a or {}).get("invite_code") or "") for _m, _f, a, _l in refunds}
+    links = _links(tenant_id, codes)
+
+    def member_attr(mid: int | None) -> tuple[str, str]:
+        j = journeys.get(mid) if mid else None
+        return (j[0], j[1]) if j else ("", "")
+
+    def order_attr(mid: int, attribution: Any, live: int | None) -> tuple[RowKey, tuple[str, str]]:
+        a = attribution if isinstance(attribution, dict) else {}
+        link = links.get(str(a.get("invite_code") or ""))
+        base_campaign, base_channel = member_attr(mid)
+        campaign = str(a.get("campaign") or (link[1] if link else "") or base_campaign)[:64]
+        channel = str((link[2] if link else "") or base_channel)[:64]
+        community = _int(a.get("community_id")) or (link[0] if link else 0)
+        key = (community, _int(a.get("group_id")), campaign, channel, live or _int(a.get("live_session_id")))
+        return key, (campaign, channel)
+
+    def within(t: dt.datetime | None) -> bool:
+        return t is not None and start <= t < end
+
+    for mid, cid, gid, kind in events:
+        campaign, channel = member_attr(mid)
+        row = rows[(cid or 0, gid or 0, campaign, channel, 0)]
+        is_msg = kind in MESSAGE_KINDS
+        row.messages += is_msg
+        if mid and kind in ACTIVE_KINDS:
+            row.active.add(mid)
+            fact = facts[(mid, cid or 0, campaign, channel)]
+            fact.active = True
+            fact.messages += is_msg
+            j = journeys.get(mid)
+            if j is not None and is_msg and within(j[2]):
+                fact.experienced = True
+                row.experienced.add(mid)
+    for mid, cid, gid, kind, payload in flows:
+        p = payload if isinstance(payload, dict) else {}
+        link = links.get(str(p.get("invite_code") or p.get("state") or ""))
+        campaign, channel = (link[1], link[2]) if link else member_attr(mid)
+        row = rows[(cid or 0, gid or 0, campaign, channel, _int(p.get("live_session_id")))]
+        if kind == EventKind.JOIN:
+            row.joins += 1
+            if mid:
+                row.active.add(mid)
+                row.experienced.add(mid)
+                fact = facts[(mid, cid or 0, campaign, channel)]
+                fact.joined = fact.active = fact.experienced = True
+        else:
+            row.leaves += 1
+
+    buyers = sorted({o[1] for o in orders})
+    prior: dict[int, int] = dict.fromkeys(buyers, 0)
+    if buyers:
+        for i in range(0, len(buyers), 500):
+            earlier = Order.objects.filter(tenant_id=tenant_id, member_id__in=buyers[i:i + 500], paid_at__lt=start)
+            for mid in earlier.values_list("member_id", flat=True).distinct():
+                prior[mid] = 1  # at least one paid order before this day
+    seen: dict[int, int] = defaultdict(int)
+    for _pk, mid, paid_fen, attribution, live, _t in orders:
+        key, (campaign, channel) = order_attr(mid, attribution, live)
+        row = rows[key]
+        nth = prior[mid] + seen[mid]
+        seen[mid] += 1
+        row.orders += 1
+        row.gmv_fen += paid_fen
+        row.buyers.add(mid)
+        row.active.add(mid)
+        if nth == 0:
+            row.first_purchases += 1
+            row.experienced.add(mid)
+        else:
+            row.repeat.add(mid)
+        fact = facts[(mid, key[0], campaign, channel)]
+        fact.orders += 1
+        fact.gmv_fen += paid_fen
+        fact.active = True
+        if nth == 0:
+            fact.experienced = True
+    for mid, amount, attribution, live in refunds:
+        key, (campaign, channel) = order_attr(mid, attribution, live)
+        rows[key].refunds += 1
+        rows[key].refund_fen += amount
+        facts[(mid, key[0], campaign, channel)].refund_fen += amount
+
+    clicks = LinkEvent.objects.filter(tenant_id=tenant_id, kind=LinkEventKind.CLICK, occurred_at__gte=start,
+                                      occurred_at__lt=end).values_list(
+        "pk", "member_id", "ip", "device_id", "link__community_id", "link__campaign", "link__channel")
+    for pk, mid, ip, device, cid, campaign, channel in clicks:
+        visitor = f"m{mid}" if mid else (f"d{device}" if device else (f"i{ip}" if ip else f"e{pk}"))
+        rows[(cid or 0, 0, campaign[:64], channel[:64], 0)].visitors.add(visitor)
+    commissions = Commission.objects.filter(tenant_id=tenant_id, paid_at__gte=start, paid_at__lt=end)
+    for snap_cid, campaign, amount in commissions.values_list("community_id_snapshot", "campaign", "amount_fen"):
+        rows[(snap_cid or 0, 0, campaign[:64], "", 0)].commission_fen += amount or 0
+
+    rollups = [DailyRollup(
+        tenant_id=tenant_id, day=day, community_id=k[0], group_id=k[1], campaign=k[2], channel=k[3],
+        live_session_id=k[4], visitors=len(r.visitors), joins=r.joins, leaves=r.leaves,
+        active_members=len(r.active), experienced=len(r.experienced), messages=r.messages,
+        first_purchases=r.first_purchases, orders=r.orders, buyers=len(r.buyers), repeat_buyers=len(r.repeat),
+        gmv_fen=r.gmv_fen, refunds=r.refunds, refund_fen=r.refund_fen, commission_fen=r.commission_fen,
+    ) for k, r in sorted(rows.items())]
+    member_days = [MemberDay(
+        tenant_id=tenant_id, day=day, member_id=k[0], community_id=k[1], campaign=k[2], channel=k[3],
+        joined=f.joined, active=f.active, experienced=f.experienced, messages=f.messages, orders=f.orders,
+        gmv_fen=f.gmv_fen, refund_fen=f.refund_fen,
+    ) for k, f in sorted(facts.items()) if k[0]]
+    return rollups, member_days
+
+
+def _day_members(tenant_id: int, day: dt.date) -> set[int]:
+    """The members whose journey a day's sources can change: a day's join, message, paid order or
+    click can only move a first that is missing or not earlier than the day's start (a first before
+    the day stays the first). Everyone else's journey is left as it is."""
+    start, end = day_bounds(day, tenant_zone(tenant_id))
+    touched: dict[int, set[str]] = defaultdict(set)
+    for qs in _day_events(tenant_id, start, end):
+        for mid, kind in qs.filter(member_id__isnull=False, kind__in=(*MESSAGE_KINDS, EventKind.JOIN)).values_list(
+                "member_id", "kind").distinct():
+            touched[mid].add("joined_at" if kind == EventKind.JOIN else "first_message_at")
+    for mid in Order.objects.filter(tenant_id=tenant_id, paid_at__gte=start, paid_at__lt=end).values_list(
+            "member_id", flat=True):
+        touched[mid] |= {"first_order_at", "second_order_at"}
+    clicks = LinkEvent.objects.filter(tenant_id=tenant_id, kind=LinkEventKind.CLICK, occurred_at__gte=start,
+                                      occurred_at__lt=end, member_id__isnull=False)
+    for mid in clicks.values_list("member_id", flat=True):
+        touched[mid].add("clicked_at")
+    if not touched:
+        return set()
+    ids = sorted(touched)
+    firsts: dict[int, dict[str, dt.datetime | None]] = {}
+    for i in range(0, len(ids), 500):
+        for row in MemberJourney.objects.filter(tenant_id=tenant_id, member_id__in=ids[i:i + 500]).values(
+                "member_id", *_JOURNEY_DATES):
+            firsts[row["member_id"]] = row
+    out = set()
+    for mid, fields in touched.items():
+        known = firsts.get(mid)
+        if known is None or any((t := known[f]) is None or t >= start for f in fields):
+            out.add(mid)
+    return out
+
+
+def do_write_day(tenant_id: int, day: dt.date) -> int:
+    """Replace one day's rows with a fresh computation (one transaction)."""
+    rollups, member_days = compute_day(tenant_id, day)
+    with transaction.atomic():
+        DailyRollup.objects.filter(tenant_id=tenant_id, day=day).delete()
+        MemberDay.objects.filter(tenant_id=tenant_id, day=day).delete()
+        _insert(DailyRollup, rollups)
+        _insert(MemberDay, member_days)
+    return len(rollups)
+
+
+def _insert(model: type[DailyRollup] | type[MemberDay], objs: Sequence[Any]) -> None:
+    """Plain multi-row INSERTs (``executemany``): the ORM's ``bulk_create`` spends most of a day's
+    recomputation preparing parameters field by field."""
+    if not objs:
+        return
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in fields)
+    marks = ", ".join(["%s"] * len(fields))
+    sql = f"INSERT INTO {connection.ops.quote_name(model._meta.db_table)} ({columns}) VALUES ({marks})"  # noqa: S608 (identifiers from the model, values bound)
+    attnames = [f.attname for f in fields]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, [tuple(getattr(o, a) for a in attnames) for o in objs])
+
+
+def do_refresh(tenant_id: int | None = None, *, max_rounds: int = 20) -> int:
+    """Recompute the dirty days (of one tenant, or all). Returns how many day buckets were written.
+
+    Each round takes the dirty rows, deletes them, recomputes the journeys of the members seen on
+    those days (a first that moved marks more days dirty, done in the next round), then each day."""
+    written = 0
+    for _round in range(max_rounds):
+        qs = DirtyDay.objects.all() if tenant_id is None else DirtyDay.objects.filter(tenant_id=tenant_id)
+        dirty = list(qs.order_by("tenant_id", "day").values_list("pk", "tenant_id", "day")[:1000])
+        if not dirty:
+            break
+        DirtyDay.objects.filter(pk__in=[pk for pk, *_ in dirty]).delete()
+        by_tenant: dict[int, list[dt.date]] = defaultdict(list)
+        for _pk, tid, day in dirty:
+            by_tenant[tid].append(day)
+        for tid, days in by_tenant.items():
+            members: set[int] = set()
+            for day in days:
+                members |= _day_members(tid, day)
+            moved = do_recompute_journeys(tid, members) - set(days)
+            do_mark_dirty(tid, moved)
+            for day in days:
+                do_write_day(tid, day)
+                written += 1
+    return written
+
+
+def do_mark_recent_clicks(*, window: dt.timedelta = dt.timedelta(minutes=3), now: dt.datetime | None = None) -> int:
+    """Link clicks are recorded by referrals without a stream event: the days of the clicks of the
+    last ``window`` become dirty (the scheduled refresh calls this every minute, the window overlaps)."""
+    since = (now or timezone.now()) - window
+    marked = 0
+    rows = LinkEvent.objects.filter(occurred_at__gte=since).values_list("tenant_id", "occurred_at")
+    by_tenant: dict[int, set[dt.date]] = defaultdict(set)
+    for tid, at in rows:
+        by_tenant[tid].add(local_day(at, tenant_zone(tid)))
+    for tid, days in by_tenant.items():
+        marked += do_mark_dirty(tid, days)
+    return marked
+
+
+def source_days(tenant_id: int) -> set[dt.date]:
+    """Every local day with anything to count."""
+    zone = tenant_zone(tenant_id)
+    days: set[dt.date] = set()
+    for qs, column in ((ActivityEvent.objects.filter(tenant_id=tenant_id), "occurred_at"),
+                       (Order.objects.filter(tenant_id=tenant_id, paid_at__isnull=False), "paid_at"),
+                       (Refund.objects.filter(tenant_id=tenant_id, completed_at__isnull=False), "completed_at"),
+                       (LinkEvent.objects.filter(tenant_id=tenant_id), "occurred_at"),
+                       (Commission.objects.filter(tenant_id=tenant_id), "paid_at")):
+        bounds = qs.aggregate(lo=Min(column), hi=Max(column))
+        if bounds["lo"] is None:
+            continue
+        d, last = local_day(bounds["lo"], zone), local_day(bounds["hi"], zone)
+        while d <= last:
+            days.add(d)
+            d += dt.timedelta(days=1)
+    return days
+
+
+def do_rebuild(tenant_id: int) -> int:
+    """Drop and recompute every journey and day of a tenant. Returns the number of days written."""
+    MemberJourney.objects.filter(tenant_id=tenant_id).delete()
+    do_recompute_journeys(tenant_id, None)
+    days = source_days(tenant_id)
+    DailyRollup.objects.filter(tenant_id=tenant_id).exclude(day__in=days).delete()
+    MemberDay.objects.filter(tenant_id=tenant_id).exclude(day__in=days).delete()
+    for day in sorted(days):
+        do_write_day(tenant_id, day)
+    DirtyDay.objects.filter(tenant_id=tenant_id).delete()
+    return len(days)

@@ -4,15 +4,17 @@ Not used by the product itself."""
 from __future__ import annotations
 
 import datetime as dt
+import random
 from collections.abc import Sequence
 from typing import Any
 
+from django.db import transaction
 from django.utils import timezone
 
 from shequn.core.errors import Conflict, Invalid, NotFound
 from shequn.core.permissions import Principal
 
-from .models import CouponTemplate, Product, ProductKind
+from .models import CouponTemplate, Order, OrderEvent, Payment, Product, ProductKind, Refund
 from .services import (
     do_create_coupon_template,
     do_create_flash_sale,
@@ -30,10 +32,12 @@ from .services import (
 
 
 def do_seed_demo_commerce(principal: Principal, *, community_id: int, member_ids: Sequence[int],
-                          orders: int = 40) -> dict[str, int]:
+                          orders: int = 240) -> dict[str, int]:
     """Demo catalog for a tenant: goods with 会员价, the two paid tiers, a running flash sale, a group
     buy, coupons with a buy-one-give-one gift, a live session, and ``orders`` paid sandbox orders
-    (some from the live session, a few refunded). Idempotent per tenant (skips when products exist)."""
+    (some from the live session, a few refunded; members buy again, so there is repurchase).
+    Idempotent per tenant (skips when products exist). :func:`do_spread_demo_orders` then spreads
+    them over the last 90 days."""
     tid = principal.tenant_id
     if Product.objects.filter(tenant_id=tid, kind=ProductKind.GOODS).exists():
         return {"skipped": 1}
@@ -78,9 +82,12 @@ def do_seed_demo_commerce(principal: Principal, *, community_id: int, member_ids
                                   ends_at=now - dt.timedelta(days=2) + dt.timedelta(hours=2),
                                   community_id=community_id, host_name="主播小美")
     paid = 0
-    for i, mid in enumerate(list(member_ids)[:orders]):
+    buyers = list(member_ids)
+    for i in range(orders if buyers else 0):
+        # the first pass gives every buyer a first order; later passes favour the first third (repeat buyers)
+        mid = buyers[i % len(buyers)] if i < len(buyers) else buyers[(i * 7) % max(1, len(buyers) // 3)]
         p = products[i % len(products)]
-        attr: dict[str, Any] = {"community_id": community_id, "campaign": "demo"}
+        attr: dict[str, Any] = {"community_id": community_id, "campaign": ("双11预热", "新人福利", "demo")[i % 3]}
         if i % 3 == 0:
             attr["live_session_id"] = live.pk
         try:
@@ -95,3 +102,40 @@ def do_seed_demo_commerce(principal: Principal, *, community_id: int, member_ids
         except (Invalid, Conflict, NotFound):
             continue
     return {"products": len(products) + 2, "paid_orders": paid}
+
+
+def do_spread_demo_orders(tenant_id: int, *, days: int = 90, seed: int = 7, now: dt.datetime | None = None) -> int:
+    """Demo only: spread the tenant's paid demo orders over the last ``days`` days (growing towards
+    today, quieter at weekends), moving with each order its payments, refunds and order events, so
+    the dashboards have history. Run before the order events are delivered (listeners then see the
+    spread times). Orders already spread (paid more than an hour ago) are left alone; returns how
+    many were moved."""
+    rng = random.Random(seed)
+    now = now or timezone.now()
+    moved = 0
+    orders = list(Order.objects.filter(tenant_id=tenant_id, paid_at__gte=now - dt.timedelta(hours=1))
+                  .order_by("pk"))
+    n = len(orders)
+    for i, order in enumerate(orders):
+        # later orders land later: a rising trend with noise
+        back = days * (1 - ((i + rng.random()) / max(n, 1)) ** 0.8)
+        when = now - dt.timedelta(days=back, hours=rng.uniform(0, 6))
+        if when.weekday() >= 5 and rng.random() < 0.4:
+            when -= dt.timedelta(days=2)
+        when = min(when, now - dt.timedelta(minutes=5))
+        shift = when - (order.paid_at or order.created_at)
+        with transaction.atomic():
+            Order.objects.filter(pk=order.pk).update(
+                created_at=order.created_at + shift, paid_at=when,
+                fulfilled_at=order.fulfilled_at + shift if order.fulfilled_at else None,
+                completed_at=order.completed_at + shift if order.completed_at else None)
+            for pay in Payment.objects.filter(order=order):
+                Payment.objects.filter(pk=pay.pk).update(created_at=pay.created_at + shift,
+                                                         paid_at=pay.paid_at + shift if pay.paid_at else None)
+            refund_at = min(when + dt.timedelta(days=rng.uniform(0.5, 3)), now - dt.timedelta(minutes=1))
+            Refund.objects.filter(order=order).update(created_at=refund_at, completed_at=refund_at)
+            for event in OrderEvent.objects.filter(order=order):
+                at = refund_at if event.kind == OrderEvent.Kind.REFUNDED else event.created_at + shift
+                OrderEvent.objects.filter(pk=event.pk).update(created_at=at)
+        moved += 1
+    return moved

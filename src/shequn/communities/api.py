@@ -1,5 +1,6 @@
 """REST API of the communities app (``/api/v1/communities/``): communities, their chat groups,
-membership history, role assignments and the per-community dashboard series."""
+membership history and role assignments (the per-community dashboard series moved to
+``/api/v1/analytics/communities/{id}/dashboard``)."""
 
 
 import datetime as dt
@@ -12,7 +13,6 @@ from ninja.params import P, QueryEx
 
 from shequn.core.errors import Conflict, Invalid
 from shequn.core.http import ERRORS, ApiDatetime, BodyIn, Id, Page, idempotent, paginate, require
-from shequn.core.models import Tenant
 from shequn.members.selectors import get_member
 
 from . import selectors
@@ -154,15 +154,6 @@ class RoleOut(Schema):
     reward_note: str
 
 
-class DashboardOut(Schema):
-    dates: list[str]
-    members: list[int]
-    daily_active: list[int]
-    joins: list[int]
-    leaves: list[int]
-    messages: list[int]
-
-
 class MembershipFilter(Schema):
     member_id: Id | None = None
     current: bool | None = Field(None, description="true: open memberships only; false: ended only")
@@ -249,13 +240,6 @@ def update_community(request: HttpRequest, community_id: Id, payload: CommunityP
         do_update_community(p, community, **changes)
     return _community(p.tenant_id, community_id)
 
-
-@router.get("/{community_id}/dashboard", response={200: DashboardOut, **ERRORS}, summary="社群看板数据")
-def dashboard(request: HttpRequest, community_id: Id, days: QueryEx[int, P(ge=1, le=366)] = 90) -> Any:
-    p = require(request, "communities.read")
-    selectors.get_community(p.tenant_id, community_id)
-    tz = Tenant.objects.filter(pk=p.tenant_id).values_list("time_zone", flat=True).first() or "Asia/Shanghai"
-    return selectors.community_dashboard(p.tenant_id, community_id, days=days, tz=tz)
 
 
 # --- groups -------------------------------------------------------------------------------------

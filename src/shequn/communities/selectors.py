@@ -1,18 +1,13 @@
-"""Tenant-scoped reads of communities, groups, memberships, roles and the per-community dashboard."""
+"""Tenant-scoped reads of communities, groups, memberships and roles (the dashboards' queries are
+``shequn.analytics.selectors``)."""
 
 from __future__ import annotations
 
-import datetime as dt
-from collections import Counter
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from django.db.models import Count, Q, QuerySet
-from django.db.models.functions import TruncDate
-from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from shequn.activity.models import ActivityEvent, EventKind
 from shequn.core.errors import NotFound
 from shequn.members.services import export_rows
 
@@ -88,55 +83,6 @@ def get_role(tenant_id: int, role_id: int) -> RoleAssignment:
 
 def role_holder_ids(tenant_id: int, community_id: int) -> set[int]:
     return set(roles(tenant_id, community_id=community_id).values_list("member_id", flat=True))
-
-
-_ACTIVE_KINDS = (EventKind.MESSAGE, EventKind.REPLY, EventKind.REACTION, EventKind.CHECK_IN, EventKind.PURCHASE,
-                 EventKind.LIVE_VIEW, EventKind.CONTENT_VIEW, EventKind.INVITE)
-
-
-def community_dashboard(tenant_id: int, community_id: int, *, days: int = 90, tz: str = "Asia/Shanghai"
-                        ) -> dict[str, Any]:
-    """Daily series for the dashboard: members, daily active members, joins, leaves, messages.
-    Days are calendar days in the tenant's time zone."""
-    zone = ZoneInfo(tz)
-    today = timezone.now().astimezone(zone).date()
-    start = today - dt.timedelta(days=days - 1)
-    start_dt = dt.datetime.combine(start, dt.time.min, tzinfo=zone)
-    dates = [start + dt.timedelta(days=i) for i in range(days)]
-
-    ms = list(memberships(tenant_id, community_id=community_id).values_list("member_id", "joined_at", "left_at"))
-    joins = Counter(j.astimezone(zone).date() for _m, j, _l in ms if j >= start_dt)
-    leaves = Counter(left.astimezone(zone).date() for _m, _j, left in ms if left and left >= start_dt)
-    members_series = []
-    for d in dates:
-        end = dt.datetime.combine(d + dt.timedelta(days=1), dt.time.min, tzinfo=zone)
-        members_series.append(len({m for m, j, left in ms if j < end and (left is None or left >= end)}))
-
-    events = ActivityEvent.objects.filter(tenant_id=tenant_id, community_id=community_id, occurred_at__gte=start_dt)
-    dau_rows = (events.filter(kind__in=_ACTIVE_KINDS, member__isnull=False)
-                .annotate(day=TruncDate("occurred_at", tzinfo=zone)).values("day")
-                .annotate(n=Count("member_id", distinct=True)))
-    msg_rows = (events.filter(kind__in=(EventKind.MESSAGE, EventKind.REPLY))
-                .annotate(day=TruncDate("occurred_at", tzinfo=zone)).values("day").annotate(n=Count("id")))
-    dau = {_as_date(r["day"]): r["n"] for r in dau_rows}
-    msgs = {_as_date(r["day"]): r["n"] for r in msg_rows}
-    return {
-        "dates": [d.isoformat() for d in dates],
-        "members": members_series,
-        "daily_active": [dau.get(d, 0) for d in dates],
-        "joins": [joins.get(d, 0) for d in dates],
-        "leaves": [leaves.get(d, 0) for d in dates],
-        "messages": [msgs.get(d, 0) for d in dates],
-    }
-
-
-def _as_date(value: Any) -> dt.date:
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, str):
-        return dt.date.fromisoformat(value[:10])
-    assert isinstance(value, dt.date)
-    return value
 
 
 def member_export_memberships(tenant_id: int, member_id: int) -> list[dict[str, Any]]:

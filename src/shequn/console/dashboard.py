@@ -1,37 +1,39 @@
-"""Unfold's index-page callback (``DASHBOARD_CALLBACK``): the tenant's headline figures and a link to
-each community's dashboard; plus the sidebar's permission callbacks."""
+"""Unfold's index-page callback (``DASHBOARD_CALLBACK``): the tenant's headline figures, the sales
+formula panel, GMV/orders/buyers trends, health alerts and top movers (all from
+``analytics.selectors``), a link to each community's dashboard; plus the sidebar's permission
+callbacks."""
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
-from zoneinfo import ZoneInfo
 
+from django.core.cache import cache
 from django.http import HttpRequest
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from shequn.activity.models import ActivityEvent, EventKind
+from shequn.analytics import selectors as analytics
 from shequn.communities import selectors as community_selectors
 from shequn.core import streams, webhooks
 from shequn.core.admin_base import can, request_tenant_id
-from shequn.members import selectors as member_selectors
+
+HOME_TTL = 300  # seconds: the rollups are refreshed every minute, the home page may lag a little more
 
 
-def headline_figures(tenant_id: int, tz: str = "Asia/Shanghai") -> dict[str, int]:
-    zone = ZoneInfo(tz)
-    now = timezone.now()
-    today = dt.datetime.combine(now.astimezone(zone).date(), dt.time.min, tzinfo=zone)
-    members = member_selectors.members(tenant_id)
-    return {
-        "members": members.count(),
-        "active_7d": members.filter(last_active_at__gte=now - dt.timedelta(days=7)).count(),
-        "communities": community_selectors.communities(tenant_id).count(),
-        "messages_today": ActivityEvent.objects.filter(
-            tenant_id=tenant_id, kind__in=(EventKind.MESSAGE, EventKind.REPLY), occurred_at__gte=today,
-        ).count(),
-    }
+def home_analytics(tenant_id: int) -> dict[str, Any]:
+    """The analytics part of the home page, cached for HOME_TTL per tenant."""
+    key = f"shequn:console:home:{tenant_id}"
+    data: dict[str, Any] | None = cache.get(key)
+    if data is None:
+        data = {
+            "formula": analytics.formula_panel(tenant_id, days=30),
+            "trend": analytics.sales_trend(tenant_id, days=90),
+            "alerts": [a.__dict__ for a in analytics.health_alerts(tenant_id)],
+            "movers": analytics.breakdown(tenant_id, "community", days=30)[:5]
+            + analytics.breakdown(tenant_id, "campaign", days=30)[:5],
+        }
+        cache.set(key, data, HOME_TTL)
+    return data
 
 
 def dashboard_callback(request: HttpRequest, context: dict[str, Any]) -> dict[str, Any]:
@@ -40,7 +42,7 @@ def dashboard_callback(request: HttpRequest, context: dict[str, Any]) -> dict[st
         context["shequn_no_tenant"] = True
         return context
     tz = getattr(request.tenant, "time_zone", None) or "Asia/Shanghai"  # type: ignore[attr-defined]
-    figures = headline_figures(tenant_id, tz)
+    figures = analytics.headline_figures(tenant_id, tz)
     context["title"] = _("概览")
     context["shequn_kpis"] = [
         {"label": _("会员"), "value": figures["members"], "icon": "group",
@@ -68,6 +70,13 @@ def dashboard_callback(request: HttpRequest, context: dict[str, Any]) -> dict[st
             for c in community_selectors.communities(tenant_id)
         ]
     context["shequn_can_import"] = can(request, "members.write")
+    if can(request, "analytics.read"):
+        home = home_analytics(tenant_id)
+        context["shequn_formula"] = home["formula"]
+        context["shequn_trend"] = {k: home["trend"][k] for k in ("dates", "gmv_fen", "orders", "buyers")}
+        context["shequn_trend_labels"] = {"gmv": _("成交额 (元)"), "orders": _("订单数"), "buyers": _("买家数")}
+        context["shequn_alerts"] = home["alerts"]
+        context["shequn_movers"] = home["movers"]
     return context
 
 
@@ -107,3 +116,7 @@ def can_engagement_read(request: HttpRequest) -> bool:
 
 def can_referrals_read(request: HttpRequest) -> bool:
     return can(request, "referrals.read")
+
+
+def can_analytics_read(request: HttpRequest) -> bool:
+    return can(request, "analytics.read")

@@ -23,6 +23,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from shequn.analytics import selectors as analytics_selectors
 from shequn.communities import selectors as community_selectors
 from shequn.core.admin_base import request_principal, request_tenant_id
 from shequn.core.errors import NotFound, ShequnError
@@ -60,18 +61,17 @@ DASHBOARD_TTL = 300  # seconds; the series are daily figures, five minutes stale
 
 
 def dashboard_series(tenant_id: int, community_id: int, *, days: int, tz: str) -> dict[str, Any]:
-    """communities.selectors.community_dashboard, cached for DASHBOARD_TTL (the aggregate over the
-    activity stream is the slowest read of the console: ~0.5–1 s for 60k events on SQLite)."""
+    """analytics.selectors.community_dashboard (reads the rollups), cached for DASHBOARD_TTL."""
     key = f"shequn:console:dash:{tenant_id}:{community_id}:{days}:{tz}"
     series: dict[str, Any] | None = cache.get(key)
     if series is None:
-        series = community_selectors.community_dashboard(tenant_id, community_id, days=days, tz=tz)
+        series = analytics_selectors.community_dashboard(tenant_id, community_id, days=days, tz=tz)
         cache.set(key, series, DASHBOARD_TTL)
     return series
 
 
 def community_dashboard(request: HttpRequest, community_id: int) -> HttpResponse:
-    tenant_id, _p = _require(request, "communities.read")
+    tenant_id, principal = _require(request, "communities.read")
     try:
         community = community_selectors.get_community(tenant_id, community_id)
     except NotFound as exc:
@@ -99,11 +99,15 @@ def community_dashboard(request: HttpRequest, community_id: int) -> HttpResponse
         "messages": _("消息数"),
     }
     recommendations = (list(engagement_selectors.pending_role_recommendations(tenant_id, community.pk)[:30])
-                       if _p.can("engagement.read") else [])
+                       if principal.can("engagement.read") else [])
+    formula = None
+    if principal.can("analytics.read"):
+        formula = analytics_selectors.formula_panel(
+            tenant_id, days=min(days, 30), scope=analytics_selectors.Scope(community_id=community.pk))
     return render(request, "console/community_dashboard.html", _context(
         request, _("%(name)s · 社群看板") % {"name": community.name},
         community=community, series=series, labels=labels, kpis=kpis, groups=groups, roles=roles, days=days,
-        recommendations=recommendations, can_assign=_p.can("engagement.write"),
+        formula=formula, recommendations=recommendations, can_assign=principal.can("engagement.write"),
     ))
 
 

@@ -67,7 +67,7 @@ CORE_PROBES = {
     ("delete", "/api/v1/members/{member_id}/tags/{tag_id}"): None,
     ("get", "/api/v1/communities/{community_id}"): None,
     ("patch", "/api/v1/communities/{community_id}"): {"theme": "被篡改"},
-    ("get", "/api/v1/communities/{community_id}/dashboard"): None,
+    ("get", "/api/v1/analytics/communities/{community_id}/dashboard"): None,
     ("get", "/api/v1/communities/{community_id}/groups"): None,
     ("post", "/api/v1/communities/{community_id}/groups"): {"platform": "wecom", "external_id": "wr-x"},
     ("get", "/api/v1/communities/{community_id}/memberships"): None,

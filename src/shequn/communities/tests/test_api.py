@@ -1,5 +1,5 @@
 # ruff: noqa: F811  (pytest fixtures imported from shequn.api.testing)
-"""Communities REST API: communities, groups, membership history, roles, dashboard."""
+"""Communities REST API: communities, groups, membership history, roles (the dashboard: analytics)."""
 
 import datetime as dt
 
@@ -101,13 +101,3 @@ def test_roles(world, make_client):
     assert {r["role"] for r in c.get(url, {"current": False}).json()} == {"advocate", "content"}
     assert RoleAssignment.objects.filter(community=world.community).count() == 2
 
-
-def test_dashboard(world, make_client):
-    c = make_client(world.tenant)
-    resp = c.get(f"{URL}/{world.community.pk}/dashboard", {"days": 7})
-    assert resp.status_code == 200, resp.content
-    d = resp.json()
-    assert len(d["dates"]) == len(d["members"]) == len(d["messages"]) == 7
-    assert d["members"][-1] == 1 and sum(d["joins"]) == 1
-    assert sum(d["messages"]) == 1 and sum(d["daily_active"]) == 1
-    assert c.get(f"{URL}/{world.community.pk}/dashboard", {"days": 0}).status_code == 422

@@ -9,6 +9,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from shequn.analytics.services import do_rebuild
 from shequn.core.models import ApiKey, AuditLog, StaffRole, Tenant
 from shequn.members.models import Member
 
@@ -19,18 +20,22 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def _media(settings, tmp_path, monkeypatch):
-    from shequn.console import views
+    from shequn.console import dashboard, views
 
     settings.MEDIA_ROOT = tmp_path
     # the dashboard series are cached per tenant/community id, and ids repeat between tests;
     # no cache.clear(): the Redis pass shares one cache database between test workers
     monkeypatch.setattr(views, "DASHBOARD_TTL", 0)
+    monkeypatch.setattr(dashboard, "HOME_TTL", 0)
 
 
 @pytest.fixture
 def data(tenant: Tenant, other_tenant: Tenant) -> dict:
     mine = f.seed(tenant, members=12, days=20)
     theirs = f.seed(other_tenant, members=5, days=5, prefix="别家")
+    # the factories write events directly (no stream delivery): rebuild the rollups from them
+    do_rebuild(tenant.pk)
+    do_rebuild(other_tenant.pk)
     return {"mine": mine, "theirs": theirs}
 
 

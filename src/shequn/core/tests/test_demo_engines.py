@@ -4,8 +4,9 @@ nothing (rows of every engine and every ledger/points posting counted before and
 from __future__ import annotations
 
 import pytest
-from django.db.models import Model
+from django.db.models import Model, Sum
 
+from shequn.analytics.models import DailyRollup
 from shequn.commerce.models import Coupon, CouponTemplate, FlashSale, GroupBuy, Order, OrderStatus, Product, Refund
 from shequn.communities.models import ChatGroup, Membership
 from shequn.demo import seed_demo
@@ -74,6 +75,11 @@ def test_seed_demo_fills_every_engine_once():
     assert flash.stock < 50 and Order.objects.filter(tenant=tenant, status=OrderStatus.PAID,
                                                      lines__sku=flash.sku).exists()
     assert WelcomeMessage.objects.filter(tenant=tenant).count() == 3
+    # analytics: the orders are spread over 90 days and the rollups carry them (sales on 30+ days)
+    gmv_days = DailyRollup.objects.filter(tenant=tenant, gmv_fen__gt=0).values("day").distinct().count()
+    assert gmv_days >= 30
+    assert DailyRollup.objects.filter(tenant=tenant).aggregate(s=Sum("gmv_fen"))["s"] == Order.objects.filter(
+        tenant=tenant, paid_at__isnull=False).aggregate(s=Sum("paid_fen"))["s"]
 
     assert seed_demo(members=160, days=14).pk == tenant.pk
     assert _counts(tenant.pk) == counts
