@@ -4,15 +4,24 @@ change only through the actions, which call the services."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
+from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from shequn.core.admin_base import TenantScopedAdmin, TenantScopedTabularInline, request_principal
+from shequn.core.admin_base import (
+    TenantScopedAdmin,
+    TenantScopedTabularInline,
+    adopt,
+    request_principal,
+    request_tenant_id,
+)
 from shequn.core.errors import ShequnError
 
 from . import services
@@ -76,8 +85,42 @@ class ReferralBindingAdmin(TenantScopedAdmin):
     search_fields = ("member__display_name", "referrer__display_name")
 
 
+def _rule_rows(formset: Any) -> list[tuple[Any, dict[str, Any]]]:
+    """The (form, rule) pairs of the rule rows that are filled in and not deleted."""
+    rows = []
+    for form in formset.forms:
+        data = getattr(form, "cleaned_data", None) or {}
+        if not data or data.get("DELETE"):
+            continue
+        rows.append((form, {k: data.get(k) for k in ("product_kind", "product_id", "mode", "rate_bps", "fixed_fen",
+                                                     "cap_fen")}))
+    return rows
+
+
+class CommissionRuleFormSet(BaseInlineFormSet):  # type: ignore[type-arg]
+    """The plan's rules are checked by ``check_plan_rules`` (the API's checks): an error lands on
+    the row and the column it names."""
+
+    def clean(self) -> None:
+        super().clean()
+        if any(self.errors):
+            return
+        rows = _rule_rows(self)
+        try:
+            services.check_plan_rules([rule for _form, rule in rows])
+        except ShequnError as exc:
+            name = exc.details.get("field", "") if isinstance(exc.details, dict) else ""
+            match = re.fullmatch(r"rules\[(\d+)\]\.(\w+)", name)
+            if match and int(match.group(1)) < len(rows):
+                form = rows[int(match.group(1))][0]
+                column = match.group(2)
+                form.add_error(column if column in form.fields else None, exc.message)
+            raise forms.ValidationError(exc.message) from exc
+
+
 class CommissionRuleInline(TenantScopedTabularInline):
     model = CommissionRule
+    formset = CommissionRuleFormSet
     permission_area = "referrals"
     fields = ("product_kind", "product_id", "mode", "rate_bps", "fixed_fen", "cap_fen")
     extra = 1
@@ -85,10 +128,15 @@ class CommissionRuleInline(TenantScopedTabularInline):
 
 @admin.register(CommissionPlan)
 class CommissionPlanAdmin(TenantScopedAdmin):
+    """Plans are saved through ``do_create_plan`` / ``do_update_plan``: the one-level rule, the rate
+    bounds and the risk notes are the API's."""
+
     permission_area = "referrals"
+    audit_writes = False  # the services audit
     list_display = ("name", "community", "campaign", "refund_window_days", "self_purchase", "is_active", "risk")
     inlines = [CommissionRuleInline]
     readonly_fields = ("levels", "risk_notes")
+    actions = ("pause", "resume")
 
     @admin.display(description=_("风险提示"))
     def risk(self, obj: CommissionPlan) -> str:
@@ -99,10 +147,53 @@ class CommissionPlanAdmin(TenantScopedAdmin):
         notes = plan_warnings(obj) if obj.pk else []
         return format_html("<br>".join(["{}"] * len(notes)), *notes) if notes else "-"
 
+    def _plan_kwargs(self, data: dict[str, Any]) -> dict[str, Any]:
+        community = data.get("community")
+        return {"name": data.get("name") or "", "community_id": community.pk if community else None,
+                "campaign": data.get("campaign") or "", "refund_window_days": data.get("refund_window_days") or 0,
+                "cap_per_order_fen": data.get("cap_per_order_fen")}
+
+    def check_form(self, request: HttpRequest, form: Any) -> None:
+        tenant_id = request_tenant_id(request)
+        if tenant_id is not None:
+            services.check_plan_fields(tenant_id, **self._plan_kwargs(form.cleaned_data))
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        """Nothing yet: the plan and its rules are written together in ``save_related``."""
+
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
-        super().save_related(request, form, formsets, change)
-        for note in plan_warnings(form.instance):
+        p = request_principal(request)
+        assert p is not None
+        rules = [rule for fs in formsets if fs.model is CommissionRule for _form, rule in _rule_rows(fs)]
+        data = form.cleaned_data
+        kwargs = {**self._plan_kwargs(data), "rules": rules, "self_purchase": bool(data.get("self_purchase")),
+                  "priority": data.get("priority") or 0}
+        if change:
+            plan, warnings = services.do_update_plan(p, form.instance.pk, is_active=bool(data.get("is_active")),
+                                                     **kwargs)
+        else:
+            plan, warnings = services.do_create_plan(p, **kwargs)
+            if not data.get("is_active", True):
+                plan = services.do_set_plan_active(p, plan.pk, active=False)
+        adopt(form.instance, plan)
+        for fs in formsets:  # the rows were written by the service; the change message reads these
+            fs.new_objects, fs.changed_objects, fs.deleted_objects = [], [], []
+        for note in warnings:
             messages.warning(request, note)
+
+    @admin.action(description=_("暂停"))
+    def pause(self, request: HttpRequest, queryset: QuerySet[CommissionPlan]) -> None:
+        p = request_principal(request)
+        for plan in queryset:
+            if p is not None:
+                services.do_set_plan_active(p, plan.pk, active=False)
+
+    @admin.action(description=_("恢复"))
+    def resume(self, request: HttpRequest, queryset: QuerySet[CommissionPlan]) -> None:
+        p = request_principal(request)
+        for plan in queryset:
+            if p is not None:
+                services.do_set_plan_active(p, plan.pk, active=True)
 
 
 @admin.register(Commission)

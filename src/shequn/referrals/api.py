@@ -217,6 +217,56 @@ def create_plan(request: HttpRequest, body: PlanIn) -> Any:
     return {"id": plan.pk, "name": plan.name, "warnings": warnings}
 
 
+class RuleOut(Schema):
+    product_kind: str
+    product_id: str
+    mode: str
+    rate_bps: int
+    fixed_fen: int
+    cap_fen: int | None
+
+
+class PlanDetailOut(Schema):
+    id: int
+    name: str
+    community_id: int | None
+    campaign: str
+    refund_window_days: int
+    self_purchase: bool
+    cap_per_order_fen: int | None
+    priority: int
+    is_active: bool
+    rules: list[RuleOut]
+    warnings: list[str]
+
+
+def _plan_out(plan: CommissionPlan) -> dict[str, Any]:
+    return {**{k: getattr(plan, k) for k in ("id", "name", "community_id", "campaign", "refund_window_days",
+                                              "self_purchase", "cap_per_order_fen", "priority", "is_active")},
+            "rules": list(plan.rules.all()), "warnings": selectors.plan_warnings(plan)}
+
+
+@router.get("/plans", response={200: Page[PlanDetailOut], **ERRORS}, summary="佣金方案列表")
+def list_plans(request: HttpRequest, active: bool | None = None, cursor: str | None = None,
+               limit: Limit = 50) -> Any:
+    p = require(request, "referrals.read")
+    qs = selectors.plans(p.tenant_id)
+    if active is not None:
+        qs = qs.filter(is_active=active)
+    page = paginate(qs, cursor, limit)
+    return {"items": [_plan_out(x) for x in page["items"]], "next_cursor": page["next_cursor"]}
+
+
+@router.post("/plans/{plan_id}/pause", response={200: PlanDetailOut, **ERRORS}, summary="暂停佣金方案")
+def pause_plan(request: HttpRequest, plan_id: Id) -> Any:
+    return _plan_out(services.do_set_plan_active(require(request, "referrals.write"), plan_id, active=False))
+
+
+@router.post("/plans/{plan_id}/resume", response={200: PlanDetailOut, **ERRORS}, summary="恢复佣金方案")
+def resume_plan(request: HttpRequest, plan_id: Id) -> Any:
+    return _plan_out(services.do_set_plan_active(require(request, "referrals.write"), plan_id, active=True))
+
+
 @router.get("/members/{member_id}/statement", response={200: dict[str, Any], **ERRORS})
 def statement(request: HttpRequest, member_id: Id) -> Any:
     p = require(request, "referrals.read")

@@ -33,8 +33,10 @@ from .checkins import (
 )
 from .health import do_health_check
 from .lotteries import (
+    check_lottery,
     check_lottery_entry,
     check_lottery_rules,
+    do_cancel_lottery,
     do_close_lottery,
     do_create_lottery,
     do_draw_lottery,
@@ -53,6 +55,7 @@ from .points import (
 from .red_packets import (
     PointsWallet,
     Wallet,
+    check_red_packet,
     do_claim_red_packet,
     do_create_red_packet,
     do_expire_red_packets,
@@ -83,12 +86,15 @@ __all__ = [
     "StandingCheck",
     "Wallet",
     "check_good_standing",
+    "check_lottery",
     "check_lottery_entry",
     "check_lottery_rules",
     "check_member",
+    "check_red_packet",
     "check_standing",
     "do_award_badges",
     "do_buy_makeup_card",
+    "do_cancel_lottery",
     "do_check_in",
     "do_claim_red_packet",
     "do_close_lottery",

@@ -37,6 +37,8 @@ PROBES: dict[tuple[str, str], Any] = {
     ("post", f"{P}/withdrawals/{{withdrawal_id}}/reject"): {"reason": "收款信息不符"},
     ("get", f"{P}/leaderboards/{{metric}}/members/{{member_id}}"): None,
     ("post", f"{P}/fraud-signals/{{signal_id}}/review"): {"decision": "cleared", "note": "核实无误"},
+    ("post", f"{P}/plans/{{plan_id}}/pause"): None,
+    ("post", f"{P}/plans/{{plan_id}}/resume"): None,
 }
 EXEMPT = {
     ("get", f"{P}/leaderboards/{{metric}}"):
@@ -48,7 +50,8 @@ EXEMPT = {
 def build_ids(tenant: Tenant, ids: dict[str, Any]) -> dict[str, Any]:
     p = Principal.system(tenant.pk)
     referrer = Member.objects.get(pk=ids["member_id"])
-    do_create_plan(p, name="入门", refund_window_days=0, rules=[{"product_kind": "tier", "rate_bps": 10000}])
+    plan, _warnings = do_create_plan(p, name="入门", refund_window_days=0,
+                                     rules=[{"product_kind": "tier", "rate_bps": 10000}])
     link = do_get_or_create_link(p, member_id=referrer.pk)
     buyer = Member.objects.create(tenant=tenant, display_name="同号买家", phone=referrer.phone,
                                   first_seen_at=timezone.now())
@@ -59,7 +62,7 @@ def build_ids(tenant: Tenant, ids: dict[str, Any]) -> dict[str, Any]:
     assert w.status == "requested", w.status
     signal = FraudSignal.objects.filter(tenant=tenant, status=FraudStatus.OPEN).order_by("pk").first()
     assert signal is not None
-    return {"code": link.code, "withdrawal_id": w.pk, "signal_id": signal.pk, "metric": "referrals"}
+    return {"plan_id": plan.pk, "code": link.code, "withdrawal_id": w.pk, "signal_id": signal.pk, "metric": "referrals"}
 
 
 def snapshot(tenant: Tenant) -> dict[str, Any]:
