@@ -89,6 +89,10 @@ class SkuInline(TenantScopedTabularInline):
         return ("stock",) if obj is not None else ()
 
 
+#: the seeds' tier codes in words (other codes, chosen by the operator, show as entered)
+TIER_CODE_LABELS = {"entry": _("入门"), "partner": _("合伙人")}
+
+
 class ProductForm(forms.ModelForm):  # type: ignore[type-arg]
     """Images one address a line, the tier's privileges as check boxes, and (on add) the first SKU:
     a product is created with at least one SKU by ``do_create_product``."""
@@ -139,12 +143,18 @@ class ProductAdmin(ServiceCreateMixin, TenantScopedAdmin):
     field_map = {"skus[0].code": "sku_code", "skus[0].price_fen": "sku_price_fen", "skus[0].stock": "sku_stock",
                  "tier_community_id": "tier_community", "visible_in": "visible_in", "skus": "sku_code",
                  **{f"tier_privileges.{k}": f"priv_{k}" for k in TIER_PRIVILEGES}}
-    list_display = ("name", "kind", "is_active", "tier_community", "tier_code", "created_at")
+    list_display = ("name", "kind", "is_active", "tier_community", "tier_level", "created_at")
     list_filter = ("kind", "is_active")
     search_fields = ("name",)
     filter_horizontal = ("visible_in",)
     inlines = (SkuInline,)
     actions = ("take_off_sale", "put_on_sale")
+
+    @admin.display(description=_("等级"), ordering="tier_rank")
+    def tier_level(self, obj: Product) -> str:
+        if obj.kind != "tier":
+            return "-"
+        return str(TIER_CODE_LABELS.get(obj.tier_code, obj.tier_code))
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         first = (None, {"fields": ("name", "kind", "description", "images_text", "is_active", "visible_in",

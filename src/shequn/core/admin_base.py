@@ -33,11 +33,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import SimpleListFilter
 from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from unfold import widgets as unfold_widgets
 from unfold.admin import ModelAdmin, StackedInline, TabularInline
 from unfold.contrib.filters.admin import DropdownFilter
 
@@ -160,6 +162,7 @@ class TenantScopedMixin:
                 super().__init__(*args, **kwargs)
                 if tenant_id is not None and hasattr(self.instance, "tenant_id") and self.instance.tenant_id is None:
                     self.instance.tenant_id = tenant_id
+                style_plain_widgets(self)
 
             def _get_validation_exclusions(self) -> Any:
                 excluded = super()._get_validation_exclusions()
@@ -233,6 +236,29 @@ class TenantScopedMixin:
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return not self.read_only_model and _can(request, self.permission_area, "write")
+
+
+def style_plain_widgets(form: Any) -> None:
+    """Give the fields a form declares itself (not from the model: Unfold styles those) Unfold's
+    classes, so their inputs are visible like the others (a bare ``<input>`` has no border in the
+    console's stylesheet)."""
+    for field in form.fields.values():
+        widget = field.widget
+        if widget.attrs.get("class"):
+            continue
+        if isinstance(widget, forms.CheckboxInput):
+            classes = unfold_widgets.CHECKBOX_CLASSES
+        elif isinstance(widget, forms.Textarea):
+            classes = unfold_widgets.TEXTAREA_CLASSES
+        elif isinstance(widget, forms.Select | forms.SelectMultiple):
+            classes = unfold_widgets.SELECT_CLASSES
+        elif isinstance(widget, forms.widgets.Input) and not isinstance(widget, forms.HiddenInput | forms.FileInput):
+            classes = unfold_widgets.INPUT_CLASSES
+            if isinstance(widget, forms.DateInput) and widget.input_type == "text":
+                widget.input_type = "date"
+        else:
+            continue
+        widget.attrs["class"] = " ".join(classes)
 
 
 def is_bps_field(db_field: Any) -> bool:

@@ -122,7 +122,7 @@ class ReplyTrackAdmin(ReadOnlyEngagementAdmin):
     response rate and median first-response time per community and per responder."""
 
     list_display = ("occurred_at", "community", "member", "excerpt", "answered_at", "answered_by",
-                    "answered_by_label")
+                    "answered_by_label", "no_reply_at")
     list_filter = ("community",)
     ordering = ("answered_at", "occurred_at")
     change_list_template = "engagement/admin/replytrack_changelist.html"
@@ -143,9 +143,13 @@ class ReplyTrackAdmin(ReadOnlyEngagementAdmin):
                 return HttpResponse(status=403)
             track_id = request.POST.get("track_id", "")
             try:
-                services.do_reply_from_queue(principal, int(track_id) if track_id.isdigit() else 0,
-                                             text=request.POST.get("text", ""))
-                messages.success(request, _("回复已提交, 将通过平台发送"))
+                if request.POST.get("no_reply"):
+                    services.do_mark_no_reply_needed(principal, int(track_id) if track_id.isdigit() else 0)
+                    messages.success(request, _("已标记为无需回复"))
+                else:
+                    services.do_reply_from_queue(principal, int(track_id) if track_id.isdigit() else 0,
+                                                 text=request.POST.get("text", ""))
+                    messages.success(request, _("回复已提交, 将通过平台发送"))
             except ShequnError as exc:
                 messages.error(request, f"#{track_id}: {exc.message}")
             return redirect(f"{request.path}?community={cid}" if cid else request.path)

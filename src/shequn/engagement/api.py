@@ -166,6 +166,19 @@ def reply(request: HttpRequest, track_id: Id, body: ReplyIn) -> Any:
     return ReplyOut(id=t.pk, answered_at=t.answered_at, reply_action_id=t.reply_action_id)
 
 
+class NoReplyOut(Schema):
+    id: int
+    no_reply_at: dt.datetime
+    no_reply_by: str
+
+
+@router.post("/reply-queue/{track_id}/no-reply", response={200: NoReplyOut, **ERRORS},
+             summary="标记无需回复 (收到、谢谢)")
+def mark_no_reply(request: HttpRequest, track_id: Id) -> Any:
+    p = require(request, "engagement.write")
+    return services.do_mark_no_reply_needed(p, track_id)
+
+
 @router.get("/reply-stats", response={200: dict, **ERRORS}, summary="回复率与首次响应时间中位数")
 def reply_stats(request: HttpRequest, days: Annotated[int, Field(ge=1, le=366)] = 30,
                 community_id: Id | None = None) -> Any:

@@ -61,7 +61,7 @@ from .red_packets import (
     do_expire_red_packets,
     register_cash_wallet,
 )
-from .replies import do_reply_from_queue
+from .replies import do_mark_no_reply_needed, do_reply_from_queue
 from .roles import do_decide_role, do_recommend_roles
 from .scores import do_decide_ladder, do_recompute_scores, do_suggest_ladder, do_update_lifecycle
 from .sop import LOOKBACK, do_collect_post_results, do_run_content_schedules, render_content
@@ -108,6 +108,7 @@ __all__ = [
     "do_expire_red_packets",
     "do_grant_makeup_cards",
     "do_health_check",
+    "do_mark_no_reply_needed",
     "do_points_adjust",
     "do_points_earn",
     "do_points_earn_many",

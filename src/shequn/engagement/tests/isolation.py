@@ -32,6 +32,7 @@ PROBES: dict[tuple[str, str], Any] = {
     ("post", f"{P}/lotteries/{{lottery_id}}/entries"): lambda ids: {"member_id": ids["member_id"], "tickets": 1},
     ("post", f"{P}/red-packets/{{packet_id}}/claims"): _own_member,
     ("post", f"{P}/reply-queue/{{track_id}}/reply"): {"text": "收到, 马上处理"},
+    ("post", f"{P}/reply-queue/{{track_id}}/no-reply"): None,
     ("post", f"{P}/lotteries/{{lottery_id}}/close"): None,
     ("post", f"{P}/lotteries/{{lottery_id}}/cancel"): None,
     ("post", f"{P}/lotteries/{{lottery_id}}/draw"): None,
