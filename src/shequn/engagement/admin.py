@@ -189,8 +189,18 @@ class PointsEntryAdmin(ReadOnlyEngagementAdmin):
 
 
 @admin.register(models.Badge)
-class BadgeAdmin(EngagementAdmin):
-    list_display = ("code", "name", "rule", "threshold")
+class BadgeAdmin(ServiceCreateMixin, EngagementAdmin):
+    list_display = ("name", "code", "rule", "threshold")
+
+    def check_service(self, tenant_id: int, **kwargs: Any) -> None:
+        services.check_badge(tenant_id, **kwargs)
+
+    def create_service(self, principal: Any, **kwargs: Any) -> Any:
+        return services.do_create_badge(principal, **kwargs)
+
+    def service_kwargs(self, request: HttpRequest, data: dict[str, Any]) -> dict[str, Any]:
+        return {"code": data.get("code") or "", "name": data.get("name") or "", "rule": data.get("rule") or "",
+                "threshold": data.get("threshold") or 0, "description": data.get("description") or ""}
 
 
 @admin.register(models.MemberBadge)
@@ -440,19 +450,119 @@ class RedPacketClaimAdmin(ReadOnlyEngagementAdmin):
     list_display = ("packet", "member", "amount", "claimed_at")
 
 
+class ContentItemForm(forms.ModelForm):  # type: ignore[type-arg]
+    """Per-platform texts as three text boxes (not a JSON box)."""
+
+    text_wecom = forms.CharField(label=_("企业微信文案 (可选)"), required=False,
+                                 widget=forms.Textarea(attrs={"rows": 2}))
+    text_telegram = forms.CharField(label=_("Telegram 文案 (可选)"), required=False,
+                                    widget=forms.Textarea(attrs={"rows": 2}))
+    text_matrix = forms.CharField(label=_("Matrix 文案 (可选)"), required=False,
+                                  widget=forms.Textarea(attrs={"rows": 2}))
+
+    class Meta:
+        model = models.ContentItem
+        fields = ("title", "kind", "body", "url", "image_url", "is_sales")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for platform in services.OVERRIDE_PLATFORMS:
+            self.fields[f"text_{platform}"].initial = (self.instance.platform_overrides or {}).get(platform, "")
+
+    def overrides(self) -> dict[str, str]:
+        return {p: self.cleaned_data.get(f"text_{p}") or "" for p in services.OVERRIDE_PLATFORMS}
+
+
 @admin.register(models.ContentItem)
-class ContentItemAdmin(EngagementAdmin):
+class ContentItemAdmin(ServiceCreateMixin, EngagementAdmin):
+    form = ContentItemForm
     list_display = ("title", "kind", "is_sales", "created_at")
     list_filter = ("kind", "is_sales")
     search_fields = ("title", "body")
+    field_map = {f"platform_overrides.{p}": f"text_{p}" for p in ("wecom", "telegram", "matrix")}
+
+    def check_service(self, tenant_id: int, **kwargs: Any) -> None:
+        services.check_content_item(tenant_id, **kwargs)
+
+    def create_service(self, principal: Any, **kwargs: Any) -> Any:
+        return services.do_create_content_item(principal, **kwargs)
+
+    def service_kwargs(self, request: HttpRequest, data: dict[str, Any]) -> dict[str, Any]:
+        return {"title": data.get("title") or "", "kind": data.get("kind") or "", "body": data.get("body") or "",
+                "url": data.get("url") or "", "image_url": data.get("image_url") or "",
+                "is_sales": bool(data.get("is_sales")),
+                "platform_overrides": {p: data.get(f"text_{p}") or "" for p in services.OVERRIDE_PLATFORMS}}
+
+    def check_form(self, request: HttpRequest, form: Any) -> None:
+        if form.instance.pk is None:
+            super().check_form(request, form)
+        else:
+            services.check_content_item(form.instance.tenant_id, **self.service_kwargs(request, form.cleaned_data))
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        if change:
+            obj.platform_overrides = {k: v for k, v in form.overrides().items() if v.strip()}
+        super().save_model(request, obj, form, change)
+
+
+WEEKDAYS = [("0", _("周一")), ("1", _("周二")), ("2", _("周三")), ("3", _("周四")), ("4", _("周五")),
+            ("5", _("周六")), ("6", _("周日"))]
+
+
+class ContentScheduleForm(forms.ModelForm):  # type: ignore[type-arg]
+    weekdays_list = forms.MultipleChoiceField(label=_("星期 (不选 = 每天)"), choices=WEEKDAYS, required=False,
+                                              widget=forms.CheckboxSelectMultiple)
+
+    class Meta:
+        model = models.ContentSchedule
+        fields = ("content", "kind", "community", "group", "run_at", "time_of_day", "day_offset",
+                  "respect_quiet_hours", "active")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["weekdays_list"].initial = [str(d) for d in (self.instance.weekdays or [])]
 
 
 @admin.register(models.ContentSchedule)
-class ContentScheduleAdmin(EngagementAdmin):
+class ContentScheduleAdmin(ServiceCreateMixin, EngagementAdmin):
+    """SOP items: created through ``do_create_content_schedule``; pause/resume by the actions."""
+
+    form = ContentScheduleForm
     list_display = ("content", "kind", "community", "group", "run_at", "time_of_day", "day_offset", "active",
                     "last_run_at")
     list_filter = ("kind", "active")
     change_list_template = "engagement/admin/schedule_changelist.html"
+    field_map = {"content_id": "content", "community_id": "community", "group_id": "group",
+                 "weekdays": "weekdays_list"}
+    actions = ("pause", "resume")
+
+    def check_service(self, tenant_id: int, **kwargs: Any) -> None:
+        services.check_content_schedule(tenant_id, **kwargs)
+
+    def create_service(self, principal: Any, **kwargs: Any) -> Any:
+        return services.do_create_content_schedule(principal, **kwargs)
+
+    def service_kwargs(self, request: HttpRequest, data: dict[str, Any]) -> dict[str, Any]:
+        return services.schedule_form_data(data)
+
+    def check_form(self, request: HttpRequest, form: Any) -> None:
+        if form.instance.pk is None:
+            super().check_form(request, form)
+        else:
+            services.check_content_schedule(form.instance.tenant_id, **self.service_kwargs(request, form.cleaned_data))
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        if change:
+            obj.weekdays = sorted({int(d) for d in form.cleaned_data.get("weekdays_list") or []})
+        super().save_model(request, obj, form, change)
+
+    @admin.action(description=_("暂停"))
+    def pause(self, request: HttpRequest, qs: QuerySet[Any]) -> None:
+        _each(request, qs, lambda p, o: services.do_set_schedule_active(p, o.pk, active=False), _("已暂停 %(n)d 个"))
+
+    @admin.action(description=_("恢复"))
+    def resume(self, request: HttpRequest, qs: QuerySet[Any]) -> None:
+        _each(request, qs, lambda p, o: services.do_set_schedule_active(p, o.pk, active=True), _("已恢复 %(n)d 个"))
 
     def get_urls(self) -> list[Any]:
         return [path("calendar/", self.admin_site.admin_view(self.calendar_view), name="engagement_calendar"),

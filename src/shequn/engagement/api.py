@@ -24,7 +24,7 @@ from shequn.core.http import (
 )
 
 from . import selectors, services
-from .models import Lottery, LotteryPrize, RedPacket
+from .models import Badge, ContentItem, Lottery, LotteryPrize, RedPacket
 
 router = Router(tags=["engagement"])
 
@@ -298,3 +298,99 @@ def create_red_packet(request: HttpRequest, body: RedPacketIn) -> Any:
         p, total=body.total, count=body.count, currency=body.currency, mode=body.mode,
         expires_in=dt.timedelta(minutes=body.expires_in_minutes), sender_member_id=body.sender_member_id,
         group_id=body.group_id, community_id=body.community_id, title=body.title)
+
+
+class BadgeIn(BodyIn):
+    code: str = Field(min_length=1, max_length=max_len(Badge, "code"), description="letters, digits, - and _")
+    name: str = Field(min_length=1, max_length=max_len(Badge, "name"))
+    rule: Literal["streak", "checkin_total", "level", "points_earned"]
+    threshold: Annotated[int, Field(ge=1, le=1_000_000)]
+    description: str = Field("", max_length=max_len(Badge, "description"))
+
+
+class BadgeOut(Schema):
+    id: int
+    code: str
+    name: str
+    rule: str
+    threshold: int
+
+
+@router.post("/badges", response={200: BadgeOut, **ERRORS}, summary="创建徽章")
+@idempotent
+def create_badge(request: HttpRequest, body: BadgeIn) -> Any:
+    return services.do_create_badge(require(request, "engagement.write"), **body.model_dump())
+
+
+class PlatformTextsIn(BodyIn):
+    wecom: str = Field("", max_length=10_000)
+    telegram: str = Field("", max_length=10_000)
+    matrix: str = Field("", max_length=10_000)
+
+
+class ContentItemIn(BodyIn):
+    title: str = Field(min_length=1, max_length=max_len(ContentItem, "title"))
+    kind: Literal["text", "image", "link", "markdown"] = "text"
+    body: str = Field("", max_length=10_000)
+    url: str = Field("", max_length=max_len(ContentItem, "url"))
+    image_url: str = Field("", max_length=max_len(ContentItem, "image_url"))
+    is_sales: bool = False
+    platform_texts: PlatformTextsIn = Field(default_factory=lambda: PlatformTextsIn.model_validate({}))
+
+
+class ContentItemOut(Schema):
+    id: int
+    title: str
+    kind: str
+    is_sales: bool
+
+
+@router.post("/content-items", response={200: ContentItemOut, **ERRORS}, summary="创建 SOP 内容")
+@idempotent
+def create_content_item(request: HttpRequest, body: ContentItemIn) -> Any:
+    p = require(request, "engagement.write")
+    data = body.model_dump()
+    return services.do_create_content_item(p, platform_overrides=data.pop("platform_texts"), **data)
+
+
+class ContentScheduleIn(BodyIn):
+    content_id: Id
+    kind: Literal["fixed", "recurring", "sequence"]
+    community_id: Id | None = None
+    group_id: Id | None = None
+    run_at: ApiDatetime | None = None
+    time_of_day: dt.time | None = Field(None, description="HH:MM (recurring and sequence)")
+    weekdays: list[Annotated[int, Field(ge=0, le=6)]] = Field(default_factory=list, max_length=7)
+    day_offset: Annotated[int, Field(ge=0, le=365)] = Field(0, description="sequence: days after joining")
+    respect_quiet_hours: bool = True
+
+
+class ContentScheduleOut(Schema):
+    id: int
+    content_id: int
+    kind: str
+    community_id: int | None
+    group_id: int | None
+    run_at: dt.datetime | None
+    time_of_day: dt.time | None
+    weekdays: list[int]
+    day_offset: int
+    active: bool
+
+
+@router.post("/content-schedules", response={200: ContentScheduleOut, **ERRORS}, summary="创建 SOP 排期")
+@idempotent
+def create_content_schedule(request: HttpRequest, body: ContentScheduleIn) -> Any:
+    return services.do_create_content_schedule(require(request, "engagement.write"), **body.model_dump())
+
+
+@router.post("/content-schedules/{schedule_id}/pause", response={200: ContentScheduleOut, **ERRORS},
+             summary="暂停 SOP 排期")
+def pause_schedule(request: HttpRequest, schedule_id: Id) -> Any:
+    return services.do_set_schedule_active(require(request, "engagement.write"), schedule_id, active=False)
+
+
+@router.post("/content-schedules/{schedule_id}/resume", response={200: ContentScheduleOut, **ERRORS},
+             summary="恢复 SOP 排期")
+def resume_schedule(request: HttpRequest, schedule_id: Id) -> Any:
+    return services.do_set_schedule_active(require(request, "engagement.write"), schedule_id, active=True)

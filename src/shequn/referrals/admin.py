@@ -15,7 +15,9 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
+from shequn.commerce.models import CouponTemplate
 from shequn.core.admin_base import (
+    ServiceCreateMixin,
     TenantScopedAdmin,
     TenantScopedTabularInline,
     adopt,
@@ -23,6 +25,7 @@ from shequn.core.admin_base import (
     request_tenant_id,
 )
 from shequn.core.errors import ShequnError
+from shequn.core.money import YuanField
 
 from . import services
 from .models import (
@@ -307,7 +310,112 @@ class FraudSignalAdmin(TenantScopedAdmin):
         self._review(request, queryset, FraudStatus.CONFIRMED)
 
 
+class FissionTaskForm(forms.ModelForm):  # type: ignore[type-arg]
+    """The reward as a field per kind: points, cash in 元, a coupon template (not one number whose
+    meaning depends on the kind)."""
+
+    reward_points = forms.IntegerField(label=_("奖励积分"), min_value=1, max_value=10_000_000, required=False)
+    reward_cash = YuanField(label=_("奖励现金(元)"), required=False)
+    reward_coupon = forms.ModelChoiceField(label=_("奖励优惠券"), queryset=CouponTemplate.objects.none(),
+                                           required=False)
+
+    class Meta:
+        model = FissionTask
+        fields = ("name", "community", "campaign", "threshold", "reward_kind", "reward_note", "is_active")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        tenant_id = self.instance.tenant_id
+        self.fields["reward_coupon"].queryset = (  # type: ignore[attr-defined]
+            CouponTemplate.objects.filter(tenant_id=tenant_id))
+        kind, value = self.instance.reward_kind, self.instance.reward_value
+        if kind == "points":
+            self.fields["reward_points"].initial = value
+        elif kind == "cash":
+            self.fields["reward_cash"].initial = value
+        elif kind == "coupon":
+            self.fields["reward_coupon"].initial = value
+
+    def reward_value(self) -> int:
+        d = self.cleaned_data
+        kind = d.get("reward_kind")
+        if kind == "points":
+            return int(d.get("reward_points") or 0)
+        if kind == "cash":
+            return int(d.get("reward_cash") or 0)
+        if kind == "coupon":
+            return int(d["reward_coupon"].pk) if d.get("reward_coupon") else 0
+        return 0
+
+
 @admin.register(FissionTask)
-class FissionTaskAdmin(TenantScopedAdmin):
+class FissionTaskAdmin(ServiceCreateMixin, TenantScopedAdmin):
     permission_area = "referrals"
-    list_display = ("name", "community", "campaign", "threshold", "reward_kind", "reward_value", "is_active")
+    form = FissionTaskForm
+    list_display = ("name", "community", "campaign", "threshold", "reward_kind", "reward_shown", "is_active")
+    actions = ("pause", "resume")
+
+    @admin.display(description=_("奖励"))
+    def reward_shown(self, obj: FissionTask) -> str:
+        if obj.reward_kind == "cash":
+            return _yuan(obj.reward_value)
+        if obj.reward_kind == "points":
+            return _("%(n)d 积分") % {"n": obj.reward_value}
+        if obj.reward_kind == "coupon":
+            t = CouponTemplate.objects.filter(tenant_id=obj.tenant_id, pk=obj.reward_value).first()
+            return str(t) if t else "-"
+        return obj.reward_note
+
+    def check_service(self, tenant_id: int, **kwargs: Any) -> None:
+        services.check_fission_task(tenant_id, **kwargs)
+
+    def create_service(self, principal: Any, **kwargs: Any) -> Any:
+        return services.do_create_fission_task(principal, **kwargs)
+
+    def service_kwargs(self, request: HttpRequest, data: dict[str, Any]) -> dict[str, Any]:
+        form = data.get("_form")
+        return {"name": data.get("name") or "", "threshold": data.get("threshold") or 0,
+                "reward_kind": data.get("reward_kind") or "", "reward_value": form.reward_value() if form else 0,
+                "reward_note": data.get("reward_note") or "",
+                "community_id": getattr(data.get("community"), "pk", None), "campaign": data.get("campaign") or ""}
+
+    def check_form(self, request: HttpRequest, form: Any) -> None:
+        form.cleaned_data["_form"] = form
+        try:
+            try:
+                if form.instance.pk is None:
+                    super().check_form(request, form)
+                else:
+                    services.check_fission_task(form.instance.tenant_id, **self.service_kwargs(request,
+                                                                                               form.cleaned_data))
+            except ShequnError as exc:
+                if isinstance(exc.details, dict) and exc.details.get("field") == "reward_value":
+                    kind = form.cleaned_data.get("reward_kind")
+                    exc.details = {"field": {"cash": "reward_cash", "coupon": "reward_coupon"}.get(
+                        str(kind), "reward_points")}
+                raise
+        finally:
+            form.cleaned_data.pop("_form", None)
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        form.cleaned_data["_form"] = form
+        try:
+            if change:
+                obj.reward_value = form.reward_value()
+            super().save_model(request, obj, form, change)
+        finally:
+            form.cleaned_data.pop("_form", None)
+
+    @admin.action(description=_("暂停"))
+    def pause(self, request: HttpRequest, queryset: QuerySet[FissionTask]) -> None:
+        p = request_principal(request)
+        for task in queryset:
+            if p is not None:
+                services.do_set_fission_task_active(p, task.pk, active=False)
+
+    @admin.action(description=_("恢复"))
+    def resume(self, request: HttpRequest, queryset: QuerySet[FissionTask]) -> None:
+        p = request_principal(request)
+        for task in queryset:
+            if p is not None:
+                services.do_set_fission_task_active(p, task.pk, active=True)

@@ -15,6 +15,7 @@ from shequn.core.http import (
     Id,
     IpAddress,
     Limit,
+    NonNegative,
     Page,
     PositiveFen,
     idempotent,
@@ -27,6 +28,7 @@ from . import leaderboard, selectors, services
 from .models import (
     CommissionPlan,
     CommissionRule,
+    FissionTask,
     InviteLink,
     LinkEvent,
     Withdrawal,
@@ -265,6 +267,44 @@ def pause_plan(request: HttpRequest, plan_id: Id) -> Any:
 @router.post("/plans/{plan_id}/resume", response={200: PlanDetailOut, **ERRORS}, summary="恢复佣金方案")
 def resume_plan(request: HttpRequest, plan_id: Id) -> Any:
     return _plan_out(services.do_set_plan_active(require(request, "referrals.write"), plan_id, active=True))
+
+
+class FissionTaskIn(BodyIn):
+    name: str = Field(min_length=1, max_length=max_len(FissionTask, "name"))
+    threshold: Annotated[int, Field(ge=1, le=10_000)] = Field(description="valid (paying) invitees needed")
+    reward_kind: Literal["points", "coupon", "gift", "cash"]
+    reward_value: NonNegative = Field(0, description="points; a coupon template id; cash in fen; 0 for a gift")
+    reward_note: str = Field("", max_length=max_len(FissionTask, "reward_note"))
+    community_id: Id | None = None
+    campaign: str = Field("", max_length=max_len(FissionTask, "campaign"))
+
+
+class FissionTaskOut(Schema):
+    id: int
+    name: str
+    threshold: int
+    reward_kind: str
+    reward_value: int
+    reward_note: str
+    community_id: int | None
+    campaign: str
+    is_active: bool
+
+
+@router.post("/fission-tasks", response={200: FissionTaskOut, **ERRORS}, summary="创建裂变任务")
+@idempotent
+def create_fission_task(request: HttpRequest, body: FissionTaskIn) -> Any:
+    return services.do_create_fission_task(require(request, "referrals.write"), **body.model_dump())
+
+
+@router.post("/fission-tasks/{task_id}/pause", response={200: FissionTaskOut, **ERRORS}, summary="暂停裂变任务")
+def pause_fission_task(request: HttpRequest, task_id: Id) -> Any:
+    return services.do_set_fission_task_active(require(request, "referrals.write"), task_id, active=False)
+
+
+@router.post("/fission-tasks/{task_id}/resume", response={200: FissionTaskOut, **ERRORS}, summary="恢复裂变任务")
+def resume_fission_task(request: HttpRequest, task_id: Id) -> Any:
+    return services.do_set_fission_task_active(require(request, "referrals.write"), task_id, active=True)
 
 
 @router.get("/members/{member_id}/statement", response={200: dict[str, Any], **ERRORS})

@@ -20,8 +20,9 @@ from shequn.communities.models import Community
 from shequn.core.models import AuditLog, StaffRole, Tenant
 from shequn.core.permissions import Principal
 from shequn.core.services import do_create_operator
-from shequn.engagement.models import Lottery, RedPacket
-from shequn.referrals.models import CommissionPlan
+from shequn.engagement.models import Badge, ContentItem, ContentSchedule, Lottery, RedPacket
+from shequn.engagement.services import do_create_badge, do_create_content_item
+from shequn.referrals.models import CommissionPlan, FissionTask
 
 
 @pytest.fixture
@@ -38,7 +39,9 @@ def ctx(tenant: Tenant) -> dict[str, Any]:
     community = Community.objects.create(tenant=tenant, name="车友会")
     product = commerce.do_create_product(p, name="车载香薰", skus=[
         {"code": "XX-1", "name": "木质", "price_fen": 9900, "stock": 10}])
-    return {"community": community.pk, "sku": product.skus.get().pk}
+    item = do_create_content_item(p, title="欢迎", body="欢迎加入")
+    do_create_badge(p, code="streak7", name="连签", rule="streak", threshold=7)  # the code is taken
+    return {"community": community.pk, "sku": product.skus.get().pk, "content": item.pk}
 
 
 def _dt(value: dt.datetime, prefix: str) -> dict[str, str]:
@@ -118,6 +121,24 @@ CASES = [
                     "expires_hours": "24"},
          "total_points", "/api/v1/engagement/red-packets",
          lambda c: {"title": "恭喜发财", "total": 3, "count": 5}, "total"),
+    Case("badge", Badge, "engagement/badge",
+         lambda c: {"code": "streak7", "name": "连签七天", "rule": "streak", "threshold": "7"},
+         "code", "/api/v1/engagement/badges",
+         lambda c: {"code": "streak7", "name": "连签七天", "rule": "streak", "threshold": 7}, "code"),
+    Case("SOP item", ContentItem, "engagement/contentitem",
+         lambda c: {"title": "欢迎新人", "kind": "link", "body": "欢迎"},
+         "url", "/api/v1/engagement/content-items",
+         lambda c: {"title": "欢迎新人", "kind": "link", "body": "欢迎"}, "url"),
+    Case("SOP sequence", ContentSchedule, "engagement/contentschedule",
+         lambda c: {"content": c["content"], "kind": "sequence", "community": c["community"], "day_offset": "1",
+                    "respect_quiet_hours": "on", "active": "on"},
+         "time_of_day", "/api/v1/engagement/content-schedules",
+         lambda c: {"content_id": c["content"], "kind": "sequence", "community_id": c["community"],
+                    "day_offset": 1}, "time_of_day"),
+    Case("fission task", FissionTask, "referrals/fissiontask",
+         lambda c: {"name": "邀请三人", "threshold": "3", "reward_kind": "gift", "reward_note": "", "is_active": "on"},
+         "reward_note", "/api/v1/referrals/fission-tasks",
+         lambda c: {"name": "邀请三人", "threshold": 3, "reward_kind": "gift"}, "reward_note"),
     Case("commission plan", CommissionPlan, "referrals/commissionplan",
          lambda c: {"name": "入门分佣", "campaign": "", "refund_window_days": "7", "priority": "0", "is_active": "on",
                     "rules-TOTAL_FORMS": "1", "rules-INITIAL_FORMS": "0", "rules-MIN_NUM_FORMS": "0",

@@ -23,6 +23,17 @@ Contracts for other apps:
 from ..selectors import schedule_occurrences, shift_out_of_quiet, upcoming_occurrences
 from ._common import check_member
 from .activity import on_activity
+from .campaigns import (
+    OVERRIDE_PLATFORMS,
+    check_badge,
+    check_content_item,
+    check_content_schedule,
+    do_create_badge,
+    do_create_content_item,
+    do_create_content_schedule,
+    do_set_schedule_active,
+    schedule_form_data,
+)
 from .checkins import (
     CheckInResult,
     do_award_badges,
@@ -80,11 +91,15 @@ handle_activity = on_activity  # TODO(wiring): drop after merge (apps.py still r
 
 __all__ = [
     "LOOKBACK",
+    "OVERRIDE_PLATFORMS",
     "CheckInResult",
     "PointsWallet",
     "RewardTask",
     "StandingCheck",
     "Wallet",
+    "check_badge",
+    "check_content_item",
+    "check_content_schedule",
     "check_good_standing",
     "check_lottery",
     "check_lottery_entry",
@@ -99,6 +114,9 @@ __all__ = [
     "do_claim_red_packet",
     "do_close_lottery",
     "do_collect_post_results",
+    "do_create_badge",
+    "do_create_content_item",
+    "do_create_content_schedule",
     "do_create_lottery",
     "do_create_red_packet",
     "do_decide_ladder",
@@ -119,6 +137,7 @@ __all__ = [
     "do_reroll",
     "do_run_content_schedules",
     "do_run_due_lotteries",
+    "do_set_schedule_active",
     "do_suggest_ladder",
     "do_update_lifecycle",
     "do_use_makeup_card",
@@ -128,6 +147,7 @@ __all__ = [
     "register_cash_wallet",
     "register_standing_check",
     "render_content",
+    "schedule_form_data",
     "schedule_occurrences",  # a reader: lives in selectors, re-exported for existing callers
     "shift_out_of_quiet",  # a reader: lives in selectors, re-exported for existing callers
     "unregister_standing_check",

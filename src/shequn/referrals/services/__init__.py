@@ -45,7 +45,13 @@ from .commissions import (
     register_with_commerce,
     select_plan,
 )
-from .fission import RewardHook, register_reward_hook
+from .fission import (
+    RewardHook,
+    check_fission_task,
+    do_create_fission_task,
+    do_set_fission_task_active,
+    register_reward_hook,
+)
 from .links import ClickResult, do_get_or_create_link, do_record_click, do_record_join
 from .withdrawals import (
     do_approve_withdrawal,
@@ -64,6 +70,7 @@ __all__ = [
     "OrderEvent",
     "RewardHook",
     "StatementResult",
+    "check_fission_task",
     "check_levels",
     "check_max_length",
     "check_plan",
@@ -75,6 +82,7 @@ __all__ = [
     "do_build_my_statements",
     "do_build_statement",
     "do_create_alliance",
+    "do_create_fission_task",
     "do_create_plan",
     "do_execute_payout",
     "do_get_or_create_link",
@@ -86,6 +94,7 @@ __all__ = [
     "do_reject_withdrawal",
     "do_request_withdrawal",
     "do_review_signal",
+    "do_set_fission_task_active",
     "do_set_plan_active",
     "do_settle_my_statement",
     "do_settle_statement",

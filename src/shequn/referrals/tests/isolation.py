@@ -17,6 +17,7 @@ from shequn.core.permissions import Principal
 from shequn.members.models import Member
 from shequn.referrals.models import FraudSignal, FraudStatus, LinkEvent, ReferralBinding, ReferralPolicy, Withdrawal
 from shequn.referrals.services import (
+    do_create_fission_task,
     do_create_plan,
     do_get_or_create_link,
     do_request_withdrawal,
@@ -37,6 +38,8 @@ PROBES: dict[tuple[str, str], Any] = {
     ("post", f"{P}/withdrawals/{{withdrawal_id}}/reject"): {"reason": "收款信息不符"},
     ("get", f"{P}/leaderboards/{{metric}}/members/{{member_id}}"): None,
     ("post", f"{P}/fraud-signals/{{signal_id}}/review"): {"decision": "cleared", "note": "核实无误"},
+    ("post", f"{P}/fission-tasks/{{task_id}}/pause"): None,
+    ("post", f"{P}/fission-tasks/{{task_id}}/resume"): None,
     ("post", f"{P}/plans/{{plan_id}}/pause"): None,
     ("post", f"{P}/plans/{{plan_id}}/resume"): None,
 }
@@ -52,6 +55,7 @@ def build_ids(tenant: Tenant, ids: dict[str, Any]) -> dict[str, Any]:
     referrer = Member.objects.get(pk=ids["member_id"])
     plan, _warnings = do_create_plan(p, name="入门", refund_window_days=0,
                                      rules=[{"product_kind": "tier", "rate_bps": 10000}])
+    task = do_create_fission_task(p, name="邀 3 人送积分", threshold=3, reward_kind="points", reward_value=100)
     link = do_get_or_create_link(p, member_id=referrer.pk)
     buyer = Member.objects.create(tenant=tenant, display_name="同号买家", phone=referrer.phone,
                                   first_seen_at=timezone.now())
@@ -62,7 +66,8 @@ def build_ids(tenant: Tenant, ids: dict[str, Any]) -> dict[str, Any]:
     assert w.status == "requested", w.status
     signal = FraudSignal.objects.filter(tenant=tenant, status=FraudStatus.OPEN).order_by("pk").first()
     assert signal is not None
-    return {"plan_id": plan.pk, "code": link.code, "withdrawal_id": w.pk, "signal_id": signal.pk, "metric": "referrals"}
+    return {"task_id": task.pk,
+            "plan_id": plan.pk, "code": link.code, "withdrawal_id": w.pk, "signal_id": signal.pk, "metric": "referrals"}
 
 
 def snapshot(tenant: Tenant) -> dict[str, Any]:
