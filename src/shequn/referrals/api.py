@@ -23,9 +23,12 @@ from shequn.core.http import (
     paginate,
     require,
 )
+from shequn.core.models import Tenant
 
 from . import leaderboard, selectors, services
 from .models import (
+    Alliance,
+    AllianceInvitation,
     CommissionPlan,
     CommissionRule,
     FissionTask,
@@ -305,6 +308,78 @@ def pause_fission_task(request: HttpRequest, task_id: Id) -> Any:
 @router.post("/fission-tasks/{task_id}/resume", response={200: FissionTaskOut, **ERRORS}, summary="恢复裂变任务")
 def resume_fission_task(request: HttpRequest, task_id: Id) -> Any:
     return services.do_set_fission_task_active(require(request, "referrals.write"), task_id, active=True)
+
+
+class AllianceIn(BodyIn):
+    name: str = Field(min_length=1, max_length=max_len(Alliance, "name"))
+
+
+class AllianceOut(Schema):
+    id: int
+    name: str
+    owner_tenant_id: int
+
+
+class InviteIn(BodyIn):
+    tenant_slug: str = Field(min_length=1, max_length=max_len(Tenant, "slug"),
+                             description="the invited merchant's organisation code")
+
+
+class InvitationOut(Schema):
+    id: int
+    alliance_id: int
+    alliance_name: str
+    inviter_id: int
+    invitee_id: int
+    status: str
+    created_at: datetime
+
+
+def _invitation_out(inv: AllianceInvitation) -> dict[str, Any]:
+    return {"id": inv.pk, "alliance_id": inv.alliance_id, "alliance_name": inv.alliance.name,
+            "inviter_id": inv.inviter_id, "invitee_id": inv.invitee_id, "status": inv.status,
+            "created_at": inv.created_at}
+
+
+@router.post("/alliances", response={200: AllianceOut, **ERRORS}, summary="发起商家联盟")
+@idempotent
+def create_alliance(request: HttpRequest, body: AllianceIn) -> Any:
+    return services.do_create_alliance(require(request, "referrals.write"), name=body.name)
+
+
+@router.get("/alliances", response={200: list[AllianceOut], **ERRORS}, summary="我加入的商家联盟")
+def list_alliances(request: HttpRequest) -> Any:
+    p = require(request, "referrals.read")
+    return list(Alliance.objects.filter(members__tenant_id=p.tenant_id, members__is_active=True).order_by("pk"))
+
+
+@router.post("/alliances/{alliance_id}/invitations", response={200: InvitationOut, **ERRORS},
+             summary="邀请商家加入联盟 (按组织代码)")
+@idempotent
+def invite_to_alliance(request: HttpRequest, alliance_id: Id, body: InviteIn) -> Any:
+    p = require(request, "referrals.write")
+    return _invitation_out(services.do_invite_to_alliance(p, alliance_id, tenant_slug=body.tenant_slug))
+
+
+@router.get("/alliance-invitations", response={200: list[InvitationOut], **ERRORS}, summary="收到的联盟邀请")
+def received_invitations(request: HttpRequest) -> Any:
+    p = require(request, "referrals.read")
+    qs = AllianceInvitation.objects.filter(invitee_id=p.tenant_id).select_related("alliance").order_by("-pk")
+    return [_invitation_out(inv) for inv in qs[:200]]
+
+
+@router.post("/alliance-invitations/{invitation_id}/accept", response={200: InvitationOut, **ERRORS},
+             summary="接受联盟邀请 (加入联盟)")
+def accept_invitation(request: HttpRequest, invitation_id: Id) -> Any:
+    p = require(request, "referrals.write")
+    return _invitation_out(services.do_respond_to_alliance_invitation(p, invitation_id, accept=True))
+
+
+@router.post("/alliance-invitations/{invitation_id}/decline", response={200: InvitationOut, **ERRORS},
+             summary="拒绝联盟邀请")
+def decline_invitation(request: HttpRequest, invitation_id: Id) -> Any:
+    p = require(request, "referrals.write")
+    return _invitation_out(services.do_respond_to_alliance_invitation(p, invitation_id, accept=False))
 
 
 @router.get("/members/{member_id}/statement", response={200: dict[str, Any], **ERRORS})

@@ -17,9 +17,11 @@ from shequn.core.permissions import Principal
 from shequn.members.models import Member
 from shequn.referrals.models import FraudSignal, FraudStatus, LinkEvent, ReferralBinding, ReferralPolicy, Withdrawal
 from shequn.referrals.services import (
+    do_create_alliance,
     do_create_fission_task,
     do_create_plan,
     do_get_or_create_link,
+    do_invite_to_alliance,
     do_request_withdrawal,
     get_policy,
     on_order_event,
@@ -38,6 +40,9 @@ PROBES: dict[tuple[str, str], Any] = {
     ("post", f"{P}/withdrawals/{{withdrawal_id}}/reject"): {"reason": "收款信息不符"},
     ("get", f"{P}/leaderboards/{{metric}}/members/{{member_id}}"): None,
     ("post", f"{P}/fraud-signals/{{signal_id}}/review"): {"decision": "cleared", "note": "核实无误"},
+    ("post", f"{P}/alliances/{{alliance_id}}/invitations"): {"tenant_slug": "iso-third"},
+    ("post", f"{P}/alliance-invitations/{{invitation_id}}/accept"): None,
+    ("post", f"{P}/alliance-invitations/{{invitation_id}}/decline"): None,
     ("post", f"{P}/fission-tasks/{{task_id}}/pause"): None,
     ("post", f"{P}/fission-tasks/{{task_id}}/resume"): None,
     ("post", f"{P}/plans/{{plan_id}}/pause"): None,
@@ -55,6 +60,11 @@ def build_ids(tenant: Tenant, ids: dict[str, Any]) -> dict[str, Any]:
     referrer = Member.objects.get(pk=ids["member_id"])
     plan, _warnings = do_create_plan(p, name="入门", refund_window_days=0,
                                      rules=[{"product_kind": "tier", "rate_bps": 10000}])
+    third, _c = Tenant.objects.get_or_create(slug="iso-third", defaults={"name": "第三家"})
+    inviter = Tenant.objects.create(slug=f"iso-inviter-{tenant.pk}", name="邀请方")
+    theirs = do_create_alliance(Principal.system(inviter.pk), name="同城联盟")
+    invitation = do_invite_to_alliance(Principal.system(inviter.pk), theirs.pk, tenant_slug=tenant.slug)
+    ours = do_create_alliance(p, name="我们的联盟")
     task = do_create_fission_task(p, name="邀 3 人送积分", threshold=3, reward_kind="points", reward_value=100)
     link = do_get_or_create_link(p, member_id=referrer.pk)
     buyer = Member.objects.create(tenant=tenant, display_name="同号买家", phone=referrer.phone,
@@ -66,7 +76,8 @@ def build_ids(tenant: Tenant, ids: dict[str, Any]) -> dict[str, Any]:
     assert w.status == "requested", w.status
     signal = FraudSignal.objects.filter(tenant=tenant, status=FraudStatus.OPEN).order_by("pk").first()
     assert signal is not None
-    return {"task_id": task.pk,
+    assert third.pk
+    return {"alliance_id": ours.pk, "invitation_id": invitation.pk, "task_id": task.pk,
             "plan_id": plan.pk, "code": link.code, "withdrawal_id": w.pk, "signal_id": signal.pk, "metric": "referrals"}
 
 
