@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from shequn.activity.services import do_ingest
 from shequn.commerce import services as commerce
+from shequn.commerce.models import GroupBuyTeam
 from shequn.communities.services import do_add_group, do_create_community
 from shequn.connectors.models import Connection
 from shequn.core.models import StaffRole, Tenant
@@ -103,6 +104,7 @@ def test_labels_are_words_not_object_ids(tenant: Tenant) -> None:
     member = do_create_member(Principal.system(tenant.pk), display_name="张三", tags=["老客"])
     mt = MemberTag.objects.get(member=member, tag=Tag.objects.get(tenant=tenant, name="老客"))
     assert str(mt) == "老客"
+    assert str(GroupBuyTeam(pk=7)) == "团 #7"  # a model without its own label: its Chinese name
 
 
 def test_reply_queue_marks_messages_that_need_no_answer(console: Client, tenant: Tenant) -> None:
