@@ -185,6 +185,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 8}},
 ]
 LOGIN_URL = "admin:login"
+#: a console login without `next` lands on the console (Django's default /accounts/profile/ is a 404)
+LOGIN_REDIRECT_URL = "/console/"
 
 # --- i18n ---------------------------------------------------------------------------------------
 LANGUAGE_CODE = os.environ.get("SHEQUN_LANGUAGE", "zh-hans")
@@ -349,6 +351,91 @@ UNFOLD = {
                      "permission": "shequn.console.dashboard.can_referrals_read"},
                     {"title": _("商家联盟"), "icon": "handshake", "link": reverse_lazy("console:alliances"),
                      "permission": "shequn.console.dashboard.can_referrals_read"},
+                ],
+            },
+            {
+                "title": _("活动"),
+                "items": [
+                    {"title": _("抽奖"), "icon": "redeem",
+                     "link": reverse_lazy("admin:engagement_lottery_changelist"),
+                     "permission": "shequn.console.dashboard.can_engagement_read"},
+                    {"title": _("红包"), "icon": "payments",
+                     "link": reverse_lazy("admin:engagement_redpacket_changelist"),
+                     "permission": "shequn.console.dashboard.can_engagement_read"},
+                    {"title": _("SOP 内容"), "icon": "article",
+                     "link": reverse_lazy("admin:engagement_contentitem_changelist"),
+                     "permission": "shequn.console.dashboard.can_engagement_read"},
+                    {"title": _("SOP 排期"), "icon": "schedule_send",
+                     "link": reverse_lazy("admin:engagement_contentschedule_changelist"),
+                     "permission": "shequn.console.dashboard.can_engagement_read"},
+                    {"title": _("徽章"), "icon": "military_tech",
+                     "link": reverse_lazy("admin:engagement_badge_changelist"),
+                     "permission": "shequn.console.dashboard.can_engagement_read"},
+                    {"title": _("裂变任务"), "icon": "group_add",
+                     "link": reverse_lazy("admin:referrals_fissiontask_changelist"),
+                     "permission": "shequn.console.dashboard.can_referrals_read"},
+                ],
+            },
+            {
+                "title": _("商城"),
+                "items": [
+                    {"title": _("商品与付费等级"), "icon": "storefront",
+                     "link": reverse_lazy("admin:commerce_product_changelist"),
+                     "permission": "shequn.console.navigation.can_commerce_read"},
+                    {"title": _("订单"), "icon": "receipt_long",
+                     "link": reverse_lazy("admin:commerce_order_changelist"),
+                     "permission": "shequn.console.navigation.can_commerce_read"},
+                    {"title": _("秒杀"), "icon": "bolt",
+                     "link": reverse_lazy("admin:commerce_flashsale_changelist"),
+                     "permission": "shequn.console.navigation.can_commerce_read"},
+                    {"title": _("拼团"), "icon": "groups",
+                     "link": reverse_lazy("admin:commerce_groupbuy_changelist"),
+                     "permission": "shequn.console.navigation.can_commerce_read"},
+                    {"title": _("优惠券"), "icon": "confirmation_number",
+                     "link": reverse_lazy("admin:commerce_coupontemplate_changelist"),
+                     "permission": "shequn.console.navigation.can_commerce_read"},
+                    {"title": _("直播"), "icon": "live_tv",
+                     "link": reverse_lazy("admin:commerce_livesession_changelist"),
+                     "permission": "shequn.console.navigation.can_commerce_read"},
+                ],
+            },
+            {
+                "title": _("审核"),
+                "items": [
+                    {"title": _("违规审核"), "icon": "gavel",
+                     "link": reverse_lazy("admin:moderation_violation_changelist"),
+                     "permission": "shequn.console.navigation.can_moderation_read"},
+                    {"title": _("审核策略"), "icon": "rule",
+                     "link": reverse_lazy("admin:moderation_moderationpolicy_changelist"),
+                     "permission": "shequn.console.navigation.can_moderation_read"},
+                ],
+            },
+            {
+                "title": _("资金"),
+                "items": [
+                    {"title": _("佣金方案"), "icon": "percent",
+                     "link": reverse_lazy("admin:referrals_commissionplan_changelist"),
+                     "permission": "shequn.console.dashboard.can_referrals_read"},
+                    {"title": _("佣金"), "icon": "savings",
+                     "link": reverse_lazy("admin:referrals_commission_changelist"),
+                     "permission": "shequn.console.dashboard.can_referrals_read"},
+                    {"title": _("提现"), "icon": "account_balance_wallet",
+                     "link": reverse_lazy("admin:referrals_withdrawal_changelist"),
+                     "permission": "shequn.console.navigation.can_finance_read"},
+                    {"title": _("记账凭证"), "icon": "menu_book",
+                     "link": reverse_lazy("admin:ledger_transaction_changelist"),
+                     "permission": "shequn.console.navigation.can_finance_read"},
+                    {"title": _("账户"), "icon": "account_balance",
+                     "link": reverse_lazy("admin:ledger_account_changelist"),
+                     "permission": "shequn.console.navigation.can_finance_read"},
+                ],
+            },
+            {
+                "title": _("连接"),
+                "items": [
+                    {"title": _("平台连接"), "icon": "hub",
+                     "link": reverse_lazy("admin:connectors_connection_changelist"),
+                     "permission": "shequn.console.navigation.can_connectors_read"},
                 ],
             },
             {

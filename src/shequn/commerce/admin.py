@@ -6,13 +6,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from shequn.core.admin_base import TenantScopedAdmin, TenantScopedTabularInline, request_principal
+from shequn.core.admin_base import (
+    ServiceCreateMixin,
+    TenantScopedAdmin,
+    TenantScopedTabularInline,
+    request_principal,
+)
 from shequn.core.errors import ShequnError
+from shequn.core.money import YuanField, yuan
 
 from . import services
 from .models import (
@@ -34,10 +42,7 @@ from .models import (
     Sku,
     TierGrant,
 )
-
-
-def yuan(fen: int | None) -> str:
-    return "" if fen is None else f"¥{fen / 100:,.2f}"
+from .services import TIER_PRIVILEGES
 
 
 class _GuardedSave:
@@ -76,7 +81,7 @@ def _run(request: HttpRequest, modeladmin: Any, queryset: QuerySet[Any], fn: Any
 
 class SkuInline(TenantScopedTabularInline):
     model = Sku
-    extra = 1
+    extra = 0
     permission_area = "commerce"
     fields = ("code", "name", "price_fen", "stock", "is_active")
 
@@ -84,20 +89,133 @@ class SkuInline(TenantScopedTabularInline):
         return ("stock",) if obj is not None else ()
 
 
+#: the seeds' tier codes in words (other codes, chosen by the operator, show as entered)
+TIER_CODE_LABELS = {"entry": _("入门"), "partner": _("合伙人")}
+
+
+class ProductForm(forms.ModelForm):  # type: ignore[type-arg]
+    """Images one address a line, the tier's privileges as check boxes, and (on add) the first SKU:
+    a product is created with at least one SKU by ``do_create_product``."""
+
+    images_text = forms.CharField(label=_("图片"), required=False, widget=forms.Textarea(attrs={"rows": 3}),
+                                  help_text=_("每行一个图片地址"))
+    sku_code = forms.CharField(label=_("SKU 编码"), max_length=64, required=False)
+    sku_name = forms.CharField(label=_("规格"), max_length=120, required=False)
+    sku_price_fen = YuanField(label=_("价格(元)"), required=False)
+    sku_stock = forms.IntegerField(label=_("库存"), min_value=0, required=False, initial=0)
+    priv_courses = forms.CharField(label=_("课程"), max_length=64, required=False,
+                                   help_text=_("该等级开放的课程级别, 如 entry"))
+    priv_free_courses = forms.BooleanField(label=_("全部课程免费"), required=False)
+    priv_may_create_groups = forms.BooleanField(label=_("可自建群"), required=False,
+                                                help_text=_("合伙人权益: 在社群下开自己的群"))
+    priv_member_price = forms.BooleanField(label=_("会员价购物"), required=False)
+
+    class Meta:
+        model = Product
+        fields = ("name", "kind", "description", "is_active", "visible_in", "gift_coupon_template", "tier_community",
+                  "tier_code", "tier_rank", "tier_duration_days")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        inst = self.instance
+        self.fields["images_text"].initial = "\n".join(str(x) for x in (inst.images or []))
+        privileges = inst.tier_privileges or {}
+        for key in TIER_PRIVILEGES:
+            self.fields[f"priv_{key}"].initial = privileges.get(key, self.fields[f"priv_{key}"].initial)
+
+    def privileges(self) -> dict[str, Any]:
+        d = self.cleaned_data
+        return {key: d.get(f"priv_{key}") or ("" if kind is str else False) for key, kind in TIER_PRIVILEGES.items()}
+
+    def images(self) -> list[str]:
+        return [line.strip() for line in (self.cleaned_data.get("images_text") or "").splitlines() if line.strip()]
+
+
 @admin.register(Product)
-class ProductAdmin(TenantScopedAdmin):
+class ProductAdmin(ServiceCreateMixin, TenantScopedAdmin):
+    """New products (and paid tiers) go through ``do_create_product`` with their first SKU; more
+    SKUs are added in the SKU rows of an existing product."""
+
     permission_area = "commerce"
-    list_display = ("name", "kind", "is_active", "tier_community", "tier_code", "created_at")
+    form = ProductForm
+    create_service = staticmethod(services.do_create_product)
+    check_service = staticmethod(services.check_product)
+    field_map = {"skus[0].code": "sku_code", "skus[0].price_fen": "sku_price_fen", "skus[0].stock": "sku_stock",
+                 "tier_community_id": "tier_community", "visible_in": "visible_in", "skus": "sku_code",
+                 **{f"tier_privileges.{k}": f"priv_{k}" for k in TIER_PRIVILEGES}}
+    list_display = ("name", "kind", "is_active", "tier_community", "tier_level", "created_at")
     list_filter = ("kind", "is_active")
     search_fields = ("name",)
     filter_horizontal = ("visible_in",)
     inlines = (SkuInline,)
-    fieldsets = (
-        (None, {"fields": ("name", "kind", "description", "images", "is_active", "visible_in",
-                           "gift_coupon_template")}),
-        (_("付费社群等级"), {"fields": ("tier_community", "tier_code", "tier_rank", "tier_privileges",
-                                     "tier_duration_days")}),
-    )
+    actions = ("take_off_sale", "put_on_sale")
+
+    @admin.display(description=_("等级"), ordering="tier_rank")
+    def tier_level(self, obj: Product) -> str:
+        if obj.kind != "tier":
+            return "-"
+        return str(TIER_CODE_LABELS.get(obj.tier_code, obj.tier_code))
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        first = (None, {"fields": ("name", "kind", "description", "images_text", "is_active", "visible_in",
+                                   "gift_coupon_template")})
+        tier = (_("付费社群等级"), {"fields": ("tier_community", "tier_code", "tier_rank", "tier_duration_days",
+                                          "priv_courses", "priv_free_courses", "priv_may_create_groups",
+                                          "priv_member_price")})
+        if obj is None:
+            return (first, (_("第一个 SKU"), {"fields": ("sku_code", "sku_name", "sku_price_fen", "sku_stock")}), tier)
+        return (first, tier)
+
+    def get_inlines(self, request: HttpRequest, obj: Any) -> Any:
+        return self.inlines if obj is not None else ()
+
+    def service_kwargs(self, request: HttpRequest, data: dict[str, Any]) -> dict[str, Any]:
+        community = data.get("tier_community")
+        form = data.get("_form")
+        return {
+            "name": data.get("name") or "", "kind": data.get("kind") or "goods",
+            "description": data.get("description") or "",
+            "images": form.images() if form else [],
+            "visible_in": [c.pk for c in data.get("visible_in") or []],
+            "skus": [{"code": data.get("sku_code") or "", "name": data.get("sku_name") or "",
+                      "price_fen": data.get("sku_price_fen"), "stock": data.get("sku_stock") or 0}],
+            "tier_community_id": community.pk if community else None, "tier_code": data.get("tier_code") or "",
+            "tier_rank": data.get("tier_rank") or 0, "tier_duration_days": data.get("tier_duration_days"),
+            "tier_privileges": form.privileges() if form else {},
+        }
+
+    def check_form(self, request: HttpRequest, form: Any) -> None:
+        form.cleaned_data["_form"] = form
+        try:
+            if form.instance.pk is None:
+                super().check_form(request, form)
+            elif form.instance.kind == "tier" or form.cleaned_data.get("kind") == "tier":
+                try:
+                    services.check_tier_privileges(form.privileges())
+                except ShequnError as exc:
+                    exc.details = {"field": "priv_courses"}
+                    raise
+        finally:
+            form.cleaned_data.pop("_form", None)
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        if not change:
+            form.cleaned_data["_form"] = form
+            try:
+                super().save_model(request, obj, form, change)
+            finally:
+                form.cleaned_data.pop("_form", None)
+            return
+        obj.images = form.images()
+        if obj.kind == "tier":
+            obj.tier_privileges = services.check_tier_privileges(form.privileges())
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        if change:
+            form.save_m2m()
+            for formset in formsets:
+                self.save_formset(request, form, formset, change=change)
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         instances = formset.save(commit=False)
@@ -109,6 +227,18 @@ class ProductAdmin(TenantScopedAdmin):
                 obj.save(update_fields=["code", "name", "price_fen", "is_active"])
         for obj in formset.deleted_objects:
             obj.delete()
+
+    def _set_active(self, request: HttpRequest, queryset: QuerySet[Product], active: bool) -> None:
+        _run(request, self, queryset, lambda p, o: services.do_update_product(p, o.pk, is_active=active),
+             str(_("已上架") if active else _("已下架")))
+
+    @admin.action(description=_("下架"))
+    def take_off_sale(self, request: HttpRequest, queryset: QuerySet[Product]) -> None:
+        self._set_active(request, queryset, False)
+
+    @admin.action(description=_("上架"))
+    def put_on_sale(self, request: HttpRequest, queryset: QuerySet[Product]) -> None:
+        self._set_active(request, queryset, True)
 
 
 @admin.register(Sku)
@@ -215,29 +345,45 @@ class OrderEventAdmin(TenantScopedAdmin):
     list_filter = ("kind",)
 
 
+def _aware(data: dict[str, Any], name: str) -> Any:
+    return data.get(name) or timezone.now()
+
+
 @admin.register(FlashSale)
-class FlashSaleAdmin(_GuardedSave, TenantScopedAdmin):
+class FlashSaleAdmin(ServiceCreateMixin, _GuardedSave, TenantScopedAdmin):
+    """New flash sales go through ``do_create_flash_sale`` (their stock is carved out of the SKU's);
+    existing ones change only in the columns the services never move, or end by the action."""
+
     permission_area = "commerce"
     guarded = ("stock", "initial_stock", "sku")
+    create_service = staticmethod(services.do_create_flash_sale)
+    check_service = staticmethod(services.check_flash_sale)
+    field_map = {"stock": "initial_stock", "sku_id": "sku", "eligible_community_id": "eligible_community",
+                 "eligible_tier_id": "eligible_tier"}
     list_display = ("name", "sku", "price_fen", "stock", "initial_stock", "per_member_limit", "starts_at", "ends_at",
                     "use_redis_gate")
     exclude = ("stock",)
+    actions = ("end_now",)
 
-    def save_model(self, request: HttpRequest, obj: FlashSale, form: Any, change: bool) -> None:
-        if change:
-            super().save_model(request, obj, form, change)
-            return
-        p = request_principal(request)
-        assert p is not None
-        created = services.do_create_flash_sale(
-            p, name=obj.name, sku_id=obj.sku_id, price_fen=obj.price_fen, stock=obj.initial_stock,
-            starts_at=obj.starts_at, ends_at=obj.ends_at, per_member_limit=obj.per_member_limit,
-            reservation_ttl_seconds=obj.reservation_ttl_seconds, eligible_community_id=obj.eligible_community_id,
-            eligible_tier_id=obj.eligible_tier_id, min_relationship_level=obj.min_relationship_level,
-            use_redis_gate=obj.use_redis_gate,
-        )
-        obj.pk = created.pk
-        obj.stock = created.stock
+    def service_kwargs(self, request: HttpRequest, data: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "name": data.get("name") or "", "sku_id": _pk(data.get("sku")), "price_fen": data.get("price_fen"),
+            "stock": data.get("initial_stock"), "starts_at": _aware(data, "starts_at"),
+            "ends_at": _aware(data, "ends_at"), "per_member_limit": data.get("per_member_limit") or 1,
+            "reservation_ttl_seconds": data.get("reservation_ttl_seconds") or 900,
+            "eligible_community_id": _pk(data.get("eligible_community")),
+            "eligible_tier_id": _pk(data.get("eligible_tier")),
+            "min_relationship_level": data.get("min_relationship_level"),
+            "use_redis_gate": bool(data.get("use_redis_gate")),
+        }
+
+    @admin.action(description=_("立即结束"))
+    def end_now(self, request: HttpRequest, queryset: QuerySet[FlashSale]) -> None:
+        _run(request, self, queryset, lambda p, o: services.do_end_flash_sale(p, o.pk), str(_("已结束")))
+
+
+def _pk(obj: Any) -> int | None:
+    return None if obj is None else int(obj.pk)
 
 
 @admin.register(FlashReservation)
@@ -249,9 +395,35 @@ class FlashReservationAdmin(TenantScopedAdmin):
 
 
 @admin.register(GroupBuy)
-class GroupBuyAdmin(TenantScopedAdmin):
+class GroupBuyAdmin(ServiceCreateMixin, TenantScopedAdmin):
     permission_area = "commerce"
+    create_service = staticmethod(services.do_create_group_buy)
+    check_service = staticmethod(services.check_group_buy)
+    field_map = {"sku_id": "sku", "leader_reward_template_id": "leader_reward_template"}
     list_display = ("name", "sku", "price_fen", "team_size", "time_limit_minutes", "starts_at", "ends_at", "is_active")
+    actions = ("pause", "resume")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        # price, size and SKU of a running group buy are what its teams were opened with
+        return ("sku", "price_fen", "team_size", "is_active") if obj is not None else ("is_active",)
+
+    def service_kwargs(self, request: HttpRequest, data: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "name": data.get("name") or "", "sku_id": _pk(data.get("sku")), "price_fen": data.get("price_fen"),
+            "team_size": data.get("team_size"), "starts_at": _aware(data, "starts_at"),
+            "ends_at": _aware(data, "ends_at"), "time_limit_minutes": data.get("time_limit_minutes") or 1440,
+            "leader_reward_template_id": _pk(data.get("leader_reward_template")),
+        }
+
+    @admin.action(description=_("暂停 (不再开新团)"))
+    def pause(self, request: HttpRequest, queryset: QuerySet[GroupBuy]) -> None:
+        _run(request, self, queryset, lambda p, o: services.do_set_group_buy_active(p, o.pk, active=False),
+             str(_("已暂停")))
+
+    @admin.action(description=_("恢复"))
+    def resume(self, request: HttpRequest, queryset: QuerySet[GroupBuy]) -> None:
+        _run(request, self, queryset, lambda p, o: services.do_set_group_buy_active(p, o.pk, active=True),
+             str(_("已恢复")))
 
 
 @admin.register(GroupBuyTeam)
@@ -263,12 +435,31 @@ class GroupBuyTeamAdmin(TenantScopedAdmin):
 
 
 @admin.register(CouponTemplate)
-class CouponTemplateAdmin(_GuardedSave, TenantScopedAdmin):
+class CouponTemplateAdmin(ServiceCreateMixin, _GuardedSave, TenantScopedAdmin):
     permission_area = "commerce"
     guarded = ("issued",)
+    create_service = staticmethod(services.do_create_coupon_template)
+    check_service = staticmethod(services.check_coupon_template)
+    field_map = {"product_id": "product"}
     list_display = ("name", "kind", "amount_fen", "percent_off", "threshold_fen", "valid_from", "valid_until",
                     "issued", "total_quantity", "stackable", "is_share", "new_customers_only")
     list_filter = ("kind", "is_share")
+    exclude = ("issued",)
+    actions = ("end_now",)
+
+    def service_kwargs(self, request: HttpRequest, data: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "name": data.get("name") or "", "kind": data.get("kind") or "", "valid_from": _aware(data, "valid_from"),
+            "valid_until": _aware(data, "valid_until"), "amount_fen": data.get("amount_fen") or 0,
+            "percent_off": data.get("percent_off") or 0, "threshold_fen": data.get("threshold_fen") or 0,
+            "per_member_limit": data.get("per_member_limit") or 1, "total_quantity": data.get("total_quantity"),
+            "stackable": bool(data.get("stackable")), "is_share": bool(data.get("is_share")),
+            "new_customers_only": bool(data.get("new_customers_only")), "product_id": _pk(data.get("product")),
+        }
+
+    @admin.action(description=_("停止发放"))
+    def end_now(self, request: HttpRequest, queryset: QuerySet[CouponTemplate]) -> None:
+        _run(request, self, queryset, lambda p, o: services.do_end_coupon_template(p, o.pk), str(_("已停止发放")))
 
 
 @admin.register(Coupon)
@@ -288,9 +479,19 @@ class TierGrantAdmin(TenantScopedAdmin):
 
 
 @admin.register(LiveSession)
-class LiveSessionAdmin(TenantScopedAdmin):
+class LiveSessionAdmin(ServiceCreateMixin, TenantScopedAdmin):
     permission_area = "commerce"
+    create_service = staticmethod(services.do_create_live_session)
+    check_service = staticmethod(services.check_live_session)
+    field_map = {"host_member_id": "host", "community_id": "community"}
     list_display = ("title", "platform", "host_name", "community", "starts_at", "ends_at", "joins", "paid_orders")
+    actions = ("end_now",)
+
+    def service_kwargs(self, request: HttpRequest, data: dict[str, Any]) -> dict[str, Any]:
+        return {"title": data.get("title") or "", "starts_at": _aware(data, "starts_at"),
+                "ends_at": data.get("ends_at"),
+                "platform": data.get("platform") or "wechat_channels", "host_member_id": _pk(data.get("host")),
+                "host_name": data.get("host_name") or "", "community_id": _pk(data.get("community"))}
 
     @admin.display(description=_("入群"))
     def joins(self, obj: LiveSession) -> int:
@@ -300,9 +501,32 @@ class LiveSessionAdmin(TenantScopedAdmin):
     def paid_orders(self, obj: LiveSession) -> int:
         return obj.orders.filter(paid_at__isnull=False).count()
 
+    @admin.action(description=_("结束直播"))
+    def end_now(self, request: HttpRequest, queryset: QuerySet[LiveSession]) -> None:
+        _run(request, self, queryset, lambda p, o: services.do_end_live_session(p, o.pk), str(_("已结束")))
+
 
 @admin.register(LiveJoin)
-class LiveJoinAdmin(TenantScopedAdmin):
+class LiveJoinAdmin(ServiceCreateMixin, TenantScopedAdmin):
+    """Who joined from which live session: recorded through ``do_record_live_join`` (it opens the
+    membership with join source "live"); rows are not edited afterwards."""
+
     permission_area = "commerce"
-    read_only_model = True
     list_display = ("session", "member", "community", "joined_at")
+    fields = ("session", "member", "community")
+    autocomplete_fields = ("member",)
+    list_filter = ("session",)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is None and super().has_change_permission(request, obj)
+
+    def check_service(self, tenant_id: int, **kwargs: Any) -> None:
+        services.check_member(tenant_id, kwargs["member_id"])
+
+    def create_service(self, principal: Any, **kwargs: Any) -> Any:
+        return services.do_record_live_join(principal, kwargs["live_session_id"], kwargs["member_id"],
+                                            kwargs["community_id"])
+
+    def service_kwargs(self, request: HttpRequest, data: dict[str, Any]) -> dict[str, Any]:
+        return {"live_session_id": _pk(data.get("session")), "member_id": _pk(data.get("member")),
+                "community_id": _pk(data.get("community"))}

@@ -5,7 +5,7 @@ for now (``commerce.read`` / ``commerce.write``); the member portal will call th
 
 import datetime as dt
 import json
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from django.http import HttpRequest, HttpResponse
 from django.utils.translation import gettext as _
@@ -14,7 +14,9 @@ from ninja import Field, Router, Schema
 from shequn.core.errors import Invalid, NotFound, ShequnError
 from shequn.core.http import (
     ERRORS,
+    ApiDatetime,
     BodyIn,
+    Fen,
     Id,
     IpAddress,
     Limit,
@@ -31,7 +33,19 @@ from shequn.core.middleware_api import register_body_rule
 from shequn.core.models import Tenant
 
 from . import selectors, services
-from .models import Coupon, GroupBuyTeam, Order, Payment, Refund
+from .models import (
+    Coupon,
+    CouponTemplate,
+    FlashSale,
+    GroupBuy,
+    GroupBuyTeam,
+    LiveSession,
+    Order,
+    Payment,
+    Product,
+    Refund,
+    Sku,
+)
 
 router = Router(tags=["commerce"])
 
@@ -361,3 +375,290 @@ def order_events(request: HttpRequest, after_id: NonNegative = 0, limit: Limit =
     """Order events in id order, for integrations that poll (engines use the in-process listeners)."""
     p = require(request, "commerce.read")
     return list(selectors.order_events(p.tenant_id, after_id=after_id)[: max(1, min(limit, 1000))])
+
+
+# --- campaign objects: create, change, pause, end -------------------------------------------------
+# Every rule is the service's (``check_*``, run by the ``do_*`` writer); the console's add forms call
+# the same checks, so both answer with the same message naming the same field.
+
+
+class SkuIn(BodyIn):
+    code: str = Field(min_length=1, max_length=max_len(Sku, "code"))
+    name: str = Field("", max_length=max_len(Sku, "name"))
+    price_fen: PositiveFen
+    stock: Annotated[int, Field(ge=0, le=10_000_000)] = 0
+
+
+class TierPrivilegesIn(BodyIn):
+    """A paid tier's rights (real fields; the portal lists them, engines enforce them)."""
+
+    courses: str = Field("", max_length=64, description="course level the tier unlocks, e.g. entry")
+    free_courses: bool = False
+    may_create_groups: bool = Field(False, description="the partner's own-group right")
+    member_price: bool = False
+
+
+class TierIn(BodyIn):
+    community_id: Id
+    code: str = Field(min_length=1, max_length=max_len(Product, "tier_code"))
+    rank: Annotated[int, Field(ge=0, le=100)] = 0
+    duration_days: Annotated[int, Field(ge=1, le=36_500)] | None = None
+    privileges: TierPrivilegesIn = Field(default_factory=lambda: TierPrivilegesIn.model_validate({}))
+
+
+class ProductIn(BodyIn):
+    name: str = Field(min_length=1, max_length=max_len(Product, "name"))
+    kind: Literal["goods", "tier"] = "goods"
+    description: str = Field("", max_length=10_000)
+    visible_in: list[Id] = Field(default_factory=list, max_length=100)
+    skus: list[SkuIn] = Field(min_length=1, max_length=100)
+    tier: TierIn | None = None
+
+
+class ProductPatch(BodyIn):
+    name: str | None = Field(None, min_length=1, max_length=max_len(Product, "name"))
+    description: str | None = Field(None, max_length=10_000)
+    is_active: bool | None = Field(None, description="false: off sale (下架); true: back on sale")
+    privileges: TierPrivilegesIn | None = None
+    duration_days: Annotated[int, Field(ge=1, le=36_500)] | None = None
+
+
+class SkuOut(Schema):
+    id: int
+    code: str
+    name: str
+    price_fen: int
+    stock: int
+    is_active: bool
+
+
+class ProductOut(Schema):
+    id: int
+    name: str
+    kind: str
+    description: str
+    is_active: bool
+    tier_community_id: int | None
+    tier_code: str
+    tier_rank: int
+    tier_duration_days: int | None
+    tier_privileges: dict[str, Any]
+    skus: list[SkuOut]
+
+
+def _product_out(product: Product) -> dict[str, Any]:
+    return {**{k: getattr(product, k) for k in ("id", "name", "kind", "description", "is_active",
+                                                 "tier_community_id", "tier_code", "tier_rank",
+                                                 "tier_duration_days", "tier_privileges")},
+            "skus": list(product.skus.order_by("pk"))}
+
+
+@router.post("/products", response={200: ProductOut, **ERRORS}, summary="创建商品或付费等级")
+@idempotent
+def create_product(request: HttpRequest, body: ProductIn) -> Any:
+    p = require(request, "commerce.write")
+    tier = body.tier
+    if body.kind == "tier" and tier is None:
+        raise Invalid(_("付费等级必须指定开通的社群"), details={"field": "tier_community_id"})
+    product = services.do_create_product(
+        p, name=body.name, kind=body.kind, description=body.description, visible_in=body.visible_in,
+        skus=[s.model_dump() for s in body.skus],
+        tier_community_id=tier.community_id if tier else None, tier_code=tier.code if tier else "",
+        tier_rank=tier.rank if tier else 0, tier_duration_days=tier.duration_days if tier else None,
+        tier_privileges=tier.privileges.model_dump() if tier else None,
+    )
+    return _product_out(product)
+
+
+@router.patch("/products/{product_id}", response={200: ProductOut, **ERRORS}, summary="修改、上架或下架商品")
+def update_product(request: HttpRequest, product_id: Id, body: ProductPatch) -> Any:
+    p = require(request, "commerce.write")
+    product = services.do_update_product(
+        p, product_id, name=body.name, description=body.description, is_active=body.is_active,
+        tier_privileges=body.privileges.model_dump() if body.privileges is not None else None,
+        tier_duration_days=body.duration_days)
+    return _product_out(product)
+
+
+@router.post("/products/{product_id}/skus", response={200: SkuOut, **ERRORS}, summary="添加 SKU")
+@idempotent
+def add_sku(request: HttpRequest, product_id: Id, body: SkuIn) -> Any:
+    p = require(request, "commerce.write")
+    return services.do_add_sku(p, product_id, code=body.code, name=body.name, price_fen=body.price_fen,
+                               stock=body.stock)
+
+
+class FlashSaleIn(BodyIn):
+    name: str = Field(min_length=1, max_length=max_len(FlashSale, "name"))
+    sku_id: Id
+    price_fen: PositiveFen
+    stock: Quantity
+    starts_at: ApiDatetime
+    ends_at: ApiDatetime
+    per_member_limit: Quantity = 1
+    reservation_ttl_seconds: Annotated[int, Field(ge=60, le=86_400)] = 900
+    eligible_community_id: Id | None = None
+    eligible_tier_id: Id | None = None
+    min_relationship_level: Annotated[int, Field(ge=0, le=10)] | None = None
+
+
+class FlashSaleOut(Schema):
+    id: int
+    name: str
+    sku_id: int
+    price_fen: int
+    initial_stock: int
+    stock: int
+    per_member_limit: int
+    starts_at: dt.datetime
+    ends_at: dt.datetime
+
+
+@router.post("/flash-sales", response={200: FlashSaleOut, **ERRORS}, summary="创建秒杀")
+@idempotent
+def create_flash_sale(request: HttpRequest, body: FlashSaleIn) -> Any:
+    p = require(request, "commerce.write")
+    return services.do_create_flash_sale(p, **body.model_dump())
+
+
+@router.post("/flash-sales/{flash_sale_id}/end", response={200: FlashSaleOut, **ERRORS}, summary="立即结束秒杀")
+def end_flash_sale(request: HttpRequest, flash_sale_id: Id) -> Any:
+    p = require(request, "commerce.write")
+    return services.do_end_flash_sale(p, flash_sale_id)
+
+
+class GroupBuyIn(BodyIn):
+    name: str = Field(min_length=1, max_length=max_len(GroupBuy, "name"))
+    sku_id: Id
+    price_fen: PositiveFen
+    team_size: Annotated[int, Field(ge=2, le=100)]
+    starts_at: ApiDatetime
+    ends_at: ApiDatetime
+    time_limit_minutes: Annotated[int, Field(ge=1, le=43_200)] = 1440
+    leader_reward_template_id: Id | None = None
+
+
+class GroupBuyOut(Schema):
+    id: int
+    name: str
+    sku_id: int
+    price_fen: int
+    team_size: int
+    time_limit_minutes: int
+    starts_at: dt.datetime
+    ends_at: dt.datetime
+    is_active: bool
+
+
+@router.post("/group-buys", response={200: GroupBuyOut, **ERRORS}, summary="创建拼团")
+@idempotent
+def create_group_buy(request: HttpRequest, body: GroupBuyIn) -> Any:
+    p = require(request, "commerce.write")
+    return services.do_create_group_buy(p, **body.model_dump())
+
+
+@router.post("/group-buys/{group_buy_id}/pause", response={200: GroupBuyOut, **ERRORS}, summary="暂停拼团 (不再开新团)")
+def pause_group_buy(request: HttpRequest, group_buy_id: Id) -> Any:
+    return services.do_set_group_buy_active(require(request, "commerce.write"), group_buy_id, active=False)
+
+
+@router.post("/group-buys/{group_buy_id}/resume", response={200: GroupBuyOut, **ERRORS}, summary="恢复拼团")
+def resume_group_buy(request: HttpRequest, group_buy_id: Id) -> Any:
+    return services.do_set_group_buy_active(require(request, "commerce.write"), group_buy_id, active=True)
+
+
+class CouponTemplateIn(BodyIn):
+    name: str = Field(min_length=1, max_length=max_len(CouponTemplate, "name"))
+    kind: Literal["fixed", "percent", "threshold"]
+    valid_from: ApiDatetime
+    valid_until: ApiDatetime
+    amount_fen: Fen = 0
+    percent_off: Annotated[int, Field(ge=0, le=100)] = 0
+    threshold_fen: Fen = 0
+    per_member_limit: Quantity = 1
+    total_quantity: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
+    stackable: bool = False
+    is_share: bool = Field(False, description="a share coupon (买一赠一): issued to the buyer to give away")
+    new_customers_only: bool = False
+    product_id: Id | None = None
+
+
+class CouponTemplateOut(Schema):
+    id: int
+    name: str
+    kind: str
+    amount_fen: int
+    percent_off: int
+    threshold_fen: int
+    valid_from: dt.datetime
+    valid_until: dt.datetime
+    per_member_limit: int
+    total_quantity: int | None
+    issued: int
+    is_share: bool
+
+
+@router.post("/coupon-templates", response={200: CouponTemplateOut, **ERRORS}, summary="创建优惠券 (含分享券)")
+@idempotent
+def create_coupon_template(request: HttpRequest, body: CouponTemplateIn) -> Any:
+    p = require(request, "commerce.write")
+    return services.do_create_coupon_template(p, **body.model_dump())
+
+
+@router.post("/coupon-templates/{template_id}/end", response={200: CouponTemplateOut, **ERRORS},
+             summary="停止发放优惠券")
+def end_coupon_template(request: HttpRequest, template_id: Id) -> Any:
+    return services.do_end_coupon_template(require(request, "commerce.write"), template_id)
+
+
+class LiveSessionIn(BodyIn):
+    title: str = Field(min_length=1, max_length=max_len(LiveSession, "title"))
+    starts_at: ApiDatetime
+    ends_at: ApiDatetime | None = None
+    platform: str = Field("wechat_channels", min_length=1, max_length=max_len(LiveSession, "platform"))
+    host_member_id: Id | None = None
+    host_name: str = Field("", max_length=max_len(LiveSession, "host_name"))
+    community_id: Id | None = None
+
+
+class LiveSessionOut(Schema):
+    id: int
+    title: str
+    platform: str
+    starts_at: dt.datetime
+    ends_at: dt.datetime | None
+    community_id: int | None
+    host_name: str
+
+
+class LiveJoinIn(BodyIn):
+    member_id: Id
+    community_id: Id | None = None
+
+
+class LiveJoinOut(Schema):
+    id: int
+    session_id: int
+    member_id: int
+    community_id: int
+    joined_at: dt.datetime
+
+
+@router.post("/live-sessions", response={200: LiveSessionOut, **ERRORS}, summary="创建直播场次")
+@idempotent
+def create_live_session(request: HttpRequest, body: LiveSessionIn) -> Any:
+    p = require(request, "commerce.write")
+    return services.do_create_live_session(p, **body.model_dump())
+
+
+@router.post("/live-sessions/{live_session_id}/end", response={200: LiveSessionOut, **ERRORS}, summary="结束直播")
+def end_live_session(request: HttpRequest, live_session_id: Id) -> Any:
+    return services.do_end_live_session(require(request, "commerce.write"), live_session_id)
+
+
+@router.post("/live-sessions/{live_session_id}/joins", response={200: LiveJoinOut, **ERRORS},
+             summary="记录从直播入群的会员")
+@idempotent
+def record_live_join(request: HttpRequest, live_session_id: Id, body: LiveJoinIn) -> Any:
+    p = require(request, "commerce.write")
+    return services.do_record_live_join(p, live_session_id, body.member_id, body.community_id)

@@ -47,6 +47,9 @@ class ConnectionForm(forms.ModelForm):  # type: ignore[type-arg]
         model = Connection
         fields = ("platform", "name", "is_active", "default_community")
 
+    class Media:
+        js = ("console/connection_form.js",)  # shows the chosen platform's fields only
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.instance.pk:

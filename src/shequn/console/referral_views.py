@@ -21,7 +21,14 @@ from django.utils.translation import gettext as _
 from shequn.core.errors import Invalid, ShequnError
 from shequn.core.models import Tenant
 from shequn.referrals import selectors, services
-from shequn.referrals.models import Alliance, AllianceListing, AllianceMember, AllianceStatement, RateMode
+from shequn.referrals.models import (
+    Alliance,
+    AllianceInvitation,
+    AllianceListing,
+    AllianceMember,
+    AllianceStatement,
+    RateMode,
+)
 
 from .views import _context, _require
 
@@ -56,14 +63,18 @@ def _post(request: HttpRequest, tenant_id: int) -> None:
     _tid, principal = _require(request, write)
     if op == "create":
         a = services.do_create_alliance(principal, name=request.POST.get("name", ""))
-        messages.success(request, _("已创建联盟 %(name)s (编号 %(id)s, 把编号告诉其他商家即可加入)") % {
-            "name": a.name, "id": a.pk})
-    elif op == "join":
-        raw = request.POST.get("alliance_id", "").strip()
-        if not raw.isdigit():
-            raise Invalid(_("请输入联盟编号"), details={"field": "alliance_id"})
-        services.do_join_alliance(principal, int(raw))
-        messages.success(request, _("已加入联盟"))
+        messages.success(request, _("已创建联盟 %(name)s, 用组织代码邀请其他商家加入") % {"name": a.name})
+    elif op == "invite":
+        slug = request.POST.get("tenant_slug", "").strip()
+        if not slug:
+            raise Invalid(_("请输入对方的组织代码"), details={"field": "tenant_slug"})
+        services.do_invite_to_alliance(principal, int(request.POST.get("alliance_id") or 0), tenant_slug=slug)
+        messages.success(request, _("已发出邀请, 等待对方接受"))
+    elif op in ("accept", "decline"):
+        raw = request.POST.get("invitation_id", "").strip()
+        services.do_respond_to_alliance_invitation(principal, int(raw) if raw.isdigit() else 0,
+                                                   accept=op == "accept")
+        messages.success(request, _("已加入联盟") if op == "accept" else _("已拒绝邀请"))
     elif op == "list":
         try:
             rate = round(float(request.POST.get("rate_percent", "")) * 100)
@@ -113,8 +124,12 @@ def alliances(request: HttpRequest) -> HttpResponse:
     for st in qs.order_by("-period_start", "pk")[:100] if shown else []:
         statements.append({"st": st, "we_pay": st.payer_id == tenant_id, "total_yuan": f"{st.total_fen / 100:,.2f}",
                            "lines": st.lines.count()})
+    invitations = list(AllianceInvitation.objects.filter(invitee_id=tenant_id,
+                                                         status=AllianceInvitation.Status.PENDING)
+                       .select_related("alliance", "inviter").order_by("pk"))
     return render(request, "console/alliances.html", _context(
-        request, _("商家联盟"), rows=rows, statements=statements,
+        request, _("商家联盟"), rows=rows, statements=statements, invitations=invitations,
+        my_slug=getattr(Tenant.objects.filter(pk=tenant_id).first(), "slug", ""),
         can_write=principal.can("referrals.write"), can_settle=principal.can("finance.write"),
         show_statements=shown))
 

@@ -21,6 +21,11 @@ Contract for every engine's ``admin.py``::
   an error message (nothing half-written).
 * Foreign-key and many-to-many choices, and :func:`tenant_related_filter` list filters, only offer
   the tenant's rows.
+* Money: every integer column named ``*_fen`` is entered in 元 (:class:`~shequn.core.money.YuanField`)
+  and shown in 元 in lists (``¥19.90``); the database keeps fen.
+* Service-backed creates: set ``create_service`` (``do_create_*``), ``check_service`` (``check_*``)
+  and ``service_kwargs`` — the add form's ``clean()`` runs the check, the save calls the service, so
+  the console shows exactly the API's errors (see :class:`ServiceCreateMixin`).
 """
 
 from __future__ import annotations
@@ -28,15 +33,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import SimpleListFilter
 from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from unfold import widgets as unfold_widgets
 from unfold.admin import ModelAdmin, StackedInline, TabularInline
 from unfold.contrib.filters.admin import DropdownFilter
 
 from .errors import ShequnError
+from .money import PercentBpsField, YuanField, percent_label, yuan, yuan_label
 from .permissions import Principal
 from .services import do_audit
 
@@ -154,6 +162,7 @@ class TenantScopedMixin:
                 super().__init__(*args, **kwargs)
                 if tenant_id is not None and hasattr(self.instance, "tenant_id") and self.instance.tenant_id is None:
                     self.instance.tenant_id = tenant_id
+                style_plain_widgets(self)
 
             def _get_validation_exclusions(self) -> Any:
                 excluded = super()._get_validation_exclusions()
@@ -172,6 +181,22 @@ class TenantScopedMixin:
 
         TenantForm.__name__ = form_class.__name__
         return TenantForm
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if is_fen_field(db_field):
+            return YuanField(label=yuan_label(db_field.verbose_name), required=not db_field.blank and
+                             not db_field.has_default(), initial=db_field.default if db_field.has_default() else None,
+                             help_text=db_field.help_text or None)
+        if is_bps_field(db_field):
+            return PercentBpsField(label=percent_label(db_field.verbose_name), required=not db_field.blank and
+                                   not db_field.has_default(),
+                                   initial=db_field.default if db_field.has_default() else None)
+        return super().formfield_for_dbfield(db_field, request, **kwargs)  # type: ignore[misc]
+
+    def get_list_display(self, request: HttpRequest) -> Any:
+        names = super().get_list_display(request)  # type: ignore[misc]
+        model = getattr(self, "model", None)
+        return [_yuan_column(model, n) if isinstance(n, str) else n for n in names]
 
     def formfield_for_foreignkey(self, db_field: models.ForeignKey[Any, Any], request: HttpRequest,
                                  **kwargs: Any) -> Any:
@@ -211,6 +236,130 @@ class TenantScopedMixin:
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return not self.read_only_model and _can(request, self.permission_area, "write")
+
+
+def style_plain_widgets(form: Any) -> None:
+    """Give the fields a form declares itself (not from the model: Unfold styles those) Unfold's
+    classes, so their inputs are visible like the others (a bare ``<input>`` has no border in the
+    console's stylesheet)."""
+    for field in form.fields.values():
+        widget = field.widget
+        if widget.attrs.get("class"):
+            continue
+        if isinstance(widget, forms.CheckboxInput):
+            classes = unfold_widgets.CHECKBOX_CLASSES
+        elif isinstance(widget, forms.Textarea):
+            classes = unfold_widgets.TEXTAREA_CLASSES
+        elif isinstance(widget, forms.Select | forms.SelectMultiple):
+            classes = unfold_widgets.SELECT_CLASSES
+        elif isinstance(widget, forms.widgets.Input) and not isinstance(widget, forms.HiddenInput | forms.FileInput):
+            classes = unfold_widgets.INPUT_CLASSES
+            if isinstance(widget, forms.DateInput) and widget.input_type == "text":
+                widget.input_type = "date"
+        else:
+            continue
+        widget.attrs["class"] = " ".join(classes)
+
+
+def is_bps_field(db_field: Any) -> bool:
+    """A rate in basis points (万分之): entered and shown in percent."""
+    return isinstance(db_field, models.IntegerField) and str(getattr(db_field, "name", "")).endswith("_bps")
+
+
+def is_fen_field(db_field: Any) -> bool:
+    """An integer money column: stored in fen, shown and entered in 元."""
+    return isinstance(db_field, models.IntegerField) and not db_field.choices and \
+        str(getattr(db_field, "name", "")).endswith("_fen")
+
+
+_YUAN_COLUMNS: dict[tuple[type[models.Model], str], Any] = {}
+
+
+def _yuan_column(model: Any, name: str) -> Any:
+    """A list column for a ``*_fen`` model field that shows 元; other names are returned unchanged."""
+    try:
+        field = model._meta.get_field(name)
+    except Exception:
+        return name
+    if not is_fen_field(field):
+        return name
+    key = (model, name)
+    if key not in _YUAN_COLUMNS:
+        label = yuan_label(field.verbose_name).replace("(元)", "").replace("（元）", "")
+
+        def column(obj: Any) -> str:
+            return yuan(getattr(obj, name))
+
+        column.short_description = label  # type: ignore[attr-defined]
+        column.admin_order_field = name  # type: ignore[attr-defined]
+        column.__name__ = f"{name}_yuan"
+        _YUAN_COLUMNS[key] = column
+    return _YUAN_COLUMNS[key]
+
+
+class ServiceCreateMixin:
+    """A console add that goes through the app's services, with the services' errors as form errors.
+
+    Assign services as ``staticmethod(services.do_create_x)`` (or define methods).
+    ``check_service(tenant_id, **kwargs)`` runs in the add form's ``clean()`` (a ``ShequnError``
+    becomes an error on the field named in ``details["field"]``, mapped through ``field_map``), then
+    ``create_service(principal, **kwargs)`` writes the row (and audits it). ``service_kwargs(request,
+    cleaned_data)`` turns the form into the service's arguments. Changes of existing rows use
+    ``change_service`` when set, otherwise the model save of the base class."""
+
+    create_service: Any = None
+    check_service: Any = None
+    change_service: Any = None
+    #: service field name → form field name, for errors whose field is named differently
+    field_map: dict[str, str] = {}
+
+    def service_kwargs(self, request: HttpRequest, data: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def check_form(self, request: HttpRequest, form: Any) -> None:
+        tenant_id = request_tenant_id(request)
+        if tenant_id is None:
+            return
+        try:
+            if form.instance.pk is None and self.check_service is not None:
+                self.check_service(tenant_id, **self.service_kwargs(request, form.cleaned_data))
+            elif form.instance.pk is not None and self.change_service is not None:
+                self.check_change(request, form)
+        except ShequnError as exc:
+            details = exc.details if isinstance(exc.details, dict) else {}
+            name = details.get("field")
+            if isinstance(name, str) and name in self.field_map:
+                exc.details = {**details, "field": self.field_map[name]}
+            raise
+
+    def check_change(self, request: HttpRequest, form: Any) -> None:
+        """Hook: validate a change through the service's checks."""
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        principal = request_principal(request)
+        if change and self.change_service is not None and principal is not None:
+            self.change_service(principal, obj.pk, **self.service_kwargs(request, form.cleaned_data))
+            obj.refresh_from_db()
+            return
+        if change or self.create_service is None or principal is None:
+            super().save_model(request, obj, form, change)  # type: ignore[misc]
+            return
+        created = self.create_service(principal, **self.service_kwargs(request, form.cleaned_data))
+        if isinstance(created, tuple):
+            created = created[0]
+        adopt(obj, created)
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        if change or self.create_service is None:
+            super().save_related(request, form, formsets, change)  # type: ignore[misc]
+
+
+def adopt(obj: Any, created: Any) -> None:
+    """Make the admin's unsaved ``obj`` the row a service created (for the redirect and the log)."""
+    for f in created._meta.concrete_fields:
+        setattr(obj, f.attname, getattr(created, f.attname))
+    obj._state.adding = False
+    obj._state.db = created._state.db
 
 
 class TenantScopedAdmin(TenantScopedMixin, ModelAdmin):  # type: ignore[misc]
@@ -274,6 +423,15 @@ def tenant_related_filter(field_path: str, model: type[models.Model], title: Any
 
 
 __all__ = [
-    "TenantScopedAdmin", "TenantScopedMixin", "TenantScopedStackedInline", "TenantScopedTabularInline",
-    "admin", "can", "request_principal", "request_tenant_id", "tenant_related_filter",
+    "ServiceCreateMixin",
+    "TenantScopedAdmin",
+    "TenantScopedMixin",
+    "TenantScopedStackedInline",
+    "TenantScopedTabularInline",
+    "admin",
+    "adopt",
+    "can",
+    "request_principal",
+    "request_tenant_id",
+    "tenant_related_filter",
 ]

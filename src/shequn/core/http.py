@@ -17,6 +17,7 @@ from django.db import models, transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.http.request import RawPostDataException
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from ninja import Field, Schema, Status
 from ninja.security import APIKeyHeader, HttpBearer
@@ -168,6 +169,8 @@ def _datetime_in_range(value: dt.datetime) -> dt.datetime:
     if not MIN_YEAR <= value.year <= MAX_YEAR:
         raise PydanticCustomError("datetime_range", "Year must be between {min_year} and {max_year}",
                                   {"min_year": MIN_YEAR, "max_year": MAX_YEAR})
+    if timezone.is_naive(value):  # no offset: the server's time zone (what Django assumes when saving)
+        value = timezone.make_aware(value)
     return value
 
 

@@ -56,6 +56,11 @@ class TenantOwned(models.Model):
     class Meta:
         abstract = True
 
+    def __str__(self) -> str:
+        # the console never shows "MemberTag object (195)": a model without its own label shows
+        # its Chinese name and number
+        return f"{self._meta.verbose_name} #{self.pk}"
+
 
 class StaffRole(models.TextChoices):
     OWNER = "owner", _("所有者")

@@ -8,6 +8,7 @@ import datetime as dt
 import json
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -18,8 +19,14 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from shequn.communities import selectors as community_selectors
-from shequn.core.admin_base import TenantScopedAdmin, TenantScopedTabularInline, request_principal
+from shequn.core.admin_base import (
+    ServiceCreateMixin,
+    TenantScopedAdmin,
+    TenantScopedTabularInline,
+    request_principal,
+)
 from shequn.core.errors import ShequnError
+from shequn.core.money import YuanField, yuan
 
 from . import models, selectors, services
 
@@ -115,7 +122,7 @@ class ReplyTrackAdmin(ReadOnlyEngagementAdmin):
     response rate and median first-response time per community and per responder."""
 
     list_display = ("occurred_at", "community", "member", "excerpt", "answered_at", "answered_by",
-                    "answered_by_label")
+                    "answered_by_label", "no_reply_at")
     list_filter = ("community",)
     ordering = ("answered_at", "occurred_at")
     change_list_template = "engagement/admin/replytrack_changelist.html"
@@ -136,9 +143,13 @@ class ReplyTrackAdmin(ReadOnlyEngagementAdmin):
                 return HttpResponse(status=403)
             track_id = request.POST.get("track_id", "")
             try:
-                services.do_reply_from_queue(principal, int(track_id) if track_id.isdigit() else 0,
-                                             text=request.POST.get("text", ""))
-                messages.success(request, _("回复已提交, 将通过平台发送"))
+                if request.POST.get("no_reply"):
+                    services.do_mark_no_reply_needed(principal, int(track_id) if track_id.isdigit() else 0)
+                    messages.success(request, _("已标记为无需回复"))
+                else:
+                    services.do_reply_from_queue(principal, int(track_id) if track_id.isdigit() else 0,
+                                                 text=request.POST.get("text", ""))
+                    messages.success(request, _("回复已提交, 将通过平台发送"))
             except ShequnError as exc:
                 messages.error(request, f"#{track_id}: {exc.message}")
             return redirect(f"{request.path}?community={cid}" if cid else request.path)
@@ -178,8 +189,18 @@ class PointsEntryAdmin(ReadOnlyEngagementAdmin):
 
 
 @admin.register(models.Badge)
-class BadgeAdmin(EngagementAdmin):
-    list_display = ("code", "name", "rule", "threshold")
+class BadgeAdmin(ServiceCreateMixin, EngagementAdmin):
+    list_display = ("name", "code", "rule", "threshold")
+
+    def check_service(self, tenant_id: int, **kwargs: Any) -> None:
+        services.check_badge(tenant_id, **kwargs)
+
+    def create_service(self, principal: Any, **kwargs: Any) -> Any:
+        return services.do_create_badge(principal, **kwargs)
+
+    def service_kwargs(self, request: HttpRequest, data: dict[str, Any]) -> dict[str, Any]:
+        return {"code": data.get("code") or "", "name": data.get("name") or "", "rule": data.get("rule") or "",
+                "threshold": data.get("threshold") or 0, "description": data.get("description") or ""}
 
 
 @admin.register(models.MemberBadge)
@@ -215,20 +236,124 @@ class WinnerInline(TenantScopedTabularInline):
     readonly_fields = ("prize", "member", "position", "status")
 
 
-@admin.register(models.Lottery)
-class LotteryAdmin(EngagementAdmin):
-    """Lotteries are created through the API/service (the seed is generated and committed there);
-    here operators watch them, close early and draw."""
+PRIZE_ROWS = 3
 
+
+class LotteryForm(forms.ModelForm):  # type: ignore[type-arg]
+    """Entry rules as real fields (not a JSON box) and, on add, up to three prizes."""
+
+    rule_min_level = forms.IntegerField(label=_("最低关系等级"), min_value=0, max_value=10, required=False)
+    rule_min_streak = forms.IntegerField(label=_("最少连续签到天数"), min_value=0, max_value=3650, required=False)
+    rule_joined_before = forms.DateField(label=_("入群早于"), required=False, help_text=_("YYYY-MM-DD"))
+    rule_purchased_since = forms.DateField(label=_("此日期后购买过"), required=False, help_text=_("YYYY-MM-DD"))
+    rule_require_purchase = forms.BooleanField(label=_("须购买过"), required=False)
+    prize_1_name = forms.CharField(label=_("一等奖"), max_length=120, required=False)
+    prize_1_stock = forms.IntegerField(label=_("一等奖数量"), min_value=1, max_value=100_000, required=False)
+    prize_2_name = forms.CharField(label=_("二等奖"), max_length=120, required=False)
+    prize_2_stock = forms.IntegerField(label=_("二等奖数量"), min_value=1, max_value=100_000, required=False)
+    prize_3_name = forms.CharField(label=_("三等奖"), max_length=120, required=False)
+    prize_3_stock = forms.IntegerField(label=_("三等奖数量"), min_value=1, max_value=100_000, required=False)
+
+    class Meta:
+        model = models.Lottery
+        fields = ("title", "community", "group", "entry_cost_points", "max_tickets", "closes_at", "draw_at", "beacon")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        rules = self.instance.rules or {}
+        for key in ("min_level", "min_streak", "joined_before", "purchased_since", "require_purchase"):
+            if key in rules:
+                self.fields[f"rule_{key}"].initial = rules[key]
+
+    def rules(self) -> dict[str, Any]:
+        d, out = self.cleaned_data, {}
+        community = d.get("community")
+        if community is not None:
+            out["community_id"] = community.pk
+        for key in ("min_level", "min_streak"):
+            if d.get(f"rule_{key}") is not None:
+                out[key] = d[f"rule_{key}"]
+        for key in ("joined_before", "purchased_since"):
+            if d.get(f"rule_{key}"):
+                out[key] = d[f"rule_{key}"].isoformat()
+        if d.get("rule_require_purchase"):
+            out["require_purchase"] = True
+        return out
+
+    def prizes(self) -> list[tuple[str, int]]:
+        d = self.cleaned_data
+        return [(str(d.get(f"prize_{i}_name") or "").strip(), int(d.get(f"prize_{i}_stock") or 1))
+                for i in range(1, PRIZE_ROWS + 1) if str(d.get(f"prize_{i}_name") or "").strip()]
+
+
+@admin.register(models.Lottery)
+class LotteryAdmin(ServiceCreateMixin, EngagementAdmin):
+    """New lotteries go through ``do_create_lottery`` (the seed is generated and its commitment
+    published there); open ones may change their texts and prizes, then close early and draw."""
+
+    form = LotteryForm
+    field_map = {"prizes": "prize_1_name", "prizes[0]": "prize_1_name", "prizes[1]": "prize_2_name",
+                 "prizes[2]": "prize_3_name", "community_id": "community", "group_id": "group",
+                 "rules": "rule_min_level", **{f"rules.{k}": f"rule_{k}" for k in (
+                     "min_level", "min_streak", "joined_before", "purchased_since")}}
     list_display = ("title", "status", "closes_at", "draw_at", "seed_commitment", "commitment")
     list_filter = ("status",)
     readonly_fields = ("status", "seed_commitment", "snapshot", "commitment", "closed_at", "drawn_at", "result",
                        "created_by")
     inlines = (PrizeInline, WinnerInline)
-    actions = ("close_now", "draw_now")
+    actions = ("close_now", "draw_now", "cancel")
 
-    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
-        return False
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        rules = (_("参与条件"), {"fields": ("rule_min_level", "rule_min_streak", "rule_joined_before",
+                                        "rule_purchased_since", "rule_require_purchase")})
+        main = (None, {"fields": ("title", "community", "group", "entry_cost_points", "max_tickets", "closes_at",
+                                  "draw_at", "beacon")})
+        if obj is None:
+            prizes = (_("奖品"), {"fields": tuple(f"prize_{i}_{k}" for i in range(1, PRIZE_ROWS + 1)
+                                               for k in ("name", "stock"))})
+            return (main, prizes, rules)
+        return (main, rules, (_("公开记录"), {"fields": self.readonly_fields}))
+
+    def get_inlines(self, request: HttpRequest, obj: Any) -> Any:
+        return self.inlines if obj is not None else ()
+
+    def check_service(self, tenant_id: int, **kwargs: Any) -> None:
+        services.check_lottery(tenant_id, **kwargs)
+
+    def create_service(self, principal: Any, **kwargs: Any) -> Any:
+        return services.do_create_lottery(principal, **kwargs)
+
+    def service_kwargs(self, request: HttpRequest, data: dict[str, Any]) -> dict[str, Any]:
+        form = data["_form"]
+        return {"title": data.get("title") or "", "closes_at": data.get("closes_at") or timezone.now(),
+                "draw_at": data.get("draw_at") or timezone.now(), "prizes": form.prizes(), "rules": form.rules(),
+                "entry_cost_points": data.get("entry_cost_points") or 0, "max_tickets": data.get("max_tickets") or 1,
+                "community_id": getattr(data.get("community"), "pk", None),
+                "group_id": getattr(data.get("group"), "pk", None), "beacon": data.get("beacon") or ""}
+
+    def check_form(self, request: HttpRequest, form: Any) -> None:
+        form.cleaned_data["_form"] = form
+        try:
+            if form.instance.pk is None:
+                super().check_form(request, form)
+            else:
+                try:
+                    services.check_lottery_rules(form.rules())
+                except ShequnError as exc:
+                    name = exc.details.get("field", "") if isinstance(exc.details, dict) else ""
+                    exc.details = {"field": self.field_map.get(name, "rule_min_level")}
+                    raise
+        finally:
+            form.cleaned_data.pop("_form", None)
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        form.cleaned_data["_form"] = form
+        try:
+            if change:
+                obj.rules = services.check_lottery_rules(form.rules())
+            super().save_model(request, obj, form, change)
+        finally:
+            form.cleaned_data.pop("_form", None)
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         if obj is not None and obj.status != models.Lottery.Status.OPEN:
@@ -243,12 +368,81 @@ class LotteryAdmin(EngagementAdmin):
     def draw_now(self, request: HttpRequest, qs: QuerySet[Any]) -> None:
         _each(request, qs, lambda p, o: services.do_draw_lottery(p.tenant_id, o.pk), _("已开奖 %(n)d 个"))
 
+    @admin.action(description=_("取消抽奖"))
+    def cancel(self, request: HttpRequest, qs: QuerySet[Any]) -> None:
+        _each(request, qs, lambda p, o: services.do_cancel_lottery(p, o.pk), _("已取消 %(n)d 个"))
+
+
+class RedPacketForm(forms.ModelForm):  # type: ignore[type-arg]
+    """A cash packet's total is entered in 元, a points packet's in points; validity in hours."""
+
+    total_yuan = YuanField(label=_("现金总额(元)"), required=False)
+    total_points = forms.IntegerField(label=_("积分总额"), min_value=1, max_value=100_000_000, required=False)
+    expires_hours = forms.IntegerField(label=_("有效期(小时)"), min_value=1, max_value=720, initial=24)
+
+    class Meta:
+        model = models.RedPacket
+        fields = ("title", "community", "group", "currency", "mode", "count", "sender")
+
 
 @admin.register(models.RedPacket)
-class RedPacketAdmin(ReadOnlyEngagementAdmin):
-    list_display = ("title", "currency", "mode", "total", "count", "remaining_amount", "remaining_count", "status",
-                    "expires_at")
+class RedPacketAdmin(ServiceCreateMixin, EngagementAdmin):
+    """Red packets are sent through ``do_create_red_packet`` (funded up front from the sender's or
+    the organisation's wallet); nothing is edited afterwards."""
+
+    form = RedPacketForm
+    field_map = {"expires_in": "expires_hours", "group_id": "group",
+                 "community_id": "community", "sender_member_id": "sender"}
+    list_display = ("title", "currency", "mode", "total_shown", "count", "remaining_shown", "remaining_count",
+                    "status", "expires_at")
     list_filter = ("status", "currency")
+    autocomplete_fields = ("sender",)
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return ("title", "community", "group", "currency", "mode", "total_points", "total_yuan", "count",
+                "expires_hours", "sender")
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is None and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description=_("总额"))
+    def total_shown(self, obj: models.RedPacket) -> str:
+        return _amount(obj.currency, obj.total)
+
+    @admin.display(description=_("剩余金额"))
+    def remaining_shown(self, obj: models.RedPacket) -> str:
+        return _amount(obj.currency, obj.remaining_amount)
+
+    def check_service(self, tenant_id: int, **kwargs: Any) -> None:
+        services.check_red_packet(tenant_id, **kwargs)
+
+    def create_service(self, principal: Any, **kwargs: Any) -> Any:
+        return services.do_create_red_packet(principal, **kwargs)
+
+    def service_kwargs(self, request: HttpRequest, data: dict[str, Any]) -> dict[str, Any]:
+        currency = data.get("currency") or "points"
+        total = data.get("total_yuan") if currency == "cash" else data.get("total_points")
+        return {"total": total or 0, "count": data.get("count") or 0, "currency": currency,
+                "mode": data.get("mode") or "random", "expires_in": dt.timedelta(hours=data.get("expires_hours") or 0),
+                "sender_member_id": getattr(data.get("sender"), "pk", None),
+                "group_id": getattr(data.get("group"), "pk", None),
+                "community_id": getattr(data.get("community"), "pk", None), "title": data.get("title") or ""}
+
+    def check_form(self, request: HttpRequest, form: Any) -> None:
+        try:
+            super().check_form(request, form)
+        except ShequnError as exc:
+            if isinstance(exc.details, dict) and exc.details.get("field") == "total":
+                cash = form.cleaned_data.get("currency") == "cash"
+                exc.details = {**exc.details, "field": "total_yuan" if cash else "total_points"}
+            raise
+
+
+def _amount(currency: str, value: int) -> str:
+    return yuan(value) if currency == models.RedPacket.Currency.CASH else _("%(n)d 积分") % {"n": value}
 
 
 @admin.register(models.RedPacketClaim)
@@ -256,19 +450,119 @@ class RedPacketClaimAdmin(ReadOnlyEngagementAdmin):
     list_display = ("packet", "member", "amount", "claimed_at")
 
 
+class ContentItemForm(forms.ModelForm):  # type: ignore[type-arg]
+    """Per-platform texts as three text boxes (not a JSON box)."""
+
+    text_wecom = forms.CharField(label=_("企业微信文案 (可选)"), required=False,
+                                 widget=forms.Textarea(attrs={"rows": 2}))
+    text_telegram = forms.CharField(label=_("Telegram 文案 (可选)"), required=False,
+                                    widget=forms.Textarea(attrs={"rows": 2}))
+    text_matrix = forms.CharField(label=_("Matrix 文案 (可选)"), required=False,
+                                  widget=forms.Textarea(attrs={"rows": 2}))
+
+    class Meta:
+        model = models.ContentItem
+        fields = ("title", "kind", "body", "url", "image_url", "is_sales")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for platform in services.OVERRIDE_PLATFORMS:
+            self.fields[f"text_{platform}"].initial = (self.instance.platform_overrides or {}).get(platform, "")
+
+    def overrides(self) -> dict[str, str]:
+        return {p: self.cleaned_data.get(f"text_{p}") or "" for p in services.OVERRIDE_PLATFORMS}
+
+
 @admin.register(models.ContentItem)
-class ContentItemAdmin(EngagementAdmin):
+class ContentItemAdmin(ServiceCreateMixin, EngagementAdmin):
+    form = ContentItemForm
     list_display = ("title", "kind", "is_sales", "created_at")
     list_filter = ("kind", "is_sales")
     search_fields = ("title", "body")
+    field_map = {f"platform_overrides.{p}": f"text_{p}" for p in ("wecom", "telegram", "matrix")}
+
+    def check_service(self, tenant_id: int, **kwargs: Any) -> None:
+        services.check_content_item(tenant_id, **kwargs)
+
+    def create_service(self, principal: Any, **kwargs: Any) -> Any:
+        return services.do_create_content_item(principal, **kwargs)
+
+    def service_kwargs(self, request: HttpRequest, data: dict[str, Any]) -> dict[str, Any]:
+        return {"title": data.get("title") or "", "kind": data.get("kind") or "", "body": data.get("body") or "",
+                "url": data.get("url") or "", "image_url": data.get("image_url") or "",
+                "is_sales": bool(data.get("is_sales")),
+                "platform_overrides": {p: data.get(f"text_{p}") or "" for p in services.OVERRIDE_PLATFORMS}}
+
+    def check_form(self, request: HttpRequest, form: Any) -> None:
+        if form.instance.pk is None:
+            super().check_form(request, form)
+        else:
+            services.check_content_item(form.instance.tenant_id, **self.service_kwargs(request, form.cleaned_data))
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        if change:
+            obj.platform_overrides = {k: v for k, v in form.overrides().items() if v.strip()}
+        super().save_model(request, obj, form, change)
+
+
+WEEKDAYS = [("0", _("周一")), ("1", _("周二")), ("2", _("周三")), ("3", _("周四")), ("4", _("周五")),
+            ("5", _("周六")), ("6", _("周日"))]
+
+
+class ContentScheduleForm(forms.ModelForm):  # type: ignore[type-arg]
+    weekdays_list = forms.MultipleChoiceField(label=_("星期 (不选 = 每天)"), choices=WEEKDAYS, required=False,
+                                              widget=forms.CheckboxSelectMultiple)
+
+    class Meta:
+        model = models.ContentSchedule
+        fields = ("content", "kind", "community", "group", "run_at", "time_of_day", "day_offset",
+                  "respect_quiet_hours", "active")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["weekdays_list"].initial = [str(d) for d in (self.instance.weekdays or [])]
 
 
 @admin.register(models.ContentSchedule)
-class ContentScheduleAdmin(EngagementAdmin):
+class ContentScheduleAdmin(ServiceCreateMixin, EngagementAdmin):
+    """SOP items: created through ``do_create_content_schedule``; pause/resume by the actions."""
+
+    form = ContentScheduleForm
     list_display = ("content", "kind", "community", "group", "run_at", "time_of_day", "day_offset", "active",
                     "last_run_at")
     list_filter = ("kind", "active")
     change_list_template = "engagement/admin/schedule_changelist.html"
+    field_map = {"content_id": "content", "community_id": "community", "group_id": "group",
+                 "weekdays": "weekdays_list"}
+    actions = ("pause", "resume")
+
+    def check_service(self, tenant_id: int, **kwargs: Any) -> None:
+        services.check_content_schedule(tenant_id, **kwargs)
+
+    def create_service(self, principal: Any, **kwargs: Any) -> Any:
+        return services.do_create_content_schedule(principal, **kwargs)
+
+    def service_kwargs(self, request: HttpRequest, data: dict[str, Any]) -> dict[str, Any]:
+        return services.schedule_form_data(data)
+
+    def check_form(self, request: HttpRequest, form: Any) -> None:
+        if form.instance.pk is None:
+            super().check_form(request, form)
+        else:
+            services.check_content_schedule(form.instance.tenant_id, **self.service_kwargs(request, form.cleaned_data))
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        if change:
+            obj.weekdays = sorted({int(d) for d in form.cleaned_data.get("weekdays_list") or []})
+        super().save_model(request, obj, form, change)
+
+    @admin.action(description=_("暂停"))
+    def pause(self, request: HttpRequest, qs: QuerySet[Any]) -> None:
+        _each(request, qs, lambda p, o: services.do_set_schedule_active(p, o.pk, active=False), _("已暂停 %(n)d 个"))
+
+    @admin.action(description=_("恢复"))
+    def resume(self, request: HttpRequest, qs: QuerySet[Any]) -> None:
+        _each(request, qs, lambda p, o: services.do_set_schedule_active(p, o.pk, active=True), _("已恢复 %(n)d 个"))
 
     def get_urls(self) -> list[Any]:
         return [path("calendar/", self.admin_site.admin_view(self.calendar_view), name="engagement_calendar"),

@@ -8,9 +8,23 @@ from django.http import HttpRequest
 from django.utils import timezone
 from ninja import Field, Router, Schema
 
-from shequn.core.http import ERRORS, BodyIn, Id, Limit, Page, Quantity, idempotent, paginate, require
+from shequn.core.http import (
+    ERRORS,
+    MAX_FEN,
+    ApiDatetime,
+    BodyIn,
+    Id,
+    Limit,
+    Page,
+    Quantity,
+    idempotent,
+    max_len,
+    paginate,
+    require,
+)
 
 from . import selectors, services
+from .models import Badge, ContentItem, Lottery, LotteryPrize, RedPacket
 
 router = Router(tags=["engagement"])
 
@@ -190,9 +204,231 @@ def save_welcome(request: HttpRequest, body: WelcomeIn) -> Any:
     return _welcome_out(w)
 
 
+class NoReplyOut(Schema):
+    id: int
+    no_reply_at: dt.datetime
+    no_reply_by: str
+
+
+@router.post("/reply-queue/{track_id}/no-reply", response={200: NoReplyOut, **ERRORS},
+             summary="标记无需回复 (收到、谢谢)")
+def mark_no_reply(request: HttpRequest, track_id: Id) -> Any:
+    p = require(request, "engagement.write")
+    return services.do_mark_no_reply_needed(p, track_id)
+
+
 @router.get("/reply-stats", response={200: dict, **ERRORS}, summary="回复率与首次响应时间中位数")
 def reply_stats(request: HttpRequest, days: Annotated[int, Field(ge=1, le=366)] = 30,
                 community_id: Id | None = None) -> Any:
     p = require(request, "engagement.read")
     since = timezone.now() - dt.timedelta(days=max(1, min(days, 365)))
     return selectors.reply_stats(p.tenant_id, since=since, community_id=community_id)
+
+
+# --- creating and ending campaigns -----------------------------------------------------------------
+
+
+class PrizeIn(BodyIn):
+    name: str = Field(min_length=1, max_length=max_len(LotteryPrize, "name"))
+    stock: Quantity = 1
+
+
+class LotteryRulesIn(BodyIn):
+    """Who may enter (each optional): a community's members, a relationship level, joined before a
+    date, a check-in streak, a purchase (since a date)."""
+
+    community_id: Id | None = None
+    min_level: Annotated[int, Field(ge=0, le=10)] | None = None
+    joined_before: dt.date | None = Field(None, description="YYYY-MM-DD")
+    min_streak: Annotated[int, Field(ge=0, le=3650)] | None = None
+    purchased_since: dt.date | None = Field(None, description="YYYY-MM-DD")
+    require_purchase: bool = False
+
+    def as_rules(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in self.model_dump().items():
+            if value is None or value is False:
+                continue
+            out[key] = value.isoformat() if isinstance(value, dt.date) else value
+        return out
+
+
+class LotteryIn(BodyIn):
+    title: str = Field(min_length=1, max_length=max_len(Lottery, "title"))
+    closes_at: ApiDatetime
+    draw_at: ApiDatetime
+    prizes: list[PrizeIn] = Field(min_length=1, max_length=50)
+    rules: LotteryRulesIn = Field(default_factory=lambda: LotteryRulesIn.model_validate({}))
+    entry_cost_points: Annotated[int, Field(ge=0, le=1_000_000)] = 0
+    max_tickets: Quantity = 1
+    community_id: Id | None = None
+    group_id: Id | None = Field(None, description="the group where the winners are announced")
+    beacon: str = Field("", max_length=max_len(Lottery, "beacon"))
+
+
+class LotteryOut(Schema):
+    id: int
+    title: str
+    status: str
+    closes_at: dt.datetime
+    draw_at: dt.datetime
+    seed_commitment: str
+
+
+@router.post("/lotteries", response={200: LotteryOut, **ERRORS}, summary="创建抽奖 (公布种子承诺)")
+@idempotent
+def create_lottery(request: HttpRequest, body: LotteryIn) -> Any:
+    p = require(request, "engagement.write")
+    return services.do_create_lottery(
+        p, title=body.title, closes_at=body.closes_at, draw_at=body.draw_at,
+        prizes=[(x.name, x.stock) for x in body.prizes], rules=body.rules.as_rules(),
+        entry_cost_points=body.entry_cost_points, max_tickets=body.max_tickets, community_id=body.community_id,
+        group_id=body.group_id, beacon=body.beacon)
+
+
+@router.post("/lotteries/{lottery_id}/close", response={200: LotteryOut, **ERRORS}, summary="立即截止并公布快照承诺")
+def close_lottery(request: HttpRequest, lottery_id: Id) -> Any:
+    p = require(request, "engagement.write")
+    return services.do_close_lottery(p.tenant_id, selectors.get_lottery(p.tenant_id, lottery_id).pk)
+
+
+@router.post("/lotteries/{lottery_id}/draw", response={200: LotteryOut, **ERRORS}, summary="开奖")
+def draw_lottery(request: HttpRequest, lottery_id: Id) -> Any:
+    p = require(request, "engagement.write")
+    return services.do_draw_lottery(p.tenant_id, selectors.get_lottery(p.tenant_id, lottery_id).pk)
+
+
+@router.post("/lotteries/{lottery_id}/cancel", response={200: LotteryOut, **ERRORS}, summary="取消抽奖 (截止前)")
+def cancel_lottery(request: HttpRequest, lottery_id: Id) -> Any:
+    return services.do_cancel_lottery(require(request, "engagement.write"), lottery_id)
+
+
+class RedPacketIn(BodyIn):
+    title: str = Field("恭喜发财", min_length=1, max_length=max_len(RedPacket, "title"))
+    currency: Literal["points", "cash"] = "points"
+    mode: Literal["fixed", "random"] = "random"
+    total: Annotated[int, Field(ge=1, le=MAX_FEN, description="points, or fen for cash")]
+    count: Annotated[int, Field(ge=1, le=10_000)]
+    expires_in_minutes: Annotated[int, Field(ge=1, le=43_200)] = 1440
+    sender_member_id: Id | None = Field(None, description="empty: paid by the organisation")
+    group_id: Id | None = None
+    community_id: Id | None = None
+
+
+class RedPacketOut(Schema):
+    id: int
+    title: str
+    currency: str
+    mode: str
+    total: int
+    count: int
+    remaining_amount: int
+    remaining_count: int
+    status: str
+    expires_at: dt.datetime
+
+
+@router.post("/red-packets", response={200: RedPacketOut, **ERRORS}, summary="发红包")
+@idempotent
+def create_red_packet(request: HttpRequest, body: RedPacketIn) -> Any:
+    p = require(request, "engagement.write")
+    return services.do_create_red_packet(
+        p, total=body.total, count=body.count, currency=body.currency, mode=body.mode,
+        expires_in=dt.timedelta(minutes=body.expires_in_minutes), sender_member_id=body.sender_member_id,
+        group_id=body.group_id, community_id=body.community_id, title=body.title)
+
+
+class BadgeIn(BodyIn):
+    code: str = Field(min_length=1, max_length=max_len(Badge, "code"), description="letters, digits, - and _")
+    name: str = Field(min_length=1, max_length=max_len(Badge, "name"))
+    rule: Literal["streak", "checkin_total", "level", "points_earned"]
+    threshold: Annotated[int, Field(ge=1, le=1_000_000)]
+    description: str = Field("", max_length=max_len(Badge, "description"))
+
+
+class BadgeOut(Schema):
+    id: int
+    code: str
+    name: str
+    rule: str
+    threshold: int
+
+
+@router.post("/badges", response={200: BadgeOut, **ERRORS}, summary="创建徽章")
+@idempotent
+def create_badge(request: HttpRequest, body: BadgeIn) -> Any:
+    return services.do_create_badge(require(request, "engagement.write"), **body.model_dump())
+
+
+class PlatformTextsIn(BodyIn):
+    wecom: str = Field("", max_length=10_000)
+    telegram: str = Field("", max_length=10_000)
+    matrix: str = Field("", max_length=10_000)
+
+
+class ContentItemIn(BodyIn):
+    title: str = Field(min_length=1, max_length=max_len(ContentItem, "title"))
+    kind: Literal["text", "image", "link", "markdown"] = "text"
+    body: str = Field("", max_length=10_000)
+    url: str = Field("", max_length=max_len(ContentItem, "url"))
+    image_url: str = Field("", max_length=max_len(ContentItem, "image_url"))
+    is_sales: bool = False
+    platform_texts: PlatformTextsIn = Field(default_factory=lambda: PlatformTextsIn.model_validate({}))
+
+
+class ContentItemOut(Schema):
+    id: int
+    title: str
+    kind: str
+    is_sales: bool
+
+
+@router.post("/content-items", response={200: ContentItemOut, **ERRORS}, summary="创建 SOP 内容")
+@idempotent
+def create_content_item(request: HttpRequest, body: ContentItemIn) -> Any:
+    p = require(request, "engagement.write")
+    data = body.model_dump()
+    return services.do_create_content_item(p, platform_overrides=data.pop("platform_texts"), **data)
+
+
+class ContentScheduleIn(BodyIn):
+    content_id: Id
+    kind: Literal["fixed", "recurring", "sequence"]
+    community_id: Id | None = None
+    group_id: Id | None = None
+    run_at: ApiDatetime | None = None
+    time_of_day: dt.time | None = Field(None, description="HH:MM (recurring and sequence)")
+    weekdays: list[Annotated[int, Field(ge=0, le=6)]] = Field(default_factory=list, max_length=7)
+    day_offset: Annotated[int, Field(ge=0, le=365)] = Field(0, description="sequence: days after joining")
+    respect_quiet_hours: bool = True
+
+
+class ContentScheduleOut(Schema):
+    id: int
+    content_id: int
+    kind: str
+    community_id: int | None
+    group_id: int | None
+    run_at: dt.datetime | None
+    time_of_day: dt.time | None
+    weekdays: list[int]
+    day_offset: int
+    active: bool
+
+
+@router.post("/content-schedules", response={200: ContentScheduleOut, **ERRORS}, summary="创建 SOP 排期")
+@idempotent
+def create_content_schedule(request: HttpRequest, body: ContentScheduleIn) -> Any:
+    return services.do_create_content_schedule(require(request, "engagement.write"), **body.model_dump())
+
+
+@router.post("/content-schedules/{schedule_id}/pause", response={200: ContentScheduleOut, **ERRORS},
+             summary="暂停 SOP 排期")
+def pause_schedule(request: HttpRequest, schedule_id: Id) -> Any:
+    return services.do_set_schedule_active(require(request, "engagement.write"), schedule_id, active=False)
+
+
+@router.post("/content-schedules/{schedule_id}/resume", response={200: ContentScheduleOut, **ERRORS},
+             summary="恢复 SOP 排期")
+def resume_schedule(request: HttpRequest, schedule_id: Id) -> Any:
+    return services.do_set_schedule_active(require(request, "engagement.write"), schedule_id, active=True)

@@ -138,6 +138,9 @@ class ReplyTrack(TenantOwned):
                                     related_name="+", verbose_name=_("回复人"))
     answered_by_label = models.CharField(_("回复人名称"), max_length=120, blank=True)
     reply_action_id = models.BigIntegerField(_("回复动作"), null=True, blank=True)
+    #: staff marked it as needing no answer (收到、谢谢): out of the queue and of the reply rate
+    no_reply_at = models.DateTimeField(_("标记无需回复"), null=True, blank=True)
+    no_reply_by = models.CharField(_("标记人"), max_length=120, blank=True)
 
     class Meta:
         verbose_name = _("待回复消息")

@@ -160,7 +160,8 @@ def reply_queue(tenant_id: int, *, community_id: int | None = None, now: dt.date
     """Unanswered member messages older than the reply SLA, oldest first."""
     now = now or timezone.now()
     sla = dt.timedelta(minutes=int(engagement_config(tenant_id)["reply_sla_minutes"]))
-    qs = ReplyTrack.objects.filter(tenant_id=tenant_id, answered_at__isnull=True, occurred_at__lte=now - sla)
+    qs = ReplyTrack.objects.filter(tenant_id=tenant_id, answered_at__isnull=True, no_reply_at__isnull=True,
+                                   occurred_at__lte=now - sla)
     if community_id is not None:
         qs = qs.filter(community_id=community_id)
     return qs.select_related("member", "group").order_by("occurred_at", "pk")
@@ -175,7 +176,8 @@ def reply_stats(
 ) -> dict[str, Any]:
     """Response rate and median first-response time, per community and per responder."""
     until = until or timezone.now()
-    qs = ReplyTrack.objects.filter(tenant_id=tenant_id, occurred_at__gte=since, occurred_at__lt=until)
+    qs = ReplyTrack.objects.filter(tenant_id=tenant_id, occurred_at__gte=since, occurred_at__lt=until,
+                                   no_reply_at__isnull=True)
     if community_id is not None:
         qs = qs.filter(community_id=community_id)
     per_comm: dict[int | None, dict[str, Any]] = defaultdict(lambda: {"messages": 0, "answered": 0, "times": []})

@@ -124,3 +124,6 @@ class MemberTag(TenantOwned):
         verbose_name = _("会员标签")
         verbose_name_plural = _("会员标签")
         constraints = [models.UniqueConstraint(fields=["member", "tag"], name="member_tag_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.tag.name}"

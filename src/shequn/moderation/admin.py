@@ -37,19 +37,61 @@ def _review(admin_obj: Any, request: HttpRequest, ids: list[int], decision: str)
     return done
 
 
+#: the classifier's verdicts and the rule packs' categories, in words (unknown ones show as they are)
+VERDICTS = {"ad": _("广告"), "review": _("待人工审核"), "ok": _("正常")}
+CATEGORIES = {
+    "bargain": _("砍价/助力"), "benefit": _("福利诱导"), "contact": _("留联系方式"), "counter": _("刷单"),
+    "crypto": _("虚拟币"), "gambling": _("赌博"), "game": _("游戏推广"), "job": _("兼职招聘"), "link": _("外链"),
+    "loan": _("贷款"), "phishing": _("钓鱼诈骗"), "poaching": _("挖人/拉群"), "selling": _("推销"),
+    "flood": _("刷屏"), "repeat": _("重复消息"), "binary": _("二进制/乱码内容"), "pipeline_error": _("审核出错"),
+    "reported": _("成员举报"),
+}
+
+
+class _LabelFilter(admin.SimpleListFilter):
+    labels: dict[str, Any] = {}
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(k, str(v)) for k, v in self.labels.items()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        return queryset.filter(**{str(self.parameter_name): self.value()}) if self.value() else queryset
+
+
+class VerdictFilter(_LabelFilter):
+    title = _("判定")
+    parameter_name = "verdict"
+    labels = VERDICTS
+
+
+class CategoryFilter(_LabelFilter):
+    title = _("类别")
+    parameter_name = "category"
+    labels = CATEGORIES
+
+
 @admin.register(Violation)
 class ViolationAdmin(TenantScopedAdmin):
     permission_area = "moderation"
-    list_display = ("id", "status", "verdict", "category", "rule_id", "short_text", "member", "community",
-                    "score_display", "occurred_at")
-    list_filter = ("status", "verdict", "category")
+    list_display = ("id", "status", "verdict_shown", "category_shown", "rule_id", "short_text", "member",
+                    "community", "score_display", "occurred_at")
+    list_filter = ("status", VerdictFilter, CategoryFilter)
+
+    @admin.display(description=_("判定"), ordering="verdict")
+    def verdict_shown(self, obj: Violation) -> str:
+        return str(VERDICTS.get(obj.verdict, obj.verdict))
+
+    @admin.display(description=_("类别"), ordering="category")
+    def category_shown(self, obj: Violation) -> str:
+        return str(CATEGORIES.get(obj.category, obj.category or "-"))
     search_fields = ("text", "rule_id")
     ordering = ("-id",)
     actions = ["confirm_selected", "reverse_selected"]
     actions_row = ["confirm_row", "reverse_row"]
     actions_detail = ["confirm_row", "reverse_row"]
-    readonly_fields = ("community", "group", "member", "event", "platform", "message_external_id", "text", "verdict",
-                       "score", "category", "rule_id", "reasons", "signals", "text_hash", "status", "actions",
+    readonly_fields = ("community", "group", "member", "event", "platform", "message_external_id", "text",
+                       "verdict_shown", "score", "category_shown", "rule_id", "reasons", "signals", "text_hash",
+                       "status", "actions",
                        "ladder_step", "appeal_text", "appealed_at", "reviewed_by", "reviewed_at", "review_note",
                        "occurred_at", "created_at")
 

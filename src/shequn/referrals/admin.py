@@ -4,17 +4,29 @@ change only through the actions, which call the services."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
+from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from shequn.core.admin_base import TenantScopedAdmin, TenantScopedTabularInline, request_principal
+from shequn.commerce.models import CouponTemplate
+from shequn.core.admin_base import (
+    ServiceCreateMixin,
+    TenantScopedAdmin,
+    TenantScopedTabularInline,
+    adopt,
+    request_principal,
+    request_tenant_id,
+)
 from shequn.core.errors import ShequnError
 from shequn.core.masking import mask_phone
+from shequn.core.money import YuanField
 
 from . import services
 from .admin_payouts import WithdrawalPayoutActions, payout_provider_warning
@@ -89,8 +101,42 @@ class ReferralBindingAdmin(TenantScopedAdmin):
     search_fields = ("member__display_name", "referrer__display_name")
 
 
+def _rule_rows(formset: Any) -> list[tuple[Any, dict[str, Any]]]:
+    """The (form, rule) pairs of the rule rows that are filled in and not deleted."""
+    rows = []
+    for form in formset.forms:
+        data = getattr(form, "cleaned_data", None) or {}
+        if not data or data.get("DELETE"):
+            continue
+        rows.append((form, {k: data.get(k) for k in ("product_kind", "product_id", "mode", "rate_bps", "fixed_fen",
+                                                     "cap_fen")}))
+    return rows
+
+
+class CommissionRuleFormSet(BaseInlineFormSet):  # type: ignore[type-arg]
+    """The plan's rules are checked by ``check_plan_rules`` (the API's checks): an error lands on
+    the row and the column it names."""
+
+    def clean(self) -> None:
+        super().clean()
+        if any(self.errors):
+            return
+        rows = _rule_rows(self)
+        try:
+            services.check_plan_rules([rule for _form, rule in rows])
+        except ShequnError as exc:
+            name = exc.details.get("field", "") if isinstance(exc.details, dict) else ""
+            match = re.fullmatch(r"rules\[(\d+)\]\.(\w+)", name)
+            if match and int(match.group(1)) < len(rows):
+                form = rows[int(match.group(1))][0]
+                column = match.group(2)
+                form.add_error(column if column in form.fields else None, exc.message)
+            raise forms.ValidationError(exc.message) from exc
+
+
 class CommissionRuleInline(TenantScopedTabularInline):
     model = CommissionRule
+    formset = CommissionRuleFormSet
     permission_area = "referrals"
     fields = ("product_kind", "product_id", "mode", "rate_bps", "fixed_fen", "cap_fen")
     extra = 1
@@ -98,10 +144,15 @@ class CommissionRuleInline(TenantScopedTabularInline):
 
 @admin.register(CommissionPlan)
 class CommissionPlanAdmin(TenantScopedAdmin):
+    """Plans are saved through ``do_create_plan`` / ``do_update_plan``: the one-level rule, the rate
+    bounds and the risk notes are the API's."""
+
     permission_area = "referrals"
+    audit_writes = False  # the services audit
     list_display = ("name", "community", "campaign", "refund_window_days", "self_purchase", "is_active", "risk")
     inlines = [CommissionRuleInline]
     readonly_fields = ("levels", "risk_notes")
+    actions = ("pause", "resume")
 
     @admin.display(description=_("风险提示"))
     def risk(self, obj: CommissionPlan) -> str:
@@ -112,10 +163,53 @@ class CommissionPlanAdmin(TenantScopedAdmin):
         notes = plan_warnings(obj) if obj.pk else []
         return format_html("<br>".join(["{}"] * len(notes)), *notes) if notes else "-"
 
+    def _plan_kwargs(self, data: dict[str, Any]) -> dict[str, Any]:
+        community = data.get("community")
+        return {"name": data.get("name") or "", "community_id": community.pk if community else None,
+                "campaign": data.get("campaign") or "", "refund_window_days": data.get("refund_window_days") or 0,
+                "cap_per_order_fen": data.get("cap_per_order_fen")}
+
+    def check_form(self, request: HttpRequest, form: Any) -> None:
+        tenant_id = request_tenant_id(request)
+        if tenant_id is not None:
+            services.check_plan_fields(tenant_id, **self._plan_kwargs(form.cleaned_data))
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        """Nothing yet: the plan and its rules are written together in ``save_related``."""
+
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
-        super().save_related(request, form, formsets, change)
-        for note in plan_warnings(form.instance):
+        p = request_principal(request)
+        assert p is not None
+        rules = [rule for fs in formsets if fs.model is CommissionRule for _form, rule in _rule_rows(fs)]
+        data = form.cleaned_data
+        kwargs = {**self._plan_kwargs(data), "rules": rules, "self_purchase": bool(data.get("self_purchase")),
+                  "priority": data.get("priority") or 0}
+        if change:
+            plan, warnings = services.do_update_plan(p, form.instance.pk, is_active=bool(data.get("is_active")),
+                                                     **kwargs)
+        else:
+            plan, warnings = services.do_create_plan(p, **kwargs)
+            if not data.get("is_active", True):
+                plan = services.do_set_plan_active(p, plan.pk, active=False)
+        adopt(form.instance, plan)
+        for fs in formsets:  # the rows were written by the service; the change message reads these
+            fs.new_objects, fs.changed_objects, fs.deleted_objects = [], [], []
+        for note in warnings:
             messages.warning(request, note)
+
+    @admin.action(description=_("暂停"))
+    def pause(self, request: HttpRequest, queryset: QuerySet[CommissionPlan]) -> None:
+        p = request_principal(request)
+        for plan in queryset:
+            if p is not None:
+                services.do_set_plan_active(p, plan.pk, active=False)
+
+    @admin.action(description=_("恢复"))
+    def resume(self, request: HttpRequest, queryset: QuerySet[CommissionPlan]) -> None:
+        p = request_principal(request)
+        for plan in queryset:
+            if p is not None:
+                services.do_set_plan_active(p, plan.pk, active=True)
 
 
 @admin.register(Commission)
@@ -233,10 +327,115 @@ class FraudSignalAdmin(TenantScopedAdmin):
         self._review(request, queryset, FraudStatus.CONFIRMED)
 
 
+class FissionTaskForm(forms.ModelForm):  # type: ignore[type-arg]
+    """The reward as a field per kind: points, cash in 元, a coupon template (not one number whose
+    meaning depends on the kind)."""
+
+    reward_points = forms.IntegerField(label=_("奖励积分"), min_value=1, max_value=10_000_000, required=False)
+    reward_cash = YuanField(label=_("奖励现金(元)"), required=False)
+    reward_coupon = forms.ModelChoiceField(label=_("奖励优惠券"), queryset=CouponTemplate.objects.none(),
+                                           required=False)
+
+    class Meta:
+        model = FissionTask
+        fields = ("name", "community", "campaign", "threshold", "reward_kind", "reward_note", "is_active")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        tenant_id = self.instance.tenant_id
+        self.fields["reward_coupon"].queryset = (  # type: ignore[attr-defined]
+            CouponTemplate.objects.filter(tenant_id=tenant_id))
+        kind, value = self.instance.reward_kind, self.instance.reward_value
+        if kind == "points":
+            self.fields["reward_points"].initial = value
+        elif kind == "cash":
+            self.fields["reward_cash"].initial = value
+        elif kind == "coupon":
+            self.fields["reward_coupon"].initial = value
+
+    def reward_value(self) -> int:
+        d = self.cleaned_data
+        kind = d.get("reward_kind")
+        if kind == "points":
+            return int(d.get("reward_points") or 0)
+        if kind == "cash":
+            return int(d.get("reward_cash") or 0)
+        if kind == "coupon":
+            return int(d["reward_coupon"].pk) if d.get("reward_coupon") else 0
+        return 0
+
+
 @admin.register(FissionTask)
-class FissionTaskAdmin(TenantScopedAdmin):
+class FissionTaskAdmin(ServiceCreateMixin, TenantScopedAdmin):
     permission_area = "referrals"
-    list_display = ("name", "community", "campaign", "threshold", "reward_kind", "reward_value", "is_active")
+    form = FissionTaskForm
+    list_display = ("name", "community", "campaign", "threshold", "reward_kind", "reward_shown", "is_active")
+    actions = ("pause", "resume")
+
+    @admin.display(description=_("奖励"))
+    def reward_shown(self, obj: FissionTask) -> str:
+        if obj.reward_kind == "cash":
+            return _yuan(obj.reward_value)
+        if obj.reward_kind == "points":
+            return _("%(n)d 积分") % {"n": obj.reward_value}
+        if obj.reward_kind == "coupon":
+            t = CouponTemplate.objects.filter(tenant_id=obj.tenant_id, pk=obj.reward_value).first()
+            return str(t) if t else "-"
+        return obj.reward_note
+
+    def check_service(self, tenant_id: int, **kwargs: Any) -> None:
+        services.check_fission_task(tenant_id, **kwargs)
+
+    def create_service(self, principal: Any, **kwargs: Any) -> Any:
+        return services.do_create_fission_task(principal, **kwargs)
+
+    def service_kwargs(self, request: HttpRequest, data: dict[str, Any]) -> dict[str, Any]:
+        form = data.get("_form")
+        return {"name": data.get("name") or "", "threshold": data.get("threshold") or 0,
+                "reward_kind": data.get("reward_kind") or "", "reward_value": form.reward_value() if form else 0,
+                "reward_note": data.get("reward_note") or "",
+                "community_id": getattr(data.get("community"), "pk", None), "campaign": data.get("campaign") or ""}
+
+    def check_form(self, request: HttpRequest, form: Any) -> None:
+        form.cleaned_data["_form"] = form
+        try:
+            try:
+                if form.instance.pk is None:
+                    super().check_form(request, form)
+                else:
+                    services.check_fission_task(form.instance.tenant_id, **self.service_kwargs(request,
+                                                                                               form.cleaned_data))
+            except ShequnError as exc:
+                if isinstance(exc.details, dict) and exc.details.get("field") == "reward_value":
+                    kind = form.cleaned_data.get("reward_kind")
+                    exc.details = {"field": {"cash": "reward_cash", "coupon": "reward_coupon"}.get(
+                        str(kind), "reward_points")}
+                raise
+        finally:
+            form.cleaned_data.pop("_form", None)
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        form.cleaned_data["_form"] = form
+        try:
+            if change:
+                obj.reward_value = form.reward_value()
+            super().save_model(request, obj, form, change)
+        finally:
+            form.cleaned_data.pop("_form", None)
+
+    @admin.action(description=_("暂停"))
+    def pause(self, request: HttpRequest, queryset: QuerySet[FissionTask]) -> None:
+        p = request_principal(request)
+        for task in queryset:
+            if p is not None:
+                services.do_set_fission_task_active(p, task.pk, active=False)
+
+    @admin.action(description=_("恢复"))
+    def resume(self, request: HttpRequest, queryset: QuerySet[FissionTask]) -> None:
+        p = request_principal(request)
+        for task in queryset:
+            if p is not None:
+                services.do_set_fission_task_active(p, task.pk, active=True)
 
 
 @admin.register(GiftShipment)

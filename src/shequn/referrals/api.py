@@ -16,6 +16,7 @@ from shequn.core.http import (
     Id,
     IpAddress,
     Limit,
+    NonNegative,
     Page,
     PositiveFen,
     idempotent,
@@ -23,12 +24,16 @@ from shequn.core.http import (
     paginate,
     require,
 )
+from shequn.core.models import Tenant
 
 from . import leaderboard, selectors, services
 from .api_payouts import router as payouts_router
 from .models import (
+    Alliance,
+    AllianceInvitation,
     CommissionPlan,
     CommissionRule,
+    FissionTask,
     InviteLink,
     LinkEvent,
     Withdrawal,
@@ -217,6 +222,166 @@ def create_plan(request: HttpRequest, body: PlanIn) -> Any:
     data = body.model_dump()
     plan, warnings = services.do_create_plan(p, **data)
     return {"id": plan.pk, "name": plan.name, "warnings": warnings}
+
+
+class RuleOut(Schema):
+    product_kind: str
+    product_id: str
+    mode: str
+    rate_bps: int
+    fixed_fen: int
+    cap_fen: int | None
+
+
+class PlanDetailOut(Schema):
+    id: int
+    name: str
+    community_id: int | None
+    campaign: str
+    refund_window_days: int
+    self_purchase: bool
+    cap_per_order_fen: int | None
+    priority: int
+    is_active: bool
+    rules: list[RuleOut]
+    warnings: list[str]
+
+
+def _plan_out(plan: CommissionPlan) -> dict[str, Any]:
+    return {**{k: getattr(plan, k) for k in ("id", "name", "community_id", "campaign", "refund_window_days",
+                                              "self_purchase", "cap_per_order_fen", "priority", "is_active")},
+            "rules": list(plan.rules.all()), "warnings": selectors.plan_warnings(plan)}
+
+
+@router.get("/plans", response={200: Page[PlanDetailOut], **ERRORS}, summary="佣金方案列表")
+def list_plans(request: HttpRequest, active: bool | None = None, cursor: str | None = None,
+               limit: Limit = 50) -> Any:
+    p = require(request, "referrals.read")
+    qs = selectors.plans(p.tenant_id)
+    if active is not None:
+        qs = qs.filter(is_active=active)
+    page = paginate(qs, cursor, limit)
+    return {"items": [_plan_out(x) for x in page["items"]], "next_cursor": page["next_cursor"]}
+
+
+@router.post("/plans/{plan_id}/pause", response={200: PlanDetailOut, **ERRORS}, summary="暂停佣金方案")
+def pause_plan(request: HttpRequest, plan_id: Id) -> Any:
+    return _plan_out(services.do_set_plan_active(require(request, "referrals.write"), plan_id, active=False))
+
+
+@router.post("/plans/{plan_id}/resume", response={200: PlanDetailOut, **ERRORS}, summary="恢复佣金方案")
+def resume_plan(request: HttpRequest, plan_id: Id) -> Any:
+    return _plan_out(services.do_set_plan_active(require(request, "referrals.write"), plan_id, active=True))
+
+
+class FissionTaskIn(BodyIn):
+    name: str = Field(min_length=1, max_length=max_len(FissionTask, "name"))
+    threshold: Annotated[int, Field(ge=1, le=10_000)] = Field(description="valid (paying) invitees needed")
+    reward_kind: Literal["points", "coupon", "gift", "cash"]
+    reward_value: NonNegative = Field(0, description="points; a coupon template id; cash in fen; 0 for a gift")
+    reward_note: str = Field("", max_length=max_len(FissionTask, "reward_note"))
+    community_id: Id | None = None
+    campaign: str = Field("", max_length=max_len(FissionTask, "campaign"))
+
+
+class FissionTaskOut(Schema):
+    id: int
+    name: str
+    threshold: int
+    reward_kind: str
+    reward_value: int
+    reward_note: str
+    community_id: int | None
+    campaign: str
+    is_active: bool
+
+
+@router.post("/fission-tasks", response={200: FissionTaskOut, **ERRORS}, summary="创建裂变任务")
+@idempotent
+def create_fission_task(request: HttpRequest, body: FissionTaskIn) -> Any:
+    return services.do_create_fission_task(require(request, "referrals.write"), **body.model_dump())
+
+
+@router.post("/fission-tasks/{task_id}/pause", response={200: FissionTaskOut, **ERRORS}, summary="暂停裂变任务")
+def pause_fission_task(request: HttpRequest, task_id: Id) -> Any:
+    return services.do_set_fission_task_active(require(request, "referrals.write"), task_id, active=False)
+
+
+@router.post("/fission-tasks/{task_id}/resume", response={200: FissionTaskOut, **ERRORS}, summary="恢复裂变任务")
+def resume_fission_task(request: HttpRequest, task_id: Id) -> Any:
+    return services.do_set_fission_task_active(require(request, "referrals.write"), task_id, active=True)
+
+
+class AllianceIn(BodyIn):
+    name: str = Field(min_length=1, max_length=max_len(Alliance, "name"))
+
+
+class AllianceOut(Schema):
+    id: int
+    name: str
+    owner_tenant_id: int
+
+
+class InviteIn(BodyIn):
+    tenant_slug: str = Field(min_length=1, max_length=max_len(Tenant, "slug"),
+                             description="the invited merchant's organisation code")
+
+
+class InvitationOut(Schema):
+    id: int
+    alliance_id: int
+    alliance_name: str
+    inviter_id: int
+    invitee_id: int
+    status: str
+    created_at: datetime
+
+
+def _invitation_out(inv: AllianceInvitation) -> dict[str, Any]:
+    return {"id": inv.pk, "alliance_id": inv.alliance_id, "alliance_name": inv.alliance.name,
+            "inviter_id": inv.inviter_id, "invitee_id": inv.invitee_id, "status": inv.status,
+            "created_at": inv.created_at}
+
+
+@router.post("/alliances", response={200: AllianceOut, **ERRORS}, summary="发起商家联盟")
+@idempotent
+def create_alliance(request: HttpRequest, body: AllianceIn) -> Any:
+    return services.do_create_alliance(require(request, "referrals.write"), name=body.name)
+
+
+@router.get("/alliances", response={200: list[AllianceOut], **ERRORS}, summary="我加入的商家联盟")
+def list_alliances(request: HttpRequest) -> Any:
+    p = require(request, "referrals.read")
+    return list(Alliance.objects.filter(members__tenant_id=p.tenant_id, members__is_active=True).order_by("pk"))
+
+
+@router.post("/alliances/{alliance_id}/invitations", response={200: InvitationOut, **ERRORS},
+             summary="邀请商家加入联盟 (按组织代码)")
+@idempotent
+def invite_to_alliance(request: HttpRequest, alliance_id: Id, body: InviteIn) -> Any:
+    p = require(request, "referrals.write")
+    return _invitation_out(services.do_invite_to_alliance(p, alliance_id, tenant_slug=body.tenant_slug))
+
+
+@router.get("/alliance-invitations", response={200: list[InvitationOut], **ERRORS}, summary="收到的联盟邀请")
+def received_invitations(request: HttpRequest) -> Any:
+    p = require(request, "referrals.read")
+    qs = AllianceInvitation.objects.filter(invitee_id=p.tenant_id).select_related("alliance").order_by("-pk")
+    return [_invitation_out(inv) for inv in qs[:200]]
+
+
+@router.post("/alliance-invitations/{invitation_id}/accept", response={200: InvitationOut, **ERRORS},
+             summary="接受联盟邀请 (加入联盟)")
+def accept_invitation(request: HttpRequest, invitation_id: Id) -> Any:
+    p = require(request, "referrals.write")
+    return _invitation_out(services.do_respond_to_alliance_invitation(p, invitation_id, accept=True))
+
+
+@router.post("/alliance-invitations/{invitation_id}/decline", response={200: InvitationOut, **ERRORS},
+             summary="拒绝联盟邀请")
+def decline_invitation(request: HttpRequest, invitation_id: Id) -> Any:
+    p = require(request, "referrals.write")
+    return _invitation_out(services.do_respond_to_alliance_invitation(p, invitation_id, accept=False))
 
 
 @router.get("/members/{member_id}/statement", response={200: dict[str, Any], **ERRORS})

@@ -466,6 +466,30 @@ class AllianceMember(models.Model):
         constraints = [models.UniqueConstraint(fields=["alliance", "tenant"], name="alliance_member_once")]
 
 
+class AllianceInvitation(models.Model):
+    """A member merchant invites another merchant (named by its organisation code); the invited
+    merchant accepts or declines. Joining an alliance is only by accepting an invitation."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("待接受")
+        ACCEPTED = "accepted", _("已接受")
+        DECLINED = "declined", _("已拒绝")
+
+    alliance = models.ForeignKey(Alliance, on_delete=models.CASCADE, related_name="invitations",
+                                 verbose_name=_("商家联盟"))
+    inviter = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", verbose_name=_("邀请方"))
+    invitee = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", verbose_name=_("被邀请商家"))
+    status = models.CharField(_("状态"), max_length=16, choices=Status.choices, default=Status.PENDING)
+    created_at = models.DateTimeField(_("邀请时间"), auto_now_add=True)
+    responded_at = models.DateTimeField(_("答复时间"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("联盟邀请")
+        verbose_name_plural = _("联盟邀请")
+        constraints = [models.UniqueConstraint(fields=["alliance", "invitee"], condition=models.Q(status="pending"),
+                                               name="alliance_invitation_one_pending")]
+
+
 class AllianceListing(models.Model):
     """A product that ``tenant`` (the seller) lets alliance members distribute, and what it pays."""
 

@@ -174,6 +174,11 @@ def active_binding(tenant_id: int, member_id: int, now: datetime | None = None) 
             .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now)).first())
 
 
+def plans(tenant_id: int) -> QuerySet[CommissionPlan]:
+    """The tenant's commission plans with their rules."""
+    return CommissionPlan.objects.filter(tenant_id=tenant_id).prefetch_related("rules")
+
+
 def plan_warnings(plan: CommissionPlan) -> list[str]:
     """Risk notes shown to the operator next to a plan."""
     out: list[str] = []

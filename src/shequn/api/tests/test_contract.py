@@ -51,6 +51,22 @@ PLAIN_POSTS = {
     "/api/v1/moderation/reports": lambda ids: {"event_id": ids["event_id"],
                                                "reporter_member_id": ids["spare_member_id"]},
     "/api/v1/engagement/checkins": lambda ids: {"member_id": ids["member_id"]},
+    # the campaign objects of issue #14
+    "/api/v1/commerce/products": lambda ids: {"name": "重放商品", "skus": [{"code": "R-1", "price_fen": 1990}]},
+    "/api/v1/commerce/coupon-templates": lambda ids: {"name": "重放券", "kind": "fixed", "amount_fen": 500,
+                                                      "valid_from": "2030-01-01T00:00:00+08:00",
+                                                      "valid_until": "2030-02-01T00:00:00+08:00"},
+    "/api/v1/commerce/live-sessions": lambda ids: {"title": "重放直播", "starts_at": "2030-01-01T20:00:00+08:00",
+                                                   "community_id": ids["community_id"]},
+    "/api/v1/engagement/lotteries": lambda ids: {"title": "重放抽奖", "closes_at": "2099-01-01T00:00:00Z",
+                                                 "draw_at": "2099-01-02T00:00:00Z",
+                                                 "prizes": [{"name": "香薰", "stock": 1}]},
+    "/api/v1/engagement/red-packets": lambda ids: {"total": 10, "count": 2},
+    "/api/v1/engagement/badges": lambda ids: {"code": "replay", "name": "重放", "rule": "streak", "threshold": 3},
+    "/api/v1/engagement/content-items": lambda ids: {"title": "欢迎", "body": "欢迎加入"},
+    "/api/v1/referrals/fission-tasks": lambda ids: {"name": "邀三人", "threshold": 3, "reward_kind": "points",
+                                                    "reward_value": 100},
+    "/api/v1/referrals/alliances": lambda ids: {"name": "重放联盟"},
 }
 REPLAY_CASES = sorted(
     [(p, "probe") for m, p in PATH_PROBES if m == "post" and ("post", p) in IDEMPOTENT]

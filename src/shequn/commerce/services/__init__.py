@@ -41,21 +41,30 @@ from ._common import (
     clean_attribution,
 )
 from .catalog import (
+    TIER_PRIVILEGES,
+    check_product,
+    check_tier_privileges,
+    do_add_sku,
     do_adjust_stock,
     do_create_product,
     do_set_member_price,
+    do_update_product,
 )
 from .coupons import (
+    check_coupon_template,
     do_claim_coupon,
     do_claim_share_coupon,
     do_create_coupon_template,
+    do_end_coupon_template,
     grant_fission_coupon,
 )
 from .flash import (
     FlashResult,
     check_flash_eligible,
+    check_flash_sale,
     do_consume_flash_gate,
     do_create_flash_sale,
+    do_end_flash_sale,
     do_flash_buy,
     do_prepare_flash_gate,
     do_write_flash_batch,
@@ -67,16 +76,20 @@ from .fulfilment import (
     do_fulfil_order,
 )
 from .group_buy import (
+    check_group_buy,
     do_create_group_buy,
     do_fail_expired_teams,
     do_join_team,
+    do_set_group_buy_active,
     do_start_team,
 )
 from .listeners import (
     on_order_event,
 )
 from .live import (
+    check_live_session,
     do_create_live_session,
+    do_end_live_session,
     do_record_live_join,
 )
 from .orders import (
@@ -117,6 +130,7 @@ __all__ = [
     "MAX_LINES",
     "MAX_QUANTITY",
     "REFUNDABLE",
+    "TIER_PRIVILEGES",
     "TIER_SEEDS",
     "TRANSITIONS",
     "Difference",
@@ -125,9 +139,16 @@ __all__ = [
     "FlashRow",
     "MemberContext",
     "SoldOut",
+    "check_coupon_template",
     "check_flash_eligible",
+    "check_flash_sale",
+    "check_group_buy",
+    "check_live_session",
     "check_member",
+    "check_product",
+    "check_tier_privileges",
     "clean_attribution",
+    "do_add_sku",
     "do_adjust_stock",
     "do_cancel_order",
     "do_claim_coupon",
@@ -141,6 +162,9 @@ __all__ = [
     "do_create_live_session",
     "do_create_order",
     "do_create_product",
+    "do_end_coupon_template",
+    "do_end_flash_sale",
+    "do_end_live_session",
     "do_expire_orders",
     "do_expire_tiers",
     "do_fail_expired_teams",
@@ -154,9 +178,11 @@ __all__ = [
     "do_retry_pending_refunds",
     "do_sandbox_pay",
     "do_seed_tiers",
+    "do_set_group_buy_active",
     "do_set_member_price",
     "do_start_payment",
     "do_start_team",
+    "do_update_product",
     "do_write_flash_batch",
     "grant_fission_coupon",
     "member_context",

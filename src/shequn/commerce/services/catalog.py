@@ -19,6 +19,71 @@ from shequn.core.services import do_audit
 from ..models import MemberPrice, Product, ProductKind, Sku
 from ._common import _positive_int
 
+#: the privileges a paid tier may carry, with their types (the console's and the API's fields)
+TIER_PRIVILEGES: dict[str, type] = {
+    "courses": str, "free_courses": bool, "may_create_groups": bool, "member_price": bool,
+}
+
+
+def check_tier_privileges(privileges: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Known keys with values of their type; an unknown key or a wrong type names the field."""
+    out: dict[str, Any] = {}
+    for key, value in (privileges or {}).items():
+        kind = TIER_PRIVILEGES.get(key)
+        if kind is None:
+            raise Invalid(_("未知的等级权益: %(k)s") % {"k": key}, details={"field": f"tier_privileges.{key}"})
+        if not isinstance(value, kind) or (isinstance(value, str) and len(value) > 64):
+            raise Invalid(_("等级权益 %(k)s 的取值无效") % {"k": key}, details={"field": f"tier_privileges.{key}"})
+        out[key] = value
+    return out
+
+
+def check_product(
+    tenant_id: int,
+    *,
+    name: str,
+    skus: Sequence[Mapping[str, Any]],
+    kind: str = ProductKind.GOODS,
+    description: str = "",
+    images: Sequence[str] = (),
+    visible_in: Sequence[int] = (),
+    tier_community_id: int | None = None,
+    tier_code: str = "",
+    tier_rank: int = 0,
+    tier_privileges: Mapping[str, Any] | None = None,
+    tier_duration_days: int | None = None,
+) -> None:
+    """Every rule of :func:`do_create_product`, without writing."""
+    if not name or not name.strip():
+        raise Invalid(_("商品名称不能为空"), details={"field": "name"})
+    if len(name.strip()) > 200:
+        raise Invalid(_("商品名称最多 200 个字符"), details={"field": "name"})
+    if kind not in ProductKind.values:
+        raise Invalid(_("未知的商品类型: %(k)s") % {"k": kind}, details={"field": "kind"})
+    if kind == ProductKind.TIER:
+        if tier_community_id is None or not Community.objects.filter(tenant_id=tenant_id,
+                                                                      pk=tier_community_id).exists():
+            raise Invalid(_("付费等级必须指定开通的社群"), details={"field": "tier_community_id"})
+        if not tier_code.strip():
+            raise Invalid(_("付费等级必须填写等级代码"), details={"field": "tier_code"})
+        if tier_duration_days is not None:
+            _positive_int(tier_duration_days, "tier_duration_days")
+        check_tier_privileges(tier_privileges)
+    if len(set(visible_in)) != Community.objects.filter(tenant_id=tenant_id, pk__in=list(visible_in)).count():
+        raise NotFound(_("可见社群不存在"), details={"field": "visible_in"})
+    if not skus:
+        raise Invalid(_("至少需要一个 SKU"), details={"field": "skus"})
+    codes: set[str] = set()
+    for i, s in enumerate(skus):
+        code = str(s.get("code") or "").strip()
+        if not code or code in codes:
+            raise Invalid(_("第 %(i)d 个 SKU 编码为空或重复") % {"i": i + 1}, details={"field": f"skus[{i}].code"})
+        codes.add(code)
+        _positive_int(s.get("price_fen"), f"skus[{i}].price_fen")
+        _positive_int(s.get("stock", 0), f"skus[{i}].stock", allow_zero=True)
+        if Sku.objects.filter(tenant_id=tenant_id, code=code).exists():
+            raise Conflict(_("SKU 编码已存在: %(c)s") % {"c": code}, details={"field": f"skus[{i}].code"})
+
 
 @transaction.atomic
 def do_create_product(
@@ -36,42 +101,84 @@ def do_create_product(
     tier_privileges: Mapping[str, Any] | None = None,
     tier_duration_days: int | None = None,
 ) -> Product:
-    """Create a product with its SKUs (code, name, price_fen, stock)."""
+    """Create a product (a good, or a paid tier with its privileges) with its SKUs (code, name,
+    price_fen, stock). All rules are :func:`check_product`'s."""
     tid = principal.tenant_id
-    if not name or not name.strip():
-        raise Invalid(_("商品名称不能为空"), details={"field": "name"})
-    if kind not in ProductKind.values:
-        raise Invalid(_("未知的商品类型: %(k)s") % {"k": kind}, details={"field": "kind"})
-    if not skus:
-        raise Invalid(_("至少需要一个 SKU"), details={"field": "skus"})
-    if kind == ProductKind.TIER:
-        if tier_community_id is None or not Community.objects.filter(tenant_id=tid, pk=tier_community_id).exists():
-            raise Invalid(_("付费等级必须指定开通的社群"), details={"field": "tier_community_id"})
-        if tier_duration_days is not None:
-            _positive_int(tier_duration_days, "tier_duration_days")
+    check_product(tid, name=name, skus=skus, kind=kind, description=description, images=images,
+                  visible_in=visible_in, tier_community_id=tier_community_id, tier_code=tier_code,
+                  tier_rank=tier_rank, tier_privileges=tier_privileges, tier_duration_days=tier_duration_days)
     communities = list(Community.objects.filter(tenant_id=tid, pk__in=list(visible_in)))
-    if len(communities) != len(set(visible_in)):
-        raise NotFound(_("可见社群不存在"), details={"field": "visible_in"})
+    is_tier = kind == ProductKind.TIER
     product = Product.objects.create(
-        tenant_id=tid, name=name.strip()[:200], kind=kind, description=description, images=list(images),
-        tier_community_id=tier_community_id if kind == ProductKind.TIER else None, tier_code=tier_code,
-        tier_rank=tier_rank, tier_privileges=dict(tier_privileges or {}), tier_duration_days=tier_duration_days,
+        tenant_id=tid, name=name.strip(), kind=kind, description=description, images=list(images),
+        tier_community_id=tier_community_id if is_tier else None, tier_code=tier_code.strip() if is_tier else "",
+        tier_rank=tier_rank if is_tier else 0,
+        tier_privileges=check_tier_privileges(tier_privileges) if is_tier else {},
+        tier_duration_days=tier_duration_days if is_tier else None,
     )
     product.visible_in.set(communities)
-    codes: set[str] = set()
-    for i, s in enumerate(skus):
-        code = str(s.get("code") or "").strip()
-        if not code or code in codes:
-            raise Invalid(_("第 %(i)d 个 SKU 编码为空或重复") % {"i": i + 1}, details={"field": f"skus[{i}].code"})
-        codes.add(code)
-        price = _positive_int(s.get("price_fen"), f"skus[{i}].price_fen")
-        stock = _positive_int(s.get("stock", 0), f"skus[{i}].stock", allow_zero=True)
-        if Sku.objects.filter(tenant_id=tid, code=code).exists():
-            raise Conflict(_("SKU 编码已存在: %(c)s") % {"c": code}, details={"field": f"skus[{i}].code"})
-        Sku.objects.create(tenant_id=tid, product=product, code=code, name=str(s.get("name") or "")[:120],
-                           price_fen=price, stock=stock)
+    for s in skus:
+        Sku.objects.create(tenant_id=tid, product=product, code=str(s["code"]).strip(),
+                           name=str(s.get("name") or "")[:120], price_fen=int(s["price_fen"]),
+                           stock=int(s.get("stock", 0)))
     do_audit(principal, "commerce.product.create", "Product", product.pk, data={"name": product.name, "kind": kind})
     return product
+
+
+@transaction.atomic
+def do_update_product(
+    principal: Principal, product_id: int, *, name: str | None = None, description: str | None = None,
+    is_active: bool | None = None, tier_privileges: Mapping[str, Any] | None = None,
+    tier_duration_days: int | None = None,
+) -> Product:
+    """Change a product's name, description, privileges or duration; ``is_active`` False takes it off
+    sale (下架, the catalog and new orders no longer see it), True puts it back."""
+    product = Product.objects.select_for_update().filter(tenant_id=principal.tenant_id, pk=product_id).first()
+    if product is None:
+        raise NotFound(_("商品不存在"), details={"field": "product_id"})
+    changed: list[str] = []
+    if name is not None:
+        if not name.strip() or len(name.strip()) > 200:
+            raise Invalid(_("商品名称不能为空"), details={"field": "name"})
+        product.name = name.strip()
+        changed.append("name")
+    if description is not None:
+        product.description = description
+        changed.append("description")
+    if is_active is not None:
+        product.is_active = is_active
+        changed.append("is_active")
+    if tier_privileges is not None:
+        if product.kind != ProductKind.TIER:
+            raise Invalid(_("只有付费等级有权益"), details={"field": "tier_privileges"})
+        product.tier_privileges = check_tier_privileges(tier_privileges)
+        changed.append("tier_privileges")
+    if tier_duration_days is not None:
+        product.tier_duration_days = _positive_int(tier_duration_days, "tier_duration_days")
+        changed.append("tier_duration_days")
+    if changed:
+        product.save(update_fields=changed)
+        do_audit(principal, "commerce.product.update", "Product", product.pk, data={"fields": changed})
+    return product
+
+
+@transaction.atomic
+def do_add_sku(principal: Principal, product_id: int, *, code: str, price_fen: int, name: str = "",
+               stock: int = 0) -> Sku:
+    product = Product.objects.filter(tenant_id=principal.tenant_id, pk=product_id).first()
+    if product is None:
+        raise NotFound(_("商品不存在"), details={"field": "product_id"})
+    code = (code or "").strip()
+    if not code:
+        raise Invalid(_("SKU 编码不能为空"), details={"field": "code"})
+    _positive_int(price_fen, "price_fen")
+    _positive_int(stock, "stock", allow_zero=True)
+    if Sku.objects.filter(tenant_id=principal.tenant_id, code=code).exists():
+        raise Conflict(_("SKU 编码已存在: %(c)s") % {"c": code}, details={"field": "code"})
+    sku = Sku.objects.create(tenant_id=principal.tenant_id, product=product, code=code, name=name[:120],
+                             price_fen=price_fen, stock=stock)
+    do_audit(principal, "commerce.sku.create", "Sku", sku.pk, data={"price_fen": price_fen})
+    return sku
 
 
 @transaction.atomic

@@ -26,13 +26,15 @@ from .pricing import _has_paid_before
 log = logging.getLogger(__name__)
 
 
-@transaction.atomic
-def do_create_coupon_template(
-    principal: Principal, *, name: str, kind: str, valid_from: dt.datetime, valid_until: dt.datetime,
+def check_coupon_template(
+    tenant_id: int, *, name: str, kind: str, valid_from: dt.datetime, valid_until: dt.datetime,
     amount_fen: int = 0, percent_off: int = 0, threshold_fen: int = 0, per_member_limit: int = 1,
     total_quantity: int | None = None, stackable: bool = False, is_share: bool = False,
     new_customers_only: bool = False, product_id: int | None = None,
-) -> CouponTemplate:
+) -> None:
+    """Every rule of :func:`do_create_coupon_template`, without writing."""
+    if not name or not name.strip() or len(name) > 120:
+        raise Invalid(_("请填写名称 (最多 120 个字符)"), details={"field": "name"})
     if kind not in CouponTemplate.Kind.values:
         raise Invalid(_("未知的优惠券类型: %(k)s") % {"k": kind}, details={"field": "kind"})
     if valid_until <= valid_from:
@@ -41,18 +43,49 @@ def do_create_coupon_template(
         _positive_int(amount_fen, "amount_fen")
     if kind == CouponTemplate.Kind.THRESHOLD:
         _positive_int(threshold_fen, "threshold_fen")
-    if kind == CouponTemplate.Kind.PERCENT and not (isinstance(percent_off, int) and 0 < percent_off <= 100):
-        raise Invalid(_("折扣必须在 1 到 100 之间"), details={"field": "percent_off"})
+        if amount_fen >= threshold_fen:
+            raise Invalid(_("满减的减免金额必须小于门槛"), details={"field": "amount_fen"})
+    if kind == CouponTemplate.Kind.PERCENT and not (isinstance(percent_off, int) and 0 < percent_off < 100):
+        raise Invalid(_("折扣必须在 1 到 99 之间"), details={"field": "percent_off"})
     _positive_int(per_member_limit, "per_member_limit")
-    if product_id is not None and not Product.objects.filter(tenant_id=principal.tenant_id, pk=product_id).exists():
+    if total_quantity is not None:
+        _positive_int(total_quantity, "total_quantity")
+    if product_id is not None and not Product.objects.filter(tenant_id=tenant_id, pk=product_id).exists():
         raise NotFound(_("商品不存在"), details={"field": "product_id"})
+
+
+@transaction.atomic
+def do_create_coupon_template(
+    principal: Principal, *, name: str, kind: str, valid_from: dt.datetime, valid_until: dt.datetime,
+    amount_fen: int = 0, percent_off: int = 0, threshold_fen: int = 0, per_member_limit: int = 1,
+    total_quantity: int | None = None, stackable: bool = False, is_share: bool = False,
+    new_customers_only: bool = False, product_id: int | None = None,
+) -> CouponTemplate:
+    check_coupon_template(principal.tenant_id, name=name, kind=kind, valid_from=valid_from, valid_until=valid_until,
+                          amount_fen=amount_fen, percent_off=percent_off, threshold_fen=threshold_fen,
+                          per_member_limit=per_member_limit, total_quantity=total_quantity, stackable=stackable,
+                          is_share=is_share, new_customers_only=new_customers_only, product_id=product_id)
     t = CouponTemplate.objects.create(
-        tenant_id=principal.tenant_id, name=name[:120], kind=kind, amount_fen=amount_fen, percent_off=percent_off,
+        tenant_id=principal.tenant_id, name=name.strip(), kind=kind, amount_fen=amount_fen, percent_off=percent_off,
         threshold_fen=threshold_fen, valid_from=valid_from, valid_until=valid_until,
         per_member_limit=per_member_limit, total_quantity=total_quantity, stackable=stackable, is_share=is_share,
         new_customers_only=new_customers_only, product_id=product_id,
     )
     do_audit(principal, "commerce.coupon_template.create", "CouponTemplate", t.pk, data={"kind": kind})
+    return t
+
+
+@transaction.atomic
+def do_end_coupon_template(principal: Principal, template_id: int, *, now: dt.datetime | None = None) -> CouponTemplate:
+    """Stop issuing a template now (coupons already claimed stay usable until their own end)."""
+    now = now or timezone.now()
+    t = CouponTemplate.objects.select_for_update().filter(tenant_id=principal.tenant_id, pk=template_id).first()
+    if t is None:
+        raise NotFound(_("优惠券模板不存在"), details={"field": "template_id"})
+    if t.valid_until > now:
+        t.valid_until = max(now, t.valid_from)
+        t.save(update_fields=["valid_until"])
+        do_audit(principal, "commerce.coupon_template.end", "CouponTemplate", t.pk)
     return t
 
 

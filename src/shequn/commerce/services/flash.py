@@ -22,6 +22,7 @@ from django.tasks import task
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from shequn.communities.models import Community
 from shequn.core.errors import Conflict, Invalid, NotFound, ShequnError
 from shequn.core.models import AuditLog
 from shequn.core.permissions import Principal
@@ -31,13 +32,52 @@ from shequn.members.models import Member
 from .. import batching, redis_gate
 from ..batching import FlashBatchOutcome, FlashRow
 from ..events import ATTRIBUTION_KEYS
-from ..models import FlashReservation, FlashSale, Order, OrderLine, OrderStatus, Sku
+from ..models import FlashReservation, FlashSale, Order, OrderLine, OrderStatus, Product, ProductKind, Sku
 from ..selectors import MemberContext, member_context
 from ._common import SoldOut, _hash, _member, _positive_int, clean_attribution
 from .orders import _existing_by_key, _write_order
 from .pricing import _Line, _Priced
 
 log = logging.getLogger(__name__)
+
+
+def check_flash_sale(
+    tenant_id: int, *, name: str, sku_id: int | None, price_fen: int, stock: int, starts_at: dt.datetime,
+    ends_at: dt.datetime, per_member_limit: int = 1, reservation_ttl_seconds: int = 900,
+    eligible_community_id: int | None = None, eligible_tier_id: int | None = None,
+    min_relationship_level: int | None = None, use_redis_gate: bool = False,
+) -> None:
+    """Every rule of :func:`do_create_flash_sale` except the SKU's stock (taken at write time)."""
+    if not name or not name.strip() or len(name) > 120:
+        raise Invalid(_("请填写活动名称 (最多 120 个字符)"), details={"field": "name"})
+    _positive_int(price_fen, "price_fen")
+    _positive_int(stock, "stock")
+    _positive_int(per_member_limit, "per_member_limit")
+    _positive_int(reservation_ttl_seconds, "reservation_ttl_seconds")
+    if ends_at <= starts_at:
+        raise Invalid(_("结束时间必须晚于开始时间"), details={"field": "ends_at"})
+    if sku_id is None or not Sku.objects.filter(tenant_id=tenant_id, pk=sku_id).exists():
+        raise NotFound(_("SKU 不存在"), details={"field": "sku_id"})
+    if eligible_community_id is not None and not Community.objects.filter(tenant_id=tenant_id,
+                                                                           pk=eligible_community_id).exists():
+        raise NotFound(_("社群不存在"), details={"field": "eligible_community_id"})
+    if eligible_tier_id is not None and not Product.objects.filter(tenant_id=tenant_id, pk=eligible_tier_id,
+                                                                    kind=ProductKind.TIER).exists():
+        raise NotFound(_("付费等级不存在"), details={"field": "eligible_tier_id"})
+
+
+@transaction.atomic
+def do_end_flash_sale(principal: Principal, flash_sale_id: int, *, now: dt.datetime | None = None) -> FlashSale:
+    """End a sale now (no new buyers; reservations already taken may still be paid)."""
+    now = now or timezone.now()
+    fs = FlashSale.objects.select_for_update().filter(tenant_id=principal.tenant_id, pk=flash_sale_id).first()
+    if fs is None:
+        raise NotFound(_("秒杀活动不存在"), details={"field": "flash_sale_id"})
+    if fs.ends_at > now:
+        fs.ends_at = max(now, fs.starts_at)
+        fs.save(update_fields=["ends_at"])
+        do_audit(principal, "commerce.flash.end", "FlashSale", fs.pk, data={"ends_at": fs.ends_at.isoformat()})
+    return fs
 
 
 @transaction.atomic
@@ -49,14 +89,11 @@ def do_create_flash_sale(
 ) -> FlashSale:
     """Create a flash sale whose stock is carved out of the SKU's stock (conditional UPDATE)."""
     tid = principal.tenant_id
-    _positive_int(price_fen, "price_fen")
-    _positive_int(stock, "stock")
-    _positive_int(per_member_limit, "per_member_limit")
-    _positive_int(reservation_ttl_seconds, "reservation_ttl_seconds")
-    if ends_at <= starts_at:
-        raise Invalid(_("结束时间必须晚于开始时间"), details={"field": "ends_at"})
-    if not Sku.objects.filter(tenant_id=tid, pk=sku_id).exists():
-        raise NotFound(_("SKU 不存在"), details={"field": "sku_id"})
+    check_flash_sale(tid, name=name, sku_id=sku_id, price_fen=price_fen, stock=stock, starts_at=starts_at,
+                     ends_at=ends_at, per_member_limit=per_member_limit,
+                     reservation_ttl_seconds=reservation_ttl_seconds, eligible_community_id=eligible_community_id,
+                     eligible_tier_id=eligible_tier_id, min_relationship_level=min_relationship_level,
+                     use_redis_gate=use_redis_gate)
     if Sku.objects.filter(tenant_id=tid, pk=sku_id, stock__gte=stock).update(stock=F("stock") - stock) == 0:
         raise Conflict(_("SKU 库存不足以分配给秒杀"), details={"field": "stock"})
     fs = FlashSale.objects.create(

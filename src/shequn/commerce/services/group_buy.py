@@ -18,7 +18,7 @@ from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
 from shequn.members.models import Member
 
-from ..models import GroupBuy, GroupBuyParticipant, GroupBuyTeam, Order, OrderStatus, Sku
+from ..models import CouponTemplate, GroupBuy, GroupBuyParticipant, GroupBuyTeam, Order, OrderStatus, Sku
 from ..selectors import member_context
 from ._common import _member, _positive_int, _token, clean_attribution
 from .fulfilment import do_cancel_order
@@ -28,20 +28,48 @@ from .pricing import _clean_lines, _Priced
 from .transitions import REFUNDABLE
 
 
+def check_group_buy(
+    tenant_id: int, *, name: str, sku_id: int | None, price_fen: int, team_size: int, starts_at: dt.datetime,
+    ends_at: dt.datetime, time_limit_minutes: int = 1440, leader_reward_template_id: int | None = None,
+) -> None:
+    """Every rule of :func:`do_create_group_buy`, without writing."""
+    if not name or not name.strip() or len(name) > 120:
+        raise Invalid(_("请填写活动名称 (最多 120 个字符)"), details={"field": "name"})
+    _positive_int(price_fen, "price_fen")
+    if not isinstance(team_size, int) or team_size < 2 or team_size > 100:
+        raise Invalid(_("成团人数须在 2 到 100 之间"), details={"field": "team_size"})
+    _positive_int(time_limit_minutes, "time_limit_minutes")
+    if ends_at <= starts_at:
+        raise Invalid(_("结束时间必须晚于开始时间"), details={"field": "ends_at"})
+    if sku_id is None or not Sku.objects.filter(tenant_id=tenant_id, pk=sku_id).exists():
+        raise NotFound(_("SKU 不存在"), details={"field": "sku_id"})
+    if leader_reward_template_id is not None and not CouponTemplate.objects.filter(
+            tenant_id=tenant_id, pk=leader_reward_template_id).exists():
+        raise NotFound(_("优惠券模板不存在"), details={"field": "leader_reward_template_id"})
+
+
+@transaction.atomic
+def do_set_group_buy_active(principal: Principal, group_buy_id: int, *, active: bool) -> GroupBuy:
+    """Pause (no new teams; open teams may still fill) or resume a group buy."""
+    gb = GroupBuy.objects.select_for_update().filter(tenant_id=principal.tenant_id, pk=group_buy_id).first()
+    if gb is None:
+        raise NotFound(_("拼团活动不存在"), details={"field": "group_buy_id"})
+    if gb.is_active != active:
+        gb.is_active = active
+        gb.save(update_fields=["is_active"])
+        do_audit(principal, "commerce.group_buy.resume" if active else "commerce.group_buy.pause", "GroupBuy", gb.pk)
+    return gb
+
+
 @transaction.atomic
 def do_create_group_buy(
     principal: Principal, *, name: str, sku_id: int, price_fen: int, team_size: int, starts_at: dt.datetime,
     ends_at: dt.datetime, time_limit_minutes: int = 1440, leader_reward_template_id: int | None = None,
 ) -> GroupBuy:
     tid = principal.tenant_id
-    _positive_int(price_fen, "price_fen")
-    if not isinstance(team_size, int) or team_size < 2:
-        raise Invalid(_("成团人数至少为 2"), details={"field": "team_size"})
-    _positive_int(time_limit_minutes, "time_limit_minutes")
-    if ends_at <= starts_at:
-        raise Invalid(_("结束时间必须晚于开始时间"), details={"field": "ends_at"})
-    if not Sku.objects.filter(tenant_id=tid, pk=sku_id).exists():
-        raise NotFound(_("SKU 不存在"), details={"field": "sku_id"})
+    check_group_buy(tid, name=name, sku_id=sku_id, price_fen=price_fen, team_size=team_size, starts_at=starts_at,
+                    ends_at=ends_at, time_limit_minutes=time_limit_minutes,
+                    leader_reward_template_id=leader_reward_template_id)
     gb = GroupBuy.objects.create(tenant_id=tid, name=name[:120], sku_id=sku_id, price_fen=price_fen,
                                  team_size=team_size, starts_at=starts_at, ends_at=ends_at,
                                  time_limit_minutes=time_limit_minutes,

@@ -19,21 +19,44 @@ from ..models import LiveJoin, LiveSession
 from ._common import _member
 
 
+def check_live_session(
+    tenant_id: int, *, title: str, starts_at: dt.datetime, platform: str = "wechat_channels",
+    ends_at: dt.datetime | None = None, host_member_id: int | None = None, host_name: str = "",
+    community_id: int | None = None,
+) -> None:
+    """Every rule of :func:`do_create_live_session`, without writing."""
+    if not title or not title.strip() or len(title) > 200:
+        raise Invalid(_("直播标题不能为空 (最多 200 个字符)"), details={"field": "title"})
+    if ends_at is not None and ends_at <= starts_at:
+        raise Invalid(_("结束时间必须晚于开始时间"), details={"field": "ends_at"})
+    if host_member_id is not None:
+        _member(tenant_id, host_member_id, "host_member_id")
+    if community_id is not None and not Community.objects.filter(tenant_id=tenant_id, pk=community_id).exists():
+        raise NotFound(_("社群不存在"), details={"field": "community_id"})
+
+
+@transaction.atomic
+def do_end_live_session(principal: Principal, live_session_id: int, *, now: dt.datetime | None = None) -> LiveSession:
+    """Record the end of a live stream (now)."""
+    now = now or timezone.now()
+    live = LiveSession.objects.select_for_update().filter(tenant_id=principal.tenant_id, pk=live_session_id).first()
+    if live is None:
+        raise NotFound(_("直播场次不存在"), details={"field": "live_session_id"})
+    if live.ends_at is None or live.ends_at > now:
+        live.ends_at = max(now, live.starts_at + dt.timedelta(seconds=1))
+        live.save(update_fields=["ends_at"])
+        do_audit(principal, "commerce.live.end", "LiveSession", live.pk)
+    return live
+
+
 @transaction.atomic
 def do_create_live_session(
     principal: Principal, *, title: str, starts_at: dt.datetime, platform: str = "wechat_channels",
     ends_at: dt.datetime | None = None, host_member_id: int | None = None, host_name: str = "",
     community_id: int | None = None,
 ) -> LiveSession:
-    if not title.strip():
-        raise Invalid(_("直播标题不能为空"), details={"field": "title"})
-    if ends_at is not None and ends_at <= starts_at:
-        raise Invalid(_("结束时间必须晚于开始时间"), details={"field": "ends_at"})
-    if host_member_id is not None:
-        _member(principal.tenant_id, host_member_id, "host_member_id")
-    if community_id is not None and not Community.objects.filter(tenant_id=principal.tenant_id,
-                                                                  pk=community_id).exists():
-        raise NotFound(_("社群不存在"), details={"field": "community_id"})
+    check_live_session(principal.tenant_id, title=title, starts_at=starts_at, platform=platform, ends_at=ends_at,
+                       host_member_id=host_member_id, host_name=host_name, community_id=community_id)
     live = LiveSession.objects.create(
         tenant_id=principal.tenant_id, title=title.strip()[:200], platform=platform[:32], starts_at=starts_at,
         ends_at=ends_at, host_id=host_member_id, host_name=host_name[:120], community_id=community_id,

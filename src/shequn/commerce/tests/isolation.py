@@ -47,6 +47,14 @@ PROBES: dict[tuple[str, str], Any] = {
     ("post", f"{P}/coupons/{{template_id}}/claim"): _own_member,
     ("post", f"{P}/share-coupons/{{share_token}}/claim"): _own_member,
     ("get", f"{P}/members/{{member_id}}/coupons"): None,
+    ("patch", f"{P}/products/{{product_id}}"): {"name": "新名称"},
+    ("post", f"{P}/products/{{product_id}}/skus"): {"code": "ISO-NEW", "price_fen": 100},
+    ("post", f"{P}/flash-sales/{{flash_sale_id}}/end"): None,
+    ("post", f"{P}/group-buys/{{group_buy_id}}/pause"): None,
+    ("post", f"{P}/group-buys/{{group_buy_id}}/resume"): None,
+    ("post", f"{P}/coupon-templates/{{template_id}}/end"): None,
+    ("post", f"{P}/live-sessions/{{live_session_id}}/end"): None,
+    ("post", f"{P}/live-sessions/{{live_session_id}}/joins"): _own_member,
 }
 PARAMS = {
     ("post", f"{P}/orders/{{order_id}}/refunds"): {"order_id": "paid_order_id"},
@@ -90,7 +98,10 @@ def build_ids(tenant: Tenant, ids: dict[str, int]) -> dict[str, Any]:
                                                   valid_from=now - dt.timedelta(minutes=1),
                                                   valid_until=now + dt.timedelta(days=1))
     share = Coupon.objects.get(tenant=tenant, source_order=paid, status=Coupon.Status.UNCLAIMED)
-    return {"order_id": unpaid.pk, "paid_order_id": paid.pk, "out_trade_no": payment.out_trade_no,
+    live = services.do_create_live_session(p, title="周五直播", starts_at=now - dt.timedelta(minutes=5),
+                                           community_id=ids["community_id"])
+    return {"product_id": product.pk, "live_session_id": live.pk,
+            "order_id": unpaid.pk, "paid_order_id": paid.pk, "out_trade_no": payment.out_trade_no,
             "flash_sale_id": flash.pk, "group_buy_id": gb.pk, "team_token": team.share_token,
             "template_id": template.pk, "gift_token": share.share_token}
 
@@ -114,6 +125,7 @@ def _foreign_member(own: dict[str, Any], foreign: dict[str, Any]) -> dict[str, A
 
 
 MIXED = {
+    ("post", f"{P}/live-sessions/{{live_session_id}}/joins"): _foreign_member,
     ("post", f"{P}/flash-sales/{{flash_sale_id}}/buy"): _foreign_member,
     ("post", f"{P}/group-buys/{{group_buy_id}}/teams"): _foreign_member,
     ("post", f"{P}/teams/{{share_token}}/join"): _foreign_member,

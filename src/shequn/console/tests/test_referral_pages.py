@@ -12,11 +12,12 @@ from django.utils import timezone
 
 from shequn.core.models import AuditLog, StaffRole, Tenant
 from shequn.ledger.services import check_ledger
-from shequn.referrals.models import AllianceListing, AllianceStatement
+from shequn.referrals.models import AllianceInvitation, AllianceListing, AllianceMember, AllianceStatement
 from shequn.referrals.services import (
     do_build_statement,
     do_create_alliance,
     do_get_or_create_link,
+    do_invite_to_alliance,
     do_join_alliance,
     do_list_product,
     on_order_event,
@@ -39,6 +40,7 @@ def alliance_world(tenant: Tenant) -> dict:
     shop_a, shop_b = tenant, Tenant.objects.create(slug="tea", name="茶饮店")
     outsider = Tenant.objects.create(slug="gym", name="健身房")
     alliance = do_create_alliance(principal(shop_a), name="同城商家联盟")
+    do_invite_to_alliance(principal(shop_a), alliance.pk, tenant_slug=shop_b.slug)
     do_join_alliance(principal(shop_b), alliance.pk)
     do_list_product(principal(shop_b), alliance.pk, product_id="milk-tea", title="招牌奶茶", rate_bps=1500,
                     refund_window_days=0)
@@ -98,8 +100,17 @@ def test_create_join_and_list_with_clear_errors(alliance_world):
     bad = c.post(url, {"op": "list", "alliance_id": w["alliance"].pk, "product_id": "x", "rate_percent": "10"},
                  follow=True)
     assert "你不是该联盟成员" in bad.content.decode()
-    assert "请输入联盟编号" in c.post(url, {"op": "join", "alliance_id": "abc"}, follow=True).content.decode()
-    c.post(url, {"op": "join", "alliance_id": w["alliance"].pk})
+    # joining is by invitation and acceptance, never by the alliance's id
+    assert "未知操作" in c.post(url, {"op": "join", "alliance_id": w["alliance"].pk}, follow=True).content.decode()
+    a = client_for(w["a"])
+    assert "没有这个组织代码的商家" in a.post(url, {"op": "invite", "alliance_id": w["alliance"].pk,
+                                                 "tenant_slug": "nobody"}, follow=True).content.decode()
+    a.post(url, {"op": "invite", "alliance_id": w["alliance"].pk, "tenant_slug": w["outsider"].slug})
+    page = c.get(url).content.decode()
+    assert "收到的联盟邀请" in page
+    inv = AllianceInvitation.objects.get(invitee=w["outsider"])
+    c.post(url, {"op": "accept", "invitation_id": inv.pk})
+    assert AllianceMember.objects.filter(alliance=w["alliance"], tenant=w["outsider"], is_active=True).exists()
     assert "佣金比例必须是数字" in c.post(url, {"op": "list", "alliance_id": w["alliance"].pk, "product_id": "card",
                                           "rate_percent": "十"}, follow=True).content.decode()
     c.post(url, {"op": "list", "alliance_id": w["alliance"].pk, "product_id": "card", "title": "月卡",

@@ -24,6 +24,17 @@ Contracts for other apps:
 from ..selectors import schedule_occurrences, shift_out_of_quiet, upcoming_occurrences
 from ._common import check_member
 from .activity import on_activity
+from .campaigns import (
+    OVERRIDE_PLATFORMS,
+    check_badge,
+    check_content_item,
+    check_content_schedule,
+    do_create_badge,
+    do_create_content_item,
+    do_create_content_schedule,
+    do_set_schedule_active,
+    schedule_form_data,
+)
 from .checkins import (
     CheckInResult,
     do_award_badges,
@@ -35,8 +46,10 @@ from .checkins import (
 )
 from .health import do_health_check
 from .lotteries import (
+    check_lottery,
     check_lottery_entry,
     check_lottery_rules,
+    do_cancel_lottery,
     do_close_lottery,
     do_create_lottery,
     do_draw_lottery,
@@ -55,12 +68,13 @@ from .points import (
 from .red_packets import (
     PointsWallet,
     Wallet,
+    check_red_packet,
     do_claim_red_packet,
     do_create_red_packet,
     do_expire_red_packets,
     register_cash_wallet,
 )
-from .replies import do_reply_from_queue
+from .replies import do_mark_no_reply_needed, do_reply_from_queue
 from .roles import do_decide_role, do_recommend_roles, do_recommend_roles_all
 from .scores import do_decide_ladder, do_recompute_scores, do_suggest_ladder, do_update_lifecycle
 from .sop import LOOKBACK, do_collect_post_results, do_run_content_schedules, render_content
@@ -82,23 +96,33 @@ from .welcome import (
 
 __all__ = [
     "LOOKBACK",
+    "OVERRIDE_PLATFORMS",
     "CheckInResult",
     "PointsWallet",
     "RewardTask",
     "StandingCheck",
     "Wallet",
+    "check_badge",
+    "check_content_item",
+    "check_content_schedule",
     "check_good_standing",
+    "check_lottery",
     "check_lottery_entry",
     "check_lottery_rules",
     "check_member",
+    "check_red_packet",
     "check_standing",
     "check_welcome_body",
     "do_award_badges",
     "do_buy_makeup_card",
+    "do_cancel_lottery",
     "do_check_in",
     "do_claim_red_packet",
     "do_close_lottery",
     "do_collect_post_results",
+    "do_create_badge",
+    "do_create_content_item",
+    "do_create_content_schedule",
     "do_create_lottery",
     "do_create_red_packet",
     "do_decide_ladder",
@@ -110,6 +134,7 @@ __all__ = [
     "do_flush_welcomes",
     "do_grant_makeup_cards",
     "do_health_check",
+    "do_mark_no_reply_needed",
     "do_points_adjust",
     "do_points_earn",
     "do_points_earn_many",
@@ -123,6 +148,7 @@ __all__ = [
     "do_run_due_lotteries",
     "do_save_welcome",
     "do_seed_streak_badges",
+    "do_set_schedule_active",
     "do_suggest_ladder",
     "do_update_lifecycle",
     "do_use_makeup_card",
@@ -132,6 +158,7 @@ __all__ = [
     "register_standing_check",
     "render_content",
     "render_welcome",
+    "schedule_form_data",
     "schedule_occurrences",  # a reader: lives in selectors, re-exported for existing callers
     "shift_out_of_quiet",  # a reader: lives in selectors, re-exported for existing callers
     "unregister_standing_check",

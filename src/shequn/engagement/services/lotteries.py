@@ -50,15 +50,16 @@ def check_lottery_rules(rules: dict[str, Any]) -> dict[str, Any]:
     return rules
 
 
-def do_create_lottery(
-    principal: Principal, *, title: str, closes_at: dt.datetime, draw_at: dt.datetime,
+def check_lottery(
+    tenant_id: int, *, title: str, closes_at: dt.datetime, draw_at: dt.datetime,
     prizes: Sequence[tuple[str, int]], rules: dict[str, Any] | None = None, entry_cost_points: int = 0,
     max_tickets: int = 1, community_id: int | None = None, group_id: int | None = None, beacon: str = "",
-) -> Lottery:
-    """Create a lottery and publish its seed commitment (SHA-256 of a fresh 32-byte secret seed)."""
-    now = timezone.now()
-    if not title.strip():
-        raise Invalid(_("请填写标题"), details={"field": "title"})
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """Every rule of :func:`do_create_lottery`, without writing; returns the checked entry rules."""
+    now = now or timezone.now()
+    if not title or not title.strip() or len(title.strip()) > 120:
+        raise Invalid(_("请填写标题 (最多 120 个字符)"), details={"field": "title"})
     if closes_at <= now:
         raise Invalid(_("截止时间必须晚于现在"), details={"field": "closes_at"})
     if draw_at < closes_at:
@@ -66,17 +67,45 @@ def do_create_lottery(
     if not prizes:
         raise Invalid(_("至少需要一个奖品"), details={"field": "prizes"})
     for i, (name, stock) in enumerate(prizes):
-        if not str(name).strip() or int(stock) < 1:
+        if not str(name).strip() or len(str(name).strip()) > 120 or int(stock) < 1:
             raise Invalid(_("第 %(i)d 个奖品: 需要名称且数量至少为 1") % {"i": i + 1},
                           details={"field": f"prizes[{i}]"})
     if max_tickets < 1:
         raise Invalid(_("每人最多注数至少为 1"), details={"field": "max_tickets"})
-    rules = check_lottery_rules(rules or {})
-    tid = principal.tenant_id
-    if community_id is not None and not Community.objects.filter(tenant_id=tid, pk=community_id).exists():
+    if entry_cost_points < 0:
+        raise Invalid(_("每注积分不能为负"), details={"field": "entry_cost_points"})
+    checked = check_lottery_rules(rules or {})
+    if community_id is not None and not Community.objects.filter(tenant_id=tenant_id, pk=community_id).exists():
         raise NotFound(_("社群不存在"), details={"field": "community_id"})
-    if group_id is not None and not ChatGroup.objects.filter(tenant_id=tid, pk=group_id).exists():
+    if group_id is not None and not ChatGroup.objects.filter(tenant_id=tenant_id, pk=group_id).exists():
         raise NotFound(_("群不存在"), details={"field": "group_id"})
+    return checked
+
+
+def do_cancel_lottery(principal: Principal, lottery_id: int, *, reason: str = "") -> Lottery:
+    """Cancel an open lottery (before entries close): nobody may enter, nothing is drawn."""
+    with transaction.atomic():
+        lot = Lottery.objects.select_for_update().filter(tenant_id=principal.tenant_id, pk=lottery_id).first()
+        if lot is None:
+            raise NotFound(_("抽奖不存在"), details={"field": "lottery_id"})
+        if lot.status != Lottery.Status.OPEN:
+            raise Conflict(_("只有报名中的抽奖可以取消"), details={"field": "status"})
+        lot.status = Lottery.Status.CANCELLED
+        lot.save(update_fields=["status"])
+        do_audit(principal, "engagement.lottery.cancel", "lottery", str(lot.pk), reason=reason)
+    return lot
+
+
+def do_create_lottery(
+    principal: Principal, *, title: str, closes_at: dt.datetime, draw_at: dt.datetime,
+    prizes: Sequence[tuple[str, int]], rules: dict[str, Any] | None = None, entry_cost_points: int = 0,
+    max_tickets: int = 1, community_id: int | None = None, group_id: int | None = None, beacon: str = "",
+) -> Lottery:
+    """Create a lottery and publish its seed commitment (SHA-256 of a fresh 32-byte secret seed)."""
+    tid = principal.tenant_id
+    rules = check_lottery(tid, title=title, closes_at=closes_at, draw_at=draw_at, prizes=prizes, rules=rules,
+                          entry_cost_points=entry_cost_points, max_tickets=max_tickets, community_id=community_id,
+                          group_id=group_id, beacon=beacon)
     seed = secrets.token_hex(32)
     with transaction.atomic():
         lot = Lottery.objects.create(

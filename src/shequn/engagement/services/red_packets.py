@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from shequn.communities.models import ChatGroup, Membership
+from shequn.communities.models import ChatGroup, Community, Membership
 from shequn.core.errors import Conflict, Invalid, NotFound
 from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
@@ -66,13 +66,14 @@ def _wallet(currency: str) -> Wallet:
     return w
 
 
-def do_create_red_packet(
-    principal: Principal, *, total: int, count: int, currency: str = "points", mode: str = "random",
+def check_red_packet(
+    tenant_id: int, *, total: int, count: int, currency: str = "points", mode: str = "random",
     expires_in: dt.timedelta = dt.timedelta(hours=24), sender_member_id: int | None = None,
     group_id: int | None = None, community_id: int | None = None, title: str = "恭喜发财",
-) -> RedPacket:
-    """Create a packet and fund it: the sender's (or the organisation's) wallet is debited ``total``
-    up front; the unclaimed rest is refunded at expiry. Announced in the group through the outbox."""
+) -> None:
+    """Every rule of :func:`do_create_red_packet` except the sender's balance, without writing."""
+    if not title or not title.strip() or len(title) > 120:
+        raise Invalid(_("请填写祝福语 (最多 120 个字符)"), details={"field": "title"})
     if currency not in RedPacket.Currency.values:
         raise Invalid(_("未知的币种"), details={"field": "currency"})
     if mode not in RedPacket.Mode.values:
@@ -81,16 +82,29 @@ def do_create_red_packet(
         raise Invalid(_("红包个数必须在 1 到 10000 之间"), details={"field": "count"})
     if total < count:
         raise Invalid(_("总额不足: 每个红包至少 1 分/1 积分"), details={"field": "total"})
-    if expires_in <= dt.timedelta(0):
-        raise Invalid(_("有效期必须为正"), details={"field": "expires_in"})
-    tid = principal.tenant_id
+    if expires_in <= dt.timedelta(0) or expires_in > dt.timedelta(days=30):
+        raise Invalid(_("有效期须在 1 分钟到 30 天之间"), details={"field": "expires_in"})
     if sender_member_id is not None:
-        check_member(tid, sender_member_id)
+        check_member(tenant_id, sender_member_id)
+    if group_id is not None and not ChatGroup.objects.filter(tenant_id=tenant_id, pk=group_id).exists():
+        raise NotFound(_("群不存在"), details={"field": "group_id"})
+    if community_id is not None and not Community.objects.filter(tenant_id=tenant_id, pk=community_id).exists():
+        raise NotFound(_("社群不存在"), details={"field": "community_id"})
+    _wallet(currency)
+
+
+def do_create_red_packet(
+    principal: Principal, *, total: int, count: int, currency: str = "points", mode: str = "random",
+    expires_in: dt.timedelta = dt.timedelta(hours=24), sender_member_id: int | None = None,
+    group_id: int | None = None, community_id: int | None = None, title: str = "恭喜发财",
+) -> RedPacket:
+    """Create a packet and fund it: the sender's (or the organisation's) wallet is debited ``total``
+    up front; the unclaimed rest is refunded at expiry. Announced in the group through the outbox."""
+    tid = principal.tenant_id
+    check_red_packet(tid, total=total, count=count, currency=currency, mode=mode, expires_in=expires_in,
+                     sender_member_id=sender_member_id, group_id=group_id, community_id=community_id, title=title)
     if group_id is not None:
-        g = ChatGroup.objects.filter(tenant_id=tid, pk=group_id).first()
-        if g is None:
-            raise NotFound(_("群不存在"), details={"field": "group_id"})
-        community_id = community_id or g.community_id
+        community_id = community_id or ChatGroup.objects.get(tenant_id=tid, pk=group_id).community_id
     wallet = _wallet(currency)
     with transaction.atomic():
         p = RedPacket.objects.create(

@@ -104,3 +104,20 @@ def do_reply_from_queue(principal: Principal, track_id: int, *, text: str) -> Re
         track.save(update_fields=["answered_at", "answered_by_label", "reply_action_id"])
         do_audit(principal, "engagement.reply", "reply_track", str(track.pk), data={"action_id": action.pk})
     return track
+
+
+def do_mark_no_reply_needed(principal: Principal, track_id: int) -> ReplyTrack:
+    """Staff mark a member message as needing no answer (收到、谢谢): it leaves the queue and is not
+    counted in the reply rate. A message already answered stays answered."""
+    with transaction.atomic():
+        track = ReplyTrack.objects.select_for_update().filter(tenant_id=principal.tenant_id, pk=track_id).first()
+        if track is None:
+            raise NotFound(_("消息不存在"), details={"field": "track_id"})
+        if track.answered_at is not None:
+            raise Conflict(_("这条消息已经有人回复了"))
+        if track.no_reply_at is None:
+            track.no_reply_at = timezone.now()
+            track.no_reply_by = principal.label[:120]
+            track.save(update_fields=["no_reply_at", "no_reply_by"])
+            do_audit(principal, "engagement.reply.no_reply", "reply_track", str(track.pk))
+    return track

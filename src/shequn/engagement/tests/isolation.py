@@ -15,7 +15,14 @@ from shequn.communities.models import ChatGroup
 from shequn.core.models import Tenant
 from shequn.core.permissions import Principal
 from shequn.engagement.models import Lottery, LotteryEntry, PointsAccount, RedPacket, RedPacketClaim, ReplyTrack
-from shequn.engagement.services import do_create_lottery, do_create_red_packet, do_points_earn
+from shequn.engagement.services import (
+    do_close_lottery,
+    do_create_content_item,
+    do_create_content_schedule,
+    do_create_lottery,
+    do_create_red_packet,
+    do_points_earn,
+)
 
 P = "/api/v1/engagement"
 
@@ -32,7 +39,14 @@ PROBES: dict[tuple[str, str], Any] = {
     ("post", f"{P}/lotteries/{{lottery_id}}/entries"): lambda ids: {"member_id": ids["member_id"], "tickets": 1},
     ("post", f"{P}/red-packets/{{packet_id}}/claims"): _own_member,
     ("post", f"{P}/reply-queue/{{track_id}}/reply"): {"text": "收到, 马上处理"},
+    ("post", f"{P}/reply-queue/{{track_id}}/no-reply"): None,
+    ("post", f"{P}/content-schedules/{{schedule_id}}/pause"): None,
+    ("post", f"{P}/content-schedules/{{schedule_id}}/resume"): None,
+    ("post", f"{P}/lotteries/{{lottery_id}}/close"): None,
+    ("post", f"{P}/lotteries/{{lottery_id}}/cancel"): None,
+    ("post", f"{P}/lotteries/{{lottery_id}}/draw"): None,
 }
+PARAMS = {("post", f"{P}/lotteries/{{lottery_id}}/draw"): {"lottery_id": "closed_lottery_id"}}
 
 
 def build_ids(tenant: Tenant, ids: dict[str, int]) -> dict[str, int]:
@@ -42,6 +56,12 @@ def build_ids(tenant: Tenant, ids: dict[str, int]) -> dict[str, int]:
     lot = do_create_lottery(p, title="周末抽奖", closes_at=now + dt.timedelta(days=1),
                             draw_at=now + dt.timedelta(days=2), prizes=[("香薰", 1)])
     packet = do_create_red_packet(p, total=100, count=3, title="红包")
+    item = do_create_content_item(p, title="欢迎", body="欢迎加入")
+    schedule = do_create_content_schedule(p, content_id=item.pk, kind="sequence", community_id=ids["community_id"],
+                                          time_of_day=dt.time(9, 0), day_offset=1)
+    closed = do_create_lottery(p, title="已截止", closes_at=now + dt.timedelta(seconds=30),
+                               draw_at=now + dt.timedelta(seconds=30), prizes=[("香薰", 1)])
+    do_close_lottery(tenant.pk, closed.pk, now=now + dt.timedelta(minutes=1))
     group = ChatGroup.objects.get(pk=ids["group_id"])
     res = do_ingest(tenant.pk, [{
         "platform": group.platform, "event_id": f"iso-question-{tenant.pk}", "kind": "message",
@@ -50,7 +70,8 @@ def build_ids(tenant: Tenant, ids: dict[str, int]) -> dict[str, int]:
     }])
     assert res.stored == 1, res
     track = ReplyTrack.objects.get(tenant=tenant, event_id=res.event_ids[0])
-    return {"lottery_id": lot.pk, "packet_id": packet.pk, "track_id": track.pk}
+    return {"schedule_id": schedule.pk,
+            "closed_lottery_id": closed.pk, "lottery_id": lot.pk, "packet_id": packet.pk, "track_id": track.pk}
 
 
 def snapshot(tenant: Tenant) -> dict[str, Any]:

@@ -18,7 +18,8 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from shequn.core.errors import Invalid, NotFound
+from shequn.core.errors import Conflict, Invalid, NotFound
+from shequn.core.models import Tenant
 from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
 from shequn.ledger.models import AccountKind, Entry, Transaction
@@ -26,6 +27,7 @@ from shequn.ledger.services import do_post
 
 from ..models import (
     Alliance,
+    AllianceInvitation,
     AllianceListing,
     AllianceMember,
     AllianceStatement,
@@ -46,14 +48,66 @@ def do_create_alliance(principal: Principal, *, name: str) -> Alliance:
     return alliance
 
 
+def _active_member(tenant_id: int, alliance_id: int) -> Alliance:
+    alliance = Alliance.objects.filter(pk=alliance_id, members__tenant_id=tenant_id,
+                                       members__is_active=True).first()
+    if alliance is None:  # another merchant's alliance behaves as not found
+        raise NotFound(_("联盟不存在"), details={"field": "alliance_id"})
+    return alliance
+
+
+@transaction.atomic
+def do_invite_to_alliance(principal: Principal, alliance_id: int, *, tenant_slug: str) -> AllianceInvitation:
+    """A member merchant invites another merchant by its organisation code (slug). Inviting again
+    while an invitation is pending returns that invitation."""
+    alliance = _active_member(principal.tenant_id, alliance_id)
+    invitee = Tenant.objects.filter(slug=(tenant_slug or "").strip()).first()
+    if invitee is None:
+        raise NotFound(_("没有这个组织代码的商家"), details={"field": "tenant_slug"})
+    if AllianceMember.objects.filter(alliance=alliance, tenant=invitee, is_active=True).exists():
+        raise Conflict(_("该商家已经在联盟中"), details={"field": "tenant_slug"})
+    pending = AllianceInvitation.objects.filter(alliance=alliance, invitee=invitee,
+                                                status=AllianceInvitation.Status.PENDING).first()
+    if pending is not None:
+        return pending
+    inv = AllianceInvitation.objects.create(alliance=alliance, inviter_id=principal.tenant_id, invitee=invitee)
+    do_audit(principal, "referrals.alliance.invite", "Alliance", alliance.pk, data={"invitee": invitee.pk})
+    return inv
+
+
+@transaction.atomic
+def do_respond_to_alliance_invitation(principal: Principal, invitation_id: int, *,
+                                      accept: bool) -> AllianceInvitation:
+    """The invited merchant accepts (it becomes a member) or declines. Only the invitee may answer."""
+    inv = AllianceInvitation.objects.select_for_update().filter(pk=invitation_id,
+                                                                invitee_id=principal.tenant_id).first()
+    if inv is None:
+        raise NotFound(_("邀请不存在"), details={"field": "invitation_id"})
+    if inv.status != AllianceInvitation.Status.PENDING:
+        raise Conflict(_("该邀请已答复"), details={"field": "invitation_id"})
+    inv.status = AllianceInvitation.Status.ACCEPTED if accept else AllianceInvitation.Status.DECLINED
+    inv.responded_at = timezone.now()
+    inv.save(update_fields=["status", "responded_at"])
+    if accept:
+        member, created = AllianceMember.objects.get_or_create(alliance_id=inv.alliance_id,
+                                                               tenant_id=principal.tenant_id)
+        if not created and not member.is_active:
+            member.is_active = True
+            member.save(update_fields=["is_active"])
+    do_audit(principal, "referrals.alliance.join" if accept else "referrals.alliance.decline", "Alliance",
+             inv.alliance_id)
+    return inv
+
+
 @transaction.atomic
 def do_join_alliance(principal: Principal, alliance_id: int) -> AllianceMember:
-    """Join (the founder invites by sharing the alliance id; joining is the merchant's own act)."""
-    if not Alliance.objects.filter(pk=alliance_id).exists():
-        raise NotFound(_("联盟不存在"))
-    member, _c = AllianceMember.objects.get_or_create(alliance_id=alliance_id, tenant_id=principal.tenant_id)
-    do_audit(principal, "referrals.alliance.join", "Alliance", alliance_id)
-    return member
+    """Join by accepting this merchant's pending invitation to the alliance (never by id alone)."""
+    inv = AllianceInvitation.objects.filter(alliance_id=alliance_id, invitee_id=principal.tenant_id,
+                                            status=AllianceInvitation.Status.PENDING).first()
+    if inv is None:
+        raise NotFound(_("没有这个联盟的邀请"), details={"field": "alliance_id"})
+    do_respond_to_alliance_invitation(principal, inv.pk, accept=True)
+    return AllianceMember.objects.get(alliance_id=alliance_id, tenant_id=principal.tenant_id)
 
 
 @transaction.atomic

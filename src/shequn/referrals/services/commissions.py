@@ -96,6 +96,80 @@ def check_levels(levels: int) -> None:
         )
 
 
+def check_plan_fields(
+    tenant_id: int, *, name: str, levels: int = 1, community_id: int | None = None, campaign: str = "",
+    refund_window_days: int = 7, cap_per_order_fen: int | None = None,
+) -> None:
+    """The plan's own fields (everything but its rules)."""
+    check_levels(levels)
+    if not name or not name.strip():
+        raise Invalid(_("方案名称不能为空"), details={"field": "name"})
+    check_max_length(CommissionPlan, "name", name.strip())
+    check_max_length(CommissionPlan, "campaign", campaign)
+    if refund_window_days < 0 or refund_window_days > 180:
+        raise Invalid(_("冻结期须在 0–180 天之间"), details={"field": "refund_window_days"})
+    if cap_per_order_fen is not None and cap_per_order_fen < 0:
+        raise Invalid(_("每单佣金上限不能为负"), details={"field": "cap_per_order_fen"})
+    if community_id and not Community.objects.filter(tenant_id=tenant_id, pk=community_id).exists():
+        raise NotFound(_("社群不存在"), details={"field": "community_id"})
+
+
+def check_plan_rules(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A plan's rules: one level only, known modes, rates 0–100 %, no negative money; returns them
+    cleaned. An error names ``rules[<i>].<field>``."""
+    if not rules:
+        raise Invalid(_("至少需要一条佣金规则"), details={"field": "rules"})
+    checked: list[dict[str, Any]] = []
+    for i, raw in enumerate(rules):
+        field_prefix = f"rules[{i}]"
+        if int(raw.get("level", 1)) != 1:
+            try:
+                check_levels(int(raw["level"]))
+            except Invalid as exc:
+                exc.details = {"field": f"{field_prefix}.level", "max": 1}
+                raise
+        mode = raw.get("mode", RateMode.PERCENT)
+        if mode not in RateMode.values:
+            raise Invalid(_("第 %(n)d 条规则: 未知的计佣方式 %(m)s") % {"n": i + 1, "m": mode},
+                          details={"field": f"{field_prefix}.mode"})
+        rate = int(raw.get("rate_bps", 0) or 0)
+        fixed = int(raw.get("fixed_fen", 0) or 0)
+        if not 0 <= rate <= 10000:
+            raise Invalid(_("第 %(n)d 条规则: 比例须在 0–100%% 之间") % {"n": i + 1},
+                          details={"field": f"{field_prefix}.rate_bps"})
+        if fixed < 0:
+            raise Invalid(_("第 %(n)d 条规则: 固定佣金不能为负") % {"n": i + 1},
+                          details={"field": f"{field_prefix}.fixed_fen"})
+        if (mode == RateMode.PERCENT and rate == 0) or (mode == RateMode.FIXED and fixed == 0):
+            raise Invalid(_("第 %(n)d 条规则: 佣金为 0, 请填写比例或固定佣金") % {"n": i + 1},
+                          details={"field": f"{field_prefix}.rate_bps" if mode == RateMode.PERCENT
+                                   else f"{field_prefix}.fixed_fen"})
+        cap = raw.get("cap_fen")
+        if cap is not None and cap < 0:
+            raise Invalid(_("第 %(n)d 条规则: 佣金上限不能为负") % {"n": i + 1},
+                          details={"field": f"{field_prefix}.cap_fen"})
+        kind = raw.get("product_kind", "") or ""
+        if kind not in ("", "goods", "tier"):
+            raise Invalid(_("第 %(n)d 条规则: 商品类型须为 goods 或 tier") % {"n": i + 1},
+                          details={"field": f"{field_prefix}.product_kind"})
+        product_id = str(raw.get("product_id", "") or "")
+        check_max_length(CommissionRule, "product_id", product_id, field=f"{field_prefix}.product_id", rule=i + 1)
+        checked.append({"product_kind": kind, "product_id": product_id, "mode": mode, "rate_bps": rate,
+                        "fixed_fen": fixed, "cap_fen": cap})
+    return checked
+
+
+def check_plan(
+    tenant_id: int, *, name: str, rules: list[dict[str, Any]], levels: int = 1, community_id: int | None = None,
+    campaign: str = "", refund_window_days: int = 7, self_purchase: bool = False,
+    cap_per_order_fen: int | None = None, priority: int = 0,
+) -> list[dict[str, Any]]:
+    """Every rule of :func:`do_create_plan`, without writing; returns the cleaned rules."""
+    check_plan_fields(tenant_id, name=name, levels=levels, community_id=community_id, campaign=campaign,
+                      refund_window_days=refund_window_days, cap_per_order_fen=cap_per_order_fen)
+    return check_plan_rules(rules)
+
+
 @transaction.atomic
 def do_create_plan(
     principal: Principal,
@@ -114,52 +188,9 @@ def do_create_plan(
     ``levels`` > 1 or any rule with ``level`` > 1) is refused with the legal explanation. Every
     field and rule is checked before anything is written (caps not negative, strings within the
     columns' lengths); an error names the field (``rules[<i>].<field>`` for a rule)."""
-    check_levels(levels)
-    if not name.strip():
-        raise Invalid(_("方案名称不能为空"), details={"field": "name"})
-    check_max_length(CommissionPlan, "name", name.strip())
-    check_max_length(CommissionPlan, "campaign", campaign)
-    if not rules:
-        raise Invalid(_("至少需要一条佣金规则"), details={"field": "rules"})
-    if refund_window_days < 0 or refund_window_days > 180:
-        raise Invalid(_("冻结期须在 0–180 天之间"), details={"field": "refund_window_days"})
-    if cap_per_order_fen is not None and cap_per_order_fen < 0:
-        raise Invalid(_("每单佣金上限不能为负"), details={"field": "cap_per_order_fen"})
-    if community_id and not Community.objects.filter(tenant_id=principal.tenant_id, pk=community_id).exists():
-        raise NotFound(_("社群不存在"), details={"field": "community_id"})
-    checked: list[dict[str, Any]] = []
-    for i, raw in enumerate(rules):
-        field_prefix = f"rules[{i}]"
-        if int(raw.get("level", 1)) != 1:
-            try:
-                check_levels(int(raw["level"]))
-            except Invalid as exc:
-                exc.details = {"field": f"{field_prefix}.level", "max": 1}
-                raise
-        mode = raw.get("mode", RateMode.PERCENT)
-        if mode not in RateMode.values:
-            raise Invalid(_("第 %(n)d 条规则: 未知的计佣方式 %(m)s") % {"n": i + 1, "m": mode},
-                          details={"field": f"{field_prefix}.mode"})
-        rate = int(raw.get("rate_bps", 0))
-        fixed = int(raw.get("fixed_fen", 0))
-        if not 0 <= rate <= 10000:
-            raise Invalid(_("第 %(n)d 条规则: 比例须在 0–100%% 之间") % {"n": i + 1},
-                          details={"field": f"{field_prefix}.rate_bps"})
-        if fixed < 0:
-            raise Invalid(_("第 %(n)d 条规则: 固定佣金不能为负") % {"n": i + 1},
-                          details={"field": f"{field_prefix}.fixed_fen"})
-        cap = raw.get("cap_fen")
-        if cap is not None and cap < 0:
-            raise Invalid(_("第 %(n)d 条规则: 佣金上限不能为负") % {"n": i + 1},
-                          details={"field": f"{field_prefix}.cap_fen"})
-        kind = raw.get("product_kind", "")
-        if kind not in ("", "goods", "tier"):
-            raise Invalid(_("第 %(n)d 条规则: 商品类型须为 goods 或 tier") % {"n": i + 1},
-                          details={"field": f"{field_prefix}.product_kind"})
-        product_id = str(raw.get("product_id", ""))
-        check_max_length(CommissionRule, "product_id", product_id, field=f"{field_prefix}.product_id", rule=i + 1)
-        checked.append({"product_kind": kind, "product_id": product_id, "mode": mode, "rate_bps": rate,
-                        "fixed_fen": fixed, "cap_fen": cap})
+    checked = check_plan(principal.tenant_id, name=name, rules=rules, levels=levels, community_id=community_id,
+                         campaign=campaign, refund_window_days=refund_window_days, self_purchase=self_purchase,
+                         cap_per_order_fen=cap_per_order_fen, priority=priority)
     plan = CommissionPlan.objects.create(
         tenant_id=principal.tenant_id, name=name.strip(), community_id=community_id, campaign=campaign,
         refund_window_days=refund_window_days, self_purchase=self_purchase, cap_per_order_fen=cap_per_order_fen,
@@ -170,6 +201,45 @@ def do_create_plan(
     warnings = plan_warnings(plan)
     do_audit(principal, "referrals.plan.create", "CommissionPlan", plan.pk, data={"warnings": warnings})
     return plan, warnings
+
+
+@transaction.atomic
+def do_update_plan(
+    principal: Principal, plan_id: int, *, name: str, rules: list[dict[str, Any]],
+    community_id: int | None = None, campaign: str = "", refund_window_days: int = 7, self_purchase: bool = False,
+    cap_per_order_fen: int | None = None, priority: int = 0, is_active: bool = True, levels: int = 1,
+) -> tuple[CommissionPlan, list[str]]:
+    """Change a plan and replace its rules, held to :func:`check_plan`. Commissions already earned
+    keep the rule snapshot taken when their order was paid."""
+    plan = CommissionPlan.objects.select_for_update().filter(tenant_id=principal.tenant_id, pk=plan_id).first()
+    if plan is None:
+        raise NotFound(_("佣金方案不存在"), details={"field": "plan_id"})
+    checked = check_plan(principal.tenant_id, name=name, rules=rules, levels=levels, community_id=community_id,
+                         campaign=campaign, refund_window_days=refund_window_days, self_purchase=self_purchase,
+                         cap_per_order_fen=cap_per_order_fen, priority=priority)
+    plan.name, plan.community_id, plan.campaign = name.strip(), community_id, campaign
+    plan.refund_window_days, plan.self_purchase = refund_window_days, self_purchase
+    plan.cap_per_order_fen, plan.priority, plan.is_active = cap_per_order_fen, priority, is_active
+    plan.save()
+    plan.rules.all().delete()
+    for rule in checked:
+        CommissionRule.objects.create(tenant_id=principal.tenant_id, plan=plan, **rule)
+    warnings = plan_warnings(plan)
+    do_audit(principal, "referrals.plan.update", "CommissionPlan", plan.pk, data={"warnings": warnings})
+    return plan, warnings
+
+
+@transaction.atomic
+def do_set_plan_active(principal: Principal, plan_id: int, *, active: bool) -> CommissionPlan:
+    """Pause (no new commissions from this plan) or resume a plan."""
+    plan = CommissionPlan.objects.select_for_update().filter(tenant_id=principal.tenant_id, pk=plan_id).first()
+    if plan is None:
+        raise NotFound(_("佣金方案不存在"), details={"field": "plan_id"})
+    if plan.is_active != active:
+        plan.is_active = active
+        plan.save(update_fields=["is_active"])
+        do_audit(principal, "referrals.plan.resume" if active else "referrals.plan.pause", "CommissionPlan", plan.pk)
+    return plan
 
 
 def select_plan(tenant_id: int, community_id: int | None, campaign: str) -> CommissionPlan | None:

@@ -17,6 +17,8 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from shequn.commerce.models import CouponTemplate
+from shequn.communities.models import Community
 from shequn.core.errors import Conflict, Forbidden, Invalid, NotFound
 from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
@@ -149,3 +151,56 @@ def do_cancel_gift(principal: Principal, shipment_id: int, *, reason: str) -> Gi
     row.save(update_fields=["status", "note", "updated_at"])
     do_audit(principal, "referrals.gift.cancel", "GiftShipment", str(row.pk), reason=reason)
     return row
+
+
+def check_fission_task(tenant_id: int, *, name: str, threshold: int, reward_kind: str, reward_value: int = 0,
+                       reward_note: str = "", community_id: int | None = None, campaign: str = "") -> None:
+    """Every rule of :func:`do_create_fission_task`, without writing."""
+    if not name or not name.strip() or len(name) > 120:
+        raise Invalid(_("请填写名称 (最多 120 个字符)"), details={"field": "name"})
+    if not isinstance(threshold, int) or not 1 <= threshold <= 10_000:
+        raise Invalid(_("有效邀请人数须在 1 到 10000 之间"), details={"field": "threshold"})
+    if reward_kind not in RewardKind.values:
+        raise Invalid(_("未知的奖励类型"), details={"field": "reward_kind"})
+    if reward_kind in (RewardKind.POINTS, RewardKind.CASH) and (not isinstance(reward_value, int) or reward_value < 1):
+        raise Invalid(_("奖励数值必须大于 0"), details={"field": "reward_value"})
+    if reward_kind == RewardKind.COUPON and not CouponTemplate.objects.filter(tenant_id=tenant_id,
+                                                                              pk=reward_value).exists():
+        raise NotFound(_("优惠券模板不存在"), details={"field": "reward_value"})
+    if reward_kind == RewardKind.GIFT and not reward_note.strip():
+        raise Invalid(_("礼品奖励请写明礼品"), details={"field": "reward_note"})
+    if len(reward_note) > 200 or len(campaign) > 64:
+        raise Invalid(_("奖励说明最多 200 个字符, 活动最多 64 个字符"), details={"field": "reward_note"})
+    if community_id is not None and not Community.objects.filter(tenant_id=tenant_id, pk=community_id).exists():
+        raise NotFound(_("社群不存在"), details={"field": "community_id"})
+
+
+@transaction.atomic
+def do_create_fission_task(principal: Principal, *, name: str, threshold: int, reward_kind: str,
+                           reward_value: int = 0, reward_note: str = "", community_id: int | None = None,
+                           campaign: str = "") -> FissionTask:
+    """A fission task: invite ``threshold`` paying members, get the reward (points, a coupon of a
+    template, cash in fen to the ledger, or a gift named in ``reward_note``)."""
+    check_fission_task(principal.tenant_id, name=name, threshold=threshold, reward_kind=reward_kind,
+                       reward_value=reward_value, reward_note=reward_note, community_id=community_id,
+                       campaign=campaign)
+    task = FissionTask.objects.create(tenant_id=principal.tenant_id, name=name.strip(), threshold=threshold,
+                                      reward_kind=reward_kind, reward_value=reward_value, reward_note=reward_note,
+                                      community_id=community_id, campaign=campaign)
+    do_audit(principal, "referrals.fission_task.create", "FissionTask", task.pk,
+             data={"reward_kind": reward_kind, "threshold": threshold})
+    return task
+
+
+@transaction.atomic
+def do_set_fission_task_active(principal: Principal, task_id: int, *, active: bool) -> FissionTask:
+    """Pause (no new rewards) or resume a fission task."""
+    task = FissionTask.objects.select_for_update().filter(tenant_id=principal.tenant_id, pk=task_id).first()
+    if task is None:
+        raise NotFound(_("裂变任务不存在"), details={"field": "task_id"})
+    if task.is_active != active:
+        task.is_active = active
+        task.save(update_fields=["is_active"])
+        do_audit(principal, "referrals.fission_task.resume" if active else "referrals.fission_task.pause",
+                 "FissionTask", task.pk)
+    return task

@@ -18,8 +18,11 @@ from shequn.members.models import Member
 from shequn.referrals.models import FraudSignal, FraudStatus, LinkEvent, ReferralBinding, ReferralPolicy, Withdrawal
 from shequn.referrals.services import (
     do_approve_withdrawal,
+    do_create_alliance,
+    do_create_fission_task,
     do_create_plan,
     do_get_or_create_link,
+    do_invite_to_alliance,
     do_request_withdrawal,
     get_policy,
     on_order_event,
@@ -41,6 +44,13 @@ PROBES: dict[tuple[str, str], Any] = {
     ("post", f"{P}/payouts/withdrawals/{{withdrawal_id}}/reconcile"): None,
     ("post", f"{P}/payouts/withdrawals/{{withdrawal_id}}/manual-paid"): {"channel": "bank", "reference": "R-1"},
     ("post", f"{P}/payouts/withdrawals/{{withdrawal_id}}/manual-failed"): {"reason": "户名不符"},
+    ("post", f"{P}/alliances/{{alliance_id}}/invitations"): {"tenant_slug": "iso-third"},
+    ("post", f"{P}/alliance-invitations/{{invitation_id}}/accept"): None,
+    ("post", f"{P}/alliance-invitations/{{invitation_id}}/decline"): None,
+    ("post", f"{P}/fission-tasks/{{task_id}}/pause"): None,
+    ("post", f"{P}/fission-tasks/{{task_id}}/resume"): None,
+    ("post", f"{P}/plans/{{plan_id}}/pause"): None,
+    ("post", f"{P}/plans/{{plan_id}}/resume"): None,
 }
 #: the payout actions act on a manual-provider withdrawal that is being transferred
 PARAMS = {key: {"withdrawal_id": "manual_withdrawal_id"} for key in PROBES if "/payouts/" in key[1]}
@@ -54,7 +64,14 @@ EXEMPT = {
 def build_ids(tenant: Tenant, ids: dict[str, Any]) -> dict[str, Any]:
     p = Principal.system(tenant.pk)
     referrer = Member.objects.get(pk=ids["member_id"])
-    do_create_plan(p, name="入门", refund_window_days=0, rules=[{"product_kind": "tier", "rate_bps": 10000}])
+    plan, _warnings = do_create_plan(p, name="入门", refund_window_days=0,
+                                     rules=[{"product_kind": "tier", "rate_bps": 10000}])
+    third, _c = Tenant.objects.get_or_create(slug="iso-third", defaults={"name": "第三家"})
+    inviter = Tenant.objects.create(slug=f"iso-inviter-{tenant.pk}", name="邀请方")
+    theirs = do_create_alliance(Principal.system(inviter.pk), name="同城联盟")
+    invitation = do_invite_to_alliance(Principal.system(inviter.pk), theirs.pk, tenant_slug=tenant.slug)
+    ours = do_create_alliance(p, name="我们的联盟")
+    task = do_create_fission_task(p, name="邀 3 人送积分", threshold=3, reward_kind="points", reward_value=100)
     link = do_get_or_create_link(p, member_id=referrer.pk)
     buyer = Member.objects.create(tenant=tenant, display_name="同号买家", phone=referrer.phone,
                                   first_seen_at=timezone.now())
@@ -70,7 +87,9 @@ def build_ids(tenant: Tenant, ids: dict[str, Any]) -> dict[str, Any]:
     assert manual.status == "processing", manual.status
     signal = FraudSignal.objects.filter(tenant=tenant, status=FraudStatus.OPEN).order_by("pk").first()
     assert signal is not None
-    return {"code": link.code, "withdrawal_id": w.pk, "signal_id": signal.pk, "metric": "referrals",
+    assert third.pk
+    return {"alliance_id": ours.pk, "invitation_id": invitation.pk, "task_id": task.pk,
+            "plan_id": plan.pk, "code": link.code, "withdrawal_id": w.pk, "signal_id": signal.pk, "metric": "referrals",
             "manual_withdrawal_id": manual.pk}
 
 

@@ -13,6 +13,7 @@ from shequn.referrals.services import (
     do_build_statement,
     do_create_alliance,
     do_get_or_create_link,
+    do_invite_to_alliance,
     do_join_alliance,
     do_list_product,
     do_settle_statement,
@@ -27,6 +28,7 @@ def test_alliance_commission_paid_by_the_seller_and_statement_matches_entries(te
     shop_a = tenant
     shop_b = Tenant.objects.create(slug="tea", name="茶饮店")
     alliance = do_create_alliance(principal(shop_a), name="同城商家联盟")
+    do_invite_to_alliance(principal(shop_a), alliance.pk, tenant_slug=shop_b.slug)
     do_join_alliance(principal(shop_b), alliance.pk)
     do_list_product(principal(shop_b), alliance.pk, product_id="milk-tea", rate_bps=1500, refund_window_days=0)
 
