@@ -5,7 +5,7 @@ from __future__ import annotations
 from crontask import cron
 from django.tasks import task
 
-from . import streams
+from . import streams, taskqueue
 
 
 @cron("*/2 * * * *")
@@ -14,3 +14,11 @@ def retry_stream_deliveries() -> int:
     """Re-run the stream subscribers whose failed delivery is due (backoff; dead letter after
     ``streams.MAX_ATTEMPTS``). One schedule for every stream (activity, order events)."""
     return streams.retry_due(limit=200)
+
+
+@cron("* * * * *")
+@task()
+def requeue_abandoned_tasks() -> int:
+    """Run again the tasks a dead worker left RUNNING and those a dropped connection failed
+    (:mod:`shequn.core.taskqueue`)."""
+    return taskqueue.do_requeue_abandoned()

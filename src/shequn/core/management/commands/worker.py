@@ -13,6 +13,8 @@ from typing import Any
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
+from shequn.core import taskqueue
+
 
 class Command(BaseCommand):
     help = "Run the task worker and the cron scheduler."
@@ -30,8 +32,13 @@ class Command(BaseCommand):
             children.append(subprocess.Popen([sys.executable, "-m", "shequn.cli", "crontask"]))
         if not opts["no_realtime"] and not opts["batch"]:
             children.append(subprocess.Popen([sys.executable, "-m", "shequn.cli", "connectors", "realtime"]))
+        # a worker killed on this host left its task RUNNING: run it again now, not after the lease
+        requeued = taskqueue.do_requeue_abandoned()
+        if requeued:
+            self.stderr.write(f"requeued {requeued} task(s) a dead worker left behind")
         try:
-            kwargs: dict[str, Any] = {"queue_name": opts["queues"], "interval": 1, "reload": False}
+            kwargs: dict[str, Any] = {"queue_name": opts["queues"], "interval": 1, "reload": False,
+                                      "worker_id": taskqueue.new_worker_id()}
             if opts["batch"]:
                 kwargs["batch"] = True
             call_command("db_worker", **kwargs)
