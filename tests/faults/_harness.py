@@ -41,7 +41,7 @@ def db_url(name: str | None = None, *, port: int | None = None, host: str | None
 def figures(test: str, **values: Any) -> None:
     """One line the CI log keeps: ``FAULT <test> attempts=… committed=… lost=0 duplicated=0 …``."""
     parts = " ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
-    print(f"\nFAULT {test} {parts}", flush=True)  # noqa: T201
+    print(f"\nFAULT {test} {parts}", flush=True)
 
 
 def wait_for(cond: Callable[[], Any], timeout: float, what: str, step: float = 0.05) -> float:
@@ -221,7 +221,7 @@ class RedisServer:
     def start(self) -> RedisServer:
         exe = shutil.which("redis-server")
         assert exe, "redis-server not installed"
-        self.proc = subprocess.Popen(  # noqa: S603
+        self.proc = subprocess.Popen(
             [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir), "--save", "",
              "--appendonly", "yes", "--appendfsync", "always", "--logfile", str(self.dir / "redis.log")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

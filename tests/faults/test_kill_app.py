@@ -78,7 +78,7 @@ def test_kill_an_app_process_mid_flash_sale(site):
             oversold=oversold, recovery_seconds=killed.get("respawn", -1.0), seconds=elapsed)
     assert "at" in killed, "the worker was never killed"
     assert not unanswered, f"buyers without an answer: {unanswered[:10]}\n{site.logs()}"
-    assert set(a.status for a in answers.values()) <= {200, 409}, Counter(a.status for a in answers.values())
+    assert {a.status for a in answers.values()} <= {200, 409}, Counter(a.status for a in answers.values())
     assert sold == len(orders) == FlashReservation.objects.filter(flash_sale=fs).count() == STOCK
     assert lost == 0 and duplicated == 0 and oversold == 0
     assert FlashSale.objects.get(pk=fs.pk).stock == 0 and refused["sold_out"] == BUYERS - STOCK
