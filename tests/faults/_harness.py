@@ -144,6 +144,7 @@ class Answer:
     body: dict[str, Any]
     attempts: int
     seconds: float
+    done: float = field(default_factory=time.monotonic)
 
 
 @dataclass

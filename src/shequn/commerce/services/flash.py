@@ -22,7 +22,7 @@ from django.tasks import task
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from shequn.core.errors import Conflict, Invalid, NotFound, ShequnError
+from shequn.core.errors import Conflict, Invalid, NotFound, ShequnError, Unavailable
 from shequn.core.models import AuditLog
 from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
@@ -149,10 +149,16 @@ def do_flash_buy(
         g = redis_gate.gate()
         if g is not None:
             attempt = g.attempt_batched if use_batch else g.attempt
-            res = attempt(fs.pk, member.pk, quantity, json.dumps(attr))
-            if res == redis_gate.NOT_PREPARED:
-                do_prepare_flash_gate(fs.pk)
+            try:
                 res = attempt(fs.pk, member.pk, quantity, json.dumps(attr))
+                if res == redis_gate.NOT_PREPARED:
+                    do_prepare_flash_gate(fs.pk)
+                    res = attempt(fs.pk, member.pk, quantity, json.dumps(attr))
+            except redis_gate.DOWN as exc:
+                # fail closed: no unit is sold past the gate while it cannot count (a database path
+                # here would sell units the gate may already have promised to queued buyers)
+                log.warning("flash gate %s unavailable: %s", fs.pk, exc)
+                raise Unavailable(_("秒杀排队服务暂时不可用, 请稍后重试"), details={"field": "flash_sale_id"}) from exc
             if res == redis_gate.SOLD_OUT:
                 raise SoldOut(_("已售罄"), details={"field": "flash_sale_id"})
             if res == redis_gate.DUPLICATE:
