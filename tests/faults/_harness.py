@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,7 +64,10 @@ class Site:
         base = {k: v for k, v in os.environ.items()
                 if not k.startswith(("SHEQUN_", "DJANGO_", "PYTEST_")) and k != "PYTHONPATH"}
         base.update(PYTHONPATH=str(SRC), SHEQUN_HOME=str(home), DJANGO_SETTINGS_MODULE="shequn.settings",
-                    SHEQUN_DATABASE_URL=database_url, SHEQUN_SECRET_KEY="fault-suite-" + "k" * 40,
+                    # the test process's keys: what it signs or encrypts (sandbox notifications, connector
+                    # secrets) the site must read
+                    SHEQUN_DATABASE_URL=database_url, SHEQUN_SECRET_KEY=str(settings.SECRET_KEY),
+                    SHEQUN_FIELD_KEY=str((getattr(settings, "SHEQUN", {}) or {}).get("FIELD_KEY") or ""),
                     SHEQUN_LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1")
         if redis_url:
             base["SHEQUN_REDIS_URL"] = redis_url
