@@ -86,8 +86,9 @@ def test_callbacks_and_platform_events_replayed_from_three_processes(site, tmp_p
 
         start = time.time() + 2.0
         t0 = time.monotonic()
-        clients = [subprocess.Popen([sys.executable, str(tmp_path / "client.py"), str(port), str(tmp_path / "calls.json"),
-                                     str(seed), str(start)], stdout=subprocess.PIPE, text=True) for seed in range(3)]
+        argv = [sys.executable, str(tmp_path / "client.py"), str(port), str(tmp_path / "calls.json")]
+        clients = [subprocess.Popen([*argv, str(seed), str(start)], stdout=subprocess.PIPE, text=True)
+                   for seed in range(3)]
         codes = [json.loads(c.communicate(timeout=240)[0].strip().splitlines()[-1]) for c in clients]
         answered = time.monotonic() - t0
         assert all(set(c) == {"200"} for c in codes), f"{codes}\n{site.logs()}"

@@ -315,9 +315,10 @@ def do_consume_flash_gate(flash_sale_id: int, *, consumer: str = "worker", batch
     g = redis_gate.gate()
     if g is None:
         return 0
-    tenant_id = FlashSale.objects.filter(pk=flash_sale_id).values_list("tenant_id", flat=True).first()
-    if tenant_id is None:
+    head = FlashSale.objects.filter(pk=flash_sale_id).values_list("tenant_id", "starts_at", "ends_at").first()
+    if head is None:
         return 0
+    tenant_id, starts_at, ends_at = head
     system = Principal.system(tenant_id, "flash")
     written = 0
     while True:
@@ -332,13 +333,24 @@ def do_consume_flash_gate(flash_sale_id: int, *, consumer: str = "worker", batch
             except (ValueError, ShequnError):
                 attr = dict.fromkeys(ATTRIBUTION_KEYS)
             rows.append(FlashRow(system, int(f["member"]), int(f["qty"]), attr, gate_id=entry_id))
-        outcome = do_write_flash_batch(flash_sale_id, rows)
+        # the window was checked when the gate accepted (do_flash_buy): judge it at that moment, not
+        # now — a slow or restarted consumer must not refuse as "ended" what was bought in time
+        outcome = do_write_flash_batch(flash_sale_id, rows, now=_accepted_at(entries, starts_at, ends_at))
         written += sum(1 for o in outcome.results if isinstance(o, Order))
         for row, res in zip(rows, outcome.results, strict=True):
             # refused for who the member is (not found, not eligible): the gate gives the unit back
             if isinstance(res, NotFound | Invalid):
                 g.release(flash_sale_id, row.member_id, row.quantity)
         g.ack(flash_sale_id, [e[0] for e in entries])
+
+
+def _accepted_at(entries: Sequence[tuple[str, Any]], starts_at: dt.datetime, ends_at: dt.datetime) -> dt.datetime:
+    """When the gate accepted the latest of ``entries`` (a stream id is ``<Redis ms>-<seq>``), within
+    the sale's window (Redis's clock may differ from the app's, which checked the window) and never
+    later than now."""
+    ms = max(int(entry_id.split("-", 1)[0]) for entry_id, _f in entries)
+    accepted = dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
+    return max(starts_at, min(accepted, ends_at - dt.timedelta(microseconds=1), timezone.now()))
 
 
 @task
