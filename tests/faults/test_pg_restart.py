@@ -45,7 +45,8 @@ fs = c.do_create_flash_sale(p, name="秒杀", sku_id=prod.skus.get().pk, price_f
                             starts_at=now - timezone.timedelta(minutes=1), ends_at=now + timezone.timedelta(hours=1))
 Member.objects.bulk_create([Member(tenant=t, display_name=f"m{i}", first_seen_at=now) for i in range(%(buyers)d)])
 _k, token = do_create_api_key(p, name="f", scopes=["*"])
-print(json.dumps({"fs": fs.pk, "token": token, "members": list(Member.objects.filter(tenant=t).values_list("pk", flat=True))}))
+ms = list(Member.objects.filter(tenant=t).values_list("pk", flat=True))
+print(json.dumps({"fs": fs.pk, "token": token, "members": ms}))
 """
 
 
