@@ -40,9 +40,16 @@ def db_url(name: str | None = None, *, port: int | None = None, host: str | None
 
 
 def figures(test: str, **values: Any) -> None:
-    """One line the CI log keeps: ``FAULT <test> attempts=… committed=… lost=0 duplicated=0 …``."""
+    """One line: ``FAULT <test> attempts=… committed=… lost=0 duplicated=0 …`` (stdout with ``-s``,
+    and appended to ``test-output/faults.log``)."""
     parts = " ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
-    print(f"\nFAULT {test} {parts}", flush=True)
+    line = f"FAULT {test} {parts}"
+    print(f"\n{line}", flush=True)
+    # pytest-xdist does not show a worker's output: the lines are also kept in test-output/faults.log
+    out = ROOT / "test-output"
+    out.mkdir(exist_ok=True)
+    with open(out / "faults.log", "a", encoding="utf-8") as fh:
+        fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {line}\n")
 
 
 def wait_for(cond: Callable[[], Any], timeout: float, what: str, step: float = 0.05) -> float:
