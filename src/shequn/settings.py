@@ -4,6 +4,10 @@ Environment variables (all optional):
 
 * ``SHEQUN_DATABASE_URL`` — e.g. ``postgres://user@127.0.0.1:5432/shequn``. Default: an SQLite file
   in ``$SHEQUN_HOME/shequn.sqlite3`` with WAL, IMMEDIATE transactions and a busy timeout.
+* ``SHEQUN_DATABASE_POOLER`` — ``transaction`` when the URL points at PgBouncer in transaction mode
+  (no server-side cursors, no prepared statements).
+* ``SHEQUN_TASK_LEASE`` — seconds after which a task still RUNNING is taken for abandoned and run
+  again (default 600; ``shequn.core.taskqueue``).
 * ``SHEQUN_REDIS_URL`` — e.g. ``redis://127.0.0.1:6379/0``; enables the Redis hot paths.
 * ``SHEQUN_SECRET_KEY`` — default: generated once and stored in ``$SHEQUN_HOME/secret_key``.
 * ``SHEQUN_ALLOWED_HOSTS`` — comma separated; default ``127.0.0.1,localhost``.
@@ -142,6 +146,11 @@ TEMPLATES = [
 DATABASE_URL = os.environ.get("SHEQUN_DATABASE_URL", "").strip()
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+    if os.environ.get("SHEQUN_DATABASE_POOLER", "").strip().lower() == "transaction":
+        # behind PgBouncer in transaction mode a session may land on another server connection at
+        # every transaction: no named server-side cursors, no prepared statements
+        DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+        DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = None
 else:
     HOME.mkdir(parents=True, exist_ok=True)
     DATABASES = {

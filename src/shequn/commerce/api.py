@@ -16,6 +16,7 @@ from shequn.core.http import (
     ERRORS,
     ApiDatetime,
     BodyIn,
+    ErrorOut,
     Fen,
     Id,
     IpAddress,
@@ -292,7 +293,7 @@ def payment_callback(request: HttpRequest, tenant_slug: str, provider: str) -> H
                         content_type="application/json")
 
 
-@router.post("/flash-sales/{flash_sale_id}/buy", response={200: FlashOut, 202: FlashOut, **ERRORS})
+@router.post("/flash-sales/{flash_sale_id}/buy", response={200: FlashOut, 202: FlashOut, **ERRORS, 503: ErrorOut})
 @idempotent
 def flash_buy(request: HttpRequest, flash_sale_id: Id, body: FlashIn) -> Any:
     """秒杀: 200 with the order, or 202 ``queued`` when the Redis gate accepted and the order follows."""

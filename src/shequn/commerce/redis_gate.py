@@ -13,6 +13,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+import redis
 from django.conf import settings
 
 from shequn.core import microbatch
@@ -54,6 +55,16 @@ return 0
 ACCEPTED, SOLD_OUT, DUPLICATE, NOT_PREPARED = 1, 0, -1, -2
 
 
+class GateDown(Exception):
+    """Redis did not answer the gate (down, restarting, too slow): the attempt was not decided here,
+    or its answer was lost; the caller fails closed (a retry meets the gate again, where a decided
+    attempt is a DUPLICATE)."""
+
+
+#: what a caller of the gate catches to fail closed (the gate's own calls and direct client calls)
+DOWN: tuple[type[Exception], ...] = (GateDown, redis.RedisError)
+
+
 def keys(flash_sale_id: int) -> list[str]:
     base = f"shequn:flash:{flash_sale_id}"
     return [f"{base}:stock", f"{base}:buyers", f"{base}:stream"]
@@ -61,9 +72,8 @@ def keys(flash_sale_id: int) -> list[str]:
 
 @lru_cache(maxsize=4)
 def _client(url: str) -> Any:
-    import redis  # noqa: PLC0415, RUF100  (~160 ms; imported only when a Redis URL is configured)
-
-    return redis.Redis.from_url(url)
+    # bounded waits: a Redis that hangs must not hold a request thread (the gate then fails closed)
+    return redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
 
 
 def client() -> Any:
@@ -100,7 +110,10 @@ class Gate:
         args: list[Any] = []
         for member_id, quantity, attr in attempts:
             args += [member_id, quantity, attr]
-        return [int(r) for r in self._gate(keys=keys(flash_sale_id), args=args)]
+        try:
+            return [int(r) for r in self._gate(keys=keys(flash_sale_id), args=args)]
+        except redis.RedisError as exc:
+            raise GateDown(str(exc)) from exc
 
     def attempt_batched(self, flash_sale_id: int, member_id: int, quantity: int, attr: str = "") -> int:
         """:meth:`attempt` through this process's gate batcher: concurrent callers share one round

@@ -33,6 +33,14 @@ class Conflict(ShequnError):
     code = "conflict"
 
 
+class Unavailable(ShequnError):
+    """A dependency the operation needs is down (Redis for a gated flash sale): nothing was done,
+    retry later (HTTP 503). Failing closed like this is what keeps a sale from overselling."""
+
+    status = 503
+    code = "unavailable"
+
+
 class Invalid(ShequnError):
     """Input that is well-formed but breaks a rule; ``details`` names the fields."""
 

@@ -3,10 +3,16 @@ period (day / week / month / all time). Ties go to whoever reached the value fir
 
 SQL (``LeaderboardEntry``) is the source of truth and is written in the business transaction; when
 ``settings.REDIS_URL`` is set, a sorted set per (board, period) mirrors it after commit and serves
-reads (rebuild with :func:`do_rebuild_redis`)."""
+reads (rebuild with :func:`do_rebuild_redis`).
+
+Redis loss: a read falls back to SQL when Redis does not answer or no longer has the board (a
+restart without data); a mirror update that Redis refuses is logged and dropped — never raised into
+the business transaction that already committed — so a board Redis kept through an outage may miss
+the outage's increments until :func:`do_rebuild_redis` (SQL is right all along)."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,6 +24,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from .models import LeaderboardEntry
+
+log = logging.getLogger(__name__)
 
 METRICS = ("referrals", "commission")
 PERIODS = ("all", "day", "week", "month")
@@ -70,7 +78,7 @@ def _redis() -> Any:
     url = str(settings.REDIS_URL)
     client = _CLIENTS.get(url)
     if client is None:
-        client = _CLIENTS[url] = redis.Redis.from_url(url)
+        client = _CLIENTS[url] = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
     return client
 
 
@@ -113,7 +121,11 @@ def _redis_apply(tenant_id: int, member_id: int, updates: list[tuple[str, str, i
         pipe.zincrby(key, delta, member_id)
         if delta > 0:
             pipe.hset(key + ":t", member_id, ts)
-    pipe.execute()
+    try:
+        pipe.execute()
+    except redis.RedisError as exc:  # after commit: SQL has it; the mirror is stale until a rebuild
+        log.warning("leaderboard mirror not updated (tenant %s): %s; reads fall back to SQL while Redis is "
+                    "down, rebuild the boards after it returns", tenant_id, exc)
 
 
 def do_rebuild_redis(tenant_id: int, metric: str, scope: str, period_key_: str) -> int:
@@ -153,7 +165,13 @@ def top(tenant_id: int, metric: str, scope: str = "all", period: str = "all", n:
     pkey = period_key(period, at or timezone.now())
     board = f"{metric}|{scope}"
     if use_redis if use_redis is not None else bool(settings.REDIS_URL):
-        return _top_redis(tenant_id, board, pkey, n)
+        try:
+            found = _top_redis(tenant_id, board, pkey, n)
+        except redis.RedisError as exc:
+            log.warning("leaderboard read from SQL: Redis unavailable (%s)", exc)
+            found = None
+        if found is not None:
+            return found
     rows = (LeaderboardEntry.objects.filter(tenant_id=tenant_id, board=board, period=pkey, value__gt=0)
             .order_by("-value", "reached_at", "member_id").values_list("member_id", "value", "reached_at")[:n])
     return [Row(i + 1, m, v, r.timestamp()) for i, (m, v, r) in enumerate(rows)]
@@ -179,13 +197,16 @@ return {members, scores, times}
 _SCRIPTS: dict[int, Any] = {}
 
 
-def _top_redis(tenant_id: int, board: str, pkey: str, n: int) -> list[Row]:
+def _top_redis(tenant_id: int, board: str, pkey: str, n: int) -> list[Row] | None:
+    """The board from Redis, or None when Redis does not have it (then SQL answers)."""
     r = _redis()
     script = _SCRIPTS.get(id(r))
     if script is None:
         script = _SCRIPTS[id(r)] = r.register_script(_TOP_LUA)
     key = _zkey(tenant_id, board, pkey)
     members, scores, times = script(keys=[key, key + ":t"], args=[n])
+    if not members and not r.exists(key):
+        return None
     rows = sorted(
         ((int(m), int(float(sc)), float(t or 0)) for m, sc, t in zip(members, scores, times, strict=True)
          if float(sc) > 0),

@@ -23,7 +23,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from shequn.communities.models import Community
-from shequn.core.errors import Conflict, Invalid, NotFound, ShequnError
+from shequn.core.errors import Conflict, Invalid, NotFound, ShequnError, Unavailable
 from shequn.core.models import AuditLog
 from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
@@ -186,10 +186,16 @@ def do_flash_buy(
         g = redis_gate.gate()
         if g is not None:
             attempt = g.attempt_batched if use_batch else g.attempt
-            res = attempt(fs.pk, member.pk, quantity, json.dumps(attr))
-            if res == redis_gate.NOT_PREPARED:
-                do_prepare_flash_gate(fs.pk)
+            try:
                 res = attempt(fs.pk, member.pk, quantity, json.dumps(attr))
+                if res == redis_gate.NOT_PREPARED:
+                    do_prepare_flash_gate(fs.pk)
+                    res = attempt(fs.pk, member.pk, quantity, json.dumps(attr))
+            except redis_gate.DOWN as exc:
+                # fail closed: no unit is sold past the gate while it cannot count (a database path
+                # here would sell units the gate may already have promised to queued buyers)
+                log.warning("flash gate %s unavailable: %s", fs.pk, exc)
+                raise Unavailable(_("秒杀排队服务暂时不可用, 请稍后重试"), details={"field": "flash_sale_id"}) from exc
             if res == redis_gate.SOLD_OUT:
                 raise SoldOut(_("已售罄"), details={"field": "flash_sale_id"})
             if res == redis_gate.DUPLICATE:
@@ -346,9 +352,10 @@ def do_consume_flash_gate(flash_sale_id: int, *, consumer: str = "worker", batch
     g = redis_gate.gate()
     if g is None:
         return 0
-    tenant_id = FlashSale.objects.filter(pk=flash_sale_id).values_list("tenant_id", flat=True).first()
-    if tenant_id is None:
+    head = FlashSale.objects.filter(pk=flash_sale_id).values_list("tenant_id", "starts_at", "ends_at").first()
+    if head is None:
         return 0
+    tenant_id, starts_at, ends_at = head
     system = Principal.system(tenant_id, "flash")
     written = 0
     while True:
@@ -363,13 +370,24 @@ def do_consume_flash_gate(flash_sale_id: int, *, consumer: str = "worker", batch
             except (ValueError, ShequnError):
                 attr = dict.fromkeys(ATTRIBUTION_KEYS)
             rows.append(FlashRow(system, int(f["member"]), int(f["qty"]), attr, gate_id=entry_id))
-        outcome = do_write_flash_batch(flash_sale_id, rows)
+        # the window was checked when the gate accepted (do_flash_buy): judge it at that moment, not
+        # now — a slow or restarted consumer must not refuse as "ended" what was bought in time
+        outcome = do_write_flash_batch(flash_sale_id, rows, now=_accepted_at(entries, starts_at, ends_at))
         written += sum(1 for o in outcome.results if isinstance(o, Order))
         for row, res in zip(rows, outcome.results, strict=True):
             # refused for who the member is (not found, not eligible): the gate gives the unit back
             if isinstance(res, NotFound | Invalid):
                 g.release(flash_sale_id, row.member_id, row.quantity)
         g.ack(flash_sale_id, [e[0] for e in entries])
+
+
+def _accepted_at(entries: Sequence[tuple[str, Any]], starts_at: dt.datetime, ends_at: dt.datetime) -> dt.datetime:
+    """When the gate accepted the latest of ``entries`` (a stream id is ``<Redis ms>-<seq>``), within
+    the sale's window (Redis's clock may differ from the app's, which checked the window) and never
+    later than now."""
+    ms = max(int(entry_id.split("-", 1)[0]) for entry_id, _f in entries)
+    accepted = dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
+    return max(starts_at, min(accepted, ends_at - dt.timedelta(microseconds=1), timezone.now()))
 
 
 @task

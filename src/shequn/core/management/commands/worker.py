@@ -15,6 +15,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
+from shequn.core import taskqueue
 from shequn.core.processes import single_instance, spawn, stop
 
 
@@ -39,8 +40,13 @@ class Command(BaseCommand):
                 children.append(spawn([sys.executable, "-m", "shequn.cli", "crontask"]))
             if not opts["no_realtime"] and not opts["batch"]:
                 children.append(spawn([sys.executable, "-m", "shequn.cli", "connectors", "realtime"]))
+            # a worker killed on this host left its task RUNNING: run it again now, not after the lease
+            requeued = taskqueue.do_requeue_abandoned()
+            if requeued:
+                self.stderr.write(f"requeued {requeued} task(s) a dead worker left behind")
             try:
-                kwargs: dict[str, Any] = {"queue_name": opts["queues"], "interval": 1, "reload": False}
+                kwargs: dict[str, Any] = {"queue_name": opts["queues"], "interval": 1, "reload": False,
+                                          "worker_id": taskqueue.new_worker_id()}
                 if opts["batch"]:
                     kwargs["batch"] = True
                 call_command("db_worker", **kwargs)

@@ -1,0 +1,204 @@
+"""HTTP load on the flash-sale buy endpoint, from outside: ``shequn serve`` (gunicorn) on a throw-away
+PostgreSQL database, an HTTP client in this process (keep-alive connections, one per client thread),
+a bounded run.
+
+    .venv/bin/python bench/load.py                       # 2 gunicorn workers x 8 threads, 64 in flight
+    .venv/bin/python bench/load.py --workers 2 --threads 32 --clients 128 --batch   # SHEQUN_FLASH_BATCH=1
+    .venv/bin/python bench/load.py --gate                # the Redis-gated sale (202 "queued")
+    .venv/bin/python bench/load.py --kill-one            # kill -9 one gunicorn worker mid-run
+
+Environment: SHEQUN_BENCH_PG_URL (default postgres://postgres@127.0.0.1:5432/shequn_load; the run uses
+``bench_<name>``, created and dropped), SHEQUN_BENCH_REDIS_URL (default redis://127.0.0.1:6379/6).
+
+Prints requests answered per second, p50/p99 latency, the error rate (5xx and broken connections;
+sold-out 409s are answers), orders committed and oversold (must be 0). Each buyer is a distinct
+member; stock is far below demand, as in a real flash sale. No retries: an error counts as one."""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+PG_URL = os.environ.get("SHEQUN_BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/shequn_load")
+REDIS_URL = os.environ.get("SHEQUN_BENCH_REDIS_URL", "redis://127.0.0.1:6379/6")
+
+SETUP = """
+import json
+from django.utils import timezone
+from shequn.commerce import services as c
+from shequn.core.models import Tenant
+from shequn.core.permissions import Principal
+from shequn.core.services import do_create_api_key
+from shequn.members.models import Member
+t = Tenant.objects.create(slug="load", name="压测")
+p = Principal.system(t.pk)
+prod = c.do_create_product(p, name="体验装", skus=[{"code": "T", "name": "体验装", "price_fen": 1990,
+                                                   "stock": 10_000_000}])
+now = timezone.now()
+fs = c.do_create_flash_sale(p, name="秒杀", sku_id=prod.skus.get().pk, price_fen=990, stock=%(stock)d,
+                            starts_at=now - timezone.timedelta(minutes=1), ends_at=now + timezone.timedelta(hours=1),
+                            use_redis_gate=%(gate)s)
+Member.objects.bulk_create([Member(tenant=t, display_name=f"m{i}", first_seen_at=now) for i in range(%(buyers)d)],
+                           batch_size=5000)
+_k, token = do_create_api_key(p, name="load", scopes=["commerce.write"])
+ms = list(Member.objects.filter(tenant=t).values_list("pk", flat=True))
+print(json.dumps({"fs": fs.pk, "token": token, "members": ms}))
+"""
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(len(s) * p))] if s else 0.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def admin(sql: str) -> None:
+    base = PG_URL.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(base, autocommit=True) as c:
+        c.execute(sql)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--clients", type=int, default=64, help="requests in flight (client threads)")
+    ap.add_argument("--buyers", type=int, default=6000)
+    ap.add_argument("--stock", type=int, default=2000)
+    ap.add_argument("--seconds", type=float, default=20.0, help="upper bound of the run")
+    ap.add_argument("--batch", action="store_true", help="SHEQUN_FLASH_BATCH=1 (group commit)")
+    ap.add_argument("--gate", action="store_true", help="a Redis-gated sale")
+    ap.add_argument("--kill-one", action="store_true", help="kill -9 one gunicorn worker a third into the run")
+    args = ap.parse_args()
+
+    db = "bench_" + PG_URL.rsplit("/", 1)[1]
+    url = PG_URL.rsplit("/", 1)[0] + "/" + db
+    admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    admin(f'CREATE DATABASE "{db}"')
+    home = tempfile.mkdtemp(prefix="shequn-load-")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "DJANGO_SETTINGS_MODULE": "shequn.settings",
+           "SHEQUN_HOME": home, "SHEQUN_DATABASE_URL": url, "SHEQUN_REDIS_URL": REDIS_URL,
+           "SHEQUN_LOG_LEVEL": "WARNING"}
+    if args.batch:
+        env["SHEQUN_FLASH_BATCH"] = "1"
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        subprocess.run([sys.executable, "-m", "shequn.cli", "migrate", "-v", "0"], env=env, check=True)
+        out = subprocess.run([sys.executable, "-m", "shequn.cli", "shell", "-c", SETUP % {
+            "stock": args.stock, "buyers": args.buyers, "gate": args.gate}], env=env, check=True,
+            capture_output=True, text=True)
+        world = json.loads(out.stdout.strip().splitlines()[-1])
+        port = free_port()
+        log = open(Path(home) / "web.log", "wb")  # noqa: SIM115 - lives as long as the server
+        web = subprocess.Popen([sys.executable, "-m", "shequn.cli", "serve", "--port", str(port), "--workers",
+                                str(args.workers), "--threads", str(args.threads), "--no-control-socket"],
+                               env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        procs.append(web)
+        if args.gate:
+            procs.append(subprocess.Popen([sys.executable, "-m", "shequn.cli", "worker", "--no-scheduler",
+                                           "--no-realtime"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                          start_new_session=True))
+        for _ in range(600):
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                c.request("GET", "/static/none")
+                c.getresponse().read()
+                break
+            except OSError:
+                time.sleep(0.1)
+        run(args, port, world, web.pid)
+    finally:
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+                p.wait(timeout=20)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                os.killpg(p.pid, signal.SIGKILL)
+        admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+def run(args: argparse.Namespace, port: int, world: dict, serve_pid: int) -> None:
+    members = list(world["members"])
+    path = f"/api/v1/commerce/flash-sales/{world['fs']}/buy"
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {world['token']}"}
+    lat: list[float] = []
+    codes: dict[int, int] = {}
+    lock = threading.Lock()
+    deadline = time.monotonic() + args.seconds
+    it = iter(members)
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        mine: list[float] = []
+        mine_codes: dict[int, int] = {}
+        while time.monotonic() < deadline:
+            with lock:
+                m = next(it, None)
+            if m is None:
+                break
+            t0 = time.perf_counter()
+            try:
+                conn.request("POST", path, body=json.dumps({"member_id": m}), headers=headers)
+                r = conn.getresponse()
+                r.read()
+                code = r.status
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                code = 0
+            mine.append((time.perf_counter() - t0) * 1000)
+            mine_codes[code] = mine_codes.get(code, 0) + 1
+        with lock:
+            lat.extend(mine)
+            for k, v in mine_codes.items():
+                codes[k] = codes.get(k, 0) + v
+
+    killer = None
+    if args.kill_one:
+        def kill() -> None:
+            time.sleep(args.seconds / 3)
+            kids = [int(x) for t in Path(f"/proc/{serve_pid}/task").glob("*")
+                    for x in (t / "children").read_text().split()]
+            if kids:
+                os.kill(kids[0], signal.SIGKILL)
+        killer = threading.Thread(target=kill)
+        killer.start()
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=client) for _ in range(args.clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    secs = time.monotonic() - t0
+    if killer:
+        killer.join()
+    n = len(lat)
+    errors = codes.get(0, 0) + sum(v for k, v in codes.items() if k >= 500)
+    sold = codes.get(200, 0) + codes.get(202, 0)
+    mode = "gate" if args.gate else ("batch" if args.batch else "safe")
+    print(f"http {mode:5s} workers={args.workers} threads={args.threads} in_flight={args.clients}"
+          f"{' kill-one' if args.kill_one else ''}: {n / secs:7.0f} req/s  p50 {pct(lat, 0.5):6.1f} ms  "
+          f"p99 {pct(lat, 0.99):7.1f} ms  errors {errors / max(n, 1):.2%}  answered {n} in {secs:.1f} s  "
+          f"ordered/queued {sold}  oversold {max(0, sold - args.stock)}  codes {dict(sorted(codes.items()))}")
+
+
+if __name__ == "__main__":
+    main()
