@@ -12,6 +12,6 @@ class WiringConfig(AppConfig):
 
     def ready(self) -> None:
         # the wiring imports every app's models: only once they are loaded
-        from shequn import wiring
+        from shequn import wiring  # noqa: PLC0415
 
         wiring.connect()

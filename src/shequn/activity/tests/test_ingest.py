@@ -1,6 +1,8 @@
 import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from shequn.activity import registry
@@ -128,10 +130,6 @@ def test_consumers_get_new_events_and_failures_are_retried(tenant, group):
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_ingest_of_the_same_events_stores_each_once(tenant):
-    from concurrent.futures import ThreadPoolExecutor
-
-    from django.db import connection
-
     batch = [ev(i, sender=f"@u{i % 7}:x", group=None) for i in range(300)]
 
     def run(k):

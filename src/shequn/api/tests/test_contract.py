@@ -13,12 +13,15 @@ from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.db import DataError
 
+import shequn.members.api as members_api
 from shequn.api.main import API_ROOT, api
 from shequn.api.testing import ApiClient, make_client, world  # noqa: F401
 from shequn.api.tests.test_isolation import HEADERS, PARAMS, PATH_PROBES, _body, _fill, all_ids
 from shequn.commerce.models import Order, Refund
+from shequn.core.errors import Invalid
 from shequn.core.management.commands.serve import control_socket_args
 from shequn.core.models import ApiKey, AuditLog, IdempotencyRecord
+from shequn.core.permissions import Principal
 from shequn.members.models import Member, Tag
 from shequn.moderation import services as moderation_services
 from shequn.moderation.models import ModerationPolicy
@@ -177,9 +180,6 @@ def test_moderation_policy_bounds(world, make_client, body, field):
 
 
 def test_policy_service_turns_full_clean_errors_into_invalid(world):
-    from shequn.core.errors import Invalid
-    from shequn.core.permissions import Principal
-
     with pytest.raises(Invalid) as exc:
         moderation_services.do_save_policy(Principal.system(world.tenant.pk), world.community.pk,
                                            warn_window_days=40000)
@@ -302,8 +302,6 @@ def test_json_with_charset_and_bodyless_posts_are_accepted(world, make_client):
 # --- database and model errors that reach the API ----------------------------------------------
 
 def test_validation_and_data_errors_are_4xx_naming_the_field(world, make_client, monkeypatch):
-    import shequn.members.api as members_api
-
     c = make_client(world.tenant)
 
     def refuse(*_a, **_k):

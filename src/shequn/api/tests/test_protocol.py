@@ -5,13 +5,17 @@ import json
 import logging
 
 import pytest
+from django.http import Http404
 from django.test import Client
+from openapi_spec_validator import validate
 
 from shequn.activity.models import ActivityEvent
 from shequn.api.main import api
 from shequn.api.testing import ApiClient, make_client, world  # noqa: F401
 from shequn.communities.models import Community
 from shequn.core.models import AuditLog
+from shequn.members import api as members_api
+from shequn.members import selectors
 from shequn.members.models import Member
 
 # --- Idempotency-Key ----------------------------------------------------------------------------
@@ -167,7 +171,6 @@ def test_openapi_is_served_and_declares_errors(db):
 
 
 def test_openapi_validates_against_the_spec(db):
-    from openapi_spec_validator import validate
 
     # as served: JSON (ninja keys responses by int status codes in Python)
     validate(json.loads(json.dumps(api.get_openapi_schema(path_prefix="/api/v1"))))
@@ -187,8 +190,6 @@ def test_unhandled_error_is_500_in_the_error_shape_and_logged(world, make_client
                                                               debug):
     """A bug inside a handler: 500 ``internal_error`` as JSON in the caller's language, no traceback or
     exception text in the body (not even with DEBUG on), and the traceback in the log."""
-    from shequn.members import selectors
-
     settings.DEBUG = debug
     monkeypatch.setattr(selectors, "merge_suggestions", _boom)
     with caplog.at_level(logging.ERROR, logger="shequn.api.main"):
@@ -209,8 +210,6 @@ def test_unhandled_error_is_500_in_the_error_shape_and_logged(world, make_client
 
 
 def test_unhandled_error_in_an_idempotent_post_rolls_back_and_frees_the_key(world, make_client, monkeypatch):
-    from shequn.members import api as members_api
-
     c = make_client(world.tenant)
     hdr = {"Idempotency-Key": "boom-1"}
     body = {"display_name": "半途而废"}
@@ -225,10 +224,6 @@ def test_unhandled_error_in_an_idempotent_post_rolls_back_and_frees_the_key(worl
 
 
 def test_django_http404_in_a_handler_is_the_error_shape(world, make_client, monkeypatch):
-    from django.http import Http404
-
-    from shequn.members import selectors
-
     def missing(*_args, **_kwargs):
         raise Http404("No Member matches the given query.")
 

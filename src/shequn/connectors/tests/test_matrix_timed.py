@@ -4,14 +4,27 @@ at the mute's end; Matrix power levels have no expiry)."""
 from __future__ import annotations
 
 import time
+import urllib.parse
 from typing import Any
 
 import pytest
 
-from shequn.communities.models import ChatGroup
-from shequn.connectors.models import OutboxAction
-from shequn.connectors.services import do_deliver_due, do_request_action
+from shequn.activity.models import ActivityEvent
+from shequn.communities.models import ChatGroup, Community
+from shequn.connectors import selectors
+from shequn.connectors.models import Connection, OutboxAction, Room
+from shequn.connectors.services import (
+    do_create_connection,
+    do_delete_connection,
+    do_deliver_due,
+    do_map_room,
+    do_matrix_sync,
+    do_request_action,
+)
 from shequn.connectors.services.delivery import unmute_key
+from shequn.core.errors import Invalid
+from shequn.moderation.models import Strike, Violation
+from shequn.moderation.services import do_lift_mute, do_save_policy
 
 pytestmark = [pytest.mark.synapse, pytest.mark.django_db(transaction=False)]
 
@@ -33,10 +46,6 @@ def test_a_matrix_mute_expires_by_itself(matrix_world: dict[str, Any]) -> None:
 
 
 def test_a_mute_is_lifted_early_in_one_click(matrix_world: dict[str, Any], system: Any) -> None:
-    from shequn.connectors.services import do_matrix_sync
-    from shequn.moderation.models import Strike, Violation
-    from shequn.moderation.services import do_lift_mute, do_save_policy
-
     alice, bob, room = matrix_world["alice"], matrix_world["bob"], matrix_world["room"]
     do_save_policy(system, matrix_world["community"].pk, warn_limit=1)  # the first ad: warn + 24 h mute
     ad = bob.send(room, "加微信 vx123 领红包")
@@ -60,10 +69,6 @@ def test_a_mute_is_lifted_early_in_one_click(matrix_world: dict[str, Any], syste
 
 def test_connecting_verifies_the_token_and_shows_missing_power(matrix_world: dict[str, Any], synapse: Any,
                                                                  system: Any, client: Any) -> None:
-    from shequn.connectors import selectors
-    from shequn.connectors.models import Connection
-    from shequn.connectors.services import do_create_connection, do_delete_connection, do_matrix_sync
-    from shequn.core.errors import Invalid
 
     # a bogus token and an unreachable homeserver are refused, nothing stored
     with pytest.raises(Invalid) as bogus:
@@ -81,7 +86,6 @@ def test_connecting_verifies_the_token_and_shows_missing_power(matrix_world: dic
     # the bot at power 50: redact, kick and ban work, muting (power levels need 100) does not
     conn, alice, room = matrix_world["conn"], matrix_world["alice"], matrix_world["room"]
     assert selectors.power_problems(conn) == []
-    import urllib.parse
 
     path = f"/rooms/{urllib.parse.quote(room)}/state/m.room.power_levels/"
     levels = alice.call("GET", path)
@@ -98,12 +102,6 @@ def test_connecting_verifies_the_token_and_shows_missing_power(matrix_world: dic
 
 def test_encrypted_rooms_are_refused_and_early_messages_kept(matrix_world: dict[str, Any], synapse: Any,
                                                             system: Any) -> None:
-    from shequn.activity.models import ActivityEvent
-    from shequn.communities.models import Community
-    from shequn.connectors.models import Connection, Room
-    from shequn.connectors.services import do_map_room, do_matrix_sync
-    from shequn.core.errors import Invalid
-
     conn, alice, bob, bot = (matrix_world[k] for k in ("conn", "alice", "bob", "bot"))
     Connection.objects.filter(pk=conn.pk).update(default_community=None)  # rooms wait to be mapped by hand
     plain = alice.create_room("新群", invite=[bot["user_id"], bob.user_id], power={bot["user_id"]: 100})

@@ -3,13 +3,19 @@ export, merge, dashboards and the language switch."""
 
 from __future__ import annotations
 
+import io
 import re
 
 import pytest
+from django.contrib.auth import get_user_model
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
+from openpyxl import Workbook
 
 from shequn.analytics.services import do_rebuild
+from shequn.communities.models import Community
+from shequn.console import dashboard, views
 from shequn.core.models import ApiKey, AuditLog, StaffRole, Tenant
 from shequn.members.models import Member
 
@@ -20,8 +26,6 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def _media(settings, tmp_path, monkeypatch):
-    from shequn.console import dashboard, views
-
     settings.MEDIA_ROOT = tmp_path
     # the dashboard series are cached per tenant/community id, and ids repeat between tests;
     # no cache.clear(): the Redis pass shares one cache database between test workers
@@ -216,8 +220,6 @@ def test_api_key_secret_shown_once_and_revocable(data, tenant):
 # -- import / export -------------------------------------------------------------------------
 
 def upload(c: Client, name: str, body: bytes):
-    from django.core.files.uploadedfile import SimpleUploadedFile
-
     return c.post(reverse("console:member_import"), {"file": SimpleUploadedFile(name, body)})
 
 
@@ -259,10 +261,6 @@ def test_import_gbk_preview_then_apply_all(data, tenant):
 
 
 def test_import_xlsx_reports_row_and_column(data, tenant):
-    import io
-
-    from openpyxl import Workbook
-
     wb = Workbook()
     ws = wb.active
     ws.append(["昵称", "手机号", "邮箱"])
@@ -420,7 +418,6 @@ def test_community_create_goes_through_services(data, tenant):
             "roles-TOTAL_FORMS": 0, "roles-INITIAL_FORMS": 0}
     resp = c.post(admin_url("communities_community_add"), form)
     assert resp.status_code == 302, resp.content.decode()[:1500]
-    from shequn.communities.models import Community
 
     made = Community.objects.get(tenant=tenant, name="读书会")
     assert AuditLog.objects.filter(tenant=tenant, action="community.create", object_id=str(made.pk)).exists()
@@ -465,7 +462,6 @@ def test_console_pages_need_a_staff_login_with_a_tenant(data, tenant):
     for url in urls:
         resp = anonymous.get(url)
         assert resp.status_code == 302 and "/login/" in resp["Location"], url
-    from django.contrib.auth import get_user_model
 
     stray = get_user_model().objects.create_user("stray", password="x" * 10, is_staff=True)
     c = Client()

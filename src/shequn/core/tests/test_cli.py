@@ -5,6 +5,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.test import Client
 
+from shequn import cli
 from shequn.activity.models import ActivityEvent
 from shequn.communities.models import Membership, RoleAssignment
 from shequn.core.models import StaffMembership, Tenant
@@ -65,8 +66,6 @@ def test_createoperator(tenant):
 
 
 def test_cli_maps_import_export_aliases(monkeypatch):
-    from shequn import cli
-
     seen = {}
     monkeypatch.setattr("django.core.management.execute_from_command_line", lambda argv: seen.setdefault("a", argv))
     cli.main(["shequn", "import", "members", "x.csv"])

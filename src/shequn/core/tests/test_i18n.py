@@ -21,15 +21,21 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.contrib import admin
 from django.core.management import call_command
 from django.test import Client, override_settings
 from django.urls import reverse
-from django.utils import translation
+from django.utils import timezone, translation
 from django.utils.translation import trans_real
 
 from shequn.api.testing import ApiClient, make_client, world  # noqa: F401  (fixtures)
+from shequn.commerce import services
+from shequn.commerce.models import Order, OrderStatus
 from shequn.console.tests import factories as f
+from shequn.core.management.commands.makemessages import EXTRA_KEYWORDS
 from shequn.core.models import StaffRole, Tenant
+from shequn.core.permissions import Principal
+from shequn.members.models import Member
 
 PACKAGE = Path(__file__).resolve().parents[2]  # src/shequn
 #: the catalog that holds English for shequn's Chinese msgids (makemessages puts them all there)
@@ -165,8 +171,6 @@ XGETTEXT_KEYWORDS = {"_", "gettext", "ngettext", "pgettext", "npgettext", "gette
 def test_translation_functions_are_imported_under_names_makemessages_extracts() -> None:
     """``from django.utils.translation import gettext_lazy as _x`` hides every ``_x("…")`` string
     from xgettext (and from the test above): use ``_`` or add the alias to EXTRA_KEYWORDS."""
-    from shequn.core.management.commands.makemessages import EXTRA_KEYWORDS
-
     functions = XGETTEXT_KEYWORDS - {"_"}
     hidden = []
     for path in sorted(PACKAGE.rglob("*.py")):
@@ -272,12 +276,6 @@ def test_console_login_page_is_english_with_the_language_cookie() -> None:
 
 @pytest.fixture
 def order(tenant: Tenant) -> None:
-    from django.utils import timezone
-
-    from shequn.commerce import services
-    from shequn.core.permissions import Principal
-    from shequn.members.models import Member
-
     system = Principal.system(tenant.pk)
     member = Member.objects.create(tenant=tenant, display_name="Alice", first_seen_at=timezone.now())
     product = services.do_create_product(system, name="Car diffuser",
@@ -300,8 +298,6 @@ def test_console_changelist_is_english_after_the_language_switch(tenant: Tenant,
 @pytest.mark.django_db
 def test_every_console_changelist_is_english(tenant: Tenant) -> None:
     """Empty lists, so any Chinese left on the page is an untranslated (or never marked) string."""
-    from django.contrib import admin
-
     c = _console(tenant, "en")
     urls = [reverse("admin:index")] + [
         reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist") for model in admin.site._registry
@@ -344,8 +340,6 @@ def test_api_validation_errors_are_english(world, make_client) -> None:  # noqa:
 
 
 def test_lazy_strings_follow_the_active_language() -> None:
-    from shequn.commerce.models import Order, OrderStatus
-
     with translation.override("en"):
         assert str(Order._meta.verbose_name) == "Order"
         assert str(OrderStatus.CREATED.label) == "Awaiting payment"

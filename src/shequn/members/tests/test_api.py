@@ -3,14 +3,19 @@
 
 import csv
 import io
+from typing import get_args
 
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from openpyxl import Workbook, load_workbook
 
-from shequn.api.testing import make_client, world  # noqa: F401
-from shequn.communities.models import Membership
-from shequn.core.models import AuditLog
+from shequn.api.testing import ApiClient, build_world, key_for, make_client, world  # noqa: F401
+from shequn.communities.models import CommunityRole, Membership
+from shequn.core.models import AuditLog, Tenant
+from shequn.core.services import do_create_operator
+from shequn.members.api import RoleName
 from shequn.members.models import Identity, Member
 
 URL = "/api/v1/members"
@@ -212,8 +217,6 @@ def test_import_undecodable_and_wrong_type(world, make_client):
 
 
 def test_import_xlsx(world, make_client):
-    from openpyxl import Workbook
-
     wb = Workbook()
     ws = wb.active
     ws.append(["昵称", "手机号"])
@@ -266,9 +269,6 @@ def _list_ids(client, **params):
 def test_export_honours_the_list_filters(world, make_client):
     """Each filter of the member list (q, tag, lifecycle, community, role, level) selects the same
     members in the export; another tenant's community selects nobody."""
-    from shequn.api.testing import build_world
-    from shequn.core.models import Tenant
-
     c = make_client(world.tenant, ["members.read"])
     Member.objects.filter(pk=world.other_member.pk).update(lifecycle_stage="dormant", relationship_level=2)
     other = build_world(Tenant.objects.create(slug="other-x", name="别家"), "乙")
@@ -284,7 +284,6 @@ def test_export_honours_the_list_filters(world, make_client):
     assert _export_ids(c, community_id=other.community.pk) == set()
     assert c.get(f"{URL}/export", {"lifecycle": "bogus"}).status_code == 422
     # the filtered xlsx holds the filtered rows, phones masked
-    from openpyxl import load_workbook
 
     xlsx = c.get(f"{URL}/export", {"format": "xlsx", "q": "甲会员"})
     rows = list(load_workbook(io.BytesIO(xlsx.content)).active.iter_rows(values_only=True))
@@ -293,8 +292,6 @@ def test_export_honours_the_list_filters(world, make_client):
 
 
 def test_export_is_audited_with_who_and_the_filter(world, make_client):
-    from shequn.api.testing import ApiClient, key_for
-
     key, secret = key_for(world.tenant, ["members.read"], name="导出脚本")
     c = ApiClient(secret)
     before = AuditLog.objects.filter(tenant=world.tenant, action="member.export").count()
@@ -306,9 +303,7 @@ def test_export_is_audited_with_who_and_the_filter(world, make_client):
     assert log.data == {"format": "xlsx", "filters": {"tag": "甲标签", "community_id": world.community.pk}, "rows": 1}
     assert world.member.phone not in str(log.data)
 
-    from django.test import Client
 
-    from shequn.core.services import do_create_operator
 
     staff = do_create_operator(tenant=world.tenant, username="exporter", password="pw-123456789", role="owner")
     session = Client()
@@ -330,9 +325,4 @@ def test_list_never_shows_a_full_phone(world, make_client, phone):
 
 
 def test_the_role_filter_names_every_community_role():
-    from typing import get_args
-
-    from shequn.communities.models import CommunityRole
-    from shequn.members.api import RoleName
-
     assert set(get_args(RoleName)) == set(CommunityRole.values)

@@ -1,11 +1,12 @@
 import io
 
 import pytest
-from openpyxl import Workbook
+from openpyxl import Workbook, load_workbook
 
 from shequn.communities.models import Community, Membership
 from shequn.core.errors import Invalid
 from shequn.core.models import AuditLog
+from shequn.core.permissions import Principal
 from shequn.members.importing import do_import_members, export_csv, export_xlsx
 from shequn.members.models import Member
 from shequn.members.services import do_create_member
@@ -98,14 +99,11 @@ def test_broken_xlsx(system):
 
 
 def test_exports_mask_phones(system, other_tenant):
-    from shequn.core.permissions import Principal
-
     do_create_member(system, display_name="小王", phone="13812348888", email="wang@example.com")
     do_create_member(Principal.system(other_tenant.pk), display_name="别人")
     text = export_csv(system.tenant_id).decode("utf-8-sig")
     assert "138****8888" in text and "13812348888" not in text and "w***@example.com" in text
     assert "别人" not in text
-    from openpyxl import load_workbook
 
     wb = load_workbook(io.BytesIO(export_xlsx(system.tenant_id)))
     values = [c.value for row in wb.active.iter_rows() for c in row]

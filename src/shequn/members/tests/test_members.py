@@ -5,6 +5,7 @@ from shequn.activity.models import ActivityEvent
 from shequn.communities.models import Community, Membership, RoleAssignment
 from shequn.core.errors import Conflict, Invalid, NotFound
 from shequn.core.models import AuditLog
+from shequn.core.permissions import Principal
 from shequn.members import selectors
 from shequn.members.models import Identity, Member, MemberTag
 from shequn.members.services import (
@@ -60,8 +61,6 @@ def test_update_rejects_unknown_fields(system):
 
 
 def test_selectors_never_cross_tenants(system, other_tenant):
-    from shequn.core.permissions import Principal
-
     other = do_create_member(Principal.system(other_tenant.pk), display_name="别人")
     with pytest.raises(NotFound):
         selectors.get_member(system.tenant_id, other.pk)
@@ -104,8 +103,6 @@ def test_merge_moves_everything_and_keeps_tombstone(system, tenant):
 
 
 def test_merge_refuses_other_tenant(system, other_tenant):
-    from shequn.core.permissions import Principal
-
     mine = do_create_member(system, display_name="a")
     theirs = do_create_member(Principal.system(other_tenant.pk), display_name="b")
     with pytest.raises(Invalid):
@@ -121,8 +118,6 @@ def test_merge_suggestions_only_exact_matches(system):
 
 
 def test_tags_are_tenant_scoped(system, other_tenant):
-    from shequn.core.permissions import Principal
-
     m = do_create_member(system, display_name="a")
     other_m = do_create_member(Principal.system(other_tenant.pk), display_name="b", tags=["VIP"])
     other_tag = other_m.member_tags.get().tag

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import redis
 from django.conf import settings
 
 from shequn.communities.models import ChatGroup, Community
@@ -16,7 +17,6 @@ def _clear() -> None:
     url = getattr(settings, "REDIS_URL", None)
     if not url:
         return
-    import redis
 
     client = redis.Redis.from_url(url)
     keys = list(client.scan_iter("shequn:mod:*", count=500))

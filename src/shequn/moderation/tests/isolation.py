@@ -10,6 +10,7 @@ from typing import Any
 from django.utils import timezone
 
 from shequn.activity.services import do_ingest
+from shequn.communities.models import ChatGroup
 from shequn.core.models import Tenant
 from shequn.moderation.models import ModerationPolicy, Violation
 
@@ -25,8 +26,6 @@ PROBES: dict[tuple[str, str], Any] = {
 
 
 def build_ids(tenant: Tenant, ids: dict[str, int]) -> dict[str, int]:
-    from shequn.communities.models import ChatGroup
-
     group = ChatGroup.objects.get(pk=ids["group_id"])
     res = do_ingest(tenant.pk, [{
         "platform": group.platform, "event_id": f"iso-ad-{tenant.pk}", "kind": "message",

@@ -21,10 +21,18 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import random
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
+
+import django
+
+from shequn.moderation.classifier import default_model, labelled_rows
+from shequn.moderation.normalize import normalise
+from shequn.moderation.pipeline import MessageContext, Moderator
+from shequn.moderation.rules import cached_pack
 
 PATH = Path(__file__).resolve().parent / "data" / "reference_verdicts.jsonl.gz"
 
@@ -70,8 +78,6 @@ def synthetic(n: int = 3000, seed: int = 20261123) -> list[str]:
 
 def inputs() -> list[tuple[str, str]]:
     """(source, text) for every reference row, in a fixed order."""
-    from shequn.moderation.classifier import labelled_rows
-
     rows = [("labelled", str(r["text"])) for r in labelled_rows()]
     for name in ("holdout.jsonl", "holdout2.jsonl", "holdout3.jsonl", "holdout4.jsonl"):
         data = (files("shequn.moderation") / "data" / name).read_text(encoding="utf-8")
@@ -81,8 +87,6 @@ def inputs() -> list[tuple[str, str]]:
 
 
 def contexts() -> list[Any]:
-    from shequn.moderation.pipeline import MessageContext
-
     return [
         MessageContext(member_joined_days=0.5, message_index=0),
         MessageContext(member_joined_days=40, message_index=120),
@@ -94,8 +98,6 @@ def contexts() -> list[Any]:
 
 
 def judge(moderator: Any, i: int, text: str) -> dict[str, Any]:
-    from shequn.moderation.normalize import normalise
-
     ctxs = contexts()
     v = moderator.classify(text, ctxs[i % len(ctxs)])
     n = normalise(text)
@@ -109,15 +111,9 @@ def judge(moderator: Any, i: int, text: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    import os
-
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shequn.settings")
-    import django
 
     django.setup()
-    from shequn.moderation.classifier import default_model
-    from shequn.moderation.pipeline import Moderator
-    from shequn.moderation.rules import cached_pack
 
     moderator = Moderator(cached_pack(""), default_model(), cache_size=0)
     PATH.parent.mkdir(exist_ok=True)

@@ -5,11 +5,15 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+import redis
 from django.conf import settings
 from django.utils import timezone
 
+from shequn.activity.services import do_ingest
+from shequn.communities.models import ChatGroup, Community
 from shequn.core.models import Tenant
-from shequn.moderation.behaviour import DbStore, RedisStore
+from shequn.moderation.behaviour import DbStore, Observation, RedisStore
+from shequn.moderation.models import Violation
 
 
 def _exercise(store: object, tenant_id: int) -> list[tuple[int, int]]:
@@ -39,8 +43,6 @@ def test_db_store(tenant: Tenant) -> None:
 
 @pytest.mark.redis
 def test_redis_store_matches_and_is_idempotent() -> None:
-    import redis
-
     client = redis.Redis.from_url(settings.REDIS_URL)
     store = RedisStore(client)
     assert _exercise(store, 987654) == EXPECTED
@@ -53,8 +55,6 @@ def test_redis_store_matches_and_is_idempotent() -> None:
 
 @pytest.mark.django_db
 def test_db_store_batch_matches_one_by_one(tenant: Tenant) -> None:
-    from shequn.moderation.behaviour import Observation
-
     t0 = timezone.now()
     items = [
         Observation(1, 10, 100, "h1", t0),
@@ -69,10 +69,6 @@ def test_db_store_batch_matches_one_by_one(tenant: Tenant) -> None:
 
 @pytest.mark.django_db
 def test_one_ingest_batch_sees_its_own_duplicates(tenant: Tenant) -> None:
-    from shequn.activity.services import do_ingest
-    from shequn.communities.models import ChatGroup, Community
-    from shequn.moderation.models import Violation
-
     community = Community.objects.create(tenant=tenant, name="c")
     for g in ("a", "b", "c"):
         ChatGroup.objects.create(tenant=tenant, community=community, platform="matrix", external_id=g, name=g)

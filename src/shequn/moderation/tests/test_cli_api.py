@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +14,12 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.test import Client
 
+from shequn.activity.services import do_ingest
 from shequn.communities.models import ChatGroup, Community
-from shequn.core.models import Tenant
+from shequn.core.models import AuditLog, Tenant
 from shequn.core.permissions import Principal
-from shequn.core.services import do_create_api_key
+from shequn.core.services import do_create_api_key, do_create_operator
+from shequn.moderation.models import ModerationPolicy, Violation
 from shequn.moderation.services import do_save_policy
 
 
@@ -100,8 +105,6 @@ def api(tenant: Tenant) -> Client:
 
 @pytest.mark.django_db
 def test_api_policy_classify_and_review(tenant: Tenant, other_tenant: Tenant, api: Client) -> None:
-    from shequn.activity.services import do_ingest
-
     community = Community.objects.create(tenant=tenant, name="车友会")
     ChatGroup.objects.create(tenant=tenant, community=community, platform="matrix", external_id="!r:hs",
                              name="群")
@@ -140,10 +143,6 @@ def test_api_policy_classify_and_review(tenant: Tenant, other_tenant: Tenant, ap
 
 @pytest.mark.django_db
 def test_console_review_queue_renders_and_reverses(tenant: Tenant) -> None:
-    from shequn.activity.services import do_ingest
-    from shequn.core.services import do_create_operator
-    from shequn.moderation.models import Violation
-
     community = Community.objects.create(tenant=tenant, name="车友会")
     ChatGroup.objects.create(tenant=tenant, community=community, platform="matrix", external_id="!r:hs", name="群")
     do_ingest(tenant.pk, [{"platform": "matrix", "event_id": "$1", "kind": "message", "sender": "@s:hs",
@@ -165,9 +164,6 @@ def test_console_review_queue_renders_and_reverses(tenant: Tenant) -> None:
 
 @pytest.mark.django_db
 def test_console_policy_form_refuses_bad_pack_with_line(tenant: Tenant) -> None:
-    from shequn.core.services import do_create_operator
-    from shequn.moderation.models import ModerationPolicy
-
     community = Community.objects.create(tenant=tenant, name="护肤群")
     staff = do_create_operator(tenant=tenant, username="op", password="pw-123456", role="operator")
     c = Client()
@@ -192,16 +188,11 @@ def test_console_policy_form_refuses_bad_pack_with_line(tenant: Tenant) -> None:
     assert r.status_code == 302
     policy.refresh_from_db()
     assert "shop.example" in policy.rules_text and policy.community_id == community.pk
-    from shequn.core.models import AuditLog
 
     assert AuditLog.objects.filter(tenant=tenant, action="moderation.policy.update").exists()
 
 
 def test_shequn_entry_point_handles_invalid_bytes(tmp_path: Path) -> None:
-    import os
-    import subprocess
-    import sys
-
     env = {**os.environ, "SHEQUN_HOME": str(tmp_path), "DJANGO_SETTINGS_MODULE": "shequn.settings"}
     good = json.dumps({"text": "加我薇信 vip_8888 刷单"}, ensure_ascii=False).encode()
     data = good + b"\n\xff\xfe\x00 broken\n"

@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from shequn.activity.models import ActivityEvent
 from shequn.activity.services import do_ingest
+from shequn.activity.services import do_ingest as ingest
 from shequn.communities.models import ChatGroup, Community, CommunityRole, Membership, RoleAssignment
 from shequn.connectors.models import HumanTask, OutboxAction
 from shequn.core import webhooks
@@ -20,7 +22,9 @@ from shequn.core.permissions import Principal
 from shequn.members.models import Identity
 from shequn.moderation import services
 from shequn.moderation.models import ModerationPolicy, Strike, TenantModel, TrainingExample, Violation
-from shequn.moderation.selectors import violations_per_day
+from shequn.moderation.normalize import normalise
+from shequn.moderation.pipeline import Moderator, text_hash
+from shequn.moderation.selectors import moderator_for, violations_per_day
 
 AD = "兼职刷单，日结300，在家就能做，加我薇信 vip_8888"
 AD2 = "帮我砍一刀吧，就差一点了 https://mobile.yangkeduo.com/goods.html?ps=abc"
@@ -81,8 +85,6 @@ def test_ok_message_leaves_no_trace(tenant: Tenant, group: ChatGroup) -> None:
 
 
 def test_redelivered_batch_is_idempotent(tenant: Tenant, group: ChatGroup) -> None:
-    from shequn.activity.models import ActivityEvent
-
     send(tenant, AD)
     events = list(ActivityEvent.objects.filter(tenant=tenant))
     services.do_moderate_events(tenant.pk, events)
@@ -266,10 +268,6 @@ def test_appeal_returns_item_to_queue(tenant: Tenant, group: ChatGroup) -> None:
 
 def test_behaviour_context_counts_history_flood_and_duplicates(tenant: Tenant, community: Community,
                                                                group: ChatGroup) -> None:
-    from shequn.activity.models import ActivityEvent
-    from shequn.moderation.normalize import normalise
-    from shequn.moderation.pipeline import text_hash
-
     ChatGroup.objects.create(tenant=tenant, community=community, platform="matrix", external_id="!b:hs.test",
                              name="二群")
     now = timezone.now()
@@ -341,8 +339,6 @@ def test_ladder_follows_configured_limit(tenant: Tenant, community: Community, g
 
 def test_moderator_decisions_retrain_the_tenant_model(tenant: Tenant, other_tenant: Tenant, community: Community,
                                                       group: ChatGroup, system: Principal) -> None:
-    from shequn.moderation.selectors import moderator_for
-
     text = "本周团长价秒杀，需要的私聊我，数量有限"
     before = moderator_for(tenant.pk, community.pk).classify(text).score
     services.do_save_policy(system, community.pk, on_ad="review", on_review="review")
@@ -383,8 +379,6 @@ def test_member_reports_reach_threshold_then_review(tenant: Tenant, other_tenant
 
 def test_pipeline_bug_sends_message_to_review(tenant: Tenant, group: ChatGroup,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    from shequn.moderation.pipeline import Moderator
-
     def broken(self: object, text: object, ctx: object = None) -> None:
         raise RuntimeError("bug")
 
@@ -396,8 +390,6 @@ def test_pipeline_bug_sends_message_to_review(tenant: Tenant, group: ChatGroup,
 
 
 def test_edit_deletes_the_original_message_and_platform_mentions_count(tenant: Tenant, group: ChatGroup) -> None:
-    from shequn.activity.services import do_ingest as ingest
-
     ingest(tenant.pk, [{"platform": "matrix", "event_id": "$edit1", "kind": "edit", "sender": "@e:hs.test",
                         "group": "!cars:hs.test", "occurred_at": timezone.now().isoformat(),
                         "payload": {"text": AD, "edits": "$original1",

@@ -15,6 +15,8 @@ from shequn.moderation.classifier import CLIP, MAX_CHARS, NaiveBayes, default_mo
 from shequn.moderation.normalize import normalise
 from shequn.moderation.rules import compile_pack, required_literals
 
+from .reference import inputs
+
 _PIECES = ["微信", "wechat", "qq", "tg", "加", "我", "本人", "联系", "找", "滴滴", "戳", "号", ":", "：", " ",
            "日", "一天", "每天", "赚", "入", "结", "earn ", "$", "300", "per", "a", "every", "day", "week", "abc123",
            "店铺码", "1234", "foo", "bar", "x", "y", "z", "\n", "中", "文"]
@@ -70,7 +72,6 @@ def test_gated_regexes_hit_exactly_like_searching_every_regex(monkeypatch: pytes
     monkeypatch.setattr(rules, "required_literals", lambda rx: None)
     plain = compile_pack(_COMMUNITY)
     assert not plain._gate_regexes and gated._gate_regexes
-    from .reference import inputs
 
     texts = [t for _source, t in inputs()] + ["店铺码1234 联系我 wechat", "xyyz 123", "yz", "找我qq abcdef"]
     for text in texts:

@@ -13,6 +13,7 @@ from shequn.communities.models import ChatGroup, Community, CommunityRole, Membe
 from shequn.core.errors import Forbidden
 from shequn.core.models import Tenant
 from shequn.core.permissions import Principal
+from shequn.engagement.models import ContentItem
 from shequn.engagement.services import (
     do_claim_red_packet,
     do_create_lottery,
@@ -22,7 +23,8 @@ from shequn.engagement.services import (
 from shequn.engagement.services.standing import _STANDING_CHECKS
 from shequn.members.models import Identity, Member
 from shequn.moderation.models import Strike, Violation
-from shequn.moderation.selectors import standing_problem
+from shequn.moderation.pipeline import MessageContext
+from shequn.moderation.selectors import campaign_texts, moderator_for, standing_problem
 from shequn.moderation.services import do_save_policy
 
 from .test_engine import AD, send
@@ -128,10 +130,6 @@ def test_mute_and_recent_strikes_refuse_until_they_lapse_or_are_revoked(tenant, 
 def test_operators_content_library_is_the_campaign_whitelist(tenant: Tenant, community: Community) -> None:
     """Issue 16: engagement's content items (wired in ModerationConfig.ready) are the tenant's own
     campaign texts; a member who is not new relaying one word for word is not advertising."""
-    from shequn.engagement.models import ContentItem
-    from shequn.moderation.pipeline import MessageContext
-    from shequn.moderation.selectors import campaign_texts, moderator_for
-
     text = "拉五个好友进群，截图给我，送精美礼品一份，名额有限"
     regular = MessageContext(member_joined_days=40, message_index=30)
     assert moderator_for(tenant.pk, community.pk).classify(text, regular).verdict == "ad"

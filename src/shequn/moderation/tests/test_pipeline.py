@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shequn.moderation.classifier import NaiveBayes
+from shequn.moderation.classifier import NaiveBayes, train_logistic
 from shequn.moderation.normalize import normalise
-from shequn.moderation.pipeline import MessageContext, Moderator, set_external_checker
+from shequn.moderation.pipeline import MessageContext, Moderator, external_checker, set_external_checker
 from shequn.moderation.rules import RulePackError, cached_pack, compile_pack, parse_pack
 
 
@@ -263,8 +263,6 @@ def test_external_checker_can_only_veto() -> None:
 
     set_external_checker(veto)
     try:
-        from shequn.moderation.pipeline import external_checker
-
         m = Moderator(external=external_checker())
         assert m.classify("帮我砍一刀吧 https://p.pinduoduo.com/x").verdict == "review"
         assert m.classify("今天天气不错").verdict == "ok"
@@ -396,8 +394,6 @@ def test_operators_campaign_text_is_not_an_ad_unless_a_new_member_posts_it() -> 
 
 
 def test_logistic_model_round_trips_and_tenant_decisions_shift_it() -> None:
-    from shequn.moderation.classifier import train_logistic
-
     rows = [(t, spam, t) for t, spam in [("今天一起跑步", False), ("一起去露营", False), ("周末露营跑步", False),
                                           ("刷单日结加微信", True), ("兼职刷单佣金", True), ("日结兼职在家做", True)]]
     model = train_logistic(rows, calibrate=False)

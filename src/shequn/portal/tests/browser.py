@@ -11,6 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.servers.basehttp import WSGIServer
+from django.db import connection
+from django.test.testcases import LiveServerThread
+from playwright.sync_api import sync_playwright
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -55,12 +59,8 @@ def serial_sqlite_server() -> None:
     """With in-memory SQLite the live server's request threads would share one connection (and one
     transaction): serve one request at a time there. Two browsers still race — both requests are in
     flight together and the server decides; on PostgreSQL each request has its own connection."""
-    from django.db import connection
-
     if connection.vendor != "sqlite":
         return
-    from django.core.servers.basehttp import WSGIServer
-    from django.test.testcases import LiveServerThread
 
     class SerialServer(WSGIServer):
         def __init__(self, *args: Any, connections_override: Any = None, **kwargs: Any) -> None:
@@ -77,7 +77,6 @@ def browser(monkeypatch) -> Iterator[Any]:
     # Playwright's sync API runs an event loop in this thread; the ORM calls the test makes between
     # browser steps are still synchronous and safe.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)

@@ -3,12 +3,24 @@ against a live server. Screenshots of every step: ``test-output/portal/<test>/``
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import re
 
 import pytest
+from django.utils import timezone
 
-from shequn.commerce.models import Order, OrderStatus
-from shequn.commerce.services import do_request_refund
+from shequn.commerce.models import GroupBuyTeam, Order, OrderStatus
+from shequn.commerce.services import (
+    do_create_flash_sale,
+    do_create_group_buy,
+    do_create_product,
+    do_fail_expired_teams,
+    do_request_refund,
+)
+from shequn.engagement import fairness
+from shequn.engagement.models import CheckIn
+from shequn.engagement.services import do_close_lottery, do_create_lottery, do_create_red_packet, do_draw_lottery
 from shequn.members.models import Member
 from shequn.referrals.models import Commission
 from shequn.referrals.services import do_get_or_create_link
@@ -165,12 +177,6 @@ def test_a_member_cannot_open_anothers_order_earnings_or_withdrawal(live_world, 
 
 def test_flash_sale_race_for_the_last_unit(live_world, phones):
     """Two members press buy on the last unit at the same moment: one order, one clear sold-out."""
-    import datetime as dt
-
-    from django.utils import timezone
-
-    from shequn.commerce.services import do_create_flash_sale, do_create_product
-
     world = live_world
     product = do_create_product(world.system, name="车载香薰", skus=[{"code": "xx-1", "name": "标准", "price_fen": 9900,
                                                                     "stock": 10}])
@@ -211,15 +217,6 @@ def test_flash_sale_race_for_the_last_unit(live_world, phones):
 def test_checkin_lottery_and_red_packet(live_world, phones):
     """Check in twice on one day (one check-in); enter a lottery, see the commitment before the draw
     and the seed and verify command after, and the record verifies; claim a red packet."""
-    import datetime as dt
-    import json
-
-    from django.utils import timezone
-
-    from shequn.engagement import fairness
-    from shequn.engagement.models import CheckIn
-    from shequn.engagement.services import do_close_lottery, do_create_lottery, do_create_red_packet, do_draw_lottery
-
     world = live_world
     slug = world.tenant.slug
     a = phones("A")
@@ -271,13 +268,6 @@ def test_checkin_lottery_and_red_packet(live_world, phones):
 def test_group_buy_that_fails_refunds(live_world, phones):
     """A starts a team and pays, B opens the share link and joins but never pays; the deadline
     passes: the team fails, B's unpaid order is cancelled and A's payment is refunded automatically."""
-    import datetime as dt
-
-    from django.utils import timezone
-
-    from shequn.commerce.models import GroupBuyTeam
-    from shequn.commerce.services import do_create_group_buy, do_create_product, do_fail_expired_teams
-
     world = live_world
     slug = world.tenant.slug
     sku = {"code": "wash-1", "name": "标准", "price_fen": 5900, "stock": 50}
