@@ -1,14 +1,13 @@
 from __future__ import annotations
 
-import threading
-
 import pytest
-from django.db import connection, connections, transaction
+from django.db import connection, transaction
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shequn.core.errors import Conflict, Invalid
 from shequn.core.models import Tenant
+from shequn.core.testing import race
 from shequn.ledger.models import Account, AppendOnlyError, Entry, Transaction
 from shequn.ledger.selectors import derived_balance
 from shequn.ledger.services import InsufficientFunds, check_ledger, do_post, do_reverse, get_account
@@ -170,34 +169,8 @@ def test_property_balanced_and_never_negative(tenant, ops):
 # --- concurrency (PostgreSQL) ---------------------------------------------------------------------
 
 
-#: PostgreSQL's max_connections is shared with other test runs on the machine, so N concurrent
-#: operations run on at most this many threads, each with its own connection, released together.
-MAX_THREADS = 20
-
-
 def _run_threads(n, target):
-    workers = min(n, MAX_THREADS)
-    barrier = threading.Barrier(workers)
-    results: list[object] = [None] * n
-
-    def run(w):
-        try:
-            connection.ensure_connection()
-            barrier.wait()
-            for i in range(w, n, workers):
-                try:
-                    results[i] = target(i)
-                except Exception as exc:
-                    results[i] = exc
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=run, args=(w,)) for w in range(workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
+    return race(target, n)
 
 
 @pytest.mark.postgres

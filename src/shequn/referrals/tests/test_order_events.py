@@ -1,17 +1,17 @@
 from __future__ import annotations
 
 import contextlib
-import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import transaction
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shequn.core.errors import Conflict
 from shequn.core.models import Tenant
+from shequn.core.testing import race
 from shequn.ledger.models import Transaction
 from shequn.ledger.services import check_ledger
 from shequn.referrals.models import Commission, CommissionState, ReferralPolicy, Withdrawal
@@ -184,27 +184,8 @@ def test_100_concurrent_withdrawal_requests_never_overdraw():
     on_order_event(paid(tenant, member(tenant, "X"), [line("g", 4250, "goods")], code=link.code))
     assert bal(tenant, a, "available") == 4250
 
-    results: list[object] = [None] * 100
-    barrier = threading.Barrier(MAX_THREADS)
-
-    def worker(w):
-        try:
-            connection.ensure_connection()
-            barrier.wait()
-            for i in range(w, 100, MAX_THREADS):
-                try:
-                    results[i] = do_request_withdrawal(p, member_id=a.pk, amount_fen=100, idempotency_key=f"k{i}",
-                                                       payee="o")
-                except Exception as exc:
-                    results[i] = exc
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=worker, args=(w,)) for w in range(MAX_THREADS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = race(lambda i: do_request_withdrawal(p, member_id=a.pk, amount_fen=100, idempotency_key=f"k{i}",
+                                                   payee="o"), 100)
     ok = [r for r in results if isinstance(r, Withdrawal)]
     refused = [r for r in results if isinstance(r, Conflict) and r.code == "insufficient_funds"]
     assert len(ok) == 42 and len(refused) == 58, [r for r in results if not isinstance(r, (Withdrawal, Conflict))]
@@ -222,23 +203,7 @@ def test_concurrent_replays_of_a_paid_event_credit_once():
     a = member(tenant, "A")
     link = do_get_or_create_link(p, member_id=a.pk)
     ev = paid(tenant, member(tenant, "X"), [line("entry", 1990)], code=link.code)
-    errors = []
-    barrier = threading.Barrier(10)
-
-    def worker():
-        try:
-            barrier.wait()
-            on_order_event(ev)
-        except Exception as exc:
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=worker) for _ in range(10)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = [r for r in race(lambda _i: on_order_event(ev), 10) if isinstance(r, Exception)]
     assert not errors
     assert bal(tenant, a, "available") == 1990
     assert Commission.objects.filter(tenant=tenant).count() == 1
