@@ -161,6 +161,8 @@ class Runner:
                     out = services.do_matrix_sync(loop.connection_id, timeout_ms=0 if first else self.long_poll * 1000)
                     n = int(out.get("stored", 0))
                 else:
+                    if first:  # the bot's admin rights in its chats, for the health page
+                        services.do_check_rights_quietly(loop.connection_id)
                     n = services.do_poll_telegram(loop.connection_id, timeout=0 if first else self.long_poll,
                                                   drop_webhook=first)
                 first = False

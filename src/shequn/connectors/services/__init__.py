@@ -37,7 +37,13 @@ from .matrix import do_matrix_sync, do_parse_matrix_events, do_process_matrix_tr
 from .outbox import do_cancel_action, do_deliver_due, do_request_action, do_retry_action
 from .qr import check_qr_input, do_create_qr_config
 from .rooms import do_discover_room, do_map_room, do_set_room_secret, encrypted_refusal
-from .telegram import do_process_telegram_update, do_set_telegram_webhook
+from .telegram import (
+    do_check_rights_quietly,
+    do_check_telegram_rights,
+    do_process_telegram_update,
+    do_set_telegram_webhook,
+    do_store_bot_rights,
+)
 from .wecom import do_process_wecom_callback
 
 __all__ = [
@@ -49,6 +55,8 @@ __all__ = [
     "conn_info",
     "connection_secrets",
     "do_cancel_action",
+    "do_check_rights_quietly",
+    "do_check_telegram_rights",
     "do_complete_human_task",
     "do_create_connection",
     "do_create_qr_config",
@@ -70,6 +78,7 @@ __all__ = [
     "do_set_connection_active",
     "do_set_room_secret",
     "do_set_telegram_webhook",
+    "do_store_bot_rights",
     "do_store_inbound",
     "do_update_connection_secrets",
     "encrypted_refusal",

@@ -48,7 +48,8 @@ class Scripted:
 def tg(tenant: Any, system: Any) -> dict[str, Any]:
     community = Community.objects.create(tenant=tenant, name="护肤群")
     conn = do_create_connection(system, platform="telegram", name="bot", config={},
-                                secret_values={"bot_token": "123:abcdefghijklmnop", "webhook_secret": "s3cret-token"})
+                                secret_values={"bot_token": "123:abcdefghijklmnop", "webhook_secret": "s3cret-token"},
+                                verify=False)
     g1 = ChatGroup.objects.create(tenant=tenant, community=community, platform="telegram", external_id="-1001",
                                   name="一群")
     g2 = ChatGroup.objects.create(tenant=tenant, community=community, platform="telegram", external_id="-1002",

@@ -70,6 +70,8 @@ class WecomState:
                          "qr_code": "https://p.qpic.cn/wwhead/yyy/0"}
         if name == "send":
             return 200, {"errcode": 0, "errmsg": "ok"}
+        if name == "get_follow_user_list":
+            return 200, {"errcode": 0, "errmsg": "ok", "follow_user": ["zhangsan", "lisi"]}
         return 404, {"errcode": 404, "errmsg": "unknown"}
 
 
@@ -147,7 +149,7 @@ def test_create_then_add_and_del_member_diff(client: Client, conn: Any, wecom_ap
     leave = ActivityEvent.objects.get(platform_event_id=f"{CHAT}:leave:wmAAA01:1763870600")
     assert leave.kind == "leave"
     assert Membership.objects.filter(group=group, left_at__isnull=True).count() == 2
-    assert len(server.calls("gettoken")) == 1  # the access token is cached
+    assert len(server.calls("gettoken")) == 2  # one checking the secret at connect, then one cached for every call
 
 
 def test_retried_callback_is_stored_once(client: Client, conn: Any) -> None:
