@@ -96,7 +96,7 @@ class FakeTelegram:
         return {"status": "administrator", "user": BOT, "can_be_edited": False, "is_anonymous": False,
                 "can_manage_chat": True, "can_change_info": False, "can_post_stories": False,
                 "can_edit_stories": False, "can_delete_stories": False, "can_manage_video_chats": False,
-                "can_promote_members": False, "can_pin_messages": True,
+                "can_promote_members": False, "can_pin_messages": True, "can_send_welcome_messages": False,
                 **{k: bool(rights.get(k)) for k in ALL_RIGHTS}}
 
     def _can(self, chat: str, right: str) -> bool:
