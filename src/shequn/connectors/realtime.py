@@ -27,6 +27,7 @@ from typing import Any
 from django.db import close_old_connections, connections
 from django.utils import timezone
 
+from .adapters import load_adapters
 from .services.delivery import CHANNEL, deliver_due
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class Runner:
 
     # --- lifecycle ------------------------------------------------------------------------------
     def start(self) -> Runner:
+        self._spawn(self._warm_up, "warm-up")
         if self.outbound:
             self._spawn(self._deliver_loop, "outbox")
             if connections["default"].vendor == "postgresql":
@@ -122,6 +124,13 @@ class Runner:
             finally:
                 connections.close_all()  # this thread's database connections
         return run
+
+    def _warm_up(self) -> None:
+        try:
+            load_adapters()  # the platform libraries, imported before the first connection needs them
+            self.out("platform modules loaded")
+        except Exception:
+            log.exception("connectors realtime: importing the platform modules failed")
 
     # --- inbound --------------------------------------------------------------------------------
     def _supervise_loop(self) -> None:

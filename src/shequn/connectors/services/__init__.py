@@ -34,7 +34,13 @@ from .human_tasks import HUMAN_TASK_DEADLINE, do_complete_human_task, open_human
 from .inbound import do_poll_telegram, do_process_inbound, do_store_inbound
 from .ingest import do_ingest_platform_events
 from .matrix import do_matrix_sync, do_parse_matrix_events, do_process_matrix_transaction
-from .outbox import do_cancel_action, do_deliver_due, do_request_action, do_retry_action
+from .outbox import (
+    do_cancel_action,
+    do_cancel_scheduled_unmutes,
+    do_deliver_due,
+    do_request_action,
+    do_retry_action,
+)
 from .qr import check_qr_input, do_create_qr_config
 from .rooms import do_discover_room, do_map_room, do_set_room_secret, encrypted_refusal
 from .telegram import (
@@ -55,6 +61,7 @@ __all__ = [
     "conn_info",
     "connection_secrets",
     "do_cancel_action",
+    "do_cancel_scheduled_unmutes",
     "do_check_rights_quietly",
     "do_check_telegram_rights",
     "do_complete_human_task",

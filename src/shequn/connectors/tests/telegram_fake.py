@@ -39,6 +39,7 @@ class FakeTelegram:
         self.token = token
         self.cond = threading.Condition()
         self.updates: list[dict[str, Any]] = []
+        self.last_update_id = 0
         self.update_ids = itertools.count(500001)
         self.message_ids = itertools.count(1001)
         self.chats: dict[str, dict[str, Any]] = {}
@@ -85,7 +86,8 @@ class FakeTelegram:
 
     def push(self, body: dict[str, Any]) -> None:
         with self.cond:
-            self.updates.append({"update_id": next(self.update_ids), **body})
+            self.last_update_id = next(self.update_ids)
+            self.updates.append({"update_id": self.last_update_id, **body})
             self.cond.notify_all()
 
     # --- the Bot API ------------------------------------------------------------------------------

@@ -34,7 +34,8 @@ def call(client: Client, method: str, path: str, key: str, body: Any = None) -> 
 
 def test_connection_api_never_returns_secrets(client: Client, key: str, other_key: str, tg_api: Any) -> None:
     resp = call(client, "post", "/connections", key, {
-        "platform": "telegram", "name": "群助手", "config": {"api_base": tg_api.url}, "secrets": {"bot_token": "123:SECRETSECRETSECRET",
+        "platform": "telegram", "name": "群助手", "config": {"api_base": tg_api.url},
+        "secrets": {"bot_token": "123:SECRETSECRETSECRET",
                                                             "webhook_secret": "abcDEF_123-xyz"}})
     assert resp.status_code == 201, resp.content
     assert b"SECRETSECRET" not in resp.content and b"abcDEF" not in resp.content
@@ -139,7 +140,8 @@ def test_matrix_appservice_push(client: Client, tenant: Any, system: Any) -> Non
 def test_connections_are_switched_off_and_deleted_through_the_api(client: Client, tenant: Any, key: str,
                                                                    other_key: str, tg_api: Any) -> None:
     created = call(client, "post", "/connections", key, {
-        "platform": "telegram", "name": "bot", "config": {"api_base": tg_api.url}, "secrets": {"bot_token": "1:x", "webhook_secret": "s"}}).json()
+        "platform": "telegram", "name": "bot", "config": {"api_base": tg_api.url},
+        "secrets": {"bot_token": "1:x", "webhook_secret": "s"}}).json()
     cid = created["id"]
     assert call(client, "post", f"/connections/{cid}/deactivate", other_key).status_code == 404
     off = call(client, "post", f"/connections/{cid}/deactivate", key, {"note": "换机器人"})

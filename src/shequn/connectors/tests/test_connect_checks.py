@@ -96,6 +96,10 @@ GOOD_SECRET = "good-secret-" + "x" * 20
 NO_CONTACT_SECRET = "app-secret-without-customer-contact"
 
 
+def _wecom_secrets(corp_secret: str) -> dict[str, str]:
+    return {"corp_secret": corp_secret, "callback_token": "t", "encoding_aes_key": "k" * 43}
+
+
 def _wecom_answer(name: str, fields: dict[str, str]) -> tuple[int, Any]:
     """WeCom's documented answers: gettoken (40013 invalid corpid, 40001 invalid secret) and
     externalcontact/get_follow_user_list (48002 api forbidden without the 客户联系 permission)."""
@@ -124,12 +128,12 @@ def test_wecom_credentials_are_checked_at_connect(tenant: Any, system: Any, corp
         with pytest.raises(Invalid) as exc:
             do_create_connection(system, platform="wecom", name="企微",
                                  config={"corp_id": corp, "api_base": server.url + "/cgi-bin/"},
-                                 secret_values={"corp_secret": secret, "callback_token": "t", "encoding_aes_key": "k" * 43})
+                                 secret_values=_wecom_secrets(secret))
         assert exc.value.details["field"] == field and words in exc.value.message
         assert not Connection.objects.exists()
         ok = do_create_connection(system, platform="wecom", name="企微", config={
             "corp_id": CORP, "api_base": server.url + "/cgi-bin/"},
-            secret_values={"corp_secret": GOOD_SECRET, "callback_token": "t", "encoding_aes_key": "k" * 43})
+            secret_values=_wecom_secrets(GOOD_SECRET))
         assert ok.pk and server.calls("get_follow_user_list")
 
 
@@ -137,5 +141,5 @@ def test_an_unreachable_wecom_api_is_refused(tenant: Any, system: Any) -> None:
     with pytest.raises(Invalid) as exc:
         do_create_connection(system, platform="wecom", name="企微",
                              config={"corp_id": CORP, "api_base": "http://127.0.0.1:9/cgi-bin/"},
-                             secret_values={"corp_secret": GOOD_SECRET, "callback_token": "t", "encoding_aes_key": "k" * 43})
+                             secret_values=_wecom_secrets(GOOD_SECRET))
     assert exc.value.details["field"] == "config.api_base"
