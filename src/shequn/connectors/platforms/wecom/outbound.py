@@ -137,6 +137,11 @@ def robot_body(item: ActionItem) -> dict[str, Any]:
              "url": str(a.get("url", "")), "picurl": str(a.get("picurl") or a.get("image_url") or "")}
             for a in articles]}}
     text = text_of(p)
+    name = str(p.get("member_name") or "")
+    if item.kind == ActionKind.WARN and name and p.get("format") != "markdown":
+        # name the member in the text: the robot's mentioned_list reaches only the corp's own staff
+        # (userid), not an external customer (wm…), so the name is what tells the group who is warned
+        text = f"@{name} {text}"
     if p.get("format") == "markdown":
         if len(text.encode()) > MARKDOWN_MAX:
             raise DeliveryError(DeliveryError.PERMANENT, f"markdown 超过 {MARKDOWN_MAX} 字节")
