@@ -193,7 +193,7 @@ def bench_outbox(tenant: Any, actions: int, groups: int, limits: bool) -> None:
     community = Community.objects.create(tenant=tenant, name=f"outbox-{tag}")
     do_create_connection(Principal.system(tenant.pk), platform="telegram", name=f"bench-{tag}",
                          config={"api_base": f"http://127.0.0.1:{httpd.server_address[1]}"},
-                         secret_values={"bot_token": "1:BENCHTOKEN", "webhook_secret": "x"})
+                         secret_values={"bot_token": "1:BENCHTOKEN", "webhook_secret": "x"}, verify=False)
     from shequn.connectors.models import Connection, Room
 
     conn = Connection.objects.get(name=f"bench-{tag}")

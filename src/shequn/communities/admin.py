@@ -24,7 +24,7 @@ from shequn.core.admin_base import (
     tenant_related_filter,
 )
 from shequn.core.errors import Conflict
-from shequn.members.admin import MemberAdmin
+from shequn.members.admin import MemberAdmin, register_member_inline
 from shequn.members.models import Member
 
 from .models import ChatGroup, Community, CommunityRole, Membership, RoleAssignment
@@ -284,5 +284,6 @@ class RoleHistoryInline(TenantScopedTabularInline):
         return False
 
 
-MemberAdmin.inlines = (*MemberAdmin.inlines, MembershipHistoryInline, RoleHistoryInline)
+register_member_inline(MembershipHistoryInline)
+register_member_inline(RoleHistoryInline)
 MemberAdmin.list_filter = (*MemberAdmin.list_filter[:3], CommunityFilter, RoleFilter, *MemberAdmin.list_filter[3:])

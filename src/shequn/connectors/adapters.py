@@ -98,6 +98,13 @@ def _load_builtin() -> None:
         get_adapter(platform)
 
 
+def load_adapters() -> None:
+    """Import every built-in platform module now (aiogram and matrix-nio take seconds — tens of
+    seconds on a loaded host): a long-running process does it once at start, so the first bot
+    connected later is served at once instead of after the import."""
+    _load_builtin()
+
+
 async def per_room(items: list[ActionItem], one: Any, *, concurrency: int = 8) -> list[Any]:
     """Run ``one(item)`` for every item: in order within a room, rooms concurrently (bounded)."""
     results: dict[int, Any] = {}

@@ -61,7 +61,8 @@ class ConnectionForm(forms.ModelForm):  # type: ignore[type-arg]
                 self.fields[key].help_text = _("已保存 %(hint)s; 留空则不修改") % {"hint": hint} if hint else ""
 
     def clean(self) -> dict[str, Any]:
-        """A new connection's credentials are checked with the platform (Matrix ``whoami``): a bogus
+        """A new connection's credentials are checked with the platform (Matrix ``whoami``, Telegram
+        ``getMe``, WeCom ``gettoken`` + the 客户联系 permission): a bogus
         token or an unreachable homeserver is refused here, with the reason, instead of stored."""
         cd = super().clean() or {}
         if self.instance.pk or self.errors:
@@ -72,6 +73,10 @@ class ConnectionForm(forms.ModelForm):  # type: ignore[type-arg]
             services.check_connection_input(str(cd.get("platform") or ""), config, secret_values)
             self.verified_config = services.verify_connection(str(cd.get("platform") or ""), config, secret_values)
         except ShequnError as exc:
+            field = str((exc.details or {}).get("field") or "").rpartition(".")[2]
+            if field in self.fields:  # under the field it names (secrets.bot_token → bot_token)
+                self.add_error(field, exc.message)
+                return cd
             raise forms.ValidationError(exc.message) from exc
         return cd
 
@@ -183,6 +188,8 @@ class RoomAdmin(TenantScopedAdmin):
         community = form.cleaned_data.get("community")
         if community is not None:
             services.do_map_room(principal, obj.pk, community.pk, robot_key=form.cleaned_data.get("robot_key") or None)
+            if obj.connection.platform == "telegram":  # the bot's admin rights there, for the health page
+                services.do_check_rights_quietly(obj.connection_id)
 
 
 @admin.register(OutboxAction)

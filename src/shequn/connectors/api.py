@@ -189,7 +189,10 @@ def list_rooms(request: HttpRequest, connection_id: Id | None = None, unmapped: 
 def map_room(request: HttpRequest, room_id: Id, body: MapIn) -> Any:
     p = require(request, "connectors.write")
     services.do_map_room(p, room_id, body.community_id, robot_key=body.robot_key)
-    return selectors.rooms(p.tenant_id).get(pk=room_id)
+    room = selectors.rooms(p.tenant_id).select_related("connection").get(pk=room_id)
+    if room.connection.platform == "telegram":  # the bot's admin rights there, for the health page
+        services.do_check_rights_quietly(room.connection_id)
+    return room
 
 
 @router.get("/outbox", response={200: Page[ActionOut], **ERRORS})

@@ -21,6 +21,10 @@ class Limit:
     count: int
     seconds: float
     burst: int = 1
+    #: the action kinds the limit counts (None: all). Telegram's per-chat limits are on *messages*
+    #: the bot sends (Bot FAQ: ~1/s per chat, 20/min per group); deleteMessage and restrictChatMember
+    #: are not messages, so an ad's deletion never waits behind the warnings in the group's bucket
+    kinds: frozenset[str] | None = None
 
     @property
     def rate(self) -> float:
@@ -49,6 +53,8 @@ class Profile:
 _ALL_MOD = frozenset({ActionKind.SEND, ActionKind.WARN, ActionKind.DELETE, ActionKind.MUTE, ActionKind.UNMUTE,
                       ActionKind.KICK, ActionKind.BAN, ActionKind.UNBAN, ActionKind.ANNOUNCE})
 
+_MESSAGES = frozenset({ActionKind.SEND, ActionKind.WARN, ActionKind.ANNOUNCE})
+
 PROFILES: dict[str, Profile] = {
     "matrix": Profile(
         "matrix", read_messages=True, membership_events=True,
@@ -61,8 +67,9 @@ PROFILES: dict[str, Profile] = {
         send_formats=frozenset({"text", "markdown", "image", "link_card"}), actions=_ALL_MOD,
         delete_max_age=dt.timedelta(hours=48), timed_mute=True, direct_messages=True,
         # 30/s overall → 15/s + burst 15; ~1/s per chat; 20/min per group → 19/min + burst 1
-        limits=(Limit("overall", "connection", 15, 1.0, burst=15), Limit("chat", "group", 1, 1.0, burst=1),
-                Limit("group_minute", "group", 19, 60.0, burst=1)),
+        limits=(Limit("overall", "connection", 15, 1.0, burst=15),
+                Limit("chat", "group", 1, 1.0, burst=1, kinds=_MESSAGES),
+                Limit("group_minute", "group", 19, 60.0, burst=1, kinds=_MESSAGES)),
         notes="privacy mode hides group messages unless disabled or the bot is admin; "
               "restrictChatMember only in supergroups",
     ),

@@ -28,6 +28,7 @@ from django.db import close_old_connections, connections
 from django.utils import timezone
 
 from . import services
+from .adapters import load_adapters
 from .models import Connection, OutboxAction
 from .services.delivery import CHANNEL, deliver_due
 
@@ -83,6 +84,7 @@ class Runner:
 
     # --- lifecycle ------------------------------------------------------------------------------
     def start(self) -> Runner:
+        self._spawn(self._warm_up, "warm-up")
         if self.outbound:
             self._spawn(self._deliver_loop, "outbox")
             if connections["default"].vendor == "postgresql":
@@ -123,6 +125,13 @@ class Runner:
                 connections.close_all()  # this thread's database connections
         return run
 
+    def _warm_up(self) -> None:
+        try:
+            load_adapters()  # the platform libraries, imported before the first connection needs them
+            self.out("platform modules loaded")
+        except Exception:
+            log.exception("connectors realtime: importing the platform modules failed")
+
     # --- inbound --------------------------------------------------------------------------------
     def _supervise_loop(self) -> None:
         while not self.stopping.is_set():
@@ -159,6 +168,8 @@ class Runner:
                     out = services.do_matrix_sync(loop.connection_id, timeout_ms=0 if first else self.long_poll * 1000)
                     n = int(out.get("stored", 0))
                 else:
+                    if first:  # the bot's admin rights in its chats, for the health page
+                        services.do_check_rights_quietly(loop.connection_id)
                     n = services.do_poll_telegram(loop.connection_id, timeout=0 if first else self.long_poll,
                                                   drop_webhook=first)
                 first = False

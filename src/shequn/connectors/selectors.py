@@ -12,6 +12,7 @@ from shequn.members.models import Identity
 
 from .models import Connection, HumanTask, InboundEvent, OutboxAction, Room
 from .platforms.matrix.inbound import missing_powers
+from .platforms.telegram.inbound import BOT_RIGHTS, missing_rights
 
 BACKLOG = (OutboxAction.Status.PENDING, OutboxAction.Status.SENDING)
 
@@ -92,6 +93,8 @@ def power_problems(conn: Connection) -> list[dict[str, Any]]:
     """Matrix: each joined room where the bot lacks the power level for an action the ladder takes
     (redact, kick, ban, change power levels to mute), from the room's cached power levels, with the
     plain fix. Checked on every sync (the cache follows the room's power-level changes)."""
+    if conn.platform == "telegram":
+        return telegram_rights_problems(conn)
     if conn.platform != "matrix":
         return []
     bot = str((conn.config or {}).get("user_id") or "")
@@ -104,6 +107,26 @@ def power_problems(conn: Connection) -> list[dict[str, Any]]:
             out.append({"room": room.external_id, "room_name": room.name, "missing": sorted(missing), "need": need,
                         "fix": _("请在 %(room)s 中把机器人的权限等级设为 %(level)d (当前无法: %(actions)s)") % {
                             "room": label, "level": need, "actions": ", ".join(sorted(missing))}})
+    return out
+
+
+def telegram_rights_problems(conn: Connection) -> list[dict[str, Any]]:
+    """Telegram: each joined chat where the bot is not an administrator with the rights the ladder
+    needs (:data:`~shequn.connectors.platforms.telegram.inbound.BOT_RIGHTS`), from the rights cached
+    by ``getChatMember`` / ``my_chat_member``, with the plain fix."""
+    out: list[dict[str, Any]] = []
+    for room in Room.objects.filter(connection=conn, bot_joined=True).order_by("pk"):
+        rights = (room.staff_state or {}).get("bot")
+        if not isinstance(rights, dict):
+            continue  # not checked yet
+        missing = missing_rights(rights)
+        if not missing:
+            continue
+        label = room.name or room.external_id
+        out.append({"room": room.external_id, "room_name": room.name, "missing": missing,
+                    "status": rights.get("status", ""),
+                    "fix": _("在群 %(room)s 中把机器人设为管理员并授予%(rights)s权限") % {
+                        "room": label, "rights": "、".join(_(BOT_RIGHTS[r]) for r in missing)}})
     return out
 
 

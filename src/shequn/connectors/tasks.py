@@ -13,7 +13,7 @@ from django.tasks import task
 from . import selectors, services
 from .services.inbound import process_inbound
 
-__all__ = ["deliver_outbox", "process_inbound", "retry_inbound", "sync_matrix"]
+__all__ = ["check_telegram_rights", "deliver_outbox", "process_inbound", "retry_inbound", "sync_matrix"]
 
 log = logging.getLogger(__name__)
 
@@ -55,3 +55,18 @@ def retry_inbound() -> int:
         if services.do_process_inbound(pk) == "done":
             n += 1
     return n
+
+
+@cron("*/10 * * * *")
+@task(queue_name="connectors")
+def check_telegram_rights() -> dict[str, int]:
+    """Refresh every active Telegram bot's admin rights in its chats (getChatMember) for the health
+    page; ``my_chat_member`` updates keep them current in between."""
+    out: dict[str, int] = {}
+    for conn_id in selectors.active_connection_ids("telegram"):
+        try:
+            out[str(conn_id)] = sum(1 for missing in services.do_check_telegram_rights(conn_id).values() if missing)
+        except Exception as exc:
+            services.do_note_connection_error(conn_id, f"getChatMember: {type(exc).__name__}")
+            log.warning("telegram rights check of connection %s failed", conn_id, exc_info=True)
+    return out

@@ -84,6 +84,17 @@ class MemberTagInline(TenantScopedTabularInline):
     verbose_name_plural = _("标签")
 
 
+#: inlines other apps add to the member page (moderation: running mutes with the time left); an
+#: engine registers its own from its admin module, the members app never imports an engine
+_EXTRA_INLINES: list[type[Any]] = []
+
+
+def register_member_inline(inline: type[Any]) -> None:
+    """Show ``inline`` (an inline on a model with a ``member`` foreign key) on the member page."""
+    if inline not in _EXTRA_INLINES:
+        _EXTRA_INLINES.append(inline)
+
+
 MEMBER_FIELDS = ("display_name", "phone", "email", "source_channel", "lifecycle_stage", "relationship_level",
                  "consent_marketing", "consent_data", "note")
 
@@ -120,6 +131,9 @@ class MemberAdmin(TenantScopedAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Member]:
         return super().get_queryset(request).prefetch_related("member_tags__tag")
+
+    def get_inlines(self, request: HttpRequest, obj: Any = None) -> Any:
+        return (*super().get_inlines(request, obj), *_EXTRA_INLINES)
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         fieldsets = super().get_fieldsets(request, obj)
@@ -270,4 +284,4 @@ def member_link(member: Member | None) -> str:
                        member.display_name)
 
 
-__all__ = ["MemberAdmin", "TagAdmin", "member_link"]
+__all__ = ["MemberAdmin", "TagAdmin", "member_link", "register_member_inline"]

@@ -174,3 +174,24 @@ def is_community_staff(tenant_id: int, community_id: int, member_id: int, when: 
     return RoleAssignment.objects.filter(
         tenant_id=tenant_id, community_id=community_id, member_id=member_id, role__in=STAFF_ROLES,
         since__lte=when).filter(Q(until__isnull=True) | Q(until__gt=when)).exists()
+
+
+def running_mutes(tenant_id: int, *, member_id: int | None = None, violation_id: int | None = None,
+                  now: dt.datetime | None = None) -> QuerySet[Strike]:
+    """Mutes still running (unrevoked, ending in the future), on every platform: the member page and
+    the violation show them with the time left and a one-click lift."""
+    qs = Strike.objects.filter(tenant_id=tenant_id, kind=Strike.Kind.MUTE, revoked_at__isnull=True,
+                               until__gt=now or timezone.now()).select_related("community", "violation")
+    if member_id is not None:
+        qs = qs.filter(member_id=member_id)
+    if violation_id is not None:
+        qs = qs.filter(violation_id=violation_id)
+    return qs.order_by("until")
+
+
+def mute_time_left(strike: Strike, now: dt.datetime | None = None) -> dt.timedelta | None:
+    """How long a mute still runs, or None when it is over (ended, lifted or revoked)."""
+    now = now or timezone.now()
+    if strike.kind != Strike.Kind.MUTE or strike.revoked_at is not None or not strike.until or strike.until <= now:
+        return None
+    return strike.until - now

@@ -23,9 +23,7 @@ from django.utils.translation import gettext as _
 
 from shequn.activity.models import ActivityEvent, EventKind
 from shequn.communities.models import Community, Membership, RoleAssignment
-from shequn.connectors.models import OutboxAction
-from shequn.connectors.services import do_request_action
-from shequn.connectors.services.delivery import unmute_key
+from shequn.connectors.services import do_cancel_scheduled_unmutes, do_request_action
 from shequn.core import webhooks
 from shequn.core.errors import Conflict, Forbidden, Invalid, NotFound, ShequnError
 from shequn.core.models import WebhookEventType
@@ -531,11 +529,8 @@ def do_lift_mute(principal: Principal, strike_id: int, *, note: str = "") -> Str
     strike.until = now
     strike.save(update_fields=["until"])
     v = strike.violation
-    mute_ids = [e.get("outbox_id") for e in v.actions or [] if e.get("kind") == "mute" and e.get("outbox_id")]
-
-    OutboxAction.objects.filter(tenant_id=principal.tenant_id, idempotency_key__in=[unmute_key(i) for i in mute_ids],
-                                status=OutboxAction.Status.PENDING).update(status=OutboxAction.Status.CANCELLED,
-                                                                           next_attempt_at=None)
+    mute_ids = [int(e["outbox_id"]) for e in v.actions or [] if e.get("kind") == "mute" and e.get("outbox_id")]
+    do_cancel_scheduled_unmutes(principal.tenant_id, mute_ids)  # any platform: none queued on Telegram
     do_request_action(principal.tenant_id, kind="unmute", group_id=v.group_id, idempotency_key=f"lift:{strike.pk}",
                       target_member_id=v.member_id, target_external_id=_target_external_id(v),
                       payload={"lifts": strike.pk}, source=f"moderation.lift:{principal.label}"[:120],

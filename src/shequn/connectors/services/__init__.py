@@ -34,10 +34,23 @@ from .human_tasks import HUMAN_TASK_DEADLINE, do_complete_human_task, open_human
 from .inbound import do_poll_telegram, do_process_inbound, do_store_inbound
 from .ingest import do_ingest_platform_events
 from .matrix import do_matrix_sync, do_parse_matrix_events, do_process_matrix_transaction
-from .outbox import do_cancel_action, do_deliver_due, do_request_action, do_retry_action
+from .outbox import (
+    do_cancel_action,
+    do_cancel_scheduled_unmutes,
+    do_deliver_due,
+    do_request_action,
+    do_retry_action,
+)
 from .qr import check_qr_input, do_create_qr_config
 from .rooms import do_discover_room, do_map_room, do_set_room_secret, encrypted_refusal
-from .telegram import do_process_telegram_update, do_set_telegram_webhook, telegram_invite_link
+from .telegram import (
+    do_check_rights_quietly,
+    do_check_telegram_rights,
+    do_process_telegram_update,
+    do_set_telegram_webhook,
+    do_store_bot_rights,
+    telegram_invite_link,
+)
 from .wecom import do_process_wecom_callback
 
 __all__ = [
@@ -49,6 +62,9 @@ __all__ = [
     "conn_info",
     "connection_secrets",
     "do_cancel_action",
+    "do_cancel_scheduled_unmutes",
+    "do_check_rights_quietly",
+    "do_check_telegram_rights",
     "do_complete_human_task",
     "do_create_connection",
     "do_create_qr_config",
@@ -70,6 +86,7 @@ __all__ = [
     "do_set_connection_active",
     "do_set_room_secret",
     "do_set_telegram_webhook",
+    "do_store_bot_rights",
     "do_store_inbound",
     "do_update_connection_secrets",
     "encrypted_refusal",

@@ -4,6 +4,7 @@ and the decrypted values exist only in memory while a delivery or a callback che
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets as pysecrets
 from collections.abc import Mapping
@@ -22,6 +23,7 @@ from shequn.core.services import do_audit
 from .. import secrets
 from ..adapters import ConnInfo, DeliveryError
 from ..models import Connection
+from ..platforms.wecom.outbound import BAD_CORP_ID, BAD_SECRET, AccessError, check_access
 
 #: which secrets and config keys each platform's connection needs
 REQUIRED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -55,15 +57,29 @@ def check_connection_input(platform: str, config: Mapping[str, Any], secret_valu
 
 def verify_connection(platform: str, config: Mapping[str, Any], secret_values: Mapping[str, str]) -> dict[str, Any]:
     """Check the credentials with the platform before they are stored; returns the config completed
-    from the platform's answer. Matrix: ``whoami`` with the token (the homeserver reachable, the
-    token valid, and its user the configured ``user_id``). Raises :class:`Invalid` with a plain reason."""
-    config = dict(config)
-    if platform != "matrix":
-        return config
-    from ..platforms.matrix.outbound import whoami  # noqa: PLC0415, RUF100  (matrix-nio takes seconds to import)
+    from the platform's answer. Raises :class:`Invalid` with a plain reason naming the field.
 
+    * Matrix: ``whoami`` with the token (the homeserver reachable, the token valid, and its user the
+      configured ``user_id``).
+    * Telegram: ``getMe`` with the bot token (fills in ``bot_id`` / ``bot_username``). The bot's
+      admin rights in each chat are checked when chats are known (:func:`shequn.connectors.services.
+      telegram.do_check_telegram_rights`), not here: a new bot has no chats yet.
+    * WeCom: ``gettoken`` with the corp id and secret, and the 客户联系 permission of that secret."""
+    config = dict(config)
     info = ConnInfo(id=0, tenant_id=0, platform=platform, config=config,
                     secrets={k: str(v) for k, v in secret_values.items()})
+    if platform == "matrix":
+        return _verify_matrix(info, config)
+    if platform == "telegram":
+        return _verify_telegram(info, config)
+    if platform == "wecom":
+        return _verify_wecom(info, config)
+    return config
+
+
+def _verify_matrix(info: ConnInfo, config: dict[str, Any]) -> dict[str, Any]:
+    from ..platforms.matrix.outbound import whoami  # noqa: PLC0415, RUF100  (matrix-nio takes seconds to import)
+
     try:
         me = whoami(info)
     except DeliveryError as exc:
@@ -81,6 +97,56 @@ def verify_connection(platform: str, config: Mapping[str, Any], secret_values: M
     config["user_id"] = user_id
     if me.get("device_id") and not config.get("device_id"):
         config["device_id"] = str(me["device_id"])
+    return config
+
+
+def _verify_telegram(info: ConnInfo, config: dict[str, Any]) -> dict[str, Any]:
+    from aiogram.exceptions import (  # noqa: PLC0415, RUF100  (aiogram takes seconds to import)
+        TelegramNetworkError,
+        TelegramUnauthorizedError,
+    )
+
+    from ..platforms.telegram.outbound import get_me  # noqa: PLC0415, RUF100  (aiogram takes seconds to import)
+
+    try:
+        me = asyncio.run(get_me(info))
+    except TelegramUnauthorizedError as exc:
+        raise Invalid(_("Telegram 拒绝了这个 bot_token (%(error)s): 请在 @BotFather 复制完整的 token") % {
+            "error": exc.message[:200]}, details={"field": "secrets.bot_token"}) from exc
+    except TelegramNetworkError as exc:
+        raise Invalid(_("无法连接 Telegram Bot API %(api)s: %(error)s") % {
+            "api": config.get("api_base") or "https://api.telegram.org", "error": exc.message[:200]},
+            details={"field": "config.api_base"}) from exc
+    except Exception as exc:  # a 404 for a malformed token, a bad answer
+        raise Invalid(_("Telegram 拒绝了这个 bot_token (%(error)s): 请在 @BotFather 复制完整的 token") % {
+            "error": type(exc).__name__}, details={"field": "secrets.bot_token"}) from exc
+    if not me.get("is_bot", True):
+        raise Invalid(_("这个 token 不属于机器人账号"), details={"field": "secrets.bot_token"})
+    config["bot_id"] = int(me["id"])
+    if me.get("username"):
+        config["bot_username"] = str(me["username"])
+    return config
+
+
+def _verify_wecom(info: ConnInfo, config: dict[str, Any]) -> dict[str, Any]:
+    try:
+        check_access(info)
+    except AccessError as exc:
+        if exc.step == "token" and exc.errcode in BAD_CORP_ID:
+            raise Invalid(_("企业微信拒绝了这个企业 ID (corp_id): %(code)s %(msg)s") % {
+                "code": exc.errcode, "msg": exc.errmsg[:120]}, details={"field": "config.corp_id"}) from exc
+        if exc.step == "token":
+            hint = _("请使用「客户联系」应用的 Secret") if exc.errcode in BAD_SECRET else ""
+            raise Invalid(_("企业微信拒绝了这个 Secret (corp_secret): %(code)s %(msg)s %(hint)s") % {
+                "code": exc.errcode, "msg": exc.errmsg[:120], "hint": hint},
+                details={"field": "secrets.corp_secret"}) from exc
+        raise Invalid(_("这个 Secret 没有客户联系权限 (%(code)s %(msg)s): 请在企业微信管理后台「客户联系 → API」"
+                        "中使用客户联系 Secret, 或给应用开启客户联系权限") % {
+            "code": exc.errcode, "msg": exc.errmsg[:120]}, details={"field": "secrets.corp_secret"}) from exc
+    except Exception as exc:
+        raise Invalid(_("无法连接企业微信 API %(api)s: %(error)s") % {
+            "api": config.get("api_base") or "https://qyapi.weixin.qq.com", "error": type(exc).__name__},
+            details={"field": "config.api_base"}) from exc
     return config
 
 

@@ -98,6 +98,8 @@ class DeliveryStats:
 def _bucket_keys(row: OutboxAction, limits: tuple[Limit, ...]) -> list[tuple[str, Limit]]:
     keys = []
     for lim in limits:
+        if lim.kinds is not None and row.kind not in lim.kinds:
+            continue
         if lim.scope == "connection" and row.connection_id is not None:
             keys.append((f"conn:{row.connection_id}:{lim.name}", lim))
         elif lim.scope == "group" and row.group_id is not None:

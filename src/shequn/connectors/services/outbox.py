@@ -19,7 +19,7 @@ from shequn.core.services import do_audit
 from ..capabilities import supports
 from ..models import ActionKind, HumanTask, OutboxAction
 from ..selectors import resolve_connection_id
-from .delivery import DeliveryStats, deliver_due, notify_outbox
+from .delivery import DeliveryStats, deliver_due, notify_outbox, unmute_key
 from .human_tasks import open_human_task
 
 
@@ -119,3 +119,12 @@ def do_cancel_action(principal: Principal, action_id: int, *, reason: str = "") 
         HumanTask.objects.filter(action=action, status=HumanTask.Status.OPEN).update(status=HumanTask.Status.CANCELLED)
         do_audit(principal, "connectors.cancel", "outbox_action", str(action.pk), reason=reason)
     return action
+
+
+def do_cancel_scheduled_unmutes(tenant_id: int, mute_action_ids: list[int]) -> int:
+    """Cancel the unmutes queued for the end of these mute actions (Matrix: the outbox is the
+    scheduler; Telegram has none, ``until_date`` ends its mutes) — a mute lifted early is unmuted at
+    once instead. Returns how many were cancelled."""
+    return OutboxAction.objects.filter(
+        tenant_id=tenant_id, idempotency_key__in=[unmute_key(i) for i in mute_action_ids],
+        status=OutboxAction.Status.PENDING).update(status=OutboxAction.Status.CANCELLED, next_attempt_at=None)

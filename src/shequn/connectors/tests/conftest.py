@@ -10,6 +10,20 @@ import pytest
 
 from shequn.connectors import adapters
 
+from .fake_server import FakeServer
+from .telegram_fake import BOT
+
+
+@pytest.fixture
+def tg_api() -> Iterator[FakeServer]:
+    """A Bot API that knows every token (``getMe`` answers the bot): for tests that only need a
+    Telegram connection to exist; :class:`.telegram_fake.FakeTelegram` is the stateful one."""
+    def answer(name: str, fields: dict[str, str]) -> tuple[int, Any]:
+        return 200, {"ok": True, "result": BOT if name == "getMe" else True}
+
+    with FakeServer(answer) as server:
+        yield server
+
 
 @pytest.fixture
 def fake_adapter() -> Iterator[Any]:

@@ -32,7 +32,10 @@ def _form(content_type: str, body: bytes) -> dict[str, str]:
 
 
 class FakeServer:
-    def __init__(self, default: Callable[[str, dict[str, str]], Answer] | None = None) -> None:
+    def __init__(self, default: Callable[[str, dict[str, str]], Answer] | None = None, *,
+                 routed: Callable[[str, str, dict[str, str]], Answer] | None = None) -> None:
+        """``default(name, fields)`` answers unscripted calls; or ``routed(name, path, fields)`` when
+        the answer depends on the whole path (the Telegram token is part of it)."""
         self.requests: list[tuple[str, str, dict[str, str]]] = []  # (method name, path, fields)
         self.script: dict[str, list[Answer]] = {}
         self.default = default or (lambda name, fields: (200, {"ok": True, "result": True}))
@@ -51,7 +54,12 @@ class FakeServer:
                 name = parsed.path.rstrip("/").rsplit("/", 1)[-1]
                 server.requests.append((name, parsed.path, fields))
                 queue = server.script.get(name)
-                status, answer = queue.pop(0) if queue else server.default(name, fields)
+                if queue:
+                    status, answer = queue.pop(0)
+                elif routed is not None:
+                    status, answer = routed(name, parsed.path, fields)
+                else:
+                    status, answer = server.default(name, fields)
                 data = json.dumps(answer).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

@@ -46,6 +46,10 @@ _lock = threading.Lock()
 
 
 def _wecom_answer(name: str, fields: dict[str, str]) -> tuple[int, Any]:
+    if name == "getMe":  # the same server plays the Telegram Bot API (a probe changes the bot token)
+        return 200, {"ok": True, "result": {"id": 42, "is_bot": True, "first_name": "iso"}}
+    if name == "get_follow_user_list":
+        return 200, {"errcode": 0, "errmsg": "ok", "follow_user": ["zhangsan"]}
     if name == "gettoken":
         return 200, {"errcode": 0, "errmsg": "ok", "access_token": "ACCESS", "expires_in": 7200}
     if name == "add_join_way":
@@ -65,14 +69,14 @@ def _wecom_server() -> FakeServer:
 
 def build_ids(tenant: Tenant, ids: dict[str, int]) -> dict[str, int]:
     p = Principal.system(tenant.pk)
-    tg = do_create_connection(p, platform="telegram", name="群助手", config={},
+    tg = do_create_connection(p, platform="telegram", name="群助手", config={"api_base": _wecom_server().url},
                               secret_values={"bot_token": "1:" + "x" * 30, "webhook_secret": "s3cret"})
     wecom = do_create_connection(p, platform="wecom", name="企微",
                                  config={"corp_id": "wwiso", "api_base": _wecom_server().url + "/cgi-bin/"},
                                  # a fresh secret: the token cache key includes it
                                  secret_values={"corp_secret": uuid.uuid4().hex, "callback_token": "t",
                                                 "encoding_aes_key": "k" * 43})
-    spare = do_create_connection(p, platform="telegram", name="备用", config={},
+    spare = do_create_connection(p, platform="telegram", name="备用", config={"api_base": _wecom_server().url},
                                  secret_values={"bot_token": "2:" + "y" * 30, "webhook_secret": "s3cret2"})
     room = do_discover_room(tg, f"-100{tenant.pk}999", name="新发现的群")
     community = Community.objects.get(pk=ids["community_id"])

@@ -32,9 +32,10 @@ def call(client: Client, method: str, path: str, key: str, body: Any = None) -> 
                                    content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {key}")
 
 
-def test_connection_api_never_returns_secrets(client: Client, key: str, other_key: str) -> None:
+def test_connection_api_never_returns_secrets(client: Client, key: str, other_key: str, tg_api: Any) -> None:
     resp = call(client, "post", "/connections", key, {
-        "platform": "telegram", "name": "群助手", "secrets": {"bot_token": "123:SECRETSECRETSECRET",
+        "platform": "telegram", "name": "群助手", "config": {"api_base": tg_api.url},
+        "secrets": {"bot_token": "123:SECRETSECRETSECRET",
                                                             "webhook_secret": "abcDEF_123-xyz"}})
     assert resp.status_code == 201, resp.content
     assert b"SECRETSECRET" not in resp.content and b"abcDEF" not in resp.content
@@ -69,7 +70,7 @@ def test_outbox_retry_and_human_tasks_api(client: Client, tenant: Any, system: A
 
 def test_room_map_api(client: Client, tenant: Any, system: Any, key: str) -> None:
     conn = do_create_connection(system, platform="telegram", name="b", config={},
-                                secret_values={"bot_token": "1:x" * 5, "webhook_secret": "s"})
+                                secret_values={"bot_token": "1:x" * 5, "webhook_secret": "s"}, verify=False)
     room = do_discover_room(conn, "-100", name="新群")
     community = Community.objects.create(tenant=tenant, name="c")
     assert call(client, "get", "/rooms?unmapped=true", key).json()["items"][0]["id"] == room.pk
@@ -78,7 +79,7 @@ def test_room_map_api(client: Client, tenant: Any, system: Any, key: str) -> Non
     assert ChatGroup.objects.get(pk=r.json()["group_id"]).community_id == community.pk
 
 
-def test_console_pages(client: Client, tenant: Any, system: Any) -> None:
+def test_console_pages(client: Client, tenant: Any, system: Any, tg_api: Any) -> None:
     do_create_operator(tenant=tenant, username="ops", password="pw-12345678")
     client.login(username="ops", password="pw-12345678")
     conn = do_create_connection(system, platform="matrix", name="m",
@@ -108,6 +109,7 @@ def test_console_pages(client: Client, tenant: Any, system: Any) -> None:
     # connect a platform from the console
     resp = client.post("/console/connectors/connection/add/", {
         "platform": "telegram", "name": "新机器人", "is_active": "on", "bot_token": "42:AAAAAAAAAAAAAAAA",
+        "api_base": tg_api.url,
         "webhook_secret": "sec_ret"})
     assert resp.status_code == 302, resp.content[:2000]
     new = Connection.objects.get(name="新机器人")
@@ -136,9 +138,10 @@ def test_matrix_appservice_push(client: Client, tenant: Any, system: Any) -> Non
 
 
 def test_connections_are_switched_off_and_deleted_through_the_api(client: Client, tenant: Any, key: str,
-                                                                   other_key: str) -> None:
+                                                                   other_key: str, tg_api: Any) -> None:
     created = call(client, "post", "/connections", key, {
-        "platform": "telegram", "name": "bot", "secrets": {"bot_token": "1:x", "webhook_secret": "s"}}).json()
+        "platform": "telegram", "name": "bot", "config": {"api_base": tg_api.url},
+        "secrets": {"bot_token": "1:x", "webhook_secret": "s"}}).json()
     cid = created["id"]
     assert call(client, "post", f"/connections/{cid}/deactivate", other_key).status_code == 404
     off = call(client, "post", f"/connections/{cid}/deactivate", key, {"note": "换机器人"})

@@ -32,6 +32,8 @@ def api() -> Iterator[FakeServer]:
             return 200, P.SENT
         if name == "getUpdates":
             return 200, {"ok": True, "result": []}
+        if name == "getMe":
+            return 200, {"ok": True, "result": P.BOT}
         return 200, P.TRUE
 
     with FakeServer(default) as server:

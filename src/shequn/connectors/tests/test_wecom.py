@@ -24,16 +24,19 @@ from wechatpy.utils import to_text
 from shequn.activity.models import ActivityEvent
 from shequn.communities.models import ChatGroup, Community, Membership
 from shequn.connectors.adapters import ActionItem
-from shequn.connectors.models import HumanTask, InboundEvent, Room
+from shequn.connectors.models import HumanTask, InboundEvent, OutboxAction, Room
 from shequn.connectors.platforms.wecom.outbound import robot_body
 from shequn.connectors.services import (
     delivery,
     do_create_connection,
     do_create_qr_config,
+    do_ingest_platform_events,
     do_map_room,
     do_request_action,
 )
 from shequn.core.errors import Invalid
+from shequn.moderation.models import Violation
+from shequn.moderation.services import do_save_policy
 
 from .fake_server import FakeServer
 
@@ -70,6 +73,8 @@ class WecomState:
                          "qr_code": "https://p.qpic.cn/wwhead/yyy/0"}
         if name == "send":
             return 200, {"errcode": 0, "errmsg": "ok"}
+        if name == "get_follow_user_list":
+            return 200, {"errcode": 0, "errmsg": "ok", "follow_user": ["zhangsan", "lisi"]}
         return 404, {"errcode": 404, "errmsg": "unknown"}
 
 
@@ -147,7 +152,7 @@ def test_create_then_add_and_del_member_diff(client: Client, conn: Any, wecom_ap
     leave = ActivityEvent.objects.get(platform_event_id=f"{CHAT}:leave:wmAAA01:1763870600")
     assert leave.kind == "leave"
     assert Membership.objects.filter(group=group, left_at__isnull=True).count() == 2
-    assert len(server.calls("gettoken")) == 1  # the access token is cached
+    assert len(server.calls("gettoken")) == 2  # one checking the secret at connect, then one cached for every call
 
 
 def test_retried_callback_is_stored_once(client: Client, conn: Any) -> None:
@@ -261,3 +266,35 @@ def test_group_owner_and_admins_are_marked_staff(client: Client, conn: Any, weco
     assert Room.objects.get(pk=room.pk).staff_state == {"owner": "wmOwner01", "admins": []}
     assert ActivityEvent.objects.get(platform_event_id=f"{CHAT}:join:wmCCC03:1763870700").payload[
         "sender_is_admin"] is False
+
+
+def test_callback_to_moderation_action_through_the_outbox(client: Client, conn: Any, wecom_api: Any,
+                                                         system: Any) -> None:
+    """Issue #19 for WeCom, end to end in process: an encrypted ``change_external_chat`` callback
+    (wechatpy crypto, as WeCom sends it) → the member's join in the activity stream → that member's ad
+    (WeCom reports no message content for customer groups: it arrives as the session archive would
+    hand it in) → moderation → the outbox: the warning through the group robot against the local fake,
+    naming the member; the deletion, impossible through the API, a human task for the group owner."""
+    server, state = wecom_api
+    assert callback(client, conn, change_xml("create")).status_code == 200
+    room = Room.objects.get(connection=conn, external_id=CHAT)
+    do_map_room(system, room.pk, room.group.community_id, robot_key="robot-key-1")
+    do_save_policy(system, room.group.community_id, warn_limit=3)
+    state.members.append(member("wmSpam01", 1763870500))
+    assert callback(client, conn, change_xml("update", "add_member", created=1763870500)).status_code == 200
+    join = ActivityEvent.objects.get(platform_event_id=f"{CHAT}:join:wmSpam01:1763870500")
+    assert join.member_id is not None
+    do_ingest_platform_events(conn, [{"platform": "wecom", "event_id": f"{CHAT}:msg:1", "kind": "message",
+                                      "occurred_at": 1763870600, "sender": "wmSpam01", "group": CHAT,
+                                      "payload": {"text": "加微信 vx123 领红包", "message_id": "msg-1"}}])
+    v = Violation.objects.get(event__platform_event_id=f"{CHAT}:msg:1")
+    assert v.member_id == join.member_id and v.ladder_step == "warn"
+    for _ in range(3):
+        delivery.deliver_due()
+    warn = OutboxAction.objects.get(idempotency_key=f"mod:{v.pk}:warn")
+    assert warn.status == "done"
+    (sent,) = [f for f in server.calls("send") if f.get("?key") == "robot-key-1"]
+    assert sent["msgtype"] == "text" and sent["text"]["content"].startswith("@客户01 ")  # the member's name
+    assert "1/3" in sent["text"]["content"]
+    delete = OutboxAction.objects.get(idempotency_key=f"mod:{v.pk}:delete")
+    assert delete.status == "delegated" and HumanTask.objects.filter(action=delete, status="open").exists()

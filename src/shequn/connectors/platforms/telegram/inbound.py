@@ -197,6 +197,45 @@ def admin_change(update: dict[str, Any]) -> tuple[str, str, bool] | None:
     return str(_d(cm.get("chat")).get("id")), str(user_id), new.get("status") in ADMIN_STATUSES
 
 
+def gettext_noop(message: str) -> str:
+    """Marks a msgid for extraction (Django's own would import the app registry: this module is pure)."""
+    return message
+
+
+#: the administrator rights the bot needs, and what each is for (getChatMember / my_chat_member)
+BOT_RIGHTS: dict[str, str] = {
+    "can_delete_messages": gettext_noop("删除消息"),   # delete an ad
+    "can_restrict_members": gettext_noop("封禁成员"),  # mute (restrictChatMember), kick and ban (banChatMember)
+    "can_invite_users": gettext_noop("邀请成员"),      # invite links for joins
+}
+
+
+def bot_rights(member: Mapping[str, Any]) -> dict[str, Any]:
+    """The bot's standing in a chat from a ChatMember object (getChatMember, or the
+    ``new_chat_member`` of a ``my_chat_member`` update): its status and each right of
+    :data:`BOT_RIGHTS`. The creator has every right; a plain member or a restricted bot none."""
+    status = str(member.get("status") or "")
+    out: dict[str, Any] = {"status": status}
+    for right in BOT_RIGHTS:
+        out[right] = status == "creator" or (status == "administrator" and member.get(right) is True)
+    return out
+
+
+def missing_rights(rights: Mapping[str, Any]) -> list[str]:
+    """The rights of :data:`BOT_RIGHTS` the bot lacks (all of them when it is not an administrator)."""
+    return [r for r in BOT_RIGHTS if rights.get(r) is not True]
+
+
+def my_rights_change(update: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """(chat id, the bot's rights now) when the update is a ``my_chat_member`` change in a group —
+    Telegram sends one whenever the bot is promoted, demoted or its rights are edited."""
+    mcm = _d(update.get("my_chat_member"))
+    chat = _d(mcm.get("chat"))
+    if not mcm or chat.get("type") not in GROUP_TYPES:
+        return None
+    return str(chat.get("id")), bot_rights(_d(mcm.get("new_chat_member")))
+
+
 def secret_matches(expected: str, given: str) -> bool:
     """The webhook's ``X-Telegram-Bot-Api-Secret-Token`` against the connection's secret (constant time)."""
     return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())

@@ -32,7 +32,7 @@ from aiogram.types import ChatPermissions
 from shequn.connectors.adapters import ActionItem, ConnInfo, DeliveryError, per_room, text_of
 from shequn.connectors.models import ActionKind
 
-from .inbound import ALLOWED_UPDATES
+from .inbound import ALLOWED_UPDATES, bot_rights
 
 DEFAULT_API = "https://api.telegram.org"
 
@@ -71,6 +71,36 @@ async def create_invite_link(info: ConnInfo, chat_id: str, name: str) -> str:
     try:
         link = await bot.create_chat_invite_link(chat_id, name=name[:32])
         return str(link.invite_link)
+    finally:
+        await bot.session.close()
+
+
+async def get_me(info: ConnInfo) -> dict[str, Any]:
+    """``getMe`` with the connection's token: the bot's own user (id, username). A refused token
+    raises aiogram's ``TelegramUnauthorizedError``; an unreachable API ``TelegramNetworkError``."""
+    bot = make_bot(info, timeout=10)
+    try:
+        me = await bot.get_me()
+        return me.model_dump(mode="json", exclude_none=True)
+    finally:
+        await bot.session.close()
+
+
+async def chat_rights(info: ConnInfo, chat_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The bot's rights in each chat (``getChatMember`` for the bot itself), ``{chat: rights}`` as
+    :func:`.inbound.bot_rights` reads them; a chat Telegram refuses to answer for (the bot was
+    removed, the chat is gone) gets ``{"status": "unknown", "error": …}``."""
+    bot = make_bot(info, timeout=10)
+    out: dict[str, dict[str, Any]] = {}
+    try:
+        bot_id = int(info.config.get("bot_id") or 0) or (await bot.get_me()).id
+        for chat in chat_ids:
+            try:
+                member = await bot.get_chat_member(int(chat) if chat.lstrip("-").isdigit() else chat, bot_id)
+                out[chat] = bot_rights(member.model_dump(mode="json", exclude_none=True))
+            except (TelegramBadRequest, TelegramForbiddenError, TelegramNotFound) as exc:
+                out[chat] = {"status": "unknown", "error": exc.message[:200]}
+        return out
     finally:
         await bot.session.close()
 
@@ -156,9 +186,11 @@ class TelegramAdapter:
         if user is None:
             raise DeliveryError(DeliveryError.PERMANENT, "no target user")
         if kind == ActionKind.MUTE:
+            # a timed mute: Telegram lifts it by itself at until_date (recorded as the mute's end)
+            until = _until(p.get("seconds", 3600))
             await bot.restrict_chat_member(chat, user, ChatPermissions(can_send_messages=False),
-                                           until_date=_until(p.get("seconds", 3600)))
-            return {"muted": user}
+                                           until_date=until)
+            return {"muted": user, "until": until.isoformat() if until else None}
         if kind == ActionKind.UNMUTE:
             await bot.restrict_chat_member(chat, user, ChatPermissions(
                 can_send_messages=True, can_send_audios=True, can_send_documents=True, can_send_photos=True,

@@ -16,7 +16,9 @@ from typing import Any
 import aiohttp
 from django.core.cache import cache
 from wechatpy.enterprise import WeChatClient
+from wechatpy.exceptions import WeChatClientException
 from wechatpy.session import SessionStorage
+from wechatpy.session.memorystorage import MemoryStorage
 
 from shequn.connectors.adapters import ActionItem, ConnInfo, DeliveryError, text_of
 from shequn.connectors.models import ActionKind
@@ -48,11 +50,12 @@ class _CacheSession(SessionStorage):  # type: ignore[misc]
 class WecomApi:
     """The WeCom server API for one connection (access token cached by wechatpy)."""
 
-    def __init__(self, conn: ConnInfo) -> None:
+    def __init__(self, conn: ConnInfo, *, cached: bool = True) -> None:
         base = str(conn.config.get("api_base") or DEFAULT_API)
         base = base if base.endswith("/") else base + "/"
+        # ``cached=False``: a token for this object only (checking credentials before they are stored)
         client = WeChatClient(conn.config["corp_id"], conn.secrets["corp_secret"], timeout=10,
-                              session=_CacheSession(conn.id))
+                              session=_CacheSession(conn.id) if cached else MemoryStorage())
         client.API_BASE_URL = base
 
         def fetch_access_token() -> Any:
@@ -86,6 +89,38 @@ class WecomApi:
         return {"config_id": data["config_id"], "qr_code": data.get("qr_code", "")}
 
 
+class AccessError(Exception):
+    """WeCom refused the connect-time check: ``step`` is ``token`` or ``permission``."""
+
+    def __init__(self, step: str, errcode: int | None, errmsg: str) -> None:
+        super().__init__(f"{errcode} {errmsg}")
+        self.step, self.errcode, self.errmsg = step, errcode, errmsg
+
+
+#: gettoken errcodes that mean a wrong corp id, and a wrong secret (WeCom's global error codes)
+BAD_CORP_ID = {40013}
+BAD_SECRET = {40001, 40091, 41004, 42001}
+
+
+def check_access(conn: ConnInfo) -> dict[str, Any]:
+    """Connect-time check, with a token of its own (nothing cached): ``gettoken`` with the corp id and
+    secret, then ``externalcontact/get_follow_user_list``, which only a secret with the 客户联系
+    (customer contact) permission may call (48002 / 60011 otherwise) — the one the customer-group
+    callbacks and ``groupchat/get`` need. Raises :class:`AccessError`; network errors pass through."""
+    api = WecomApi(conn, cached=False)
+    try:
+        api.client.fetch_access_token()
+    except WeChatClientException as exc:
+        if exc.errcode is None and exc.response is not None:
+            raise AccessError("token", None, f"HTTP {exc.response.status_code}") from exc
+        raise AccessError("token", exc.errcode, str(exc.errmsg or "")) from exc
+    try:
+        data: dict[str, Any] = api.client.get("externalcontact/get_follow_user_list")
+    except WeChatClientException as exc:
+        raise AccessError("permission", exc.errcode, str(exc.errmsg or "")) from exc
+    return {"follow_users": len(data.get("follow_user") or [])}
+
+
 # --- the outbox adapter: the group robot ---------------------------------------------------------------
 
 def robot_body(item: ActionItem) -> dict[str, Any]:
@@ -102,6 +137,11 @@ def robot_body(item: ActionItem) -> dict[str, Any]:
              "url": str(a.get("url", "")), "picurl": str(a.get("picurl") or a.get("image_url") or "")}
             for a in articles]}}
     text = text_of(p)
+    name = str(p.get("member_name") or "")
+    if item.kind == ActionKind.WARN and name and p.get("format") != "markdown":
+        # name the member in the text: the robot's mentioned_list reaches only the corp's own staff
+        # (userid), not an external customer (wm…), so the name is what tells the group who is warned
+        text = f"@{name} {text}"
     if p.get("format") == "markdown":
         if len(text.encode()) > MARKDOWN_MAX:
             raise DeliveryError(DeliveryError.PERMANENT, f"markdown 超过 {MARKDOWN_MAX} 字节")
