@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from shequn.api.testing)
 """Tenant isolation: every API endpoint probed with another tenant's ids → 404, never its data.
 
 The probe table is checked against the OpenAPI schema: an endpoint with an id in its path and no
@@ -38,7 +37,7 @@ import pytest
 
 from shequn.activity.models import ActivityEvent
 from shequn.api.main import ROUTED_APPS, api
-from shequn.api.testing import World, make_client, other_world, world  # noqa: F401
+from shequn.api.testing import World
 from shequn.communities.models import Membership, RoleAssignment
 from shequn.core.models import ApiKey
 from shequn.members.models import Identity, Member, MemberTag
