@@ -64,6 +64,8 @@ CORE_PROBES = {
     ("post", "/api/v1/members/{member_id}/identities"): {"platform": "matrix", "external_id": "@x:hs"},
     ("post", "/api/v1/members/{member_id}/tags"): {"tags": ["入侵"]},
     ("delete", "/api/v1/members/{member_id}/tags/{tag_id}"): None,
+    ("get", "/api/v1/members/{member_id}/export"): None,
+    ("post", "/api/v1/members/{member_id}/erase"): {"reason": "隔离测试"},
     ("get", "/api/v1/communities/{community_id}"): None,
     ("patch", "/api/v1/communities/{community_id}"): {"theme": "被篡改"},
     ("get", "/api/v1/analytics/communities/{community_id}/dashboard"): None,
