@@ -69,6 +69,9 @@ class MessageContext:
     same_text_other_groups: int = 0  # other groups where the same text was posted recently
     mentions: int = 0  # mentions the platform reported (Matrix pills have no "@" in the body)
     exempt: bool = False
+    #: the member's open membership records no inviter and a public way in (QR code, live stream,
+    #: platform event) rather than an invite link, a paid entry or an operator's import (issue 16)
+    joined_without_invite: bool = False
 
 
 @dataclass(slots=True)
@@ -165,6 +168,11 @@ class Moderator:
             if idx == 0 and (w := sig["first_message"]):
                 z += w
                 reasons.append({"rule": "signal.first_message", "category": None, "weight": w, "detail": None})
+            # weak and only for new members: most people who scan a poster's QR code are customers; it
+            # adds to content evidence, it never makes an ad of a message with none (weight < ad cut)
+            if ctx.joined_without_invite and (w := sig["no_invite"]):
+                z += w
+                reasons.append({"rule": "signal.no_invite", "category": None, "weight": w, "detail": None})
             if links and len(links) > NEW_MEMBER_MAX_LINKS and (w := sig["new_member_link"]):
                 z += w
                 reasons.append({"rule": "signal.new_member_link", "category": None, "weight": w,
