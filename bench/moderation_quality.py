@@ -21,8 +21,9 @@ tuning started; its misses were read when issue 16 was filed, so it is "seen" no
 (corpus, normalisation, model) started and is the unseen set; rows may carry a ``context`` (a new
 member's first message, or ``exempt`` for staff and role holders, whom the engine never acts on).
 ``holdout6.jsonl`` (v6, 418 rows: 161 ads, 257 ordinary, Chinese and English, branch ``mod16``) was
-written by another hand and committed before the mod16 tuning; v5 had been read by its own tuner, so
-v6 is the unseen set now. Emoji-only rows count under "en" (no CJK character).
+written by another hand and committed before the mod16 tuning (v5 had been read by its own tuner);
+its misses were read for that tuning, so it is "seen" after it: the next round needs a v7.
+Emoji-only rows count under "en" (no CJK character).
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ def main() -> None:
                         ("holdout3.jsonl", "hold-out v3 (seen: tuned on)"),
                         ("holdout4.jsonl", "hold-out v4 (seen: scored in issue 16)"),
                         ("holdout5.jsonl", "hold-out v5 (written before the first issue-16 tuning)"),
-                        ("holdout6.jsonl", "hold-out v6 (unseen: written before the mod16 tuning)")):
+                        ("holdout6.jsonl", "hold-out v6 (written before the mod16 tuning, seen since)")):
         holdout = [json.loads(line) for line in (files("shequn.moderation") / "data" / name)
                    .read_text(encoding="utf-8").splitlines() if line.strip()]
         h: dict[str, int] = defaultdict(int)
