@@ -191,6 +191,28 @@ IpAddress = Annotated[str, Field(max_length=45, description="IPv4 or IPv6 addres
 ApiDatetime = Annotated[dt.datetime, BeforeValidator(_parse_datetime), AfterValidator(_datetime_in_range)]
 
 
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _parse_date(value: Any) -> Any:
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return value
+    if not isinstance(value, str) or not _ISO_DATE.match(value.strip()):
+        raise PydanticCustomError("date_parsing", "Input should be a date string YYYY-MM-DD")
+    try:
+        day = dt.date.fromisoformat(value.strip())
+    except ValueError as exc:
+        raise PydanticCustomError("date_parsing", "Input should be a date string YYYY-MM-DD") from exc
+    if not MIN_YEAR <= day.year <= MAX_YEAR:
+        raise PydanticCustomError("date_range", "Year must be between {min_year} and {max_year}",
+                                  {"min_year": MIN_YEAR, "max_year": MAX_YEAR})
+    return day
+
+
+#: a calendar day ``YYYY-MM-DD`` between 2000 and 2100 (``0`` is refused, not read as 1970-01-01)
+ApiDate = Annotated[dt.date, BeforeValidator(_parse_date)]
+
+
 class BodyIn(Schema):
     """Base of every JSON request body: strict integers, numbers and booleans (no ``"10"`` or
     ``true`` for an amount), so what the schema says is what the API accepts."""
