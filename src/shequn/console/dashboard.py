@@ -10,6 +10,7 @@ from typing import Any
 from django.core.cache import cache
 from django.http import HttpRequest
 from django.urls import reverse
+from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 
 from shequn.analytics import selectors as analytics
@@ -21,8 +22,9 @@ HOME_TTL = 300  # seconds: the rollups are refreshed every minute, the home page
 
 
 def home_analytics(tenant_id: int) -> dict[str, Any]:
-    """The analytics part of the home page, cached for HOME_TTL per tenant."""
-    key = f"shequn:console:home:{tenant_id}"
+    """The analytics part of the home page, cached for HOME_TTL per tenant and language (the formula
+    panel's labels and the alerts' messages are translated when built)."""
+    key = f"shequn:console:home:{tenant_id}:{get_language() or ''}"
     data: dict[str, Any] | None = cache.get(key)
     if data is None:
         data = {

@@ -15,6 +15,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timeuntil
 from django.utils.translation import gettext_lazy as _
 from unfold.decorators import action
+from unfold.forms import PaginationInlineFormSet
 
 from shequn.core.admin_base import TenantScopedAdmin, TenantScopedTabularInline, request_principal
 from shequn.core.errors import ShequnError
@@ -31,6 +32,15 @@ def _time_left(strike: Strike) -> str:
     return timeuntil(timezone.now() + left) if left is not None else "—"
 
 
+class _RunningMuteFormSet(PaginationInlineFormSet):  # type: ignore[misc]
+    """Strike.member has no reverse accessor (related_name="+"), so Django's default prefix would be
+    the anonymous "-1"; name it so the member page's form fields say what they are."""
+
+    @classmethod
+    def get_default_prefix(cls) -> str:
+        return "running_mutes"
+
+
 def _lift_link(strike: Strike) -> str:
     """The one-click lift (the strike page's row action), whatever the platform."""
     url = reverse("admin:moderation_strike_lift_row", args=[strike.pk])
@@ -42,6 +52,7 @@ class RunningMuteInline(TenantScopedTabularInline):
 
     model = Strike
     fk_name = "member"
+    formset = _RunningMuteFormSet
     permission_area = "moderation"
     fields = ("community", "created_at", "until", "time_left", "lift")
     readonly_fields = fields

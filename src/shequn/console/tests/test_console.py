@@ -154,7 +154,7 @@ def test_member_edit_goes_through_services(data, tenant):
     member = data["mine"]["members"][0]
     form = {"display_name": "新名字", "phone": "12345", "email": "", "source_channel": "x", "note": "",
             "lifecycle_stage": "active", "relationship_level": 2, "consent_data": "on"}
-    for prefix in ("identities", "member_tags", "memberships", "roles"):
+    for prefix in ("identities", "member_tags", "memberships", "roles", "running_mutes"):
         form.update({f"{prefix}-TOTAL_FORMS": 0, f"{prefix}-INITIAL_FORMS": 0})
     resp = c.post(admin_url("members_member_change", member.pk), form)
     assert resp.status_code == 200 and "手机号格式不正确" in resp.content.decode()
@@ -381,7 +381,7 @@ def _member_form(member, **extra):
     form = {"display_name": member.display_name, "phone": member.phone, "email": "", "source_channel": "x",
             "note": "", "lifecycle_stage": member.lifecycle_stage, "relationship_level": member.relationship_level,
             "consent_data": "on"}
-    for prefix in ("identities", "member_tags", "memberships", "roles"):
+    for prefix in ("identities", "member_tags", "memberships", "roles", "running_mutes"):
         form.update({f"{prefix}-TOTAL_FORMS": 0, f"{prefix}-INITIAL_FORMS": 0})
     form.update(extra)
     return form

@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from django.test import Client
 from django.utils import timezone
+from django_otp.oath import totp
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from shequn.activity.services import do_ingest
 from shequn.commerce import services as commerce
@@ -38,9 +40,20 @@ def console(tenant: Tenant) -> Client:
 
 
 def test_login_without_next_lands_on_the_console(tenant: Tenant) -> None:
-    do_create_operator(tenant=tenant, username="op2", password="pw-123456", role=StaffRole.OWNER)
+    do_create_operator(tenant=tenant, username="op2", password="pw-123456", role=StaffRole.OPERATOR)
     r = Client().post("/console/login/", {"username": "op2", "password": "pw-123456"})
     assert r.status_code == 302 and r["Location"] == "/console/", r.get("Location")
+    # an owner must pass the second factor first (console/auth_views.py), and then lands there too
+    owner = do_create_operator(tenant=tenant, username="own2", password="pw-123456", role=StaffRole.OWNER)
+    c = Client()
+    r = c.post("/console/login/", {"username": "own2", "password": "pw-123456"})
+    assert r.status_code == 302 and r["Location"] == "/console/login/2fa/", r.get("Location")
+    assert c.get("/console/login/2fa/").status_code == 200  # an owner without an authenticator enrols here
+    device = TOTPDevice.objects.get(user=owner.user, confirmed=False)
+    code = f"{totp(device.bin_key, device.step, device.t0, device.digits, device.drift):06d}"
+    r = c.post("/console/login/2fa/", {"code": code})
+    assert r.status_code == 200 and r.context["next"] == "/console/"  # recovery codes, then on to the console
+    assert c.get("/console/").status_code == 200
 
 
 def _steps(html: str) -> dict[str, str]:
