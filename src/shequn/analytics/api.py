@@ -19,7 +19,7 @@ from openpyxl import Workbook
 
 from shequn.communities import selectors as community_selectors
 from shequn.core.errors import Invalid
-from shequn.core.http import ERRORS, Id, require
+from shequn.core.http import ERRORS, ApiDate, Id, require
 
 from . import selectors
 
@@ -156,8 +156,8 @@ def community_dashboard(request: HttpRequest, community_id: Id, days: Days = 90)
 
 
 @router.get("/funnel", response={200: list[FunnelOut], **ERRORS}, summary="转化漏斗")
-def funnel(request: HttpRequest, by: FunnelBy | None = None, start: dt.date | None = None,
-           end: dt.date | None = None) -> Any:
+def funnel(request: HttpRequest, by: FunnelBy | None = None, start: ApiDate | None = None,
+           end: ApiDate | None = None) -> Any:
     p = require(request, "analytics.read")
     return selectors.funnel(p.tenant_id, by=by, start=start, end=end)
 

@@ -116,7 +116,7 @@ class ErrorOut(Schema):
 #: exception becomes (``shequn.api.main``), never a traceback
 ERRORS: dict[int, type[Schema]] = {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut,
                                     413: ErrorOut, 415: ErrorOut,
-                                    422: ErrorOut, 500: ErrorOut}
+                                    422: ErrorOut, 429: ErrorOut, 500: ErrorOut}
 
 # --- the strict input layer ----------------------------------------------------------------------
 #
@@ -189,6 +189,30 @@ IpAddress = Annotated[str, Field(max_length=45, description="IPv4 or IPv6 addres
 
 #: an ISO 8601 timestamp (numbers are refused, not read as Unix time) between 2000 and 2100
 ApiDatetime = Annotated[dt.datetime, BeforeValidator(_parse_datetime), AfterValidator(_datetime_in_range)]
+
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _parse_date(value: Any) -> Any:
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return value
+    if not isinstance(value, str) or not _ISO_DATE.match(value.strip()):
+        raise PydanticCustomError("date_parsing", "Input should be an ISO 8601 date (YYYY-MM-DD)")
+    try:
+        return dt.date.fromisoformat(value.strip())
+    except ValueError as exc:
+        raise PydanticCustomError("date_parsing", "Input should be an ISO 8601 date (YYYY-MM-DD)") from exc
+
+
+def _date_in_range(value: dt.date) -> dt.date:
+    if not MIN_YEAR <= value.year <= MAX_YEAR:
+        raise PydanticCustomError("datetime_range", "Year must be between {min_year} and {max_year}",
+                                  {"min_year": MIN_YEAR, "max_year": MAX_YEAR})
+    return value
+
+
+#: an ISO 8601 date ``YYYY-MM-DD`` between 2000 and 2100 (``0`` is not read as 1970-01-01)
+ApiDate = Annotated[dt.date, BeforeValidator(_parse_date), AfterValidator(_date_in_range)]
 
 
 class BodyIn(Schema):
