@@ -1,10 +1,12 @@
-"""Fixtures shared by every app's tests."""
+"""Fixtures shared by every app's tests (plus the API fixtures of :mod:`shequn.api.testing`, loaded as a
+plugin: ``make_client``, ``world``, ``other_world``)."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,9 +15,14 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from shequn.communities.models import Community
+from shequn.connectors.services import do_create_connection, do_matrix_sync
+from shequn.connectors.tests.matrix_client import User
 from shequn.core import throttle
 from shequn.core.models import Tenant
 from shequn.core.permissions import Principal
+
+pytest_plugins = ["shequn.api.testing"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -73,12 +80,6 @@ def matrix_world(synapse: Any, tenant: Tenant, system: Principal) -> dict[str, A
     """A bot connection in tenant ``tenant`` and a room on the test Synapse: alice created it (power
     100 for the bot), bob joined, and the bot has synced twice (accepted the invite, then seen the
     room, its history and its power levels). Shared by the connectors' and moderation's e2e tests."""
-    import uuid
-
-    from shequn.communities.models import Community
-    from shequn.connectors.services import do_create_connection, do_matrix_sync
-    from shequn.connectors.tests.matrix_client import User
-
     tag = uuid.uuid4().hex[:8]
     bot = synapse.register(f"bot{tag}", admin=True)
     alice = User(synapse.base_url, synapse.register(f"alice{tag}"))

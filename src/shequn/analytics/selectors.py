@@ -15,7 +15,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from shequn.communities import selectors as community_selectors
-from shequn.communities.models import ChatGroup, Community
+from shequn.communities.models import Community
 from shequn.core.models import Tenant
 from shequn.members import selectors as member_selectors
 from shequn.members.models import Member
@@ -413,7 +413,3 @@ def cohorts(tenant_id: int, *, grain: str = "month", periods: int = 6) -> list[d
                     "retention": [len(active[(c, k)]) / size for k in range(periods)],
                     "revenue_per_member_fen": [revenue[(c, k)] / size for k in range(periods)]})
     return out
-
-
-def group_names(tenant_id: int) -> dict[int, str]:
-    return dict(ChatGroup.objects.filter(tenant_id=tenant_id).values_list("pk", "name"))

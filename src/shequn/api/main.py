@@ -145,6 +145,7 @@ _PYDANTIC_ZH = {
     "model_attributes_type": gettext_noop("必须是对象"),
     "datetime_parsing": gettext_noop("时间格式无效, 需要 ISO 8601"),
     "date_parsing": gettext_noop("时间格式无效, 需要 ISO 8601"),
+    "date_range": gettext_noop("时间必须在 %(min_year)s 年到 %(max_year)s 年之间"),
     "datetime_from_date_parsing": gettext_noop("时间格式无效, 需要 ISO 8601"),
     "datetime_type": gettext_noop("时间格式无效, 需要 ISO 8601"),
     "greater_than_equal": gettext_noop("必须大于或等于 %(ge)s"),

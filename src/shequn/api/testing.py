@@ -1,7 +1,7 @@
 """Test helpers for the REST API: real API keys made through the service, a JSON client, and a
-small populated "world" per tenant. Import the fixtures into a test module:
-
-    from shequn.api.testing import ApiClient, make_client, world  # noqa: F401
+small populated "world" per tenant. The root ``conftest.py`` loads this module as a pytest plugin, so
+the fixtures ``make_client``, ``world`` and ``other_world`` are available to every test; import the
+helpers (``ApiClient``, ``key_for``, ``build_world``) as usual.
 """
 
 import datetime as dt

@@ -332,8 +332,6 @@ class WeChatPayGateway(Gateway):
                               _WX_REFUND_STATUS.get(str(data.get("status")), "failed"), str(data.get("refund_id", "")))
 
 
-_TEST_OVERRIDES: dict[str, Gateway] = {}
-
 #: where providers deliver notifications (``commerce.api.payment_callback``)
 NOTIFY_PATH = "/api/v1/commerce/payments/callback/{slug}/{provider}"
 
@@ -364,18 +362,8 @@ def gateway_for(tenant_settings: Mapping[str, Any] | None, provider: str | None 
     ``notify_url`` defaults to :func:`notify_url` (see :func:`with_default_notify_url`)."""
     cfg = dict((tenant_settings or {}).get("payments") or {})
     name = provider or cfg.get("provider") or "sandbox"
-    if name in _TEST_OVERRIDES:
-        return _TEST_OVERRIDES[name]
     if name == "sandbox":
         return SandboxGateway()
     if name == "wechatpay":
         return WeChatPayGateway(cfg.get("wechatpay") or {})
     raise Invalid(_("未知的支付渠道: %(p)s") % {"p": name}, details={"field": "provider"})
-
-
-def override_gateway(name: str, gateway: Gateway | None) -> None:
-    """Install (or remove, with None) a gateway instance for ``name`` — used by tests and the demo."""
-    if gateway is None:
-        _TEST_OVERRIDES.pop(name, None)
-    else:
-        _TEST_OVERRIDES[name] = gateway

@@ -81,10 +81,6 @@ def get_role(tenant_id: int, role_id: int) -> RoleAssignment:
     return obj
 
 
-def role_holder_ids(tenant_id: int, community_id: int) -> set[int]:
-    return set(roles(tenant_id, community_id=community_id).values_list("member_id", flat=True))
-
-
 def member_export_memberships(tenant_id: int, member_id: int) -> list[dict[str, Any]]:
     """The member's stays in communities, for their data export (declared in the wiring)."""
     return export_rows(Membership.objects.filter(tenant_id=tenant_id, member_id=member_id).order_by("pk"),

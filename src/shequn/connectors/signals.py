@@ -27,10 +27,6 @@ def register_settled_listener(name: str, listener: SettledListener) -> None:
     _LISTENERS[name] = listener
 
 
-def unregister_settled_listener(name: str) -> None:
-    _LISTENERS.pop(name, None)
-
-
 def send_action_settled(*, tenant_id: int, action_id: int, kind: str, status: str, source: str,
                         idempotency_key: str, error: str = "") -> None:
     for name, listener in list(_LISTENERS.items()):

@@ -116,7 +116,3 @@ def can_engagement_read(request: HttpRequest) -> bool:
 
 def can_referrals_read(request: HttpRequest) -> bool:
     return can(request, "referrals.read")
-
-
-def can_analytics_read(request: HttpRequest) -> bool:
-    return can(request, "analytics.read")

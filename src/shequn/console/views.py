@@ -120,13 +120,17 @@ def role_recommendation_decide(request: HttpRequest, community_id: int, recommen
     try:
         rec = engagement_services.do_decide_role(principal, recommendation_id, accept=accept)
     except ShequnError as exc:
-        messages.error(request, exc.message)
+        outcome, ok = exc.message, False
     else:
         if rec.community_id != community_id:  # pragma: no cover - the page only links its own
             raise Http404
-        messages.success(request, _("已指派: %(name)s · %(role)s") % {"name": rec.member.display_name,
-                                                                    "role": rec.get_role_display()}
-                         if accept else _("已忽略该推荐"))
+        outcome = (_("已指派: %(name)s · %(role)s") % {"name": rec.member.display_name, "role": rec.get_role_display()}
+                   if accept else _("已忽略该推荐"))
+        ok = True
+    if request.headers.get("HX-Request"):  # htmx: swap the row in place, no reload
+        return render(request, "console/_recommendation_row.html",
+                      {"recommendation_id": recommendation_id, "outcome": outcome, "ok": ok})
+    (messages.success if ok else messages.error)(request, outcome)
     return HttpResponseRedirect(reverse("console:community_dashboard", args=[community_id]) + "#role-recommendations")
 
 

@@ -197,22 +197,19 @@ def _parse_date(value: Any) -> Any:
     if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
         return value
     if not isinstance(value, str) or not _ISO_DATE.match(value.strip()):
-        raise PydanticCustomError("date_parsing", "Input should be an ISO 8601 date (YYYY-MM-DD)")
+        raise PydanticCustomError("date_parsing", "Input should be a date string YYYY-MM-DD")
     try:
-        return dt.date.fromisoformat(value.strip())
+        day = dt.date.fromisoformat(value.strip())
     except ValueError as exc:
-        raise PydanticCustomError("date_parsing", "Input should be an ISO 8601 date (YYYY-MM-DD)") from exc
-
-
-def _date_in_range(value: dt.date) -> dt.date:
-    if not MIN_YEAR <= value.year <= MAX_YEAR:
-        raise PydanticCustomError("datetime_range", "Year must be between {min_year} and {max_year}",
+        raise PydanticCustomError("date_parsing", "Input should be a date string YYYY-MM-DD") from exc
+    if not MIN_YEAR <= day.year <= MAX_YEAR:
+        raise PydanticCustomError("date_range", "Year must be between {min_year} and {max_year}",
                                   {"min_year": MIN_YEAR, "max_year": MAX_YEAR})
-    return value
+    return day
 
 
-#: an ISO 8601 date ``YYYY-MM-DD`` between 2000 and 2100 (``0`` is not read as 1970-01-01)
-ApiDate = Annotated[dt.date, BeforeValidator(_parse_date), AfterValidator(_date_in_range)]
+#: a calendar day ``YYYY-MM-DD`` between 2000 and 2100 (``0`` is refused, not read as 1970-01-01)
+ApiDate = Annotated[dt.date, BeforeValidator(_parse_date)]
 
 
 class BodyIn(Schema):

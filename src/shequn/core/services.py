@@ -130,8 +130,3 @@ def do_finish_idempotent(record: IdempotencyRecord, status_code: int, response: 
     record.status_code = status_code
     record.response = response
     record.save(update_fields=["status_code", "response"])
-
-
-def do_forget_idempotent(record: IdempotencyRecord) -> None:
-    """A request that failed before answering releases its key so the client may retry."""
-    IdempotencyRecord.objects.filter(pk=record.pk).delete()

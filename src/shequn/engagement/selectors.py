@@ -25,7 +25,6 @@ from .models import (
     Badge,
     ChatStaff,
     CheckInStats,
-    ContentDelivery,
     ContentItem,
     ContentSchedule,
     EngagementSettings,
@@ -88,10 +87,6 @@ def tenant_time_zone(tenant_id: int) -> str:
 
 
 # --- scores ------------------------------------------------------------------------------------------
-
-
-def member_score(tenant_id: int, member_id: int) -> MemberScore | None:
-    return MemberScore.objects.filter(tenant_id=tenant_id, member_id=member_id).first()
 
 
 def explain_score(tenant_id: int, member_id: int, *, now: dt.datetime | None = None) -> dict[str, Any]:
@@ -329,10 +324,6 @@ def get_red_packet(tenant_id: int, packet_id: int) -> RedPacket:
 
 
 # --- SOP / health -------------------------------------------------------------------------------------------
-
-
-def post_results(tenant_id: int) -> QuerySet[ContentDelivery]:
-    return ContentDelivery.objects.filter(tenant_id=tenant_id).select_related("schedule__content", "group")
 
 
 def quiet_hours(tenant_id: int) -> tuple[dt.time, dt.time] | None:

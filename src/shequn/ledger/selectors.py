@@ -45,9 +45,5 @@ def entries_for_account(tenant_id: int, account_id: int) -> QuerySet[Entry]:
     return Entry.objects.filter(tenant_id=tenant_id, account_id=account_id).select_related("transaction")
 
 
-def transaction_by_key(tenant_id: int, idempotency_key: str) -> Transaction | None:
-    return Transaction.objects.filter(tenant_id=tenant_id, idempotency_key=idempotency_key).first()
-
-
 def transactions_for_ref(tenant_id: int, ref_type: str, ref_id: object) -> QuerySet[Transaction]:
     return Transaction.objects.filter(tenant_id=tenant_id, ref_type=ref_type, ref_id=str(ref_id))

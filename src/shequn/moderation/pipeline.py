@@ -52,9 +52,12 @@ _MOBILE = ("13", "14", "15", "16", "17", "18", "19")
 # ("微信:xiaoyu2024", "加 vxyz888", "snap: mary992") or a run of digits written in Chinese numerals
 # ("qq:三二五六七八九一零"); plain numbers are the phone / QQ signals' business
 _HANDLE = re.compile(
-    r"(?:微信|qq|tg|wa|snap|ig|kik|line|加我?|号)[\s:：=()（）-]{0,3}@?"
+    r"(?:(?:微信|qq|tg|wa|snap|ig|kik|line|加我?|号|discord|telegram|insta|whatsapp)"
+    r"(?:[\s:：=()（）—–-]|\bat\b|\bis\b){0,3}@?"
     r"(?:(?=[a-z0-9_.-]{5,20}(?![a-z0-9_]))(?=[a-z_.-]*[0-9])(?=[0-9_.-]*[a-z])[a-z0-9_.-]+"
-    r"|[零〇一二三四五六七八九幺两]{5,})"
+    r"|[零〇一二三四五六七八九幺两]{5,}|[a-z][a-z0-9_.]{2,30}#[0-9]{4}\b)"
+    # wa.me links spelled out ("wa dot me slash 4477…")
+    r"|\bwa ?(?:dot|\.) ?me ?(?:slash|/) ?[0-9]{6,})"
 )
 
 
@@ -69,6 +72,9 @@ class MessageContext:
     same_text_other_groups: int = 0  # other groups where the same text was posted recently
     mentions: int = 0  # mentions the platform reported (Matrix pills have no "@" in the body)
     exempt: bool = False
+    #: the member's open membership records no inviter and a public way in (QR code, live stream,
+    #: platform event) rather than an invite link, a paid entry or an operator's import (issue 16)
+    joined_without_invite: bool = False
 
 
 @dataclass(slots=True)
@@ -165,6 +171,11 @@ class Moderator:
             if idx == 0 and (w := sig["first_message"]):
                 z += w
                 reasons.append({"rule": "signal.first_message", "category": None, "weight": w, "detail": None})
+            # weak and only for new members: most people who scan a poster's QR code are customers; it
+            # adds to content evidence, it never makes an ad of a message with none (weight < ad cut)
+            if ctx.joined_without_invite and (w := sig["no_invite"]):
+                z += w
+                reasons.append({"rule": "signal.no_invite", "category": None, "weight": w, "detail": None})
             if links and len(links) > NEW_MEMBER_MAX_LINKS and (w := sig["new_member_link"]):
                 z += w
                 reasons.append({"rule": "signal.new_member_link", "category": None, "weight": w,

@@ -26,7 +26,7 @@ from .normalize import Normalised, normalise
 SIGNALS = (
     "phone", "email", "link", "qq_number", "new_member_link", "new_member_mentions",
     "first_message", "trusted_member", "flood", "duplicate_across_groups", "mention_storm", "contact_handle",
-    "campaign_text",
+    "campaign_text", "no_invite",
 )
 DEFAULT_THRESHOLDS = {"ad": 0.85, "review": 0.55}
 _INLINE_COMMENT = re.compile(r"\s+#(?:\s.*)?$")

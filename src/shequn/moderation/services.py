@@ -22,7 +22,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from shequn.activity.models import ActivityEvent, EventKind
-from shequn.communities.models import Community, Membership, RoleAssignment
+from shequn.communities.models import Community, JoinSource, Membership, RoleAssignment
 from shequn.connectors.services import do_cancel_scheduled_unmutes, do_request_action
 from shequn.core import webhooks
 from shequn.core.errors import Conflict, Forbidden, Invalid, NotFound, ShequnError
@@ -56,6 +56,10 @@ MESSAGE_KINDS = (EventKind.MESSAGE, EventKind.REPLY, EventKind.EDIT)
 FINGERPRINT_TTL = dt.timedelta(days=1)
 MAX_STORED_TEXT = 2000
 UNDO = {"mute": "unmute", "ban": "unban"}
+#: ways into a community anyone can take without being invited; with no inviter recorded, a new member who
+#: came in this way "joined through no invite" (a weak signal). Invite links, paid entry, an operator's
+#: import or manual add are not public ways in.
+PUBLIC_JOIN_SOURCES = frozenset({JoinSource.QR, JoinSource.LIVE, JoinSource.PLATFORM})
 
 
 # ---------------------------------------------------------------------------------------------- policy
@@ -180,12 +184,14 @@ def _contexts(tenant_id: int, events: Sequence[ActivityEvent], hashes: Sequence[
     members = {m for m, _c in pairs}
     communities = {c for _m, c in pairs}
     joined: dict[tuple[int, int], dt.datetime] = {}
-    for member_id, community_id, joined_at in (
+    uninvited: dict[tuple[int, int], bool] = {}
+    for member_id, community_id, joined_at, source, inviter_id in (
         Membership.objects.filter(tenant_id=tenant_id, member_id__in=members, community_id__in=communities,
                                   left_at__isnull=True).order_by("joined_at")
-        .values_list("member_id", "community_id", "joined_at")
+        .values_list("member_id", "community_id", "joined_at", "join_source", "inviter_id")
     ):
         joined.setdefault((member_id, community_id), joined_at)
+        uninvited.setdefault((member_id, community_id), inviter_id is None and source in PUBLIC_JOIN_SOURCES)
     first = min(e.occurred_at for e in events)
     prior: dict[tuple[int, int], int] = {}
     for member_id, community_id, n in (
@@ -214,6 +220,7 @@ def _contexts(tenant_id: int, events: Sequence[ActivityEvent], hashes: Sequence[
             j = joined.get(key)
             if j is not None and j <= e.occurred_at:
                 ctx.member_joined_days = (e.occurred_at - j).total_seconds() / 86400
+                ctx.joined_without_invite = uninvited[key]
             earlier = sum(1 for at in in_batch.get(key, ()) if at < e.occurred_at)
             ctx.message_index = min(TRUSTED_MESSAGES, prior.get(key, 0) + earlier)
         out.append(ctx)

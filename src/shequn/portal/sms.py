@@ -34,19 +34,8 @@ class SandboxSender:
         print(f"[shequn sandbox sms] to {mask_phone(phone)}: {text}", file=sys.stderr, flush=True)
 
 
-_override: Sender | None = None
-
-
 def get_sender() -> Sender:
-    if _override is not None:
-        return _override
     path = (getattr(settings, "SHEQUN", {}) or {}).get("SMS_SENDER") or "shequn.portal.sms.SandboxSender"
     cls = import_string(str(path))
     sender: Sender = cls()
     return sender
-
-
-def override_sender(sender: Sender | None) -> None:
-    """Install a sender instance (tests); ``None`` restores the configured one."""
-    global _override  # noqa: PLW0603
-    _override = sender

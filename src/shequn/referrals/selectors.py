@@ -14,7 +14,7 @@ from django.db.models import Count, F, Q, QuerySet, Sum
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from shequn.communities.models import ChatGroup, Membership
+from shequn.communities.models import ChatGroup
 from shequn.core.errors import NotFound
 from shequn.ledger.models import AccountKind
 from shequn.ledger.selectors import account_balance
@@ -162,10 +162,6 @@ def route_group_live(link: InviteLink) -> ChatGroup | None:
         if group.open_n < group.capacity:
             return group
     return None
-
-
-def open_memberships(group: ChatGroup) -> int:
-    return Membership.objects.filter(tenant_id=group.tenant_id, group=group, left_at__isnull=True).count()
 
 
 def active_binding(tenant_id: int, member_id: int, now: datetime | None = None) -> ReferralBinding | None:

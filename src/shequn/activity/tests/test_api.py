@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from shequn.api.testing)
 """Activity REST API: batch ingest (idempotent, bad events by index) and event listing."""
 
 import datetime as dt
@@ -7,7 +6,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shequn.activity.models import ActivityEvent
-from shequn.api.testing import make_client, world  # noqa: F401
 from shequn.communities.models import Membership
 from shequn.members.models import Identity, Member
 

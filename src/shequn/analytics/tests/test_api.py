@@ -8,7 +8,6 @@ import pytest
 from openpyxl import load_workbook
 
 from shequn.analytics import selectors, services
-from shequn.api.testing import make_client, world  # noqa: F401 (fixtures)
 from shequn.core.models import Tenant
 
 from .world import at, event, ingest, make_world, pay
@@ -20,7 +19,7 @@ READS = [("formula", {}), ("trend", {"days": 7}), ("breakdown", {"by": "communit
          ("cohorts", {"grain": "week"}), ("alerts", {})]
 
 
-def test_community_dashboard(world, make_client):  # noqa: F811
+def test_community_dashboard(world, make_client):
     services.do_refresh()
     c = make_client(world.tenant)
     resp = c.get(f"{URL}/communities/{world.community.pk}/dashboard", {"days": 7})
@@ -39,7 +38,7 @@ def _sales(tenant: Tenant, amount: int) -> None:
     services.do_refresh(tenant.pk)
 
 
-def test_every_read_answers_only_the_callers_tenant(tenant, other_tenant, make_client, monkeypatch):  # noqa: F811
+def test_every_read_answers_only_the_callers_tenant(tenant, other_tenant, make_client, monkeypatch):
     _sales(tenant, 12_300)
     _sales(other_tenant, 99_900)
     monkeypatch.setattr(selectors, "today", lambda tid: at(3).date())
@@ -59,11 +58,11 @@ def test_every_read_answers_only_the_callers_tenant(tenant, other_tenant, make_c
     assert "123.0" in body and "999.0" not in body
 
 
-def test_permission_is_required(tenant, make_client):  # noqa: F811
+def test_permission_is_required(tenant, make_client):
     assert make_client(tenant, ["members.read"]).get(f"{URL}/formula").status_code == 403
 
 
-def test_exports_csv_and_xlsx(tenant, make_client, monkeypatch):  # noqa: F811
+def test_exports_csv_and_xlsx(tenant, make_client, monkeypatch):
     _sales(tenant, 12_300)
     monkeypatch.setattr(selectors, "today", lambda tid: at(3).date())
     c = make_client(tenant, ["analytics.read"])

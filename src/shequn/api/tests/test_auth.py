@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from shequn.api.testing)
 """Authentication and authorisation: API keys (scopes, revocation), console sessions with CSRF,
 and the staff-role matrix enforced by the API."""
 
@@ -6,7 +5,7 @@ import pytest
 from django.middleware.csrf import _get_new_csrf_string
 from django.test import Client
 
-from shequn.api.testing import ApiClient, key_for, make_client, world  # noqa: F401
+from shequn.api.testing import ApiClient, key_for
 from shequn.core.models import ApiKey, StaffRole
 from shequn.core.permissions import Principal
 from shequn.core.services import do_create_operator, do_revoke_api_key

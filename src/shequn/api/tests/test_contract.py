@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from shequn.api.testing)
 """The API contract of issue #12, one test per bug, through the HTTP test client: every bad input is
 a 4xx in the one error shape naming the field, with nothing written; an Idempotency-Key replay is
 the first response byte for byte; body size and content type are enforced."""
@@ -15,7 +14,7 @@ from django.db import DataError
 
 import shequn.members.api as members_api
 from shequn.api.main import API_ROOT, api, declared_query_parameters
-from shequn.api.testing import ApiClient, make_client, world  # noqa: F401
+from shequn.api.testing import ApiClient
 from shequn.api.tests.test_isolation import HEADERS, PARAMS, PATH_PROBES, _body, _fill, all_ids
 from shequn.commerce.models import Order, Refund
 from shequn.core.errors import Invalid

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from shequn.api.testing)
 """Core endpoints: the audit log (filters, cursor) and concurrent Idempotency-Key use."""
 
 import threading
@@ -6,7 +5,7 @@ import threading
 import pytest
 from django.db import connection
 
-from shequn.api.testing import ApiClient, key_for, make_client, world  # noqa: F401
+from shequn.api.testing import ApiClient, key_for
 from shequn.core.models import Tenant
 from shequn.members.models import Member
 

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from shequn.api.testing)
 """Tenant isolation: every API endpoint probed with another tenant's ids → 404, never its data.
 
 The probe table is checked against the OpenAPI schema: an endpoint with an id in its path and no
@@ -38,7 +37,7 @@ import pytest
 
 from shequn.activity.models import ActivityEvent
 from shequn.api.main import ROUTED_APPS, api
-from shequn.api.testing import World, make_client, other_world, world  # noqa: F401
+from shequn.api.testing import World
 from shequn.communities.models import Membership, RoleAssignment
 from shequn.core.models import ApiKey
 from shequn.members.models import Identity, Member, MemberTag
@@ -65,6 +64,8 @@ CORE_PROBES = {
     ("post", "/api/v1/members/{member_id}/identities"): {"platform": "matrix", "external_id": "@x:hs"},
     ("post", "/api/v1/members/{member_id}/tags"): {"tags": ["入侵"]},
     ("delete", "/api/v1/members/{member_id}/tags/{tag_id}"): None,
+    ("get", "/api/v1/members/{member_id}/export"): None,
+    ("post", "/api/v1/members/{member_id}/erase"): {"reason": "隔离测试"},
     ("get", "/api/v1/communities/{community_id}"): None,
     ("patch", "/api/v1/communities/{community_id}"): {"theme": "被篡改"},
     ("get", "/api/v1/analytics/communities/{community_id}/dashboard"): None,

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from shequn.api.testing)
 """Cross-cutting API protocol: Idempotency-Key, error shape, 422 field paths, languages, OpenAPI."""
 
 import json
@@ -11,7 +10,7 @@ from openapi_spec_validator import validate
 
 from shequn.activity.models import ActivityEvent
 from shequn.api.main import api
-from shequn.api.testing import ApiClient, make_client, world  # noqa: F401
+from shequn.api.testing import ApiClient
 from shequn.communities.models import Community
 from shequn.core.models import AuditLog
 from shequn.members import api as members_api

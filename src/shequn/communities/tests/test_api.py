@@ -1,11 +1,9 @@
-# ruff: noqa: F811  (pytest fixtures imported from shequn.api.testing)
 """Communities REST API: communities, groups, membership history, roles (the dashboard: analytics)."""
 
 import datetime as dt
 
 from django.utils import timezone
 
-from shequn.api.testing import make_client, world  # noqa: F401
 from shequn.communities.models import Community, Membership, RoleAssignment
 from shequn.members.models import Member
 

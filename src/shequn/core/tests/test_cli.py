@@ -67,6 +67,6 @@ def test_createoperator(tenant):
 
 def test_cli_maps_import_export_aliases(monkeypatch):
     seen = {}
-    monkeypatch.setattr("django.core.management.execute_from_command_line", lambda argv: seen.setdefault("a", argv))
+    monkeypatch.setattr(cli, "execute_from_command_line", lambda argv: seen.setdefault("a", argv))
     cli.main(["shequn", "import", "members", "x.csv"])
     assert seen["a"] == ["shequn", "import_data", "members", "x.csv"]

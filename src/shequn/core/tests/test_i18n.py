@@ -28,7 +28,7 @@ from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.translation import trans_real
 
-from shequn.api.testing import ApiClient, make_client, world  # noqa: F401  (fixtures)
+from shequn.api.testing import ApiClient
 from shequn.commerce import services
 from shequn.commerce.models import Order, OrderStatus
 from shequn.console.tests import factories as f
@@ -316,7 +316,7 @@ def test_every_console_changelist_is_english(tenant: Tenant) -> None:
     assert not chinese, f"Chinese on English console pages (mark the strings for translation): {chinese}"
 
 
-def test_api_not_found_is_english(world, make_client) -> None:  # noqa: F811
+def test_api_not_found_is_english(world, make_client) -> None:
     en = make_client(world.tenant, language="en")
     resp = en.get("/api/v1/members/999999")
     assert resp.status_code == 404 and resp.json()["message"] == "Member not found"
@@ -325,7 +325,7 @@ def test_api_not_found_is_english(world, make_client) -> None:  # noqa: F811
     assert make_client(world.tenant).get("/api/v1/commerce/orders/999999").json()["message"] == "订单不存在"
 
 
-def test_api_validation_errors_are_english(world, make_client) -> None:  # noqa: F811
+def test_api_validation_errors_are_english(world, make_client) -> None:
     en = make_client(world.tenant, language="en")
     resp = en.post("/api/v1/members", {"display_name": "王小明", "phone": "123"})
     assert resp.status_code == 422

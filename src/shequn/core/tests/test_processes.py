@@ -120,6 +120,7 @@ def test_one_scheduler_per_installation(settings: Any, tmp_path: Path, monkeypat
 
     monkeypatch.setattr(worker_command, "spawn", FakeChild)
     monkeypatch.setattr(worker_command, "call_command", lambda *a, **k: None)  # the task loop itself
+    monkeypatch.setattr(worker_command.taskqueue, "do_requeue_abandoned", lambda: 0)  # no database here
     # a first demo's worker holds the scheduler lock: a second one starts no scheduler
     with single_instance(worker_command.scheduler_lock_path()) as first:
         assert first

@@ -19,7 +19,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shequn.activity.models import ActivityEvent
-from shequn.api.testing import make_client  # noqa: F401
 from shequn.commerce.events import STREAM as ORDER_STREAM
 from shequn.commerce.events import OrderEventData
 from shequn.core import streams, webhooks
@@ -279,7 +278,7 @@ def test_order_events_and_joins_arrive_through_the_shared_delivery_mechanism(ten
 # -- API -------------------------------------------------------------------------------------------
 
 
-def test_api_endpoint_crud_secret_once_and_field_errors(tenant: Tenant, make_client: Any,  # noqa: F811
+def test_api_endpoint_crud_secret_once_and_field_errors(tenant: Tenant, make_client: Any,
                                                         receiver: Receiver) -> None:
     api = make_client(tenant, ["settings.write"])
     bad = api.post("/api/v1/webhooks/endpoints", {"url": "ftp://x", "event_types": ["order.paid"]})
@@ -318,7 +317,7 @@ def test_api_endpoint_crud_secret_once_and_field_errors(tenant: Tenant, make_cli
     assert not WebhookEndpoint.objects.exists()
 
 
-def test_api_needs_settings_permissions(tenant: Tenant, make_client: Any) -> None:  # noqa: F811
+def test_api_needs_settings_permissions(tenant: Tenant, make_client: Any) -> None:
     reader = make_client(tenant, ["members.read"])
     assert reader.get("/api/v1/webhooks/endpoints").status_code == 403
     settings_reader = make_client(tenant, ["settings.read"])

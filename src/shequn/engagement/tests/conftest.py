@@ -83,7 +83,8 @@ def tg(tenant: Any, system: Any, tg_api: FakeServer, settings: Any) -> dict[str,
     community = Community.objects.create(tenant=tenant, name="护肤群")
     conn = do_create_connection(system, platform="telegram", name="bot", default_community_id=community.pk,
                                 config={"api_base": tg_api.url},
-                                secret_values={"bot_token": "123456:TESTTOKENabcdef", "webhook_secret": SECRET})
+                                secret_values={"bot_token": "123456:TESTTOKENabcdef", "webhook_secret": SECRET},
+                                verify=False)  # this fake speaks sendMessage, not getMe
     client = Client()
     tg_post_raw(client, conn, P.MESSAGE)  # the bot sees the chat: the room is discovered and mapped
     return {"conn": conn, "community": community, "client": client,

@@ -136,8 +136,12 @@ def test_scheduled_recommendations_on_the_community_page_with_one_click_assignme
     assert RoleAssignment.objects.filter(member=helper, role="cs").count() == 1
     content = pending_role_recommendations(tenant.pk, community.pk).get(member=creator,
                                                                                            role="content")
-    console.post(reverse("console:role_recommendation_decide", args=[community.pk, content.pk]),
-                 {"decision": "dismiss"})
+    assert 'hx-post="' + reverse("console:role_recommendation_decide", args=[community.pk, content.pk]) in html
+    # the page's htmx click: the row is swapped in place (a fragment, no redirect)
+    swapped = console.post(reverse("console:role_recommendation_decide", args=[community.pk, content.pk]),
+                           {"decision": "dismiss"}, headers={"HX-Request": "true"})
+    assert swapped.status_code == 200
+    assert f'id="rec-{content.pk}"' in swapped.content.decode() and "已忽略该推荐" in swapped.content.decode()
     recommend_roles.call()  # the next run does not ask about 写手 as content creator again
     assert not pending_role_recommendations(tenant.pk, community.pk).filter(
         member=creator, role="content").exists()

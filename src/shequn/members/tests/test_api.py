@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from shequn.api.testing)
 """Members REST API: list/filter/mask, get, create, update, identities, tags, merge, import, export."""
 
 import csv
@@ -11,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openpyxl import Workbook, load_workbook
 
-from shequn.api.testing import ApiClient, build_world, key_for, make_client, world  # noqa: F401
+from shequn.api.testing import ApiClient, build_world, key_for
 from shequn.communities.models import CommunityRole, Membership
 from shequn.core.models import AuditLog, Tenant
 from shequn.core.services import do_create_operator

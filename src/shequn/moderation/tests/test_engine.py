@@ -13,7 +13,7 @@ from django.utils import timezone
 from shequn.activity.models import ActivityEvent
 from shequn.activity.services import do_ingest
 from shequn.activity.services import do_ingest as ingest
-from shequn.communities.models import ChatGroup, Community, CommunityRole, Membership, RoleAssignment
+from shequn.communities.models import ChatGroup, Community, CommunityRole, JoinSource, Membership, RoleAssignment
 from shequn.connectors.models import HumanTask, OutboxAction
 from shequn.core import webhooks
 from shequn.core.errors import Forbidden, Invalid, NotFound
@@ -285,6 +285,25 @@ def test_behaviour_context_counts_history_flood_and_duplicates(tenant: Tenant, c
                               joined_at=now - dt.timedelta(days=2))
     ctx = services._context(tenant.pk, event, "")
     assert ctx.member_joined_days == pytest.approx(2, abs=0.01)
+
+
+@pytest.mark.parametrize(("source", "invited_by_someone", "expected"), [
+    (JoinSource.QR, False, True), (JoinSource.PLATFORM, False, True), (JoinSource.LIVE, False, True),
+    (JoinSource.QR, True, False),  # an inviter is recorded
+    (JoinSource.INVITE_LINK, False, False), (JoinSource.IMPORT, False, False), (JoinSource.PURCHASE, False, False),
+])
+def test_context_says_whether_the_member_joined_through_no_invite(
+        tenant: Tenant, community: Community, group: ChatGroup, source: str, invited_by_someone: bool,
+        expected: bool) -> None:
+    send(tenant, "早", sender="@spam:hs.test")
+    last_id = send(tenant, "大家好", sender="@newbie:hs.test", when=timezone.now() + dt.timedelta(seconds=1))
+    event = ActivityEvent.objects.get(pk=last_id)
+    assert services._context(tenant.pk, event, "").joined_without_invite is False  # no membership known
+    member = Identity.objects.get(tenant=tenant, external_id="@newbie:hs.test").member
+    inviter = Identity.objects.get(tenant=tenant, external_id="@spam:hs.test").member if invited_by_someone else None
+    Membership.objects.create(tenant=tenant, member=member, community=community, group=group, join_source=source,
+                              inviter=inviter, joined_at=event.occurred_at - dt.timedelta(hours=1))
+    assert services._context(tenant.pk, event, "").joined_without_invite is expected
 
 
 def test_health_signals(tenant: Tenant, community: Community, group: ChatGroup) -> None:

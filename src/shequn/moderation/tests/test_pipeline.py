@@ -403,3 +403,19 @@ def test_logistic_model_round_trips_and_tenant_decisions_shift_it() -> None:
     tenant = model.merged([("露营装备团购", True)], weight=5)
     assert tenant.logit("露营装备团购") > model.logit("露营装备团购")
     assert NaiveBayes.from_json(tenant.to_json()).logit("露营装备团购") == pytest.approx(tenant.logit("露营装备团购"))
+
+
+@pytest.mark.parametrize("text", ["周六早上八点集合，别迟到", "👍👍", "注册送彩金，首充翻倍"])
+def test_joined_without_invite_is_a_weak_signal_for_new_members_only(text: str) -> None:
+    mod = Moderator(cache_size=0)
+    invited = mod.classify(text, MessageContext(member_joined_days=0.2, message_index=0))
+    uninvited = mod.classify(text, MessageContext(member_joined_days=0.2, message_index=0, joined_without_invite=True))
+    rules = [r["rule"] for r in uninvited.reasons]
+    assert "signal.no_invite" in rules and "signal.no_invite" not in [r["rule"] for r in invited.reasons]
+    assert uninvited.score >= invited.score and (uninvited.score > invited.score or invited.score > 0.999)
+    # weak: it never turns a message with no ad evidence into an ad or a review
+    if text != "注册送彩金，首充翻倍":
+        assert uninvited.verdict == "ok"
+    # an old hand who once joined by QR code carries nothing from it
+    veteran = mod.classify(text, MessageContext(member_joined_days=60, message_index=200, joined_without_invite=True))
+    assert "signal.no_invite" not in [r["rule"] for r in veteran.reasons]

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from shequn.api.testing import make_client  # noqa: F401
 from shequn.core.models import StaffRole, Tenant
 from shequn.core.services import do_create_operator
 from shequn.referrals.models import ReferralPolicy, WeChatPayConfig, Withdrawal, WithdrawalStatus
@@ -99,7 +98,7 @@ def test_console_records_a_manual_payout_with_its_reference(tenant: Tenant, cons
     assert bal(tenant, a, "paid_out") == 1500
 
 
-def test_api_payout_settings_and_manual_actions(tenant: Tenant, make_client: Any,  # noqa: F811
+def test_api_payout_settings_and_manual_actions(tenant: Tenant, make_client: Any,
                                                 fake: FakeWeChatPay) -> None:
     api = make_client(tenant, ["finance.write"])
     assert api.get("/api/v1/referrals/payouts/settings").json() == {"payout_provider": "sandbox", "wechatpay": None}
