@@ -230,11 +230,19 @@ class _Fact:
     refund_fen: int = 0
 
 
+#: the largest id a BIGINT column holds
+_MAX_ID = 2**63 - 1
+
+
 def _int(value: Any) -> int:
+    """An id read from an event payload or an order's attribution: ingest stores any JSON, so a value
+    that is not an id that fits the 64-bit columns (a string, 1e30, a negative number) reads as
+    none (0) — one such event must not break the refresh of the tenant's analytics."""
     try:
-        return int(value or 0)
-    except (TypeError, ValueError):
+        number = int(value or 0)
+    except (TypeError, ValueError, OverflowError):
         return 0
+    return number if 0 < number <= _MAX_ID else 0
 
 
 def _day_events(tenant_id: int, start: dt.datetime, end: dt.datetime) -> list[QuerySet[ActivityEvent]]:

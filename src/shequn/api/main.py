@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import re
+from typing import Any
 
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -15,6 +17,7 @@ from django.utils.translation import gettext as _
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
+from ninja.operation import Operation
 
 from shequn.core.errors import ShequnError
 from shequn.core.http import API_AUTH
@@ -51,14 +54,57 @@ def _path_regex(prefix: str, path: str) -> str:
         "/[^/]+" if p.startswith("{") else "/" + re.escape(p) for p in parts) + "/?$"
 
 
+def declared_query_parameters(op: Operation) -> frozenset[str]:
+    """The query parameter names an operation declares (what its OpenAPI entry lists): the fields of
+    its query models, ``Query[FilterSchema]`` flattened to the filter's own fields."""
+    names: set[str] = set()
+    for model in op.models:
+        if model.__ninja_param_source__ != "query":
+            continue
+        flat = getattr(model, "__ninja_flatten_map__", None)
+        names |= set(flat) if flat else {f.alias or n for n, f in model.model_fields.items()}
+    return frozenset(names)
+
+
+def _is_webhook(op: Operation) -> bool:
+    """Provider callbacks (payment notifications) answer a third party that may add its own query
+    parameters: they are not refused for them."""
+    return bool((op.openapi_extra or {}).get("x-shequn-webhook"))
+
+
+def _refuse_unknown_query(op: Operation, declared: frozenset[str]) -> None:
+    """Make ``op`` answer 422 ``validation_error`` naming every query parameter it does not declare
+    (``?stauts=open``, OpenAPI's exploded object ``?a=1&b=2`` for ``status``), together with the
+    declared parameters' own errors, after authentication. A typo is never silently ignored."""
+    original = op._get_values
+
+    @functools.wraps(original)
+    def get_values(request: HttpRequest, path_params: Any, temporal_response: HttpResponse) -> Any:
+        unknown = sorted(k for k in request.GET if k not in declared)
+        errors = [{"loc": ("query", k), "msg": "Unknown query parameter", "type": "extra_forbidden"}
+                  for k in unknown]
+        try:
+            values = original(request, path_params, temporal_response)
+        except NinjaValidationError as exc:
+            raise NinjaValidationError([*exc.errors, *errors]) from exc
+        if errors:
+            raise NinjaValidationError(errors)
+        return values
+
+    op._get_values = get_values  # type: ignore[method-assign]
+
+
 # ``core.http.idempotent`` renders and stores the exact answer through its operation's response
 # schema: hand every idempotent handler the (bound) operation that runs it. Operations without a
 # body (``POST …/cancel``) ignore whatever body is sent, so the request guard does not ask for JSON.
+# Every operation (but provider webhooks) refuses query parameters it does not declare.
 for _bound in api._get_bound_routers():
     for _path, _view in _bound.path_operations.items():
         for _op in _view.operations:
             if getattr(_op.view_func, "idempotent", False):
                 _op.view_func.operation = _op  # type: ignore[attr-defined]
+            if not _is_webhook(_op):
+                _refuse_unknown_query(_op, declared_query_parameters(_op))
             if not any(m.__ninja_param_source__ in ("body", "form", "file") for m in _op.models):
                 register_body_rule(_path_regex(_bound.prefix, _path), content_types=None, methods=_op.methods)
 
@@ -98,6 +144,8 @@ _PYDANTIC_ZH = {
     "model_type": gettext_noop("必须是对象"),
     "model_attributes_type": gettext_noop("必须是对象"),
     "datetime_parsing": gettext_noop("时间格式无效, 需要 ISO 8601"),
+    "date_parsing": gettext_noop("时间格式无效, 需要 ISO 8601"),
+    "date_range": gettext_noop("时间必须在 %(min_year)s 年到 %(max_year)s 年之间"),
     "datetime_from_date_parsing": gettext_noop("时间格式无效, 需要 ISO 8601"),
     "datetime_type": gettext_noop("时间格式无效, 需要 ISO 8601"),
     "greater_than_equal": gettext_noop("必须大于或等于 %(ge)s"),
@@ -108,6 +156,7 @@ _PYDANTIC_ZH = {
     "value_error": gettext_noop("值无效"),
     "datetime_range": gettext_noop("时间必须在 %(min_year)s 年到 %(max_year)s 年之间"),
     "ip_address": gettext_noop("必须是 IPv4 或 IPv6 地址"),
+    "extra_forbidden": gettext_noop("不支持的参数"),
 }
 
 

@@ -34,6 +34,7 @@ from shequn.core.middleware_api import register_body_rule
 from shequn.core.models import Tenant
 
 from . import selectors, services
+from .events import ATTRIBUTION_MAX_LENGTH
 from .models import (
     Coupon,
     CouponTemplate,
@@ -56,8 +57,8 @@ register_body_rule(r"^/api/v1/commerce/payments/callback/", content_types=None)
 
 #: the attribution columns the order events feed (referrals: campaign 64, invite code 16): an order
 #: whose attribution would not fit them is refused here, not when its commission is computed
-ATTRIBUTION_CAMPAIGN_MAX = 64
-INVITE_CODE_MAX = 16
+ATTRIBUTION_CAMPAIGN_MAX = ATTRIBUTION_MAX_LENGTH["campaign"]
+INVITE_CODE_MAX = ATTRIBUTION_MAX_LENGTH["invite_code"]
 
 
 class AttributionIn(BodyIn):

@@ -138,11 +138,12 @@ class MembershipChange:
     @classmethod
     def join(cls, member_id: int, community_id: int, group_id: int | None, at: dt.datetime, *,
              source: Any = None, inviter_id: Any = None) -> MembershipChange:
-        """An unknown ``source`` becomes ``platform``; an ``inviter_id`` that is not an integer is dropped."""
+        """An unknown ``source`` becomes ``platform``; an ``inviter_id`` that is not an integer id a
+        64-bit column holds (``1e30`` from an event payload) is dropped, never failing the batch."""
         return cls("join", member_id, community_id, group_id, at,
                    source=source if source in JoinSource.values else JoinSource.PLATFORM,
                    inviter_id=inviter_id if isinstance(inviter_id, int) and not isinstance(inviter_id, bool)
-                   else None)
+                   and 0 < inviter_id < 2**63 else None)
 
     @classmethod
     def leave(cls, member_id: int, community_id: int, group_id: int | None, at: dt.datetime, *,

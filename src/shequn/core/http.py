@@ -116,7 +116,7 @@ class ErrorOut(Schema):
 #: exception becomes (``shequn.api.main``), never a traceback
 ERRORS: dict[int, type[Schema]] = {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut,
                                     413: ErrorOut, 415: ErrorOut,
-                                    422: ErrorOut, 500: ErrorOut}
+                                    422: ErrorOut, 429: ErrorOut, 500: ErrorOut}
 
 # --- the strict input layer ----------------------------------------------------------------------
 #
@@ -189,7 +189,6 @@ IpAddress = Annotated[str, Field(max_length=45, description="IPv4 or IPv6 addres
 
 #: an ISO 8601 timestamp (numbers are refused, not read as Unix time) between 2000 and 2100
 ApiDatetime = Annotated[dt.datetime, BeforeValidator(_parse_datetime), AfterValidator(_datetime_in_range)]
-
 
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 

@@ -16,7 +16,7 @@ from shequn.core.errors import Conflict, Invalid, NotFound
 from shequn.core.models import Tenant
 from shequn.members.models import Member
 
-from ..events import ATTRIBUTION_KEYS
+from ..events import ATTRIBUTION_KEYS, ATTRIBUTION_MAX_LENGTH
 from ..gateways import with_default_notify_url
 from ..models import LiveSession
 
@@ -71,7 +71,8 @@ def _hash(data: Any) -> str:
 
 
 def clean_attribution(tenant_id: int, raw: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Keep the attribution as given (raw), restricted to the known keys and sane types."""
+    """Keep the attribution as given (raw), restricted to the known keys, sane types and the text
+    lengths of the order event contract (``events.ATTRIBUTION_MAX_LENGTH``)."""
     raw = dict(raw or {})
     unknown = sorted(set(raw) - set(ATTRIBUTION_KEYS))
     if unknown:
@@ -87,7 +88,13 @@ def clean_attribution(tenant_id: int, raw: Mapping[str, Any] | None) -> dict[str
         v = raw.get(key)
         if v is not None and not isinstance(v, str):
             raise Invalid(_("归因字段 %(f)s 必须是字符串") % {"f": key}, details={"field": f"attribution.{key}"})
-        out[key] = v[:120] if isinstance(v, str) and v else None
+        # checked where it enters: an order whose text the listeners cannot store (referrals' 64 and
+        # 16-character columns) is refused now, never accepted and then failing its commission
+        limit = ATTRIBUTION_MAX_LENGTH[key]
+        if isinstance(v, str) and len(v) > limit:
+            raise Invalid(_("归因字段 %(f)s 最多 %(n)d 个字符") % {"f": key, "n": limit},
+                          details={"field": f"attribution.{key}", "max_length": limit})
+        out[key] = v or None
     if out["live_session_id"] is not None and not LiveSession.objects.filter(
         tenant_id=tenant_id, pk=out["live_session_id"]
     ).exists():
