@@ -4,15 +4,14 @@ at rest), driven against recorded WeChat Pay responses served by a local server
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pytest
-from django.db import connection, connections
 
 from shequn.core import webhooks
 from shequn.core.errors import Conflict, Invalid
 from shequn.core.models import AuditLog, Tenant, WebhookEvent
+from shequn.core.testing import race
 from shequn.ledger.services import check_ledger
 from shequn.referrals.models import ReferralPolicy, WeChatPayConfig, WithdrawalStatus
 from shequn.referrals.services import (
@@ -214,27 +213,13 @@ def test_concurrent_manual_records_and_reconciles_pay_once(fake: FakeWeChatPay) 
     a = _earner(tenant, "manual")
     p = principal(tenant)
     w = do_request_withdrawal(p, member_id=a.pk, amount_fen=1500, idempotency_key="k", payee="bank")
-    results: list[object] = [None] * 8
-    barrier = threading.Barrier(8)
 
-    def worker(i: int) -> None:
-        try:
-            connection.ensure_connection()
-            barrier.wait()
-            if i % 2:
-                results[i] = do_reconcile_withdrawals(tenant.pk)
-            else:
-                results[i] = do_record_manual_payout(p, w.pk, channel="bank", reference=f"R{i}").status
-        except Exception as exc:
-            results[i] = exc
-        finally:
-            connections.close_all()
+    def worker(i: int) -> object:
+        if i % 2:
+            return do_reconcile_withdrawals(tenant.pk)
+        return do_record_manual_payout(p, w.pk, channel="bank", reference=f"R{i}").status
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = race(worker, 8)
     paid_ok = [r for r in results if r == WithdrawalStatus.PAID]
     refused = [r for r in results if isinstance(r, Conflict)]
     assert len(paid_ok) == 1 and len(refused) == 3, results
@@ -249,23 +234,9 @@ def test_concurrent_reconciles_of_a_failed_wechat_transfer_refund_once(fake: Fak
     a = _earner(tenant, "wechat", fake)
     w = do_request_withdrawal(principal(tenant), member_id=a.pk, amount_fen=1500, idempotency_key="k", payee="o")
     fake.status = "detail_fail"
-    barrier = threading.Barrier(6)
-    changed: list[int] = []
-
-    def worker() -> None:
-        try:
-            connection.ensure_connection()
-            barrier.wait()
-            changed.append(do_reconcile_withdrawals(tenant.pk))
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=worker) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    changed = race(lambda _i: do_reconcile_withdrawals(tenant.pk), 6)
+    assert not [c for c in changed if isinstance(c, Exception)], changed
     w.refresh_from_db()
-    assert sum(changed) == 1 and w.status == WithdrawalStatus.REVERSED
+    assert sum(c for c in changed if isinstance(c, int)) == 1 and w.status == WithdrawalStatus.REVERSED
     assert bal(tenant, a, "available") == 1990 and bal(tenant, a, "withdrawing") == 0
     assert check_ledger(tenant.pk).ok
