@@ -1,12 +1,11 @@
 """Core endpoints: the audit log (filters, cursor) and concurrent Idempotency-Key use."""
 
-import threading
 
 import pytest
-from django.db import connection
 
 from shequn.api.testing import ApiClient, key_for
 from shequn.core.models import Tenant
+from shequn.core.testing import race
 from shequn.members.models import Member
 
 
@@ -34,23 +33,14 @@ def test_concurrent_requests_with_one_key_write_once():
     """Two clients race with the same Idempotency-Key: one member, both answers identical."""
     tenant = Tenant.objects.create(slug="race", name="race")
     _key, secret = key_for(tenant)
-    barrier = threading.Barrier(4)
-    results: list = []
 
-    def worker():
-        try:
-            barrier.wait()
-            resp = ApiClient(secret).post("/api/v1/members", {"display_name": "并发"},
-                                          headers={"Idempotency-Key": "race-1"})
-            results.append((resp.status_code, resp.json()))
-        finally:
-            connection.close()
+    def worker(_i: int) -> tuple[int, object]:
+        resp = ApiClient(secret).post("/api/v1/members", {"display_name": "并发"},
+                                      headers={"Idempotency-Key": "race-1"})
+        return resp.status_code, resp.json()
 
-    threads = [threading.Thread(target=worker) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = race(worker, 4)
+    assert not [r for r in results if isinstance(r, Exception)], results
     assert Member.objects.filter(tenant=tenant, display_name="并发").count() == 1
     ok = [body for status, body in results if status == 201]
     assert ok and all(body == ok[0] for body in ok)

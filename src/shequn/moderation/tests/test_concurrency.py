@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from shequn.activity.models import ActivityEvent
 from shequn.communities.models import ChatGroup, Community
 from shequn.core.models import Tenant
 from shequn.core.permissions import Principal
+from shequn.core.testing import race
 from shequn.members.models import Identity, Member
 from shequn.moderation import services
 from shequn.moderation.models import Violation
@@ -46,24 +46,12 @@ def test_concurrent_violations_of_one_member_escalate_once(monkeypatch: pytest.M
         return plan
 
     monkeypatch.setattr(services, "plan_actions", slow_plan)
-    barrier = threading.Barrier(2)
-    errors: list[BaseException] = []
 
-    def work(event: ActivityEvent) -> None:
-        try:
-            barrier.wait()
-            with transaction.atomic():
-                services.do_moderate_events(tenant.pk, [event])
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-        finally:
-            connection.close()
+    def work(i: int) -> None:
+        with transaction.atomic():
+            services.do_moderate_events(tenant.pk, [events[i]])
 
-    threads = [threading.Thread(target=work, args=(e,)) for e in events]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = [r for r in race(work, len(events)) if isinstance(r, Exception)]
     assert not errors
     steps = sorted(Violation.objects.filter(tenant=tenant).values_list("ladder_step", flat=True))
     assert steps == ["kick", "mute"]  # without the member lock both would read "no warnings" and mute
