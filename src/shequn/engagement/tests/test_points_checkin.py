@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from zoneinfo import ZoneInfo
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from shequn.activity.models import ActivityEvent
 from shequn.activity.services import do_ingest
 from shequn.core.errors import Conflict
+from shequn.core.testing import race
 from shequn.engagement.models import Badge, CheckIn, MemberBadge, PointsAccount, PointsEntry, ReplyTrack
 from shequn.engagement.selectors import badge_progress, checkin_stats, points_balance
 from shequn.engagement.services import (
@@ -104,29 +103,11 @@ def test_points_ledger_idempotent_and_never_negative(tenant, make_member):
 def test_concurrent_spends_never_overdraw(tenant, make_member):
     m = make_member()
     do_points_earn(tenant.pk, m.pk, 100, kind="gift", idempotency_key="seed")
-    ok, refused, errors = [], [], []
-    barrier = threading.Barrier(8)
-
-    def spend(i):
-        try:
-            barrier.wait()
-            for j in range(5):
-                try:
-                    do_points_spend(tenant.pk, m.pk, 7, kind="coupon", idempotency_key=f"t{i}-{j}")
-                    ok.append(1)
-                except Conflict:
-                    refused.append(1)
-        except Exception as exc:  # pragma: no cover - surfaced below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=spend, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    results = race(lambda i: do_points_spend(tenant.pk, m.pk, 7, kind="coupon", idempotency_key=f"t{i}"), 40,
+                   threads=8)
+    ok = [r for r in results if not isinstance(r, Exception)]
+    refused = [r for r in results if isinstance(r, Conflict)]
+    assert len(ok) + len(refused) == 40, results
     acc = PointsAccount.objects.get(member=m)
     assert len(ok) == 14 and len(refused) == 26  # 100 // 7 = 14 spends fit
     assert acc.balance == 100 - 14 * 7 >= 0
