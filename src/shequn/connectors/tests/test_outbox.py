@@ -4,11 +4,9 @@ dead letter, permanent failures, human-task degradation, concurrent workers."""
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from typing import Any
 
 import pytest
-from django.db import connection as db_connection
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -26,6 +24,7 @@ from shequn.connectors.services import (
 )
 from shequn.core.errors import Conflict
 from shequn.core.permissions import Principal
+from shequn.core.testing import race
 
 
 class Scripted:
@@ -239,22 +238,9 @@ def test_concurrent_workers_claim_disjoint_rows(tenant: Any, system: Any) -> Non
     for i, g in enumerate(groups):
         do_request_action(tenant.pk, kind="send", group_id=g.pk, idempotency_key=f"c{i}", payload={"text": "x"})
     RateBucket.objects.all().delete()
-    claimed: list[list[int]] = []
-    barrier = threading.Barrier(4)
-
-    def worker() -> None:
-        barrier.wait()
-        try:
-            claimed.append([i.id for i in delivery.claim(limit=15, platforms=["matrix"])])
-        finally:
-            db_connection.close()
-
-    threads = [threading.Thread(target=worker) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    flat = [x for c in claimed for x in c]
+    claimed = race(lambda _i: [a.id for a in delivery.claim(limit=15, platforms=["matrix"])], 4)
+    assert not [c for c in claimed if isinstance(c, Exception)], claimed
+    flat = [x for c in claimed if isinstance(c, list) for x in c]
     assert len(flat) == len(set(flat))  # nobody claimed a row twice
     assert 0 < len(flat) <= 10  # the bot account's bucket (10 tokens) is shared by all workers
     assert OutboxAction.objects.filter(status="sending").count() == len(flat)
