@@ -29,7 +29,6 @@ from shequn.engagement import selectors as engagement_selectors
 from shequn.engagement import services as engagement
 from shequn.ledger.wallet import LedgerCashWallet
 from shequn.members import registry as member_registry
-from shequn.members import services as members
 from shequn.moderation import selectors as moderation_selectors
 from shequn.moderation import services as moderation
 from shequn.portal import services as portal
@@ -50,12 +49,12 @@ def connect() -> None:
     # an imported row that names a community opens a membership there (source: import)
     member_registry.register_placement(communities.MemberPlacement())
     # a member's data export (PIPL access) gathers what every app holds; erasure scrubs it
-    members.register_export_section("memberships", communities_selectors.member_export_memberships)
-    members.register_export_section("roles", communities_selectors.member_export_roles)
-    members.register_export_section("activity", activity_services.member_export)
-    members.register_export_section("orders", commerce_selectors.member_orders_export)
-    members.register_erasure_step("activity", activity_services.on_member_erased)
-    members.register_erasure_step("portal_sessions", portal.do_end_member_sessions)
+    member_registry.register_export_section("memberships", communities_selectors.member_export_memberships)
+    member_registry.register_export_section("roles", communities_selectors.member_export_roles)
+    member_registry.register_export_section("activity", activity_services.member_export)
+    member_registry.register_export_section("orders", commerce_selectors.member_orders_export)
+    member_registry.register_erasure_step("activity", activity_services.on_member_erased)
+    member_registry.register_erasure_step("portal_sessions", portal.do_end_member_sessions)
 
     # --- activity stream → engines ---------------------------------------------------------------------------------
     # moderation judges every message, reply and edit (the strike ladder: moderation/services.py)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
+
+from shequn.core.permissions import Principal
 
 MergeHook = Callable[[int, int, int], Mapping[str, int]]
 
@@ -56,3 +58,30 @@ def register_placement(placement: Placement) -> None:
 
 def placement() -> Placement:
     return _PLACEMENT[0]
+
+
+# --- member data rights (PIPL): what each app holds about a member, and how it erases it -------------
+
+ExportSection = Callable[[int, int], list[dict[str, Any]]]
+ErasureStep = Callable[[Principal, int], int]
+_EXPORT_SECTIONS: dict[str, ExportSection] = {}
+_ERASURE_STEPS: dict[str, ErasureStep] = {}
+
+
+def register_export_section(name: str, section: ExportSection) -> None:
+    """``section(tenant_id, member_id)`` → the rows this app holds about the member."""
+    _EXPORT_SECTIONS[name] = section
+
+
+def register_erasure_step(name: str, step: ErasureStep) -> None:
+    """``step(principal, member_id)`` erases the member's personal data in this app's tables and
+    returns how many rows it changed (called inside the erasure's transaction)."""
+    _ERASURE_STEPS[name] = step
+
+
+def export_sections() -> list[tuple[str, ExportSection]]:
+    return sorted(_EXPORT_SECTIONS.items())
+
+
+def erasure_steps() -> list[tuple[str, ErasureStep]]:
+    return sorted(_ERASURE_STEPS.items())

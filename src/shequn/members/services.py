@@ -7,7 +7,7 @@ import hmac
 import io
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
@@ -24,7 +24,7 @@ from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
 
 from .models import Identity, LifecycleStage, Member, MemberTag, RelationshipLevel, Tag
-from .registry import merge_hooks
+from .registry import erasure_steps, export_sections, merge_hooks
 
 _PHONE_STRIP = re.compile(r"[\s\-()（）]")
 _CN_MOBILE = re.compile(r"^1[3-9]\d{9}$")
@@ -230,26 +230,9 @@ def do_merge_members(principal: Principal, *, keep: Member, merge: Member, reaso
 
 # --- member data rights (PIPL: access and erasure) ----------------------------------------------------
 #
-# Other apps hold rows about a member too. They take part through two registries, filled by
-# :mod:`shequn.wiring`: an *export section* (a read: a list of plain dicts for the member) and an
+# Other apps hold rows about a member too. They take part through two registries of :mod:`.registry`,
+# filled by :mod:`shequn.wiring`: an *export section* (a read: a list of plain dicts for the member) and an
 # *erasure step* (a writer of that app's own tables). The members app never writes another app's tables.
-
-ExportSection = Callable[[int, int], list[dict[str, Any]]]
-ErasureStep = Callable[[Principal, int], int]
-_EXPORT_SECTIONS: dict[str, ExportSection] = {}
-_ERASURE_STEPS: dict[str, ErasureStep] = {}
-
-
-def register_export_section(name: str, section: ExportSection) -> None:
-    """``section(tenant_id, member_id)`` → the rows this app holds about the member."""
-    _EXPORT_SECTIONS[name] = section
-
-
-def register_erasure_step(name: str, step: ErasureStep) -> None:
-    """``step(principal, member_id)`` erases the member's personal data in this app's tables and
-    returns how many rows it changed (called inside the erasure's transaction)."""
-    _ERASURE_STEPS[name] = step
-
 
 def pseudonym(member: Member) -> str:
     """The stable pseudonymous name an erased member keeps (orders and ledger entries stay under the
@@ -279,7 +262,7 @@ def member_data(tenant_id: int, member_id: int) -> dict[str, list[dict[str, Any]
                             ["platform", "external_id", "display_name", "verified", "created_at"]),
         "tags": export_rows(MemberTag.objects.filter(member=member).order_by("pk"), ["tag__name", "added_at"]),
     }
-    for name, section in sorted(_EXPORT_SECTIONS.items()):
+    for name, section in export_sections():
         data[name] = section(tenant_id, member.pk)
     return data
 
@@ -323,7 +306,7 @@ def do_erase_member(principal: Principal, member_id: int, *, reason: str) -> Mem
         raise Conflict(_("该会员的个人信息已删除"), details={"member_id": member_id})
     counts = {"identities": Identity.objects.filter(member=member).delete()[0],
               "tags": MemberTag.objects.filter(member=member).delete()[0]}
-    for name, step in sorted(_ERASURE_STEPS.items()):
+    for name, step in erasure_steps():
         counts[name] = step(principal, member.pk)
     member.display_name = pseudonym(member)
     member.phone = member.email = member.note = member.source_channel = ""
