@@ -16,6 +16,7 @@ from django.db import connection
 from shequn.activity import partitions
 from shequn.activity.models import ActivityEvent, EventKey
 from shequn.activity.services import do_ingest
+from shequn.activity.tasks import create_partitions
 from shequn.core.models import Tenant
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
@@ -94,3 +95,13 @@ def test_the_commands(tmp_path, settings):
     out = io.StringIO()
     call_command("activity", "archive", "--before", "2000-01", stdout=out)
     assert "nothing to archive" in out.getvalue()
+
+
+def test_the_nightly_task_keeps_three_months_ahead():
+    with connection.cursor() as cur:
+        nxt = partitions.next_month(partitions.next_month(partitions.next_month(
+            partitions.month_start(dt.datetime.now(dt.UTC).date()))))
+        cur.execute(f"DROP TABLE activity_activityevent_p{nxt:%Y%m}")
+    assert create_partitions.call() == 1
+    assert nxt in partitions.partition_months()
+    assert create_partitions.call() == 0
