@@ -39,11 +39,13 @@ from django.contrib.admin import SimpleListFilter
 from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.utils.functional import lazy
 from unfold import widgets as unfold_widgets
 from unfold.admin import ModelAdmin, StackedInline, TabularInline
 from unfold.contrib.filters.admin import DropdownFilter
 
+from .dbrouting import replica_reads
 from .errors import ShequnError
 from .money import PercentBpsField, YuanField, percent_label, yuan, yuan_label
 from .permissions import Principal
@@ -372,6 +374,17 @@ def adopt(obj: Any, created: Any) -> None:
 
 
 class TenantScopedAdmin(TenantScopedMixin, ModelAdmin):  # type: ignore[misc]
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        """A list page shown (GET) may be read from the replica (bounded staleness; the staff user's own
+        writes of the last seconds pin it to the primary); actions and list edits (POST) never."""
+        if request.method in ("GET", "HEAD"):
+            with replica_reads():
+                response: HttpResponse = super().changelist_view(request, extra_context)
+                if isinstance(response, TemplateResponse):
+                    response.render()  # the rows are fetched while rendering: inside the block
+                return response
+        return super().changelist_view(request, extra_context)  # type: ignore[no-any-return]
+
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
         form = super().get_form(request, obj, change, **kwargs)
         return self._tenant_form(request, form, run_checks=True)
