@@ -421,7 +421,7 @@ class ProductIn(BodyIn):
 class TierPatch(BodyIn):
     """A paid tier's fields to change (left out: unchanged)."""
 
-    community_id: Id | None = None
+    community_id: Id | None = Field(None, description="a tier needs one: null is refused by the service")
     code: str | None = Field(None, min_length=1, max_length=max_len(Product, "tier_code"))
     rank: Annotated[int, Field(ge=0, le=100)] | None = None
     duration_days: Annotated[int, Field(ge=1, le=36_500)] | None = Field(None, description="null: no end")
@@ -505,7 +505,7 @@ def update_product(request: HttpRequest, product_id: Id, body: ProductPatch) -> 
     if tier is not None:
         tier_body = body.tier
         assert tier_body is not None
-        changes.update(patch_changes(tier_body, nullable=("duration_days",), param="body.tier",
+        changes.update(patch_changes(tier_body, nullable=("duration_days", "community_id"), param="body.tier",
                                      rename={k: f"tier_{k}" for k in ("community_id", "code", "rank",
                                                                       "duration_days", "privileges")}))
     privileges = body.tier.privileges if body.tier is not None and body.tier.privileges else body.privileges

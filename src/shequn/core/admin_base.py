@@ -31,6 +31,7 @@ Contract for every engine's ``admin.py``::
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
@@ -346,16 +347,28 @@ class ServiceCreateMixin:
                 exc.details = {**details, "field": self.field_map[name]}
             raise
 
+    def _form_changes(self, request: HttpRequest, form: Any) -> dict[str, Any]:
+        """``change_kwargs``, where a time the form shows to the minute keeps the stored seconds (an
+        untouched start time must not read as a change, e.g. of a running flash sale)."""
+        kwargs = self.change_kwargs(request, form.cleaned_data)
+        stored = type(form.instance)._default_manager.filter(pk=form.instance.pk).values().first() or {}
+        for key, value in kwargs.items():
+            old = stored.get(key)
+            if (isinstance(value, dt.datetime | dt.time) and type(old) is type(value)
+                    and value == old.replace(second=0, microsecond=0)):
+                kwargs[key] = old
+        return kwargs
+
     def check_change(self, request: HttpRequest, form: Any) -> None:
         """Validate a change through the service's checks (``change_check``)."""
         tenant_id = request_tenant_id(request)
         if self.change_check is not None and tenant_id is not None:
-            self.change_check(tenant_id, form.instance.pk, **self.change_kwargs(request, form.cleaned_data))
+            self.change_check(tenant_id, form.instance.pk, **self._form_changes(request, form))
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         principal = request_principal(request)
         if change and self.change_service is not None and principal is not None:
-            self.change_service(principal, obj.pk, **self.change_kwargs(request, form.cleaned_data))
+            self.change_service(principal, obj.pk, **self._form_changes(request, form))
             obj.refresh_from_db()
             return
         if change or self.create_service is None or principal is None:
