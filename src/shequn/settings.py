@@ -25,6 +25,8 @@ Environment variables (all optional):
   ``SHEQUN_HTTPS``; only then does shequn believe those headers (scheme, client address for throttling).
 * ``SHEQUN_HSTS_SECONDS`` (default one year), ``SHEQUN_HSTS_PRELOAD`` (default ``1``; ``0`` to opt out,
   which also silences the deploy check's preload warning, the choice being explicit).
+* ``SHEQUN_WEBHOOK_ALLOW_PRIVATE`` — ``1`` lets outgoing webhooks reach private, loopback and
+  link-local addresses (a receiver on the same host or network); default off (SSRF guard).
 """
 
 from __future__ import annotations
@@ -240,6 +242,9 @@ MEDIA_URL = "media/"
 DATA_UPLOAD_MAX_MEMORY_SIZE = 20 * 1024 * 1024
 #: the REST API's default request body limit in bytes (bulk endpoints allow more; 413 above it)
 SHEQUN_API_MAX_BODY = int(os.environ.get("SHEQUN_API_MAX_BODY", str(1024 * 1024)))
+#: outgoing webhooks may reach private, loopback and link-local addresses (default no: SSRF guard,
+#: ``core/netguard.py``); for a receiver on the same host or network
+SHEQUN_WEBHOOK_ALLOW_PRIVATE = _env_bool("SHEQUN_WEBHOOK_ALLOW_PRIVATE")
 
 # --- security -----------------------------------------------------------------------------------
 # docs/security.md explains each line. Development (the default) works over plain http; production
