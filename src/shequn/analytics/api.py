@@ -3,8 +3,6 @@ sales formula and its decomposition, trends, breakdowns (top movers), a communit
 (with the members at a step), cohorts, health alerts — and CSV/XLSX exports. Every read is scoped to
 the caller's tenant (permission ``analytics.read``)."""
 
-from __future__ import annotations
-
 import csv
 import datetime as dt
 import io
