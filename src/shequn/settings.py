@@ -221,6 +221,9 @@ MEDIA_URL = "media/"
 DATA_UPLOAD_MAX_MEMORY_SIZE = 20 * 1024 * 1024
 #: the REST API's default request body limit in bytes (bulk endpoints allow more; 413 above it)
 SHEQUN_API_MAX_BODY = int(os.environ.get("SHEQUN_API_MAX_BODY", str(1024 * 1024)))
+# failed API-key attempts per address and per key prefix in 10 minutes before 429 (core.throttle);
+# raised only for a fuzzing run (bench/api_fuzz_live.sh), whose negative cases send garbage keys
+SHEQUN_API_KEY_FAILURES = int(os.environ.get("SHEQUN_API_KEY_FAILURES", "30"))
 
 # --- security -----------------------------------------------------------------------------------
 # docs/security.md explains each line. Development (the default) works over plain http; production
