@@ -21,9 +21,11 @@ from shequn.communities import selectors as community_selectors
 from shequn.core.errors import Invalid
 from shequn.core.http import ERRORS, ApiDate, Id, require
 
-from . import selectors
+from . import api_health, selectors
 
 router = Router(tags=["analytics"])
+#: health (figures, notices, settings) and reach (K-factor, referral forest) live in api_health
+router.add_router("", api_health.router)
 
 Days = QueryEx[int, P(ge=1, le=366)]
 Slice = Literal["community", "campaign", "channel"]
