@@ -5,6 +5,7 @@ referral forest, top referrers by network reach, one member's network). Mounted 
 are changed through ``health.do_save_settings`` (``analytics.write``)."""
 
 import base64
+import datetime as dt
 from typing import Any, Literal
 
 from django.http import HttpRequest
@@ -52,21 +53,9 @@ class NoticeOut(Schema):
     group_id: int
     subject: str
     message: str
-    opened_at: str
-    last_seen_at: str
-    resolved_at: str | None
-
-    @staticmethod
-    def resolve_opened_at(obj: Any) -> str:
-        return obj.opened_at.isoformat()
-
-    @staticmethod
-    def resolve_last_seen_at(obj: Any) -> str:
-        return obj.last_seen_at.isoformat()
-
-    @staticmethod
-    def resolve_resolved_at(obj: Any) -> str | None:
-        return obj.resolved_at.isoformat() if obj.resolved_at else None
+    opened_at: dt.datetime
+    last_seen_at: dt.datetime
+    resolved_at: dt.datetime | None
 
 
 class NoticeQuery(Schema):

@@ -205,3 +205,37 @@ def test_health_figures_per_group_and_community(tenant):
     assert rows[w.groups[1].pk]["silent_share"] == 1.0 and rows[w.groups[1].pk]["response_rate"] is None
     comms = {r["target_id"]: r for r in health.health_figures(tenant.pk, by="community", days=7, now=NOW)}
     assert comms[w.communities[0].pk]["members"] == 3 and comms[w.communities[0].pk]["messages"] == 3
+
+
+def test_health_api_figures_notices_and_settings(tenant, other_tenant, make_client):
+    w = make_world(tenant)
+    _ads(w, 5, dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1))
+    _questions(w, 3, dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
+    health.do_evaluate(tenant.pk)
+    o = make_world(other_tenant)
+    _ads(o, 5, dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1))
+    health.do_evaluate(other_tenant.pk)
+    c = make_client(tenant)
+    url = "/api/v1/analytics/health"
+    figures = c.get(url, {"by": "group"}).json()
+    assert {r["target_id"] for r in figures} == {g.pk for g in w.groups}
+    assert next(r for r in figures if r["target_id"] == w.groups[0].pk)["ads"] == 5
+    assert c.get(url, {"by": "tenant"}).status_code == 422
+    page = c.get(f"{url}/notices", {"state": "open", "limit": 1}).json()
+    assert len(page["items"]) == 1 and page["next_cursor"]
+    rest = c.get(f"{url}/notices", {"state": "open", "limit": 100, "cursor": page["next_cursor"]}).json()
+    mine = {n["id"] for n in page["items"] + rest["items"]}
+    assert mine == set(HealthNotice.objects.filter(tenant=tenant).values_list("pk", flat=True))
+    assert {n["rule"] for n in page["items"] + rest["items"]} >= {"ad_wave", "unanswered_backlog"}
+    assert c.get(f"{url}/notices", {"rule": "ad_wave"}).json()["items"][0]["group_id"] == w.groups[0].pk
+    assert c.get(f"{url}/settings").json()["ad_wave_threshold"] == 5
+    resp = c.patch(f"{url}/settings", {"ad_wave_threshold": 9, "notify_owner": True})
+    assert resp.status_code == 200, resp.content
+    assert resp.json()["ad_wave_threshold"] == 9 and health.get_settings(tenant.pk).notify_owner
+    assert health.get_settings(other_tenant.pk).ad_wave_threshold == 5
+    bad = c.patch(f"{url}/settings", {"ad_wave_threshold": "9"})
+    assert bad.status_code == 422 and "ad_wave_threshold" in bad.content.decode()
+    foreign = c.patch(f"{url}/settings", {"staff_group_id": o.groups[0].pk})
+    assert foreign.status_code == 422 and "staff_group_id" in foreign.content.decode()
+    reader = make_client(tenant, scopes=["analytics.read"])
+    assert reader.patch(f"{url}/settings", {"ad_wave_threshold": 7}).status_code == 403
