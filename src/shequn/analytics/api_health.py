@@ -109,6 +109,7 @@ class ReachOut(Schema):
     generations: list[GenerationOut]
     viral_coefficient: float | None
     k_factor: float | None
+    computed_at: dt.datetime | None
 
 
 class ReferrerOut(Schema):

@@ -163,3 +163,26 @@ class HealthNotice(TenantOwned):
                                                condition=models.Q(resolved_at__isnull=True),
                                                name="analytics_notice_one_open")]
         indexes = [models.Index(fields=["tenant", "resolved_at", "opened_at"], name="analytics_notice_open_idx")]
+
+
+class ReachNode(TenantOwned):
+    """One member of the referral forest (a referrer or a referred member) with their place in it:
+    ``generation`` (bindings below a root; 0 = a root, -1 = in a cycle with no root), and as an
+    ancestor: ``direct`` (their K), ``second``, ``reach`` (all generations) and ``depth``. Derived from
+    referrals' bindings by ``reach.do_refresh_reach`` (the one writer), so dashboards read an indexed
+    table instead of walking the forest."""
+
+    member_id = models.BigIntegerField(_("会员"))
+    generation = models.IntegerField(_("代"), default=0)
+    direct = models.PositiveIntegerField(_("直接邀请"), default=0)
+    second = models.PositiveIntegerField(_("第二代"), default=0)
+    reach = models.PositiveIntegerField(_("传播人数"), default=0)
+    depth = models.PositiveIntegerField(_("链深"), default=0)
+    computed_at = models.DateTimeField(_("计算时间"))
+
+    class Meta:
+        verbose_name = _("传播节点")
+        verbose_name_plural = _("传播节点")
+        constraints = [models.UniqueConstraint(fields=["tenant", "member_id"], name="analytics_reach_node_unique")]
+        indexes = [models.Index(fields=["tenant", "-reach", "member_id"], name="analytics_reach_top_idx"),
+                   models.Index(fields=["tenant", "generation"], name="analytics_reach_gen_idx")]

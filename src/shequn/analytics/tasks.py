@@ -8,7 +8,7 @@ from django.tasks import task
 
 from shequn.core.models import Tenant
 
-from . import health, services
+from . import health, reach, services
 
 
 @cron("* * * * *")
@@ -29,3 +29,11 @@ def evaluate_health() -> int:
     for tenant_id in Tenant.objects.filter(is_active=True).values_list("pk", flat=True):
         opened += health.do_evaluate(tenant_id)["opened"]
     return opened
+
+
+@cron("*/5 * * * *")
+@task(queue_name="engines")
+def refresh_reach() -> int:
+    """Every 5 minutes: recompute every tenant's referral forest (``ReachNode``); returns the nodes."""
+    return sum(reach.do_refresh_reach(tenant_id)
+               for tenant_id in Tenant.objects.filter(is_active=True).values_list("pk", flat=True))

@@ -33,6 +33,7 @@ def build_forest(tenant: Tenant) -> dict[str, Member]:
                                ("F", "D", None), ("H", "G", None), ("Y", "X", None), ("X", "Y", None)):
         ReferralBinding.objects.create(tenant=tenant, member=m[child], referrer=m[parent],
                                        link=link[via] if via else None, bound_at=NOW)
+    reach.do_refresh_reach(tenant.pk)  # what analytics.tasks.refresh_reach does every 5 minutes
     return m
 
 
@@ -53,6 +54,18 @@ def test_forest_generations_depth_and_viral_coefficient(tenant):
     assert s["max_depth"] == 3
     assert s["viral_coefficient"] == round(8 / 10, 4)
     assert s["k_factor"] == round(8 / 6, 4)
+    assert s["computed_at"] is not None
+
+
+def test_refresh_replaces_the_nodes(tenant):
+    m = build_forest(tenant)
+    ReferralBinding.objects.create(tenant=tenant, member=Member.objects.create(
+        tenant=tenant, display_name="I", first_seen_at=NOW), referrer=m["F"], bound_at=NOW)
+    assert reach.summary(tenant.pk)["max_depth"] == 3  # as of the last refresh
+    assert reach.do_refresh_reach(tenant.pk) == 11
+    s = reach.summary(tenant.pk)
+    assert s["max_depth"] == 4 and s["referred"] == 9
+    assert reach.top_referrers(tenant.pk, limit=1)[0]["reach"] == 6  # A now reaches I through F
 
 
 def test_network_reach_and_top_referrers(tenant):
