@@ -161,6 +161,12 @@ def main() -> None:
     services.do_refresh(tenant.pk)
     print(f"refresh of one dirty day: {(time.perf_counter() - t) * 1e3:.0f} ms")
 
+    # 3b. the referral forest's nodes (what analytics.tasks.refresh_reach does every 5 minutes)
+    t = time.perf_counter()
+    nodes = reach.do_refresh_reach(tenant.pk)
+    print(f"reach refresh (two recursive CTEs over the bindings, {nodes:,} nodes): "
+          f"{(time.perf_counter() - t) * 1e3:.0f} ms")
+
     # 4. reads
     reads = {
         "formula (30 d vs 30 d)": lambda: selectors.formula_panel(tenant.pk, days=30),
