@@ -182,10 +182,10 @@ def main() -> None:
         "health figures by community (7 d)": lambda: health.health_figures(tenant.pk, by="community"),
         "health rules (all six)": lambda: health.firing(tenant.pk),
         "health evaluation (notices)": lambda: health.do_evaluate(tenant.pk),
-        "reach summary (forest, CTE)": lambda: reach.summary(tenant.pk),
-        "top referrers, first page (CTE)": lambda: reach.top_referrers(tenant.pk, limit=20),
+        "reach summary (ReachNode)": lambda: reach.summary(tenant.pk),
+        "top referrers, first page (ReachNode)": lambda: reach.top_referrers(tenant.pk, limit=20),
         "K-factor by campaign": lambda: reach.kfactor_by_campaign(tenant.pk),
-        "one member's network": lambda: reach.member_reach(tenant.pk, member_ids[0]),
+        "one member's network (live CTE)": lambda: reach.member_reach(tenant.pk, member_ids[0]),
     }
     print(f"(invite forest: {len(bindings):,} bindings, {len(sharers):,} sharers)")
     print("| read | p50 ms | p95 ms |\n|---|---|---|")
