@@ -345,6 +345,9 @@ UNFOLD = {
                 "title": _("运营"),
                 "items": [
                     {"title": _("概览"), "icon": "dashboard", "link": reverse_lazy("admin:index")},
+                    {"title": _("健康提醒"), "icon": "health_and_safety", "link": reverse_lazy("console:health"),
+                     "permission": "shequn.console.dashboard.can_analytics_read",
+                     "badge": "shequn.console.dashboard.health_badge"},
                     {"title": _("会员"), "icon": "person", "link": reverse_lazy("admin:members_member_changelist"),
                      "permission": "shequn.console.dashboard.can_members_read"},
                     {"title": _("标签"), "icon": "sell", "link": reverse_lazy("admin:members_tag_changelist"),
@@ -385,6 +388,8 @@ UNFOLD = {
                      "permission": "shequn.console.dashboard.can_engagement_read"},
                     {"title": _("裂变报表"), "icon": "share", "link": reverse_lazy("console:referral_report"),
                      "permission": "shequn.console.dashboard.can_referrals_read"},
+                    {"title": _("裂变传播"), "icon": "account_tree", "link": reverse_lazy("console:reach"),
+                     "permission": "shequn.console.dashboard.can_analytics_read"},
                     {"title": _("商家联盟"), "icon": "handshake", "link": reverse_lazy("console:alliances"),
                      "permission": "shequn.console.dashboard.can_referrals_read"},
                 ],

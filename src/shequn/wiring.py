@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from shequn.activity import registry as activity_stream
 from shequn.activity import services as activity_services
+from shequn.analytics import health as analytics_health
+from shequn.analytics import notify as analytics_notify
 from shequn.analytics import services as analytics
 from shequn.commerce import events as order_events
 from shequn.commerce import selectors as commerce_selectors
@@ -85,6 +87,12 @@ def connect() -> None:
     # --- connectors: the outcome of an outbox action → whoever queued it -------------------------------------------
     # the ladder counts only actions that were applied (a failed mute is no mute)
     connector_outcomes.register_settled_listener("moderation", moderation.on_action_settled)
+
+    # --- analytics health notices → staff ----------------------------------------------------------------------------
+    # a new notice becomes a health.alert webhook (core/webhooks.py) when the tenant keeps the feed on
+    analytics_health.register_notice_channel("webhook", analytics_notify.to_webhooks)
+    # and a message to the staff group / a DM to the community's 群主 and 客服 through the connectors' outbox
+    analytics_health.register_notice_channel("staff", analytics_notify.to_staff)
 
     # --- engine ↔ engine hooks (the engines never import each other for these) -------------------------------------
     # lotteries and red packets refuse members who are banned, muted or recently struck
