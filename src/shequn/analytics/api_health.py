@@ -4,17 +4,15 @@ referral forest, top referrers by network reach, one member's network). Mounted 
 ``analytics.api``; every read is scoped to the caller's tenant (``analytics.read``); the settings
 are changed through ``health.do_save_settings`` (``analytics.write``)."""
 
-import base64
 import datetime as dt
 from typing import Any, Literal
 
 from django.http import HttpRequest
-from django.utils.translation import gettext as _
 from ninja import Field, Query, Router, Schema
 from ninja.params import P, QueryEx
 
-from shequn.core.errors import Invalid
-from shequn.core.http import ERRORS, BodyIn, Id, Page, paginate, require
+from shequn.core.http import ERRORS, BodyIn, Id, require
+from shequn.core.pagination import KeysetPagination, RankPagination, paginate
 from shequn.members import selectors as member_selectors
 
 from . import health, reach
@@ -26,7 +24,7 @@ NoticeState = Literal["open", "resolved"]
 Rule = Literal["dead_group", "going_quiet", "leave_wave", "sales_drop", "ad_wave", "unanswered_backlog"]
 
 
-class HealthOut(Schema):
+class HealthFiguresOut(Schema):
     target_id: int
     community_id: int
     name: str
@@ -61,8 +59,6 @@ class NoticeOut(Schema):
 class NoticeQuery(Schema):
     state: NoticeState | None = None
     rule: Rule | None = None
-    cursor: str | None = None
-    limit: int = Field(100, ge=1, le=500)
 
 
 class SettingsOut(Schema):
@@ -130,41 +126,20 @@ class MemberReachOut(Schema):
     generations: list[GenerationOut]
 
 
-class PageQuery(Schema):
-    cursor: str | None = None
-    limit: int = Field(50, ge=1, le=500)
 
 
-def _offset(cursor: str | None) -> int:
-    if not cursor:
-        return 0
-    try:
-        value = int(base64.urlsafe_b64decode((cursor + "=" * (-len(cursor) % 4)).encode()).decode())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise Invalid(_("无效的分页游标"), details=[{"field": "query.cursor", "message": "bad cursor"}]) from exc
-    if value < 0:
-        raise Invalid(_("无效的分页游标"), details=[{"field": "query.cursor", "message": "bad cursor"}])
-    return value
-
-
-def _page(rows: list[Any], offset: int, limit: int) -> dict[str, Any]:
-    """An offset page of a computed ranking: ``rows`` holds up to ``limit + 1`` rows from ``offset``."""
-    more = len(rows) > limit
-    nxt = base64.urlsafe_b64encode(str(offset + limit).encode()).decode().rstrip("=") if more else None
-    return {"items": rows[:limit], "next_cursor": nxt}
-
-
-@router.get("/health", response={200: list[HealthOut], **ERRORS}, summary="社群健康指标 (按群/社群)")
+@router.get("/health", response={200: list[HealthFiguresOut], **ERRORS}, summary="社群健康指标 (按群/社群)")
 def health_figures(request: HttpRequest, by: HealthBy = "group", days: QueryEx[int, P(ge=1, le=90)] = 7) -> Any:
     """Active rate, silent share, response rate and median first response, ad rate, joins/leaves."""
     p = require(request, "analytics.read")
     return health.health_figures(p.tenant_id, by=by, days=days)
 
 
-@router.get("/health/notices", response={200: Page[NoticeOut], **ERRORS}, summary="健康提醒")
+@router.get("/health/notices", response={200: list[NoticeOut], **ERRORS}, summary="健康提醒")
+@paginate(KeysetPagination, default_limit=100)
 def health_notices(request: HttpRequest, q: Query[NoticeQuery]) -> Any:
     p = require(request, "analytics.read")
-    return paginate(health.notices(p.tenant_id, state=q.state, rule=q.rule), q.cursor, q.limit)
+    return health.notices(p.tenant_id, state=q.state, rule=q.rule)
 
 
 @router.get("/health/settings", response={200: SettingsOut, **ERRORS}, summary="健康提醒设置")
@@ -185,18 +160,18 @@ def reach_summary(request: HttpRequest) -> Any:
     return reach.summary(p.tenant_id)
 
 
-@router.get("/reach/campaigns", response={200: Page[CampaignReachOut], **ERRORS}, summary="各活动 K 因子")
-def reach_campaigns(request: HttpRequest, q: Query[PageQuery]) -> Any:
+@router.get("/reach/campaigns", response={200: list[CampaignReachOut], **ERRORS}, summary="各活动 K 因子")
+@paginate(RankPagination)
+def reach_campaigns(request: HttpRequest) -> Any:
     p = require(request, "analytics.read")
-    offset = _offset(q.cursor)
-    return _page(reach.kfactor_by_campaign(p.tenant_id)[offset:offset + q.limit + 1], offset, q.limit)
+    return reach.kfactor_by_campaign(p.tenant_id)
 
 
-@router.get("/reach/referrers", response={200: Page[ReferrerOut], **ERRORS}, summary="推荐达人 (按传播人数)")
-def reach_referrers(request: HttpRequest, q: Query[PageQuery]) -> Any:
+@router.get("/reach/referrers", response={200: list[ReferrerOut], **ERRORS}, summary="推荐达人 (按传播人数)")
+@paginate(RankPagination)
+def reach_referrers(request: HttpRequest) -> Any:
     p = require(request, "analytics.read")
-    offset = _offset(q.cursor)
-    return _page(reach.top_referrers(p.tenant_id, limit=q.limit + 1, offset=offset), offset, q.limit)
+    return lambda offset, count: reach.top_referrers(p.tenant_id, limit=count, offset=offset)
 
 
 @router.get("/reach/member", response={200: MemberReachOut, **ERRORS}, summary="会员的传播网络")
