@@ -19,7 +19,7 @@ from django.utils.translation import gettext_lazy
 from shequn.commerce import selectors as commerce_selectors
 from shequn.commerce.models import Order, Product, ProductKind, TierGrant
 from shequn.communities import selectors as community_selectors
-from shequn.communities.models import ChatGroup, Community, CommunityRole
+from shequn.communities.models import ChatGroup, Community, CommunityRole, JoinRequest
 from shequn.connectors.models import QrConfig
 from shequn.core.errors import ShequnError
 from shequn.core.models import Platform, Tenant
@@ -27,7 +27,7 @@ from shequn.members.models import Member
 from shequn.referrals.models import InviteLink
 
 from .. import auth, services
-from ..models import JoinRequest, JoinWay
+from ..models import JoinWay
 
 # --- helpers ---------------------------------------------------------------------------------------
 
@@ -153,7 +153,8 @@ def _community_context(tenant: Tenant, member: Member | None, community: Communi
     ways = join_ways(tenant.pk, groups, link) if (access or threshold == Community.EntryThreshold.FREE) else []
     pending = None
     if member is not None and threshold == Community.EntryThreshold.APPROVAL:
-        pending = JoinRequest.objects.filter(member=member, community=community).order_by("-pk").first()
+        pending = (JoinRequest.objects.filter(member=member, community=community, group__isnull=True)
+                   .order_by("-pk").first())
     return {
         "community": community, "member_count": _member_count(tenant.pk, community),
         "owner_name": _owner_name(tenant.pk, community),

@@ -13,7 +13,8 @@ from django.views.decorators.http import require_POST
 
 from shequn.commerce.models import TierGrant
 from shequn.communities import selectors as community_selectors
-from shequn.communities.models import Community
+from shequn.communities import services as community_services
+from shequn.communities.models import Community, JoinRequest
 from shequn.core.errors import NotFound, ShequnError
 from shequn.core.models import Tenant
 from shequn.members.models import Member
@@ -23,9 +24,8 @@ from shequn.referrals.models import (
 )
 from shequn.referrals.services import do_record_click
 
-from .. import auth, services
+from .. import auth
 from ..auth import member_page
-from ..models import JoinRequest
 from ._common import (
     _active_tiers,
     _community_context,
@@ -107,7 +107,7 @@ def community(request: HttpRequest, slug: str, community_id: int) -> HttpRespons
 def request_join(request: HttpRequest, tenant: Tenant, member: Member, community_id: int) -> HttpResponse:
     try:
         comm = community_selectors.get_community(tenant.pk, community_id)
-        services.do_request_join(member, comm, invite_code=auth.ref_code(request),
+        community_services.do_request_join(member, comm, invite_code=auth.ref_code(request),
                                  message=request.POST.get("message", ""))
         messages.success(request, _("申请已提交, 审核结果会显示在这里"))
     except NotFound as exc:

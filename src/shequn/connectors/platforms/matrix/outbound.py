@@ -152,6 +152,12 @@ class MatrixAdapter:
         if kind == ActionKind.UNBAN:
             check(await client.room_unban(room, item.target))
             return {"unbanned": item.target}
+        if kind == ActionKind.APPROVE_JOIN:  # a knock is accepted by inviting the knocker
+            check(await client.room_invite(room, item.target))
+            return {"approved": item.target}
+        if kind == ActionKind.DECLINE_JOIN:  # … and rejected by kicking them (their membership leaves "knock")
+            check(await client.room_kick(room, item.target, reason=reason))
+            return {"declined": item.target}
         if kind in (ActionKind.MUTE, ActionKind.UNMUTE):
             resp = check(await client.room_get_state_event(room, "m.room.power_levels"))
             levels = dict(resp.content)
