@@ -21,8 +21,8 @@ from shequn.connectors.services import do_create_connection, do_deliver_due, do_
 from shequn.connectors.tests import telegram_payloads as P
 from shequn.connectors.tests.fake_server import FakeServer
 from shequn.members.models import Identity, Member
-from shequn.portal.tests.world import World, build_world
 from shequn.portal.services import do_get_telegram_invite
+from shequn.portal.tests.world import World, build_world
 from shequn.referrals.services import do_get_or_create_link
 
 SECRET = "hook-Secret_123"
@@ -91,7 +91,7 @@ def test_approval_community_queues_the_request_and_staff_decide_on_telegram(clie
 
 
 def test_free_community_approves_at_once(client, tenant, api):
-    _world_, conn, _group = _world(tenant, api, Community.EntryThreshold.FREE)
+    _w, conn, _g = _world(tenant, api, Community.EntryThreshold.FREE)
     _ask(client, conn, 6001, update_id=3)
     req = JoinRequest.objects.get(tenant=tenant)
     assert req.status == "approved" and req.decided_by

@@ -18,8 +18,10 @@ from django.utils.translation import gettext_lazy
 
 from shequn.commerce import selectors as commerce_selectors
 from shequn.commerce.models import Order, Product, ProductKind, TierGrant
+from shequn.communities import registry as communities_registry
 from shequn.communities import selectors as community_selectors
 from shequn.communities.models import ChatGroup, Community, CommunityRole, JoinRequest
+from shequn.communities.services import PARTNER_GROUP_PRIVILEGE
 from shequn.connectors.models import QrConfig
 from shequn.core.errors import ShequnError
 from shequn.core.models import Platform, Tenant
@@ -160,8 +162,19 @@ def _community_context(tenant: Tenant, member: Member | None, community: Communi
         "owner_name": _owner_name(tenant.pk, community),
         "tiers": [] if access else _tiers(tenant.pk, community),  # shown only to those without access
         "access": access, "ways": ways, "threshold": threshold, "join_request": pending,
+        **_own_group_context(tenant.pk, member, community),
         "token": secrets.token_urlsafe(12),
     }
+
+
+def _own_group_context(tenant_id: int, member: Member | None, community: Community) -> dict[str, Any]:
+    """The partner's own group (shown to its owner) or the button to open it (the tier privilege)."""
+    if member is None:
+        return {"own_group": None, "can_open_group": False}
+    own = community_selectors.owned_groups(tenant_id, member.pk).filter(community=community, is_active=True).first()
+    can = own is None and communities_registry.has_privilege(tenant_id, member.pk, community.pk,
+                                                             PARTNER_GROUP_PRIVILEGE)
+    return {"own_group": own, "can_open_group": can}
 
 
 def _ref_link(request: HttpRequest, tenant: Tenant) -> InviteLink | None:
