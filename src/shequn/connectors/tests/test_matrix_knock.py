@@ -41,7 +41,9 @@ def test_knocks_wait_for_staff_and_the_answer_reaches_synapse(matrix_world: dict
     room, group = _knock_room(w, Community.EntryThreshold.APPROVAL)
     carol, dave = _knocker(synapse, room, "carol"), _knocker(synapse, room, "dave")
     do_matrix_sync(w["conn"].pk)
-    reqs = list(JoinRequest.objects.filter(tenant=w["tenant"]).order_by("pk"))
+    by_user = {r.member.identities.get(platform="matrix").external_id: r
+               for r in JoinRequest.objects.filter(tenant=w["tenant"]).select_related("member")}
+    reqs = [by_user[carol.user_id], by_user[dave.user_id]]
     assert [(r.status, r.via, r.group_id, r.message) for r in reqs] == [
         ("pending", "matrix", group.pk, "想加入车友群")] * 2
     assert not OutboxAction.objects.filter(tenant=w["tenant"]).exists()
