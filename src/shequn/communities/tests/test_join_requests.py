@@ -5,15 +5,19 @@ the partner, reached through the partner's invite link, shown to the partner as 
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.test import Client
+from django.urls import reverse
 from django.utils import timezone
 
 from shequn.activity.services import do_ingest
 from shequn.commerce.services import do_create_order, do_seed_tiers
 from shequn.commerce.tests.conftest import pay
-from shequn.communities.models import ChatGroup, Community, Membership
+from shequn.communities.models import ChatGroup, Community, JoinRequest, Membership
 from shequn.communities.services import do_request_join
 from shequn.connectors.models import OutboxAction
+from shequn.console.tests import factories as f
+from shequn.core.models import StaffRole
 from shequn.core.permissions import Principal
 from shequn.portal.services import magic_link_url
 from shequn.referrals.models import LinkEvent
@@ -115,3 +119,23 @@ def test_partner_opens_the_group_in_the_portal_and_sees_it_as_owner(world, clien
     assert group.platform == "matrix" and group.community_id == world.community.pk
     home = client.get(f"/portal/{world.tenant.slug}/").content.decode()
     assert "合伙人一群" in home and "owned-groups" in home
+
+
+def test_console_queue_has_approve_and_decline_buttons_in_chinese(world):
+    Community.objects.filter(pk=world.community.pk).update(entry_threshold="approval")
+    _ask(world, "tg-c", 3)
+    _ask(world, "tg-d", 4)
+    first, second = JoinRequest.objects.filter(tenant=world.tenant).order_by("pk")
+    c = Client()
+    c.force_login(f.staff(world.tenant, StaffRole.OWNER).user)
+    c.cookies[settings.LANGUAGE_COOKIE_NAME] = "zh-hans"
+    page = c.get(reverse("admin:communities_joinrequest_changelist")).content.decode()
+    assert "入群申请" in page and "待审核" in page
+    assert reverse("admin:communities_joinrequest_approve_row", args=[first.pk]) in page
+    assert reverse("admin:communities_joinrequest_reject_row", args=[second.pk]) in page
+    c.get(reverse("admin:communities_joinrequest_approve_row", args=[first.pk]))
+    c.get(reverse("admin:communities_joinrequest_reject_row", args=[second.pk]))
+    assert JoinRequest.objects.get(pk=first.pk).status == "approved"
+    assert JoinRequest.objects.get(pk=second.pk).status == "rejected"
+    assert sorted(OutboxAction.objects.filter(tenant=world.tenant).values_list("kind", flat=True)) == [
+        "approve_join", "decline_join"]
