@@ -123,3 +123,13 @@ def test_gated_communities_get_invite_links_that_ask_to_join(client, tenant, api
     # someone asks through it: the request carries the code (its referrer is attributed once let in)
     _ask(client, conn, 8001, update_id=6, code=link.code)
     assert JoinRequest.objects.get(tenant=tenant).invite_code == link.code
+
+
+def test_a_partner_group_keeps_its_community_when_the_bot_discovers_it(tenant, api):
+    world, conn, _group = _world(tenant, api, Community.EntryThreshold.FREE)
+    other = Community.objects.create(tenant=tenant, name="合伙人社群")
+    registered = ChatGroup.objects.create(tenant=tenant, community=other, platform="telegram",
+                                          external_id="-100555", name="合伙人的群")
+    room = do_discover_room(conn, "-100555", name="合伙人的群")
+    registered.refresh_from_db()
+    assert room.group_id == registered.pk and registered.community_id == other.pk != world.community.pk
