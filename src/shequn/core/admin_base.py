@@ -39,10 +39,13 @@ from django.contrib.admin import SimpleListFilter
 from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.utils.functional import lazy
 from unfold import widgets as unfold_widgets
 from unfold.admin import ModelAdmin, StackedInline, TabularInline
 from unfold.contrib.filters.admin import DropdownFilter
 
+from .dbrouting import replica_reads
 from .errors import ShequnError
 from .money import PercentBpsField, YuanField, percent_label, yuan, yuan_label
 from .permissions import Principal
@@ -275,6 +278,13 @@ def is_fen_field(db_field: Any) -> bool:
 _YUAN_COLUMNS: dict[tuple[type[models.Model], str], Any] = {}
 
 
+def _strip_yuan(label: Any) -> str:
+    return yuan_label(label).replace("(元)", "").replace("（元）", "")
+
+
+_column_label = lazy(_strip_yuan, str)
+
+
 def _yuan_column(model: Any, name: str) -> Any:
     """A list column for a ``*_fen`` model field that shows 元; other names are returned unchanged."""
     try:
@@ -285,7 +295,8 @@ def _yuan_column(model: Any, name: str) -> Any:
         return name
     key = (model, name)
     if key not in _YUAN_COLUMNS:
-        label = yuan_label(field.verbose_name).replace("(元)", "").replace("（元）", "")
+        # lazy: the column is cached per model and must follow each request's language
+        label = _column_label(field.verbose_name)
 
         def column(obj: Any) -> str:
             return yuan(getattr(obj, name))
@@ -363,6 +374,17 @@ def adopt(obj: Any, created: Any) -> None:
 
 
 class TenantScopedAdmin(TenantScopedMixin, ModelAdmin):  # type: ignore[misc]
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        """A list page shown (GET) may be read from the replica (bounded staleness; the staff user's own
+        writes of the last seconds pin it to the primary); actions and list edits (POST) never."""
+        if request.method in ("GET", "HEAD"):
+            with replica_reads():
+                response: HttpResponse = super().changelist_view(request, extra_context)
+                if isinstance(response, TemplateResponse):
+                    response.render()  # the rows are fetched while rendering: inside the block
+                return response
+        return super().changelist_view(request, extra_context)  # type: ignore[no-any-return]
+
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
         form = super().get_form(request, obj, change, **kwargs)
         return self._tenant_form(request, form, run_checks=True)
