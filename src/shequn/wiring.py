@@ -23,8 +23,10 @@ from shequn.analytics import services as analytics
 from shequn.commerce import events as order_events
 from shequn.commerce import selectors as commerce_selectors
 from shequn.commerce import services as commerce
+from shequn.communities import registry as communities_registry
 from shequn.communities import selectors as communities_selectors
 from shequn.communities import services as communities
+from shequn.connectors import services as connectors
 from shequn.connectors import signals as connector_outcomes
 from shequn.core import webhooks
 from shequn.engagement import selectors as engagement_selectors
@@ -93,6 +95,14 @@ def connect() -> None:
     analytics_health.register_notice_channel("webhook", analytics_notify.to_webhooks)
     # and a message to the staff group / a DM to the community's 群主 and 客服 through the connectors' outbox
     analytics_health.register_notice_channel("staff", analytics_notify.to_staff)
+
+    # --- communities: entry thresholds and tier privileges ------------------------------------------------------------
+    # the paid threshold admits members holding an active tier of the community; the partner tier's
+    # may_create_groups lets a member open their own group (communities.do_open_partner_group)
+    communities_registry.register_entitlement(commerce_selectors.holds_paid_tier)
+    communities_registry.register_privilege(commerce_selectors.has_tier_privilege)
+    # a decided platform join request is answered on the platform (approve_join / decline_join outbox actions)
+    communities_registry.register_join_decision_listener("connectors", connectors.on_join_decided)
 
     # --- engine ↔ engine hooks (the engines never import each other for these) -------------------------------------
     # lotteries and red packets refuse members who are banned, muted or recently struck
