@@ -21,7 +21,7 @@ from shequn.core.models import StaffRole, Tenant
 from shequn.core.permissions import Principal
 from shequn.core.services import do_create_operator
 from shequn.engagement.models import Lottery
-from shequn.portal.tests.browser import CHROMIUM, browser, serial_sqlite_server  # noqa: F401  (fixtures)
+from shequn.testing.browser import CHROMIUM
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -57,7 +57,7 @@ class Desk:
 
 
 @pytest.fixture
-def desk(serial_sqlite_server, transactional_db, live_server, browser, tenant: Tenant, request, settings) -> Desk:  # noqa: F811
+def desk(serial_sqlite_server, transactional_db, live_server, browser, tenant: Tenant, request, settings) -> Desk:
     assert CHROMIUM.exists()
     settings.OTP_TOTP_THROTTLE_FACTOR = 0
     owner = do_create_operator(tenant=tenant, username="op", password="pw-123456", role=StaffRole.OWNER).user
