@@ -140,6 +140,7 @@ class ProductAdmin(ServiceCreateMixin, TenantScopedAdmin):
     form = ProductForm
     create_service = staticmethod(services.do_create_product)
     check_service = staticmethod(services.check_product)
+    service_input = services.NewProduct
     field_map = {"skus[0].code": "sku_code", "skus[0].price_fen": "sku_price_fen", "skus[0].stock": "sku_stock",
                  "tier_community_id": "tier_community", "visible_in": "visible_in", "skus": "sku_code",
                  **{f"tier_privileges.{k}": f"priv_{k}" for k in TIER_PRIVILEGES}}

@@ -304,17 +304,25 @@ class ServiceCreateMixin:
     ``check_service(tenant_id, **kwargs)`` runs in the add form's ``clean()`` (a ``ShequnError``
     becomes an error on the field named in ``details["field"]``, mapped through ``field_map``), then
     ``create_service(principal, **kwargs)`` writes the row (and audits it). ``service_kwargs(request,
-    cleaned_data)`` turns the form into the service's arguments. Changes of existing rows use
-    ``change_service`` when set, otherwise the model save of the base class."""
+    cleaned_data)`` turns the form into the service's arguments; with ``service_input`` set (an input
+    dataclass such as ``commerce.services.NewProduct``) they are passed as that one object instead.
+    Changes of existing rows use ``change_service`` when set, otherwise the model save of the base class."""
 
     create_service: Any = None
     check_service: Any = None
     change_service: Any = None
+    service_input: Any = None
     #: service field name → form field name, for errors whose field is named differently
     field_map: dict[str, str] = {}
 
     def service_kwargs(self, request: HttpRequest, data: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
+
+    def _call(self, service: Any, first: Any, request: HttpRequest, data: dict[str, Any]) -> Any:
+        kwargs = self.service_kwargs(request, data)
+        if self.service_input is not None:
+            return service(first, self.service_input(**kwargs))
+        return service(first, **kwargs)
 
     def check_form(self, request: HttpRequest, form: Any) -> None:
         tenant_id = request_tenant_id(request)
@@ -322,7 +330,7 @@ class ServiceCreateMixin:
             return
         try:
             if form.instance.pk is None and self.check_service is not None:
-                self.check_service(tenant_id, **self.service_kwargs(request, form.cleaned_data))
+                self._call(self.check_service, tenant_id, request, form.cleaned_data)
             elif form.instance.pk is not None and self.change_service is not None:
                 self.check_change(request, form)
         except ShequnError as exc:
@@ -344,7 +352,7 @@ class ServiceCreateMixin:
         if change or self.create_service is None or principal is None:
             super().save_model(request, obj, form, change)  # type: ignore[misc]
             return
-        created = self.create_service(principal, **self.service_kwargs(request, form.cleaned_data))
+        created = self._call(self.create_service, principal, request, form.cleaned_data)
         if isinstance(created, tuple):
             created = created[0]
         adopt(obj, created)

@@ -42,6 +42,7 @@ from ._common import (
 )
 from .catalog import (
     TIER_PRIVILEGES,
+    NewProduct,
     check_product,
     check_tier_privileges,
     do_add_sku,
@@ -138,6 +139,7 @@ __all__ = [
     "FlashResult",
     "FlashRow",
     "MemberContext",
+    "NewProduct",
     "SoldOut",
     "check_coupon_template",
     "check_flash_eligible",

@@ -5,6 +5,7 @@ Stock moves only by one conditional UPDATE (``stock + delta >= 0``)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
@@ -38,22 +39,28 @@ def check_tier_privileges(privileges: Mapping[str, Any] | None) -> dict[str, Any
     return out
 
 
-def check_product(
-    tenant_id: int,
-    *,
-    name: str,
-    skus: Sequence[Mapping[str, Any]],
-    kind: str = ProductKind.GOODS,
-    description: str = "",
-    images: Sequence[str] = (),
-    visible_in: Sequence[int] = (),
-    tier_community_id: int | None = None,
-    tier_code: str = "",
-    tier_rank: int = 0,
-    tier_privileges: Mapping[str, Any] | None = None,
-    tier_duration_days: int | None = None,
-) -> None:
+@dataclass(frozen=True)
+class NewProduct:
+    """What a new product is made of — the console's form, the API's body, the demo and the tier
+    seeds all build one: a name, its SKUs (``code``, ``name``, ``price_fen``, ``stock``), and for
+    a paid tier (``kind="tier"``) the community it opens, its code, rank, privileges and duration."""
+
+    name: str
+    skus: Sequence[Mapping[str, Any]]
+    kind: str = ProductKind.GOODS
+    description: str = ""
+    images: Sequence[str] = ()
+    visible_in: Sequence[int] = ()
+    tier_community_id: int | None = None
+    tier_code: str = ""
+    tier_rank: int = 0
+    tier_privileges: Mapping[str, Any] | None = None
+    tier_duration_days: int | None = None
+
+
+def check_product(tenant_id: int, new: NewProduct) -> None:
     """Every rule of :func:`do_create_product`, without writing."""
+    name, kind, skus, visible_in = new.name, new.kind, new.skus, new.visible_in
     if not name or not name.strip():
         raise Invalid(_("商品名称不能为空"), details={"field": "name"})
     if len(name.strip()) > 200:
@@ -61,14 +68,14 @@ def check_product(
     if kind not in ProductKind.values:
         raise Invalid(_("未知的商品类型: %(k)s") % {"k": kind}, details={"field": "kind"})
     if kind == ProductKind.TIER:
-        if tier_community_id is None or not Community.objects.filter(tenant_id=tenant_id,
-                                                                      pk=tier_community_id).exists():
+        if new.tier_community_id is None or not Community.objects.filter(tenant_id=tenant_id,
+                                                                          pk=new.tier_community_id).exists():
             raise Invalid(_("付费等级必须指定开通的社群"), details={"field": "tier_community_id"})
-        if not tier_code.strip():
+        if not new.tier_code.strip():
             raise Invalid(_("付费等级必须填写等级代码"), details={"field": "tier_code"})
-        if tier_duration_days is not None:
-            _positive_int(tier_duration_days, "tier_duration_days")
-        check_tier_privileges(tier_privileges)
+        if new.tier_duration_days is not None:
+            _positive_int(new.tier_duration_days, "tier_duration_days")
+        check_tier_privileges(new.tier_privileges)
     if len(set(visible_in)) != Community.objects.filter(tenant_id=tenant_id, pk__in=list(visible_in)).count():
         raise NotFound(_("可见社群不存在"), details={"field": "visible_in"})
     if not skus:
@@ -86,38 +93,23 @@ def check_product(
 
 
 @transaction.atomic
-def do_create_product(
-    principal: Principal,
-    *,
-    name: str,
-    skus: Sequence[Mapping[str, Any]],
-    kind: str = ProductKind.GOODS,
-    description: str = "",
-    images: Sequence[str] = (),
-    visible_in: Sequence[int] = (),
-    tier_community_id: int | None = None,
-    tier_code: str = "",
-    tier_rank: int = 0,
-    tier_privileges: Mapping[str, Any] | None = None,
-    tier_duration_days: int | None = None,
-) -> Product:
-    """Create a product (a good, or a paid tier with its privileges) with its SKUs (code, name,
-    price_fen, stock). All rules are :func:`check_product`'s."""
+def do_create_product(principal: Principal, new: NewProduct) -> Product:
+    """Create a product (a good, or a paid tier with its privileges) with its SKUs. All rules are
+    :func:`check_product`'s."""
     tid = principal.tenant_id
-    check_product(tid, name=name, skus=skus, kind=kind, description=description, images=images,
-                  visible_in=visible_in, tier_community_id=tier_community_id, tier_code=tier_code,
-                  tier_rank=tier_rank, tier_privileges=tier_privileges, tier_duration_days=tier_duration_days)
-    communities = list(Community.objects.filter(tenant_id=tid, pk__in=list(visible_in)))
+    check_product(tid, new)
+    kind = new.kind
+    communities = list(Community.objects.filter(tenant_id=tid, pk__in=list(new.visible_in)))
     is_tier = kind == ProductKind.TIER
     product = Product.objects.create(
-        tenant_id=tid, name=name.strip(), kind=kind, description=description, images=list(images),
-        tier_community_id=tier_community_id if is_tier else None, tier_code=tier_code.strip() if is_tier else "",
-        tier_rank=tier_rank if is_tier else 0,
-        tier_privileges=check_tier_privileges(tier_privileges) if is_tier else {},
-        tier_duration_days=tier_duration_days if is_tier else None,
+        tenant_id=tid, name=new.name.strip(), kind=kind, description=new.description, images=list(new.images),
+        tier_community_id=new.tier_community_id if is_tier else None,
+        tier_code=new.tier_code.strip() if is_tier else "", tier_rank=new.tier_rank if is_tier else 0,
+        tier_privileges=check_tier_privileges(new.tier_privileges) if is_tier else {},
+        tier_duration_days=new.tier_duration_days if is_tier else None,
     )
     product.visible_in.set(communities)
-    for s in skus:
+    for s in new.skus:
         Sku.objects.create(tenant_id=tid, product=product, code=str(s["code"]).strip(),
                            name=str(s.get("name") or "")[:120], price_fen=int(s["price_fen"]),
                            stock=int(s.get("stock", 0)))

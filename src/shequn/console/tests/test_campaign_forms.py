@@ -37,8 +37,8 @@ def console(tenant: Tenant) -> Client:
 def ctx(tenant: Tenant) -> dict[str, Any]:
     p = Principal.system(tenant.pk)
     community = Community.objects.create(tenant=tenant, name="车友会")
-    product = commerce.do_create_product(p, name="车载香薰", skus=[
-        {"code": "XX-1", "name": "木质", "price_fen": 9900, "stock": 10}])
+    product = commerce.do_create_product(p, commerce.NewProduct(name="车载香薰", skus=[
+        {"code": "XX-1", "name": "木质", "price_fen": 9900, "stock": 10}]))
     item = do_create_content_item(p, title="欢迎", body="欢迎加入")
     do_create_badge(p, code="streak7", name="连签", rule="streak", threshold=7)  # the code is taken
     return {"community": community.pk, "sku": product.skus.get().pk, "content": item.pk}

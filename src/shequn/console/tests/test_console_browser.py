@@ -124,8 +124,8 @@ def test_create_a_lottery_from_the_console(desk: Desk, tenant: Tenant) -> None:
 
 
 def test_create_a_flash_sale_from_the_console(desk: Desk, tenant: Tenant) -> None:
-    product = commerce.do_create_product(Principal.system(tenant.pk), name="车载香薰", skus=[
-        {"code": "XX-1", "name": "木质", "price_fen": 9900, "stock": 10}])
+    product = commerce.do_create_product(Principal.system(tenant.pk), commerce.NewProduct(name="车载香薰", skus=[
+        {"code": "XX-1", "name": "木质", "price_fen": 9900, "stock": 10}]))
     sku = product.skus.get()
     starts = timezone.now() + dt.timedelta(hours=1)
     desk.go("/console/commerce/flashsale/add/")

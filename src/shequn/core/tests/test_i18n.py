@@ -278,8 +278,8 @@ def test_console_login_page_is_english_with_the_language_cookie() -> None:
 def order(tenant: Tenant) -> None:
     system = Principal.system(tenant.pk)
     member = Member.objects.create(tenant=tenant, display_name="Alice", first_seen_at=timezone.now())
-    product = services.do_create_product(system, name="Car diffuser",
-                                         skus=[{"code": "CD-1", "name": "Wood", "price_fen": 9900, "stock": 5}])
+    product = services.do_create_product(system, services.NewProduct(
+        name="Car diffuser", skus=[{"code": "CD-1", "name": "Wood", "price_fen": 9900, "stock": 5}]))
     services.do_create_order(system, member_id=member.pk, lines=[{"sku_id": product.skus.get().pk, "quantity": 1}])
 
 

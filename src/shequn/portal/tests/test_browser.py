@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from shequn.commerce.models import GroupBuyTeam, Order, OrderStatus
 from shequn.commerce.services import (
+    NewProduct,
     do_create_flash_sale,
     do_create_group_buy,
     do_create_product,
@@ -177,8 +178,8 @@ def test_a_member_cannot_open_anothers_order_earnings_or_withdrawal(live_world, 
 def test_flash_sale_race_for_the_last_unit(live_world, phones):
     """Two members press buy on the last unit at the same moment: one order, one clear sold-out."""
     world = live_world
-    product = do_create_product(world.system, name="车载香薰", skus=[{"code": "xx-1", "name": "标准", "price_fen": 9900,
-                                                                    "stock": 10}])
+    product = do_create_product(world.system, NewProduct(
+        name="车载香薰", skus=[{"code": "xx-1", "name": "标准", "price_fen": 9900, "stock": 10}]))
     now = timezone.now()
     fs = do_create_flash_sale(world.system, name="香薰 1 元秒杀", sku_id=product.skus.get().pk, price_fen=100, stock=1,
                               starts_at=now - dt.timedelta(minutes=1), ends_at=now + dt.timedelta(hours=1))
@@ -270,7 +271,7 @@ def test_group_buy_that_fails_refunds(live_world, phones):
     world = live_world
     slug = world.tenant.slug
     sku = {"code": "wash-1", "name": "标准", "price_fen": 5900, "stock": 50}
-    product = do_create_product(world.system, name="洗车套餐", skus=[sku])
+    product = do_create_product(world.system, NewProduct(name="洗车套餐", skus=[sku]))
     now = timezone.now()
     gb = do_create_group_buy(world.system, name="洗车 2 人团", sku_id=product.skus.get().pk, price_fen=2900,
                              team_size=2, starts_at=now - dt.timedelta(minutes=1), ends_at=now + dt.timedelta(days=1),
