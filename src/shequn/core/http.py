@@ -150,6 +150,17 @@ def max_len(model: type[models.Model], name: str) -> int:
     return int(length)
 
 
+def patch_changes(payload: Schema) -> dict[str, Any]:
+    """The fields a PATCH body sets. An explicit ``null`` is refused (400 naming each field): a
+    PATCH changes a value, it never clears a column that is not nullable."""
+    changes = payload.model_dump(exclude_unset=True)
+    nulls = sorted(k for k, v in changes.items() if v is None)
+    if nulls:
+        raise Invalid(_("字段不能为 null: %(f)s") % {"f": ", ".join(nulls)},
+                      details=[{"field": f"body.payload.{k}", "message": "null"} for k in nulls])
+    return changes
+
+
 _ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?(Z|[+-]\d{2}:?\d{2})?$")
 
 
