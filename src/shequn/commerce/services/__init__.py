@@ -32,12 +32,13 @@ Database CHECK constraints back these up: stock ≥ 0, refunded ≤ paid, total 
 
 from __future__ import annotations
 
+from shequn.members.selectors import check_member
+
 from ..batching import FlashBatchOutcome, FlashRow
 from ..events import ATTRIBUTION_KEYS
 from ..selectors import MemberContext, member_context, product_visible, unit_price
 from ._common import (
     SoldOut,
-    check_member,
     clean_attribution,
 )
 from .catalog import (
