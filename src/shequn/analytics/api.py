@@ -1,7 +1,8 @@
 """REST API of the analytics app (``/api/v1/analytics/``): the same figures as the console — the
 sales formula and its decomposition, trends, breakdowns (top movers), a community's board, funnels
 (with the members at a step), cohorts, health alerts — and CSV/XLSX exports. Every read is scoped to
-the caller's tenant (permission ``analytics.read``)."""
+the caller's tenant (permission ``analytics.read``) and may be answered by the read replica
+(``shequn.core.dbrouting``)."""
 
 from __future__ import annotations
 
@@ -18,12 +19,15 @@ from ninja.params import P, QueryEx
 from openpyxl import Workbook
 
 from shequn.communities import selectors as community_selectors
+from shequn.core.dbrouting import replica_view
 from shequn.core.errors import Invalid
 from shequn.core.http import ERRORS, ApiDate, Id, require
 
 from . import selectors
 
 router = Router(tags=["analytics"])
+# every operation here only reads: with a replica configured it may answer from it (bounded staleness)
+router.add_decorator(replica_view)
 
 Days = QueryEx[int, P(ge=1, le=366)]
 Slice = Literal["community", "campaign", "channel"]

@@ -231,7 +231,7 @@ def get_community(request: HttpRequest, community_id: Id) -> Any:
 def update_community(request: HttpRequest, community_id: Id, payload: CommunityPatch) -> Any:
     p = require(request, "communities.write")
     community = selectors.get_community(p.tenant_id, community_id)
-    changes = patch_changes(payload)
+    changes = patch_changes(payload, param="payload")
     if changes:
         do_update_community(p, community, **changes)
     return _community(p.tenant_id, community_id)

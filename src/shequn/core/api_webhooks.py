@@ -149,7 +149,7 @@ def get_endpoint(request: HttpRequest, endpoint_id: Id) -> Any:
 def update_endpoint(request: HttpRequest, endpoint_id: Id, payload: EndpointPatch) -> Any:
     p = require(request, "settings.write")
     endpoint = _endpoint(p.tenant_id, endpoint_id)
-    changes = patch_changes(payload)
+    changes = patch_changes(payload, param="payload")
     return _endpoint_out(webhooks.do_update_endpoint(p, endpoint, **changes))
 
 

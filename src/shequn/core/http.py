@@ -150,17 +150,6 @@ def max_len(model: type[models.Model], name: str) -> int:
     return int(length)
 
 
-def patch_changes(payload: Schema) -> dict[str, Any]:
-    """The fields a PATCH body sets. An explicit ``null`` is refused (400 naming each field): a
-    PATCH changes a value, it never clears a column that is not nullable."""
-    changes = payload.model_dump(exclude_unset=True)
-    nulls = sorted(k for k, v in changes.items() if v is None)
-    if nulls:
-        raise Invalid(_("字段不能为 null: %(f)s") % {"f": ", ".join(nulls)},
-                      details=[{"field": f"body.payload.{k}", "message": "null"} for k in nulls])
-    return changes
-
-
 _ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?(Z|[+-]\d{2}:?\d{2})?$")
 
 
@@ -237,6 +226,20 @@ class BodyIn(Schema):
         if not isinstance(value, dict | cls):
             raise PydanticCustomError("model_type", "Input should be an object")
         return handler(value)
+
+
+def patch_changes(body: Schema, *, nullable: tuple[str, ...] = (), rename: dict[str, str] | None = None,
+                  param: str = "body") -> dict[str, Any]:
+    """The fields a PATCH body sets (``exclude_unset``): a field left out is unchanged, ``null``
+    clears a field listed in ``nullable`` and is a 422 naming the field for every other one.
+    ``rename`` maps body names to the service's keyword names."""
+    changes = body.model_dump(exclude_unset=True)
+    nulls = sorted(k for k, v in changes.items() if v is None and k not in nullable)
+    if nulls:
+        raise Invalid(_("字段不能为 null: %(f)s") % {"f": ", ".join(nulls)},
+                      details=[{"field": f"body.{param}.{k}", "message": "null", "type": "null"} for k in nulls])
+    rename = rename or {}
+    return {rename.get(k, k): v for k, v in changes.items()}
 
 
 T = TypeVar("T")

@@ -306,7 +306,7 @@ def get_member(request: HttpRequest, member_id: Id) -> Any:
 def update_member(request: HttpRequest, member_id: Id, payload: MemberPatch) -> Any:
     p = require(request, "members.write")
     member = selectors.get_member(p.tenant_id, member_id)
-    changes = patch_changes(payload)
+    changes = patch_changes(payload, param="payload")
     if changes:
         do_update_member(p, member, **changes)
     return member_out(p.tenant_id, member_id, full_contact=True)

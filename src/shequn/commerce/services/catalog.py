@@ -4,6 +4,7 @@ Stock moves only by one conditional UPDATE (``stock + delta >= 0``)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,53 @@ def check_tier_privileges(privileges: Mapping[str, Any] | None) -> dict[str, Any
     return out
 
 
+def check_product_fields(
+    tenant_id: int,
+    *,
+    name: str,
+    kind: str = ProductKind.GOODS,
+    description: str = "",
+    images: Sequence[str] = (),
+    visible_in: Sequence[int] = (),
+    tier_community_id: int | None = None,
+    tier_code: str = "",
+    tier_rank: int = 0,
+    tier_privileges: Mapping[str, Any] | None = None,
+    tier_duration_days: int | None = None,
+) -> None:
+    """The product's own fields (everything but its SKUs): creation and changes."""
+    if not name or not name.strip():
+        raise Invalid(_("商品名称不能为空"), details={"field": "name"})
+    if len(name.strip()) > 200:
+        raise Invalid(_("商品名称最多 200 个字符"), details={"field": "name"})
+    if kind not in ProductKind.values:
+        raise Invalid(_("未知的商品类型: %(k)s") % {"k": kind}, details={"field": "kind"})
+    if kind == ProductKind.TIER:
+        if tier_community_id is None or not Community.objects.filter(tenant_id=tenant_id,
+                                                                      pk=tier_community_id).exists():
+            raise Invalid(_("付费等级必须指定开通的社群"), details={"field": "tier_community_id"})
+        if not tier_code.strip():
+            raise Invalid(_("付费等级必须填写等级代码"), details={"field": "tier_code"})
+        if tier_duration_days is not None:
+            _positive_int(tier_duration_days, "tier_duration_days")
+        check_tier_privileges(tier_privileges)
+    if len(set(visible_in)) != Community.objects.filter(tenant_id=tenant_id, pk__in=list(visible_in)).count():
+        raise NotFound(_("可见社群不存在"), details={"field": "visible_in"})
+
+
+def check_sku(tenant_id: int, *, code: str, price_fen: Any, field_prefix: str = "", sku_id: int | None = None,
+              stock: Any = 0) -> None:
+    """One SKU: a code unique in the tenant (``sku_id``: the SKU being changed), a positive price."""
+    code = str(code or "").strip()
+    if not code:
+        raise Invalid(_("SKU 编码不能为空"), details={"field": f"{field_prefix}code"})
+    _positive_int(price_fen, f"{field_prefix}price_fen")
+    _positive_int(stock, f"{field_prefix}stock", allow_zero=True)
+    others = Sku.objects.filter(tenant_id=tenant_id, code=code)
+    if (others.exclude(pk=sku_id) if sku_id is not None else others).exists():
+        raise Conflict(_("SKU 编码已存在: %(c)s") % {"c": code}, details={"field": f"{field_prefix}code"})
+
+
 @dataclass(frozen=True)
 class NewProduct:
     """What a new product is made of — the console's form, the API's body, the demo and the tier
@@ -57,27 +105,15 @@ class NewProduct:
     tier_privileges: Mapping[str, Any] | None = None
     tier_duration_days: int | None = None
 
+    def fields(self) -> dict[str, Any]:
+        """The product's own fields (everything but its SKUs), as :func:`check_product_fields` takes them."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "skus"}
+
 
 def check_product(tenant_id: int, new: NewProduct) -> None:
     """Every rule of :func:`do_create_product`, without writing."""
-    name, kind, skus, visible_in = new.name, new.kind, new.skus, new.visible_in
-    if not name or not name.strip():
-        raise Invalid(_("商品名称不能为空"), details={"field": "name"})
-    if len(name.strip()) > 200:
-        raise Invalid(_("商品名称最多 200 个字符"), details={"field": "name"})
-    if kind not in ProductKind.values:
-        raise Invalid(_("未知的商品类型: %(k)s") % {"k": kind}, details={"field": "kind"})
-    if kind == ProductKind.TIER:
-        if new.tier_community_id is None or not Community.objects.filter(tenant_id=tenant_id,
-                                                                          pk=new.tier_community_id).exists():
-            raise Invalid(_("付费等级必须指定开通的社群"), details={"field": "tier_community_id"})
-        if not new.tier_code.strip():
-            raise Invalid(_("付费等级必须填写等级代码"), details={"field": "tier_code"})
-        if new.tier_duration_days is not None:
-            _positive_int(new.tier_duration_days, "tier_duration_days")
-        check_tier_privileges(new.tier_privileges)
-    if len(set(visible_in)) != Community.objects.filter(tenant_id=tenant_id, pk__in=list(visible_in)).count():
-        raise NotFound(_("可见社群不存在"), details={"field": "visible_in"})
+    check_product_fields(tenant_id, **new.fields())
+    skus = new.skus
     if not skus:
         raise Invalid(_("至少需要一个 SKU"), details={"field": "skus"})
     codes: set[str] = set()
@@ -86,10 +122,8 @@ def check_product(tenant_id: int, new: NewProduct) -> None:
         if not code or code in codes:
             raise Invalid(_("第 %(i)d 个 SKU 编码为空或重复") % {"i": i + 1}, details={"field": f"skus[{i}].code"})
         codes.add(code)
-        _positive_int(s.get("price_fen"), f"skus[{i}].price_fen")
-        _positive_int(s.get("stock", 0), f"skus[{i}].stock", allow_zero=True)
-        if Sku.objects.filter(tenant_id=tenant_id, code=code).exists():
-            raise Conflict(_("SKU 编码已存在: %(c)s") % {"c": code}, details={"field": f"skus[{i}].code"})
+        check_sku(tenant_id, code=code, price_fen=s.get("price_fen"), stock=s.get("stock", 0),
+                  field_prefix=f"skus[{i}].")
 
 
 @transaction.atomic
@@ -118,55 +152,13 @@ def do_create_product(principal: Principal, new: NewProduct) -> Product:
 
 
 @transaction.atomic
-def do_update_product(
-    principal: Principal, product_id: int, *, name: str | None = None, description: str | None = None,
-    is_active: bool | None = None, tier_privileges: Mapping[str, Any] | None = None,
-    tier_duration_days: int | None = None,
-) -> Product:
-    """Change a product's name, description, privileges or duration; ``is_active`` False takes it off
-    sale (下架, the catalog and new orders no longer see it), True puts it back."""
-    product = Product.objects.select_for_update().filter(tenant_id=principal.tenant_id, pk=product_id).first()
-    if product is None:
-        raise NotFound(_("商品不存在"), details={"field": "product_id"})
-    changed: list[str] = []
-    if name is not None:
-        if not name.strip() or len(name.strip()) > 200:
-            raise Invalid(_("商品名称不能为空"), details={"field": "name"})
-        product.name = name.strip()
-        changed.append("name")
-    if description is not None:
-        product.description = description
-        changed.append("description")
-    if is_active is not None:
-        product.is_active = is_active
-        changed.append("is_active")
-    if tier_privileges is not None:
-        if product.kind != ProductKind.TIER:
-            raise Invalid(_("只有付费等级有权益"), details={"field": "tier_privileges"})
-        product.tier_privileges = check_tier_privileges(tier_privileges)
-        changed.append("tier_privileges")
-    if tier_duration_days is not None:
-        product.tier_duration_days = _positive_int(tier_duration_days, "tier_duration_days")
-        changed.append("tier_duration_days")
-    if changed:
-        product.save(update_fields=changed)
-        do_audit(principal, "commerce.product.update", "Product", product.pk, data={"fields": changed})
-    return product
-
-
-@transaction.atomic
 def do_add_sku(principal: Principal, product_id: int, *, code: str, price_fen: int, name: str = "",
                stock: int = 0) -> Sku:
     product = Product.objects.filter(tenant_id=principal.tenant_id, pk=product_id).first()
     if product is None:
         raise NotFound(_("商品不存在"), details={"field": "product_id"})
+    check_sku(principal.tenant_id, code=code, price_fen=price_fen, stock=stock)
     code = (code or "").strip()
-    if not code:
-        raise Invalid(_("SKU 编码不能为空"), details={"field": "code"})
-    _positive_int(price_fen, "price_fen")
-    _positive_int(stock, "stock", allow_zero=True)
-    if Sku.objects.filter(tenant_id=principal.tenant_id, code=code).exists():
-        raise Conflict(_("SKU 编码已存在: %(c)s") % {"c": code}, details={"field": "code"})
     sku = Sku.objects.create(tenant_id=principal.tenant_id, product=product, code=code, name=name[:120],
                              price_fen=price_fen, stock=stock)
     do_audit(principal, "commerce.sku.create", "Sku", sku.pk, data={"price_fen": price_fen})
