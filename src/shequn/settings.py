@@ -246,6 +246,9 @@ SHEQUN_API_MAX_BODY = int(os.environ.get("SHEQUN_API_MAX_BODY", str(1024 * 1024)
 #: outgoing webhooks may reach private, loopback and link-local addresses (default no: SSRF guard,
 #: ``core/netguard.py``); for a receiver on the same host or network
 SHEQUN_WEBHOOK_ALLOW_PRIVATE = _env_bool("SHEQUN_WEBHOOK_ALLOW_PRIVATE")
+# failed API-key attempts per address and per key prefix in 10 minutes before 429 (core.throttle);
+# raised only for a fuzzing run (bench/api_fuzz_live.sh), whose negative cases send garbage keys
+SHEQUN_API_KEY_FAILURES = int(os.environ.get("SHEQUN_API_KEY_FAILURES", "30"))
 
 # --- security -----------------------------------------------------------------------------------
 # docs/security.md explains each line. Development (the default) works over plain http; production

@@ -8,8 +8,9 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema
 
-from shequn.core.http import ERRORS, ApiDatetime, BodyIn, Id, Page, idempotent, paginate, require
+from shequn.core.http import ERRORS, ApiDatetime, BodyIn, Id, idempotent, require
 from shequn.core.middleware_api import register_body_rule
+from shequn.core.pagination import KeysetPagination, paginate
 
 from .models import ActivityEvent, EventKind
 from .services import MAX_BATCH, do_ingest
@@ -76,8 +77,6 @@ class EventFilter(Schema):
     kind: KindName | None = None
     since: ApiDatetime | None = Field(None, description="occurred_at >= since (ISO 8601, years 2000-2100)")
     until: ApiDatetime | None = Field(None, description="occurred_at < until (ISO 8601, years 2000-2100)")
-    cursor: str | None = None
-    limit: int = Field(100, ge=1, le=500)
 
 
 def events_for(tenant_id: int, f: EventFilter) -> QuerySet[ActivityEvent]:
@@ -112,7 +111,8 @@ def ingest(request: HttpRequest, payload: IngestIn) -> Any:
     )
 
 
-@router.get("/events", response={200: Page[EventOut], **ERRORS}, summary="活动事件列表")
+@router.get("/events", response={200: list[EventOut], **ERRORS}, summary="活动事件列表")
+@paginate(KeysetPagination, default_limit=100)
 def list_events(request: HttpRequest, filters: Query[EventFilter]) -> Any:
     p = require(request, "activity.read")
-    return paginate(events_for(p.tenant_id, filters), filters.cursor, filters.limit)
+    return events_for(p.tenant_id, filters)

@@ -4,8 +4,6 @@ sales formula and its decomposition, trends, breakdowns (top movers), a communit
 the caller's tenant (permission ``analytics.read``) and may be answered by the read replica
 (``shequn.core.dbrouting``)."""
 
-from __future__ import annotations
-
 import csv
 import datetime as dt
 import io

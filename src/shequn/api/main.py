@@ -157,6 +157,7 @@ _PYDANTIC_ZH = {
     "datetime_range": gettext_noop("时间必须在 %(min_year)s 年到 %(max_year)s 年之间"),
     "ip_address": gettext_noop("必须是 IPv4 或 IPv6 地址"),
     "extra_forbidden": gettext_noop("不支持的参数"),
+    "cursor_invalid": gettext_noop("无效的分页游标"),
 }
 
 
@@ -286,13 +287,25 @@ _IDEMPOTENCY_PARAM = {
 _base_openapi_schema = api.get_openapi_schema
 
 
+def _idempotent_operation_ids() -> frozenset[str]:
+    """The operationIds of the operations that honour ``Idempotency-Key`` (``core.http.idempotent``)."""
+    return frozenset(
+        op.operation_id or api.get_openapi_operation_id(op)
+        for bound in api._get_bound_routers() for view in bound.path_operations.values()
+        for op in view.operations if getattr(op.view_func, "idempotent", False))
+
+
 def _openapi_schema(*, path_prefix: str | None = None, path_params: dict[str, object] | None = None) -> object:
-    """The generated schema plus the ``Idempotency-Key`` header on every POST."""
+    """The generated schema plus the ``Idempotency-Key`` header on every operation that honours it
+    (and only there: a client must not believe a retry of another POST is safe)."""
     schema = _base_openapi_schema(path_prefix=path_prefix, path_params=path_params)
+    honoured = _idempotent_operation_ids()
     for item in schema["paths"].values():
-        post = item.get("post")
-        if post is not None and not any(p.get("name") == "Idempotency-Key" for p in post.get("parameters", [])):
-            post.setdefault("parameters", []).append(dict(_IDEMPOTENCY_PARAM))
+        for operation in item.values():
+            if operation.get("operationId") not in honoured:
+                continue
+            if not any(p.get("name") == "Idempotency-Key" for p in operation.get("parameters", [])):
+                operation.setdefault("parameters", []).append(dict(_IDEMPOTENCY_PARAM))
     return schema
 
 

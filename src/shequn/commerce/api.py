@@ -22,17 +22,16 @@ from shequn.core.http import (
     IpAddress,
     Limit,
     NonNegative,
-    Page,
     PositiveFen,
     Quantity,
     idempotent,
     max_len,
-    paginate,
     patch_changes,
     require,
 )
 from shequn.core.middleware_api import register_body_rule
 from shequn.core.models import Tenant
+from shequn.core.pagination import KeysetPagination, paginate
 
 from . import selectors, services
 from .events import ATTRIBUTION_MAX_LENGTH
@@ -147,7 +146,7 @@ class RefundOut(Schema):
     reason: str
 
 
-class MemberIn(BodyIn):
+class BuyerIn(BodyIn):
     member_id: Id
     attribution: AttributionIn | None = None
 
@@ -213,12 +212,11 @@ def create_order(request: HttpRequest, body: OrderIn) -> Any:
     return OrderOut.from_orm(order)
 
 
-@router.get("/orders", response={200: Page[OrderOut], **ERRORS})
-def list_orders(request: HttpRequest, member_id: Id | None = None, status: str | None = None,
-                cursor: str | None = None, limit: Limit = 50) -> Any:
+@router.get("/orders", response={200: list[OrderOut], **ERRORS})
+@paginate(KeysetPagination)
+def list_orders(request: HttpRequest, member_id: Id | None = None, status: str | None = None) -> Any:
     p = require(request, "commerce.read")
-    return paginate(selectors.orders(p.tenant_id, member_id=member_id, status=status).prefetch_related("lines"),
-                    cursor, limit)
+    return selectors.orders(p.tenant_id, member_id=member_id, status=status).prefetch_related("lines")
 
 
 @router.get("/orders/{order_id}", response={200: OrderOut, **ERRORS})
@@ -315,7 +313,7 @@ def _team_out(team: GroupBuyTeam, order: Order | None) -> dict[str, Any]:
 
 @router.post("/group-buys/{group_buy_id}/teams", response={200: TeamOut, **ERRORS})
 @idempotent
-def start_team(request: HttpRequest, group_buy_id: Id, body: MemberIn) -> Any:
+def start_team(request: HttpRequest, group_buy_id: Id, body: BuyerIn) -> Any:
     """开团: the leader's order and the share token for the join link."""
     p = require(request, "commerce.write")
     team, order = services.do_start_team(p, group_buy_id, member_id=body.member_id, attribution=_attr(body.attribution))
@@ -330,7 +328,7 @@ def get_team(request: HttpRequest, share_token: str) -> Any:
 
 @router.post("/teams/{share_token}/join", response={200: OrderOut, **ERRORS})
 @idempotent
-def join_team(request: HttpRequest, share_token: str, body: MemberIn) -> Any:
+def join_team(request: HttpRequest, share_token: str, body: BuyerIn) -> Any:
     """参团 by share link."""
     p = require(request, "commerce.write")
     order = services.do_join_team(p, share_token, member_id=body.member_id, attribution=_attr(body.attribution))
@@ -338,14 +336,14 @@ def join_team(request: HttpRequest, share_token: str, body: MemberIn) -> Any:
 
 
 @router.post("/coupons/{template_id}/claim", response={200: CouponOut, **ERRORS})
-def claim_coupon(request: HttpRequest, template_id: Id, body: MemberIn) -> Any:
+def claim_coupon(request: HttpRequest, template_id: Id, body: BuyerIn) -> Any:
     p = require(request, "commerce.write")
     c: Coupon = services.do_claim_coupon(p, template_id, member_id=body.member_id)
     return CouponOut.from_orm(c)
 
 
 @router.post("/share-coupons/{share_token}/claim", response={200: CouponOut, **ERRORS})
-def claim_share_coupon(request: HttpRequest, share_token: str, body: MemberIn) -> Any:
+def claim_share_coupon(request: HttpRequest, share_token: str, body: BuyerIn) -> Any:
     """买一赠一: a friend claims the gift coupon from the buyer's link."""
     p = require(request, "commerce.write")
     return CouponOut.from_orm(services.do_claim_share_coupon(p, share_token, member_id=body.member_id))

@@ -9,10 +9,10 @@ from typing import Any, Literal
 from django.http import HttpRequest
 from django.utils.translation import gettext as _
 from ninja import Field, Query, Router, Schema, Status
-from ninja.params import P, QueryEx
 
 from shequn.core.errors import Conflict
-from shequn.core.http import ERRORS, ApiDatetime, BodyIn, Id, Page, idempotent, paginate, patch_changes, require
+from shequn.core.http import ERRORS, ApiDatetime, BodyIn, Id, idempotent, patch_changes, require
+from shequn.core.pagination import KeysetPagination, paginate
 from shequn.members.selectors import get_member
 
 from . import selectors
@@ -157,8 +157,6 @@ class RoleOut(Schema):
 class MembershipFilter(Schema):
     member_id: Id | None = None
     current: bool | None = Field(None, description="true: open memberships only; false: ended only")
-    cursor: str | None = None
-    limit: int = Field(50, ge=1, le=500)
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -173,22 +171,23 @@ def _group(tenant_id: int, group_id: Id) -> ChatGroup:
     return selectors.groups(tenant_id).get(pk=group_id)
 
 
-def _membership_page(qs: Any, f: MembershipFilter) -> dict[str, Any]:
+def _memberships(qs: Any, f: MembershipFilter) -> Any:
     if f.member_id is not None:
         qs = qs.filter(member_id=f.member_id)
     if f.current is True:
         qs = qs.filter(left_at__isnull=True)
     elif f.current is False:
         qs = qs.filter(left_at__isnull=False)
-    return paginate(qs, f.cursor, f.limit)
+    return qs
 
 
 # --- communities --------------------------------------------------------------------------------
 
-@router.get("", response={200: Page[CommunityOut], **ERRORS}, summary="社群列表")
-def list_communities(request: HttpRequest, cursor: str | None = None, limit: QueryEx[int, P(ge=1, le=500)] = 50) -> Any:
+@router.get("", response={200: list[CommunityOut], **ERRORS}, summary="社群列表")
+@paginate(KeysetPagination, descending=False)
+def list_communities(request: HttpRequest) -> Any:
     p = require(request, "communities.read")
-    return paginate(selectors.communities(p.tenant_id), cursor, limit, descending=False)
+    return selectors.communities(p.tenant_id)
 
 
 @router.post("", response={201: CommunityOut, **ERRORS}, summary="创建社群")
@@ -199,10 +198,11 @@ def create_community(request: HttpRequest, payload: CommunityIn) -> Any:
     return Status(201, CommunityOut.from_orm(_community(p.tenant_id, community.pk)))
 
 
-@router.get("/memberships", response={200: Page[MembershipOut], **ERRORS}, summary="成员关系 (全部社群)")
+@router.get("/memberships", response={200: list[MembershipOut], **ERRORS}, summary="成员关系 (全部社群)")
+@paginate(KeysetPagination)
 def list_all_memberships(request: HttpRequest, filters: Query[MembershipFilter]) -> Any:
     p = require(request, "communities.read")
-    return _membership_page(selectors.memberships(p.tenant_id), filters)
+    return _memberships(selectors.memberships(p.tenant_id), filters)
 
 
 @router.post("/memberships/{membership_id}/leave", response={200: MembershipOut, **ERRORS}, summary="退出社群")
@@ -259,12 +259,13 @@ def create_group(request: HttpRequest, community_id: Id, payload: GroupIn) -> An
 
 # --- memberships --------------------------------------------------------------------------------
 
-@router.get("/{community_id}/memberships", response={200: Page[MembershipOut], **ERRORS},
+@router.get("/{community_id}/memberships", response={200: list[MembershipOut], **ERRORS},
             summary="社群成员关系 (完整历史)")
+@paginate(KeysetPagination)
 def list_memberships(request: HttpRequest, community_id: Id, filters: Query[MembershipFilter]) -> Any:
     p = require(request, "communities.read")
     selectors.get_community(p.tenant_id, community_id)
-    return _membership_page(selectors.memberships(p.tenant_id, community_id=community_id), filters)
+    return _memberships(selectors.memberships(p.tenant_id, community_id=community_id), filters)
 
 
 @router.post("/{community_id}/memberships", response={201: MembershipOut, **ERRORS}, summary="加入社群")

@@ -11,7 +11,8 @@ from django.utils.translation import gettext as _
 from ninja import Field, Router, Schema
 
 from shequn.core.errors import NotFound
-from shequn.core.http import ERRORS, BodyIn, Id, Limit, Page, idempotent, max_len, paginate, require
+from shequn.core.http import ERRORS, BodyIn, Id, idempotent, max_len, require
+from shequn.core.pagination import KeysetPagination, paginate
 
 from . import selectors, services
 from .models import Connection, QrConfig
@@ -160,12 +161,12 @@ def activate_connection(request: HttpRequest, connection_id: int, body: NoteIn |
     return _conn_out(services.do_set_connection_active(p, connection_id, True, reason=body.note if body else ""))
 
 
-class DeletedOut(Schema):
+class ConnectionDeletedOut(Schema):
     id: int
     deleted: bool
 
 
-@router.delete("/connections/{connection_id}", response={200: DeletedOut, **ERRORS})
+@router.delete("/connections/{connection_id}", response={200: ConnectionDeletedOut, **ERRORS})
 def delete_connection(request: HttpRequest, connection_id: int) -> Any:
     p = require(request, "connectors.write")
     services.do_delete_connection(p, connection_id)
@@ -178,11 +179,11 @@ def update_secrets(request: HttpRequest, connection_id: Id, body: SecretsIn) -> 
     return _conn_out(services.do_update_connection_secrets(p, connection_id, body.secrets))
 
 
-@router.get("/rooms", response={200: Page[RoomOut], **ERRORS})
-def list_rooms(request: HttpRequest, connection_id: Id | None = None, unmapped: bool = False,
-               cursor: str | None = None, limit: Limit = 50) -> Any:
+@router.get("/rooms", response={200: list[RoomOut], **ERRORS})
+@paginate(KeysetPagination)
+def list_rooms(request: HttpRequest, connection_id: Id | None = None, unmapped: bool = False) -> Any:
     p = require(request, "connectors.read")
-    return paginate(selectors.rooms(p.tenant_id, connection_id=connection_id, unmapped=unmapped), cursor, limit)
+    return selectors.rooms(p.tenant_id, connection_id=connection_id, unmapped=unmapped)
 
 
 @router.post("/rooms/{room_id}/map", response={200: RoomOut, **ERRORS})
@@ -195,11 +196,11 @@ def map_room(request: HttpRequest, room_id: Id, body: MapIn) -> Any:
     return room
 
 
-@router.get("/outbox", response={200: Page[ActionOut], **ERRORS})
-def list_outbox(request: HttpRequest, status: str | None = None, platform: str | None = None,
-                cursor: str | None = None, limit: Limit = 50) -> Any:
+@router.get("/outbox", response={200: list[ActionOut], **ERRORS})
+@paginate(KeysetPagination)
+def list_outbox(request: HttpRequest, status: str | None = None, platform: str | None = None) -> Any:
     p = require(request, "connectors.read")
-    return paginate(selectors.outbox(p.tenant_id, status=status, platform=platform), cursor, limit)
+    return selectors.outbox(p.tenant_id, status=status, platform=platform)
 
 
 @router.post("/outbox/{action_id}/retry", response={200: ActionOut, **ERRORS})
@@ -214,10 +215,11 @@ def cancel_action(request: HttpRequest, action_id: Id, body: NoteIn | None = Non
     return services.do_cancel_action(p, action_id, reason=body.note if body else "")
 
 
-@router.get("/human-tasks", response={200: Page[TaskOut], **ERRORS})
-def list_tasks(request: HttpRequest, status: str | None = "open", cursor: str | None = None, limit: Limit = 50) -> Any:
+@router.get("/human-tasks", response={200: list[TaskOut], **ERRORS})
+@paginate(KeysetPagination)
+def list_tasks(request: HttpRequest, status: str | None = "open") -> Any:
     p = require(request, "connectors.read")
-    return paginate(selectors.human_tasks(p.tenant_id, status=status or None), cursor, limit)
+    return selectors.human_tasks(p.tenant_id, status=status or None)
 
 
 @router.post("/human-tasks/{task_id}/complete", response={200: TaskOut, **ERRORS})

@@ -10,12 +10,12 @@ from typing import Annotated, Any
 from django.http import HttpRequest
 from django.utils.translation import gettext as _
 from ninja import Field, Query, Router, Schema, Status
-from ninja.params import P, QueryEx
 
 from .api_webhooks import router as webhooks_router
 from .errors import Forbidden, NotFound
-from .http import ERRORS, ApiDatetime, BodyIn, Id, Page, idempotent, max_len, paginate, principal, require
+from .http import ERRORS, ApiDatetime, BodyIn, Id, idempotent, max_len, principal, require
 from .models import ApiKey, Tenant
+from .pagination import KeysetPagination, paginate
 from .permissions import expand_scopes
 from .selectors import api_keys, audit_log
 from .services import do_create_api_key, do_revoke_api_key
@@ -69,11 +69,10 @@ class AuditFilter(Schema):
     object_type: str | None = None
     object_id: str | None = None
     action: str | None = None
-    cursor: str | None = None
-    limit: int = Field(50, ge=1, le=500)
 
 
-@router.get("/audit-log", response={200: Page[AuditOut], **ERRORS}, summary="审计日志")
+@router.get("/audit-log", response={200: list[AuditOut], **ERRORS}, summary="审计日志")
+@paginate(KeysetPagination)
 def list_audit(request: HttpRequest, filters: Query[AuditFilter]) -> Any:
     p = require(request, "audit.read")
     qs = audit_log(p.tenant_id)
@@ -83,7 +82,7 @@ def list_audit(request: HttpRequest, filters: Query[AuditFilter]) -> Any:
         qs = qs.filter(object_id=filters.object_id)
     if filters.action:
         qs = qs.filter(action=filters.action)
-    return paginate(qs, filters.cursor, filters.limit)
+    return qs
 
 
 # --- API keys -----------------------------------------------------------------------------------
@@ -118,12 +117,11 @@ def _key_out(key: ApiKey) -> dict[str, Any]:
             "revoked_at": key.revoked_at}
 
 
-@router.get("/api-keys", response={200: Page[ApiKeyOut], **ERRORS}, summary="API 密钥列表")
-def list_api_keys(request: HttpRequest, cursor: str | None = None, limit: QueryEx[int, P(ge=1, le=500)] = 50) -> Any:
+@router.get("/api-keys", response={200: list[ApiKeyOut], **ERRORS}, summary="API 密钥列表")
+@paginate(KeysetPagination, item=_key_out)
+def list_api_keys(request: HttpRequest) -> Any:
     p = require(request, "settings.read")
-    page = paginate(api_keys(p.tenant_id), cursor, limit)
-    page["items"] = [_key_out(k) for k in page["items"]]
-    return page
+    return api_keys(p.tenant_id)
 
 
 @router.post("/api-keys", response={201: ApiKeyCreatedOut, **ERRORS}, summary="创建 API 密钥")

@@ -13,8 +13,9 @@ from ninja.params import P, QueryEx
 
 from . import webhooks
 from .errors import NotFound
-from .http import ERRORS, BodyIn, Id, Page, idempotent, max_len, paginate, patch_changes, require
+from .http import ERRORS, BodyIn, Id, idempotent, max_len, patch_changes, require
 from .models import WebhookDelivery, WebhookEndpoint, WebhookEventType
+from .pagination import KeysetPagination, paginate
 from .selectors import webhook_deliveries, webhook_endpoints
 
 router = Router(tags=["webhooks"])
@@ -70,7 +71,7 @@ class SecretOut(Schema):
     secret: str = Field(description="the new signing secret, shown once")
 
 
-class DeletedOut(Schema):
+class EndpointDeletedOut(Schema):
     id: int
     deleted: bool
 
@@ -121,13 +122,11 @@ def event_types(request: HttpRequest) -> Any:
     return [{"code": t.value, "label": str(t.label)} for t in WebhookEventType]
 
 
-@router.get("/endpoints", response={200: Page[EndpointOut], **ERRORS}, summary="Webhook 端点列表")
-def list_endpoints(request: HttpRequest, cursor: str | None = None,
-                   limit: QueryEx[int, P(ge=1, le=500)] = 50) -> Any:
+@router.get("/endpoints", response={200: list[EndpointOut], **ERRORS}, summary="Webhook 端点列表")
+@paginate(KeysetPagination, item=_endpoint_out)
+def list_endpoints(request: HttpRequest) -> Any:
     p = require(request, "settings.read")
-    page = paginate(webhook_endpoints(p.tenant_id), cursor, limit)
-    page["items"] = [_endpoint_out(e) for e in page["items"]]
-    return page
+    return webhook_endpoints(p.tenant_id)
 
 
 @router.post("/endpoints", response={201: EndpointCreatedOut, **ERRORS}, summary="创建 Webhook 端点")
@@ -153,7 +152,7 @@ def update_endpoint(request: HttpRequest, endpoint_id: Id, payload: EndpointPatc
     return _endpoint_out(webhooks.do_update_endpoint(p, endpoint, **changes))
 
 
-@router.delete("/endpoints/{endpoint_id}", response={200: DeletedOut, **ERRORS}, summary="删除 Webhook 端点")
+@router.delete("/endpoints/{endpoint_id}", response={200: EndpointDeletedOut, **ERRORS}, summary="删除 Webhook 端点")
 def delete_endpoint(request: HttpRequest, endpoint_id: Id) -> Any:
     p = require(request, "settings.write")
     webhooks.do_delete_endpoint(p, _endpoint(p.tenant_id, endpoint_id))
@@ -169,14 +168,12 @@ def rotate_secret(request: HttpRequest, endpoint_id: Id) -> Any:
     return {"id": endpoint.pk, "secret": webhooks.do_rotate_secret(p, endpoint)}
 
 
-@router.get("/deliveries", response={200: Page[DeliveryOut], **ERRORS}, summary="投递记录")
+@router.get("/deliveries", response={200: list[DeliveryOut], **ERRORS}, summary="投递记录")
+@paginate(KeysetPagination, item=_delivery_out)
 def list_deliveries(request: HttpRequest, endpoint_id: QueryEx[int | None, P(ge=1)] = None,
-                    state: Literal["pending", "succeeded", "failed"] | None = None, cursor: str | None = None,
-                    limit: QueryEx[int, P(ge=1, le=500)] = 50) -> Any:
+                    state: Literal["pending", "succeeded", "failed"] | None = None) -> Any:
     p = require(request, "settings.read")
-    page = paginate(webhook_deliveries(p.tenant_id, endpoint_id=endpoint_id, state=state), cursor, limit)
-    page["items"] = [_delivery_out(d) for d in page["items"]]
-    return page
+    return webhook_deliveries(p.tenant_id, endpoint_id=endpoint_id, state=state)
 
 
 @router.post("/deliveries/{delivery_id}/replay", response={201: DeliveryOut, **ERRORS}, summary="重放投递")

@@ -1,4 +1,4 @@
-"""Shared pieces of the REST API: authentication, the one error shape, cursor pagination and
+"""Shared pieces of the REST API: authentication, the one error shape, the strict input layer and
 ``Idempotency-Key`` handling. Every app's ``api.py`` builds on these."""
 
 from __future__ import annotations
@@ -10,11 +10,10 @@ import hashlib
 import ipaddress
 import json
 import re
-from collections.abc import Callable, Sequence
-from typing import Annotated, Any, Generic, TypeVar
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from django.db import models, transaction
-from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.http.request import RawPostDataException
 from django.utils import timezone
@@ -240,38 +239,6 @@ def patch_changes(body: Schema, *, nullable: tuple[str, ...] = (), rename: dict[
                       details=[{"field": f"body.{param}.{k}", "message": "null", "type": "null"} for k in nulls])
     rename = rename or {}
     return {rename.get(k, k): v for k, v in changes.items()}
-
-
-T = TypeVar("T")
-
-
-class Page(Schema, Generic[T]):
-    items: list[T]
-    next_cursor: str | None = None
-
-
-def _encode_cursor(value: int) -> str:
-    return base64.urlsafe_b64encode(str(value).encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> int:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        return int(base64.urlsafe_b64decode(padded.encode()).decode())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise Invalid(_("无效的分页游标"), details=[{"field": "query.cursor", "message": "bad cursor"}]) from exc
-
-
-def paginate(qs: QuerySet[Any], cursor: str | None, limit: int, *, descending: bool = True) -> dict[str, Any]:
-    """Keyset pagination on the primary key: stable under inserts, O(limit) per page."""
-    limit = max(1, min(limit, 500))
-    if cursor:
-        last = _decode_cursor(cursor)
-        qs = qs.filter(pk__lt=last) if descending else qs.filter(pk__gt=last)
-    rows: Sequence[Any] = list(qs.order_by("-pk" if descending else "pk")[: limit + 1])
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return {"items": rows, "next_cursor": _encode_cursor(rows[-1].pk) if more and rows else None}
 
 
 #: the marker of a stored answer that keeps the exact bytes (older records hold a JSON body)

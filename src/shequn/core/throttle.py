@@ -48,8 +48,9 @@ class Rule:
 STAFF_ACCOUNT = Rule("staff.account", 5, 15 * 60)
 STAFF_ADDRESS = Rule("staff.address", 20, 15 * 60)
 #: API requests with an unknown, revoked, expired or wrong key from one address; per key prefix
-API_KEY_ADDRESS = Rule("apikey.address", 30, 10 * 60)
-API_KEY_PREFIX = Rule("apikey.prefix", 30, 10 * 60)
+#: (``SHEQUN_API_KEY_FAILURES``, default 30)
+API_KEY_ADDRESS = Rule("apikey.address", getattr(settings, "SHEQUN_API_KEY_FAILURES", 30), 10 * 60)
+API_KEY_PREFIX = Rule("apikey.prefix", getattr(settings, "SHEQUN_API_KEY_FAILURES", 30), 10 * 60)
 #: portal sign-in codes: one per phone per minute, five per phone per hour, twenty per address per hour
 CODE_PHONE_GAP = Rule("code.phone.gap", 1, 60)
 CODE_PHONE_HOUR = Rule("code.phone", 5, 3600)

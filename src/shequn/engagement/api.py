@@ -15,14 +15,13 @@ from shequn.core.http import (
     BodyIn,
     Id,
     Limit,
-    Page,
     Quantity,
     idempotent,
     max_len,
-    paginate,
     patch_changes,
     require,
 )
+from shequn.core.pagination import KeysetPagination, paginate
 
 from . import selectors, services
 from .models import Badge, ContentItem, Lottery, LotteryPrize, RedPacket
@@ -30,7 +29,7 @@ from .models import Badge, ContentItem, Lottery, LotteryPrize, RedPacket
 router = Router(tags=["engagement"])
 
 
-class MemberIn(BodyIn):
+class MemberRefIn(BodyIn):
     member_id: Id
 
 
@@ -49,7 +48,7 @@ class BalanceOut(Schema):
     spent_total: int
 
 
-class EntryOut(Schema):
+class PointsEntryOut(Schema):
     id: int
     delta: int
     balance_after: int
@@ -99,7 +98,7 @@ class ReplyOut(Schema):
 
 @router.post("/checkins", response={200: CheckInOut, **ERRORS}, summary="签到")
 @idempotent
-def check_in(request: HttpRequest, body: MemberIn) -> Any:
+def check_in(request: HttpRequest, body: MemberRefIn) -> Any:
     p = require(request, "engagement.write")
     r = services.do_check_in(p.tenant_id, body.member_id, source="api")
     return CheckInOut(created=r.created, day=r.day, current_streak=r.current_streak, longest_streak=r.longest_streak,
@@ -113,11 +112,12 @@ def points_balance(request: HttpRequest, member_id: Id) -> Any:
     return selectors.points_balance(p.tenant_id, member_id)
 
 
-@router.get("/members/{member_id}/points/history", response={200: Page[EntryOut], **ERRORS}, summary="积分流水")
-def points_history(request: HttpRequest, member_id: Id, cursor: str | None = None, limit: Limit = 50) -> Any:
+@router.get("/members/{member_id}/points/history", response={200: list[PointsEntryOut], **ERRORS}, summary="积分流水")
+@paginate(KeysetPagination)
+def points_history(request: HttpRequest, member_id: Id) -> Any:
     p = require(request, "engagement.read")
     services.check_member(p.tenant_id, member_id)
-    return paginate(selectors.points_history(p.tenant_id, member_id), cursor, limit)
+    return selectors.points_history(p.tenant_id, member_id)
 
 
 @router.get("/members/{member_id}/score", response={200: dict, **ERRORS}, summary="活跃分与等级说明")
@@ -143,7 +143,7 @@ def enter_lottery(request: HttpRequest, lottery_id: Id, body: LotteryEntryIn) ->
 
 @router.post("/red-packets/{packet_id}/claims", response={200: ClaimOut, **ERRORS}, summary="领红包")
 @idempotent
-def claim_red_packet(request: HttpRequest, packet_id: Id, body: MemberIn) -> Any:
+def claim_red_packet(request: HttpRequest, packet_id: Id, body: MemberRefIn) -> Any:
     p = require(request, "engagement.write")
     c = services.do_claim_red_packet(p.tenant_id, packet_id, body.member_id)
     return ClaimOut(id=c.pk, packet_id=c.packet_id, member_id=c.member_id, amount=c.amount)

@@ -1,13 +1,12 @@
 """Ledger reads at /api/v1/ledger/ (finance.read): accounts of an owner, an account's entries, a check."""
 
-from __future__ import annotations
-
 from datetime import datetime
 
 from django.http import HttpRequest
 from ninja import Router, Schema
 
-from shequn.core.http import ERRORS, Id, Limit, Page, paginate, require
+from shequn.core.http import ERRORS, Id, require
+from shequn.core.pagination import KeysetPagination, paginate
 
 from . import selectors
 from .models import Entry
@@ -26,7 +25,7 @@ class AccountOut(Schema):
     allow_negative: bool
 
 
-class EntryOut(Schema):
+class LedgerEntryOut(Schema):
     id: int
     transaction_id: int
     amount_fen: int
@@ -67,11 +66,12 @@ def list_accounts(request: HttpRequest, owner_type: str, owner_id: Id) -> object
     return list(selectors.accounts_of(p.tenant_id, owner_type, owner_id))
 
 
-@router.get("/accounts/{account_id}/entries", response={200: Page[EntryOut], **ERRORS})
-def list_entries(request: HttpRequest, account_id: Id, cursor: str | None = None, limit: Limit = 50) -> object:
+@router.get("/accounts/{account_id}/entries", response={200: list[LedgerEntryOut], **ERRORS})
+@paginate(KeysetPagination)
+def list_entries(request: HttpRequest, account_id: Id) -> object:
     p = require(request, "finance.read")
     selectors.account_get(p.tenant_id, account_id)
-    return paginate(selectors.entries_for_account(p.tenant_id, account_id), cursor, limit)
+    return selectors.entries_for_account(p.tenant_id, account_id)
 
 
 @router.get("/check", response={200: CheckOut, **ERRORS})

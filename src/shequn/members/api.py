@@ -16,10 +16,11 @@ from ninja import Field, File, Form, Query, Router, Schema, Status, UploadedFile
 from ninja.params import P, QueryEx
 
 from shequn.core.errors import Invalid, NotFound
-from shequn.core.http import ERRORS, BodyIn, Id, Page, idempotent, max_len, paginate, patch_changes, require
+from shequn.core.http import ERRORS, BodyIn, Id, idempotent, max_len, patch_changes, require
 from shequn.core.masking import mask_email, mask_phone
 from shequn.core.middleware_api import register_body_rule
 from shequn.core.models import Platform
+from shequn.core.pagination import KeysetPagination, paginate
 
 from . import importing, selectors
 from .models import Identity, LifecycleStage, Member, MemberTag, RelationshipLevel, Tag
@@ -155,8 +156,8 @@ class ImportReportOut(Schema):
     errors: list[ImportErrorOut]
 
 
-class ExportFilter(Schema):
-    """The member list's filters, without paging (an export is every matching member)."""
+class MemberFilter(Schema):
+    """The member list's filters (paging: `KeysetPagination`); an export is every matching member."""
 
     q: str | None = Field(None, description="nickname contains, exact phone or exact platform account")
     tag: str | None = None
@@ -164,11 +165,6 @@ class ExportFilter(Schema):
     community_id: Id | None = None
     role: RoleName | None = Field(None, description="members currently holding this community role")
     relationship_level: int | None = Field(None, ge=RelationshipLevel.CUSTOMER, le=RelationshipLevel.SHAREHOLDER)
-
-
-class MemberFilter(ExportFilter):
-    cursor: str | None = None
-    limit: int = Field(50, ge=1, le=500)
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -209,16 +205,15 @@ def member_out(tenant_id: int, member_id: Id, *, full_contact: bool) -> MemberOu
 
 # --- endpoints ----------------------------------------------------------------------------------
 
-@router.get("", response={200: Page[MemberListOut], **ERRORS}, summary="会员列表")
+@router.get("", response={200: list[MemberListOut], **ERRORS}, summary="会员列表")
+@paginate(KeysetPagination, item=_list_out)
 def list_members(request: HttpRequest, filters: Query[MemberFilter]) -> Any:
     p = require(request, "members.read")
     qs = selectors.search_members(
         p.tenant_id, q=filters.q or "", tag=filters.tag or "", lifecycle=filters.lifecycle or "",
         community_id=filters.community_id, role=filters.role or "", relationship_level=filters.relationship_level,
     )
-    page = paginate(_with_related(qs), filters.cursor, filters.limit)
-    page["items"] = [_list_out(m) for m in page["items"]]
-    return page
+    return _with_related(qs)
 
 
 @router.post("", response={201: MemberOut, **ERRORS}, summary="创建会员")
@@ -274,7 +269,7 @@ def import_members(request: HttpRequest, file: File[UploadedFile], dry_run: Form
                 "text/csv": {"schema": {"type": "string", "format": "binary"}},
                 "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": {
                     "schema": {"type": "string", "format": "binary"}}}}}})
-def export_members(request: HttpRequest, filters: Query[ExportFilter], format: Literal["csv", "xlsx"] = "csv",
+def export_members(request: HttpRequest, filters: Query[MemberFilter], format: Literal["csv", "xlsx"] = "csv",
                    ) -> HttpResponse:
     """The members the list shows for the same filters (``q``, ``tag``, ``lifecycle``,
     ``community_id``, ``role``, ``relationship_level``), as a file; phones and e-mails masked.

@@ -13,7 +13,8 @@ from ninja import Field, Router, Schema
 
 from shequn.communities.models import Community
 from shequn.core.errors import NotFound
-from shequn.core.http import ERRORS, BodyIn, Id, Limit, Page, idempotent, max_len, paginate, principal, require
+from shequn.core.http import ERRORS, BodyIn, Id, idempotent, max_len, principal, require
+from shequn.core.pagination import KeysetPagination, paginate
 
 from . import selectors, services
 from .models import Decision, FinalStep, MemberReport, Violation
@@ -79,7 +80,7 @@ class ViolationOut(Schema):
     occurred_at: dt.datetime
 
 
-class ReviewIn(BodyIn):
+class ViolationReviewIn(BodyIn):
     decision: Literal["confirm", "reverse"]
     note: str = Field("", max_length=max_len(Violation, "review_note"))
 
@@ -178,12 +179,12 @@ def classify(request: HttpRequest, body: ClassifyIn) -> dict[str, Any]:
     return {**moderator.classify(body.text, ctx).as_json(), "exempt": ctx.exempt}
 
 
-@router.get("/violations", response={200: Page[ViolationOut], **ERRORS})
+@router.get("/violations", response={200: list[ViolationOut], **ERRORS})
+@paginate(KeysetPagination)
 def list_violations(request: HttpRequest, *, status: str | None = None, community_id: Id | None = None,
-                    member_id: Id | None = None, cursor: str | None = None, limit: Limit = 50) -> dict[str, Any]:
+                    member_id: Id | None = None) -> Any:
     p = require(request, "moderation.read")
-    qs = selectors.violations(p.tenant_id, status=status, community_id=community_id, member_id=member_id)
-    return paginate(qs, cursor, limit)
+    return selectors.violations(p.tenant_id, status=status, community_id=community_id, member_id=member_id)
 
 
 @router.get("/violations/{violation_id}", response={200: ViolationOut, **ERRORS})
@@ -194,7 +195,7 @@ def get_violation(request: HttpRequest, violation_id: Id) -> Violation:
 
 @router.post("/violations/{violation_id}/review", response={200: ViolationOut, **ERRORS})
 @idempotent
-def review(request: HttpRequest, violation_id: Id, body: ReviewIn) -> Violation:
+def review(request: HttpRequest, violation_id: Id, body: ViolationReviewIn) -> Violation:
     p = require(request, "moderation.write")
     return services.do_review(p, violation_id, body.decision, note=body.note)
 

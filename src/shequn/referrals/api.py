@@ -15,17 +15,15 @@ from shequn.core.http import (
     Fen,
     Id,
     IpAddress,
-    Limit,
     NonNegative,
-    Page,
     PositiveFen,
     idempotent,
     max_len,
-    paginate,
     patch_changes,
     require,
 )
 from shequn.core.models import Tenant
+from shequn.core.pagination import KeysetPagination, paginate
 from shequn.members.selectors import check_member
 
 from . import leaderboard, selectors, services
@@ -141,7 +139,7 @@ class RejectIn(BodyIn):
     reason: str = Field(min_length=1, max_length=max_len(WithdrawalEvent, "note"))
 
 
-class ReviewIn(BodyIn):
+class SignalReviewIn(BodyIn):
     decision: Literal["cleared", "confirmed"]
     note: str = Field("", max_length=500)
 
@@ -178,11 +176,11 @@ def create_link(request: HttpRequest, body: LinkIn) -> Any:
     return services.do_get_or_create_link(p, **body.model_dump())
 
 
-@router.get("/links", response={200: Page[LinkOut], **ERRORS})
-def list_links(request: HttpRequest, member_id: Id | None = None, cursor: str | None = None,
-               limit: Limit = 50) -> Any:
+@router.get("/links", response={200: list[LinkOut], **ERRORS})
+@paginate(KeysetPagination)
+def list_links(request: HttpRequest, member_id: Id | None = None) -> Any:
     p = require(request, "referrals.read")
-    return paginate(selectors.links_for(p.tenant_id, member_id), cursor, limit)
+    return selectors.links_for(p.tenant_id, member_id)
 
 
 @router.get("/links/{code}/qr.png", response={200: None, **ERRORS})
@@ -255,15 +253,14 @@ def _plan_out(plan: CommissionPlan) -> dict[str, Any]:
             "rules": list(plan.rules.all()), "warnings": selectors.plan_warnings(plan)}
 
 
-@router.get("/plans", response={200: Page[PlanDetailOut], **ERRORS}, summary="佣金方案列表")
-def list_plans(request: HttpRequest, active: bool | None = None, cursor: str | None = None,
-               limit: Limit = 50) -> Any:
+@router.get("/plans", response={200: list[PlanDetailOut], **ERRORS}, summary="佣金方案列表")
+@paginate(KeysetPagination, item=_plan_out)
+def list_plans(request: HttpRequest, active: bool | None = None) -> Any:
     p = require(request, "referrals.read")
     qs = selectors.plans(p.tenant_id)
     if active is not None:
         qs = qs.filter(is_active=active)
-    page = paginate(qs, cursor, limit)
-    return {"items": [_plan_out(x) for x in page["items"]], "next_cursor": page["next_cursor"]}
+    return qs
 
 
 class PlanPatch(BodyIn):
@@ -442,11 +439,11 @@ def request_withdrawal(request: HttpRequest, body: WithdrawIn) -> Any:
                                           idempotency_key=body.request_id, payee=body.payee)
 
 
-@router.get("/withdrawals", response={200: Page[WithdrawalOut], **ERRORS})
-def list_withdrawals(request: HttpRequest, status: str | None = None, cursor: str | None = None,
-                     limit: Limit = 50) -> Any:
+@router.get("/withdrawals", response={200: list[WithdrawalOut], **ERRORS})
+@paginate(KeysetPagination)
+def list_withdrawals(request: HttpRequest, status: str | None = None) -> Any:
     p = require(request, "finance.read")
-    return paginate(selectors.withdrawals_for(p.tenant_id, status), cursor, limit)
+    return selectors.withdrawals_for(p.tenant_id, status)
 
 
 @router.post("/withdrawals/{withdrawal_id}/approve", response={200: WithdrawalOut, **ERRORS})
@@ -498,14 +495,15 @@ def top_referrers(request: HttpRequest, n: Annotated[int, Field(ge=1, le=100)] =
     return selectors.top_referrers(p.tenant_id, min(max(n, 1), 100), metric)
 
 
-@router.get("/fraud-signals", response={200: Page[SignalOut], **ERRORS})
-def fraud_signals(request: HttpRequest, cursor: str | None = None, limit: Limit = 50) -> Any:
+@router.get("/fraud-signals", response={200: list[SignalOut], **ERRORS})
+@paginate(KeysetPagination)
+def fraud_signals(request: HttpRequest) -> Any:
     p = require(request, "referrals.read")
-    return paginate(selectors.open_signals(p.tenant_id), cursor, limit)
+    return selectors.open_signals(p.tenant_id)
 
 
 @router.post("/fraud-signals/{signal_id}/review", response={200: SignalOut, **ERRORS})
-def review_signal(request: HttpRequest, signal_id: Id, body: ReviewIn) -> Any:
+def review_signal(request: HttpRequest, signal_id: Id, body: SignalReviewIn) -> Any:
     p = require(request, "referrals.write")
     return services.do_review_signal(p, signal_id, decision=body.decision, note=body.note)
 

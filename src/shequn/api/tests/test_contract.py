@@ -33,7 +33,7 @@ def _idempotent_posts() -> set[tuple[str, str]]:
         for path, view in bound.path_operations.items():
             for op in view.operations:
                 if getattr(op.view_func, "idempotent", False):
-                    full = "/".join(p for p in f"{API_ROOT}{bound.prefix}/{path}".split("/") if p)
+                    full = "/".join(p for p in f"{API_ROOT}/{bound.prefix}/{path}".split("/") if p)
                     out.add(("post", "/" + full))
     return out
 
@@ -104,6 +104,16 @@ def test_idempotency_replay_is_the_first_response_byte_for_byte(path, kind, worl
         first.status_code, first["Content-Type"], first.content)
     assert AuditLog.objects.count() == audit_rows  # the replay wrote nothing
     assert IdempotencyRecord.objects.filter(tenant=world.tenant, key=headers["Idempotency-Key"]).count() == 1
+
+
+def test_idempotency_key_is_declared_only_where_it_is_honoured():
+    """A client reads the schema to know which retries are safe: the header is on every operation
+    that replays (``core.http.idempotent``) and on no other."""
+    schema = api.get_openapi_schema()
+    declared = {(method, path) for path, item in schema["paths"].items() for method, op in item.items()
+                if any(p["name"] == "Idempotency-Key" for p in op.get("parameters", []))}
+    assert declared == IDEMPOTENT
+    assert ("post", "/api/v1/commerce/orders") in declared and len(declared) >= 50
 
 
 def test_params_of_the_probes_are_known():
