@@ -1,10 +1,10 @@
-"""Fixtures shared by every app's tests (plus the API fixtures of :mod:`shequn.api.testing`, loaded as a
-plugin: ``make_client``, ``world``, ``other_world``)."""
+"""The suite's plugin is :mod:`shequn.testing.plugin` (markers, ``tenant``, ``system``, ``make_client``,
+``world``, ``browser`` …). This file adds what needs the repository checkout: a real Synapse
+homeserver (installed by ``scripts/synapse.py``) and the Matrix world on it."""
 
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 import uuid
 from collections.abc import Iterator
@@ -12,41 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connection
-from django.utils import timezone
 
-from shequn.communities.models import Community
 from shequn.connectors.services import do_create_connection, do_matrix_sync
 from shequn.connectors.tests.matrix_client import User
-from shequn.core import throttle
 from shequn.core.models import Tenant
 from shequn.core.permissions import Principal
+from shequn.testing.factories import CommunityFactory
 
-pytest_plugins = ["shequn.api.testing"]
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`postgres` tests skip on SQLite; `redis` tests skip without SHEQUN_REDIS_URL. The test script
-    runs the suite a second time on PostgreSQL + Redis, where they run (and CI requires them)."""
-    is_pg = connection.vendor == "postgresql"
-    has_redis = bool(os.environ.get("SHEQUN_REDIS_URL"))
-    for item in items:
-        if "postgres" in item.keywords and not is_pg:
-            item.add_marker(pytest.mark.skip(reason="needs PostgreSQL (runs in the PostgreSQL pass)"))
-        if "redis" in item.keywords and not has_redis:
-            item.add_marker(pytest.mark.skip(reason="needs Redis (runs in the Redis pass)"))
-
-
-@pytest.fixture(autouse=True)
-def _fresh_throttle() -> Iterator[None]:
-    """The throttle's Redis counters outlive a test's database rollback: start every test with none,
-    so failed sign-ins or bad API keys in one test never lock out another (the database backend's
-    rows roll back with the test)."""
-    client = throttle._redis()
-    if client is not None:
-        for key in client.scan_iter("sq:thr:*"):
-            client.delete(key)
-    yield
+pytest_plugins = ["shequn.testing.plugin"]
 
 
 ROOT = Path(__file__).resolve().parent
@@ -84,7 +57,7 @@ def matrix_world(synapse: Any, tenant: Tenant, system: Principal) -> dict[str, A
     bot = synapse.register(f"bot{tag}", admin=True)
     alice = User(synapse.base_url, synapse.register(f"alice{tag}"))
     bob = User(synapse.base_url, synapse.register(f"bob{tag}"))
-    community = Community.objects.create(tenant=tenant, name="车友会")
+    community = CommunityFactory(tenant=tenant, name="车友会")
     conn = do_create_connection(
         system, platform="matrix", name="bot", default_community_id=community.pk,
         config={"homeserver": synapse.base_url, "user_id": bot["user_id"], "device_id": bot["device_id"]},
@@ -96,23 +69,3 @@ def matrix_world(synapse: Any, tenant: Tenant, system: Principal) -> dict[str, A
     do_matrix_sync(conn.pk)  # sees the room, its history and its power levels
     return {"conn": conn, "room": room_id, "alice": alice, "bob": bob, "bot": bot, "community": community,
             "tenant": tenant}
-
-
-@pytest.fixture
-def tenant(db: None) -> Tenant:
-    return Tenant.objects.create(slug="acme", name="Acme 车友会", kind=Tenant.Kind.CLUB)
-
-
-@pytest.fixture
-def other_tenant(db: None) -> Tenant:
-    return Tenant.objects.create(slug="other", name="别家护肤群")
-
-
-@pytest.fixture
-def system(tenant: Tenant) -> Principal:
-    return Principal.system(tenant.pk)
-
-
-@pytest.fixture
-def now() -> timezone.datetime:
-    return timezone.now()

@@ -169,9 +169,9 @@ def _bench(db: str, buyers: int, stock: int) -> None:
     tenant = Tenant.objects.create(slug="bench", name="bench")
     system = Principal.system(tenant.pk)
     demand = stock * 2
-    product = services.do_create_product(system, name="秒杀商品", skus=[
+    product = services.do_create_product(system, services.NewProduct(name="秒杀商品", skus=[
         {"code": "FS", "price_fen": 9900, "stock": stock * 10}, {"code": "NAIVE", "price_fen": 9900, "stock": stock},
-    ])
+    ]))
     members = Member.objects.bulk_create(
         [Member(tenant=tenant, display_name=f"b{i}", first_seen_at=timezone.now()) for i in range(demand)],
         batch_size=2000,

@@ -35,6 +35,7 @@ import contextlib
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.urls import reverse_lazy
@@ -323,6 +324,21 @@ LOGGING = {
 }
 
 # --- console (Unfold) ---------------------------------------------------------------------------
+
+
+def _nav(title: Any, icon: str, url_name: str, permission: str = "") -> dict[str, Any]:
+    """One sidebar link: a Material icon, a URL name, and the staff permission (``"members.read"``)
+    that shows it — checked by the callback ``console.navigation.can_<area>_<action>``."""
+    item: dict[str, Any] = {"title": title, "icon": icon, "link": reverse_lazy(url_name)}
+    if permission:
+        item["permission"] = "shequn.console.navigation.can_" + permission.replace(".", "_")
+    return item
+
+
+def _section(title: Any, items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"title": title, "items": items}
+
+
 UNFOLD = {
     "SITE_TITLE": _("社群运营台"),
     "SITE_HEADER": "shequn 社群",
@@ -341,169 +357,69 @@ UNFOLD = {
         "show_search": True,
         "show_all_applications": True,
         "navigation": [
-            {
-                "title": _("运营"),
-                "items": [
-                    {"title": _("概览"), "icon": "dashboard", "link": reverse_lazy("admin:index")},
-                    {"title": _("健康提醒"), "icon": "health_and_safety", "link": reverse_lazy("console:health"),
-                     "permission": "shequn.console.dashboard.can_analytics_read",
-                     "badge": "shequn.console.dashboard.health_badge"},
-                    {"title": _("会员"), "icon": "person", "link": reverse_lazy("admin:members_member_changelist"),
-                     "permission": "shequn.console.dashboard.can_members_read"},
-                    {"title": _("标签"), "icon": "sell", "link": reverse_lazy("admin:members_tag_changelist"),
-                     "permission": "shequn.console.dashboard.can_members_read"},
-                    {"title": _("导入会员"), "icon": "upload", "link": reverse_lazy("console:member_import"),
-                     "permission": "shequn.console.dashboard.can_members_write"},
-                    {"title": _("合并建议"), "icon": "merge", "link": reverse_lazy("console:member_merge_suggestions"),
-                     "permission": "shequn.console.dashboard.can_members_write"},
-                ],
-            },
-            {
-                "title": _("社群"),
-                "items": [
-                    {"title": _("社群"), "icon": "diversity_3",
-                     "link": reverse_lazy("admin:communities_community_changelist"),
-                     "permission": "shequn.console.dashboard.can_communities_read"},
-                    {"title": _("群"), "icon": "forum", "link": reverse_lazy("admin:communities_chatgroup_changelist"),
-                     "permission": "shequn.console.dashboard.can_communities_read"},
-                    {"title": _("入群申请"), "icon": "how_to_reg",
-                     "link": reverse_lazy("admin:communities_joinrequest_changelist"),
-                     "permission": "shequn.console.dashboard.can_communities_read"},
-                    {"title": _("成员关系"), "icon": "history",
-                     "link": reverse_lazy("admin:communities_membership_changelist"),
-                     "permission": "shequn.console.dashboard.can_communities_read"},
-                    {"title": _("角色"), "icon": "badge",
-                     "link": reverse_lazy("admin:communities_roleassignment_changelist"),
-                     "permission": "shequn.console.dashboard.can_communities_read"},
-                    {"title": _("活动事件"), "icon": "timeline",
-                     "link": reverse_lazy("admin:activity_activityevent_changelist"),
-                     "permission": "shequn.console.dashboard.can_activity_read"},
-                ],
-            },
-            {
-                "title": _("促活与裂变"),
-                "items": [
-                    {"title": _("待回复队列"), "icon": "mark_chat_unread",
-                     "link": reverse_lazy("admin:engagement_reply_queue"),
-                     "permission": "shequn.console.dashboard.can_engagement_read"},
-                    {"title": _("内容日历"), "icon": "calendar_month",
-                     "link": reverse_lazy("admin:engagement_calendar"),
-                     "permission": "shequn.console.dashboard.can_engagement_read"},
-                    {"title": _("裂变报表"), "icon": "share", "link": reverse_lazy("console:referral_report"),
-                     "permission": "shequn.console.dashboard.can_referrals_read"},
-                    {"title": _("裂变传播"), "icon": "account_tree", "link": reverse_lazy("console:reach"),
-                     "permission": "shequn.console.dashboard.can_analytics_read"},
-                    {"title": _("商家联盟"), "icon": "handshake", "link": reverse_lazy("console:alliances"),
-                     "permission": "shequn.console.dashboard.can_referrals_read"},
-                ],
-            },
-            {
-                "title": _("活动"),
-                "items": [
-                    {"title": _("抽奖"), "icon": "redeem",
-                     "link": reverse_lazy("admin:engagement_lottery_changelist"),
-                     "permission": "shequn.console.dashboard.can_engagement_read"},
-                    {"title": _("红包"), "icon": "payments",
-                     "link": reverse_lazy("admin:engagement_redpacket_changelist"),
-                     "permission": "shequn.console.dashboard.can_engagement_read"},
-                    {"title": _("SOP 内容"), "icon": "article",
-                     "link": reverse_lazy("admin:engagement_contentitem_changelist"),
-                     "permission": "shequn.console.dashboard.can_engagement_read"},
-                    {"title": _("SOP 排期"), "icon": "schedule_send",
-                     "link": reverse_lazy("admin:engagement_contentschedule_changelist"),
-                     "permission": "shequn.console.dashboard.can_engagement_read"},
-                    {"title": _("徽章"), "icon": "military_tech",
-                     "link": reverse_lazy("admin:engagement_badge_changelist"),
-                     "permission": "shequn.console.dashboard.can_engagement_read"},
-                    {"title": _("裂变任务"), "icon": "group_add",
-                     "link": reverse_lazy("admin:referrals_fissiontask_changelist"),
-                     "permission": "shequn.console.dashboard.can_referrals_read"},
-                ],
-            },
-            {
-                "title": _("商城"),
-                "items": [
-                    {"title": _("商品与付费等级"), "icon": "storefront",
-                     "link": reverse_lazy("admin:commerce_product_changelist"),
-                     "permission": "shequn.console.navigation.can_commerce_read"},
-                    {"title": _("订单"), "icon": "receipt_long",
-                     "link": reverse_lazy("admin:commerce_order_changelist"),
-                     "permission": "shequn.console.navigation.can_commerce_read"},
-                    {"title": _("秒杀"), "icon": "bolt",
-                     "link": reverse_lazy("admin:commerce_flashsale_changelist"),
-                     "permission": "shequn.console.navigation.can_commerce_read"},
-                    {"title": _("拼团"), "icon": "groups",
-                     "link": reverse_lazy("admin:commerce_groupbuy_changelist"),
-                     "permission": "shequn.console.navigation.can_commerce_read"},
-                    {"title": _("优惠券"), "icon": "confirmation_number",
-                     "link": reverse_lazy("admin:commerce_coupontemplate_changelist"),
-                     "permission": "shequn.console.navigation.can_commerce_read"},
-                    {"title": _("直播"), "icon": "live_tv",
-                     "link": reverse_lazy("admin:commerce_livesession_changelist"),
-                     "permission": "shequn.console.navigation.can_commerce_read"},
-                ],
-            },
-            {
-                "title": _("审核"),
-                "items": [
-                    {"title": _("违规审核"), "icon": "gavel",
-                     "link": reverse_lazy("admin:moderation_violation_changelist"),
-                     "permission": "shequn.console.navigation.can_moderation_read"},
-                    {"title": _("审核策略"), "icon": "rule",
-                     "link": reverse_lazy("admin:moderation_moderationpolicy_changelist"),
-                     "permission": "shequn.console.navigation.can_moderation_read"},
-                ],
-            },
-            {
-                "title": _("资金"),
-                "items": [
-                    {"title": _("佣金方案"), "icon": "percent",
-                     "link": reverse_lazy("admin:referrals_commissionplan_changelist"),
-                     "permission": "shequn.console.dashboard.can_referrals_read"},
-                    {"title": _("佣金"), "icon": "savings",
-                     "link": reverse_lazy("admin:referrals_commission_changelist"),
-                     "permission": "shequn.console.dashboard.can_referrals_read"},
-                    {"title": _("提现"), "icon": "account_balance_wallet",
-                     "link": reverse_lazy("admin:referrals_withdrawal_changelist"),
-                     "permission": "shequn.console.navigation.can_finance_read"},
-                    {"title": _("记账凭证"), "icon": "menu_book",
-                     "link": reverse_lazy("admin:ledger_transaction_changelist"),
-                     "permission": "shequn.console.navigation.can_finance_read"},
-                    {"title": _("账户"), "icon": "account_balance",
-                     "link": reverse_lazy("admin:ledger_account_changelist"),
-                     "permission": "shequn.console.navigation.can_finance_read"},
-                ],
-            },
-            {
-                "title": _("连接"),
-                "items": [
-                    {"title": _("平台连接"), "icon": "hub",
-                     "link": reverse_lazy("admin:connectors_connection_changelist"),
-                     "permission": "shequn.console.navigation.can_connectors_read"},
-                ],
-            },
-            {
-                "title": _("设置"),
-                "items": [
-                    {"title": _("组织"), "icon": "domain", "link": reverse_lazy("admin:core_tenant_changelist"),
-                     "permission": "shequn.console.dashboard.can_settings_read"},
-                    {"title": _("员工"), "icon": "badge", "link": reverse_lazy("admin:core_staffmembership_changelist"),
-                     "permission": "shequn.console.dashboard.can_staff_write"},
-                    {"title": _("API 密钥"), "icon": "key", "link": reverse_lazy("admin:core_apikey_changelist"),
-                     "permission": "shequn.console.dashboard.can_settings_read"},
-                    {"title": _("微信支付商户"), "icon": "payments",
-                     "link": reverse_lazy("admin:referrals_wechatpayconfig_changelist"),
-                     "permission": "shequn.console.dashboard.can_settings_read"},
-                    {"title": _("Webhook 端点"), "icon": "webhook",
-                     "link": reverse_lazy("admin:core_webhookendpoint_changelist"),
-                     "permission": "shequn.console.dashboard.can_settings_read"},
-                    {"title": _("Webhook 投递记录"), "icon": "outbox",
-                     "link": reverse_lazy("admin:core_webhookdelivery_changelist"),
-                     "permission": "shequn.console.dashboard.can_settings_read"},
-                    {"title": _("审计日志"), "icon": "policy", "link": reverse_lazy("admin:core_auditlog_changelist"),
-                     "permission": "shequn.console.dashboard.can_audit_read"},
-                ],
-            },
+            _section(_("运营"), [
+                _nav(_("概览"), "dashboard", "admin:index"),
+                {**_nav(_("健康提醒"), "health_and_safety", "console:health", "analytics.read"),
+                 "badge": "shequn.console.dashboard.health_badge"},
+                _nav(_("会员"), "person", "admin:members_member_changelist", "members.read"),
+                _nav(_("标签"), "sell", "admin:members_tag_changelist", "members.read"),
+                _nav(_("导入会员"), "upload", "console:member_import", "members.write"),
+                _nav(_("合并建议"), "merge", "console:member_merge_suggestions", "members.write"),
+            ]),
+            _section(_("社群"), [
+                _nav(_("社群"), "diversity_3", "admin:communities_community_changelist", "communities.read"),
+                _nav(_("群"), "forum", "admin:communities_chatgroup_changelist", "communities.read"),
+                _nav(_("入群申请"), "how_to_reg", "admin:communities_joinrequest_changelist", "communities.read"),
+                _nav(_("成员关系"), "history", "admin:communities_membership_changelist", "communities.read"),
+                _nav(_("角色"), "badge", "admin:communities_roleassignment_changelist", "communities.read"),
+                _nav(_("活动事件"), "timeline", "admin:activity_activityevent_changelist", "activity.read"),
+            ]),
+            _section(_("促活与裂变"), [
+                _nav(_("待回复队列"), "mark_chat_unread", "admin:engagement_reply_queue", "engagement.read"),
+                _nav(_("内容日历"), "calendar_month", "admin:engagement_calendar", "engagement.read"),
+                _nav(_("裂变报表"), "share", "console:referral_report", "referrals.read"),
+                _nav(_("裂变传播"), "account_tree", "console:reach", "analytics.read"),
+                _nav(_("商家联盟"), "handshake", "console:alliances", "referrals.read"),
+            ]),
+            _section(_("活动"), [
+                _nav(_("抽奖"), "redeem", "admin:engagement_lottery_changelist", "engagement.read"),
+                _nav(_("红包"), "payments", "admin:engagement_redpacket_changelist", "engagement.read"),
+                _nav(_("SOP 内容"), "article", "admin:engagement_contentitem_changelist", "engagement.read"),
+                _nav(_("SOP 排期"), "schedule_send", "admin:engagement_contentschedule_changelist", "engagement.read"),
+                _nav(_("徽章"), "military_tech", "admin:engagement_badge_changelist", "engagement.read"),
+                _nav(_("裂变任务"), "group_add", "admin:referrals_fissiontask_changelist", "referrals.read"),
+            ]),
+            _section(_("商城"), [
+                _nav(_("商品与付费等级"), "storefront", "admin:commerce_product_changelist", "commerce.read"),
+                _nav(_("订单"), "receipt_long", "admin:commerce_order_changelist", "commerce.read"),
+                _nav(_("秒杀"), "bolt", "admin:commerce_flashsale_changelist", "commerce.read"),
+                _nav(_("拼团"), "groups", "admin:commerce_groupbuy_changelist", "commerce.read"),
+                _nav(_("优惠券"), "confirmation_number", "admin:commerce_coupontemplate_changelist", "commerce.read"),
+                _nav(_("直播"), "live_tv", "admin:commerce_livesession_changelist", "commerce.read"),
+            ]),
+            _section(_("审核"), [
+                _nav(_("违规审核"), "gavel", "admin:moderation_violation_changelist", "moderation.read"),
+                _nav(_("审核策略"), "rule", "admin:moderation_moderationpolicy_changelist", "moderation.read"),
+            ]),
+            _section(_("资金"), [
+                _nav(_("佣金方案"), "percent", "admin:referrals_commissionplan_changelist", "referrals.read"),
+                _nav(_("佣金"), "savings", "admin:referrals_commission_changelist", "referrals.read"),
+                _nav(_("提现"), "account_balance_wallet", "admin:referrals_withdrawal_changelist", "finance.read"),
+                _nav(_("记账凭证"), "menu_book", "admin:ledger_transaction_changelist", "finance.read"),
+                _nav(_("账户"), "account_balance", "admin:ledger_account_changelist", "finance.read"),
+            ]),
+            _section(_("连接"), [
+                _nav(_("平台连接"), "hub", "admin:connectors_connection_changelist", "connectors.read"),
+            ]),
+            _section(_("设置"), [
+                _nav(_("组织"), "domain", "admin:core_tenant_changelist", "settings.read"),
+                _nav(_("员工"), "badge", "admin:core_staffmembership_changelist", "staff.write"),
+                _nav(_("API 密钥"), "key", "admin:core_apikey_changelist", "settings.read"),
+                _nav(_("微信支付商户"), "payments", "admin:referrals_wechatpayconfig_changelist", "settings.read"),
+                _nav(_("Webhook 端点"), "webhook", "admin:core_webhookendpoint_changelist", "settings.read"),
+                _nav(_("Webhook 投递记录"), "outbox", "admin:core_webhookdelivery_changelist", "settings.read"),
+                _nav(_("审计日志"), "policy", "admin:core_auditlog_changelist", "audit.read"),
+            ]),
         ],
     },
 }

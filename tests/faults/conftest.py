@@ -54,8 +54,8 @@ class Shop:
         self.tenant = Tenant.objects.create(slug="fault", name="故障演练")
         self.system = Principal.system(self.tenant.pk)
         self.product = commerce.do_create_product(
-            self.system, name="19.9 体验装",
-            skus=[{"code": "T-1", "name": "体验装", "price_fen": 1990, "stock": stock}])
+            self.system, commerce.NewProduct(
+                name="19.9 体验装", skus=[{"code": "T-1", "name": "体验装", "price_fen": 1990, "stock": stock}]))
         self.sku = self.product.skus.get()
         now = timezone.now()
         Member.objects.bulk_create([Member(tenant=self.tenant, display_name=f"会员{i}", first_seen_at=now)

@@ -39,7 +39,8 @@ from shequn.core.services import do_create_api_key
 from shequn.members.models import Member
 t = Tenant.objects.create(slug="pgr", name="重启演练")
 p = Principal.system(t.pk)
-prod = c.do_create_product(p, name="体验装", skus=[{"code": "T", "name": "体验装", "price_fen": 1990, "stock": 1000}])
+prod = c.do_create_product(p, c.NewProduct(name="体验装",
+                                           skus=[{"code": "T", "name": "体验装", "price_fen": 1990, "stock": 1000}]))
 now = timezone.now()
 fs = c.do_create_flash_sale(p, name="秒杀", sku_id=prod.skus.get().pk, price_fen=990, stock=%(stock)d,
                             starts_at=now - timezone.timedelta(minutes=1), ends_at=now + timezone.timedelta(hours=1))

@@ -156,6 +156,7 @@ class ProductAdmin(ServiceCreateMixin, TenantScopedAdmin):
     form = ProductForm
     create_service = staticmethod(services.do_create_product)
     check_service = staticmethod(services.check_product)
+    service_input = services.NewProduct
     change_service = staticmethod(services.do_update_product)
     change_check = staticmethod(services.check_update_product)
     change_fields = ("name", "description", "images", "is_active", "visible_in", "tier_community_id", "tier_code",

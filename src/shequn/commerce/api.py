@@ -484,13 +484,13 @@ def create_product(request: HttpRequest, body: ProductIn) -> Any:
     tier = body.tier
     if body.kind == "tier" and tier is None:
         raise Invalid(_("付费等级必须指定开通的社群"), details={"field": "tier_community_id"})
-    product = services.do_create_product(
-        p, name=body.name, kind=body.kind, description=body.description, visible_in=body.visible_in,
+    product = services.do_create_product(p, services.NewProduct(
+        name=body.name, kind=body.kind, description=body.description, visible_in=body.visible_in,
         skus=[s.model_dump() for s in body.skus],
         tier_community_id=tier.community_id if tier else None, tier_code=tier.code if tier else "",
         tier_rank=tier.rank if tier else 0, tier_duration_days=tier.duration_days if tier else None,
         tier_privileges=tier.privileges.model_dump() if tier else None,
-    )
+    ))
     return _product_out(product)
 
 

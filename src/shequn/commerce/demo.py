@@ -16,6 +16,7 @@ from shequn.core.permissions import Principal
 
 from .models import CouponTemplate, Order, OrderEvent, Payment, Product, ProductKind, Refund
 from .services import (
+    NewProduct,
     do_create_coupon_template,
     do_create_flash_sale,
     do_create_group_buy,
@@ -57,9 +58,9 @@ def do_seed_demo_commerce(principal: Principal, *, community_id: int, member_ids
     ]
     products = []
     for name, code, price, stock in goods:
-        p = do_create_product(principal, name=name, skus=[{"code": code, "name": "标准", "price_fen": price,
-                                                           "stock": stock}],
-                              images=[f"/static/demo/{code.lower()}.jpg"])
+        p = do_create_product(principal, NewProduct(
+            name=name, skus=[{"code": code, "name": "标准", "price_fen": price, "stock": stock}],
+            images=[f"/static/demo/{code.lower()}.jpg"]))
         do_set_member_price(principal, p.skus.get().pk, price_fen=price * 85 // 100, min_relationship_level=2)
         products.append(p)
     products[0].gift_coupon_template = gift

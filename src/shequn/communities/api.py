@@ -11,8 +11,8 @@ from django.http import HttpRequest
 from django.utils.translation import gettext as _
 from ninja import Field, Query, Router, Schema, Status
 
-from shequn.core.errors import Conflict, Invalid
-from shequn.core.http import ERRORS, ApiDatetime, BodyIn, Id, idempotent, require
+from shequn.core.errors import Conflict
+from shequn.core.http import ERRORS, ApiDatetime, BodyIn, Id, idempotent, patch_changes, require
 from shequn.core.pagination import KeysetPagination, paginate
 from shequn.members.selectors import get_member
 
@@ -300,11 +300,7 @@ def get_community(request: HttpRequest, community_id: Id) -> Any:
 def update_community(request: HttpRequest, community_id: Id, payload: CommunityPatch) -> Any:
     p = require(request, "communities.write")
     community = selectors.get_community(p.tenant_id, community_id)
-    changes = payload.model_dump(exclude_unset=True)
-    nulls = sorted(k for k, v in changes.items() if v is None)
-    if nulls:
-        raise Invalid(_("字段不能为 null: %(f)s") % {"f": ", ".join(nulls)},
-                      details=[{"field": f"body.payload.{k}", "message": "null"} for k in nulls])
+    changes = patch_changes(payload, param="payload")
     if changes:
         do_update_community(p, community, **changes)
     return _community(p.tenant_id, community_id)

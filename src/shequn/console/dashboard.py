@@ -89,48 +89,6 @@ def dashboard_callback(request: HttpRequest, context: dict[str, Any]) -> dict[st
     return context
 
 
-# -- sidebar permission callbacks (UNFOLD["SIDEBAR"]["navigation"][...]["permission"]) -------------
-
-def can_members_read(request: HttpRequest) -> bool:
-    return can(request, "members.read")
-
-
-def can_members_write(request: HttpRequest) -> bool:
-    return can(request, "members.write")
-
-
-def can_communities_read(request: HttpRequest) -> bool:
-    return can(request, "communities.read")
-
-
-def can_activity_read(request: HttpRequest) -> bool:
-    return can(request, "activity.read")
-
-
-def can_audit_read(request: HttpRequest) -> bool:
-    return can(request, "audit.read")
-
-
-def can_settings_read(request: HttpRequest) -> bool:
-    return can(request, "settings.read")
-
-
-def can_staff_write(request: HttpRequest) -> bool:
-    return can(request, "staff.write")
-
-
-def can_engagement_read(request: HttpRequest) -> bool:
-    return can(request, "engagement.read")
-
-
-def can_referrals_read(request: HttpRequest) -> bool:
-    return can(request, "referrals.read")
-
-
-def can_analytics_read(request: HttpRequest) -> bool:
-    return can(request, "analytics.read")
-
-
 def health_badge(request: HttpRequest) -> str:
     """The sidebar badge of 健康提醒: open notices (empty when none, or when the tenant turned the
     console channel off)."""

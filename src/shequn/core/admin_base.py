@@ -319,7 +319,9 @@ class ServiceCreateMixin:
     * **Add**: ``check_service(tenant_id, **kwargs)`` runs in the add form's ``clean()`` (a
       ``ShequnError`` becomes an error on the field named in ``details["field"]``, mapped through
       ``field_map``), then ``create_service(principal, **kwargs)`` writes the row (and audits it).
-      ``service_kwargs(request, cleaned_data)`` turns the form into the service's arguments.
+      ``service_kwargs(request, cleaned_data)`` turns the form into the service's arguments; with
+      ``service_input`` set (an input dataclass such as ``commerce.services.NewProduct``) they are
+      passed to the add's check and create as that one object instead.
     * **Change**: ``change_check(tenant_id, pk, **changes)`` runs in the change form's ``clean()``
       and ``change_service(principal, pk, **changes)`` writes (``do_update_x``: the same ``check_*``
       as creation plus the object's state rules). ``changes`` are the ``service_kwargs`` named in
@@ -329,6 +331,7 @@ class ServiceCreateMixin:
     create_service: Any = None
     check_service: Any = None
     change_service: Any = None
+    service_input: Any = None
     change_check: Any = None
     #: the service keywords a change form sends (its editable fields)
     change_fields: tuple[str, ...] = ()
@@ -337,6 +340,12 @@ class ServiceCreateMixin:
 
     def service_kwargs(self, request: HttpRequest, data: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
+
+    def _call(self, service: Any, first: Any, request: HttpRequest, data: dict[str, Any]) -> Any:
+        kwargs = self.service_kwargs(request, data)
+        if self.service_input is not None:
+            return service(first, self.service_input(**kwargs))
+        return service(first, **kwargs)
 
     def change_kwargs(self, request: HttpRequest, data: dict[str, Any]) -> dict[str, Any]:
         kwargs = self.service_kwargs(request, data)
@@ -348,7 +357,7 @@ class ServiceCreateMixin:
             return
         try:
             if form.instance.pk is None and self.check_service is not None:
-                self.check_service(tenant_id, **self.service_kwargs(request, form.cleaned_data))
+                self._call(self.check_service, tenant_id, request, form.cleaned_data)
             elif form.instance.pk is not None and self.change_service is not None:
                 self.check_change(request, form)
         except ShequnError as exc:
@@ -385,7 +394,7 @@ class ServiceCreateMixin:
         if change or self.create_service is None or principal is None:
             super().save_model(request, obj, form, change)  # type: ignore[misc]
             return
-        created = self.create_service(principal, **self.service_kwargs(request, form.cleaned_data))
+        created = self._call(self.create_service, principal, request, form.cleaned_data)
         if isinstance(created, tuple):
             created = created[0]
         adopt(obj, created)

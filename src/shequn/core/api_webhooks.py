@@ -12,8 +12,8 @@ from ninja import Field, Router, Schema, Status
 from ninja.params import P, QueryEx
 
 from . import webhooks
-from .errors import Invalid, NotFound
-from .http import ERRORS, BodyIn, Id, idempotent, max_len, require
+from .errors import NotFound
+from .http import ERRORS, BodyIn, Id, idempotent, max_len, patch_changes, require
 from .models import WebhookDelivery, WebhookEndpoint, WebhookEventType
 from .pagination import KeysetPagination, paginate
 from .selectors import webhook_deliveries, webhook_endpoints
@@ -148,11 +148,7 @@ def get_endpoint(request: HttpRequest, endpoint_id: Id) -> Any:
 def update_endpoint(request: HttpRequest, endpoint_id: Id, payload: EndpointPatch) -> Any:
     p = require(request, "settings.write")
     endpoint = _endpoint(p.tenant_id, endpoint_id)
-    changes = payload.model_dump(exclude_unset=True)
-    nulls = sorted(k for k, v in changes.items() if v is None)
-    if nulls:
-        raise Invalid(_("字段不能为 null: %(f)s") % {"f": ", ".join(nulls)},
-                      details=[{"field": f"body.payload.{k}", "message": "null"} for k in nulls])
+    changes = patch_changes(payload, param="payload")
     return _endpoint_out(webhooks.do_update_endpoint(p, endpoint, **changes))
 
 

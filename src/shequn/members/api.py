@@ -16,7 +16,7 @@ from ninja import Field, File, Form, Query, Router, Schema, Status, UploadedFile
 from ninja.params import P, QueryEx
 
 from shequn.core.errors import Invalid, NotFound
-from shequn.core.http import ERRORS, BodyIn, Id, idempotent, max_len, require
+from shequn.core.http import ERRORS, BodyIn, Id, idempotent, max_len, patch_changes, require
 from shequn.core.masking import mask_email, mask_phone
 from shequn.core.middleware_api import register_body_rule
 from shequn.core.models import Platform
@@ -301,11 +301,7 @@ def get_member(request: HttpRequest, member_id: Id) -> Any:
 def update_member(request: HttpRequest, member_id: Id, payload: MemberPatch) -> Any:
     p = require(request, "members.write")
     member = selectors.get_member(p.tenant_id, member_id)
-    changes = payload.model_dump(exclude_unset=True)
-    nulls = sorted(k for k, v in changes.items() if v is None)
-    if nulls:
-        raise Invalid(_("字段不能为 null: %(f)s") % {"f": ", ".join(nulls)},
-                      details=[{"field": f"body.payload.{k}", "message": "null"} for k in nulls])
+    changes = patch_changes(payload, param="payload")
     if changes:
         do_update_member(p, member, **changes)
     return member_out(p.tenant_id, member_id, full_contact=True)

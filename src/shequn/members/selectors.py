@@ -7,9 +7,21 @@ from typing import Any
 from django.db.models import Count, Q, QuerySet
 from django.utils.translation import gettext as _
 
-from shequn.core.errors import NotFound
+from shequn.core.errors import Invalid, NotFound
 
 from .models import Identity, Member, Tag
+
+
+def check_member(tenant_id: int, member_id: Any, field: str = "member_id") -> Member:
+    """The tenant's member — the one check every engine runs on a member id it is given. An id that
+    is not an integer is :class:`Invalid`; an unknown id, or another tenant's, is :class:`NotFound`;
+    both name ``field``."""
+    if not isinstance(member_id, int) or isinstance(member_id, bool):
+        raise Invalid(_("会员 ID 必须是整数"), details={"field": field})
+    member = Member.objects.filter(tenant_id=tenant_id, pk=member_id).first()
+    if member is None:
+        raise NotFound(_("会员不存在"), details={"field": field})
+    return member
 
 
 def members(tenant_id: int, *, include_merged: bool = False) -> QuerySet[Member]:

@@ -24,6 +24,7 @@ from shequn.core.http import (
 )
 from shequn.core.models import Tenant
 from shequn.core.pagination import KeysetPagination, paginate
+from shequn.members.selectors import check_member
 
 from . import leaderboard, selectors, services
 from .api_payouts import router as payouts_router
@@ -470,7 +471,7 @@ def leaderboard_rank(request: HttpRequest, metric: str, member_id: Id, scope: st
                      period: str = "all") -> Any:
     p = require(request, "referrals.read")
     _check_board(metric, period)
-    selectors.check_member(p.tenant_id, member_id)
+    check_member(p.tenant_id, member_id)
     return leaderboard.my_rank(p.tenant_id, metric, member_id, scope, period).__dict__
 
 

@@ -19,6 +19,7 @@ from shequn.core.errors import NotFound
 from shequn.ledger.models import AccountKind
 from shequn.ledger.selectors import account_balance
 from shequn.members.models import Member
+from shequn.members.selectors import check_member
 
 from . import leaderboard
 from .models import (
@@ -77,12 +78,6 @@ class Statement:
     debt_fen: int
     lines: list[dict[str, Any]]
     withdrawals: list[dict[str, Any]]
-
-
-def check_member(tenant_id: int, member_id: int) -> None:
-    """:class:`NotFound` unless the member is the tenant's (another tenant's id is not found)."""
-    if not Member.objects.filter(tenant_id=tenant_id, pk=member_id).exists():
-        raise NotFound(_("会员不存在"), details={"field": "member_id"})
 
 
 def member_statement(tenant_id: int, member_id: int, limit: int = 200) -> Statement:

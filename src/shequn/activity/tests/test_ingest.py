@@ -1,8 +1,6 @@
 import datetime as dt
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from shequn.activity import registry
@@ -11,6 +9,7 @@ from shequn.activity.services import do_dispatch, do_ingest
 from shequn.communities.models import ChatGroup, Community, Membership
 from shequn.core import streams
 from shequn.core.models import DeliveryFailure
+from shequn.core.testing import race
 from shequn.members.models import Identity, Member
 
 
@@ -132,15 +131,9 @@ def test_consumers_get_new_events_and_failures_are_retried(tenant, group):
 def test_concurrent_ingest_of_the_same_events_stores_each_once(tenant):
     batch = [ev(i, sender=f"@u{i % 7}:x", group=None) for i in range(300)]
 
-    def run(k):
-        try:
-            # each thread sends the batch in its own order; unknown senders are created concurrently
-            return do_ingest(tenant.pk, batch[k:] + batch[:k])
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(run, [0, 75, 150, 225]))
+    # each thread sends the batch in its own order; unknown senders are created concurrently
+    results = race(lambda i: do_ingest(tenant.pk, batch[75 * i:] + batch[:75 * i]), 4)
+    assert not [r for r in results if isinstance(r, Exception)], results
     assert [r.errors for r in results] == [[], [], [], []]
     assert sum(r.stored for r in results) == 300
     assert sum(r.duplicates for r in results) == 900

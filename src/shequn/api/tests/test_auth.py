@@ -5,11 +5,12 @@ import pytest
 from django.middleware.csrf import _get_new_csrf_string
 from django.test import Client
 
-from shequn.api.testing import ApiClient, key_for
 from shequn.core.models import ApiKey, StaffRole
 from shequn.core.permissions import Principal
 from shequn.core.services import do_create_operator, do_revoke_api_key
 from shequn.members.models import Member
+from shequn.testing.client import ApiClient
+from shequn.testing.scenarios import api_key_for
 
 
 def staff_client(tenant, role, *, csrf=False, username=None):
@@ -29,7 +30,7 @@ def test_no_credentials_is_401(world):
 
 
 def test_garbage_and_revoked_keys_are_401(world):
-    key, secret = key_for(world.tenant, ["*"])
+    key, secret = api_key_for(world.tenant, ["*"])
     c = ApiClient(secret)
     assert c.get("/api/v1/me").status_code == 200
     do_revoke_api_key(Principal.system(world.tenant.pk), key)
@@ -43,7 +44,7 @@ def test_garbage_and_revoked_keys_are_401(world):
 
 
 def test_x_api_key_header(world):
-    _key, secret = key_for(world.tenant, ["members.read"])
+    _key, secret = api_key_for(world.tenant, ["members.read"])
     resp = ApiClient().get("/api/v1/me", headers={"X-API-Key": secret})
     assert resp.status_code == 200
     assert resp.json()["kind"] == "api_key"

@@ -14,7 +14,6 @@ from django.db import DataError
 
 import shequn.members.api as members_api
 from shequn.api.main import API_ROOT, api, declared_query_parameters
-from shequn.api.testing import ApiClient
 from shequn.api.tests.test_isolation import HEADERS, PARAMS, PATH_PROBES, _body, _fill, all_ids
 from shequn.commerce.models import Order, Refund
 from shequn.core.errors import Invalid
@@ -25,6 +24,7 @@ from shequn.members.models import Member, Tag
 from shequn.moderation import services as moderation_services
 from shequn.moderation.models import ModerationPolicy
 from shequn.referrals.models import CommissionPlan, InviteLink, LinkEvent, Withdrawal
+from shequn.testing.client import ApiClient
 
 
 def _idempotent_posts() -> set[tuple[str, str]]:

@@ -3,10 +3,11 @@
 
 import pytest
 
-from shequn.api.testing import ApiClient, key_for
 from shequn.core.models import Tenant
 from shequn.core.testing import race
 from shequn.members.models import Member
+from shequn.testing.client import ApiClient
+from shequn.testing.scenarios import api_key_for
 
 
 def test_audit_log_filters_and_cursor(world, make_client):
@@ -32,7 +33,7 @@ def test_audit_log_filters_and_cursor(world, make_client):
 def test_concurrent_requests_with_one_key_write_once():
     """Two clients race with the same Idempotency-Key: one member, both answers identical."""
     tenant = Tenant.objects.create(slug="race", name="race")
-    _key, secret = key_for(tenant)
+    _key, secret = api_key_for(tenant)
 
     def worker(_i: int) -> tuple[int, object]:
         resp = ApiClient(secret).post("/api/v1/members", {"display_name": "并发"},

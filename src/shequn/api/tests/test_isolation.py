@@ -37,10 +37,10 @@ import pytest
 
 from shequn.activity.models import ActivityEvent
 from shequn.api.main import ROUTED_APPS, api
-from shequn.api.testing import World
 from shequn.communities.models import Membership, RoleAssignment
 from shequn.core.models import ApiKey
 from shequn.members.models import Identity, Member, MemberTag
+from shequn.testing.scenarios import ApiWorld
 
 
 def _probe_modules() -> list[ModuleType]:
@@ -95,13 +95,13 @@ for _mod in APP_MODULES:
     MIXED.update(getattr(_mod, "MIXED", {}))
 
 
-def core_ids(w: World) -> dict[str, int]:
+def core_ids(w: ApiWorld) -> dict[str, int]:
     return {"member_id": w.member.pk, "spare_member_id": w.other_member.pk, "community_id": w.community.pk,
             "group_id": w.group.pk, "membership_id": w.membership.pk, "role_id": w.role.pk, "tag_id": w.tag.pk,
             "key_id": w.api_key.pk}
 
 
-def all_ids(w: World) -> dict[str, int]:
+def all_ids(w: ApiWorld) -> dict[str, int]:
     ids = core_ids(w)
     for mod in APP_MODULES:
         ids.update(mod.build_ids(w.tenant, dict(ids)))
@@ -121,7 +121,7 @@ def _body(spec, own: dict[str, int]):
     return spec(own) if callable(spec) else spec
 
 
-def _snapshot(w: World) -> dict:
+def _snapshot(w: ApiWorld) -> dict:
     return {
         "member": Member.objects.filter(pk=w.member.pk).values("display_name", "phone").get(),
         "identities": Identity.objects.filter(member=w.member).count(),

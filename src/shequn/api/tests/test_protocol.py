@@ -10,12 +10,12 @@ from openapi_spec_validator import validate
 
 from shequn.activity.models import ActivityEvent
 from shequn.api.main import api
-from shequn.api.testing import ApiClient
 from shequn.communities.models import Community
 from shequn.core.models import AuditLog
 from shequn.members import api as members_api
 from shequn.members import selectors
 from shequn.members.models import Member
+from shequn.testing.client import ApiClient
 
 # --- Idempotency-Key ----------------------------------------------------------------------------
 

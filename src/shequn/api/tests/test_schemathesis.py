@@ -21,8 +21,8 @@ from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
 from schemathesis import checks
 
-from shequn.api.testing import key_for
 from shequn.core.permissions import ALL
+from shequn.testing.scenarios import api_key_for
 from shequn.wsgi import application
 
 schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", application)
@@ -47,7 +47,7 @@ def keep_test_connection():
 
 @pytest.fixture
 def auth_headers(tenant, keep_test_connection):
-    _key, secret = key_for(tenant, sorted(ALL - EXTERNAL_SCOPES))
+    _key, secret = api_key_for(tenant, sorted(ALL - EXTERNAL_SCOPES))
     return {"Authorization": f"Bearer {secret}"}
 
 

@@ -34,16 +34,18 @@ Database CHECK constraints back these up: stock ≥ 0, refunded ≤ paid, total 
 
 from __future__ import annotations
 
+from shequn.members.selectors import check_member
+
 from ..batching import FlashBatchOutcome, FlashRow
 from ..events import ATTRIBUTION_KEYS
 from ..selectors import MemberContext, member_context, product_visible, unit_price
 from ._common import (
     SoldOut,
-    check_member,
     clean_attribution,
 )
 from .catalog import (
     TIER_PRIVILEGES,
+    NewProduct,
     check_product,
     check_product_fields,
     check_sku,
@@ -155,6 +157,7 @@ __all__ = [
     "FlashResult",
     "FlashRow",
     "MemberContext",
+    "NewProduct",
     "SoldOut",
     "check_coupon_template",
     "check_flash_eligible",

@@ -43,11 +43,6 @@ def _member(tenant_id: int, member_id: Any, field_name: str = "member_id") -> Me
     return m
 
 
-def check_member(tenant_id: int, member_id: int) -> Member:
-    """The tenant's member, or :class:`NotFound` (another tenant's member id is not found)."""
-    return _member(tenant_id, member_id)
-
-
 def _positive_int(value: Any, field_name: str, *, maximum: int | None = None, allow_zero: bool = False) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise Invalid(_("%(f)s 必须是整数") % {"f": field_name}, details={"field": field_name})

@@ -4,7 +4,9 @@ Stock moves only by one conditional UPDATE (``stock + delta >= 0``)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
@@ -85,25 +87,33 @@ def check_sku(tenant_id: int, *, code: str, price_fen: Any, field_prefix: str = 
         raise Conflict(_("SKU 编码已存在: %(c)s") % {"c": code}, details={"field": f"{field_prefix}code"})
 
 
-def check_product(
-    tenant_id: int,
-    *,
-    name: str,
-    skus: Sequence[Mapping[str, Any]],
-    kind: str = ProductKind.GOODS,
-    description: str = "",
-    images: Sequence[str] = (),
-    visible_in: Sequence[int] = (),
-    tier_community_id: int | None = None,
-    tier_code: str = "",
-    tier_rank: int = 0,
-    tier_privileges: Mapping[str, Any] | None = None,
-    tier_duration_days: int | None = None,
-) -> None:
+@dataclass(frozen=True)
+class NewProduct:
+    """What a new product is made of — the console's form, the API's body, the demo and the tier
+    seeds all build one: a name, its SKUs (``code``, ``name``, ``price_fen``, ``stock``), and for
+    a paid tier (``kind="tier"``) the community it opens, its code, rank, privileges and duration."""
+
+    name: str
+    skus: Sequence[Mapping[str, Any]]
+    kind: str = ProductKind.GOODS
+    description: str = ""
+    images: Sequence[str] = ()
+    visible_in: Sequence[int] = ()
+    tier_community_id: int | None = None
+    tier_code: str = ""
+    tier_rank: int = 0
+    tier_privileges: Mapping[str, Any] | None = None
+    tier_duration_days: int | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """The product's own fields (everything but its SKUs), as :func:`check_product_fields` takes them."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "skus"}
+
+
+def check_product(tenant_id: int, new: NewProduct) -> None:
     """Every rule of :func:`do_create_product`, without writing."""
-    check_product_fields(tenant_id, name=name, kind=kind, description=description, images=images,
-                         visible_in=visible_in, tier_community_id=tier_community_id, tier_code=tier_code,
-                         tier_rank=tier_rank, tier_privileges=tier_privileges, tier_duration_days=tier_duration_days)
+    check_product_fields(tenant_id, **new.fields())
+    skus = new.skus
     if not skus:
         raise Invalid(_("至少需要一个 SKU"), details={"field": "skus"})
     codes: set[str] = set()
@@ -117,38 +127,23 @@ def check_product(
 
 
 @transaction.atomic
-def do_create_product(
-    principal: Principal,
-    *,
-    name: str,
-    skus: Sequence[Mapping[str, Any]],
-    kind: str = ProductKind.GOODS,
-    description: str = "",
-    images: Sequence[str] = (),
-    visible_in: Sequence[int] = (),
-    tier_community_id: int | None = None,
-    tier_code: str = "",
-    tier_rank: int = 0,
-    tier_privileges: Mapping[str, Any] | None = None,
-    tier_duration_days: int | None = None,
-) -> Product:
-    """Create a product (a good, or a paid tier with its privileges) with its SKUs (code, name,
-    price_fen, stock). All rules are :func:`check_product`'s."""
+def do_create_product(principal: Principal, new: NewProduct) -> Product:
+    """Create a product (a good, or a paid tier with its privileges) with its SKUs. All rules are
+    :func:`check_product`'s."""
     tid = principal.tenant_id
-    check_product(tid, name=name, skus=skus, kind=kind, description=description, images=images,
-                  visible_in=visible_in, tier_community_id=tier_community_id, tier_code=tier_code,
-                  tier_rank=tier_rank, tier_privileges=tier_privileges, tier_duration_days=tier_duration_days)
-    communities = list(Community.objects.filter(tenant_id=tid, pk__in=list(visible_in)))
+    check_product(tid, new)
+    kind = new.kind
+    communities = list(Community.objects.filter(tenant_id=tid, pk__in=list(new.visible_in)))
     is_tier = kind == ProductKind.TIER
     product = Product.objects.create(
-        tenant_id=tid, name=name.strip(), kind=kind, description=description, images=list(images),
-        tier_community_id=tier_community_id if is_tier else None, tier_code=tier_code.strip() if is_tier else "",
-        tier_rank=tier_rank if is_tier else 0,
-        tier_privileges=check_tier_privileges(tier_privileges) if is_tier else {},
-        tier_duration_days=tier_duration_days if is_tier else None,
+        tenant_id=tid, name=new.name.strip(), kind=kind, description=new.description, images=list(new.images),
+        tier_community_id=new.tier_community_id if is_tier else None,
+        tier_code=new.tier_code.strip() if is_tier else "", tier_rank=new.tier_rank if is_tier else 0,
+        tier_privileges=check_tier_privileges(new.tier_privileges) if is_tier else {},
+        tier_duration_days=new.tier_duration_days if is_tier else None,
     )
     product.visible_in.set(communities)
-    for s in skus:
+    for s in new.skus:
         Sku.objects.create(tenant_id=tid, product=product, code=str(s["code"]).strip(),
                            name=str(s.get("name") or "")[:120], price_fen=int(s["price_fen"]),
                            stock=int(s.get("stock", 0)))

@@ -21,7 +21,7 @@ from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
 
 from ..models import Order, OrderLine, Product, ProductKind, Refund, TierGrant
-from .catalog import do_create_product
+from .catalog import NewProduct, do_create_product
 
 TIER_SEEDS = (
     {"code": "entry", "name": "入门社群", "price_fen": 1990, "rank": 1, "days": 365,
@@ -41,14 +41,14 @@ def do_seed_tiers(principal: Principal, community_id: int) -> list[Product]:
         if existing:
             out.append(existing)
             continue
-        out.append(do_create_product(
-            principal, name=str(seed["name"]), kind=ProductKind.TIER, tier_community_id=community_id,
+        out.append(do_create_product(principal, NewProduct(
+            name=str(seed["name"]), kind=ProductKind.TIER, tier_community_id=community_id,
             tier_code=str(seed["code"]), tier_rank=int(str(seed["rank"])),
             tier_privileges=dict(seed["privileges"]),  # type: ignore[call-overload]
             tier_duration_days=int(str(seed["days"])),
             skus=[{"code": f"tier-{community_id}-{seed['code']}", "name": str(seed["name"]),
                    "price_fen": seed["price_fen"], "stock": 1_000_000}],
-        ))
+        )))
     return out
 
 

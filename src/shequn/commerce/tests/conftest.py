@@ -36,8 +36,10 @@ def community(tenant: Any) -> Community:
 @pytest.fixture
 def product(system: Principal) -> Product:
     return services.do_create_product(
-        system, name="车载香薰", skus=[{"code": "XX-1", "name": "木质", "price_fen": 9900, "stock": 10},
-                                      {"code": "XX-2", "name": "花香", "price_fen": 5000, "stock": 5}],
+        system, services.NewProduct(name="车载香薰", skus=[
+            {"code": "XX-1", "name": "木质", "price_fen": 9900, "stock": 10},
+            {"code": "XX-2", "name": "花香", "price_fen": 5000, "stock": 5},
+        ]),
     )
 
 

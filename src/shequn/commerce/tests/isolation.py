@@ -79,8 +79,8 @@ def build_ids(tenant: Tenant, ids: dict[str, int]) -> dict[str, Any]:
     p = Principal.system(tenant.pk)
     now = timezone.now()
     spare = ids["spare_member_id"]
-    product = services.do_create_product(p, name="车载香薰", skus=[
-        {"code": "ISO-1", "name": "木质", "price_fen": 9900, "stock": 50}])
+    product = services.do_create_product(p, services.NewProduct(name="车载香薰", skus=[
+        {"code": "ISO-1", "name": "木质", "price_fen": 9900, "stock": 50}]))
     sku = product.skus.get(code="ISO-1")
     gift = services.do_create_coupon_template(p, name="送好友一张", kind="fixed", amount_fen=500, is_share=True,
                                               valid_from=now - dt.timedelta(minutes=1),

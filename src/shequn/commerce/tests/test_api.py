@@ -110,7 +110,8 @@ def test_share_coupon_and_group_buy_endpoints(api, system, member, friend, produ
 def test_other_tenant_order_is_not_found(api, other_tenant, product, member):
     op = Principal.system(other_tenant.pk)
     m = Member.objects.create(tenant=other_tenant, display_name="x", first_seen_at=timezone.now())
-    p = services.do_create_product(op, name="别家", skus=[{"code": "Z", "price_fen": 1, "stock": 1}])
+    p = services.do_create_product(op, services.NewProduct(name="别家",
+                                                           skus=[{"code": "Z", "price_fen": 1, "stock": 1}]))
     o = services.do_create_order(op, member_id=m.pk, lines=[{"sku_id": p.skus.get().pk, "quantity": 1}])
     assert api.get(f"/api/v1/commerce/orders/{o.pk}").status_code == 404
     assert post(api, f"/api/v1/commerce/orders/{o.pk}/pay", {}).status_code == 404

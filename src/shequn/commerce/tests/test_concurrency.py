@@ -3,32 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.db import connection
 from django.db.models import Sum
 from django.utils import timezone
 
 from shequn.commerce import services
 from shequn.commerce.models import GroupBuyParticipant, Order, Refund
 from shequn.core.errors import Conflict, Invalid
+from shequn.core.testing import race
 from shequn.members.models import Member
 
 from .conftest import pay, sku
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
-
-
-def _parallel(fn, items, workers=10):
-    def wrapped(x):
-        try:
-            return fn(x)
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(wrapped, items))
 
 
 def test_concurrent_refunds_never_exceed_paid(system, member, product):
@@ -42,7 +30,7 @@ def test_concurrent_refunds_never_exceed_paid(system, member, product):
         except (Invalid, Conflict):
             return "refused"
 
-    out = _parallel(refund, range(12))
+    out = race(refund, 12, threads=10)
     order.refresh_from_db()
     assert out.count("ok") == 3  # 3 × 3000 ≤ 9900 < 4 × 3000
     assert order.refunded_fen == 9000 <= order.paid_fen
@@ -66,7 +54,7 @@ def test_concurrent_joins_never_overfill_a_team(system, tenant, product):
         except Conflict:
             return "full"
 
-    out = _parallel(join, joiners, workers=8)
+    out = race(lambda i: join(joiners[i]), len(joiners), threads=8)
     assert out.count("ok") == 2
     assert GroupBuyParticipant.objects.filter(team=team).count() == 3
     assert Order.objects.filter(team=team).count() == 3

@@ -2,11 +2,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
 
 import pytest
-from django.db import close_old_connections, connection
 from django.test import Client
 from django.utils import timezone
 
@@ -16,6 +14,7 @@ from shequn.commerce.models import FlashReservation, FlashSale, Order, Sku
 from shequn.communities.models import Membership
 from shequn.core.errors import Conflict, Invalid, NotFound
 from shequn.core.services import do_create_api_key
+from shequn.core.testing import race
 from shequn.members.models import Member
 
 from .conftest import make_member, pay, sku, window
@@ -103,36 +102,16 @@ def test_concurrent_flash_sale_never_oversells(tenant, system, product, batched)
     members = Member.objects.bulk_create(
         [Member(tenant=tenant, display_name=f"m{i}", first_seen_at=timezone.now()) for i in range(300)]
     )
-    outcomes = {"ok": 0, "sold_out": 0, "dup": 0, "other": 0}
-    lock = threading.Lock()
-    start = threading.Barrier(16)
 
-    def buyer(chunk):
-        try:
-            start.wait()
-            for m in chunk:
-                for _ in range(2):
-                    try:
-                        services.do_flash_buy(system, fs.pk, member_id=m.pk, batched=batched)
-                        key = "ok"
-                    except services.SoldOut:
-                        key = "sold_out"
-                    except Conflict:
-                        key = "dup"
-                    except Exception:
-                        key = "other"
-                    with lock:
-                        outcomes[key] += 1
-        finally:
-            close_old_connections()
-            connection.close()
+    def attempt(i):  # every member tries twice, from two threads
+        return services.do_flash_buy(system, fs.pk, member_id=members[i % len(members)].pk, batched=batched)
 
-    chunks = [members[i::16] for i in range(16)]
     try:
-        with ThreadPoolExecutor(16) as pool:
-            list(pool.map(buyer, chunks))
+        results = race(attempt, 2 * len(members), threads=16)
     finally:
         batching.shutdown()
+    outcomes = Counter("sold_out" if isinstance(r, services.SoldOut) else "dup" if isinstance(r, Conflict)
+                       else "other" if isinstance(r, Exception) else "ok" for r in results)
     assert outcomes["other"] == 0
     assert outcomes["ok"] == 37
     assert FlashSale.objects.get(pk=fs.pk).stock == 0
@@ -149,19 +128,11 @@ def test_concurrent_plain_orders_never_oversell(tenant, system, product):
     members = Member.objects.bulk_create(
         [Member(tenant=tenant, display_name=f"m{i}", first_seen_at=timezone.now()) for i in range(40)]
     )
-    ok = []
-
-    def buy(m):
-        try:
-            services.do_create_order(system, member_id=m.pk, lines=[{"sku_id": s.pk, "quantity": 1}])
-            ok.append(m.pk)
-        except services.SoldOut:
-            pass
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(12) as pool:
-        list(pool.map(buy, members))
+    line = {"sku_id": s.pk, "quantity": 1}
+    results = race(lambda i: services.do_create_order(system, member_id=members[i].pk, lines=[line]), len(members),
+                   threads=12)
+    ok = [r for r in results if isinstance(r, Order)]
+    assert all(isinstance(r, (Order, services.SoldOut)) for r in results), results
     assert len(ok) == 5 and Sku.objects.get(pk=s.pk).stock == 0
 
 
@@ -171,16 +142,7 @@ def test_concurrent_duplicate_callbacks_book_once(tenant, system, product, membe
     order = services.do_create_order(system, member_id=member.pk, lines=[{"sku_id": sku(product).pk, "quantity": 1}])
     p = services.do_start_payment(system, order.pk)
     headers, body = SandboxGateway().pay(p.out_trade_no, p.amount_fen)
-    results = []
-
-    def deliver(_):
-        try:
-            results.append(services.do_handle_notification("sandbox", headers, body)["outcome"])
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(deliver, range(8)))
+    results = race(lambda _i: services.do_handle_notification("sandbox", headers, body)["outcome"], 8)
     assert sorted(results) == ["duplicate"] * 7 + ["paid"]
     order.refresh_from_db()
     assert order.paid_fen == 9900
@@ -268,8 +230,7 @@ def test_gate_many_decides_like_one_attempt_at_a_time(system, product, tenant):
         g.reset(many.pk)
         g.prepare(many.pk, 10, [])
         assert g.attempt_batched(many.pk, 100, 1, "{}") == 1
-        with ThreadPoolExecutor(16) as pool:
-            got = list(pool.map(lambda m: g.attempt_batched(many.pk, m, 1, "{}"), range(100, 131)))
+        got = race(lambda i: g.attempt_batched(many.pk, 100 + i, 1, "{}"), 31, threads=16)
         assert got[0] == -1 and sorted(got[1:]) == [0] * 21 + [1] * 9
         assert g.stock(many.pk) == 0
     finally:

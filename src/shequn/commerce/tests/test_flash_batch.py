@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.db import connection
@@ -20,6 +18,7 @@ from shequn.commerce.services import flash
 from shequn.core.errors import Conflict, Invalid, NotFound
 from shequn.core.models import AuditLog
 from shequn.core.services import do_create_api_key
+from shequn.core.testing import race
 from shequn.members.models import Member
 
 from .conftest import make_member
@@ -114,24 +113,19 @@ def test_concurrent_batches_sell_exactly_the_stock(system, product, tenant):
     members = Member.objects.bulk_create(
         [Member(tenant=tenant, display_name=f"m{i}", first_seen_at=timezone.now()) for i in range(800)])
     ids = [m.pk for m in members]
-    start = threading.Barrier(8)
-    results: list = []
-    lock = threading.Lock()
 
     def writer(w):
-        try:
-            start.wait()
-            for b in range(5):
-                chunk = ids[(w * 5 + b) * 20:(w * 5 + b) * 20 + 20]
-                chunk += ids[b * 3:b * 3 + 3]  # the same few members in everybody's batches
-                out = services.do_write_flash_batch(fs.pk, _rows(system, [(m, 1) for m in chunk]))
-                with lock:
-                    results.extend(zip(chunk, out.results, strict=True))
-        finally:
-            connection.close()
+        done = []
+        for b in range(5):
+            chunk = ids[(w * 5 + b) * 20:(w * 5 + b) * 20 + 20]
+            chunk += ids[b * 3:b * 3 + 3]  # the same few members in everybody's batches
+            out = services.do_write_flash_batch(fs.pk, _rows(system, [(m, 1) for m in chunk]))
+            done.extend(zip(chunk, out.results, strict=True))
+        return done
 
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(writer, range(8)))
+    per_writer = race(writer, 8)
+    assert not [r for r in per_writer if isinstance(r, Exception)], per_writer
+    results = [pair for done in per_writer for pair in done]
     kinds = [_kind(r) for _m, r in results]
     assert set(kinds) <= {"order", "sold_out", "already_bought"}
     ordered = [m for m, r in results if isinstance(r, Order)]

@@ -53,8 +53,8 @@ def test_shortage_on_second_line_writes_nothing(system, member, product):
 
 
 def test_other_tenants_sku_is_not_found(system, member, other_tenant):
-    other = services.do_create_product(Principal.system(other_tenant.pk), name="x",
-                                       skus=[{"code": "O1", "price_fen": 100, "stock": 5}])
+    other = services.do_create_product(Principal.system(other_tenant.pk), services.NewProduct(
+        name="x", skus=[{"code": "O1", "price_fen": 100, "stock": 5}]))
     with pytest.raises(NotFound):
         services.do_create_order(system, member_id=member.pk,
                                  lines=[{"sku_id": other.skus.get().pk, "quantity": 1}])
@@ -83,8 +83,8 @@ def test_member_price_by_level(system, product, tenant):
 
 
 def test_visibility_per_community(system, member, community, tenant):
-    p = services.do_create_product(system, name="群内专享", visible_in=[community.pk],
-                                   skus=[{"code": "V1", "price_fen": 100, "stock": 3}])
+    p = services.do_create_product(system, services.NewProduct(name="群内专享", visible_in=[community.pk],
+                                                               skus=[{"code": "V1", "price_fen": 100, "stock": 3}]))
     with pytest.raises(NotFound):
         services.do_create_order(system, member_id=member.pk, lines=[{"sku_id": p.skus.get().pk, "quantity": 1}])
     Membership.objects.create(tenant=tenant, member=member, community=community, joined_at=timezone.now())

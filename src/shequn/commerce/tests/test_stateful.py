@@ -35,10 +35,10 @@ class Shop(RuleBasedStateMachine):
         n = next(_counter)
         self.tenant = Tenant.objects.create(slug=f"shop{n}", name=f"shop{n}")
         self.p = Principal.system(self.tenant.pk)
-        prod = services.do_create_product(self.p, name="货", skus=[
+        prod = services.do_create_product(self.p, services.NewProduct(name="货", skus=[
             {"code": f"A{n}", "price_fen": 1234, "stock": STOCK[0]},
             {"code": f"B{n}", "price_fen": 99, "stock": STOCK[1]},
-        ])
+        ]))
         self.skus = list(prod.skus.order_by("pk"))
         self.members = [Member.objects.create(tenant=self.tenant, display_name=f"m{i}",
                                               first_seen_at=timezone.now()) for i in range(3)]

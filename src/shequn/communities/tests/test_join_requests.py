@@ -16,12 +16,12 @@ from shequn.commerce.tests.conftest import pay
 from shequn.communities.models import ChatGroup, Community, JoinRequest, Membership
 from shequn.communities.services import do_request_join
 from shequn.connectors.models import OutboxAction
-from shequn.console.tests import factories as f
 from shequn.core.models import StaffRole
 from shequn.core.permissions import Principal
 from shequn.portal.services import magic_link_url
 from shequn.referrals.models import LinkEvent
 from shequn.referrals.services import do_get_or_create_link
+from shequn.testing.factories import StaffFactory
 
 URL = "/api/v1/communities"
 
@@ -127,7 +127,7 @@ def test_console_queue_has_approve_and_decline_buttons_in_chinese(world):
     _ask(world, "tg-d", 4)
     first, second = JoinRequest.objects.filter(tenant=world.tenant).order_by("pk")
     c = Client()
-    c.force_login(f.staff(world.tenant, StaffRole.OWNER).user)
+    c.force_login(StaffFactory(tenant=world.tenant, role=StaffRole.OWNER).user)
     c.cookies[settings.LANGUAGE_COOKIE_NAME] = "zh-hans"
     page = c.get(reverse("admin:communities_joinrequest_changelist")).content.decode()
     assert "入群申请" in page and "待审核" in page

@@ -22,8 +22,8 @@ from shequn.connectors.tests import telegram_payloads as P
 from shequn.connectors.tests.fake_server import FakeServer
 from shequn.members.models import Identity, Member
 from shequn.portal.services import do_get_telegram_invite
-from shequn.portal.tests.world import World, build_world
 from shequn.referrals.services import do_get_or_create_link
+from shequn.testing.scenarios import PaidCommunity, paid_community
 
 SECRET = "hook-Secret_123"
 TOKEN = "123456:TESTTOKENabcdef"
@@ -43,8 +43,8 @@ def api():
         yield server
 
 
-def _world(tenant: Any, api: FakeServer, threshold: str) -> tuple[World, Any, ChatGroup]:
-    world = build_world(tenant, threshold=threshold)
+def _world(tenant: Any, api: FakeServer, threshold: str) -> tuple[PaidCommunity, Any, ChatGroup]:
+    world = paid_community(tenant, threshold=threshold)
     world.group.delete()
     conn = do_create_connection(world.system, platform="telegram", name="bot", default_community_id=world.community.pk,
                                 config={"api_base": api.url},

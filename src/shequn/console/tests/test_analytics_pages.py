@@ -16,8 +16,7 @@ from shequn.analytics.tests.world import make_world
 from shequn.console import dashboard
 from shequn.core.models import StaffRole, Tenant
 from shequn.moderation.models import Violation
-
-from . import factories as f
+from shequn.testing.factories import StaffFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -29,7 +28,7 @@ def _no_home_cache(monkeypatch):
 
 def client_for(tenant: Tenant, role: str = StaffRole.OWNER) -> Client:
     c = Client()
-    c.force_login(f.staff(tenant, role).user)
+    c.force_login(StaffFactory(tenant=tenant, role=role).user)
     return c
 
 

@@ -16,9 +16,9 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from shequn.communities.models import Community
 from shequn.core.models import AuditLog, StaffRole, Tenant
-from shequn.portal.tests.browser import ARGS, CHROMIUM, browser, serial_sqlite_server  # noqa: F401  (fixtures)
-
-from . import factories as f
+from shequn.testing.browser import ARGS, CHROMIUM
+from shequn.testing.factories import STAFF_PASSWORD, StaffFactory
+from shequn.testing.scenarios import seeded_club
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -30,7 +30,7 @@ WATCH = "window.__csp = []; document.addEventListener('securitypolicyviolation',
 class Desk:
     """One desktop browser context that records every CSP violation it sees."""
 
-    def __init__(self, browser: Any, base: str, out: Path) -> None:  # noqa: F811
+    def __init__(self, browser: Any, base: str, out: Path) -> None:
         self.ctx = browser.new_context(viewport={"width": 1280, "height": 860}, locale="zh-CN")
         self.ctx.set_default_timeout(15_000)
         self.ctx.add_init_script(WATCH)
@@ -71,21 +71,21 @@ def _code(device: TOTPDevice) -> str:
 def _password_step(d: Desk, username: str) -> None:
     d.go("/console/login/")
     d.page.locator("input[name=username]").fill(username)
-    d.page.locator("input[name=password]").fill(f.PASSWORD)
+    d.page.locator("input[name=password]").fill(STAFF_PASSWORD)
     d.page.locator("#login-form [type=submit]").click()
     d.page.wait_for_url("**/console/login/2fa/")
     d.check("2fa step")
 
 
 def test_owner_sets_up_and_uses_two_factor_under_the_csp(
-        serial_sqlite_server: None, transactional_db: None, live_server: Any, browser: Any,  # noqa: F811
+        serial_sqlite_server: None, transactional_db: None, live_server: Any, browser: Any,
         tenant: Tenant, settings: Any, out: Path, request: pytest.FixtureRequest) -> None:
     settings.REDIS_URL = None
     request.addfinalizer(cache.clear)  # the dashboard caches its series under ids other tests reuse
     settings.OTP_TOTP_THROTTLE_FACTOR = 0  # the wrong code below would otherwise delay the right one
     assert CHROMIUM.exists() and ARGS
-    owner = f.staff(tenant, StaffRole.OWNER, username="boss").user
-    f.seed(tenant, members=12, days=14)
+    owner = StaffFactory(tenant=tenant, role=StaffRole.OWNER, username="boss").user
+    seeded_club(tenant, members=12, days=14)
     community = Community.objects.filter(tenant=tenant).order_by("pk").first()
     assert community is not None
 

@@ -18,7 +18,6 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from shequn.api.testing import key_for
 from shequn.commerce import services as commerce
 from shequn.commerce.models import CouponTemplate, FlashSale, GroupBuy, LiveSession, Product, Sku
 from shequn.communities.models import Community
@@ -31,6 +30,7 @@ from shequn.engagement.models import Badge, ContentItem, ContentSchedule, Lotter
 from shequn.members.models import Member
 from shequn.referrals import services as referrals
 from shequn.referrals.models import CommissionPlan, FissionTask
+from shequn.testing.scenarios import api_key_for
 
 
 class _FormParser(HTMLParser):
@@ -110,12 +110,13 @@ def ctx(tenant: Tenant) -> dict[str, Any]:
     """One object of each kind, created through the services."""
     p = Principal.system(tenant.pk)
     community = Community.objects.create(tenant=tenant, name="车友会")
-    goods = commerce.do_create_product(p, name="车载香薰", skus=[
+    goods = commerce.do_create_product(p, commerce.NewProduct(name="车载香薰", skus=[
         {"code": "XX-1", "name": "木质", "price_fen": 9900, "stock": 10},
-        {"code": "XX-2", "name": "花香", "price_fen": 9900, "stock": 10}])
+        {"code": "XX-2", "name": "花香", "price_fen": 9900, "stock": 10}]))
     sku, sku2 = list(goods.skus.order_by("pk"))
-    tier = commerce.do_create_product(p, name="入门社群", kind="tier", tier_community_id=community.pk,
-                                      tier_code="entry", tier_rank=1, skus=[{"code": "T-1", "price_fen": 1990}])
+    tier = commerce.do_create_product(p, commerce.NewProduct(
+        name="入门社群", kind="tier", tier_community_id=community.pk, tier_code="entry", tier_rank=1,
+        skus=[{"code": "T-1", "price_fen": 1990}]))
     item = engagement.do_create_content_item(p, title="欢迎", body="欢迎加入")
     plan, _w = referrals.do_create_plan(p, name="入门分佣", rules=[{"product_kind": "tier", "rate_bps": 10000}])
     return {
@@ -268,7 +269,7 @@ def _snapshot(case: Case, pk: int) -> dict[str, Any]:
 
 
 def _patch(tenant: Tenant, path: str, body: dict[str, Any]) -> Any:
-    _key, secret = key_for(tenant)
+    _key, secret = api_key_for(tenant)
     return Client().patch(path, data=json.dumps(body), content_type="application/json",
                           headers={"Authorization": f"Bearer {secret}"})
 

@@ -13,7 +13,6 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from shequn.api.testing import key_for
 from shequn.commerce import services as commerce
 from shequn.commerce.models import CouponTemplate, FlashSale, GroupBuy, LiveSession, Product
 from shequn.communities.models import Community
@@ -23,6 +22,7 @@ from shequn.core.services import do_create_operator
 from shequn.engagement.models import Badge, ContentItem, ContentSchedule, Lottery, RedPacket
 from shequn.engagement.services import do_create_badge, do_create_content_item
 from shequn.referrals.models import CommissionPlan, FissionTask
+from shequn.testing.scenarios import api_key_for
 
 
 @pytest.fixture
@@ -37,8 +37,8 @@ def console(tenant: Tenant) -> Client:
 def ctx(tenant: Tenant) -> dict[str, Any]:
     p = Principal.system(tenant.pk)
     community = Community.objects.create(tenant=tenant, name="车友会")
-    product = commerce.do_create_product(p, name="车载香薰", skus=[
-        {"code": "XX-1", "name": "木质", "price_fen": 9900, "stock": 10}])
+    product = commerce.do_create_product(p, commerce.NewProduct(name="车载香薰", skus=[
+        {"code": "XX-1", "name": "木质", "price_fen": 9900, "stock": 10}]))
     item = do_create_content_item(p, title="欢迎", body="欢迎加入")
     do_create_badge(p, code="streak7", name="连签", rule="streak", threshold=7)  # the code is taken
     return {"community": community.pk, "sku": product.skus.get().pk, "content": item.pk}
@@ -169,7 +169,7 @@ def test_console_and_api_give_the_same_errors(case: Case, console: Client, ctx: 
     assert r.status_code == 200, (r.status_code, r.headers.get("Location"))
     console_messages = _console_errors(r, case)
     assert console_messages, r.context["adminform"].form.errors
-    _key, secret = key_for(tenant)
+    _key, secret = api_key_for(tenant)
     api = Client().post(case.api_path, data=json.dumps(case.api_body(ctx)), content_type="application/json",
                         headers={"Authorization": f"Bearer {secret}", "Idempotency-Key": f"same-{case.name}"})
     assert api.status_code in (404, 409, 422), api.content.decode()

@@ -18,8 +18,8 @@ from shequn.communities.models import Community
 from shequn.console import dashboard, views
 from shequn.core.models import ApiKey, AuditLog, StaffRole, Tenant
 from shequn.members.models import Member
-
-from . import factories as f
+from shequn.testing.factories import StaffFactory
+from shequn.testing.scenarios import seeded_club
 
 pytestmark = pytest.mark.django_db
 
@@ -35,8 +35,8 @@ def _media(settings, tmp_path, monkeypatch):
 
 @pytest.fixture
 def data(tenant: Tenant, other_tenant: Tenant) -> dict:
-    mine = f.seed(tenant, members=12, days=20)
-    theirs = f.seed(other_tenant, members=5, days=5, prefix="别家")
+    mine = seeded_club(tenant, members=12, days=20)
+    theirs = seeded_club(other_tenant, members=5, days=5, prefix="别家")
     # the factories write events directly (no stream delivery): rebuild the rollups from them
     do_rebuild(tenant.pk)
     do_rebuild(other_tenant.pk)
@@ -44,7 +44,7 @@ def data(tenant: Tenant, other_tenant: Tenant) -> dict:
 
 
 def client_for(tenant: Tenant, role: str = StaffRole.OWNER) -> Client:
-    staff = f.staff(tenant, role)
+    staff = StaffFactory(tenant=tenant, role=role)
     c = Client()
     c.force_login(staff.user)
     return c
@@ -73,9 +73,9 @@ def test_lists_show_only_own_tenant(data, tenant):
 def test_other_tenants_ids_are_not_found(data, tenant):
     c = client_for(tenant)
     theirs = data["theirs"]
-    member, community = theirs["members"][0], theirs["community"]
+    member, community = theirs.members[0], theirs.community
     for name, obj in (("members_member_change", member), ("communities_community_change", community),
-                      ("communities_chatgroup_change", theirs["groups"][0])):
+                      ("communities_chatgroup_change", theirs.groups[0])):
         resp = c.get(admin_url(name, obj.pk))
         assert resp.status_code == 302 and resp["Location"] == admin_url("index"), name
     # a POST with another tenant's id changes nothing
@@ -86,10 +86,10 @@ def test_other_tenants_ids_are_not_found(data, tenant):
     resp = c.post(admin_url("members_member_delete", member.pk), {"post": "yes"})
     assert Member.objects.filter(pk=member.pk).exists()
     assert c.get(reverse("console:community_dashboard", args=[community.pk])).status_code == 404
-    mine = data["mine"]["members"][0]
+    mine = data["mine"].members[0]
     assert c.get(reverse("console:member_merge") + f"?a={mine.pk}&b={member.pk}").status_code == 404
     # the tenant page lists only the operator's own organisation
-    assert c.get(admin_url("core_tenant_change", theirs["community"].tenant_id)).status_code == 302
+    assert c.get(admin_url("core_tenant_change", theirs.community.tenant_id)).status_code == 302
 
 
 def test_foreign_key_choices_and_autocomplete_are_scoped(data, tenant):
@@ -105,7 +105,7 @@ def test_foreign_key_choices_and_autocomplete_are_scoped(data, tenant):
 
 def test_cannot_attach_other_tenants_community_by_id(data, tenant):
     c = client_for(tenant)
-    theirs = data["theirs"]["community"]
+    theirs = data["theirs"].community
     resp = c.post(admin_url("communities_chatgroup_add"), {
         "community": theirs.pk, "name": "x", "platform": "wecom", "external_id": "zz", "capacity": 10,
         "is_active": "on"})
@@ -129,7 +129,7 @@ def test_role_permissions(data, tenant, role, can_add_member, can_add_community,
     assert (c.get(admin_url("members_member_add")).status_code == 200) is can_add_member
     assert (c.get(admin_url("communities_community_add")).status_code == 200) is can_add_community
     assert (c.get(admin_url("core_staffmembership_changelist")).status_code == 200) is sees_staff
-    member = data["mine"]["members"][0]
+    member = data["mine"].members[0]
     c.post(admin_url("members_member_change", member.pk), {"display_name": "改名"})
     member.refresh_from_db()
     if not can_add_member:
@@ -151,7 +151,7 @@ def test_readonly_role_sees_no_write_buttons_and_cannot_import(data, tenant):
 
 def test_member_edit_goes_through_services(data, tenant):
     c = client_for(tenant, StaffRole.OPERATOR)
-    member = data["mine"]["members"][0]
+    member = data["mine"].members[0]
     form = {"display_name": "新名字", "phone": "12345", "email": "", "source_channel": "x", "note": "",
             "lifecycle_stage": "active", "relationship_level": 2, "consent_data": "on"}
     for prefix in ("identities", "member_tags", "memberships", "roles", "running_mutes"):
@@ -169,7 +169,7 @@ def test_member_edit_goes_through_services(data, tenant):
 
 def test_member_list_masks_phones(data, tenant):
     c = client_for(tenant)
-    member = data["mine"]["members"][0]
+    member = data["mine"].members[0]
     html = c.get(admin_url("members_member_changelist")).content.decode()
     assert member.phone not in html and f"{member.phone[:3]}****{member.phone[-4:]}" in html
 
@@ -177,14 +177,14 @@ def test_member_list_masks_phones(data, tenant):
 def test_member_filters(data, tenant):
     c = client_for(tenant)
     mine = data["mine"]
-    resp = c.get(admin_url("members_member_changelist"), {"tag": mine["tag"].pk})
+    resp = c.get(admin_url("members_member_changelist"), {"tag": mine.tag.pk})
     shown = {m.pk for m in resp.context["cl"].result_list}
-    assert shown == {m.pk for i, m in enumerate(mine["members"]) if i % 3 == 0}
+    assert shown == {m.pk for i, m in enumerate(mine.members) if i % 3 == 0}
     resp = c.get(admin_url("members_member_changelist"), {"role": "owner"})
-    assert [m.pk for m in resp.context["cl"].result_list] == [mine["members"][0].pk]
-    resp = c.get(admin_url("members_member_changelist"), {"q": mine["members"][3].phone})
-    assert [m.pk for m in resp.context["cl"].result_list] == [mine["members"][3].pk]
-    resp = c.get(admin_url("members_member_changelist"), {"community": data["theirs"]["community"].pk})
+    assert [m.pk for m in resp.context["cl"].result_list] == [mine.members[0].pk]
+    resp = c.get(admin_url("members_member_changelist"), {"q": mine.members[3].phone})
+    assert [m.pk for m in resp.context["cl"].result_list] == [mine.members[3].pk]
+    resp = c.get(admin_url("members_member_changelist"), {"community": data["theirs"].community.pk})
     assert list(resp.context["cl"].result_list) == []
 
 
@@ -192,7 +192,7 @@ def test_member_filters(data, tenant):
 
 def test_owner_creates_staff_but_never_takes_over_an_existing_login(data, tenant, other_tenant):
     c = client_for(tenant)
-    f.staff(other_tenant, StaffRole.OWNER, username="bob")
+    StaffFactory(tenant=other_tenant, role=StaffRole.OWNER, username="bob")
     resp = c.post(admin_url("core_staffmembership_add"), {"username": "bob", "password": "longpassword",
                                                           "role": "cs", "display_name": "Bob"})
     assert resp.status_code == 200 and "该登录名已被使用" in resp.content.decode()
@@ -250,13 +250,13 @@ def test_import_gbk_preview_then_apply_all(data, tenant):
     assert Member.objects.filter(tenant=tenant).count() == before  # the preview writes nothing
     token = re.search(r'name="token" value="([0-9a-f]{32})"', html).group(1)
     # another tenant's operator cannot apply this tenant's staged file
-    other = client_for(data["theirs"]["community"].tenant)
+    other = client_for(data["theirs"].community.tenant)
     other.post(reverse("console:member_import"), {"token": token, "filename": "seed.csv"})
     assert not Member.objects.filter(display_name="王五").exclude(tenant=tenant).exists()
     resp = c.post(reverse("console:member_import"), {"token": token, "filename": "seed.csv"})
     assert resp.status_code == 302
     wang = Member.objects.get(tenant=tenant, display_name="王五")
-    assert wang.phone == "13900000001" and wang.memberships.filter(community=data["mine"]["community"]).exists()
+    assert wang.phone == "13900000001" and wang.memberships.filter(community=data["mine"].community).exists()
     assert Member.objects.filter(tenant=tenant).count() == before + 2
 
 
@@ -276,7 +276,7 @@ def test_export_is_masked(data, tenant):
     c = client_for(tenant, StaffRole.READONLY)
     resp = c.get(reverse("console:member_export", args=["csv"]))
     body = resp.content.decode("utf-8-sig")
-    member = data["mine"]["members"][0]
+    member = data["mine"].members[0]
     assert resp.status_code == 200 and member.display_name in body and member.phone not in body
     assert "别家" not in body
     resp = c.get(reverse("console:member_export", args=["xlsx"]))
@@ -285,8 +285,8 @@ def test_export_is_masked(data, tenant):
 
 def test_export_selected_rows_only_masked_and_audited(data, tenant, other_tenant):
     c = client_for(tenant, StaffRole.OPERATOR)
-    mine = data["mine"]["members"]
-    theirs = data["theirs"]["members"]
+    mine = data["mine"].members
+    theirs = data["theirs"].members
     picked = [mine[0].pk, mine[1].pk, theirs[0].pk]  # a forged foreign id in the POST is ignored
     resp = c.post(admin_url("members_member_changelist"),
                   {"action": "export_selected_csv", "_selected_action": picked})
@@ -306,7 +306,7 @@ def test_export_selected_rows_only_masked_and_audited(data, tenant, other_tenant
 
 def test_merge_action_confirmation_and_merge(data, tenant):
     c = client_for(tenant, StaffRole.OPERATOR)
-    a, b = data["mine"]["members"][1], data["mine"]["members"][2]
+    a, b = data["mine"].members[1], data["mine"].members[2]
     resp = c.post(admin_url("members_member_changelist"), {"action": "merge_two", "_selected_action": [a.pk, b.pk]})
     assert resp.status_code == 302 and reverse("console:member_merge") in resp["Location"]
     page = c.get(resp["Location"])
@@ -324,14 +324,14 @@ def test_merge_action_confirmation_and_merge(data, tenant):
 
 def test_merge_action_needs_exactly_two(data, tenant):
     c = client_for(tenant)
-    ids = [m.pk for m in data["mine"]["members"][:3]]
+    ids = [m.pk for m in data["mine"].members[:3]]
     resp = c.post(admin_url("members_member_changelist"), {"action": "merge_two", "_selected_action": ids},
                   follow=True)
     assert "请恰好选择两位会员" in resp.content.decode()
 
 
 def test_merge_suggestions_list_exact_phone_matches(data, tenant):
-    a, b = data["mine"]["members"][4], data["mine"]["members"][5]
+    a, b = data["mine"].members[4], data["mine"].members[5]
     Member.objects.filter(pk=b.pk).update(phone=a.phone)
     c = client_for(tenant)
     html = c.get(reverse("console:member_merge_suggestions")).content.decode()
@@ -346,12 +346,12 @@ def test_index_shows_headline_figures_and_dashboard_links(data, tenant):
     kpis = {k["label"]: k["value"] for k in resp.context["shequn_kpis"]}
     assert kpis["会员"] == 12 and kpis["社群"] == 2
     html = resp.content.decode()
-    assert reverse("console:community_dashboard", args=[data["mine"]["community"].pk]) in html
+    assert reverse("console:community_dashboard", args=[data["mine"].community.pk]) in html
 
 
 def test_community_dashboard_renders_series(data, tenant):
     c = client_for(tenant, StaffRole.CONTENT)
-    community = data["mine"]["community"]
+    community = data["mine"].community
     resp = c.get(reverse("console:community_dashboard", args=[community.pk]))
     html = resp.content.decode()
     assert resp.status_code == 200 and "echarts.min.js" in html and 'id="dashboard-series"' in html
@@ -371,7 +371,7 @@ def test_console_is_chinese_by_default_and_english_after_switching(data, tenant)
     assert resp.status_code == 302
     html = c.get(admin_url("members_member_changelist")).content.decode()
     assert "Lifecycle" in html and "All applications" in html and "生命周期" not in html
-    html = c.get(reverse("console:community_dashboard", args=[data["mine"]["community"].pk])).content.decode()
+    html = c.get(reverse("console:community_dashboard", args=[data["mine"].community.pk])).content.decode()
     assert "Members over time" in html
 
 
@@ -389,7 +389,7 @@ def _member_form(member, **extra):
 
 def test_inline_rows_get_the_tenant_and_duplicate_identities_are_form_errors(data, tenant):
     c = client_for(tenant)
-    a, b = data["mine"]["members"][6], data["mine"]["members"][7]
+    a, b = data["mine"].members[6], data["mine"].members[7]
     new_identity = {"identities-TOTAL_FORMS": 1, "identities-0-platform": "telegram",
                     "identities-0-external_id": "tg-777", "identities-0-member": a.pk}
     resp = c.post(admin_url("members_member_change", a.pk), _member_form(a, **new_identity))
@@ -401,7 +401,7 @@ def test_inline_rows_get_the_tenant_and_duplicate_identities_are_form_errors(dat
     assert resp.status_code == 200  # a validation error on the inline row, not a crash
     assert not b.identities.filter(platform="telegram").exists()
     # the same account id in another tenant is not a clash
-    theirs = data["theirs"]["members"][0]
+    theirs = data["theirs"].members[0]
     Identity = type(ident)
     Identity.objects.create(tenant=theirs.tenant, member=theirs, platform="telegram", external_id="tg-888")
     resp = c.post(admin_url("members_member_change", b.pk),
@@ -429,7 +429,7 @@ def test_community_create_goes_through_services(data, tenant):
 
 
 def test_roles_without_member_write_see_contact_details_masked(data, tenant):
-    member = data["mine"]["members"][0]
+    member = data["mine"].members[0]
     Member.objects.filter(pk=member.pk).update(email="zhang.san@example.com")
     html = client_for(tenant, StaffRole.READONLY).get(admin_url("members_member_change", member.pk)).content.decode()
     assert member.phone not in html and "zhang.san@example.com" not in html
@@ -440,8 +440,8 @@ def test_roles_without_member_write_see_contact_details_masked(data, tenant):
 
 
 def test_staff_of_two_tenants_switches_and_sees_only_the_active_one(data, tenant, other_tenant):
-    staff = f.staff(tenant, StaffRole.OPERATOR, username="agency")
-    staff = f.staff(other_tenant, StaffRole.READONLY, username="agency")  # same login, second tenant
+    staff = StaffFactory(tenant=tenant, role=StaffRole.OPERATOR, username="agency")
+    staff = StaffFactory(tenant=other_tenant, role=StaffRole.READONLY, username="agency")  # same login, second tenant
     c = Client()
     c.force_login(staff.user)
     html = c.get(admin_url("members_member_changelist")).content.decode()
@@ -455,7 +455,7 @@ def test_staff_of_two_tenants_switches_and_sees_only_the_active_one(data, tenant
 
 
 def test_console_pages_need_a_staff_login_with_a_tenant(data, tenant):
-    community = data["mine"]["community"]
+    community = data["mine"].community
     urls = [reverse("console:community_dashboard", args=[community.pk]), reverse("console:member_import"),
             reverse("console:member_export", args=["csv"]), reverse("console:member_merge_suggestions")]
     anonymous = Client()

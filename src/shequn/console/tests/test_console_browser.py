@@ -21,7 +21,7 @@ from shequn.core.models import StaffRole, Tenant
 from shequn.core.permissions import Principal
 from shequn.core.services import do_create_operator
 from shequn.engagement.models import Lottery
-from shequn.portal.tests.browser import CHROMIUM, browser, serial_sqlite_server  # noqa: F401  (fixtures)
+from shequn.testing.browser import CHROMIUM
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -57,7 +57,7 @@ class Desk:
 
 
 @pytest.fixture
-def desk(serial_sqlite_server, transactional_db, live_server, browser, tenant: Tenant, request, settings) -> Desk:  # noqa: F811
+def desk(serial_sqlite_server, transactional_db, live_server, browser, tenant: Tenant, request, settings) -> Desk:
     assert CHROMIUM.exists()
     settings.OTP_TOTP_THROTTLE_FACTOR = 0
     owner = do_create_operator(tenant=tenant, username="op", password="pw-123456", role=StaffRole.OWNER).user
@@ -124,8 +124,8 @@ def test_create_a_lottery_from_the_console(desk: Desk, tenant: Tenant) -> None:
 
 
 def test_create_a_flash_sale_from_the_console(desk: Desk, tenant: Tenant) -> None:
-    product = commerce.do_create_product(Principal.system(tenant.pk), name="车载香薰", skus=[
-        {"code": "XX-1", "name": "木质", "price_fen": 9900, "stock": 10}])
+    product = commerce.do_create_product(Principal.system(tenant.pk), commerce.NewProduct(name="车载香薰", skus=[
+        {"code": "XX-1", "name": "木质", "price_fen": 9900, "stock": 10}]))
     sku = product.skus.get()
     starts = timezone.now() + dt.timedelta(hours=1)
     desk.go("/console/commerce/flashsale/add/")

@@ -88,7 +88,8 @@ def test_sidebar_reaches_every_area(console: Client) -> None:
 
 def test_money_is_shown_and_entered_in_yuan(console: Client, tenant: Tenant) -> None:
     p = Principal.system(tenant.pk)
-    product = commerce.do_create_product(p, name="车载香薰", skus=[{"code": "X-1", "price_fen": 9900, "stock": 10}])
+    product = commerce.do_create_product(p, commerce.NewProduct(
+        name="车载香薰", skus=[{"code": "X-1", "price_fen": 9900, "stock": 10}]))
     now = timezone.now()
     commerce.do_create_flash_sale(p, name="秒杀", sku_id=product.skus.get().pk, price_fen=1990, stock=2,
                                   starts_at=now, ends_at=now + dt.timedelta(hours=1))

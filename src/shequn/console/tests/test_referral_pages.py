@@ -11,6 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from shequn.core.models import AuditLog, StaffRole, Tenant
+from shequn.core.permissions import Principal
 from shequn.ledger.services import check_ledger
 from shequn.referrals.models import AllianceInvitation, AllianceListing, AllianceMember, AllianceStatement
 from shequn.referrals.services import (
@@ -22,16 +23,14 @@ from shequn.referrals.services import (
     do_list_product,
     on_order_event,
 )
-from shequn.referrals.tests.factories import line, member, paid, principal
-
-from . import factories as f
+from shequn.testing.factories import MemberFactory, StaffFactory, order_line, paid_event
 
 pytestmark = pytest.mark.django_db
 
 
 def client_for(tenant: Tenant, role: str = StaffRole.OWNER) -> Client:
     c = Client()
-    c.force_login(f.staff(tenant, role).user)
+    c.force_login(StaffFactory(tenant=tenant, role=role).user)
     return c
 
 
@@ -39,16 +38,17 @@ def client_for(tenant: Tenant, role: str = StaffRole.OWNER) -> Client:
 def alliance_world(tenant: Tenant) -> dict:
     shop_a, shop_b = tenant, Tenant.objects.create(slug="tea", name="茶饮店")
     outsider = Tenant.objects.create(slug="gym", name="健身房")
-    alliance = do_create_alliance(principal(shop_a), name="同城商家联盟")
-    do_invite_to_alliance(principal(shop_a), alliance.pk, tenant_slug=shop_b.slug)
-    do_join_alliance(principal(shop_b), alliance.pk)
-    do_list_product(principal(shop_b), alliance.pk, product_id="milk-tea", title="招牌奶茶", rate_bps=1500,
+    alliance = do_create_alliance(Principal.system(shop_a.pk), name="同城商家联盟")
+    do_invite_to_alliance(Principal.system(shop_a.pk), alliance.pk, tenant_slug=shop_b.slug)
+    do_join_alliance(Principal.system(shop_b.pk), alliance.pk)
+    do_list_product(Principal.system(shop_b.pk), alliance.pk, product_id="milk-tea", title="招牌奶茶", rate_bps=1500,
                     refund_window_days=0)
-    alice = member(shop_a, "A店会员")
-    link = do_get_or_create_link(principal(shop_a), member_id=alice.pk, campaign="双十一")
+    alice = MemberFactory(tenant=shop_a, display_name="A店会员")
+    link = do_get_or_create_link(Principal.system(shop_a.pk), member_id=alice.pk, campaign="双十一")
     start = timezone.now() - timedelta(minutes=1)
     for i in range(2):
-        on_order_event(paid(shop_b, member(shop_b, f"B店顾客{i}"), [line("milk-tea", 2000, "goods")], code=link.code))
+        on_order_event(paid_event(shop_b, MemberFactory(tenant=shop_b, display_name=f"B店顾客{i}"),
+                                  [order_line("milk-tea", 2000, "goods")], code=link.code))
     st = do_build_statement(alliance.pk, payer_id=shop_b.pk, payee_id=shop_a.pk, start=start,
                             end=timezone.now() + timedelta(minutes=1))
     return {"a": shop_a, "b": shop_b, "outsider": outsider, "alliance": alliance, "statement": st}

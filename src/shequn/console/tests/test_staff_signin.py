@@ -15,8 +15,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from shequn.core import staff_auth, throttle
 from shequn.core.models import AuditLog, StaffRole, Tenant
-
-from . import factories as f
+from shequn.testing.factories import STAFF_PASSWORD, StaffFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -28,7 +27,7 @@ def _db_throttle(settings: Any) -> None:
     settings.OTP_STATIC_THROTTLE_FACTOR = 0
 
 
-def _login(c: Client, username: str, password: str = f.PASSWORD, ip: str = "198.51.100.7") -> Any:
+def _login(c: Client, username: str, password: str = STAFF_PASSWORD, ip: str = "198.51.100.7") -> Any:
     return c.post("/console/login/", {"username": username, "password": password, "next": "/console/"},
                   REMOTE_ADDR=ip)
 
@@ -51,7 +50,7 @@ def _shift_clock(monkeypatch: pytest.MonkeyPatch, delta: dt.timedelta) -> None:
 
 
 def test_operator_signs_in_with_password_only_and_it_is_audited(tenant: Tenant) -> None:
-    f.staff(tenant, StaffRole.OPERATOR, username="ops")
+    StaffFactory(tenant=tenant, role=StaffRole.OPERATOR, username="ops")
     c = Client()
     resp = _login(c, "ops")
     assert resp.status_code == 302 and resp["Location"] == "/console/"
@@ -61,7 +60,7 @@ def test_operator_signs_in_with_password_only_and_it_is_audited(tenant: Tenant) 
 
 def test_wrong_passwords_lock_the_account_and_it_opens_after_the_window(
         tenant: Tenant, monkeypatch: pytest.MonkeyPatch) -> None:
-    f.staff(tenant, StaffRole.OPERATOR, username="ops")
+    StaffFactory(tenant=tenant, role=StaffRole.OPERATOR, username="ops")
     attacker = Client()
     for i in range(throttle.STAFF_ACCOUNT.limit):
         resp = _login(attacker, "ops", "wrong-password", ip=f"203.0.113.{i}")
@@ -81,7 +80,7 @@ def test_wrong_passwords_lock_the_account_and_it_opens_after_the_window(
 
 
 def test_one_address_guessing_many_accounts_is_locked_out(tenant: Tenant) -> None:
-    f.staff(tenant, StaffRole.OPERATOR, username="ops")
+    StaffFactory(tenant=tenant, role=StaffRole.OPERATOR, username="ops")
     c = Client()
     for i in range(throttle.STAFF_ADDRESS.limit):
         _login(c, f"nobody{i}", "x", ip="203.0.113.50")
@@ -93,7 +92,7 @@ def test_one_address_guessing_many_accounts_is_locked_out(tenant: Tenant) -> Non
 
 
 def test_owner_must_set_up_two_factor_then_signs_in_with_a_code(tenant: Tenant) -> None:
-    owner = f.staff(tenant, StaffRole.OWNER, username="boss").user
+    owner = StaffFactory(tenant=tenant, role=StaffRole.OWNER, username="boss").user
     c = Client()
     resp = _login(c, "boss")
     assert resp.status_code == 302 and resp["Location"] == "/console/login/2fa/"
@@ -130,9 +129,10 @@ def test_owner_must_set_up_two_factor_then_signs_in_with_a_code(tenant: Tenant) 
 
 
 def test_finance_needs_two_factor_and_cannot_turn_it_off(tenant: Tenant) -> None:
-    user = f.staff(tenant, StaffRole.FINANCE, username="fin").user
+    user = StaffFactory(tenant=tenant, role=StaffRole.FINANCE, username="fin").user
     assert staff_auth.requires_two_factor(user)
-    assert not staff_auth.requires_two_factor(f.staff(tenant, StaffRole.CONTENT, username="writer").user)
+    writer = StaffFactory(tenant=tenant, role=StaffRole.CONTENT, username="writer").user
+    assert not staff_auth.requires_two_factor(writer)
     device = staff_auth.do_start_totp(user)
     staff_auth.do_confirm_totp(user, device, _code(device))
     c = Client()
@@ -143,7 +143,7 @@ def test_finance_needs_two_factor_and_cannot_turn_it_off(tenant: Tenant) -> None
 
 
 def test_others_may_turn_two_factor_on_and_off_on_the_security_page(tenant: Tenant) -> None:
-    user = f.staff(tenant, StaffRole.OPERATOR, username="ops").user
+    user = StaffFactory(tenant=tenant, role=StaffRole.OPERATOR, username="ops").user
     c = Client()
     c.force_login(user)
     assert c.get("/console/shequn/security/").status_code == 200
@@ -160,7 +160,7 @@ def test_others_may_turn_two_factor_on_and_off_on_the_security_page(tenant: Tena
 
 
 def test_idle_and_absolute_session_expiry(tenant: Tenant, settings: Any) -> None:
-    f.staff(tenant, StaffRole.OPERATOR, username="ops")
+    StaffFactory(tenant=tenant, role=StaffRole.OPERATOR, username="ops")
     c = Client()
     _login(c, "ops")
     assert _signed_in(c)
@@ -178,7 +178,7 @@ def test_idle_and_absolute_session_expiry(tenant: Tenant, settings: Any) -> None
 
 
 def test_sign_out_everywhere_ends_every_session(tenant: Tenant) -> None:
-    f.staff(tenant, StaffRole.OPERATOR, username="ops")
+    StaffFactory(tenant=tenant, role=StaffRole.OPERATOR, username="ops")
     laptop, phone = Client(), Client()
     _login(laptop, "ops")
     _login(phone, "ops")

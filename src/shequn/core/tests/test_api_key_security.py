@@ -9,12 +9,12 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from shequn.api.testing import ApiClient
-from shequn.console.tests import factories as f
 from shequn.core import throttle
 from shequn.core.models import ApiKey, AuditLog, StaffRole, Tenant
 from shequn.core.permissions import Principal
 from shequn.core.services import do_create_api_key
+from shequn.testing.client import ApiClient
+from shequn.testing.factories import StaffFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -35,7 +35,7 @@ def test_an_expired_key_stops_working(tenant: Tenant) -> None:
 
 
 def test_a_key_cannot_be_made_already_expired(tenant: Tenant) -> None:
-    owner = f.staff(tenant, StaffRole.OWNER)
+    owner = StaffFactory(tenant=tenant, role=StaffRole.OWNER)
     c = Client()
     c.force_login(owner.user)
     resp = c.post("/api/v1/api-keys", {"name": "x", "scopes": ["members.read"], "expires_at": "2001-01-01T00:00:00Z"},
@@ -52,7 +52,7 @@ def test_the_console_list_shows_expiry_and_last_use(tenant: Tenant) -> None:
     old, _secret = _key(tenant, expires_at=timezone.now() + dt.timedelta(days=1))
     ApiKey.objects.filter(pk=old.pk).update(expires_at=timezone.now() - dt.timedelta(days=1))
     c = Client()
-    c.force_login(f.staff(tenant, StaffRole.OWNER).user)
+    c.force_login(StaffFactory(tenant=tenant, role=StaffRole.OWNER).user)
     html = c.get("/console/core/apikey/").content.decode()
     assert "过期时间" in html and "最近使用" in html and "已过期" in html
 

@@ -11,9 +11,10 @@ import pytest
 from django.db import connections, router, transaction
 from django.test.utils import CaptureQueriesContext, override_settings
 
-from shequn.api.testing import ApiClient, key_for
 from shequn.core import dbrouting
 from shequn.core.models import Tenant
+from shequn.testing.client import ApiClient
+from shequn.testing.scenarios import api_key_for
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "replica"])
 
@@ -87,7 +88,7 @@ def test_the_lag_of_a_mirror_is_zero_and_measured_at_most_once_a_second():
 
 
 def _analytics(tenant: Tenant) -> ApiClient:
-    _key, secret = key_for(tenant, ["analytics.read", "members.write", "members.read"])
+    _key, secret = api_key_for(tenant, ["analytics.read", "members.write", "members.read"])
     return ApiClient(secret)
 
 

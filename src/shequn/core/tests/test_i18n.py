@@ -28,15 +28,15 @@ from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.translation import trans_real
 
-from shequn.api.testing import ApiClient
 from shequn.commerce import services
 from shequn.commerce.models import Order, OrderStatus
-from shequn.console.tests import factories as f
 from shequn.core import admin_base
 from shequn.core.management.commands.makemessages import EXTRA_KEYWORDS
 from shequn.core.models import StaffRole, Tenant
 from shequn.core.permissions import Principal
 from shequn.members.models import Member
+from shequn.testing.client import ApiClient
+from shequn.testing.factories import StaffFactory
 
 PACKAGE = Path(__file__).resolve().parents[2]  # src/shequn
 #: the catalog that holds English for shequn's Chinese msgids (makemessages puts them all there)
@@ -257,7 +257,7 @@ def cjk_runs(html: str, allowed: set[str]) -> set[str]:
 
 def _console(tenant: Tenant, language: str | None) -> Client:
     c = Client()
-    c.force_login(f.staff(tenant, StaffRole.OWNER).user)
+    c.force_login(StaffFactory(tenant=tenant, role=StaffRole.OWNER).user)
     if language:
         c.cookies[settings.LANGUAGE_COOKIE_NAME] = language
     return c
@@ -279,8 +279,8 @@ def test_console_login_page_is_english_with_the_language_cookie() -> None:
 def order(tenant: Tenant) -> None:
     system = Principal.system(tenant.pk)
     member = Member.objects.create(tenant=tenant, display_name="Alice", first_seen_at=timezone.now())
-    product = services.do_create_product(system, name="Car diffuser",
-                                         skus=[{"code": "CD-1", "name": "Wood", "price_fen": 9900, "stock": 5}])
+    product = services.do_create_product(system, services.NewProduct(
+        name="Car diffuser", skus=[{"code": "CD-1", "name": "Wood", "price_fen": 9900, "stock": 5}]))
     services.do_create_order(system, member_id=member.pk, lines=[{"sku_id": product.skus.get().pk, "quantity": 1}])
 
 

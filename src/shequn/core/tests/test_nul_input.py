@@ -8,14 +8,14 @@ import io
 import pytest
 from django.test import Client
 
-from shequn.api.testing import key_for
 from shequn.members.models import Member
+from shequn.testing.scenarios import api_key_for
 
 pytestmark = pytest.mark.django_db
 
 
 def _client(tenant) -> Client:
-    _key, secret = key_for(tenant)
+    _key, secret = api_key_for(tenant)
     return Client(HTTP_AUTHORIZATION=f"Bearer {secret}", HTTP_ACCEPT_LANGUAGE="zh-hans")
 
 

@@ -18,8 +18,8 @@ from django.core.cache import cache
 from django.test import Client, override_settings
 
 from shequn.communities.models import Community
-from shequn.console.tests import factories as f
 from shequn.core.models import StaffRole
+from shequn.testing.factories import StaffFactory
 
 SRC = Path(__file__).resolve().parents[3]
 
@@ -128,7 +128,7 @@ def test_inline_scripts_carry_the_nonce_of_the_header(tenant: object, request: p
     community = Community.objects.create(tenant=tenant, name="车友会")
     request.addfinalizer(cache.clear)  # the dashboard caches its (empty) series under reusable ids
     c = Client()
-    c.force_login(f.staff(tenant, StaffRole.OWNER).user)
+    c.force_login(StaffFactory(tenant=tenant, role=StaffRole.OWNER).user)
     resp = c.get(f"/console/shequn/communities/{community.pk}/dashboard/")
     assert resp.status_code == 200
     nonce = re.search(r"'nonce-([^']+)'", resp["Content-Security-Policy"])

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from django.test import Client, override_settings
 
-from shequn.api.testing import key_for
 from shequn.core import netguard, webhooks
 from shequn.core.errors import Invalid
 from shequn.core.models import Tenant, WebhookDelivery, WebhookEndpoint
 from shequn.core.permissions import Principal
+from shequn.testing.scenarios import api_key_for
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ def test_a_name_resolving_to_a_private_address_is_refused(owner: Principal, monk
 
 
 def test_the_api_names_the_url_field(tenant: Tenant) -> None:
-    _key, secret = key_for(tenant)
+    _key, secret = api_key_for(tenant)
     r = Client().post("/api/v1/webhooks/endpoints", data=json.dumps({"url": "http://169.254.169.254/x",
                                                                      "event_types": ["order.paid"]}),
                       content_type="application/json",

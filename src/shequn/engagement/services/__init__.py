@@ -23,8 +23,9 @@ Contracts for other apps:
 * :func:`on_activity` — the activity consumer (registered by the app wiring).
 """
 
+from shequn.members.selectors import check_member
+
 from ..selectors import schedule_occurrences, shift_out_of_quiet, upcoming_occurrences
-from ._common import check_member
 from .activity import on_activity
 from .campaigns import (
     OVERRIDE_PLATFORMS,

@@ -16,11 +16,11 @@ from django.utils.translation import gettext_lazy
 from shequn.core.errors import Conflict, Invalid
 from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
+from shequn.members.selectors import check_member
 
 from ..models import Badge, CheckIn, CheckInStats, MemberBadge
 from ..selectors import badge_metrics, engagement_config, tenant_time_zone
 from ..streaks import compute_streak, local_day
-from ._common import check_member
 from .points import _existing_entry, do_points_earn, do_points_spend
 
 

@@ -19,12 +19,13 @@ from shequn.core.errors import Conflict, Invalid, NotFound
 from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
 from shequn.members.models import Member
+from shequn.members.selectors import check_member
 
 from .. import fairness
 from ..models import CheckInStats, Lottery, LotteryEntry, LotteryPrize, LotteryWinner, MemberScore
 from ..selectors import tenant_time_zone
 from ..streaks import day_bounds, local_day
-from ._common import _announce, check_member
+from ._common import _announce
 from .points import do_points_spend
 from .standing import check_good_standing
 

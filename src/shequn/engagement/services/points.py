@@ -17,9 +17,9 @@ from django.utils.translation import gettext as _
 from shequn.core.errors import Conflict, Invalid
 from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
+from shequn.members.selectors import check_member
 
 from ..models import PointsAccount, PointsEntry
-from ._common import check_member
 
 
 def _ensure_account(tenant_id: int, member_id: int) -> None:

@@ -15,10 +15,11 @@ from shequn.communities.models import ChatGroup, Community, Membership
 from shequn.core.errors import Conflict, Invalid, NotFound
 from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
+from shequn.members.selectors import check_member
 
 from .. import redpacket
 from ..models import RedPacket, RedPacketClaim
-from ._common import _announce, check_member
+from ._common import _announce
 from .points import do_points_earn, do_points_spend
 from .standing import check_good_standing
 

@@ -10,12 +10,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openpyxl import Workbook, load_workbook
 
-from shequn.api.testing import ApiClient, build_world, key_for
 from shequn.communities.models import CommunityRole, Membership
 from shequn.core.models import AuditLog, Tenant
 from shequn.core.services import do_create_operator
 from shequn.members.api import RoleName
 from shequn.members.models import Identity, Member
+from shequn.testing.client import ApiClient
+from shequn.testing.scenarios import api_key_for, api_world
 
 URL = "/api/v1/members"
 
@@ -270,7 +271,7 @@ def test_export_honours_the_list_filters(world, make_client):
     members in the export; another tenant's community selects nobody."""
     c = make_client(world.tenant, ["members.read"])
     Member.objects.filter(pk=world.other_member.pk).update(lifecycle_stage="dormant", relationship_level=2)
-    other = build_world(Tenant.objects.create(slug="other-x", name="别家"), "乙")
+    other = api_world(Tenant.objects.create(slug="other-x", name="别家"), "乙")
     cases = [
         {}, {"q": "甲会员"}, {"q": world.member.phone}, {"q": "tg-甲"}, {"tag": "甲标签"}, {"lifecycle": "dormant"},
         {"community_id": world.community.pk}, {"role": "advocate"}, {"relationship_level": 2},
@@ -291,7 +292,7 @@ def test_export_honours_the_list_filters(world, make_client):
 
 
 def test_export_is_audited_with_who_and_the_filter(world, make_client):
-    key, secret = key_for(world.tenant, ["members.read"], name="导出脚本")
+    key, secret = api_key_for(world.tenant, ["members.read"], name="导出脚本")
     c = ApiClient(secret)
     before = AuditLog.objects.filter(tenant=world.tenant, action="member.export").count()
     assert c.get(f"{URL}/export", {"format": "xlsx", "tag": "甲标签", "community_id": world.community.pk}

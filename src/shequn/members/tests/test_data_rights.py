@@ -13,14 +13,15 @@ from django.utils import timezone
 from openpyxl import load_workbook
 
 from shequn.activity.models import ActivityEvent
-from shequn.api.testing import ApiClient, key_for
 from shequn.commerce.models import Order
 from shequn.communities.models import Community, Membership
-from shequn.console.tests import factories as f
 from shequn.core.models import AuditLog, StaffRole, Tenant
 from shequn.members.models import Identity, Member, MemberTag, Tag
 from shequn.portal import services as portal_services
 from shequn.portal.models import MemberSession
+from shequn.testing.client import ApiClient
+from shequn.testing.factories import StaffFactory
+from shequn.testing.scenarios import api_key_for
 
 pytestmark = pytest.mark.django_db
 PHONE = "13812345678"
@@ -46,7 +47,7 @@ def person(tenant: Tenant) -> dict[str, Any]:
 
 def test_export_holds_everything_unmasked_as_json_and_xlsx(tenant: Tenant, person: dict[str, Any]) -> None:
     m = person["member"]
-    _key, secret = key_for(tenant, ["members.write"])
+    _key, secret = api_key_for(tenant, ["members.write"])
     api = ApiClient(secret)
     resp = api.get(f"/api/v1/members/{m.pk}/export")
     assert resp.status_code == 200 and resp["Content-Type"].startswith("application/json")
@@ -66,7 +67,7 @@ def test_export_holds_everything_unmasked_as_json_and_xlsx(tenant: Tenant, perso
 
 
 def test_export_and_erase_need_members_write(tenant: Tenant, person: dict[str, Any]) -> None:
-    _key, secret = key_for(tenant, ["members.read"])
+    _key, secret = api_key_for(tenant, ["members.read"])
     api = ApiClient(secret)
     assert api.get(f"/api/v1/members/{person['member'].pk}/export").status_code == 403
     assert api.post(f"/api/v1/members/{person['member'].pk}/erase", {"reason": "x"}).status_code == 403
@@ -74,7 +75,7 @@ def test_export_and_erase_need_members_write(tenant: Tenant, person: dict[str, A
 
 def test_erase_anonymises_but_orders_keep_their_amounts(tenant: Tenant, person: dict[str, Any]) -> None:
     m, order, event = person["member"], person["order"], person["event"]
-    _key, secret = key_for(tenant, ["members.write"])
+    _key, secret = api_key_for(tenant, ["members.write"])
     api = ApiClient(secret)
     assert api.post(f"/api/v1/members/{m.pk}/erase", {"reason": ""}).status_code == 422
     resp = api.post(f"/api/v1/members/{m.pk}/erase", {"reason": "会员申请 #2026-001"})
@@ -99,7 +100,7 @@ def test_erase_anonymises_but_orders_keep_their_amounts(tenant: Tenant, person: 
 def test_the_console_action_exports_and_erases(tenant: Tenant, person: dict[str, Any]) -> None:
     m = person["member"]
     c = Client()
-    c.force_login(f.staff(tenant, StaffRole.OPERATOR).user)
+    c.force_login(StaffFactory(tenant=tenant, role=StaffRole.OPERATOR).user)
     resp = c.post("/console/members/member/", {"action": "data_rights", "_selected_action": [m.pk]})
     assert resp.status_code == 302 and resp["Location"] == f"/console/shequn/members/{m.pk}/data-rights/"
     page = c.get(resp["Location"])
@@ -116,5 +117,5 @@ def test_the_console_action_exports_and_erases(tenant: Tenant, person: dict[str,
     assert m.erased_at is not None and m.phone == ""
     # a read-only role cannot reach the page
     ro = Client()
-    ro.force_login(f.staff(tenant, StaffRole.READONLY).user)
+    ro.force_login(StaffFactory(tenant=tenant, role=StaffRole.READONLY).user)
     assert ro.get(f"/console/shequn/members/{m.pk}/data-rights/").status_code == 403

@@ -3,12 +3,12 @@ from __future__ import annotations
 import pytest
 from django.core.cache import cache
 
-from .world import World, build_world
+from shequn.testing.scenarios import PaidCommunity, paid_community
 
 
 @pytest.fixture
-def world(tenant) -> World:
-    return build_world(tenant)
+def world(tenant) -> PaidCommunity:
+    return paid_community(tenant)
 
 
 @pytest.fixture(autouse=True)

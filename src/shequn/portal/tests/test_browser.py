@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from shequn.commerce.models import GroupBuyTeam, Order, OrderStatus
 from shequn.commerce.services import (
+    NewProduct,
     do_create_flash_sale,
     do_create_group_buy,
     do_create_product,
@@ -24,26 +25,25 @@ from shequn.engagement.services import do_close_lottery, do_create_lottery, do_c
 from shequn.members.models import Member
 from shequn.referrals.models import Commission
 from shequn.referrals.services import do_get_or_create_link
-
-from .browser import Phone, browser, phone_factory, serial_sqlite_server  # noqa: F401  (fixtures)
-from .world import ENTRY, PARTNER, World, build_world, last_code
+from shequn.testing.browser import Phone, phone_factory
+from shequn.testing.scenarios import ENTRY_FEN, PARTNER_FEN, PaidCommunity, last_sms_code, paid_community
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 @pytest.fixture
-def live_world(serial_sqlite_server, transactional_db, live_server, settings, tenant) -> World:  # noqa: F811
+def live_world(serial_sqlite_server, transactional_db, live_server, settings, tenant) -> PaidCommunity:
     settings.SHEQUN = {**settings.SHEQUN, "PUBLIC_BASE_URL": live_server.url}
     settings.REDIS_URL = None
-    return build_world(tenant)
+    return paid_community(tenant)
 
 
 @pytest.fixture
-def phones(browser, live_server, request):  # noqa: F811
+def phones(browser, live_server, request):
     return phone_factory(browser, live_server.url, request.node.name)
 
 
-def sign_in(p: Phone, world: World, phone: str) -> None:
+def sign_in(p: Phone, world: PaidCommunity, phone: str) -> None:
     """On the sign-in page (or redirected to it): phone → code from the sandbox SMS → signed in."""
     if "/login/" not in p.page.url:
         p.go(f"/portal/{world.tenant.slug}/login/")
@@ -51,7 +51,7 @@ def sign_in(p: Phone, world: World, phone: str) -> None:
     p.page.get_by_role("button", name="获取验证码").click()
     p.page.get_by_label("验证码").wait_for()
     p.shot("code-sent")
-    p.page.get_by_label("验证码").fill(last_code(world.tenant))
+    p.page.get_by_label("验证码").fill(last_sms_code(world.tenant))
     p.page.get_by_role("button", name="登录", exact=True).click()
     p.page.get_by_test_id("me").wait_for()
 
@@ -66,14 +66,14 @@ def buy(p: Phone, tier_code: str, step: str) -> None:
     p.shot(f"{step}-paid")
 
 
-def invite_url(p: Phone, world: World) -> str:
+def invite_url(p: Phone, world: PaidCommunity) -> str:
     p.go(f"/portal/{world.tenant.slug}/invite/")
     url = p.text("invite-url")
     assert re.fullmatch(r"http://[\w.:]+/r/[a-z0-9]+", url), url
     return url
 
 
-def available(p: Phone, world: World) -> str:
+def available(p: Phone, world: PaidCommunity) -> str:
     p.go(f"/portal/{world.tenant.slug}/earnings/")
     return p.text("available")
 
@@ -136,17 +136,17 @@ def test_seed_scenario_in_the_browser(live_world, phones):
     a.shot("no-second-level")
     carol = Member.objects.get(tenant=world.tenant, phone="13800000003")
     assert list(Commission.objects.filter(buyer_id=carol.pk).values_list("referrer__phone", "amount_fen")) == [
-        ("13800000002", PARTNER * 80 // 100)]
+        ("13800000002", PARTNER_FEN * 80 // 100)]
 
     # the operator refunds C → B's page shows the reversal
     order = Order.objects.get(member=carol)
-    do_request_refund(world.system, order.pk, amount_fen=PARTNER, idempotency_key="operator-refund-c",
+    do_request_refund(world.system, order.pk, amount_fen=PARTNER_FEN, idempotency_key="operator-refund-c",
                       reason="operator")
     assert Order.objects.get(pk=order.pk).status == OrderStatus.REFUNDED
     assert available(b, world) == "¥0.00"
     assert "退款冲回 -¥1,599.20" in b.text("reversed")
     b.shot("reversal")
-    assert ENTRY == 1990 and len(a.shots) >= 6
+    assert ENTRY_FEN == 1990 and len(a.shots) >= 6
 
 
 def test_a_member_cannot_open_anothers_order_earnings_or_withdrawal(live_world, phones):
@@ -178,8 +178,8 @@ def test_a_member_cannot_open_anothers_order_earnings_or_withdrawal(live_world, 
 def test_flash_sale_race_for_the_last_unit(live_world, phones):
     """Two members press buy on the last unit at the same moment: one order, one clear sold-out."""
     world = live_world
-    product = do_create_product(world.system, name="车载香薰", skus=[{"code": "xx-1", "name": "标准", "price_fen": 9900,
-                                                                    "stock": 10}])
+    product = do_create_product(world.system, NewProduct(
+        name="车载香薰", skus=[{"code": "xx-1", "name": "标准", "price_fen": 9900, "stock": 10}]))
     now = timezone.now()
     fs = do_create_flash_sale(world.system, name="香薰 1 元秒杀", sku_id=product.skus.get().pk, price_fen=100, stock=1,
                               starts_at=now - dt.timedelta(minutes=1), ends_at=now + dt.timedelta(hours=1))
@@ -271,7 +271,7 @@ def test_group_buy_that_fails_refunds(live_world, phones):
     world = live_world
     slug = world.tenant.slug
     sku = {"code": "wash-1", "name": "标准", "price_fen": 5900, "stock": 50}
-    product = do_create_product(world.system, name="洗车套餐", skus=[sku])
+    product = do_create_product(world.system, NewProduct(name="洗车套餐", skus=[sku]))
     now = timezone.now()
     gb = do_create_group_buy(world.system, name="洗车 2 人团", sku_id=product.skus.get().pk, price_fen=2900,
                              team_size=2, starts_at=now - dt.timedelta(minutes=1), ends_at=now + dt.timedelta(days=1),

@@ -19,19 +19,18 @@ from shequn.engagement.services import do_check_in, do_seed_streak_badges
 from shequn.members.models import Member
 from shequn.referrals.models import Commission, LinkEvent, ReferralBinding, Withdrawal
 from shequn.referrals.services import do_get_or_create_link
+from shequn.testing.scenarios import ENTRY_FEN, PARTNER_FEN, PaidCommunity, last_sms_code, paid_community
 
-from .world import ENTRY, PARTNER, World, build_world, last_code
 
-
-def sign_in(client: Client, world: World, phone: str) -> Member:
+def sign_in(client: Client, world: PaidCommunity, phone: str) -> Member:
     url = reverse("portal:login", args=[world.tenant.slug])
     client.post(url, {"phone": phone, "action": "send"})
-    r = client.post(url, {"phone": phone, "action": "verify", "code": last_code(world.tenant)})
+    r = client.post(url, {"phone": phone, "action": "verify", "code": last_sms_code(world.tenant)})
     assert r.status_code == 302, r.content.decode()[:500]
     return Member.objects.get(tenant=world.tenant, phone=phone)
 
 
-def buy_tier(client: Client, world: World, tier) -> Order:
+def buy_tier(client: Client, world: PaidCommunity, tier) -> Order:
     sku = tier.skus.get()
     r = client.post(reverse("portal:buy", args=[world.tenant.slug, sku.pk]), {"token": f"t{sku.pk}"})
     assert r.status_code == 302, r
@@ -44,7 +43,7 @@ def buy_tier(client: Client, world: World, tier) -> Order:
     return order
 
 
-def my_link(client: Client, world: World) -> str:
+def my_link(client: Client, world: PaidCommunity) -> str:
     page = client.get(reverse("portal:invite", args=[world.tenant.slug])).content.decode()
 
     return re.search(r"/r/([a-z0-9]+)", page).group(1)
@@ -70,14 +69,14 @@ def test_landing_records_the_click_and_shows_the_paid_threshold_first(client, wo
 
 
 def test_free_threshold_shows_the_ways_in(client, tenant):
-    world = build_world(tenant, threshold=Community.EntryThreshold.FREE)
+    world = paid_community(tenant, threshold=Community.EntryThreshold.FREE)
     link = do_get_or_create_link(world.system, kind="channel", channel="门店收银台", community_id=world.community.pk)
     html = client.get(f"/r/{link.code}").content.decode()
     assert "https://matrix.to/#/#shequn-entry:example.org" in html
 
 
 def test_approval_threshold_goes_through_the_operator(client, tenant):
-    world = build_world(tenant, threshold=Community.EntryThreshold.APPROVAL)
+    world = paid_community(tenant, threshold=Community.EntryThreshold.APPROVAL)
     link = do_get_or_create_link(world.system, kind="channel", channel="展会", community_id=world.community.pk)
     client.get(f"/r/{link.code}")
     member = sign_in(client, world, "13900000002")
@@ -112,7 +111,7 @@ def test_the_paid_loop_and_isolation(world):
     r = a.post(reverse("portal:withdraw", args=[world.tenant.slug]), {"amount": "19.90", "token": "w1"})
     w = Withdrawal.objects.get(member=alice)
     assert r["Location"] == reverse("portal:withdrawal", args=[world.tenant.slug, w.pk])
-    assert w.status == "paid" and w.amount_fen == ENTRY
+    assert w.status == "paid" and w.amount_fen == ENTRY_FEN
 
     code_b = my_link(b, world)
     c.get(f"/r/{code_b}")
@@ -124,7 +123,7 @@ def test_the_paid_loop_and_isolation(world):
     assert not Commission.objects.filter(referrer=alice, buyer_id=carol.pk).exists()
     assert "¥1,599.20" not in a.get(reverse("portal:earnings", args=[world.tenant.slug])).content.decode()
 
-    do_request_refund(world.system, c_order.pk, amount_fen=PARTNER, idempotency_key="op-refund")
+    do_request_refund(world.system, c_order.pk, amount_fen=PARTNER_FEN, idempotency_key="op-refund")
     b_page = b.get(reverse("portal:earnings", args=[world.tenant.slug])).content.decode()
     assert 'data-testid="available">¥0.00' in b_page and "退款冲回 -¥1,599.20" in b_page
 

@@ -23,7 +23,6 @@ from django.urls import reverse
 from django.utils import timezone
 
 from shequn.connectors import secrets as field_secrets
-from shequn.console.tests import factories as console_factories
 from shequn.core.errors import Invalid
 from shequn.core.models import AuditLog, Tenant
 from shequn.core.permissions import Principal
@@ -32,8 +31,8 @@ from shequn.portal import services
 from shequn.portal.auth import COOKIE
 from shequn.portal.models import MemberSession, SandboxSms, SignInCode, WeChatLogin
 from shequn.portal.services import do_configure_wechat_login
-
-from .world import last_code
+from shequn.testing.factories import StaffFactory
+from shequn.testing.scenarios import last_sms_code
 
 PHONE = "13812345678"
 
@@ -44,15 +43,15 @@ def test_code_signs_in_the_member_the_phone_belongs_to(tenant):
     sms = SandboxSms.objects.get()
     assert sms.to_masked == "138****5678" and PHONE not in sms.body
     assert not SignInCode.objects.filter(phone_hash__contains=PHONE).exists()
-    member = services.do_verify_code(tenant, PHONE, last_code(tenant))
+    member = services.do_verify_code(tenant, PHONE, last_sms_code(tenant))
     assert member.pk == known.pk
     # the code is used up
     with pytest.raises(Invalid):
-        services.do_verify_code(tenant, PHONE, last_code(tenant))
+        services.do_verify_code(tenant, PHONE, last_sms_code(tenant))
     # next time the verified portal identity finds the same member, even if the operator changed the phone
     Member.objects.filter(pk=known.pk).update(phone="")
     services.do_send_code(tenant, PHONE, now=timezone.now() + dt.timedelta(minutes=2))
-    again = services.do_verify_code(tenant, PHONE, last_code(tenant), now=timezone.now() + dt.timedelta(minutes=2))
+    again = services.do_verify_code(tenant, PHONE, last_sms_code(tenant), now=timezone.now() + dt.timedelta(minutes=2))
     assert again.pk == known.pk
     assert Identity.objects.filter(member=known, platform="portal", verified=True).count() == 1
 
@@ -60,13 +59,13 @@ def test_code_signs_in_the_member_the_phone_belongs_to(tenant):
 def test_unknown_number_becomes_a_new_member_only_when_the_code_is_entered(tenant):
     services.do_send_code(tenant, PHONE)
     assert not Member.objects.exists()
-    member = services.do_verify_code(tenant, PHONE, last_code(tenant))
+    member = services.do_verify_code(tenant, PHONE, last_sms_code(tenant))
     assert member.phone == PHONE and member.display_name == "138****5678"
 
 
 def test_code_expires_after_ten_minutes(tenant):
     services.do_send_code(tenant, PHONE)
-    code = last_code(tenant)
+    code = last_sms_code(tenant)
     with pytest.raises(Invalid):
         services.do_verify_code(tenant, PHONE, code, now=timezone.now() + dt.timedelta(minutes=10, seconds=1))
     assert services.do_verify_code(tenant, PHONE, code, now=timezone.now() + dt.timedelta(minutes=9))
@@ -74,7 +73,7 @@ def test_code_expires_after_ten_minutes(tenant):
 
 def test_five_wrong_attempts_end_the_code(tenant):
     services.do_send_code(tenant, PHONE)
-    code = last_code(tenant)
+    code = last_sms_code(tenant)
     wrong = f"{(int(code) + 1) % 10**6:06d}"
     for _i in range(5):
         with pytest.raises(Invalid) as exc:
@@ -123,7 +122,7 @@ def test_login_page_answers_the_same_for_known_and_unknown_numbers(client, tenan
 def test_code_sign_in_through_the_page_sets_a_member_session_not_a_staff_one(client, tenant):
     url = reverse("portal:login", args=[tenant.slug])
     client.post(url, {"phone": PHONE, "action": "send"})
-    r = client.post(url, {"phone": PHONE, "action": "verify", "code": last_code(tenant),
+    r = client.post(url, {"phone": PHONE, "action": "verify", "code": last_sms_code(tenant),
                           "next": f"/portal/{tenant.slug}/earnings/"})
     assert r.status_code == 302 and r["Location"] == f"/portal/{tenant.slug}/earnings/"
     assert "shequn_member" in r.cookies and "sessionid" not in r.cookies
@@ -132,7 +131,7 @@ def test_code_sign_in_through_the_page_sets_a_member_session_not_a_staff_one(cli
     assert client.get("/console/").status_code == 302  # still not a console user
     # an open redirect is refused
     client.post(url, {"phone": "13700000000", "action": "send"})
-    r = client.post(url, {"phone": "13700000000", "action": "verify", "code": last_code(tenant),
+    r = client.post(url, {"phone": "13700000000", "action": "verify", "code": last_sms_code(tenant),
                           "next": "https://evil.example/"})
     assert r["Location"] == f"/portal/{tenant.slug}/"
     # signing out revokes the session server-side
@@ -294,7 +293,7 @@ def test_the_wechat_app_secret_is_encrypted_at_rest_and_moved_out_of_settings(te
 
 
 def test_the_console_form_saves_the_wechat_secret_through_the_service_and_never_shows_it(tenant):
-    staff = console_factories.staff(tenant)
+    staff = StaffFactory(tenant=tenant)
     c = Client()
     c.force_login(staff.user)
     add = reverse("admin:portal_wechatlogin_add")

@@ -23,9 +23,9 @@ from shequn.members.models import Member
 from shequn.portal.models import JoinWay, TelegramInvite
 from shequn.referrals.models import LinkEvent, ReferralBinding
 from shequn.referrals.services import do_get_or_create_link
+from shequn.testing.scenarios import paid_community
 
 from .test_signin import _telegram
-from .world import build_world
 
 SECRET = "hook-Secret_123"
 TOKEN = "123456:TESTTOKENabcdef"
@@ -47,7 +47,7 @@ def api():
 
 @pytest.fixture
 def tg(tenant, api):
-    world = build_world(tenant, threshold=Community.EntryThreshold.FREE)
+    world = paid_community(tenant, threshold=Community.EntryThreshold.FREE)
     world.group.delete()  # the world's Matrix group: only the Telegram one here
     conn = do_create_connection(world.system, platform="telegram", name="bot", default_community_id=world.community.pk,
                                 config={"api_base": api.url},

@@ -27,8 +27,7 @@ from shequn.referrals.services import (
     get_policy,
     on_order_event,
 )
-
-from .factories import line, paid
+from shequn.testing.factories import order_line, paid_event
 
 P = "/api/v1/referrals"
 
@@ -77,7 +76,7 @@ def build_ids(tenant: Tenant, ids: dict[str, Any]) -> dict[str, Any]:
     link = do_get_or_create_link(p, member_id=referrer.pk)
     buyer = Member.objects.create(tenant=tenant, display_name="同号买家", phone=referrer.phone,
                                   first_seen_at=timezone.now())
-    on_order_event(paid(tenant, buyer, [line("entry", 1990)], code=link.code))
+    on_order_event(paid_event(tenant, buyer, [order_line("entry", 1990)], code=link.code))
     get_policy(tenant.pk)
     ReferralPolicy.objects.filter(tenant=tenant).update(withdrawal_approval_above_fen=100)
     w = do_request_withdrawal(p, member_id=referrer.pk, amount_fen=1500, idempotency_key="iso-wd", payee="openid")

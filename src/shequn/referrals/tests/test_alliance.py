@@ -6,6 +6,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from shequn.core.models import Tenant
+from shequn.core.permissions import Principal
 from shequn.ledger.models import Entry
 from shequn.ledger.services import check_ledger
 from shequn.referrals.models import AllianceStatement, Commission
@@ -20,33 +21,36 @@ from shequn.referrals.services import (
     merchant_account,
     on_order_event,
 )
-
-from .factories import bal, line, member, paid, principal, refunded
+from shequn.testing.factories import MemberFactory, order_line, paid_event, refund_event
+from shequn.testing.scenarios import member_balance
 
 
 def test_alliance_commission_paid_by_the_seller_and_statement_matches_entries(tenant):
     shop_a = tenant
     shop_b = Tenant.objects.create(slug="tea", name="茶饮店")
-    alliance = do_create_alliance(principal(shop_a), name="同城商家联盟")
-    do_invite_to_alliance(principal(shop_a), alliance.pk, tenant_slug=shop_b.slug)
-    do_join_alliance(principal(shop_b), alliance.pk)
-    do_list_product(principal(shop_b), alliance.pk, product_id="milk-tea", rate_bps=1500, refund_window_days=0)
+    alliance = do_create_alliance(Principal.system(shop_a.pk), name="同城商家联盟")
+    do_invite_to_alliance(Principal.system(shop_a.pk), alliance.pk, tenant_slug=shop_b.slug)
+    do_join_alliance(Principal.system(shop_b.pk), alliance.pk)
+    do_list_product(Principal.system(shop_b.pk), alliance.pk, product_id="milk-tea", rate_bps=1500,
+                    refund_window_days=0)
 
-    alice = member(shop_a, "A店会员")
-    link = do_get_or_create_link(principal(shop_a), member_id=alice.pk)
+    alice = MemberFactory(tenant=shop_a, display_name="A店会员")
+    link = do_get_or_create_link(Principal.system(shop_a.pk), member_id=alice.pk)
     start = timezone.now() - timedelta(minutes=1)
     evs = []
     for i in range(3):
-        buyer = member(shop_b, f"B店顾客{i}")
-        ev = paid(shop_b, buyer, [line("milk-tea", 2000, "goods"), line("not-listed", 5000, "goods")], code=link.code)
+        buyer = MemberFactory(tenant=shop_b, display_name=f"B店顾客{i}")
+        ev = paid_event(shop_b, buyer,
+                        [order_line("milk-tea", 2000, "goods"),
+                         order_line("not-listed", 5000, "goods")], code=link.code)
         on_order_event(ev)
         evs.append(ev)
-    on_order_event(refunded(evs[1]))
+    on_order_event(refund_event(evs[1]))
     on_order_event(evs[0])  # replay
     end = timezone.now() + timedelta(minutes=1)
 
     assert Commission.objects.filter(alliance=alliance).count() == 3
-    assert bal(shop_a, alice, "available") == 2 * 300  # 15% of 20.00, twice (one refunded)
+    assert member_balance(shop_a, alice, "available") == 2 * 300  # 15% of 20.00, twice (one refunded)
 
     st = do_build_statement(alliance.pk, payer_id=shop_b.pk, payee_id=shop_a.pk, start=start, end=end)
     payable = merchant_account(shop_b.pk, "merchant_payable", shop_a.pk)
@@ -76,7 +80,8 @@ def test_alliance_commission_paid_by_the_seller_and_statement_matches_entries(te
 
 def test_no_alliance_no_commission(tenant):
     other = Tenant.objects.create(slug="x", name="无关商家")
-    alice = member(tenant, "A")
-    link = do_get_or_create_link(principal(tenant), member_id=alice.pk)
-    on_order_event(paid(other, member(other, "顾客"), [line("p", 2000, "goods")], code=link.code))
+    alice = MemberFactory(tenant=tenant, display_name="A")
+    link = do_get_or_create_link(Principal.system(tenant.pk), member_id=alice.pk)
+    on_order_event(paid_event(other, MemberFactory(tenant=other, display_name="顾客"), [order_line("p", 2000, "goods")],
+                              code=link.code))
     assert not Commission.objects.exists()

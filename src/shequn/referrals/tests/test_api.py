@@ -3,10 +3,10 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
+from shequn.core.permissions import Principal
 from shequn.core.services import do_create_api_key
 from shequn.referrals.services import do_create_plan, do_get_or_create_link, do_record_click, on_order_event
-
-from .factories import line, member, paid, principal
+from shequn.testing.factories import MemberFactory, order_line, paid_event
 
 
 @pytest.fixture
@@ -19,7 +19,7 @@ def client_for(tenant, system):
 
 def test_api_flow(tenant, client_for):
     c = client_for(["referrals.write", "finance.write"])
-    alice = member(tenant, "阿丽")
+    alice = MemberFactory(tenant=tenant, display_name="阿丽")
     r = c.post("/api/v1/referrals/plans", {"name": "二级", "levels": 2, "rules": [{"rate_bps": 100}]},
                content_type="application/json")
     assert r.status_code == 422 and "禁止传销条例" in r.json()["message"]
@@ -31,10 +31,10 @@ def test_api_flow(tenant, client_for):
     assert r.status_code == 200
     code = r.json()["code"]
     assert c.get(f"/api/v1/referrals/links/{code}/poster.png")["Content-Type"] == "image/png"
-    bob = member(tenant, "小波")
+    bob = MemberFactory(tenant=tenant, display_name="小波")
     r = c.post(f"/api/v1/referrals/links/{code}/click", {"member_id": bob.pk}, content_type="application/json")
     assert r.json()["referrer_id"] == alice.pk
-    on_order_event(paid(tenant, bob, [line("entry", 1990)], code=code))
+    on_order_event(paid_event(tenant, bob, [order_line("entry", 1990)], code=code))
     st = c.get(f"/api/v1/referrals/members/{alice.pk}/statement").json()
     assert st["available_fen"] == 1990 and st["lines"][0]["from"] == "小波"
     r = c.post("/api/v1/referrals/withdrawals", {"member_id": alice.pk, "amount_fen": 1000, "request_id": "x1"},
@@ -52,12 +52,12 @@ def test_api_flow(tenant, client_for):
 
 def test_api_permissions_and_tenant_scope(tenant, other_tenant, client_for):
     c = client_for(["referrals.read"])
-    alice = member(tenant, "阿丽")
+    alice = MemberFactory(tenant=tenant, display_name="阿丽")
     assert c.post("/api/v1/referrals/withdrawals", {"member_id": alice.pk, "amount_fen": 100, "request_id": "a"},
                   content_type="application/json").status_code == 403
-    stranger = member(other_tenant, "外人")
+    stranger = MemberFactory(tenant=other_tenant, display_name="外人")
     assert c.get(f"/api/v1/referrals/members/{stranger.pk}/statement").status_code == 404
-    assert principal(tenant).tenant_id == tenant.pk
+    assert Principal.system(tenant.pk).tenant_id == tenant.pk
 
 
 def test_leaderboard_never_lists_another_tenants_members(tenant, other_tenant, client_for):
@@ -66,15 +66,15 @@ def test_leaderboard_never_lists_another_tenants_members(tenant, other_tenant, c
     rank here (404)."""
     referrers = {}
     for t in (tenant, other_tenant):
-        p = principal(t)
+        p = Principal.system(t.pk)
         do_create_plan(p, name="入门", refund_window_days=0, rules=[{"product_kind": "tier", "rate_bps": 10000}])
-        referrers[t.pk] = [member(t, f"推荐人{i}") for i in range(2)]
+        referrers[t.pk] = [MemberFactory(tenant=t, display_name=f"推荐人{i}") for i in range(2)]
         for i, ref in enumerate(referrers[t.pk]):
             code = do_get_or_create_link(p, member_id=ref.pk).code
             for j in range(i + 1):
-                buyer = member(t, f"买家{i}{j}")
+                buyer = MemberFactory(tenant=t, display_name=f"买家{i}{j}")
                 do_record_click(code, member_id=buyer.pk)
-                on_order_event(paid(t, buyer, [line("entry", 1000 * (j + 1))], code=code))
+                on_order_event(paid_event(t, buyer, [order_line("entry", 1000 * (j + 1))], code=code))
     c = client_for(["referrals.read"])
     own = {m.pk for m in referrers[tenant.pk]}
     foreign = {m.pk for m in referrers[other_tenant.pk]}

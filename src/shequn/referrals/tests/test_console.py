@@ -3,12 +3,13 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
+from shequn.core.permissions import Principal
 from shequn.core.services import do_create_operator
 from shequn.ledger.models import Transaction
 from shequn.referrals.models import FraudSignal, ReferralPolicy, Withdrawal, WithdrawalStatus
 from shequn.referrals.services import do_create_plan, do_get_or_create_link, do_request_withdrawal, on_order_event
-
-from .factories import bal, line, member, paid, principal
+from shequn.testing.factories import MemberFactory, order_line, paid_event
+from shequn.testing.scenarios import member_balance
 
 PAGES = ["referrals/referralpolicy", "referrals/invitelink", "referrals/referralbinding", "referrals/commissionplan",
          "referrals/commission", "referrals/withdrawal", "referrals/fraudsignal", "referrals/fissiontask",
@@ -27,11 +28,12 @@ def console(tenant):
 
 @pytest.fixture
 def money(tenant):
-    p = principal(tenant)
+    p = Principal.system(tenant.pk)
     do_create_plan(p, name="入门", refund_window_days=0, rules=[{"product_kind": "tier", "rate_bps": 10000}])
-    a = member(tenant, "阿丽", phone="13800000000")
+    a = MemberFactory(tenant=tenant, display_name="阿丽", phone="13800000000")
     link = do_get_or_create_link(p, member_id=a.pk)
-    on_order_event(paid(tenant, member(tenant, "X", phone="13800000000"), [line("entry", 1990)], code=link.code))
+    on_order_event(paid_event(tenant, MemberFactory(tenant=tenant, display_name="X", phone="13800000000"),
+                              [order_line("entry", 1990)], code=link.code))
     return a
 
 
@@ -51,7 +53,8 @@ def test_finance_pages_hidden_from_readonly_staff(console, money):
 
 def test_operator_cannot_approve_withdrawals(tenant, console, money):
     ReferralPolicy.objects.filter(tenant=tenant).update(withdrawal_approval_above_fen=100)
-    w = do_request_withdrawal(principal(tenant), member_id=money.pk, amount_fen=1500, idempotency_key="k", payee="o")
+    w = do_request_withdrawal(Principal.system(tenant.pk), member_id=money.pk, amount_fen=1500, idempotency_key="k",
+                              payee="o")
     c = console("operator")
     c.post("/console/referrals/withdrawal/", {"action": "approve", "_selected_action": [w.pk]})
     assert Withdrawal.objects.get(pk=w.pk).status == WithdrawalStatus.REQUESTED
@@ -59,13 +62,14 @@ def test_operator_cannot_approve_withdrawals(tenant, console, money):
 
 def test_withdrawal_approval_action_and_fraud_review(tenant, console, money):
     ReferralPolicy.objects.filter(tenant=tenant).update(withdrawal_approval_above_fen=100)
-    w = do_request_withdrawal(principal(tenant), member_id=money.pk, amount_fen=1500, idempotency_key="k", payee="o")
+    w = do_request_withdrawal(Principal.system(tenant.pk), member_id=money.pk, amount_fen=1500, idempotency_key="k",
+                              payee="o")
     assert w.status == WithdrawalStatus.REQUESTED
     c = console("finance")
     r = c.post("/console/referrals/withdrawal/", {"action": "approve", "_selected_action": [w.pk]})
     assert r.status_code == 302
     assert Withdrawal.objects.get(pk=w.pk).status == WithdrawalStatus.PAID
-    assert bal(tenant, money, "paid_out") == 1500
+    assert member_balance(tenant, money, "paid_out") == 1500
     sig = FraudSignal.objects.first()
     assert sig is not None
     c2 = console("owner")

@@ -15,12 +15,12 @@ from shequn.core import streams
 from shequn.core.models import DeliveryFailure
 from shequn.referrals.models import Commission, FissionTask, InviteLink
 from shequn.referrals.services import do_create_plan
-
-from .factories import bal, community, member
+from shequn.testing.factories import CommunityFactory, MemberFactory
+from shequn.testing.scenarios import member_balance
 
 
 def _paid_order(system, tenant, buyer, attribution):
-    comm = community(tenant)
+    comm = CommunityFactory(tenant=tenant, name="入门社群")
     entry = commerce.do_seed_tiers(system, comm.pk)[0]
     sku = entry.skus.first()
     order = commerce.do_create_order(system, member_id=buyer.pk, lines=[{"sku_id": sku.pk, "quantity": 1}],
@@ -37,7 +37,7 @@ def test_an_order_listener_that_always_fails_is_dead_lettered_with_the_reason(te
 
     events.register_order_listener("t-broken", broken)
     try:
-        buyer = member(tenant, "小波")
+        buyer = MemberFactory(tenant=tenant, display_name="小波")
         order, _sku, _entry = _paid_order(system, tenant, buyer, {})
         payment = commerce.do_start_payment(system, order.pk)
         commerce.do_sandbox_pay(payment.out_trade_no)
@@ -71,7 +71,7 @@ def test_listener_columns_fit_the_attribution_limits_of_the_order_event_contract
 def test_an_over_long_campaign_already_on_an_order_becomes_a_visible_dead_letter(tenant, system):
     """An order accepted before the entry check existed: the referrals listener fails on its 64-char
     column (PostgreSQL enforces it); the failure is recorded with the reason and dead-lettered."""
-    alice, bob = member(tenant, "阿丽"), member(tenant, "小波")
+    alice, bob = (MemberFactory(tenant=tenant, display_name=n) for n in ("阿丽", "小波"))
     order, sku, entry = _paid_order(system, tenant, bob, {"referrer_member_id": alice.pk})
     do_create_plan(system, name="社群2.0", refund_window_days=0,
                    rules=[{"product_kind": "tier", "product_id": str(entry.pk), "rate_bps": 10000}])
@@ -82,7 +82,7 @@ def test_an_over_long_campaign_already_on_an_order_becomes_a_visible_dead_letter
     commerce.do_sandbox_pay(payment.out_trade_no)
     row = DeliveryFailure.objects.get(subscriber="referrals")
     assert "too long" in row.error and row.state == "pending"
-    assert bal(tenant, alice, "available") == 0
+    assert member_balance(tenant, alice, "available") == 0
     now = timezone.now()
     for _ in range(streams.MAX_ATTEMPTS):
         now += dt.timedelta(days=1)
@@ -96,4 +96,4 @@ def test_an_over_long_campaign_already_on_an_order_becomes_a_visible_dead_letter
     event.data = {**event.data, "attribution": attribution}
     event.save(update_fields=["data"])
     assert streams.retry(row)
-    assert bal(tenant, alice, "available") == sku.price_fen
+    assert member_balance(tenant, alice, "available") == sku.price_fen

@@ -21,18 +21,18 @@ from shequn.referrals.services import (
     do_ship_gift,
     on_order_event,
 )
-
-from .factories import line, member, paid, principal
+from shequn.testing.factories import MemberFactory, order_line, paid_event
 
 
 def _earn_gift(tenant, name="A"):
-    do_create_plan(principal(tenant), name="p", refund_window_days=0, rules=[{"rate_bps": 1000}])
+    do_create_plan(Principal.system(tenant.pk), name="p", refund_window_days=0, rules=[{"rate_bps": 1000}])
     FissionTask.objects.create(tenant=tenant, name="邀 2 人送保温杯", threshold=2, reward_kind="gift",
                                reward_note="定制保温杯")
-    a = member(tenant, name)
-    link = do_get_or_create_link(principal(tenant), member_id=a.pk)
+    a = MemberFactory(tenant=tenant, display_name=name)
+    link = do_get_or_create_link(Principal.system(tenant.pk), member_id=a.pk)
     for i in range(3):
-        on_order_event(paid(tenant, member(tenant, f"x{i}"), [line("g", 1000, "goods")], code=link.code))
+        on_order_event(paid_event(tenant, MemberFactory(tenant=tenant, display_name=f"x{i}"),
+                                  [order_line("g", 1000, "goods")], code=link.code))
     return a
 
 
@@ -41,7 +41,7 @@ def test_gift_reward_goes_through_the_fulfilment_queue(tenant):
     s = GiftShipment.objects.get(member=a)  # once, although a third referral came in
     assert (s.gift, s.status) == ("定制保温杯", "awaiting_address")
     with pytest.raises(Conflict):  # no address yet
-        do_ship_gift(principal(tenant), s.pk, carrier="顺丰", tracking_no="SF123")
+        do_ship_gift(Principal.system(tenant.pk), s.pk, carrier="顺丰", tracking_no="SF123")
     with pytest.raises(Invalid) as exc:
         do_set_gift_address(tenant.pk, s.pk, member_id=a.pk, recipient="阿强", phone="12", address="上海市浦东新区")
     assert exc.value.details["field"] == "phone"
@@ -52,28 +52,28 @@ def test_gift_reward_goes_through_the_fulfilment_queue(tenant):
                             address="上海市浦东新区世纪大道 100 号")
     assert s.status == "to_ship"
     with pytest.raises(Invalid) as exc:
-        do_ship_gift(principal(tenant), s.pk, carrier="顺丰", tracking_no=" ")
+        do_ship_gift(Principal.system(tenant.pk), s.pk, carrier="顺丰", tracking_no=" ")
     assert exc.value.details["field"] == "tracking_no"
     readonly = Principal(tenant_id=tenant.pk, kind="staff", actor_id="9", label="只读",
                          permissions=frozenset({"referrals.read"}))
     with pytest.raises(Forbidden):
         do_ship_gift(readonly, s.pk, carrier="顺丰", tracking_no="SF123")
-    s = do_ship_gift(principal(tenant), s.pk, carrier="顺丰", tracking_no="SF1234567890")
+    s = do_ship_gift(Principal.system(tenant.pk), s.pk, carrier="顺丰", tracking_no="SF1234567890")
     assert s.status == "shipped" and s.shipped_at is not None and s.shipped_by
     assert AuditLog.objects.filter(action="referrals.gift.ship").exists()
     with pytest.raises(Conflict):
         do_set_gift_address(tenant.pk, s.pk, member_id=a.pk, recipient="阿强", phone="13800138000",
                             address="北京市朝阳区")
     with pytest.raises(Conflict):
-        do_cancel_gift(principal(tenant), s.pk, reason="重复")
+        do_cancel_gift(Principal.system(tenant.pk), s.pk, reason="重复")
 
 
 def test_cancel_needs_a_reason(tenant):
     a = _earn_gift(tenant)
     s = GiftShipment.objects.get(member=a)
     with pytest.raises(Invalid):
-        do_cancel_gift(principal(tenant), s.pk, reason="")
-    assert do_cancel_gift(principal(tenant), s.pk, reason="会员放弃").status == "cancelled"
+        do_cancel_gift(Principal.system(tenant.pk), s.pk, reason="")
+    assert do_cancel_gift(Principal.system(tenant.pk), s.pk, reason="会员放弃").status == "cancelled"
 
 
 def test_console_ships_with_carrier_and_tracking_and_masks_the_phone(tenant):

@@ -12,6 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 from PIL import Image
 
+from shequn.core.permissions import Principal
 from shequn.referrals import leaderboard
 from shequn.referrals.models import (
     CommissionState,
@@ -32,12 +33,12 @@ from shequn.referrals.services import (
     on_order_event,
     register_reward_hook,
 )
-
-from .factories import bal, line, member, paid, principal, refunded
+from shequn.testing.factories import MemberFactory, order_line, paid_event, refund_event
+from shequn.testing.scenarios import member_balance
 
 
 def _plan(tenant, window=0):
-    do_create_plan(principal(tenant), name="p", refund_window_days=window, rules=[{"rate_bps": 1000}])
+    do_create_plan(Principal.system(tenant.pk), name="p", refund_window_days=window, rules=[{"rate_bps": 1000}])
 
 
 def test_leaderboard_ties_go_to_who_got_there_first(tenant):
@@ -57,18 +58,20 @@ def test_leaderboard_ties_go_to_who_got_there_first(tenant):
 
 def test_leaderboards_by_period_and_scope_follow_valid_referrals(tenant):
     _plan(tenant)
-    a, b = member(tenant, "A"), member(tenant, "B")
-    p = principal(tenant)
+    a, b = (MemberFactory(tenant=tenant, display_name=n) for n in ("A", "B"))
+    p = Principal.system(tenant.pk)
     la = do_get_or_create_link(p, member_id=a.pk, campaign="春季")
     lb = do_get_or_create_link(p, member_id=b.pk)
-    evs = [paid(tenant, member(tenant, f"x{i}"), [line("g", 10000, "goods")], code=la.code, campaign="春季")
+    evs = [paid_event(tenant, MemberFactory(tenant=tenant, display_name=f"x{i}"), [order_line("g", 10000, "goods")],
+                      code=la.code, campaign="春季")
            for i in range(3)]
     for ev in evs:
         on_order_event(ev)
-    on_order_event(paid(tenant, member(tenant, "y"), [line("g", 10000, "goods")], code=lb.code))
+    on_order_event(paid_event(tenant, MemberFactory(tenant=tenant, display_name="y"),
+                              [order_line("g", 10000, "goods")], code=lb.code))
     assert [(r.member_id, r.value) for r in leaderboard.top(tenant.pk, "referrals")] == [(a.pk, 3), (b.pk, 1)]
     assert [r.member_id for r in leaderboard.top(tenant.pk, "referrals", "campaign:春季", "day")] == [a.pk]
-    on_order_event(refunded(evs[0]))  # refunded referrals are not valid
+    on_order_event(refund_event(evs[0]))  # refunded referrals are not valid
     assert leaderboard.top(tenant.pk, "referrals")[0].value == 2
     assert leaderboard.top(tenant.pk, "commission", period="month")[0].value == 2000
     assert top_referrers(tenant.pk)[0]["name"] == "A"
@@ -101,85 +104,87 @@ def test_fission_task_rewards_once(tenant, monkeypatch):
     register_reward_hook("points", lambda tid, mid, task: granted.append((mid, task.reward_value)))
     FissionTask.objects.create(tenant=tenant, name="邀3得积分", threshold=3, reward_kind="points", reward_value=50)
     FissionTask.objects.create(tenant=tenant, name="邀2得现金", threshold=2, reward_kind="cash", reward_value=500)
-    a = member(tenant, "A")
-    link = do_get_or_create_link(principal(tenant), member_id=a.pk)
+    a = MemberFactory(tenant=tenant, display_name="A")
+    link = do_get_or_create_link(Principal.system(tenant.pk), member_id=a.pk)
     for i in range(4):
-        on_order_event(paid(tenant, member(tenant, f"x{i}"), [line("g", 1000, "goods")], code=link.code))
+        on_order_event(paid_event(tenant, MemberFactory(tenant=tenant, display_name=f"x{i}"),
+                                  [order_line("g", 1000, "goods")], code=link.code))
     assert granted == [(a.pk, 50)]
     assert FissionReward.objects.filter(member=a).count() == 2
-    assert bal(tenant, a, "available") == 4 * 100 + 500
+    assert member_balance(tenant, a, "available") == 4 * 100 + 500
 
 
 def test_ip_cluster_is_flagged_not_blocked_by_default(tenant):
     _plan(tenant)
-    a = member(tenant, "A")
-    link = do_get_or_create_link(principal(tenant), member_id=a.pk)
+    a = MemberFactory(tenant=tenant, display_name="A")
+    link = do_get_or_create_link(Principal.system(tenant.pk), member_id=a.pk)
     for i in range(5):
-        x = member(tenant, f"x{i}")
+        x = MemberFactory(tenant=tenant, display_name=f"x{i}")
         do_record_click(link.code, member_id=x.pk, ip="192.168.1.9")
-        on_order_event(paid(tenant, x, [line("g", 1000, "goods")], code=link.code))
+        on_order_event(paid_event(tenant, x, [order_line("g", 1000, "goods")], code=link.code))
     sig = FraudSignal.objects.filter(kind=FraudKind.IP_CLUSTER)
     # "> 3 referred purchases per IP": the 4th and 5th buyers are flagged, nothing is blocked
     assert sig.count() == 2 and not any(s.blocking for s in sig)
     assert sig.order_by("pk")[0].detail["buyers"] == 4
-    assert bal(tenant, a, "available") == 500
+    assert member_balance(tenant, a, "available") == 500
 
 
 def test_blocking_holds_commission_until_review(tenant):
     _plan(tenant)
     ReferralPolicy.objects.create(tenant=tenant, fraud_blocking=True)
-    a = member(tenant, "A", phone="13800000000")
-    x = member(tenant, "X", phone="13800000000")
-    link = do_get_or_create_link(principal(tenant), member_id=a.pk)
-    on_order_event(paid(tenant, x, [line("g", 1000, "goods")], code=link.code))
+    a = MemberFactory(tenant=tenant, display_name="A", phone="13800000000")
+    x = MemberFactory(tenant=tenant, display_name="X", phone="13800000000")
+    link = do_get_or_create_link(Principal.system(tenant.pk), member_id=a.pk)
+    on_order_event(paid_event(tenant, x, [order_line("g", 1000, "goods")], code=link.code))
     sig = FraudSignal.objects.get(kind=FraudKind.SAME_PHONE)
     assert sig.blocking and sig.commission.state == CommissionState.HELD
-    assert bal(tenant, a, "available") == 0 and bal(tenant, a, "commission_pending") == 100
+    assert member_balance(tenant, a, "available") == 0 and member_balance(tenant, a, "commission_pending") == 100
     others = FraudSignal.objects.exclude(pk=sig.pk)  # same phone also reads as a re-registration
     assert set(others.values_list("kind", flat=True)) == {FraudKind.REREGISTRATION}
-    do_review_signal(principal(tenant), sig.pk, decision="cleared")
-    assert bal(tenant, a, "available") == 0  # still held: another blocking signal is open
+    do_review_signal(Principal.system(tenant.pk), sig.pk, decision="cleared")
+    assert member_balance(tenant, a, "available") == 0  # still held: another blocking signal is open
     for other in others:
-        do_review_signal(principal(tenant), other.pk, decision="cleared")
-    assert bal(tenant, a, "available") == 100
+        do_review_signal(Principal.system(tenant.pk), other.pk, decision="cleared")
+    assert member_balance(tenant, a, "available") == 100
 
 
 def test_confirmed_fraud_voids_the_commission(tenant):
     _plan(tenant)
     ReferralPolicy.objects.create(tenant=tenant, fraud_blocking=True)
-    a = member(tenant, "A", phone="13800000000")
-    member(tenant, "旧号", phone="13900000000")
-    x = member(tenant, "新号", phone="13900000000")  # re-registration with a known phone
-    link = do_get_or_create_link(principal(tenant), member_id=a.pk)
-    on_order_event(paid(tenant, x, [line("g", 1000, "goods")], code=link.code))
+    a = MemberFactory(tenant=tenant, display_name="A", phone="13800000000")
+    MemberFactory(tenant=tenant, display_name="旧号", phone="13900000000")
+    x = MemberFactory(tenant=tenant, display_name="新号", phone="13900000000")  # re-registration with a known phone
+    link = do_get_or_create_link(Principal.system(tenant.pk), member_id=a.pk)
+    on_order_event(paid_event(tenant, x, [order_line("g", 1000, "goods")], code=link.code))
     sig = FraudSignal.objects.get(kind=FraudKind.REREGISTRATION)
-    do_review_signal(principal(tenant), sig.pk, decision="confirmed")
-    assert bal(tenant, a, "commission_pending") == 0 and bal(tenant, a, "available") == 0
+    do_review_signal(Principal.system(tenant.pk), sig.pk, decision="confirmed")
+    assert member_balance(tenant, a, "commission_pending") == 0 and member_balance(tenant, a, "available") == 0
 
 
 def test_refund_rate_signal(tenant):
     _plan(tenant)
-    a = member(tenant, "A")
-    link = do_get_or_create_link(principal(tenant), member_id=a.pk)
-    evs = [paid(tenant, member(tenant, f"x{i}"), [line("g", 1000, "goods")], code=link.code) for i in range(4)]
+    a = MemberFactory(tenant=tenant, display_name="A")
+    link = do_get_or_create_link(Principal.system(tenant.pk), member_id=a.pk)
+    evs = [paid_event(tenant, MemberFactory(tenant=tenant, display_name=f"x{i}"), [order_line("g", 1000, "goods")],
+                      code=link.code) for i in range(4)]
     for ev in evs:
         on_order_event(ev)
-    on_order_event(refunded(evs[0]))
+    on_order_event(refund_event(evs[0]))
     assert FraudSignal.objects.filter(kind=FraudKind.REFUND_RATE, referrer=a).count() == 1
 
 
 def test_existing_customer_signal(tenant):
     _plan(tenant)
-    a, x = member(tenant, "A"), member(tenant, "X")
-    on_order_event(paid(tenant, x, [line("g", 1000, "goods")]))
-    link = do_get_or_create_link(principal(tenant), member_id=a.pk)
-    on_order_event(paid(tenant, x, [line("g", 1000, "goods")], code=link.code))
+    a, x = (MemberFactory(tenant=tenant, display_name=n) for n in ("A", "X"))
+    on_order_event(paid_event(tenant, x, [order_line("g", 1000, "goods")]))
+    link = do_get_or_create_link(Principal.system(tenant.pk), member_id=a.pk)
+    on_order_event(paid_event(tenant, x, [order_line("g", 1000, "goods")], code=link.code))
     assert FraudSignal.objects.filter(kind=FraudKind.EXISTING_CUSTOMER).exists()
 
 
 def test_poster_and_qr_render(tenant):
-    a = member(tenant, "阿丽")
-    link = do_get_or_create_link(principal(tenant), member_id=a.pk)
+    a = MemberFactory(tenant=tenant, display_name="阿丽")
+    link = do_get_or_create_link(Principal.system(tenant.pk), member_id=a.pk)
     url = link_url(link)
     assert url.endswith(f"/r/{link.code}")
     for font in ("auto", None):  # with the CJK font if installed, and with Pillow's default font
@@ -191,13 +196,13 @@ def test_poster_and_qr_render(tenant):
 
 def test_statement_and_kfactor(tenant):
     _plan(tenant, window=7)
-    a = member(tenant, "A")
-    link = do_get_or_create_link(principal(tenant), member_id=a.pk, campaign="春季")
+    a = MemberFactory(tenant=tenant, display_name="A")
+    link = do_get_or_create_link(Principal.system(tenant.pk), member_id=a.pk, campaign="春季")
     for i in range(4):
-        x = member(tenant, f"买家{i}")
+        x = MemberFactory(tenant=tenant, display_name=f"买家{i}")
         do_record_click(link.code, member_id=x.pk)
         if i < 2:
-            on_order_event(paid(tenant, x, [line("g", 1000, "goods")], code=link.code))
+            on_order_event(paid_event(tenant, x, [order_line("g", 1000, "goods")], code=link.code))
     st = member_statement(tenant.pk, a.pk)
     assert st.pending_fen == 200 and st.available_fen == 0
     assert {row["from"] for row in st.lines} == {"买家0", "买家1"}

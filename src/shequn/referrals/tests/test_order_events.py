@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from shequn.core.errors import Conflict
 from shequn.core.models import Tenant
+from shequn.core.permissions import Principal
 from shequn.core.testing import race
 from shequn.ledger.models import Transaction
 from shequn.ledger.services import check_ledger
@@ -25,91 +26,97 @@ from shequn.referrals.services import (
     do_thaw_due,
     on_order_event,
 )
-
-from .factories import OrderEventData, bal, line, member, paid, principal, refunded
+from shequn.testing.factories import MemberFactory, OrderEventData, order_line, paid_event, refund_event
+from shequn.testing.scenarios import member_balance
 
 
 def _plan(tenant, window=7, **kw):
-    return do_create_plan(principal(tenant), name="p", refund_window_days=window,
+    return do_create_plan(Principal.system(tenant.pk), name="p", refund_window_days=window,
                           rules=[{"product_kind": "goods", "rate_bps": 1000},
                                  {"product_id": "vip", "mode": "fixed", "fixed_fen": 500}], **kw)[0]
 
 
 def test_frozen_until_refund_window_then_available(tenant):
     _plan(tenant, window=7)
-    a, x = member(tenant, "A"), member(tenant, "X")
-    link = do_get_or_create_link(principal(tenant), member_id=a.pk)
+    a, x = (MemberFactory(tenant=tenant, display_name=n) for n in ("A", "X"))
+    link = do_get_or_create_link(Principal.system(tenant.pk), member_id=a.pk)
     t0 = timezone.now()
-    on_order_event(paid(tenant, x, [line("g", 10000, "goods"), line("vip", 3000, "tier", qty=2)], code=link.code,
-                        at=t0))
-    assert bal(tenant, a, "commission_pending") == 1000 + 1000
+    on_order_event(paid_event(tenant, x, [order_line("g", 10000, "goods"), order_line("vip", 3000, "tier", qty=2)],
+                              code=link.code, at=t0))
+    assert member_balance(tenant, a, "commission_pending") == 1000 + 1000
     assert do_thaw_due(now=t0 + timedelta(days=6)) == 0
     assert do_thaw_due(now=t0 + timedelta(days=7, seconds=1)) == 2
     assert do_thaw_due(now=t0 + timedelta(days=8)) == 0  # retried task: nothing more
-    assert bal(tenant, a, "available") == 2000 and bal(tenant, a, "commission_pending") == 0
+    assert member_balance(tenant, a, "available") == 2000 and member_balance(tenant, a, "commission_pending") == 0
 
 
 def test_refund_before_thaw_voids_and_partial_refund_is_proportional(tenant):
     _plan(tenant, window=7)
-    a = member(tenant, "A")
-    link = do_get_or_create_link(principal(tenant), member_id=a.pk)
-    ev = paid(tenant, member(tenant, "X"), [line("g", 10000, "goods", line_id="l1"), line("g2", 5000, "goods",
+    a = MemberFactory(tenant=tenant, display_name="A")
+    link = do_get_or_create_link(Principal.system(tenant.pk), member_id=a.pk)
+    ev = paid_event(tenant, MemberFactory(tenant=tenant, display_name="X"),
+                    [order_line("g", 10000, "goods", line_id="l1"), order_line("g2", 5000, "goods",
                                                                                            line_id="l2")],
-              code=link.code)
+                    code=link.code)
     on_order_event(ev)
-    on_order_event(refunded(ev, lines=[{"order_line_id": "l1", "amount_fen": 4000}], event_id="r1"))
-    assert bal(tenant, a, "commission_pending") == 1500 - 400
-    on_order_event(refunded(ev, lines=[], event_id="r2"))  # full refund of the rest
-    assert bal(tenant, a, "commission_pending") == 0
+    on_order_event(refund_event(ev, lines=[{"order_line_id": "l1", "amount_fen": 4000}], event_id="r1"))
+    assert member_balance(tenant, a, "commission_pending") == 1500 - 400
+    on_order_event(refund_event(ev, lines=[], event_id="r2"))  # full refund of the rest
+    assert member_balance(tenant, a, "commission_pending") == 0
     assert set(Commission.objects.values_list("state", flat=True)) == {CommissionState.VOID}
     assert check_ledger(tenant.pk).ok
 
 
 def test_self_purchase_and_caps(tenant):
-    p = principal(tenant)
+    p = Principal.system(tenant.pk)
     do_create_plan(p, name="p", refund_window_days=0, self_purchase=True, cap_per_order_fen=1200,
                    rules=[{"product_kind": "goods", "rate_bps": 1000, "cap_fen": 800}])
-    a = member(tenant, "A")
+    a = MemberFactory(tenant=tenant, display_name="A")
     link = do_get_or_create_link(p, member_id=a.pk)
-    on_order_event(paid(tenant, a, [line("g", 10000, "goods"), line("h", 10000, "goods")], code=link.code))
+    on_order_event(paid_event(tenant, a, [order_line("g", 10000, "goods"), order_line("h", 10000, "goods")],
+                              code=link.code))
     # each line capped at 8.00, the order at 12.00; the buyer earns on their own purchase
-    assert bal(tenant, a, "available") == 1200
+    assert member_balance(tenant, a, "available") == 1200
 
 
 def test_no_self_purchase_by_default(tenant):
     _plan(tenant, window=0)
-    a = member(tenant, "A")
-    link = do_get_or_create_link(principal(tenant), member_id=a.pk)
-    on_order_event(paid(tenant, a, [line("g", 10000, "goods")], code=link.code))
+    a = MemberFactory(tenant=tenant, display_name="A")
+    link = do_get_or_create_link(Principal.system(tenant.pk), member_id=a.pk)
+    on_order_event(paid_event(tenant, a, [order_line("g", 10000, "goods")], code=link.code))
     assert not Commission.objects.exists()
 
 
 def test_retried_payout_task_pays_once(tenant):
     _plan(tenant, window=0)
     ReferralPolicy.objects.update_or_create(tenant=tenant, defaults={"withdrawal_approval_above_fen": 10**9})
-    a = member(tenant, "A")
-    link = do_get_or_create_link(principal(tenant), member_id=a.pk)
-    on_order_event(paid(tenant, member(tenant, "X"), [line("g", 50000, "goods")], code=link.code))
-    w = do_request_withdrawal(principal(tenant), member_id=a.pk, amount_fen=3000, idempotency_key="k", payee="o")
+    a = MemberFactory(tenant=tenant, display_name="A")
+    link = do_get_or_create_link(Principal.system(tenant.pk), member_id=a.pk)
+    on_order_event(paid_event(tenant, MemberFactory(tenant=tenant, display_name="X"),
+                              [order_line("g", 50000, "goods")], code=link.code))
+    w = do_request_withdrawal(Principal.system(tenant.pk), member_id=a.pk, amount_fen=3000, idempotency_key="k",
+                              payee="o")
     for _ in range(3):
         do_execute_payout(tenant.pk, w.pk)
-    assert bal(tenant, a, "paid_out") == 3000
+    assert member_balance(tenant, a, "paid_out") == 3000
     assert Transaction.objects.filter(tenant=tenant, kind="withdrawal.paid").count() == 1
 
 
 def test_reconcile_books_a_slow_payout_once(tenant):
     _plan(tenant, window=0)
-    a = member(tenant, "A")
-    link = do_get_or_create_link(principal(tenant), member_id=a.pk)
-    on_order_event(paid(tenant, member(tenant, "X"), [line("g", 50000, "goods")], code=link.code))
-    w = do_request_withdrawal(principal(tenant), member_id=a.pk, amount_fen=3000, idempotency_key="k", payee="slow")
+    a = MemberFactory(tenant=tenant, display_name="A")
+    link = do_get_or_create_link(Principal.system(tenant.pk), member_id=a.pk)
+    on_order_event(paid_event(tenant, MemberFactory(tenant=tenant, display_name="X"),
+                              [order_line("g", 50000, "goods")], code=link.code))
+    w = do_request_withdrawal(Principal.system(tenant.pk), member_id=a.pk, amount_fen=3000, idempotency_key="k",
+                              payee="slow")
     w.refresh_from_db()
     assert w.status == "processing"
     assert do_reconcile_withdrawals(tenant.pk) == 0
     sandbox().settle(w.out_no)
     assert do_reconcile_withdrawals(tenant.pk) == 1
     assert do_reconcile_withdrawals(tenant.pk) == 0
-    assert bal(tenant, a, "paid_out") == 3000 and bal(tenant, a, "withdrawing") == 0
+    assert member_balance(tenant, a, "paid_out") == 3000 and member_balance(tenant, a, "withdrawing") == 0
 
 
 # --- properties ----------------------------------------------------------------------------------
@@ -132,22 +139,23 @@ def test_property_books_balance_and_available_never_negative(tenant, actions, wi
     """Any interleaving of payments, (replayed) refunds, withdrawals and thaws keeps every transaction
     balanced, cached == derived balances, and available/pending/withdrawing >= 0."""
     with transaction.atomic():
-        p = principal(tenant)
+        p = Principal.system(tenant.pk)
         do_create_plan(p, name="p", refund_window_days=window, rules=[{"rate_bps": 5000}])
         ReferralPolicy.objects.update_or_create(tenant=tenant, defaults={"withdrawal_min_fen": 100})
-        refs = [member(tenant, f"R{i}") for i in range(4)]
+        refs = [MemberFactory(tenant=tenant, display_name=f"R{i}") for i in range(4)]
         links = [do_get_or_create_link(p, member_id=r.pk) for r in refs]
         events = []
         clock = timezone.now()
         for n, (kind, i, amount) in enumerate(actions):
             clock += timedelta(hours=1)
             if kind == "pay":
-                ev = paid(tenant, member(tenant, f"B{n}"), [line("g", amount, "goods")], code=links[i].code, at=clock)
+                ev = paid_event(tenant, MemberFactory(tenant=tenant, display_name=f"B{n}"),
+                                [order_line("g", amount, "goods")], code=links[i].code, at=clock)
                 on_order_event(ev)
                 events.append(ev)
             elif kind == "refund" and events:
                 ev = events[i % len(events)]
-                on_order_event(refunded(ev, event_id=f"rf-{ev.order_id}-{amount}", at=clock))
+                on_order_event(refund_event(ev, event_id=f"rf-{ev.order_id}-{amount}", at=clock))
             elif kind == "replay" and events:
                 on_order_event(events[i % len(events)])
             elif kind == "withdraw":
@@ -161,8 +169,8 @@ def test_property_books_balance_and_available_never_negative(tenant, actions, wi
         assert Commission.objects.filter(tenant=tenant).count() <= len(events)
         for r in refs:
             for k in ("available", "commission_pending", "withdrawing", "paid_out"):
-                assert bal(tenant, r, k) >= 0
-            assert bal(tenant, r, "clawback") <= 0
+                assert member_balance(tenant, r, k) >= 0
+            assert member_balance(tenant, r, "clawback") <= 0
         transaction.set_rollback(True)
 
 
@@ -175,22 +183,23 @@ MAX_THREADS = 20
 @pytest.mark.django_db(transaction=True)
 def test_100_concurrent_withdrawal_requests_never_overdraw():
     tenant = Tenant.objects.create(slug="wd", name="提现")
-    p = principal(tenant)
+    p = Principal.system(tenant.pk)
     do_create_plan(p, name="p", refund_window_days=0, rules=[{"rate_bps": 10000}])
     ReferralPolicy.objects.update_or_create(tenant=tenant, defaults={
         "withdrawal_approval_above_fen": 10**9, "withdrawal_daily_cap_fen": 10**9, "withdrawal_min_fen": 100})
-    a = member(tenant, "A")
+    a = MemberFactory(tenant=tenant, display_name="A")
     link = do_get_or_create_link(p, member_id=a.pk)
-    on_order_event(paid(tenant, member(tenant, "X"), [line("g", 4250, "goods")], code=link.code))
-    assert bal(tenant, a, "available") == 4250
+    on_order_event(paid_event(tenant, MemberFactory(tenant=tenant, display_name="X"),
+                              [order_line("g", 4250, "goods")], code=link.code))
+    assert member_balance(tenant, a, "available") == 4250
 
     results = race(lambda i: do_request_withdrawal(p, member_id=a.pk, amount_fen=100, idempotency_key=f"k{i}",
                                                    payee="o"), 100)
     ok = [r for r in results if isinstance(r, Withdrawal)]
     refused = [r for r in results if isinstance(r, Conflict) and r.code == "insufficient_funds"]
     assert len(ok) == 42 and len(refused) == 58, [r for r in results if not isinstance(r, (Withdrawal, Conflict))]
-    assert bal(tenant, a, "available") == 50
-    assert bal(tenant, a, "paid_out") == 4200
+    assert member_balance(tenant, a, "available") == 50
+    assert member_balance(tenant, a, "paid_out") == 4200
     assert check_ledger(tenant.pk).ok
 
 
@@ -198,14 +207,14 @@ def test_100_concurrent_withdrawal_requests_never_overdraw():
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_replays_of_a_paid_event_credit_once():
     tenant = Tenant.objects.create(slug="rp", name="重放")
-    p = principal(tenant)
+    p = Principal.system(tenant.pk)
     do_create_plan(p, name="p", refund_window_days=0, rules=[{"rate_bps": 10000}])
-    a = member(tenant, "A")
+    a = MemberFactory(tenant=tenant, display_name="A")
     link = do_get_or_create_link(p, member_id=a.pk)
-    ev = paid(tenant, member(tenant, "X"), [line("entry", 1990)], code=link.code)
+    ev = paid_event(tenant, MemberFactory(tenant=tenant, display_name="X"), [order_line("entry", 1990)], code=link.code)
     errors = [r for r in race(lambda _i: on_order_event(ev), 10) if isinstance(r, Exception)]
     assert not errors
-    assert bal(tenant, a, "available") == 1990
+    assert member_balance(tenant, a, "available") == 1990
     assert Commission.objects.filter(tenant=tenant).count() == 1
     assert check_ledger(tenant.pk).ok
 
@@ -214,14 +223,14 @@ def test_commerce_payload_variants_are_accepted(tenant):
     """commerce sends int event ids, member_id 0 when unknown, None attribution values and may send
     occurred_at None."""
     _plan(tenant, window=0)
-    a, x = member(tenant, "A"), member(tenant, "X")
-    link = do_get_or_create_link(principal(tenant), member_id=a.pk)
+    a, x = (MemberFactory(tenant=tenant, display_name=n) for n in ("A", "X"))
+    link = do_get_or_create_link(Principal.system(tenant.pk), member_id=a.pk)
     attribution = {"community_id": None, "group_id": None, "invite_code": link.code, "referrer_member_id": None,
                    "live_session_id": None, "campaign": None}
     ev = OrderEventData(tenant_id=tenant.pk, event_id=9001, kind="paid", order_id=77, member_id=x.pk,
-                        amount_fen=10000, lines=[line("g", 10000, "goods")], attribution=attribution,
+                        amount_fen=10000, lines=[order_line("g", 10000, "goods")], attribution=attribution,
                         occurred_at=None)
     on_order_event(ev)
     on_order_event(OrderEventData(tenant_id=tenant.pk, event_id=9002, kind="paid", order_id=78, member_id=0,
                                   amount_fen=1, lines=[], attribution=attribution, occurred_at=None))
-    assert bal(tenant, a, "available") == 1000
+    assert member_balance(tenant, a, "available") == 1000

@@ -9,6 +9,7 @@ import pytest
 from django.test import Client
 
 from shequn.core.models import StaffRole, Tenant
+from shequn.core.permissions import Principal
 from shequn.core.services import do_create_operator
 from shequn.referrals.models import ReferralPolicy, WeChatPayConfig, Withdrawal, WithdrawalStatus
 from shequn.referrals.services import (
@@ -18,8 +19,9 @@ from shequn.referrals.services import (
     do_request_withdrawal,
     on_order_event,
 )
+from shequn.testing.factories import MemberFactory, order_line, paid_event
+from shequn.testing.scenarios import member_balance
 
-from .factories import bal, line, member, paid, principal
 from .wechatpay_fake import FakeWeChatPay
 
 
@@ -38,13 +40,14 @@ def console(tenant: Tenant, client: Client) -> Client:
 
 
 def _manual_withdrawal(tenant: Tenant) -> tuple[Any, Withdrawal]:
-    p = principal(tenant)
+    p = Principal.system(tenant.pk)
     ReferralPolicy.objects.update_or_create(tenant=tenant, defaults={"payout_provider": "manual",
                                                                      "withdrawal_approval_above_fen": 100})
     do_create_plan(p, name="p", refund_window_days=0, rules=[{"rate_bps": 10000}])
-    a = member(tenant, "A")
+    a = MemberFactory(tenant=tenant, display_name="A")
     link = do_get_or_create_link(p, member_id=a.pk)
-    on_order_event(paid(tenant, member(tenant, "X"), [line("entry", 1990)], code=link.code))
+    on_order_event(paid_event(tenant, MemberFactory(tenant=tenant, display_name="X"), [order_line("entry", 1990)],
+                              code=link.code))
     w = do_request_withdrawal(p, member_id=a.pk, amount_fen=1500, idempotency_key="k", payee="招商银行 尾号 1234")
     return a, do_approve_withdrawal(p, w.pk)
 
@@ -95,7 +98,7 @@ def test_console_records_a_manual_payout_with_its_reference(tenant: Tenant, cons
     console.post(url, {"channel": "bank", "reference": "BK20261204001", "note": ""})
     w.refresh_from_db()
     assert w.status == WithdrawalStatus.PAID and w.provider_ref == "BK20261204001"
-    assert bal(tenant, a, "paid_out") == 1500
+    assert member_balance(tenant, a, "paid_out") == 1500
 
 
 def test_api_payout_settings_and_manual_actions(tenant: Tenant, make_client: Any,
@@ -123,5 +126,5 @@ def test_api_payout_settings_and_manual_actions(tenant: Tenant, make_client: Any
                      headers={"Idempotency-Key": "pay-1"})
     assert done.status_code == again.status_code == 200 and done.json() == again.json()
     assert done.json()["status"] == "paid" and done.json()["provider_ref"] == "2026120422001400001"
-    assert bal(tenant, a, "paid_out") == 1500
+    assert member_balance(tenant, a, "paid_out") == 1500
     assert api.post(f"{base}/manual-failed", {"reason": "迟到的失败"}).status_code == 409

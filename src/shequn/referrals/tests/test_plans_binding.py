@@ -9,6 +9,7 @@ from django.utils import timezone
 from shequn.activity.services import do_ingest
 from shequn.communities.models import ChatGroup, Membership
 from shequn.core.errors import Invalid
+from shequn.core.permissions import Principal
 from shequn.referrals.models import CommissionPlan, LinkEvent, ReferralBinding, ReferralPolicy
 from shequn.referrals.selectors import active_binding
 from shequn.referrals.services import (
@@ -21,12 +22,11 @@ from shequn.referrals.services import (
     select_plan,
     try_bind,
 )
-
-from .factories import community, line, member, paid, principal
+from shequn.testing.factories import CommunityFactory, MemberFactory, order_line, paid_event
 
 
 def test_second_level_plan_is_refused_citing_the_law(tenant):
-    p = principal(tenant)
+    p = Principal.system(tenant.pk)
     with pytest.raises(Invalid) as exc:
         do_create_plan(p, name="二级分销", levels=2, rules=[{"rate_bps": 1000}])
     assert exc.value.code == "multi_level_refused"
@@ -42,21 +42,21 @@ def test_second_level_plan_is_refused_citing_the_law(tenant):
 
 
 def test_plan_validation_names_the_rule(tenant):
-    p = principal(tenant)
+    p = Principal.system(tenant.pk)
     with pytest.raises(Invalid) as exc:
         do_create_plan(p, name="x", rules=[{"rate_bps": 1000}, {"rate_bps": 20000}])
     assert exc.value.details["field"] == "rules[1].rate_bps" and "第 2 条" in exc.value.message
 
 
 def test_goods_plan_has_no_headcount_warning(tenant):
-    _plan, warnings = do_create_plan(principal(tenant), name="商品分销",
+    _plan, warnings = do_create_plan(Principal.system(tenant.pk), name="商品分销",
                                      rules=[{"product_kind": "goods", "rate_bps": 1000}])
     assert not any("禁止传销条例" in w for w in warnings)
 
 
 def test_plan_selection_prefers_the_most_specific(tenant):
-    p = principal(tenant)
-    comm = community(tenant)
+    p = Principal.system(tenant.pk)
+    comm = CommunityFactory(tenant=tenant, name="入门社群")
     general, _ = do_create_plan(p, name="通用", rules=[{"rate_bps": 100}])
     camp, _ = do_create_plan(p, name="活动", campaign="双11", rules=[{"rate_bps": 200}])
     both, _ = do_create_plan(p, name="社群活动", campaign="双11", community_id=comm.pk, rules=[{"rate_bps": 300}])
@@ -66,8 +66,8 @@ def test_plan_selection_prefers_the_most_specific(tenant):
 
 
 def test_self_binding_and_cycles_are_refused(tenant):
-    p = principal(tenant)
-    a, b, c = member(tenant, "A"), member(tenant, "B"), member(tenant, "C")
+    p = Principal.system(tenant.pk)
+    a, b, c = (MemberFactory(tenant=tenant, display_name=n) for n in ("A", "B", "C"))
     with pytest.raises(Invalid) as exc:
         do_bind(p, member_id=a.pk, referrer_id=a.pk)
     assert exc.value.code == "binding_self"
@@ -84,7 +84,7 @@ def test_self_binding_and_cycles_are_refused(tenant):
 @pytest.mark.parametrize("mode", ["permanent", "days", "last_click"])
 def test_binding_modes(tenant, mode):
     ReferralPolicy.objects.create(tenant=tenant, binding_mode=mode, binding_days=30)
-    a, b, x = member(tenant, "A"), member(tenant, "B"), member(tenant, "X")
+    a, b, x = (MemberFactory(tenant=tenant, display_name=n) for n in ("A", "B", "X"))
     now = timezone.now()
     try_bind(tenant.pk, x, a.pk, now=now)
     _binding, refused = try_bind(tenant.pk, x, b.pk, now=now + timedelta(days=1))
@@ -101,7 +101,7 @@ def test_binding_modes(tenant, mode):
 
 def test_protection_period_blocks_last_click(tenant):
     ReferralPolicy.objects.create(tenant=tenant, binding_mode="last_click", protection_days=7)
-    a, b, x = member(tenant, "A"), member(tenant, "B"), member(tenant, "X")
+    a, b, x = (MemberFactory(tenant=tenant, display_name=n) for n in ("A", "B", "X"))
     now = timezone.now()
     try_bind(tenant.pk, x, a.pk, now=now)
     assert try_bind(tenant.pk, x, b.pk, now=now + timedelta(days=3))[1] == "protected"
@@ -110,32 +110,33 @@ def test_protection_period_blocks_last_click(tenant):
 
 def test_new_customer_only(tenant):
     ReferralPolicy.objects.create(tenant=tenant, new_customer_only=True)
-    p = principal(tenant)
+    p = Principal.system(tenant.pk)
     do_create_plan(p, name="p", refund_window_days=0, rules=[{"rate_bps": 1000}])
-    a, x = member(tenant, "A"), member(tenant, "老客")
-    on_order_event(paid(tenant, x, [line("g", 1000, "goods")]))  # bought before, no referrer
+    a, x = (MemberFactory(tenant=tenant, display_name=n) for n in ("A", "老客"))
+    on_order_event(paid_event(tenant, x, [order_line("g", 1000, "goods")]))  # bought before, no referrer
     link = do_get_or_create_link(p, member_id=a.pk)
-    on_order_event(paid(tenant, x, [line("g", 1000, "goods")], code=link.code))
+    on_order_event(paid_event(tenant, x, [order_line("g", 1000, "goods")], code=link.code))
     assert active_binding(tenant.pk, x.pk) is None
 
 
 def test_click_join_purchase_are_attributed(tenant):
-    p = principal(tenant)
+    p = Principal.system(tenant.pk)
     do_create_plan(p, name="p", rules=[{"rate_bps": 1000}])
-    a, x = member(tenant, "A"), member(tenant, "X")
-    comm = community(tenant)
+    a, x = (MemberFactory(tenant=tenant, display_name=n) for n in ("A", "X"))
+    comm = CommunityFactory(tenant=tenant, name="入门社群")
     link = do_get_or_create_link(p, member_id=a.pk, community_id=comm.pk, campaign="春季")
     do_record_click(link.code, member_id=x.pk, ip="1.2.3.4", device_id="dev1")
     do_record_join(tenant.pk, member_id=x.pk, code=link.code)
-    on_order_event(paid(tenant, x, [line("g", 1000, "goods")]))  # no code on the order: binding attributes it
+    on_order_event(paid_event(tenant, x,
+                              [order_line("g", 1000, "goods")]))  # no code on the order: binding attributes it
     kinds = sorted(LinkEvent.objects.filter(link=link).values_list("kind", flat=True))
     assert kinds == ["click", "join", "purchase"]
     assert ReferralBinding.objects.get(member=x).referrer_id == a.pk
 
 
 def test_channel_code_and_group_live_code(tenant):
-    p = principal(tenant)
-    comm = community(tenant)
+    p = Principal.system(tenant.pk)
+    comm = CommunityFactory(tenant=tenant, name="入门社群")
     with pytest.raises(Invalid):
         do_get_or_create_link(p, kind="channel")
     counter = do_get_or_create_link(p, kind="channel", channel="门店收银台", community_id=comm.pk)
@@ -150,22 +151,22 @@ def test_channel_code_and_group_live_code(tenant):
         res = do_record_click(live.code)
         routed.append(res.group.pk if res.group else None)
         if res.group:
-            Membership.objects.create(tenant=tenant, member=member(tenant, f"m{i}"), community=comm, group=res.group,
-                                      joined_at=timezone.now())
+            Membership.objects.create(tenant=tenant, member=MemberFactory(tenant=tenant, display_name=f"m{i}"),
+                                      community=comm, group=res.group, joined_at=timezone.now())
     assert routed == [g1.pk, g1.pk, g2.pk, g2.pk, None]
 
 
 def test_links_are_tenant_scoped(tenant, other_tenant):
-    a = member(other_tenant, "外人")
+    a = MemberFactory(tenant=other_tenant, display_name="外人")
     with pytest.raises(Exception) as exc:
-        do_get_or_create_link(principal(tenant), member_id=a.pk)
+        do_get_or_create_link(Principal.system(tenant.pk), member_id=a.pk)
     assert getattr(exc.value, "status", None) == 404
 
 
 def test_join_through_activity_ingest_is_attributed(tenant):
-    p = principal(tenant)
-    a = member(tenant, "A")
-    comm = community(tenant)
+    p = Principal.system(tenant.pk)
+    a = MemberFactory(tenant=tenant, display_name="A")
+    comm = CommunityFactory(tenant=tenant, name="入门社群")
     ChatGroup.objects.create(tenant=tenant, community=comm, platform="telegram", external_id="-100", name="群")
     link = do_get_or_create_link(p, member_id=a.pk, community_id=comm.pk)
     raw = {"platform": "telegram", "event_id": "j1", "kind": "join", "occurred_at": timezone.now().isoformat(),

@@ -11,6 +11,7 @@ import pytest
 from shequn.core import webhooks
 from shequn.core.errors import Conflict, Invalid
 from shequn.core.models import AuditLog, Tenant, WebhookEvent
+from shequn.core.permissions import Principal
 from shequn.core.testing import race
 from shequn.ledger.services import check_ledger
 from shequn.referrals.models import ReferralPolicy, WeChatPayConfig, WithdrawalStatus
@@ -28,8 +29,9 @@ from shequn.referrals.services import (
     on_order_event,
     payout_settings,
 )
+from shequn.testing.factories import MemberFactory, order_line, paid_event
+from shequn.testing.scenarios import member_balance
 
-from .factories import bal, line, member, paid, principal
 from .wechatpay_fake import FakeWeChatPay
 
 
@@ -43,20 +45,21 @@ def fake(settings: Any) -> Any:
 
 def _earner(tenant: Tenant, provider: str, fake: FakeWeChatPay | None = None) -> Any:
     """A member with 19.90 available (a 100% commission on a 19.90 tier), payouts via ``provider``."""
-    p = principal(tenant)
+    p = Principal.system(tenant.pk)
     ReferralPolicy.objects.update_or_create(tenant=tenant, defaults={"withdrawal_approval_above_fen": 10**9})
     if fake is not None:
         do_save_wechatpay_config(p, **fake.config_fields())
     do_set_payout_provider(p, provider)
     do_create_plan(p, name="p", refund_window_days=0, rules=[{"rate_bps": 10000}])
-    a = member(tenant, "A")
+    a = MemberFactory(tenant=tenant, display_name="A")
     link = do_get_or_create_link(p, member_id=a.pk)
-    on_order_event(paid(tenant, member(tenant, "X"), [line("entry", 1990)], code=link.code))
+    on_order_event(paid_event(tenant, MemberFactory(tenant=tenant, display_name="X"), [order_line("entry", 1990)],
+                              code=link.code))
     return a
 
 
 def test_wechat_keys_are_encrypted_at_rest_and_kept_when_left_empty(tenant: Tenant, fake: FakeWeChatPay) -> None:
-    p = principal(tenant)
+    p = Principal.system(tenant.pk)
     fields = fake.config_fields()
     config = do_save_wechatpay_config(p, **fields)
     assert "PRIVATE KEY" not in config.secrets_encrypted and "0" * 32 not in config.secrets_encrypted
@@ -79,22 +82,22 @@ def test_wechat_keys_are_encrypted_at_rest_and_kept_when_left_empty(tenant: Tena
 def test_wechat_config_errors_name_the_field_and_store_nothing(tenant: Tenant, fake: FakeWeChatPay, field: str,
                                                                value: str) -> None:
     with pytest.raises(Invalid) as err:
-        do_save_wechatpay_config(principal(tenant), **{**fake.config_fields(), field: value})
+        do_save_wechatpay_config(Principal.system(tenant.pk), **{**fake.config_fields(), field: value})
     assert err.value.details["field"] == field
     assert not WeChatPayConfig.objects.exists()
 
 
 def test_wechat_cannot_be_chosen_before_it_is_configured(tenant: Tenant) -> None:
     with pytest.raises(Invalid) as err:
-        do_set_payout_provider(principal(tenant), "wechat")
+        do_set_payout_provider(Principal.system(tenant.pk), "wechat")
     assert err.value.details["field"] == "payout_provider"
     with pytest.raises(Invalid):
-        do_set_payout_provider(principal(tenant), "paypal")
+        do_set_payout_provider(Principal.system(tenant.pk), "paypal")
 
 
 def test_wechat_transfer_is_idempotent_and_reconciled(tenant: Tenant, fake: FakeWeChatPay) -> None:
     a = _earner(tenant, "wechat", fake)
-    p = principal(tenant)
+    p = Principal.system(tenant.pk)
     w = do_request_withdrawal(p, member_id=a.pk, amount_fen=1500, idempotency_key="k", payee="openid-A")
     assert w.status == WithdrawalStatus.PROCESSING and w.provider == "wechat"
     [post] = fake.posts
@@ -110,21 +113,21 @@ def test_wechat_transfer_is_idempotent_and_reconciled(tenant: Tenant, fake: Fake
     assert do_reconcile_withdrawals(tenant.pk) == 1
     w.refresh_from_db()
     assert w.status == WithdrawalStatus.PAID and w.provider_ref == "1040000071100999991182020050700019500100"
-    assert bal(tenant, a, "paid_out") == 1500 and bal(tenant, a, "withdrawing") == 0
-    assert bal(tenant, a, "available") == 490
+    assert member_balance(tenant, a, "paid_out") == 1500 and member_balance(tenant, a, "withdrawing") == 0
+    assert member_balance(tenant, a, "available") == 490
     assert do_reconcile_withdrawals(tenant.pk) == 0  # paid stays paid
     assert check_ledger(tenant.pk).ok
 
 
 def test_wechat_failed_transfer_returns_the_money_to_the_member(tenant: Tenant, fake: FakeWeChatPay) -> None:
     a = _earner(tenant, "wechat", fake)
-    p = principal(tenant)
+    p = Principal.system(tenant.pk)
     w = do_request_withdrawal(p, member_id=a.pk, amount_fen=1500, idempotency_key="k", payee="openid-A")
-    assert bal(tenant, a, "available") == 490
+    assert member_balance(tenant, a, "available") == 490
     fake.status = "detail_fail"
     w = do_reconcile_withdrawal(p, w.pk)  # staff "reconcile now"
     assert w.status == WithdrawalStatus.REVERSED and w.failure_reason == "ACCOUNT_FROZEN"
-    assert bal(tenant, a, "available") == 1990 and bal(tenant, a, "withdrawing") == 0
+    assert member_balance(tenant, a, "available") == 1990 and member_balance(tenant, a, "withdrawing") == 0
     assert check_ledger(tenant.pk).ok
     assert AuditLog.objects.filter(action="referrals.withdrawal.reconcile", object_id=str(w.pk)).exists()
 
@@ -132,31 +135,32 @@ def test_wechat_failed_transfer_returns_the_money_to_the_member(tenant: Tenant, 
 def test_wechat_refused_batch_fails_at_once_and_unknown_sent_transfer_fails_on_reconcile(
         tenant: Tenant, fake: FakeWeChatPay) -> None:
     a = _earner(tenant, "wechat", fake)
-    p = principal(tenant)
+    p = Principal.system(tenant.pk)
     fake.batch_reply = "batch_not_enough"
     w = do_request_withdrawal(p, member_id=a.pk, amount_fen=1000, idempotency_key="k1", payee="openid-A")
     assert w.status == WithdrawalStatus.REVERSED and "NOT_ENOUGH" in w.failure_reason
-    assert bal(tenant, a, "available") == 1990
+    assert member_balance(tenant, a, "available") == 1990
 
     fake.batch_reply = "batch_accepted"
     w2 = do_request_withdrawal(p, member_id=a.pk, amount_fen=1000, idempotency_key="k2", payee="openid-A")
     fake.batches.clear()  # WeChat Pay has no record of a batch we sent
     assert do_reconcile_withdrawals(tenant.pk) == 1
     w2.refresh_from_db()
-    assert w2.status == WithdrawalStatus.REVERSED and bal(tenant, a, "available") == 1990
+    assert w2.status == WithdrawalStatus.REVERSED and member_balance(tenant, a, "available") == 1990
     assert check_ledger(tenant.pk).ok
 
 
 def test_unconfigured_wechat_keeps_the_withdrawal_approved(tenant: Tenant, fake: FakeWeChatPay) -> None:
     a = _earner(tenant, "wechat", fake)
     WeChatPayConfig.objects.all().delete()  # e.g. removed after choosing it
-    w = do_request_withdrawal(principal(tenant), member_id=a.pk, amount_fen=1000, idempotency_key="k", payee="o")
+    w = do_request_withdrawal(Principal.system(tenant.pk), member_id=a.pk, amount_fen=1000, idempotency_key="k",
+                              payee="o")
     assert w.status == WithdrawalStatus.APPROVED and fake.posts == []
-    assert do_reconcile_withdrawals(tenant.pk) == 0 and bal(tenant, a, "withdrawing") == 1000
+    assert do_reconcile_withdrawals(tenant.pk) == 0 and member_balance(tenant, a, "withdrawing") == 1000
 
 
 def test_manual_payout_recorded_by_staff_with_a_reference(tenant: Tenant) -> None:
-    p = principal(tenant)
+    p = Principal.system(tenant.pk)
     webhooks.do_create_endpoint(p, url="https://erp.invalid/hook",
                                 event_types=["commission.available", "withdrawal.paid"])
     a = _earner(tenant, "manual")
@@ -175,12 +179,12 @@ def test_manual_payout_recorded_by_staff_with_a_reference(tenant: Tenant) -> Non
 
     w = do_record_manual_payout(p, w.pk, channel="alipay", reference="2026120422001400001", note="已电话确认")
     assert w.status == WithdrawalStatus.PAID and w.provider_ref == "2026120422001400001"
-    assert bal(tenant, a, "paid_out") == 1500 and bal(tenant, a, "withdrawing") == 0
+    assert member_balance(tenant, a, "paid_out") == 1500 and member_balance(tenant, a, "withdrawing") == 0
     note = w.trail.get(to_status=WithdrawalStatus.PAID).note
     assert "支付宝转账" in note and "2026120422001400001" in note
     with pytest.raises(Conflict):  # a second submit does not pay twice
         do_record_manual_payout(p, w.pk, channel="alipay", reference="2026120422001400001")
-    assert bal(tenant, a, "paid_out") == 1500
+    assert member_balance(tenant, a, "paid_out") == 1500
     [announced] = WebhookEvent.objects.filter(type="withdrawal.paid")
     assert announced.data["withdrawal_id"] == w.pk and announced.data["provider_ref"] == "2026120422001400001"
     assert check_ledger(tenant.pk).ok
@@ -189,12 +193,12 @@ def test_manual_payout_recorded_by_staff_with_a_reference(tenant: Tenant) -> Non
 def test_manual_payout_failure_returns_the_money_and_other_providers_refuse_manual_marks(
         tenant: Tenant, fake: FakeWeChatPay) -> None:
     a = _earner(tenant, "manual")
-    p = principal(tenant)
+    p = Principal.system(tenant.pk)
     w = do_request_withdrawal(p, member_id=a.pk, amount_fen=1500, idempotency_key="k", payee="bank")
     with pytest.raises(Invalid):
         do_record_manual_payout_failed(p, w.pk, reason="")
     w = do_record_manual_payout_failed(p, w.pk, reason="户名与账号不符")
-    assert w.status == WithdrawalStatus.REVERSED and bal(tenant, a, "available") == 1990
+    assert w.status == WithdrawalStatus.REVERSED and member_balance(tenant, a, "available") == 1990
 
     do_save_wechatpay_config(p, **fake.config_fields())
     do_set_payout_provider(p, "wechat")
@@ -211,7 +215,7 @@ def test_concurrent_manual_records_and_reconciles_pay_once(fake: FakeWeChatPay) 
     """Staff double-clicking "record" while the reconcile job runs: one payout, one ledger posting."""
     tenant = Tenant.objects.create(slug="pay", name="打款")
     a = _earner(tenant, "manual")
-    p = principal(tenant)
+    p = Principal.system(tenant.pk)
     w = do_request_withdrawal(p, member_id=a.pk, amount_fen=1500, idempotency_key="k", payee="bank")
 
     def worker(i: int) -> object:
@@ -223,7 +227,7 @@ def test_concurrent_manual_records_and_reconciles_pay_once(fake: FakeWeChatPay) 
     paid_ok = [r for r in results if r == WithdrawalStatus.PAID]
     refused = [r for r in results if isinstance(r, Conflict)]
     assert len(paid_ok) == 1 and len(refused) == 3, results
-    assert bal(tenant, a, "paid_out") == 1500 and bal(tenant, a, "withdrawing") == 0
+    assert member_balance(tenant, a, "paid_out") == 1500 and member_balance(tenant, a, "withdrawing") == 0
     assert check_ledger(tenant.pk).ok
 
 
@@ -232,11 +236,12 @@ def test_concurrent_manual_records_and_reconciles_pay_once(fake: FakeWeChatPay) 
 def test_concurrent_reconciles_of_a_failed_wechat_transfer_refund_once(fake: FakeWeChatPay) -> None:
     tenant = Tenant.objects.create(slug="wx", name="微信打款")
     a = _earner(tenant, "wechat", fake)
-    w = do_request_withdrawal(principal(tenant), member_id=a.pk, amount_fen=1500, idempotency_key="k", payee="o")
+    w = do_request_withdrawal(Principal.system(tenant.pk), member_id=a.pk, amount_fen=1500, idempotency_key="k",
+                              payee="o")
     fake.status = "detail_fail"
     changed = race(lambda _i: do_reconcile_withdrawals(tenant.pk), 6)
     assert not [c for c in changed if isinstance(c, Exception)], changed
     w.refresh_from_db()
     assert sum(c for c in changed if isinstance(c, int)) == 1 and w.status == WithdrawalStatus.REVERSED
-    assert bal(tenant, a, "available") == 1990 and bal(tenant, a, "withdrawing") == 0
+    assert member_balance(tenant, a, "available") == 1990 and member_balance(tenant, a, "withdrawing") == 0
     assert check_ledger(tenant.pk).ok

@@ -1,32 +1,36 @@
-"""Playwright helpers for the portal's browser tests: Debian's chromium (never a downloaded build),
-headless, a 390×844 phone viewport, screenshots of each step under ``test-output/portal/<test>/``."""
+"""Playwright for the browser tests: Debian's chromium (never a downloaded build), headless. The
+fixtures ``browser`` and ``serial_sqlite_server`` are the plugin's (:mod:`.plugin`); the portal's
+tests drive a 390×844 phone (:func:`phone_factory`) with screenshots of each step under
+``test-output/portal/<test>/``."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 from django.core.servers.basehttp import WSGIServer
 from django.db import connection
 from django.test.testcases import LiveServerThread
-from playwright.sync_api import sync_playwright
+
+try:  # a dev dependency: without it the browser tests skip (skip_reason) and the rest still run
+    from playwright.sync_api import sync_playwright
+except ImportError:  # pragma: no cover
+    sync_playwright = None  # type: ignore[assignment]
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
-OUT = Path(__file__).resolve().parents[4] / "test-output" / "portal"
+OUT = Path(__file__).resolve().parents[3] / "test-output" / "portal"
 
 
 def skip_reason() -> str | None:
     if not CHROMIUM.exists():
         return ("needs Debian's chromium at /usr/bin/chromium "
                 "(apt-get install -y chromium fonts-wqy-microhei; the test command installs it)")
-    if importlib.util.find_spec("playwright") is None:
+    if sync_playwright is None:
         return "needs the playwright package (pip install -e .[dev])"
     return None
 
@@ -54,8 +58,7 @@ class Phone:
         return str(self.page.get_by_test_id(testid).inner_text()).strip()
 
 
-@pytest.fixture(scope="session")
-def serial_sqlite_server() -> None:
+def serve_sqlite_serially() -> None:
     """With in-memory SQLite the live server's request threads would share one connection (and one
     transaction): serve one request at a time there. Two browsers still race — both requests are in
     flight together and the server decides; on PostgreSQL each request has its own connection."""
@@ -66,18 +69,12 @@ def serial_sqlite_server() -> None:
         def __init__(self, *args: Any, connections_override: Any = None, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
 
-    LiveServerThread.server_class = SerialServer
+    LiveServerThread.server_class = SerialServer  # type: ignore[assignment]
 
 
-@pytest.fixture
-def browser(monkeypatch) -> Iterator[Any]:
-    reason = skip_reason()
-    if reason:
-        pytest.skip(reason)
-    # Playwright's sync API runs an event loop in this thread; the ORM calls the test makes between
-    # browser steps are still synchronous and safe.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
+def launch_chromium() -> Iterator[Any]:
+    """Debian's chromium, headless, closed afterwards (the caller has checked :func:`skip_reason`)."""
+    assert sync_playwright is not None
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
         try:
