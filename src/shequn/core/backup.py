@@ -12,7 +12,7 @@ The archive is a gzip'd tar (mode 0600: it holds the keys) with:
 * ``media/…`` — the uploads (``MEDIA_ROOT``).
 
 ``restore`` refuses a database that already has shequn's tables unless ``--force`` (PostgreSQL:
-``pg_restore --clean --if-exists``; SQLite: the file is replaced), writes the keys to
+the schema emptied and the dump replayed in one transaction; SQLite: the file is replaced), writes the keys to
 ``$SHEQUN_HOME/secret_key`` / ``$SHEQUN_HOME/field_key`` (0600) and the uploads to ``MEDIA_ROOT``, then
 runs ``shequn ledger check`` on the restored books."""
 
@@ -232,9 +232,23 @@ def _restore_database(db_file: Path, *, force: bool, alias: str) -> None:
     if conn.vendor == "postgresql":
         conn.close()
         args, env = _pg_env(db)
-        extra = ["--clean", "--if-exists"] if force else []
-        _run(["pg_restore", *args, "--no-owner", "--no-privileges", "--exit-on-error", "--single-transaction",
-              *extra, "--dbname", str(db["NAME"]), str(db_file)], env)
+        if not force:
+            _run(["pg_restore", *args, "--no-owner", "--no-privileges", "--exit-on-error", "--single-transaction",
+                  "--dbname", str(db["NAME"]), str(db_file)], env)
+            return
+        # --force over a populated database: ``pg_restore --clean`` cannot drop the constraints a
+        # partition inherits (the monthly activity partitions), so the schema is emptied and the
+        # dump's script replayed by psql — both in one transaction, so a failure changes nothing
+        script = subprocess.run(["pg_restore", "--no-owner", "--no-privileges", "--file", "-", str(db_file)],  # noqa: S603,S607
+                                env=env, capture_output=True, check=False)
+        if script.returncode != 0:
+            raise BackupError(f"pg_restore failed ({script.returncode}): {script.stderr.decode()[-2000:]}")
+        proc = subprocess.run(["psql", *args, "--no-psqlrc", "--quiet", "--single-transaction",  # noqa: S603,S607
+                               "--set", "ON_ERROR_STOP=1", "--dbname", str(db["NAME"]),
+                               "--command", "DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;",
+                               "--file", "-"], input=script.stdout, env=env, capture_output=True, check=False)
+        if proc.returncode != 0:
+            raise BackupError(f"psql failed ({proc.returncode}): {proc.stderr.decode()[-2000:]}")
         return
     source = sqlite3.connect(db_file)
     conn.ensure_connection()
