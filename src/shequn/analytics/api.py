@@ -22,8 +22,10 @@ from shequn.core.errors import Invalid
 from shequn.core.http import ERRORS, ApiDate, Id, require
 
 from . import selectors
+from .api_segments import router as segments_router
 
 router = Router(tags=["analytics"])
+router.add_router("/segments", segments_router)
 
 Days = QueryEx[int, P(ge=1, le=366)]
 Slice = Literal["community", "campaign", "channel"]
