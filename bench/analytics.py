@@ -41,7 +41,7 @@ def main() -> None:
     from django.utils import timezone
 
     from shequn.activity.models import ActivityEvent
-    from shequn.analytics import selectors, services
+    from shequn.analytics import segments, selectors, services
     from shequn.analytics.models import DailyRollup, MemberDay
     from shequn.commerce.events import OrderEventData
     from shequn.commerce.models import Order, OrderStatus
@@ -131,6 +131,12 @@ def main() -> None:
         "health alerts": lambda: selectors.health_alerts(tenant.pk),
         "funnel by channel": lambda: selectors.funnel(tenant.pk, by="channel"),
         "cohorts (monthly)": lambda: selectors.cohorts(tenant.pk, grain="month"),
+        "cohorts (weekly)": lambda: selectors.cohorts(tenant.pk, grain="week", periods=12),
+        "breakdown by community": lambda: selectors.breakdown(tenant.pk, "community", days=30),
+        "segment count: bought 2+, R ≥ 4": lambda: segments.segment_member_ids(
+            tenant.pk, segments.Rule(min_orders=2, min_recency=4)),
+        "segment count: active 30+ days, never bought": lambda: segments.segment_member_ids(
+            tenant.pk, segments.Rule(min_active_days=30, max_orders=0)),
     }
     print("| read | p50 ms | p95 ms |\n|---|---|---|")
     for name, fn in reads.items():

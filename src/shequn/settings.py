@@ -348,6 +348,17 @@ UNFOLD = {
                 ],
             },
             {
+                "title": _("数据分析"),
+                "items": [
+                    {"title": _("转化漏斗"), "icon": "filter_alt", "link": reverse_lazy("console:analytics_funnel"),
+                     "permission": "shequn.console.navigation.can_analytics_read"},
+                    {"title": _("同期群留存"), "icon": "grid_on", "link": reverse_lazy("console:analytics_cohorts"),
+                     "permission": "shequn.console.navigation.can_analytics_read"},
+                    {"title": _("人群"), "icon": "group_work", "link": reverse_lazy("console:segments"),
+                     "permission": "shequn.console.navigation.can_analytics_read"},
+                ],
+            },
+            {
                 "title": _("促活与裂变"),
                 "items": [
                     {"title": _("待回复队列"), "icon": "mark_chat_unread",

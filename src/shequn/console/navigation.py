@@ -22,3 +22,7 @@ def can_finance_read(request: HttpRequest) -> bool:
 
 def can_connectors_read(request: HttpRequest) -> bool:
     return can(request, "connectors.read")
+
+
+def can_analytics_read(request: HttpRequest) -> bool:
+    return can(request, "analytics.read")

@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib import admin
 from django.urls import path
 
-from . import auth_views, referral_views, views
+from . import analytics_views, auth_views, referral_views, views
 
 app_name = "console"
 
@@ -30,4 +30,18 @@ urlpatterns = [
     path("members/merge-suggestions/", _v(views.member_merge_suggestions), name="member_merge_suggestions"),
     path("referrals/report/", _v(referral_views.referral_report), name="referral_report"),
     path("referrals/alliances/", _v(referral_views.alliances), name="alliances"),
+]
+
+urlpatterns += [
+    path("analytics/funnel/", _v(analytics_views.funnel), name="analytics_funnel"),
+    path("analytics/funnel/members.<str:fmt>", _v(analytics_views.funnel_members_export),
+         name="analytics_funnel_export"),
+    path("analytics/cohorts/", _v(analytics_views.cohorts), name="analytics_cohorts"),
+    path("analytics/segments/", _v(analytics_views.segment_list), name="segments"),
+    path("analytics/segments/add/", _v(analytics_views.segment_edit), name="segment_add"),
+    path("analytics/segments/count/", _v(analytics_views.segment_count), name="segment_count"),
+    path("analytics/segments/<int:segment_id>/", _v(analytics_views.segment_edit), name="segment_change"),
+    path("analytics/segments/<int:segment_id>/action/", _v(analytics_views.segment_action), name="segment_action"),
+    path("analytics/segments/<int:segment_id>/export.<str:fmt>", _v(analytics_views.segment_export),
+         name="segment_export"),
 ]
