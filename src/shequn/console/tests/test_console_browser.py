@@ -66,7 +66,7 @@ def desk(serial_sqlite_server, transactional_db, live_server, browser, tenant: T
     staff_auth.do_confirm_totp(owner, device, _code(device))
     TOTPDevice.objects.filter(pk=device.pk).update(last_t=-1)  # the browser's code may fall in the same step
     ctx = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN")
-    ctx.set_default_timeout(15_000)
+    ctx.set_default_timeout(60_000)  # a loaded CI box (load average 15+) takes longer than 15 s per page
     d = Desk(ctx.new_page(), live_server.url, request.node.name)
     d.go("/console/login/")
     d.page.fill("[name=username]", "op")
