@@ -15,7 +15,7 @@ import time
 
 os.environ["DJANGO_SETTINGS_MODULE"] = "shequn.settings"
 os.environ.setdefault("SHEQUN_LOG_LEVEL", "WARNING")
-import django  # noqa: E402
+import django
 
 django.setup()
 from shequn.analytics import selectors as new  # noqa: E402
