@@ -39,6 +39,7 @@ from django.contrib.admin import SimpleListFilter
 from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.utils.functional import lazy
 from unfold import widgets as unfold_widgets
 from unfold.admin import ModelAdmin, StackedInline, TabularInline
 from unfold.contrib.filters.admin import DropdownFilter
@@ -275,6 +276,13 @@ def is_fen_field(db_field: Any) -> bool:
 _YUAN_COLUMNS: dict[tuple[type[models.Model], str], Any] = {}
 
 
+def _strip_yuan(label: Any) -> str:
+    return yuan_label(label).replace("(元)", "").replace("（元）", "")
+
+
+_column_label = lazy(_strip_yuan, str)
+
+
 def _yuan_column(model: Any, name: str) -> Any:
     """A list column for a ``*_fen`` model field that shows 元; other names are returned unchanged."""
     try:
@@ -285,7 +293,8 @@ def _yuan_column(model: Any, name: str) -> Any:
         return name
     key = (model, name)
     if key not in _YUAN_COLUMNS:
-        label = yuan_label(field.verbose_name).replace("(元)", "").replace("（元）", "")
+        # lazy: the column is cached per model and must follow each request's language
+        label = _column_label(field.verbose_name)
 
         def column(obj: Any) -> str:
             return yuan(getattr(obj, name))

@@ -27,10 +27,28 @@ class VerdictOut(Schema):
     score: float
     category: str | None = None
     reasons: list[dict[str, Any]]
+    #: the context says the sender is staff or a role holder: the engine would record the message as
+    #: exempt and act on nothing (the verdict is what the text and the rest of the context score)
+    exempt: bool = False
 
 
 #: the longest message text the API classifies, appeals with or reports about
 MAX_TEXT = 10_000
+
+
+class ContextIn(BodyIn):
+    """What the product knows about the sender (issue 16), all optional."""
+
+    member_joined_days: float | None = Field(None, ge=0, le=100_000)
+    message_index: int | None = Field(None, ge=0, le=10**9)
+    #: the member's membership records no inviter and a public way in (QR code, live stream, platform)
+    joined_without_invite: bool = False
+    #: other groups where the same text was posted in the last minutes
+    same_text_other_groups: int = Field(0, ge=0, le=10_000)
+    messages_last_minute: int = Field(0, ge=0, le=100_000)
+    mentions: int = Field(0, ge=0, le=10_000)
+    #: staff or a role holder: exempt from actions
+    sender_is_staff: bool = False
 
 
 class ClassifyIn(BodyIn):
@@ -38,6 +56,7 @@ class ClassifyIn(BodyIn):
     community_id: Id | None = None
     member_joined_days: float | None = Field(None, ge=0, le=100_000)
     message_index: int | None = Field(None, ge=0, le=10**9)
+    context: ContextIn | None = None
 
 
 class ViolationOut(Schema):
@@ -147,9 +166,16 @@ def classify(request: HttpRequest, body: ClassifyIn) -> dict[str, Any]:
         raise NotFound(_("社群不存在"), details={"field": "community_id"})
 
     moderator = selectors.moderator_for(p.tenant_id, body.community_id)
-    verdict = moderator.classify(body.text, MessageContext(member_joined_days=body.member_joined_days,
-                                                           message_index=body.message_index))
-    return verdict.as_json()
+    c = body.context
+    if c is None:
+        ctx = MessageContext(member_joined_days=body.member_joined_days, message_index=body.message_index)
+    else:
+        ctx = MessageContext(
+            member_joined_days=c.member_joined_days if c.member_joined_days is not None else body.member_joined_days,
+            message_index=c.message_index if c.message_index is not None else body.message_index,
+            joined_without_invite=c.joined_without_invite, same_text_other_groups=c.same_text_other_groups,
+            messages_last_minute=c.messages_last_minute, mentions=c.mentions, exempt=c.sender_is_staff)
+    return {**moderator.classify(body.text, ctx).as_json(), "exempt": ctx.exempt}
 
 
 @router.get("/violations", response={200: Page[ViolationOut], **ERRORS})

@@ -124,6 +124,10 @@ VARIANTS: dict[str, str] = {
     "微❤": "微信", "威❤": "微信", "+v": "加微信", "+微信": "加微信", "+wx": "加微信", "+vx": "加微信",
     "加v": "加微信", "加vx": "加微信", "加wx": "加微信", "jia微信": "加微信", "加薇": "加微信",
     "卫星号": "微信号", "绿泡泡": "微信",
+    # round 2 (v7 blind round): the homophone written next to 加/我 or before a colon, leetspeak
+    "加卫星": "加微信", "我卫星": "我微信", "卫星:": "微信:", "加我薇": "加我微信", "我薇:": "我微信:",
+    "薇:": "微信:", "加我v": "加我微信", "加个v": "加个微信", "wei x": "微信", "w x": "微信",
+    "w3chat": "微信", "wech4t": "微信", "we chat": "微信", "wēixìn": "微信", "weixin号": "微信号",
     # pinyin and near-homophones (issue 16): "jia wo wei xin", "佳我威心"
     "wei xin": "微信", "wei xin hao": "微信号", "weixinhao": "微信号", "威心": "微信", "薇心": "微信",
     "维心": "微信", "危信": "微信", "v号": "微信号", "vx号": "微信号", "jia wo": "加我", "jiawo": "加我",
@@ -134,6 +138,9 @@ VARIANTS: dict[str, str] = {
     # Telegram / WhatsApp
     "telegram": "tg", "纸飞机": "tg", "飞机号": "tg号", "电报": "tg", "whatsapp": "wa",
     "tele gram": "tg", "whats app": "wa", "what's app": "wa", "whatsap": "wa",
+    "wh4tsapp": "wa", "whatsaap": "wa", "watsapp": "wa", "watsap": "wa", "t3legram": "tg", "te1egram": "tg",
+    "telegr4m": "tg", "t dot me slash": "tg:", "t dot me": "tg", "t . me": "tg",
+    "sn4p": "snap", "1nsta": "insta", "lnsta": "insta",
     # money words
     "兼只": "兼职", "兼織": "兼职", "刷dan": "刷单", "s单": "刷单", "菠菜": "博彩", "波菜": "博彩",
     "u币": "usdt", "泰达币": "usdt",
@@ -142,6 +149,10 @@ VARIANTS: dict[str, str] = {
 # spell the joined forms out so that they win
 VARIANTS.update({p + k: "加微信" for k, v in list(VARIANTS.items()) if v == "微信" and k.endswith("信")
                  for p in ("加", "+")})
+# round 2: "加我薇" / "加我v" are variants too, so their joined forms ("加我薇信", "加我vx", "加个v信") must be
+# spelled out as well, or the shorter key wins and leaves "信" / "x" behind
+VARIANTS.update({p + k: p + v for k, v in list(VARIANTS.items()) if v in ("微信", "微信号")
+                 and k.startswith(("v", "薇")) for p in ("加我", "加个")})
 _VARIANT_KEYS = sorted(k for k, v in VARIANTS.items() if k != v)
 _VARIANT_AC = ahocorasick_rs.AhoCorasick(_VARIANT_KEYS, matchkind=ahocorasick_rs.MatchKind.LeftmostLongest)
 _VARIANT_BEFORE = [k[0].isascii() and k[0].isalnum() for k in _VARIANT_KEYS]  # check the left boundary

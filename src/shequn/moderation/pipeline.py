@@ -52,7 +52,7 @@ _MOBILE = ("13", "14", "15", "16", "17", "18", "19")
 # ("微信:xiaoyu2024", "加 vxyz888", "snap: mary992") or a run of digits written in Chinese numerals
 # ("qq:三二五六七八九一零"); plain numbers are the phone / QQ signals' business
 _HANDLE = re.compile(
-    r"(?:(?:微信|qq|tg|wa|snap|ig|kik|line|加我?|号|discord|telegram|insta|whatsapp)"
+    r"(?:(?:微信|qq|tg|wa|snap|ig|kik|line|加我?|号|discord|telegram|insta|whatsapp|(?<![a-z0-9])v(?=:))"
     r"(?:[\s:：=()（）—–-]|\bat\b|\bis\b){0,3}@?"
     r"(?:(?=[a-z0-9_.-]{5,20}(?![a-z0-9_]))(?=[a-z_.-]*[0-9])(?=[0-9_.-]*[a-z])[a-z0-9_.-]+"
     r"|[零〇一二三四五六七八九幺两]{5,}|[a-z][a-z0-9_.]{2,30}#[0-9]{4}\b)"

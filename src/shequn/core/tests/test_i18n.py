@@ -32,6 +32,7 @@ from shequn.api.testing import ApiClient
 from shequn.commerce import services
 from shequn.commerce.models import Order, OrderStatus
 from shequn.console.tests import factories as f
+from shequn.core import admin_base
 from shequn.core.management.commands.makemessages import EXTRA_KEYWORDS
 from shequn.core.models import StaffRole, Tenant
 from shequn.core.permissions import Principal
@@ -345,3 +346,15 @@ def test_lazy_strings_follow_the_active_language() -> None:
         assert str(OrderStatus.CREATED.label) == "Awaiting payment"
     with translation.override("zh-hans"):
         assert str(Order._meta.verbose_name) == "订单"
+
+
+def test_cached_yuan_columns_follow_each_requests_language() -> None:
+    """The 元 list columns are built once per model and cached: their header must still be worked out
+    per request, or the first visitor's language sticks for everyone."""
+    admin_base._YUAN_COLUMNS.clear()
+    with translation.override("zh-hans"):
+        column = admin_base._yuan_column(Order, "total_fen")
+        assert str(column.short_description) == "应付"
+    with translation.override("en"):
+        header = str(admin_base._yuan_column(Order, "total_fen").short_description)
+    assert header and not cjk_runs(header, set()), header

@@ -201,3 +201,50 @@ def test_shequn_entry_point_handles_invalid_bytes(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
     rows = [json.loads(line) for line in proc.stdout.decode().splitlines()]
     assert len(rows) == 2 and rows[0]["verdict"] == "ad"
+
+
+def test_cli_reads_an_optional_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 16: the sender's context (new, joined through no invite, same text in other groups,
+    staff) can come with each line, as an object or as flat fields; odd values are ignored."""
+    text = "大家看看这个新出的东西 http://x-deal.xyz/p"
+    ctx = {"message_index": 0, "member_joined_days": 0.1, "joined_without_invite": True,
+           "same_text_other_groups": 2, "messages_last_minute": 9, "mentions": 6}
+    lines = [
+        json.dumps({"text": text}, ensure_ascii=False),
+        json.dumps({"text": text, "context": ctx}, ensure_ascii=False),
+        json.dumps({"text": text, **ctx}, ensure_ascii=False),
+        json.dumps({"text": text, "context": {"joined_without_invite": "yes", "mentions": "many",
+                                             "same_text_other_groups": -3}}, ensure_ascii=False),
+        json.dumps({"text": "兼职刷单日结300加我薇信 vip_8888", "context": {"sender_is_staff": True}},
+                   ensure_ascii=False),
+    ]
+    rows = run_classify(lines, monkeypatch=monkeypatch)
+    plain, with_ctx, flat, odd, staff = rows
+    rules = {r["rule"] for r in with_ctx["reasons"]}
+    assert {"signal.first_message", "signal.no_invite", "signal.duplicate_across_groups", "signal.flood",
+            "signal.mention_storm"} <= rules
+    assert with_ctx["score"] > plain["score"] and with_ctx["verdict"] == "ad"
+    assert flat == with_ctx
+    assert odd == plain
+    assert staff["exempt"] is True and staff["verdict"] == "ad"
+    assert all("exempt" not in row for row in rows[:4])
+
+
+@pytest.mark.django_db
+def test_api_classify_takes_an_optional_context(tenant: Tenant, api: Client) -> None:
+    url = "/api/v1/moderation/classify"
+    text = "大家看看这个新出的东西 http://x-deal.xyz/p"
+    plain = api.post(url, {"text": text}, content_type="application/json").json()
+    assert plain["exempt"] is False
+    r = api.post(url, {"text": text, "context": {"message_index": 0, "joined_without_invite": True,
+                                                 "same_text_other_groups": 2}},
+                 content_type="application/json")
+    assert r.status_code == 200
+    body = r.json()
+    rules = {x["rule"] for x in body["reasons"]}
+    assert {"signal.first_message", "signal.no_invite", "signal.duplicate_across_groups"} <= rules
+    assert body["score"] > plain["score"]
+    staff = api.post(url, {"text": text, "context": {"sender_is_staff": True}}, content_type="application/json")
+    assert staff.json()["exempt"] is True
+    bad = api.post(url, {"text": text, "context": {"joined_without_invite": "yes"}}, content_type="application/json")
+    assert bad.status_code == 422 and "joined_without_invite" in json.dumps(bad.json())

@@ -321,7 +321,9 @@ def test_health_signals(tenant: Tenant, community: Community, group: ChatGroup) 
 @pytest.mark.parametrize("dirty", [
     "兼职刷单\x00日结300加我薇信 vip_8888\ud800",
     "\x01\x02\x03\x04\x05\x06\x07\x08\x0e\x0f\x10\x11 binary",
-    "刷单" * 60_000,
+    # a 120,000-character ad (the bare word "刷单" repeated is no longer an ad by itself since issue 16
+    # round 2: the classifier reads a lone keyword as chat, -4, so the paste carries a whole offer)
+    "兼职刷单日结加我薇信" * 12_000,
     "",
 ])
 def test_bad_text_never_breaks_the_consumer(tenant: Tenant, group: ChatGroup, monkeypatch: pytest.MonkeyPatch,

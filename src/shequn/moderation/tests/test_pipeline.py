@@ -366,18 +366,36 @@ def test_emoji_only_and_unknown_text_carry_no_classifier_evidence(mod: Moderator
         assert next(r["weight"] for r in v.reasons if r["rule"] == "classifier") == 0
 
 
+@pytest.mark.parametrize("text", ["🎰🎰", "🧧🧧🧧", "📲", "➕➕", "666", "888", "+1", "12345678", "2026", "ㅋㅋㅋㅋ",
+                                  "𓀀𓀁", "🇨🇳🇨🇳", "✈️", "🉐🈶", "㊙️", "١٢٣"])
+def test_emoji_numbers_and_unseen_scripts_stay_ok_even_from_a_newcomer(mod: Moderator, text: str) -> None:
+    """Round 2 of issue 16: emoji with a money or gambling look, bare numbers and scripts the corpus never
+    saw carry no content evidence; a new member's first message with no invite adds only behaviour."""
+    new = MessageContext(message_index=0, member_joined_days=0.1, joined_without_invite=True)
+    for ctx in (None, new):
+        v = mod.classify(text, ctx)
+        assert v.verdict == "ok", (text, ctx)
+        assert next(r["weight"] for r in v.reasons if r["rule"] == "classifier") == 0
+        assert not any(r.get("category") for r in v.reasons), text
+
+
 @pytest.mark.parametrize(("text", "canonical"), [
     ("jia wo wei xin 详细聊", "加我 微信"), ("佳我威心", "加我微信"), ("add me on w h a t s a p p", "wa"),
     ("加 v 🌸 x 8 8 8", "vx888"), ("hit me up on t.e.l.e.g.r.a.m", "tg"),
+    ("联系我卫星：x i a o 1 2 3", "微信:xiao123"), ("加卫星", "加微信"),
+    ("感兴趣的加我薇：ｌｕｃｋｙ", "加我微信:lucky"),
+    ("add me on w3chat", "微信"), ("wh4tsapp me", "wa"), ("contact me on t dot me slash fastcash", "tg: fastcash"),
+    ("加我绿泡泡", "加我微信"),
 ])
 def test_obfuscated_contact_words_are_folded(text: str, canonical: str) -> None:
     assert canonical in normalise(text).text
 
 
 def test_contact_handle_signal(mod: Moderator) -> None:
-    for text in ["微信号：m 8 8 6 6 9", "扣扣：三二五六七八九一零", "加 v 🌸 x y z 8 8 8 领取资料", "snap: mary992"]:
+    for text in ["微信号：m 8 8 6 6 9", "扣扣：三二五六七八九一零", "加 v 🌸 x y z 8 8 8 领取资料", "snap: mary992",
+                 "细聊 v：ｍｍ_２０２６", "联系我卫星：x i a o 1 2 3"]:
         assert any(r["rule"] == "signal.contact_handle" for r in mod.classify(text).reasons), text
-    for text in ["我的微信就是手机号", "加了rtx4090显卡", "加油站95号"]:
+    for text in ["我的微信就是手机号", "加了rtx4090显卡", "加油站95号", "卫星发射成功", "v8 engine"]:
         assert not any(r["rule"] == "signal.contact_handle" for r in mod.classify(text).reasons), text
 
 

@@ -6,8 +6,14 @@
     shequn moderation retrain --tenant ID                  rebuild a tenant's model from moderator decisions
 
 ``classify`` input lines: ``{"text": ...}`` with optional ``member_joined_days``, ``message_index``
-and ``group``; a line that is not JSON is classified as plain text, so no input line is lost.
-Output lines: ``{"verdict": "ad"|"ok"|"review", "score": float, "category": str|null, "reasons": [...]}``.
+and ``group``, and an optional ``context`` object with what the product knows about the sender
+(``member_joined_days``, ``message_index``, ``joined_without_invite``, ``same_text_other_groups``,
+``messages_last_minute``, ``mentions``, ``sender_is_staff``; the flat fields are read too). A line
+that is not JSON is classified as plain text, so no input line is lost; a context field of the wrong
+type is ignored.
+Output lines: ``{"verdict": "ad"|"ok"|"review", "score": float, "category": str|null, "reasons": [...]}``,
+plus ``"exempt": true`` when the context says the sender is staff or a role holder (the engine
+records such a message as exempt and acts on nothing; the verdict is what the text alone scores).
 """
 
 from __future__ import annotations
@@ -34,6 +40,30 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
+def _count(value: Any) -> int:
+    number = _number(value)
+    return max(0, int(number)) if number is not None else 0
+
+
+def context_from(item: dict[str, Any]) -> tuple[MessageContext, bool]:
+    """The sender's context of one input line: its ``context`` object, else the line's own fields.
+    Returns the context and whether the sender is staff or a role holder (exempt)."""
+    raw = item.get("context")
+    src = raw if isinstance(raw, dict) else item
+    idx = _number(src.get("message_index"))
+    ctx = MessageContext(
+        member_joined_days=_number(src.get("member_joined_days")),
+        message_index=max(0, int(idx)) if idx is not None else None,
+        messages_last_minute=_count(src.get("messages_last_minute")),
+        same_text_other_groups=_count(src.get("same_text_other_groups")),
+        mentions=_count(src.get("mentions")),
+        joined_without_invite=src.get("joined_without_invite") is True,
+    )
+    exempt = any(src.get(k) is True for k in ("sender_is_staff", "exempt", "is_staff"))
+    ctx.exempt = exempt
+    return ctx, exempt
+
+
 def classify_stream(moderator: Moderator, src: TextIO, out: Any) -> int:
     """Classify every line of ``src``; returns the number of lines written. Duplicate texts posted
     in several ``group``s within the stream count as ``duplicate_across_groups``."""
@@ -54,18 +84,18 @@ def classify_stream(moderator: Moderator, src: TextIO, out: Any) -> int:
             text = "" if text is None else json.dumps(text, ensure_ascii=False)
         group = item.get("group")
         group = str(group) if group is not None else None
-        ctx = MessageContext(
-            member_joined_days=_number(item.get("member_joined_days")),
-            message_index=int(idx) if (idx := _number(item.get("message_index"))) is not None else None,
-            group=group,
-        )
+        ctx, exempt = context_from(item)
+        ctx.group = group
         if group is not None:
             h = text_hash(normalise(text).text)
             seen = groups_by_hash.setdefault(h, set())
-            ctx.same_text_other_groups = len(seen - {group})
+            ctx.same_text_other_groups = max(ctx.same_text_other_groups, len(seen - {group}))
             seen.add(group)
         verdict = moderator.classify(text, ctx)
-        out.write(json.dumps(verdict.as_json(), ensure_ascii=False) + "\n")
+        row = verdict.as_json()
+        if exempt:
+            row["exempt"] = True
+        out.write(json.dumps(row, ensure_ascii=False) + "\n")
         n += 1
     out.flush()
     return n
