@@ -6,6 +6,9 @@ Environment variables (all optional):
   in ``$SHEQUN_HOME/shequn.sqlite3`` with WAL, IMMEDIATE transactions and a busy timeout.
 * ``SHEQUN_DATABASE_POOLER`` — ``transaction`` when the URL points at PgBouncer in transaction mode
   (no server-side cursors, no prepared statements).
+* ``SHEQUN_DATABASE_REPLICA_URL`` — a streaming replica of the primary: analytics and console list
+  reads go there (``shequn.core.dbrouting``) unless it lags more than ``SHEQUN_DATABASE_REPLICA_MAX_LAG``
+  seconds (default 5) or the caller wrote within ``SHEQUN_DATABASE_REPLICA_STICKY`` seconds (default 5).
 * ``SHEQUN_TASK_LEASE`` — seconds after which a task still RUNNING is taken for abandoned and run
   again (default 600; ``shequn.core.taskqueue``).
 * ``SHEQUN_REDIS_URL`` — e.g. ``redis://127.0.0.1:6379/0``; enables the Redis hot paths.
@@ -22,6 +25,8 @@ Environment variables (all optional):
   ``SHEQUN_HTTPS``; only then does shequn believe those headers (scheme, client address for throttling).
 * ``SHEQUN_HSTS_SECONDS`` (default one year), ``SHEQUN_HSTS_PRELOAD`` (default ``1``; ``0`` to opt out,
   which also silences the deploy check's preload warning, the choice being explicit).
+* ``SHEQUN_WEBHOOK_ALLOW_PRIVATE`` — ``1`` lets outgoing webhooks reach private, loopback and
+  link-local addresses (a receiver on the same host or network); default off (SSRF guard).
 """
 
 from __future__ import annotations
@@ -119,6 +124,7 @@ MIDDLEWARE = [
     "django_otp.middleware.OTPMiddleware",
     "shequn.core.middleware_security.StaffSessionMiddleware",
     "shequn.core.middleware.TenantMiddleware",
+    "shequn.core.dbrouting.ReplicaPinMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -144,6 +150,7 @@ TEMPLATES = [
 
 # --- database -------------------------------------------------------------------------------
 DATABASE_URL = os.environ.get("SHEQUN_DATABASE_URL", "").strip()
+SHEQUN_REPLICA_ROUTING = False
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
     if os.environ.get("SHEQUN_DATABASE_POOLER", "").strip().lower() == "transaction":
@@ -151,6 +158,15 @@ if DATABASE_URL:
         # every transaction: no named server-side cursors, no prepared statements
         DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
         DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = None
+    REPLICA_URL = os.environ.get("SHEQUN_DATABASE_REPLICA_URL", "").strip()
+    if REPLICA_URL:
+        # analytics and console list reads, with bounded staleness (shequn.core.dbrouting)
+        DATABASES["replica"] = dj_database_url.parse(REPLICA_URL, conn_max_age=60, conn_health_checks=True)
+        for _opt in ("DISABLE_SERVER_SIDE_CURSORS", "OPTIONS"):
+            if _opt in DATABASES["default"]:
+                DATABASES["replica"][_opt] = DATABASES["default"][_opt]  # the same pooler rules
+        DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
+        SHEQUN_REPLICA_ROUTING = True
 else:
     HOME.mkdir(parents=True, exist_ok=True)
     DATABASES = {
@@ -171,6 +187,11 @@ else:
         }
     }
 IS_POSTGRES = DATABASES["default"]["ENGINE"].endswith("postgresql")
+DATABASE_ROUTERS = ["shequn.core.dbrouting.ReplicaRouter"]
+#: the replica's bound: reads go to the primary while it lags more (seconds), and a caller's reads stay
+#: on the primary this long after it wrote (seconds)
+SHEQUN_REPLICA_MAX_LAG = float(os.environ.get("SHEQUN_DATABASE_REPLICA_MAX_LAG", "5"))
+SHEQUN_REPLICA_STICKY = int(os.environ.get("SHEQUN_DATABASE_REPLICA_STICKY", "5"))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- redis (optional hot paths) -----------------------------------------------------------------
@@ -221,6 +242,9 @@ MEDIA_URL = "media/"
 DATA_UPLOAD_MAX_MEMORY_SIZE = 20 * 1024 * 1024
 #: the REST API's default request body limit in bytes (bulk endpoints allow more; 413 above it)
 SHEQUN_API_MAX_BODY = int(os.environ.get("SHEQUN_API_MAX_BODY", str(1024 * 1024)))
+#: outgoing webhooks may reach private, loopback and link-local addresses (default no: SSRF guard,
+#: ``core/netguard.py``); for a receiver on the same host or network
+SHEQUN_WEBHOOK_ALLOW_PRIVATE = _env_bool("SHEQUN_WEBHOOK_ALLOW_PRIVATE")
 
 # --- security -----------------------------------------------------------------------------------
 # docs/security.md explains each line. Development (the default) works over plain http; production

@@ -22,3 +22,9 @@ if _base.REDIS_URL and _worker.startswith("gw") and _worker[2:].isdigit():
     REDIS_URL = urlunsplit(_parts._replace(path=f"/{_db}"))
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
     CRONTASK = {"REDIS_URL": REDIS_URL}
+
+# The read replica's alias as a TEST MIRROR of the default database (the same rows through a second
+# connection), so the router's tests run everywhere; routing stays off unless a test turns it on.
+DATABASES = {**_base.DATABASES}
+DATABASES["replica"] = {**DATABASES["default"], "TEST": {"MIRROR": "default"}}
+SHEQUN_REPLICA_ROUTING = False

@@ -25,7 +25,12 @@ class EventKind(models.TextChoices):
 
 
 class ActivityEvent(TenantOwned):
-    """Append-only. ``(tenant, platform, platform_event_id)`` is unique, so ingest de-duplicates."""
+    """Append-only. ``(tenant, platform, platform_event_id)`` is unique, so ingest de-duplicates.
+
+    On PostgreSQL the table is partitioned by month on ``occurred_at`` (migration 0004): its primary key
+    is ``(id, occurred_at)`` there and the uniqueness of the event key is kept by :class:`EventKey`
+    (a unique index across partitions would have to include ``occurred_at``). Rows pointing at an event
+    (moderation) do so without a database constraint."""
 
     member = models.ForeignKey("members.Member", null=True, blank=True, on_delete=models.SET_NULL,
                                related_name="+", verbose_name=_("会员"), db_index=False)
@@ -51,3 +56,21 @@ class ActivityEvent(TenantOwned):
             models.Index(fields=["tenant", "community", "occurred_at"], name="activity_comm_time_idx"),
         ]
 
+
+
+class EventKey(models.Model):
+    """The de-duplication key of every stored event, one row per ``(tenant, platform, platform_event_id)``:
+    the uniqueness the partitioned event table cannot enforce across months (PostgreSQL; ingest inserts
+    the key and the event in one statement). Unused on SQLite, where the event table's own unique
+    constraint does the job. Archiving a month deletes its keys with it."""
+
+    tenant = models.ForeignKey("core.Tenant", on_delete=models.CASCADE, related_name="+", db_index=False)
+    platform = models.CharField(max_length=16)
+    platform_event_id = models.CharField(max_length=191)
+    occurred_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "platform", "platform_event_id"], name="activity_event_key")
+        ]
+        indexes = [models.Index(fields=["occurred_at"], name="activity_event_key_time_idx")]

@@ -25,7 +25,7 @@ from shequn.core.permissions import Principal
 from shequn.members.models import Identity, Member
 from shequn.members.services import export_rows
 
-from .models import ActivityEvent, EventKind
+from .models import ActivityEvent, EventKey, EventKind
 from .registry import STREAM, consumers
 
 log = logging.getLogger(__name__)
@@ -391,7 +391,8 @@ def _insert_events(tenant_id: int, rows: Sequence[_Row], now: dt.datetime) -> di
 
     Raw SQL, no model instances: the ORM's per-field compile step costs more than the database itself
     here. PostgreSQL: one short statement binding one array per column (``INSERT … SELECT FROM
-    unnest(…)``), so psycopg neither re-parses a 10,000-placeholder query nor sends one. SQLite (≥ 3.35
+    unnest(…)``), so psycopg neither re-parses a 10,000-placeholder query nor sends one; the event keys
+    go into ``EventKey`` in the same statement (the partitioned table's uniqueness). SQLite (≥ 3.35
     for RETURNING): multi-row VALUES up to the variable limit. Values are bound parameters only."""
     if not rows:
         return {}
@@ -403,15 +404,24 @@ def _insert_events(tenant_id: int, rows: Sequence[_Row], now: dt.datetime) -> di
     out: dict[tuple[str, str], int] = {}
     with connection.cursor() as cursor:
         if _is_pg():
-            sql = (f'INSERT INTO "{table}" ({columns}) SELECT %s, u.m, u.c, u.g, u.p, u.e, u.k, u.t, %s, '  # noqa: S608
-                   f"u.j::jsonb FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::text[], %s::text[], "
-                   f"%s::text[], %s::timestamptz[], %s::text[]) AS u(m, c, g, p, e, k, t, j) {conflict} {returning}")
+            # the table is partitioned by month (migration 0005): its unique key cannot span months, so
+            # the event key goes into activity_eventkey first (ON CONFLICT DO NOTHING) and only the
+            # events whose key this statement inserted are stored — one statement, one snapshot
+            keys = EventKey._meta.db_table
+            sql = (f"WITH u AS MATERIALIZED (SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], "  # noqa: S608
+                   f"%s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::text[]) "
+                   f"WITH ORDINALITY AS u(m, c, g, p, e, k, t, j, n)), "
+                   f'k AS (INSERT INTO "{keys}" (tenant_id, platform, platform_event_id, occurred_at) '
+                   f"SELECT %s, u.p, u.e, u.t FROM u ORDER BY u.n {conflict} RETURNING platform, platform_event_id) "
+                   f'INSERT INTO "{table}" ({columns}) SELECT %s, u.m, u.c, u.g, u.p, u.e, u.k, u.t, %s, '
+                   f"u.j::jsonb FROM u JOIN k ON k.platform = u.p AND k.platform_event_id = u.e ORDER BY u.n "
+                   f"{returning}")
             for chunk in _chunks(rows, 5000):
                 cursor.execute(sql, [
-                    tenant_id, now,
                     [r.member_id for r in chunk], [r.community_id for r in chunk], [r.group_id for r in chunk],
                     [r.platform for r in chunk], [r.event_id for r in chunk], [r.kind for r in chunk],
                     [r.occurred_at for r in chunk], [dumps(r.payload, ensure_ascii=False) for r in chunk],
+                    tenant_id, tenant_id, now,
                 ])
                 for pk, platform, eid in cursor.fetchall():
                     out[(platform, eid)] = pk

@@ -6,13 +6,27 @@ Failed consumer batches are retried by ``shequn.core.tasks.retry_stream_deliveri
 
 from __future__ import annotations
 
+from crontask import cron
+from django.db import connection
 from django.tasks import task
 
 from shequn.core import streams
 
+from .partitions import do_create_partitions
 from .services import dispatch_events
 
-__all__ = ["dispatch_events", "retry_failed_dispatches"]
+__all__ = ["create_partitions", "dispatch_events", "retry_failed_dispatches"]
+
+
+@cron("7 2 * * *")
+@task()
+def create_partitions() -> int:
+    """Nightly: the event table's partitions of this month and the next three exist (PostgreSQL;
+    idempotent, so a missed night costs nothing — events of a month without a partition wait in the
+    default partition and move when it is created). Returns how many were created."""
+    if connection.vendor != "postgresql":
+        return 0
+    return len(do_create_partitions(3))
 
 
 @task(queue_name="engines")

@@ -1,7 +1,8 @@
 """REST API of the analytics app (``/api/v1/analytics/``): the same figures as the console — the
 sales formula and its decomposition, trends, breakdowns (top movers), a community's board, funnels
 (with the members at a step), cohorts, health alerts — and CSV/XLSX exports. Every read is scoped to
-the caller's tenant (permission ``analytics.read``)."""
+the caller's tenant (permission ``analytics.read``) and may be answered by the read replica
+(``shequn.core.dbrouting``)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from ninja.params import P, QueryEx
 from openpyxl import Workbook
 
 from shequn.communities import selectors as community_selectors
+from shequn.core.dbrouting import replica_view
 from shequn.core.errors import Invalid
 from shequn.core.http import ERRORS, ApiDate, Id, require
 
@@ -25,7 +27,8 @@ from . import selectors
 from .api_segments import router as segments_router
 
 router = Router(tags=["analytics"])
-router.add_router("/segments", segments_router)
+# every operation here only reads: with a replica configured it may answer from it (bounded staleness)
+router.add_decorator(replica_view)
 
 Days = QueryEx[int, P(ge=1, le=366)]
 Slice = Literal["community", "campaign", "channel"]
@@ -261,3 +264,11 @@ def export(request: HttpRequest, q: Query[ExportQuery]) -> HttpResponse:
         raise Invalid(_("这个报表不能按 %(by)s 拆分") % {"by": by}, details=[{"field": "query.by", "message": by}])
     header, rows = report_rows(p.tenant_id, report, days=q.days, by=by, step=q.step, key=q.key, grain=q.grain)
     return render_file(report, header, rows, q.format)
+
+
+# the segments (reads and writes, on the primary) sit beside the read-only figures, not under them:
+# a child router would inherit the replica decorator
+reads = router
+router = Router(tags=["analytics"])
+router.add_router("", reads)
+router.add_router("/segments", segments_router)

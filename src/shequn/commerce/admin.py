@@ -1,6 +1,8 @@
 """Console pages of commerce. Money and stock never change by editing a row: orders, payments,
-refunds and events are read-only here and move through actions that call the services; stock and
-issue counts are excluded from every save so a stale form cannot overwrite a concurrent decrement."""
+refunds and events are read-only here and move through actions that call the services; campaign
+objects are created and changed through ``do_create_*`` / ``do_update_*`` (``services/edits.py``),
+and stock and issue counts are never in a form, so a stale form cannot overwrite a concurrent
+decrement."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from shequn.core.admin_base import (
     TenantScopedTabularInline,
     request_principal,
 )
-from shequn.core.errors import ShequnError
+from shequn.core.errors import Invalid, ShequnError
 from shequn.core.money import YuanField, yuan
 
 from . import services
@@ -45,24 +47,6 @@ from .models import (
 from .services import TIER_PRIVILEGES
 
 
-class _GuardedSave:
-    """Saves of existing rows leave out the columns only services may move (stock, counters)."""
-
-    guarded: tuple[str, ...] = ()
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
-        ro = list(super().get_readonly_fields(request, obj))  # type: ignore[misc]
-        return [*ro, *self.guarded] if obj is not None else ro
-
-    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
-        if change:
-            fields = [f.name for f in obj._meta.concrete_fields
-                      if f.name not in self.guarded and not f.primary_key and f.name != "tenant"]
-            obj.save(update_fields=fields)
-        else:
-            super().save_model(request, obj, form, change)  # type: ignore[misc]
-
-
 def _run(request: HttpRequest, modeladmin: Any, queryset: QuerySet[Any], fn: Any, done: str) -> None:
     p = request_principal(request)
     if p is None or not p.can("commerce.write"):
@@ -79,8 +63,40 @@ def _run(request: HttpRequest, modeladmin: Any, queryset: QuerySet[Any], fn: Any
         modeladmin.message_user(request, f"{done}: {ok}", messages.SUCCESS)
 
 
+class SkuInlineForm(forms.ModelForm):  # type: ignore[type-arg]
+    """A SKU row of a product: checked by the services (``check_sku`` / ``check_update_sku``) and
+    written by them (``do_add_sku`` / ``do_update_sku`` in :meth:`ProductAdmin.save_formset`)."""
+
+    class Meta:
+        model = Sku
+        fields = ("code", "name", "price_fen", "stock", "is_active")
+
+    def clean(self) -> Any:
+        super().clean()
+        data = self.cleaned_data
+        tenant_id = self.instance.tenant_id
+        if self.errors or tenant_id is None or data.get("DELETE") or not self.has_changed():
+            return data
+        try:
+            if self.instance.pk is None:
+                services.check_sku(tenant_id, code=data.get("code") or "", price_fen=data.get("price_fen"),
+                                   stock=data.get("stock") or 0)
+            else:
+                services.check_update_sku(tenant_id, self.instance.pk, **_sku_changes(data))
+        except ShequnError as exc:
+            field = exc.details.get("field") if isinstance(exc.details, dict) else None
+            self.add_error(field if field in self.fields else None, exc.message)
+        return data
+
+
+def _sku_changes(data: dict[str, Any]) -> dict[str, Any]:
+    return {"code": data.get("code") or "", "name": data.get("name") or "", "price_fen": data.get("price_fen"),
+            "is_active": bool(data.get("is_active"))}
+
+
 class SkuInline(TenantScopedTabularInline):
     model = Sku
+    form = SkuInlineForm
     extra = 0
     permission_area = "commerce"
     fields = ("code", "name", "price_fen", "stock", "is_active")
@@ -140,6 +156,10 @@ class ProductAdmin(ServiceCreateMixin, TenantScopedAdmin):
     form = ProductForm
     create_service = staticmethod(services.do_create_product)
     check_service = staticmethod(services.check_product)
+    change_service = staticmethod(services.do_update_product)
+    change_check = staticmethod(services.check_update_product)
+    change_fields = ("name", "description", "images", "is_active", "visible_in", "tier_community_id", "tier_code",
+                     "tier_rank", "tier_duration_days", "tier_privileges")
     field_map = {"skus[0].code": "sku_code", "skus[0].price_fen": "sku_price_fen", "skus[0].stock": "sku_stock",
                  "tier_community_id": "tier_community", "visible_in": "visible_in", "skus": "sku_code",
                  **{f"tier_privileges.{k}": f"priv_{k}" for k in TIER_PRIVILEGES}}
@@ -169,6 +189,17 @@ class ProductAdmin(ServiceCreateMixin, TenantScopedAdmin):
     def get_inlines(self, request: HttpRequest, obj: Any) -> Any:
         return self.inlines if obj is not None else ()
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        ro = list(super().get_readonly_fields(request, obj))
+        return [*ro, "kind"] if obj is not None else ro  # the kind never changes (edits.py)
+
+    def change_kwargs(self, request: HttpRequest, data: dict[str, Any]) -> dict[str, Any]:
+        kwargs = super().change_kwargs(request, data)
+        form = data.get("_form")
+        if form is not None and form.instance.kind != "tier":
+            kwargs = {k: v for k, v in kwargs.items() if not k.startswith("tier_")}
+        return kwargs
+
     def service_kwargs(self, request: HttpRequest, data: dict[str, Any]) -> dict[str, Any]:
         community = data.get("tier_community")
         form = data.get("_form")
@@ -187,46 +218,35 @@ class ProductAdmin(ServiceCreateMixin, TenantScopedAdmin):
     def check_form(self, request: HttpRequest, form: Any) -> None:
         form.cleaned_data["_form"] = form
         try:
-            if form.instance.pk is None:
-                super().check_form(request, form)
-            elif form.instance.kind == "tier" or form.cleaned_data.get("kind") == "tier":
-                try:
-                    services.check_tier_privileges(form.privileges())
-                except ShequnError as exc:
-                    exc.details = {"field": "priv_courses"}
-                    raise
+            super().check_form(request, form)
         finally:
             form.cleaned_data.pop("_form", None)
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
-        if not change:
-            form.cleaned_data["_form"] = form
-            try:
-                super().save_model(request, obj, form, change)
-            finally:
-                form.cleaned_data.pop("_form", None)
-            return
-        obj.images = form.images()
-        if obj.kind == "tier":
-            obj.tier_privileges = services.check_tier_privileges(form.privileges())
-        super().save_model(request, obj, form, change)
-
-    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
-        if change:
-            form.save_m2m()
-            for formset in formsets:
-                self.save_formset(request, form, formset, change=change)
+        form.cleaned_data["_form"] = form
+        try:
+            super().save_model(request, obj, form, change)
+        finally:
+            form.cleaned_data.pop("_form", None)
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
-        instances = formset.save(commit=False)
-        for obj in instances:
-            if obj.pk is None:
-                obj.tenant_id = form.instance.tenant_id
-                obj.save()
+        """SKU rows through the services: new ones by ``do_add_sku``, changed ones by ``do_update_sku``
+        (never their stock, which moves by adjustments)."""
+        p = request_principal(request)
+        assert p is not None
+        for row in formset.forms:
+            if not row.has_changed() or not hasattr(row, "cleaned_data") or row in formset.deleted_forms:
+                continue
+            data = row.cleaned_data
+            if row.instance.pk is None:
+                services.do_add_sku(p, form.instance.pk, code=data.get("code") or "", name=data.get("name") or "",
+                                    price_fen=data.get("price_fen"), stock=data.get("stock") or 0)
             else:
-                obj.save(update_fields=["code", "name", "price_fen", "is_active"])
-        for obj in formset.deleted_objects:
-            obj.delete()
+                services.do_update_sku(p, row.instance.pk, **_sku_changes(data))
+        for row in formset.deleted_forms:
+            if row.instance.pk is not None:
+                row.instance.delete()
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
 
     def _set_active(self, request: HttpRequest, queryset: QuerySet[Product], active: bool) -> None:
         _run(request, self, queryset, lambda p, o: services.do_update_product(p, o.pk, is_active=active),
@@ -242,9 +262,15 @@ class ProductAdmin(ServiceCreateMixin, TenantScopedAdmin):
 
 
 @admin.register(Sku)
-class SkuAdmin(_GuardedSave, TenantScopedAdmin):
+class SkuAdmin(ServiceCreateMixin, TenantScopedAdmin):
+    """SKUs are added by ``do_add_sku`` and changed by ``do_update_sku``; stock only by adjustments."""
+
     permission_area = "commerce"
-    guarded = ("stock",)
+    fields = ("product", "code", "name", "price_fen", "stock", "is_active")
+    change_fields = ("code", "name", "price_fen", "is_active")
+    field_map = {"product_id": "product"}
+    change_service = staticmethod(services.do_update_sku)
+    change_check = staticmethod(services.check_update_sku)
     list_display = ("code", "product", "name", "price", "stock", "is_active")
     search_fields = ("code", "name", "product__name")
     actions = ("add_ten",)
@@ -252,6 +278,25 @@ class SkuAdmin(_GuardedSave, TenantScopedAdmin):
     @admin.display(description=_("价格"))
     def price(self, obj: Sku) -> str:
         return yuan(obj.price_fen)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return ("product", "stock") if obj is not None else ()
+
+    def check_service(self, tenant_id: int, **kwargs: Any) -> None:
+        if kwargs["product_id"] is None:
+            raise Invalid(str(_("商品不存在")), details={"field": "product_id"})
+        services.check_sku(tenant_id, code=kwargs["code"], price_fen=kwargs["price_fen"], stock=kwargs["stock"])
+
+    def create_service(self, principal: Any, **kwargs: Any) -> Any:
+        return services.do_add_sku(principal, kwargs.pop("product_id"), **kwargs)
+
+    def service_kwargs(self, request: HttpRequest, data: dict[str, Any]) -> dict[str, Any]:
+        return {"product_id": _pk(data.get("product")), "code": data.get("code") or "",
+                "name": data.get("name") or "", "price_fen": data.get("price_fen"), "stock": data.get("stock") or 0,
+                "is_active": bool(data.get("is_active"))}
+
+    def change_kwargs(self, request: HttpRequest, data: dict[str, Any]) -> dict[str, Any]:
+        return _sku_changes(data)
 
     @admin.action(description=_("库存 +10"))
     def add_ten(self, request: HttpRequest, queryset: QuerySet[Sku]) -> None:
@@ -350,20 +395,28 @@ def _aware(data: dict[str, Any], name: str) -> Any:
 
 
 @admin.register(FlashSale)
-class FlashSaleAdmin(ServiceCreateMixin, _GuardedSave, TenantScopedAdmin):
-    """New flash sales go through ``do_create_flash_sale`` (their stock is carved out of the SKU's);
-    existing ones change only in the columns the services never move, or end by the action."""
+class FlashSaleAdmin(ServiceCreateMixin, TenantScopedAdmin):
+    """New flash sales go through ``do_create_flash_sale`` (their stock is carved out of the SKU's),
+    changes through ``do_update_flash_sale`` (its state rules: price fixed once started, stock between
+    what is sold and what the SKU can give), ending by the action."""
 
     permission_area = "commerce"
-    guarded = ("stock", "initial_stock", "sku")
     create_service = staticmethod(services.do_create_flash_sale)
     check_service = staticmethod(services.check_flash_sale)
+    change_service = staticmethod(services.do_update_flash_sale)
+    change_check = staticmethod(services.check_update_flash_sale)
+    change_fields = ("name", "price_fen", "stock", "starts_at", "ends_at", "per_member_limit",
+                     "reservation_ttl_seconds", "eligible_community_id", "eligible_tier_id", "min_relationship_level",
+                     "use_redis_gate")
     field_map = {"stock": "initial_stock", "sku_id": "sku", "eligible_community_id": "eligible_community",
                  "eligible_tier_id": "eligible_tier"}
     list_display = ("name", "sku", "price_fen", "stock", "initial_stock", "per_member_limit", "starts_at", "ends_at",
                     "use_redis_gate")
     exclude = ("stock",)
     actions = ("end_now",)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return ("sku",) if obj is not None else ()  # its stock was carved out of that SKU
 
     def service_kwargs(self, request: HttpRequest, data: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -399,13 +452,15 @@ class GroupBuyAdmin(ServiceCreateMixin, TenantScopedAdmin):
     permission_area = "commerce"
     create_service = staticmethod(services.do_create_group_buy)
     check_service = staticmethod(services.check_group_buy)
+    change_service = staticmethod(services.do_update_group_buy)
+    change_check = staticmethod(services.check_update_group_buy)
+    change_fields = ("name", "sku_id", "price_fen", "team_size", "starts_at", "ends_at", "time_limit_minutes",
+                     "leader_reward_template_id")
     field_map = {"sku_id": "sku", "leader_reward_template_id": "leader_reward_template"}
     list_display = ("name", "sku", "price_fen", "team_size", "time_limit_minutes", "starts_at", "ends_at", "is_active")
     actions = ("pause", "resume")
 
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
-        # price, size and SKU of a running group buy are what its teams were opened with
-        return ("sku", "price_fen", "team_size", "is_active") if obj is not None else ("is_active",)
+    readonly_fields = ("is_active",)  # pause / resume by the actions
 
     def service_kwargs(self, request: HttpRequest, data: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -435,11 +490,18 @@ class GroupBuyTeamAdmin(TenantScopedAdmin):
 
 
 @admin.register(CouponTemplate)
-class CouponTemplateAdmin(ServiceCreateMixin, _GuardedSave, TenantScopedAdmin):
+class CouponTemplateAdmin(ServiceCreateMixin, TenantScopedAdmin):
+    """Created by ``do_create_coupon_template``, changed by ``do_update_coupon_template`` (terms fixed
+    once a coupon was issued; the total never below the issued count, which no form writes)."""
+
     permission_area = "commerce"
-    guarded = ("issued",)
     create_service = staticmethod(services.do_create_coupon_template)
     check_service = staticmethod(services.check_coupon_template)
+    change_service = staticmethod(services.do_update_coupon_template)
+    change_check = staticmethod(services.check_update_coupon_template)
+    change_fields = ("name", "kind", "valid_from", "valid_until", "amount_fen", "percent_off", "threshold_fen",
+                     "per_member_limit", "total_quantity", "stackable", "is_share", "new_customers_only",
+                     "product_id")
     field_map = {"product_id": "product"}
     list_display = ("name", "kind", "amount_fen", "percent_off", "threshold_fen", "valid_from", "valid_until",
                     "issued", "total_quantity", "stackable", "is_share", "new_customers_only")
@@ -483,6 +545,9 @@ class LiveSessionAdmin(ServiceCreateMixin, TenantScopedAdmin):
     permission_area = "commerce"
     create_service = staticmethod(services.do_create_live_session)
     check_service = staticmethod(services.check_live_session)
+    change_service = staticmethod(services.do_update_live_session)
+    change_check = staticmethod(services.check_update_live_session)
+    change_fields = ("title", "starts_at", "ends_at", "platform", "host_member_id", "host_name", "community_id")
     field_map = {"host_member_id": "host", "community_id": "community"}
     list_display = ("title", "platform", "host_name", "community", "starts_at", "ends_at", "joins", "paid_orders")
     actions = ("end_now",)

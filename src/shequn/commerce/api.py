@@ -28,6 +28,7 @@ from shequn.core.http import (
     idempotent,
     max_len,
     paginate,
+    patch_changes,
     require,
 )
 from shequn.core.middleware_api import register_body_rule
@@ -417,12 +418,35 @@ class ProductIn(BodyIn):
     tier: TierIn | None = None
 
 
+class TierPatch(BodyIn):
+    """A paid tier's fields to change (left out: unchanged)."""
+
+    community_id: Id | None = Field(None, description="a tier needs one: null is refused by the service")
+    code: str | None = Field(None, min_length=1, max_length=max_len(Product, "tier_code"))
+    rank: Annotated[int, Field(ge=0, le=100)] | None = None
+    duration_days: Annotated[int, Field(ge=1, le=36_500)] | None = Field(None, description="null: no end")
+    privileges: TierPrivilegesIn | None = None
+
+
 class ProductPatch(BodyIn):
+    """Fields to change; a field left out is unchanged. Rules: ``commerce.services.edits``."""
+
     name: str | None = Field(None, min_length=1, max_length=max_len(Product, "name"))
     description: str | None = Field(None, max_length=10_000)
     is_active: bool | None = Field(None, description="false: off sale (下架); true: back on sale")
-    privileges: TierPrivilegesIn | None = None
-    duration_days: Annotated[int, Field(ge=1, le=36_500)] | None = None
+    visible_in: list[Id] | None = Field(None, max_length=100, description="[]: every community")
+    privileges: TierPrivilegesIn | None = Field(None, description="same as tier.privileges")
+    duration_days: Annotated[int, Field(ge=1, le=36_500)] | None = Field(None, description="same as tier.duration_days")
+    tier: TierPatch | None = None
+
+
+class SkuPatch(BodyIn):
+    """A SKU's fields to change. Stock is not set here: it moves by adjustments (never overwritten)."""
+
+    code: str | None = Field(None, min_length=1, max_length=max_len(Sku, "code"))
+    name: str | None = Field(None, max_length=max_len(Sku, "name"))
+    price_fen: PositiveFen | None = Field(None, description="applies to orders created afterwards")
+    is_active: bool | None = None
 
 
 class SkuOut(Schema):
@@ -475,11 +499,25 @@ def create_product(request: HttpRequest, body: ProductIn) -> Any:
 @router.patch("/products/{product_id}", response={200: ProductOut, **ERRORS}, summary="修改、上架或下架商品")
 def update_product(request: HttpRequest, product_id: Id, body: ProductPatch) -> Any:
     p = require(request, "commerce.write")
-    product = services.do_update_product(
-        p, product_id, name=body.name, description=body.description, is_active=body.is_active,
-        tier_privileges=body.privileges.model_dump() if body.privileges is not None else None,
-        tier_duration_days=body.duration_days)
-    return _product_out(product)
+    changes = patch_changes(body, nullable=("duration_days",),
+                            rename={"privileges": "tier_privileges", "duration_days": "tier_duration_days"})
+    tier = changes.pop("tier", None)
+    if tier is not None:
+        tier_body = body.tier
+        assert tier_body is not None
+        changes.update(patch_changes(tier_body, nullable=("duration_days", "community_id"), param="body.tier",
+                                     rename={k: f"tier_{k}" for k in ("community_id", "code", "rank",
+                                                                      "duration_days", "privileges")}))
+    privileges = body.tier.privileges if body.tier is not None and body.tier.privileges else body.privileges
+    if privileges is not None:  # the privileges are replaced as a whole (left-out rights: false)
+        changes["tier_privileges"] = privileges.model_dump()
+    return _product_out(services.do_update_product(p, product_id, **changes))
+
+
+@router.patch("/skus/{sku_id}", response={200: SkuOut, **ERRORS}, summary="修改 SKU (编码、规格、价格、上下架)")
+def update_sku(request: HttpRequest, sku_id: Id, body: SkuPatch) -> Any:
+    p = require(request, "commerce.write")
+    return services.do_update_sku(p, sku_id, **patch_changes(body))
 
 
 @router.post("/products/{product_id}/skus", response={200: SkuOut, **ERRORS}, summary="添加 SKU")
@@ -523,6 +561,29 @@ def create_flash_sale(request: HttpRequest, body: FlashSaleIn) -> Any:
     return services.do_create_flash_sale(p, **body.model_dump())
 
 
+class FlashSalePatch(BodyIn):
+    """Fields to change (left out: unchanged). Once the sale started, price, start and gate are fixed;
+    ``stock`` (the sale's total) may grow from the SKU or shrink down to what is sold."""
+
+    name: str | None = Field(None, min_length=1, max_length=max_len(FlashSale, "name"))
+    price_fen: PositiveFen | None = None
+    stock: Quantity | None = Field(None, description="the sale's total stock (initial_stock)")
+    starts_at: ApiDatetime | None = None
+    ends_at: ApiDatetime | None = None
+    per_member_limit: Quantity | None = None
+    reservation_ttl_seconds: Annotated[int, Field(ge=60, le=86_400)] | None = None
+    eligible_community_id: Id | None = Field(None, description="null: any community")
+    eligible_tier_id: Id | None = Field(None, description="null: any member")
+    min_relationship_level: Annotated[int, Field(ge=0, le=10)] | None = Field(None, description="null: none")
+
+
+@router.patch("/flash-sales/{flash_sale_id}", response={200: FlashSaleOut, **ERRORS}, summary="修改秒杀")
+def update_flash_sale(request: HttpRequest, flash_sale_id: Id, body: FlashSalePatch) -> Any:
+    p = require(request, "commerce.write")
+    changes = patch_changes(body, nullable=("eligible_community_id", "eligible_tier_id", "min_relationship_level"))
+    return services.do_update_flash_sale(p, flash_sale_id, **changes)
+
+
 @router.post("/flash-sales/{flash_sale_id}/end", response={200: FlashSaleOut, **ERRORS}, summary="立即结束秒杀")
 def end_flash_sale(request: HttpRequest, flash_sale_id: Id) -> Any:
     p = require(request, "commerce.write")
@@ -557,6 +618,26 @@ class GroupBuyOut(Schema):
 def create_group_buy(request: HttpRequest, body: GroupBuyIn) -> Any:
     p = require(request, "commerce.write")
     return services.do_create_group_buy(p, **body.model_dump())
+
+
+class GroupBuyPatch(BodyIn):
+    """Fields to change. Once a team was opened, SKU, price and team size are fixed."""
+
+    name: str | None = Field(None, min_length=1, max_length=max_len(GroupBuy, "name"))
+    price_fen: PositiveFen | None = None
+    team_size: Annotated[int, Field(ge=2, le=100)] | None = None
+    starts_at: ApiDatetime | None = None
+    ends_at: ApiDatetime | None = None
+    time_limit_minutes: Annotated[int, Field(ge=1, le=43_200)] | None = None
+    leader_reward_template_id: Id | None = Field(None, description="null: no leader reward")
+    is_active: bool | None = Field(None, description="false: paused (no new teams)")
+
+
+@router.patch("/group-buys/{group_buy_id}", response={200: GroupBuyOut, **ERRORS}, summary="修改、暂停或恢复拼团")
+def update_group_buy(request: HttpRequest, group_buy_id: Id, body: GroupBuyPatch) -> Any:
+    p = require(request, "commerce.write")
+    return services.do_update_group_buy(p, group_buy_id,
+                                        **patch_changes(body, nullable=("leader_reward_template_id",)))
 
 
 @router.post("/group-buys/{group_buy_id}/pause", response={200: GroupBuyOut, **ERRORS}, summary="暂停拼团 (不再开新团)")
@@ -607,6 +688,32 @@ def create_coupon_template(request: HttpRequest, body: CouponTemplateIn) -> Any:
     return services.do_create_coupon_template(p, **body.model_dump())
 
 
+class CouponTemplatePatch(BodyIn):
+    """Fields to change. Once a coupon was issued, its terms are fixed and the total may not go
+    below what was issued."""
+
+    name: str | None = Field(None, min_length=1, max_length=max_len(CouponTemplate, "name"))
+    kind: Literal["fixed", "percent", "threshold"] | None = None
+    valid_from: ApiDatetime | None = None
+    valid_until: ApiDatetime | None = None
+    amount_fen: Fen | None = None
+    percent_off: Annotated[int, Field(ge=0, le=100)] | None = None
+    threshold_fen: Fen | None = None
+    per_member_limit: Quantity | None = None
+    total_quantity: Annotated[int, Field(ge=1, le=10_000_000)] | None = Field(None, description="null: unlimited")
+    stackable: bool | None = None
+    is_share: bool | None = None
+    new_customers_only: bool | None = None
+    product_id: Id | None = Field(None, description="null: any product")
+
+
+@router.patch("/coupon-templates/{template_id}", response={200: CouponTemplateOut, **ERRORS}, summary="修改优惠券")
+def update_coupon_template(request: HttpRequest, template_id: Id, body: CouponTemplatePatch) -> Any:
+    p = require(request, "commerce.write")
+    return services.do_update_coupon_template(p, template_id,
+                                              **patch_changes(body, nullable=("total_quantity", "product_id")))
+
+
 @router.post("/coupon-templates/{template_id}/end", response={200: CouponTemplateOut, **ERRORS},
              summary="停止发放优惠券")
 def end_coupon_template(request: HttpRequest, template_id: Id) -> Any:
@@ -651,6 +758,23 @@ class LiveJoinOut(Schema):
 def create_live_session(request: HttpRequest, body: LiveSessionIn) -> Any:
     p = require(request, "commerce.write")
     return services.do_create_live_session(p, **body.model_dump())
+
+
+class LiveSessionPatch(BodyIn):
+    title: str | None = Field(None, min_length=1, max_length=max_len(LiveSession, "title"))
+    starts_at: ApiDatetime | None = None
+    ends_at: ApiDatetime | None = Field(None, description="null: not ended")
+    platform: str | None = Field(None, min_length=1, max_length=max_len(LiveSession, "platform"))
+    host_member_id: Id | None = None
+    host_name: str | None = Field(None, max_length=max_len(LiveSession, "host_name"))
+    community_id: Id | None = Field(None, description="fixed once joins were recorded")
+
+
+@router.patch("/live-sessions/{live_session_id}", response={200: LiveSessionOut, **ERRORS}, summary="修改直播场次")
+def update_live_session(request: HttpRequest, live_session_id: Id, body: LiveSessionPatch) -> Any:
+    p = require(request, "commerce.write")
+    changes = patch_changes(body, nullable=("ends_at", "host_member_id", "community_id"))
+    return services.do_update_live_session(p, live_session_id, **changes)
 
 
 @router.post("/live-sessions/{live_session_id}/end", response={200: LiveSessionOut, **ERRORS}, summary="结束直播")

@@ -17,6 +17,7 @@ from shequn.analytics import selectors as analytics
 from shequn.communities import selectors as community_selectors
 from shequn.core import streams, webhooks
 from shequn.core.admin_base import can, request_tenant_id
+from shequn.core.dbrouting import replica_reads
 
 HOME_TTL = 300  # seconds: the rollups are refreshed every minute, the home page may lag a little more
 
@@ -27,13 +28,14 @@ def home_analytics(tenant_id: int) -> dict[str, Any]:
     key = f"shequn:console:home:{tenant_id}:{get_language() or ''}"
     data: dict[str, Any] | None = cache.get(key)
     if data is None:
-        data = {
-            "formula": analytics.formula_panel(tenant_id, days=30),
-            "trend": analytics.sales_trend(tenant_id, days=90),
-            "alerts": [a.__dict__ for a in analytics.health_alerts(tenant_id)],
-            "movers": analytics.breakdown(tenant_id, "community", days=30)[:5]
-            + analytics.breakdown(tenant_id, "campaign", days=30)[:5],
-        }
+        with replica_reads():
+            data = {
+                "formula": analytics.formula_panel(tenant_id, days=30),
+                "trend": analytics.sales_trend(tenant_id, days=90),
+                "alerts": [a.__dict__ for a in analytics.health_alerts(tenant_id)],
+                "movers": analytics.breakdown(tenant_id, "community", days=30)[:5]
+                + analytics.breakdown(tenant_id, "campaign", days=30)[:5],
+            }
         cache.set(key, data, HOME_TTL)
     return data
 

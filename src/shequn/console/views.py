@@ -26,6 +26,7 @@ from django.utils.translation import gettext_lazy
 from shequn.analytics import selectors as analytics_selectors
 from shequn.communities import selectors as community_selectors
 from shequn.core.admin_base import request_principal, request_tenant_id
+from shequn.core.dbrouting import replica_reads
 from shequn.core.errors import NotFound, ShequnError
 from shequn.core.masking import mask_email, mask_phone
 from shequn.core.middleware import SESSION_KEY
@@ -65,7 +66,8 @@ def dashboard_series(tenant_id: int, community_id: int, *, days: int, tz: str) -
     key = f"shequn:console:dash:{tenant_id}:{community_id}:{days}:{tz}"
     series: dict[str, Any] | None = cache.get(key)
     if series is None:
-        series = analytics_selectors.community_dashboard(tenant_id, community_id, days=days, tz=tz)
+        with replica_reads():
+            series = analytics_selectors.community_dashboard(tenant_id, community_id, days=days, tz=tz)
         cache.set(key, series, DASHBOARD_TTL)
     return series
 

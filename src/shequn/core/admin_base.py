@@ -23,13 +23,15 @@ Contract for every engine's ``admin.py``::
   the tenant's rows.
 * Money: every integer column named ``*_fen`` is entered in 元 (:class:`~shequn.core.money.YuanField`)
   and shown in 元 in lists (``¥19.90``); the database keeps fen.
-* Service-backed creates: set ``create_service`` (``do_create_*``), ``check_service`` (``check_*``)
-  and ``service_kwargs`` — the add form's ``clean()`` runs the check, the save calls the service, so
-  the console shows exactly the API's errors (see :class:`ServiceCreateMixin`).
+* Service-backed creates and changes: set ``create_service`` (``do_create_*``), ``check_service``
+  (``check_*``), ``change_service`` (``do_update_*``), ``change_check`` (``check_update_*``) and
+  ``service_kwargs`` — the form's ``clean()`` runs the check, the save calls the service, so the
+  console shows exactly the API's errors (see :class:`ServiceCreateMixin`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,11 +41,13 @@ from django.contrib.admin import SimpleListFilter
 from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.utils.functional import lazy
 from unfold import widgets as unfold_widgets
 from unfold.admin import ModelAdmin, StackedInline, TabularInline
 from unfold.contrib.filters.admin import DropdownFilter
 
+from .dbrouting import replica_reads
 from .errors import ShequnError
 from .money import PercentBpsField, YuanField, percent_label, yuan, yuan_label
 from .permissions import Principal
@@ -307,23 +311,36 @@ def _yuan_column(model: Any, name: str) -> Any:
 
 
 class ServiceCreateMixin:
-    """A console add that goes through the app's services, with the services' errors as form errors.
+    """Console adds and changes that go through the app's services, with the services' errors as
+    form errors.
 
     Assign services as ``staticmethod(services.do_create_x)`` (or define methods).
-    ``check_service(tenant_id, **kwargs)`` runs in the add form's ``clean()`` (a ``ShequnError``
-    becomes an error on the field named in ``details["field"]``, mapped through ``field_map``), then
-    ``create_service(principal, **kwargs)`` writes the row (and audits it). ``service_kwargs(request,
-    cleaned_data)`` turns the form into the service's arguments. Changes of existing rows use
-    ``change_service`` when set, otherwise the model save of the base class."""
+
+    * **Add**: ``check_service(tenant_id, **kwargs)`` runs in the add form's ``clean()`` (a
+      ``ShequnError`` becomes an error on the field named in ``details["field"]``, mapped through
+      ``field_map``), then ``create_service(principal, **kwargs)`` writes the row (and audits it).
+      ``service_kwargs(request, cleaned_data)`` turns the form into the service's arguments.
+    * **Change**: ``change_check(tenant_id, pk, **changes)`` runs in the change form's ``clean()``
+      and ``change_service(principal, pk, **changes)`` writes (``do_update_x``: the same ``check_*``
+      as creation plus the object's state rules). ``changes`` are the ``service_kwargs`` named in
+      ``change_fields`` (the fields the change form shows; override ``change_kwargs`` for more).
+      Without a ``change_service`` the model save of the base class is used."""
 
     create_service: Any = None
     check_service: Any = None
     change_service: Any = None
+    change_check: Any = None
+    #: the service keywords a change form sends (its editable fields)
+    change_fields: tuple[str, ...] = ()
     #: service field name → form field name, for errors whose field is named differently
     field_map: dict[str, str] = {}
 
     def service_kwargs(self, request: HttpRequest, data: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
+
+    def change_kwargs(self, request: HttpRequest, data: dict[str, Any]) -> dict[str, Any]:
+        kwargs = self.service_kwargs(request, data)
+        return {k: kwargs[k] for k in self.change_fields if k in kwargs}
 
     def check_form(self, request: HttpRequest, form: Any) -> None:
         tenant_id = request_tenant_id(request)
@@ -341,13 +358,28 @@ class ServiceCreateMixin:
                 exc.details = {**details, "field": self.field_map[name]}
             raise
 
+    def _form_changes(self, request: HttpRequest, form: Any) -> dict[str, Any]:
+        """``change_kwargs``, where a time the form shows to the minute keeps the stored seconds (an
+        untouched start time must not read as a change, e.g. of a running flash sale)."""
+        kwargs = self.change_kwargs(request, form.cleaned_data)
+        stored = type(form.instance)._default_manager.filter(pk=form.instance.pk).values().first() or {}
+        for key, value in kwargs.items():
+            old = stored.get(key)
+            if (isinstance(value, dt.datetime | dt.time) and type(old) is type(value)
+                    and value == old.replace(second=0, microsecond=0)):
+                kwargs[key] = old
+        return kwargs
+
     def check_change(self, request: HttpRequest, form: Any) -> None:
-        """Hook: validate a change through the service's checks."""
+        """Validate a change through the service's checks (``change_check``)."""
+        tenant_id = request_tenant_id(request)
+        if self.change_check is not None and tenant_id is not None:
+            self.change_check(tenant_id, form.instance.pk, **self._form_changes(request, form))
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         principal = request_principal(request)
         if change and self.change_service is not None and principal is not None:
-            self.change_service(principal, obj.pk, **self.service_kwargs(request, form.cleaned_data))
+            self.change_service(principal, obj.pk, **self._form_changes(request, form))
             obj.refresh_from_db()
             return
         if change or self.create_service is None or principal is None:
@@ -359,6 +391,10 @@ class ServiceCreateMixin:
         adopt(obj, created)
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        if change and self.change_service is not None:
+            for formset in formsets:  # the object itself (and its many-to-many) went through the service
+                self.save_formset(request, form, formset, change=change)  # type: ignore[attr-defined]
+            return
         if change or self.create_service is None:
             super().save_related(request, form, formsets, change)  # type: ignore[misc]
 
@@ -372,6 +408,17 @@ def adopt(obj: Any, created: Any) -> None:
 
 
 class TenantScopedAdmin(TenantScopedMixin, ModelAdmin):  # type: ignore[misc]
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        """A list page shown (GET) may be read from the replica (bounded staleness; the staff user's own
+        writes of the last seconds pin it to the primary); actions and list edits (POST) never."""
+        if request.method in ("GET", "HEAD"):
+            with replica_reads():
+                response: HttpResponse = super().changelist_view(request, extra_context)
+                if isinstance(response, TemplateResponse):
+                    response.render()  # the rows are fetched while rendering: inside the block
+                return response
+        return super().changelist_view(request, extra_context)  # type: ignore[no-any-return]
+
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
         form = super().get_form(request, obj, change, **kwargs)
         return self._tenant_form(request, form, run_checks=True)

@@ -228,6 +228,20 @@ class BodyIn(Schema):
         return handler(value)
 
 
+def patch_changes(body: Schema, *, nullable: tuple[str, ...] = (), rename: dict[str, str] | None = None,
+                  param: str = "body") -> dict[str, Any]:
+    """The fields a PATCH body sets (``exclude_unset``): a field left out is unchanged, ``null``
+    clears a field listed in ``nullable`` and is a 422 naming the field for every other one.
+    ``rename`` maps body names to the service's keyword names."""
+    changes = body.model_dump(exclude_unset=True)
+    nulls = sorted(k for k, v in changes.items() if v is None and k not in nullable)
+    if nulls:
+        raise Invalid(_("字段不能为 null: %(f)s") % {"f": ", ".join(nulls)},
+                      details=[{"field": f"body.{param}.{k}", "message": "null", "type": "null"} for k in nulls])
+    rename = rename or {}
+    return {rename.get(k, k): v for k, v in changes.items()}
+
+
 T = TypeVar("T")
 
 

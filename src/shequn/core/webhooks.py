@@ -59,7 +59,7 @@ from django.tasks import task
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from . import fieldcrypt
+from . import fieldcrypt, netguard
 from .errors import Conflict, Forbidden, Invalid
 from .models import Tenant, WebhookDelivery, WebhookEndpoint, WebhookEvent, WebhookEventType
 from .permissions import Principal
@@ -137,6 +137,14 @@ def check_url(url: str) -> str:
         raise Invalid(_("接收地址必须是 http:// 或 https:// 开头的完整网址"), details={"field": "url"})
     if parts.username or parts.password:
         raise Invalid(_("接收地址不能包含用户名或密码"), details={"field": "url"})
+    try:
+        port = parts.port
+        netguard.check_host(parts.hostname, port, unresolvable_ok=True)
+    except ValueError:
+        raise Invalid(_("接收地址的端口无效"), details={"field": "url"}) from None
+    except netguard.BlockedAddress:
+        raise Invalid(_("接收地址不能指向内网、本机或云服务器元数据地址"), code="url_not_public",
+                      details={"field": "url"}) from None
     return url
 
 
@@ -332,7 +340,9 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None  # a 3xx is a failed delivery, never followed
 
 
-_OPENER = urllib.request.build_opener(_NoRedirect)
+#: every connection checks each address of the host first (``core.netguard``: no private, loopback,
+#: link-local or metadata address unless ``SHEQUN_WEBHOOK_ALLOW_PRIVATE``), redirects are not followed
+_OPENER = netguard.guarded_opener(_NoRedirect)
 
 
 def event_body(event: WebhookEvent, tenant_slug: str) -> bytes:
@@ -356,8 +366,10 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int | None, s
         except Exception:  # a broken error body is still just a failed attempt
             excerpt = ""
         return int(exc.code), excerpt, f"HTTP {exc.code}"
-    except Exception as exc:  # timeouts, refused connections, TLS: a failed attempt
+    except Exception as exc:  # timeouts, refused connections, TLS, a refused address: a failed attempt
         reason = getattr(exc, "reason", None) or exc
+        if isinstance(reason, netguard.BlockedAddress):
+            return None, "", f"blocked: {reason}"[:500]
         return None, "", f"{type(exc).__name__}: {reason}"[:500]
 
 

@@ -192,6 +192,9 @@ class PointsEntryAdmin(ReadOnlyEngagementAdmin):
 @admin.register(models.Badge)
 class BadgeAdmin(ServiceCreateMixin, EngagementAdmin):
     list_display = ("name", "code", "rule", "threshold")
+    change_service = staticmethod(services.do_update_badge)
+    change_check = staticmethod(services.check_update_badge)
+    change_fields = ("code", "name", "rule", "threshold", "description")
 
     def check_service(self, tenant_id: int, **kwargs: Any) -> None:
         services.check_badge(tenant_id, **kwargs)
@@ -265,6 +268,16 @@ class LotteryForm(forms.ModelForm):  # type: ignore[type-arg]
         for key in ("min_level", "min_streak", "joined_before", "purchased_since", "require_purchase"):
             if key in rules:
                 self.fields[f"rule_{key}"].initial = rules[key]
+        existing = list(self.instance.prizes.order_by("rank", "pk")) if self.instance.pk else []
+        self.prize_rows = prize_rows(self.instance)
+        for i in range(PRIZE_ROWS + 1, self.prize_rows + 1):
+            self.fields[f"prize_{i}_name"] = forms.CharField(label=_("第 %(i)d 个奖品") % {"i": i}, max_length=120,
+                                                             required=False)
+            self.fields[f"prize_{i}_stock"] = forms.IntegerField(label=_("数量"), min_value=1, max_value=100_000,
+                                                                 required=False)
+        for i, prize in enumerate(existing, start=1):
+            self.fields[f"prize_{i}_name"].initial = prize.name
+            self.fields[f"prize_{i}_stock"].initial = prize.stock
 
     def rules(self) -> dict[str, Any]:
         d, out = self.cleaned_data, {}
@@ -284,17 +297,27 @@ class LotteryForm(forms.ModelForm):  # type: ignore[type-arg]
     def prizes(self) -> list[tuple[str, int]]:
         d = self.cleaned_data
         return [(str(d.get(f"prize_{i}_name") or "").strip(), int(d.get(f"prize_{i}_stock") or 1))
-                for i in range(1, PRIZE_ROWS + 1) if str(d.get(f"prize_{i}_name") or "").strip()]
+                for i in range(1, self.prize_rows + 1) if str(d.get(f"prize_{i}_name") or "").strip()]
+
+
+def prize_rows(lottery: Any) -> int:
+    """Prize rows of a lottery's form: three, or one more than it has (an empty row adds a prize)."""
+    return max(PRIZE_ROWS, lottery.prizes.count() + 1) if lottery.pk else PRIZE_ROWS
 
 
 @admin.register(models.Lottery)
 class LotteryAdmin(ServiceCreateMixin, EngagementAdmin):
     """New lotteries go through ``do_create_lottery`` (the seed is generated and its commitment
-    published there); open ones may change their texts and prizes, then close early and draw."""
+    published there); open ones change through ``do_update_lottery`` (texts, times, entry terms and
+    prizes, under its state rules), then close early and draw."""
 
     form = LotteryForm
-    field_map = {"prizes": "prize_1_name", "prizes[0]": "prize_1_name", "prizes[1]": "prize_2_name",
-                 "prizes[2]": "prize_3_name", "community_id": "community", "group_id": "group",
+    change_service = staticmethod(services.do_update_lottery)
+    change_check = staticmethod(services.check_update_lottery)
+    change_fields = ("title", "closes_at", "draw_at", "prizes", "rules", "entry_cost_points", "max_tickets",
+                     "community_id", "group_id", "beacon")
+    field_map = {"prizes": "prize_1_name", **{f"prizes[{i}]": f"prize_{i + 1}_name" for i in range(50)},
+                 "community_id": "community", "group_id": "group", "status": "title",
                  "rules": "rule_min_level", **{f"rules.{k}": f"rule_{k}" for k in (
                      "min_level", "min_streak", "joined_before", "purchased_since")}}
     list_display = ("title", "status", "closes_at", "draw_at", "seed_commitment", "commitment")
@@ -309,14 +332,20 @@ class LotteryAdmin(ServiceCreateMixin, EngagementAdmin):
                                         "rule_purchased_since", "rule_require_purchase")})
         main = (None, {"fields": ("title", "community", "group", "entry_cost_points", "max_tickets", "closes_at",
                                   "draw_at", "beacon")})
+        rows = prize_rows(obj) if obj is not None else PRIZE_ROWS
+        prizes = (_("奖品"), {"fields": tuple(f"prize_{i}_{k}" for i in range(1, rows + 1) for k in ("name", "stock")),
+                            "description": _("清空名称即删除该奖品; 有人参与后奖品只能增加")})
         if obj is None:
-            prizes = (_("奖品"), {"fields": tuple(f"prize_{i}_{k}" for i in range(1, PRIZE_ROWS + 1)
-                                               for k in ("name", "stock"))})
             return (main, prizes, rules)
-        return (main, rules, (_("公开记录"), {"fields": self.readonly_fields}))
+        if obj.status != models.Lottery.Status.OPEN:
+            return (main, rules, (_("公开记录"), {"fields": self.readonly_fields}))
+        return (main, prizes, rules, (_("公开记录"), {"fields": self.readonly_fields}))
 
     def get_inlines(self, request: HttpRequest, obj: Any) -> Any:
-        return self.inlines if obj is not None else ()
+        # open: the prizes are form rows (saved by do_update_lottery); then the frozen list and winners
+        if obj is None:
+            return ()
+        return self.inlines if obj.status != models.Lottery.Status.OPEN else (WinnerInline,)
 
     def check_service(self, tenant_id: int, **kwargs: Any) -> None:
         services.check_lottery(tenant_id, **kwargs)
@@ -335,23 +364,13 @@ class LotteryAdmin(ServiceCreateMixin, EngagementAdmin):
     def check_form(self, request: HttpRequest, form: Any) -> None:
         form.cleaned_data["_form"] = form
         try:
-            if form.instance.pk is None:
-                super().check_form(request, form)
-            else:
-                try:
-                    services.check_lottery_rules(form.rules())
-                except ShequnError as exc:
-                    name = exc.details.get("field", "") if isinstance(exc.details, dict) else ""
-                    exc.details = {"field": self.field_map.get(name, "rule_min_level")}
-                    raise
+            super().check_form(request, form)
         finally:
             form.cleaned_data.pop("_form", None)
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         form.cleaned_data["_form"] = form
         try:
-            if change:
-                obj.rules = services.check_lottery_rules(form.rules())
             super().save_model(request, obj, form, change)
         finally:
             form.cleaned_data.pop("_form", None)
@@ -385,13 +404,22 @@ class RedPacketForm(forms.ModelForm):  # type: ignore[type-arg]
         model = models.RedPacket
         fields = ("title", "community", "group", "currency", "mode", "count", "sender")
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk is not None:  # a sent packet changes only its greeting and expiry
+            self.fields["expires_hours"].required = False
+
 
 @admin.register(models.RedPacket)
 class RedPacketAdmin(ServiceCreateMixin, EngagementAdmin):
     """Red packets are sent through ``do_create_red_packet`` (funded up front from the sender's or
-    the organisation's wallet); nothing is edited afterwards."""
+    the organisation's wallet); afterwards only the greeting and the expiry change
+    (``do_update_red_packet``), and "立即结束" refunds the unclaimed rest."""
 
     form = RedPacketForm
+    change_service = staticmethod(services.do_update_red_packet)
+    change_check = staticmethod(services.check_update_red_packet)
+    actions = ("end_now",)
     field_map = {"expires_in": "expires_hours", "group_id": "group",
                  "community_id": "community", "sender_member_id": "sender"}
     list_display = ("title", "currency", "mode", "total_shown", "count", "remaining_shown", "remaining_count",
@@ -400,11 +428,28 @@ class RedPacketAdmin(ServiceCreateMixin, EngagementAdmin):
     autocomplete_fields = ("sender",)
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is not None:
+            return ("title", "expires_at", *self.get_readonly_fields(request, obj))
         return ("title", "community", "group", "currency", "mode", "total_points", "total_yuan", "count",
                 "expires_hours", "sender")
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is None:
+            return ()
+        return ("community", "group", "currency", "mode", "total_shown", "count", "remaining_shown",
+                "remaining_count", "sender", "status")
+
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return obj is None and super().has_change_permission(request, obj)
+        if obj is not None and obj.status != models.RedPacket.Status.OPEN:
+            return False
+        return super().has_change_permission(request, obj)
+
+    def change_kwargs(self, request: HttpRequest, data: dict[str, Any]) -> dict[str, Any]:
+        return {"title": data.get("title") or "", "expires_at": data.get("expires_at")}
+
+    @admin.action(description=_("立即结束 (退回未领部分)"))
+    def end_now(self, request: HttpRequest, qs: QuerySet[Any]) -> None:
+        _each(request, qs, lambda p, o: services.do_end_red_packet(p, o.pk), _("已结束 %(n)d 个"))
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -481,6 +526,9 @@ class ContentItemAdmin(ServiceCreateMixin, EngagementAdmin):
     list_filter = ("kind", "is_sales")
     search_fields = ("title", "body")
     field_map = {f"platform_overrides.{p}": f"text_{p}" for p in ("wecom", "telegram", "matrix")}
+    change_service = staticmethod(services.do_update_content_item)
+    change_check = staticmethod(services.check_update_content_item)
+    change_fields = ("title", "kind", "body", "url", "image_url", "is_sales", "platform_overrides")
 
     def check_service(self, tenant_id: int, **kwargs: Any) -> None:
         services.check_content_item(tenant_id, **kwargs)
@@ -494,16 +542,6 @@ class ContentItemAdmin(ServiceCreateMixin, EngagementAdmin):
                 "is_sales": bool(data.get("is_sales")),
                 "platform_overrides": {p: data.get(f"text_{p}") or "" for p in services.OVERRIDE_PLATFORMS}}
 
-    def check_form(self, request: HttpRequest, form: Any) -> None:
-        if form.instance.pk is None:
-            super().check_form(request, form)
-        else:
-            services.check_content_item(form.instance.tenant_id, **self.service_kwargs(request, form.cleaned_data))
-
-    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
-        if change:
-            obj.platform_overrides = {k: v for k, v in form.overrides().items() if v.strip()}
-        super().save_model(request, obj, form, change)
 
 
 WEEKDAYS = [("0", _("周一")), ("1", _("周二")), ("2", _("周三")), ("3", _("周四")), ("4", _("周五")),
@@ -532,7 +570,8 @@ class ContentScheduleForm(forms.ModelForm):  # type: ignore[type-arg]
 
 @admin.register(models.ContentSchedule)
 class ContentScheduleAdmin(ServiceCreateMixin, EngagementAdmin):
-    """SOP items: created through ``do_create_content_schedule``; pause/resume by the actions."""
+    """SOP items: created through ``do_create_content_schedule``, changed through
+    ``do_update_content_schedule`` (pause/resume also by the actions)."""
 
     form = ContentScheduleForm
     list_display = ("content", "kind", "community", "group", "run_at", "time_of_day", "day_offset", "active",
@@ -541,12 +580,17 @@ class ContentScheduleAdmin(ServiceCreateMixin, EngagementAdmin):
     change_list_template = "engagement/admin/schedule_changelist.html"
     field_map = {"content_id": "content", "community_id": "community", "group_id": "group",
                  "weekdays": "weekdays_list", "audience_id": "audience_id"}
+    change_service = staticmethod(services.do_update_content_schedule)
+    change_check = staticmethod(services.check_update_content_schedule)
     actions = ("pause", "resume")
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
         form = super().get_form(request, obj, change, **kwargs)
         tenant = getattr(request, "tenant", None)
         return type(form.__name__, (form,), {"tenant_id": tenant.pk if tenant is not None else None})
+
+    def change_kwargs(self, request: HttpRequest, data: dict[str, Any]) -> dict[str, Any]:
+        return {**self.service_kwargs(request, data), "active": bool(data.get("active"))}
 
     def check_service(self, tenant_id: int, **kwargs: Any) -> None:
         services.check_content_schedule(tenant_id, **kwargs)
@@ -557,16 +601,6 @@ class ContentScheduleAdmin(ServiceCreateMixin, EngagementAdmin):
     def service_kwargs(self, request: HttpRequest, data: dict[str, Any]) -> dict[str, Any]:
         return services.schedule_form_data(data)
 
-    def check_form(self, request: HttpRequest, form: Any) -> None:
-        if form.instance.pk is None:
-            super().check_form(request, form)
-        else:
-            services.check_content_schedule(form.instance.tenant_id, **self.service_kwargs(request, form.cleaned_data))
-
-    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
-        if change:
-            obj.weekdays = sorted({int(d) for d in form.cleaned_data.get("weekdays_list") or []})
-        super().save_model(request, obj, form, change)
 
     @admin.action(description=_("暂停"))
     def pause(self, request: HttpRequest, qs: QuerySet[Any]) -> None:

@@ -20,6 +20,7 @@ from shequn.core.http import (
     idempotent,
     max_len,
     paginate,
+    patch_changes,
     require,
 )
 
@@ -286,6 +287,33 @@ def create_lottery(request: HttpRequest, body: LotteryIn) -> Any:
         group_id=body.group_id, beacon=body.beacon)
 
 
+class LotteryPatch(BodyIn):
+    """Fields to change (left out: unchanged) of an open lottery. ``prizes`` is the whole list (rank 1
+    first); once someone entered, prizes only grow and the entry terms are fixed."""
+
+    title: str | None = Field(None, min_length=1, max_length=max_len(Lottery, "title"))
+    closes_at: ApiDatetime | None = None
+    draw_at: ApiDatetime | None = None
+    prizes: list[PrizeIn] | None = Field(None, min_length=1, max_length=50)
+    rules: LotteryRulesIn | None = Field(None, description="the whole set of entry rules")
+    entry_cost_points: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+    max_tickets: Quantity | None = None
+    community_id: Id | None = Field(None, description="null: any community")
+    group_id: Id | None = Field(None, description="null: no announcement group")
+    beacon: str | None = Field(None, max_length=max_len(Lottery, "beacon"))
+
+
+@router.patch("/lotteries/{lottery_id}", response={200: LotteryOut, **ERRORS}, summary="修改抽奖 (含奖品)")
+def update_lottery(request: HttpRequest, lottery_id: Id, body: LotteryPatch) -> Any:
+    p = require(request, "engagement.write")
+    changes = patch_changes(body, nullable=("community_id", "group_id"))
+    if body.prizes is not None:
+        changes["prizes"] = [(x.name, x.stock) for x in body.prizes]
+    if body.rules is not None:
+        changes["rules"] = body.rules.as_rules()
+    return services.do_update_lottery(p, lottery_id, **changes)
+
+
 @router.post("/lotteries/{lottery_id}/close", response={200: LotteryOut, **ERRORS}, summary="立即截止并公布快照承诺")
 def close_lottery(request: HttpRequest, lottery_id: Id) -> Any:
     p = require(request, "engagement.write")
@@ -338,6 +366,24 @@ def create_red_packet(request: HttpRequest, body: RedPacketIn) -> Any:
         group_id=body.group_id, community_id=body.community_id, title=body.title)
 
 
+class RedPacketPatch(BodyIn):
+    """A sent packet changes only its greeting and expiry (its money never changes)."""
+
+    title: str | None = Field(None, min_length=1, max_length=max_len(RedPacket, "title"))
+    expires_at: ApiDatetime | None = Field(None, description="later than now, within 30 days of sending")
+
+
+@router.patch("/red-packets/{packet_id}", response={200: RedPacketOut, **ERRORS}, summary="修改红包 (祝福语、过期时间)")
+def update_red_packet(request: HttpRequest, packet_id: Id, body: RedPacketPatch) -> Any:
+    return services.do_update_red_packet(require(request, "engagement.write"), packet_id, **patch_changes(body))
+
+
+@router.post("/red-packets/{packet_id}/end", response={200: RedPacketOut, **ERRORS},
+             summary="立即结束红包 (退回未领部分)")
+def end_red_packet(request: HttpRequest, packet_id: Id) -> Any:
+    return services.do_end_red_packet(require(request, "engagement.write"), packet_id)
+
+
 class BadgeIn(BodyIn):
     code: str = Field(min_length=1, max_length=max_len(Badge, "code"), description="letters, digits, - and _")
     name: str = Field(min_length=1, max_length=max_len(Badge, "name"))
@@ -358,6 +404,20 @@ class BadgeOut(Schema):
 @idempotent
 def create_badge(request: HttpRequest, body: BadgeIn) -> Any:
     return services.do_create_badge(require(request, "engagement.write"), **body.model_dump())
+
+
+class BadgePatch(BodyIn):
+    code: str | None = Field(None, min_length=1, max_length=max_len(Badge, "code"),
+                             description="fixed once the badge was awarded")
+    name: str | None = Field(None, min_length=1, max_length=max_len(Badge, "name"))
+    rule: Literal["streak", "checkin_total", "level", "points_earned"] | None = None
+    threshold: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    description: str | None = Field(None, max_length=max_len(Badge, "description"))
+
+
+@router.patch("/badges/{badge_id}", response={200: BadgeOut, **ERRORS}, summary="修改徽章")
+def update_badge(request: HttpRequest, badge_id: Id, body: BadgePatch) -> Any:
+    return services.do_update_badge(require(request, "engagement.write"), badge_id, **patch_changes(body))
 
 
 class PlatformTextsIn(BodyIn):
@@ -391,6 +451,25 @@ def create_content_item(request: HttpRequest, body: ContentItemIn) -> Any:
     return services.do_create_content_item(p, platform_overrides=data.pop("platform_texts"), **data)
 
 
+class ContentItemPatch(BodyIn):
+    title: str | None = Field(None, min_length=1, max_length=max_len(ContentItem, "title"))
+    kind: Literal["text", "image", "link", "markdown"] | None = None
+    body: str | None = Field(None, max_length=10_000)
+    url: str | None = Field(None, max_length=max_len(ContentItem, "url"))
+    image_url: str | None = Field(None, max_length=max_len(ContentItem, "image_url"))
+    is_sales: bool | None = None
+    platform_texts: PlatformTextsIn | None = Field(None, description="the whole set of per-platform texts")
+
+
+@router.patch("/content-items/{item_id}", response={200: ContentItemOut, **ERRORS}, summary="修改 SOP 内容")
+def update_content_item(request: HttpRequest, item_id: Id, body: ContentItemPatch) -> Any:
+    p = require(request, "engagement.write")
+    changes = patch_changes(body, rename={"platform_texts": "platform_overrides"})
+    if body.platform_texts is not None:
+        changes["platform_overrides"] = body.platform_texts.model_dump()
+    return services.do_update_content_item(p, item_id, **changes)
+
+
 class ContentScheduleIn(BodyIn):
     content_id: Id
     kind: Literal["fixed", "recurring", "sequence"]
@@ -422,6 +501,28 @@ class ContentScheduleOut(Schema):
 @idempotent
 def create_content_schedule(request: HttpRequest, body: ContentScheduleIn) -> Any:
     return services.do_create_content_schedule(require(request, "engagement.write"), **body.model_dump())
+
+
+class ContentSchedulePatch(BodyIn):
+    """Fields to change of an SOP item; ``active`` false pauses it. The kind is fixed once it sent."""
+
+    content_id: Id | None = None
+    kind: Literal["fixed", "recurring", "sequence"] | None = None
+    community_id: Id | None = None
+    group_id: Id | None = None
+    run_at: ApiDatetime | None = None
+    time_of_day: dt.time | None = Field(None, description="HH:MM (recurring and sequence)")
+    weekdays: list[Annotated[int, Field(ge=0, le=6)]] | None = Field(None, max_length=7)
+    day_offset: Annotated[int, Field(ge=0, le=365)] | None = None
+    respect_quiet_hours: bool | None = None
+    active: bool | None = None
+
+
+@router.patch("/content-schedules/{schedule_id}", response={200: ContentScheduleOut, **ERRORS},
+              summary="修改、暂停或恢复 SOP 排期")
+def update_content_schedule(request: HttpRequest, schedule_id: Id, body: ContentSchedulePatch) -> Any:
+    changes = patch_changes(body, nullable=("community_id", "group_id", "run_at", "time_of_day"))
+    return services.do_update_content_schedule(require(request, "engagement.write"), schedule_id, **changes)
 
 
 @router.post("/content-schedules/{schedule_id}/pause", response={200: ContentScheduleOut, **ERRORS},

@@ -82,8 +82,10 @@ class Violation(TenantOwned):
                               related_name="+", verbose_name=_("群"))
     member = models.ForeignKey("members.Member", null=True, blank=True, on_delete=models.SET_NULL,
                                related_name="+", verbose_name=_("会员"))
+    # no database constraint: the event table is partitioned by month on PostgreSQL (its key is
+    # (id, occurred_at)) and archived months are dropped
     event = models.ForeignKey("activity.ActivityEvent", null=True, blank=True, on_delete=models.SET_NULL,
-                              related_name="+", verbose_name=_("消息事件"))
+                              related_name="+", verbose_name=_("消息事件"), db_constraint=False)
     platform = models.CharField(_("平台"), max_length=16, blank=True)
     message_external_id = models.CharField(_("消息 ID"), max_length=191, blank=True)
     text = models.TextField(_("消息内容"), blank=True)
@@ -214,7 +216,7 @@ class MemberReport(TenantOwned):
     """A member reporting a message. Enough distinct reporters put the message in the review queue."""
 
     event = models.ForeignKey("activity.ActivityEvent", on_delete=models.CASCADE, related_name="+",
-                              verbose_name=_("消息事件"))
+                              verbose_name=_("消息事件"), db_constraint=False)  # partitioned: see above
     reporter = models.ForeignKey("members.Member", null=True, blank=True, on_delete=models.SET_NULL,
                                  related_name="+", verbose_name=_("举报人"))
     reason = models.CharField(_("理由"), max_length=200, blank=True)

@@ -371,6 +371,12 @@ class FissionTaskAdmin(ServiceCreateMixin, TenantScopedAdmin):
     form = FissionTaskForm
     list_display = ("name", "community", "campaign", "threshold", "reward_kind", "reward_shown", "is_active")
     actions = ("pause", "resume")
+    change_service = staticmethod(services.do_update_fission_task)
+    change_check = staticmethod(services.check_update_fission_task)
+    change_fields = ("name", "threshold", "reward_kind", "reward_value", "reward_note", "community_id", "campaign")
+
+    def change_kwargs(self, request: HttpRequest, data: dict[str, Any]) -> dict[str, Any]:
+        return {**super().change_kwargs(request, data), "is_active": bool(data.get("is_active"))}
 
     @admin.display(description=_("奖励"))
     def reward_shown(self, obj: FissionTask) -> str:
@@ -400,11 +406,7 @@ class FissionTaskAdmin(ServiceCreateMixin, TenantScopedAdmin):
         form.cleaned_data["_form"] = form
         try:
             try:
-                if form.instance.pk is None:
-                    super().check_form(request, form)
-                else:
-                    services.check_fission_task(form.instance.tenant_id, **self.service_kwargs(request,
-                                                                                               form.cleaned_data))
+                super().check_form(request, form)
             except ShequnError as exc:
                 if isinstance(exc.details, dict) and exc.details.get("field") == "reward_value":
                     kind = form.cleaned_data.get("reward_kind")
@@ -417,8 +419,6 @@ class FissionTaskAdmin(ServiceCreateMixin, TenantScopedAdmin):
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         form.cleaned_data["_form"] = form
         try:
-            if change:
-                obj.reward_value = form.reward_value()
             super().save_model(request, obj, form, change)
         finally:
             form.cleaned_data.pop("_form", None)

@@ -22,6 +22,7 @@ from shequn.core.http import (
     idempotent,
     max_len,
     paginate,
+    patch_changes,
     require,
 )
 from shequn.core.models import Tenant
@@ -264,6 +265,28 @@ def list_plans(request: HttpRequest, active: bool | None = None, cursor: str | N
     return {"items": [_plan_out(x) for x in page["items"]], "next_cursor": page["next_cursor"]}
 
 
+class PlanPatch(BodyIn):
+    """Fields to change (left out: unchanged); ``rules`` replaces the whole list. The same checks as
+    creation; commissions already earned keep the rule snapshot of their order."""
+
+    name: str | None = Field(None, min_length=1, max_length=max_len(CommissionPlan, "name"))
+    community_id: Id | None = Field(None, description="null: every community")
+    campaign: str | None = Field(None, max_length=max_len(CommissionPlan, "campaign"))
+    refund_window_days: Annotated[int, Field(ge=0, le=180)] | None = None
+    self_purchase: bool | None = None
+    cap_per_order_fen: Fen | None = Field(None, description="null: no cap")
+    is_active: bool | None = None
+    rules: list[RuleIn] | None = Field(None, max_length=100)
+
+
+@router.patch("/plans/{plan_id}", response={200: PlanDetailOut, **ERRORS}, summary="修改佣金方案")
+def update_plan(request: HttpRequest, plan_id: Id, body: PlanPatch) -> Any:
+    p = require(request, "referrals.write")
+    plan, _warnings = services.do_change_plan(p, plan_id, **patch_changes(body, nullable=("community_id",
+                                                                                          "cap_per_order_fen")))
+    return _plan_out(plan)
+
+
 @router.post("/plans/{plan_id}/pause", response={200: PlanDetailOut, **ERRORS}, summary="暂停佣金方案")
 def pause_plan(request: HttpRequest, plan_id: Id) -> Any:
     return _plan_out(services.do_set_plan_active(require(request, "referrals.write"), plan_id, active=False))
@@ -300,6 +323,26 @@ class FissionTaskOut(Schema):
 @idempotent
 def create_fission_task(request: HttpRequest, body: FissionTaskIn) -> Any:
     return services.do_create_fission_task(require(request, "referrals.write"), **body.model_dump())
+
+
+class FissionTaskPatch(BodyIn):
+    """Fields to change; once a reward was granted the threshold and the reward are fixed.
+    ``is_active`` false pauses the task."""
+
+    name: str | None = Field(None, min_length=1, max_length=max_len(FissionTask, "name"))
+    threshold: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    reward_kind: Literal["points", "coupon", "gift", "cash"] | None = None
+    reward_value: NonNegative | None = None
+    reward_note: str | None = Field(None, max_length=max_len(FissionTask, "reward_note"))
+    community_id: Id | None = Field(None, description="null: every community")
+    campaign: str | None = Field(None, max_length=max_len(FissionTask, "campaign"))
+    is_active: bool | None = None
+
+
+@router.patch("/fission-tasks/{task_id}", response={200: FissionTaskOut, **ERRORS}, summary="修改裂变任务")
+def update_fission_task(request: HttpRequest, task_id: Id, body: FissionTaskPatch) -> Any:
+    return services.do_update_fission_task(require(request, "referrals.write"), task_id,
+                                           **patch_changes(body, nullable=("community_id",)))
 
 
 @router.post("/fission-tasks/{task_id}/pause", response={200: FissionTaskOut, **ERRORS}, summary="暂停裂变任务")

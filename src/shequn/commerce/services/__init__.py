@@ -10,6 +10,8 @@ Where things are:
 - ``refunds``; ``fulfilment`` fulfilment, completion, cancellation, expiry;
 - ``flash`` the flash-sale write path (one buyer, the PostgreSQL statement, the group-commit batch,
   the Redis gate consumer); ``group_buy`` 拼团; ``coupons``;
+- ``edits`` changing existing products, SKUs, flash sales, group buys, coupon templates, live sessions
+  (the same ``check_*`` as creation plus the state rules written there);
 - ``listeners`` order listeners shipped with commerce; ``reconciliation`` provider vs. ours.
 
 Reads (member context, prices, visibility, lists) live in :mod:`shequn.commerce.selectors`; demo data
@@ -43,12 +45,13 @@ from ._common import (
 from .catalog import (
     TIER_PRIVILEGES,
     check_product,
+    check_product_fields,
+    check_sku,
     check_tier_privileges,
     do_add_sku,
     do_adjust_stock,
     do_create_product,
     do_set_member_price,
-    do_update_product,
 )
 from .coupons import (
     check_coupon_template,
@@ -57,6 +60,20 @@ from .coupons import (
     do_create_coupon_template,
     do_end_coupon_template,
     grant_fission_coupon,
+)
+from .edits import (
+    check_update_coupon_template,
+    check_update_flash_sale,
+    check_update_group_buy,
+    check_update_live_session,
+    check_update_product,
+    check_update_sku,
+    do_update_coupon_template,
+    do_update_flash_sale,
+    do_update_group_buy,
+    do_update_live_session,
+    do_update_product,
+    do_update_sku,
 )
 from .flash import (
     FlashResult,
@@ -147,7 +164,15 @@ __all__ = [
     "check_live_session",
     "check_member",
     "check_product",
+    "check_product_fields",
+    "check_sku",
     "check_tier_privileges",
+    "check_update_coupon_template",
+    "check_update_flash_sale",
+    "check_update_group_buy",
+    "check_update_live_session",
+    "check_update_product",
+    "check_update_sku",
     "clean_attribution",
     "do_add_sku",
     "do_adjust_stock",
@@ -184,7 +209,12 @@ __all__ = [
     "do_set_member_price",
     "do_start_payment",
     "do_start_team",
+    "do_update_coupon_template",
+    "do_update_flash_sale",
+    "do_update_group_buy",
+    "do_update_live_session",
     "do_update_product",
+    "do_update_sku",
     "do_write_flash_batch",
     "grant_fission_coupon",
     "member_context",

@@ -38,11 +38,10 @@ def check_tier_privileges(privileges: Mapping[str, Any] | None) -> dict[str, Any
     return out
 
 
-def check_product(
+def check_product_fields(
     tenant_id: int,
     *,
     name: str,
-    skus: Sequence[Mapping[str, Any]],
     kind: str = ProductKind.GOODS,
     description: str = "",
     images: Sequence[str] = (),
@@ -53,7 +52,7 @@ def check_product(
     tier_privileges: Mapping[str, Any] | None = None,
     tier_duration_days: int | None = None,
 ) -> None:
-    """Every rule of :func:`do_create_product`, without writing."""
+    """The product's own fields (everything but its SKUs): creation and changes."""
     if not name or not name.strip():
         raise Invalid(_("商品名称不能为空"), details={"field": "name"})
     if len(name.strip()) > 200:
@@ -71,6 +70,40 @@ def check_product(
         check_tier_privileges(tier_privileges)
     if len(set(visible_in)) != Community.objects.filter(tenant_id=tenant_id, pk__in=list(visible_in)).count():
         raise NotFound(_("可见社群不存在"), details={"field": "visible_in"})
+
+
+def check_sku(tenant_id: int, *, code: str, price_fen: Any, field_prefix: str = "", sku_id: int | None = None,
+              stock: Any = 0) -> None:
+    """One SKU: a code unique in the tenant (``sku_id``: the SKU being changed), a positive price."""
+    code = str(code or "").strip()
+    if not code:
+        raise Invalid(_("SKU 编码不能为空"), details={"field": f"{field_prefix}code"})
+    _positive_int(price_fen, f"{field_prefix}price_fen")
+    _positive_int(stock, f"{field_prefix}stock", allow_zero=True)
+    others = Sku.objects.filter(tenant_id=tenant_id, code=code)
+    if (others.exclude(pk=sku_id) if sku_id is not None else others).exists():
+        raise Conflict(_("SKU 编码已存在: %(c)s") % {"c": code}, details={"field": f"{field_prefix}code"})
+
+
+def check_product(
+    tenant_id: int,
+    *,
+    name: str,
+    skus: Sequence[Mapping[str, Any]],
+    kind: str = ProductKind.GOODS,
+    description: str = "",
+    images: Sequence[str] = (),
+    visible_in: Sequence[int] = (),
+    tier_community_id: int | None = None,
+    tier_code: str = "",
+    tier_rank: int = 0,
+    tier_privileges: Mapping[str, Any] | None = None,
+    tier_duration_days: int | None = None,
+) -> None:
+    """Every rule of :func:`do_create_product`, without writing."""
+    check_product_fields(tenant_id, name=name, kind=kind, description=description, images=images,
+                         visible_in=visible_in, tier_community_id=tier_community_id, tier_code=tier_code,
+                         tier_rank=tier_rank, tier_privileges=tier_privileges, tier_duration_days=tier_duration_days)
     if not skus:
         raise Invalid(_("至少需要一个 SKU"), details={"field": "skus"})
     codes: set[str] = set()
@@ -79,10 +112,8 @@ def check_product(
         if not code or code in codes:
             raise Invalid(_("第 %(i)d 个 SKU 编码为空或重复") % {"i": i + 1}, details={"field": f"skus[{i}].code"})
         codes.add(code)
-        _positive_int(s.get("price_fen"), f"skus[{i}].price_fen")
-        _positive_int(s.get("stock", 0), f"skus[{i}].stock", allow_zero=True)
-        if Sku.objects.filter(tenant_id=tenant_id, code=code).exists():
-            raise Conflict(_("SKU 编码已存在: %(c)s") % {"c": code}, details={"field": f"skus[{i}].code"})
+        check_sku(tenant_id, code=code, price_fen=s.get("price_fen"), stock=s.get("stock", 0),
+                  field_prefix=f"skus[{i}].")
 
 
 @transaction.atomic
@@ -126,55 +157,13 @@ def do_create_product(
 
 
 @transaction.atomic
-def do_update_product(
-    principal: Principal, product_id: int, *, name: str | None = None, description: str | None = None,
-    is_active: bool | None = None, tier_privileges: Mapping[str, Any] | None = None,
-    tier_duration_days: int | None = None,
-) -> Product:
-    """Change a product's name, description, privileges or duration; ``is_active`` False takes it off
-    sale (下架, the catalog and new orders no longer see it), True puts it back."""
-    product = Product.objects.select_for_update().filter(tenant_id=principal.tenant_id, pk=product_id).first()
-    if product is None:
-        raise NotFound(_("商品不存在"), details={"field": "product_id"})
-    changed: list[str] = []
-    if name is not None:
-        if not name.strip() or len(name.strip()) > 200:
-            raise Invalid(_("商品名称不能为空"), details={"field": "name"})
-        product.name = name.strip()
-        changed.append("name")
-    if description is not None:
-        product.description = description
-        changed.append("description")
-    if is_active is not None:
-        product.is_active = is_active
-        changed.append("is_active")
-    if tier_privileges is not None:
-        if product.kind != ProductKind.TIER:
-            raise Invalid(_("只有付费等级有权益"), details={"field": "tier_privileges"})
-        product.tier_privileges = check_tier_privileges(tier_privileges)
-        changed.append("tier_privileges")
-    if tier_duration_days is not None:
-        product.tier_duration_days = _positive_int(tier_duration_days, "tier_duration_days")
-        changed.append("tier_duration_days")
-    if changed:
-        product.save(update_fields=changed)
-        do_audit(principal, "commerce.product.update", "Product", product.pk, data={"fields": changed})
-    return product
-
-
-@transaction.atomic
 def do_add_sku(principal: Principal, product_id: int, *, code: str, price_fen: int, name: str = "",
                stock: int = 0) -> Sku:
     product = Product.objects.filter(tenant_id=principal.tenant_id, pk=product_id).first()
     if product is None:
         raise NotFound(_("商品不存在"), details={"field": "product_id"})
+    check_sku(principal.tenant_id, code=code, price_fen=price_fen, stock=stock)
     code = (code or "").strip()
-    if not code:
-        raise Invalid(_("SKU 编码不能为空"), details={"field": "code"})
-    _positive_int(price_fen, "price_fen")
-    _positive_int(stock, "stock", allow_zero=True)
-    if Sku.objects.filter(tenant_id=principal.tenant_id, code=code).exists():
-        raise Conflict(_("SKU 编码已存在: %(c)s") % {"c": code}, details={"field": "code"})
     sku = Sku.objects.create(tenant_id=principal.tenant_id, product=product, code=code, name=name[:120],
                              price_fen=price_fen, stock=stock)
     do_audit(principal, "commerce.sku.create", "Sku", sku.pk, data={"price_fen": price_fen})

@@ -55,6 +55,11 @@ PROBES: dict[tuple[str, str], Any] = {
     ("post", f"{P}/coupon-templates/{{template_id}}/end"): None,
     ("post", f"{P}/live-sessions/{{live_session_id}}/end"): None,
     ("post", f"{P}/live-sessions/{{live_session_id}}/joins"): _own_member,
+    ("patch", f"{P}/skus/{{sku_id}}"): {"name": "新规格"},
+    ("patch", f"{P}/flash-sales/{{flash_sale_id}}"): {"name": "秒杀 (改名)"},
+    ("patch", f"{P}/group-buys/{{group_buy_id}}"): {"name": "三人团 (改名)"},
+    ("patch", f"{P}/coupon-templates/{{template_id}}"): {"name": "满减券 (改名)"},
+    ("patch", f"{P}/live-sessions/{{live_session_id}}"): {"title": "周五直播 (改名)"},
 }
 PARAMS = {
     ("post", f"{P}/orders/{{order_id}}/refunds"): {"order_id": "paid_order_id"},
@@ -100,7 +105,7 @@ def build_ids(tenant: Tenant, ids: dict[str, int]) -> dict[str, Any]:
     share = Coupon.objects.get(tenant=tenant, source_order=paid, status=Coupon.Status.UNCLAIMED)
     live = services.do_create_live_session(p, title="周五直播", starts_at=now - dt.timedelta(minutes=5),
                                            community_id=ids["community_id"])
-    return {"product_id": product.pk, "live_session_id": live.pk,
+    return {"product_id": product.pk, "live_session_id": live.pk, "sku_id": sku.pk,
             "order_id": unpaid.pk, "paid_order_id": paid.pk, "out_trade_no": payment.out_trade_no,
             "flash_sale_id": flash.pk, "group_buy_id": gb.pk, "team_token": team.share_token,
             "template_id": template.pk, "gift_token": share.share_token}

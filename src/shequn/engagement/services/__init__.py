@@ -7,6 +7,8 @@
 * :mod:`.points` — the points ledger (incl. the referrals fission reward)
 * :mod:`.checkins` — check-ins, streaks, make-up cards, badges
 * :mod:`.lotteries` — commit–reveal lotteries
+* :mod:`.campaigns` / :mod:`.edits` — creating / changing badges, SOP content and schedules (and
+  lotteries and red packets: their state rules are written in :mod:`.edits`)
 * :mod:`.red_packets` — red packets and their wallets
 * :mod:`.sop` — scheduled content (the SOP), quiet hours, post results
 * :mod:`.health` — health alerts
@@ -43,6 +45,19 @@ from .checkins import (
     do_grant_makeup_cards,
     do_seed_streak_badges,
     do_use_makeup_card,
+)
+from .edits import (
+    check_update_badge,
+    check_update_content_item,
+    check_update_content_schedule,
+    check_update_lottery,
+    check_update_red_packet,
+    do_end_red_packet,
+    do_update_badge,
+    do_update_content_item,
+    do_update_content_schedule,
+    do_update_lottery,
+    do_update_red_packet,
 )
 from .health import do_health_check
 from .lotteries import (
@@ -112,6 +127,11 @@ __all__ = [
     "check_member",
     "check_red_packet",
     "check_standing",
+    "check_update_badge",
+    "check_update_content_item",
+    "check_update_content_schedule",
+    "check_update_lottery",
+    "check_update_red_packet",
     "check_welcome_body",
     "do_award_badges",
     "do_buy_makeup_card",
@@ -128,6 +148,7 @@ __all__ = [
     "do_decide_ladder",
     "do_decide_role",
     "do_draw_lottery",
+    "do_end_red_packet",
     "do_enter_lottery",
     "do_expire_red_packets",
     "do_flush_due_welcomes",
@@ -150,7 +171,12 @@ __all__ = [
     "do_seed_streak_badges",
     "do_set_schedule_active",
     "do_suggest_ladder",
+    "do_update_badge",
+    "do_update_content_item",
+    "do_update_content_schedule",
     "do_update_lifecycle",
+    "do_update_lottery",
+    "do_update_red_packet",
     "do_use_makeup_card",
     "grant_fission_points",
     "on_activity",

@@ -26,7 +26,9 @@ _SLUG = re.compile(r"^[-a-zA-Z0-9_]{1,64}$")
 OVERRIDE_PLATFORMS = ("wecom", "telegram", "matrix")
 
 
-def check_badge(tenant_id: int, *, code: str, name: str, rule: str, threshold: int, description: str = "") -> None:
+def check_badge(tenant_id: int, *, code: str, name: str, rule: str, threshold: int, description: str = "",
+                badge_id: int | None = None) -> None:
+    """Every rule of :func:`do_create_badge` (``badge_id``: the badge being changed keeps its code)."""
     if not _SLUG.match(code or ""):
         raise Invalid(_("代码只能由字母、数字、- 和 _ 组成 (最多 64 个)"), details={"field": "code"})
     if not name or not name.strip() or len(name) > 64:
@@ -37,7 +39,8 @@ def check_badge(tenant_id: int, *, code: str, name: str, rule: str, threshold: i
         raise Invalid(_("门槛至少为 1"), details={"field": "threshold"})
     if len(description) > 200:
         raise Invalid(_("说明最多 200 个字符"), details={"field": "description"})
-    if Badge.objects.filter(tenant_id=tenant_id, code=code).exists():
+    same_code = Badge.objects.filter(tenant_id=tenant_id, code=code)
+    if (same_code.exclude(pk=badge_id) if badge_id is not None else same_code).exists():
         raise Conflict(_("徽章代码已存在: %(c)s") % {"c": code}, details={"field": "code"})
 
 

@@ -161,18 +161,22 @@ def do_expire_red_packets(*, now: dt.datetime | None = None) -> int:
     """Expire open packets past ``expires_at`` and refund the unclaimed rest to whoever funded them."""
     now = now or timezone.now()
     done = 0
-    for tid, pk in RedPacket.objects.filter(status=RedPacket.Status.OPEN, expires_at__lte=now).values_list(
-            "tenant_id", "pk"):
-        with transaction.atomic():
-            p = RedPacket.objects.select_for_update().get(pk=pk)
-            if p.status != RedPacket.Status.OPEN:
-                continue
-            rest = p.remaining_amount
-            if rest:
-                _wallet(p.currency).credit(tid, p.sender_id, rest, idempotency_key=f"redpacket:{p.pk}:refund",
-                                           reason=_("红包过期退回"))
-            p.refunded, p.remaining_amount, p.remaining_count = rest, 0, 0
-            p.status = RedPacket.Status.EXPIRED
-            p.save(update_fields=["refunded", "remaining_amount", "remaining_count", "status"])
-            done += 1
+    for pk in RedPacket.objects.filter(status=RedPacket.Status.OPEN, expires_at__lte=now).values_list("pk", flat=True):
+        done += int(_expire_packet(pk))
     return done
+
+
+@transaction.atomic
+def _expire_packet(pk: int) -> bool:
+    """Expire one packet and refund its unclaimed rest, once. Locking: the packet row."""
+    p = RedPacket.objects.select_for_update().get(pk=pk)
+    if p.status != RedPacket.Status.OPEN:
+        return False
+    rest = p.remaining_amount
+    if rest:
+        _wallet(p.currency).credit(p.tenant_id, p.sender_id, rest, idempotency_key=f"redpacket:{p.pk}:refund",
+                                   reason=_("红包过期退回"))
+    p.refunded, p.remaining_amount, p.remaining_count = rest, 0, 0
+    p.status = RedPacket.Status.EXPIRED
+    p.save(update_fields=["refunded", "remaining_amount", "remaining_count", "status"])
+    return True

@@ -17,6 +17,7 @@ from shequn.core.permissions import Principal
 from shequn.engagement.models import Lottery, LotteryEntry, PointsAccount, RedPacket, RedPacketClaim, ReplyTrack
 from shequn.engagement.services import (
     do_close_lottery,
+    do_create_badge,
     do_create_content_item,
     do_create_content_schedule,
     do_create_lottery,
@@ -45,6 +46,12 @@ PROBES: dict[tuple[str, str], Any] = {
     ("post", f"{P}/lotteries/{{lottery_id}}/close"): None,
     ("post", f"{P}/lotteries/{{lottery_id}}/cancel"): None,
     ("post", f"{P}/lotteries/{{lottery_id}}/draw"): None,
+    ("patch", f"{P}/lotteries/{{lottery_id}}"): {"title": "改名"},
+    ("patch", f"{P}/red-packets/{{packet_id}}"): {"title": "新年快乐"},
+    ("post", f"{P}/red-packets/{{packet_id}}/end"): None,
+    ("patch", f"{P}/badges/{{badge_id}}"): {"threshold": 9},
+    ("patch", f"{P}/content-items/{{item_id}}"): {"title": "欢迎 (改)"},
+    ("patch", f"{P}/content-schedules/{{schedule_id}}"): {"day_offset": 2},
 }
 PARAMS = {("post", f"{P}/lotteries/{{lottery_id}}/draw"): {"lottery_id": "closed_lottery_id"}}
 
@@ -70,7 +77,8 @@ def build_ids(tenant: Tenant, ids: dict[str, int]) -> dict[str, int]:
     }])
     assert res.stored == 1, res
     track = ReplyTrack.objects.get(tenant=tenant, event_id=res.event_ids[0])
-    return {"schedule_id": schedule.pk,
+    badge = do_create_badge(p, code="iso-badge", name="连签", rule="streak", threshold=7)
+    return {"schedule_id": schedule.pk, "item_id": item.pk, "badge_id": badge.pk,
             "closed_lottery_id": closed.pk, "lottery_id": lot.pk, "packet_id": packet.pk, "track_id": track.pk}
 
 

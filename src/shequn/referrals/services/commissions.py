@@ -229,6 +229,41 @@ def do_update_plan(
     return plan, warnings
 
 
+def _plan_changes(plan: CommissionPlan, changes: dict[str, Any]) -> dict[str, Any]:
+    current: dict[str, Any] = {
+        "name": plan.name, "community_id": plan.community_id, "campaign": plan.campaign,
+        "refund_window_days": plan.refund_window_days, "self_purchase": plan.self_purchase,
+        "cap_per_order_fen": plan.cap_per_order_fen, "priority": plan.priority, "is_active": plan.is_active,
+        "levels": 1,
+        "rules": [{k: getattr(r, k) for k in ("product_kind", "product_id", "mode", "rate_bps", "fixed_fen", "cap_fen")}
+                  for r in plan.rules.order_by("pk")],
+    }
+    for name in changes:
+        if name not in current:
+            raise Invalid(_("不能修改的字段: %(f)s") % {"f": name}, details={"field": name})
+    return {**current, **changes}
+
+
+def check_change_plan(tenant_id: int, plan_id: int, **changes: Any) -> None:
+    """Every rule of :func:`do_change_plan`, without writing."""
+    plan = CommissionPlan.objects.filter(tenant_id=tenant_id, pk=plan_id).first()
+    if plan is None:
+        raise NotFound(_("佣金方案不存在"), details={"field": "plan_id"})
+    values = _plan_changes(plan, changes)
+    values.pop("is_active")
+    check_plan(tenant_id, **values)
+
+
+@transaction.atomic
+def do_change_plan(principal: Principal, plan_id: int, **changes: Any) -> tuple[CommissionPlan, list[str]]:
+    """A partial change (``PATCH``): the fields given, merged with the plan's current values (``rules``
+    replaces the whole list), then :func:`do_update_plan` — the same checks, the same audit."""
+    plan = CommissionPlan.objects.select_for_update().filter(tenant_id=principal.tenant_id, pk=plan_id).first()
+    if plan is None:
+        raise NotFound(_("佣金方案不存在"), details={"field": "plan_id"})
+    return do_update_plan(principal, plan_id, **_plan_changes(plan, changes))
+
+
 @transaction.atomic
 def do_set_plan_active(principal: Principal, plan_id: int, *, active: bool) -> CommissionPlan:
     """Pause (no new commissions from this plan) or resume a plan."""

@@ -192,6 +192,59 @@ def do_create_fission_task(principal: Principal, *, name: str, threshold: int, r
     return task
 
 
+def _task_values(task: FissionTask) -> dict[str, object]:
+    return {"name": task.name, "threshold": task.threshold, "reward_kind": task.reward_kind,
+            "reward_value": task.reward_value, "reward_note": task.reward_note, "community_id": task.community_id,
+            "campaign": task.campaign}
+
+
+def _check_task_change(task: FissionTask, changes: dict[str, object]) -> tuple[dict[str, object], list[str]]:
+    """Creation's rules on the merged values, then the state rule: once a reward was granted, the
+    threshold and the reward (kind and value) are fixed — members earned it on those terms."""
+    current = _task_values(task)
+    for name in changes:
+        if name not in current:
+            raise Invalid(_("不能修改的字段: %(f)s") % {"f": name}, details={"field": name})
+    values = {**current, **changes}
+    check_fission_task(task.tenant_id, **values)  # type: ignore[arg-type]
+    changed = [k for k, v in values.items() if current[k] != v]
+    if FissionReward.objects.filter(task=task).exists():
+        for name in ("threshold", "reward_kind", "reward_value"):
+            if name in changed:
+                raise Conflict(_("已有会员获得奖励, 门槛和奖励不能再改"), code="locked", details={"field": name})
+    return values, changed
+
+
+def check_update_fission_task(tenant_id: int, task_id: int, **changes: object) -> None:
+    """Every rule of :func:`do_update_fission_task`, without writing."""
+    task = FissionTask.objects.filter(tenant_id=tenant_id, pk=task_id).first()
+    if task is None:
+        raise NotFound(_("裂变任务不存在"), details={"field": "task_id"})
+    _check_task_change(task, {k: v for k, v in changes.items() if k != "is_active"})
+
+
+@transaction.atomic
+def do_update_fission_task(principal: Principal, task_id: int, **changes: object) -> FissionTask:
+    """Change a fission task (creation's ``check_fission_task`` plus the state rule above);
+    ``is_active`` pauses or resumes it. Audited with the changed field names."""
+    task = FissionTask.objects.select_for_update().filter(tenant_id=principal.tenant_id, pk=task_id).first()
+    if task is None:
+        raise NotFound(_("裂变任务不存在"), details={"field": "task_id"})
+    active = changes.pop("is_active", None)
+    if active is not None and not isinstance(active, bool):
+        raise Invalid(_("状态必须是 true 或 false"), details={"field": "is_active"})
+    values, changed = _check_task_change(task, changes)
+    if changed:
+        for name in changed:
+            value = values[name]
+            setattr(task, name, value.strip() if name == "name" and isinstance(value, str) else value)
+        task.save(update_fields=changed)
+        do_audit(principal, "referrals.fission_task.update", "FissionTask", task.pk, data={"fields": changed})
+    if active is not None:
+        task = do_set_fission_task_active(principal, task.pk, active=active)
+    return task
+
+
 @transaction.atomic
 def do_set_fission_task_active(principal: Principal, task_id: int, *, active: bool) -> FissionTask:
     """Pause (no new rewards) or resume a fission task."""

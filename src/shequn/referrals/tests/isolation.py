@@ -51,6 +51,8 @@ PROBES: dict[tuple[str, str], Any] = {
     ("post", f"{P}/fission-tasks/{{task_id}}/resume"): None,
     ("post", f"{P}/plans/{{plan_id}}/pause"): None,
     ("post", f"{P}/plans/{{plan_id}}/resume"): None,
+    ("patch", f"{P}/fission-tasks/{{task_id}}"): {"name": "邀请好友 (改名)"},
+    ("patch", f"{P}/plans/{{plan_id}}"): {"name": "方案 (改名)"},
 }
 #: the payout actions act on a manual-provider withdrawal that is being transferred
 PARAMS = {key: {"withdrawal_id": "manual_withdrawal_id"} for key in PROBES if "/payouts/" in key[1]}
