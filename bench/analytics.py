@@ -43,7 +43,7 @@ def main() -> None:
     from django.utils import timezone
 
     from shequn.activity.models import ActivityEvent
-    from shequn.analytics import health, reach, selectors, services
+    from shequn.analytics import health, reach, segments, selectors, services
     from shequn.analytics.models import DailyRollup, MemberDay
     from shequn.commerce.events import OrderEventData
     from shequn.commerce.models import Order, OrderStatus
@@ -186,6 +186,12 @@ def main() -> None:
         "top referrers, first page (ReachNode)": lambda: reach.top_referrers(tenant.pk, limit=20),
         "K-factor by campaign": lambda: reach.kfactor_by_campaign(tenant.pk),
         "one member's network (live CTE)": lambda: reach.member_reach(tenant.pk, member_ids[0]),
+        "cohorts (weekly)": lambda: selectors.cohorts(tenant.pk, grain="week", periods=12),
+        "breakdown by community": lambda: selectors.breakdown(tenant.pk, "community", days=30),
+        "segment count: bought 2+, R ≥ 4": lambda: segments.segment_member_ids(
+            tenant.pk, segments.Rule(min_orders=2, min_recency=4)),
+        "segment count: active 30+ days, never bought": lambda: segments.segment_member_ids(
+            tenant.pk, segments.Rule(min_active_days=30, max_orders=0)),
     }
     print(f"(invite forest: {len(bindings):,} bindings, {len(sharers):,} sharers)")
     print("| read | p50 ms | p95 ms |\n|---|---|---|")

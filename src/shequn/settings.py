@@ -374,6 +374,11 @@ UNFOLD = {
                 _nav(_("角色"), "badge", "admin:communities_roleassignment_changelist", "communities.read"),
                 _nav(_("活动事件"), "timeline", "admin:activity_activityevent_changelist", "activity.read"),
             ]),
+            _section(_("数据分析"), [
+                _nav(_("转化漏斗"), "filter_alt", "console:analytics_funnel", "analytics.read"),
+                _nav(_("同期群留存"), "grid_on", "console:analytics_cohorts", "analytics.read"),
+                _nav(_("人群"), "group_work", "console:segments", "analytics.read"),
+            ]),
             _section(_("促活与裂变"), [
                 _nav(_("待回复队列"), "mark_chat_unread", "admin:engagement_reply_queue", "engagement.read"),
                 _nav(_("内容日历"), "calendar_month", "admin:engagement_calendar", "engagement.read"),

@@ -19,6 +19,7 @@ from shequn.activity import registry as activity_stream
 from shequn.activity import services as activity_services
 from shequn.analytics import health as analytics_health
 from shequn.analytics import notify as analytics_notify
+from shequn.analytics import segments as analytics_segments
 from shequn.analytics import services as analytics
 from shequn.commerce import events as order_events
 from shequn.commerce import selectors as commerce_selectors
@@ -32,6 +33,7 @@ from shequn.core import webhooks
 from shequn.engagement import selectors as engagement_selectors
 from shequn.engagement import services as engagement
 from shequn.ledger.wallet import LedgerCashWallet
+from shequn.members import audiences as member_audiences
 from shequn.members import registry as member_registry
 from shequn.moderation import selectors as moderation_selectors
 from shequn.moderation import services as moderation
@@ -59,6 +61,8 @@ def connect() -> None:
     member_registry.register_export_section("orders", commerce_selectors.member_orders_export)
     member_registry.register_erasure_step("activity", activity_services.on_member_erased)
     member_registry.register_erasure_step("portal_sessions", portal.do_end_member_sessions)
+    # saved segments (analytics) are the audiences of SOP schedules (engagement cannot import analytics)
+    member_audiences.register_audiences(analytics_segments.audience_member_ids, analytics_segments.audience_choices)
 
     # --- activity stream → engines ---------------------------------------------------------------------------------
     # moderation judges every message, reply and edit (the strike ladder: moderation/services.py)

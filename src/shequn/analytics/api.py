@@ -22,6 +22,7 @@ from shequn.core.errors import Invalid
 from shequn.core.http import ERRORS, ApiDate, Id, require
 
 from . import selectors
+from .api_segments import router as segments_router
 
 router = Router(tags=["analytics"])
 # every operation here only reads: with a replica configured it may answer from it (bounded staleness)
@@ -261,3 +262,11 @@ def export(request: HttpRequest, q: Query[ExportQuery]) -> HttpResponse:
         raise Invalid(_("这个报表不能按 %(by)s 拆分") % {"by": by}, details=[{"field": "query.by", "message": by}])
     header, rows = report_rows(p.tenant_id, report, days=q.days, by=by, step=q.step, key=q.key, grain=q.grain)
     return render_file(report, header, rows, q.format)
+
+
+# the segments (reads and writes, on the primary) sit beside the read-only figures, not under them:
+# a child router would inherit the replica decorator
+reads = router
+router = Router(tags=["analytics"])
+router.add_router("", reads)
+router.add_router("/segments", segments_router)

@@ -11,7 +11,9 @@ from __future__ import annotations
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from shequn.communities.models import CommunityRole
 from shequn.core.models import TenantOwned
+from shequn.members.models import LifecycleStage
 
 
 class DirtyDay(TenantOwned):
@@ -186,3 +188,40 @@ class ReachNode(TenantOwned):
         constraints = [models.UniqueConstraint(fields=["tenant", "member_id"], name="analytics_reach_node_unique")]
         indexes = [models.Index(fields=["tenant", "-reach", "member_id"], name="analytics_reach_top_idx"),
                    models.Index(fields=["tenant", "generation"], name="analytics_reach_gen_idx")]
+
+
+class Segment(TenantOwned):
+    """A saved audience: a rule made of structured fields (every blank field matches everyone), its
+    members evaluated live by :func:`shequn.analytics.segments.segment_member_ids`. Used as the
+    audience of an SOP schedule, a coupon grant and a tier invitation."""
+
+    name = models.CharField(_("名称"), max_length=80)
+    lifecycle_stage = models.CharField(_("生命周期"), max_length=16, blank=True, default="",
+                                       choices=LifecycleStage.choices)
+    tag = models.ForeignKey("members.Tag", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                            verbose_name=_("标签"))
+    role = models.CharField(_("角色"), max_length=16, blank=True, default="", choices=CommunityRole.choices)
+    min_recency = models.PositiveSmallIntegerField(_("最近购买评分 ≥ (R, 1–5)"), null=True, blank=True)
+    min_frequency = models.PositiveSmallIntegerField(_("购买频次评分 ≥ (F, 1–5)"), null=True, blank=True)
+    min_monetary = models.PositiveSmallIntegerField(_("消费金额评分 ≥ (M, 1–5)"), null=True, blank=True)
+    min_orders = models.PositiveIntegerField(_("累计订单 ≥"), null=True, blank=True)
+    max_orders = models.PositiveIntegerField(_("累计订单 ≤"), null=True, blank=True)
+    min_active_days = models.PositiveIntegerField(_("活跃天数 ≥"), null=True, blank=True)
+    active_hour_from = models.PositiveSmallIntegerField(_("活跃时段起 (时)"), null=True, blank=True)
+    active_hour_to = models.PositiveSmallIntegerField(_("活跃时段止 (时)"), null=True, blank=True)
+    preferred_group = models.ForeignKey("communities.ChatGroup", null=True, blank=True, on_delete=models.SET_NULL,
+                                        related_name="+", verbose_name=_("常驻群"))
+    purchased_product = models.ForeignKey("commerce.Product", null=True, blank=True, on_delete=models.SET_NULL,
+                                          related_name="+", verbose_name=_("买过的商品"))
+    exclude_tier_code = models.CharField(_("排除已有等级"), max_length=32, blank=True, default="",
+                                         help_text=_("例如 partner: 排除已是合伙人的会员"))
+    created_at = models.DateTimeField(_("创建时间"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("更新时间"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("人群")
+        verbose_name_plural = _("人群")
+        constraints = [models.UniqueConstraint(fields=["tenant", "name"], name="analytics_segment_name_unique")]
+
+    def __str__(self) -> str:
+        return self.name

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db import connection
+from django.db.models import Count, Max, Min, Q, QuerySet, Sum
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -178,24 +179,52 @@ def sales_trend(tenant_id: int, *, days: int = 90, scope: Scope = Scope()) -> di
             "buyers": [buyers.get(d, 0) for d in dates], "daily_active": [active.get(d, 0) for d in dates]}
 
 
+def _figures_by(tenant_id: int, column: str, start: dt.date, end: dt.date) -> dict[Any, Figures]:
+    """``period_figures`` for every value of ``column`` at once: three grouped queries over the
+    rollups and the member-day facts (not three queries per value)."""
+    sums = {r[column]: r for r in rollups(tenant_id, start, end).values(column).annotate(
+        visitors=Sum("visitors"), joins=Sum("joins"), orders=Sum("orders"), sales=Sum("gmv_fen"),
+        refund=Sum("refund_fen"))}
+    facts = member_days(tenant_id, start, end)
+    distinct = {r[column]: r for r in facts.values(column).annotate(
+        experienced=Count("member_id", filter=Q(experienced=True) | Q(orders__gt=0), distinct=True),
+        buyers=Count("member_id", filter=Q(orders__gt=0), distinct=True))}
+    repeat: Counter[Any] = Counter(
+        k for k, _m in facts.filter(orders__gt=0).values_list(column, "member_id").annotate(n=Sum("orders"))
+        .filter(n__gte=2).values_list(column, "member_id"))
+    out = {}
+    for key in set(sums) | set(distinct):
+        s, d = sums.get(key) or {}, distinct.get(key) or {}
+        out[key] = Figures(visitors=s.get("visitors") or 0, joins=s.get("joins") or 0,
+                           experienced=d.get("experienced") or 0, buyers=d.get("buyers") or 0,
+                           orders=s.get("orders") or 0, sales_fen=s.get("sales") or 0,
+                           repeat_buyers=repeat[key], refund_fen=s.get("refund") or 0)
+    return out
+
+
 def breakdown(tenant_id: int, by: str, *, days: int = 30) -> list[dict[str, Any]]:
     """The formula per community / campaign / channel, with the change against the period before;
-    ordered by the absolute change in sales (the top movers first)."""
+    ordered by the absolute change in sales (the top movers first). Six grouped queries whatever the
+    number of slices."""
     if by not in SLICES:
         raise ValueError(by)
     end = today(tenant_id)
-    start = end - dt.timedelta(days=2 * days - 1)
+    start = end - dt.timedelta(days=days - 1)
+    prev_end = start - dt.timedelta(days=1)
+    prev_start = prev_end - dt.timedelta(days=days - 1)
     column = "community_id" if by == "community" else by
-    keys = [k for k in rollups(tenant_id, start, end).values_list(column, flat=True).distinct() if k not in (0, "")]
+    now_by, before_by = _figures_by(tenant_id, column, start, end), _figures_by(tenant_id, column, prev_start, prev_end)
+    keys = sorted((k for k in set(now_by) | set(before_by) if k not in (0, "")), key=str)
     names = dict(Community.objects.filter(tenant_id=tenant_id).values_list("pk", "name")) if by == "community" else {}
     out = []
     for key in keys:
-        scope = Scope(**{column: key})
-        panel = formula_panel(tenant_id, days=days, end=end, scope=scope)
-        out.append({"key": key, "name": names.get(key, str(key)), "sales_fen": panel["sales_fen"],
-                    "previous_sales_fen": panel["previous_sales_fen"], "change_fen": panel["change_fen"],
-                    "change_display": panel["change_display"], "summary": panel["summary"],
-                    "factors": {r["key"]: r["value"] for r in panel["factors"]}})
+        now, before = now_by.get(key, Figures()), before_by.get(key, Figures())
+        decomposition = decompose(before, now)
+        out.append({"key": key, "name": names.get(key, str(key)), "sales_fen": now.sales_fen,
+                    "previous_sales_fen": before.sales_fen, "change_fen": now.sales_fen - before.sales_fen,
+                    "change_display": _pct(decomposition.change_pct) if decomposition else "—",
+                    "summary": summary_line(decomposition, before, now),
+                    "factors": now.factors()})
     return sorted(out, key=lambda r: -abs(r["change_fen"]))
 
 
@@ -379,37 +408,66 @@ def _periods_between(a: dt.date, b: dt.date, grain: str) -> int:
     return (b.year - a.year) * 12 + b.month - a.month
 
 
+def _period_bounds(first: dt.date, last: dt.date, grain: str) -> list[dt.date]:
+    """The starts of every week/month from ``first``'s period to ``last``'s, plus the next one."""
+    out = [_period_start(first, grain)]
+    while out[-1] <= last:
+        d = out[-1]
+        out.append(d + dt.timedelta(days=7) if grain == "week" else (d + dt.timedelta(days=32)).replace(day=1))
+    return out
+
+
+def _case(column: str, bounds: list[Any]) -> tuple[str, list[Any]]:
+    """``CASE WHEN column < b1 THEN 0 WHEN column < b2 THEN 1 … END`` — the index of the period a
+    value falls in, computed by the database on both engines (no time-zone functions needed: the
+    bounds are computed here, in the tenant's zone)."""
+    parts, params = [], []
+    for i, b in enumerate(bounds[1:]):
+        parts.append(f"WHEN {column} < %s THEN {i}")
+        params.append(b)
+    return "CASE " + " ".join(parts) + " END", params
+
+
 def cohorts(tenant_id: int, *, grain: str = "month", periods: int = 6) -> list[dict[str, Any]]:
     """Members by the week/month of their first join: how many, and for each later period the share
-    still active and the revenue per member (paid GMV ÷ cohort size, fen)."""
+    still active and the revenue per member (paid GMV ÷ cohort size, fen).
+
+    Two grouped queries: cohort sizes over the journeys, and active members / GMV per (cohort,
+    period) over the member-day facts joined to the journeys; the week/month a timestamp or a day
+    falls in is a ``CASE`` over bounds computed in the tenant's zone, so no row goes to Python."""
     if grain not in ("week", "month"):
         raise ValueError(grain)
     zone = ZoneInfo(tenant_tz(tenant_id))
-    cohort_of: dict[int, dt.date] = {}
-    for mid, joined in MemberJourney.objects.filter(tenant_id=tenant_id, joined_at__isnull=False).values_list(
-            "member_id", "joined_at"):
-        if joined is not None:
-            cohort_of[mid] = _period_start(joined.astimezone(zone).date(), grain)
-    if not cohort_of:
+    journeys = MemberJourney.objects.filter(tenant_id=tenant_id, joined_at__isnull=False)
+    span = journeys.aggregate(lo=Min("joined_at"), hi=Max("joined_at"))
+    if span["lo"] is None:
         return []
-    active: dict[tuple[dt.date, int], set[int]] = defaultdict(set)
-    revenue: dict[tuple[dt.date, int], int] = defaultdict(int)
-    first = min(cohort_of.values())
-    for mid, day, is_active, gmv in MemberDay.objects.filter(tenant_id=tenant_id, day__gte=first).values_list(
-            "member_id", "day", "active", "gmv_fen"):
-        c = cohort_of.get(mid)
-        if c is None:
-            continue
-        k = _periods_between(c, _period_start(day, grain), grain)
-        if 0 <= k < periods:
-            if is_active:
-                active[(c, k)].add(mid)
-            revenue[(c, k)] += gmv
-    sizes = Counter(cohort_of.values())
+    last_day = max(span["hi"].astimezone(zone).date(), today(tenant_id))
+    starts = _period_bounds(span["lo"].astimezone(zone).date(), last_day, grain)
+    ops = connection.ops
+    instants = [ops.adapt_datetimefield_value(dt.datetime.combine(d, dt.time.min, tzinfo=zone)) for d in starts]
+    jt, mt = MemberJourney._meta.db_table, MemberDay._meta.db_table
+    cohort_sql, cohort_params = _case("j.joined_at", instants)
+    days = [ops.adapt_datefield_value(d) for d in starts]
+    day_sql, day_params = _case("d.day", days)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {cohort_sql} AS c, COUNT(*) FROM {jt} j "  # noqa: S608 (table names from the models, values bound)
+            "WHERE j.tenant_id = %s AND j.joined_at IS NOT NULL GROUP BY c", [*cohort_params, tenant_id])
+        sizes = {int(c): n for c, n in cursor.fetchall() if c is not None}
+        cursor.execute(
+            f"SELECT {cohort_sql} AS c, {day_sql} AS p, "  # noqa: S608
+            "COUNT(DISTINCT CASE WHEN d.active THEN d.member_id END), SUM(d.gmv_fen) "
+            f"FROM {mt} d JOIN {jt} j ON j.tenant_id = d.tenant_id AND j.member_id = d.member_id "
+            "WHERE d.tenant_id = %s AND j.joined_at IS NOT NULL AND d.day >= %s AND d.day < %s GROUP BY c, p",
+            [*cohort_params, *day_params, tenant_id, days[0], days[-1]])
+        cells = {(int(c), int(p)): (n or 0, int(g or 0)) for c, p, n, g in cursor.fetchall()
+                 if c is not None and p is not None}
     out = []
     for c in sorted(sizes):
         size = sizes[c]
-        out.append({"cohort": c.isoformat(), "size": size,
-                    "retention": [len(active[(c, k)]) / size for k in range(periods)],
-                    "revenue_per_member_fen": [revenue[(c, k)] / size for k in range(periods)]})
+        row = [cells.get((c, c + k), (0, 0)) for k in range(periods)]
+        out.append({"cohort": starts[c].isoformat(), "size": size,
+                    "retention": [n / size for n, _g in row],
+                    "revenue_per_member_fen": [g / size for _n, g in row]})
     return out

@@ -525,3 +525,19 @@ class TierGrant(TenantOwned):
         verbose_name_plural = _("付费等级记录")
         indexes = [models.Index(fields=["tenant", "member", "status"], name="tier_member_idx")]
 
+
+
+class TierInvitation(TenantOwned):
+    """An invitation of a member to a paid tier (e.g. a segment of repeat buyers invited to the partner
+    tier). One row per member and tier: inviting again is a no-op. Written by
+    ``commerce.services.tiers.do_invite_to_tier``."""
+
+    member = models.ForeignKey("members.Member", on_delete=models.CASCADE, related_name="+", verbose_name=_("会员"))
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="+", verbose_name=_("等级"))
+    source = models.CharField(_("来源"), max_length=80, blank=True, help_text=_("例如 人群:复购未入伙"))
+    invited_at = models.DateTimeField(_("邀请时间"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("等级邀请")
+        verbose_name_plural = _("等级邀请")
+        constraints = [models.UniqueConstraint(fields=["tenant", "member", "product"], name="tier_invitation_unique")]

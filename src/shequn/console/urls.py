@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib import admin
 from django.urls import path
 
-from . import analytics_views, auth_views, referral_views, views
+from . import analytics_views, auth_views, referral_views, segment_views, views
 
 app_name = "console"
 
@@ -32,4 +32,18 @@ urlpatterns = [
     path("referrals/alliances/", _v(referral_views.alliances), name="alliances"),
     path("analytics/health/", _v(analytics_views.health_page), name="health"),
     path("analytics/reach/", _v(analytics_views.reach_page), name="reach"),
+]
+
+urlpatterns += [
+    path("analytics/funnel/", _v(segment_views.funnel), name="analytics_funnel"),
+    path("analytics/funnel/members.<str:fmt>", _v(segment_views.funnel_members_export),
+         name="analytics_funnel_export"),
+    path("analytics/cohorts/", _v(segment_views.cohorts), name="analytics_cohorts"),
+    path("analytics/segments/", _v(segment_views.segment_list), name="segments"),
+    path("analytics/segments/add/", _v(segment_views.segment_edit), name="segment_add"),
+    path("analytics/segments/count/", _v(segment_views.segment_count), name="segment_count"),
+    path("analytics/segments/<int:segment_id>/", _v(segment_views.segment_edit), name="segment_change"),
+    path("analytics/segments/<int:segment_id>/action/", _v(segment_views.segment_action), name="segment_action"),
+    path("analytics/segments/<int:segment_id>/export.<str:fmt>", _v(segment_views.segment_export),
+         name="segment_export"),
 ]

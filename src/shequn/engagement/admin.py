@@ -27,6 +27,7 @@ from shequn.core.admin_base import (
 )
 from shequn.core.errors import ShequnError
 from shequn.core.money import YuanField, yuan
+from shequn.members.audiences import audience_choices
 
 from . import models, selectors, services
 
@@ -548,16 +549,22 @@ WEEKDAYS = [("0", _("周一")), ("1", _("周二")), ("2", _("周三")), ("3", _(
 
 
 class ContentScheduleForm(forms.ModelForm):  # type: ignore[type-arg]
+    tenant_id: int | None = None  # set per request by ContentScheduleAdmin.get_form
+    audience_id = forms.TypedChoiceField(label=_("目标人群 (已保存人群)"), required=False, coerce=int,
+                                         empty_value=None, choices=[("", _("不限"))])
     weekdays_list = forms.MultipleChoiceField(label=_("星期 (不选 = 每天)"), choices=WEEKDAYS, required=False,
                                               widget=forms.CheckboxSelectMultiple)
 
     class Meta:
         model = models.ContentSchedule
         fields = ("content", "kind", "community", "group", "run_at", "time_of_day", "day_offset",
-                  "respect_quiet_hours", "active")
+                  "audience_id", "respect_quiet_hours", "active")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        tenant_id = getattr(self.instance, "tenant_id", None) or self.tenant_id
+        if tenant_id:
+            self.fields["audience_id"].choices = [("", _("不限")), *audience_choices(tenant_id)]  # type: ignore[attr-defined]
         self.fields["weekdays_list"].initial = [str(d) for d in (self.instance.weekdays or [])]
 
 
@@ -572,10 +579,15 @@ class ContentScheduleAdmin(ServiceCreateMixin, EngagementAdmin):
     list_filter = ("kind", "active")
     change_list_template = "engagement/admin/schedule_changelist.html"
     field_map = {"content_id": "content", "community_id": "community", "group_id": "group",
-                 "weekdays": "weekdays_list"}
+                 "weekdays": "weekdays_list", "audience_id": "audience_id"}
     change_service = staticmethod(services.do_update_content_schedule)
     change_check = staticmethod(services.check_update_content_schedule)
     actions = ("pause", "resume")
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change, **kwargs)
+        tenant = getattr(request, "tenant", None)
+        return type(form.__name__, (form,), {"tenant_id": tenant.pk if tenant is not None else None})
 
     def change_kwargs(self, request: HttpRequest, data: dict[str, Any]) -> dict[str, Any]:
         return {**self.service_kwargs(request, data), "active": bool(data.get("active"))}

@@ -480,6 +480,7 @@ class ContentScheduleIn(BodyIn):
     weekdays: list[Annotated[int, Field(ge=0, le=6)]] = Field(default_factory=list, max_length=7)
     day_offset: Annotated[int, Field(ge=0, le=365)] = Field(0, description="sequence: days after joining")
     respect_quiet_hours: bool = True
+    audience_id: Id | None = Field(None, description="a saved segment (/analytics/segments): only its members")
 
 
 class ContentScheduleOut(Schema):
@@ -492,6 +493,7 @@ class ContentScheduleOut(Schema):
     time_of_day: dt.time | None
     weekdays: list[int]
     day_offset: int
+    audience_id: int | None
     active: bool
 
 

@@ -459,6 +459,8 @@ class ContentSchedule(TenantOwned):
                                      blank=True)
     segment_tag = models.ForeignKey("members.Tag", null=True, blank=True, on_delete=models.SET_NULL,
                                     related_name="+", verbose_name=_("目标人群: 标签"))
+    #: a saved segment of the analytics app (``members.audiences``): only its members get the content
+    audience_id = models.BigIntegerField(_("目标人群: 已保存人群"), null=True, blank=True)
     respect_quiet_hours = models.BooleanField(_("遵守免打扰时段"), default=True)
     active = models.BooleanField(_("启用"), default=True)
     last_run_at = models.DateTimeField(_("上次运行"), null=True, blank=True)

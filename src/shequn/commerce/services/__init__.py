@@ -136,6 +136,7 @@ from .refunds import (
 from .tiers import (
     TIER_SEEDS,
     do_expire_tiers,
+    do_invite_to_tier,
     do_seed_tiers,
 )
 from .transitions import (
@@ -199,6 +200,7 @@ __all__ = [
     "do_flash_buy",
     "do_fulfil_order",
     "do_handle_notification",
+    "do_invite_to_tier",
     "do_join_team",
     "do_prepare_flash_gate",
     "do_record_live_join",

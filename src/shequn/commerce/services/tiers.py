@@ -8,7 +8,7 @@ no active grant for that community keeps it open."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from django.db import transaction
 from django.db.models import Sum
@@ -17,10 +17,12 @@ from django.utils.translation import gettext as _
 
 from shequn.communities.models import JoinSource, Membership
 from shequn.communities.services import do_join, do_leave
+from shequn.core.errors import NotFound
 from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
+from shequn.members.models import Member
 
-from ..models import Order, OrderLine, Product, ProductKind, Refund, TierGrant
+from ..models import Order, OrderLine, Product, ProductKind, Refund, TierGrant, TierInvitation
 from .catalog import NewProduct, do_create_product
 
 TIER_SEEDS = (
@@ -120,3 +122,23 @@ def do_expire_tiers(now: dt.datetime | None = None) -> int:
                 n += 1
                 _close_tier_membership(g.tenant_id, g.member_id, g.community_id, now, _("付费等级到期"))
     return n
+
+
+def do_invite_to_tier(principal: Principal, product_id: int, member_ids: Iterable[int], *, source: str = "") -> int:
+    """Invite members to a paid tier: one :class:`TierInvitation` per member and tier, so inviting
+    the same members again adds nothing. Members already holding the tier are skipped. Returns how
+    many invitations are new."""
+    tid = principal.tenant_id
+    product = Product.objects.filter(tenant_id=tid, pk=product_id, kind=ProductKind.TIER).first()
+    if product is None:
+        raise NotFound(_("付费等级不存在"), details={"field": "product_id"})
+    ids = set(Member.objects.filter(tenant_id=tid, pk__in=set(member_ids), merged_into__isnull=True)
+              .values_list("pk", flat=True))
+    ids -= set(TierGrant.objects.filter(tenant_id=tid, product=product, status=TierGrant.Status.ACTIVE)
+               .values_list("member_id", flat=True))
+    ids -= set(TierInvitation.objects.filter(tenant_id=tid, product=product).values_list("member_id", flat=True))
+    TierInvitation.objects.bulk_create(
+        [TierInvitation(tenant_id=tid, member_id=m, product=product, source=source[:80]) for m in sorted(ids)],
+        ignore_conflicts=True, batch_size=1000)
+    do_audit(principal, "commerce.tier.invite", "Product", product.pk, data={"invited": len(ids), "source": source})
+    return len(ids)

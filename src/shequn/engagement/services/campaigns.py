@@ -17,6 +17,7 @@ from shequn.communities.models import ChatGroup, Community
 from shequn.core.errors import Conflict, Invalid, NotFound
 from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
+from shequn.members.audiences import audience_choices
 
 from ..models import Badge, ContentItem, ContentSchedule
 
@@ -88,6 +89,7 @@ def check_content_schedule(
     tenant_id: int, *, content_id: int | None, kind: str, community_id: int | None = None,
     group_id: int | None = None, run_at: dt.datetime | None = None, time_of_day: dt.time | None = None,
     weekdays: Sequence[int] = (), day_offset: int = 0, respect_quiet_hours: bool = True,
+    audience_id: int | None = None,
 ) -> None:
     if content_id is None or not ContentItem.objects.filter(tenant_id=tenant_id, pk=content_id).exists():
         raise NotFound(_("内容不存在"), details={"field": "content_id"})
@@ -107,6 +109,8 @@ def check_content_schedule(
         raise Invalid(_("星期须在 0 (周一) 到 6 (周日) 之间"), details={"field": "weekdays"})
     if kind == ContentSchedule.Kind.SEQUENCE and not 0 <= day_offset <= 365:
         raise Invalid(_("入群后天数须在 0 到 365 之间"), details={"field": "day_offset"})
+    if audience_id is not None and audience_id not in dict(audience_choices(tenant_id)):
+        raise NotFound(_("人群不存在"), details={"field": "audience_id"})
 
 
 @transaction.atomic
@@ -114,17 +118,18 @@ def do_create_content_schedule(
     principal: Principal, *, content_id: int | None, kind: str, community_id: int | None = None,
     group_id: int | None = None, run_at: dt.datetime | None = None, time_of_day: dt.time | None = None,
     weekdays: Sequence[int] = (), day_offset: int = 0, respect_quiet_hours: bool = True,
+    audience_id: int | None = None,
 ) -> ContentSchedule:
     """An SOP item: a content item sent at a fixed time, on a recurring time, or N days after each
     member joined (a sequence is several such items of one community)."""
     check_content_schedule(principal.tenant_id, content_id=content_id, kind=kind, community_id=community_id,
                            group_id=group_id, run_at=run_at, time_of_day=time_of_day, weekdays=weekdays,
-                           day_offset=day_offset, respect_quiet_hours=respect_quiet_hours)
+                           day_offset=day_offset, respect_quiet_hours=respect_quiet_hours, audience_id=audience_id)
     assert content_id is not None  # checked above
     s = ContentSchedule.objects.create(
         tenant_id=principal.tenant_id, content_id=content_id, kind=kind, community_id=community_id, group_id=group_id,
         run_at=run_at, time_of_day=time_of_day, weekdays=sorted(set(weekdays)), day_offset=day_offset,
-        respect_quiet_hours=respect_quiet_hours)
+        respect_quiet_hours=respect_quiet_hours, audience_id=audience_id)
     do_audit(principal, "engagement.schedule.create", "content_schedule", str(s.pk), data={"kind": kind})
     return s
 
@@ -149,4 +154,5 @@ def schedule_form_data(data: Mapping[str, Any]) -> dict[str, Any]:
             "community_id": getattr(data.get("community"), "pk", None),
             "group_id": getattr(data.get("group"), "pk", None), "run_at": data.get("run_at"),
             "time_of_day": data.get("time_of_day"), "weekdays": [int(d) for d in data.get("weekdays_list") or []],
-            "day_offset": data.get("day_offset") or 0, "respect_quiet_hours": bool(data.get("respect_quiet_hours"))}
+            "day_offset": data.get("day_offset") or 0, "respect_quiet_hours": bool(data.get("respect_quiet_hours")),
+            "audience_id": int(data["audience_id"]) if data.get("audience_id") else None}

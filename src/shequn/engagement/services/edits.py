@@ -274,7 +274,8 @@ def do_update_content_item(principal: Principal, item_id: int, **changes: Any) -
 def _schedule_values(s: ContentSchedule) -> dict[str, Any]:
     return {"content_id": s.content_id, "kind": s.kind, "community_id": s.community_id, "group_id": s.group_id,
             "run_at": s.run_at, "time_of_day": s.time_of_day, "weekdays": sorted(s.weekdays or []),
-            "day_offset": s.day_offset, "respect_quiet_hours": s.respect_quiet_hours}
+            "day_offset": s.day_offset, "respect_quiet_hours": s.respect_quiet_hours,
+            "audience_id": s.audience_id}
 
 
 def _check_schedule(s: ContentSchedule, changes: Mapping[str, Any]) -> tuple[dict[str, Any], list[str], bool | None]:

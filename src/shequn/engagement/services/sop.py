@@ -15,6 +15,7 @@ from shequn.activity.models import ActivityEvent
 from shequn.communities.models import ChatGroup, Membership
 from shequn.connectors.capabilities import can_direct_message
 from shequn.connectors.services import do_request_action
+from shequn.members.audiences import audience_members
 from shequn.members.models import Identity
 
 from ..models import ContentDelivery, ContentItem, ContentSchedule
@@ -71,7 +72,7 @@ def do_run_content_schedules(tenant_id: int, *, now: dt.datetime | None = None) 
             _run_sequence(s, since, now, tz, quiet=quiet, no_sell=no_sell, counts=counts)
             ContentSchedule.objects.filter(pk=s.pk).update(last_run_at=now)
             continue
-        segmented = bool(s.segment_stage or s.segment_tag_id)
+        segmented = bool(s.segment_stage or s.segment_tag_id or s.audience_id)
         groups = [] if segmented else _schedule_groups(s)
         for planned in schedule_occurrences(s, since, now, tz):
             effective = shift_out_of_quiet(planned, quiet, tz) if s.respect_quiet_hours else planned
@@ -111,6 +112,8 @@ def _segment_memberships(s: ContentSchedule) -> list[Membership]:
         qs = qs.filter(member__lifecycle_stage=s.segment_stage)
     if s.segment_tag_id is not None:
         qs = qs.filter(member__member_tags__tag_id=s.segment_tag_id)
+    if s.audience_id:
+        qs = qs.filter(member_id__in=sorted(audience_members(s.tenant_id, s.audience_id)))
     seen: set[int] = set()
     out = []
     for m in qs.select_related("group", "member").order_by("member_id", "-group_id", "pk"):

@@ -18,6 +18,7 @@ from shequn.connectors.tests.fake_server import FakeServer
 from shequn.connectors.tests.matrix_client import User
 from shequn.engagement.models import ContentDelivery, ContentItem, ContentSchedule
 from shequn.engagement.services import do_run_content_schedules
+from shequn.members import audiences
 from shequn.members.models import Member, MemberTag, Tag
 
 from .conftest import tg_join, tg_post
@@ -74,6 +75,24 @@ def test_segment_item_names_the_segment_in_one_group_post(tenant: Any, tg: dict[
     assert texts == ["@阿强 @阿珍\n宝妈专场今晚 8 点开始"]
     d = ContentDelivery.objects.get(schedule=s)
     assert d.group_id == tg["group"].pk and d.status == "queued"
+
+
+def test_audience_item_reaches_only_the_saved_segment(tenant: Any, tg: dict[str, Any], tg_api: FakeServer,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A schedule whose audience is a saved segment: the members registry resolves it (analytics fills
+    it in the wiring; here a stand-in segment of one member)."""
+    now = timezone.now()
+    for i, name in enumerate(["小林", "小吴"]):
+        tg_post(tg, tg_join(34001 + i, 801 + i, name, now - dt.timedelta(minutes=5)))
+    lin = Member.objects.get(display_name="小林")
+    monkeypatch.setitem(audiences._resolver, "segments",
+                        (lambda tid, aid: {lin.pk} if aid == 77 else set(), lambda tid: [(77, "复购会员")]))
+    s = _schedule(tenant, tg["community"], "老客专属福利", kind="fixed", run_at=now - dt.timedelta(minutes=1),
+                  audience_id=77)
+    do_run_content_schedules(tenant.pk, now=now)
+    _deliver()
+    assert [c["text"] for c in tg_api.calls("sendMessage")] == ["@小林\n老客专属福利"]
+    assert ContentDelivery.objects.get(schedule=s).status == "queued"
 
 
 def test_member_without_group_or_dm_is_recorded_no_route(tenant: Any, tg: dict[str, Any]) -> None:

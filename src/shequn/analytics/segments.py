@@ -1,0 +1,365 @@
+"""Segments (人群): RFM scores per member and saved rules over lifecycle × tags × roles × habits,
+evaluated live; and what a segment is used for — a coupon grant, a tier invitation, the audience of
+an SOP schedule (through the audience registry of members, filled in ``shequn.wiring``).
+
+**RFM** (from the member-day facts, so from paid orders): among the tenant's buyers, R = days since
+the last paid order (fewer is better), F = paid orders, M = paid GMV in fen; each is scored 1–5 by
+quintile (5 = the best fifth). Equal values share a score. Members who never bought have no score
+and match no RFM condition.
+
+**Habits**: active hours = the local hour of the member's messages in the last 30 days (any message
+in the window ``from``..``to`` inclusive, wrapping past midnight when ``from > to``); preferred group
+= the group where the member sent the most messages in the last 30 days; purchase = a paid order line
+of the product. Lifetime orders and active days come from the member-day facts.
+
+Every blank field of a rule matches everyone; the filled ones are combined with AND. Membership is
+computed on each read, so a member's new order, tag or role moves them in or out at once."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Count, Max, Q, Sum
+from django.db.models.functions import ExtractHour
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from shequn.activity.models import ActivityEvent, EventKind
+from shequn.commerce import services as commerce_services
+from shequn.commerce.models import Coupon, CouponTemplate, OrderLine, Product, ProductKind, TierGrant
+from shequn.communities.models import ChatGroup, CommunityRole, RoleAssignment
+from shequn.core.errors import Conflict, Invalid, NotFound, ShequnError
+from shequn.core.permissions import Principal
+from shequn.core.services import do_audit
+from shequn.members.models import LifecycleStage, Member, MemberTag, Tag
+
+from .models import MemberDay, Segment
+from .services import tenant_zone
+
+HABIT_WINDOW = dt.timedelta(days=30)
+MESSAGE_KINDS = (EventKind.MESSAGE, EventKind.REPLY)
+
+
+# -- RFM ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Rfm:
+    recency_days: int
+    orders: int
+    gmv_fen: int
+    r: int
+    f: int
+    m: int
+
+
+def _quintiles(values: Mapping[int, float]) -> dict[int, int]:
+    """Score 1–5 by quintile of ascending value: ⌈5 · (share of values ≤ v)⌉, so the best value
+    always scores 5 and equal values share a score."""
+    n = len(values)
+    ordered = sorted(values.values())
+    at_most: dict[float, int] = {}
+    for i, v in enumerate(ordered):
+        at_most[v] = i + 1
+    return {k: -(-at_most[v] * 5 // n) for k, v in values.items()}
+
+
+def rfm_scores(tenant_id: int, *, today: dt.date | None = None) -> dict[int, Rfm]:
+    """Every buyer's R, F, M and their 1–5 scores (one grouped query over the member-day facts)."""
+    today = today or timezone.now().astimezone(tenant_zone(tenant_id)).date()
+    rows = (MemberDay.objects.filter(tenant_id=tenant_id, orders__gt=0).values("member_id")
+            .annotate(last=Max("day"), n=Sum("orders"), gmv=Sum("gmv_fen")))
+    raw = {r["member_id"]: (max(0, (today - r["last"]).days), int(r["n"]), int(r["gmv"] or 0)) for r in rows}
+    r = _quintiles({k: -v[0] for k, v in raw.items()})  # fewer days since the last order scores higher
+    f = _quintiles({k: v[1] for k, v in raw.items()})
+    m = _quintiles({k: v[2] for k, v in raw.items()})
+    return {k: Rfm(v[0], v[1], v[2], r[k], f[k], m[k]) for k, v in raw.items()}
+
+
+# -- rules ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Rule:
+    """The structured rule of a segment (blank = any)."""
+
+    lifecycle_stage: str = ""
+    tag_id: int | None = None
+    role: str = ""
+    min_recency: int | None = None
+    min_frequency: int | None = None
+    min_monetary: int | None = None
+    min_orders: int | None = None
+    max_orders: int | None = None
+    min_active_days: int | None = None
+    active_hour_from: int | None = None
+    active_hour_to: int | None = None
+    preferred_group_id: int | None = None
+    purchased_product_id: int | None = None
+    exclude_tier_code: str = ""
+
+    @classmethod
+    def of(cls, segment: Segment) -> Rule:
+        return cls(**{f.name: getattr(segment, f.name) for f in fields(cls)})
+
+
+RULE_FIELDS = tuple(f.name for f in fields(Rule))
+_SCORES = ("min_recency", "min_frequency", "min_monetary")
+_COUNTS = ("min_orders", "max_orders", "min_active_days")
+
+
+def _int_or_none(raw: Any, name: str, lo: int, hi: int) -> int | None:
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, bool):
+        raise Invalid(_("%(field)s 必须是整数") % {"field": name}, details={"field": name})
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise Invalid(_("%(field)s 必须是整数") % {"field": name}, details={"field": name}) from None
+    if not lo <= value <= hi:
+        raise Invalid(_("%(field)s 须在 %(lo)s 到 %(hi)s 之间") % {"field": name, "lo": lo, "hi": hi},
+                      details={"field": name})
+    return value
+
+
+def check_rule(tenant_id: int, data: Mapping[str, Any]) -> Rule:
+    """Validate a rule from a form or the API: unknown stage/role/tag/group/product of another tenant
+    are refused naming the field."""
+    unknown = set(data) - set(RULE_FIELDS)
+    if unknown:
+        name = sorted(unknown)[0]
+        raise Invalid(_("未知字段 %(field)s") % {"field": name}, details={"field": name})
+    stage = str(data.get("lifecycle_stage") or "")
+    if stage and stage not in LifecycleStage.values:
+        raise Invalid(_("生命周期不存在"), details={"field": "lifecycle_stage"})
+    role = str(data.get("role") or "")
+    if role and role not in CommunityRole.values:
+        raise Invalid(_("角色不存在"), details={"field": "role"})
+    values: dict[str, Any] = {"lifecycle_stage": stage, "role": role}
+    for name in _SCORES:
+        values[name] = _int_or_none(data.get(name), name, 1, 5)
+    for name in _COUNTS:
+        values[name] = _int_or_none(data.get(name), name, 0, 1_000_000)
+    for name in ("active_hour_from", "active_hour_to"):
+        values[name] = _int_or_none(data.get(name), name, 0, 23)
+    if (values["active_hour_from"] is None) != (values["active_hour_to"] is None):
+        missing = "active_hour_to" if values["active_hour_to"] is None else "active_hour_from"
+        raise Invalid(_("活跃时段须同时填写起止"), details={"field": missing})
+    if values["min_orders"] is not None and values["max_orders"] is not None \
+            and values["min_orders"] > values["max_orders"]:
+        raise Invalid(_("累计订单下限大于上限"), details={"field": "max_orders"})
+    for name, model, extra in (("tag_id", Tag, {}), ("preferred_group_id", ChatGroup, {}),
+                               ("purchased_product_id", Product, {})):
+        value = _int_or_none(data.get(name), name, 1, 2**63 - 1)
+        if value is not None and not model.objects.filter(tenant_id=tenant_id, pk=value, **extra).exists():
+            raise Invalid(_("%(field)s 不存在") % {"field": name}, details={"field": name})
+        values[name] = value
+    code = str(data.get("exclude_tier_code") or "").strip()
+    if len(code) > 32:
+        raise Invalid(_("等级代码过长"), details={"field": "exclude_tier_code"})
+    values["exclude_tier_code"] = code
+    return Rule(**values)
+
+
+def _since(tenant_id: int) -> dt.datetime:
+    return timezone.now() - HABIT_WINDOW
+
+
+def segment_member_ids(tenant_id: int, rule: Rule) -> set[int]:
+    """The members matching ``rule`` now (tenant-scoped; merged-away and erased members excluded)."""
+    members = Member.objects.filter(tenant_id=tenant_id, merged_into__isnull=True, erased_at__isnull=True)
+    if rule.lifecycle_stage:
+        members = members.filter(lifecycle_stage=rule.lifecycle_stage)
+    if rule.tag_id:
+        members = members.filter(pk__in=MemberTag.objects.filter(tenant_id=tenant_id, tag_id=rule.tag_id)
+                                 .values("member_id"))
+    if rule.role:
+        now = timezone.now()
+        members = members.filter(pk__in=RoleAssignment.objects.filter(
+            tenant_id=tenant_id, role=rule.role).filter(Q(until__isnull=True) | Q(until__gt=now)).values("member_id"))
+    if rule.purchased_product_id:
+        members = members.filter(pk__in=OrderLine.objects.filter(
+            tenant_id=tenant_id, product_id=rule.purchased_product_id, order__paid_at__isnull=False)
+            .values("order__member_id"))
+    if rule.exclude_tier_code:
+        members = members.exclude(pk__in=TierGrant.objects.filter(
+            tenant_id=tenant_id, status=TierGrant.Status.ACTIVE, product__tier_code=rule.exclude_tier_code)
+            .values("member_id"))
+    ids = set(members.values_list("pk", flat=True))
+    if any(getattr(rule, n) is not None for n in _SCORES):
+        scores = rfm_scores(tenant_id)
+        ids = {m for m in ids if (s := scores.get(m)) is not None
+               and s.r >= (rule.min_recency or 1) and s.f >= (rule.min_frequency or 1)
+               and s.m >= (rule.min_monetary or 1)}
+    if rule.min_orders or rule.max_orders is not None:
+        orders = dict(MemberDay.objects.filter(tenant_id=tenant_id, orders__gt=0).values("member_id")
+                      .annotate(n=Sum("orders")).values_list("member_id", "n"))
+        lo, hi = rule.min_orders or 0, rule.max_orders
+        ids = {m for m in ids if orders.get(m, 0) >= lo and (hi is None or orders.get(m, 0) <= hi)}
+    if rule.min_active_days:
+        days = dict(MemberDay.objects.filter(tenant_id=tenant_id, active=True).values("member_id")
+                    .annotate(n=Count("day", distinct=True)).filter(n__gte=rule.min_active_days)
+                    .values_list("member_id", "n"))
+        ids &= set(days)
+    if rule.active_hour_from is not None and rule.active_hour_to is not None:
+        ids &= _active_at_hours(tenant_id, rule.active_hour_from, rule.active_hour_to)
+    if rule.preferred_group_id:
+        ids &= _preferring(tenant_id, rule.preferred_group_id)
+    return ids
+
+
+def _messages(tenant_id: int) -> Any:
+    return ActivityEvent.objects.filter(tenant_id=tenant_id, kind__in=MESSAGE_KINDS, member_id__isnull=False,
+                                        occurred_at__gte=_since(tenant_id))
+
+
+def _active_at_hours(tenant_id: int, start: int, end: int) -> set[int]:
+    hours = list(range(start, end + 1)) if start <= end else [*range(start, 24), *range(0, end + 1)]
+    return set(_messages(tenant_id).annotate(h=ExtractHour("occurred_at", tzinfo=tenant_zone(tenant_id)))
+               .filter(h__in=hours).values_list("member_id", flat=True).distinct())
+
+
+def _preferring(tenant_id: int, group_id: int) -> set[int]:
+    best: dict[int, tuple[int, int]] = {}
+    for mid, gid, n in (_messages(tenant_id).filter(group_id__isnull=False).values("member_id", "group_id")
+                        .annotate(n=Count("pk")).values_list("member_id", "group_id", "n")):
+        if mid not in best or (n, -gid) > (best[mid][1], -best[mid][0]):
+            best[mid] = (gid, n)
+    return {mid for mid, (gid, _n) in best.items() if gid == group_id}
+
+
+def segments(tenant_id: int) -> Any:
+    return Segment.objects.filter(tenant_id=tenant_id).order_by("name", "pk")
+
+
+def get_segment(tenant_id: int, segment_id: int) -> Segment:
+    seg = Segment.objects.filter(tenant_id=tenant_id, pk=segment_id).first()
+    if seg is None:
+        raise NotFound(_("人群不存在"), details={"field": "segment_id"})
+    return seg
+
+
+def segment_members(tenant_id: int, segment_id: int) -> list[dict[str, Any]]:
+    """The members of a saved segment with their RFM, for the list and the export (phones masked)."""
+    ids = segment_member_ids(tenant_id, Rule.of(get_segment(tenant_id, segment_id)))
+    scores = rfm_scores(tenant_id)
+    out = []
+    for mid, name, phone, stage in (Member.objects.filter(tenant_id=tenant_id, pk__in=ids).order_by("pk")
+                                    .values_list("pk", "display_name", "phone", "lifecycle_stage").iterator()):
+        s = scores.get(mid)
+        out.append({"member_id": mid, "display_name": name, "phone": mask_phone(phone),
+                    "lifecycle_stage": str(LifecycleStage(stage).label) if stage in LifecycleStage.values else stage,
+                    "orders": s.orders if s else 0, "gmv_yuan": f"{(s.gmv_fen if s else 0) / 100:.2f}",
+                    "rfm": f"{s.r}{s.f}{s.m}" if s else ""})
+    return out
+
+
+def mask_phone(phone: str) -> str:
+    """138****5678: the middle digits of a phone never leave in an export."""
+    digits = phone or ""
+    if len(digits) < 7:
+        return "*" * len(digits)
+    return f"{digits[:3]}****{digits[-4:]}"
+
+
+# -- writers --------------------------------------------------------------------------------------
+
+def check_segment(tenant_id: int, name: str, data: Mapping[str, Any], *, segment_id: int | None = None
+                  ) -> tuple[str, Rule]:
+    name = (name or "").strip()
+    if not name or len(name) > 80:
+        raise Invalid(_("请填写人群名称 (最多 80 字)"), details={"field": "name"})
+    clash = Segment.objects.filter(tenant_id=tenant_id, name=name)
+    if segment_id is not None:
+        clash = clash.exclude(pk=segment_id)
+    if clash.exists():
+        raise Conflict(_("已有同名人群"), code="duplicate", details={"field": "name"})
+    return name, check_rule(tenant_id, data)
+
+
+@transaction.atomic
+def do_save_segment(principal: Principal, name: str, data: Mapping[str, Any], *, segment_id: int | None = None
+                    ) -> Segment:
+    """Create a segment, or change the name and rule of ``segment_id``."""
+    tid = principal.tenant_id
+    name, rule = check_segment(tid, name, data, segment_id=segment_id)
+    seg = get_segment(tid, segment_id) if segment_id is not None else Segment(tenant_id=tid)
+    seg.name = name
+    for key in RULE_FIELDS:
+        setattr(seg, key, getattr(rule, key))
+    seg.save()
+    do_audit(principal, "analytics.segment.save", "Segment", seg.pk, data={"name": name})
+    return seg
+
+
+def do_delete_segment(principal: Principal, segment_id: int) -> None:
+    seg = get_segment(principal.tenant_id, segment_id)
+    do_audit(principal, "analytics.segment.delete", "Segment", seg.pk, data={"name": seg.name})
+    seg.delete()
+
+
+@dataclass
+class GrantResult:
+    granted: int = 0
+    already: int = 0
+    refused: Counter[str] | None = None
+
+
+def do_grant_coupon_to_segment(principal: Principal, segment_id: int, template_id: int) -> GrantResult:
+    """Grant one coupon of ``template_id`` to every member of the segment who holds none yet —
+    idempotent: a second grant gives only to members who joined the segment since. Each grant goes
+    through commerce's ``do_claim_coupon`` (validity, new-customer rule, per-member limit, stock) in
+    its own savepoint; a refusal is counted by reason and skips that member."""
+    tid = principal.tenant_id
+    seg = get_segment(tid, segment_id)
+    if not CouponTemplate.objects.filter(tenant_id=tid, pk=template_id, is_share=False).exists():
+        raise NotFound(_("优惠券不存在"), details={"field": "template_id"})
+    ids = segment_member_ids(tid, Rule.of(seg))
+    holding = set(Coupon.objects.filter(tenant_id=tid, template_id=template_id, owner_id__in=ids)
+                  .values_list("owner_id", flat=True))
+    result = GrantResult(already=len(holding), refused=Counter())
+    for mid in sorted(ids - holding):
+        try:
+            with transaction.atomic():
+                commerce_services.do_claim_coupon(principal, template_id, member_id=mid)
+            result.granted += 1
+        except ShequnError as exc:
+            assert result.refused is not None
+            result.refused[exc.code] += 1
+            if exc.code == "sold_out":
+                break
+    do_audit(principal, "analytics.segment.grant_coupon", "Segment", seg.pk,
+             data={"template_id": template_id, "granted": result.granted})
+    return result
+
+
+def do_invite_segment_to_tier(principal: Principal, segment_id: int, product_id: int) -> int:
+    """Invite every member of the segment to a paid tier (commerce's ``do_invite_to_tier``: one
+    invitation per member and tier, so it is idempotent). Returns how many invitations are new."""
+    seg = get_segment(principal.tenant_id, segment_id)
+    if not Product.objects.filter(tenant_id=principal.tenant_id, pk=product_id, kind=ProductKind.TIER).exists():
+        raise NotFound(_("付费等级不存在"), details={"field": "product_id"})
+    ids = segment_member_ids(principal.tenant_id, Rule.of(seg))
+    return commerce_services.do_invite_to_tier(principal, product_id, ids, source=f"{_('人群')}:{seg.name}")
+
+
+def audience_member_ids(tenant_id: int, segment_id: int) -> set[int]:
+    """The audience resolver registered with ``members.audiences`` (in ``shequn.wiring``): the members
+    of a saved segment; an unknown segment is an empty audience."""
+    seg = Segment.objects.filter(tenant_id=tenant_id, pk=segment_id).first()
+    return segment_member_ids(tenant_id, Rule.of(seg)) if seg is not None else set()
+
+
+def audience_choices(tenant_id: int) -> list[tuple[int, str]]:
+    return list(segments(tenant_id).values_list("pk", "name"))
+
+
+def count_by_segment(tenant_id: int, segment_ids: Iterable[int]) -> dict[int, int]:
+    """Live counts for a list page."""
+    by_id = {s.pk: s for s in Segment.objects.filter(tenant_id=tenant_id, pk__in=list(segment_ids))}
+    return {pk: len(segment_member_ids(tenant_id, Rule.of(s))) for pk, s in by_id.items()}
+
