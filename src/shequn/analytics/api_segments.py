@@ -15,6 +15,7 @@ from openpyxl import Workbook
 from pydantic import ConfigDict
 
 from shequn.core.http import ERRORS, BodyIn, Id, idempotent, require
+from shequn.core.pagination import RankPagination, paginate
 
 from . import segments
 
@@ -25,7 +26,7 @@ Hour = Annotated[int, Field(ge=0, le=23)]
 Count = Annotated[int, Field(ge=0, le=1_000_000)]
 
 
-class RuleIn(BodyIn):
+class SegmentRuleIn(BodyIn):
     model_config = ConfigDict(strict=True, extra="forbid")  # a misspelt condition is refused, not ignored
 
     lifecycle_stage: Literal["", "new", "active", "lurking", "dormant", "churned"] = ""
@@ -44,7 +45,7 @@ class RuleIn(BodyIn):
     exclude_tier_code: Annotated[str, Field(max_length=32)] = ""
 
 
-class SegmentIn(RuleIn):
+class SegmentIn(SegmentRuleIn):
     name: Annotated[str, Field(min_length=1, max_length=80)]
 
 
@@ -72,7 +73,7 @@ class CountOut(Schema):
     count: int
 
 
-class MemberOut(Schema):
+class SegmentMemberOut(Schema):
     member_id: int
     display_name: str
     phone: str
@@ -92,7 +93,7 @@ class GrantOut(Schema):
     refused: dict[str, int]
 
 
-class InviteIn(BodyIn):
+class TierInviteIn(BodyIn):
     product_id: Id
 
 
@@ -106,7 +107,7 @@ def _out(tenant_id: int, seg: Any) -> dict[str, Any]:
             **rule.__dict__}
 
 
-def _rule(body: RuleIn) -> dict[str, Any]:
+def _rule(body: SegmentRuleIn) -> dict[str, Any]:
     return body.model_dump(include=set(segments.RULE_FIELDS))
 
 
@@ -124,7 +125,7 @@ def create_segment(request: HttpRequest, body: SegmentIn) -> Any:
 
 
 @router.post("/count", response={200: CountOut, **ERRORS}, summary="按条件实时计数 (不保存)")
-def count_rule(request: HttpRequest, body: RuleIn) -> Any:
+def count_rule(request: HttpRequest, body: SegmentRuleIn) -> Any:
     p = require(request, "analytics.read")
     rule = segments.check_rule(p.tenant_id, _rule(body))
     return {"count": len(segments.segment_member_ids(p.tenant_id, rule))}
@@ -142,13 +143,19 @@ def update_segment(request: HttpRequest, segment_id: Id, body: SegmentIn) -> Any
     return _out(p.tenant_id, segments.do_save_segment(p, body.name, _rule(body), segment_id=segment_id))
 
 
-@router.delete("/{segment_id}", response={204: None, **ERRORS}, summary="删除人群")
+class SegmentDeletedOut(Schema):
+    id: int
+    deleted: bool
+
+
+@router.delete("/{segment_id}", response={200: SegmentDeletedOut, **ERRORS}, summary="删除人群")
 def delete_segment(request: HttpRequest, segment_id: Id) -> Any:
     segments.do_delete_segment(require(request, "analytics.write"), segment_id)
-    return 204, None
+    return {"id": segment_id, "deleted": True}
 
 
-@router.get("/{segment_id}/members", response={200: list[MemberOut], **ERRORS}, summary="人群成员 (手机号打码)")
+@router.get("/{segment_id}/members", response={200: list[SegmentMemberOut], **ERRORS}, summary="人群成员 (手机号打码)")
+@paginate(RankPagination)
 def segment_members(request: HttpRequest, segment_id: Id) -> Any:
     p = require(request, "analytics.read")
     return segments.segment_members(p.tenant_id, segment_id)
@@ -203,7 +210,7 @@ def grant_coupon(request: HttpRequest, segment_id: Id, body: GrantIn) -> Any:
 
 @router.post("/{segment_id}/invite-tier", response={200: InviteOut, **ERRORS}, summary="邀请人群加入付费等级 (幂等)")
 @idempotent
-def invite_tier(request: HttpRequest, segment_id: Id, body: InviteIn) -> Any:
+def invite_tier(request: HttpRequest, segment_id: Id, body: TierInviteIn) -> Any:
     p = require(request, "analytics.write")
     require(request, "commerce.write")
     return {"invited": segments.do_invite_segment_to_tier(p, segment_id, body.product_id)}

@@ -129,7 +129,8 @@ def test_channels_webhook_staff_group_and_owner_dm(tenant):
     for m, role in ((owner, CommunityRole.OWNER), (cs, CommunityRole.CUSTOMER_SERVICE)):
         RoleAssignment.objects.create(tenant=tenant, community=w.communities[0], member=m, role=role, since=at(0))
     Identity.objects.create(tenant=tenant, member=owner, platform="telegram", external_id="777")
-    Identity.objects.create(tenant=tenant, member=cs, platform="matrix", external_id="@cs:x")  # no DMs on matrix
+    Identity.objects.create(tenant=tenant, member=cs, platform="matrix", external_id="@cs:x")
+    Identity.objects.create(tenant=tenant, member=cs, platform="wecom", external_id="cs-w")  # no DMs on WeCom
     health.do_save_settings(tenant.pk, {"notify_owner": True, "staff_group_id": w.groups[1].pk})
     _ads(w, 5, NOW - dt.timedelta(minutes=10))
     health.do_evaluate(tenant.pk, now=NOW)
@@ -142,10 +143,12 @@ def test_channels_webhook_staff_group_and_owner_dm(tenant):
     assert staff.kind == "send" and staff.group_id == w.groups[1].pk and "广告" in staff.payload["text"]
     dm = actions.get(idempotency_key=f"health:{notice.pk}:dm:{owner.pk}")
     assert dm.platform == "telegram" and dm.target_external_id == "777" and dm.payload["dm"] is True
-    assert actions.count() == 2  # the 客服 has no platform that takes direct messages
+    cs_dm = actions.get(idempotency_key=f"health:{notice.pk}:dm:{cs.pk}")  # Matrix takes DMs (m.direct)
+    assert cs_dm.platform == "matrix" and cs_dm.target_external_id == "@cs:x"
+    assert actions.count() == 3  # one DM each, the staff group once
 
     health.do_evaluate(tenant.pk, now=NOW + dt.timedelta(minutes=5))  # kept: nothing sent again
-    assert actions.count() == 2
+    assert actions.count() == 3
     assert WebhookEvent.objects.filter(tenant=tenant, type="health.alert").count() == 1
 
 

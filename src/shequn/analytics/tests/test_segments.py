@@ -139,7 +139,7 @@ def test_api_segments_strict_idempotent_isolated_exportable(w, other_tenant, mak
     assert first.json()["count"] == 1
     dup = c.post(URL, {"name": "大客户"})
     assert dup.status_code == 409
-    members = c.get(f"{URL}/{sid}/members").json()
+    members = c.get(f"{URL}/{sid}/members").json()["items"]
     assert [m["phone"] for m in members] == ["138****5678"]
     xlsx = c.get(f"{URL}/{sid}/export", {"format": "xlsx"})
     sheet = load_workbook(io.BytesIO(xlsx.content)).active
