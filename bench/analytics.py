@@ -35,20 +35,24 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--orders", type=int, default=20_000)
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--invited", type=float, default=0.5, help="share of members bound to an earlier member")
+    ap.add_argument("--skip-ingest-cost", action="store_true", help="skip section 1 (the subscriptions' cost)")
     args = ap.parse_args()
     label = setup(args.db, "shequn_bench_analytics")
 
     from django.utils import timezone
 
     from shequn.activity.models import ActivityEvent
-    from shequn.analytics import selectors, services
+    from shequn.analytics import health, reach, selectors, services
     from shequn.analytics.models import DailyRollup, MemberDay
     from shequn.commerce.events import OrderEventData
     from shequn.commerce.models import Order, OrderStatus
-    from shequn.communities.models import ChatGroup, Community
+    from shequn.communities.models import ChatGroup, Community, Membership
     from shequn.core.models import Tenant
+    from shequn.engagement.models import ReplyTrack
     from shequn.members.models import Member
-    from shequn.referrals.models import InviteLink
+    from shequn.moderation.models import Violation
+    from shequn.referrals.models import InviteLink, ReferralBinding
 
     rng = random.Random(15)
     tenant = Tenant.objects.create(slug="bench", name="bench")
@@ -86,25 +90,62 @@ def main() -> None:
                                          "campaign": f"活动{rng.randrange(3)}"},
                             paid_at=start + dt.timedelta(seconds=rng.uniform(0, 90 * 86400))))
     Order.objects.bulk_create(orders, batch_size=5000)
+    # health inputs: one open membership per member, ads and reply-queue rows of the last week
+    Membership.objects.bulk_create([
+        Membership(tenant=tenant, member_id=m, community_id=groups[k % len(groups)].community_id,
+                   group_id=groups[k % len(groups)].pk, joined_at=start) for k, m in enumerate(member_ids)],
+        batch_size=5000)
+    week = now - dt.timedelta(days=7)
+    Violation.objects.bulk_create([
+        Violation(tenant=tenant, community_id=g.community_id, group_id=g.pk, member_id=rng.choice(member_ids),
+                  verdict="ad", score=0.99, occurred_at=week + dt.timedelta(seconds=rng.uniform(0, 7 * 86400)))
+        for g in (groups[rng.randrange(len(groups))] for _ in range(args.members // 20))], batch_size=5000)
+    replies = []
+    for k in range(args.members // 5):
+        g = groups[rng.randrange(len(groups))]
+        at = week + dt.timedelta(seconds=rng.uniform(0, 7 * 86400))
+        replies.append(ReplyTrack(tenant=tenant, event_id=k, community_id=g.community_id, group_id=g.pk,
+                                  member_id=rng.choice(member_ids), occurred_at=at,
+                                  answered_at=at + dt.timedelta(minutes=rng.uniform(1, 120))
+                                  if rng.random() < 0.8 else None))
+    ReplyTrack.objects.bulk_create(replies, batch_size=5000)
+    # the invite forest: the first 5% are seeds; each later member is, with probability --invited, bound
+    # to an earlier member (a random recursive tree: depth grows like the log of the members)
+    sharers = member_ids[: max(1, args.members // 10)]
+    member_links = {m: InviteLink(tenant=tenant, code=f"m{m}", member_id=m, campaign=f"活动{m % 3}")
+                    for m in sharers}
+    InviteLink.objects.bulk_create(list(member_links.values()), batch_size=5000)
+    link_ids = dict(InviteLink.objects.filter(tenant=tenant, member__isnull=False).values_list("member_id", "pk"))
+    bindings = []
+    seeds = max(1, args.members // 20)
+    for k in range(seeds, len(member_ids)):
+        if rng.random() < args.invited:
+            parent = member_ids[rng.randrange(k)]
+            bindings.append(ReferralBinding(tenant=tenant, member_id=member_ids[k], referrer_id=parent,
+                                            link_id=link_ids.get(parent), bound_at=start))
+    ReferralBinding.objects.bulk_create(bindings, batch_size=5000)
     print(f"# analytics bench — {label}: {args.members:,} members, {args.events:,} events, {args.orders:,} orders "
           f"over 90 days (data loaded in {time.perf_counter() - t0:.1f} s)")
 
     # 1. the subscriptions' cost per ingested event: dispatch hands stored batches of 1,000
-    ids = list(ActivityEvent.objects.filter(tenant=tenant).order_by("?").values_list("pk", flat=True)[:20_000])
+    ids = [] if args.skip_ingest_cost else list(
+        ActivityEvent.objects.filter(tenant=tenant).order_by("?").values_list("pk", flat=True)[:20_000])
     per_event = []
     for k in range(0, len(ids), 1000):
         events = list(ActivityEvent.objects.filter(pk__in=ids[k:k + 1000]))
         t = time.perf_counter()
         services.on_activity(tenant.pk, events)
         per_event.append((time.perf_counter() - t) / len(events))
-    order_ids = list(Order.objects.filter(tenant=tenant).values_list("pk", "member_id", "paid_fen", "paid_at")[:1000])
+    order_ids = [] if args.skip_ingest_cost else list(
+        Order.objects.filter(tenant=tenant).values_list("pk", "member_id", "paid_fen", "paid_at")[:1000])
     t = time.perf_counter()
     for n, (oid, mid, fen, paid_at) in enumerate(order_ids):
         services.on_order_event(OrderEventData(tenant_id=tenant.pk, event_id=n, kind="paid", order_id=oid,
                                                member_id=mid, amount_fen=fen, occurred_at=paid_at))
     per_order = (time.perf_counter() - t) / max(1, len(order_ids))
-    print(f"activity consumer: {statistics.median(per_event) * 1e6:.1f} µs per event (median of batches of 1,000); "
-          f"order listener: {per_order * 1e3:.2f} ms per order event")
+    if per_event:
+        print(f"activity consumer: {statistics.median(per_event) * 1e6:.1f} µs per event (median of batches of "
+              f"1,000); order listener: {per_order * 1e3:.2f} ms per order event")
 
     # 2. full rebuild
     t = time.perf_counter()
@@ -120,6 +161,12 @@ def main() -> None:
     services.do_refresh(tenant.pk)
     print(f"refresh of one dirty day: {(time.perf_counter() - t) * 1e3:.0f} ms")
 
+    # 3b. the referral forest's nodes (what analytics.tasks.refresh_reach does every 5 minutes)
+    t = time.perf_counter()
+    nodes = reach.do_refresh_reach(tenant.pk)
+    print(f"reach refresh (two recursive CTEs over the bindings, {nodes:,} nodes): "
+          f"{(time.perf_counter() - t) * 1e3:.0f} ms")
+
     # 4. reads
     reads = {
         "formula (30 d vs 30 d)": lambda: selectors.formula_panel(tenant.pk, days=30),
@@ -131,7 +178,16 @@ def main() -> None:
         "health alerts": lambda: selectors.health_alerts(tenant.pk),
         "funnel by channel": lambda: selectors.funnel(tenant.pk, by="channel"),
         "cohorts (monthly)": lambda: selectors.cohorts(tenant.pk, grain="month"),
+        "health figures by group (7 d)": lambda: health.health_figures(tenant.pk, by="group"),
+        "health figures by community (7 d)": lambda: health.health_figures(tenant.pk, by="community"),
+        "health rules (all six)": lambda: health.firing(tenant.pk),
+        "health evaluation (notices)": lambda: health.do_evaluate(tenant.pk),
+        "reach summary (ReachNode)": lambda: reach.summary(tenant.pk),
+        "top referrers, first page (ReachNode)": lambda: reach.top_referrers(tenant.pk, limit=20),
+        "K-factor by campaign": lambda: reach.kfactor_by_campaign(tenant.pk),
+        "one member's network (live CTE)": lambda: reach.member_reach(tenant.pk, member_ids[0]),
     }
+    print(f"(invite forest: {len(bindings):,} bindings, {len(sharers):,} sharers)")
     print("| read | p50 ms | p95 ms |\n|---|---|---|")
     for name, fn in reads.items():
         times = []

@@ -17,12 +17,16 @@ from __future__ import annotations
 
 from shequn.activity import registry as activity_stream
 from shequn.activity import services as activity_services
+from shequn.analytics import health as analytics_health
+from shequn.analytics import notify as analytics_notify
 from shequn.analytics import services as analytics
 from shequn.commerce import events as order_events
 from shequn.commerce import selectors as commerce_selectors
 from shequn.commerce import services as commerce
+from shequn.communities import registry as communities_registry
 from shequn.communities import selectors as communities_selectors
 from shequn.communities import services as communities
+from shequn.connectors import services as connectors
 from shequn.connectors import signals as connector_outcomes
 from shequn.core import webhooks
 from shequn.engagement import selectors as engagement_selectors
@@ -85,6 +89,20 @@ def connect() -> None:
     # --- connectors: the outcome of an outbox action → whoever queued it -------------------------------------------
     # the ladder counts only actions that were applied (a failed mute is no mute)
     connector_outcomes.register_settled_listener("moderation", moderation.on_action_settled)
+
+    # --- analytics health notices → staff ----------------------------------------------------------------------------
+    # a new notice becomes a health.alert webhook (core/webhooks.py) when the tenant keeps the feed on
+    analytics_health.register_notice_channel("webhook", analytics_notify.to_webhooks)
+    # and a message to the staff group / a DM to the community's 群主 and 客服 through the connectors' outbox
+    analytics_health.register_notice_channel("staff", analytics_notify.to_staff)
+
+    # --- communities: entry thresholds and tier privileges ------------------------------------------------------------
+    # the paid threshold admits members holding an active tier of the community; the partner tier's
+    # may_create_groups lets a member open their own group (communities.do_open_partner_group)
+    communities_registry.register_entitlement(commerce_selectors.holds_paid_tier)
+    communities_registry.register_privilege(commerce_selectors.has_tier_privilege)
+    # a decided platform join request is answered on the platform (approve_join / decline_join outbox actions)
+    communities_registry.register_join_decision_listener("connectors", connectors.on_join_decided)
 
     # --- engine ↔ engine hooks (the engines never import each other for these) -------------------------------------
     # lotteries and red packets refuse members who are banned, muted or recently struck

@@ -18,7 +18,12 @@ from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
 
 from shequn.communities.models import ChatGroup
-from shequn.communities.services import MembershipChange, do_record_membership_changes
+from shequn.communities.services import (
+    MembershipChange,
+    PlatformJoinRequest,
+    do_record_membership_changes,
+    do_record_platform_join_requests,
+)
 from shequn.core import streams
 from shequn.core.models import Platform
 from shequn.core.permissions import Principal
@@ -474,6 +479,10 @@ def _advance_last_active(items: Sequence[tuple[int, dt.datetime]]) -> None:
                 f'OR "{table}".last_active_at < v.t)', [payload])
 
 
+#: the raw kind of a platform's join request (stored as ``other``; see :func:`_apply_side_effects`)
+JOIN_REQUEST_KIND = "join_request"
+
+
 def _apply_side_effects(tenant_id: int, rows: Sequence[_Row]) -> None:
     """Advance members' last_active_at; open/close memberships for join/leave events in time order."""
     last_active: dict[int, dt.datetime] = {}
@@ -494,6 +503,17 @@ def _apply_side_effects(tenant_id: int, rows: Sequence[_Row]) -> None:
             changes.append(MembershipChange.leave(r.member_id, r.community_id, r.group_id, r.occurred_at,
                                                   reason=str(payload.get("reason", ""))))
     do_record_membership_changes(tenant_id, changes)
+    # a platform asks whether someone may join (Telegram chat_join_request, Matrix knock): the entry
+    # threshold decides, and the answer goes back through the outbox (communities → connectors)
+    requests = []
+    for r in rows:
+        payload = r.payload if isinstance(r.payload, dict) else {}
+        if (r.kind == EventKind.OTHER and payload.get("raw_kind") == JOIN_REQUEST_KIND and r.member_id
+                and r.community_id and r.group_id):
+            requests.append(PlatformJoinRequest(r.member_id, r.community_id, r.group_id, r.platform,
+                                                invite_code=str(payload.get("invite_code") or "")[:32],
+                                                message=str(payload.get("message") or "")[:200]))
+    do_record_platform_join_requests(tenant_id, requests)
 
 
 @task(queue_name="engines")

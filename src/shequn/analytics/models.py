@@ -111,3 +111,78 @@ class MemberJourney(TenantOwned):
         verbose_name = _("会员旅程")
         verbose_name_plural = _("会员旅程")
         constraints = [models.UniqueConstraint(fields=["tenant", "member_id"], name="analytics_journey_unique")]
+
+
+# -- health notices ---------------------------------------------------------------------------------
+
+class HealthSettings(TenantOwned):
+    """A tenant's health thresholds and the channels a new notice goes out on (one row per tenant; a
+    tenant without a row uses the field defaults). Written by ``health.do_save_settings``."""
+
+    ad_wave_minutes = models.PositiveIntegerField(_("广告潮窗口 (分钟)"), default=60)
+    ad_wave_threshold = models.PositiveIntegerField(_("广告潮阈值 (条)"), default=5)
+    backlog_minutes = models.PositiveIntegerField(_("待回复超时 (分钟)"), default=30)
+    backlog_threshold = models.PositiveIntegerField(_("积压阈值 (条)"), default=3)
+    quiet_min_before = models.PositiveIntegerField(_("变冷最少前期消息"), default=10)
+    notify_console = models.BooleanField(_("控制台提醒"), default=True)
+    notify_owner = models.BooleanField(_("私信群主/客服"), default=False)
+    staff_group_id = models.BigIntegerField(_("员工群"), default=0, help_text=_("提醒发到这个群 (0 = 不发)"))
+    notify_webhook = models.BooleanField(_("Webhook 推送"), default=True)
+    updated_at = models.DateTimeField(_("更新时间"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("健康提醒设置")
+        verbose_name_plural = _("健康提醒设置")
+        constraints = [models.UniqueConstraint(fields=["tenant"], name="analytics_health_settings_one")]
+
+
+class HealthNotice(TenantOwned):
+    """One health rule firing on one target (a group, a community, or the tenant: ``0`` = none). At most
+    one notice per (rule, community, group) is open; it resolves when the rule stops firing, and a later
+    firing opens a new one. ``health.do_evaluate`` is the one writer."""
+
+    class Severity(models.TextChoices):
+        RED = "red", _("严重")
+        AMBER = "amber", _("注意")
+
+    rule = models.CharField(_("规则"), max_length=32)
+    severity = models.CharField(_("级别"), max_length=8, choices=Severity.choices)
+    community_id = models.BigIntegerField(_("社群"), default=0)
+    group_id = models.BigIntegerField(_("群"), default=0)
+    subject = models.CharField(_("对象"), max_length=200, blank=True)
+    message = models.CharField(_("说明"), max_length=300)
+    data = models.JSONField(_("数据"), default=dict, blank=True)
+    opened_at = models.DateTimeField(_("开始"))
+    last_seen_at = models.DateTimeField(_("最近一次"))
+    resolved_at = models.DateTimeField(_("已恢复"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("健康提醒")
+        verbose_name_plural = _("健康提醒")
+        constraints = [models.UniqueConstraint(fields=["tenant", "rule", "community_id", "group_id"],
+                                               condition=models.Q(resolved_at__isnull=True),
+                                               name="analytics_notice_one_open")]
+        indexes = [models.Index(fields=["tenant", "resolved_at", "opened_at"], name="analytics_notice_open_idx")]
+
+
+class ReachNode(TenantOwned):
+    """One member of the referral forest (a referrer or a referred member) with their place in it:
+    ``generation`` (bindings below a root; 0 = a root, -1 = in a cycle with no root), and as an
+    ancestor: ``direct`` (their K), ``second``, ``reach`` (all generations) and ``depth``. Derived from
+    referrals' bindings by ``reach.do_refresh_reach`` (the one writer), so dashboards read an indexed
+    table instead of walking the forest."""
+
+    member_id = models.BigIntegerField(_("会员"))
+    generation = models.IntegerField(_("代"), default=0)
+    direct = models.PositiveIntegerField(_("直接邀请"), default=0)
+    second = models.PositiveIntegerField(_("第二代"), default=0)
+    reach = models.PositiveIntegerField(_("传播人数"), default=0)
+    depth = models.PositiveIntegerField(_("链深"), default=0)
+    computed_at = models.DateTimeField(_("计算时间"))
+
+    class Meta:
+        verbose_name = _("传播节点")
+        verbose_name_plural = _("传播节点")
+        constraints = [models.UniqueConstraint(fields=["tenant", "member_id"], name="analytics_reach_node_unique")]
+        indexes = [models.Index(fields=["tenant", "-reach", "member_id"], name="analytics_reach_top_idx"),
+                   models.Index(fields=["tenant", "generation"], name="analytics_reach_gen_idx")]

@@ -247,10 +247,10 @@ class Alert:
     group_id: int = 0
 
 
-def health_alerts(tenant_id: int, *, end: dt.date | None = None) -> list[Alert]:
+def health_alerts(tenant_id: int, *, end: dt.date | None = None, quiet_min_before: int = 10) -> list[Alert]:
     """Rules over the rollups: dead group (members but no message in 7 days), going quiet (messages
-    in the last 7 days below half of the 7 before), leave wave (more leaves than joins, 5+ leaves),
-    sales drop (sales down 30%+ week over week)."""
+    in the last 7 days below half of the 7 before, at least ``quiet_min_before`` before), leave wave
+    (more leaves than joins, 5+ leaves), sales drop (sales down 30%+ week over week)."""
     end = end or today(tenant_id)
     week0, week1 = end - dt.timedelta(days=6), end - dt.timedelta(days=13)
     per_group: dict[int, dict[str, int]] = defaultdict(lambda: {"now": 0, "before": 0, "joins": 0, "leaves": 0})
@@ -270,7 +270,7 @@ def health_alerts(tenant_id: int, *, end: dt.date | None = None) -> list[Alert]:
         if n_members and g["now"] == 0:
             alerts.append(Alert("dead_group", "red", group.name,
                                 _("近 7 天没有消息 (%(n)s 位成员)") % {"n": n_members}, group.community_id, gid))
-        elif g["before"] >= 10 and g["now"] * 2 < g["before"]:
+        elif g["before"] >= quiet_min_before and g["now"] * 2 < g["before"]:
             alerts.append(Alert("going_quiet", "amber", group.name,
                                 _("近 7 天消息 %(now)s 条, 前 7 天 %(before)s 条") % g, group.community_id, gid))
         if g["leaves"] >= 5 and g["leaves"] > g["joins"]:

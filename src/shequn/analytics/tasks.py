@@ -6,7 +6,9 @@ from __future__ import annotations
 from crontask import cron
 from django.tasks import task
 
-from . import services
+from shequn.core.models import Tenant
+
+from . import health, reach, services
 
 
 @cron("* * * * *")
@@ -16,3 +18,22 @@ def refresh_rollups() -> int:
     many were written."""
     services.do_mark_recent_clicks()
     return services.do_refresh()
+
+
+@cron("*/5 * * * *")
+@task(queue_name="engines")
+def evaluate_health() -> int:
+    """Every 5 minutes: evaluate the health rules of every tenant (open, keep, resolve notices);
+    returns how many notices were opened."""
+    opened = 0
+    for tenant_id in Tenant.objects.filter(is_active=True).values_list("pk", flat=True):
+        opened += health.do_evaluate(tenant_id)["opened"]
+    return opened
+
+
+@cron("*/5 * * * *")
+@task(queue_name="engines")
+def refresh_reach() -> int:
+    """Every 5 minutes: recompute every tenant's referral forest (``ReachNode``); returns the nodes."""
+    return sum(reach.do_refresh_reach(tenant_id)
+               for tenant_id in Tenant.objects.filter(is_active=True).values_list("pk", flat=True))

@@ -19,6 +19,7 @@ from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from ninja.operation import Operation
 
+from shequn.analytics import api_health as analytics_api_health
 from shequn.core.errors import ShequnError
 from shequn.core.http import API_AUTH
 from shequn.core.middleware_api import register_body_rule
@@ -44,6 +45,10 @@ for _app in ROUTED_APPS:
     _router = getattr(_module, "router", None)
     if _router is not None:
         api.add_router(f"/{getattr(_module, 'PREFIX', _app)}", _router)
+
+# analytics' health and reach (analytics/api_health.py) beside its read-only router: not under that
+# router's replica decorator, because PATCH /analytics/health/settings writes
+api.add_router("/analytics", analytics_api_health.router)
 
 API_ROOT = "/api/v1"
 

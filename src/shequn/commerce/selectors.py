@@ -161,6 +161,26 @@ def tier_history(tenant_id: int, member_id: int) -> QuerySet[TierGrant]:
     return TierGrant.objects.filter(tenant_id=tenant_id, member_id=member_id).order_by("starts_at", "pk")
 
 
+def _active_grants(tenant_id: int, member_id: int, community_id: int) -> QuerySet[TierGrant]:
+    now = timezone.now()
+    return TierGrant.objects.filter(tenant_id=tenant_id, member_id=member_id, community_id=community_id,
+                                    status=TierGrant.Status.ACTIVE, starts_at__lte=now).filter(
+        Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+
+
+def holds_paid_tier(tenant_id: int, member_id: int, community_id: int) -> bool:
+    """The paid entry threshold: the member holds an active tier of the community (communities'
+    entitlement, declared in the wiring)."""
+    return _active_grants(tenant_id, member_id, community_id).exists()
+
+
+def has_tier_privilege(tenant_id: int, member_id: int, community_id: int, name: str) -> bool:
+    """An active tier of the community carries the privilege ``name`` with a true value (e.g. the
+    partner tier's ``may_create_groups``)."""
+    return any(bool((g or {}).get(name)) for g in
+               _active_grants(tenant_id, member_id, community_id).values_list("privileges", flat=True))
+
+
 def live_session_stats(tenant_id: int) -> list[dict[str, Any]]:
     """Per live session: joins, paid orders and GMV (public-domain traffic converted)."""
     rows = LiveSession.objects.filter(tenant_id=tenant_id).annotate(

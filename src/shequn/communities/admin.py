@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin import SimpleListFilter
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -23,12 +23,12 @@ from shequn.core.admin_base import (
     request_tenant_id,
     tenant_related_filter,
 )
-from shequn.core.errors import Conflict
+from shequn.core.errors import Conflict, ShequnError
 from shequn.members.admin import MemberAdmin, register_member_inline
 from shequn.members.models import Member
 
-from .models import ChatGroup, Community, CommunityRole, Membership, RoleAssignment
-from .services import check_community_fields, do_create_community, do_update_community
+from .models import ChatGroup, Community, CommunityRole, JoinRequest, Membership, RoleAssignment
+from .services import check_community_fields, do_create_community, do_decide_join, do_update_community
 
 
 class OpenFilter(SimpleListFilter):
@@ -287,3 +287,67 @@ class RoleHistoryInline(TenantScopedTabularInline):
 register_member_inline(MembershipHistoryInline)
 register_member_inline(RoleHistoryInline)
 MemberAdmin.list_filter = (*MemberAdmin.list_filter[:3], CommunityFilter, RoleFilter, *MemberAdmin.list_filter[3:])
+
+
+def _decide(model_admin: admin.ModelAdmin[Any], request: HttpRequest, ids: list[int], approve: bool) -> int:
+    principal = request_principal(request)
+    if principal is None:
+        return 0
+    done = 0
+    for pk in ids:
+        try:
+            do_decide_join(principal, pk, approve=approve, note=request.POST.get("note", "")[:200])
+            done += 1
+        except ShequnError as exc:
+            model_admin.message_user(request, exc.message, messages.ERROR)
+    return done
+
+
+@admin.register(JoinRequest)
+class JoinRequestAdmin(TenantScopedAdmin):
+    """入群申请: the approval queue of every way in (portal requests, Telegram join requests, Matrix
+    knocks). Approve or decline one row with its buttons, or several with the bulk actions; a platform
+    request's answer goes to the platform through the outbox."""
+
+    permission_area = "communities"
+    list_display = ("created_at", "member", "community", "group", "via", "message", "status", "decided_by",
+                    "decision_note")
+    list_filter = ("status", "via", tenant_related_filter("community", Community, _("社群")))
+    search_fields = ("member__display_name", "message")
+    ordering = ("-pk",)
+    actions = ("approve", "reject")
+    actions_row = ["approve_row", "reject_row"]
+
+    def has_add_permission(self, request: HttpRequest, *args: object) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def _back(self, request: HttpRequest) -> HttpResponse:
+        return HttpResponseRedirect(request.META.get("HTTP_REFERER")
+                                    or reverse("admin:communities_joinrequest_changelist"))
+
+    @admin.action(description=_("通过"), permissions=["view"])
+    def approve(self, request: HttpRequest, queryset: QuerySet[JoinRequest]) -> None:
+        n = _decide(self, request, list(queryset.filter(status=JoinRequest.Status.PENDING)
+                                        .values_list("pk", flat=True)), True)
+        self.message_user(request, _("已处理 %(n)d 个申请") % {"n": n})
+
+    @admin.action(description=_("拒绝"), permissions=["view"])
+    def reject(self, request: HttpRequest, queryset: QuerySet[JoinRequest]) -> None:
+        n = _decide(self, request, list(queryset.filter(status=JoinRequest.Status.PENDING)
+                                        .values_list("pk", flat=True)), False)
+        self.message_user(request, _("已处理 %(n)d 个申请") % {"n": n})
+
+    @action(description=_("通过"), url_path="approve", permissions=["view"])
+    def approve_row(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        if _decide(self, request, [int(object_id)], True):
+            self.message_user(request, _("已通过"))
+        return self._back(request)
+
+    @action(description=_("拒绝"), url_path="reject", permissions=["view"])
+    def reject_row(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        if _decide(self, request, [int(object_id)], False):
+            self.message_user(request, _("已拒绝"))
+        return self._back(request)

@@ -1,5 +1,6 @@
 """REST API of the communities app (``/api/v1/communities/``): communities, their chat groups,
-membership history and role assignments (the per-community dashboard series moved to
+membership history, role assignments, the join-request queue (entry thresholds) and partners' own
+groups (the per-community dashboard series moved to
 ``/api/v1/analytics/communities/{id}/dashboard``)."""
 
 
@@ -16,14 +17,16 @@ from shequn.core.pagination import KeysetPagination, paginate
 from shequn.members.selectors import get_member
 
 from . import selectors
-from .models import ChatGroup, Community, CommunityRole, JoinSource, Membership, RoleAssignment
+from .models import ChatGroup, Community, CommunityRole, JoinRequest, JoinSource, Membership, RoleAssignment
 from .services import (
     do_add_group,
     do_assign_role,
     do_create_community,
+    do_decide_join,
     do_end_role,
     do_join,
     do_leave,
+    do_open_partner_group,
     do_update_community,
 )
 
@@ -105,7 +108,43 @@ class GroupOut(Schema):
     name: str
     capacity: int
     is_active: bool
+    owner_id: int | None = Field(None, description="合伙人自己的群: 群主会员")
     member_count: int = 0
+
+
+class PartnerGroupIn(BodyIn):
+    member_id: Id = Field(description="持有合伙人等级 (may_create_groups) 的会员")
+    platform: Literal["telegram", "matrix", "wecom"]
+    external_id: str = Field(min_length=1, max_length=191, description="合伙人建好的平台群 ID (机器人已在群内)")
+    name: str = Field("", max_length=120)
+    capacity: int = Field(500, ge=1, le=1_000_000)
+
+
+JoinRequestStatus = Literal["pending", "approved", "rejected"]
+
+
+class JoinRequestOut(Schema):
+    id: int
+    member_id: int
+    community_id: int
+    group_id: int | None
+    via: str
+    invite_code: str
+    message: str
+    status: str
+    decided_by: str
+    decision_note: str
+    created_at: dt.datetime
+    decided_at: dt.datetime | None
+
+
+class JoinRequestFilter(Schema):
+    status: JoinRequestStatus | None = None
+    community_id: Id | None = None
+
+
+class DecisionIn(BodyIn):
+    note: str = Field("", max_length=200)
 
 
 class JoinIn(BodyIn):
@@ -213,6 +252,36 @@ def leave(request: HttpRequest, membership_id: Id, payload: LeaveIn) -> Any:
     return MembershipOut.from_orm(do_leave(p, membership, reason=payload.reason))
 
 
+@router.get("/join-requests", response={200: list[JoinRequestOut], **ERRORS}, summary="入群申请")
+@paginate(KeysetPagination)
+def list_join_requests(request: HttpRequest, filters: Query[JoinRequestFilter]) -> Any:
+    """The approval queue of every way in (portal requests, Telegram join requests, Matrix knocks);
+    ``status=pending`` is what waits for a decision."""
+    p = require(request, "communities.read")
+    return selectors.join_requests(p.tenant_id, status=filters.status, community_id=filters.community_id)
+
+
+def _decide(request: HttpRequest, request_id: int, payload: DecisionIn, approve: bool) -> Any:
+    p = require(request, "communities.write")
+    selectors.get_join_request(p.tenant_id, request_id)
+    req: JoinRequest = do_decide_join(p, request_id, approve=approve, note=payload.note)
+    return JoinRequestOut.from_orm(req)
+
+
+@router.post("/join-requests/{request_id}/approve", response={200: JoinRequestOut, **ERRORS}, summary="通过入群申请")
+@idempotent
+def approve_join_request(request: HttpRequest, request_id: Id, payload: DecisionIn) -> Any:
+    """A platform request is answered on the platform (Telegram approveChatJoinRequest, Matrix
+    invite) through the outbox; a portal request opens the membership. 409 when already decided."""
+    return _decide(request, request_id, payload, True)
+
+
+@router.post("/join-requests/{request_id}/decline", response={200: JoinRequestOut, **ERRORS}, summary="拒绝入群申请")
+@idempotent
+def decline_join_request(request: HttpRequest, request_id: Id, payload: DecisionIn) -> Any:
+    return _decide(request, request_id, payload, False)
+
+
 @router.post("/roles/{role_id}/end", response={200: RoleOut, **ERRORS}, summary="结束角色")
 @idempotent
 def end_role(request: HttpRequest, role_id: Id, payload: EndRoleIn) -> Any:
@@ -262,6 +331,20 @@ def create_group(request: HttpRequest, community_id: Id, payload: GroupIn) -> An
 
 
 # --- memberships --------------------------------------------------------------------------------
+
+@router.post("/{community_id}/partner-groups", response={201: GroupOut, **ERRORS}, summary="合伙人开自己的群")
+@idempotent
+def open_partner_group(request: HttpRequest, community_id: Id, payload: PartnerGroupIn) -> Any:
+    """The partner tier's own-group right: registers the partner's platform group under the
+    community with them as its owner (403 without the ``may_create_groups`` privilege; asking again
+    returns their group)."""
+    p = require(request, "communities.write")
+    community = selectors.get_community(p.tenant_id, community_id)
+    member = get_member(p.tenant_id, payload.member_id)
+    group = do_open_partner_group(p, member, community, platform=payload.platform,
+                                  external_id=payload.external_id, name=payload.name, capacity=payload.capacity)
+    return Status(201, _group(p.tenant_id, group.pk))
+
 
 @router.get("/{community_id}/memberships", response={200: list[MembershipOut], **ERRORS},
             summary="社群成员关系 (完整历史)")

@@ -67,6 +67,10 @@ class ChatGroup(TenantOwned):
     name = models.CharField(_("群名"), max_length=120)
     capacity = models.PositiveIntegerField(_("容量"), default=500)
     is_active = models.BooleanField(_("启用"), default=True)
+    #: a partner's own group (the tier privilege ``may_create_groups``): members who join through the
+    #: owner's invite links land here (see ``services.do_open_partner_group``)
+    owner = models.ForeignKey("members.Member", null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="owned_groups", verbose_name=_("群主 (合伙人)"))
     created_at = models.DateTimeField(_("创建时间"), auto_now_add=True)
 
     class Meta:
@@ -150,3 +154,49 @@ class RoleAssignment(TenantOwned):
         verbose_name = _("角色")
         verbose_name_plural = _("角色")
         indexes = [models.Index(fields=["tenant", "community", "role"], name="role_comm_idx")]
+
+
+class JoinRequest(TenantOwned):
+    """A way in that needs a decision: a member asks to enter a community through the portal, or a
+    platform asks on their behalf (a Telegram ``chat_join_request``, a Matrix knock). The community's
+    entry threshold decides (``services.do_request_join``): free → approved at once, paid → approved
+    when the member holds a paid tier of the community, approval → pending in the console's queue
+    (入群申请) until staff decide. A platform request's decision goes back to the platform through
+    the outbox (``approve_join`` / ``decline_join``). Written only by ``communities.services``."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("待审核")
+        APPROVED = "approved", _("已通过")
+        REJECTED = "rejected", _("已拒绝")
+
+    member = models.ForeignKey("members.Member", on_delete=models.CASCADE, related_name="+",
+                               verbose_name=_("会员"))
+    community = models.ForeignKey(Community, on_delete=models.CASCADE, related_name="join_requests",
+                                  verbose_name=_("社群"))
+    #: the platform group asked for (a platform request); null for a portal request
+    group = models.ForeignKey(ChatGroup, null=True, blank=True, on_delete=models.CASCADE, related_name="+",
+                              verbose_name=_("群"))
+    via = models.CharField(_("来源"), max_length=16, choices=Platform.choices, default=Platform.PORTAL)
+    invite_code = models.CharField(_("邀请码"), max_length=32, blank=True)
+    message = models.CharField(_("申请说明"), max_length=200, blank=True)
+    status = models.CharField(_("状态"), max_length=16, choices=Status.choices, default=Status.PENDING)
+    decided_by = models.CharField(_("审核人"), max_length=120, blank=True)
+    decision_note = models.CharField(_("审核说明"), max_length=200, blank=True)
+    created_at = models.DateTimeField(_("申请时间"), auto_now_add=True)
+    decided_at = models.DateTimeField(_("审核时间"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("入群申请")
+        verbose_name_plural = _("入群申请")
+        indexes = [models.Index(fields=["tenant", "status", "created_at"], name="joinrequest_queue_idx")]
+        constraints = [
+            models.UniqueConstraint(fields=["member", "community"],
+                                    condition=models.Q(status="pending", group__isnull=True),
+                                    name="joinrequest_one_pending_portal"),
+            models.UniqueConstraint(fields=["member", "group"],
+                                    condition=models.Q(status="pending", group__isnull=False),
+                                    name="joinrequest_one_pending_group"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.member_id} → {self.community_id}"

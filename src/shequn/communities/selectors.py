@@ -11,7 +11,7 @@ from django.utils.translation import gettext as _
 from shequn.core.errors import NotFound
 from shequn.members.services import export_rows
 
-from .models import ChatGroup, Community, Membership, RoleAssignment
+from .models import ChatGroup, Community, JoinRequest, Membership, RoleAssignment
 
 
 def communities(tenant_id: int) -> QuerySet[Community]:
@@ -91,3 +91,28 @@ def member_export_roles(tenant_id: int, member_id: int) -> list[dict[str, Any]]:
     """The member's community roles, for their data export (declared in the wiring)."""
     return export_rows(RoleAssignment.objects.filter(tenant_id=tenant_id, member_id=member_id).order_by("pk"),
                        ["community__name", "role", "since", "until"])
+
+
+def join_requests(tenant_id: int, *, status: str | None = None, community_id: int | None = None,
+                  member_id: int | None = None) -> QuerySet[JoinRequest]:
+    qs = JoinRequest.objects.filter(tenant_id=tenant_id)
+    if status is not None:
+        qs = qs.filter(status=status)
+    if community_id is not None:
+        qs = qs.filter(community_id=community_id)
+    if member_id is not None:
+        qs = qs.filter(member_id=member_id)
+    return qs
+
+
+def get_join_request(tenant_id: int, request_id: int) -> JoinRequest:
+    obj = JoinRequest.objects.filter(tenant_id=tenant_id, pk=request_id).first()
+    if obj is None:
+        raise NotFound(_("入群申请不存在"), details={"request_id": request_id})
+    return obj
+
+
+def owned_groups(tenant_id: int, member_id: int) -> QuerySet[ChatGroup]:
+    """The groups a partner opened under a community (``ChatGroup.owner``), active ones first."""
+    return (ChatGroup.objects.filter(tenant_id=tenant_id, owner_id=member_id).select_related("community")
+            .order_by("-is_active", "pk"))

@@ -11,13 +11,14 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from shequn.core.errors import Conflict, Invalid
+from shequn.core.errors import Conflict, Forbidden, Invalid, NotFound
 from shequn.core.models import Platform
 from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
 from shequn.members.models import Member
 
-from .models import ChatGroup, Community, CommunityRole, JoinSource, Membership, RoleAssignment
+from . import registry
+from .models import ChatGroup, Community, CommunityRole, JoinRequest, JoinSource, Membership, RoleAssignment
 
 COMMUNITY_FIELDS = {"name", "theme", "audience", "needs", "purpose", "category", "rules", "announcement",
                     "entry_threshold", "stage"}
@@ -222,7 +223,16 @@ def on_member_merged(tenant_id: int, from_member_id: int, to_member_id: int) -> 
     memberships (see :func:`do_move_memberships`) move to the kept member."""
     roles = RoleAssignment.objects.filter(tenant_id=tenant_id, member_id=from_member_id).update(
         member_id=to_member_id)
-    return {"roles": roles, "memberships": do_move_memberships(tenant_id, from_member_id, to_member_id)}
+    for req in JoinRequest.objects.filter(tenant_id=tenant_id, member_id=from_member_id,
+                                          status=JoinRequest.Status.PENDING):
+        if JoinRequest.objects.filter(tenant_id=tenant_id, member_id=to_member_id, community_id=req.community_id,
+                                      group_id=req.group_id, status=JoinRequest.Status.PENDING).exists():
+            req.delete()  # the kept member asked for the same place: one pending request stays
+    requests = JoinRequest.objects.filter(tenant_id=tenant_id, member_id=from_member_id).update(
+        member_id=to_member_id)
+    return {"roles": roles, "memberships": do_move_memberships(tenant_id, from_member_id, to_member_id),
+            "join_requests": requests,
+            "owned_groups": do_move_owned_groups(tenant_id, from_member_id, to_member_id)}
 
 
 @transaction.atomic
@@ -265,3 +275,172 @@ class MemberPlacement:
     def record_imported_joins(self, tenant_id: int, joins: Sequence[tuple[int, int]], at: dt.datetime) -> None:
         do_record_joins(tenant_id, [MembershipChange.join(member_id, community_id, None, at, source=JoinSource.IMPORT)
                                     for member_id, community_id in joins])
+
+
+# --- entry thresholds: join requests (every way in that needs a decision) -------------------------------
+
+#: the tier privilege that lets a member open their own group under the community
+PARTNER_GROUP_PRIVILEGE = "may_create_groups"
+
+
+def _member_principal(member: Member) -> Principal:
+    return Principal(tenant_id=member.tenant_id, kind="member", actor_id=str(member.pk),
+                     label=member.display_name, permissions=frozenset())
+
+
+def check_threshold(member: Member, community: Community) -> tuple[str, str]:
+    """What the community's entry threshold says about this member now: ``(status, reason)`` with
+    status ``approved`` (free; already a member; paid and holding a paid tier of the community) or
+    ``pending`` (approval: staff decide) or ``rejected`` (paid without a tier)."""
+    if Membership.objects.filter(tenant_id=member.tenant_id, member=member, community=community,
+                                 left_at__isnull=True).exists():
+        return JoinRequest.Status.APPROVED, _("已是社群成员")
+    threshold = community.entry_threshold
+    if threshold == Community.EntryThreshold.FREE:
+        return JoinRequest.Status.APPROVED, _("免费入群")
+    if threshold == Community.EntryThreshold.PAID:
+        if registry.holds_paid_tier(member.tenant_id, member.pk, community.pk):
+            return JoinRequest.Status.APPROVED, _("已开通付费等级")
+        return JoinRequest.Status.REJECTED, _("需先开通付费等级")
+    if JoinRequest.objects.filter(tenant_id=member.tenant_id, member=member, community=community,
+                                  status=JoinRequest.Status.APPROVED, group__isnull=True).exists():
+        return JoinRequest.Status.APPROVED, _("入群申请已通过")
+    return JoinRequest.Status.PENDING, ""
+
+
+def _settle(req: JoinRequest, status: str, *, by: str, note: str) -> None:
+    """Record a decision; a platform request's decision goes back to the platform (listeners, in
+    this transaction: connectors writes ``approve_join`` / ``decline_join`` to the outbox)."""
+    req.status = status
+    req.decided_by = by[:120]
+    req.decision_note = note[:200]
+    req.decided_at = timezone.now()
+    req.save(update_fields=["status", "decided_by", "decision_note", "decided_at"])
+    if req.group_id is not None:
+        for listener in registry.join_decision_listeners():
+            listener(req)
+
+
+@transaction.atomic
+def do_request_join(member: Member, community: Community, *, group: ChatGroup | None = None,
+                    via: str = Platform.PORTAL, invite_code: str = "", message: str = "") -> JoinRequest:
+    """A way in that needs a decision. From the portal (no ``group``): only approval communities take
+    requests (free ones show the ways in, paid ones the tiers). From a platform (``group``: a Telegram
+    join request, a Matrix knock): every threshold is applied at once — free → approved, paid →
+    approved with a paid tier else rejected, approval → pending (approved at once for a member whose
+    portal request was approved or who is in the community already). One pending request per member
+    and community (portal) or group (platform); asking again returns it."""
+    if community.tenant_id != member.tenant_id:
+        raise NotFound(_("社群不存在"), details={"field": "community_id"})
+    if group is not None and group.community_id != community.pk:
+        raise Invalid(_("该群不属于此社群"), details={"field": "group_id"})
+    if group is None and community.entry_threshold != Community.EntryThreshold.APPROVAL:
+        raise Invalid(_("该社群不需要申请"), details={"field": "community_id"})
+    pending = JoinRequest.objects.filter(tenant_id=member.tenant_id, member=member, community=community,
+                                         group=group, status=JoinRequest.Status.PENDING)
+    existing = pending.first()
+    if existing is not None:
+        return existing
+    try:
+        with transaction.atomic():
+            req = JoinRequest.objects.create(tenant_id=member.tenant_id, member=member, community=community,
+                                             group=group, via=via, invite_code=invite_code[:32],
+                                             message=message[:200])
+    except IntegrityError:
+        return pending.get()
+    do_audit(_member_principal(member), "communities.join_request", "JoinRequest", req.pk,
+             data={"community": community.pk, "group": group.pk if group else None, "via": via})
+    if group is not None:
+        status, reason = check_threshold(member, community)
+        if status != JoinRequest.Status.PENDING:
+            _settle(req, status, by=str(_("自动 (入群门槛)")), note=reason)
+    return req
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformJoinRequest:
+    """A join request a platform reported (built by the activity stream from a ``join_request`` event)."""
+
+    member_id: int
+    community_id: int
+    group_id: int
+    platform: str
+    invite_code: str = ""
+    message: str = ""
+
+
+def do_record_platform_join_requests(tenant_id: int, items: Sequence[PlatformJoinRequest]) -> list[JoinRequest]:
+    """Apply the entry threshold to join requests platforms reported (see :func:`do_request_join`);
+    runs in the caller's (the ingest's) transaction."""
+    if not items:
+        return []
+    members = {m.pk: m for m in Member.objects.filter(tenant_id=tenant_id, pk__in={i.member_id for i in items})}
+    groups = {g.pk: g for g in ChatGroup.objects.filter(tenant_id=tenant_id, pk__in={i.group_id for i in items})
+              .select_related("community")}
+    out = []
+    for i in items:
+        member, group = members.get(i.member_id), groups.get(i.group_id)
+        if member is None or group is None:
+            continue
+        out.append(do_request_join(member, group.community, group=group, via=i.platform,
+                                   invite_code=i.invite_code, message=i.message))
+    return out
+
+
+@transaction.atomic
+def do_decide_join(principal: Principal, request_id: int, *, approve: bool, note: str = "") -> JoinRequest:
+    """Staff decide a pending request (the console's queue 入群申请, the API). A portal request's
+    approval opens the community membership; a platform request's decision is sent to the platform
+    (approve → the platform lets the member in and its join event opens the membership). Locking:
+    the request row."""
+    if not principal.can("communities.write"):
+        raise Forbidden(_("没有权限: %(perm)s") % {"perm": "communities.write"})
+    req = (JoinRequest.objects.select_for_update().select_related("member", "community")
+           .filter(tenant_id=principal.tenant_id, pk=request_id).first())
+    if req is None:
+        raise NotFound(_("入群申请不存在"), details={"field": "request_id"})
+    if req.status != JoinRequest.Status.PENDING:
+        raise Conflict(_("该申请已处理"), details={"field": "request_id"})
+    _settle(req, JoinRequest.Status.APPROVED if approve else JoinRequest.Status.REJECTED,
+            by=principal.label, note=note)
+    if approve and req.group_id is None:
+        do_join(principal, req.member, req.community,
+                source=JoinSource.INVITE_LINK if req.invite_code else JoinSource.MANUAL)
+    do_audit(principal, f"communities.join_request.{req.status}", "JoinRequest", req.pk,
+             reason=note, data={"community": req.community_id, "member": req.member_id})
+    return req
+
+
+# --- the partner's own group (tier privilege) ------------------------------------------------------------
+
+
+@transaction.atomic
+def do_open_partner_group(principal: Principal, member: Member, community: Community, *, platform: str,
+                          external_id: str, name: str = "", capacity: int = 500) -> ChatGroup:
+    """A member whose paid tier carries ``may_create_groups`` (the partner tier) opens their own group
+    under the community: the platform group they created with the tenant's bot in it, registered here
+    with them as its owner. Members who join through the partner's invite links are routed to it
+    (referrals' landing) and the partner sees it as its owner on their page. One open own group per
+    partner and community (asking again returns it)."""
+    if member.tenant_id != principal.tenant_id or community.tenant_id != principal.tenant_id:
+        raise NotFound(_("社群不存在"), details={"field": "community_id"})
+    if not registry.has_privilege(principal.tenant_id, member.pk, community.pk, PARTNER_GROUP_PRIVILEGE):
+        raise Forbidden(_("开自己的群需要合伙人等级"), details={"field": "community_id"})
+    own = ChatGroup.objects.filter(tenant_id=principal.tenant_id, community=community, owner=member,
+                                   is_active=True).first()
+    if own is not None:
+        return own
+    if platform not in (Platform.TELEGRAM, Platform.MATRIX, Platform.WECOM):
+        raise Invalid(_("未知的平台: %(v)s") % {"v": platform}, details={"field": "platform"})
+    group = do_add_group(principal, community, platform=platform, external_id=external_id,
+                         name=name or _("%(name)s 的群") % {"name": member.display_name or member.pk},
+                         capacity=capacity)
+    group.owner = member
+    group.save(update_fields=["owner"])
+    do_audit(principal, "group.partner_open", "ChatGroup", group.pk, data={"owner": member.pk})
+    return group
+
+
+def do_move_owned_groups(tenant_id: int, from_member_id: int, to_member_id: int) -> int:
+    """Member merge: the merged member's own groups belong to the kept member."""
+    return ChatGroup.objects.filter(tenant_id=tenant_id, owner_id=from_member_id).update(owner_id=to_member_id)

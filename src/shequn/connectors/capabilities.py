@@ -44,7 +44,8 @@ class Profile:
     #: an ``unmute`` at the mute's end (Matrix: the power level has no expiry)
     timed_mute: bool = False
     #: the bot can message a member directly (``send`` with ``payload["dm"]`` and no group): Telegram
-    #: private chats (only to users who started the bot; others answer 403, a permanent failure)
+    #: private chats (only to users who started the bot; others answer 403, a permanent failure);
+    #: Matrix: the bot's direct room with the user from its ``m.direct`` account data, made once
     direct_messages: bool = False
     limits: tuple[Limit, ...] = field(default_factory=tuple)
     notes: str = ""
@@ -55,16 +56,20 @@ _ALL_MOD = frozenset({ActionKind.SEND, ActionKind.WARN, ActionKind.DELETE, Actio
 
 _MESSAGES = frozenset({ActionKind.SEND, ActionKind.WARN, ActionKind.ANNOUNCE})
 
+#: answering a join request: Telegram approve/declineChatJoinRequest; Matrix invite / kick a knock
+_JOIN_REQUESTS = frozenset({ActionKind.APPROVE_JOIN, ActionKind.DECLINE_JOIN})
+
 PROFILES: dict[str, Profile] = {
     "matrix": Profile(
         "matrix", read_messages=True, membership_events=True,
-        send_formats=frozenset({"text", "markdown", "image", "link_card"}), actions=_ALL_MOD,
+        send_formats=frozenset({"text", "markdown", "image", "link_card"}), actions=_ALL_MOD | _JOIN_REQUESTS,
+        direct_messages=True,
         limits=(Limit("account", "connection", 10, 1.0, burst=10),),
         notes="redact = delete; mute = power level below events_default; announce = m.notice + pin",
     ),
     "telegram": Profile(
         "telegram", read_messages=True, membership_events=True,
-        send_formats=frozenset({"text", "markdown", "image", "link_card"}), actions=_ALL_MOD,
+        send_formats=frozenset({"text", "markdown", "image", "link_card"}), actions=_ALL_MOD | _JOIN_REQUESTS,
         delete_max_age=dt.timedelta(hours=48), timed_mute=True, direct_messages=True,
         # 30/s overall → 15/s + burst 15; ~1/s per chat; 20/min per group → 19/min + burst 1
         limits=(Limit("overall", "connection", 15, 1.0, burst=15),

@@ -18,6 +18,8 @@ class ActionKind(models.TextChoices):
     BAN = "ban", _("封禁")
     UNBAN = "unban", _("解除封禁")
     ANNOUNCE = "announce", _("群公告/置顶")
+    APPROVE_JOIN = "approve_join", _("通过入群申请")
+    DECLINE_JOIN = "decline_join", _("拒绝入群申请")
 
 
 class OutboxAction(TenantOwned):

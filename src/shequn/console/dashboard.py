@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 
+from shequn.analytics import health as analytics_health
 from shequn.analytics import selectors as analytics
 from shequn.communities import selectors as community_selectors
 from shequn.core import streams, webhooks
@@ -81,6 +82,10 @@ def dashboard_callback(request: HttpRequest, context: dict[str, Any]) -> dict[st
         context["shequn_trend_labels"] = {"gmv": _("成交额 (元)"), "orders": _("订单数"), "buyers": _("买家数")}
         context["shequn_alerts"] = home["alerts"]
         context["shequn_movers"] = home["movers"]
+        if analytics_health.get_settings(tenant_id).notify_console:
+            context["shequn_kpis"].append({
+                "label": _("健康提醒 (未恢复)"), "value": analytics_health.open_count(tenant_id),
+                "icon": "health_and_safety", "href": reverse("console:health")})
     return context
 
 
@@ -120,3 +125,17 @@ def can_engagement_read(request: HttpRequest) -> bool:
 
 def can_referrals_read(request: HttpRequest) -> bool:
     return can(request, "referrals.read")
+
+
+def can_analytics_read(request: HttpRequest) -> bool:
+    return can(request, "analytics.read")
+
+
+def health_badge(request: HttpRequest) -> str:
+    """The sidebar badge of 健康提醒: open notices (empty when none, or when the tenant turned the
+    console channel off)."""
+    tenant_id = request_tenant_id(request)
+    if tenant_id is None or not can(request, "analytics.read"):
+        return ""
+    n = analytics_health.open_count(tenant_id)
+    return str(n) if n else ""

@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib import admin
 from django.urls import path
 
-from . import auth_views, referral_views, views
+from . import analytics_views, auth_views, referral_views, views
 
 app_name = "console"
 
@@ -30,4 +30,6 @@ urlpatterns = [
     path("members/merge-suggestions/", _v(views.member_merge_suggestions), name="member_merge_suggestions"),
     path("referrals/report/", _v(referral_views.referral_report), name="referral_report"),
     path("referrals/alliances/", _v(referral_views.alliances), name="alliances"),
+    path("analytics/health/", _v(analytics_views.health_page), name="health"),
+    path("analytics/reach/", _v(analytics_views.reach_page), name="reach"),
 ]

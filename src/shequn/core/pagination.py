@@ -26,7 +26,7 @@ from ninja.pagination import PaginationBase, paginate
 from pydantic import field_validator
 from pydantic_core import PydanticCustomError
 
-__all__ = ["KeysetPagination", "decode_cursor", "encode_cursor", "paginate"]
+__all__ = ["KeysetPagination", "RankPagination", "decode_cursor", "encode_cursor", "paginate"]
 
 #: the largest page
 MAX_LIMIT = 500
@@ -104,4 +104,23 @@ class KeysetPagination(PaginationBase):
         return {
             "items": [self.item(r) for r in rows] if self.item else rows,
             "next_cursor": encode_cursor(rows[-1].pk) if more and rows else None,
+        }
+
+
+class RankPagination(KeysetPagination):
+    """Pages of a computed ranking (top referrers, campaigns by K-factor), where the order is a score
+    and not the primary key: the cursor carries the offset of the next page (issued by this API like a
+    keyset cursor, so the same ``limit`` / ``cursor`` input and 422s). The handler returns the ranking
+    as a sequence, or as ``fetch(offset, count)`` when only a window should be read."""
+
+    def paginate_queryset(self, queryset: Any, pagination: Any, request: HttpRequest,
+                          **params: Any) -> dict[str, Any]:
+        limit: int = pagination.limit
+        offset = decode_cursor(pagination.cursor) if pagination.cursor else 0
+        rows = list(queryset(offset, limit + 1) if callable(queryset) else queryset[offset:offset + limit + 1])
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return {
+            "items": [self.item(r) for r in rows] if self.item else rows,
+            "next_cursor": encode_cursor(offset + limit) if more else None,
         }

@@ -1,5 +1,5 @@
 """Console pages of the members' pages: the sandbox SMS log (where an operator reads a sign-in code
-in development), join ways per group, join requests to approve or reject, and the 公众号 for WeChat
+in development), join ways per group (the join-request queue is communities'), and the 公众号 for WeChat
 sign-in (secret write-only, encrypted at rest)."""
 
 from __future__ import annotations
@@ -8,15 +8,14 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
 from shequn.core.admin_base import TenantScopedAdmin, request_principal
 from shequn.core.errors import ShequnError
 
-from .models import JoinRequest, JoinWay, SandboxSms, WeChatLogin
-from .services import do_configure_wechat_login, do_decide_join
+from .models import JoinWay, SandboxSms, WeChatLogin
+from .services import do_configure_wechat_login
 
 
 @admin.register(SandboxSms)
@@ -32,42 +31,6 @@ class JoinWayAdmin(TenantScopedAdmin):
     permission_area = "communities"
     list_display = ("group", "url", "qr_image_url", "note")
     fields = ("group", "url", "qr_image_url", "note")
-
-
-@admin.register(JoinRequest)
-class JoinRequestAdmin(TenantScopedAdmin):
-    permission_area = "communities"
-    list_display = ("created_at", "member", "community", "message", "status", "decided_by", "decision_note")
-    list_filter = ("status",)
-    ordering = ("-pk",)
-    actions = ("approve", "reject")
-
-    def has_add_permission(self, request: HttpRequest, *args: object) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def _decide(self, request: HttpRequest, queryset: QuerySet[JoinRequest], approve: bool) -> None:
-        principal = request_principal(request)
-        if principal is None:
-            return
-        done = 0
-        for req in queryset.filter(status=JoinRequest.Status.PENDING):
-            try:
-                do_decide_join(principal, req.pk, approve=approve)
-                done += 1
-            except ShequnError as exc:
-                self.message_user(request, exc.message, messages.ERROR)
-        self.message_user(request, _("已处理 %(n)d 个申请") % {"n": done})
-
-    @admin.action(description=_("通过"), permissions=["view"])
-    def approve(self, request: HttpRequest, queryset: QuerySet[JoinRequest]) -> None:
-        self._decide(request, queryset, True)
-
-    @admin.action(description=_("拒绝"), permissions=["view"])
-    def reject(self, request: HttpRequest, queryset: QuerySet[JoinRequest]) -> None:
-        self._decide(request, queryset, False)
 
 
 class WeChatLoginForm(forms.ModelForm):  # type: ignore[type-arg]

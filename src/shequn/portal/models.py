@@ -1,5 +1,5 @@
 """Members' own pages: sign-in codes, member sessions (separate from staff sessions), the sandbox
-SMS log, join ways per group and join requests for approval-only communities.
+SMS log, join ways per group (join requests live in ``communities.JoinRequest``).
 
 Phone numbers never appear here in clear: codes and rate limits key on ``phone_hash`` (an HMAC of the
 normalised number); the sandbox SMS log keeps the masked number and the message, because showing the
@@ -94,39 +94,6 @@ class JoinWay(TenantOwned):
 
     def __str__(self) -> str:
         return self.url or self.qr_image_url
-
-
-class JoinRequest(TenantOwned):
-    """A member asks to enter an approval-only community; the operator approves or rejects it in
-    the console and the member sees the answer on their page."""
-
-    class Status(models.TextChoices):
-        PENDING = "pending", _("待审核")
-        APPROVED = "approved", _("已通过")
-        REJECTED = "rejected", _("已拒绝")
-
-    member = models.ForeignKey("members.Member", on_delete=models.CASCADE, related_name="+",
-                               verbose_name=_("会员"))
-    community = models.ForeignKey("communities.Community", on_delete=models.CASCADE, related_name="+",
-                                  verbose_name=_("社群"))
-    invite_code = models.CharField(_("邀请码"), max_length=16, blank=True)
-    message = models.CharField(_("申请说明"), max_length=200, blank=True)
-    status = models.CharField(_("状态"), max_length=16, choices=Status.choices, default=Status.PENDING)
-    decided_by = models.CharField(_("审核人"), max_length=120, blank=True)
-    decision_note = models.CharField(_("审核说明"), max_length=200, blank=True)
-    created_at = models.DateTimeField(_("申请时间"), auto_now_add=True)
-    decided_at = models.DateTimeField(_("审核时间"), null=True, blank=True)
-
-    class Meta:
-        verbose_name = _("入群申请")
-        verbose_name_plural = _("入群申请")
-        constraints = [
-            models.UniqueConstraint(fields=["member", "community"], condition=models.Q(status="pending"),
-                                    name="joinrequest_one_pending"),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.member_id} → {self.community_id}"
 
 
 class WeChatLogin(TenantOwned):

@@ -29,12 +29,11 @@ from wechatpy.exceptions import WeChatClientException, WeChatOAuthException
 from wechatpy.oauth import WeChatOAuth
 
 from shequn.communities.models import ChatGroup, Community
-from shequn.communities.services import do_join
 from shequn.connectors import secrets as field_secrets
 from shequn.connectors.models import Connection
 from shequn.connectors.services import connection_secrets, telegram_invite_link
 from shequn.core import throttle
-from shequn.core.errors import Conflict, Forbidden, Invalid, NotFound, ShequnError
+from shequn.core.errors import Conflict, Invalid, ShequnError
 from shequn.core.masking import mask_phone
 from shequn.core.models import Platform, Tenant
 from shequn.core.permissions import Principal
@@ -46,7 +45,7 @@ from shequn.members.services import check_phone, do_add_identity, do_create_memb
 from shequn.referrals.models import InviteLink
 from shequn.referrals.selectors import public_base_url
 
-from .models import JoinRequest, MemberSession, SignInCode, TelegramInvite, UsedMagicLink, WeChatLogin
+from .models import MemberSession, SignInCode, TelegramInvite, UsedMagicLink, WeChatLogin
 from .sms import get_sender
 
 CODE_TTL = dt.timedelta(minutes=10)
@@ -403,12 +402,14 @@ def do_get_telegram_invite(link: InviteLink, group: ChatGroup) -> str:
     """The Telegram invite link for this invite code in this group: made once through the bot
     (createChatInviteLink, name = the code) and kept; ``""`` when no bot can make one (the page then
     shows the operator's join way, if any). Two first visits at once may both ask Telegram; one row
-    is kept (the other link simply goes unused)."""
+    is kept (the other link simply goes unused). In an approval or paid community the link creates
+    join requests: whoever uses it is let in only after the entry threshold (communities) says yes."""
     known = TelegramInvite.objects.filter(link=link, group=group).values_list("url", flat=True).first()
     if known:
         return str(known)
     try:
-        url = telegram_invite_link(group.tenant_id, group.external_id, link.code)
+        url = telegram_invite_link(group.tenant_id, group.external_id, link.code,
+                                   join_request=group.community.entry_threshold != Community.EntryThreshold.FREE)
     except ShequnError:
         return ""
     try:
@@ -460,54 +461,6 @@ def session_member(key: str, *, now: dt.datetime | None = None) -> SessionInfo |
 def do_end_session(key: str) -> None:
     MemberSession.objects.filter(key_hash=_session_hash(key), revoked_at__isnull=True).update(
         revoked_at=timezone.now())
-
-
-# --- join requests (approval-only communities) ---------------------------------------------------------
-
-
-def do_request_join(member: Member, community: Community, *, invite_code: str = "", message: str = "") -> JoinRequest:
-    """Ask to enter an approval-only community; one pending request per member and community."""
-    if community.tenant_id != member.tenant_id:
-        raise NotFound(_("社群不存在"))
-    if community.entry_threshold != Community.EntryThreshold.APPROVAL:
-        raise Invalid(_("该社群不需要申请"), details={"field": "community_id"})
-    existing = JoinRequest.objects.filter(member=member, community=community,
-                                          status=JoinRequest.Status.PENDING).first()
-    if existing is not None:
-        return existing
-    try:
-        with transaction.atomic():
-            req = JoinRequest.objects.create(tenant_id=member.tenant_id, member=member, community=community,
-                                             invite_code=invite_code[:16], message=message[:200])
-            do_audit(member_principal(member), "portal.join_request", "Community", community.pk,
-                     data={"request": req.pk})
-            return req
-    except IntegrityError:
-        return JoinRequest.objects.get(member=member, community=community, status=JoinRequest.Status.PENDING)
-
-
-@transaction.atomic
-def do_decide_join(principal: Principal, request_id: int, *, approve: bool, note: str = "") -> JoinRequest:
-    """The operator's decision. Approval opens the membership (communities.do_join); the member sees
-    the decision and the note on their page. Locking: the request row."""
-    if not principal.can("communities.write"):
-        raise Forbidden(_("没有权限: %(perm)s") % {"perm": "communities.write"})
-    req = (JoinRequest.objects.select_for_update().select_related("member", "community")
-           .filter(tenant_id=principal.tenant_id, pk=request_id).first())
-    if req is None:
-        raise NotFound(_("入群申请不存在"))
-    if req.status != JoinRequest.Status.PENDING:
-        raise Conflict(_("该申请已处理"))
-    req.status = JoinRequest.Status.APPROVED if approve else JoinRequest.Status.REJECTED
-    req.decided_by = principal.label[:120]
-    req.decision_note = note[:200]
-    req.decided_at = timezone.now()
-    req.save(update_fields=["status", "decided_by", "decision_note", "decided_at"])
-    if approve:
-        do_join(principal, req.member, req.community, source="invite_link" if req.invite_code else "manual")
-    do_audit(principal, f"portal.join_request.{req.status}", "Community", req.community_id,
-             reason=note, data={"request": req.pk, "member": req.member_id})
-    return req
 
 
 def do_end_member_sessions(principal: Principal, member_id: int) -> int:

@@ -15,6 +15,7 @@ urlpatterns = [
     path("<slug:slug>/telegram/callback/", views.telegram_callback, name="telegram_callback"),
     path("<slug:slug>/c/<int:community_id>/", views.community, name="community"),
     path("<slug:slug>/c/<int:community_id>/join/", views.request_join, name="request_join"),
+    path("<slug:slug>/c/<int:community_id>/own-group/", views.open_group, name="open_group"),
     path("<slug:slug>/buy/<int:sku_id>/", views.buy, name="buy"),
     path("<slug:slug>/orders/", views.orders, name="orders"),
     path("<slug:slug>/orders/<int:order_id>/", views.order_detail, name="order"),

@@ -149,6 +149,15 @@ def withdrawals_for(tenant_id: int, status: str | None = None) -> QuerySet[Withd
     return qs.order_by("-pk")
 
 
+def partner_group(link: InviteLink) -> ChatGroup | None:
+    """The active group the link's member owns under the link's community (a partner's own group,
+    ``communities.do_open_partner_group``): whoever comes through the partner's link lands there."""
+    if not link.member_id or not link.community_id:
+        return None
+    return (ChatGroup.objects.filter(tenant_id=link.tenant_id, community_id=link.community_id,
+                                     owner_id=link.member_id, is_active=True).order_by("pk").first())
+
+
 def route_group_live(link: InviteLink) -> ChatGroup | None:
     """The next group with room for a group live code (群活码): groups in id order, first one whose
     open memberships are below its capacity."""

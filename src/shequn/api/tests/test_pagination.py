@@ -1,6 +1,7 @@
 """Every list operation pages the same way (``core.pagination.KeysetPagination`` on django-ninja's
 ``@paginate``): ``{"items": [...], "next_cursor": str | null}``, ``limit`` 1 … 500, a cursor the API
-issued, keyset order on the primary key; and the OpenAPI schema names each component once."""
+issued, keyset order on the primary key (``RankPagination``, an offset cursor, for a computed ranking);
+and the OpenAPI schema names each component once."""
 
 import typing
 

@@ -40,6 +40,7 @@ from .outbox import (
     do_deliver_due,
     do_request_action,
     do_retry_action,
+    on_join_decided,
 )
 from .qr import check_qr_input, do_create_qr_config
 from .rooms import do_discover_room, do_map_room, do_set_room_secret, encrypted_refusal
@@ -90,6 +91,7 @@ __all__ = [
     "do_store_inbound",
     "do_update_connection_secrets",
     "encrypted_refusal",
+    "on_join_decided",
     "open_human_task",
     "telegram_invite_link",
     "verify_connection",

@@ -60,7 +60,7 @@ LEASE = dt.timedelta(minutes=5)
 #: PostgreSQL channel that wakes the real-time delivery thread (:mod:`shequn.connectors.realtime`)
 CHANNEL = "shequn_outbox"
 #: actions that act on a member or a message: a permanent refusal becomes a human task
-ENFORCEMENT = frozenset({"delete", "mute", "unmute", "kick", "ban", "unban"})
+ENFORCEMENT = frozenset({"delete", "mute", "unmute", "kick", "ban", "unban", "approve_join", "decline_join"})
 BACKOFF_BASE = 10.0  # seconds
 BACKOFF_CAP = 3600.0
 

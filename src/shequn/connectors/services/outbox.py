@@ -11,7 +11,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from shequn.communities.models import ChatGroup
+from shequn.communities.models import ChatGroup, JoinRequest
 from shequn.core.errors import Conflict, Invalid, NotFound
 from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
@@ -77,6 +77,22 @@ def do_request_action(
     except IntegrityError:
         return OutboxAction.objects.get(tenant_id=tenant_id, idempotency_key=idempotency_key)
     return action
+
+
+def on_join_decided(req: JoinRequest) -> None:
+    """Communities' join-decision listener (declared in the wiring): a platform's join request was
+    decided (by the entry threshold or by staff), so answer the platform — Telegram
+    ``approveChatJoinRequest`` / ``declineChatJoinRequest``, Matrix invite / kick of the knock —
+    through the outbox, in the decision's transaction. Once per request."""
+    if req.group_id is None or req.status == JoinRequest.Status.PENDING:
+        return
+    approve = req.status == JoinRequest.Status.APPROVED
+    do_request_action(
+        req.tenant_id, kind=ActionKind.APPROVE_JOIN if approve else ActionKind.DECLINE_JOIN, group_id=req.group_id,
+        target_member_id=req.member_id, idempotency_key=f"join-request:{req.pk}",
+        payload={"request": req.pk, "reason": req.decision_note}, source="communities.join_request",
+        reason=req.decision_note,
+    )
 
 
 # --- outbox operations --------------------------------------------------------------------------------

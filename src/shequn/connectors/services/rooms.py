@@ -19,8 +19,9 @@ from .ingest import release_held_events
 
 def do_discover_room(conn: Connection, external_id: str, *, name: str = "", member_count: int | None = None,
                      joined: bool = True, encrypted: bool = False) -> Room:
-    """Record a room the bot has seen; map it to the connection's default community if it has one
-    (never an end-to-end encrypted room: the bot could not read it)."""
+    """Record a room the bot has seen; map it to the community of the group registered for it (a
+    partner's own group), else to the connection's default community if it has one (never an
+    end-to-end encrypted room: the bot could not read it)."""
     room, created = Room.objects.get_or_create(
         connection=conn, external_id=external_id,
         defaults={"tenant_id": conn.tenant_id, "name": name[:200], "member_count": member_count,
@@ -42,8 +43,16 @@ def do_discover_room(conn: Connection, external_id: str, *, name: str = "", memb
         changed.append("encrypted")
     if changed:
         room.save(update_fields=changed)
-    if room.group_id is None and conn.default_community_id is not None and joined and not room.encrypted:
-        _map(room, conn.default_community_id)
+    if room.group_id is None and joined and not room.encrypted:
+        # a group registered already (a partner's own group, one added through the API) keeps its
+        # community; otherwise the connection's default community takes the room
+        registered = (ChatGroup.objects.filter(tenant_id=conn.tenant_id, platform=conn.platform,
+                                               external_id=external_id).values_list("community_id", flat=True)
+                      .first())
+        if registered is not None:
+            _map(room, registered)
+        elif conn.default_community_id is not None:
+            _map(room, conn.default_community_id)
     return room
 
 

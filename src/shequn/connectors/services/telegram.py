@@ -65,11 +65,12 @@ def do_set_telegram_webhook(connection_id: int, base_url: str) -> None:
 
 
 
-def telegram_invite_link(tenant_id: int, chat_external_id: str, name: str) -> str:
+def telegram_invite_link(tenant_id: int, chat_external_id: str, name: str, *, join_request: bool = False) -> str:
     """A new invite link for a Telegram group through the bot that sees it (createChatInviteLink,
     named ``name``). A synchronous call (a few hundred ms), made once per (invite code, group) by the
     portal, which keeps the answer. :class:`NotFound` when no active Telegram connection sees the
-    group; :class:`Invalid` when Telegram refuses (the bot is not an admin with "invite users")."""
+    group; :class:`Invalid` when Telegram refuses (the bot is not an admin with "invite users").
+    ``join_request``: the link asks to join (approval / paid communities, see ``create_invite_link``)."""
     from aiogram.exceptions import TelegramAPIError  # noqa: PLC0415, RUF100  (aiogram takes seconds to import)
 
     from ..platforms.telegram.outbound import create_invite_link  # noqa: PLC0415, RUF100  (idem)
@@ -80,7 +81,8 @@ def telegram_invite_link(tenant_id: int, chat_external_id: str, name: str) -> st
     if room is None:
         raise NotFound(_("没有能管理这个 Telegram 群的机器人"), details={"field": "group"})
     try:
-        return asyncio.run(create_invite_link(conn_info(room.connection), str(chat_external_id), name))
+        return asyncio.run(create_invite_link(conn_info(room.connection), str(chat_external_id), name,
+                                              join_request=join_request))
     except (TelegramAPIError, OSError, TimeoutError) as exc:
         log.warning("createChatInviteLink failed for connection %s: %s", room.connection_id, type(exc).__name__)
         raise Invalid(_("Telegram 未能创建邀请链接 (机器人需是群管理员并可邀请成员)"), code="telegram_invite",

@@ -13,11 +13,10 @@ from django.utils import timezone
 
 from shequn.commerce.models import Coupon, CouponTemplate, Order, OrderStatus
 from shequn.commerce.services import do_request_refund
-from shequn.communities.models import Community, Membership
+from shequn.communities.models import Community, JoinRequest, Membership
+from shequn.communities.services import do_decide_join
 from shequn.engagement.services import do_check_in, do_seed_streak_badges
 from shequn.members.models import Member
-from shequn.portal.models import JoinRequest
-from shequn.portal.services import do_decide_join
 from shequn.referrals.models import Commission, LinkEvent, ReferralBinding, Withdrawal
 from shequn.referrals.services import do_get_or_create_link
 

@@ -18,8 +18,10 @@ from django.utils.translation import gettext_lazy
 
 from shequn.commerce import selectors as commerce_selectors
 from shequn.commerce.models import Order, Product, ProductKind, TierGrant
+from shequn.communities import registry as communities_registry
 from shequn.communities import selectors as community_selectors
-from shequn.communities.models import ChatGroup, Community, CommunityRole
+from shequn.communities.models import ChatGroup, Community, CommunityRole, JoinRequest
+from shequn.communities.services import PARTNER_GROUP_PRIVILEGE
 from shequn.connectors.models import QrConfig
 from shequn.core.errors import ShequnError
 from shequn.core.models import Platform, Tenant
@@ -27,7 +29,7 @@ from shequn.members.models import Member
 from shequn.referrals.models import InviteLink
 
 from .. import auth, services
-from ..models import JoinRequest, JoinWay
+from ..models import JoinWay
 
 # --- helpers ---------------------------------------------------------------------------------------
 
@@ -153,14 +155,26 @@ def _community_context(tenant: Tenant, member: Member | None, community: Communi
     ways = join_ways(tenant.pk, groups, link) if (access or threshold == Community.EntryThreshold.FREE) else []
     pending = None
     if member is not None and threshold == Community.EntryThreshold.APPROVAL:
-        pending = JoinRequest.objects.filter(member=member, community=community).order_by("-pk").first()
+        pending = (JoinRequest.objects.filter(member=member, community=community, group__isnull=True)
+                   .order_by("-pk").first())
     return {
         "community": community, "member_count": _member_count(tenant.pk, community),
         "owner_name": _owner_name(tenant.pk, community),
         "tiers": [] if access else _tiers(tenant.pk, community),  # shown only to those without access
         "access": access, "ways": ways, "threshold": threshold, "join_request": pending,
+        **_own_group_context(tenant.pk, member, community),
         "token": secrets.token_urlsafe(12),
     }
+
+
+def _own_group_context(tenant_id: int, member: Member | None, community: Community) -> dict[str, Any]:
+    """The partner's own group (shown to its owner) or the button to open it (the tier privilege)."""
+    if member is None:
+        return {"own_group": None, "can_open_group": False}
+    own = community_selectors.owned_groups(tenant_id, member.pk).filter(community=community, is_active=True).first()
+    can = own is None and communities_registry.has_privilege(tenant_id, member.pk, community.pk,
+                                                             PARTNER_GROUP_PRIVILEGE)
+    return {"own_group": own, "can_open_group": can}
 
 
 def _ref_link(request: HttpRequest, tenant: Tenant) -> InviteLink | None:

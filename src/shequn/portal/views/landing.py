@@ -13,7 +13,8 @@ from django.views.decorators.http import require_POST
 
 from shequn.commerce.models import TierGrant
 from shequn.communities import selectors as community_selectors
-from shequn.communities.models import Community
+from shequn.communities import services as community_services
+from shequn.communities.models import ChatGroup, Community, JoinRequest
 from shequn.core.errors import NotFound, ShequnError
 from shequn.core.models import Tenant
 from shequn.members.models import Member
@@ -25,7 +26,6 @@ from shequn.referrals.services import do_record_click
 
 from .. import auth, services
 from ..auth import member_page
-from ..models import JoinRequest
 from ._common import (
     _active_tiers,
     _community_context,
@@ -75,7 +75,9 @@ def home(request: HttpRequest, slug: str) -> HttpResponse:
     mine: list[Community] = []
     decided: list[JoinRequest] = []
     tiers: list[TierGrant] = []
+    owned: list[ChatGroup] = []
     if member is not None:
+        owned = list(community_selectors.owned_groups(tenant.pk, member.pk).filter(is_active=True))
         mine = [m.community for m in community_selectors.memberships(tenant.pk, member_id=member.pk, current=True)
                 .select_related("community").order_by("pk")]
         tiers = list(_active_tiers(tenant.pk, member))
@@ -87,6 +89,7 @@ def home(request: HttpRequest, slug: str) -> HttpResponse:
         c.member_count = counts.get(c.pk, 0)  # type: ignore[attr-defined]
     return render(request, "portal/home.html", {"tenant": tenant, "member": member, "mine": mine,
                                                 "communities": communities, "tiers": tiers, "decided": decided,
+                                                "owned": owned,
                                                 "tab": "home"})
 
 
@@ -107,7 +110,7 @@ def community(request: HttpRequest, slug: str, community_id: int) -> HttpRespons
 def request_join(request: HttpRequest, tenant: Tenant, member: Member, community_id: int) -> HttpResponse:
     try:
         comm = community_selectors.get_community(tenant.pk, community_id)
-        services.do_request_join(member, comm, invite_code=auth.ref_code(request),
+        community_services.do_request_join(member, comm, invite_code=auth.ref_code(request),
                                  message=request.POST.get("message", ""))
         messages.success(request, _("申请已提交, 审核结果会显示在这里"))
     except NotFound as exc:
@@ -117,3 +120,20 @@ def request_join(request: HttpRequest, tenant: Tenant, member: Member, community
     return HttpResponseRedirect(reverse("portal:community", args=[tenant.slug, community_id]))
 
 
+
+
+@require_POST
+@member_page
+def open_group(request: HttpRequest, tenant: Tenant, member: Member, community_id: int) -> HttpResponse:
+    """The partner tier's own group: the member registers the platform group they created."""
+    try:
+        comm = community_selectors.get_community(tenant.pk, community_id)
+        community_services.do_open_partner_group(
+            services.member_principal(member), member, comm, platform=request.POST.get("platform", ""),
+            external_id=request.POST.get("external_id", "").strip(), name=request.POST.get("name", "").strip())
+        messages.success(request, _("你的群已开通, 通过你的邀请链接进来的成员会进入这个群"))
+    except NotFound as exc:
+        raise Http404 from exc
+    except ShequnError as exc:
+        _err(request, exc)
+    return HttpResponseRedirect(reverse("portal:community", args=[tenant.slug, community_id]))

@@ -27,7 +27,7 @@ from ..models import (
     LinkKind,
     ReferralBinding,
 )
-from ..selectors import route_group_live
+from ..selectors import partner_group, route_group_live
 from ._common import check_max_length
 from .binding import try_bind
 
@@ -102,7 +102,8 @@ class ClickResult:
 def do_record_click(code: str, *, member_id: int | None = None, ip: str | None = None, device_id: str = "",
                     now: datetime | None = None) -> ClickResult:
     """Attribute a click on ``code``; bind the clicking member (if known) per the tenant's policy; for
-    a group live code, route to the next group with room. A ``member_id`` that is not the link's
+    a group live code, route to the next group with room; a partner's own link, to the partner's own
+    group under that community (``ChatGroup.owner``). A ``member_id`` that is not the link's
     tenant's member is :class:`NotFound`."""
     now = now or timezone.now()
     link = InviteLink.objects.filter(code=code, is_active=True).first()
@@ -111,6 +112,9 @@ def do_record_click(code: str, *, member_id: int | None = None, ip: str | None =
     result = ClickResult(link=link)
     if link.kind == LinkKind.GROUP_LIVE:
         result.group = route_group_live(link)
+    elif link.kind == LinkKind.MEMBER and link.member_id and link.community_id:
+        # a partner's link leads to the partner's own group (the partner tier's own-group right)
+        result.group = partner_group(link)
     member = Member.objects.filter(tenant_id=link.tenant_id, pk=member_id).first() if member_id else None
     if member_id and member is None:  # another tenant's member (or none): never attributed, not silently dropped
         raise NotFound(_("会员不存在"), details={"field": "member_id"})

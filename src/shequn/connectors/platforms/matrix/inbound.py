@@ -124,6 +124,8 @@ def to_activity(room_id: str, ev: dict[str, Any], *, bot_user: str = "") -> dict
         base.update(sender=target, sender_name=str(name or "")[:120])
         if membership == "join" and prev != "join":
             return {**base, "kind": "join", "payload": {"actor": sender}}
+        if membership == "knock" and prev != "knock":  # asks to join a room whose join rule is knock
+            return {**base, "kind": "join_request", "payload": {"message": str(content.get("reason") or "")[:200]}}
         if membership in ("leave", "ban") and prev in ("join", "invite", "knock"):
             how = "ban" if membership == "ban" else ("left" if sender == target else "kick")
             return {**base, "kind": "leave",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import json
 from collections.abc import AsyncIterator, Collection
 from typing import Any
 
@@ -26,8 +27,10 @@ from nio import (
     AsyncClientConfig,
     ErrorResponse,
     MessageDirection,
+    RoomCreateResponse,
     RoomGetStateResponse,
     RoomMessagesResponse,
+    RoomPreset,
 )
 
 from shequn.connectors.adapters import ActionItem, ConnInfo, DeliveryError, text_of
@@ -120,6 +123,8 @@ class MatrixAdapter:
 
     async def deliver(self, client: AsyncClient, item: ActionItem) -> dict[str, Any]:
         room = item.room
+        if not room and item.payload.get("dm") and item.kind == ActionKind.SEND and item.target.startswith("@"):
+            room = await direct_room(client, item.target)
         if not room:
             raise DeliveryError(DeliveryError.PERMANENT, "no room")
         kind = item.kind
@@ -152,6 +157,12 @@ class MatrixAdapter:
         if kind == ActionKind.UNBAN:
             check(await client.room_unban(room, item.target))
             return {"unbanned": item.target}
+        if kind == ActionKind.APPROVE_JOIN:  # a knock is accepted by inviting the knocker
+            check(await client.room_invite(room, item.target))
+            return {"approved": item.target}
+        if kind == ActionKind.DECLINE_JOIN:  # … and rejected by kicking them (their membership leaves "knock")
+            check(await client.room_kick(room, item.target, reason=reason))
+            return {"declined": item.target}
         if kind in (ActionKind.MUTE, ActionKind.UNMUTE):
             resp = check(await client.room_get_state_event(room, "m.room.power_levels"))
             levels = dict(resp.content)
@@ -164,6 +175,29 @@ class MatrixAdapter:
             check(await client.room_put_state(room, "m.room.power_levels", levels))
             return {"muted" if kind == ActionKind.MUTE else "unmuted": item.target}
         raise DeliveryError(DeliveryError.DELEGATE, f"unsupported action {kind}")
+
+
+async def direct_room(client: AsyncClient, user_id: str) -> str:
+    """The bot's direct-message room with ``user_id``: the first one its ``m.direct`` account data
+    lists for the user, else a new one (``is_direct``, trusted private chat, the user invited), which
+    is recorded in ``m.direct`` so the next message reuses it — the same bookkeeping Element does, so
+    the member's client shows it as a direct chat. The member sees messages once they accept."""
+    method, path = Api.direct_room_list(client.access_token, client.user_id)
+    resp = await client.send(method, path)
+    data = await resp.json(content_type=None) if resp.status == 200 else {}
+    direct: dict[str, list[str]] = dict(data) if isinstance(data, dict) and "errcode" not in data else {}
+    known = [r for r in direct.get(user_id) or [] if isinstance(r, str)]
+    if known:
+        return known[0]
+    created = await client.room_create(is_direct=True, invite=[user_id], preset=RoomPreset.trusted_private_chat)
+    if not isinstance(created, RoomCreateResponse):
+        check(created)
+        raise DeliveryError(DeliveryError.RETRY, "createRoom failed")
+    direct[user_id] = [created.room_id, *known]
+    put = Api._build_path(["user", client.user_id, "account_data", "m.direct"],
+                          {"access_token": client.access_token})
+    await client.send("PUT", put, json.dumps(direct), headers={"Content-Type": "application/json"})
+    return str(created.room_id)
 
 
 # --- connecting ---------------------------------------------------------------------------------

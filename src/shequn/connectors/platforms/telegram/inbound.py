@@ -18,7 +18,8 @@ from django.utils.dateparse import parse_datetime
 
 GROUP_TYPES = ("group", "supergroup")
 MEMBER_IN = ("member", "administrator", "creator", "restricted")
-ALLOWED_UPDATES = ["message", "edited_message", "chat_member", "my_chat_member", "message_reaction"]
+ALLOWED_UPDATES = ["message", "edited_message", "chat_member", "my_chat_member", "message_reaction",
+                   "chat_join_request"]
 
 
 #: Telegram's "GroupAnonymousBot": the sender shown for an administrator posting anonymously
@@ -165,6 +166,20 @@ def parse_update(update: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dic
             status = _d(mcm.get("new_chat_member")).get("status")
             room_of(chat, joined=status in MEMBER_IN)
         other("my_chat_member", str(chat.get("id")) if chat else None, _d(mcm.get("from")).get("id"), mcm.get("date"))
+        return events, rooms
+
+    jr = _d(update.get("chat_join_request"))
+    if jr:  # someone asks to join through a link that creates join requests: the entry threshold decides
+        chat = _d(jr.get("chat"))
+        cid = room_of(chat)
+        user = _d(jr.get("from"))
+        link = _d(jr.get("invite_link"))
+        asked: dict[str, Any] = {"message": str(jr.get("bio") or "")[:200]}
+        if link.get("name"):
+            asked["invite_code"] = str(link["name"])[:32]
+        events.append({"platform": "telegram", "event_id": f"{cid}:joinreq:{user.get('id')}:{jr.get('date')}",
+                       "kind": "join_request", "occurred_at": _ts(jr.get("date")), "sender": str(user.get("id")),
+                       "sender_name": _name(user), "group": cid, "payload": asked})
         return events, rooms
 
     react = _d(update.get("message_reaction"))

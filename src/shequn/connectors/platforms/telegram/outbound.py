@@ -64,12 +64,14 @@ async def set_webhook(info: ConnInfo, url: str) -> None:
         await bot.session.close()
 
 
-async def create_invite_link(info: ConnInfo, chat_id: str, name: str) -> str:
+async def create_invite_link(info: ConnInfo, chat_id: str, name: str, *, join_request: bool = False) -> str:
     """createChatInviteLink named ``name`` (≤ 32 characters; the portal names it after an invite code
-    so the ``chat_member`` update of whoever joins through it carries that name back)."""
+    so the ``chat_member`` update of whoever joins through it carries that name back). With
+    ``join_request`` (communities with an approval or paid threshold) the link only *asks* to join
+    (``creates_join_request``): Telegram sends the bot a ``chat_join_request`` and waits for its answer."""
     bot = make_bot(info, timeout=10)
     try:
-        link = await bot.create_chat_invite_link(chat_id, name=name[:32])
+        link = await bot.create_chat_invite_link(chat_id, name=name[:32], creates_join_request=join_request or None)
         return str(link.invite_link)
     finally:
         await bot.session.close()
@@ -208,4 +210,10 @@ class TelegramAdapter:
         if kind == ActionKind.UNBAN:
             await bot.unban_chat_member(chat, user, only_if_banned=True)
             return {"unbanned": user}
+        if kind == ActionKind.APPROVE_JOIN:
+            await bot.approve_chat_join_request(chat, user)
+            return {"approved": user}
+        if kind == ActionKind.DECLINE_JOIN:
+            await bot.decline_chat_join_request(chat, user)
+            return {"declined": user}
         raise DeliveryError(DeliveryError.DELEGATE, f"unsupported action {kind}")
