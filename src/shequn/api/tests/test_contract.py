@@ -17,6 +17,8 @@ from shequn.api.main import API_ROOT, api, declared_query_parameters
 from shequn.api.testing import ApiClient
 from shequn.api.tests.test_isolation import HEADERS, PARAMS, PATH_PROBES, _body, _fill, all_ids
 from shequn.commerce.models import Order, Refund
+from shequn.communities.models import Community, JoinRequest
+from shequn.communities.tests import test_join_requests as join_requests_tests
 from shequn.connectors.services import connections as connector_connections
 from shequn.core.errors import Invalid
 from shequn.core.management.commands.serve import control_socket_args
@@ -93,10 +95,34 @@ PLAIN_POSTS = {
 UPLOAD_POSTS = {
     "/api/v1/members/import": lambda: {"file": _upload("replay.csv", "昵称,手机号\n重放导入,13800009999\n")},
 }
+
+
+def _join_request_case(action: str):
+    def setup(world):
+        Community.objects.filter(pk=world.community.pk).update(entry_threshold="approval")
+        join_requests_tests._ask(world, f"tg-replay-{action}", 1)
+        pending = JoinRequest.objects.filter(tenant=world.tenant).order_by("-pk").first()
+        return f"/api/v1/communities/join-requests/{pending.pk}/{action}", {"note": "重放"}
+    return setup
+
+
+def _partner_group_case(world):
+    join_requests_tests._partner(world)
+    return (f"/api/v1/communities/{world.community.pk}/partner-groups",
+            {"member_id": world.other_member.pk, "platform": "telegram", "external_id": "-100999", "name": "重放群"})
+
+
+#: POSTs whose target needs more than the isolation world: world -> (url, body)
+SETUP_POSTS = {
+    "/api/v1/communities/join-requests/{request_id}/approve": _join_request_case("approve"),
+    "/api/v1/communities/join-requests/{request_id}/decline": _join_request_case("decline"),
+    "/api/v1/communities/{community_id}/partner-groups": _partner_group_case,
+}
 REPLAY_CASES = sorted(
     [(p, "probe") for m, p in PATH_PROBES if m == "post" and ("post", p) in IDEMPOTENT]
     + [(p, "plain") for p in PLAIN_POSTS if ("post", p) in IDEMPOTENT]
-    + [(p, "upload") for p in UPLOAD_POSTS if ("post", p) in IDEMPOTENT])
+    + [(p, "upload") for p in UPLOAD_POSTS if ("post", p) in IDEMPOTENT]
+    + [(p, "setup") for p in SETUP_POSTS if ("post", p) in IDEMPOTENT])
 
 
 #: POSTs that cannot honour Idempotency-Key, with the reason (docs/subsystems/api.md)
@@ -144,6 +170,8 @@ def test_idempotency_replay_is_the_first_response_byte_for_byte(path, kind, worl
         headers = dict(HEADERS.get(("post", path), {}))
     elif kind == "plain":
         url, body, headers = path, PLAIN_POSTS[path](ids), {}
+    elif kind == "setup":
+        (url, body), headers = SETUP_POSTS[path](world), {}
     else:
         url, body, headers = path, None, {}
     headers["Idempotency-Key"] = f"replay-{kind}-{path}"[:128]
