@@ -237,6 +237,7 @@ def pay_order(request: HttpRequest, order_id: Id, body: PayIn) -> Any:
 
 
 @router.post("/orders/{order_id}/cancel", response={200: OrderOut, **ERRORS})
+@idempotent
 def cancel_order(request: HttpRequest, order_id: Id) -> Any:
     p = require(request, "commerce.write")
     return services.do_cancel_order(p, order_id, reason=_("会员取消"))
@@ -256,6 +257,7 @@ def refund_order(request: HttpRequest, order_id: Id, body: RefundIn) -> Any:
 
 
 @router.post("/payments/sandbox/{out_trade_no}/pay", response={200: OutcomeOut, **ERRORS})
+@idempotent
 def sandbox_pay(request: HttpRequest, out_trade_no: str) -> Any:
     """The sandbox payer pays: its signed notification is delivered to our callback handler."""
     p = require(request, "commerce.write")
@@ -336,6 +338,7 @@ def join_team(request: HttpRequest, share_token: str, body: BuyerIn) -> Any:
 
 
 @router.post("/coupons/{template_id}/claim", response={200: CouponOut, **ERRORS})
+@idempotent
 def claim_coupon(request: HttpRequest, template_id: Id, body: BuyerIn) -> Any:
     p = require(request, "commerce.write")
     c: Coupon = services.do_claim_coupon(p, template_id, member_id=body.member_id)
@@ -343,6 +346,7 @@ def claim_coupon(request: HttpRequest, template_id: Id, body: BuyerIn) -> Any:
 
 
 @router.post("/share-coupons/{share_token}/claim", response={200: CouponOut, **ERRORS})
+@idempotent
 def claim_share_coupon(request: HttpRequest, share_token: str, body: BuyerIn) -> Any:
     """买一赠一: a friend claims the gift coupon from the buyer's link."""
     p = require(request, "commerce.write")
@@ -583,6 +587,7 @@ def update_flash_sale(request: HttpRequest, flash_sale_id: Id, body: FlashSalePa
 
 
 @router.post("/flash-sales/{flash_sale_id}/end", response={200: FlashSaleOut, **ERRORS}, summary="立即结束秒杀")
+@idempotent
 def end_flash_sale(request: HttpRequest, flash_sale_id: Id) -> Any:
     p = require(request, "commerce.write")
     return services.do_end_flash_sale(p, flash_sale_id)
@@ -639,11 +644,13 @@ def update_group_buy(request: HttpRequest, group_buy_id: Id, body: GroupBuyPatch
 
 
 @router.post("/group-buys/{group_buy_id}/pause", response={200: GroupBuyOut, **ERRORS}, summary="暂停拼团 (不再开新团)")
+@idempotent
 def pause_group_buy(request: HttpRequest, group_buy_id: Id) -> Any:
     return services.do_set_group_buy_active(require(request, "commerce.write"), group_buy_id, active=False)
 
 
 @router.post("/group-buys/{group_buy_id}/resume", response={200: GroupBuyOut, **ERRORS}, summary="恢复拼团")
+@idempotent
 def resume_group_buy(request: HttpRequest, group_buy_id: Id) -> Any:
     return services.do_set_group_buy_active(require(request, "commerce.write"), group_buy_id, active=True)
 
@@ -714,6 +721,7 @@ def update_coupon_template(request: HttpRequest, template_id: Id, body: CouponTe
 
 @router.post("/coupon-templates/{template_id}/end", response={200: CouponTemplateOut, **ERRORS},
              summary="停止发放优惠券")
+@idempotent
 def end_coupon_template(request: HttpRequest, template_id: Id) -> Any:
     return services.do_end_coupon_template(require(request, "commerce.write"), template_id)
 
@@ -776,6 +784,7 @@ def update_live_session(request: HttpRequest, live_session_id: Id, body: LiveSes
 
 
 @router.post("/live-sessions/{live_session_id}/end", response={200: LiveSessionOut, **ERRORS}, summary="结束直播")
+@idempotent
 def end_live_session(request: HttpRequest, live_session_id: Id) -> Any:
     return services.do_end_live_session(require(request, "commerce.write"), live_session_id)
 

@@ -150,12 +150,14 @@ def create_connection(request: HttpRequest, body: ConnectionIn) -> Any:
 
 
 @router.post("/connections/{connection_id}/deactivate", response={200: ConnectionOut, **ERRORS})
+@idempotent
 def deactivate_connection(request: HttpRequest, connection_id: int, body: NoteIn | None = None) -> Any:
     p = require(request, "connectors.write")
     return _conn_out(services.do_set_connection_active(p, connection_id, False, reason=body.note if body else ""))
 
 
 @router.post("/connections/{connection_id}/activate", response={200: ConnectionOut, **ERRORS})
+@idempotent
 def activate_connection(request: HttpRequest, connection_id: int, body: NoteIn | None = None) -> Any:
     p = require(request, "connectors.write")
     return _conn_out(services.do_set_connection_active(p, connection_id, True, reason=body.note if body else ""))
@@ -174,6 +176,7 @@ def delete_connection(request: HttpRequest, connection_id: int) -> Any:
 
 
 @router.post("/connections/{connection_id}/secrets", response={200: ConnectionOut, **ERRORS})
+@idempotent
 def update_secrets(request: HttpRequest, connection_id: Id, body: SecretsIn) -> Any:
     p = require(request, "connectors.write")
     return _conn_out(services.do_update_connection_secrets(p, connection_id, body.secrets))
@@ -187,6 +190,7 @@ def list_rooms(request: HttpRequest, connection_id: Id | None = None, unmapped: 
 
 
 @router.post("/rooms/{room_id}/map", response={200: RoomOut, **ERRORS})
+@idempotent
 def map_room(request: HttpRequest, room_id: Id, body: MapIn) -> Any:
     p = require(request, "connectors.write")
     services.do_map_room(p, room_id, body.community_id, robot_key=body.robot_key)
@@ -204,12 +208,14 @@ def list_outbox(request: HttpRequest, status: str | None = None, platform: str |
 
 
 @router.post("/outbox/{action_id}/retry", response={200: ActionOut, **ERRORS})
+@idempotent
 def retry_action(request: HttpRequest, action_id: Id, body: NoteIn | None = None) -> Any:
     p = require(request, "connectors.write")
     return services.do_retry_action(p, action_id, reason=body.note if body else "")
 
 
 @router.post("/outbox/{action_id}/cancel", response={200: ActionOut, **ERRORS})
+@idempotent
 def cancel_action(request: HttpRequest, action_id: Id, body: NoteIn | None = None) -> Any:
     p = require(request, "connectors.write")
     return services.do_cancel_action(p, action_id, reason=body.note if body else "")
@@ -223,6 +229,7 @@ def list_tasks(request: HttpRequest, status: str | None = "open") -> Any:
 
 
 @router.post("/human-tasks/{task_id}/complete", response={200: TaskOut, **ERRORS})
+@idempotent
 def complete_task(request: HttpRequest, task_id: Id, body: NoteIn | None = None) -> Any:
     p = require(request, "connectors.write")
     return services.do_complete_human_task(p, task_id, note=body.note if body else "")

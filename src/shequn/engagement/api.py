@@ -213,6 +213,7 @@ class NoReplyOut(Schema):
 
 @router.post("/reply-queue/{track_id}/no-reply", response={200: NoReplyOut, **ERRORS},
              summary="标记无需回复 (收到、谢谢)")
+@idempotent
 def mark_no_reply(request: HttpRequest, track_id: Id) -> Any:
     p = require(request, "engagement.write")
     return services.do_mark_no_reply_needed(p, track_id)
@@ -315,18 +316,21 @@ def update_lottery(request: HttpRequest, lottery_id: Id, body: LotteryPatch) -> 
 
 
 @router.post("/lotteries/{lottery_id}/close", response={200: LotteryOut, **ERRORS}, summary="立即截止并公布快照承诺")
+@idempotent
 def close_lottery(request: HttpRequest, lottery_id: Id) -> Any:
     p = require(request, "engagement.write")
     return services.do_close_lottery(p.tenant_id, selectors.get_lottery(p.tenant_id, lottery_id).pk)
 
 
 @router.post("/lotteries/{lottery_id}/draw", response={200: LotteryOut, **ERRORS}, summary="开奖")
+@idempotent
 def draw_lottery(request: HttpRequest, lottery_id: Id) -> Any:
     p = require(request, "engagement.write")
     return services.do_draw_lottery(p.tenant_id, selectors.get_lottery(p.tenant_id, lottery_id).pk)
 
 
 @router.post("/lotteries/{lottery_id}/cancel", response={200: LotteryOut, **ERRORS}, summary="取消抽奖 (截止前)")
+@idempotent
 def cancel_lottery(request: HttpRequest, lottery_id: Id) -> Any:
     return services.do_cancel_lottery(require(request, "engagement.write"), lottery_id)
 
@@ -380,6 +384,7 @@ def update_red_packet(request: HttpRequest, packet_id: Id, body: RedPacketPatch)
 
 @router.post("/red-packets/{packet_id}/end", response={200: RedPacketOut, **ERRORS},
              summary="立即结束红包 (退回未领部分)")
+@idempotent
 def end_red_packet(request: HttpRequest, packet_id: Id) -> Any:
     return services.do_end_red_packet(require(request, "engagement.write"), packet_id)
 
@@ -527,11 +532,13 @@ def update_content_schedule(request: HttpRequest, schedule_id: Id, body: Content
 
 @router.post("/content-schedules/{schedule_id}/pause", response={200: ContentScheduleOut, **ERRORS},
              summary="暂停 SOP 排期")
+@idempotent
 def pause_schedule(request: HttpRequest, schedule_id: Id) -> Any:
     return services.do_set_schedule_active(require(request, "engagement.write"), schedule_id, active=False)
 
 
 @router.post("/content-schedules/{schedule_id}/resume", response={200: ContentScheduleOut, **ERRORS},
              summary="恢复 SOP 排期")
+@idempotent
 def resume_schedule(request: HttpRequest, schedule_id: Id) -> Any:
     return services.do_set_schedule_active(require(request, "engagement.write"), schedule_id, active=True)

@@ -159,6 +159,7 @@ class DayOut(Schema):
 
 
 @router.post("/classify", response={200: VerdictOut, **ERRORS})
+@idempotent
 def classify(request: HttpRequest, body: ClassifyIn) -> dict[str, Any]:
     """Judge a text with a community's pack and the tenant's model (nothing is stored or actioned)."""
     p = require(request, "moderation.read")

@@ -296,8 +296,12 @@ def _top_rule(verdict: Verdict) -> str:
     return "classifier" if any(r["rule"] == "classifier" for r in verdict.reasons) else ""
 
 
+@transaction.atomic
 def _record(tenant_id: int, event: ActivityEvent, text: str, verdict: Verdict, policy: ModerationPolicy,
             *, exempt: bool) -> Violation:
+    """One violation with its ladder decision, queued actions and audit row, in its own transaction
+    (a savepoint inside the dispatch task's): the member lock below needs one, and a caller outside
+    any transaction (``shequn demo``'s seeding, a command) must not crash on PostgreSQL."""
     v = Violation.objects.create(
         tenant_id=tenant_id, community_id=event.community_id, group_id=event.group_id, member_id=event.member_id,
         event=event, platform=event.platform,

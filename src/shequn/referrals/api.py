@@ -200,6 +200,7 @@ def link_poster(request: HttpRequest, code: str) -> HttpResponse:
 
 
 @router.post("/links/{code}/click", response={200: ClickOut, **ERRORS})
+@idempotent
 def link_click(request: HttpRequest, code: str, body: ClickIn) -> Any:
     p = require(request, "referrals.write")
     selectors.link_get(p.tenant_id, code)
@@ -209,6 +210,7 @@ def link_click(request: HttpRequest, code: str, body: ClickIn) -> Any:
 
 
 @router.post("/bindings", response={200: dict[str, Any], **ERRORS})
+@idempotent
 def bind(request: HttpRequest, body: BindIn) -> Any:
     p = require(request, "referrals.write")
     b = services.do_bind(p, member_id=body.member_id, referrer_id=body.referrer_id)
@@ -286,11 +288,13 @@ def update_plan(request: HttpRequest, plan_id: Id, body: PlanPatch) -> Any:
 
 
 @router.post("/plans/{plan_id}/pause", response={200: PlanDetailOut, **ERRORS}, summary="暂停佣金方案")
+@idempotent
 def pause_plan(request: HttpRequest, plan_id: Id) -> Any:
     return _plan_out(services.do_set_plan_active(require(request, "referrals.write"), plan_id, active=False))
 
 
 @router.post("/plans/{plan_id}/resume", response={200: PlanDetailOut, **ERRORS}, summary="恢复佣金方案")
+@idempotent
 def resume_plan(request: HttpRequest, plan_id: Id) -> Any:
     return _plan_out(services.do_set_plan_active(require(request, "referrals.write"), plan_id, active=True))
 
@@ -344,11 +348,13 @@ def update_fission_task(request: HttpRequest, task_id: Id, body: FissionTaskPatc
 
 
 @router.post("/fission-tasks/{task_id}/pause", response={200: FissionTaskOut, **ERRORS}, summary="暂停裂变任务")
+@idempotent
 def pause_fission_task(request: HttpRequest, task_id: Id) -> Any:
     return services.do_set_fission_task_active(require(request, "referrals.write"), task_id, active=False)
 
 
 @router.post("/fission-tasks/{task_id}/resume", response={200: FissionTaskOut, **ERRORS}, summary="恢复裂变任务")
+@idempotent
 def resume_fission_task(request: HttpRequest, task_id: Id) -> Any:
     return services.do_set_fission_task_active(require(request, "referrals.write"), task_id, active=True)
 
@@ -413,6 +419,7 @@ def received_invitations(request: HttpRequest) -> Any:
 
 @router.post("/alliance-invitations/{invitation_id}/accept", response={200: InvitationOut, **ERRORS},
              summary="接受联盟邀请 (加入联盟)")
+@idempotent
 def accept_invitation(request: HttpRequest, invitation_id: Id) -> Any:
     p = require(request, "referrals.write")
     return _invitation_out(services.do_respond_to_alliance_invitation(p, invitation_id, accept=True))
@@ -420,6 +427,7 @@ def accept_invitation(request: HttpRequest, invitation_id: Id) -> Any:
 
 @router.post("/alliance-invitations/{invitation_id}/decline", response={200: InvitationOut, **ERRORS},
              summary="拒绝联盟邀请")
+@idempotent
 def decline_invitation(request: HttpRequest, invitation_id: Id) -> Any:
     p = require(request, "referrals.write")
     return _invitation_out(services.do_respond_to_alliance_invitation(p, invitation_id, accept=False))
@@ -433,6 +441,7 @@ def statement(request: HttpRequest, member_id: Id) -> Any:
 
 
 @router.post("/withdrawals", response={200: WithdrawalOut, **ERRORS})
+@idempotent
 def request_withdrawal(request: HttpRequest, body: WithdrawIn) -> Any:
     p = require(request, "finance.write")
     return services.do_request_withdrawal(p, member_id=body.member_id, amount_fen=body.amount_fen,
@@ -447,12 +456,14 @@ def list_withdrawals(request: HttpRequest, status: str | None = None) -> Any:
 
 
 @router.post("/withdrawals/{withdrawal_id}/approve", response={200: WithdrawalOut, **ERRORS})
+@idempotent
 def approve_withdrawal(request: HttpRequest, withdrawal_id: Id) -> Any:
     p = require(request, "finance.write")
     return services.do_approve_withdrawal(p, withdrawal_id)
 
 
 @router.post("/withdrawals/{withdrawal_id}/reject", response={200: WithdrawalOut, **ERRORS})
+@idempotent
 def reject_withdrawal(request: HttpRequest, withdrawal_id: Id, body: RejectIn) -> Any:
     p = require(request, "finance.write")
     return services.do_reject_withdrawal(p, withdrawal_id, reason=body.reason)
@@ -503,6 +514,7 @@ def fraud_signals(request: HttpRequest) -> Any:
 
 
 @router.post("/fraud-signals/{signal_id}/review", response={200: SignalOut, **ERRORS})
+@idempotent
 def review_signal(request: HttpRequest, signal_id: Id, body: SignalReviewIn) -> Any:
     p = require(request, "referrals.write")
     return services.do_review_signal(p, signal_id, decision=body.decision, note=body.note)

@@ -55,3 +55,25 @@ def test_concurrent_violations_of_one_member_escalate_once(monkeypatch: pytest.M
     assert not errors
     steps = sorted(Violation.objects.filter(tenant=tenant).values_list("ladder_step", flat=True))
     assert steps == ["kick", "mute"]  # without the member lock both would read "no warnings" and mute
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_moderating_outside_a_transaction_locks_in_its_own() -> None:
+    """``shequn demo`` seeds violations outside any transaction: on PostgreSQL the member lock of
+    the ladder needs one, so recording a violation opens its own (it crashed with "select_for_update
+    cannot be used outside of a transaction")."""
+    tenant = Tenant.objects.create(slug="bare", name="无事务")
+    community = Community.objects.create(tenant=tenant, name="群")
+    group = ChatGroup.objects.create(tenant=tenant, community=community, platform="matrix", external_id="!b",
+                                     name="群")
+    services.do_save_policy(Principal.system(tenant.pk), community.pk, warn_limit=1)
+    member = Member.objects.create(tenant=tenant, display_name="spam", first_seen_at=timezone.now())
+    now = timezone.now()
+    event = ActivityEvent.objects.create(tenant=tenant, member=member, community=community, group=group,
+                                         platform="matrix", platform_event_id="$b", kind="message",
+                                         occurred_at=now, received_at=now, payload={"text": ADS[0]})
+    assert transaction.get_autocommit()
+    [violation] = services.do_moderate_events(tenant.pk, [event])
+    assert violation.member_id == member.pk and violation.ladder_step == "mute"  # warn_limit=1
+    assert Violation.objects.filter(tenant=tenant, event=event).count() == 1
