@@ -125,6 +125,7 @@ def create_segment(request: HttpRequest, body: SegmentIn) -> Any:
 
 
 @router.post("/count", response={200: CountOut, **ERRORS}, summary="按条件实时计数 (不保存)")
+@idempotent
 def count_rule(request: HttpRequest, body: SegmentRuleIn) -> Any:
     p = require(request, "analytics.read")
     rule = segments.check_rule(p.tenant_id, _rule(body))

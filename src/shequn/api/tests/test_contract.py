@@ -90,6 +90,8 @@ PLAIN_POSTS = {
     "/api/v1/engagement/welcomes": lambda ids: {"community_id": ids["community_id"], "body": "欢迎 {name}"},
     "/api/v1/moderation/classify": lambda ids: {"text": "帮我砍一刀吧 https://p.pinduoduo.com/x"},
     "/api/v1/webhooks/endpoints": lambda ids: {"url": "https://example.com/hook", "event_types": ["order.paid"]},
+    "/api/v1/analytics/segments": lambda ids: {"name": "重放人群", "min_orders": 1},
+    "/api/v1/analytics/segments/count": lambda ids: {"max_orders": 0},
 }
 #: multipart POSTs: (path, form fields and files); each call gets fresh file objects
 UPLOAD_POSTS = {
@@ -119,7 +121,7 @@ SETUP_POSTS = {
     "/api/v1/communities/{community_id}/partner-groups": _partner_group_case,
 }
 REPLAY_CASES = sorted(
-    [(p, "probe") for m, p in PATH_PROBES if m == "post" and ("post", p) in IDEMPOTENT]
+    [(p, "probe") for m, p in PATH_PROBES if m == "post" and ("post", p) in IDEMPOTENT and p not in SETUP_POSTS]
     + [(p, "plain") for p in PLAIN_POSTS if ("post", p) in IDEMPOTENT]
     + [(p, "upload") for p in UPLOAD_POSTS if ("post", p) in IDEMPOTENT]
     + [(p, "setup") for p in SETUP_POSTS if ("post", p) in IDEMPOTENT])
