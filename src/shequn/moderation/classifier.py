@@ -139,7 +139,7 @@ class NaiveBayes:
 
     def _compile(self) -> dict[str, float]:
         if self.lr is None:
-            self._weights, self._prior = self._nb_ratios(self.n, self.df)
+            weights, self._prior = self._nb_ratios(self.n, self.df)
             self._scale = SCALE
             if self.platt is not None:  # calibrated: z' = a·(prior + SCALE·Σ/√k) + b
                 a, b = self.platt
@@ -164,17 +164,17 @@ class NaiveBayes:
                 for f in self.extra_df:
                     weights[f] = weights.get(f, 0.0) + SCALE * (after[f] - before[f])
                 prior += prior_after - prior_before
-            self._weights, self._prior = weights, prior
+            self._prior = prior
             self._scale = 1.0
             self._k0 = LR_K0
-        self._weights = {f: w for f, w in self._weights.items() if not _neutral(f)}
+        weights = {f: w for f, w in weights.items() if not _neutral(f)}
         # one Aho-Corasick automaton over every n-gram feature: a message's features are found in one
         # native call (overlapping matches, in text order) and summed with map(), no per-n-gram Python
         # loop. The automaton hands back its stored pattern objects, which are the keys of _gram_w
         # (hash cached, found by identity): cheaper than building an (index, start, end) tuple per match
-        self._gram_w = {f: w for f, w in self._weights.items() if not f.startswith(("\x00", "\x01"))}
-        self._len_w = [self._weights.get(f"\x00len{i}", 0.0) for i in range(10)]
-        self._word_w = {f[1:]: w for f, w in self._weights.items() if f.startswith("\x01")}
+        self._gram_w = {f: w for f, w in weights.items() if not f.startswith(("\x00", "\x01"))}
+        self._len_w = [weights.get(f"\x00len{i}", 0.0) for i in range(10)]
+        self._word_w = {f[1:]: w for f, w in weights.items() if f.startswith("\x01")}
         self._gram_get = self._gram_w.__getitem__
         self._word_get = self._word_w.get
         self._ac = (
@@ -182,7 +182,10 @@ class NaiveBayes:
                                        store_patterns=True)
             if self._gram_w else None
         )
-        return self._weights
+        # published last: a thread that sees ``_weights`` set finds every table above built (logit
+        # compiles lazily, and two threads may race to it; the loser only builds the same tables twice)
+        self._weights = weights
+        return weights
 
     def logit(self, text: str) -> float:
         """Log-odds that the normalised ``text`` is an ad, in [-CLIP, CLIP]."""
