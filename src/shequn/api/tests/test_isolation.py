@@ -104,7 +104,12 @@ def core_ids(w: ApiWorld) -> dict[str, int]:
 def all_ids(w: ApiWorld) -> dict[str, int]:
     ids = core_ids(w)
     for mod in APP_MODULES:
-        ids.update(mod.build_ids(w.tenant, dict(ids)))
+        built = mod.build_ids(w.tenant, dict(ids))
+        # two apps naming different objects with one key would make a probe act on the wrong object
+        # (it only shows where primary keys differ, e.g. PostgreSQL sequences); map it with PARAMS
+        clash = sorted(k for k in set(built) & set(ids) if built[k] != ids[k])
+        assert not clash, f"{mod.__name__} reuses ids keys {clash}; give them their own name and map them in PARAMS"
+        ids.update(built)
     return ids
 
 

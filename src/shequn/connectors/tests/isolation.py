@@ -39,6 +39,8 @@ PARAMS = {
     ("post", f"{P}/outbox/{{action_id}}/cancel"): {"action_id": "pending_action_id"},
     ("post", f"{P}/connections/{{connection_id}}/qr-configs"): {"connection_id": "wecom_connection_id"},
     ("delete", f"{P}/connections/{{connection_id}}"): {"connection_id": "spare_connection_id"},
+    # referrals' fission tasks also use {task_id}; this one is a human task
+    ("post", f"{P}/human-tasks/{{task_id}}/complete"): {"task_id": "human_task_id"},
 }
 
 _servers: list[FakeServer] = []
@@ -92,7 +94,7 @@ def build_ids(tenant: Tenant, ids: dict[str, int]) -> dict[str, int]:
     task = HumanTask.objects.get(tenant=tenant, action=kick)
     return {"connection_id": tg.pk, "wecom_connection_id": wecom.pk, "spare_connection_id": spare.pk,
             "room_id": room.pk,
-            "dead_action_id": dead.pk, "pending_action_id": pending.pk, "task_id": task.pk}
+            "dead_action_id": dead.pk, "pending_action_id": pending.pk, "human_task_id": task.pk}
 
 
 def snapshot(tenant: Tenant) -> dict[str, Any]:
