@@ -19,6 +19,8 @@ from unfold.decorators import action, display
 from shequn.core.admin_base import (
     TenantScopedAdmin,
     TenantScopedTabularInline,
+    confirm_first,
+    post_redirect_back,
     request_principal,
     request_tenant_id,
     tenant_related_filter,
@@ -325,8 +327,7 @@ class JoinRequestAdmin(TenantScopedAdmin):
         return False
 
     def _back(self, request: HttpRequest) -> HttpResponse:
-        return HttpResponseRedirect(request.META.get("HTTP_REFERER")
-                                    or reverse("admin:communities_joinrequest_changelist"))
+        return post_redirect_back(request, reverse("admin:communities_joinrequest_changelist"))
 
     @admin.action(description=_("通过"), permissions=["view"])
     def approve(self, request: HttpRequest, queryset: QuerySet[JoinRequest]) -> None:
@@ -341,12 +342,14 @@ class JoinRequestAdmin(TenantScopedAdmin):
         self.message_user(request, _("已处理 %(n)d 个申请") % {"n": n})
 
     @action(description=_("通过"), url_path="approve", permissions=["view"])
+    @confirm_first
     def approve_row(self, request: HttpRequest, object_id: int) -> HttpResponse:
         if _decide(self, request, [int(object_id)], True):
             self.message_user(request, _("已通过"))
         return self._back(request)
 
     @action(description=_("拒绝"), url_path="reject", permissions=["view"])
+    @confirm_first
     def reject_row(self, request: HttpRequest, object_id: int) -> HttpResponse:
         if _decide(self, request, [int(object_id)], False):
             self.message_user(request, _("已拒绝"))

@@ -199,4 +199,5 @@ class JoinRequest(TenantOwned):
         ]
 
     def __str__(self) -> str:
-        return f"{self.member_id} → {self.community_id}"
+        # names, not ids: this is what the console shows in titles, breadcrumbs and confirmations
+        return f"{self.member} → {self.community}"

@@ -32,7 +32,8 @@ Contract for every engine's ``admin.py``::
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from django import forms
@@ -42,7 +43,9 @@ from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils.functional import lazy
+from django.utils.http import url_has_allowed_host_and_scheme
 from unfold import widgets as unfold_widgets
 from unfold.admin import ModelAdmin, StackedInline, TabularInline
 from unfold.contrib.filters.admin import DropdownFilter
@@ -56,6 +59,45 @@ from .services import do_audit
 
 def request_principal(request: HttpRequest) -> Principal | None:
     return getattr(request, "principal", None)
+
+
+def confirm_first(func: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Put under unfold's ``@action`` (so its permission check runs first) on a row or detail button
+    that changes data.
+
+    Unfold draws those buttons as links, so the browser asks with GET — and a GET must never change
+    anything (a link in a chat or a prefetch would approve, replay or lift). A GET now shows a
+    confirmation page whose form POSTs (with the CSRF token) to the same URL; only the POST runs the
+    action, and its redirect goes back where the operator came from."""
+
+    @functools.wraps(func)
+    def wrapper(model_admin: Any, request: HttpRequest, object_id: Any, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.method == "POST":
+            return func(model_admin, request, object_id, *args, **kwargs)
+        opts = model_admin.model._meta
+        back = request.META.get("HTTP_REFERER") or ""
+        if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()},
+                                               require_https=request.is_secure()):
+            back = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
+        try:
+            obj = model_admin.get_queryset(request).filter(pk=int(object_id)).first()
+        except (TypeError, ValueError):
+            obj = None
+        label = getattr(getattr(model_admin, func.__name__, None), "short_description", "")
+        ctx = {**model_admin.admin_site.each_context(request), "title": label, "action_label": label,
+               "object": obj, "object_label": opts.verbose_name, "back_url": back, "opts": opts}
+        return TemplateResponse(request, "console/confirm_action.html", ctx)
+
+    wrapper.confirms_first = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def post_redirect_back(request: HttpRequest, fallback: str) -> HttpResponseRedirect:
+    """Where a confirmed action returns: the page the confirmation came from (same host only)."""
+    nxt = request.POST.get("next") or request.META.get("HTTP_REFERER") or ""
+    if url_has_allowed_host_and_scheme(nxt, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        return HttpResponseRedirect(nxt)
+    return HttpResponseRedirect(fallback)
 
 
 def request_tenant_id(request: HttpRequest) -> int | None:

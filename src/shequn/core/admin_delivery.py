@@ -11,7 +11,7 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext
@@ -20,7 +20,7 @@ from unfold.contrib.filters.admin import ChoicesDropdownFilter
 from unfold.decorators import action, display
 
 from . import streams
-from .admin_base import TenantScopedAdmin, can, request_principal
+from .admin_base import TenantScopedAdmin, can, confirm_first, post_redirect_back, request_principal
 from .models import DeliveryFailure
 
 STREAM_LABELS = {"activity": _("活动流"), "order_events": _("订单事件")}
@@ -107,13 +107,13 @@ class DeliveryFailureAdmin(TenantScopedAdmin):
         self.message_user(request, gettext("已标记 %(n)d 条为已解决") % {"n": n})
 
     def _back(self, request: HttpRequest) -> HttpResponse:
-        return HttpResponseRedirect(request.META.get("HTTP_REFERER")
-                                    or reverse("admin:core_deliveryfailure_changelist"))
+        return post_redirect_back(request, reverse("admin:core_deliveryfailure_changelist"))
 
     def _row(self, request: HttpRequest, object_id: Any) -> DeliveryFailure | None:
         return self.get_queryset(request).filter(pk=int(object_id)).first()
 
     @action(description=_("立即重试"), url_path="retry", permissions=["retry"])
+    @confirm_first
     def retry_row(self, request: HttpRequest, object_id: int) -> HttpResponse:
         row = self._row(request, object_id)
         if row is not None:
@@ -126,6 +126,7 @@ class DeliveryFailureAdmin(TenantScopedAdmin):
         return self._back(request)
 
     @action(description=_("标记为已解决"), url_path="resolve", permissions=["retry"])
+    @confirm_first
     def resolve_row(self, request: HttpRequest, object_id: int) -> HttpResponse:
         row = self._row(request, object_id)
         if row is not None and _resolve(request, [row]):

@@ -22,7 +22,14 @@ from unfold.decorators import action, display
 from unfold.widgets import UnfoldAdminCheckboxSelectMultipleWidget
 
 from . import webhooks
-from .admin_base import TenantScopedAdmin, can, request_principal, request_tenant_id
+from .admin_base import (
+    TenantScopedAdmin,
+    can,
+    confirm_first,
+    post_redirect_back,
+    request_principal,
+    request_tenant_id,
+)
 from .errors import ShequnError
 from .models import WebhookDelivery, WebhookEndpoint, WebhookEventType
 
@@ -123,6 +130,7 @@ class WebhookEndpointAdmin(TenantScopedAdmin):
         return can(request, "settings.write")
 
     @action(description=_("更换签名密钥"), url_path="rotate-secret", permissions=["rotate"])
+    @confirm_first
     def rotate_secret(self, request: HttpRequest, object_id: int) -> HttpResponse:
         endpoint = self.get_queryset(request).filter(pk=int(object_id)).first()
         if endpoint is not None:
@@ -201,9 +209,9 @@ class WebhookDeliveryAdmin(TenantScopedAdmin):
             self.message_user(request, gettext("已重放 %(n)d 条, 稍后在列表中查看结果") % {"n": n})
 
     @action(description=_("重放"), url_path="replay", permissions=["replay"])
+    @confirm_first
     def replay_row(self, request: HttpRequest, object_id: int) -> HttpResponse:
         row = self.get_queryset(request).filter(pk=int(object_id)).first()
         if row is not None and _replay(request, [row]):
             self.message_user(request, gettext("已重放, 新的投递记录在列表顶部"))
-        return HttpResponseRedirect(request.META.get("HTTP_REFERER")
-                                    or reverse("admin:core_webhookdelivery_changelist"))
+        return post_redirect_back(request, reverse("admin:core_webhookdelivery_changelist"))

@@ -196,7 +196,8 @@ class DeliveryFailure(TenantOwned):
         ]
 
     def __str__(self) -> str:
-        return f"{self.stream}/{self.subscriber} #{self.pk}"
+        # what an operator reads in titles and confirmations: no stream or subscriber code names
+        return f"{self._meta.verbose_name} #{self.pk}"
 
 
 class ThrottleHit(models.Model):

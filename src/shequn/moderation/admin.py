@@ -8,7 +8,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
@@ -17,7 +17,13 @@ from django.utils.translation import gettext_lazy as _
 from unfold.decorators import action
 from unfold.forms import PaginationInlineFormSet
 
-from shequn.core.admin_base import TenantScopedAdmin, TenantScopedTabularInline, request_principal
+from shequn.core.admin_base import (
+    TenantScopedAdmin,
+    TenantScopedTabularInline,
+    confirm_first,
+    post_redirect_back,
+    request_principal,
+)
 from shequn.core.errors import ShequnError
 from shequn.members.admin import register_member_inline
 
@@ -190,18 +196,18 @@ class ViolationAdmin(TenantScopedAdmin):
         self.message_user(request, _("已撤销 %(n)d 条") % {"n": n})
 
     @action(description=_("确认"), url_path="confirm", permissions=["change"])  # type: ignore[untyped-decorator]
+    @confirm_first
     def confirm_row(self, request: HttpRequest, object_id: int) -> HttpResponse:
         if _review(self, request, [int(object_id)], "confirm"):
             self.message_user(request, _("已确认"))
-        return HttpResponseRedirect(request.META.get("HTTP_REFERER") or reverse(
-            "admin:moderation_violation_changelist"))
+        return post_redirect_back(request, reverse("admin:moderation_violation_changelist"))
 
     @action(description=_("撤销"), url_path="reverse", permissions=["change"])  # type: ignore[untyped-decorator]
+    @confirm_first
     def reverse_row(self, request: HttpRequest, object_id: int) -> HttpResponse:
         if _review(self, request, [int(object_id)], "reverse"):
             self.message_user(request, _("已撤销"))
-        return HttpResponseRedirect(request.META.get("HTTP_REFERER") or reverse(
-            "admin:moderation_violation_changelist"))
+        return post_redirect_back(request, reverse("admin:moderation_violation_changelist"))
 
 
 class PolicyForm(forms.ModelForm):  # type: ignore[type-arg]
@@ -260,6 +266,7 @@ class StrikeAdmin(TenantScopedAdmin):
         return principal is not None and principal.can("moderation.write")
 
     @action(description=_("提前解除禁言"), url_path="lift", permissions=["lift"])  # type: ignore[untyped-decorator]
+    @confirm_first
     def lift_row(self, request: HttpRequest, object_id: int) -> HttpResponse:
         principal = request_principal(request)
         if principal is not None:
@@ -268,8 +275,7 @@ class StrikeAdmin(TenantScopedAdmin):
                 self.message_user(request, _("已解除禁言"))
             except ShequnError as exc:
                 self.message_user(request, exc.message, messages.WARNING)
-        return HttpResponseRedirect(request.META.get("HTTP_REFERER") or reverse(
-            "admin:moderation_strike_changelist"))
+        return post_redirect_back(request, reverse("admin:moderation_strike_changelist"))
 
 
 @admin.register(RateAlert)

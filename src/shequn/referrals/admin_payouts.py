@@ -18,7 +18,7 @@ from django.utils.translation import gettext_lazy as _
 from unfold.decorators import action
 from unfold.widgets import UnfoldAdminSelectWidget, UnfoldAdminTextareaWidget, UnfoldAdminTextInputWidget
 
-from shequn.core.admin_base import TenantScopedAdmin, can, request_principal, request_tenant_id
+from shequn.core.admin_base import TenantScopedAdmin, can, confirm_first, request_principal, request_tenant_id
 from shequn.core.errors import ShequnError
 
 from . import services
@@ -111,6 +111,7 @@ class WithdrawalPayoutActions:
         return HttpResponseRedirect(reverse("admin:referrals_withdrawal_change", args=[int(object_id)]))
 
     @action(description=_("向渠道对账"), url_path="reconcile", permissions=["payout"])
+    @confirm_first
     def reconcile_row(self, request: HttpRequest, object_id: int) -> HttpResponse:
         w = self._withdrawal(request, object_id)
         principal = request_principal(request)

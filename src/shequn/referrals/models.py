@@ -400,7 +400,7 @@ class GiftShipment(TenantOwned):
         indexes = [models.Index(fields=["tenant", "status"], name="gift_shipment_status_idx")]
 
     def __str__(self) -> str:
-        return f"{self.gift} → {self.member_id}"
+        return f"{self.gift} → {self.member}"
 
 
 class FraudKind(models.TextChoices):

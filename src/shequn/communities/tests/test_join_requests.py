@@ -133,8 +133,15 @@ def test_console_queue_has_approve_and_decline_buttons_in_chinese(world):
     assert "入群申请" in page and "待审核" in page
     assert reverse("admin:communities_joinrequest_approve_row", args=[first.pk]) in page
     assert reverse("admin:communities_joinrequest_reject_row", args=[second.pk]) in page
-    c.get(reverse("admin:communities_joinrequest_approve_row", args=[first.pk]))
-    c.get(reverse("admin:communities_joinrequest_reject_row", args=[second.pk]))
+    # the row buttons are links: a GET only asks for confirmation and changes nothing
+    listing = reverse("admin:communities_joinrequest_changelist")
+    ask = c.get(reverse("admin:communities_joinrequest_approve_row", args=[first.pk]), HTTP_REFERER=listing)
+    assert ask.status_code == 200 and "确认通过" in ask.content.decode() and 'method="post"' in ask.content.decode()
+    assert JoinRequest.objects.get(pk=first.pk).status == "pending"
+    assert not OutboxAction.objects.filter(tenant=world.tenant).exists()
+    done = c.post(reverse("admin:communities_joinrequest_approve_row", args=[first.pk]), {"next": listing})
+    assert done.status_code == 302 and done["Location"] == listing
+    c.post(reverse("admin:communities_joinrequest_reject_row", args=[second.pk]), {"next": "https://evil.example/"})
     assert JoinRequest.objects.get(pk=first.pk).status == "approved"
     assert JoinRequest.objects.get(pk=second.pk).status == "rejected"
     assert sorted(OutboxAction.objects.filter(tenant=world.tenant).values_list("kind", flat=True)) == [

@@ -84,8 +84,11 @@ def test_a_telegram_mute_runs_until_date_shows_its_time_left_and_lifts_in_one_cl
     assert lift_url in violation_page and "剩余" in violation_page
 
     # one click: the mute ends now and the member is unmuted at once
-    resp = client.get(lift_url, HTTP_REFERER=f"/console/members/member/{v.member_id}/change/")
-    assert resp.status_code == 302
+    member_url = f"/console/members/member/{v.member_id}/change/"
+    assert client.get(lift_url, HTTP_REFERER=member_url).status_code == 200  # the confirmation page
+    assert running_mutes(tenant.pk, member_id=v.member_id).exists()
+    resp = client.post(lift_url, {"next": member_url})
+    assert resp.status_code == 302 and resp["Location"] == member_url
     strike.refresh_from_db()
     assert strike.until is not None and strike.until <= timezone.now() and strike.revoked_at is None
     _deliver_until(lambda: len(telegram.restricted) == 2)

@@ -1,6 +1,7 @@
 """The console in a real browser (Debian's chromium through Playwright, 1280×900): a fresh tenant's
 onboarding checklist, creating a lottery and a flash sale from the console (a bad date first: the
-service's error on the field, then the corrected form). Screenshots: ``test-output/console/<test>/``."""
+service's error on the field, then the corrected form), approving a join request (confirm first).
+Screenshots: ``test-output/console/<test>/``."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ from django.utils import timezone
 
 from shequn.commerce import services as commerce
 from shequn.commerce.models import FlashSale
+from shequn.communities.models import Community
+from shequn.communities.services import do_request_join
 from shequn.core.models import Tenant
 from shequn.core.permissions import Principal
 from shequn.engagement.models import Lottery
+from shequn.members.models import Member
 
 from .conftest import Desk
 
@@ -83,3 +87,28 @@ def test_create_a_flash_sale_from_the_console(desk: Desk, tenant: Tenant) -> Non
     sku.refresh_from_db()
     assert sku.stock == 7  # carved out by the service
     assert "¥9.90" in desk.page.content()
+
+
+def test_approve_a_join_request_from_the_queue(desk: Desk, tenant: Tenant) -> None:
+    """The queue's row button is a link: it opens a confirmation, and only the confirmation's POST
+    approves (a GET — a prefetch, a link pasted in a chat — changes nothing)."""
+    community = Community.objects.create(tenant=tenant, name="读书会", entry_threshold="approval")
+    member = Member.objects.create(tenant=tenant, display_name="想进群的小王", first_seen_at=timezone.now())
+    req = do_request_join(member, community, message="我也想读书")
+    desk.go("/console/communities/joinrequest/")
+    desk.page.get_by_text("想进群的小王").first.wait_for()
+    desk.shot("queue")
+    desk.page.get_by_text("more_horiz").first.click()  # the row's "…" menu holds its buttons
+    desk.page.locator(f"a[href$='/joinrequest/{req.pk}/approve/']").first.click()
+    desk.page.wait_for_load_state("networkidle")
+    assert desk.page.locator("[data-confirm-action]").is_visible()
+    req.refresh_from_db()
+    assert req.status == "pending"
+    desk.shot("confirm")
+    desk.page.get_by_role("button", name="确认通过").click()
+    desk.page.wait_for_load_state("networkidle")
+    assert desk.page.url.endswith("/console/communities/joinrequest/")
+    req.refresh_from_db()
+    assert req.status == "approved"
+    assert desk.page.get_by_text("已通过").first.is_visible()
+    desk.shot("approved")

@@ -185,7 +185,10 @@ def test_console_dead_letter_page_shows_the_reason_and_retry_now_works(tenant: T
     assert any(k["href"].endswith("/core/deliveryfailure/") for k in home.context["shequn_kpis"])
 
     stream["fail"] = False
-    r = console.get(f"/console/core/deliveryfailure/{row.pk}/retry/")
+    assert console.get(f"/console/core/deliveryfailure/{row.pk}/retry/").status_code == 200  # confirmation only
+    row.refresh_from_db()
+    assert row.state != "resolved"
+    r = console.post(f"/console/core/deliveryfailure/{row.pk}/retry/")
     assert r.status_code == 302
     row.refresh_from_db()
     assert row.state == "resolved"

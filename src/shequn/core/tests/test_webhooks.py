@@ -361,7 +361,9 @@ def test_console_creates_an_endpoint_shows_the_secret_once_and_replays(tenant: T
     assert "订单已支付" in log and "已送达" in log
     detail = client.get(f"/console/core/webhookdelivery/{delivery.pk}/change/").content.decode()
     assert "重放" in detail and "1990" in detail
-    client.get(f"/console/core/webhookdelivery/{delivery.pk}/replay/")
+    client.get(f"/console/core/webhookdelivery/{delivery.pk}/replay/")  # asks for confirmation only
+    assert not WebhookDelivery.objects.filter(replay_of=delivery).exists()
+    client.post(f"/console/core/webhookdelivery/{delivery.pk}/replay/")
     assert WebhookDelivery.objects.filter(replay_of=delivery).count() == 1
     webhooks.deliver_due()
     assert len(receiver.requests) == 2

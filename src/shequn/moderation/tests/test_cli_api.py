@@ -155,8 +155,12 @@ def test_console_review_queue_renders_and_reverses(tenant: Tenant) -> None:
     assert page.status_code == 200
     assert "兼职刷单" in page.content.decode()
     v = Violation.objects.get(tenant=tenant)
-    r = c.get(f"/console/moderation/violation/{v.pk}/reverse/", HTTP_REFERER="/console/moderation/violation/")
-    assert r.status_code == 302
+    ask = c.get(f"/console/moderation/violation/{v.pk}/reverse/", HTTP_REFERER="/console/moderation/violation/")
+    assert ask.status_code == 200 and "确认撤销" in ask.content.decode()
+    v.refresh_from_db()
+    assert v.status != Violation.Status.REVERSED  # a GET (a link, a prefetch) changes nothing
+    r = c.post(f"/console/moderation/violation/{v.pk}/reverse/", {"next": "/console/moderation/violation/"})
+    assert r.status_code == 302 and r["Location"] == "/console/moderation/violation/"
     v.refresh_from_db()
     assert v.status == Violation.Status.REVERSED
     assert c.get("/console/moderation/moderationpolicy/add/").status_code == 200
