@@ -107,6 +107,10 @@ def connect() -> None:
     communities_registry.register_privilege(commerce_selectors.has_tier_privilege)
     # a decided platform join request is answered on the platform (approve_join / decline_join outbox actions)
     communities_registry.register_join_decision_listener("connectors", connectors.on_join_decided)
+    # a community that becomes gated (or gains groups while gated) makes every platform way in ask:
+    # Matrix rooms go from public to knock (outbox), the portal's direct Telegram links are revoked
+    communities_registry.register_gate_listener("connectors", connectors.on_community_gated)
+    communities_registry.register_gate_listener("portal", portal.on_community_gated)
 
     # --- engine ↔ engine hooks (the engines never import each other for these) -------------------------------------
     # lotteries and red packets refuse members who are banned, muted or recently struck

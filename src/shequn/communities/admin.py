@@ -30,7 +30,13 @@ from shequn.members.admin import MemberAdmin, register_member_inline
 from shequn.members.models import Member
 
 from .models import ChatGroup, Community, CommunityRole, JoinRequest, Membership, RoleAssignment
-from .services import check_community_fields, do_create_community, do_decide_join, do_update_community
+from .services import (
+    check_community_fields,
+    do_create_community,
+    do_decide_join,
+    do_gate_ways_in,
+    do_update_community,
+)
 
 
 class OpenFilter(SimpleListFilter):
@@ -149,6 +155,13 @@ class CommunityAdmin(TenantScopedAdmin):
         community = do_create_community(principal, **{k: data[k] for k in COMMUNITY_FIELDS if k in data})
         obj.__dict__.update(community.__dict__)
 
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        # groups added in the inline join a gated community gated (Matrix rooms knock, links ask)
+        new_groups = [g for fs in formsets if fs.model is ChatGroup for g in getattr(fs, "new_objects", [])]
+        if new_groups:
+            do_gate_ways_in(form.instance, new_groups)
+
 
 @admin.register(ChatGroup)
 class ChatGroupAdmin(TenantScopedAdmin):
@@ -166,6 +179,11 @@ class ChatGroupAdmin(TenantScopedAdmin):
     @display(description=_("当前成员"), ordering="n_members")
     def member_count(self, obj: ChatGroup) -> Any:
         return getattr(obj, "n_members", 0)
+
+    def save_model(self, request: HttpRequest, obj: ChatGroup, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if not change or {"community", "is_active"} & set(form.changed_data):
+            do_gate_ways_in(obj.community, [obj])  # a group of a gated community asks before letting in
 
 
 @admin.register(Membership)

@@ -9,7 +9,11 @@ them. The entry-threshold gate needs two answers from above and tells one thing 
   community carry this privilege (``may_create_groups``: the partner's own group)?
 * join-decision listeners ``fn(request)`` — called inside the decision's transaction for every
   decided platform request (auto or by staff); connectors answers the platform through the outbox
-  (``approve_join`` / ``decline_join``)."""
+  (``approve_join`` / ``decline_join``);
+* gate listeners ``fn(community, groups)`` — called inside the transaction that made a community
+  gated (its threshold left "free") or added groups to a gated one, so every platform way in asks
+  from then on: connectors sets public Matrix rooms to knock, the portal revokes the Telegram links
+  it made that let people in without asking."""
 
 from __future__ import annotations
 
@@ -17,11 +21,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .models import JoinRequest
+    from collections.abc import Sequence
+
+    from .models import ChatGroup, Community, JoinRequest
 
 Entitlement = Callable[[int, int, int], bool]
 Privilege = Callable[[int, int, int, str], bool]
 DecisionListener = Callable[["JoinRequest"], None]
+GateListener = Callable[["Community", "Sequence[ChatGroup]"], None]
 
 
 def _nobody(tenant_id: int, member_id: int, community_id: int) -> bool:
@@ -35,6 +42,7 @@ def _no_privilege(tenant_id: int, member_id: int, community_id: int, name: str) 
 _ENTITLEMENT: list[Entitlement] = [_nobody]
 _PRIVILEGE: list[Privilege] = [_no_privilege]
 _LISTENERS: dict[str, DecisionListener] = {}
+_GATES: dict[str, GateListener] = {}
 
 
 def register_entitlement(fn: Entitlement) -> None:
@@ -59,3 +67,11 @@ def has_privilege(tenant_id: int, member_id: int, community_id: int, name: str) 
 
 def join_decision_listeners() -> list[DecisionListener]:
     return list(_LISTENERS.values())
+
+
+def register_gate_listener(name: str, fn: GateListener) -> None:
+    _GATES[name] = fn
+
+
+def gate_listeners() -> list[GateListener]:
+    return list(_GATES.values())

@@ -51,8 +51,12 @@ def do_create_community(principal: Principal, **data: Any) -> Community:
 
 
 @transaction.atomic
+@transaction.atomic
 def do_update_community(principal: Principal, community: Community, **data: Any) -> Community:
+    """Change a community's fields. When its entry threshold leaves "free", every platform way in is
+    gated in this transaction (:func:`do_gate_ways_in`)."""
     check_community_fields(data)
+    was_free = community.entry_threshold == Community.EntryThreshold.FREE
     if "name" in data and Community.objects.filter(tenant_id=principal.tenant_id, name=data["name"]).exclude(
         pk=community.pk
     ).exists():
@@ -61,7 +65,27 @@ def do_update_community(principal: Principal, community: Community, **data: Any)
         setattr(community, key, value)
     community.save()
     do_audit(principal, "community.update", "Community", community.pk, data={"fields": sorted(data)})
+    if was_free and community.entry_threshold != Community.EntryThreshold.FREE:
+        do_gate_ways_in(community)
     return community
+
+
+def do_gate_ways_in(community: Community, groups: Sequence[ChatGroup] | None = None) -> int:
+    """Make the platform ways into a gated community (approval or paid threshold) ask first: the
+    gate listeners (connectors: a public Matrix room's join rule becomes ``knock``; the portal:
+    Telegram links made without ``creates_join_request`` are revoked and remade on the next visit).
+    Without ``groups``: all the community's active groups. A free community is left alone. Call it
+    inside the transaction of the change; the platform work goes through the outbox. Returns the
+    number of groups looked at."""
+    if community.entry_threshold == Community.EntryThreshold.FREE:
+        return 0
+    if groups is None:
+        groups = list(ChatGroup.objects.filter(tenant_id=community.tenant_id, community=community, is_active=True))
+    groups = [g for g in groups if g.is_active and g.community_id == community.pk]
+    if groups:
+        for listener in registry.gate_listeners():
+            listener(community, groups)
+    return len(groups)
 
 
 @transaction.atomic
@@ -83,6 +107,7 @@ def do_add_group(
     except IntegrityError as exc:
         raise Conflict(_("该平台群已登记"), details={"field": "external_id"}) from exc
     do_audit(principal, "group.create", "ChatGroup", group.pk, data={"platform": platform})
+    do_gate_ways_in(community, [group])
     return group
 
 

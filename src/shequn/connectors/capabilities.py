@@ -62,14 +62,15 @@ _JOIN_REQUESTS = frozenset({ActionKind.APPROVE_JOIN, ActionKind.DECLINE_JOIN})
 PROFILES: dict[str, Profile] = {
     "matrix": Profile(
         "matrix", read_messages=True, membership_events=True,
-        send_formats=frozenset({"text", "markdown", "image", "link_card"}), actions=_ALL_MOD | _JOIN_REQUESTS,
-        direct_messages=True,
+        send_formats=frozenset({"text", "markdown", "image", "link_card"}),
+        actions=_ALL_MOD | _JOIN_REQUESTS | {ActionKind.JOIN_RULE}, direct_messages=True,
         limits=(Limit("account", "connection", 10, 1.0, burst=10),),
         notes="redact = delete; mute = power level below events_default; announce = m.notice + pin",
     ),
     "telegram": Profile(
         "telegram", read_messages=True, membership_events=True,
-        send_formats=frozenset({"text", "markdown", "image", "link_card"}), actions=_ALL_MOD | _JOIN_REQUESTS,
+        send_formats=frozenset({"text", "markdown", "image", "link_card"}),
+        actions=_ALL_MOD | _JOIN_REQUESTS | {ActionKind.REVOKE_INVITE},
         delete_max_age=dt.timedelta(hours=48), timed_mute=True, direct_messages=True,
         # 30/s overall → 15/s + burst 15; ~1/s per chat; 20/min per group → 19/min + burst 1
         limits=(Limit("overall", "connection", 15, 1.0, burst=15),

@@ -20,6 +20,10 @@ class ActionKind(models.TextChoices):
     ANNOUNCE = "announce", _("群公告/置顶")
     APPROVE_JOIN = "approve_join", _("通过入群申请")
     DECLINE_JOIN = "decline_join", _("拒绝入群申请")
+    #: gate a public Matrix room of an approval/paid community: its join rule becomes ``knock``
+    JOIN_RULE = "join_rule", _("入群改为需申请")
+    #: revoke a Telegram invite link that lets people in without asking (made while the community was free)
+    REVOKE_INVITE = "revoke_invite", _("作废邀请链接")
 
 
 class OutboxAction(TenantOwned):

@@ -132,6 +132,10 @@ class TelegramInvite(TenantOwned):
     group = models.ForeignKey("communities.ChatGroup", on_delete=models.CASCADE, related_name="+",
                               verbose_name=_("群"))
     url = models.URLField(_("Telegram 邀请链接"), max_length=200)
+    #: made with ``creates_join_request``: whoever uses it asks, and the entry threshold answers.
+    #: False for a link that lets people straight in (made while the community was free, or before
+    #: this was recorded): such a link is revoked when the community becomes gated
+    asks_to_join = models.BooleanField(_("需申请入群"), default=False)
     created_at = models.DateTimeField(_("创建时间"), auto_now_add=True)
 
     class Meta:

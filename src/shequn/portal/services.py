@@ -16,6 +16,7 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -30,8 +31,8 @@ from wechatpy.oauth import WeChatOAuth
 
 from shequn.communities.models import ChatGroup, Community
 from shequn.connectors import secrets as field_secrets
-from shequn.connectors.models import Connection
-from shequn.connectors.services import connection_secrets, telegram_invite_link
+from shequn.connectors.models import ActionKind, Connection
+from shequn.connectors.services import connection_secrets, do_request_action, telegram_invite_link
 from shequn.core import throttle
 from shequn.core.errors import Conflict, Invalid, ShequnError
 from shequn.core.masking import mask_phone
@@ -404,20 +405,51 @@ def do_get_telegram_invite(link: InviteLink, group: ChatGroup) -> str:
     shows the operator's join way, if any). Two first visits at once may both ask Telegram; one row
     is kept (the other link simply goes unused). In an approval or paid community the link creates
     join requests: whoever uses it is let in only after the entry threshold (communities) says yes."""
-    known = TelegramInvite.objects.filter(link=link, group=group).values_list("url", flat=True).first()
-    if known:
-        return str(known)
+    asks = group.community.entry_threshold != Community.EntryThreshold.FREE
+    known = TelegramInvite.objects.filter(link=link, group=group).values_list("url", "asks_to_join").first()
+    if known and (known[1] or not asks):
+        return str(known[0])
     try:
-        url = telegram_invite_link(group.tenant_id, group.external_id, link.code,
-                                   join_request=group.community.entry_threshold != Community.EntryThreshold.FREE)
+        url = telegram_invite_link(group.tenant_id, group.external_id, link.code, join_request=asks)
     except ShequnError:
         return ""
+    if known:  # a direct link in a community gated since: it is revoked, this asking link replaces it
+        with transaction.atomic():
+            old = TelegramInvite.objects.select_for_update().filter(link=link, group=group).first()
+            if old is not None and not old.asks_to_join:
+                _revoke_telegram_invite(old)
+                old.url, old.asks_to_join = url[:200], True
+                old.save(update_fields=["url", "asks_to_join"])
+                return url
+            return str(old.url) if old is not None else url
     try:
         with transaction.atomic():
-            TelegramInvite.objects.create(tenant_id=group.tenant_id, link=link, group=group, url=url[:200])
+            TelegramInvite.objects.create(tenant_id=group.tenant_id, link=link, group=group, url=url[:200],
+                                          asks_to_join=asks)
     except IntegrityError:
         return str(TelegramInvite.objects.filter(link=link, group=group).values_list("url", flat=True).first() or url)
     return url
+
+
+def _revoke_telegram_invite(row: TelegramInvite) -> None:
+    do_request_action(row.tenant_id, kind=ActionKind.REVOKE_INVITE, group_id=row.group_id,
+                      idempotency_key=f"revoke-invite:{row.pk}:{hashlib.sha256(row.url.encode()).hexdigest()[:16]}",
+                      payload={"invite_link": row.url}, source="communities.gate",
+                      reason=_("社群改为需申请入群"))
+
+
+def on_community_gated(community: Community, groups: Sequence[ChatGroup]) -> None:
+    """Communities' gate listener (declared in the wiring): the community now asks before letting
+    anyone in, so each Telegram link the portal made that lets people straight in is revoked through
+    the outbox (revokeChatInviteLink) and forgotten; the next visit to that invite code makes an
+    asking link (``creates_join_request``). Links an operator made by hand in Telegram are not ours
+    to see: the console's threshold help says to revoke them there."""
+    rows = TelegramInvite.objects.select_for_update().filter(
+        tenant_id=community.tenant_id, group__in=[g for g in groups if g.platform == Platform.TELEGRAM],
+        asks_to_join=False)
+    for row in rows:
+        _revoke_telegram_invite(row)
+        row.delete()
 
 
 # --- sessions --------------------------------------------------------------------------------------

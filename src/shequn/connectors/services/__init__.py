@@ -40,6 +40,7 @@ from .outbox import (
     do_deliver_due,
     do_request_action,
     do_retry_action,
+    on_community_gated,
     on_join_decided,
 )
 from .qr import check_qr_input, do_create_qr_config
@@ -91,6 +92,7 @@ __all__ = [
     "do_store_inbound",
     "do_update_connection_secrets",
     "encrypted_refusal",
+    "on_community_gated",
     "on_join_decided",
     "open_human_task",
     "telegram_invite_link",

@@ -5,14 +5,16 @@ operators retry dead letters and cancel pending actions."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from shequn.communities.models import ChatGroup, JoinRequest
+from shequn.communities.models import ChatGroup, Community, JoinRequest
 from shequn.core.errors import Conflict, Invalid, NotFound
+from shequn.core.models import Platform
 from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
 
@@ -93,6 +95,26 @@ def on_join_decided(req: JoinRequest) -> None:
         payload={"request": req.pk, "reason": req.decision_note}, source="communities.join_request",
         reason=req.decision_note,
     )
+
+
+def on_community_gated(community: Community, groups: Sequence[ChatGroup]) -> None:
+    """Communities' gate listener (declared in the wiring): the community now has an approval or paid
+    threshold, so its Matrix rooms must make newcomers knock. One ``join_rule`` action per room
+    (the delivery reads the room's join rule and changes only a *public* room; invite-only and knock
+    rooms stay). A room with one still queued is not asked again. Telegram links are the portal's."""
+    for group in groups:
+        if group.platform != Platform.MATRIX:
+            continue
+        queued = OutboxAction.objects.filter(
+            tenant_id=community.tenant_id, group=group, kind=ActionKind.JOIN_RULE,
+            status__in=(OutboxAction.Status.PENDING, OutboxAction.Status.SENDING, OutboxAction.Status.FAILED))
+        if queued.exists():
+            continue
+        do_request_action(
+            community.tenant_id, kind=ActionKind.JOIN_RULE, group_id=group.pk,
+            idempotency_key=f"join-rule:{group.pk}:{timezone.now().timestamp():.6f}",
+            payload={"join_rule": "knock"}, source="communities.gate",
+            reason=str(community.get_entry_threshold_display()))
 
 
 # --- outbox operations --------------------------------------------------------------------------------

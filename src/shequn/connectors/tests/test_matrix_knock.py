@@ -1,7 +1,7 @@
 """Entry thresholds on Matrix, against a real Synapse: a knock on a room whose join rule is
 ``knock`` becomes a join request; staff approve one (the bot invites the knocker, who then joins and
 the membership opens) and decline another (the bot kicks the knock away); in a free community a
-knock is let in at once."""
+knock is let in at once; gating a community turns its public room into a knock room."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from shequn.communities.models import ChatGroup, Community, JoinRequest, Membership
-from shequn.communities.services import do_decide_join
+from shequn.communities.services import do_decide_join, do_update_community
 from shequn.connectors.models import OutboxAction
 from shequn.connectors.services import do_deliver_due, do_matrix_sync
 from shequn.core.permissions import Principal
@@ -71,3 +71,38 @@ def test_a_knock_on_a_free_community_is_let_in_at_once(matrix_world: dict[str, A
     assert JoinRequest.objects.get(tenant=w["tenant"]).status == "approved"
     assert do_deliver_due().done == 1
     assert w["alice"].state(room, "m.room.member", erin.user_id)["membership"] == "invite"
+
+
+def test_gating_a_community_makes_its_public_room_knock(matrix_world: dict[str, Any], synapse: Any) -> None:
+    """A room anyone could join is not gated by a threshold the room never hears of: when the
+    community's threshold leaves "free", the bot sets the public room's join rule to ``knock`` (and
+    leaves an invite-only room alone), so a stranger has to knock and the threshold answers."""
+    w = matrix_world
+    room, alice = w["room"], w["alice"]
+    alice.call("PUT", f"/rooms/{urllib.parse.quote(room)}/state/m.room.join_rules/", {"join_rule": "public"})
+    private = alice.create_room("内部群", invite=[w["bot"]["user_id"]], power={w["bot"]["user_id"]: 100})
+    do_matrix_sync(w["conn"].pk)
+    do_matrix_sync(w["conn"].pk)
+    system = Principal.system(w["tenant"].pk)
+    community = Community.objects.get(pk=w["community"].pk)
+    second = ChatGroup.objects.get(tenant=w["tenant"], external_id=private)
+    assert second.community_id == community.pk
+
+    do_update_community(system, community, entry_threshold=Community.EntryThreshold.APPROVAL)
+    queued = OutboxAction.objects.filter(tenant=w["tenant"], kind="join_rule")
+    assert sorted(queued.values_list("group__external_id", flat=True)) == sorted([room, private])
+    do_update_community(system, community, theme="改个主题")  # no second round while one is queued
+    assert queued.count() == 2
+    assert do_deliver_due().done == 2, list(OutboxAction.objects.values("kind", "status", "last_error"))
+    assert alice.state(room, "m.room.join_rules")["join_rule"] == "knock"
+    assert alice.state(private, "m.room.join_rules")["join_rule"] == "invite"  # not opened up
+    results = {a.group.external_id: a.result for a in queued.select_related("group")}
+    assert results[room]["changed"] is True and results[private]["changed"] is False
+
+    stranger = User(synapse.base_url, synapse.register(f"frank{uuid.uuid4().hex[:6]}"))
+    with pytest.raises(AssertionError, match="403"):
+        stranger.join(room)  # no longer public
+    stranger.call("POST", f"/knock/{urllib.parse.quote(room)}", {"reason": "我也是车主"})
+    do_matrix_sync(w["conn"].pk)
+    req = JoinRequest.objects.get(tenant=w["tenant"], member__identities__external_id=stranger.user_id)
+    assert (req.status, req.via) == ("pending", "matrix")

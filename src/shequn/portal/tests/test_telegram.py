@@ -1,7 +1,8 @@
 """Telegram from the members' pages, against the local Telegram Bot API fake of the connectors'
 tests: an invite link made through the bot per invite code (createChatInviteLink, name = the code)
 shown on the landing, a join through it attributed to the code (the chat_member update's
-invite_link), and sign-in through Telegram's own page without Telegram's widget script."""
+invite_link), links that let people straight in revoked when the community becomes gated, and
+sign-in through Telegram's own page without Telegram's widget script."""
 
 from __future__ import annotations
 
@@ -16,10 +17,13 @@ from django.urls import reverse
 
 from shequn.activity.models import ActivityEvent
 from shequn.communities.models import ChatGroup, Community
-from shequn.connectors.services import do_create_connection, do_discover_room
+from shequn.communities.services import do_update_community
+from shequn.connectors.models import OutboxAction
+from shequn.connectors.services import do_create_connection, do_deliver_due, do_discover_room
 from shequn.connectors.tests import telegram_payloads as P
 from shequn.connectors.tests.fake_server import FakeServer
 from shequn.members.models import Member
+from shequn.portal import services
 from shequn.portal.models import JoinWay, TelegramInvite
 from shequn.referrals.models import LinkEvent, ReferralBinding
 from shequn.referrals.services import do_get_or_create_link
@@ -39,6 +43,10 @@ def api():
             return 200, {"ok": True, "result": {"invite_link": INVITE, "creator": P.BOT, "name": fields.get("name"),
                                                 "creates_join_request": False, "is_primary": False,
                                                 "is_revoked": False}}
+        if name == "revokeChatInviteLink":  # answers with the revoked link (Bot API)
+            return 200, {"ok": True, "result": {"invite_link": fields.get("invite_link"), "creator": P.BOT,
+                                                "creates_join_request": False, "is_primary": False,
+                                                "is_revoked": True}}
         return 200, P.TRUE
 
     with FakeServer(default) as server:
@@ -122,3 +130,45 @@ def test_telegram_sign_in_through_telegrams_page_without_its_widget_script(clien
     assert r.status_code == 302 and r["Location"] == "/portal/acme/earnings/"
     forged = {**signed, "id": "778"}
     assert client.get(reverse("portal:telegram_callback", args=[world.tenant.slug]), forged).status_code == 400
+
+
+def test_gating_the_community_revokes_links_that_let_people_straight_in(client, tg, api):
+    """A link made while the community was free lets anyone in without asking, and it keeps
+    circulating in chats. When the threshold becomes approval, the bot revokes it (outbox →
+    revokeChatInviteLink) and the next visit gets a link that asks (creates_join_request)."""
+    world, _conn, group = tg
+    alice = Member.objects.create(tenant=world.tenant, display_name="阿丽", first_seen_at=world.community.created_at)
+    link = do_get_or_create_link(world.system, member_id=alice.pk, community_id=world.community.pk)
+    assert INVITE in client.get(f"/r/{link.code}").content.decode()
+    assert api.calls("createChatInviteLink")[0].get("creates_join_request") in (None, "false", "False")
+    assert TelegramInvite.objects.get(link=link, group=group).asks_to_join is False
+
+    do_update_community(world.system, Community.objects.get(pk=world.community.pk),
+                        entry_threshold=Community.EntryThreshold.APPROVAL)
+    revoke = OutboxAction.objects.get(tenant=world.tenant, kind="revoke_invite")
+    assert (revoke.group_id, revoke.payload["invite_link"]) == (group.pk, INVITE)
+    assert not TelegramInvite.objects.filter(link=link, group=group).exists()
+    assert do_deliver_due().done == 1
+    (call,) = api.calls("revokeChatInviteLink")
+    assert (call["chat_id"], call["invite_link"]) == (str(P.CHAT["id"]), INVITE)
+
+    # the page shows a gated community's ways in only to members let in; the link they get asks
+    services.do_get_telegram_invite(link, ChatGroup.objects.select_related("community").get(pk=group.pk))
+    asking = api.calls("createChatInviteLink")[-1]
+    assert len(api.calls("createChatInviteLink")) == 2 and asking["creates_join_request"] in ("true", "True")
+    assert TelegramInvite.objects.get(link=link, group=group).asks_to_join is True
+
+
+def test_a_direct_link_found_in_a_gated_community_is_replaced_on_the_next_visit(client, tg, api):
+    """The same rule without the change event (a link recorded before links remembered whether they
+    ask): the visit sees a direct link in a gated community, revokes it and shows an asking one."""
+    world, _conn, group = tg
+    alice = Member.objects.create(tenant=world.tenant, display_name="阿丽", first_seen_at=world.community.created_at)
+    link = do_get_or_create_link(world.system, member_id=alice.pk, community_id=world.community.pk)
+    client.get(f"/r/{link.code}")
+    Community.objects.filter(pk=world.community.pk).update(entry_threshold=Community.EntryThreshold.APPROVAL)
+    services.do_get_telegram_invite(link, ChatGroup.objects.select_related("community").get(pk=group.pk))
+    assert api.calls("createChatInviteLink")[-1]["creates_join_request"] in ("true", "True")
+    row = TelegramInvite.objects.get(link=link, group=group)
+    assert row.asks_to_join is True
+    assert OutboxAction.objects.get(tenant=world.tenant, kind="revoke_invite").payload["invite_link"] == INVITE

@@ -146,6 +146,16 @@ class MatrixAdapter:
                 raise DeliveryError(DeliveryError.PERMANENT, "no message id to redact")
             resp = check(await client.room_redact(room, item.message, reason=reason, tx_id=txn))
             return {"redaction_event_id": resp.event_id}
+        if kind == ActionKind.JOIN_RULE:
+            # gate the room of an approval/paid community: only a *public* room changes (to knock, so a
+            # newcomer asks and the entry threshold answers); invite-only or knock rooms stay as they are
+            resp = await client.room_get_state_event(room, "m.room.join_rules")
+            current = None if isinstance(resp, ErrorResponse) else dict(resp.content).get("join_rule")
+            want = str(item.payload.get("join_rule") or "knock")
+            if current != "public" or want == current:
+                return {"join_rule": current, "changed": False}
+            check(await client.room_put_state(room, "m.room.join_rules", {"join_rule": want}))
+            return {"join_rule": want, "changed": True, "was": current}
         if not item.target:
             raise DeliveryError(DeliveryError.PERMANENT, "no target user")
         if kind == ActionKind.KICK:

@@ -184,6 +184,12 @@ class TelegramAdapter:
         if kind == ActionKind.DELETE:
             await bot.delete_message(chat, message_id(item))
             return {"deleted": item.message}
+        if kind == ActionKind.REVOKE_INVITE:  # a link that let people in without asking stops working
+            url = str(p.get("invite_link") or "")
+            if not url:
+                raise DeliveryError(DeliveryError.PERMANENT, "no invite link")
+            await bot.revoke_chat_invite_link(chat, url)
+            return {"revoked": url}
         user = int(item.target) if item.target.lstrip("-").isdigit() else None
         if user is None:
             raise DeliveryError(DeliveryError.PERMANENT, "no target user")
