@@ -33,7 +33,8 @@ final model (zh 0.952/0.876, en 0.918/0.849), so v8 is "seen" now. Round 3 also 
 seen sets v1-v7 by family, so their figures after it (v7 included) are optimistic.
 ``holdout9.jsonl`` (v9, 503 rows: 204 ads, 299 ordinary incl. 20 emoji-only and 24 staff
 announcements, 261 without a CJK character) was written after round 3's single v8 run, from the
-issue's category list (not from any model's misses), and committed unscored: the next round tunes with
+issue's category list (not from any model's misses) by the same hand that wrote round 3's seeds — so
+expect it to be a little kinder than v7/v8, written by others — and committed unscored: the next round tunes with
 ``--skip-blind`` (which leaves out the newest blind set, ``BLIND``) and scores it once at its end.
 Emoji-only rows count under "en" (no CJK character).
 """
