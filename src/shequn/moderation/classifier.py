@@ -14,7 +14,9 @@ Emoji, pictographs and other symbols are never features (``_neutral``), and a me
 known feature occurs scores exactly 0: unseen characters and emoji-only messages carry no evidence.
 
 Features are the distinct character bigrams of the normalised text (plus its length
-bucket), so no word segmentation runs on the per-message path. The model keeps per-class document
+bucket) and its whole English words, so no word segmentation runs on the per-message path; bigrams with
+a Latin letter carry no weight (English is read by its words). Since round 3 of issue 16 the counts are
+per seed **template**, not per labelled row (:func:`_template_counts`). The model keeps per-class document
 counts, which makes it additive: a tenant's model is the shipped counts plus its moderators'
 decisions (each weighted ``TENANT_WEIGHT``), recomputed in milliseconds (:meth:`NaiveBayes.merged`).
 
@@ -42,9 +44,16 @@ import ahocorasick_rs
 from .normalize import normalise
 
 MAX_CHARS = 400
-ALPHA = 0.5
+# additive smoothing of the per-template counts (0.25; 0.5 on per-row counts before round 3): a feature
+# seen in one ad template and no ordinary one is worth about +1.4, no longer the +2.5 that its six
+# variants made of it (chosen on the grouped CV and the seen sets: 0.1 / 0.25 / 0.5 / 1.0 measured)
+ALPHA = 0.25
 CLIP = 8.0
-MIN_DF = 2
+MIN_DF = 1  # in templates: the model's counts are seed templates, not rows (see _template_counts)
+# short messages have few features, and two of them divided by sqrt(2) made "+1 same here" an ad: the
+# evidence is divided by sqrt(NB_K0 - 1 + features found), two pseudo-features of weight 0 (chosen on
+# the grouped CV: 1 → 3 changed little there, and the short ordinary messages it is for stay ok)
+NB_K0 = 3
 TENANT_WEIGHT = 5
 SCALE = 2.0
 NGRAMS = tuple(int(x) for x in os.environ.get("SHEQUN_NGRAMS", "2").split(","))
@@ -63,6 +72,10 @@ def _neutral(feature: str) -> bool:
     n-grams without a letter."""
     if feature.startswith(("\x00", "\x01")):
         return False
+    if _LATIN_IN.search(feature):
+        # Latin letter pairs ("th", "ix", "x "): English is read by its whole words (the \x01 features);
+        # letter pairs only added noise that rare templates made loud ("Netflix" → "ix" +4.3, an ad)
+        return True
     if not any(c.isalpha() for c in feature):
         # digits, blanks and punctuation only (" 0", "00", ", "): the corpus fills every ad template with
         # an amount or an id, so the regression learnt "a number, so an ad" ("打卡 第 12 天" as one);
@@ -71,6 +84,7 @@ def _neutral(feature: str) -> bool:
     return any(unicodedata.category(c) in _SYMBOL_CATEGORIES or "\ufe00" <= c <= "\ufe0f" for c in feature)
 
 
+_LATIN_IN = re.compile("[a-z]")
 _SYMBOL_CATEGORIES = frozenset({"So", "Sk", "Co", "Cn", "Cs"})
 
 
@@ -145,7 +159,7 @@ class NaiveBayes:
                 a, b = self.platt
                 self._prior = a * self._prior + b
                 self._scale = a * SCALE
-            self._k0 = 1
+            self._k0 = NB_K0
         else:
             weights = {str(f): float(w) for f, w in self.lr["w"].items()}  # type: ignore[attr-defined]
             prior = float(self.lr["bias"])  # type: ignore[arg-type]
@@ -409,18 +423,41 @@ def _grouped_folds(data: list[tuple[str, bool, str]], folds: int) -> dict[str, i
     return {t: i % folds for i, t in enumerate(templates)}
 
 
+def _template_counts(data: list[tuple[str, bool, str]]) -> NaiveBayes:
+    """Document counts with one document per seed **template**: a feature counts once per template in
+    which any variant has it. The labelled set has about six variants of each hand-written seed (its
+    evasions, @mentions, traditional spelling); counted per row, one unusual word of one seed ("door",
+    "lucky") was worth six independent ads and swung the log-odds by 3, so everyday words that a single
+    ad template happened to use made ordinary English chat an ad. The templates are the independent
+    pieces of evidence (the same reason the CV folds are grouped by template)."""
+    by_template: dict[str, tuple[bool, set[str]]] = {}
+    for text, spam, template in data:
+        by_template.setdefault(template, (spam, set()))[1].update(features(text))
+    model = NaiveBayes()
+    df = model.df
+    for spam, feats in by_template.values():
+        label = 1 if spam else 0
+        model.n[label] += 1
+        for f in feats:
+            row = df.get(f)
+            if row is None:
+                row = df[f] = [0, 0]
+            row[label] += 1
+    return model
+
+
 def train_naive_bayes(rows: Iterable[tuple[str, bool, str]], *, folds: int = 5, calibrate: bool = True) -> NaiveBayes:
     """The shipped model: naive Bayes over the document counts, its log-odds Platt-calibrated on
     out-of-fold scores with folds grouped by ``template`` (a scale and a shift, so a tenant's
     decisions still add to the counts). Chosen over :func:`train_logistic` on the grouped
     cross-validation (see docs/subsystems/moderation.md, Quality)."""
     data = list(rows)
-    model = NaiveBayes().fit(((text, spam) for text, spam, _t in data), normalised=True).prune()
+    model = _template_counts(data).prune()
     if calibrate and folds > 1:
         fold_of = _grouped_folds(data, folds)
         oof: list[float] = [0.0] * len(data)
         for k in range(folds):
-            part = NaiveBayes().fit(((x, s_) for x, s_, t in data if fold_of[t] != k), normalised=True).prune()
+            part = _template_counts([d for d in data if fold_of[d[2]] != k]).prune()
             for i, (x, _s, t) in enumerate(data):
                 if fold_of[t] == k:
                     oof[i] = part.logit(x)

@@ -80,6 +80,20 @@ _CN_DIGITS = str.maketrans({
     "五": "5", "六": "6", "七": "7", "八": "8", "九": "9", "壹": "1", "贰": "2", "叁": "3", "肆": "4",
     "伍": "5", "陆": "6", "柒": "7", "捌": "8", "玖": "9",
 })
+# a phone number spelled out in English words ("five five five, one two three, four five six seven", "plus
+# four four seven seven oh…"): seven or more number words in a row become digits (flag "spelled_number":
+# nobody spells out a number in a chat except to get it past a filter)
+_EN_NUMBER_WORDS = {"zero": "0", "oh": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
+                    "six": "6", "seven": "7", "eight": "8", "nine": "9"}
+_EN_WORD = r"(?:zero|oh|one|two|three|four|five|six|seven|eight|nine)"
+_EN_NUMBER_RUN = re.compile(rf"\b{_EN_WORD}(?:[\s,.-]{{1,3}}{_EN_WORD}){{6,}}\b")
+_EN_NUMBER_GATE = re.compile(rf"\b{_EN_WORD}[\s,.-]{{1,3}}{_EN_WORD}\b")
+
+
+def _spelled_digits(m: re.Match[str]) -> str:
+    return "".join(_EN_NUMBER_WORDS[w] for w in re.findall(_EN_WORD, m.group(0)))
+
+
 _CN_DIGIT_RUN = re.compile(r"[0-9零〇一幺二两三四五六七八九壹贰叁肆伍陆柒捌玖]{7,}")
 
 _URL = re.compile(
@@ -358,6 +372,12 @@ def normalise(raw: object) -> Normalised:
                     found_hosts.append(host[4:] if host.startswith("www.") else host)
             hosts = found_hosts
 
+    if _EN_NUMBER_GATE.search(text) is not None:
+        spelled = _EN_NUMBER_RUN.sub(_spelled_digits, text)
+        if spelled != text:
+            text = spelled
+            flags = flags or set()
+            flags.add("spelled_number")
     # join what was spaced out
     if _DIGIT_SEP.search(text) or _SINGLES.search(text):
         text = _JOIN.sub(_join_spaced, text)

@@ -391,11 +391,24 @@ def test_obfuscated_contact_words_are_folded(text: str, canonical: str) -> None:
     assert canonical in normalise(text).text
 
 
+def test_a_number_spelled_out_in_english_words_is_folded_and_counts_as_a_handle(mod: Moderator) -> None:
+    n = normalise("Text me at five five five, one two three, four five six seven")
+    assert "5551234567" in n.text and "spelled_number" in n.flags and "5551234567" in n.digit_runs
+    reasons = mod.classify("wa me on plus one five five five oh one two").reasons
+    assert any(r["rule"] == "signal.contact_handle" for r in reasons)
+    for text in ["one or two of us, maybe three", "I'll be there at five, one of the kids is sick", "one two three go"]:
+        assert "spelled_number" not in normalise(text).flags, text
+
+
 def test_contact_handle_signal(mod: Moderator) -> None:
     for text in ["微信号：m 8 8 6 6 9", "扣扣：三二五六七八九一零", "加 v 🌸 x y z 8 8 8 领取资料", "snap: mary992",
-                 "细聊 v：ｍｍ_２０２６", "联系我卫星：x i a o 1 2 3"]:
+                 "细聊 v：ｍｍ_２０２６", "联系我卫星：x i a o 1 2 3",
+                 # round 3: the id split in words after a colon, a bare q:, "tg @ name", "snap me:", disc:
+                 "需要的加 v：ｘｉａｏ ｌｉ ６６８", "详情 v❤：abc 9 9 9", "加 q：1 2 3 4 5 a b", "tg @ cheap_deals_88",
+                 "snap me: k i k i _ 2 2", "disc: gamer#4821", "find me on tele: j o h n n y 7 7"]:
         assert any(r["rule"] == "signal.contact_handle" for r in mod.classify(text).reasons), text
-    for text in ["我的微信就是手机号", "加了rtx4090显卡", "加油站95号", "卫星发射成功", "v8 engine"]:
+    for text in ["我的微信就是手机号", "加了rtx4090显卡", "加油站95号", "卫星发射成功", "v8 engine",
+                 "q: what time is practice 2 2day", "the ig post from 2019", "微信: 我8点到", "dc 2 nyc trip"]:
         assert not any(r["rule"] == "signal.contact_handle" for r in mod.classify(text).reasons), text
 
 
