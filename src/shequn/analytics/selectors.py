@@ -4,6 +4,7 @@ facts and the journeys — never the raw activity stream. Days are local days in
 from __future__ import annotations
 
 import datetime as dt
+from bisect import bisect_right
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 from django.db import connection
 from django.db.models import Count, Max, Min, Q, QuerySet, Sum
+from django.db.models.functions import TruncDate
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -250,18 +252,63 @@ def community_dashboard(tenant_id: int, community_id: int, *, days: int = 90, tz
     zone = ZoneInfo(tz)
     end = timezone.now().astimezone(zone).date()
     dates = _dates(end, days)
-    ms = list(community_selectors.memberships(tenant_id, community_id=community_id)
-              .values_list("member_id", "joined_at", "left_at"))
-    members_series = []
-    for d in dates:
-        cut = dt.datetime.combine(d + dt.timedelta(days=1), dt.time.min, tzinfo=zone)
-        members_series.append(len({m for m, j, left in ms if j < cut and (left is None or left >= cut)}))
-    joins = Counter(j.astimezone(zone).date() for _m, j, _l in ms)
-    leaves = Counter(left.astimezone(zone).date() for _m, _j, left in ms if left)
+    ms = community_selectors.memberships(tenant_id, community_id=community_id)
+    start = dt.datetime.combine(dates[0], dt.time.min, tzinfo=zone)
+    joins = _per_day(ms.filter(joined_at__gte=start), "joined_at", zone)
+    leaves = _per_day(ms.filter(left_at__gte=start), "left_at", zone)
     trend = sales_trend(tenant_id, days=days, scope=Scope(community_id=community_id))
-    return {"dates": trend["dates"], "members": members_series, "daily_active": trend["daily_active"],
+    return {"dates": trend["dates"], "members": members_per_day(ms, dates, zone), "daily_active": trend["daily_active"],
             "joins": [joins.get(d, 0) for d in dates], "leaves": [leaves.get(d, 0) for d in dates],
             "messages": trend["messages"]}
+
+
+def _per_day(qs: QuerySet[Any], field: str, zone: ZoneInfo) -> Counter[dt.date]:
+    """Rows per local day of ``field`` (the database groups; only the window's rows are read)."""
+    out: Counter[dt.date] = Counter()
+    for day, n in qs.annotate(day=TruncDate(field, tzinfo=zone)).values("day").annotate(n=Count("id")).values_list(
+            "day", "n"):
+        out[day] += n
+    return out
+
+
+def members_per_day(ms: QuerySet[Any], dates: list[dt.date], zone: ZoneInfo) -> list[int]:
+    """Distinct members in the community at the end of each day: a member counts when one of their
+    stays (a membership row, per group) covers the cut ``joined_at < cut <= left_at`` (or is open).
+
+    Exact and cheap at scale: only members with a stay that starts or ends inside the window change
+    across it; everyone else is counted once, in the database, at the first cut. The changing ones are
+    swept in Python — their stays merged per member (several groups, re-joins), each merged stay adds
+    +1 from the first cut after it starts and −1 from the first cut at or after it ends."""
+    cuts = [dt.datetime.combine(d + dt.timedelta(days=1), dt.time.min, tzinfo=zone) for d in dates]
+    lo, hi = cuts[0], cuts[-1]
+    moving = (Q(joined_at__gte=lo, joined_at__lt=hi) | Q(left_at__gte=lo, left_at__lt=hi))
+    moving_ids = ms.filter(moving).values("member_id")
+    present_at_lo = ms.filter(Q(joined_at__lt=lo), Q(left_at__isnull=True) | Q(left_at__gte=lo))
+    still = present_at_lo.exclude(member_id__in=moving_ids).values("member_id").distinct().count()
+    stays: dict[int, list[tuple[dt.datetime, dt.datetime | None]]] = defaultdict(list)
+    for member_id, joined, left in ms.filter(member_id__in=moving_ids).values_list("member_id", "joined_at", "left_at"):
+        stays[member_id].append((joined, left))
+    delta = [0] * (len(cuts) + 1)
+    for rows in stays.values():
+        rows.sort(key=lambda r: r[0])
+        merged: list[list[Any]] = []
+        for joined, left in rows:
+            if merged and (merged[-1][1] is None or joined <= merged[-1][1]):
+                if merged[-1][1] is not None and (left is None or left > merged[-1][1]):
+                    merged[-1][1] = left
+                continue
+            merged.append([joined, left])
+        for joined, left in merged:
+            first = bisect_right(cuts, joined)  # the first cut with joined < cut
+            last = len(cuts) if left is None else bisect_right(cuts, left)  # cuts <= left are covered
+            if first < last:
+                delta[first] += 1
+                delta[last] -= 1
+    out, running = [], still
+    for i in range(len(cuts)):
+        running += delta[i]
+        out.append(running)
+    return out
 
 
 # -- health ---------------------------------------------------------------------------------------

@@ -1,0 +1,104 @@
+"""The community board's member series at scale: the obvious computation (every membership row read
+and tested against each day's cut) against the shipped one (members who do not change in the window
+counted once in the database, the rest swept), on the same data, plus the whole board read.
+
+    PYTHONPATH=src python bench/community_board.py --db sqlite --members 100000
+    PYTHONPATH=src python bench/community_board.py --db postgres://postgres@127.0.0.1:5432/shequn_bench_board
+
+Data: N members in one community of 20 groups; ``--moving`` of them (default 10 %) joined inside the
+90-day window, a fifth of those left again, 5 % of everyone are in a second group; the rest joined
+long before the window and stayed."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _django import setup  # noqa: E402
+
+
+def p95(xs: list[float]) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, round(0.95 * (len(xs) - 1)))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--db", default="sqlite")
+    ap.add_argument("--members", type=int, default=100_000)
+    ap.add_argument("--moving", type=float, default=0.10)
+    ap.add_argument("--rounds", type=int, default=7)
+    args = ap.parse_args()
+    label = setup(args.db, "shequn_bench_board")
+
+    from zoneinfo import ZoneInfo
+
+    from django.utils import timezone
+
+    from shequn.analytics import selectors
+    from shequn.communities.models import ChatGroup, Community, Membership
+    from shequn.core.models import Tenant
+    from shequn.members.models import Member
+
+    rng = random.Random(7)
+    tenant = Tenant.objects.create(slug="board", name="board")
+    community = Community.objects.create(tenant=tenant, name="车友会")
+    groups = ChatGroup.objects.bulk_create([ChatGroup(tenant=tenant, community=community, platform="telegram",
+                                                      external_id=f"g{i}", name=f"群{i}") for i in range(20)])
+    now = timezone.now()
+    t0 = time.perf_counter()
+    members = Member.objects.bulk_create([Member(tenant=tenant, display_name=f"m{i}", first_seen_at=now)
+                                          for i in range(args.members)], batch_size=5000)
+    rows = []
+    for m in members:
+        moving = rng.random() < args.moving
+        joined = now - dt.timedelta(days=rng.uniform(0, 89) if moving else rng.uniform(91, 700))
+        left = joined + dt.timedelta(days=rng.uniform(0, 30)) if moving and rng.random() < 0.2 else None
+        if left is not None and left > now:
+            left = None
+        rows.append(Membership(tenant=tenant, member=m, community=community, group=rng.choice(groups),
+                               joined_at=joined, left_at=left))
+        if rng.random() < 0.05:
+            other = rng.choice(groups)
+            if other.pk != rows[-1].group_id:
+                rows.append(Membership(tenant=tenant, member=m, community=community, group=other,
+                                       joined_at=joined + dt.timedelta(days=1), left_at=None))
+    Membership.objects.bulk_create(rows, batch_size=5000)
+    print(f"{label}: {args.members:,} members, {len(rows):,} membership rows, seeded in "
+          f"{time.perf_counter() - t0:.1f} s; load {os.getloadavg()[0]:.1f}")
+
+    zone = ZoneInfo("Asia/Shanghai")
+    dates = selectors._dates(timezone.now().astimezone(zone).date(), 90)
+    ms = Membership.objects.filter(tenant=tenant, community=community)
+
+    def obvious() -> list[int]:
+        rs = list(ms.values_list("member_id", "joined_at", "left_at"))
+        out = []
+        for d in dates:
+            cut = dt.datetime.combine(d + dt.timedelta(days=1), dt.time.min, tzinfo=zone)
+            out.append(len({m for m, j, left in rs if j < cut and (left is None or left >= cut)}))
+        return out
+
+    assert obvious() == selectors.members_per_day(ms, dates, zone), "the two computations disagree"
+    for name, fn in (("members series, obvious (every row × every day)", obvious),
+                     ("members series, shipped (members_per_day)", lambda: selectors.members_per_day(ms, dates, zone)),
+                     ("whole community board (90 d)",
+                      lambda: selectors.community_dashboard(tenant.pk, community.pk, days=90))):
+        times = []
+        for _ in range(args.rounds):
+            start = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - start) * 1000)
+        print(f"  {name:<52} p50 {statistics.median(times):8.1f} ms   p95 {p95(times):8.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
