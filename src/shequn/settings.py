@@ -437,3 +437,7 @@ SHEQUN = {
     # the address members reach: invite links, QR codes, posters, notify URLs, magic sign-in links
     "PUBLIC_BASE_URL": os.environ.get("SHEQUN_PUBLIC_BASE_URL", "").strip(),
 }
+if os.environ.get("SHEQUN_WECHATPAY_GATEWAY", "").strip():
+    # another address for the WeChat Pay API (https://api.mch.weixin.qq.com): an egress proxy, or
+    # the fault suite's local WeChat Pay server that the worker it starts must pay through
+    SHEQUN["WECHATPAY_GATEWAY"] = os.environ["SHEQUN_WECHATPAY_GATEWAY"].strip()

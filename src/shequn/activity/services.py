@@ -226,7 +226,10 @@ def _in(values: Sequence[Any]) -> tuple[str, Any]:
 
 
 def _existing_event_ids(tenant_id: int, platform: str, ids: Sequence[str]) -> list[str]:
-    table = ActivityEvent._meta.db_table
+    """The ids of ``ids`` already stored. PostgreSQL: looked up in ``activity_eventkey`` (one unique
+    index, filled in the statement that stores each event) — the monthly-partitioned event table
+    would probe the index of every partition, since an event id says nothing of its month."""
+    table = (EventKey if _is_pg() else ActivityEvent)._meta.db_table
     test, param = _in(ids)
     with connection.cursor() as cursor:
         cursor.execute(f'SELECT platform_event_id FROM "{table}" WHERE tenant_id = %s AND platform = %s '  # noqa: S608

@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import importlib
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -69,6 +71,23 @@ class Adapter(Protocol):
     async def deliver_batch(self, conn: ConnInfo, items: list[ActionItem]) -> list[dict[str, Any] | DeliveryError]:
         """Deliver ``items`` (in order) through ``conn``; one result or error per item."""
         ...
+
+
+#: set by the delivery engine for one round (the adapters' tasks inherit it): see :func:`may_send`
+SEND_GATE: ContextVar[Callable[[ActionItem], Awaitable[bool]] | None] = ContextVar("shequn_send_gate", default=None)
+
+
+async def may_send(item: ActionItem) -> bool:
+    """Ask right before the platform call that acts for ``item``. The engine commits, for an action
+    the platform cannot de-duplicate, that its call begins — so after a crash it knows which actions
+    may have reached the platform. False: do not call the platform (answer :func:`not_sent`)."""
+    gate = SEND_GATE.get()
+    return True if gate is None else await gate(item)
+
+
+def not_sent() -> DeliveryError:
+    """The answer for an action :func:`may_send` refused: retried by whoever holds its lease now."""
+    return DeliveryError(DeliveryError.RETRY, "not sent: the claim is no longer this round's")
 
 
 _ADAPTERS: dict[str, Adapter] = {}

@@ -48,6 +48,12 @@ class Profile:
     #: Matrix: the bot's direct room with the user from its ``m.direct`` account data, made once
     direct_messages: bool = False
     limits: tuple[Limit, ...] = field(default_factory=tuple)
+    #: action kinds the outbox may deliver again when a worker died after it may have reached the
+    #: platform (a claimed action whose outcome was never recorded): the platform de-duplicates the
+    #: retry (a Matrix transaction id) or the call sets a state, so repeating it changes nothing a
+    #: member sees. Any other kind that had reached the platform goes to a person (dead letter),
+    #: never blindly twice into the group (see docs/subsystems/connectors.md, "Crash recovery")
+    resend_safe: frozenset[str] = frozenset()
     notes: str = ""
 
 
@@ -59,12 +65,19 @@ _MESSAGES = frozenset({ActionKind.SEND, ActionKind.WARN, ActionKind.ANNOUNCE})
 #: answering a join request: Telegram approve/declineChatJoinRequest; Matrix invite / kick a knock
 _JOIN_REQUESTS = frozenset({ActionKind.APPROVE_JOIN, ActionKind.DECLINE_JOIN})
 
+#: calls that set a state (deleted, muted, banned, answered): done twice, they leave the same state
+_STATE_SETTING = frozenset({ActionKind.DELETE, ActionKind.MUTE, ActionKind.UNMUTE, ActionKind.KICK, ActionKind.BAN,
+                            ActionKind.UNBAN}) | _JOIN_REQUESTS
+
 PROFILES: dict[str, Profile] = {
     "matrix": Profile(
         "matrix", read_messages=True, membership_events=True,
         send_formats=frozenset({"text", "markdown", "image", "link_card"}),
         actions=_ALL_MOD | _JOIN_REQUESTS | {ActionKind.JOIN_RULE}, direct_messages=True,
         limits=(Limit("account", "connection", 10, 1.0, burst=10),),
+        # messages and redactions carry the transaction id ``shequn-<action id>``, which the
+        # homeserver de-duplicates; the rest set room state
+        resend_safe=_ALL_MOD | _JOIN_REQUESTS,
         notes="redact = delete; mute = power level below events_default; announce = m.notice + pin",
     ),
     "telegram": Profile(
@@ -76,6 +89,8 @@ PROFILES: dict[str, Profile] = {
         limits=(Limit("overall", "connection", 15, 1.0, burst=15),
                 Limit("chat", "group", 1, 1.0, burst=1, kinds=_MESSAGES),
                 Limit("group_minute", "group", 19, 60.0, burst=1, kinds=_MESSAGES)),
+        # sendMessage has no idempotency key: a message that may have gone out is never sent again
+        resend_safe=_STATE_SETTING,
         notes="privacy mode hides group messages unless disabled or the bot is admin; "
               "restrictChatMember only in supergroups",
     ),

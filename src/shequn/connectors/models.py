@@ -58,6 +58,11 @@ class OutboxAction(TenantOwned):
     next_attempt_at = models.DateTimeField(_("下次尝试"), null=True, blank=True)
     last_error = models.TextField(_("最近错误"), blank=True)
     lease_token = models.CharField(max_length=32, blank=True, editable=False)
+    #: when the platform call of the current claim began — written (and committed) just before the
+    #: call, for the kinds the platform cannot de-duplicate (``Profile.resend_safe``); cleared by each
+    #: claim. A claimed row found without an outcome after a crash is re-sent when it is empty, and
+    #: handed to a person when it is set (the platform may already have acted)
+    attempt_started_at = models.DateTimeField(null=True, blank=True, editable=False)
     result = models.JSONField(_("结果"), default=dict, blank=True)
     created_at = models.DateTimeField(_("创建时间"), auto_now_add=True)
     done_at = models.DateTimeField(_("完成时间"), null=True, blank=True)

@@ -11,7 +11,9 @@ process) or alone by ``shequn connectors realtime`` for scaling out.
   :func:`shequn.connectors.services.outbox.do_request_action` sends ``NOTIFY shequn_outbox`` on
   commit when the database is PostgreSQL (the thread ``LISTEN``\\s); elsewhere the thread polls for a
   due row every ``poll`` seconds (one indexed ``EXISTS``). The per-minute cron task stays as the
-  safety net.
+  safety net. When it starts and every :data:`RELEASE_EVERY` seconds it releases the actions a
+  delivery process of this host left ``sending`` when it died (see
+  :func:`shequn.connectors.services.delivery.release_abandoned`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import contextlib
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,12 +33,14 @@ from django.utils import timezone
 from . import services
 from .adapters import load_adapters
 from .models import Connection, OutboxAction
-from .services.delivery import CHANNEL, deliver_due
+from .services.delivery import CHANNEL, deliver_due, release_abandoned
 
 log = logging.getLogger(__name__)
 
 BACKOFF_MIN = 1.0
 BACKOFF_MAX = 60.0
+#: seconds between looks for actions a dead delivery process of this host left ``sending``
+RELEASE_EVERY = 30.0
 
 
 def _fingerprint(conn: Any) -> str:
@@ -195,9 +200,14 @@ class Runner:
 
     def _deliver_loop(self) -> None:
         postgres = connections["default"].vendor == "postgresql"
+        released_at = float("-inf")
         while not self.stopping.is_set():
             try:
                 close_old_connections()
+                if time.monotonic() - released_at >= RELEASE_EVERY:
+                    # actions claimed by a delivery process of this host that died (kill -9, OOM)
+                    release_abandoned()
+                    released_at = time.monotonic()
                 if self._due():
                     stats = deliver_due(200)
                     if stats.claimed:

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 @task(queue_name="connectors")
 def deliver_outbox() -> dict[str, int]:
     """Deliver due outbox actions. For sub-minute latency run ``shequn connectors deliver --loop``."""
-    total: dict[str, int] = {}
+    total: dict[str, int] = {"released": services.do_release_abandoned()}
     for _ in range(20):
         stats = services.do_deliver_due(200)
         for k, v in stats.as_dict().items():

@@ -19,21 +19,36 @@ Guarantees and rules:
   to the dead-letter state (``dead``), visible in the console with a "retry" action. Permanent errors
   mark the row ``failed`` with the reason. ``delegate`` opens a human task.
 
-Delivery is at-least-once: a crash between the platform call and the recording re-delivers after the
-lease. Matrix sends carry a transaction id derived from the row, which the homeserver de-duplicates.
+**Crash recovery** (a worker killed between claiming and recording): the lease token names the
+claiming process (``<host tag>:<pid>:<process nonce><round>``), so :func:`release_abandoned` — run
+by the delivery loop when it starts and every half minute — ends at once the leases of a process of
+this host that is gone; a worker on another host that died is recovered when its lease expires.
+A re-claimed row whose outcome was never recorded is delivered again only when that cannot repeat
+what a member sees: the platform de-duplicates it or it sets a state (``Profile.resend_safe``:
+Matrix sends carry the transaction id ``shequn-<action id>``; a ban twice is one ban), or the
+platform was never called for it — for the other kinds (a Telegram or WeCom message) the engine
+commits ``attempt_started_at`` just before the call. A row whose call may have reached the platform
+goes to the dead letter for a person to check ("may already be in the group") and retry or cancel:
+never lost, never blindly sent twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import logging
 import math
+import os
+import queue
 import random
 import secrets as pysecrets
+import socket
+import threading
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import connection as db_connection
@@ -47,7 +62,7 @@ from shequn.communities.models import ChatGroup
 from shequn.members.models import Identity
 
 from .. import secrets
-from ..adapters import ActionItem, ConnInfo, DeliveryError, adapter_platforms, get_adapter
+from ..adapters import SEND_GATE, ActionItem, ConnInfo, DeliveryError, adapter_platforms, get_adapter
 from ..capabilities import Limit, profile
 from ..models import Connection, OutboxAction, RateBucket, Room
 from ..selectors import resolve_connection_id
@@ -63,6 +78,10 @@ CHANNEL = "shequn_outbox"
 ENFORCEMENT = frozenset({"delete", "mute", "unmute", "kick", "ban", "unban", "approve_join", "decline_join"})
 BACKOFF_BASE = 10.0  # seconds
 BACKOFF_CAP = 3600.0
+#: this host in lease tokens (a container's hostname is its id) and this process's nonce: a pid
+#: reused by the next incarnation of a container's worker still tells the two apart
+HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_NONCE = pysecrets.token_hex(3)
 
 
 def max_attempts() -> int:
@@ -126,6 +145,73 @@ def _lock_buckets(wanted: dict[str, Limit], now: dt.datetime) -> dict[str, RateB
     return {b.key: b for b in qs}
 
 
+# --- crash recovery -------------------------------------------------------------------------------
+
+def lease_token() -> str:
+    """``<host tag>:<pid>:<process nonce><round>`` (≤ 32 characters), one per claim round."""
+    return f"{HOST_TAG}:{os.getpid()}:{_NONCE}{pysecrets.token_hex(3)}"
+
+
+def _claimer_gone(token: str) -> bool:
+    parts = token.split(":")
+    if len(parts) != 3 or parts[0] != HOST_TAG or not parts[1].isdigit():
+        return False  # another host's (or an old-style) lease: it runs out
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return not parts[2].startswith(_NONCE)  # this pid's previous incarnation
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def release_abandoned(now: dt.datetime | None = None) -> int:
+    """End the leases held by delivery processes of this host that are gone (kill -9, OOM, a crash):
+    their ``sending`` rows fall due now instead of when the lease expires, and the next claim applies
+    the recovery rule (module docstring). Returns how many rows were released."""
+    now = now or timezone.now()
+    tokens = set(OutboxAction.objects.filter(status=OutboxAction.Status.SENDING, next_attempt_at__gt=now,
+                                             lease_token__startswith=f"{HOST_TAG}:")
+                 .values_list("lease_token", flat=True))
+    released = 0
+    for token in tokens:
+        if _claimer_gone(token):
+            released += OutboxAction.objects.filter(status=OutboxAction.Status.SENDING, lease_token=token).update(
+                next_attempt_at=now)
+    if released:
+        log.warning("outbox: %d actions of a delivery process that is gone released", released)
+    return released
+
+
+def resend_safe(platform: str, kind: str) -> bool:
+    """May an action whose platform call may have happened be delivered again (``Profile.resend_safe``)?"""
+    prof = profile(platform)
+    return prof is not None and kind in prof.resend_safe
+
+
+def interrupted_reason() -> str:
+    """The dead letter's reason for an action whose platform call a crash interrupted."""
+    return _("投递中断: 发送途中工作进程退出, 平台可能已经执行。请到群里核对, 未执行再重试, 已执行则取消。")
+
+
+def _interrupted(rows: list[OutboxAction], now: dt.datetime, stats: DeliveryStats) -> None:
+    """Dead-letter re-claimed rows whose platform call a crash interrupted (inside the claim)."""
+    reason = interrupted_reason()
+    for row in rows:
+        n = OutboxAction.objects.filter(pk=row.pk, status=OutboxAction.Status.SENDING,
+                                        lease_token=row.lease_token).update(
+            status=OutboxAction.Status.DEAD, last_error=reason, lease_token="", next_attempt_at=None)
+        if not n:
+            continue
+        stats.dead += 1
+        send_action_settled(tenant_id=row.tenant_id, action_id=row.pk, kind=row.kind,
+                            status=str(OutboxAction.Status.DEAD), source=row.source,
+                            idempotency_key=row.idempotency_key, error=reason)
+
+
 # --- claim ----------------------------------------------------------------------------------------
 
 def claim(limit: int = 100, *, now: dt.datetime | None = None, platforms: list[str] | None = None,
@@ -157,9 +243,14 @@ def claim(limit: int = 100, *, now: dt.datetime | None = None, platforms: list[s
         for key, bucket in buckets.items():
             _refill(bucket, wanted[key], now)
         claimed: list[OutboxAction] = []
-        token = pysecrets.token_hex(8)  # one lease token per claim round
+        token = lease_token()  # one lease token per claim round
         deferred: list[OutboxAction] = []
+        interrupted: list[OutboxAction] = []
         for row in rows:
+            if (row.status == OutboxAction.Status.SENDING and row.attempt_started_at is not None
+                    and not resend_safe(row.platform, row.kind)):
+                interrupted.append(row)  # its lease ran out after the platform call began
+                continue
             wait = 0.0
             for key, lim in row_keys[row.pk]:
                 b = buckets[key]
@@ -187,11 +278,12 @@ def claim(limit: int = 100, *, now: dt.datetime | None = None, platforms: list[s
         for conn_id, ids in by_conn.items():
             OutboxAction.objects.filter(pk__in=ids).update(
                 status=OutboxAction.Status.SENDING, lease_token=token, next_attempt_at=now + LEASE,
-                attempts=F("attempts") + 1, connection_id=conn_id)
+                attempts=F("attempts") + 1, connection_id=conn_id, attempt_started_at=None)
         for row in deferred:
             OutboxAction.objects.filter(pk=row.pk).update(status=row.status, next_attempt_at=row.next_attempt_at,
                                                           lease_token="", connection_id=row.connection_id)
         stats.deferred += len(deferred)
+        _interrupted(interrupted, now, stats)
         for b in buckets.values():
             RateBucket.objects.filter(pk=b.pk).update(tokens=b.tokens, updated_at=b.updated_at)
         stats.claimed += len(claimed)
@@ -246,7 +338,13 @@ def _conn_infos(ids: set[int]) -> dict[int, ConnInfo]:
     return out
 
 
-async def _deliver_all(batches: list[tuple[ConnInfo, list[ActionItem]]]) -> list[list[dict[str, Any] | DeliveryError]]:
+Gate = Callable[[ActionItem], Awaitable[bool]]
+
+
+async def _deliver_all(batches: list[tuple[ConnInfo, list[ActionItem]]],
+                       gate: Gate | None = None) -> list[list[dict[str, Any] | DeliveryError]]:
+    SEND_GATE.set(gate)  # the adapters' tasks below inherit it
+
     async def one(conn: ConnInfo, items: list[ActionItem]) -> list[dict[str, Any] | DeliveryError]:
         adapter = get_adapter(conn.platform)
         if adapter is None:
@@ -281,12 +379,67 @@ def deliver_due(limit: int = 100, *, now: dt.datetime | None = None,
         batches[item.connection_id].append(item)
     if batches:
         pairs = [(conns[cid], its) for cid, its in batches.items()]
-        results = asyncio.run(_deliver_all(pairs))
+        results = _run_round(pairs)
         with transaction.atomic():  # one commit for the round; each record is its own savepoint
             for (_conn, its), outcomes in zip(pairs, results, strict=True):
                 for item, outcome in zip(its, outcomes, strict=True):
                     record(item, outcome, stats=stats)
     return stats
+
+
+def _run_round(pairs: list[tuple[ConnInfo, list[ActionItem]]]) -> list[list[dict[str, Any] | DeliveryError]]:
+    """Run the adapters on the round's batches. When some action cannot be safely re-sent after a crash
+    (:func:`resend_safe`), the event loop runs in a helper thread and this thread — the one holding
+    the database connection — commits each such action's ``attempt_started_at`` before the adapter
+    may call the platform for it (the adapters ask :func:`~shequn.connectors.adapters.may_send`)."""
+    guarded = {item.id for _conn, its in pairs for item in its if not resend_safe(item.platform, item.kind)}
+    if not guarded:
+        return asyncio.run(_deliver_all(pairs))
+    requests: queue.SimpleQueue[tuple[ActionItem, asyncio.AbstractEventLoop, asyncio.Future[bool]] | None] = (
+        queue.SimpleQueue())
+    box: dict[str, Any] = {}
+
+    async def gate(item: ActionItem) -> bool:
+        if item.id not in guarded:
+            return True
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[bool] = loop.create_future()
+        requests.put((item, loop, answer))
+        return await answer
+
+    def run() -> None:
+        try:
+            box["out"] = asyncio.run(_deliver_all(pairs, gate))
+        except BaseException as exc:  # re-raised in the caller's thread
+            box["exc"] = exc
+        finally:
+            requests.put(None)
+
+    runner = threading.Thread(target=run, name="shequn-outbox-send", daemon=True)
+    runner.start()
+    while (req := requests.get()) is not None:
+        item, loop, answer = req
+        try:
+            ok = _mark_started(item)
+        except Exception:  # the database is gone: do not call the platform without the mark
+            log.warning("outbox: marking action %s started failed", item.id, exc_info=True)
+            ok = False
+        loop.call_soon_threadsafe(_resolve, answer, ok)
+    runner.join()
+    if "exc" in box:
+        raise box["exc"]
+    return cast(list[list[dict[str, Any] | DeliveryError]], box["out"])
+
+
+def _resolve(answer: asyncio.Future[bool], ok: bool) -> None:
+    if not answer.done():
+        answer.set_result(ok)
+
+
+def _mark_started(item: ActionItem) -> bool:
+    """Commit that the platform call of ``item`` begins (False: the lease is no longer this round's)."""
+    return bool(OutboxAction.objects.filter(pk=item.id, status=OutboxAction.Status.SENDING,
+                                            lease_token=item.lease_token).update(attempt_started_at=timezone.now()))
 
 
 def _precheck(item: ActionItem) -> DeliveryError | None:

@@ -21,7 +21,7 @@ from shequn.core.services import do_audit
 from ..capabilities import supports
 from ..models import ActionKind, HumanTask, OutboxAction
 from ..selectors import resolve_connection_id
-from .delivery import DeliveryStats, deliver_due, notify_outbox, unmute_key
+from .delivery import DeliveryStats, deliver_due, notify_outbox, release_abandoned, unmute_key
 from .human_tasks import open_human_task
 
 
@@ -122,6 +122,12 @@ def on_community_gated(community: Community, groups: Sequence[ChatGroup]) -> Non
 def do_deliver_due(limit: int = 100, *, now: dt.datetime | None = None) -> DeliveryStats:
     """One round of the outbox worker (see :mod:`shequn.connectors.services.delivery`)."""
     return deliver_due(limit, now=now)
+
+
+def do_release_abandoned() -> int:
+    """Release the actions a dead delivery process of this host left ``sending`` (see
+    :func:`shequn.connectors.services.delivery.release_abandoned`)."""
+    return release_abandoned()
 
 
 def do_retry_action(principal: Principal, action_id: int, *, reason: str = "") -> OutboxAction:

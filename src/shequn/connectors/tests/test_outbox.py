@@ -4,6 +4,9 @@ dead letter, permanent failures, human-task degradation, concurrent workers."""
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -12,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shequn.communities.models import ChatGroup, Community
-from shequn.connectors.adapters import DeliveryError
+from shequn.connectors import signals
+from shequn.connectors.adapters import DeliveryError, may_send, not_sent
 from shequn.connectors.models import HumanTask, OutboxAction, RateBucket
 from shequn.connectors.services import (
     connection_secrets,
@@ -224,6 +228,95 @@ def test_expired_lease_is_reclaimed_and_stale_worker_cannot_overwrite(tenant: An
     assert delivery.record(second[0], {"ok": True}) == "done"
     a.refresh_from_db()
     assert a.result == {"ok": True} and a.attempts == 2
+
+
+class Gated(Scripted):
+    """A scripted adapter that asks the engine before each platform call, as the real ones do."""
+
+    async def deliver_batch(self, conn: Any, items: list[Any]) -> list[Any]:
+        out: list[Any] = []
+        for item in items:
+            if not await may_send(item):
+                out.append(not_sent())
+                continue
+            self.delivered.append(item.id)
+            out.append({"ok": item.id})
+        return out
+
+
+def test_the_engine_commits_the_start_of_a_call_the_platform_cannot_deduplicate(
+        tenant: Any, tg: dict[str, Any], fake_adapter: Any) -> None:
+    fake = Gated("telegram")
+    fake_adapter(fake)
+    send = _send(tenant, tg["g1"], "k1")
+    ban = do_request_action(tenant.pk, kind="ban", group_id=tg["g2"].pk, idempotency_key="k2", target_external_id="42")
+    stats = delivery.deliver_due()
+    send.refresh_from_db()
+    ban.refresh_from_db()
+    assert stats.done == 2 and sorted(fake.delivered) == sorted([send.pk, ban.pk])
+    assert send.attempt_started_at is not None  # sendMessage: no idempotency key, marked before the call
+    assert ban.attempt_started_at is None  # a ban twice is one ban: no mark needed
+
+
+def test_an_interrupted_send_goes_to_a_person_and_is_never_sent_twice(tenant: Any, tg: dict[str, Any],
+                                                                      fake_adapter: Any) -> None:
+    fake_adapter(Scripted("telegram"))
+    settled: list[dict[str, Any]] = []
+    signals.register_settled_listener("test.settled", lambda **kw: settled.append(kw))
+    try:
+        a = _send(tenant, tg["g1"], "k1")
+        t0 = timezone.now()
+        first = delivery.claim(now=t0)
+        assert delivery._mark_started(first[0])  # the call began … and the worker died
+        again = delivery.claim(now=t0 + delivery.LEASE + dt.timedelta(seconds=2))
+    finally:
+        signals._LISTENERS.pop("test.settled", None)
+    a.refresh_from_db()
+    assert again == [] and a.status == "dead" and a.last_error == delivery.interrupted_reason()
+    assert a.next_attempt_at is None and a.lease_token == ""
+    assert [(s["action_id"], s["status"]) for s in settled] == [(a.pk, "dead")]
+    assert delivery.record(first[0], {"late": True}) == "stale"
+    # the person checked the group: not there, so retry from the console
+    do_retry_action(Principal.system(tenant.pk), a.pk)
+    a.refresh_from_db()
+    assert a.status == "pending" and a.attempt_started_at is not None
+    assert [i.id for i in delivery.claim()] == [a.pk]
+    a.refresh_from_db()
+    assert a.attempt_started_at is None  # each claim starts unmarked
+
+
+def test_a_claimed_but_unsent_action_or_a_resend_safe_one_is_sent_again(tenant: Any, tg: dict[str, Any],
+                                                                        fake_adapter: Any) -> None:
+    fake_adapter(Scripted("telegram"))
+    unsent = _send(tenant, tg["g1"], "k1")
+    ban = do_request_action(tenant.pk, kind="ban", group_id=tg["g2"].pk, idempotency_key="k2", target_external_id="42")
+    t0 = timezone.now()
+    first = delivery.claim(now=t0)
+    assert {i.id for i in first} == {unsent.pk, ban.pk}
+    OutboxAction.objects.filter(pk=ban.pk).update(attempt_started_at=t0)  # even had its call begun
+    again = delivery.claim(now=t0 + delivery.LEASE + dt.timedelta(seconds=2))
+    assert {i.id for i in again} == {unsent.pk, ban.pk}
+
+
+def test_the_leases_of_a_dead_delivery_process_of_this_host_are_released_at_once(
+        tenant: Any, tg: dict[str, Any], fake_adapter: Any) -> None:
+    fake_adapter(Scripted("telegram"))
+    a = _send(tenant, tg["g1"], "k1")
+    t0 = timezone.now()
+    (item,) = delivery.claim(now=t0)
+    assert item.lease_token.startswith(f"{delivery.HOST_TAG}:{os.getpid()}:")
+    assert delivery.release_abandoned(now=t0) == 0  # this process is alive
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    for minute, (token, released) in enumerate([
+            (f"{delivery.HOST_TAG}:{gone.stdout.strip()}:ab12cd34ef56", 1),  # its pid is gone
+            (f"{delivery.HOST_TAG}:{os.getpid()}:00000000", 1),  # this pid, an earlier process's token
+            ("0123abcd:1:ab12cd34ef56", 0)], start=1):  # another host's: its lease runs out
+        t = t0 + dt.timedelta(minutes=minute)  # (the group's message bucket has a token again)
+        OutboxAction.objects.filter(pk=a.pk).update(status="sending", lease_token=token,
+                                                    next_attempt_at=t + delivery.LEASE)
+        assert delivery.release_abandoned(now=t) == released, token
+        assert [i.id for i in delivery.claim(now=t)] == ([a.pk] if released else [])
 
 
 @pytest.mark.postgres

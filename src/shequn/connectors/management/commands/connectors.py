@@ -38,6 +38,7 @@ class Command(BaseCommand):
         getattr(self, "_" + opts["action"].replace("-", "_"))(opts)
 
     def _deliver(self, opts: dict[str, Any]) -> None:
+        services.do_release_abandoned()  # what a delivery process of this host left when it died
         while True:
             stats = services.do_deliver_due(opts["limit"])
             if stats.claimed or stats.deferred:

@@ -33,7 +33,7 @@ from nio import (
     RoomPreset,
 )
 
-from shequn.connectors.adapters import ActionItem, ConnInfo, DeliveryError, text_of
+from shequn.connectors.adapters import ActionItem, ConnInfo, DeliveryError, may_send, not_sent, text_of
 from shequn.connectors.models import ActionKind
 
 from .inbound import SyncBatch, batch_from_dict, levels_from_state, limited_timelines
@@ -111,6 +111,9 @@ class MatrixAdapter:
         try:
             async with matrix_client(conn) as client:
                 for item in items:
+                    if not await may_send(item):
+                        out.append(not_sent())
+                        continue
                     try:
                         out.append(await self.deliver(client, item))
                     except DeliveryError as exc:
@@ -138,7 +141,9 @@ class MatrixAdapter:
                 pinned = list(getattr(pins, "content", {}).get("pinned", [])) if not isinstance(
                     pins, ErrorResponse) else []
                 check(await client.room_put_state(room, "m.room.pinned_events",
-                                                  {"pinned": [resp.event_id, *pinned][:50]}))
+                                                  # (a retry after a crash pins the same event once)
+                                                  {"pinned": [resp.event_id,
+                                                              *(p for p in pinned if p != resp.event_id)][:50]}))
                 result["pinned"] = True
             return result
         if kind == ActionKind.DELETE:

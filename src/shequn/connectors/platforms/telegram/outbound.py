@@ -29,7 +29,7 @@ from aiogram.exceptions import (
 )
 from aiogram.types import ChatPermissions
 
-from shequn.connectors.adapters import ActionItem, ConnInfo, DeliveryError, per_room, text_of
+from shequn.connectors.adapters import ActionItem, ConnInfo, DeliveryError, may_send, not_sent, per_room, text_of
 from shequn.connectors.models import ActionKind
 
 from .inbound import ALLOWED_UPDATES, bot_rights
@@ -132,6 +132,8 @@ class TelegramAdapter:
             await bot.session.close()
 
     async def _one(self, bot: Bot, item: ActionItem) -> dict[str, Any] | DeliveryError:
+        if not await may_send(item):
+            return not_sent()
         try:
             return await self.deliver(bot, item)
         except DeliveryError as exc:

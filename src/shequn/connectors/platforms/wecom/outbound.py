@@ -20,7 +20,7 @@ from wechatpy.exceptions import WeChatClientException
 from wechatpy.session import SessionStorage
 from wechatpy.session.memorystorage import MemoryStorage
 
-from shequn.connectors.adapters import ActionItem, ConnInfo, DeliveryError, text_of
+from shequn.connectors.adapters import ActionItem, ConnInfo, DeliveryError, may_send, not_sent, text_of
 from shequn.connectors.models import ActionKind
 
 DEFAULT_API = "https://qyapi.weixin.qq.com/cgi-bin/"
@@ -165,6 +165,9 @@ class WecomAdapter:
         out: list[dict[str, Any] | DeliveryError] = []
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
             for item in items:
+                if not await may_send(item):
+                    out.append(not_sent())
+                    continue
                 try:
                     out.append(await self.deliver(session, base, item))
                 except DeliveryError as exc:
