@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _django import setup  # noqa: E402
+from _django import setup
 
 
 def p95(xs: list[float]) -> float:

@@ -67,7 +67,7 @@ _JOIN_REQUESTS = frozenset({ActionKind.APPROVE_JOIN, ActionKind.DECLINE_JOIN})
 
 #: calls that set a state (deleted, muted, banned, answered): done twice, they leave the same state
 _STATE_SETTING = frozenset({ActionKind.DELETE, ActionKind.MUTE, ActionKind.UNMUTE, ActionKind.KICK, ActionKind.BAN,
-                            ActionKind.UNBAN}) | _JOIN_REQUESTS
+                            ActionKind.UNBAN, ActionKind.JOIN_RULE, ActionKind.REVOKE_INVITE}) | _JOIN_REQUESTS
 
 PROFILES: dict[str, Profile] = {
     "matrix": Profile(
@@ -77,7 +77,7 @@ PROFILES: dict[str, Profile] = {
         limits=(Limit("account", "connection", 10, 1.0, burst=10),),
         # messages and redactions carry the transaction id ``shequn-<action id>``, which the
         # homeserver de-duplicates; the rest set room state
-        resend_safe=_ALL_MOD | _JOIN_REQUESTS,
+        resend_safe=_ALL_MOD | _JOIN_REQUESTS | {ActionKind.JOIN_RULE},
         notes="redact = delete; mute = power level below events_default; announce = m.notice + pin",
     ),
     "telegram": Profile(

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('connectors', '0005_join_request_actions'),
+        ('connectors', '0006_outbox_attempt_started'),
     ]
 
     operations = [
