@@ -256,9 +256,12 @@ def do_refresh_figures(tenant_id: int, *, now: dt.datetime | None = None) -> int
             for t, c in _counts(tenant_id, by, sorted(names), days, now).items():
                 rows.append(HealthFigures(tenant_id=tenant_id, level=by, target_id=t, community_id=names[t][1],
                                           days=days, computed_at=now, **c))
-    with transaction.atomic():
-        HealthFigures.objects.filter(tenant_id=tenant_id).delete()
-        HealthFigures.objects.bulk_create(rows, batch_size=1000)
+    try:
+        with transaction.atomic():
+            HealthFigures.objects.filter(tenant_id=tenant_id).delete()
+            HealthFigures.objects.bulk_create(rows, batch_size=1000)
+    except IntegrityError:
+        return 0  # a concurrent refresh of the tenant inserted its rows first: they stand
     return len(rows)
 
 
