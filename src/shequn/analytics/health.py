@@ -6,7 +6,9 @@ reach staff.
   no activity anywhere in the window ÷ members), response rate (member messages the reply queue
   tracked in the window that got a staff answer ÷ those not marked "needs no answer") and the median
   first response, ad rate (messages judged ``ad`` by moderation ÷ messages), joins, leaves and their
-  balance.
+  balance. They are stored per group and per community for the common windows
+  (:class:`HealthFigures`, :func:`do_refresh_figures` every 5 minutes) and read from there; a target
+  with no fresh row, or another window, is computed live (:func:`live_health_figures`).
 * **Rules** (:func:`firing`): the rollup rules of ``selectors.health_alerts`` (dead group, going
   quiet, leave wave, sales drop) plus **ad wave** (``ad_wave_threshold`` or more ad verdicts in one
   group within ``ad_wave_minutes``) and **unanswered backlog** (``backlog_threshold`` or more member
@@ -39,7 +41,7 @@ from shequn.engagement.models import ReplyTrack
 from shequn.moderation.models import Violation
 
 from . import selectors
-from .models import DailyRollup, HealthNotice, HealthSettings
+from .models import DailyRollup, HealthFigures, HealthNotice, HealthSettings
 from .selectors import Alert
 
 RULE_LABELS = {
@@ -115,64 +117,152 @@ def _ratio(a: float, b: float) -> float | None:
     return round(a / b, 4) if b else None
 
 
-def health_figures(tenant_id: int, *, by: str = "group", days: int = 7, now: dt.datetime | None = None
-                   ) -> list[dict[str, Any]]:
-    """Per group (``by="group"``) or community: the health figures of the last ``days`` local days
-    (see the module docstring for definitions). Rates are ``None`` where their base is zero."""
-    if by not in ("group", "community"):
-        raise Invalid(_("by 只能是 group 或 community"), details={"field": "by"})
-    now = now or timezone.now()
+#: the windows (days) whose figures ``do_refresh_figures`` stores: the console page shows 7 days, and
+#: 7 and 30 are the API's common asks; any other window (1–90) is computed live
+STORED_WINDOWS = (7, 30)
+#: stored rows older than this are ignored (the refresh runs every 5 minutes; three missed runs in a
+#: row mean the task is failing, and the figures are then computed live rather than shown stale)
+STALE_AFTER = dt.timedelta(minutes=15)
+_COUNTS = ("members", "silent", "active_member_days", "questions", "answered", "median_first_response_s",
+           "messages", "ads", "joins", "leaves")
+
+
+def _targets(tenant_id: int, by: str) -> dict[int, tuple[str, int]]:
+    """Target id → (name, community id): the active groups, or the communities not archived."""
+    if by == "group":
+        return {g: (n, c) for g, n, c in ChatGroup.objects.filter(tenant_id=tenant_id, is_active=True)
+                .values_list("pk", "name", "community_id")}
+    return {c: (n, c) for c, n in Community.objects.filter(tenant_id=tenant_id)
+            .exclude(stage=Community.Stage.ARCHIVED).values_list("pk", "name")}
+
+
+def _counts(tenant_id: int, by: str, ids: list[int], days: int, now: dt.datetime) -> dict[int, dict[str, Any]]:
+    """The counts behind the figures of each target in ``ids`` over the ``days`` local days up to
+    ``now`` (what :class:`HealthFigures` stores): open memberships (distinct members) and the silent
+    ones among them, member-days active and the flows from the rollups, ads, reply-queue rows and the
+    median first response."""
     key = "group_id" if by == "group" else "community_id"
     end = now.astimezone(ZoneInfo(selectors.tenant_tz(tenant_id))).date()
     start = end - dt.timedelta(days=days - 1)
     since = now - dt.timedelta(days=days)
+    within = {f"{key}__in": ids}
 
-    if by == "group":
-        names = {g.pk: (g.name, g.community_id) for g in ChatGroup.objects.filter(tenant_id=tenant_id, is_active=True)}
-    else:
-        names = {c.pk: (c.name, c.pk) for c in Community.objects.filter(tenant_id=tenant_id)
-                 .exclude(stage=Community.Stage.ARCHIVED)}
-    open_ms = Membership.objects.filter(tenant_id=tenant_id, left_at__isnull=True, **{f"{key}__in": list(names)})
+    open_ms = Membership.objects.filter(tenant_id=tenant_id, left_at__isnull=True, **within)
     quiet = Q(member__last_active_at__isnull=True) | Q(member__last_active_at__lt=since)
     members = {r[key]: (r["n"], r["silent"]) for r in open_ms.values(key).annotate(
         n=Count("member_id", distinct=True), silent=Count("member_id", filter=quiet, distinct=True))}
 
     flow: dict[int, dict[str, int]] = defaultdict(lambda: {"active": 0, "messages": 0, "joins": 0, "leaves": 0})
-    for r in (DailyRollup.objects.filter(tenant_id=tenant_id, day__gte=start, day__lte=end)
-              .exclude(**{key: 0}).values(key)
+    for r in (DailyRollup.objects.filter(tenant_id=tenant_id, day__gte=start, day__lte=end, **within)
+              .values(key)
               .annotate(active=Sum("active_members"), messages=Sum("messages"), joins=Sum("joins"),
                         leaves=Sum("leaves"))):
         flow[r[key]] = {k: int(r[k] or 0) for k in ("active", "messages", "joins", "leaves")}
 
-    ads = dict(Violation.objects.filter(tenant_id=tenant_id, verdict="ad", occurred_at__gte=since)
-               .exclude(**{f"{key}__isnull": True}).values_list(key).annotate(n=Count("pk")))
+    ads = dict(Violation.objects.filter(tenant_id=tenant_id, verdict="ad", occurred_at__gte=since, **within)
+               .values_list(key).annotate(n=Count("pk")))
 
     replies: dict[int, list[float]] = defaultdict(list)
     asked: dict[int, int] = defaultdict(int)
     for target, at, answered in (ReplyTrack.objects.filter(tenant_id=tenant_id, occurred_at__gte=since,
-                                                           no_reply_at__isnull=True)
-                                 .exclude(**{f"{key}__isnull": True})
+                                                           no_reply_at__isnull=True, **within)
                                  .values_list(key, "occurred_at", "answered_at")):
         asked[target] += 1
         if answered is not None:
             replies[target].append(max(0.0, (answered - at).total_seconds()))
 
-    out = []
-    for target, (name, community_id) in sorted(names.items()):
+    out = {}
+    for target in ids:
         n, silent = members.get(target, (0, 0))
         f = flow[target]
-        answered = replies.get(target, [])
-        out.append({
-            "target_id": target, "community_id": community_id, "name": name, "members": n,
-            "active_rate": _ratio(f["active"] / days, n), "silent_share": _ratio(silent, n),
-            "questions": asked.get(target, 0), "answered": len(answered),
-            "response_rate": _ratio(len(answered), asked.get(target, 0)),
-            "median_first_response_s": round(statistics.median(answered), 1) if answered else None,
-            "messages": f["messages"], "ads": int(ads.get(target, 0)),
-            "ad_rate": _ratio(int(ads.get(target, 0)), f["messages"]),
-            "joins": f["joins"], "leaves": f["leaves"], "balance": f["joins"] - f["leaves"],
-        })
+        waits = replies.get(target, [])
+        out[target] = {
+            "members": n, "silent": silent, "active_member_days": f["active"], "questions": asked.get(target, 0),
+            "answered": len(waits),
+            "median_first_response_s": round(statistics.median(waits), 1) if waits else None,
+            "messages": f["messages"], "ads": int(ads.get(target, 0)), "joins": f["joins"], "leaves": f["leaves"],
+        }
     return out
+
+
+def _figures(target: int, name: str, community_id: int, c: dict[str, Any], *, days: int,
+             computed_at: dt.datetime) -> dict[str, Any]:
+    """One row of figures from its counts (the same for stored and live rows)."""
+    n = c["members"]
+    return {
+        "target_id": target, "community_id": community_id, "name": name, "members": n,
+        "active_rate": _ratio(c["active_member_days"] / days, n), "silent_share": _ratio(c["silent"], n),
+        "questions": c["questions"], "answered": c["answered"], "response_rate": _ratio(c["answered"], c["questions"]),
+        "median_first_response_s": c["median_first_response_s"],
+        "messages": c["messages"], "ads": c["ads"], "ad_rate": _ratio(c["ads"], c["messages"]),
+        "joins": c["joins"], "leaves": c["leaves"], "balance": c["joins"] - c["leaves"], "computed_at": computed_at,
+    }
+
+
+def _check_by(by: str) -> None:
+    if by not in ("group", "community"):
+        raise Invalid(_("by 只能是 group 或 community"), details={"field": "by"})
+
+
+def live_health_figures(tenant_id: int, *, by: str = "group", days: int = 7, now: dt.datetime | None = None
+                        ) -> list[dict[str, Any]]:
+    """The figures computed now from the source tables (scans every open membership of the tenant)."""
+    _check_by(by)
+    now = now or timezone.now()
+    names = _targets(tenant_id, by)
+    counts = _counts(tenant_id, by, list(names), days, now)
+    return [_figures(t, name, c, counts[t], days=days, computed_at=now) for t, (name, c) in sorted(names.items())]
+
+
+def health_figures(tenant_id: int, *, by: str = "group", days: int = 7, now: dt.datetime | None = None
+                   ) -> list[dict[str, Any]]:
+    """Per group (``by="group"``) or community: the health figures of the last ``days`` local days
+    (see the module docstring for definitions), each with the ``computed_at`` it is as of. Rates are
+    ``None`` where their base is zero. For a stored window the rows :func:`do_refresh_figures` wrote
+    (at most :data:`STALE_AFTER` old) are read, and only targets without one (a new group, a fresh
+    install, a failing refresh) are computed live; other windows, or an explicit ``now``, are live."""
+    _check_by(by)
+    if now is not None or days not in STORED_WINDOWS:
+        return live_health_figures(tenant_id, by=by, days=days, now=now)
+    now = timezone.now()
+    names = _targets(tenant_id, by)
+    stored = {r.target_id: r for r in HealthFigures.objects.filter(
+        tenant_id=tenant_id, level=by, days=days, target_id__in=list(names), computed_at__gte=now - STALE_AFTER)}
+    missing = [t for t in names if t not in stored]
+    live = _counts(tenant_id, by, missing, days, now) if missing else {}
+    out = []
+    for t, (name, community_id) in sorted(names.items()):
+        row = stored.get(t)
+        if row is not None:
+            out.append(_figures(t, name, community_id, {k: getattr(row, k) for k in _COUNTS},
+                                days=days, computed_at=row.computed_at))
+        else:
+            out.append(_figures(t, name, community_id, live[t], days=days, computed_at=now))
+    return out
+
+
+def do_refresh_figures(tenant_id: int, *, now: dt.datetime | None = None) -> int:
+    """Recompute the tenant's :class:`HealthFigures` rows (every active group and live community, for
+    each of :data:`STORED_WINDOWS`, as of ``now``) and replace them in one transaction, so a failed
+    refresh leaves the previous rows; returns the number of rows. Run by
+    ``analytics.tasks.refresh_health_figures`` every 5 minutes. Community rows are computed from the
+    source tables like group rows, not summed from them: a member in two groups of a community is one
+    member of it, and activity, ads and questions may belong to a community without a group."""
+    now = now or timezone.now()
+    rows = []
+    for by in ("group", "community"):
+        names = _targets(tenant_id, by)
+        for days in STORED_WINDOWS:
+            for t, c in _counts(tenant_id, by, sorted(names), days, now).items():
+                rows.append(HealthFigures(tenant_id=tenant_id, level=by, target_id=t, community_id=names[t][1],
+                                          days=days, computed_at=now, **c))
+    try:
+        with transaction.atomic():
+            HealthFigures.objects.filter(tenant_id=tenant_id).delete()
+            HealthFigures.objects.bulk_create(rows, batch_size=1000)
+    except IntegrityError:
+        return 0  # a concurrent refresh of the tenant inserted its rows first: they stand
+    return len(rows)
 
 
 # -- rules ------------------------------------------------------------------------------------------

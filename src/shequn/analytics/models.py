@@ -190,6 +190,38 @@ class ReachNode(TenantOwned):
                    models.Index(fields=["tenant", "generation"], name="analytics_reach_gen_idx")]
 
 
+class HealthFigures(TenantOwned):
+    """The counts behind one target's health figures (a group or a community: ``level``) over the last
+    ``days`` local days, as they were at ``computed_at``. Derived from memberships, members, rollups,
+    moderation verdicts and the reply queue by ``health.do_refresh_figures`` (the one writer, run every
+    5 minutes by ``analytics.tasks.refresh_health_figures``) for the windows in
+    ``health.STORED_WINDOWS``, so the health page and ``GET /analytics/health`` read a few indexed rows
+    instead of scanning every open membership. Rates are not stored: they are derived from these
+    counts by the same code as the live figures, so stored = live at ``computed_at``."""
+
+    level = models.CharField(_("层级"), max_length=16)  # "group" or "community"
+    target_id = models.BigIntegerField(_("对象"))
+    community_id = models.BigIntegerField(_("社群"), default=0)
+    days = models.PositiveSmallIntegerField(_("天数"))
+    members = models.PositiveIntegerField(_("成员"), default=0)
+    silent = models.PositiveIntegerField(_("沉默成员"), default=0)
+    active_member_days = models.PositiveIntegerField(_("活跃人天"), default=0)
+    questions = models.PositiveIntegerField(_("待回复消息"), default=0)
+    answered = models.PositiveIntegerField(_("已回复"), default=0)
+    median_first_response_s = models.FloatField(_("首次回复中位数 (秒)"), null=True, blank=True)
+    messages = models.PositiveIntegerField(_("消息"), default=0)
+    ads = models.PositiveIntegerField(_("广告"), default=0)
+    joins = models.PositiveIntegerField(_("加入"), default=0)
+    leaves = models.PositiveIntegerField(_("退出"), default=0)
+    computed_at = models.DateTimeField(_("计算时间"))
+
+    class Meta:
+        verbose_name = _("健康指标")
+        verbose_name_plural = _("健康指标")
+        constraints = [models.UniqueConstraint(fields=["tenant", "level", "days", "target_id"],
+                                               name="analytics_health_figures_unique")]
+
+
 class Segment(TenantOwned):
     """A saved audience: a rule made of structured fields (every blank field matches everyone), its
     members evaluated live by :func:`shequn.analytics.segments.segment_member_ids`. Used as the

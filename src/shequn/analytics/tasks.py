@@ -1,5 +1,6 @@
 """Scheduled work of the analytics app: recompute the day buckets the activity consumer and the order
-listener marked dirty, and evaluate the health rules."""
+listener marked dirty, evaluate the health rules, and store the health figures and the referral forest that the
+dashboards read."""
 
 from __future__ import annotations
 
@@ -29,6 +30,16 @@ def evaluate_health() -> int:
     for tenant_id in Tenant.objects.filter(is_active=True).values_list("pk", flat=True):
         opened += health.do_evaluate(tenant_id)["opened"]
     return opened
+
+
+@cron("*/5 * * * *")
+@task(queue_name="engines")
+def refresh_health_figures() -> int:
+    """Every 5 minutes: store every tenant's health figures (``HealthFigures``) for the windows the
+    page and the API read; returns the rows written. Its own task, so a failing rule evaluation does
+    not stop the figures (and the other way round)."""
+    return sum(health.do_refresh_figures(tenant_id)
+               for tenant_id in Tenant.objects.filter(is_active=True).values_list("pk", flat=True))
 
 
 @cron("*/5 * * * *")

@@ -1,7 +1,8 @@
 """Console pages of analytics beyond the home dashboard: 健康提醒 (the open and recent health notices,
 the health figures per group and community, the tenant's alert settings) and 裂变传播 (the reach of
 fission: K-factor per campaign, members per invite generation drawn with ECharts, top referrers by
-network reach). Views are thin: reads from ``analytics.health`` / ``analytics.reach``, the settings
+network reach). The figures are the rows the 5-minute refresh stored, with the time of the oldest
+shown. Views are thin: reads from ``analytics.health`` / ``analytics.reach``, the settings
 form calls ``health.do_save_settings``."""
 
 from __future__ import annotations
@@ -52,9 +53,11 @@ def health_page(request: HttpRequest) -> HttpResponse:
     resolved = list(health.notices(tenant_id, state="resolved").order_by("-resolved_at")[:50])
     for n in open_rows + resolved:
         n.rule_label = health.RULE_LABELS.get(n.rule, n.rule)  # type: ignore[attr-defined]
+    figures = health.health_figures(tenant_id, by=by, days=7)  # stored by the 5-minute refresh
     return render(request, "console/health.html", _context(
         request, _("健康提醒"), open_notices=open_rows, resolved_notices=resolved, by=by,
-        figures=health.health_figures(tenant_id, by=by, days=7), settings=health.get_settings(tenant_id),
+        figures=figures, figures_as_of=min((r["computed_at"] for r in figures), default=None),
+        settings=health.get_settings(tenant_id),
         groups=list(community_selectors.groups(tenant_id).filter(is_active=True)),
         can_write=_p.can("analytics.write")))
 

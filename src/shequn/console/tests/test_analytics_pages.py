@@ -11,6 +11,7 @@ from django.test import Client
 from django.urls import reverse
 
 from shequn.analytics import health
+from shequn.analytics.models import HealthFigures
 from shequn.analytics.tests.test_reach import build_forest
 from shequn.analytics.tests.world import make_world
 from shequn.console import dashboard
@@ -58,6 +59,19 @@ def test_health_page_lists_open_notices_with_badge_and_home_count(tenant, other_
     kpis = {k["label"]: k["value"] for k in home.context["shequn_kpis"]}
     assert kpis["健康提醒 (未恢复)"] == n
     assert c.post(reverse("console:health"), {"ad_wave_threshold": "9"}).status_code == 403  # read-only
+
+
+def test_health_page_reads_the_stored_figures_and_says_when_they_were_computed(tenant, other_tenant):
+    _ad_wave(tenant)
+    _ad_wave(other_tenant)
+    health.do_refresh_figures(tenant.pk)
+    health.do_refresh_figures(other_tenant.pk)
+    stored_at = HealthFigures.objects.filter(tenant=tenant).values_list("computed_at", flat=True).first()
+    resp = client_for(tenant, StaffRole.READONLY).get(reverse("console:health"))
+    figures = resp.context["figures"]
+    assert {r["computed_at"] for r in figures} == {stored_at} and resp.context["figures_as_of"] == stored_at
+    assert next(r for r in figures if r["name"] == "护肤群1群")["ads"] == 5  # this tenant's ads only
+    assert 'id="health-figures-as-of"' in resp.content.decode()
 
 
 def test_health_settings_form_saves_through_the_service(tenant):
