@@ -275,19 +275,26 @@ def members_per_day(ms: QuerySet[Any], dates: list[dt.date], zone: ZoneInfo) -> 
     """Distinct members in the community at the end of each day: a member counts when one of their
     stays (a membership row, per group) covers the cut ``joined_at < cut <= left_at`` (or is open).
 
-    Exact and cheap at scale: only members with a stay that starts or ends inside the window change
-    across it; everyone else is counted once, in the database, at the first cut. The changing ones are
-    swept in Python — their stays merged per member (several groups, re-joins), each merged stay adds
-    +1 from the first cut after it starts and −1 from the first cut at or after it ends."""
+    Exact and cheap at scale. Relative to the window's first and last cut (``lo``, ``hi``) a stay
+    either misses every cut (ended before ``lo``, starts at or after ``hi``), covers every cut
+    (started before ``lo``, open or ending at or after ``hi``) or starts or ends inside the window.
+    Members with a stay of the second kind are counted once, in the database; only the stays of the
+    third kind of the other members are swept in Python — merged per member (several groups,
+    re-joins), each merged stay adds +1 from the first cut after it starts and −1 after the last cut
+    it reaches."""
     cuts = [dt.datetime.combine(d + dt.timedelta(days=1), dt.time.min, tzinfo=zone) for d in dates]
     lo, hi = cuts[0], cuts[-1]
-    moving = (Q(joined_at__gte=lo, joined_at__lt=hi) | Q(left_at__gte=lo, left_at__lt=hi))
-    moving_ids = ms.filter(moving).values("member_id")
-    present_at_lo = ms.filter(Q(joined_at__lt=lo), Q(left_at__isnull=True) | Q(left_at__gte=lo))
-    still = present_at_lo.exclude(member_id__in=moving_ids).values("member_id").distinct().count()
+    throughout = ms.filter(Q(joined_at__lt=lo), Q(left_at__isnull=True) | Q(left_at__gte=hi))
+    still = throughout.values("member_id").distinct().count()
     stays: dict[int, list[tuple[dt.datetime, dt.datetime | None]]] = defaultdict(list)
-    for member_id, joined, left in ms.filter(member_id__in=moving_ids).values_list("member_id", "joined_at", "left_at"):
+    in_window = ms.filter(Q(joined_at__gte=lo, joined_at__lt=hi) | Q(left_at__gte=lo, left_at__lt=hi))
+    for member_id, joined, left in in_window.values_list("member_id", "joined_at", "left_at"):
         stays[member_id].append((joined, left))
+    # members already counted in ``still`` (asked in slices by id: a plan that holds without statistics)
+    ids = sorted(stays)
+    for i in range(0, len(ids), 1000):
+        for member_id in throughout.filter(member_id__in=ids[i:i + 1000]).values_list("member_id", flat=True):
+            stays.pop(member_id, None)
     delta = [0] * (len(cuts) + 1)
     for rows in stays.values():
         rows.sort(key=lambda r: r[0])
