@@ -4,6 +4,7 @@ counted once in the database, the rest swept), on the same data, plus the whole 
 
     PYTHONPATH=src python bench/community_board.py --db sqlite --members 100000
     PYTHONPATH=src python bench/community_board.py --db postgres://postgres@127.0.0.1:5432/shequn_bench_board
+    ... --http 50          # then the board and the health figures through `shequn serve`, 50 requests each
 
 Data: N members in one community of 20 groups; ``--moving`` of them (default 10 %) joined inside the
 90-day window, a fifth of those left again, 5 % of everyone are in a second group; the rest joined
@@ -19,6 +20,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -36,6 +38,8 @@ def main() -> None:
     ap.add_argument("--members", type=int, default=100_000)
     ap.add_argument("--moving", type=float, default=0.10)
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--http", type=int, default=0, metavar="N",
+                    help="then N requests each through HTTP: `shequn serve` (gunicorn) and an outside client")
     args = ap.parse_args()
     label = setup(args.db, "shequn_bench_board")
 
@@ -105,6 +109,62 @@ def main() -> None:
             fn()
             times.append((time.perf_counter() - start) * 1000)
         print(f"  {name:<52} p50 {statistics.median(times):8.1f} ms   p95 {p95(times):8.1f} ms", flush=True)
+    if args.http:
+        http_reads(tenant, community, args.http)
+
+
+def http_reads(tenant: Any, community: Any, n: int) -> None:
+    """The same reads as a browser or another system asks for them: ``shequn serve`` (2 gunicorn
+    processes) on this database, timed from this process with ``http.client`` (keep-alive off, as a
+    new page load), with the health figures stored by their refresh first."""
+    import http.client
+    import signal
+    import socket
+    import subprocess
+
+    from shequn.analytics.health import do_refresh_figures
+    from shequn.core.permissions import Principal
+    from shequn.core.services import do_create_api_key
+
+    do_refresh_figures(tenant.pk)
+    _key, secret = do_create_api_key(Principal.system(tenant.pk), name="bench", scopes=["*"])
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    web = subprocess.Popen([sys.executable, "-m", "shequn.cli", "serve", "--port", str(port), "--workers", "2",
+                            "--no-control-socket"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
+    try:
+        def get(path: str) -> tuple[int, float]:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            start = time.perf_counter()
+            c.request("GET", path, headers={"Authorization": f"Bearer {secret}"})
+            resp = c.getresponse()
+            resp.read()
+            c.close()
+            return resp.status, (time.perf_counter() - start) * 1000
+
+        for _ in range(600):
+            try:
+                get("/static/none")
+                break
+            except OSError:
+                time.sleep(0.1)
+        board = f"/api/v1/analytics/communities/{community.pk}/dashboard"
+        for label, path in (("HTTP GET community board (90 d)", board),
+                            ("HTTP GET health figures by group (7 d)", "/api/v1/analytics/health?by=group"),
+                            ("HTTP GET health figures by community (7 d)", "/api/v1/analytics/health?by=community")):
+            get(path)  # warm the process that answers first
+            times = []
+            for _ in range(n):
+                status, ms = get(path)
+                assert status == 200, (path, status)
+                times.append(ms)
+            print(f"  {label:<52} p50 {statistics.median(times):8.1f} ms   p95 {p95(times):8.1f} ms", flush=True)
+    finally:
+        os.killpg(web.pid, signal.SIGTERM)
+        web.wait(timeout=20)
 
 
 if __name__ == "__main__":
