@@ -278,7 +278,7 @@ def members_per_day(ms: QuerySet[Any], dates: list[dt.date], zone: ZoneInfo) -> 
     Exact and cheap at scale. Relative to the window's first and last cut (``lo``, ``hi``) a stay
     either misses every cut (ended before ``lo``, starts at or after ``hi``), covers every cut
     (started before ``lo``, open or ending at or after ``hi``) or starts or ends inside the window.
-    Members with a stay of the second kind are counted once, in the database; only the stays of the
+    Members with a stay of the second kind are counted once (their ids read in one scan); only the stays of the
     third kind of the other members are swept in Python — merged per member (several groups,
     re-joins), each merged stay adds +1 from the first cut after it starts and −1 after the last cut
     it reaches."""
