@@ -76,8 +76,7 @@ def confirm_first(func: Callable[..., HttpResponse]) -> Callable[..., HttpRespon
             return func(model_admin, request, object_id, *args, **kwargs)
         opts = model_admin.model._meta
         back = request.META.get("HTTP_REFERER") or ""
-        if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()},
-                                               require_https=request.is_secure()):
+        if not _same_host(request, back):
             back = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
         try:
             obj = model_admin.get_queryset(request).filter(pk=int(object_id)).first()
@@ -95,9 +94,12 @@ def confirm_first(func: Callable[..., HttpResponse]) -> Callable[..., HttpRespon
 def post_redirect_back(request: HttpRequest, fallback: str) -> HttpResponseRedirect:
     """Where a confirmed action returns: the page the confirmation came from (same host only)."""
     nxt = request.POST.get("next") or request.META.get("HTTP_REFERER") or ""
-    if url_has_allowed_host_and_scheme(nxt, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
-        return HttpResponseRedirect(nxt)
-    return HttpResponseRedirect(fallback)
+    return HttpResponseRedirect(nxt if _same_host(request, nxt) else fallback)
+
+
+def _same_host(request: HttpRequest, url: str) -> bool:
+    """May the console send the operator to ``url``: a path or an address on this host (never elsewhere)."""
+    return url_has_allowed_host_and_scheme(url, allowed_hosts={request.get_host()}, require_https=request.is_secure())
 
 
 def request_tenant_id(request: HttpRequest) -> int | None:
