@@ -61,6 +61,7 @@ django.setup()
 from shequn.moderation.classifier import (  # noqa: E402
     default_model,
     labelled_rows,
+    train_blend,
     train_default,
     train_logistic,
     train_naive_bayes,
@@ -68,6 +69,7 @@ from shequn.moderation.classifier import (  # noqa: E402
 from shequn.moderation.normalize import normalise  # noqa: E402
 from shequn.moderation.pipeline import MessageContext, Moderator  # noqa: E402
 from shequn.moderation.rules import cached_pack  # noqa: E402
+from shequn.moderation.train import train_sklearn  # noqa: E402
 
 _CJK = re.compile("[\u3400-\u9fff]")
 # the blind hold-outs not yet scored: --skip-blind leaves every one of them out while tuning (v9 was written
@@ -91,9 +93,12 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--show-errors", action="store_true")
     ap.add_argument("--skip-blind", action="store_true",
-                    help=f"leave out the blind hold-outs ({', '.join(BLIND)}) while tuning: they are scored once, after a round")
-    ap.add_argument("--model", choices=("nb", "lr"), default="nb",
-                    help="cross-validate calibrated naive Bayes (shipped) or logistic regression")
+                    help=f"leave out the blind hold-outs ({', '.join(BLIND)}) while tuning: "
+                         "they are scored once, after a round")
+    ap.add_argument("--model", choices=("blend", "nb", "lr", "sk"), default="blend",
+                    help="cross-validate the shipped blend (round 4: naive Bayes + the scikit-learn regression), "
+                         "calibrated naive Bayes alone, the plain-Python regression of round 1, or the "
+                         "scikit-learn logistic regression over 1-3-grams alone")
     ap.add_argument("--retrain", action="store_true",
                     help="score the hold-out sets with a model trained now from the labelled set (what "
                          "train-default would write) instead of the shipped data/model.json")
@@ -110,7 +115,8 @@ def main() -> None:
         test_set = set(test)
         # each fold's model is trained as the shipped one is, calibration (on grouped folds of the
         # training part only) included; --model lr cross-validates the logistic regression instead
-        trainer = train_logistic if args.model == "lr" else train_naive_bayes
+        trainer = {"lr": train_logistic, "sk": train_sklearn, "nb": train_naive_bayes,
+                   "blend": train_blend}[args.model]
         model = trainer((norm[i], rows[i]["label"] == "ad", str(rows[i]["template"]))
                         for i in range(len(rows)) if i not in test_set)
         for name, kw in configs.items():
