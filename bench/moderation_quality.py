@@ -37,6 +37,10 @@ issue's category list (not from any model's misses) by the same hand that wrote 
 expect it to be a little kinder than v7/v8, written by others — and committed unscored: the next round tunes with
 ``--skip-blind`` (which leaves out every unscored blind set, ``BLIND``: v9 and v10, written by another
 hand during round 4) and scores them once at its end.
+Round 4 (branch ``mod16d``) changed the model (naive Bayes blended with a scikit-learn regression over
+character 1-3-grams, ``--model`` compares them) and tuned with ``--skip-blind`` only, which leaves out
+v9 and ``holdout10.jsonl`` (v10, written by another hand during round 4 on another branch and merged
+in at its end); both were scored once with the final model (a set that has not landed yet is skipped).
 Emoji-only rows count under "en" (no CJK character).
 """
 
