@@ -79,9 +79,9 @@ from shequn.moderation.train import train_sklearn  # noqa: E402
 
 _CJK = re.compile("[\u3400-\u9fff]")
 # the blind hold-outs not yet scored: --skip-blind leaves every one of them out while tuning. v9 and v10
-# were scored once at the end of round 4 and are seen now; the next round's set (v11) is to be written
-# before it starts and committed unscored
-BLIND = ("holdout11.jsonl",)
+# were scored once at the end of round 4 and are seen now (round 5 read v10's misses); v11 is written by
+# another hand during round 5 and scored once at its end, v12 is the round after's
+BLIND = ("holdout11.jsonl", "holdout12.jsonl")
 _CONTEXT_FIELDS = set(MessageContext.__dataclass_fields__)
 
 
@@ -170,7 +170,8 @@ def main() -> None:
                         ("holdout9.jsonl", "hold-out v9 (blind; scored once after mod16d round 4, seen since)"),
                         ("holdout10.jsonl", "hold-out v10 (blind, another hand; scored once after mod16d round 4, "
                                             "seen since)"),
-                        ("holdout11.jsonl", "hold-out v11 (blind; for the next round, unscored until it ends)")):
+                        ("holdout11.jsonl", "hold-out v11 (blind, another hand; unscored until round 5 ends)"),
+                        ("holdout12.jsonl", "hold-out v12 (blind; for the round after, unscored until it ends)")):
         if args.skip_blind and name in BLIND:
             continue
         if not (files("shequn.moderation") / "data" / name).is_file():
