@@ -77,6 +77,10 @@ def _neutral(feature: str) -> bool:
     n-grams without a letter."""
     if feature.startswith(("\x00", "\x01")):
         return False
+    if _SUBWORD.fullmatch(feature):
+        # 3-5 letters inside an English word (round 5: the regression's sub-word features, "casin",
+        # "bonu", "loan" in "loans"); naive Bayes never makes them (its n-grams are bigrams)
+        return False
     if _LATIN_IN.search(feature):
         # Latin letter pairs ("th", "ix", "x "): English is read by its whole words (the \x01 features);
         # letter pairs only added noise that rare templates made loud ("Netflix" → "ix" +4.3, an ad)
@@ -90,6 +94,7 @@ def _neutral(feature: str) -> bool:
 
 
 _LATIN_IN = re.compile("[a-z]")
+_SUBWORD = re.compile("[a-z]{3,5}")
 _SYMBOL_CATEGORIES = frozenset({"So", "Sk", "Co", "Cn", "Cs"})
 
 
@@ -105,15 +110,23 @@ def features(text: str) -> set[str]:
     return feats
 
 
-def lr_features(text: str, ngrams: tuple[int, ...]) -> set[str]:
+def lr_features(text: str, ngrams: tuple[int, ...], subword: tuple[int, ...] = ()) -> set[str]:
     """Every feature a discriminative model over character ``ngrams`` could know in the normalised
     ``text`` (issue 16 round 4, :mod:`.train`): its distinct non-neutral n-grams (digits folded to
-    ``0``) and its whole English words (``\x01`` + word, 3–20 letters). No length bucket."""
+    ``0``) and its whole English words (``\x01`` + word, 3–20 letters). No length bucket. With
+    ``subword`` sizes (round 5, 3–5), also every run of that many letters inside a word (the letters
+    of a run of ``a-z``: the runtime's Aho-Corasick pass finds exactly these, since the pattern has no
+    blank or other character it could match across)."""
     t = _NONZERO.sub("0", text[:MAX_CHARS])
     n = len(t)
-    feats = {g for size in ngrams for i in range(n - size + 1) if not _neutral(g := t[i : i + size])}
+    feats = {g for size in ngrams for i in range(n - size + 1)
+             if not _neutral(g := t[i : i + size]) and not _LATIN_IN.search(g)}
     if _HAS_LATIN.search(t):
-        feats.update("\x01" + w for w in _WORD.findall(t) if 2 < len(w) <= 20)
+        words = _WORD.findall(t)
+        feats.update("\x01" + w for w in words if 2 < len(w) <= 20)
+        for w in words:
+            for size in subword:
+                feats.update(w[i : i + size] for i in range(len(w) - size + 1))
     return feats
 
 
@@ -284,8 +297,9 @@ class NaiveBayes:
         # a model trained over other n-gram sizes (the scikit-learn regression: 1–3) reads the tenant's
         # decisions through its own features, so they move the weights it has
         ngrams = self.lr.get("ngrams")
+        subword = tuple(int(g) for g in self.lr.get("subword") or ())  # type: ignore[attr-defined]
         feats_of: Callable[[str], set[str]] = (
-            (lambda t: lr_features(t, tuple(int(g) for g in ngrams)))  # type: ignore[attr-defined]
+            (lambda t: lr_features(t, tuple(int(g) for g in ngrams), subword))  # type: ignore[attr-defined]
             if ngrams else features)
         for text, spam in extra:
             label = 1 if spam else 0

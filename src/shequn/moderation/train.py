@@ -40,6 +40,9 @@ from .classifier import LR_K0, NaiveBayes, _grouped_folds, _platt, lr_features
 #: n-gram sizes of the discriminative model (1–3: single characters carry much of Chinese; 3-grams
 #: catch 加微信-like phrases whatever surrounds them)
 SK_NGRAMS = tuple(int(x) for x in os.environ.get("SHEQUN_SK_NGRAMS", "1,2,3").split(","))
+#: sizes of the letter runs inside English words that are features too (round 5: English was read by
+#: whole words only, so "casinos", "cashback" and "loans" knew nothing of "casino", "cash", "loan")
+SK_SUBWORD = tuple(int(x) for x in os.environ.get("SHEQUN_SK_SUBWORD", "3,4,5").split(",") if x)
 #: inverse regularisation strength (chosen on the grouped CV of the whole pipeline)
 SK_C = float(os.environ.get("SHEQUN_SK_C", "16"))
 #: a feature must occur in this many seed templates to get a weight
@@ -48,8 +51,9 @@ SK_SOLVER = os.environ.get("SHEQUN_SK_SOLVER", "liblinear")
 SK_TEMPLATE_WEIGHT = os.environ.get("SHEQUN_SK_TW", "1") == "1"
 
 
-def candidate_features(text: str, ngrams: tuple[int, ...] = SK_NGRAMS) -> set[str]:
-    return lr_features(text, ngrams)
+def candidate_features(text: str, ngrams: tuple[int, ...] = SK_NGRAMS,
+                       subword: tuple[int, ...] = SK_SUBWORD) -> set[str]:
+    return lr_features(text, ngrams, subword)
 
 
 def _vocabulary(data: list[tuple[str, bool, str]], feats: list[set[str]],
@@ -137,6 +141,6 @@ def train_sklearn(rows: Iterable[tuple[str, bool, str]], *, folds: int = 5, cali
     # counts in sqrt(LR_K0 + found), at runtime as in training
     w = {f: round(a * float(coef[index[f]]), 5) for f in names}
     counts.lr = {"bias": round(a * float(clf.intercept_[0]) + b, 6), "w": w, "platt": [round(a, 6), round(b, 6)],
-                 "ngrams": list(SK_NGRAMS), "kind": "sklearn-logistic", "C": c, "min_df": min_df}
+                 "ngrams": list(SK_NGRAMS), "subword": list(SK_SUBWORD), "kind": "sklearn-logistic", "C": c, "min_df": min_df}
     counts._weights = None
     return counts

@@ -127,8 +127,12 @@ def _slow_logit(model: NaiveBayes, text: str) -> float:
     total = weights.get(f"\x00len{min(len(t).bit_length(), 9)}", 0.0)
     k = model._k0
     sizes = tuple(model.lr.get("ngrams", (2,))) if model.lr else (2,)  # type: ignore[arg-type]
+    # round 5: the regression also knows runs of 3-5 letters inside English words
+    sub = tuple(model.lr.get("subword") or ()) if model.lr else ()  # type: ignore[arg-type]
     longer = False
-    for gram in dict.fromkeys(t[i:i + n] for n in sizes for i in range(len(t) - n + 1)):
+    grams = [t[i:i + n] for n in sizes for i in range(len(t) - n + 1)]
+    grams += [w[i:i + n] for w in re.findall("[a-z]+", t) for n in sub for i in range(len(w) - n + 1)]
+    for gram in dict.fromkeys(grams):
         w = weights.get(gram)
         if w is not None and not gram.startswith(("\x00", "\x01")):
             total += w

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shequn.moderation.classifier import NaiveBayes, default_model, train_logistic, train_naive_bayes
+from shequn.moderation.classifier import NaiveBayes, default_model, lr_features, train_logistic, train_naive_bayes
 from shequn.moderation.normalize import normalise
 from shequn.moderation.pipeline import MessageContext, Moderator, external_checker, set_external_checker
 from shequn.moderation.rules import RulePackError, cached_pack, compile_pack, parse_pack
@@ -470,6 +470,7 @@ def test_sklearn_weights_mean_at_runtime_what_they_meant_in_training() -> None:
 
     model = train.train_sklearn(_SMALL, calibrate=False, min_df=1)
     assert model.lr is not None and model.lr["ngrams"] == [1, 2, 3]
+    assert model.lr["subword"] == list(train.SK_SUBWORD)
     index, _counts = train._vocabulary(_SMALL, [train.candidate_features(x) for x, _s, _t in _SMALL], 1)
     clf = train._fit(train._matrix([train.candidate_features(x) for x, _s, _t in _SMALL], index),
                      [int(s) for _x, s, _t in _SMALL], [1.0] * len(_SMALL), train.SK_C)
@@ -479,6 +480,36 @@ def test_sklearn_weights_mean_at_runtime_what_they_meant_in_training() -> None:
     assert model.logit("刷单佣金日结") > 0 > model.logit("一起去露营跑步")
     # unseen characters, emoji, and a single known character alone carry no evidence
     assert model.logit("ᚠᚢᚦ") == model.logit("👍👍") == model.logit("刷") == 0.0
+
+
+_SMALL_EN = [(t, spam, t) for t, spam in [
+    ("running club meets at the park", False), ("see you all at the meetup", False),
+    ("great run this morning everyone", False), ("who is coming to the picnic", False),
+    ("casino bonus for new players", True), ("free casino spins tonight", True),
+    ("bonus spins on signup", True), ("claim your welcome bonus", True)]]
+
+
+def test_english_words_are_read_inside_too() -> None:
+    """Round 5: the regression knows the letter runs (3-5) inside English words, so a form never seen
+    whole ("casinos", "bonuses") carries the evidence of the word it contains — at run time as in
+    training (the Aho-Corasick pass finds exactly the runs ``lr_features`` lists); blanks and
+    punctuation never join two words into one run."""
+    pytest.importorskip("sklearn")
+    from shequn.moderation import train  # noqa: PLC0415 - after the importorskip: scikit-learn is a dev extra
+
+    feats = lr_features("free casinos, big-bonus", (1, 2, 3), (3, 4, 5))
+    assert {"cas", "casi", "casin", "bonus", "\x01casinos"} <= feats
+    assert not any(" " in f or "," in f or "-" in f for f in feats)
+    assert "ee c" not in feats and "s b" not in feats
+    assert lr_features("free casinos", (1, 2, 3)) == {"\x01free", "\x01casinos"}  # no sizes, no runs
+    model = train.train_sklearn(_SMALL_EN, calibrate=False, min_df=1)
+    assert model.logit("casinos and bonuses") > 0 > model.logit("the runners picnic")
+    index, _counts = train._vocabulary(_SMALL_EN, [train.candidate_features(x) for x, _s, _t in _SMALL_EN], 1)
+    clf = train._fit(train._matrix([train.candidate_features(x) for x, _s, _t in _SMALL_EN], index),
+                     [int(s) for _x, s, _t in _SMALL_EN], [1.0] * len(_SMALL_EN), train.SK_C)
+    for text in ("casinos and bonuses", "the runners picnic", "bonus"):
+        expected = float(clf.decision_function(train._matrix([train.candidate_features(text)], index))[0])
+        assert model.logit(text) == pytest.approx(expected, abs=1e-3)
 
 
 def test_blend_round_trips_and_tenant_decisions_move_both_halves() -> None:
