@@ -104,6 +104,17 @@ _URL = re.compile(
     r"fyi|one|fun|pro|win|ml|ga|cf|gq)(?![a-z0-9-])(?:/[^\s\u3000-\u303f\uff00-\uffef]*)?"
 )
 _MAIL = re.compile(r"[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+")
+# an e-mail address spelled out to get past a filter (issue 16 round 5): "kitty22 at gmail dot com",
+# "kitty22 (at) gmail (dot) com", "kitty22[at]proton[dot]me" — a well-known mail host, "at" and "dot"
+# as words or bracketed; written back as an address, so the e-mail signal sees it
+_SPELLED_MAIL = re.compile(
+    r"(?<![a-z0-9._%+-])([a-z0-9][a-z0-9._%+-]{1,40})\s*(?:[(\[{<]\s*at\s*[)\]}>]|\sat\s)\s*"
+    r"(gmail|googlemail|yahoo|hotmail|outlook|live|proton|protonmail|icloud|aol|gmx|yandex|mail|qq|163|126|zoho)"
+    r"\s*(?:[(\[{<]\s*dot\s*[)\]}>]|\sdot\s|\.)\s*(com|net|org|me|cn|co|de|ru|uk)(?![a-z0-9])")
+_SPELLED_MAIL_GATE = re.compile(r"\bat\b|[(\[{<]\s*at\s*[)\]}>]")
+# "@" inside a word, for an "a": "sn@p", "c@sino", "wh@tsapp" (not an e-mail: no dotted host follows,
+# and not a mention: a letter stands right before it)
+_AT_IN_WORD = re.compile(r"(?<=[a-z])@(?=[a-z]+(?![a-z0-9.\-]*\.[a-z]))")
 _MENTION = re.compile(r"@[^\s@,，:：]{1,32}")
 _HOST = re.compile(r"^(?:https?://)?([^/:?#\s]+)")
 
@@ -343,8 +354,17 @@ def normalise(raw: object) -> Normalised:
     mentions = 0
     digit_runs: Sequence[str] = ()
 
+    # an e-mail spelled out in words becomes an address (and is lifted with the others below)
+    if (" dot " in text or "dot)" in text or "dot]" in text) and _SPELLED_MAIL_GATE.search(text):
+        mailed = _SPELLED_MAIL.sub(r"\1@\2.\3", text)
+        if mailed != text:
+            text = mailed
+            flags = flags or set()
+            flags.add("spelled_email")
     # lift out e-mails, URLs and mentions (before joining, which would glue them to their neighbours)
     if "@" in text:
+        if _AT_IN_WORD.search(text) is not None:
+            text = _AT_IN_WORD.sub("a", text)
         found = _MAIL.findall(text)
         if found:
             emails = found

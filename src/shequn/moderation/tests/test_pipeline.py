@@ -405,6 +405,30 @@ def test_a_number_spelled_out_in_english_words_is_folded_and_counts_as_a_handle(
         assert "spelled_number" not in normalise(text).flags, text
 
 
+def test_an_email_spelled_out_in_words_is_an_email(mod: Moderator) -> None:
+    """Round 5: "name at gmail dot com" and its bracketed forms are written back as an address, so the
+    e-mail signal sees them; "at" and "dot" in ordinary sentences are left alone."""
+    for text, address in [("email me at kitty22 at gmail dot com", "kitty22@gmail.com"),
+                          ("write to jo.smith (at) proton (dot) me", "jo.smith@proton.me"),
+                          ("dm or mail bigwin[at]yahoo[dot]com", "bigwin@yahoo.com")]:
+        n = normalise(text)
+        assert n.emails == (address,) or list(n.emails) == [address], text
+        assert "spelled_email" in n.flags
+        assert any(r["rule"] == "signal.email" for r in mod.classify(text).reasons)
+    for text in ["meet at the park at 5, the dot on the map", "we met at gmail's office dot com era jokes",
+                 "I'm at home, dot the i's please"]:
+        n = normalise(text)
+        assert not n.emails and "spelled_email" not in n.flags, text
+
+
+def test_an_at_sign_inside_a_word_reads_as_a() -> None:
+    assert "snap:" in normalise("sn@p: kitty22").text
+    assert "casino" in normalise("best c@sino in town").text
+    # e-mails and mentions are not words with an @ inside
+    assert normalise("mail a.b@example.com").emails
+    assert normalise("thanks @tom").mentions == 1
+
+
 def test_contact_handle_signal(mod: Moderator) -> None:
     for text in ["微信号：m 8 8 6 6 9", "扣扣：三二五六七八九一零", "加 v 🌸 x y z 8 8 8 领取资料", "snap: mary992",
                  "细聊 v：ｍｍ_２０２６", "联系我卫星：x i a o 1 2 3",
