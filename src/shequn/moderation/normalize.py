@@ -112,9 +112,16 @@ _SPELLED_MAIL = re.compile(
     r"(gmail|googlemail|yahoo|hotmail|outlook|live|proton|protonmail|icloud|aol|gmx|yandex|mail|qq|163|126|zoho)"
     r"\s*(?:[(\[{<]\s*dot\s*[)\]}>]|\sdot\s|\.)\s*(com|net|org|me|cn|co|de|ru|uk)(?![a-z0-9])")
 _SPELLED_MAIL_GATE = re.compile(r"\bat\b|[(\[{<]\s*at\s*[)\]}>]")
-# "@" inside a word, for an "a": "sn@p", "c@sino", "wh@tsapp" (not an e-mail: no dotted host follows,
-# and not a mention: a letter stands right before it)
-_AT_IN_WORD = re.compile(r"(?<=[a-z])@(?=[a-z]+(?![a-z0-9.\-]*\.[a-z]))")
+# "@" for an "a" inside a few words spammers write so: "sn@p", "c@sino", "wh@tsapp", "c@sh" — only
+# these words: a mention glued to the word before it ("thanks@tom", "link@alice") stays a mention
+_AT_WORDS = frozenset({"snap", "snapchat", "whatsapp", "watsapp", "casino", "cash", "telegram", "signal",
+                       "wechat", "chat", "kakao", "viber", "line", "bonus", "loan", "loans", "dating"})
+_AT_IN_WORD = re.compile(r"(?<![a-z0-9@._%+-])[a-z]{1,6}@[a-z@]{1,7}(?![a-z0-9@.\-])")
+
+
+def _at_word(m: re.Match[str]) -> str:
+    word = m.group(0).replace("@", "a")
+    return word if word in _AT_WORDS else m.group(0)
 _MENTION = re.compile(r"@[^\s@,，:：]{1,32}")
 _HOST = re.compile(r"^(?:https?://)?([^/:?#\s]+)")
 
@@ -364,7 +371,7 @@ def normalise(raw: object) -> Normalised:
     # lift out e-mails, URLs and mentions (before joining, which would glue them to their neighbours)
     if "@" in text:
         if _AT_IN_WORD.search(text) is not None:
-            text = _AT_IN_WORD.sub("a", text)
+            text = _AT_IN_WORD.sub(_at_word, text)
         found = _MAIL.findall(text)
         if found:
             emails = found

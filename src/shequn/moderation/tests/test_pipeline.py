@@ -427,6 +427,7 @@ def test_an_at_sign_inside_a_word_reads_as_a() -> None:
     # e-mails and mentions are not words with an @ inside
     assert normalise("mail a.b@example.com").emails
     assert normalise("thanks @tom").mentions == 1
+    assert normalise("thanks@tom, see the link@alice").mentions == 2
 
 
 def test_contact_handle_signal(mod: Moderator) -> None:
