@@ -4,7 +4,8 @@
 
 A logistic regression over the character 1–3-grams of the normalised text (digits folded to ``0``,
 every n-gram with a Latin letter, a symbol or emoji, or no letter at all left out — the same
-``_neutral`` rule as the count model) and its whole English words (3–20 letters), fitted with
+``_neutral`` rule as the count model), its whole English words (3–20 letters) and, since round 5, every
+run of 3–5 letters inside an English word (``SK_SUBWORD``: "casinos" shares "casin" with "casino"), fitted with
 scikit-learn (L2, liblinear) and exported as plain weights: the runtime (:meth:`NaiveBayes.logit`)
 stays pure Python — one Aho-Corasick pass over the known n-grams, a dictionary look-up per word, the
 sum of their weights divided by ``sqrt(LR_K0 + features found)``, plus the bias. The row vectors
@@ -141,6 +142,7 @@ def train_sklearn(rows: Iterable[tuple[str, bool, str]], *, folds: int = 5, cali
     # counts in sqrt(LR_K0 + found), at runtime as in training
     w = {f: round(a * float(coef[index[f]]), 5) for f in names}
     counts.lr = {"bias": round(a * float(clf.intercept_[0]) + b, 6), "w": w, "platt": [round(a, 6), round(b, 6)],
-                 "ngrams": list(SK_NGRAMS), "subword": list(SK_SUBWORD), "kind": "sklearn-logistic", "C": c, "min_df": min_df}
+                 "ngrams": list(SK_NGRAMS), "subword": list(SK_SUBWORD), "kind": "sklearn-logistic", "C": c,
+                 "min_df": min_df}
     counts._weights = None
     return counts
