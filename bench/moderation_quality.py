@@ -43,6 +43,10 @@ v9 and ``holdout10.jsonl`` (v10, written by another hand during round 4 on anoth
 in at its end); both were scored once with the final model (v9 zh 0.980/0.951, en 0.980/0.941; v10 zh
 0.970/0.949, en 0.961/0.820), so they are "seen" now. ``--skip-blind`` now leaves out ``holdout11.jsonl``,
 the next round's set (a set that does not exist yet is skipped).
+Round 5 (branch ``mod16e``) read v10's English misses (``--show-errors``) by family, added English
+seeds (none from v9/v10 rows), English sub-word features and two normaliser folds, and tuned with
+``--skip-blind`` only, which leaves out ``holdout11.jsonl`` (v11, written by another hand during
+round 5, scored once at its end) and ``holdout12.jsonl`` (the round after's).
 Emoji-only rows count under "en" (no CJK character).
 """
 
