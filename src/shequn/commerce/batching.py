@@ -30,7 +30,7 @@ from typing import Any
 from django.db import close_old_connections, connection
 from django.utils.translation import gettext as _
 
-from shequn.core import microbatch
+from shequn.core import localcache, microbatch
 from shequn.core.errors import Conflict, ShequnError
 from shequn.core.permissions import Principal
 
@@ -83,6 +83,15 @@ def _write(write: Writer, flash_sale_id: int, rows: list[FlashRow]) -> list[Orde
 _SALES: dict[tuple[int, int], tuple[float, FlashSale | None]] = {}
 _SOLD_OUT: dict[int, float] = {}
 _FILL = threading.Lock()
+localcache.register_clear(_SALES.clear)
+localcache.register_clear(_SOLD_OUT.clear)
+
+
+def forget(flash_sale_id: int) -> None:
+    """Drop this process's copy of a sale (after an edit here; other processes: ``CACHE_SECONDS``)."""
+    for key in [k for k in _SALES if k[1] == flash_sale_id]:
+        _SALES.pop(key, None)
+    _SOLD_OUT.pop(flash_sale_id, None)
 
 
 def flash_sale(tenant_id: int, flash_sale_id: int) -> FlashSale | None:
