@@ -76,7 +76,7 @@ def _write(write: Writer, flash_sale_id: int, rows: list[FlashRow]) -> list[Orde
     close_old_connections()  # a connection broken by an earlier batch's error is replaced, not reused
     outcome = write(flash_sale_id, rows)
     if outcome.remaining is not None and outcome.remaining <= 0:
-        _SOLD_OUT[flash_sale_id] = time.monotonic() + CACHE_SECONDS
+        mark_sold_out(flash_sale_id)
     return list(outcome.results)
 
 
@@ -117,8 +117,14 @@ def flash_sale(tenant_id: int, flash_sale_id: int) -> FlashSale | None:
         _FILL.release()
 
 
+def mark_sold_out(flash_sale_id: int) -> None:
+    """The sale has no stock left (a batch, or the Redis gate, said so): refuse early for
+    ``CACHE_SECONDS`` in this process."""
+    _SOLD_OUT[flash_sale_id] = time.monotonic() + CACHE_SECONDS
+
+
 def sold_out(flash_sale_id: int) -> bool:
-    """True while a recent batch of this process left the sale without stock."""
+    """True while a recent batch (or gate answer) of this process left the sale without stock."""
     until = _SOLD_OUT.get(flash_sale_id)
     return until is not None and until > time.monotonic()
 

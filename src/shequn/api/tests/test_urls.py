@@ -27,7 +27,7 @@ def test_every_operation_resolves_and_reverses_as_in_the_flat_list() -> None:
         match = resolve(path)
         # api.urls builds new view objects on each call: compare what names the view
         assert (match.url_name, match.route) == (first[route], "api/v1/" + route), route
-        kwargs = {k: "7" for k in re.findall(r"<(?:\w+:)?(\w+)>", route)}
+        kwargs = dict.fromkeys(re.findall(r"<(?:\w+:)?(\w+)>", route), "7")
         assert reverse(f"{namespace}:{p.name}", kwargs=kwargs) == path, route
 
 

@@ -164,7 +164,11 @@ def do_flash_buy(
         raise NotFound(_("秒杀不存在"), details={"field": "flash_sale_id"})
     member_rules = bool(fs.eligible_community_id or fs.eligible_tier_id)
     if gated and not member_rules:
-        # the hot gated path: the member's level in one statement, the gate in one round trip
+        # the hot gated path: the member's level in one statement, the gate in one round trip; once
+        # the gate said "sold out", this process answers so for batching.CACHE_SECONDS without asking
+        # (a unit given back by a cancellation is sold again after at most that long)
+        if batching.sold_out(fs.pk):
+            raise SoldOut(_("已售罄"), details={"field": "flash_sale_id"})
         level = check_member_level(tid, member_id)
         check_flash_eligible(fs, MemberContext(member_id, level), quantity, now)
         return _gate_attempt(fs, member_id, quantity, clean_attribution(tid, attribution), use_batch)
@@ -228,6 +232,8 @@ def _gate_attempt(fs: FlashSale, member_id: int, quantity: int, attr: dict[str, 
         log.warning("flash gate %s unavailable: %s", fs.pk, exc)
         raise Unavailable(_("秒杀排队服务暂时不可用, 请稍后重试"), details={"field": "flash_sale_id"}) from exc
     if res == redis_gate.SOLD_OUT:
+        if quantity == 1:  # nothing left for anyone (a larger quantity may only be too many)
+            batching.mark_sold_out(fs.pk)
         raise SoldOut(_("已售罄"), details={"field": "flash_sale_id"})
     if res == redis_gate.DUPLICATE:
         raise Conflict(_("每人限购, 你已参与过本次秒杀"), code="already_bought", details={"field": "member_id"})
@@ -419,10 +425,28 @@ def _accepted_at(entries: Sequence[tuple[str, Any]], starts_at: dt.datetime, end
     return max(starts_at, min(accepted, ends_at - dt.timedelta(microseconds=1), timezone.now()))
 
 
+#: how often a consumer run that met Redis down tries again (every ``GATE_RETRY_SECONDS``) before it
+#: fails for the task queue's own requeue and the minute sweep
+GATE_RETRIES, GATE_RETRY_SECONDS = 150, 2
+
+
 @task
-def consume_flash_gate(flash_sale_id: int) -> int:
-    """Write orders for attempts the Redis gate accepted."""
-    return do_consume_flash_gate(flash_sale_id)
+def consume_flash_gate(flash_sale_id: int, tries: int = 0) -> int:
+    """Write orders for attempts the Redis gate accepted.
+
+    Redis down: the run could not clear the gate's wake flag, which may outlive the outage (it is
+    in the append-only file), so buyers accepted after Redis returns would not wake a consumer until
+    it expires — the run therefore schedules itself again in ``GATE_RETRY_SECONDS``."""
+    try:
+        return do_consume_flash_gate(flash_sale_id)
+    except redis_gate.DOWN:
+        if tries >= GATE_RETRIES or not consume_flash_gate.get_backend().supports_defer:
+            raise  # (a backend that runs tasks at once would retry in a tight loop)
+        again = consume_flash_gate.using(run_after=timezone.now() + dt.timedelta(seconds=GATE_RETRY_SECONDS))
+        log.warning("flash gate %s: Redis unavailable, the consumer runs again in %s s", flash_sale_id,
+                    GATE_RETRY_SECONDS)
+        again.enqueue(flash_sale_id, tries + 1)
+        return 0
 
 
 _PG_FLASH_HEAD_SQL = """

@@ -6,7 +6,9 @@ from collections import Counter
 from types import SimpleNamespace
 
 import pytest
-from django.test import Client
+import redis as redis_lib
+from django.tasks import default_task_backend
+from django.test import Client, override_settings
 from django.utils import timezone
 
 from shequn.commerce import batching, redis_gate, services
@@ -166,6 +168,8 @@ def test_redis_gate_feeds_idempotent_consumer(system, product, tenant, django_ca
         with pytest.raises(Conflict):
             services.do_flash_buy(system, fs.pk, member_id=members[0].pk)
         assert results == ["queued"] * 3 + ["sold_out"] * 2
+        # sold out is remembered by this process: the next buyer is refused without the gate
+        assert batching.sold_out(fs.pk)
         # the consumer ran (immediate task backend); running it again is a no-op
         assert services.do_consume_flash_gate(fs.pk) == 0
         assert Order.objects.filter(flash_sale=fs).count() == 3
@@ -175,6 +179,10 @@ def test_redis_gate_feeds_idempotent_consumer(system, product, tenant, django_ca
         with django_capture_on_commit_callbacks(execute=True):
             services.do_cancel_order(system, order.pk, reason="t")
         assert g.stock(fs.pk) == 1 and FlashSale.objects.get(pk=fs.pk).stock == 1
+        # ... and forgets it when a unit comes back: the unit is sold again at once
+        assert not batching.sold_out(fs.pk)
+        late = make_member(tenant, "late")
+        assert services.do_flash_buy(system, fs.pk, member_id=late.pk).status == "queued"
     finally:
         g.reset(fs.pk)
 
@@ -270,6 +278,26 @@ def test_one_consumer_task_per_run_not_per_buyer(system, product, tenant, monkey
         assert services.do_sweep_flash_gates() == 0
     finally:
         g.reset(fs.pk)
+
+
+def test_a_consumer_run_that_meets_redis_down_runs_again_later(system, product, monkeypatch):
+    """Its wake flag may outlive the outage (append-only file): the run schedules itself again rather
+    than leave buyers accepted after Redis returns waiting for the flag to expire."""
+    fs = _flash(system, product, stock=2)
+
+    def down(_pk):
+        raise redis_lib.ConnectionError("Connection refused")
+
+    monkeypatch.setattr(flash_services, "do_consume_flash_gate", down)
+    with override_settings(TASKS={"default": {"BACKEND": "django.tasks.backends.dummy.DummyBackend"}}):
+        default_task_backend.clear()
+        before = timezone.now()
+        assert flash_services.consume_flash_gate.call(fs.pk) == 0
+        (again,) = default_task_backend.results
+        assert again.args == [fs.pk, 1] and again.task.run_after >= before + dt.timedelta(seconds=1)
+        # the last try gives up (the task queue's requeue and the minute sweep take over)
+        with pytest.raises(redis_lib.ConnectionError):
+            flash_services.consume_flash_gate.call(fs.pk, flash_services.GATE_RETRIES)
 
 
 @pytest.mark.redis

@@ -5,6 +5,7 @@ exercised by ``tests/faults/test_replica.py``."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -12,6 +13,7 @@ from django.db import connections, router, transaction
 from django.test.utils import CaptureQueriesContext, override_settings
 
 from shequn.core import dbrouting
+from shequn.core.backends.postgresql import base as pgbase
 from shequn.core.models import Tenant
 from shequn.testing.client import ApiClient
 from shequn.testing.scenarios import api_key_for
@@ -126,10 +128,6 @@ def test_a_write_sets_the_pin_cookie_a_browser_sends_back():
 def test_the_health_check_runs_at_most_once_a_second_per_connection(monkeypatch: pytest.MonkeyPatch) -> None:
     """``shequn.core.backends.postgresql``: a connection that passed a check less than a second ago
     skips the ``SELECT 1`` at the next request; an older one is checked (and closed if dead)."""
-    import time as _time
-
-    from shequn.core.backends.postgresql import base as pgbase
-
     connection = connections["default"]
 
     assert isinstance(connection, pgbase.DatabaseWrapper)
@@ -138,11 +136,11 @@ def test_the_health_check_runs_at_most_once_a_second_per_connection(monkeypatch:
     monkeypatch.setattr(connection, "is_usable", lambda: checks.append(1) or True)
     monkeypatch.setattr(connection, "health_check_enabled", True)
     connection.health_check_done = False
-    connection._checked_at = _time.monotonic()
+    connection._checked_at = time.monotonic()
     connection.close_if_health_check_failed()
     assert checks == [] and connection.health_check_done
     connection.health_check_done = False
-    connection._checked_at = _time.monotonic() - 2 * pgbase.HEALTH_CHECK_GAP
+    connection._checked_at = time.monotonic() - 2 * pgbase.HEALTH_CHECK_GAP
     connection.close_if_health_check_failed()
     assert checks == [1] and connection.health_check_done
     monkeypatch.setattr(connection, "is_usable", lambda: False)
