@@ -61,10 +61,19 @@ fs = c.do_create_flash_sale(p, name="秒杀", sku_id=prod.skus.get().pk, price_f
                             use_redis_gate=%(gate)s)
 Member.objects.bulk_create([Member(tenant=t, display_name=f"m{i}", first_seen_at=now) for i in range(%(buyers)d)],
                            batch_size=5000)
-_k, token = do_create_api_key(p, name="load", scopes=["commerce.write"])
+_k, token = do_create_api_key(p, name="load", scopes=["commerce.write", "engagement.write", "referrals.write"])
 ms = list(Member.objects.filter(tenant=t).values_list("pk", flat=True))
-print(json.dumps({"fs": fs.pk, "token": token, "members": ms}))
+from shequn.referrals.services import do_get_or_create_link
+link = do_get_or_create_link(p, kind="channel", channel="poster", label="海报")
+print(json.dumps({"fs": fs.pk, "token": token, "members": ms, "link": link.code}))
 """
+
+#: the endpoints ``--endpoint`` drives (each request a distinct member)
+ENDPOINTS = {
+    "buy": "/api/v1/commerce/flash-sales/{fs}/buy",  # 秒杀
+    "checkin": "/api/v1/engagement/checkins",  # 签到
+    "click": "/api/v1/referrals/links/{link}/click",  # an invite link's click (a member arriving)
+}
 
 
 def pct(values: list[float], p: float) -> float:
@@ -97,6 +106,8 @@ def main() -> None:
     ap.add_argument("--kill-one", action="store_true", help="kill -9 one gunicorn worker a third into the run")
     ap.add_argument("--profile", metavar="DIR", help="sample each gunicorn worker with py-spy during the run "
                     "(collapsed stacks in DIR/worker-<pid>.txt; needs py-spy)")
+    ap.add_argument("--endpoint", choices=sorted(ENDPOINTS), default="buy",
+                    help="what each request does (wrk client): buy in the flash sale, check in, click an invite link")
     ap.add_argument("--client", choices=["python", "wrk"], default="python",
                     help="the outside client: threads of http.client in this process, or wrk (C)")
     args = ap.parse_args()
@@ -213,7 +224,8 @@ def run_wrk(args: argparse.Namespace, port: int, world: dict, serve_pid: int, ho
     members_file = Path(home) / "members.txt"
     members_file.write_text("\n".join(str(m) for m in world["members"]) + "\n")
     env = {**os.environ, "SHEQUN_WRK_MEMBERS": str(members_file), "SHEQUN_WRK_THREADS": "2",
-           "SHEQUN_WRK_PATH": f"/api/v1/commerce/flash-sales/{world['fs']}/buy", "SHEQUN_WRK_TOKEN": world["token"]}
+           "SHEQUN_WRK_PATH": ENDPOINTS[args.endpoint].format(fs=world["fs"], link=world["link"]),
+           "SHEQUN_WRK_TOKEN": world["token"]}
     killer = kill_one_later(args, serve_pid) if args.kill_one else None
     spies = profile_workers(args, serve_pid)
     cpu0 = tree_cpu_seconds(serve_pid)
@@ -229,6 +241,8 @@ def run_wrk(args: argparse.Namespace, port: int, world: dict, serve_pid: int, ho
     n, secs = r["requests"], r["seconds"]
     errors = r["socket_errors"] + r["timeouts"] + r["c5xx"]
     mode = "gate" if args.gate else ("batch" if args.batch else "safe")
+    if args.endpoint != "buy":
+        mode = args.endpoint
     print(f"wrk  {mode:5s} workers={args.workers} threads={args.threads} in_flight={args.clients}"
           f"{' kill-one' if args.kill_one else ''}: {n / secs:7.0f} req/s  p50 {r['p50_ms']:6.1f} ms  "
           f"p99 {r['p99_ms']:7.1f} ms  max {r['max_ms']:7.1f} ms  errors {errors / max(n, 1):.2%}  answered {n} in "
