@@ -257,3 +257,46 @@ class Segment(TenantOwned):
 
     def __str__(self) -> str:
         return self.name
+
+
+# -- the community boards' members-present count ------------------------------------------------------
+
+class PresenceStay(TenantOwned):
+    """One member's presence in one community in whole local days: the member is present at the end
+    of every day from ``first_day`` up to, not including, ``end_day`` (``None``: still present). The
+    member's membership rows of the community (one per group, re-joins are new rows) merged: present
+    at the end of day D means a stay with ``joined_at < end of D <= left_at`` (or open) — so a stay
+    covers the days ``local(joined_at) <= D < local(left_at)``. Written by
+    ``presence.do_update_presence`` (the one writer, called for every membership write through
+    communities' membership listeners) and ``presence.do_rebuild_presence``; it is the "before" the
+    next change is compared with."""
+
+    community_id = models.BigIntegerField(_("社群"))
+    member_id = models.BigIntegerField(_("会员"))
+    first_day = models.DateField(_("起始日"))
+    end_day = models.DateField(_("结束日"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("在群区间")
+        verbose_name_plural = _("在群区间")
+        constraints = [models.UniqueConstraint(fields=["tenant", "member_id", "community_id", "first_day"],
+                                               name="analytics_presence_stay_unique")]
+
+
+class CommunityPresenceDay(TenantOwned):
+    """Per community and local day: how many members became present (``entered``) and how many stopped
+    being present (``exited``) at the end of that day. Members present at the end of day D =
+    Σ (entered − exited) over the community's rows with ``day <= D``; the board reads one sum and the
+    window's rows. Written with :class:`PresenceStay` by the same writer (days without a change have
+    no row)."""
+
+    community_id = models.BigIntegerField(_("社群"))
+    day = models.DateField(_("日期"))
+    entered = models.IntegerField(_("进入"), default=0)
+    exited = models.IntegerField(_("离开"), default=0)
+
+    class Meta:
+        verbose_name = _("社群在群人数变化")
+        verbose_name_plural = _("社群在群人数变化")
+        constraints = [models.UniqueConstraint(fields=["tenant", "community_id", "day"],
+                                               name="analytics_presence_day_unique")]

@@ -25,6 +25,7 @@ from shequn.members.models import Member
 
 from .formula import FACTORS, Decomposition, Figures, decompose
 from .models import DailyRollup, MemberDay, MemberJourney
+from .presence import members_present
 
 FACTOR_LABELS = {
     "traffic": gettext_lazy("流量"), "experience": gettext_lazy("体验率"), "conversion": gettext_lazy("转化率"),
@@ -247,8 +248,9 @@ def headline_figures(tenant_id: int, tz: str | None = None) -> dict[str, int]:
 
 def community_dashboard(tenant_id: int, community_id: int, *, days: int = 90, tz: str = "Asia/Shanghai"
                         ) -> dict[str, Any]:
-    """Daily series for a community's board: members, joins and leaves (from the membership history,
-    so manual adds and imports count), daily active members and messages (from the rollups)."""
+    """Daily series for a community's board: members (the stored members-present count of
+    :mod:`.presence`, kept from every membership write), joins and leaves (from the membership
+    history, so manual adds and imports count), daily active members and messages (from the rollups)."""
     zone = ZoneInfo(tz)
     end = timezone.now().astimezone(zone).date()
     dates = _dates(end, days)
@@ -257,7 +259,11 @@ def community_dashboard(tenant_id: int, community_id: int, *, days: int = 90, tz
     joins = _per_day(ms.filter(joined_at__gte=start), "joined_at", zone)
     leaves = _per_day(ms.filter(left_at__gte=start), "left_at", zone)
     trend = sales_trend(tenant_id, days=days, scope=Scope(community_id=community_id))
-    return {"dates": trend["dates"], "members": members_per_day(ms, dates, zone), "daily_active": trend["daily_active"],
+    if tz == tenant_tz(tenant_id):  # the stored count is kept in the tenant's zone
+        members = members_present(tenant_id, community_id, dates)
+    else:
+        members = members_per_day(ms, dates, zone)
+    return {"dates": trend["dates"], "members": members, "daily_active": trend["daily_active"],
             "joins": [joins.get(d, 0) for d in dates], "leaves": [leaves.get(d, 0) for d in dates],
             "messages": trend["messages"]}
 

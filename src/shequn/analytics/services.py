@@ -36,6 +36,7 @@ from shequn.core.models import Tenant
 from shequn.referrals.models import Commission, InviteLink, LinkEvent, LinkEventKind
 
 from .models import DailyRollup, DirtyDay, MemberDay, MemberJourney
+from .presence import do_rebuild_presence
 
 DEFAULT_TZ = "Asia/Shanghai"
 
@@ -521,4 +522,5 @@ def do_rebuild(tenant_id: int) -> int:
     for day in sorted(days):
         do_write_day(tenant_id, day)
     DirtyDay.objects.filter(tenant_id=tenant_id).delete()
+    do_rebuild_presence(tenant_id)
     return len(days)
