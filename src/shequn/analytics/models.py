@@ -93,6 +93,36 @@ class MemberDay(TenantOwned):
                    models.Index(fields=["tenant", "member_id", "day"], name="analytics_memberday_mem_idx")]
 
 
+class MemberPeriod(TenantOwned):
+    """One member's facts over one local ISO week (``grain="week"``, ``period`` = its Monday) or
+    calendar month (``grain="month"``, ``period`` = its first day): the sums of the member's
+    :class:`MemberDay` rows of those days, and ``cohort`` = the start of the week/month of the member's
+    first join (``MemberJourney.joined_at`` in the tenant's zone; null: never joined). Cohorts read
+    these pre-grouped rows (O(members × periods)) instead of every member-day row.
+
+    Invariant: a row exists exactly when the member has member-day rows in the period (``facts`` of
+    them), and equals the sums of those rows (the hypothesis test checks it against a from-scratch
+    computation). Written by ``services.do_write_day`` (the day's old rows subtracted and its new rows
+    added, in the day's transaction), the journeys' recomputation (``cohort`` when a first join moved)
+    and ``services.do_rebuild`` (one grouped ``INSERT … SELECT`` over the member-day rows)."""
+
+    grain = models.CharField(_("周期"), max_length=5)  # "week" | "month"
+    period = models.DateField(_("周期起始"))
+    member_id = models.BigIntegerField(_("会员"))
+    cohort = models.DateField(_("同期群"), null=True, blank=True)
+    facts = models.IntegerField(_("事实行数"), default=0)
+    active_facts = models.IntegerField(_("活跃事实行数"), default=0)
+    orders = models.IntegerField(_("订单"), default=0)
+    gmv_fen = models.BigIntegerField(_("成交额(分)"), default=0)
+
+    class Meta:
+        verbose_name = _("会员周期事实")
+        verbose_name_plural = _("会员周期事实")
+        constraints = [models.UniqueConstraint(fields=["tenant", "grain", "period", "member_id"],
+                                               name="analytics_memberperiod_unique")]
+        indexes = [models.Index(fields=["tenant", "member_id"], name="analytics_memberperiod_mem_idx")]
+
+
 class MemberJourney(TenantOwned):
     """Each member's firsts (the funnel's steps) and join attribution, recomputed from the source
     tables for the members touched by a refreshed day."""

@@ -25,7 +25,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.db import connection, transaction
-from django.db.models import Max, Min, QuerySet
+from django.db.models import Case, Count, Max, Min, QuerySet, Sum, When
 from django.utils import timezone
 
 from shequn.activity.models import ActivityEvent, EventKind
@@ -35,7 +35,7 @@ from shequn.communities.models import Community
 from shequn.core.models import Tenant
 from shequn.referrals.models import Commission, InviteLink, LinkEvent, LinkEventKind
 
-from .models import DailyRollup, DirtyDay, MemberDay, MemberJourney
+from .models import DailyRollup, DirtyDay, MemberDay, MemberJourney, MemberPeriod
 from .presence import do_rebuild_presence
 
 DEFAULT_TZ = "Asia/Shanghai"
@@ -64,6 +64,15 @@ def local_day(at: dt.datetime, zone: ZoneInfo) -> dt.date:
 def day_bounds(day: dt.date, zone: ZoneInfo) -> tuple[dt.datetime, dt.datetime]:
     start = dt.datetime.combine(day, dt.time.min, tzinfo=zone)
     return start, dt.datetime.combine(day + dt.timedelta(days=1), dt.time.min, tzinfo=zone)
+
+
+#: the member-period rollups (``MemberPeriod``): local ISO weeks and calendar months
+GRAINS = ("week", "month")
+
+
+def period_start(day: dt.date, grain: str) -> dt.date:
+    """The Monday of ``day``'s ISO week, or the first of its month."""
+    return day - dt.timedelta(days=day.weekday()) if grain == "week" else day.replace(day=1)
 
 
 # -- the subscriptions: mark days dirty ------------------------------------------------------------
@@ -174,6 +183,7 @@ def _recompute_journey_chunk(tenant_id: int, ids: list[int] | None, zone: ZoneIn
     old = {j.member_id: j for j in existing}
     moved: set[dt.date] = set()
     changed: list[MemberJourney] = []
+    cohort_moved: dict[int, dt.datetime | None] = {}
     for mid in set(new) | set(old):
         values = {"community_id": 0, "campaign": "", "channel": "", "inviter_id": 0, "live_session_id": 0,
                   **dict.fromkeys(_JOURNEY_DATES), **new.get(mid, {})}
@@ -188,12 +198,29 @@ def _recompute_journey_chunk(tenant_id: int, ids: list[int] | None, zone: ZoneIn
                 values["campaign"], values["channel"], values["community_id"]):
             # the member's attribution moved: every day the member has facts on must be redone
             moved |= set(MemberDay.objects.filter(tenant_id=tenant_id, member_id=mid).values_list("day", flat=True))
+        if ids is not None and (before.joined_at if before else None) != values["joined_at"]:
+            cohort_moved[mid] = values["joined_at"]
         changed.append(MemberJourney(tenant_id=tenant_id, member_id=mid, **values))
+    if cohort_moved:  # the member's period rows carry the cohort of the first join
+        _move_cohorts(tenant_id, cohort_moved, zone)
     if changed:
         MemberJourney.objects.bulk_create(
             changed, update_conflicts=True, unique_fields=["tenant", "member_id"],
             update_fields=["community_id", "campaign", "channel", "inviter_id", "live_session_id", *_JOURNEY_DATES])
     return moved
+
+
+def _move_cohorts(tenant_id: int, joined: dict[int, dt.datetime | None], zone: ZoneInfo) -> None:
+    """Set ``MemberPeriod.cohort`` of these members (a first join appeared or moved). Not needed in a
+    rebuild: its period rows are written after the journeys."""
+    for grain in GRAINS:
+        by_cohort: dict[dt.date | None, list[int]] = defaultdict(list)
+        for mid, at in joined.items():
+            by_cohort[None if at is None else period_start(local_day(at, zone), grain)].append(mid)
+        for cohort, mids in by_cohort.items():
+            for i in range(0, len(mids), 500):
+                MemberPeriod.objects.filter(tenant_id=tenant_id, grain=grain, member_id__in=mids[i:i + 500]).update(
+                    cohort=cohort)
 
 
 # -- one day bucket ---------------------------------------------------------------------------------
@@ -427,15 +454,114 @@ def _day_members(tenant_id: int, day: dt.date) -> set[int]:
     return out
 
 
-def do_write_day(tenant_id: int, day: dt.date) -> int:
-    """Replace one day's rows with a fresh computation (one transaction)."""
+def do_write_day(tenant_id: int, day: dt.date, *, periods: bool = True) -> int:
+    """Replace one day's rows with a fresh computation (one transaction). With ``periods`` (always, but
+    in a rebuild, which writes the period rows once at the end) the day's old member-day rows are
+    subtracted from the member's week and month rows and the new ones added, in the same transaction."""
     rollups, member_days = compute_day(tenant_id, day)
     with transaction.atomic():
+        old = _day_sums(tenant_id, day) if periods else {}
         DailyRollup.objects.filter(tenant_id=tenant_id, day=day).delete()
         MemberDay.objects.filter(tenant_id=tenant_id, day=day).delete()
         _insert(DailyRollup, rollups)
         _insert(MemberDay, member_days)
+        if periods:
+            new: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+            for f in member_days:
+                sums = new[f.member_id]
+                sums[0] += 1
+                sums[1] += f.active
+                sums[2] += f.orders
+                sums[3] += f.gmv_fen
+            _apply_periods(tenant_id, day, old, new)
     return len(rollups)
+
+
+def _day_sums(tenant_id: int, day: dt.date) -> dict[int, list[int]]:
+    """Per member: member-day rows, active ones, orders and GMV of one stored day."""
+    rows = MemberDay.objects.filter(tenant_id=tenant_id, day=day).values("member_id").annotate(
+        n=Count("id"), a=Sum(Case(When(active=True, then=1), default=0)), o=Sum("orders"), g=Sum("gmv_fen"))
+    return {r["member_id"]: [r["n"], r["a"] or 0, r["o"] or 0, r["g"] or 0] for r in rows}
+
+
+def _cohorts(tenant_id: int, member_ids: Sequence[int], zone: ZoneInfo) -> dict[int, dt.date]:
+    """The local day of each member's first join (members who never joined are absent)."""
+    out = {}
+    for i in range(0, len(member_ids), 500):
+        for mid, at in MemberJourney.objects.filter(tenant_id=tenant_id, member_id__in=member_ids[i:i + 500],
+                                                    joined_at__isnull=False).values_list("member_id", "joined_at"):
+            out[mid] = local_day(at, zone)
+    return out
+
+
+def _apply_periods(tenant_id: int, day: dt.date, old: dict[int, list[int]], new: dict[int, list[int]]) -> None:
+    """Move the week and month rows of ``day`` by (new − old) per member; drop the rows left with no
+    member-day row."""
+    deltas = {}
+    for mid in set(old) | set(new):
+        a, b = old.get(mid, [0, 0, 0, 0]), new.get(mid, [0, 0, 0, 0])
+        if a != b:
+            deltas[mid] = [y - x for x, y in zip(a, b, strict=True)]
+    if not deltas:
+        return
+    ids = sorted(deltas)
+    joined = _cohorts(tenant_id, ids, tenant_zone(tenant_id))
+    table = connection.ops.quote_name(MemberPeriod._meta.db_table)
+    adapt = connection.ops.adapt_datefield_value
+    sql = (f"INSERT INTO {table} (tenant_id, grain, period, member_id, cohort, facts, active_facts, orders, gmv_fen) "  # noqa: S608 (the model's table)
+           "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (tenant_id, grain, period, member_id) DO UPDATE "
+           f"SET cohort = EXCLUDED.cohort, facts = {table}.facts + EXCLUDED.facts, "
+           f"active_facts = {table}.active_facts + EXCLUDED.active_facts, orders = {table}.orders + EXCLUDED.orders, "
+           f"gmv_fen = {table}.gmv_fen + EXCLUDED.gmv_fen")
+    gone = [m for m in ids if m not in new]
+    with connection.cursor() as cursor:
+        for grain in GRAINS:
+            period = adapt(period_start(day, grain))
+            cohort = {m: adapt(period_start(d, grain)) for m, d in joined.items()}
+            cursor.executemany(sql, [(tenant_id, grain, period, m, cohort.get(m), *deltas[m]) for m in ids])
+    for i in range(0, len(gone), 500):
+        MemberPeriod.objects.filter(tenant_id=tenant_id, member_id__in=gone[i:i + 500], facts__lte=0).filter(
+            period__in=[period_start(day, g) for g in GRAINS]).delete()
+
+
+def do_fill_member_periods(tenant_id: int) -> int:
+    """Write a tenant's ``MemberPeriod`` rows from its member-day rows in one grouped ``INSERT …
+    SELECT`` per grain (the rebuild's last step; the table must be empty for the tenant). The week or
+    month of a day and the cohort of a join time are ``CASE`` expressions over bounds computed here in
+    the tenant's zone, so the same SQL runs on SQLite and PostgreSQL. Returns the rows written."""
+    zone = tenant_zone(tenant_id)
+    span = MemberDay.objects.filter(tenant_id=tenant_id).aggregate(lo=Min("day"), hi=Max("day"))
+    joins = MemberJourney.objects.filter(tenant_id=tenant_id).aggregate(lo=Min("joined_at"), hi=Max("joined_at"))
+    if span["lo"] is None:
+        return 0
+    lo, hi = span["lo"], span["hi"]
+    if joins["lo"] is not None:
+        lo, hi = min(lo, local_day(joins["lo"], zone)), max(hi, local_day(joins["hi"], zone))
+    ops = connection.ops
+    table, days, journeys = (ops.quote_name(m._meta.db_table) for m in (MemberPeriod, MemberDay, MemberJourney))
+    written = 0
+    for grain in GRAINS:
+        starts = [period_start(lo, grain)]
+        while starts[-1] <= hi:
+            starts.append(period_start(starts[-1] + dt.timedelta(days=7 if grain == "week" else 32), grain))
+        day_case = "CASE " + " ".join("WHEN d.day < %s THEN %s" for _ in starts[1:]) + " END"
+        day_params = [v for a, b in zip(starts[1:], starts, strict=False) for v in (ops.adapt_datefield_value(a),
+                                                                                    ops.adapt_datefield_value(b))]
+        join_case = "CASE " + " ".join("WHEN j.joined_at < %s THEN %s" for _ in starts[1:]) + " END"
+        join_params = [v for a, b in zip(starts[1:], starts, strict=False) for v in (
+            ops.adapt_datetimefield_value(dt.datetime.combine(a, dt.time.min, tzinfo=zone)),
+            ops.adapt_datefield_value(b))]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} (tenant_id, grain, period, member_id, cohort, facts, active_facts, orders, "  # noqa: S608 (tables from the models, values bound)
+                f"gmv_fen) SELECT %s, %s, p.period, p.member_id, {join_case}, p.n, p.a, p.o, p.g FROM ("
+                f"SELECT {day_case} AS period, d.member_id AS member_id, COUNT(*) AS n, "
+                "SUM(CASE WHEN d.active THEN 1 ELSE 0 END) AS a, SUM(d.orders) AS o, SUM(d.gmv_fen) AS g "
+                f"FROM {days} d WHERE d.tenant_id = %s GROUP BY 1, 2) p "
+                f"LEFT JOIN {journeys} j ON j.tenant_id = %s AND j.member_id = p.member_id",
+                [tenant_id, grain, *join_params, *day_params, tenant_id, tenant_id])
+            written += cursor.rowcount
+    return written
 
 
 def _insert(model: type[DailyRollup] | type[MemberDay], objs: Sequence[Any]) -> None:
@@ -515,12 +641,14 @@ def source_days(tenant_id: int) -> set[dt.date]:
 def do_rebuild(tenant_id: int) -> int:
     """Drop and recompute every journey and day of a tenant. Returns the number of days written."""
     MemberJourney.objects.filter(tenant_id=tenant_id).delete()
+    MemberPeriod.objects.filter(tenant_id=tenant_id).delete()
     do_recompute_journeys(tenant_id, None)
     days = source_days(tenant_id)
     DailyRollup.objects.filter(tenant_id=tenant_id).exclude(day__in=days).delete()
     MemberDay.objects.filter(tenant_id=tenant_id).exclude(day__in=days).delete()
     for day in sorted(days):
-        do_write_day(tenant_id, day)
+        do_write_day(tenant_id, day, periods=False)
+    do_fill_member_periods(tenant_id)
     DirtyDay.objects.filter(tenant_id=tenant_id).delete()
     do_rebuild_presence(tenant_id)
     return len(days)
