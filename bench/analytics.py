@@ -38,6 +38,8 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true",
                     help="keep the database (a postgres URL, or --db sqlite:DIR) and its data set if one is loaded")
     ap.add_argument("--load-only", action="store_true", help="load the data set, then stop")
+    ap.add_argument("--http", type=int, default=0, metavar="N",
+                    help="then N requests per API read through `shequn serve` (gunicorn) from an outside client")
     ap.add_argument("--skip-ingest-cost", action="store_true", help="skip section 1 (the subscriptions' cost)")
     args = ap.parse_args()
     label = setup(args.db, "shequn_bench_analytics", keep=args.keep)
@@ -124,14 +126,14 @@ def main() -> None:
         "health figures by group (7 d, stored)": lambda: health.health_figures(tenant.pk, by="group"),
         "health figures by community (7 d, stored)": lambda: health.health_figures(tenant.pk, by="community"),
         "health figures by group (30 d, stored)": lambda: health.health_figures(tenant.pk, by="group", days=30),
-        "health figures by group (14 d, live: not a stored window)": lambda: health.health_figures(
-            tenant.pk, by="group", days=14),
+        "health figures by group (90 d, stored)": lambda: health.health_figures(tenant.pk, by="group", days=90),
         "formula (30 d vs 30 d)": lambda: selectors.formula_panel(tenant.pk, days=30),
         "formula, one community": lambda: selectors.formula_panel(
             tenant.pk, days=30, scope=selectors.Scope(community_id=comms[0].pk)),
         "trend (90 d)": lambda: selectors.sales_trend(tenant.pk, days=90),
         "breakdown by campaign": lambda: selectors.breakdown(tenant.pk, "campaign", days=30),
-        "community board (90 d)": lambda: selectors.community_dashboard(tenant.pk, comms[0].pk, days=90),
+        "community board (90 d)": lambda: selectors.community_dashboard(tenant.pk, comms[0].pk, days=90,
+                                                                         tz=selectors.tenant_tz(tenant.pk)),
         "health alerts": lambda: selectors.health_alerts(tenant.pk),
         "funnel by channel": lambda: selectors.funnel(tenant.pk, by="channel"),
         "cohorts (monthly)": lambda: selectors.cohorts(tenant.pk, grain="month"),
@@ -160,7 +162,68 @@ def main() -> None:
             t = time.perf_counter()
             fn()
             times.append((time.perf_counter() - t) * 1e3)
-        print(f"| {name} | {statistics.median(times):.0f} | {p95(times):.0f} |")
+        print(f"| {name} | {statistics.median(times):.0f} | {p95(times):.0f} |", flush=True)
+    if args.http:
+        http_reads(tenant, comms[0], member_ids[0], args.http)
+
+
+def http_reads(tenant: Any, community: Any, member_id: int, n: int) -> None:
+    """Every analytics API read as another system asks for it: ``shequn serve`` (2 gunicorn processes)
+    on this database, timed from this process with ``http.client`` (a new connection per request, an
+    API key), after one warm-up request per path."""
+    import http.client
+    import signal
+    import socket
+    import subprocess
+
+    from shequn.core.permissions import Principal
+    from shequn.core.services import do_create_api_key
+
+    _key, secret = do_create_api_key(Principal.system(tenant.pk), name="bench-http", scopes=["*"])
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    web = subprocess.Popen([sys.executable, "-m", "shequn.cli", "serve", "--port", str(port), "--workers", "2",
+                            "--no-control-socket"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
+    try:
+        def get(path: str) -> tuple[int, float]:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            start = time.perf_counter()
+            c.request("GET", path, headers={"Authorization": f"Bearer {secret}"})
+            resp = c.getresponse()
+            resp.read()
+            c.close()
+            return resp.status, (time.perf_counter() - start) * 1000
+
+        for _ in range(600):
+            try:
+                get("/static/none")
+                break
+            except OSError:
+                time.sleep(0.1)
+        api = "/api/v1/analytics"
+        paths = [f"{api}/formula?days=30", f"{api}/formula?days=30&community_id={community.pk}", f"{api}/trend",
+                 f"{api}/breakdown?by=campaign", f"{api}/breakdown?by=community",
+                 f"{api}/communities/{community.pk}/dashboard", f"{api}/funnel?by=channel",
+                 f"{api}/cohorts?grain=month", f"{api}/cohorts?grain=week&periods=12", f"{api}/alerts",
+                 f"{api}/health?by=group", f"{api}/health?by=community", f"{api}/health?by=group&days=30",
+                 f"{api}/health?by=group&days=90", f"{api}/reach", f"{api}/reach/campaigns",
+                 f"{api}/reach/referrers", f"{api}/reach/member?member_id={member_id}"]
+        print(f"\nthrough HTTP ({n} requests each; load {os.getloadavg()[0]:.2f})", flush=True)
+        print("| GET | p50 ms | p95 ms |\n|---|---|---|", flush=True)
+        for path in paths:
+            get(path)  # warm the process that answers first
+            times = []
+            for _ in range(n):
+                status, ms = get(path)
+                assert status == 200, (path, status)
+                times.append(ms)
+            print(f"| `{path.removeprefix(api)}` | {statistics.median(times):.0f} | {p95(times):.0f} |", flush=True)
+    finally:
+        os.killpg(web.pid, signal.SIGTERM)
+        web.wait(timeout=20)
 
 
 def load(args: Any, rng: random.Random, now: Any) -> tuple[list[Any], list[int], int, int]:
