@@ -490,7 +490,8 @@ def _cohorts(tenant_id: int, member_ids: Sequence[int], zone: ZoneInfo) -> dict[
     for i in range(0, len(member_ids), 500):
         for mid, at in MemberJourney.objects.filter(tenant_id=tenant_id, member_id__in=member_ids[i:i + 500],
                                                     joined_at__isnull=False).values_list("member_id", "joined_at"):
-            out[mid] = local_day(at, zone)
+            if at is not None:
+                out[mid] = local_day(at, zone)
     return out
 
 
