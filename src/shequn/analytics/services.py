@@ -282,8 +282,38 @@ def _day_events(tenant_id: int, start: dt.datetime, end: dt.datetime) -> list[Qu
     return [base.filter(community_id__in=communities), base.filter(community_id__isnull=True)]
 
 
-def compute_day(tenant_id: int, day: dt.date) -> tuple[list[DailyRollup], list[MemberDay]]:
-    """The rows of one local day, computed from the source tables (journeys must be current)."""
+#: the columns of a day's rows, in the order :func:`compute_day` returns their values
+ROLLUP_COLUMNS = ("tenant_id", "day", "community_id", "group_id", "campaign", "channel", "live_session_id",
+                  "visitors", "joins", "leaves", "active_members", "experienced", "messages", "first_purchases",
+                  "orders", "buyers", "repeat_buyers", "gmv_fen", "refunds", "refund_fen", "commission_fen")
+FACT_COLUMNS = ("tenant_id", "day", "member_id", "community_id", "campaign", "channel", "joined", "active",
+                "experienced", "messages", "orders", "gmv_fen", "refund_fen")
+
+
+@dataclass
+class Known:
+    """What a rebuild reads once for every day instead of per day: every journey (campaign, channel,
+    first message, first order) and every invite link. Only valid while the journeys are current."""
+
+    journeys: dict[int, tuple[str, str, dt.datetime | None, dt.datetime | None]]
+    links: dict[str, tuple[int, str, str]]
+
+    @classmethod
+    def load(cls, tenant_id: int) -> Known:
+        return cls(
+            journeys={mid: (campaign, channel, first_message, first_order)
+                      for mid, campaign, channel, first_message, first_order in MemberJourney.objects.filter(
+                          tenant_id=tenant_id).values_list("member_id", "campaign", "channel", "first_message_at",
+                                                           "first_order_at").iterator(chunk_size=20_000)},
+            links={code: (cid or 0, campaign, channel) for code, cid, campaign, channel in InviteLink.objects.filter(
+                tenant_id=tenant_id).values_list("code", "community_id", "campaign", "channel")})
+
+
+def compute_day(tenant_id: int, day: dt.date, known: Known | None = None
+                ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The rows of one local day, computed from the source tables (journeys must be current): the
+    values of :data:`ROLLUP_COLUMNS` and of :data:`FACT_COLUMNS` (plain tuples: building a model
+    instance per row cost more than computing it)."""
     zone = tenant_zone(tenant_id)
     start, end = day_bounds(day, zone)
     rows: dict[RowKey, _Row] = defaultdict(_Row)
@@ -304,17 +334,19 @@ def compute_day(tenant_id: int, day: dt.date) -> tuple[list[DailyRollup], list[M
                    .values_list("order__member_id", "amount_fen", "order__attribution", "order__live_session_id"))
     members = {m for m, *_ in events if m} | {m for m, *_ in flows if m}
     members |= {o[1] for o in orders} | {r[0] for r in refunds}
-    journeys: dict[int, tuple[str, str, dt.datetime | None]] = {}
-    member_list = sorted(members)
+    journeys: dict[int, tuple[str, str, dt.datetime | None, dt.datetime | None]] = {}
+    member_list = [] if known is not None else sorted(members)
+    if known is not None:
+        journeys = known.journeys
     for i in range(0, len(member_list), 500):
-        for mid, campaign, channel, first_message_at in MemberJourney.objects.filter(
+        for mid, campaign, channel, first_message_at, first_order_at in MemberJourney.objects.filter(
                 tenant_id=tenant_id, member_id__in=member_list[i:i + 500]).values_list(
-                "member_id", "campaign", "channel", "first_message_at"):
-            journeys[mid] = (campaign, channel, first_message_at)
+                "member_id", "campaign", "channel", "first_message_at", "first_order_at"):
+            journeys[mid] = (campaign, channel, first_message_at, first_order_at)
     codes = {str((p or {}).get("invite_code") or (p or {}).get("state") or "") for *_x, p in flows}
     codes |= {str((a or {}).get("invite_code") or "") for _p, _m, _f, a, _l, _t in orders}
     codes |= {str((a or {}).get("invite_code") or "") for _m, _f, a, _l in refunds}
-    links = _links(tenant_id, codes)
+    links = known.links if known is not None else _links(tenant_id, codes)
 
     def member_attr(mid: int | None) -> tuple[str, str]:
         j = journeys.get(mid) if mid else None
@@ -364,7 +396,11 @@ def compute_day(tenant_id: int, day: dt.date) -> tuple[list[DailyRollup], list[M
 
     buyers = sorted({o[1] for o in orders})
     prior: dict[int, int] = dict.fromkeys(buyers, 0)
-    if buyers:
+    if buyers and known is not None:  # a rebuild: the journeys are current, their first order says it
+        for mid in buyers:
+            first = known.journeys.get(mid, ("", "", None, None))[3]
+            prior[mid] = int(first is not None and first < start)
+    elif buyers:
         for i in range(0, len(buyers), 500):
             earlier = Order.objects.filter(tenant_id=tenant_id, member_id__in=buyers[i:i + 500], paid_at__lt=start)
             for mid in earlier.values_list("member_id", flat=True).distinct():
@@ -406,18 +442,11 @@ def compute_day(tenant_id: int, day: dt.date) -> tuple[list[DailyRollup], list[M
     for snap_cid, campaign, amount in commissions.values_list("community_id_snapshot", "campaign", "amount_fen"):
         rows[(snap_cid or 0, 0, campaign[:64], "", 0)].commission_fen += amount or 0
 
-    rollups = [DailyRollup(
-        tenant_id=tenant_id, day=day, community_id=k[0], group_id=k[1], campaign=k[2], channel=k[3],
-        live_session_id=k[4], visitors=len(r.visitors), joins=r.joins, leaves=r.leaves,
-        active_members=len(r.active), experienced=len(r.experienced), messages=r.messages,
-        first_purchases=r.first_purchases, orders=r.orders, buyers=len(r.buyers), repeat_buyers=len(r.repeat),
-        gmv_fen=r.gmv_fen, refunds=r.refunds, refund_fen=r.refund_fen, commission_fen=r.commission_fen,
-    ) for k, r in sorted(rows.items())]
-    member_days = [MemberDay(
-        tenant_id=tenant_id, day=day, member_id=k[0], community_id=k[1], campaign=k[2], channel=k[3],
-        joined=f.joined, active=f.active, experienced=f.experienced, messages=f.messages, orders=f.orders,
-        gmv_fen=f.gmv_fen, refund_fen=f.refund_fen,
-    ) for k, f in sorted(facts.items()) if k[0]]
+    rollups = [(tenant_id, day, *k, len(r.visitors), r.joins, r.leaves, len(r.active), len(r.experienced), r.messages,
+                r.first_purchases, r.orders, len(r.buyers), len(r.repeat), r.gmv_fen, r.refunds, r.refund_fen,
+                r.commission_fen) for k, r in sorted(rows.items())]
+    member_days = [(tenant_id, day, *k, f.joined, f.active, f.experienced, f.messages, f.orders, f.gmv_fen,
+                    f.refund_fen) for k, f in sorted(facts.items()) if k[0]]
     return rollups, member_days
 
 
@@ -454,25 +483,25 @@ def _day_members(tenant_id: int, day: dt.date) -> set[int]:
     return out
 
 
-def do_write_day(tenant_id: int, day: dt.date, *, periods: bool = True) -> int:
+def do_write_day(tenant_id: int, day: dt.date, *, periods: bool = True, known: Known | None = None) -> int:
     """Replace one day's rows with a fresh computation (one transaction). With ``periods`` (always, but
     in a rebuild, which writes the period rows once at the end) the day's old member-day rows are
     subtracted from the member's week and month rows and the new ones added, in the same transaction."""
-    rollups, member_days = compute_day(tenant_id, day)
+    rollups, member_days = compute_day(tenant_id, day, known)
     with transaction.atomic():
         old = _day_sums(tenant_id, day) if periods else {}
         DailyRollup.objects.filter(tenant_id=tenant_id, day=day).delete()
         MemberDay.objects.filter(tenant_id=tenant_id, day=day).delete()
-        _insert(DailyRollup, rollups)
-        _insert(MemberDay, member_days)
+        _insert(DailyRollup, ROLLUP_COLUMNS, rollups)
+        _insert(MemberDay, FACT_COLUMNS, member_days)
         if periods:
             new: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
-            for f in member_days:
-                sums = new[f.member_id]
+            for _t, _d, member_id, *_k, _j, active, _e, _m, orders, gmv, _r in member_days:
+                sums = new[member_id]
                 sums[0] += 1
-                sums[1] += f.active
-                sums[2] += f.orders
-                sums[3] += f.gmv_fen
+                sums[1] += active
+                sums[2] += orders
+                sums[3] += gmv
             _apply_periods(tenant_id, day, old, new)
     return len(rollups)
 
@@ -565,18 +594,24 @@ def do_fill_member_periods(tenant_id: int) -> int:
     return written
 
 
-def _insert(model: type[DailyRollup] | type[MemberDay], objs: Sequence[Any]) -> None:
-    """Plain multi-row INSERTs (``executemany``): the ORM's ``bulk_create`` spends most of a day's
-    recomputation preparing parameters field by field."""
-    if not objs:
+def _insert(model: type[DailyRollup] | type[MemberDay], columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+            ) -> None:
+    """Plain rows, not model instances: ``COPY`` on PostgreSQL, one ``executemany`` elsewhere (the
+    ORM's ``bulk_create`` spent most of a day's recomputation preparing parameters field by field)."""
+    if not rows:
         return
-    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
-    columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in fields)
-    marks = ", ".join(["%s"] * len(fields))
-    sql = f"INSERT INTO {connection.ops.quote_name(model._meta.db_table)} ({columns}) VALUES ({marks})"  # noqa: S608 (identifiers from the model, values bound)
-    attnames = [f.attname for f in fields]
+    table = connection.ops.quote_name(model._meta.db_table)
+    names = ", ".join(connection.ops.quote_name(c) for c in columns)
     with connection.cursor() as cursor:
-        cursor.executemany(sql, [tuple(getattr(o, a) for a in attnames) for o in objs])
+        if connection.vendor == "postgresql":
+            with cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            return
+        marks = ", ".join(["%s"] * len(columns))
+        adapt = connection.ops.adapt_datefield_value
+        cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})",  # noqa: S608 (identifiers from the model, values bound)
+                           [(r[0], adapt(r[1]), *r[2:]) for r in rows])
 
 
 def do_refresh(tenant_id: int | None = None, *, max_rounds: int = 20) -> int:
@@ -647,8 +682,9 @@ def do_rebuild(tenant_id: int) -> int:
     days = source_days(tenant_id)
     DailyRollup.objects.filter(tenant_id=tenant_id).exclude(day__in=days).delete()
     MemberDay.objects.filter(tenant_id=tenant_id).exclude(day__in=days).delete()
+    known = Known.load(tenant_id)
     for day in sorted(days):
-        do_write_day(tenant_id, day, periods=False)
+        do_write_day(tenant_id, day, periods=False, known=known)
     do_fill_member_periods(tenant_id)
     DirtyDay.objects.filter(tenant_id=tenant_id).delete()
     do_rebuild_presence(tenant_id)
