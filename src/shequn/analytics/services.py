@@ -483,15 +483,17 @@ def _day_members(tenant_id: int, day: dt.date) -> set[int]:
     return out
 
 
-def do_write_day(tenant_id: int, day: dt.date, *, periods: bool = True, known: Known | None = None) -> int:
+def do_write_day(tenant_id: int, day: dt.date, *, periods: bool = True, known: Known | None = None,
+                 empty: bool = False) -> int:
     """Replace one day's rows with a fresh computation (one transaction). With ``periods`` (always, but
     in a rebuild, which writes the period rows once at the end) the day's old member-day rows are
     subtracted from the member's week and month rows and the new ones added, in the same transaction."""
     rollups, member_days = compute_day(tenant_id, day, known)
     with transaction.atomic():
         old = _day_sums(tenant_id, day) if periods else {}
-        DailyRollup.objects.filter(tenant_id=tenant_id, day=day).delete()
-        MemberDay.objects.filter(tenant_id=tenant_id, day=day).delete()
+        if not empty:  # (a rebuild emptied the tenant's rows already)
+            DailyRollup.objects.filter(tenant_id=tenant_id, day=day).delete()
+            MemberDay.objects.filter(tenant_id=tenant_id, day=day).delete()
         _insert(DailyRollup, ROLLUP_COLUMNS, rollups)
         _insert(MemberDay, FACT_COLUMNS, member_days)
         if periods:
@@ -675,16 +677,22 @@ def source_days(tenant_id: int) -> set[dt.date]:
 
 
 def do_rebuild(tenant_id: int) -> int:
-    """Drop and recompute every journey and day of a tenant. Returns the number of days written."""
+    """Drop and recompute every journey and day of a tenant. Returns the number of days written.
+
+    The journeys are recomputed in one pass over the sources; the tenant's rollups and member-day rows
+    are deleted with one statement each, then each day is computed from the sources with every journey
+    and invite link read once (:class:`Known`) and written by ``COPY``/``executemany``; the member-period
+    rows are written last, set-based, from the member-day rows; then the members-present count. Not
+    one transaction: a reader during a rebuild sees the days not written yet as empty."""
     MemberJourney.objects.filter(tenant_id=tenant_id).delete()
     MemberPeriod.objects.filter(tenant_id=tenant_id).delete()
     do_recompute_journeys(tenant_id, None)
     days = source_days(tenant_id)
-    DailyRollup.objects.filter(tenant_id=tenant_id).exclude(day__in=days).delete()
-    MemberDay.objects.filter(tenant_id=tenant_id).exclude(day__in=days).delete()
+    DailyRollup.objects.filter(tenant_id=tenant_id).delete()  # one statement each, not one per day
+    MemberDay.objects.filter(tenant_id=tenant_id).delete()
     known = Known.load(tenant_id)
     for day in sorted(days):
-        do_write_day(tenant_id, day, periods=False, known=known)
+        do_write_day(tenant_id, day, periods=False, known=known, empty=True)
     do_fill_member_periods(tenant_id)
     DirtyDay.objects.filter(tenant_id=tenant_id).delete()
     do_rebuild_presence(tenant_id)
