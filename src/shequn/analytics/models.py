@@ -90,7 +90,11 @@ class MemberDay(TenantOwned):
             fields=["tenant", "day", "member_id", "community_id", "campaign", "channel"],
             name="analytics_memberday_unique")]
         indexes = [models.Index(fields=["tenant", "day"], name="analytics_memberday_day_idx"),
-                   models.Index(fields=["tenant", "member_id", "day"], name="analytics_memberday_mem_idx")]
+                   models.Index(fields=["tenant", "member_id", "day"], name="analytics_memberday_mem_idx"),
+                   # the formula's distinct experienced members and buyers read only these rows (a small
+                   # share: most member-days are activity only)
+                   models.Index(fields=["tenant", "day", "member_id"], name="analytics_memberday_exp_idx",
+                                condition=models.Q(experienced=True) | models.Q(orders__gt=0))]
 
 
 class MemberPeriod(TenantOwned):

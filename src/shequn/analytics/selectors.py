@@ -39,6 +39,9 @@ FACTOR_HELP = {
     "repurchase": gettext_lazy("订单数 ÷ 买家 (人均订单)"),
 }
 SLICES = ("community", "campaign", "channel")
+#: the member-day rows the formula's distinct counts need (experienced or bought): the condition of
+#: the partial index ``analytics_memberday_exp_idx``, written the same way so both databases use it
+EXPERIENCED_OR_BOUGHT = Q(experienced=True) | Q(orders__gt=0)
 
 
 def tenant_tz(tenant_id: int) -> str:
@@ -80,9 +83,9 @@ def period_figures(tenant_id: int, start: dt.date, end: dt.date, scope: Scope = 
     sums = rollups(tenant_id, start, end, scope).aggregate(
         visitors=Sum("visitors"), joins=Sum("joins"), orders=Sum("orders"), sales=Sum("gmv_fen"),
         refund=Sum("refund_fen"))
-    facts = member_days(tenant_id, start, end, scope)
+    facts = member_days(tenant_id, start, end, scope).filter(EXPERIENCED_OR_BOUGHT)  # the partial index's rows
     distinct = facts.aggregate(
-        experienced=Count("member_id", filter=Q(experienced=True) | Q(orders__gt=0), distinct=True),
+        experienced=Count("member_id", distinct=True),
         buyers=Count("member_id", filter=Q(orders__gt=0), distinct=True))
     per_buyer = facts.filter(orders__gt=0).values("member_id").annotate(n=Sum("orders"))
     repeat = per_buyer.filter(n__gte=2).count() if distinct["buyers"] else 0
@@ -188,9 +191,9 @@ def _figures_by(tenant_id: int, column: str, start: dt.date, end: dt.date) -> di
     sums = {r[column]: r for r in rollups(tenant_id, start, end).values(column).annotate(
         visitors=Sum("visitors"), joins=Sum("joins"), orders=Sum("orders"), sales=Sum("gmv_fen"),
         refund=Sum("refund_fen"))}
-    facts = member_days(tenant_id, start, end)
+    facts = member_days(tenant_id, start, end).filter(EXPERIENCED_OR_BOUGHT)  # the partial index's rows
     distinct = {r[column]: r for r in facts.values(column).annotate(
-        experienced=Count("member_id", filter=Q(experienced=True) | Q(orders__gt=0), distinct=True),
+        experienced=Count("member_id", distinct=True),
         buyers=Count("member_id", filter=Q(orders__gt=0), distinct=True))}
     repeat: Counter[Any] = Counter(
         k for k, _m in facts.filter(orders__gt=0).values_list(column, "member_id").annotate(n=Sum("orders"))
