@@ -97,6 +97,25 @@ class MemberDay(TenantOwned):
                                 condition=models.Q(experienced=True) | models.Q(orders__gt=0))]
 
 
+class DailyDistinct(TenantOwned):
+    """Distinct members per local day, for the whole tenant (``community_id = -1``) and per community
+    of the day's member-day rows: active members and buyers — the trend's and the community board's
+    daily series, which summed over rollup rows would count a member active in two groups twice.
+    Written by ``services.do_write_day`` with the day's rows (so the rebuild writes it too); equal to
+    the distinct counts over the day's ``MemberDay`` rows (tested)."""
+
+    day = models.DateField(_("日期"))
+    community_id = models.BigIntegerField(_("社群"))  # -1: the whole tenant
+    active_members = models.PositiveIntegerField(_("活跃成员"), default=0)
+    buyers = models.PositiveIntegerField(_("买家"), default=0)
+
+    class Meta:
+        verbose_name = _("每日去重人数")
+        verbose_name_plural = _("每日去重人数")
+        constraints = [models.UniqueConstraint(fields=["tenant", "community_id", "day"],
+                                               name="analytics_daily_distinct_unique")]
+
+
 class MemberPeriod(TenantOwned):
     """One member's facts over one local ISO week (``grain="week"``, ``period`` = its Monday) or
     calendar month (``grain="month"``, ``period`` = its first day): the sums of the member's

@@ -24,7 +24,7 @@ from shequn.members import selectors as member_selectors
 from shequn.members.models import Member
 
 from .formula import FACTORS, Decomposition, Figures, decompose
-from .models import DailyRollup, MemberDay, MemberJourney, MemberPeriod
+from .models import DailyDistinct, DailyRollup, MemberDay, MemberJourney, MemberPeriod
 from .presence import members_present
 
 FACTOR_LABELS = {
@@ -172,9 +172,16 @@ def sales_trend(tenant_id: int, *, days: int = 90, scope: Scope = Scope()) -> di
         gmv=Sum("gmv_fen"), orders=Sum("orders"), refund=Sum("refund_fen"), firsts=Sum("first_purchases"),
         messages=Sum("messages"), joins=Sum("joins"), leaves=Sum("leaves"), visitors=Sum("visitors"))
     sums: dict[dt.date, dict[str, Any]] = {r["day"]: dict(r) for r in per_day}
-    facts = member_days(tenant_id, dates[0], dates[-1], scope).values("day")
-    buyers = {r["day"]: r["n"] for r in facts.filter(orders__gt=0).annotate(n=Count("member_id", distinct=True))}
-    active = {r["day"]: r["n"] for r in facts.filter(active=True).annotate(n=Count("member_id", distinct=True))}
+    if scope.campaign is None and scope.channel is None:  # stored per day (DailyDistinct)
+        stored = DailyDistinct.objects.filter(
+            tenant_id=tenant_id, community_id=-1 if scope.community_id is None else scope.community_id,
+            day__gte=dates[0], day__lte=dates[-1]).values_list("day", "active_members", "buyers")
+        active = {d: a for d, a, _b in stored}
+        buyers = {d: b for d, _a, b in stored}
+    else:
+        facts = member_days(tenant_id, dates[0], dates[-1], scope).values("day")
+        buyers = {r["day"]: r["n"] for r in facts.filter(orders__gt=0).annotate(n=Count("member_id", distinct=True))}
+        active = {r["day"]: r["n"] for r in facts.filter(active=True).annotate(n=Count("member_id", distinct=True))}
 
     def series(name: str) -> list[int]:
         return [int((sums.get(d) or {}).get(name) or 0) for d in dates]

@@ -35,7 +35,7 @@ from shequn.communities.models import Community
 from shequn.core.models import Tenant
 from shequn.referrals.models import Commission, InviteLink, LinkEvent, LinkEventKind
 
-from .models import DailyRollup, DirtyDay, MemberDay, MemberJourney, MemberPeriod
+from .models import DailyDistinct, DailyRollup, DirtyDay, MemberDay, MemberJourney, MemberPeriod
 from .presence import do_rebuild_presence
 
 DEFAULT_TZ = "Asia/Shanghai"
@@ -286,6 +286,7 @@ def _day_events(tenant_id: int, start: dt.datetime, end: dt.datetime) -> list[Qu
 ROLLUP_COLUMNS = ("tenant_id", "day", "community_id", "group_id", "campaign", "channel", "live_session_id",
                   "visitors", "joins", "leaves", "active_members", "experienced", "messages", "first_purchases",
                   "orders", "buyers", "repeat_buyers", "gmv_fen", "refunds", "refund_fen", "commission_fen")
+DISTINCT_COLUMNS = ("tenant_id", "day", "community_id", "active_members", "buyers")
 FACT_COLUMNS = ("tenant_id", "day", "member_id", "community_id", "campaign", "channel", "joined", "active",
                 "experienced", "messages", "orders", "gmv_fen", "refund_fen")
 
@@ -494,8 +495,10 @@ def do_write_day(tenant_id: int, day: dt.date, *, periods: bool = True, known: K
         if not empty:  # (a rebuild emptied the tenant's rows already)
             DailyRollup.objects.filter(tenant_id=tenant_id, day=day).delete()
             MemberDay.objects.filter(tenant_id=tenant_id, day=day).delete()
+            DailyDistinct.objects.filter(tenant_id=tenant_id, day=day).delete()
         _insert(DailyRollup, ROLLUP_COLUMNS, rollups)
         _insert(MemberDay, FACT_COLUMNS, member_days)
+        _insert(DailyDistinct, DISTINCT_COLUMNS, _distinct_rows(tenant_id, day, member_days))
         if periods:
             new: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
             for _t, _d, member_id, *_k, _j, active, _e, _m, orders, gmv, _r in member_days:
@@ -506,6 +509,20 @@ def do_write_day(tenant_id: int, day: dt.date, *, periods: bool = True, known: K
                 sums[3] += gmv
             _apply_periods(tenant_id, day, old, new)
     return len(rollups)
+
+
+def _distinct_rows(tenant_id: int, day: dt.date, member_days: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The day's distinct active members and buyers, tenant-wide (community ``-1``) and per community."""
+    active: dict[int, set[int]] = defaultdict(set)
+    buyers: dict[int, set[int]] = defaultdict(set)
+    for _t, _d, member_id, community_id, _c, _ch, _j, is_active, _e, _m, orders, _g, _r in member_days:
+        for key in (-1, community_id):
+            if is_active:
+                active[key].add(member_id)
+            if orders > 0:
+                buyers[key].add(member_id)
+    return [(tenant_id, day, key, len(active.get(key, ())), len(buyers.get(key, ())))
+            for key in sorted(set(active) | set(buyers))]
 
 
 def _day_sums(tenant_id: int, day: dt.date) -> dict[int, list[int]]:
@@ -556,6 +573,20 @@ def _apply_periods(tenant_id: int, day: dt.date, old: dict[int, list[int]], new:
             period__in=[period_start(day, g) for g in GRAINS]).delete()
 
 
+def do_fill_daily_distinct(tenant_id: int) -> None:
+    """Write a tenant's ``DailyDistinct`` rows from its member-day rows with grouped ``INSERT … SELECT``
+    (migration 0008, for the days written before the table existed; the table must be empty)."""
+    table, days = (connection.ops.quote_name(m._meta.db_table) for m in (DailyDistinct, MemberDay))
+    counts = ("COUNT(DISTINCT CASE WHEN active THEN member_id END), "
+              "COUNT(DISTINCT CASE WHEN orders > 0 THEN member_id END)")
+    with connection.cursor() as cursor:
+        for key in ("-1", "community_id"):
+            cursor.execute(
+                f"INSERT INTO {table} (tenant_id, day, community_id, active_members, buyers) "  # noqa: S608 (the models' tables)
+                f"SELECT tenant_id, day, {key}, {counts} FROM {days} WHERE tenant_id = %s GROUP BY tenant_id, day"
+                + ("" if key == "-1" else ", community_id"), [tenant_id])
+
+
 def do_fill_member_periods(tenant_id: int) -> int:
     """Write a tenant's ``MemberPeriod`` rows from its member-day rows in one grouped ``INSERT …
     SELECT`` per grain (the rebuild's last step; the table must be empty for the tenant). The week or
@@ -596,8 +627,8 @@ def do_fill_member_periods(tenant_id: int) -> int:
     return written
 
 
-def _insert(model: type[DailyRollup] | type[MemberDay], columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
-            ) -> None:
+def _insert(model: type[DailyRollup] | type[MemberDay] | type[DailyDistinct], columns: Sequence[str],
+            rows: Sequence[tuple[Any, ...]]) -> None:
     """Plain rows, not model instances: ``COPY`` on PostgreSQL, one ``executemany`` elsewhere (the
     ORM's ``bulk_create`` spent most of a day's recomputation preparing parameters field by field)."""
     if not rows:
@@ -690,6 +721,7 @@ def do_rebuild(tenant_id: int) -> int:
     days = source_days(tenant_id)
     DailyRollup.objects.filter(tenant_id=tenant_id).delete()  # one statement each, not one per day
     MemberDay.objects.filter(tenant_id=tenant_id).delete()
+    DailyDistinct.objects.filter(tenant_id=tenant_id).delete()
     known = Known.load(tenant_id)
     for day in sorted(days):
         do_write_day(tenant_id, day, periods=False, known=known, empty=True)
