@@ -116,6 +116,38 @@ class DailyDistinct(TenantOwned):
                                                name="analytics_daily_distinct_unique")]
 
 
+class FormulaFigures(TenantOwned):
+    """The counts behind the formula of the last ``days`` days (``period="now"``, ending ``end_day``)
+    and the ``days`` before (``"before"``), tenant-wide (``slice=""``) or for one community /
+    campaign / channel (``slice``, ``key``), as they were at ``computed_at``. Written by
+    ``figures.do_refresh_formula`` (the one writer, every 5 minutes) for the windows in
+    ``figures.STORED_DAYS``: the formula panel and the breakdown read these rows instead of counting
+    distinct members over a month of member-day rows per request. Factors, product and attribution
+    are derived at read time from the counts by the same code as live, so stored = live at
+    ``computed_at``."""
+
+    days = models.PositiveSmallIntegerField(_("天数"))
+    slice = models.CharField(_("维度"), max_length=16, blank=True, default="")
+    key = models.CharField(_("取值"), max_length=64, blank=True, default="")
+    period = models.CharField(_("期间"), max_length=8)  # "now" | "before"
+    end_day = models.DateField(_("截止日"))
+    visitors = models.PositiveIntegerField(_("链接访客"), default=0)
+    joins = models.PositiveIntegerField(_("加入"), default=0)
+    experienced = models.PositiveIntegerField(_("体验人数"), default=0)
+    buyers = models.PositiveIntegerField(_("买家"), default=0)
+    orders = models.PositiveIntegerField(_("订单"), default=0)
+    sales_fen = models.BigIntegerField(_("成交额(分)"), default=0)
+    repeat_buyers = models.PositiveIntegerField(_("复购买家"), default=0)
+    refund_fen = models.BigIntegerField(_("退款(分)"), default=0)
+    computed_at = models.DateTimeField(_("计算时间"))
+
+    class Meta:
+        verbose_name = _("公式指标")
+        verbose_name_plural = _("公式指标")
+        constraints = [models.UniqueConstraint(fields=["tenant", "days", "slice", "key", "period"],
+                                               name="analytics_formula_figures_unique")]
+
+
 class MemberPeriod(TenantOwned):
     """One member's facts over one local ISO week (``grain="week"``, ``period`` = its Monday) or
     calendar month (``grain="month"``, ``period`` = its first day): the sums of the member's

@@ -24,7 +24,7 @@ from shequn.members import selectors as member_selectors
 from shequn.members.models import Member
 
 from .formula import FACTORS, Decomposition, Figures, decompose
-from .models import DailyDistinct, DailyRollup, MemberDay, MemberJourney, MemberPeriod
+from .models import DailyDistinct, DailyRollup, FormulaFigures, MemberDay, MemberJourney, MemberPeriod
 from .presence import members_present
 
 FACTOR_LABELS = {
@@ -42,6 +42,25 @@ SLICES = ("community", "campaign", "channel")
 #: the member-day rows the formula's distinct counts need (experienced or bought): the condition of
 #: the partial index ``analytics_memberday_exp_idx``, written the same way so both databases use it
 EXPERIENCED_OR_BOUGHT = Q(experienced=True) | Q(orders__gt=0)
+#: the windows whose formula figures ``figures.do_refresh_formula`` stores (every 5 minutes), and how
+#: old a stored set may be before the readers compute live again
+FORMULA_STORED_DAYS = (30,)
+FORMULA_STALE_AFTER = dt.timedelta(minutes=15)
+_FIGURE_FIELDS = ("visitors", "joins", "experienced", "buyers", "orders", "sales_fen", "repeat_buyers", "refund_fen")
+
+
+def stored_formula(tenant_id: int, days: int, slice_: str) -> dict[tuple[str, str], Figures] | None:
+    """The stored figures of one slice (``""``: tenant-wide) by (key, period), or None when there is no
+    fresh set for the window ending today (then the caller computes live)."""
+    if days not in FORMULA_STORED_DAYS:
+        return None
+    end = today(tenant_id)
+    rows = list(FormulaFigures.objects.filter(
+        tenant_id=tenant_id, days=days, slice__in=["", slice_], end_day=end,
+        computed_at__gte=timezone.now() - FORMULA_STALE_AFTER).values_list("slice", "key", "period", *_FIGURE_FIELDS))
+    if not any(r[0] == "" for r in rows):  # the tenant-wide rows mark a complete set
+        return None
+    return {(key, period): Figures(*values) for sl, key, period, *values in rows if sl == slice_}
 
 
 def tenant_tz(tenant_id: int) -> str:
@@ -126,12 +145,28 @@ def summary_line(decomposition: Decomposition | None, before: Figures, after: Fi
 def formula_panel(tenant_id: int, *, days: int = 30, end: dt.date | None = None, scope: Scope = Scope()
                   ) -> dict[str, Any]:
     """The formula for the last ``days`` days against the ``days`` before: each factor's value, the
-    product (equal to sales), and the LMDI attribution of the change."""
+    product (equal to sales), and the LMDI attribution of the change. Without an explicit ``end``, a
+    stored window and at most one scope dimension, the counts come from the stored figures
+    (:mod:`.figures`, refreshed every 5 minutes); otherwise they are computed live."""
+    explicit_end = end
     end = end or today(tenant_id)
     start = end - dt.timedelta(days=days - 1)
     prev_end = start - dt.timedelta(days=1)
     prev_start = prev_end - dt.timedelta(days=days - 1)
-    now, before = period_figures(tenant_id, start, end, scope), period_figures(tenant_id, prev_start, prev_end, scope)
+    stored = None
+    if explicit_end is None:  # the stored set (figures.do_refresh_formula) covers today's window, one slice
+        dims = [(n, v) for n, v in (("community", scope.community_id), ("campaign", scope.campaign),
+                                    ("channel", scope.channel)) if v is not None]
+        if len(dims) <= 1:
+            slice_, key = dims[0] if dims else ("", "")
+            found = stored_formula(tenant_id, days, slice_)
+            if found is not None:
+                stored = (found.get((str(key), "now"), Figures()), found.get((str(key), "before"), Figures()))
+    if stored is not None:
+        now, before = stored
+    else:
+        now = period_figures(tenant_id, start, end, scope)
+        before = period_figures(tenant_id, prev_start, prev_end, scope)
     decomposition = decompose(before, now)
     f_now, f_before = now.factors(), before.factors()
     rows = [{
@@ -226,7 +261,15 @@ def breakdown(tenant_id: int, by: str, *, days: int = 30) -> list[dict[str, Any]
     prev_end = start - dt.timedelta(days=1)
     prev_start = prev_end - dt.timedelta(days=days - 1)
     column = "community_id" if by == "community" else by
-    now_by, before_by = _figures_by(tenant_id, column, start, end), _figures_by(tenant_id, column, prev_start, prev_end)
+    rows = stored_formula(tenant_id, days, by)
+    if rows is not None:  # stored by figures.do_refresh_formula (every 5 minutes)
+        now_by: dict[Any, Figures] = {}
+        before_by: dict[Any, Figures] = {}
+        for (key, period), f in rows.items():
+            (now_by if period == "now" else before_by)[int(key) if by == "community" else key] = f
+    else:
+        now_by, before_by = _figures_by(tenant_id, column, start, end), _figures_by(tenant_id, column, prev_start,
+                                                                                    prev_end)
     keys = sorted((k for k in set(now_by) | set(before_by) if k not in (0, "")), key=str)
     names = dict(Community.objects.filter(tenant_id=tenant_id).values_list("pk", "name")) if by == "community" else {}
     out = []
