@@ -178,6 +178,26 @@ class MemberPeriod(TenantOwned):
         indexes = [models.Index(fields=["tenant", "member_id"], name="analytics_memberperiod_mem_idx")]
 
 
+class CohortCell(TenantOwned):
+    """One cell of the cohort table: the members whose first join fell in ``cohort`` (a week's Monday
+    or a month's first day, ``grain``) who were active in ``period``, and their paid GMV there. The
+    ``MemberPeriod`` rows of one (grain, period) grouped by cohort: recomputed for the week and the
+    month of a written day, for every period of a member whose cohort moved, and set-based by the
+    rebuild — so the cohorts page reads cohorts × periods rows, not one row per member."""
+
+    grain = models.CharField(_("周期"), max_length=5)
+    cohort = models.DateField(_("同期群"))
+    period = models.DateField(_("周期起始"))
+    active_members = models.PositiveIntegerField(_("活跃成员"), default=0)
+    gmv_fen = models.BigIntegerField(_("成交额(分)"), default=0)
+
+    class Meta:
+        verbose_name = _("同期群单元")
+        verbose_name_plural = _("同期群单元")
+        constraints = [models.UniqueConstraint(fields=["tenant", "grain", "cohort", "period"],
+                                               name="analytics_cohort_cell_unique")]
+
+
 class MemberJourney(TenantOwned):
     """Each member's firsts (the funnel's steps) and join attribution, recomputed from the source
     tables for the members touched by a refreshed day."""

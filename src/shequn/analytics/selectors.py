@@ -24,7 +24,7 @@ from shequn.members import selectors as member_selectors
 from shequn.members.models import Member
 
 from .formula import FACTORS, Decomposition, Figures, decompose
-from .models import DailyDistinct, DailyRollup, FormulaFigures, MemberDay, MemberJourney, MemberPeriod
+from .models import CohortCell, DailyDistinct, DailyRollup, FormulaFigures, MemberDay, MemberJourney
 from .presence import members_present
 
 FACTOR_LABELS = {
@@ -546,9 +546,9 @@ def cohorts(tenant_id: int, *, grain: str = "month", periods: int = 6) -> list[d
 
     Two grouped queries: cohort sizes over the journeys (the week/month of a join time is a ``CASE``
     over bounds computed in the tenant's zone, so the same SQL runs on SQLite and PostgreSQL), and
-    active members / GMV per (cohort, period) over the member-period rollup (``MemberPeriod``: one
-    row per member and week/month, carrying the member's cohort) — O(members × periods) pre-grouped
-    rows instead of every member-day row joined to the journeys."""
+    active members / GMV per (cohort, period) read from ``CohortCell`` (the member × week/month rollup
+    ``MemberPeriod`` grouped by cohort, kept with it) — cohorts × periods rows, instead of every
+    member-day row of the window joined to the journeys."""
     if grain not in ("week", "month"):
         raise ValueError(grain)
     zone = ZoneInfo(tenant_tz(tenant_id))
@@ -569,12 +569,11 @@ def cohorts(tenant_id: int, *, grain: str = "month", periods: int = 6) -> list[d
         sizes = {int(c): n for c, n in cursor.fetchall() if c is not None}
     index = {d: i for i, d in enumerate(starts[:-1])}
     cells: dict[tuple[int, int], tuple[int, int]] = {}
-    for cohort, period, active, gmv in MemberPeriod.objects.filter(
-            tenant_id=tenant_id, grain=grain, cohort__isnull=False, period__gte=starts[0],
-            period__lt=starts[-1]).values("cohort", "period").annotate(
-            a=Count("id", filter=Q(active_facts__gt=0)), g=Sum("gmv_fen")).values_list("cohort", "period", "a", "g"):
+    for cohort, period, active, gmv in CohortCell.objects.filter(
+            tenant_id=tenant_id, grain=grain, period__gte=starts[0], period__lt=starts[-1]).values_list(
+            "cohort", "period", "active_members", "gmv_fen"):
         if cohort in index and period in index:
-            cells[(index[cohort], index[period])] = (active or 0, int(gmv or 0))
+            cells[(index[cohort], index[period])] = (active, int(gmv))
     out = []
     for c in sorted(sizes):
         size = sizes[c]

@@ -35,7 +35,7 @@ from shequn.communities.models import Community
 from shequn.core.models import Tenant
 from shequn.referrals.models import Commission, InviteLink, LinkEvent, LinkEventKind
 
-from .models import DailyDistinct, DailyRollup, DirtyDay, MemberDay, MemberJourney, MemberPeriod
+from .models import CohortCell, DailyDistinct, DailyRollup, DirtyDay, MemberDay, MemberJourney, MemberPeriod
 from .presence import do_rebuild_presence
 
 DEFAULT_TZ = "Asia/Shanghai"
@@ -217,10 +217,13 @@ def _move_cohorts(tenant_id: int, joined: dict[int, dt.datetime | None], zone: Z
         by_cohort: dict[dt.date | None, list[int]] = defaultdict(list)
         for mid, at in joined.items():
             by_cohort[None if at is None else period_start(local_day(at, zone), grain)].append(mid)
+        periods: set[dt.date] = set()
         for cohort, mids in by_cohort.items():
             for i in range(0, len(mids), 500):
-                MemberPeriod.objects.filter(tenant_id=tenant_id, grain=grain, member_id__in=mids[i:i + 500]).update(
-                    cohort=cohort)
+                rows = MemberPeriod.objects.filter(tenant_id=tenant_id, grain=grain, member_id__in=mids[i:i + 500])
+                periods |= set(rows.values_list("period", flat=True))
+                rows.update(cohort=cohort)
+        _write_cells(tenant_id, grain, sorted(periods))
 
 
 # -- one day bucket ---------------------------------------------------------------------------------
@@ -516,13 +519,14 @@ def _distinct_rows(tenant_id: int, day: dt.date, member_days: Sequence[tuple[Any
     active: dict[int, set[int]] = defaultdict(set)
     buyers: dict[int, set[int]] = defaultdict(set)
     for _t, _d, member_id, community_id, _c, _ch, _j, is_active, _e, _m, orders, _g, _r in member_days:
-        for key in (-1, community_id):
+        for key in (-1, community_id):  # a row for every community with facts that day, zeros included
+            active.setdefault(key, set())
+            buyers.setdefault(key, set())
             if is_active:
                 active[key].add(member_id)
             if orders > 0:
                 buyers[key].add(member_id)
-    return [(tenant_id, day, key, len(active.get(key, ())), len(buyers.get(key, ())))
-            for key in sorted(set(active) | set(buyers))]
+    return [(tenant_id, day, key, len(active[key]), len(buyers[key])) for key in sorted(active)]
 
 
 def _day_sums(tenant_id: int, day: dt.date) -> dict[int, list[int]]:
@@ -571,6 +575,30 @@ def _apply_periods(tenant_id: int, day: dt.date, old: dict[int, list[int]], new:
     for i in range(0, len(gone), 500):
         MemberPeriod.objects.filter(tenant_id=tenant_id, member_id__in=gone[i:i + 500], facts__lte=0).filter(
             period__in=[period_start(day, g) for g in GRAINS]).delete()
+    for grain in GRAINS:
+        _write_cells(tenant_id, grain, [period_start(day, grain)])
+
+
+def _write_cells(tenant_id: int, grain: str, periods: Sequence[dt.date] | None) -> None:
+    """Replace the cohort cells of these periods (every period when None) with the member-period rows
+    grouped by cohort (one grouped ``INSERT … SELECT``)."""
+    if periods is not None and not periods:
+        return
+    cells = CohortCell.objects.filter(tenant_id=tenant_id, grain=grain)
+    adapt = connection.ops.adapt_datefield_value
+    where, params = "", []
+    if periods is not None:
+        cells = cells.filter(period__in=periods)
+        where = " AND period IN (" + ", ".join(["%s"] * len(periods)) + ")"
+        params = [adapt(p) for p in periods]
+    cells.delete()
+    table, source = (connection.ops.quote_name(m._meta.db_table) for m in (CohortCell, MemberPeriod))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (tenant_id, grain, cohort, period, active_members, gmv_fen) "  # noqa: S608 (the models' tables)
+            "SELECT tenant_id, grain, cohort, period, SUM(CASE WHEN active_facts > 0 THEN 1 ELSE 0 END), SUM(gmv_fen) "
+            f"FROM {source} WHERE tenant_id = %s AND grain = %s AND cohort IS NOT NULL{where} "
+            "GROUP BY tenant_id, grain, cohort, period", [tenant_id, grain, *params])
 
 
 def do_fill_daily_distinct(tenant_id: int) -> None:
@@ -587,11 +615,12 @@ def do_fill_daily_distinct(tenant_id: int) -> None:
                 + ("" if key == "-1" else ", community_id"), [tenant_id])
 
 
-def do_fill_member_periods(tenant_id: int) -> int:
+def do_fill_member_periods(tenant_id: int, *, cells: bool = True) -> int:
     """Write a tenant's ``MemberPeriod`` rows from its member-day rows in one grouped ``INSERT …
     SELECT`` per grain (the rebuild's last step; the table must be empty for the tenant). The week or
     month of a day and the cohort of a join time are ``CASE`` expressions over bounds computed here in
-    the tenant's zone, so the same SQL runs on SQLite and PostgreSQL. Returns the rows written."""
+    the tenant's zone, so the same SQL runs on SQLite and PostgreSQL; then, with ``cells``, the cohort
+    cells from them. Returns the member-period rows written."""
     zone = tenant_zone(tenant_id)
     span = MemberDay.objects.filter(tenant_id=tenant_id).aggregate(lo=Min("day"), hi=Max("day"))
     joins = MemberJourney.objects.filter(tenant_id=tenant_id).aggregate(lo=Min("joined_at"), hi=Max("joined_at"))
@@ -624,7 +653,15 @@ def do_fill_member_periods(tenant_id: int) -> int:
                 f"LEFT JOIN {journeys} j ON j.tenant_id = %s AND j.member_id = p.member_id",
                 [tenant_id, grain, *join_params, *day_params, tenant_id, tenant_id])
             written += cursor.rowcount
+        if cells:
+            _write_cells(tenant_id, grain, None)
     return written
+
+
+def do_fill_cohort_cells(tenant_id: int) -> None:
+    """Every cohort cell of a tenant from its member-period rows (migration 0010)."""
+    for grain in GRAINS:
+        _write_cells(tenant_id, grain, None)
 
 
 def _insert(model: type[DailyRollup] | type[MemberDay] | type[DailyDistinct], columns: Sequence[str],
@@ -717,6 +754,7 @@ def do_rebuild(tenant_id: int) -> int:
     one transaction: a reader during a rebuild sees the days not written yet as empty."""
     MemberJourney.objects.filter(tenant_id=tenant_id).delete()
     MemberPeriod.objects.filter(tenant_id=tenant_id).delete()
+    CohortCell.objects.filter(tenant_id=tenant_id).delete()
     do_recompute_journeys(tenant_id, None)
     days = source_days(tenant_id)
     DailyRollup.objects.filter(tenant_id=tenant_id).delete()  # one statement each, not one per day

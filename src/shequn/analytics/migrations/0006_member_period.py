@@ -9,7 +9,7 @@ def fill(apps, schema_editor):
     from shequn.analytics.services import do_fill_member_periods
 
     for tenant_id in apps.get_model("core", "Tenant").objects.values_list("pk", flat=True):
-        do_fill_member_periods(tenant_id)
+        do_fill_member_periods(tenant_id, cells=False)  # CohortCell comes in 0010
 
 
 class Migration(migrations.Migration):

@@ -16,7 +16,15 @@ from hypothesis import strategies as st
 
 from shequn.activity.models import ActivityEvent
 from shequn.analytics import services
-from shequn.analytics.models import DailyDistinct, DailyRollup, DirtyDay, MemberDay, MemberJourney, MemberPeriod
+from shequn.analytics.models import (
+    CohortCell,
+    DailyDistinct,
+    DailyRollup,
+    DirtyDay,
+    MemberDay,
+    MemberJourney,
+    MemberPeriod,
+)
 from shequn.core.models import Tenant
 
 from .world import ZONE, at, click, event, ingest, make_world, notify, pay, refund
@@ -32,7 +40,17 @@ def snapshot(tenant_id: int) -> dict[str, Any]:
 
     return {"rollups": rows(DailyRollup, ()), "member_days": rows(MemberDay, ()),
             "journeys": rows(MemberJourney, ()), "member_periods": rows(MemberPeriod, ()),
-            "daily_distinct": rows(DailyDistinct, ())}
+            "daily_distinct": rows(DailyDistinct, ()), "cohort_cells": rows(CohortCell, ())}
+
+
+def cells_from_scratch(periods: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The cohort cells from member-period rows: active members and GMV per (grain, cohort, period)."""
+    cells: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0, 0])
+    for grain, period, _member, cohort, _facts, active, _orders, gmv in periods:
+        if cohort is not None:
+            cells[(grain, cohort, period)][0] += active > 0
+            cells[(grain, cohort, period)][1] += gmv
+    return sorted((*k, a, g) for k, (a, g) in cells.items())
 
 
 def distinct_from_scratch(tenant_id: int) -> list[tuple[Any, ...]]:
@@ -41,7 +59,9 @@ def distinct_from_scratch(tenant_id: int) -> list[tuple[Any, ...]]:
     buyers: dict[tuple[Any, int], set[int]] = defaultdict(set)
     for day, member, community, is_active, orders in MemberDay.objects.filter(tenant_id=tenant_id).values_list(
             "day", "member_id", "community_id", "active", "orders"):
-        for key in ((day, -1), (day, community)):
+        for key in ((day, -1), (day, community)):  # every (day, community) with facts has a row
+            active.setdefault(key, set())
+            buyers.setdefault(key, set())
             if is_active:
                 active[key].add(member)
             if orders:
@@ -130,6 +150,7 @@ def test_incremental_rollups_equal_rebuild_and_an_independent_count(db: None, op
     incremental = snapshot(tenant.pk)
     assert incremental["member_periods"] == periods_from_scratch(tenant.pk)
     assert incremental["daily_distinct"] == distinct_from_scratch(tenant.pk)
+    assert incremental["cohort_cells"] == cells_from_scratch(incremental["member_periods"])
     services.do_rebuild(tenant.pk)
     assert snapshot(tenant.pk) == incremental
     DailyDistinct.objects.filter(tenant=tenant).delete()  # what migration 0008 fills from the facts
