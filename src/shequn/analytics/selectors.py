@@ -467,11 +467,20 @@ def funnel(tenant_id: int, *, by: str | None = None, start: dt.date | None = Non
     (or one overall). A member who joined without a click counts as having clicked."""
     if by is not None and by not in FUNNEL_BY:
         raise ValueError(by)
+    # one grouped query (the steps of _steps as nested conditions), not every journey into Python
+    reached = Q()
+    counts_sql: dict[str, Any] = {}
+    for step, column in zip(FUNNEL_STEPS, (None, "joined_at", "first_message_at", "first_order_at",
+                                           "second_order_at"), strict=True):
+        if column is not None:
+            reached &= Q(**{f"{column}__isnull": False})
+        counts_sql[f"n_{step}"] = Count("id", filter=reached) if column is not None else Count("id")
+    qs = _journeys(tenant_id, start, end)
+    rows = qs.values(by).annotate(**counts_sql) if by else [qs.aggregate(**counts_sql)]
     groups: dict[Any, Counter[str]] = defaultdict(Counter)
-    for j in _journeys(tenant_id, start, end).iterator():
-        key = getattr(j, by) if by else ""
-        for step in _steps(j):
-            groups[key][step] += 1
+    for row in rows:
+        if row["n_clicked"]:
+            groups[row[by] if by else ""].update({step: row[f"n_{step}"] for step in FUNNEL_STEPS})
     names: dict[Any, str] = {}
     if by == "inviter_id":
         names = dict(Member.objects.filter(tenant_id=tenant_id, pk__in=list(groups)).values_list("pk", "display_name"))
