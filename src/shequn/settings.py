@@ -154,6 +154,9 @@ DATABASE_URL = os.environ.get("SHEQUN_DATABASE_URL", "").strip()
 SHEQUN_REPLICA_ROUTING = False
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # the same backend with a health check at most once a second per connection (its docstring)
+        DATABASES["default"]["ENGINE"] = "shequn.core.backends.postgresql"
     if os.environ.get("SHEQUN_DATABASE_POOLER", "").strip().lower() == "transaction":
         # behind PgBouncer in transaction mode a session may land on another server connection at
         # every transaction: no named server-side cursors, no prepared statements
@@ -163,6 +166,7 @@ if DATABASE_URL:
     if REPLICA_URL:
         # analytics and console list reads, with bounded staleness (shequn.core.dbrouting)
         DATABASES["replica"] = dj_database_url.parse(REPLICA_URL, conn_max_age=60, conn_health_checks=True)
+        DATABASES["replica"]["ENGINE"] = DATABASES["default"]["ENGINE"]
         for _opt in ("DISABLE_SERVER_SIDE_CURSORS", "OPTIONS"):
             if _opt in DATABASES["default"]:
                 DATABASES["replica"][_opt] = DATABASES["default"][_opt]  # the same pooler rules
@@ -320,7 +324,10 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": os.environ.get("SHEQUN_LOG_LEVEL", "INFO")},
     # apscheduler (the crontask scheduler) logs every 5-second lock refresh at INFO
-    "loggers": {"django.db.backends": {"level": "WARNING"}, "apscheduler": {"level": "WARNING"}},
+    # django.request logs every 4xx as a WARNING: a flash sale's sold-out 409s or a busy integration's
+    # 404s are answers, not incidents (the access log has every status); 5xx stay ERROR
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "apscheduler": {"level": "WARNING"},
+                "django.request": {"level": "ERROR"}},
 }
 
 # --- console (Unfold) ---------------------------------------------------------------------------

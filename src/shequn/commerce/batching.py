@@ -30,7 +30,7 @@ from typing import Any
 from django.db import close_old_connections, connection
 from django.utils.translation import gettext as _
 
-from shequn.core import microbatch
+from shequn.core import localcache, microbatch
 from shequn.core.errors import Conflict, ShequnError
 from shequn.core.permissions import Principal
 
@@ -76,13 +76,22 @@ def _write(write: Writer, flash_sale_id: int, rows: list[FlashRow]) -> list[Orde
     close_old_connections()  # a connection broken by an earlier batch's error is replaced, not reused
     outcome = write(flash_sale_id, rows)
     if outcome.remaining is not None and outcome.remaining <= 0:
-        _SOLD_OUT[flash_sale_id] = time.monotonic() + CACHE_SECONDS
+        mark_sold_out(flash_sale_id)
     return list(outcome.results)
 
 
 _SALES: dict[tuple[int, int], tuple[float, FlashSale | None]] = {}
 _SOLD_OUT: dict[int, float] = {}
 _FILL = threading.Lock()
+localcache.register_clear(_SALES.clear)
+localcache.register_clear(_SOLD_OUT.clear)
+
+
+def forget(flash_sale_id: int) -> None:
+    """Drop this process's copy of a sale (after an edit here; other processes: ``CACHE_SECONDS``)."""
+    for key in [k for k in _SALES if k[1] == flash_sale_id]:
+        _SALES.pop(key, None)
+    _SOLD_OUT.pop(flash_sale_id, None)
 
 
 def flash_sale(tenant_id: int, flash_sale_id: int) -> FlashSale | None:
@@ -108,8 +117,14 @@ def flash_sale(tenant_id: int, flash_sale_id: int) -> FlashSale | None:
         _FILL.release()
 
 
+def mark_sold_out(flash_sale_id: int) -> None:
+    """The sale has no stock left (a batch, or the Redis gate, said so): refuse early for
+    ``CACHE_SECONDS`` in this process."""
+    _SOLD_OUT[flash_sale_id] = time.monotonic() + CACHE_SECONDS
+
+
 def sold_out(flash_sale_id: int) -> bool:
-    """True while a recent batch of this process left the sale without stock."""
+    """True while a recent batch (or gate answer) of this process left the sale without stock."""
     until = _SOLD_OUT.get(flash_sale_id)
     return until is not None and until > time.monotonic()
 

@@ -6,7 +6,15 @@ and orders idempotently; the database stays the source of truth (its own conditi
 unique (flash sale, member) row still apply).
 
 Keys (per flash sale): ``shequn:flash:<id>:stock``, ``shequn:flash:<id>:buyers``,
-``shequn:flash:<id>:stream``; consumer group ``orders``."""
+``shequn:flash:<id>:stream``, ``shequn:flash:<id>:wake``; consumer group ``orders``.
+
+Waking the consumer: a call that accepts sets ``wake`` (``SET NX EX``) in the same script; the one
+attempt whose call set it gets :data:`ACCEPTED_WAKE` instead of :data:`ACCEPTED`, and its caller
+enqueues the consumer task. The consumer deletes ``wake`` before it reads, so an entry added while
+it drains sets the flag again and wakes another run: every entry is followed by a consumer run that
+starts after it, with one task row per consumer run instead of one per buyer. A caller that died
+between the flag and the enqueue delays its entries until the flag expires (``WAKE_SECONDS``) and
+the next acceptance, or the minute sweep (``sweep_flash_gates``), whichever comes first."""
 
 from __future__ import annotations
 
@@ -18,14 +26,15 @@ from django.conf import settings
 
 from shequn.core import microbatch
 
-# ARGV = member, quantity, attr for each attempt (one or many, of one sale): taken in order, each
-# checked for its member first (SISMEMBER), then for a prepared gate, then for enough stock, which
-# the attempts before it in the same call have already drawn on; one DECRBY for all that were taken
+# ARGV = member, quantity, attr for each attempt (one or many, of one sale), then the wake flag's
+# seconds: taken in order, each checked for its member first (SISMEMBER), then for a prepared gate,
+# then for enough stock, which the attempts before it in the same call have already drawn on; one
+# DECRBY for all that were taken; the first taken gets 2 when this call set the wake flag
 GATE_LUA = """
 local stock = tonumber(redis.call('GET', KEYS[1]) or '-1')
 local out = {}
 local taken = 0
-for i = 1, #ARGV, 3 do
+for i = 1, #ARGV - 1, 3 do
   local n = tonumber(ARGV[i + 1])
   if redis.call('SISMEMBER', KEYS[2], ARGV[i]) == 1 then
     out[#out + 1] = -1
@@ -40,7 +49,14 @@ for i = 1, #ARGV, 3 do
     out[#out + 1] = 1
   end
 end
-if taken > 0 then redis.call('DECRBY', KEYS[1], taken) end
+if taken > 0 then
+  redis.call('DECRBY', KEYS[1], taken)
+  if redis.call('SET', KEYS[4], '1', 'NX', 'EX', tonumber(ARGV[#ARGV])) then
+    for i = 1, #out do
+      if out[i] == 1 then out[i] = 2 break end
+    end
+  end
+end
 return out
 """
 
@@ -53,6 +69,10 @@ return 0
 """
 
 ACCEPTED, SOLD_OUT, DUPLICATE, NOT_PREPARED = 1, 0, -1, -2
+#: accepted, and this caller must wake the consumer (enqueue ``consume_flash_gate``)
+ACCEPTED_WAKE = 2
+#: how long a wake flag stands without a consumer run deleting it
+WAKE_SECONDS = 5
 
 
 class GateDown(Exception):
@@ -67,7 +87,7 @@ DOWN: tuple[type[Exception], ...] = (GateDown, redis.RedisError)
 
 def keys(flash_sale_id: int) -> list[str]:
     base = f"shequn:flash:{flash_sale_id}"
-    return [f"{base}:stock", f"{base}:buyers", f"{base}:stream"]
+    return [f"{base}:stock", f"{base}:buyers", f"{base}:stream", f"{base}:wake"]
 
 
 @lru_cache(maxsize=4)
@@ -110,6 +130,7 @@ class Gate:
         args: list[Any] = []
         for member_id, quantity, attr in attempts:
             args += [member_id, quantity, attr]
+        args.append(WAKE_SECONDS)
         try:
             return [int(r) for r in self._gate(keys=keys(flash_sale_id), args=args)]
         except redis.RedisError as exc:
@@ -128,6 +149,10 @@ class Gate:
 
     def release(self, flash_sale_id: int, member_id: int, quantity: int) -> bool:
         return bool(self._release(keys=keys(flash_sale_id), args=[member_id, quantity]))
+
+    def woken(self, flash_sale_id: int) -> None:
+        """A consumer run starts: clear the wake flag before reading (see the module's docstring)."""
+        self.conn.delete(keys(flash_sale_id)[3])
 
     def read(self, flash_sale_id: int, consumer: str, count: int = 500) -> list[tuple[str, dict[str, str]]]:
         """Pending entries first (a crashed consumer's), then new ones."""

@@ -23,6 +23,7 @@ __all__ = [
     "fail_expired_teams",
     "retry_order_event_deliveries",
     "retry_pending_refunds",
+    "sweep_flash_gates",
 ]
 
 
@@ -45,6 +46,14 @@ def expire_unpaid_orders() -> int:
 def fail_expired_teams() -> int:
     """Group-buy teams that did not fill in time fail; paid members are refunded exactly once."""
     return services.do_fail_expired_teams()
+
+
+@cron("* * * * *")
+@task
+def sweep_flash_gates() -> int:
+    """Drain every Redis-gated sale's stream that is open or ended within the day: the safety net
+    behind the wake flag (a web process that died between accepting and enqueueing the consumer)."""
+    return services.do_sweep_flash_gates()
 
 
 @cron("*/5 * * * *")

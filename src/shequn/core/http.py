@@ -37,8 +37,8 @@ def throttled_key_principal(request: HttpRequest, secret: str) -> Principal | No
     ip = throttle.client_ip(request) or "-"
     parts = secret.split("_", 2)
     prefix = parts[1][:16] if len(parts) == 3 else ""
-    wait = max(throttle.retry_after(throttle.API_KEY_ADDRESS, ip),
-               throttle.retry_after(throttle.API_KEY_PREFIX, prefix) if prefix else 0)
+    wait = max(throttle.retry_after_cached(throttle.API_KEY_ADDRESS, ip),
+               throttle.retry_after_cached(throttle.API_KEY_PREFIX, prefix) if prefix else 0)
     if wait:
         raise TooManyAttempts(throttle.wait_message(wait), details={"retry_after": wait})
     found = principal_for_api_key(secret)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hmac
+import time
 
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from .models import ApiKey, AuditLog, StaffMembership, WebhookDelivery, WebhookEndpoint
 from .permissions import Principal, expand_scopes, permissions_for_role
-from .services import hash_api_key
+from .services import API_KEYS, hash_api_key
 
 
 def staff_memberships_for_user(user_id: int) -> QuerySet[StaffMembership]:
@@ -30,21 +31,27 @@ def principal_for_staff(staff: StaffMembership) -> Principal:
 
 def principal_for_api_key(secret: str) -> Principal | None:
     """Resolve ``sq_<prefix>_<random>``; constant-time hash compare; revoked and expired keys never
-    resolve."""
+    resolve (in another process than the one that revoked it: after the cache's few seconds)."""
     parts = secret.split("_", 2)
     if len(parts) != 3 or parts[0] != "sq":
         return None
+    digest = hash_api_key(secret)
+    hit = API_KEYS.get(digest)
+    if hit is not None and (hit[1] is None or hit[1] > time.time()):
+        return hit[0]
     now = timezone.now()
     key = (ApiKey.objects.filter(prefix=parts[1], revoked_at__isnull=True, tenant__is_active=True)
            .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now)).first())
-    if key is None or not hmac.compare_digest(key.key_hash, hash_api_key(secret)):
+    if key is None or not hmac.compare_digest(key.key_hash, digest):
         return None
     if key.last_used_at is None or (now - key.last_used_at).total_seconds() > 60:
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
-    return Principal(
+    principal = Principal(
         tenant_id=key.tenant_id, kind="api_key", actor_id=str(key.pk), label=key.name,
         permissions=expand_scopes(list(key.scopes)),
     )
+    API_KEYS.put(digest, (principal, key.expires_at.timestamp() if key.expires_at else None))
+    return principal
 
 
 def api_key_tenant(prefix: str) -> int | None:

@@ -7,12 +7,14 @@ import hashlib
 import secrets
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from .errors import Conflict, Invalid
+from .localcache import TTLCache
 from .models import ApiKey, AuditLog, IdempotencyRecord, StaffMembership, StaffRole, Tenant
 from .permissions import ALL, Principal
 
@@ -68,6 +70,15 @@ def do_create_operator(
     return staff
 
 
+#: keys that resolved (``selectors.principal_for_api_key``), by the hash of their secret (the secret
+#: itself is not kept), with their principal and expiry: a key revoked in another process stops
+#: resolving here after at most this many seconds (``SHEQUN_API_KEY_CACHE_SECONDS``, default 5; 0
+#: turns the cache off), in this process at once (:func:`do_revoke_api_key`). Only good keys are
+#: cached, so a guess always meets the database and the throttle.
+API_KEYS: TTLCache[tuple[Principal, float | None]] = TTLCache(
+    "api-keys", float(getattr(settings, "SHEQUN_API_KEY_CACHE_SECONDS", 5)))
+
+
 def hash_api_key(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -101,6 +112,10 @@ def do_revoke_api_key(principal: Principal, key: ApiKey) -> ApiKey:
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])
         do_audit(principal, "api_key.revoke", "ApiKey", key.pk)
+        # now (this thread's next request) and at commit (another thread may have cached the key
+        # again from the row as it was before this transaction committed)
+        API_KEYS.clear()
+        transaction.on_commit(API_KEYS.clear)
     return key
 
 

@@ -26,6 +26,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from .localcache import TTLCache
 from .models import ThrottleHit
 from .permissions import Principal
 from .services import do_audit
@@ -106,9 +107,28 @@ def retry_after(rule: Rule, value: str, now: dt.datetime | None = None) -> int:
     return max(1, math.ceil(frees_at - now.timestamp()))
 
 
+#: "the door is open" verdicts of :func:`retry_after_cached`, per (rule, value): a door shut by
+#: failures counted in another process shuts here at most this long after (this process's own
+#: failures drop the verdict at once, :func:`do_hit`)
+OPEN: TTLCache[bool] = TTLCache("throttle-open", 1.0)
+
+
+def retry_after_cached(rule: Rule, value: str) -> int:
+    """:func:`retry_after` for a hot path (every API request checks its address and key prefix): an
+    open door is remembered for one second, so a busy integration does not read the window on every
+    request. A shut door is never cached (its wait is computed each time)."""
+    if OPEN.get((rule.scope, value)):
+        return 0
+    wait = retry_after(rule, value)
+    if not wait:
+        OPEN.put((rule.scope, value), True)
+    return wait
+
+
 def do_hit(rule: Rule, value: str, now: dt.datetime | None = None) -> int:
     """Count one attempt; returns the count in the window including it (== ``limit``: this one
     locked the door)."""
+    OPEN.drop((rule.scope, value))
     now = now or timezone.now()
     key = key_for(value)
     ts = now.timestamp()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import connection
 from django.db.models import Count, Q, QuerySet
 from django.utils.translation import gettext as _
 
@@ -22,6 +23,22 @@ def check_member(tenant_id: int, member_id: Any, field: str = "member_id") -> Me
     if member is None:
         raise NotFound(_("会员不存在"), details={"field": field})
     return member
+
+
+def check_member_level(tenant_id: int, member_id: Any, field: str = "member_id") -> int:
+    """:func:`check_member` for a hot path that needs only the member's relationship level: one
+    prepared-shape statement, no model built (the same errors, naming ``field``)."""
+    if not isinstance(member_id, int) or isinstance(member_id, bool):
+        raise Invalid(_("会员 ID 必须是整数"), details={"field": field})
+    with connection.cursor() as cur:
+        cur.execute(_LEVEL_SQL, [member_id, tenant_id])
+        row = cur.fetchone()
+    if row is None:
+        raise NotFound(_("会员不存在"), details={"field": field})
+    return int(row[0])
+
+
+_LEVEL_SQL = f"SELECT relationship_level FROM {Member._meta.db_table} WHERE id = %s AND tenant_id = %s"  # noqa: S608
 
 
 def members(tenant_id: int, *, include_merged: bool = False) -> QuerySet[Member]:

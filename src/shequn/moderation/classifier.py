@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 import ahocorasick_rs
 
@@ -56,6 +57,10 @@ MIN_DF = 1  # in templates: the model's counts are seed templates, not rows (see
 NB_K0 = 3
 TENANT_WEIGHT = 5
 SCALE = 2.0
+#: the model ``train-default`` builds: "nb" (calibrated naive Bayes), "lr" (plain-Python regression over the
+#: bigrams, round 1), "sk" (the scikit-learn regression over 1–3-grams, round 4, :mod:`.train`) or "blend"
+#: (naive Bayes with that regression as its partner, their log-odds averaged: shipped since round 4)
+DEFAULT_KIND = "blend"
 NGRAMS = tuple(int(x) for x in os.environ.get("SHEQUN_NGRAMS", "2").split(","))
 
 
@@ -72,6 +77,10 @@ def _neutral(feature: str) -> bool:
     n-grams without a letter."""
     if feature.startswith(("\x00", "\x01")):
         return False
+    if _SUBWORD.fullmatch(feature):
+        # 3-5 letters inside an English word (round 5: the regression's sub-word features, "casin",
+        # "bonu", "loan" in "loans"); naive Bayes never makes them (its n-grams are bigrams)
+        return False
     if _LATIN_IN.search(feature):
         # Latin letter pairs ("th", "ix", "x "): English is read by its whole words (the \x01 features);
         # letter pairs only added noise that rare templates made loud ("Netflix" → "ix" +4.3, an ad)
@@ -85,6 +94,7 @@ def _neutral(feature: str) -> bool:
 
 
 _LATIN_IN = re.compile("[a-z]")
+_SUBWORD = re.compile("[a-z]{3,5}")
 _SYMBOL_CATEGORIES = frozenset({"So", "Sk", "Co", "Cn", "Cs"})
 
 
@@ -97,6 +107,26 @@ def features(text: str) -> set[str]:
     feats.add(f"\x00len{min(n.bit_length(), 9)}")
     if _HAS_LATIN.search(t):
         feats.update("\x01" + w for w in _WORD.findall(t) if 2 < len(w) <= 20)
+    return feats
+
+
+def lr_features(text: str, ngrams: tuple[int, ...], subword: tuple[int, ...] = ()) -> set[str]:
+    """Every feature a discriminative model over character ``ngrams`` could know in the normalised
+    ``text`` (issue 16 round 4, :mod:`.train`): its distinct non-neutral n-grams (digits folded to
+    ``0``) and its whole English words (``\x01`` + word, 3–20 letters). No length bucket. With
+    ``subword`` sizes (round 5, 3–5), also every run of that many letters inside a word (the letters
+    of a run of ``a-z``: the runtime's Aho-Corasick pass finds exactly these, since the pattern has no
+    blank or other character it could match across)."""
+    t = _NONZERO.sub("0", text[:MAX_CHARS])
+    n = len(t)
+    feats = {g for size in ngrams for i in range(n - size + 1)
+             if not _neutral(g := t[i : i + size]) and not _LATIN_IN.search(g)}
+    if _HAS_LATIN.search(t):
+        words = _WORD.findall(t)
+        feats.update("\x01" + w for w in words if 2 < len(w) <= 20)
+        for w in words:
+            for size in subword:
+                feats.update(w[i : i + size] for i in range(len(w) - size + 1))
     return feats
 
 
@@ -113,6 +143,10 @@ class NaiveBayes:
     extra_df: dict[str, list[int]] = field(default_factory=dict)
     #: Platt calibration (a, b) of the naive-Bayes log-odds: a·z + b (None: uncalibrated, a=1, b=0)
     platt: tuple[float, float] | None = None
+    #: a second model whose calibrated log-odds are averaged with this one's (issue 16 round 4: the
+    #: shipped model is naive Bayes + the scikit-learn regression, ``partner_weight`` the regression's share)
+    partner: NaiveBayes | None = None
+    partner_weight: float = 0.0
     _scale: float = SCALE
     _k0: int = 1  # evidence is divided by sqrt(_k0 - 1 + number of features found); LR_K0 for the regression
     _weights: dict[str, float] | None = field(default=None, repr=False)
@@ -123,6 +157,7 @@ class NaiveBayes:
     _ac: ahocorasick_rs.AhoCorasick | None = field(default=None, repr=False)
     _gram_get: Callable[[str], float] | None = field(default=None, repr=False)  # bound once, not per call
     _word_get: Callable[[str], float | None] | None = field(default=None, repr=False)
+    _unigrams: bool = field(default=False, repr=False)  # single characters are features (see _logit)
 
     def add(self, text: str, spam: bool, weight: int = 1) -> None:
         label = 1 if spam else 0
@@ -142,6 +177,8 @@ class NaiveBayes:
     def prune(self, min_df: int = MIN_DF) -> NaiveBayes:
         self.df = {f: c for f, c in self.df.items() if c[0] + c[1] >= min_df}
         self._weights = None
+        if self.partner is not None:
+            self.partner.prune(min_df)
         return self
 
     def _nb_ratios(self, n: list[int], df: dict[str, list[int]]) -> tuple[dict[str, float], float]:
@@ -190,6 +227,7 @@ class NaiveBayes:
         self._len_w = [weights.get(f"\x00len{i}", 0.0) for i in range(10)]
         self._word_w = {f[1:]: w for f, w in weights.items() if f.startswith("\x01")}
         self._gram_get = self._gram_w.__getitem__
+        self._unigrams = any(len(f) == 1 for f in self._gram_w)
         self._word_get = self._word_w.get
         self._ac = (
             ahocorasick_rs.AhoCorasick(list(self._gram_w), matchkind=ahocorasick_rs.MatchKind.Standard,
@@ -202,13 +240,23 @@ class NaiveBayes:
         return weights
 
     def logit(self, text: str) -> float:
-        """Log-odds that the normalised ``text`` is an ad, in [-CLIP, CLIP]."""
+        """Log-odds that the normalised ``text`` is an ad, in [-CLIP, CLIP]; with a partner, the
+        weighted mean of both models' calibrated log-odds (each 0 when it knows no feature of the text)."""
+        if self.partner is not None:
+            w = self.partner_weight
+            return (1.0 - w) * self._logit(text) + w * self.partner._logit(text)
+        return self._logit(text)
+
+    def _logit(self, text: str) -> float:
         if self._weights is None:
             self._compile()
         t = _NONZERO.sub("0", text[:MAX_CHARS])  # (returns ``t`` itself when it has no digit 1-9)
         n = len(t).bit_length()
         total = self._len_w[n if n < 9 else 9]
         k = self._k0
+        # a model with single characters as features (the round-4 regression) reads them only next to a
+        # known longer feature: one character alone ("㊙️" folds to 秘) is no evidence by itself
+        alone = self._unigrams
         if self._ac is not None:
             found = self._ac.find_matches_as_strings(t, overlapping=True)
             if found:
@@ -217,6 +265,8 @@ class NaiveBayes:
                 found = list(dict.fromkeys(found))
                 total += sum(map(self._gram_get, found))  # type: ignore[arg-type]
                 k += len(found)
+                if alone:
+                    alone = all(len(g) == 1 for g in found)
         if _HAS_LATIN.search(t):
             # distinct words in first-seen order (a set's order would vary with the hash seed, and with it
             # the last bits of the sum); runs shorter than 3 or longer than 20 letters are never known
@@ -225,28 +275,43 @@ class NaiveBayes:
             if known:
                 total += sum(filter(None, weights))  # (a weight of exactly 0.0 adds nothing either way)
                 k += known
-        if k == self._k0:
+                alone = False
+        if k == self._k0 or alone:
             return 0.0  # nothing known in the text (emoji only, unseen script): no evidence either way
         z = self._prior + self._scale * total / math.sqrt(k)
         return CLIP if z > CLIP else -CLIP if z < -CLIP else z
 
     def merged(self, extra: Iterable[tuple[str, bool]], weight: int = TENANT_WEIGHT) -> NaiveBayes:
         """A copy with ``extra`` (normalised text, is_spam) added at ``weight`` each."""
+        extra = list(extra)
+        partner = self.partner.merged(extra, weight) if self.partner is not None else None
         if self.lr is None:
-            out = NaiveBayes(n=list(self.n), df={f: list(c) for f, c in self.df.items()}, platt=self.platt)
+            out = NaiveBayes(n=list(self.n), df={f: list(c) for f, c in self.df.items()}, platt=self.platt,
+                             partner=partner, partner_weight=self.partner_weight)
             for text, spam in extra:
                 out.add(text, spam, weight)
             return out
         out = NaiveBayes(n=list(self.n), df=self.df, lr=self.lr, extra_n=list(self.extra_n),
-                         extra_df={f: list(c) for f, c in self.extra_df.items()})
+                         extra_df={f: list(c) for f, c in self.extra_df.items()}, partner=partner,
+                         partner_weight=self.partner_weight)
+        # a model trained over other n-gram sizes (the scikit-learn regression: 1–3) reads the tenant's
+        # decisions through its own features, so they move the weights it has
+        ngrams = self.lr.get("ngrams")
+        subword = tuple(int(g) for g in self.lr.get("subword") or ())  # type: ignore[attr-defined]
+        feats_of: Callable[[str], set[str]] = (
+            (lambda t: lr_features(t, tuple(int(g) for g in ngrams), subword))  # type: ignore[attr-defined]
+            if ngrams else features)
         for text, spam in extra:
             label = 1 if spam else 0
             out.extra_n[label] += weight
-            for f in features(text):
+            for f in feats_of(text):
                 out.extra_df.setdefault(f, [0, 0])[label] += weight
         return out
 
     def to_json(self) -> str:
+        return json.dumps(self._as_dict(), ensure_ascii=False, separators=(",", ":"))
+
+    def _as_dict(self) -> dict[str, object]:
         data: dict[str, object] = {"version": 1, "n": self.n, "df": self.df}
         if self.platt is not None:
             data["platt"] = list(self.platt)
@@ -254,18 +319,27 @@ class NaiveBayes:
             data = {"version": 2, "n": self.n, "df": self.df, "lr": self.lr}
             if self.extra_df:
                 data["extra_n"], data["extra_df"] = self.extra_n, self.extra_df
-        return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        if self.partner is not None:
+            data["version"] = 3
+            data["partner"] = self.partner._as_dict()
+            data["partner_weight"] = self.partner_weight
+        return data
 
     @classmethod
     def from_json(cls, data: str | bytes) -> NaiveBayes:
-        raw = json.loads(data)
+        return cls._from_dict(json.loads(data))
+
+    @classmethod
+    def _from_dict(cls, raw: dict[str, Any]) -> NaiveBayes:
         lr = raw.get("lr")
         return cls(n=[int(x) for x in raw["n"]], df={str(f): [int(a), int(b)] for f, (a, b) in raw["df"].items()},
                    lr={**lr, "bias": float(lr["bias"]), "w": {str(f): float(w) for f, w in lr["w"].items()}}
                    if lr else None,
                    platt=(float(raw["platt"][0]), float(raw["platt"][1])) if raw.get("platt") else None,
                    extra_n=[int(x) for x in raw.get("extra_n", [0, 0])],
-                   extra_df={str(f): [int(a), int(b)] for f, (a, b) in raw.get("extra_df", {}).items()})
+                   extra_df={str(f): [int(a), int(b)] for f, (a, b) in raw.get("extra_df", {}).items()},
+                   partner=cls._from_dict(raw["partner"]) if raw.get("partner") else None,
+                   partner_weight=float(raw.get("partner_weight", 0.0)))
 
 
 LR_L2 = float(os.environ.get("SHEQUN_LR_L2", "1e-3"))  # per-example L2 penalty
@@ -481,8 +555,34 @@ def write_default_model() -> Path:
     return path
 
 
+#: the regression's share of the shipped blend's log-odds (chosen on the grouped CV: 0.3 / 0.5 / 0.7)
+BLEND_WEIGHT = float(os.environ.get("SHEQUN_BLEND", "0.5"))
+
+
+def train_blend(rows: Iterable[tuple[str, bool, str]]) -> NaiveBayes:
+    """The shipped model since round 4 of issue 16: calibrated naive Bayes over bigrams and words, with
+    the scikit-learn logistic regression over 1–3-grams and words (:mod:`.train`) as its partner, their
+    calibrated log-odds averaged (``BLEND_WEIGHT``). Build time only (needs scikit-learn)."""
+    from .train import train_sklearn  # noqa: PLC0415 - build time only (scikit-learn, a dev dependency)
+
+    data = list(rows)
+    model = train_naive_bayes(data)
+    model.partner = train_sklearn(data)
+    model.partner_weight = BLEND_WEIGHT
+    return model
+
+
 def train_default() -> NaiveBayes:
-    trainer = train_logistic if os.environ.get("SHEQUN_MODEL_KIND") == "lr" else train_naive_bayes
+    kind = os.environ.get("SHEQUN_MODEL_KIND", DEFAULT_KIND)
+    trainer: Callable[..., NaiveBayes]
+    if kind == "blend":
+        trainer = train_blend
+    elif kind == "sk":
+        from .train import train_sklearn  # noqa: PLC0415 - build time only (scikit-learn, a dev dependency)
+
+        trainer = train_sklearn
+    else:
+        trainer = train_logistic if kind == "lr" else train_naive_bayes
     return trainer((normalise(str(r["text"])).text, r["label"] == "ad", str(r.get("template", r["text"])))
                           for r in labelled_rows())
 

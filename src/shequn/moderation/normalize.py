@@ -104,6 +104,24 @@ _URL = re.compile(
     r"fyi|one|fun|pro|win|ml|ga|cf|gq)(?![a-z0-9-])(?:/[^\s\u3000-\u303f\uff00-\uffef]*)?"
 )
 _MAIL = re.compile(r"[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+")
+# an e-mail address spelled out to get past a filter (issue 16 round 5): "kitty22 at gmail dot com",
+# "kitty22 (at) gmail (dot) com", "kitty22[at]proton[dot]me" — a well-known mail host, "at" and "dot"
+# as words or bracketed; written back as an address, so the e-mail signal sees it
+_SPELLED_MAIL = re.compile(
+    r"(?<![a-z0-9._%+-])([a-z0-9][a-z0-9._%+-]{1,40})\s*(?:[(\[{<]\s*at\s*[)\]}>]|\sat\s)\s*"
+    r"(gmail|googlemail|yahoo|hotmail|outlook|live|proton|protonmail|icloud|aol|gmx|yandex|mail|qq|163|126|zoho)"
+    r"\s*(?:[(\[{<]\s*dot\s*[)\]}>]|\sdot\s|\.)\s*(com|net|org|me|cn|co|de|ru|uk)(?![a-z0-9])")
+_SPELLED_MAIL_GATE = re.compile(r"\bat\b|[(\[{<]\s*at\s*[)\]}>]")
+# "@" for an "a" inside a few words spammers write so: "sn@p", "c@sino", "wh@tsapp", "c@sh" — only
+# these words: a mention glued to the word before it ("thanks@tom", "link@alice") stays a mention
+_AT_WORDS = frozenset({"snap", "snapchat", "whatsapp", "watsapp", "casino", "cash", "telegram", "signal",
+                       "wechat", "chat", "kakao", "viber", "line", "bonus", "loan", "loans", "dating"})
+_AT_IN_WORD = re.compile(r"(?<![a-z0-9@._%+-])[a-z]{1,6}@[a-z@]{1,7}(?![a-z0-9@.\-])")
+
+
+def _at_word(m: re.Match[str]) -> str:
+    word = m.group(0).replace("@", "a")
+    return word if word in _AT_WORDS else m.group(0)
 _MENTION = re.compile(r"@[^\s@,，:：]{1,32}")
 _HOST = re.compile(r"^(?:https?://)?([^/:?#\s]+)")
 
@@ -343,8 +361,17 @@ def normalise(raw: object) -> Normalised:
     mentions = 0
     digit_runs: Sequence[str] = ()
 
+    # an e-mail spelled out in words becomes an address (and is lifted with the others below)
+    if (" dot " in text or "dot)" in text or "dot]" in text) and _SPELLED_MAIL_GATE.search(text):
+        mailed = _SPELLED_MAIL.sub(r"\1@\2.\3", text)
+        if mailed != text:
+            text = mailed
+            flags = flags or set()
+            flags.add("spelled_email")
     # lift out e-mails, URLs and mentions (before joining, which would glue them to their neighbours)
     if "@" in text:
+        if _AT_IN_WORD.search(text) is not None:
+            text = _AT_IN_WORD.sub(_at_word, text)
         found = _MAIL.findall(text)
         if found:
             emails = found

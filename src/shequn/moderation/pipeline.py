@@ -35,6 +35,10 @@ CACHE_MAX_LEN = 200
 CLF_WEIGHT = 2.0  # × the calibrated (Platt) log-odds; chosen on the grouped CV (issue 16)
 CATEGORY_CAP = 10.0
 CLF_NEG_CAP = -4.0  # the most the classifier can take off the log-odds
+# ... and when the same text with something to spread (a link, a phone number, a rule hit) was posted in
+# other groups: wording that reads like chat does not explain away a wave (round 4 — the regression reads
+# "看看这个好东西 <link> 限时" as chat, −2 log-odds, and would have cleared three new members posting it)
+CLF_NEG_CAP_WAVE = -2.0
 STRONG_CLASSIFIER = 3.0  # log-odds (≈ 0.95) that count as an independent signal for auto-ban
 STRONG_RULES = 3.0
 NEW_MEMBER_MESSAGES = 5
@@ -278,11 +282,12 @@ class Moderator:
         if clf is not None:
             # the classifier can lower a score, but not veto an explicit rule (a community's own term of
             # weight 8 stays an ad however ordinary the rest of the wording looks to the model)
-            z += max(CLF_WEIGHT * clf, CLF_NEG_CAP)
+            wave = strong_behaviour and any(r["rule"] == "signal.duplicate_across_groups" for r in reasons)
+            clf_z = max(CLF_WEIGHT * clf, CLF_NEG_CAP_WAVE if wave else CLF_NEG_CAP)
+            z += clf_z
             if clf >= STRONG_CLASSIFIER:
                 strong_content = True
-            reasons.append({"rule": "classifier", "category": None,
-                            "weight": int(max(CLF_WEIGHT * clf, CLF_NEG_CAP) * 1000) / 1000})
+            reasons.append({"rule": "classifier", "category": None, "weight": int(clf_z * 1000) / 1000})
         score = 1.0 / (1.0 + math.exp(-(30.0 if z > 30.0 else -30.0 if z < -30.0 else z)))
         category = None
         if score >= self.review_threshold:

@@ -22,7 +22,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from shequn.core import throttle
+from shequn.core import localcache, throttle
 from shequn.core.models import Tenant
 from shequn.core.permissions import Principal
 
@@ -53,6 +53,7 @@ def _fresh_throttle() -> Iterator[None]:
     if client is not None:
         for key in client.scan_iter("sq:thr:*"):
             client.delete(key)
+    localcache.clear_all()  # resolved API keys, open doors, cached flash sales: per test
     yield
 
 

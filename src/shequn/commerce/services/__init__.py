@@ -86,6 +86,7 @@ from .flash import (
     do_end_flash_sale,
     do_flash_buy,
     do_prepare_flash_gate,
+    do_sweep_flash_gates,
     do_write_flash_batch,
 )
 from .fulfilment import (
@@ -212,6 +213,7 @@ __all__ = [
     "do_set_member_price",
     "do_start_payment",
     "do_start_team",
+    "do_sweep_flash_gates",
     "do_update_coupon_template",
     "do_update_flash_sale",
     "do_update_group_buy",

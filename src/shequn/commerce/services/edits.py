@@ -46,6 +46,7 @@ from shequn.core.errors import Conflict, Invalid, NotFound
 from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
 
+from .. import batching
 from ..models import (
     Coupon,
     CouponTemplate,
@@ -282,6 +283,7 @@ def do_update_flash_sale(principal: Principal, flash_sale_id: int, *, now: dt.da
     fs.refresh_from_db()
     do_audit(principal, "commerce.flash.update", "FlashSale", fs.pk,
              data={"fields": changed, "stock": fs.initial_stock, "price_fen": fs.price_fen})
+    transaction.on_commit(lambda: batching.forget(fs.pk))
     return fs
 
 

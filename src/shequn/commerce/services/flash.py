@@ -28,6 +28,7 @@ from shequn.core.models import AuditLog
 from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
 from shequn.members.models import Member
+from shequn.members.selectors import check_member_level
 
 from .. import batching, redis_gate
 from ..batching import FlashBatchOutcome, FlashRow
@@ -77,6 +78,7 @@ def do_end_flash_sale(principal: Principal, flash_sale_id: int, *, now: dt.datet
         fs.ends_at = max(now, fs.starts_at)
         fs.save(update_fields=["ends_at"])
         do_audit(principal, "commerce.flash.end", "FlashSale", fs.pk, data={"ends_at": fs.ends_at.isoformat()})
+        transaction.on_commit(lambda: batching.forget(fs.pk))
     return fs
 
 
@@ -151,13 +153,25 @@ def do_flash_buy(
     tid = principal.tenant_id
     now = now or timezone.now()
     use_batch = (batched if batched is not None else batching.enabled()) and not idempotency_key
-    if use_batch:  # the group-commit hot path: the sale from the per-process cache, no query here
-        fs = batching.flash_sale(tid, flash_sale_id)
-    else:
+    # the sale from the per-process cache (at most batching.CACHE_SECONDS old): the group-commit path
+    # and the Redis gate decide on it (their writers read the row again and decrement conditionally,
+    # so a stale copy can only refuse early); the one-transaction database paths read the row itself
+    fs = batching.flash_sale(tid, flash_sale_id)
+    gated = fs is not None and fs.use_redis_gate and redis_gate.client() is not None
+    if fs is not None and not use_batch and not gated:
         fs = FlashSale.objects.filter(tenant_id=tid, pk=flash_sale_id).select_related("sku__product").first()
     if fs is None:
         raise NotFound(_("秒杀不存在"), details={"field": "flash_sale_id"})
     member_rules = bool(fs.eligible_community_id or fs.eligible_tier_id)
+    if gated and not member_rules:
+        # the hot gated path: the member's level in one statement, the gate in one round trip; once
+        # the gate said "sold out", this process answers so for batching.CACHE_SECONDS without asking
+        # (a unit given back by a cancellation is sold again after at most that long)
+        if batching.sold_out(fs.pk):
+            raise SoldOut(_("已售罄"), details={"field": "flash_sale_id"})
+        level = check_member_level(tid, member_id)
+        check_flash_eligible(fs, MemberContext(member_id, level), quantity, now)
+        return _gate_attempt(fs, member_id, quantity, clean_attribution(tid, attribution), use_batch)
     if (not member_rules and not fs.use_redis_gate and isinstance(member_id, int)
             and not isinstance(member_id, bool) and (use_batch or (
                 connection.vendor == "postgresql" and not idempotency_key
@@ -182,27 +196,8 @@ def do_flash_buy(
     if fs.stock <= 0:  # fast reject; the conditional UPDATE below is what actually decides
         raise SoldOut(_("已售罄"), details={"field": "flash_sale_id"})
     attr = clean_attribution(tid, attribution)
-    if fs.use_redis_gate:
-        g = redis_gate.gate()
-        if g is not None:
-            attempt = g.attempt_batched if use_batch else g.attempt
-            try:
-                res = attempt(fs.pk, member.pk, quantity, json.dumps(attr))
-                if res == redis_gate.NOT_PREPARED:
-                    do_prepare_flash_gate(fs.pk)
-                    res = attempt(fs.pk, member.pk, quantity, json.dumps(attr))
-            except redis_gate.DOWN as exc:
-                # fail closed: no unit is sold past the gate while it cannot count (a database path
-                # here would sell units the gate may already have promised to queued buyers)
-                log.warning("flash gate %s unavailable: %s", fs.pk, exc)
-                raise Unavailable(_("秒杀排队服务暂时不可用, 请稍后重试"), details={"field": "flash_sale_id"}) from exc
-            if res == redis_gate.SOLD_OUT:
-                raise SoldOut(_("已售罄"), details={"field": "flash_sale_id"})
-            if res == redis_gate.DUPLICATE:
-                raise Conflict(_("每人限购, 你已参与过本次秒杀"), code="already_bought",
-                               details={"field": "member_id"})
-            consume_flash_gate.enqueue(fs.pk)
-            return FlashResult("queued", gate_result=res)
+    if gated:
+        return _gate_attempt(fs, member.pk, quantity, attr, use_batch)
     req_hash = _hash({"flash": fs.pk, "quantity": quantity, "attribution": attr})
     existing = _existing_by_key(tid, member.pk, idempotency_key, req_hash)
     if existing is not None:
@@ -217,6 +212,34 @@ def do_flash_buy(
         order = _flash_order(principal, fs, member, quantity, attr, now=now, idempotency_key=idempotency_key,
                              request_hash=req_hash)
     return FlashResult("ordered", order)
+
+
+def _gate_attempt(fs: FlashSale, member_id: int, quantity: int, attr: dict[str, Any], use_batch: bool) -> FlashResult:
+    """Ask the Redis gate (the caller checked the member and the window): ``queued``, or sold out,
+    or already bought; Redis down fails closed (503). The one caller whose attempt set the gate's
+    wake flag enqueues the consumer (see ``redis_gate``)."""
+    g = redis_gate.gate()
+    assert g is not None
+    attempt = g.attempt_batched if use_batch else g.attempt
+    try:
+        res = attempt(fs.pk, member_id, quantity, json.dumps(attr))
+        if res == redis_gate.NOT_PREPARED:
+            do_prepare_flash_gate(fs.pk)
+            res = attempt(fs.pk, member_id, quantity, json.dumps(attr))
+    except redis_gate.DOWN as exc:
+        # fail closed: no unit is sold past the gate while it cannot count (a database path here
+        # would sell units the gate may already have promised to queued buyers)
+        log.warning("flash gate %s unavailable: %s", fs.pk, exc)
+        raise Unavailable(_("秒杀排队服务暂时不可用, 请稍后重试"), details={"field": "flash_sale_id"}) from exc
+    if res == redis_gate.SOLD_OUT:
+        if quantity == 1:  # nothing left for anyone (a larger quantity may only be too many)
+            batching.mark_sold_out(fs.pk)
+        raise SoldOut(_("已售罄"), details={"field": "flash_sale_id"})
+    if res == redis_gate.DUPLICATE:
+        raise Conflict(_("每人限购, 你已参与过本次秒杀"), code="already_bought", details={"field": "member_id"})
+    if res == redis_gate.ACCEPTED_WAKE:
+        consume_flash_gate.enqueue(fs.pk)
+    return FlashResult("queued", gate_result=res)
 
 
 def _flash_order(principal: Principal, fs: FlashSale, member: Member, quantity: int, attr: dict[str, Any], *,
@@ -356,6 +379,7 @@ def do_consume_flash_gate(flash_sale_id: int, *, consumer: str = "worker", batch
     if head is None:
         return 0
     tenant_id, starts_at, ends_at = head
+    g.woken(flash_sale_id)  # before reading: an entry added from here on wakes another run
     system = Principal.system(tenant_id, "flash")
     written = 0
     while True:
@@ -381,6 +405,17 @@ def do_consume_flash_gate(flash_sale_id: int, *, consumer: str = "worker", batch
         g.ack(flash_sale_id, [e[0] for e in entries])
 
 
+def do_sweep_flash_gates(*, now: dt.datetime | None = None) -> int:
+    """Consume the gate of every Redis-gated sale that started and ended less than a day ago (or
+    is still open); returns orders written. Nothing without Redis."""
+    if redis_gate.gate() is None:
+        return 0
+    now = now or timezone.now()
+    ids = FlashSale.objects.filter(use_redis_gate=True, starts_at__lte=now,
+                                   ends_at__gte=now - dt.timedelta(days=1)).values_list("pk", flat=True)
+    return sum(do_consume_flash_gate(pk) for pk in ids)
+
+
 def _accepted_at(entries: Sequence[tuple[str, Any]], starts_at: dt.datetime, ends_at: dt.datetime) -> dt.datetime:
     """When the gate accepted the latest of ``entries`` (a stream id is ``<Redis ms>-<seq>``), within
     the sale's window (Redis's clock may differ from the app's, which checked the window) and never
@@ -390,10 +425,28 @@ def _accepted_at(entries: Sequence[tuple[str, Any]], starts_at: dt.datetime, end
     return max(starts_at, min(accepted, ends_at - dt.timedelta(microseconds=1), timezone.now()))
 
 
+#: how often a consumer run that met Redis down tries again (every ``GATE_RETRY_SECONDS``) before it
+#: fails for the task queue's own requeue and the minute sweep
+GATE_RETRIES, GATE_RETRY_SECONDS = 150, 2
+
+
 @task
-def consume_flash_gate(flash_sale_id: int) -> int:
-    """Write orders for attempts the Redis gate accepted."""
-    return do_consume_flash_gate(flash_sale_id)
+def consume_flash_gate(flash_sale_id: int, tries: int = 0) -> int:
+    """Write orders for attempts the Redis gate accepted.
+
+    Redis down: the run could not clear the gate's wake flag, which may outlive the outage (it is
+    in the append-only file), so buyers accepted after Redis returns would not wake a consumer until
+    it expires — the run therefore schedules itself again in ``GATE_RETRY_SECONDS``."""
+    try:
+        return do_consume_flash_gate(flash_sale_id)
+    except redis_gate.DOWN:
+        if tries >= GATE_RETRIES or not consume_flash_gate.get_backend().supports_defer:
+            raise  # (a backend that runs tasks at once would retry in a tight loop)
+        again = consume_flash_gate.using(run_after=timezone.now() + dt.timedelta(seconds=GATE_RETRY_SECONDS))
+        log.warning("flash gate %s: Redis unavailable, the consumer runs again in %s s", flash_sale_id,
+                    GATE_RETRY_SECONDS)
+        again.enqueue(flash_sale_id, tries + 1)
+        return 0
 
 
 _PG_FLASH_HEAD_SQL = """

@@ -15,7 +15,7 @@ from django.utils.translation import gettext as _
 from shequn.core.errors import Conflict
 from shequn.core.permissions import Principal
 
-from .. import redis_gate
+from .. import batching, redis_gate
 from ..models import (
     Coupon,
     FlashReservation,
@@ -76,9 +76,11 @@ def _release_stock(order: Order) -> None:
         FlashReservation.objects.filter(flash_sale_id=order.flash_sale_id, member_id=order.member_id,
                                         order=order).update(status=FlashReservation.Status.RELEASED)
         g = redis_gate.gate()
-        if g is not None and FlashSale.objects.filter(pk=order.flash_sale_id, use_redis_gate=True).exists():
-            fs, mid = order.flash_sale_id, order.member_id
+        fs, mid = order.flash_sale_id, order.member_id
+        if g is not None and FlashSale.objects.filter(pk=fs, use_redis_gate=True).exists():
             transaction.on_commit(lambda: g.release(fs, mid, qty))
+        # this process sells the unit again at once (others after batching.CACHE_SECONDS)
+        transaction.on_commit(lambda: batching.forget(fs))
     else:
         for ln in sorted(lines, key=lambda x: x.sku_id):
             Sku.objects.filter(pk=ln.sku_id).update(stock=F("stock") + ln.quantity)

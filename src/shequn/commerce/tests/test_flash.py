@@ -3,14 +3,18 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import Counter
+from types import SimpleNamespace
 
 import pytest
-from django.test import Client
+import redis as redis_lib
+from django.tasks import default_task_backend
+from django.test import Client, override_settings
 from django.utils import timezone
 
 from shequn.commerce import batching, redis_gate, services
 from shequn.commerce.gateways import SandboxGateway
 from shequn.commerce.models import FlashReservation, FlashSale, Order, Sku
+from shequn.commerce.services import flash as flash_services
 from shequn.communities.models import Membership
 from shequn.core.errors import Conflict, Invalid, NotFound
 from shequn.core.services import do_create_api_key
@@ -164,6 +168,8 @@ def test_redis_gate_feeds_idempotent_consumer(system, product, tenant, django_ca
         with pytest.raises(Conflict):
             services.do_flash_buy(system, fs.pk, member_id=members[0].pk)
         assert results == ["queued"] * 3 + ["sold_out"] * 2
+        # sold out is remembered by this process: the next buyer is refused without the gate
+        assert batching.sold_out(fs.pk)
         # the consumer ran (immediate task backend); running it again is a no-op
         assert services.do_consume_flash_gate(fs.pk) == 0
         assert Order.objects.filter(flash_sale=fs).count() == 3
@@ -173,6 +179,10 @@ def test_redis_gate_feeds_idempotent_consumer(system, product, tenant, django_ca
         with django_capture_on_commit_callbacks(execute=True):
             services.do_cancel_order(system, order.pk, reason="t")
         assert g.stock(fs.pk) == 1 and FlashSale.objects.get(pk=fs.pk).stock == 1
+        # ... and forgets it when a unit comes back: the unit is sold again at once
+        assert not batching.sold_out(fs.pk)
+        late = make_member(tenant, "late")
+        assert services.do_flash_buy(system, fs.pk, member_id=late.pk).status == "queued"
     finally:
         g.reset(fs.pk)
 
@@ -222,20 +232,72 @@ def test_gate_many_decides_like_one_attempt_at_a_time(system, product, tenant):
             g.reset(fs.pk)
             g.prepare(fs.pk, 4, [5])  # 4 units; member 5 already holds a reservation
         singles = [g.attempt(one.pk, m, q, a) for m, q, a in attempts]
-        assert singles == [1, 1, -1, 1, 0, -1]
+        # the first acceptance set the wake flag (2: its caller wakes the consumer), the others see it
+        assert singles == [2, 1, -1, 1, 0, -1]
         assert g.attempt_many(many.pk, attempts) == singles
         assert g.stock(many.pk) == g.stock(one.pk) == 0
         assert g.conn.xlen(redis_gate.keys(many.pk)[2]) == 3
         # through the per-process batcher, from many threads at once: each gets its own answer
         g.reset(many.pk)
         g.prepare(many.pk, 10, [])
-        assert g.attempt_batched(many.pk, 100, 1, "{}") == 1
+        assert g.attempt_batched(many.pk, 100, 1, "{}") == 2
         got = race(lambda i: g.attempt_batched(many.pk, 100 + i, 1, "{}"), 31, threads=16)
         assert got[0] == -1 and sorted(got[1:]) == [0] * 21 + [1] * 9
         assert g.stock(many.pk) == 0
     finally:
         g.reset(one.pk)
         g.reset(many.pk)
+
+
+@pytest.mark.redis
+def test_one_consumer_task_per_run_not_per_buyer(system, product, tenant, monkeypatch):
+    """The wake flag: of many acceptances before the consumer runs, one enqueues it; the run clears
+    the flag first, so the next acceptance (even one made while it drains) enqueues again; a lost
+    wake (the enqueuing process died) is drained by the minute sweep."""
+    fs = _flash(system, product, stock=10, use_redis_gate=True)
+    g = redis_gate.gate()
+    g.reset(fs.pk)
+    enqueued: list[int] = []
+    monkeypatch.setattr(flash_services, "consume_flash_gate", SimpleNamespace(enqueue=enqueued.append))
+    try:
+        members = [make_member(tenant, f"w{i}") for i in range(6)]
+        for m in members[:3]:
+            assert services.do_flash_buy(system, fs.pk, member_id=m.pk).status == "queued"
+        assert enqueued == [fs.pk]  # one task for three buyers
+        assert services.do_consume_flash_gate(fs.pk) == 3
+        services.do_flash_buy(system, fs.pk, member_id=members[3].pk)
+        assert enqueued == [fs.pk, fs.pk]  # the run cleared the flag: the next buyer wakes it again
+        # a wake whose enqueue never happened (the flag stands, no task): the sweep drains the stream
+        services.do_flash_buy(system, fs.pk, member_id=members[4].pk)
+        assert len(enqueued) == 2
+        assert services.do_sweep_flash_gates() == 2
+        assert Order.objects.filter(flash_sale=fs).count() == 5
+        # a sale ended more than a day ago is left alone by the sweep
+        FlashSale.objects.filter(pk=fs.pk).update(starts_at=timezone.now() - dt.timedelta(days=3),
+                                                  ends_at=timezone.now() - dt.timedelta(days=2))
+        assert services.do_sweep_flash_gates() == 0
+    finally:
+        g.reset(fs.pk)
+
+
+def test_a_consumer_run_that_meets_redis_down_runs_again_later(system, product, monkeypatch):
+    """Its wake flag may outlive the outage (append-only file): the run schedules itself again rather
+    than leave buyers accepted after Redis returns waiting for the flag to expire."""
+    fs = _flash(system, product, stock=2)
+
+    def down(_pk):
+        raise redis_lib.ConnectionError("Connection refused")
+
+    monkeypatch.setattr(flash_services, "do_consume_flash_gate", down)
+    with override_settings(TASKS={"default": {"BACKEND": "django.tasks.backends.dummy.DummyBackend"}}):
+        default_task_backend.clear()
+        before = timezone.now()
+        assert flash_services.consume_flash_gate.call(fs.pk) == 0
+        (again,) = default_task_backend.results
+        assert again.args == [fs.pk, 1] and again.task.run_after >= before + dt.timedelta(seconds=1)
+        # the last try gives up (the task queue's requeue and the minute sweep take over)
+        with pytest.raises(redis_lib.ConnectionError):
+            flash_services.consume_flash_gate.call(fs.pk, flash_services.GATE_RETRIES)
 
 
 @pytest.mark.redis
@@ -246,12 +308,13 @@ def test_consumer_gives_the_gate_back_a_unit_the_database_refuses(system, produc
     try:
         services.do_prepare_flash_gate(fs.pk)
         a = make_member(tenant, "a")
-        assert g.attempt(fs.pk, a.pk, 1, "{}") == redis_gate.ACCEPTED
+        assert g.attempt(fs.pk, a.pk, 1, "{}") == redis_gate.ACCEPTED_WAKE  # first: wakes the consumer
         assert g.attempt(fs.pk, 987_654_321, 1, "{}") == redis_gate.ACCEPTED  # no such member
         assert g.stock(fs.pk) == 0
         assert services.do_consume_flash_gate(fs.pk) == 1
         assert g.stock(fs.pk) == 1 and FlashSale.objects.get(pk=fs.pk).stock == 1
         b = make_member(tenant, "b")
-        assert g.attempt(fs.pk, b.pk, 1, "{}") == redis_gate.ACCEPTED  # the unit is sold again
+        # the unit is sold again (and wakes the consumer: its run cleared the flag)
+        assert g.attempt(fs.pk, b.pk, 1, "{}") == redis_gate.ACCEPTED_WAKE
     finally:
         g.reset(fs.pk)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from django.utils import timezone
 from shequn.core import throttle
 from shequn.core.models import ApiKey, AuditLog, StaffRole, Tenant
 from shequn.core.permissions import Principal
-from shequn.core.services import do_create_api_key
+from shequn.core.services import API_KEYS, do_create_api_key, do_revoke_api_key
 from shequn.testing.client import ApiClient
 from shequn.testing.factories import StaffFactory
 
@@ -30,8 +31,40 @@ def test_an_expired_key_stops_working(tenant: Tenant) -> None:
     key.refresh_from_db()
     assert key.last_used_at is not None
     ApiKey.objects.filter(pk=key.pk).update(expires_at=timezone.now() - dt.timedelta(seconds=1))
+    API_KEYS.clear()  # what every process sees once its few seconds of cache have passed
     resp = api.get("/api/v1/me")
     assert resp.status_code == 401 and resp.json()["code"] == "unauthorized"
+
+
+def test_a_cached_key_stops_at_its_expiry_at_once(tenant: Tenant) -> None:
+    """The per-process cache keeps the key's expiry: a key that expires while cached stops then, not
+    seconds later."""
+    _key_row, secret = _key(tenant, expires_at=timezone.now() + dt.timedelta(seconds=1.5))
+    api = ApiClient(secret)
+    assert api.get("/api/v1/me").status_code == 200
+    assert len(API_KEYS._data) == 1  # cached, for longer than the key has left
+    time.sleep(1.6)
+    assert api.get("/api/v1/me").status_code == 401
+
+
+def test_a_revoked_key_stops_at_once_in_this_process_and_within_seconds_in_others(
+        tenant: Tenant, django_capture_on_commit_callbacks: Any) -> None:
+    key, secret = _key(tenant)
+    api = ApiClient(secret)
+    assert api.get("/api/v1/me").status_code == 200
+    # revoked by another process (the row changes, this process's cache does not): still served
+    # until the cache's seconds pass
+    ApiKey.objects.filter(pk=key.pk).update(revoked_at=timezone.now())
+    assert api.get("/api/v1/me").status_code == 200
+    API_KEYS.clear()
+    assert api.get("/api/v1/me").status_code == 401
+    # revoked through the service in this process: at once
+    key2, secret2 = _key(tenant)
+    api2 = ApiClient(secret2)
+    assert api2.get("/api/v1/me").status_code == 200
+    with django_capture_on_commit_callbacks(execute=True):
+        do_revoke_api_key(Principal.system(tenant.pk), key2)
+    assert api2.get("/api/v1/me").status_code == 401
 
 
 def test_a_key_cannot_be_made_already_expired(tenant: Tenant) -> None:

@@ -5,6 +5,7 @@ exercised by ``tests/faults/test_replica.py``."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -12,6 +13,7 @@ from django.db import connections, router, transaction
 from django.test.utils import CaptureQueriesContext, override_settings
 
 from shequn.core import dbrouting
+from shequn.core.backends.postgresql import base as pgbase
 from shequn.core.models import Tenant
 from shequn.testing.client import ApiClient
 from shequn.testing.scenarios import api_key_for
@@ -120,3 +122,29 @@ def test_a_write_sets_the_pin_cookie_a_browser_sends_back():
     assert response.status_code in (200, 201)
     assert dbrouting.COOKIE in response.cookies
     assert int(response.cookies[dbrouting.COOKIE]["max-age"]) == 5
+
+
+@pytest.mark.postgres
+def test_the_health_check_runs_at_most_once_a_second_per_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``shequn.core.backends.postgresql``: a connection that passed a check less than a second ago
+    skips the ``SELECT 1`` at the next request; an older one is checked (and closed if dead)."""
+    connection = connections["default"]
+
+    assert isinstance(connection, pgbase.DatabaseWrapper)
+    connection.ensure_connection()
+    checks: list[int] = []
+    monkeypatch.setattr(connection, "is_usable", lambda: checks.append(1) or True)
+    monkeypatch.setattr(connection, "health_check_enabled", True)
+    connection.health_check_done = False
+    connection._checked_at = time.monotonic()
+    connection.close_if_health_check_failed()
+    assert checks == [] and connection.health_check_done
+    connection.health_check_done = False
+    connection._checked_at = time.monotonic() - 2 * pgbase.HEALTH_CHECK_GAP
+    connection.close_if_health_check_failed()
+    assert checks == [1] and connection.health_check_done
+    monkeypatch.setattr(connection, "is_usable", lambda: False)
+    connection.health_check_done = False
+    connection._checked_at = 0.0
+    connection.close_if_health_check_failed()
+    assert connection.connection is None  # a dead one is closed, as Django does

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -16,7 +16,7 @@ from django.utils.translation import gettext_lazy
 from shequn.core.errors import Conflict, Invalid
 from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
-from shequn.members.selectors import check_member
+from shequn.members.selectors import check_member, check_member_level
 
 from ..models import Badge, CheckIn, CheckInStats, MemberBadge
 from ..selectors import badge_metrics, engagement_config, tenant_time_zone
@@ -35,11 +35,8 @@ class CheckInResult:
 
 
 def _lock_stats(tenant_id: int, member_id: int) -> CheckInStats:
-    try:
-        with transaction.atomic():
-            CheckInStats.objects.get_or_create(tenant_id=tenant_id, member_id=member_id)
-    except IntegrityError:
-        pass
+    # the row exists after one INSERT … ON CONFLICT DO NOTHING (no savepoint, no read first)
+    CheckInStats.objects.bulk_create([CheckInStats(tenant_id=tenant_id, member_id=member_id)], ignore_conflicts=True)
     return CheckInStats.objects.select_for_update().get(tenant_id=tenant_id, member_id=member_id)
 
 
@@ -58,7 +55,7 @@ def do_check_in(tenant_id: int, member_id: int, *, at: dt.datetime | None = None
     Locking: the member's :class:`CheckInStats` row (``select_for_update``) serialises a member's
     check-ins; ``(member, day)`` is unique; points use the ledger's own rule."""
     at = at or timezone.now()
-    check_member(tenant_id, member_id)
+    check_member_level(tenant_id, member_id)  # the member's check, one plain statement
     cfg = engagement_config(tenant_id)["checkin"]
     tz = tenant_time_zone(tenant_id)
     day = local_day(at, tz)

@@ -17,7 +17,7 @@ from django.utils.translation import gettext as _
 from shequn.core.errors import Conflict, Invalid
 from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
-from shequn.members.selectors import check_member
+from shequn.members.selectors import check_member_level
 
 from ..models import PointsAccount, PointsEntry
 
@@ -42,7 +42,7 @@ def do_points_earn(tenant_id: int, member_id: int, amount: int, *, kind: str, id
     idempotency key makes a repeat return the first entry and roll back its own increment."""
     if amount <= 0:
         raise Invalid(_("积分数量必须为正数"), details={"field": "amount"})
-    check_member(tenant_id, member_id)
+    check_member_level(tenant_id, member_id)
     if (found := _existing_entry(tenant_id, idempotency_key)) is not None:
         return found
     _ensure_account(tenant_id, member_id)
@@ -141,7 +141,7 @@ def do_points_spend(tenant_id: int, member_id: int, amount: int, *, kind: str, i
     ``balance >= 0`` is the backstop. Idempotent on ``idempotency_key`` like :func:`do_points_earn`."""
     if amount <= 0:
         raise Invalid(_("积分数量必须为正数"), details={"field": "amount"})
-    check_member(tenant_id, member_id)
+    check_member_level(tenant_id, member_id)
     if (found := _existing_entry(tenant_id, idempotency_key)) is not None:
         return found
     _ensure_account(tenant_id, member_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -114,23 +115,36 @@ def test_fold_gates_agree_with_the_character_sets(text: str) -> None:
 
 
 def _slow_logit(model: NaiveBayes, text: str) -> float:
-    """The classifier written out plainly: every distinct known bigram, every distinct known word;
-    nothing known → exactly 0 (no evidence)."""
+    """The classifier written out plainly: every distinct known n-gram (of the sizes the model was
+    trained on: bigrams for naive Bayes, 1–3-grams for the regression), every distinct known word;
+    nothing known, or only single characters known → exactly 0 (no evidence); a partner's log-odds
+    averaged in."""
+    if model.partner is not None:
+        w = model.partner_weight
+        return (1 - w) * _slow_logit(replace(model, partner=None), text) + w * _slow_logit(model.partner, text)
     weights = model._compile() if model._weights is None else model._weights
     t = re.sub("[1-9]", "0", text[:MAX_CHARS])
     total = weights.get(f"\x00len{min(len(t).bit_length(), 9)}", 0.0)
     k = model._k0
-    for gram in dict.fromkeys(t[i:i + 2] for i in range(len(t) - 1)):
+    sizes = tuple(model.lr.get("ngrams", (2,))) if model.lr else (2,)  # type: ignore[arg-type]
+    # round 5: the regression also knows runs of 3-5 letters inside English words
+    sub = tuple(model.lr.get("subword") or ()) if model.lr else ()  # type: ignore[arg-type]
+    longer = False
+    grams = [t[i:i + n] for n in sizes for i in range(len(t) - n + 1)]
+    grams += [w[i:i + n] for w in re.findall("[a-z]+", t) for n in sub for i in range(len(w) - n + 1)]
+    for gram in dict.fromkeys(grams):
         w = weights.get(gram)
-        if w is not None:
+        if w is not None and not gram.startswith(("\x00", "\x01")):
             total += w
             k += 1
+            longer = longer or len(gram) > 1
     for word in dict.fromkeys(re.findall("[a-z]+", t)):
         w = weights.get("\x01" + word)
         if w is not None and re.search("[a-z]{3}", t):
             total += w
             k += 1
-    if k == model._k0:
+            longer = True
+    if k == model._k0 or not longer:
         return 0.0
     z = model._prior + model._scale * total / math.sqrt(k)
     return max(-CLIP, min(CLIP, z))
@@ -144,3 +158,5 @@ def test_logit_equals_the_plain_computation(text: str) -> None:
     norm = normalise(text).text
     if norm:
         assert math.isclose(model.logit(norm), _slow_logit(model, norm), rel_tol=1e-9, abs_tol=1e-9)
+    if norm and model.partner is not None:  # the shipped model is a blend: each half on its own too
+        assert math.isclose(model.partner.logit(norm), _slow_logit(model.partner, norm), rel_tol=1e-9, abs_tol=1e-9)
