@@ -150,6 +150,13 @@ class Gate:
     def release(self, flash_sale_id: int, member_id: int, quantity: int) -> bool:
         return bool(self._release(keys=keys(flash_sale_id), args=[member_id, quantity]))
 
+    def is_buyer(self, flash_sale_id: int, member_id: int) -> bool:
+        """Whether the gate took an attempt of this member (one ``SISMEMBER``)."""
+        try:
+            return bool(self.conn.sismember(keys(flash_sale_id)[1], member_id))
+        except redis.RedisError as exc:
+            raise GateDown(str(exc)) from exc
+
     def woken(self, flash_sale_id: int) -> None:
         """A consumer run starts: clear the wake flag before reading (see the module's docstring)."""
         self.conn.delete(keys(flash_sale_id)[3])

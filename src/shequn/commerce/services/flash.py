@@ -165,10 +165,12 @@ def do_flash_buy(
     member_rules = bool(fs.eligible_community_id or fs.eligible_tier_id)
     if gated and not member_rules:
         # the hot gated path: the member's level in one statement, the gate in one round trip; once
-        # the gate said "sold out", this process answers so for batching.CACHE_SECONDS without asking
-        # (a unit given back by a cancellation is sold again after at most that long)
-        if batching.sold_out(fs.pk):
-            raise SoldOut(_("已售罄"), details={"field": "flash_sale_id"})
+        # the gate said "sold out", this process answers so for batching.CACHE_SECONDS asking only
+        # whether the gate holds this member's attempt (a retry whose first answer was lost is told
+        # "already bought", as the gate's script would) — a unit given back by a cancellation is
+        # sold again after at most that long
+        if batching.sold_out(fs.pk) and isinstance(member_id, int) and not isinstance(member_id, bool):
+            _refuse_when_sold_out(fs.pk, member_id)
         level = check_member_level(tid, member_id)
         check_flash_eligible(fs, MemberContext(member_id, level), quantity, now)
         return _gate_attempt(fs, member_id, quantity, clean_attribution(tid, attribution), use_batch)
@@ -212,6 +214,20 @@ def do_flash_buy(
         order = _flash_order(principal, fs, member, quantity, attr, now=now, idempotency_key=idempotency_key,
                              request_hash=req_hash)
     return FlashResult("ordered", order)
+
+
+def _refuse_when_sold_out(flash_sale_id: int, member_id: int) -> None:
+    """The sale is sold out (this process's mark): already bought when the gate holds the member's
+    attempt, sold out otherwise; Redis down decides nothing here (the full path fails closed)."""
+    g = redis_gate.gate()
+    assert g is not None
+    try:
+        bought = g.is_buyer(flash_sale_id, member_id)
+    except redis_gate.DOWN:
+        return
+    if bought:
+        raise Conflict(_("每人限购, 你已参与过本次秒杀"), code="already_bought", details={"field": "member_id"})
+    raise SoldOut(_("已售罄"), details={"field": "flash_sale_id"})
 
 
 def _gate_attempt(fs: FlashSale, member_id: int, quantity: int, attr: dict[str, Any], use_batch: bool) -> FlashResult:

@@ -168,8 +168,15 @@ def test_redis_gate_feeds_idempotent_consumer(system, product, tenant, django_ca
         with pytest.raises(Conflict):
             services.do_flash_buy(system, fs.pk, member_id=members[0].pk)
         assert results == ["queued"] * 3 + ["sold_out"] * 2
-        # sold out is remembered by this process: the next buyer is refused without the gate
+        # sold out is remembered by this process: the next buyer is refused without the gate's
+        # script, and a buyer whose attempt the gate holds (a retry whose answer was lost) is told
+        # "already bought", not "sold out"
         assert batching.sold_out(fs.pk)
+        with pytest.raises(Conflict) as exc:
+            services.do_flash_buy(system, fs.pk, member_id=members[1].pk)
+        assert exc.value.code == "already_bought"
+        with pytest.raises(services.SoldOut):
+            services.do_flash_buy(system, fs.pk, member_id=members[4].pk)
         # the consumer ran (immediate task backend); running it again is a no-op
         assert services.do_consume_flash_gate(fs.pk) == 0
         assert Order.objects.filter(flash_sale=fs).count() == 3
