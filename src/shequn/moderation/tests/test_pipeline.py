@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -487,6 +488,19 @@ _SMALL = [(t, spam, t) for t, spam in [
     ("刷单日结加微信", True), ("兼职刷单佣金", True), ("日结兼职在家做", True), ("加微信领佣金", True)]]
 
 
+def _assert_runtime_is_sklearn(model: Any, rows: list[tuple[str, bool, str]], texts: tuple[str, ...]) -> None:
+    """The exported model's runtime log-odds equal scikit-learn's decision function of the same fit
+    (uncalibrated, ``min_df=1``) on ``texts``."""
+    from shequn.moderation import train  # noqa: PLC0415 - callers importorskip scikit-learn first
+
+    index, _counts = train._vocabulary(rows, [train.candidate_features(x) for x, _s, _t in rows], 1)
+    clf = train._fit(train._matrix([train.candidate_features(x) for x, _s, _t in rows], index),
+                     [int(s) for _x, s, _t in rows], [1.0] * len(rows), train.SK_C)
+    for text in texts:
+        expected = float(clf.decision_function(train._matrix([train.candidate_features(text)], index))[0])
+        assert model.logit(text) == pytest.approx(expected, abs=1e-3), text
+
+
 def test_sklearn_weights_mean_at_runtime_what_they_meant_in_training() -> None:
     """Round 4: the regression is fitted by scikit-learn at build time and scored in pure Python from the
     exported weights; without calibration the runtime log-odds are scikit-learn's decision function."""
@@ -496,12 +510,7 @@ def test_sklearn_weights_mean_at_runtime_what_they_meant_in_training() -> None:
     model = train.train_sklearn(_SMALL, calibrate=False, min_df=1)
     assert model.lr is not None and model.lr["ngrams"] == [1, 2, 3]
     assert model.lr["subword"] == list(train.SK_SUBWORD)
-    index, _counts = train._vocabulary(_SMALL, [train.candidate_features(x) for x, _s, _t in _SMALL], 1)
-    clf = train._fit(train._matrix([train.candidate_features(x) for x, _s, _t in _SMALL], index),
-                     [int(s) for _x, s, _t in _SMALL], [1.0] * len(_SMALL), train.SK_C)
-    for text in ("刷单佣金日结", "一起去露营跑步", "周末加微信"):
-        expected = float(clf.decision_function(train._matrix([train.candidate_features(text)], index))[0])
-        assert model.logit(text) == pytest.approx(expected, abs=1e-3)
+    _assert_runtime_is_sklearn(model, _SMALL, ("刷单佣金日结", "一起去露营跑步", "周末加微信"))
     assert model.logit("刷单佣金日结") > 0 > model.logit("一起去露营跑步")
     # unseen characters, emoji, and a single known character alone carry no evidence
     assert model.logit("ᚠᚢᚦ") == model.logit("👍👍") == model.logit("刷") == 0.0
@@ -529,12 +538,7 @@ def test_english_words_are_read_inside_too() -> None:
     assert lr_features("free casinos", (1, 2, 3)) == {"\x01free", "\x01casinos"}  # no sizes, no runs
     model = train.train_sklearn(_SMALL_EN, calibrate=False, min_df=1)
     assert model.logit("casinos and bonuses") > 0 > model.logit("the runners picnic")
-    index, _counts = train._vocabulary(_SMALL_EN, [train.candidate_features(x) for x, _s, _t in _SMALL_EN], 1)
-    clf = train._fit(train._matrix([train.candidate_features(x) for x, _s, _t in _SMALL_EN], index),
-                     [int(s) for _x, s, _t in _SMALL_EN], [1.0] * len(_SMALL_EN), train.SK_C)
-    for text in ("casinos and bonuses", "the runners picnic", "bonus"):
-        expected = float(clf.decision_function(train._matrix([train.candidate_features(text)], index))[0])
-        assert model.logit(text) == pytest.approx(expected, abs=1e-3)
+    _assert_runtime_is_sklearn(model, _SMALL_EN, ("casinos and bonuses", "the runners picnic", "bonus"))
 
 
 def test_blend_round_trips_and_tenant_decisions_move_both_halves() -> None:
