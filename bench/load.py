@@ -180,12 +180,16 @@ def main() -> None:
         admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
 
+def children(pid: int) -> list[int]:
+    """The direct children of a process (the gunicorn arbiter's workers), from /proc."""
+    return [int(x) for t in Path(f"/proc/{pid}/task").glob("*") for x in (t / "children").read_text().split()]
+
+
 def kill_one_later(args: argparse.Namespace, serve_pid: int) -> threading.Thread:
     """SIGKILL one gunicorn worker (a child of the arbiter) a third into the run."""
     def kill() -> None:
         time.sleep(args.seconds / 3)
-        kids = [int(x) for t in Path(f"/proc/{serve_pid}/task").glob("*")
-                for x in (t / "children").read_text().split()]
+        kids = children(serve_pid)
         if kids:
             os.kill(kids[0], signal.SIGKILL)
     killer = threading.Thread(target=kill)
@@ -203,7 +207,7 @@ def tree_cpu_seconds(root_pid: int) -> float:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / tick
-            todo += [int(x) for t in Path(f"/proc/{pid}/task").glob("*") for x in (t / "children").read_text().split()]
+            todo += children(pid)
         except (FileNotFoundError, ProcessLookupError):
             continue
     return total
@@ -213,7 +217,7 @@ def profile_workers(args: argparse.Namespace, serve_pid: int) -> list[subprocess
     if not args.profile:
         return []
     Path(args.profile).mkdir(parents=True, exist_ok=True)
-    kids = [int(x) for t in Path(f"/proc/{serve_pid}/task").glob("*") for x in (t / "children").read_text().split()]
+    kids = children(serve_pid)
     return [subprocess.Popen(["py-spy", "record", "--format", "raw", "--nonblocking", "--gil", "-r", "200",
                               "-d", str(int(args.seconds) - 1), "-o", str(Path(args.profile) / f"worker-{pid}.txt"),
                               "-p", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for pid in kids]
