@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 
 from django.db import connection, transaction
 from django.db.models import Case, Count, Max, Min, QuerySet, Sum, When
+from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from shequn.activity.models import ActivityEvent, EventKind
@@ -183,6 +184,7 @@ def _recompute_journey_chunk(tenant_id: int, ids: list[int] | None, zone: ZoneIn
     old = {j.member_id: j for j in existing}
     moved: set[dt.date] = set()
     changed: list[MemberJourney] = []
+    attribution_moved: list[int] = []
     cohort_moved: dict[int, dt.datetime | None] = {}
     for mid in set(new) | set(old):
         values = {"community_id": 0, "campaign": "", "channel": "", "inviter_id": 0, "live_session_id": 0,
@@ -194,13 +196,16 @@ def _recompute_journey_chunk(tenant_id: int, ids: list[int] | None, zone: ZoneIn
             for when in (getattr(before, k) if before else None, values[k]):
                 if when is not None:
                     moved.add(local_day(when, zone))
-        if before is not None and (before.campaign, before.channel, before.community_id) != (
+        if ((before.campaign, before.channel, before.community_id) if before is not None else ("", "", 0)) != (
                 values["campaign"], values["channel"], values["community_id"]):
-            # the member's attribution moved: every day the member has facts on must be redone
-            moved |= set(MemberDay.objects.filter(tenant_id=tenant_id, member_id=mid).values_list("day", flat=True))
+            # the member's attribution moved — also from none: a member whose days so far held only
+            # reactions or leaves has facts but no journey yet — every day with facts must be redone
+            attribution_moved.append(mid)
         if ids is not None and (before.joined_at if before else None) != values["joined_at"]:
             cohort_moved[mid] = values["joined_at"]
         changed.append(MemberJourney(tenant_id=tenant_id, member_id=mid, **values))
+    for i in range(0, len(attribution_moved), 500):
+        moved |= _member_source_days(tenant_id, attribution_moved[i:i + 500], zone)
     if cohort_moved:  # the member's period rows carry the cohort of the first join
         _move_cohorts(tenant_id, cohort_moved, zone)
     if changed:
@@ -208,6 +213,20 @@ def _recompute_journey_chunk(tenant_id: int, ids: list[int] | None, zone: ZoneIn
             changed, update_conflicts=True, unique_fields=["tenant", "member_id"],
             update_fields=["community_id", "campaign", "channel", "inviter_id", "live_session_id", *_JOURNEY_DATES])
     return moved
+
+
+def _member_source_days(tenant_id: int, member_ids: list[int], zone: ZoneInfo) -> set[dt.date]:
+    """The local days on which these members have anything their attribution is counted under: their
+    events of every kind (a leave or a reaction lands in a rollup row under the member's campaign
+    without making a member-day fact), their paid orders and refunds."""
+    days: set[dt.date] = set()
+    for qs, column in ((ActivityEvent.objects.filter(tenant_id=tenant_id, member_id__in=member_ids), "occurred_at"),
+                       (Order.objects.filter(tenant_id=tenant_id, member_id__in=member_ids, paid_at__isnull=False),
+                        "paid_at"),
+                       (Refund.objects.filter(tenant_id=tenant_id, order__member_id__in=member_ids,
+                                              completed_at__isnull=False), "completed_at")):
+        days |= set(qs.annotate(d=TruncDate(column, tzinfo=zone)).values_list("d", flat=True).distinct())
+    return days
 
 
 def _move_cohorts(tenant_id: int, joined: dict[int, dt.datetime | None], zone: ZoneInfo) -> None:

@@ -207,3 +207,34 @@ def test_the_rebuild_command(tenant: Tenant) -> None:
     call_command("analytics", "rebuild", "--tenant", tenant.slug)
     assert DailyRollup.objects.get(tenant=tenant).messages == 1
     assert services.local_day(at(2), ZONE) == at(2).date()
+
+
+def test_a_late_invite_join_moves_the_attribution_of_days_before_the_journey_existed(tenant: Tenant) -> None:
+    """A reaction makes a member-day row but no journey (nothing in it is a first); a later join through
+    an invite link creates the journey with the link's campaign, and the earlier day must follow it, as
+    a rebuild computes it (CI found this: the day kept the empty attribution)."""
+    w = make_world(tenant)
+    ingest(w, [event(w, "reaction", 0, 0, at(0))])
+    services.do_refresh(tenant.pk)
+    assert not MemberJourney.objects.filter(tenant=tenant).exists()
+    assert MemberDay.objects.get(tenant=tenant, day=at(0).date()).campaign == ""
+    ingest(w, [event(w, "join", 0, 0, at(3), invite=True)])
+    services.do_refresh(tenant.pk)
+    incremental = snapshot(tenant.pk)
+    assert MemberDay.objects.get(tenant=tenant, day=at(0).date()).campaign == "双11"
+    services.do_rebuild(tenant.pk)
+    assert snapshot(tenant.pk) == incremental
+
+
+def test_a_click_moves_the_attribution_of_a_day_that_held_only_a_leave(tenant: Tenant) -> None:
+    """A leave is counted in the rollup row of the member's campaign but makes no member-day fact; a
+    later click (the member's first attribution) must redo that day too (hypothesis found this)."""
+    w = make_world(tenant)
+    ingest(w, [event(w, "leave", 1, 0, at(0))])
+    services.do_refresh(tenant.pk)
+    click(w, at(1, 9), member=1)
+    services.do_refresh(tenant.pk)
+    incremental = snapshot(tenant.pk)
+    assert DailyRollup.objects.get(tenant=tenant, day=at(0).date()).campaign == "双11"
+    services.do_rebuild(tenant.pk)
+    assert snapshot(tenant.pk) == incremental
