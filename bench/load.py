@@ -61,19 +61,34 @@ fs = c.do_create_flash_sale(p, name="秒杀", sku_id=prod.skus.get().pk, price_f
                             use_redis_gate=%(gate)s)
 Member.objects.bulk_create([Member(tenant=t, display_name=f"m{i}", first_seen_at=now) for i in range(%(buyers)d)],
                            batch_size=5000)
-_k, token = do_create_api_key(p, name="load", scopes=["commerce.write", "engagement.write", "referrals.write"])
+_k, token = do_create_api_key(p, name="load", scopes=["commerce.write", "engagement.write", "referrals.write",
+                                                      "activity.write"])
 ms = list(Member.objects.filter(tenant=t).values_list("pk", flat=True))
 from shequn.referrals.services import do_get_or_create_link
 link = do_get_or_create_link(p, kind="channel", channel="poster", label="海报")
-print(json.dumps({"fs": fs.pk, "token": token, "members": ms, "link": link.code}))
+from shequn.connectors.services import do_create_connection
+from shequn.communities.models import ChatGroup, Community
+community = Community.objects.create(tenant=t, name="压测社群")
+# outbound calls of this connection go to a closed local port (the bench never reaches Telegram)
+tg = do_create_connection(p, platform="telegram", name="压测机器人", config={"api_base": "http://127.0.0.1:9/"},
+                          secret_values={"bot_token": "1:" + "x" * 30, "webhook_secret": "bench-secret"},
+                          default_community_id=community.pk, verify=False)
+ChatGroup.objects.create(tenant=t, community=community, platform="telegram", external_id="-1001234567890",
+                         name="压测群")
+print(json.dumps({"fs": fs.pk, "token": token, "members": ms, "link": link.code, "hook": tg.hook_key,
+                  "tg_secret": "bench-secret"}))
 """
 
-#: the endpoints ``--endpoint`` drives (each request a distinct member)
+#: the endpoints ``--endpoint`` drives (each request a distinct member): body kind and path
 ENDPOINTS = {
-    "buy": "/api/v1/commerce/flash-sales/{fs}/buy",  # 秒杀
-    "checkin": "/api/v1/engagement/checkins",  # 签到
-    "click": "/api/v1/referrals/links/{link}/click",  # an invite link's click (a member arriving)
+    "buy": ("member", "/api/v1/commerce/flash-sales/{fs}/buy"),  # 秒杀
+    "checkin": ("member", "/api/v1/engagement/checkins"),  # 签到
+    "click": ("member", "/api/v1/referrals/links/{link}/click"),  # an invite link's click (a member arriving)
+    "events": ("event", "/api/v1/activity/events"),  # another system's activity webhook, one event a request
+    "telegram": ("telegram", "/hooks/telegram/{hook}/ X-Telegram-Bot-Api-Secret-Token:{tg_secret}"),  # a platform's webhook
 }
+#: ``--endpoint mix``: every endpoint above in turn (a steady mixed load of members and platforms)
+MIX = ("buy", "checkin", "click", "events", "telegram")
 
 
 def pct(values: list[float], p: float) -> float:
@@ -106,8 +121,10 @@ def main() -> None:
     ap.add_argument("--kill-one", action="store_true", help="kill -9 one gunicorn worker a third into the run")
     ap.add_argument("--profile", metavar="DIR", help="sample each gunicorn worker with py-spy during the run "
                     "(collapsed stacks in DIR/worker-<pid>.txt; needs py-spy)")
-    ap.add_argument("--endpoint", choices=sorted(ENDPOINTS), default="buy",
-                    help="what each request does (wrk client): buy in the flash sale, check in, click an invite link")
+    ap.add_argument("--endpoint", choices=[*sorted(ENDPOINTS), "mix"], default="buy",
+                    help="what each request does (wrk client): buy in the flash sale, check in, click an invite "
+                         "link, post an activity event (webhook of another system), a Telegram webhook update, "
+                         "or all of them in turn (mix)")
     ap.add_argument("--client", choices=["python", "wrk"], default="python",
                     help="the outside client: threads of http.client in this process, or wrk (C)")
     args = ap.parse_args()
@@ -137,7 +154,7 @@ def main() -> None:
                                 str(args.workers), "--threads", str(args.threads), "--no-control-socket"],
                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         procs.append(web)
-        if args.gate:
+        if args.gate or args.endpoint in ("events", "telegram", "mix"):  # consumers of the queued work
             procs.append(subprocess.Popen([sys.executable, "-m", "shequn.cli", "worker", "--no-scheduler",
                                            "--no-realtime"], env=env, stdout=log, stderr=subprocess.STDOUT,
                                           start_new_session=True))
@@ -227,9 +244,10 @@ def run_wrk(args: argparse.Namespace, port: int, world: dict, serve_pid: int, ho
     """The same load from wrk: ``--clients`` connections on 2 threads for ``--seconds``."""
     members_file = Path(home) / "members.txt"
     members_file.write_text("\n".join(str(m) for m in world["members"]) + "\n")
+    names = MIX if args.endpoint == "mix" else (args.endpoint,)
+    mix = "\n".join(f"{ENDPOINTS[n][0]} {ENDPOINTS[n][1].format(**world)}" for n in names)
     env = {**os.environ, "SHEQUN_WRK_MEMBERS": str(members_file), "SHEQUN_WRK_THREADS": "2",
-           "SHEQUN_WRK_PATH": ENDPOINTS[args.endpoint].format(fs=world["fs"], link=world["link"]),
-           "SHEQUN_WRK_TOKEN": world["token"]}
+           "SHEQUN_WRK_MIX": mix, "SHEQUN_WRK_TOKEN": world["token"], "SHEQUN_WRK_SALT": str(int(time.time()))}
     killer = kill_one_later(args, serve_pid) if args.kill_one else None
     spies = profile_workers(args, serve_pid)
     cpu0 = tree_cpu_seconds(serve_pid)

@@ -1,6 +1,9 @@
--- wrk script for bench/load.py --client wrk: POST the flash-sale buy with a distinct member per
+-- wrk script for bench/load.py --client wrk: POST to the endpoints in SHEQUN_WRK_MIX (lines of
+-- "<body kind> <path> [header:value]", taken in turn; one line = one endpoint) with a distinct member per
 -- request (members read from the file named by SHEQUN_WRK_MEMBERS, split between wrk's threads),
 -- count answers per status, print them as one JSON line at the end (bench/load.py parses it).
+-- Body kinds: member ({"member_id": m}), event (one activity event of m for POST /activity/events,
+-- a fresh event id each), telegram (a Telegram Update: a group message from user m, fresh update_id).
 local threads = {}
 local counter = 0
 
@@ -19,15 +22,45 @@ function init(args)
   idx = tid - 1
   c200, c202, c409, c4xx, c5xx, cother = 0, 0, 0, 0, 0, 0
   wrk.method = "POST"
-  wrk.path = os.getenv("SHEQUN_WRK_PATH")
   wrk.headers["Content-Type"] = "application/json"
   wrk.headers["Authorization"] = "Bearer " .. os.getenv("SHEQUN_WRK_TOKEN")
+  mix = {}
+  for line in string.gmatch(os.getenv("SHEQUN_WRK_MIX"), "[^\n]+") do
+    local kind, path, header = string.match(line, "^(%S+)%s+(%S+)%s*(%S*)$")
+    mix[#mix + 1] = {kind = kind, path = path, header = header}
+  end
+  salt = os.getenv("SHEQUN_WRK_SALT") or "0"
+  seq = 0
+  turn = tid - 1
 end
 
 function request()
   local m = members[(idx % #members) + 1]
   idx = idx + nthreads
-  return wrk.format(nil, nil, nil, '{"member_id": ' .. m .. '}')
+  local e = mix[(turn % #mix) + 1]
+  turn = turn + 1
+  seq = seq + 1
+  local body
+  if e.kind == "event" then
+    body = '{"events": [{"platform": "manual", "event_id": "w' .. salt .. '-' .. tid .. '-' .. seq ..
+      '", "kind": "message", "occurred_at": ' .. os.time() .. ', "member_id": ' .. m ..
+      ', "payload": {"text": "早上好"}}]}'
+  elseif e.kind == "telegram" then
+    body = '{"update_id": ' .. (tid * 100000000 + seq) .. ', "message": {"message_id": ' .. seq ..
+      ', "from": {"id": ' .. m .. ', "is_bot": false, "first_name": "m' .. m .. '"}, "chat": ' ..
+      '{"id": -1001234567890, "title": "压测群", "type": "supergroup"}, "date": ' .. os.time() ..
+      ', "text": "早上好"}}'
+  else
+    body = '{"member_id": ' .. m .. '}'
+  end
+  local headers = nil
+  if e.header ~= "" then
+    headers = {}
+    for k, v in pairs(wrk.headers) do headers[k] = v end
+    local k, v = string.match(e.header, "^([^:]+):(.*)$")
+    headers[k] = v
+  end
+  return wrk.format(nil, e.path, headers, body)
 end
 
 function response(status, headers, body)

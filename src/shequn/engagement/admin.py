@@ -64,6 +64,14 @@ class EngagementSettingsAdmin(EngagementAdmin):
     def defaults(self, obj: Any) -> str:
         return json.dumps(selectors.DEFAULT_CONFIG, ensure_ascii=False, indent=1)
 
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        selectors.forget_engagement_config(obj.tenant_id)
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        super().delete_model(request, obj)
+        selectors.forget_engagement_config(obj.tenant_id)
+
 
 @admin.register(models.MemberScore)
 class MemberScoreAdmin(ReadOnlyEngagementAdmin):

@@ -9,6 +9,7 @@ from collections import defaultdict
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -16,6 +17,7 @@ from django.utils.translation import gettext as _
 from shequn.activity.models import ActivityEvent
 from shequn.communities.models import Membership, RoleAssignment
 from shequn.core.errors import NotFound
+from shequn.core.localcache import TTLCache
 from shequn.core.models import Tenant
 from shequn.members.models import LifecycleStage, Member
 
@@ -76,14 +78,34 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: a tenant's stored engagement settings and time zone, per process: every check-in, message and
+#: score read asks for them. A change made in this process is seen at once (the console's save drops
+#: the entry, also after commit); other processes see it within ``ttl`` seconds.
+STORED_CONFIG: TTLCache[dict[str, Any]] = TTLCache("engagement_config", ttl=5.0)
+TIME_ZONES: TTLCache[str] = TTLCache("tenant_time_zone", ttl=5.0)
+
+
 def engagement_config(tenant_id: int) -> dict[str, Any]:
-    row = EngagementSettings.objects.filter(tenant_id=tenant_id).values_list("config", flat=True).first()
-    return _merge(DEFAULT_CONFIG, row or {})
+    row = STORED_CONFIG.get(tenant_id)
+    if row is None:
+        row = EngagementSettings.objects.filter(tenant_id=tenant_id).values_list("config", flat=True).first() or {}
+        STORED_CONFIG.put(tenant_id, row)
+    return _merge(DEFAULT_CONFIG, row)  # a fresh copy: callers may change what they get
+
+
+def forget_engagement_config(tenant_id: int) -> None:
+    """The console saved the tenant's settings: drop them now and again after the commit (a read in
+    between could put the old row back)."""
+    STORED_CONFIG.drop(tenant_id)
+    transaction.on_commit(lambda: STORED_CONFIG.drop(tenant_id))
 
 
 def tenant_time_zone(tenant_id: int) -> str:
-    tz = Tenant.objects.filter(pk=tenant_id).values_list("time_zone", flat=True).first()
-    return tz or "Asia/Shanghai"
+    tz = TIME_ZONES.get(tenant_id)
+    if tz is None:
+        tz = Tenant.objects.filter(pk=tenant_id).values_list("time_zone", flat=True).first() or "Asia/Shanghai"
+        TIME_ZONES.put(tenant_id, tz)
+    return tz
 
 
 # --- scores ------------------------------------------------------------------------------------------

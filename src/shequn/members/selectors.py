@@ -17,19 +17,22 @@ def check_member(tenant_id: int, member_id: Any, field: str = "member_id") -> Me
     """The tenant's member — the one check every engine runs on a member id it is given. An id that
     is not an integer is :class:`Invalid`; an unknown id, or another tenant's, is :class:`NotFound`;
     both name ``field``."""
-    if not isinstance(member_id, int) or isinstance(member_id, bool):
-        raise Invalid(_("会员 ID 必须是整数"), details={"field": field})
+    _check_member_id(member_id, field)
     member = Member.objects.filter(tenant_id=tenant_id, pk=member_id).first()
     if member is None:
         raise NotFound(_("会员不存在"), details={"field": field})
     return member
 
 
+def _check_member_id(member_id: Any, field: str) -> None:
+    if not isinstance(member_id, int) or isinstance(member_id, bool):
+        raise Invalid(_("会员 ID 必须是整数"), details={"field": field})
+
+
 def check_member_level(tenant_id: int, member_id: Any, field: str = "member_id") -> int:
     """:func:`check_member` for a hot path that needs only the member's relationship level: one
     prepared-shape statement, no model built (the same errors, naming ``field``)."""
-    if not isinstance(member_id, int) or isinstance(member_id, bool):
-        raise Invalid(_("会员 ID 必须是整数"), details={"field": field})
+    _check_member_id(member_id, field)
     with connection.cursor() as cur:
         cur.execute(_LEVEL_SQL, [member_id, tenant_id])
         row = cur.fetchone()

@@ -203,8 +203,8 @@ def link_poster(request: HttpRequest, code: str) -> HttpResponse:
 @idempotent
 def link_click(request: HttpRequest, code: str, body: ClickIn) -> Any:
     p = require(request, "referrals.write")
-    selectors.link_get(p.tenant_id, code)
-    res = services.do_record_click(code, member_id=body.member_id, ip=body.ip, device_id=body.device_id)
+    link = selectors.link_get(p.tenant_id, code)
+    res = services.do_record_click(code, member_id=body.member_id, ip=body.ip, device_id=body.device_id, link=link)
     return {"code": code, "group_id": res.group.pk if res.group else None,
             "referrer_id": res.binding.referrer_id if res.binding else None, "refused": res.refused}
 

@@ -21,7 +21,7 @@ from shequn.members.selectors import check_member, check_member_level
 from ..models import Badge, CheckIn, CheckInStats, MemberBadge
 from ..selectors import badge_metrics, engagement_config, tenant_time_zone
 from ..streaks import compute_streak, local_day
-from .points import _existing_entry, do_points_earn, do_points_spend
+from .points import _existing_entry, do_points_credit_new, do_points_spend
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,26 @@ def _refresh_streak(tenant_id: int, stats: CheckInStats, today: dt.date) -> None
     stats.save(update_fields=["current_streak", "longest_streak", "total_days", "last_day"])
 
 
+def _extend_streak(tenant_id: int, stats: CheckInStats, day: dt.date) -> None:
+    """A new check-in on ``day``, later than every earlier one (the stats row locked): the streak
+    grows by one after yesterday's check-in and starts again after a gap, without reading every
+    earlier day. Anything else (a first check-in with history, a back-dated one, a streak the stats
+    do not hold) is recomputed from the days, as :func:`_refresh_streak` does."""
+    last = stats.last_day
+    if last is None and stats.total_days == 0:
+        current = 1
+    elif last is not None and day == last + dt.timedelta(days=1) and stats.current_streak > 0:
+        current = stats.current_streak + 1
+    elif last is not None and day > last + dt.timedelta(days=1):
+        current = 1
+    else:
+        _refresh_streak(tenant_id, stats, day)
+        return
+    stats.current_streak, stats.longest_streak = current, max(stats.longest_streak, current)
+    stats.total_days, stats.last_day = stats.total_days + 1, day
+    stats.save(update_fields=["current_streak", "longest_streak", "total_days", "last_day"])
+
+
 def do_check_in(tenant_id: int, member_id: int, *, at: dt.datetime | None = None, source: str = "api") -> CheckInResult:
     """Daily check-in on the member's local day (tenant time zone). A second check-in the same day is
     a no-op returning the streak. Earns ``points + min(streak − 1, bonus_cap) × streak_bonus``.
@@ -65,14 +85,18 @@ def do_check_in(tenant_id: int, member_id: int, *, at: dt.datetime | None = None
         points = 0
         if created:
             CheckIn.objects.create(tenant_id=tenant_id, member_id=member_id, day=day, source=source)
-        _refresh_streak(tenant_id, stats, day)  # the streak as of this check-in's day
+            _extend_streak(tenant_id, stats, day)
+        else:
+            _refresh_streak(tenant_id, stats, day)  # the streak as of this check-in's day
         if created:
             bonus = min(stats.current_streak - 1, int(cfg["bonus_cap"])) * int(cfg["streak_bonus"])
             points = int(cfg["points"]) + bonus
             if points > 0:
-                do_points_earn(tenant_id, member_id, points, kind="checkin",
-                               idempotency_key=f"checkin:{member_id}:{day.isoformat()}",
-                               reason=_("签到 (连续 %(n)d 天)") % {"n": stats.current_streak})
+                # the member is checked and today's check-in row was just inserted under the stats
+                # lock, so the key is new: the credit without do_points_earn's own checks
+                do_points_credit_new(tenant_id, member_id, points, kind="checkin",
+                                     idempotency_key=f"checkin:{member_id}:{day.isoformat()}",
+                                     reason=_("签到 (连续 %(n)d 天)") % {"n": stats.current_streak})
             do_award_badges(tenant_id, member_id)
     return CheckInResult(created, day, stats.current_streak, stats.longest_streak, stats.total_days, points)
 

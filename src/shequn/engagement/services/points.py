@@ -10,7 +10,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils.translation import gettext as _
 
@@ -60,6 +60,33 @@ def do_points_earn(tenant_id: int, member_id: int, amount: int, *, kind: str, id
         if found is None:
             raise
         return found
+
+
+def do_points_credit_new(tenant_id: int, member_id: int, amount: int, *, kind: str, idempotency_key: str,
+                         reason: str = "") -> int:
+    """Credit points for a caller that has checked the member and holds a lock that makes this key new
+    (the check-in: the member's check-in row is locked and today's check-in was just inserted), in the
+    caller's transaction: one ``UPDATE … SET balance = balance + x … RETURNING balance`` on the account
+    row (row lock until commit; the account is created first when missing) and the entry insert — what
+    :func:`do_points_earn` does without its member check, key lookup and savepoint. A repeated key is
+    still refused by the unique index (the caller's transaction fails). Returns the new balance."""
+    if amount <= 0:
+        raise Invalid(_("积分数量必须为正数"), details={"field": "amount"})
+    table = PointsAccount._meta.db_table
+    sql = (f"UPDATE {table} SET balance = balance + %s, earned_total = earned_total + %s "  # noqa: S608 (names from the model)
+           "WHERE tenant_id = %s AND member_id = %s RETURNING balance")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [amount, amount, tenant_id, member_id])
+        row = cursor.fetchone()
+        if row is None:
+            PointsAccount.objects.bulk_create([PointsAccount(tenant_id=tenant_id, member_id=member_id)],
+                                              ignore_conflicts=True)
+            cursor.execute(sql, [amount, amount, tenant_id, member_id])
+            row = cursor.fetchone()
+    balance = int(row[0])
+    PointsEntry.objects.create(tenant_id=tenant_id, member_id=member_id, delta=amount, balance_after=balance,
+                               kind=kind, reason=reason[:200], idempotency_key=idempotency_key)
+    return balance
 
 
 class RewardTask(Protocol):

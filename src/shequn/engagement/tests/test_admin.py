@@ -15,6 +15,7 @@ from shequn.connectors.models import OutboxAction
 from shequn.core.services import do_create_operator
 from shequn.engagement import models
 from shequn.engagement.models import ContentItem, ContentSchedule, RoleRecommendation
+from shequn.engagement.services import do_check_in
 
 
 @pytest.fixture
@@ -86,3 +87,13 @@ def test_reply_queue_page_refuses_read_only_staff(tenant, community, make_member
     assert c.get(url).status_code in (200, 403)
     assert c.post(url, {"track_id": t.pk, "text": "hi"}).status_code == 403
     assert models.ReplyTrack.objects.get(pk=t.pk).answered_at is None
+
+
+def test_saving_the_settings_in_the_console_reaches_the_next_check_in_at_once(console, tenant, make_member):
+    """The settings are cached per process; the console's save drops them, so the next check-in in
+    this process earns what the operator just set."""
+    assert do_check_in(tenant.pk, make_member("甲").pk).points == 5  # the defaults, now cached
+    r = console.post(reverse("admin:engagement_engagementsettings_add"),
+                     {"config": '{"checkin": {"points": 9}}'})
+    assert r.status_code == 302, r.content.decode()[:2000]
+    assert do_check_in(tenant.pk, make_member("乙").pk).points == 9

@@ -7,12 +7,22 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from django.utils import timezone
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from shequn.activity.models import ActivityEvent
 from shequn.activity.services import do_ingest
 from shequn.core.errors import Conflict
 from shequn.core.testing import race
-from shequn.engagement.models import Badge, CheckIn, MemberBadge, PointsAccount, PointsEntry, ReplyTrack
+from shequn.engagement.models import (
+    Badge,
+    CheckIn,
+    CheckInStats,
+    MemberBadge,
+    PointsAccount,
+    PointsEntry,
+    ReplyTrack,
+)
 from shequn.engagement.selectors import badge_progress, checkin_stats, points_balance
 from shequn.engagement.services import (
     do_buy_makeup_card,
@@ -25,6 +35,7 @@ from shequn.engagement.services import (
     do_use_makeup_card,
     on_activity,
 )
+from shequn.engagement.streaks import compute_streak
 
 SH = ZoneInfo("Asia/Shanghai")
 
@@ -152,3 +163,26 @@ def test_streak_milestone_badges_are_seeded_once_and_earned_with_progress(tenant
     assert rows[1]["percent"] == 57
     # another member's progress is their own
     assert all(r["awarded_at"] is None and r["value"] == 0 for r in badge_progress(tenant.pk, make_member().pk))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(offsets=st.lists(st.integers(0, 12), min_size=1, max_size=12))
+def test_the_extended_streak_equals_a_recount_of_the_days(tenant, make_member, offsets):
+    """The check-in extends the stored streak without reading every earlier day; after any order of
+    check-ins (repeats, gaps, back-dated ones) the stats equal a recount from the check-in rows, and
+    each credit is the configured points plus the capped streak bonus of the day's streak."""
+    m = make_member()
+    base = dt.datetime(2026, 5, 1, 12, tzinfo=SH)
+    for off in offsets:
+        r = do_check_in(tenant.pk, m.pk, at=base + dt.timedelta(days=off))
+        stats = CheckInStats.objects.get(tenant=tenant, member=m)
+        days = CheckIn.objects.filter(tenant=tenant, member=m).values_list("day", flat=True)
+        recount = compute_streak(days, max(stats.last_day, r.day))
+        assert (stats.longest_streak, stats.total_days, stats.last_day) == (
+            recount.longest, recount.total, recount.last_day)
+        if r.created and r.day == recount.last_day:
+            assert stats.current_streak == recount.current
+            assert r.points == 5 + min(recount.current - 1, 6)
+    entries = PointsEntry.objects.filter(tenant=tenant, member=m)
+    assert points_balance(tenant.pk, m.pk)["balance"] == sum(e.delta for e in entries)
+    assert entries.count() == CheckIn.objects.filter(tenant=tenant, member=m).count()

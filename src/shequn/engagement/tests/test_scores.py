@@ -9,7 +9,7 @@ import pytest
 
 from shequn.engagement import scoring
 from shequn.engagement.models import EngagementSettings, MemberScore
-from shequn.engagement.selectors import explain_score
+from shequn.engagement.selectors import explain_score, forget_engagement_config
 from shequn.engagement.services import do_recompute_scores, do_update_lifecycle
 from shequn.members.models import Member
 
@@ -53,6 +53,7 @@ def test_weights_are_per_tenant_and_topics_count(tenant, make_member, event):
     ref = lambda pts: scoring.score_from_daily({dt.date(2026, 3, 10): pts}, dt.date(2026, 3, 20))[0]  # noqa: E731
     assert first == pytest.approx(ref(8))
     EngagementSettings.objects.create(tenant=tenant, config={"weights": {"topic": 16}})
+    forget_engagement_config(tenant.pk)  # what the console's save does (the settings are cached per process)
     do_recompute_scores(tenant.pk, now=NOW)
     assert MemberScore.objects.get(member=m).score == pytest.approx(ref(16))
 

@@ -19,6 +19,7 @@ from shequn.core.errors import Conflict, Invalid, NotFound
 from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
 from shequn.members.models import Member
+from shequn.members.selectors import check_member_level
 
 from ..models import (
     InviteLink,
@@ -100,14 +101,16 @@ class ClickResult:
 
 @transaction.atomic
 def do_record_click(code: str, *, member_id: int | None = None, ip: str | None = None, device_id: str = "",
-                    now: datetime | None = None) -> ClickResult:
+                    now: datetime | None = None, link: InviteLink | None = None) -> ClickResult:
     """Attribute a click on ``code``; bind the clicking member (if known) per the tenant's policy; for
     a group live code, route to the next group with room; a partner's own link, to the partner's own
     group under that community (``ChatGroup.owner``). A ``member_id`` that is not the link's
-    tenant's member is :class:`NotFound`."""
+    tenant's member is :class:`NotFound`. ``link``: the link of ``code`` a caller already read (the
+    API reads it tenant-scoped first), so it is not read twice."""
     now = now or timezone.now()
-    link = InviteLink.objects.filter(code=code, is_active=True).first()
-    if link is None:
+    if link is None or link.code != code:
+        link = InviteLink.objects.filter(code=code, is_active=True).first()
+    if link is None or not link.is_active:
         raise NotFound(_("邀请链接不存在或已停用"), details={"field": "code"})
     result = ClickResult(link=link)
     if link.kind == LinkKind.GROUP_LIVE:
@@ -115,12 +118,12 @@ def do_record_click(code: str, *, member_id: int | None = None, ip: str | None =
     elif link.kind == LinkKind.MEMBER and link.member_id and link.community_id:
         # a partner's link leads to the partner's own group (the partner tier's own-group right)
         result.group = partner_group(link)
-    member = Member.objects.filter(tenant_id=link.tenant_id, pk=member_id).first() if member_id else None
-    if member_id and member is None:  # another tenant's member (or none): never attributed, not silently dropped
-        raise NotFound(_("会员不存在"), details={"field": "member_id"})
-    LinkEvent.objects.create(tenant_id=link.tenant_id, link=link, kind=LinkEventKind.CLICK, member=member,
+    if member_id:  # another tenant's member (or none): never attributed, not silently dropped
+        check_member_level(link.tenant_id, member_id)  # one plain statement: the member is needed only to bind
+    LinkEvent.objects.create(tenant_id=link.tenant_id, link=link, kind=LinkEventKind.CLICK, member_id=member_id or None,
                              group=result.group, ip=ip or None, device_id=device_id[:128], occurred_at=now)
-    if member is not None and link.member_id:
+    if member_id and link.member_id:
+        member = Member.objects.get(tenant_id=link.tenant_id, pk=member_id)
         result.binding, result.refused = try_bind(link.tenant_id, member, link.member_id, link=link, now=now)
     return result
 
