@@ -16,10 +16,19 @@ from django.test.utils import CaptureQueriesContext
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 
-def setup(db: str, name: str = "shequn_bench") -> str:
-    """``db`` is ``sqlite`` or a postgres URL whose database is dropped and recreated."""
-    if db == "sqlite":
-        os.environ["SHEQUN_HOME"] = tempfile.mkdtemp(prefix="shequn-bench-")
+def setup(db: str, name: str = "shequn_bench", *, keep: bool = False) -> str:
+    """``db`` is ``sqlite`` (a new temp dir), ``sqlite:DIR`` (that dir: kept when ``keep``) or a postgres
+    URL whose database is dropped and recreated (kept when ``keep``, so a loaded data set can be
+    measured again after a code change: ``migrate`` still runs)."""
+    if db == "sqlite" or db.startswith("sqlite:"):
+        home = db.partition(":")[2]
+        if home and not keep and Path(home).exists():
+            import shutil
+
+            shutil.rmtree(home)
+        if home:
+            Path(home).mkdir(parents=True, exist_ok=True)
+        os.environ["SHEQUN_HOME"] = home or tempfile.mkdtemp(prefix="shequn-bench-")
         os.environ.pop("SHEQUN_DATABASE_URL", None)
         label = "SQLite (WAL)"
     else:
@@ -30,8 +39,10 @@ def setup(db: str, name: str = "shequn_bench") -> str:
         dbname = cfg["NAME"] or name
         admin = psycopg.connect(host=cfg["HOST"], port=cfg["PORT"] or 5432, user=cfg["USER"], dbname="postgres",
                                 autocommit=True)
-        admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{dbname}"')
+        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [dbname]).fetchone()
+        if not (keep and exists):
+            admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+            admin.execute(f'CREATE DATABASE "{dbname}"')
         admin.close()
         os.environ["SHEQUN_DATABASE_URL"] = db
         os.environ.setdefault("SHEQUN_HOME", tempfile.mkdtemp(prefix="shequn-bench-"))

@@ -77,7 +77,16 @@ def main() -> None:
         cur.execute("ANALYZE")
     print(f"{label}: {args.members:,} members, {len(rows):,} membership rows, seeded in "
           f"{time.perf_counter() - t0:.1f} s; load {os.getloadavg()[0]:.1f}", flush=True)
+    # the rows were bulk-inserted past the membership writers: the stored members-present count is
+    # built as `shequn analytics rebuild` (or migration 0005 on existing data) builds it
+    from shequn.analytics.presence import do_rebuild_presence, members_present
 
+    start = time.perf_counter()
+    stays = do_rebuild_presence(tenant.pk)
+    print(f"  {'presence rebuild (' + format(stays, ',') + ' stays), once':<52} "
+          f"{(time.perf_counter() - start) * 1000:8.1f} ms", flush=True)
+
+    membership_write_cost(tenant, community, members)
     zone = ZoneInfo("Asia/Shanghai")
     dates = selectors._dates(timezone.now().astimezone(zone).date(), 90)
     ms = Membership.objects.filter(tenant=tenant, community=community)
@@ -95,9 +104,14 @@ def main() -> None:
     took = (time.perf_counter() - start) * 1000
     print(f"  {'members series, obvious (every row × every day), once':<52} {took:8.1f} ms", flush=True)
     assert expected == selectors.members_per_day(ms, dates, zone), "the two computations disagree"
+    board = selectors.community_dashboard(tenant.pk, community.pk, days=90, tz=selectors.tenant_tz(tenant.pk))
+    assert board["members"] == expected, "the stored count disagrees with the definition"
     for name, fn in (("members series, shipped (members_per_day)", lambda: selectors.members_per_day(ms, dates, zone)),
+                     ("members series, stored (presence.members_present)",
+                      lambda: members_present(tenant.pk, community.pk, dates)),
                      ("whole community board (90 d)",
-                      lambda: selectors.community_dashboard(tenant.pk, community.pk, days=90))):
+                      lambda: selectors.community_dashboard(tenant.pk, community.pk, days=90,
+                                                            tz=selectors.tenant_tz(tenant.pk)))):
         times = []
         for _ in range(args.rounds):
             start = time.perf_counter()
@@ -106,6 +120,39 @@ def main() -> None:
         print(f"  {name:<52} p50 {statistics.median(times):8.1f} ms   p95 {p95(times):8.1f} ms", flush=True)
     if args.http:
         http_reads(tenant, community, args.http)
+
+
+def membership_write_cost(tenant: Any, community: Any, members: list[Any]) -> None:
+    """What the stored count adds to a membership write: 1,000 joins then their 1,000 leaves through
+    ``do_record_membership_changes`` (batches of 100, as ingest hands them), with the analytics
+    membership listener and without it, in two groups made for it (the stays end where they start,
+    so the board's figures do not change)."""
+    from django.db import transaction
+
+    from shequn.communities import registry
+    from shequn.communities.models import ChatGroup
+    from shequn.communities.services import MembershipChange, do_record_membership_changes
+
+    def run(sample: list[Any], group: Any) -> float:
+        now = dt.datetime.now(dt.UTC)
+        start = time.perf_counter()
+        for kind in ("join", "leave"):
+            for i in range(0, len(sample), 100):
+                with transaction.atomic():
+                    do_record_membership_changes(tenant.pk, [
+                        getattr(MembershipChange, kind)(m.pk, community.pk, group.pk, now) for m in sample[i:i + 100]])
+        return (time.perf_counter() - start) / (2 * len(sample)) * 1e6
+
+    groups = [ChatGroup.objects.create(tenant=tenant, community=community, platform="telegram", external_id=f"cost{i}",
+                                       name=f"计时{i}") for i in range(2)]
+    listener = registry._MEMBERSHIP.pop("analytics")
+    try:
+        without = run(members[:1000], groups[0])
+    finally:
+        registry._MEMBERSHIP["analytics"] = listener
+    with_listener = run(members[1000:2000], groups[1])
+    print(f"  {'membership write (join or leave), without → with the count':<52} {without:8.0f} µs → "
+          f"{with_listener:.0f} µs per change (+{with_listener - without:.0f} µs)", flush=True)
 
 
 def http_reads(tenant: Any, community: Any, n: int) -> None:

@@ -19,6 +19,7 @@ from shequn.activity import registry as activity_stream
 from shequn.activity import services as activity_services
 from shequn.analytics import health as analytics_health
 from shequn.analytics import notify as analytics_notify
+from shequn.analytics import presence as analytics_presence
 from shequn.analytics import segments as analytics_segments
 from shequn.analytics import services as analytics
 from shequn.commerce import events as order_events
@@ -111,6 +112,8 @@ def connect() -> None:
     # Matrix rooms go from public to knock (outbox), the portal's direct Telegram links are revoked
     communities_registry.register_gate_listener("connectors", connectors.on_community_gated)
     communities_registry.register_gate_listener("portal", portal.on_community_gated)
+    # every membership write moves analytics' stored members-present count of the community boards
+    communities_registry.register_membership_listener("analytics", analytics_presence.on_memberships_changed)
 
     # --- engine ↔ engine hooks (the engines never import each other for these) -------------------------------------
     # lotteries and red packets refuse members who are banned, muted or recently struck

@@ -132,8 +132,9 @@ class MemberReachOut(Schema):
 @router.get("/health", response={200: list[HealthFiguresOut], **ERRORS}, summary="社群健康指标 (按群/社群)")
 def health_figures(request: HttpRequest, by: HealthBy = "group", days: QueryEx[int, P(ge=1, le=90)] = 7) -> Any:
     """Active rate, silent share, response rate and median first response, ad rate, joins/leaves.
-    For 7 and 30 days the figures stored by the 5-minute refresh are returned (``computed_at`` says
-    when each was computed); other windows, and targets not stored yet, are computed live."""
+    ``days`` is 7, 30 or 90 (another value: 422 naming ``days``): the figures stored by the 5-minute
+    refresh are returned (``computed_at`` says when each was computed); targets not stored yet are
+    computed live."""
     p = require(request, "analytics.read")
     return health.health_figures(p.tenant_id, by=by, days=days)
 

@@ -90,7 +90,112 @@ class MemberDay(TenantOwned):
             fields=["tenant", "day", "member_id", "community_id", "campaign", "channel"],
             name="analytics_memberday_unique")]
         indexes = [models.Index(fields=["tenant", "day"], name="analytics_memberday_day_idx"),
-                   models.Index(fields=["tenant", "member_id", "day"], name="analytics_memberday_mem_idx")]
+                   models.Index(fields=["tenant", "member_id", "day"], name="analytics_memberday_mem_idx"),
+                   # the formula's distinct experienced members and buyers read only these rows (a small
+                   # share: most member-days are activity only)
+                   models.Index(fields=["tenant", "day", "member_id"], name="analytics_memberday_exp_idx",
+                                condition=models.Q(experienced=True) | models.Q(orders__gt=0))]
+
+
+class DailyDistinct(TenantOwned):
+    """Distinct members per local day, for the whole tenant (``community_id = -1``) and per community
+    of the day's member-day rows: active members and buyers — the trend's and the community board's
+    daily series, which summed over rollup rows would count a member active in two groups twice.
+    Written by ``services.do_write_day`` with the day's rows (so the rebuild writes it too); equal to
+    the distinct counts over the day's ``MemberDay`` rows (tested)."""
+
+    day = models.DateField(_("日期"))
+    community_id = models.BigIntegerField(_("社群"))  # -1: the whole tenant
+    active_members = models.PositiveIntegerField(_("活跃成员"), default=0)
+    buyers = models.PositiveIntegerField(_("买家"), default=0)
+
+    class Meta:
+        verbose_name = _("每日去重人数")
+        verbose_name_plural = _("每日去重人数")
+        constraints = [models.UniqueConstraint(fields=["tenant", "community_id", "day"],
+                                               name="analytics_daily_distinct_unique")]
+
+
+class FormulaFigures(TenantOwned):
+    """The counts behind the formula of the last ``days`` days (``period="now"``, ending ``end_day``)
+    and the ``days`` before (``"before"``), tenant-wide (``slice=""``) or for one community /
+    campaign / channel (``slice``, ``key``), as they were at ``computed_at``. Written by
+    ``figures.do_refresh_formula`` (the one writer, every 5 minutes) for the windows in
+    ``figures.STORED_DAYS``: the formula panel and the breakdown read these rows instead of counting
+    distinct members over a month of member-day rows per request. Factors, product and attribution
+    are derived at read time from the counts by the same code as live, so stored = live at
+    ``computed_at``."""
+
+    days = models.PositiveSmallIntegerField(_("天数"))
+    slice = models.CharField(_("维度"), max_length=16, blank=True, default="")
+    key = models.CharField(_("取值"), max_length=64, blank=True, default="")
+    period = models.CharField(_("期间"), max_length=8)  # "now" | "before"
+    end_day = models.DateField(_("截止日"))
+    visitors = models.PositiveIntegerField(_("链接访客"), default=0)
+    joins = models.PositiveIntegerField(_("加入"), default=0)
+    experienced = models.PositiveIntegerField(_("体验人数"), default=0)
+    buyers = models.PositiveIntegerField(_("买家"), default=0)
+    orders = models.PositiveIntegerField(_("订单"), default=0)
+    sales_fen = models.BigIntegerField(_("成交额(分)"), default=0)
+    repeat_buyers = models.PositiveIntegerField(_("复购买家"), default=0)
+    refund_fen = models.BigIntegerField(_("退款(分)"), default=0)
+    computed_at = models.DateTimeField(_("计算时间"))
+
+    class Meta:
+        verbose_name = _("公式指标")
+        verbose_name_plural = _("公式指标")
+        constraints = [models.UniqueConstraint(fields=["tenant", "days", "slice", "key", "period"],
+                                               name="analytics_formula_figures_unique")]
+
+
+class MemberPeriod(TenantOwned):
+    """One member's facts over one local ISO week (``grain="week"``, ``period`` = its Monday) or
+    calendar month (``grain="month"``, ``period`` = its first day): the sums of the member's
+    :class:`MemberDay` rows of those days, and ``cohort`` = the start of the week/month of the member's
+    first join (``MemberJourney.joined_at`` in the tenant's zone; null: never joined). Cohorts read
+    these pre-grouped rows (O(members × periods)) instead of every member-day row.
+
+    Invariant: a row exists exactly when the member has member-day rows in the period (``facts`` of
+    them), and equals the sums of those rows (the hypothesis test checks it against a from-scratch
+    computation). Written by ``services.do_write_day`` (the day's old rows subtracted and its new rows
+    added, in the day's transaction), the journeys' recomputation (``cohort`` when a first join moved)
+    and ``services.do_rebuild`` (one grouped ``INSERT … SELECT`` over the member-day rows)."""
+
+    grain = models.CharField(_("周期"), max_length=5)  # "week" | "month"
+    period = models.DateField(_("周期起始"))
+    member_id = models.BigIntegerField(_("会员"))
+    cohort = models.DateField(_("同期群"), null=True, blank=True)
+    facts = models.IntegerField(_("事实行数"), default=0)
+    active_facts = models.IntegerField(_("活跃事实行数"), default=0)
+    orders = models.IntegerField(_("订单"), default=0)
+    gmv_fen = models.BigIntegerField(_("成交额(分)"), default=0)
+
+    class Meta:
+        verbose_name = _("会员周期事实")
+        verbose_name_plural = _("会员周期事实")
+        constraints = [models.UniqueConstraint(fields=["tenant", "grain", "period", "member_id"],
+                                               name="analytics_memberperiod_unique")]
+        indexes = [models.Index(fields=["tenant", "member_id"], name="analytics_memberperiod_mem_idx")]
+
+
+class CohortCell(TenantOwned):
+    """One cell of the cohort table: the members whose first join fell in ``cohort`` (a week's Monday
+    or a month's first day, ``grain``) who were active in ``period``, and their paid GMV there. The
+    ``MemberPeriod`` rows of one (grain, period) grouped by cohort: recomputed for the week and the
+    month of a written day, for every period of a member whose cohort moved, and set-based by the
+    rebuild — so the cohorts page reads cohorts × periods rows, not one row per member."""
+
+    grain = models.CharField(_("周期"), max_length=5)
+    cohort = models.DateField(_("同期群"))
+    period = models.DateField(_("周期起始"))
+    active_members = models.PositiveIntegerField(_("活跃成员"), default=0)
+    gmv_fen = models.BigIntegerField(_("成交额(分)"), default=0)
+
+    class Meta:
+        verbose_name = _("同期群单元")
+        verbose_name_plural = _("同期群单元")
+        constraints = [models.UniqueConstraint(fields=["tenant", "grain", "cohort", "period"],
+                                               name="analytics_cohort_cell_unique")]
 
 
 class MemberJourney(TenantOwned):
@@ -257,3 +362,46 @@ class Segment(TenantOwned):
 
     def __str__(self) -> str:
         return self.name
+
+
+# -- the community boards' members-present count ------------------------------------------------------
+
+class PresenceStay(TenantOwned):
+    """One member's presence in one community in whole local days: the member is present at the end
+    of every day from ``first_day`` up to, not including, ``end_day`` (``None``: still present). The
+    member's membership rows of the community (one per group, re-joins are new rows) merged: present
+    at the end of day D means a stay with ``joined_at < end of D <= left_at`` (or open) — so a stay
+    covers the days ``local(joined_at) <= D < local(left_at)``. Written by
+    ``presence.do_update_presence`` (the one writer, called for every membership write through
+    communities' membership listeners) and ``presence.do_rebuild_presence``; it is the "before" the
+    next change is compared with."""
+
+    community_id = models.BigIntegerField(_("社群"))
+    member_id = models.BigIntegerField(_("会员"))
+    first_day = models.DateField(_("起始日"))
+    end_day = models.DateField(_("结束日"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("在群区间")
+        verbose_name_plural = _("在群区间")
+        constraints = [models.UniqueConstraint(fields=["tenant", "member_id", "community_id", "first_day"],
+                                               name="analytics_presence_stay_unique")]
+
+
+class CommunityPresenceDay(TenantOwned):
+    """Per community and local day: how many members became present (``entered``) and how many stopped
+    being present (``exited``) at the end of that day. Members present at the end of day D =
+    Σ (entered − exited) over the community's rows with ``day <= D``; the board reads one sum and the
+    window's rows. Written with :class:`PresenceStay` by the same writer (days without a change have
+    no row)."""
+
+    community_id = models.BigIntegerField(_("社群"))
+    day = models.DateField(_("日期"))
+    entered = models.IntegerField(_("进入"), default=0)
+    exited = models.IntegerField(_("离开"), default=0)
+
+    class Meta:
+        verbose_name = _("社群在群人数变化")
+        verbose_name_plural = _("社群在群人数变化")
+        constraints = [models.UniqueConstraint(fields=["tenant", "community_id", "day"],
+                                               name="analytics_presence_day_unique")]

@@ -24,7 +24,8 @@ from shequn.members import selectors as member_selectors
 from shequn.members.models import Member
 
 from .formula import FACTORS, Decomposition, Figures, decompose
-from .models import DailyRollup, MemberDay, MemberJourney
+from .models import CohortCell, DailyDistinct, DailyRollup, FormulaFigures, MemberDay, MemberJourney
+from .presence import members_present
 
 FACTOR_LABELS = {
     "traffic": gettext_lazy("流量"), "experience": gettext_lazy("体验率"), "conversion": gettext_lazy("转化率"),
@@ -38,6 +39,28 @@ FACTOR_HELP = {
     "repurchase": gettext_lazy("订单数 ÷ 买家 (人均订单)"),
 }
 SLICES = ("community", "campaign", "channel")
+#: the member-day rows the formula's distinct counts need (experienced or bought): the condition of
+#: the partial index ``analytics_memberday_exp_idx``, written the same way so both databases use it
+EXPERIENCED_OR_BOUGHT = Q(experienced=True) | Q(orders__gt=0)
+#: the windows whose formula figures ``figures.do_refresh_formula`` stores (every 5 minutes), and how
+#: old a stored set may be before the readers compute live again
+FORMULA_STORED_DAYS = (30,)
+FORMULA_STALE_AFTER = dt.timedelta(minutes=15)
+_FIGURE_FIELDS = ("visitors", "joins", "experienced", "buyers", "orders", "sales_fen", "repeat_buyers", "refund_fen")
+
+
+def stored_formula(tenant_id: int, days: int, slice_: str) -> dict[tuple[str, str], Figures] | None:
+    """The stored figures of one slice (``""``: tenant-wide) by (key, period), or None when there is no
+    fresh set for the window ending today (then the caller computes live)."""
+    if days not in FORMULA_STORED_DAYS:
+        return None
+    end = today(tenant_id)
+    rows = list(FormulaFigures.objects.filter(
+        tenant_id=tenant_id, days=days, slice__in=["", slice_], end_day=end,
+        computed_at__gte=timezone.now() - FORMULA_STALE_AFTER).values_list("slice", "key", "period", *_FIGURE_FIELDS))
+    if not any(r[0] == "" for r in rows):  # the tenant-wide rows mark a complete set
+        return None
+    return {(key, period): Figures(*values) for sl, key, period, *values in rows if sl == slice_}
 
 
 def tenant_tz(tenant_id: int) -> str:
@@ -79,9 +102,9 @@ def period_figures(tenant_id: int, start: dt.date, end: dt.date, scope: Scope = 
     sums = rollups(tenant_id, start, end, scope).aggregate(
         visitors=Sum("visitors"), joins=Sum("joins"), orders=Sum("orders"), sales=Sum("gmv_fen"),
         refund=Sum("refund_fen"))
-    facts = member_days(tenant_id, start, end, scope)
+    facts = member_days(tenant_id, start, end, scope).filter(EXPERIENCED_OR_BOUGHT)  # the partial index's rows
     distinct = facts.aggregate(
-        experienced=Count("member_id", filter=Q(experienced=True) | Q(orders__gt=0), distinct=True),
+        experienced=Count("member_id", distinct=True),
         buyers=Count("member_id", filter=Q(orders__gt=0), distinct=True))
     per_buyer = facts.filter(orders__gt=0).values("member_id").annotate(n=Sum("orders"))
     repeat = per_buyer.filter(n__gte=2).count() if distinct["buyers"] else 0
@@ -122,12 +145,28 @@ def summary_line(decomposition: Decomposition | None, before: Figures, after: Fi
 def formula_panel(tenant_id: int, *, days: int = 30, end: dt.date | None = None, scope: Scope = Scope()
                   ) -> dict[str, Any]:
     """The formula for the last ``days`` days against the ``days`` before: each factor's value, the
-    product (equal to sales), and the LMDI attribution of the change."""
+    product (equal to sales), and the LMDI attribution of the change. Without an explicit ``end``, a
+    stored window and at most one scope dimension, the counts come from the stored figures
+    (:mod:`.figures`, refreshed every 5 minutes); otherwise they are computed live."""
+    explicit_end = end
     end = end or today(tenant_id)
     start = end - dt.timedelta(days=days - 1)
     prev_end = start - dt.timedelta(days=1)
     prev_start = prev_end - dt.timedelta(days=days - 1)
-    now, before = period_figures(tenant_id, start, end, scope), period_figures(tenant_id, prev_start, prev_end, scope)
+    stored = None
+    if explicit_end is None:  # the stored set (figures.do_refresh_formula) covers today's window, one slice
+        dims = [(n, v) for n, v in (("community", scope.community_id), ("campaign", scope.campaign),
+                                    ("channel", scope.channel)) if v is not None]
+        if len(dims) <= 1:
+            slice_, key = dims[0] if dims else ("", "")
+            found = stored_formula(tenant_id, days, slice_)
+            if found is not None:
+                stored = (found.get((str(key), "now"), Figures()), found.get((str(key), "before"), Figures()))
+    if stored is not None:
+        now, before = stored
+    else:
+        now = period_figures(tenant_id, start, end, scope)
+        before = period_figures(tenant_id, prev_start, prev_end, scope)
     decomposition = decompose(before, now)
     f_now, f_before = now.factors(), before.factors()
     rows = [{
@@ -168,9 +207,16 @@ def sales_trend(tenant_id: int, *, days: int = 90, scope: Scope = Scope()) -> di
         gmv=Sum("gmv_fen"), orders=Sum("orders"), refund=Sum("refund_fen"), firsts=Sum("first_purchases"),
         messages=Sum("messages"), joins=Sum("joins"), leaves=Sum("leaves"), visitors=Sum("visitors"))
     sums: dict[dt.date, dict[str, Any]] = {r["day"]: dict(r) for r in per_day}
-    facts = member_days(tenant_id, dates[0], dates[-1], scope).values("day")
-    buyers = {r["day"]: r["n"] for r in facts.filter(orders__gt=0).annotate(n=Count("member_id", distinct=True))}
-    active = {r["day"]: r["n"] for r in facts.filter(active=True).annotate(n=Count("member_id", distinct=True))}
+    if scope.campaign is None and scope.channel is None:  # stored per day (DailyDistinct)
+        stored = DailyDistinct.objects.filter(
+            tenant_id=tenant_id, community_id=-1 if scope.community_id is None else scope.community_id,
+            day__gte=dates[0], day__lte=dates[-1]).values_list("day", "active_members", "buyers")
+        active = {d: a for d, a, _b in stored}
+        buyers = {d: b for d, _a, b in stored}
+    else:
+        facts = member_days(tenant_id, dates[0], dates[-1], scope).values("day")
+        buyers = {r["day"]: r["n"] for r in facts.filter(orders__gt=0).annotate(n=Count("member_id", distinct=True))}
+        active = {r["day"]: r["n"] for r in facts.filter(active=True).annotate(n=Count("member_id", distinct=True))}
 
     def series(name: str) -> list[int]:
         return [int((sums.get(d) or {}).get(name) or 0) for d in dates]
@@ -187,9 +233,9 @@ def _figures_by(tenant_id: int, column: str, start: dt.date, end: dt.date) -> di
     sums = {r[column]: r for r in rollups(tenant_id, start, end).values(column).annotate(
         visitors=Sum("visitors"), joins=Sum("joins"), orders=Sum("orders"), sales=Sum("gmv_fen"),
         refund=Sum("refund_fen"))}
-    facts = member_days(tenant_id, start, end)
+    facts = member_days(tenant_id, start, end).filter(EXPERIENCED_OR_BOUGHT)  # the partial index's rows
     distinct = {r[column]: r for r in facts.values(column).annotate(
-        experienced=Count("member_id", filter=Q(experienced=True) | Q(orders__gt=0), distinct=True),
+        experienced=Count("member_id", distinct=True),
         buyers=Count("member_id", filter=Q(orders__gt=0), distinct=True))}
     repeat: Counter[Any] = Counter(
         k for k, _m in facts.filter(orders__gt=0).values_list(column, "member_id").annotate(n=Sum("orders"))
@@ -215,7 +261,15 @@ def breakdown(tenant_id: int, by: str, *, days: int = 30) -> list[dict[str, Any]
     prev_end = start - dt.timedelta(days=1)
     prev_start = prev_end - dt.timedelta(days=days - 1)
     column = "community_id" if by == "community" else by
-    now_by, before_by = _figures_by(tenant_id, column, start, end), _figures_by(tenant_id, column, prev_start, prev_end)
+    rows = stored_formula(tenant_id, days, by)
+    if rows is not None:  # stored by figures.do_refresh_formula (every 5 minutes)
+        now_by: dict[Any, Figures] = {}
+        before_by: dict[Any, Figures] = {}
+        for (key, period), f in rows.items():
+            (now_by if period == "now" else before_by)[int(key) if by == "community" else key] = f
+    else:
+        now_by, before_by = _figures_by(tenant_id, column, start, end), _figures_by(tenant_id, column, prev_start,
+                                                                                    prev_end)
     keys = sorted((k for k in set(now_by) | set(before_by) if k not in (0, "")), key=str)
     names = dict(Community.objects.filter(tenant_id=tenant_id).values_list("pk", "name")) if by == "community" else {}
     out = []
@@ -247,8 +301,9 @@ def headline_figures(tenant_id: int, tz: str | None = None) -> dict[str, int]:
 
 def community_dashboard(tenant_id: int, community_id: int, *, days: int = 90, tz: str = "Asia/Shanghai"
                         ) -> dict[str, Any]:
-    """Daily series for a community's board: members, joins and leaves (from the membership history,
-    so manual adds and imports count), daily active members and messages (from the rollups)."""
+    """Daily series for a community's board: members (the stored members-present count of
+    :mod:`.presence`, kept from every membership write), joins and leaves (from the membership
+    history, so manual adds and imports count), daily active members and messages (from the rollups)."""
     zone = ZoneInfo(tz)
     end = timezone.now().astimezone(zone).date()
     dates = _dates(end, days)
@@ -257,7 +312,11 @@ def community_dashboard(tenant_id: int, community_id: int, *, days: int = 90, tz
     joins = _per_day(ms.filter(joined_at__gte=start), "joined_at", zone)
     leaves = _per_day(ms.filter(left_at__gte=start), "left_at", zone)
     trend = sales_trend(tenant_id, days=days, scope=Scope(community_id=community_id))
-    return {"dates": trend["dates"], "members": members_per_day(ms, dates, zone), "daily_active": trend["daily_active"],
+    if tz == tenant_tz(tenant_id):  # the stored count is kept in the tenant's zone
+        members = members_present(tenant_id, community_id, dates)
+    else:
+        members = members_per_day(ms, dates, zone)
+    return {"dates": trend["dates"], "members": members, "daily_active": trend["daily_active"],
             "joins": [joins.get(d, 0) for d in dates], "leaves": [leaves.get(d, 0) for d in dates],
             "messages": trend["messages"]}
 
@@ -408,11 +467,20 @@ def funnel(tenant_id: int, *, by: str | None = None, start: dt.date | None = Non
     (or one overall). A member who joined without a click counts as having clicked."""
     if by is not None and by not in FUNNEL_BY:
         raise ValueError(by)
+    # one grouped query (the steps of _steps as nested conditions), not every journey into Python
+    reached = Q()
+    counts_sql: dict[str, Any] = {}
+    for step, column in zip(FUNNEL_STEPS, (None, "joined_at", "first_message_at", "first_order_at",
+                                           "second_order_at"), strict=True):
+        if column is not None:
+            reached &= Q(**{f"{column}__isnull": False})
+        counts_sql[f"n_{step}"] = Count("id", filter=reached) if column is not None else Count("id")
+    qs = _journeys(tenant_id, start, end)
+    rows = qs.values(by).annotate(**counts_sql) if by else [qs.aggregate(**counts_sql)]
     groups: dict[Any, Counter[str]] = defaultdict(Counter)
-    for j in _journeys(tenant_id, start, end).iterator():
-        key = getattr(j, by) if by else ""
-        for step in _steps(j):
-            groups[key][step] += 1
+    for row in rows:
+        if row["n_clicked"]:
+            groups[row[by] if by else ""].update({step: row[f"n_{step}"] for step in FUNNEL_STEPS})
     names: dict[Any, str] = {}
     if by == "inviter_id":
         names = dict(Member.objects.filter(tenant_id=tenant_id, pk__in=list(groups)).values_list("pk", "display_name"))
@@ -485,9 +553,11 @@ def cohorts(tenant_id: int, *, grain: str = "month", periods: int = 6) -> list[d
     """Members by the week/month of their first join: how many, and for each later period the share
     still active and the revenue per member (paid GMV ÷ cohort size, fen).
 
-    Two grouped queries: cohort sizes over the journeys, and active members / GMV per (cohort,
-    period) over the member-day facts joined to the journeys; the week/month a timestamp or a day
-    falls in is a ``CASE`` over bounds computed in the tenant's zone, so no row goes to Python."""
+    Two grouped queries: cohort sizes over the journeys (the week/month of a join time is a ``CASE``
+    over bounds computed in the tenant's zone, so the same SQL runs on SQLite and PostgreSQL), and
+    active members / GMV per (cohort, period) read from ``CohortCell`` (the member × week/month rollup
+    ``MemberPeriod`` grouped by cohort, kept with it) — cohorts × periods rows, instead of every
+    member-day row of the window joined to the journeys."""
     if grain not in ("week", "month"):
         raise ValueError(grain)
     zone = ZoneInfo(tenant_tz(tenant_id))
@@ -499,23 +569,20 @@ def cohorts(tenant_id: int, *, grain: str = "month", periods: int = 6) -> list[d
     starts = _period_bounds(span["lo"].astimezone(zone).date(), last_day, grain)
     ops = connection.ops
     instants = [ops.adapt_datetimefield_value(dt.datetime.combine(d, dt.time.min, tzinfo=zone)) for d in starts]
-    jt, mt = MemberJourney._meta.db_table, MemberDay._meta.db_table
+    jt = MemberJourney._meta.db_table
     cohort_sql, cohort_params = _case("j.joined_at", instants)
-    days = [ops.adapt_datefield_value(d) for d in starts]
-    day_sql, day_params = _case("d.day", days)
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT {cohort_sql} AS c, COUNT(*) FROM {jt} j "  # noqa: S608 (table names from the models, values bound)
             "WHERE j.tenant_id = %s AND j.joined_at IS NOT NULL GROUP BY c", [*cohort_params, tenant_id])
         sizes = {int(c): n for c, n in cursor.fetchall() if c is not None}
-        cursor.execute(
-            f"SELECT {cohort_sql} AS c, {day_sql} AS p, "  # noqa: S608
-            "COUNT(DISTINCT CASE WHEN d.active THEN d.member_id END), SUM(d.gmv_fen) "
-            f"FROM {mt} d JOIN {jt} j ON j.tenant_id = d.tenant_id AND j.member_id = d.member_id "
-            "WHERE d.tenant_id = %s AND j.joined_at IS NOT NULL AND d.day >= %s AND d.day < %s GROUP BY c, p",
-            [*cohort_params, *day_params, tenant_id, days[0], days[-1]])
-        cells = {(int(c), int(p)): (n or 0, int(g or 0)) for c, p, n, g in cursor.fetchall()
-                 if c is not None and p is not None}
+    index = {d: i for i, d in enumerate(starts[:-1])}
+    cells: dict[tuple[int, int], tuple[int, int]] = {}
+    for cohort, period, active, gmv in CohortCell.objects.filter(
+            tenant_id=tenant_id, grain=grain, period__gte=starts[0], period__lt=starts[-1]).values_list(
+            "cohort", "period", "active_members", "gmv_fen"):
+        if cohort in index and period in index:
+            cells[(index[cohort], index[period])] = (active, int(gmv))
     out = []
     for c in sorted(sizes):
         size = sizes[c]

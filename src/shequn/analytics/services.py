@@ -25,7 +25,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.db import connection, transaction
-from django.db.models import Max, Min, QuerySet
+from django.db.models import Case, Count, Max, Min, QuerySet, Sum, When
+from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from shequn.activity.models import ActivityEvent, EventKind
@@ -35,7 +36,8 @@ from shequn.communities.models import Community
 from shequn.core.models import Tenant
 from shequn.referrals.models import Commission, InviteLink, LinkEvent, LinkEventKind
 
-from .models import DailyRollup, DirtyDay, MemberDay, MemberJourney
+from .models import CohortCell, DailyDistinct, DailyRollup, DirtyDay, MemberDay, MemberJourney, MemberPeriod
+from .presence import do_rebuild_presence
 
 DEFAULT_TZ = "Asia/Shanghai"
 
@@ -63,6 +65,15 @@ def local_day(at: dt.datetime, zone: ZoneInfo) -> dt.date:
 def day_bounds(day: dt.date, zone: ZoneInfo) -> tuple[dt.datetime, dt.datetime]:
     start = dt.datetime.combine(day, dt.time.min, tzinfo=zone)
     return start, dt.datetime.combine(day + dt.timedelta(days=1), dt.time.min, tzinfo=zone)
+
+
+#: the member-period rollups (``MemberPeriod``): local ISO weeks and calendar months
+GRAINS = ("week", "month")
+
+
+def period_start(day: dt.date, grain: str) -> dt.date:
+    """The Monday of ``day``'s ISO week, or the first of its month."""
+    return day - dt.timedelta(days=day.weekday()) if grain == "week" else day.replace(day=1)
 
 
 # -- the subscriptions: mark days dirty ------------------------------------------------------------
@@ -173,6 +184,8 @@ def _recompute_journey_chunk(tenant_id: int, ids: list[int] | None, zone: ZoneIn
     old = {j.member_id: j for j in existing}
     moved: set[dt.date] = set()
     changed: list[MemberJourney] = []
+    attribution_moved: list[int] = []
+    cohort_moved: dict[int, dt.datetime | None] = {}
     for mid in set(new) | set(old):
         values = {"community_id": 0, "campaign": "", "channel": "", "inviter_id": 0, "live_session_id": 0,
                   **dict.fromkeys(_JOURNEY_DATES), **new.get(mid, {})}
@@ -183,16 +196,53 @@ def _recompute_journey_chunk(tenant_id: int, ids: list[int] | None, zone: ZoneIn
             for when in (getattr(before, k) if before else None, values[k]):
                 if when is not None:
                     moved.add(local_day(when, zone))
-        if before is not None and (before.campaign, before.channel, before.community_id) != (
+        if ((before.campaign, before.channel, before.community_id) if before is not None else ("", "", 0)) != (
                 values["campaign"], values["channel"], values["community_id"]):
-            # the member's attribution moved: every day the member has facts on must be redone
-            moved |= set(MemberDay.objects.filter(tenant_id=tenant_id, member_id=mid).values_list("day", flat=True))
+            # the member's attribution moved — also from none: a member whose days so far held only
+            # reactions or leaves has facts but no journey yet — every day with facts must be redone
+            attribution_moved.append(mid)
+        if ids is not None and (before.joined_at if before else None) != values["joined_at"]:
+            cohort_moved[mid] = values["joined_at"]
         changed.append(MemberJourney(tenant_id=tenant_id, member_id=mid, **values))
+    for i in range(0, len(attribution_moved), 500):
+        moved |= _member_source_days(tenant_id, attribution_moved[i:i + 500], zone)
+    if cohort_moved:  # the member's period rows carry the cohort of the first join
+        _move_cohorts(tenant_id, cohort_moved, zone)
     if changed:
         MemberJourney.objects.bulk_create(
             changed, update_conflicts=True, unique_fields=["tenant", "member_id"],
             update_fields=["community_id", "campaign", "channel", "inviter_id", "live_session_id", *_JOURNEY_DATES])
     return moved
+
+
+def _member_source_days(tenant_id: int, member_ids: list[int], zone: ZoneInfo) -> set[dt.date]:
+    """The local days on which these members have anything their attribution is counted under: their
+    events of every kind (a leave or a reaction lands in a rollup row under the member's campaign
+    without making a member-day fact), their paid orders and refunds."""
+    days: set[dt.date] = set()
+    for qs, column in ((ActivityEvent.objects.filter(tenant_id=tenant_id, member_id__in=member_ids), "occurred_at"),
+                       (Order.objects.filter(tenant_id=tenant_id, member_id__in=member_ids, paid_at__isnull=False),
+                        "paid_at"),
+                       (Refund.objects.filter(tenant_id=tenant_id, order__member_id__in=member_ids,
+                                              completed_at__isnull=False), "completed_at")):
+        days |= set(qs.annotate(d=TruncDate(column, tzinfo=zone)).values_list("d", flat=True).distinct())
+    return days
+
+
+def _move_cohorts(tenant_id: int, joined: dict[int, dt.datetime | None], zone: ZoneInfo) -> None:
+    """Set ``MemberPeriod.cohort`` of these members (a first join appeared or moved). Not needed in a
+    rebuild: its period rows are written after the journeys."""
+    for grain in GRAINS:
+        by_cohort: dict[dt.date | None, list[int]] = defaultdict(list)
+        for mid, at in joined.items():
+            by_cohort[None if at is None else period_start(local_day(at, zone), grain)].append(mid)
+        periods: set[dt.date] = set()
+        for cohort, mids in by_cohort.items():
+            for i in range(0, len(mids), 500):
+                rows = MemberPeriod.objects.filter(tenant_id=tenant_id, grain=grain, member_id__in=mids[i:i + 500])
+                periods |= set(rows.values_list("period", flat=True))
+                rows.update(cohort=cohort)
+        _write_cells(tenant_id, grain, sorted(periods))
 
 
 # -- one day bucket ---------------------------------------------------------------------------------
@@ -254,8 +304,39 @@ def _day_events(tenant_id: int, start: dt.datetime, end: dt.datetime) -> list[Qu
     return [base.filter(community_id__in=communities), base.filter(community_id__isnull=True)]
 
 
-def compute_day(tenant_id: int, day: dt.date) -> tuple[list[DailyRollup], list[MemberDay]]:
-    """The rows of one local day, computed from the source tables (journeys must be current)."""
+#: the columns of a day's rows, in the order :func:`compute_day` returns their values
+ROLLUP_COLUMNS = ("tenant_id", "day", "community_id", "group_id", "campaign", "channel", "live_session_id",
+                  "visitors", "joins", "leaves", "active_members", "experienced", "messages", "first_purchases",
+                  "orders", "buyers", "repeat_buyers", "gmv_fen", "refunds", "refund_fen", "commission_fen")
+DISTINCT_COLUMNS = ("tenant_id", "day", "community_id", "active_members", "buyers")
+FACT_COLUMNS = ("tenant_id", "day", "member_id", "community_id", "campaign", "channel", "joined", "active",
+                "experienced", "messages", "orders", "gmv_fen", "refund_fen")
+
+
+@dataclass
+class Known:
+    """What a rebuild reads once for every day instead of per day: every journey (campaign, channel,
+    first message, first order) and every invite link. Only valid while the journeys are current."""
+
+    journeys: dict[int, tuple[str, str, dt.datetime | None, dt.datetime | None]]
+    links: dict[str, tuple[int, str, str]]
+
+    @classmethod
+    def load(cls, tenant_id: int) -> Known:
+        return cls(
+            journeys={mid: (campaign, channel, first_message, first_order)
+                      for mid, campaign, channel, first_message, first_order in MemberJourney.objects.filter(
+                          tenant_id=tenant_id).values_list("member_id", "campaign", "channel", "first_message_at",
+                                                           "first_order_at").iterator(chunk_size=20_000)},
+            links={code: (cid or 0, campaign, channel) for code, cid, campaign, channel in InviteLink.objects.filter(
+                tenant_id=tenant_id).values_list("code", "community_id", "campaign", "channel")})
+
+
+def compute_day(tenant_id: int, day: dt.date, known: Known | None = None
+                ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The rows of one local day, computed from the source tables (journeys must be current): the
+    values of :data:`ROLLUP_COLUMNS` and of :data:`FACT_COLUMNS` (plain tuples: building a model
+    instance per row cost more than computing it)."""
     zone = tenant_zone(tenant_id)
     start, end = day_bounds(day, zone)
     rows: dict[RowKey, _Row] = defaultdict(_Row)
@@ -276,17 +357,19 @@ def compute_day(tenant_id: int, day: dt.date) -> tuple[list[DailyRollup], list[M
                    .values_list("order__member_id", "amount_fen", "order__attribution", "order__live_session_id"))
     members = {m for m, *_ in events if m} | {m for m, *_ in flows if m}
     members |= {o[1] for o in orders} | {r[0] for r in refunds}
-    journeys: dict[int, tuple[str, str, dt.datetime | None]] = {}
-    member_list = sorted(members)
+    journeys: dict[int, tuple[str, str, dt.datetime | None, dt.datetime | None]] = {}
+    member_list = [] if known is not None else sorted(members)
+    if known is not None:
+        journeys = known.journeys
     for i in range(0, len(member_list), 500):
-        for mid, campaign, channel, first_message_at in MemberJourney.objects.filter(
+        for mid, campaign, channel, first_message_at, first_order_at in MemberJourney.objects.filter(
                 tenant_id=tenant_id, member_id__in=member_list[i:i + 500]).values_list(
-                "member_id", "campaign", "channel", "first_message_at"):
-            journeys[mid] = (campaign, channel, first_message_at)
+                "member_id", "campaign", "channel", "first_message_at", "first_order_at"):
+            journeys[mid] = (campaign, channel, first_message_at, first_order_at)
     codes = {str((p or {}).get("invite_code") or (p or {}).get("state") or "") for *_x, p in flows}
     codes |= {str((a or {}).get("invite_code") or "") for _p, _m, _f, a, _l, _t in orders}
     codes |= {str((a or {}).get("invite_code") or "") for _m, _f, a, _l in refunds}
-    links = _links(tenant_id, codes)
+    links = known.links if known is not None else _links(tenant_id, codes)
 
     def member_attr(mid: int | None) -> tuple[str, str]:
         j = journeys.get(mid) if mid else None
@@ -336,7 +419,11 @@ def compute_day(tenant_id: int, day: dt.date) -> tuple[list[DailyRollup], list[M
 
     buyers = sorted({o[1] for o in orders})
     prior: dict[int, int] = dict.fromkeys(buyers, 0)
-    if buyers:
+    if buyers and known is not None:  # a rebuild: the journeys are current, their first order says it
+        for mid in buyers:
+            first = known.journeys.get(mid, ("", "", None, None))[3]
+            prior[mid] = int(first is not None and first < start)
+    elif buyers:
         for i in range(0, len(buyers), 500):
             earlier = Order.objects.filter(tenant_id=tenant_id, member_id__in=buyers[i:i + 500], paid_at__lt=start)
             for mid in earlier.values_list("member_id", flat=True).distinct():
@@ -378,18 +465,11 @@ def compute_day(tenant_id: int, day: dt.date) -> tuple[list[DailyRollup], list[M
     for snap_cid, campaign, amount in commissions.values_list("community_id_snapshot", "campaign", "amount_fen"):
         rows[(snap_cid or 0, 0, campaign[:64], "", 0)].commission_fen += amount or 0
 
-    rollups = [DailyRollup(
-        tenant_id=tenant_id, day=day, community_id=k[0], group_id=k[1], campaign=k[2], channel=k[3],
-        live_session_id=k[4], visitors=len(r.visitors), joins=r.joins, leaves=r.leaves,
-        active_members=len(r.active), experienced=len(r.experienced), messages=r.messages,
-        first_purchases=r.first_purchases, orders=r.orders, buyers=len(r.buyers), repeat_buyers=len(r.repeat),
-        gmv_fen=r.gmv_fen, refunds=r.refunds, refund_fen=r.refund_fen, commission_fen=r.commission_fen,
-    ) for k, r in sorted(rows.items())]
-    member_days = [MemberDay(
-        tenant_id=tenant_id, day=day, member_id=k[0], community_id=k[1], campaign=k[2], channel=k[3],
-        joined=f.joined, active=f.active, experienced=f.experienced, messages=f.messages, orders=f.orders,
-        gmv_fen=f.gmv_fen, refund_fen=f.refund_fen,
-    ) for k, f in sorted(facts.items()) if k[0]]
+    rollups = [(tenant_id, day, *k, len(r.visitors), r.joins, r.leaves, len(r.active), len(r.experienced), r.messages,
+                r.first_purchases, r.orders, len(r.buyers), len(r.repeat), r.gmv_fen, r.refunds, r.refund_fen,
+                r.commission_fen) for k, r in sorted(rows.items())]
+    member_days = [(tenant_id, day, *k, f.joined, f.active, f.experienced, f.messages, f.orders, f.gmv_fen,
+                    f.refund_fen) for k, f in sorted(facts.items()) if k[0]]
     return rollups, member_days
 
 
@@ -426,29 +506,201 @@ def _day_members(tenant_id: int, day: dt.date) -> set[int]:
     return out
 
 
-def do_write_day(tenant_id: int, day: dt.date) -> int:
-    """Replace one day's rows with a fresh computation (one transaction)."""
-    rollups, member_days = compute_day(tenant_id, day)
+def do_write_day(tenant_id: int, day: dt.date, *, periods: bool = True, known: Known | None = None,
+                 empty: bool = False) -> int:
+    """Replace one day's rows with a fresh computation (one transaction). With ``periods`` (always, but
+    in a rebuild, which writes the period rows once at the end) the day's old member-day rows are
+    subtracted from the member's week and month rows and the new ones added, in the same transaction."""
+    rollups, member_days = compute_day(tenant_id, day, known)
     with transaction.atomic():
-        DailyRollup.objects.filter(tenant_id=tenant_id, day=day).delete()
-        MemberDay.objects.filter(tenant_id=tenant_id, day=day).delete()
-        _insert(DailyRollup, rollups)
-        _insert(MemberDay, member_days)
+        old = _day_sums(tenant_id, day) if periods else {}
+        if not empty:  # (a rebuild emptied the tenant's rows already)
+            DailyRollup.objects.filter(tenant_id=tenant_id, day=day).delete()
+            MemberDay.objects.filter(tenant_id=tenant_id, day=day).delete()
+            DailyDistinct.objects.filter(tenant_id=tenant_id, day=day).delete()
+        _insert(DailyRollup, ROLLUP_COLUMNS, rollups)
+        _insert(MemberDay, FACT_COLUMNS, member_days)
+        _insert(DailyDistinct, DISTINCT_COLUMNS, _distinct_rows(tenant_id, day, member_days))
+        if periods:
+            new: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+            for _t, _d, member_id, *_k, _j, active, _e, _m, orders, gmv, _r in member_days:
+                sums = new[member_id]
+                sums[0] += 1
+                sums[1] += active
+                sums[2] += orders
+                sums[3] += gmv
+            _apply_periods(tenant_id, day, old, new)
     return len(rollups)
 
 
-def _insert(model: type[DailyRollup] | type[MemberDay], objs: Sequence[Any]) -> None:
-    """Plain multi-row INSERTs (``executemany``): the ORM's ``bulk_create`` spends most of a day's
-    recomputation preparing parameters field by field."""
-    if not objs:
+def _distinct_rows(tenant_id: int, day: dt.date, member_days: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The day's distinct active members and buyers, tenant-wide (community ``-1``) and per community."""
+    active: dict[int, set[int]] = defaultdict(set)
+    buyers: dict[int, set[int]] = defaultdict(set)
+    for _t, _d, member_id, community_id, _c, _ch, _j, is_active, _e, _m, orders, _g, _r in member_days:
+        for key in (-1, community_id):  # a row for every community with facts that day, zeros included
+            active.setdefault(key, set())
+            buyers.setdefault(key, set())
+            if is_active:
+                active[key].add(member_id)
+            if orders > 0:
+                buyers[key].add(member_id)
+    return [(tenant_id, day, key, len(active[key]), len(buyers[key])) for key in sorted(active)]
+
+
+def _day_sums(tenant_id: int, day: dt.date) -> dict[int, list[int]]:
+    """Per member: member-day rows, active ones, orders and GMV of one stored day."""
+    rows = MemberDay.objects.filter(tenant_id=tenant_id, day=day).values("member_id").annotate(
+        n=Count("id"), a=Sum(Case(When(active=True, then=1), default=0)), o=Sum("orders"), g=Sum("gmv_fen"))
+    return {r["member_id"]: [r["n"], r["a"] or 0, r["o"] or 0, r["g"] or 0] for r in rows}
+
+
+def _cohorts(tenant_id: int, member_ids: Sequence[int], zone: ZoneInfo) -> dict[int, dt.date]:
+    """The local day of each member's first join (members who never joined are absent)."""
+    out = {}
+    for i in range(0, len(member_ids), 500):
+        for mid, at in MemberJourney.objects.filter(tenant_id=tenant_id, member_id__in=member_ids[i:i + 500],
+                                                    joined_at__isnull=False).values_list("member_id", "joined_at"):
+            if at is not None:
+                out[mid] = local_day(at, zone)
+    return out
+
+
+def _apply_periods(tenant_id: int, day: dt.date, old: dict[int, list[int]], new: dict[int, list[int]]) -> None:
+    """Move the week and month rows of ``day`` by (new − old) per member; drop the rows left with no
+    member-day row."""
+    deltas = {}
+    for mid in set(old) | set(new):
+        a, b = old.get(mid, [0, 0, 0, 0]), new.get(mid, [0, 0, 0, 0])
+        if a != b:
+            deltas[mid] = [y - x for x, y in zip(a, b, strict=True)]
+    if not deltas:
         return
-    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
-    columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in fields)
-    marks = ", ".join(["%s"] * len(fields))
-    sql = f"INSERT INTO {connection.ops.quote_name(model._meta.db_table)} ({columns}) VALUES ({marks})"  # noqa: S608 (identifiers from the model, values bound)
-    attnames = [f.attname for f in fields]
+    ids = sorted(deltas)
+    joined = _cohorts(tenant_id, ids, tenant_zone(tenant_id))
+    table = connection.ops.quote_name(MemberPeriod._meta.db_table)
+    adapt = connection.ops.adapt_datefield_value
+    sql = (f"INSERT INTO {table} (tenant_id, grain, period, member_id, cohort, facts, active_facts, orders, gmv_fen) "  # noqa: S608 (the model's table)
+           "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (tenant_id, grain, period, member_id) DO UPDATE "
+           f"SET cohort = EXCLUDED.cohort, facts = {table}.facts + EXCLUDED.facts, "
+           f"active_facts = {table}.active_facts + EXCLUDED.active_facts, orders = {table}.orders + EXCLUDED.orders, "
+           f"gmv_fen = {table}.gmv_fen + EXCLUDED.gmv_fen")
+    gone = [m for m in ids if m not in new]
     with connection.cursor() as cursor:
-        cursor.executemany(sql, [tuple(getattr(o, a) for a in attnames) for o in objs])
+        for grain in GRAINS:
+            period = adapt(period_start(day, grain))
+            cohort = {m: adapt(period_start(d, grain)) for m, d in joined.items()}
+            cursor.executemany(sql, [(tenant_id, grain, period, m, cohort.get(m), *deltas[m]) for m in ids])
+    for i in range(0, len(gone), 500):
+        MemberPeriod.objects.filter(tenant_id=tenant_id, member_id__in=gone[i:i + 500], facts__lte=0).filter(
+            period__in=[period_start(day, g) for g in GRAINS]).delete()
+    for grain in GRAINS:
+        _write_cells(tenant_id, grain, [period_start(day, grain)])
+
+
+def _write_cells(tenant_id: int, grain: str, periods: Sequence[dt.date] | None) -> None:
+    """Replace the cohort cells of these periods (every period when None) with the member-period rows
+    grouped by cohort (one grouped ``INSERT … SELECT``)."""
+    if periods is not None and not periods:
+        return
+    cells = CohortCell.objects.filter(tenant_id=tenant_id, grain=grain)
+    adapt = connection.ops.adapt_datefield_value
+    where, params = "", []
+    if periods is not None:
+        cells = cells.filter(period__in=periods)
+        where = " AND period IN (" + ", ".join(["%s"] * len(periods)) + ")"
+        params = [adapt(p) for p in periods]
+    cells.delete()
+    table, source = (connection.ops.quote_name(m._meta.db_table) for m in (CohortCell, MemberPeriod))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (tenant_id, grain, cohort, period, active_members, gmv_fen) "  # noqa: S608 (the models' tables)
+            "SELECT tenant_id, grain, cohort, period, SUM(CASE WHEN active_facts > 0 THEN 1 ELSE 0 END), SUM(gmv_fen) "
+            f"FROM {source} WHERE tenant_id = %s AND grain = %s AND cohort IS NOT NULL{where} "
+            "GROUP BY tenant_id, grain, cohort, period", [tenant_id, grain, *params])
+
+
+def do_fill_daily_distinct(tenant_id: int) -> None:
+    """Write a tenant's ``DailyDistinct`` rows from its member-day rows with grouped ``INSERT … SELECT``
+    (migration 0008, for the days written before the table existed; the table must be empty)."""
+    table, days = (connection.ops.quote_name(m._meta.db_table) for m in (DailyDistinct, MemberDay))
+    counts = ("COUNT(DISTINCT CASE WHEN active THEN member_id END), "
+              "COUNT(DISTINCT CASE WHEN orders > 0 THEN member_id END)")
+    with connection.cursor() as cursor:
+        for key in ("-1", "community_id"):
+            cursor.execute(
+                f"INSERT INTO {table} (tenant_id, day, community_id, active_members, buyers) "  # noqa: S608 (the models' tables)
+                f"SELECT tenant_id, day, {key}, {counts} FROM {days} WHERE tenant_id = %s GROUP BY tenant_id, day"
+                + ("" if key == "-1" else ", community_id"), [tenant_id])
+
+
+def do_fill_member_periods(tenant_id: int, *, cells: bool = True) -> int:
+    """Write a tenant's ``MemberPeriod`` rows from its member-day rows in one grouped ``INSERT …
+    SELECT`` per grain (the rebuild's last step; the table must be empty for the tenant). The week or
+    month of a day and the cohort of a join time are ``CASE`` expressions over bounds computed here in
+    the tenant's zone, so the same SQL runs on SQLite and PostgreSQL; then, with ``cells``, the cohort
+    cells from them. Returns the member-period rows written."""
+    zone = tenant_zone(tenant_id)
+    span = MemberDay.objects.filter(tenant_id=tenant_id).aggregate(lo=Min("day"), hi=Max("day"))
+    joins = MemberJourney.objects.filter(tenant_id=tenant_id).aggregate(lo=Min("joined_at"), hi=Max("joined_at"))
+    if span["lo"] is None:
+        return 0
+    lo, hi = span["lo"], span["hi"]
+    if joins["lo"] is not None:
+        lo, hi = min(lo, local_day(joins["lo"], zone)), max(hi, local_day(joins["hi"], zone))
+    ops = connection.ops
+    table, days, journeys = (ops.quote_name(m._meta.db_table) for m in (MemberPeriod, MemberDay, MemberJourney))
+    written = 0
+    for grain in GRAINS:
+        starts = [period_start(lo, grain)]
+        while starts[-1] <= hi:
+            starts.append(period_start(starts[-1] + dt.timedelta(days=7 if grain == "week" else 32), grain))
+        day_case = "CASE " + " ".join("WHEN d.day < %s THEN %s" for _ in starts[1:]) + " END"
+        day_params = [v for a, b in zip(starts[1:], starts, strict=False) for v in (ops.adapt_datefield_value(a),
+                                                                                    ops.adapt_datefield_value(b))]
+        join_case = "CASE " + " ".join("WHEN j.joined_at < %s THEN %s" for _ in starts[1:]) + " END"
+        join_params = [v for a, b in zip(starts[1:], starts, strict=False) for v in (
+            ops.adapt_datetimefield_value(dt.datetime.combine(a, dt.time.min, tzinfo=zone)),
+            ops.adapt_datefield_value(b))]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} (tenant_id, grain, period, member_id, cohort, facts, active_facts, orders, "  # noqa: S608 (tables from the models, values bound)
+                f"gmv_fen) SELECT %s, %s, p.period, p.member_id, {join_case}, p.n, p.a, p.o, p.g FROM ("
+                f"SELECT {day_case} AS period, d.member_id AS member_id, COUNT(*) AS n, "
+                "SUM(CASE WHEN d.active THEN 1 ELSE 0 END) AS a, SUM(d.orders) AS o, SUM(d.gmv_fen) AS g "
+                f"FROM {days} d WHERE d.tenant_id = %s GROUP BY 1, 2) p "
+                f"LEFT JOIN {journeys} j ON j.tenant_id = %s AND j.member_id = p.member_id",
+                [tenant_id, grain, *join_params, *day_params, tenant_id, tenant_id])
+            written += cursor.rowcount
+        if cells:
+            _write_cells(tenant_id, grain, None)
+    return written
+
+
+def do_fill_cohort_cells(tenant_id: int) -> None:
+    """Every cohort cell of a tenant from its member-period rows (migration 0010)."""
+    for grain in GRAINS:
+        _write_cells(tenant_id, grain, None)
+
+
+def _insert(model: type[DailyRollup] | type[MemberDay] | type[DailyDistinct], columns: Sequence[str],
+            rows: Sequence[tuple[Any, ...]]) -> None:
+    """Plain rows, not model instances: ``COPY`` on PostgreSQL, one ``executemany`` elsewhere (the
+    ORM's ``bulk_create`` spent most of a day's recomputation preparing parameters field by field)."""
+    if not rows:
+        return
+    table = connection.ops.quote_name(model._meta.db_table)
+    names = ", ".join(connection.ops.quote_name(c) for c in columns)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            with cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            return
+        marks = ", ".join(["%s"] * len(columns))
+        adapt = connection.ops.adapt_datefield_value
+        cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})",  # noqa: S608 (identifiers from the model, values bound)
+                           [(r[0], adapt(r[1]), *r[2:]) for r in rows])
 
 
 def do_refresh(tenant_id: int | None = None, *, max_rounds: int = 20) -> int:
@@ -512,13 +764,25 @@ def source_days(tenant_id: int) -> set[dt.date]:
 
 
 def do_rebuild(tenant_id: int) -> int:
-    """Drop and recompute every journey and day of a tenant. Returns the number of days written."""
+    """Drop and recompute every journey and day of a tenant. Returns the number of days written.
+
+    The journeys are recomputed in one pass over the sources; the tenant's rollups and member-day rows
+    are deleted with one statement each, then each day is computed from the sources with every journey
+    and invite link read once (:class:`Known`) and written by ``COPY``/``executemany``; the member-period
+    rows are written last, set-based, from the member-day rows; then the members-present count. Not
+    one transaction: a reader during a rebuild sees the days not written yet as empty."""
     MemberJourney.objects.filter(tenant_id=tenant_id).delete()
+    MemberPeriod.objects.filter(tenant_id=tenant_id).delete()
+    CohortCell.objects.filter(tenant_id=tenant_id).delete()
     do_recompute_journeys(tenant_id, None)
     days = source_days(tenant_id)
-    DailyRollup.objects.filter(tenant_id=tenant_id).exclude(day__in=days).delete()
-    MemberDay.objects.filter(tenant_id=tenant_id).exclude(day__in=days).delete()
+    DailyRollup.objects.filter(tenant_id=tenant_id).delete()  # one statement each, not one per day
+    MemberDay.objects.filter(tenant_id=tenant_id).delete()
+    DailyDistinct.objects.filter(tenant_id=tenant_id).delete()
+    known = Known.load(tenant_id)
     for day in sorted(days):
-        do_write_day(tenant_id, day)
+        do_write_day(tenant_id, day, periods=False, known=known, empty=True)
+    do_fill_member_periods(tenant_id)
     DirtyDay.objects.filter(tenant_id=tenant_id).delete()
+    do_rebuild_presence(tenant_id)
     return len(days)

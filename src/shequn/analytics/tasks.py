@@ -9,7 +9,7 @@ from django.tasks import task
 
 from shequn.core.models import Tenant
 
-from . import health, reach, services
+from . import figures, health, reach, services
 
 
 @cron("* * * * *")
@@ -47,4 +47,14 @@ def refresh_health_figures() -> int:
 def refresh_reach() -> int:
     """Every 5 minutes: recompute every tenant's referral forest (``ReachNode``); returns the nodes."""
     return sum(reach.do_refresh_reach(tenant_id)
+               for tenant_id in Tenant.objects.filter(is_active=True).values_list("pk", flat=True))
+
+
+@cron("*/5 * * * *")
+@task(queue_name="engines")
+def refresh_formula() -> int:
+    """Every 5 minutes: store every tenant's formula figures (``FormulaFigures``: tenant-wide and per
+    community, campaign and channel) for the windows the console home and the API read; returns the
+    rows written."""
+    return sum(figures.do_refresh_formula(tenant_id)
                for tenant_id in Tenant.objects.filter(is_active=True).values_list("pk", flat=True))

@@ -13,7 +13,11 @@ them. The entry-threshold gate needs two answers from above and tells one thing 
 * gate listeners ``fn(community, groups)`` — called inside the transaction that made a community
   gated (its threshold left "free") or added groups to a gated one, so every platform way in asks
   from then on: connectors sets public Matrix rooms to knock, the portal revokes the Telegram links
-  it made that let people in without asking."""
+  it made that let people in without asking;
+* membership listeners ``fn(tenant_id, pairs)`` — called inside the transaction of every write of
+  the membership table (join, leave, bulk changes, member merge) with the ``(member_id,
+  community_id)`` pairs whose stays changed; analytics keeps the community boards' stored
+  members-present count from them."""
 
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ Entitlement = Callable[[int, int, int], bool]
 Privilege = Callable[[int, int, int, str], bool]
 DecisionListener = Callable[["JoinRequest"], None]
 GateListener = Callable[["Community", "Sequence[ChatGroup]"], None]
+MembershipListener = Callable[[int, "Sequence[tuple[int, int]]"], None]
 
 
 def _nobody(tenant_id: int, member_id: int, community_id: int) -> bool:
@@ -43,6 +48,7 @@ _ENTITLEMENT: list[Entitlement] = [_nobody]
 _PRIVILEGE: list[Privilege] = [_no_privilege]
 _LISTENERS: dict[str, DecisionListener] = {}
 _GATES: dict[str, GateListener] = {}
+_MEMBERSHIP: dict[str, MembershipListener] = {}
 
 
 def register_entitlement(fn: Entitlement) -> None:
@@ -75,3 +81,11 @@ def register_gate_listener(name: str, fn: GateListener) -> None:
 
 def gate_listeners() -> list[GateListener]:
     return list(_GATES.values())
+
+
+def register_membership_listener(name: str, fn: MembershipListener) -> None:
+    _MEMBERSHIP[name] = fn
+
+
+def membership_listeners() -> list[MembershipListener]:
+    return list(_MEMBERSHIP.values())

@@ -111,6 +111,14 @@ def do_add_group(
     return group
 
 
+def _memberships_changed(tenant_id: int, pairs: Sequence[tuple[int, int]]) -> None:
+    """Tell the membership listeners (analytics' members-present count) which (member, community)
+    stays a write changed, inside the write's transaction."""
+    if pairs:
+        for listener in registry.membership_listeners():
+            listener(tenant_id, pairs)
+
+
 @transaction.atomic
 def do_join(
     principal: Principal, member: Member, community: Community, *, group: ChatGroup | None = None,
@@ -131,6 +139,7 @@ def do_join(
         tenant_id=principal.tenant_id, member=member, community=community, group=group,
         joined_at=joined_at or timezone.now(), join_source=source, inviter=inviter,
     )
+    _memberships_changed(principal.tenant_id, [(member.pk, community.pk)])
     do_audit(principal, "membership.join", "Membership", membership.pk,
              data={"community": community.pk, "member": member.pk, "source": source})
     return membership
@@ -144,6 +153,7 @@ def do_leave(principal: Principal, membership: Membership, *, reason: str = "", 
     membership.left_at = left_at or timezone.now()
     membership.exit_reason = reason[:200]
     membership.save(update_fields=["left_at", "exit_reason"])
+    _memberships_changed(membership.tenant_id, [(membership.member_id, membership.community_id)])
     do_audit(principal, "membership.leave", "Membership", membership.pk, reason=reason)
     return membership
 
@@ -192,6 +202,7 @@ def do_record_membership_changes(tenant_id: int, changes: Sequence[MembershipCha
     known = set(Member.objects.filter(tenant_id=tenant_id, pk__in=inviters).values_list("pk", flat=True)) \
         if inviters else set()
     written = 0
+    touched: set[tuple[int, int]] = set()
     with transaction.atomic():
         for c in changes:
             open_q = Membership.objects.filter(tenant_id=tenant_id, member_id=c.member_id,
@@ -205,8 +216,11 @@ def do_record_membership_changes(tenant_id: int, changes: Sequence[MembershipCha
                                           group_id=c.group_id, joined_at=c.at, join_source=c.source,
                                           inviter_id=inviter)
                 written += 1
-            else:
-                written += open_q.update(left_at=c.at, exit_reason=c.reason[:200])
+                touched.add((c.member_id, c.community_id))
+            elif closed := open_q.update(left_at=c.at, exit_reason=c.reason[:200]):
+                written += closed
+                touched.add((c.member_id, c.community_id))
+        _memberships_changed(tenant_id, sorted(touched))
     return written
 
 
@@ -226,6 +240,8 @@ def do_move_memberships(tenant_id: int, from_member_id: int, to_member_id: int) 
     never has two open rows for one place. Memberships the merged member invited are re-attributed.
     Returns how many rows moved."""
     with transaction.atomic():
+        communities = set(Membership.objects.filter(tenant_id=tenant_id, member_id__in=(
+            from_member_id, to_member_id)).values_list("community_id", flat=True))
         for m in Membership.objects.filter(tenant_id=tenant_id, member_id=from_member_id, left_at__isnull=True):
             twin = Membership.objects.filter(tenant_id=tenant_id, member_id=to_member_id,
                                              community_id=m.community_id, group_id=m.group_id,
@@ -240,6 +256,7 @@ def do_move_memberships(tenant_id: int, from_member_id: int, to_member_id: int) 
         moved = Membership.objects.filter(tenant_id=tenant_id, member_id=from_member_id).update(
             member_id=to_member_id)
         Membership.objects.filter(tenant_id=tenant_id, inviter_id=from_member_id).update(inviter_id=to_member_id)
+        _memberships_changed(tenant_id, [(m, c) for m in (from_member_id, to_member_id) for c in sorted(communities)])
     return moved
 
 

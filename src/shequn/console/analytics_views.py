@@ -53,9 +53,11 @@ def health_page(request: HttpRequest) -> HttpResponse:
     resolved = list(health.notices(tenant_id, state="resolved").order_by("-resolved_at")[:50])
     for n in open_rows + resolved:
         n.rule_label = health.RULE_LABELS.get(n.rule, n.rule)  # type: ignore[attr-defined]
-    figures = health.health_figures(tenant_id, by=by, days=7)  # stored by the 5-minute refresh
+    days = int(request.GET["days"]) if request.GET.get("days") in {str(d) for d in health.STORED_WINDOWS} else 7
+    figures = health.health_figures(tenant_id, by=by, days=days)  # stored by the 5-minute refresh
     return render(request, "console/health.html", _context(
-        request, _("健康提醒"), open_notices=open_rows, resolved_notices=resolved, by=by,
+        request, _("健康提醒"), open_notices=open_rows, resolved_notices=resolved, by=by, days=days,
+        windows=health.STORED_WINDOWS,
         figures=figures, figures_as_of=min((r["computed_at"] for r in figures), default=None),
         settings=health.get_settings(tenant_id),
         groups=list(community_selectors.groups(tenant_id).filter(is_active=True)),

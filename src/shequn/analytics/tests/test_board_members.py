@@ -12,8 +12,18 @@ from zoneinfo import ZoneInfo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shequn.analytics.models import CommunityPresenceDay, PresenceStay
+from shequn.analytics.presence import do_rebuild_presence, members_present
 from shequn.analytics.selectors import _dates, members_per_day
 from shequn.communities.models import ChatGroup, Community, Membership
+from shequn.communities.services import (
+    MembershipChange,
+    do_join,
+    do_leave,
+    do_move_memberships,
+    do_record_membership_changes,
+)
+from shequn.core.permissions import Principal
 from shequn.members.models import Member
 
 ZONE = ZoneInfo("Asia/Shanghai")
@@ -60,3 +70,54 @@ def test_members_per_day_equals_the_definition(tenant, stays) -> None:
     dates = _dates(END, DAYS)
     ms = Membership.objects.filter(tenant=tenant, community=community)
     assert members_per_day(ms, dates, ZONE) == _obvious(rows, dates)
+
+
+# an operation on the membership table through the communities writers: (kind, member 0–4, group 0–2,
+# hours from ORIGIN — whole days too, so changes land on the cuts)
+OP = st.tuples(st.sampled_from(["join", "leave", "join_api", "leave_api", "merge"]), st.integers(0, 4),
+               st.integers(0, 2), st.one_of(st.integers(0, 16 * 24), st.integers(0, 16).map(lambda d: d * 24)))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(OP, max_size=16))
+def test_stored_members_present_equals_the_definition_after_random_joins_and_leaves(tenant, ops) -> None:
+    """The stored count (kept by the membership listener on every write: bulk changes, single joins
+    and leaves, a member merge; joins and leaves back-dated in any order) = the definition over the
+    membership table, and = a rebuild of the stored rows."""
+    Membership.objects.filter(tenant=tenant).delete()
+    PresenceStay.objects.filter(tenant=tenant).delete()
+    CommunityPresenceDay.objects.filter(tenant=tenant).delete()
+    tenant.time_zone = "Asia/Shanghai"
+    tenant.save(update_fields=["time_zone"])
+    community, _ = Community.objects.get_or_create(tenant=tenant, name="板")
+    groups = [ChatGroup.objects.get_or_create(tenant=tenant, community=community, platform="telegram",
+                                              external_id=f"g{i}", defaults={"name": f"群{i}"})[0] for i in range(3)]
+    members = [Member.objects.get_or_create(tenant=tenant, display_name=f"m{i}",
+                                            defaults={"first_seen_at": ORIGIN})[0] for i in range(5)]
+    system = Principal.system(tenant.pk)
+    for kind, m, g, hours in ops:
+        at = ORIGIN + dt.timedelta(hours=hours)
+        member, group = members[m], groups[g]
+        if kind == "join":
+            do_record_membership_changes(tenant.pk, [MembershipChange.join(member.pk, community.pk, group.pk, at)])
+        elif kind == "leave":
+            do_record_membership_changes(tenant.pk, [MembershipChange.leave(member.pk, community.pk, group.pk, at)])
+        elif kind == "join_api":
+            do_join(system, member, community, group=group, joined_at=at)
+        elif kind == "leave_api":
+            row = Membership.objects.filter(tenant=tenant, member=member, group=group, left_at__isnull=True).first()
+            if row is not None:
+                do_leave(system, row, left_at=at)
+        else:  # merge member m into the next one
+            do_move_memberships(tenant.pk, member.pk, members[(m + 1) % 5].pk)
+    dates = _dates(END, DAYS + 6)
+    ms = Membership.objects.filter(tenant=tenant, community=community)
+    expected = members_per_day(ms, dates, ZONE)
+    assert members_present(tenant.pk, community.pk, dates) == expected
+    stored = (sorted(PresenceStay.objects.filter(tenant=tenant).values_list("member_id", "first_day", "end_day")),
+              sorted(CommunityPresenceDay.objects.filter(tenant=tenant).values_list("day", "entered", "exited")))
+    do_rebuild_presence(tenant.pk)
+    assert (sorted(PresenceStay.objects.filter(tenant=tenant).values_list("member_id", "first_day", "end_day")),
+            sorted(CommunityPresenceDay.objects.filter(tenant=tenant).values_list("day", "entered", "exited"))) \
+        == stored
+    assert members_present(tenant.pk, community.pk, dates) == expected

@@ -6,11 +6,14 @@ import datetime as dt
 import math
 
 import pytest
+from django.utils import timezone
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shequn.analytics import figures as stored_figures
 from shequn.analytics import selectors, services
 from shequn.analytics.formula import FACTORS, Figures, decompose
+from shequn.analytics.models import FormulaFigures
 from shequn.core.models import Tenant
 
 from .world import at, event, ingest, make_world, pay
@@ -80,3 +83,34 @@ def test_formula_panel_on_real_rollups(tenant: Tenant, monkeypatch: pytest.Monke
     assert "转化率 −50%" in panel["summary"]
     assert panel["period"] == {"start": "2026-10-08", "end": "2026-10-14"}
     assert at(13).date() == dt.date(2026, 10, 14)
+
+
+def test_stored_formula_figures_equal_the_live_ones(tenant: Tenant, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The panel (tenant-wide and per community / campaign / channel) and the breakdown read from the
+    rows do_refresh_formula stored equal the live ones; a stale set or another window is live."""
+    w = make_world(tenant)
+    ingest(w, [event(w, "join", m, m % 2, at(m % 5), invite=m % 2 == 0) for m in range(4)])
+    ingest(w, [event(w, "message", m, 1, at(20 + m)) for m in range(4)])
+    for m, (day, amount) in enumerate([(2, 10_000), (3, 990), (22, 15_000), (25, 5_900)]):
+        pay(w, m % 3, amount, at(day), campaign="双11" if m % 2 else "")
+    ingest(w, [event(w, "join", m, 0, at(24)) for m in range(2)])
+    services.do_refresh(tenant.pk)
+    monkeypatch.setattr(selectors, "today", lambda tid: at(27).date())
+    end = at(27).date()
+    scopes = [selectors.Scope(), *(selectors.Scope(community_id=c.pk) for c in w.communities),
+              selectors.Scope(campaign="双11"), selectors.Scope(campaign="nope"), selectors.Scope(channel="")]
+    live = [selectors.formula_panel(tenant.pk, days=30, end=end, scope=s) for s in scopes]
+    live_breakdown = {by: selectors.breakdown(tenant.pk, by, days=30) for by in selectors.SLICES}
+    assert stored_figures.do_refresh_formula(tenant.pk) > 0
+    assert FormulaFigures.objects.filter(tenant=tenant).exists()
+    assert [selectors.formula_panel(tenant.pk, days=30, scope=s) for s in scopes] == live
+    assert {by: selectors.breakdown(tenant.pk, by, days=30) for by in selectors.SLICES} == live_breakdown
+    assert selectors.stored_formula(tenant.pk, 30, "community") is not None
+    # a stale set, a set of another day and a window not stored are not read
+    FormulaFigures.objects.filter(tenant=tenant).update(
+        computed_at=timezone.now() - selectors.FORMULA_STALE_AFTER - dt.timedelta(seconds=1))
+    assert selectors.stored_formula(tenant.pk, 30, "") is None
+    stored_figures.do_refresh_formula(tenant.pk)
+    monkeypatch.setattr(selectors, "today", lambda tid: at(28).date())
+    assert selectors.stored_formula(tenant.pk, 30, "") is None
+    assert selectors.stored_formula(tenant.pk, 7, "") is None

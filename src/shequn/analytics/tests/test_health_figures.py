@@ -14,6 +14,7 @@ from shequn.analytics import health, services
 from shequn.analytics.models import DailyRollup, HealthFigures
 from shequn.analytics.tasks import refresh_health_figures
 from shequn.communities.models import ChatGroup, Community, Membership
+from shequn.core.errors import Invalid
 from shequn.engagement.models import ReplyTrack
 from shequn.members.models import Member
 from shequn.moderation.models import Violation
@@ -158,8 +159,11 @@ def test_targets_without_a_fresh_row_are_computed_live(tenant):
     rows = {r["target_id"]: r for r in health.health_figures(tenant.pk, by="group", days=7)}
     assert rows[new.pk]["members"] == 1 and rows[new.pk]["computed_at"] > stored_at
     assert rows[w.groups[0].pk]["computed_at"] == stored_at
-    # a window that is not stored is live
-    assert all(r["computed_at"] > stored_at for r in health.health_figures(tenant.pk, by="group", days=14))
+    # a window that is not stored is not offered (the API answers 422 naming days); an explicit now is live
+    with pytest.raises(Invalid) as exc:
+        health.health_figures(tenant.pk, by="group", days=14)
+    assert exc.value.details == {"field": "days"}
+    assert health.health_figures(tenant.pk, by="group", days=14, now=timezone.now())
     # rows older than STALE_AFTER (the refresh is failing) are not shown: every figure is live
     HealthFigures.objects.filter(tenant=tenant).update(computed_at=timezone.now() - health.STALE_AFTER
                                                        - dt.timedelta(seconds=1))
@@ -181,7 +185,9 @@ def test_stored_rows_never_cross_tenants_through_the_api(tenant, other_tenant, m
                                  computed_at=timezone.now())
     c = make_client(tenant)
     for by in LEVELS:
-        for days in (7, 30, 14):
+        bad = c.get("/api/v1/analytics/health", {"by": by, "days": 14})
+        assert bad.status_code == 422 and "days" in bad.content.decode(), bad.content
+        for days in health.STORED_WINDOWS:
             resp = c.get("/api/v1/analytics/health", {"by": by, "days": days})
             assert resp.status_code == 200, resp.content
             body = resp.json()
@@ -191,8 +197,7 @@ def test_stored_rows_never_cross_tenants_through_the_api(tenant, other_tenant, m
             assert all(r["members"] != 999 for r in body)
             assert all(r["computed_at"] for r in body)
             expected = health.health_figures(tenant.pk, by=by, days=days)
-            if days in health.STORED_WINDOWS:
-                assert [r["members"] for r in body] == [r["members"] for r in expected]
+            assert [r["members"] for r in body] == [r["members"] for r in expected]
     theirs = make_client(other_tenant).get("/api/v1/analytics/health", {"by": "group"}).json()
     assert {r["target_id"] for r in theirs} == {g.pk for g in o.groups}
     assert next(r for r in theirs if r["target_id"] == o.groups[0].pk)["members"] == 3

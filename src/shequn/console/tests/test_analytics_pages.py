@@ -95,3 +95,18 @@ def test_reach_page_draws_generations(tenant, other_tenant):
     assert resp.status_code == 200 and "echarts.min.js" in html and 'id="reach-chart"' in html
     assert resp.context["chart"]["depths"] == [1, 2, 3] and resp.context["chart"]["members"] == [3, 2, 1]
     assert resp.context["referrers"][0]["name"] == "A" and resp.context["summary"]["referred"] == 8
+
+
+def test_health_page_offers_the_stored_windows_only(tenant):
+    _ad_wave(tenant)
+    health.do_refresh_figures(tenant.pk)
+    c = client_for(tenant, StaffRole.READONLY)
+    for days in health.STORED_WINDOWS:
+        resp = c.get(reverse("console:health"), {"days": days, "by": "community"})
+        assert resp.status_code == 200 and resp.context["days"] == days
+        assert resp.context["figures"] == health.health_figures(tenant.pk, by="community", days=days)
+        assert f"健康指标 (近 {days} 天)" in resp.content.decode()
+    html = c.get(reverse("console:health")).content.decode()
+    assert all(f"days={n}" in html for n in health.STORED_WINDOWS if n != 7)
+    # a window not offered falls back to the default rather than computing live
+    assert c.get(reverse("console:health"), {"days": "14"}).context["days"] == 7
