@@ -210,6 +210,25 @@ class MemberSummary(TenantOwned):
                    models.Index(fields=["tenant", "active_days"], name="analytics_summary_active_idx")]
 
 
+class MemberHabit(TenantOwned):
+    """One member's habits over the messages of the 30 days before ``computed_at``: ``hours`` = the
+    local hours with a message (bit ``h`` set for hour ``h``), ``group_id`` = the group where the
+    member sent the most (ties: the smaller id; 0 = no message in a group). Members without a message
+    in the window have no row. Written by ``segments.do_refresh_habits`` (the one writer, every 5
+    minutes), so the segments' habit conditions read an indexed table instead of a month of events."""
+
+    member_id = models.BigIntegerField(_("会员"))
+    hours = models.IntegerField(_("活跃时段 (位)"), default=0)
+    group_id = models.BigIntegerField(_("常驻群"), default=0)
+    computed_at = models.DateTimeField(_("计算时间"))
+
+    class Meta:
+        verbose_name = _("会员习惯")
+        verbose_name_plural = _("会员习惯")
+        constraints = [models.UniqueConstraint(fields=["tenant", "member_id"], name="analytics_member_habit_unique")]
+        indexes = [models.Index(fields=["tenant", "group_id"], name="analytics_habit_group_idx")]
+
+
 class CohortCell(TenantOwned):
     """One cell of the cohort table: the members whose first join fell in ``cohort`` (a week's Monday
     or a month's first day, ``grain``) who were active in ``period``, and their paid GMV there. The

@@ -23,9 +23,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from django.db import transaction
-from django.db.models import Count, Q, QuerySet
-from django.db.models.functions import ExtractHour
+from django.db import connection, transaction
+from django.db.models import Count, F, Q, QuerySet, Sum
+from django.db.models.functions import ExtractHour, Power
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -38,7 +38,7 @@ from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
 from shequn.members.models import LifecycleStage, Member, MemberTag, Tag
 
-from .models import MemberSummary, Segment
+from .models import MemberHabit, MemberSummary, Segment
 from .services import tenant_zone
 
 HABIT_WINDOW = dt.timedelta(days=30)
@@ -201,13 +201,10 @@ def check_rule(tenant_id: int, data: Mapping[str, Any]) -> Rule:
     return Rule(**values)
 
 
-def _since(tenant_id: int) -> dt.datetime:
-    return timezone.now() - HABIT_WINDOW
-
-
-def _members(tenant_id: int, rule: Rule) -> QuerySet[Member]:
-    """The members matching every condition of ``rule`` but the habits, as one query: the lifetime
-    conditions (orders, active days, RFM) are subqueries over the members' lifetime rows."""
+def _members(tenant_id: int, rule: Rule) -> tuple[QuerySet[Member], bool]:
+    """The members matching ``rule`` as one query — the lifetime conditions (orders, active days, RFM)
+    are subqueries over the members' lifetime rows, the habits over the stored habits when they are
+    fresh — and whether the habits are still to be applied (computed live from the events)."""
     members = Member.objects.filter(tenant_id=tenant_id, merged_into__isnull=True, erased_at__isnull=True)
     if rule.lifecycle_stage:
         members = members.filter(lifecycle_stage=rule.lifecycle_stage)
@@ -243,7 +240,18 @@ def _members(tenant_id: int, rule: Rule) -> QuerySet[Member]:
         members = members.exclude(pk__in=lifetime.filter(orders__gt=hi).values("member_id"))
     if rule.min_active_days:
         members = members.filter(pk__in=lifetime.filter(active_days__gte=rule.min_active_days).values("member_id"))
-    return members
+    if not _habits(rule):
+        return members, False
+    stored = _stored_habits(tenant_id)
+    if stored is None:
+        return members, True
+    if rule.active_hour_from is not None and rule.active_hour_to is not None:
+        mask = sum(1 << h for h in _hours(rule.active_hour_from, rule.active_hour_to))
+        members = members.filter(pk__in=stored.annotate(hit=F("hours").bitand(mask)).filter(hit__gt=0)
+                                 .values("member_id"))
+    if rule.preferred_group_id:
+        members = members.filter(pk__in=stored.filter(group_id=rule.preferred_group_id).values("member_id"))
+    return members, False
 
 
 def _habits(rule: Rule) -> bool:
@@ -252,39 +260,83 @@ def _habits(rule: Rule) -> bool:
 
 def segment_member_ids(tenant_id: int, rule: Rule) -> set[int]:
     """The members matching ``rule`` now (tenant-scoped; merged-away and erased members excluded)."""
-    ids = set(_members(tenant_id, rule).values_list("pk", flat=True))
-    if rule.active_hour_from is not None and rule.active_hour_to is not None:
+    members, live = _members(tenant_id, rule)
+    ids = set(members.values_list("pk", flat=True))
+    if live and rule.active_hour_from is not None and rule.active_hour_to is not None:
         ids &= _active_at_hours(tenant_id, rule.active_hour_from, rule.active_hour_to)
-    if rule.preferred_group_id:
+    if live and rule.preferred_group_id:
         ids &= _preferring(tenant_id, rule.preferred_group_id)
     return ids
 
 
 def segment_count(tenant_id: int, rule: Rule) -> int:
-    """How many members match ``rule`` now: counted by the database unless a habit is part of it."""
-    if _habits(rule):
-        return len(segment_member_ids(tenant_id, rule))
-    return _members(tenant_id, rule).count()
+    """How many members match ``rule`` now: counted by the database (unless the habits are live)."""
+    members, live = _members(tenant_id, rule)
+    return len(segment_member_ids(tenant_id, rule)) if live else members.count()
 
 
-def _messages(tenant_id: int) -> Any:
+# -- habits ---------------------------------------------------------------------------------------
+
+#: stored habits older than this are not read (the refresh runs every 5 minutes; three missed runs
+#: mean it is failing): the habits are then computed from the events, as before the first refresh
+HABITS_STALE_AFTER = dt.timedelta(minutes=15)
+
+
+def _messages(tenant_id: int, now: dt.datetime | None = None) -> Any:
     return ActivityEvent.objects.filter(tenant_id=tenant_id, kind__in=MESSAGE_KINDS, member_id__isnull=False,
-                                        occurred_at__gte=_since(tenant_id))
+                                        occurred_at__gte=(now or timezone.now()) - HABIT_WINDOW)
+
+
+def _hours(start: int, end: int) -> list[int]:
+    return list(range(start, end + 1)) if start <= end else [*range(start, 24), *range(0, end + 1)]
 
 
 def _active_at_hours(tenant_id: int, start: int, end: int) -> set[int]:
-    hours = list(range(start, end + 1)) if start <= end else [*range(start, 24), *range(0, end + 1)]
     return set(_messages(tenant_id).annotate(h=ExtractHour("occurred_at", tzinfo=tenant_zone(tenant_id)))
-               .filter(h__in=hours).values_list("member_id", flat=True).distinct())
+               .filter(h__in=_hours(start, end)).values_list("member_id", flat=True).distinct())
 
 
 def _preferring(tenant_id: int, group_id: int) -> set[int]:
-    best: dict[int, tuple[int, int]] = {}
-    for mid, gid, n in (_messages(tenant_id).filter(group_id__isnull=False).values("member_id", "group_id")
-                        .annotate(n=Count("pk")).values_list("member_id", "group_id", "n")):
-        if mid not in best or (n, -gid) > (best[mid][1], -best[mid][0]):
-            best[mid] = (gid, n)
-    return {mid for mid, (gid, _n) in best.items() if gid == group_id}
+    return {mid for mid, gid in _preferred_groups(tenant_id).items() if gid == group_id}
+
+
+def _preferred_groups(tenant_id: int, now: dt.datetime | None = None) -> dict[int, int]:
+    """Each member's group with the most messages in the window (ties: the smaller group id)."""
+    counts = (_messages(tenant_id, now).filter(group_id__isnull=False).values("member_id", "group_id")
+              .annotate(n=Count("pk")).order_by())
+    sql, params = counts.query.sql_with_params()
+    with connection.cursor() as cursor:  # the first of each member's groups by count: one grouped scan
+        cursor.execute("SELECT member_id, group_id FROM (SELECT member_id, group_id, ROW_NUMBER() OVER ("  # noqa: S608 (the ORM's SQL, values bound)
+                       f"PARTITION BY member_id ORDER BY n DESC, group_id) AS r FROM ({sql}) c) ranked WHERE r = 1",
+                       params)
+        return dict(cursor.fetchall())
+
+
+def _stored_habits(tenant_id: int) -> QuerySet[MemberHabit] | None:
+    """The tenant's stored habits, or None when there are none fresh. Each refresh writes a marker
+    row (``member_id`` 0, no hour, no group), so a tenant without messages still has a fresh refresh."""
+    since = timezone.now() - HABITS_STALE_AFTER
+    rows = MemberHabit.objects.filter(tenant_id=tenant_id)
+    return rows if rows.filter(member_id=0, computed_at__gte=since).exists() else None
+
+
+def do_refresh_habits(tenant_id: int, *, now: dt.datetime | None = None) -> int:
+    """Store every member's habits as of ``now`` (:class:`MemberHabit`: the local hours of their
+    messages of the last 30 days as bits, and their preferred group — what the live conditions
+    compute) and replace the tenant's rows in one transaction. Run by ``analytics.tasks.refresh_habits``
+    every 5 minutes; returns the members with a row."""
+    now = now or timezone.now()
+    zone = tenant_zone(tenant_id)
+    hours = dict(_messages(tenant_id, now).values("member_id").annotate(
+        bits=Sum(Power(2, ExtractHour("occurred_at", tzinfo=zone)), distinct=True)).values_list("member_id", "bits"))
+    groups = _preferred_groups(tenant_id, now)
+    rows = [MemberHabit(tenant_id=tenant_id, member_id=0, hours=0, group_id=0, computed_at=now)]
+    rows += [MemberHabit(tenant_id=tenant_id, member_id=mid, hours=int(hours.get(mid) or 0),
+                         group_id=groups.get(mid, 0), computed_at=now) for mid in sorted(set(hours) | set(groups))]
+    with transaction.atomic():
+        MemberHabit.objects.filter(tenant_id=tenant_id).delete()
+        MemberHabit.objects.bulk_create(rows, batch_size=5000)
+    return len(rows) - 1
 
 
 def segments(tenant_id: int) -> Any:
@@ -305,12 +357,13 @@ def segment_members(tenant_id: int, segment_id: int, *, offset: int = 0, limit: 
     rule = Rule.of(get_segment(tenant_id, segment_id))
     end = None if limit is None else offset + limit
     columns = ("pk", "display_name", "phone", "lifecycle_stage")
-    if _habits(rule):
+    members, live = _members(tenant_id, rule)
+    if live:
         ids = sorted(segment_member_ids(tenant_id, rule))[offset:end]
         rows = [r for i in range(0, len(ids), 1000) for r in Member.objects.filter(
             tenant_id=tenant_id, pk__in=ids[i:i + 1000]).order_by("pk").values_list(*columns)]
     else:
-        rows = list(_members(tenant_id, rule).order_by("pk")[offset:end].values_list(*columns))
+        rows = list(members.order_by("pk")[offset:end].values_list(*columns))
     scores = rfm_scores(tenant_id, member_ids=[r[0] for r in rows]) if len(rows) <= 1000 else rfm_scores(tenant_id)
     out = []
     for mid, name, phone, stage in rows:

@@ -12,8 +12,9 @@ import pytest
 from django.utils import timezone
 from openpyxl import load_workbook
 
+from shequn.activity.models import ActivityEvent
 from shequn.analytics import segments, services
-from shequn.analytics.models import MemberDay, MemberSummary
+from shequn.analytics.models import MemberDay, MemberHabit, MemberSummary
 from shequn.analytics.segments import Rule
 from shequn.commerce.models import Coupon, CouponTemplate, Product, ProductKind, TierInvitation
 from shequn.communities.models import CommunityRole, RoleAssignment
@@ -197,3 +198,26 @@ def test_rfm_cut_points_equal_the_quintile_definition(tenant, seed):
         both = Rule(min_recency=k, min_monetary=6 - k)
         assert segments.segment_member_ids(tenant.pk, both) == {
             m for m in expected if r_[m] >= k and m_[m] >= 6 - k}
+
+
+def test_stored_habits_equal_the_live_ones_and_are_read_while_fresh(w):
+    """``do_refresh_habits`` stores what the live conditions compute at that moment; the rules read the
+    stored rows while they are fresh (here: even after the events are gone) and the events again
+    once they are stale."""
+    t = w.tenant.pk
+    ingest(w, [event(w, "message", 0, 0, ago(2, 3)), event(w, "message", 0, 1, ago(2, 5)),
+               event(w, "message", 0, 1, ago(1, 7)), event(w, "message", 2, 0, ago(0, 2)),
+               event(w, "message", 4, 1, ago(3, 2)), event(w, "message", 4, 0, ago(3, 4))])
+    services.do_refresh(t)
+    rules = [Rule(active_hour_from=h, active_hour_to=(h + span) % 24) for h in range(24) for span in (0, 3, 20)]
+    rules += [Rule(preferred_group_id=g.pk) for g in w.groups]
+    rules += [Rule(preferred_group_id=w.groups[1].pk, active_hour_from=0, active_hour_to=12, max_orders=0)]
+    live = [segments.segment_member_ids(t, r) for r in rules]
+    assert any(live) and not all(live)
+    assert segments.do_refresh_habits(t) == 4  # m0, m2, m3 (the fixture's messages), m4
+    assert [segments.segment_member_ids(t, r) for r in rules] == live
+    assert [segments.segment_count(t, r) for r in rules] == [len(x) for x in live]
+    ActivityEvent.objects.filter(tenant=w.tenant).delete()
+    assert [segments.segment_member_ids(t, r) for r in rules] == live  # the stored rows
+    MemberHabit.objects.filter(tenant=w.tenant).update(computed_at=timezone.now() - dt.timedelta(minutes=16))
+    assert all(segments.segment_member_ids(t, r) == set() for r in rules)  # stale: the events, now none
