@@ -49,7 +49,7 @@ def main() -> None:
     from django.utils import timezone
 
     from shequn.activity.models import ActivityEvent
-    from shequn.analytics import figures, health, reach, services
+    from shequn.analytics import figures, health, reach, segments, services
     from shequn.analytics.models import DailyRollup, MemberDay
     from shequn.commerce.events import OrderEventData
     from shequn.commerce.models import Order
@@ -103,6 +103,9 @@ def main() -> None:
         t = time.perf_counter()
         stored = figures.do_refresh_formula(tenant.pk)
         print(f"formula figures refresh ({stored} rows): {(time.perf_counter() - t) * 1e3:.0f} ms", flush=True)
+        t = time.perf_counter()
+        stored = segments.do_refresh_habits(tenant.pk)
+        print(f"habits refresh ({stored:,} members): {(time.perf_counter() - t) * 1e3:.0f} ms", flush=True)
         read_all(args, tenant, comms, member_ids, bindings_n, sharers_n)
         return
     t = time.perf_counter()
@@ -135,6 +138,12 @@ def main() -> None:
     stored = figures.do_refresh_formula(tenant.pk)
     print(f"formula figures refresh ({stored} rows: tenant-wide and per community, campaign, channel × 2 "
           f"periods): {(time.perf_counter() - t) * 1e3:.0f} ms", flush=True)
+
+    # 3e. the stored habits (what analytics.tasks.refresh_habits does every 5 minutes)
+    t = time.perf_counter()
+    stored = segments.do_refresh_habits(tenant.pk)
+    print(f"habits refresh ({stored:,} members: active hours and preferred group over 30 days): "
+          f"{(time.perf_counter() - t) * 1e3:.0f} ms", flush=True)
     read_all(args, tenant, comms, member_ids, bindings_n, sharers_n)
 
 
@@ -272,7 +281,7 @@ def http_reads(tenant: Any, community: Any, member_id: int, n: int, *, segments:
     try:
         def get(path: str) -> tuple[int, float]:
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-            method, _sp, path = path.rpartition(" ")
+            method, path = ("POST", path.removeprefix("POST ")) if path.startswith("POST ") else ("GET", path)
             body = None
             if path.startswith("/console/"):  # the staff session of the harness's client
                 headers = {"Cookie": f"sessionid={session}"}
@@ -282,11 +291,14 @@ def http_reads(tenant: Any, community: Any, member_id: int, n: int, *, segments:
                 path, _q, body = path.partition("?")
                 headers["Content-Type"] = "application/json"
             start = time.perf_counter()
-            c.request(method or "GET", path, body=body, headers=headers)
+            c.request(method, path, body=body, headers=headers)
             resp = c.getresponse()
-            resp.read()
+            answer = resp.read()
             c.close()
-            return resp.status, (time.perf_counter() - start) * 1000
+            ms = (time.perf_counter() - start) * 1000
+            if resp.status >= 400 and path != "/static/none":
+                print(f"{method} {path}: {resp.status} {answer[:300]!r}", flush=True)
+            return resp.status, ms
 
         for _ in range(600):
             try:
