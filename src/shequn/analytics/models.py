@@ -201,12 +201,11 @@ class MemberSummary(TenantOwned):
         verbose_name = _("会员累计事实")
         verbose_name_plural = _("会员累计事实")
         constraints = [models.UniqueConstraint(fields=["tenant", "member_id"], name="analytics_member_summary_unique")]
-        # the RFM cut points are read by offset along these (buyers only), the count rules filter on them
-        indexes = [models.Index(fields=["tenant", "last_order_day"], name="analytics_summary_recency_idx",
-                                condition=models.Q(orders__gt=0)),
+        # the RFM cut points are read by offset along these, the count rules filter on them (plain
+        # indexes: a planner without statistics, SQLite's on a new table, picks them unambiguously)
+        indexes = [models.Index(fields=["tenant", "last_order_day"], name="analytics_summary_recency_idx"),
                    models.Index(fields=["tenant", "orders"], name="analytics_summary_orders_idx"),
-                   models.Index(fields=["tenant", "gmv_fen"], name="analytics_summary_gmv_idx",
-                                condition=models.Q(orders__gt=0)),
+                   models.Index(fields=["tenant", "gmv_fen"], name="analytics_summary_gmv_idx"),
                    models.Index(fields=["tenant", "active_days"], name="analytics_summary_active_idx")]
 
 

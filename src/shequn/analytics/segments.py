@@ -97,10 +97,19 @@ def rfm_cuts(tenant_id: int, *, today: dt.date | None = None, columns: Iterable[
     n = _buyers(tenant_id).count()
     wanted = sorted(set(scores))
     cuts: dict[str, dict[int, Any]] = {}
+    lifetime = MemberSummary.objects.filter(tenant_id=tenant_id)
+    # each a range of one index: a buyer is a row with a last order day (the R order) or orders > 0
+    # (F); for M, the rows of members who never bought all have 0 GMV, the least there is, so the
+    # buyers' i-th value is the (i + those rows)-th of every row
+    ordered = {"last_order_day": (lifetime.filter(last_order_day__isnull=False), 0),
+               "orders": (_buyers(tenant_id), 0)}
+    if "gmv_fen" in columns and n:
+        ordered["gmv_fen"] = (lifetime, lifetime.filter(orders=0).count())
     for column in columns:
         cuts[column] = {}
         for k in wanted if n else ():
-            value = _buyers(tenant_id).order_by(column).values_list(column, flat=True)[(k - 1) * n // 5]
+            rows, skip = ordered[column]
+            value = rows.order_by(column).values_list(column, flat=True)[skip + (k - 1) * n // 5]
             cuts[column][k] = min(value, today) if column == "last_order_day" else value
     return RfmCuts(today, cuts)
 

@@ -36,7 +36,7 @@ class Migration(migrations.Migration):
             options={
                 'verbose_name': '会员累计事实',
                 'verbose_name_plural': '会员累计事实',
-                'indexes': [models.Index(condition=models.Q(('orders__gt', 0)), fields=['tenant', 'last_order_day'], name='analytics_summary_recency_idx'), models.Index(fields=['tenant', 'orders'], name='analytics_summary_orders_idx'), models.Index(condition=models.Q(('orders__gt', 0)), fields=['tenant', 'gmv_fen'], name='analytics_summary_gmv_idx'), models.Index(fields=['tenant', 'active_days'], name='analytics_summary_active_idx')],
+                'indexes': [models.Index(fields=['tenant', 'last_order_day'], name='analytics_summary_recency_idx'), models.Index(fields=['tenant', 'orders'], name='analytics_summary_orders_idx'), models.Index(fields=['tenant', 'gmv_fen'], name='analytics_summary_gmv_idx'), models.Index(fields=['tenant', 'active_days'], name='analytics_summary_active_idx')],
                 'constraints': [models.UniqueConstraint(fields=('tenant', 'member_id'), name='analytics_member_summary_unique')],
             },
         ),

@@ -176,7 +176,7 @@ def test_rfm_cut_points_equal_the_quintile_definition(tenant, seed):
         for d in rng.sample(range(-2, 30), rng.randrange(0, 4)):
             orders = rng.choice([0, 0, 1, 2])
             rows.append(MemberDay(tenant=tenant, member_id=m.pk, day=today - dt.timedelta(days=d), active=True,
-                                  orders=orders, gmv_fen=orders * rng.choice([100, 990, 5000])))
+                                  orders=orders, gmv_fen=orders * rng.choice([0, 100, 990, 5000])))
     MemberDay.objects.bulk_create(rows)
     services.do_fill_member_summaries(tenant.pk)
     sums: dict[int, list] = {}
