@@ -106,6 +106,7 @@ def main() -> None:
         t = time.perf_counter()
         stored = segments.do_refresh_habits(tenant.pk)
         print(f"habits refresh ({stored:,} members): {(time.perf_counter() - t) * 1e3:.0f} ms", flush=True)
+        vacuum_new_tables()
         read_all(args, tenant, comms, member_ids, bindings_n, sharers_n)
         return
     t = time.perf_counter()
@@ -144,6 +145,7 @@ def main() -> None:
     stored = segments.do_refresh_habits(tenant.pk)
     print(f"habits refresh ({stored:,} members: active hours and preferred group over 30 days): "
           f"{(time.perf_counter() - t) * 1e3:.0f} ms", flush=True)
+    vacuum_new_tables()
     read_all(args, tenant, comms, member_ids, bindings_n, sharers_n)
 
 
@@ -175,6 +177,21 @@ def console_client(tenant: Any) -> Any:
     client = Client()
     client.force_login(get_user_model().objects.get(pk=staff.user_id))
     return client
+
+
+def vacuum_new_tables() -> None:
+    """PostgreSQL: ``VACUUM ANALYZE`` the tables written just now by a migration's fill or a refresh
+    (members' lifetime rows and habits), as autovacuum does on a live database (it is off on the
+    bench server): without the visibility map an index-only scan visits the heap for every entry,
+    which made the RFM cut points 8x slower."""
+    from django.db import connection
+
+    from shequn.analytics.models import MemberHabit, MemberSummary
+
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cur:
+            for model in (MemberSummary, MemberHabit):
+                cur.execute(f"VACUUM ANALYZE {connection.ops.quote_name(model._meta.db_table)}")
 
 
 def read_all(args: Any, tenant: Any, comms: list[Any], member_ids: list[int], bindings_n: int, sharers_n: int) -> None:

@@ -232,23 +232,25 @@ def _members(tenant_id: int, rule: Rule) -> tuple[QuerySet[Member], bool]:
         members = members.exclude(pk__in=TierGrant.objects.filter(
             tenant_id=tenant_id, status=TierGrant.Status.ACTIVE, product__tier_code=rule.exclude_tier_code)
             .values("member_id"))
-    lifetime = MemberSummary.objects.filter(tenant_id=tenant_id)
+    # the lifetime conditions as one filter of the member's row (one semi-join): a member without a
+    # row has no order, no active day and no score, so fails every condition but an upper bound
+    lifetime: dict[str, Any] = {}
     wanted = {c: getattr(rule, n) for c, n in zip(_RFM_COLUMNS, _SCORES, strict=True) if getattr(rule, n) is not None}
     if wanted:  # buyers only: members who never bought have no score
         cuts = rfm_cuts(tenant_id, columns=wanted, scores={k for k in wanted.values() if k > 1})
-        buyers = _buyers(tenant_id)
-        for column, k in wanted.items():
-            if k > 1:
-                buyers = buyers.filter(**{f"{column}__gte": cuts.cuts[column][k]})
-        members = members.filter(pk__in=buyers.values("member_id"))
-    lo, hi = rule.min_orders or 0, rule.max_orders
-    if lo > 0:  # a member without facts has 0 orders
-        members = members.filter(pk__in=lifetime.filter(orders__gte=lo, **({} if hi is None else {"orders__lte": hi}))
-                                 .values("member_id"))
-    elif hi is not None:
-        members = members.exclude(pk__in=lifetime.filter(orders__gt=hi).values("member_id"))
+        lifetime["orders__gt"] = 0
+        lifetime.update({f"{column}__gte": cuts.cuts[column][k] for column, k in wanted.items() if k > 1})
+    if rule.min_orders:
+        lifetime["orders__gte"] = rule.min_orders
     if rule.min_active_days:
-        members = members.filter(pk__in=lifetime.filter(active_days__gte=rule.min_active_days).values("member_id"))
+        lifetime["active_days__gte"] = rule.min_active_days
+    rows = MemberSummary.objects.filter(tenant_id=tenant_id)
+    if lifetime:
+        if rule.max_orders is not None:
+            lifetime["orders__lte"] = rule.max_orders
+        members = members.filter(pk__in=rows.filter(**lifetime).values("member_id"))
+    elif rule.max_orders is not None:  # members without a row have 0 orders: they match
+        members = members.exclude(pk__in=rows.filter(orders__gt=rule.max_orders).values("member_id"))
     if not _habits(rule):
         return members, False
     stored = _stored_habits(tenant_id)
