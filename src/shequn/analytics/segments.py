@@ -77,7 +77,7 @@ class RfmCuts:
 
     def score(self, column: str, value: Any) -> int:
         """The score of ``value`` (needs the cut points of every score)."""
-        return 1 + sum(value >= c for c in self.cuts[column].values())
+        return 1 + sum(1 for c in self.cuts[column].values() if value >= c)
 
     def rfm(self, last: dt.date, orders: int, gmv_fen: int) -> Rfm:
         last = min(last, self.today)
