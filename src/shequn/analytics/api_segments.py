@@ -103,7 +103,7 @@ class InviteOut(Schema):
 
 def _out(tenant_id: int, seg: Any) -> dict[str, Any]:
     rule = segments.Rule.of(seg)
-    return {"id": seg.pk, "name": seg.name, "count": len(segments.segment_member_ids(tenant_id, rule)),
+    return {"id": seg.pk, "name": seg.name, "count": segments.segment_count(tenant_id, rule),
             **rule.__dict__}
 
 
@@ -129,7 +129,7 @@ def create_segment(request: HttpRequest, body: SegmentIn) -> Any:
 def count_rule(request: HttpRequest, body: SegmentRuleIn) -> Any:
     p = require(request, "analytics.read")
     rule = segments.check_rule(p.tenant_id, _rule(body))
-    return {"count": len(segments.segment_member_ids(p.tenant_id, rule))}
+    return {"count": segments.segment_count(p.tenant_id, rule)}
 
 
 @router.get("/{segment_id}", response={200: SegmentOut, **ERRORS}, summary="人群详情")
@@ -159,7 +159,8 @@ def delete_segment(request: HttpRequest, segment_id: Id) -> Any:
 @paginate(RankPagination)
 def segment_members(request: HttpRequest, segment_id: Id) -> Any:
     p = require(request, "analytics.read")
-    return segments.segment_members(p.tenant_id, segment_id)
+    segments.get_segment(p.tenant_id, segment_id)  # 404 before the page is read
+    return lambda offset, count: segments.segment_members(p.tenant_id, segment_id, offset=offset, limit=count)
 
 
 EXPORT_COLUMNS = (("member_id", gettext_lazy("会员编号")), ("display_name", gettext_lazy("昵称")),

@@ -178,6 +178,56 @@ class MemberPeriod(TenantOwned):
         indexes = [models.Index(fields=["tenant", "member_id"], name="analytics_memberperiod_mem_idx")]
 
 
+class MemberSummary(TenantOwned):
+    """One member's lifetime facts, the sums of all their :class:`MemberDay` rows: ``days`` with
+    facts, ``active_days`` (days with an active row), paid ``orders``, ``gmv_fen`` and the
+    ``last_order_day`` (the last day with orders; null: never bought). The segments' order-count,
+    active-day and RFM conditions read these rows (one per member, indexed) instead of grouping every
+    member-day row per request.
+
+    Invariant: a row exists exactly when the member has member-day rows, and equals the from-scratch
+    sums of those rows (the hypothesis test checks it). Written with :class:`MemberPeriod` from the
+    same per-day old/new sums by ``services.do_write_day`` (in the day's transaction), and set-based
+    by ``services.do_rebuild`` (``do_fill_member_summaries``)."""
+
+    member_id = models.BigIntegerField(_("会员"))
+    days = models.IntegerField(_("有事实的天数"), default=0)
+    active_days = models.IntegerField(_("活跃天数"), default=0)
+    orders = models.IntegerField(_("订单"), default=0)
+    gmv_fen = models.BigIntegerField(_("成交额(分)"), default=0)
+    last_order_day = models.DateField(_("最近下单日"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("会员累计事实")
+        verbose_name_plural = _("会员累计事实")
+        constraints = [models.UniqueConstraint(fields=["tenant", "member_id"], name="analytics_member_summary_unique")]
+        # the RFM cut points are read by offset along these, the count rules filter on them (plain
+        # indexes: a planner without statistics, SQLite's on a new table, picks them unambiguously)
+        indexes = [models.Index(fields=["tenant", "last_order_day"], name="analytics_summary_recency_idx"),
+                   models.Index(fields=["tenant", "orders"], name="analytics_summary_orders_idx"),
+                   models.Index(fields=["tenant", "gmv_fen"], name="analytics_summary_gmv_idx"),
+                   models.Index(fields=["tenant", "active_days"], name="analytics_summary_active_idx")]
+
+
+class MemberHabit(TenantOwned):
+    """One member's habits over the messages of the 30 days before ``computed_at``: ``hours`` = the
+    local hours with a message (bit ``h`` set for hour ``h``), ``group_id`` = the group where the
+    member sent the most (ties: the smaller id; 0 = no message in a group). Members without a message
+    in the window have no row. Written by ``segments.do_refresh_habits`` (the one writer, every 5
+    minutes), so the segments' habit conditions read an indexed table instead of a month of events."""
+
+    member_id = models.BigIntegerField(_("会员"))
+    hours = models.IntegerField(_("活跃时段 (位)"), default=0)
+    group_id = models.BigIntegerField(_("常驻群"), default=0)
+    computed_at = models.DateTimeField(_("计算时间"))
+
+    class Meta:
+        verbose_name = _("会员习惯")
+        verbose_name_plural = _("会员习惯")
+        constraints = [models.UniqueConstraint(fields=["tenant", "member_id"], name="analytics_member_habit_unique")]
+        indexes = [models.Index(fields=["tenant", "group_id"], name="analytics_habit_group_idx")]
+
+
 class CohortCell(TenantOwned):
     """One cell of the cohort table: the members whose first join fell in ``cohort`` (a week's Monday
     or a month's first day, ``grain``) who were active in ``period``, and their paid GMV there. The

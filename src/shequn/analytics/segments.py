@@ -23,9 +23,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from django.db import transaction
-from django.db.models import Count, Max, Q, Sum
-from django.db.models.functions import ExtractHour
+from django.db import connection, transaction
+from django.db.models import Count, F, Q, QuerySet, Sum
+from django.db.models.functions import ExtractHour, Power
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -38,7 +38,7 @@ from shequn.core.permissions import Principal
 from shequn.core.services import do_audit
 from shequn.members.models import LifecycleStage, Member, MemberTag, Tag
 
-from .models import MemberDay, Segment
+from .models import MemberHabit, MemberSummary, Segment
 from .services import tenant_zone
 
 HABIT_WINDOW = dt.timedelta(days=30)
@@ -57,27 +57,72 @@ class Rfm:
     m: int
 
 
-def _quintiles(values: Mapping[int, float]) -> dict[int, int]:
-    """Score 1–5 by quintile of ascending value: ⌈5 · (share of values ≤ v)⌉, so the best value
-    always scores 5 and equal values share a score."""
-    n = len(values)
-    ordered = sorted(values.values())
-    at_most: dict[float, int] = {}
-    for i, v in enumerate(ordered):
-        at_most[v] = i + 1
-    return {k: -(-at_most[v] * 5 // n) for k, v in values.items()}
+#: the lifetime facts of a member, one row each (``MemberSummary``, the sums of the member-day facts)
+_RFM_COLUMNS = ("last_order_day", "orders", "gmv_fen")
 
 
-def rfm_scores(tenant_id: int, *, today: dt.date | None = None) -> dict[int, Rfm]:
-    """Every buyer's R, F, M and their 1–5 scores (one grouped query over the member-day facts)."""
+@dataclass(frozen=True)
+class RfmCuts:
+    """The quintile cut points of the tenant's buyers now. By quintile, a value ``v`` of ``n`` buyers
+    scores ⌈5 · c(v) / n⌉ with ``c(v)`` = the buyers with a value ≤ v (the best value scores 5, equal
+    values share a score). Sorted ascending, the smallest value scoring ≥ k is the one at position
+    ⌊(k − 1) · n / 5⌋ (0-based): so a score is the number of cut points at or below the value, plus
+    one, and "R ≥ 4" is "last order on or after the cut". Recency is the last order day (fewer days
+    since it are better); days after today count as today, as ``max(0, today − last)`` does."""
+
+    today: dt.date
+    #: per column of :data:`_RFM_COLUMNS`, score (2..5) → the least value scoring at least that
+    #: (empty: no buyer)
+    cuts: Mapping[str, Mapping[int, Any]]
+
+    def score(self, column: str, value: Any) -> int:
+        """The score of ``value`` (needs the cut points of every score)."""
+        return 1 + sum(1 for c in self.cuts[column].values() if value >= c)
+
+    def rfm(self, last: dt.date, orders: int, gmv_fen: int) -> Rfm:
+        last = min(last, self.today)
+        return Rfm(max(0, (self.today - last).days), orders, gmv_fen, self.score("last_order_day", last),
+                   self.score("orders", orders), self.score("gmv_fen", gmv_fen))
+
+
+def _buyers(tenant_id: int) -> Any:
+    return MemberSummary.objects.filter(tenant_id=tenant_id, orders__gt=0)
+
+
+def rfm_cuts(tenant_id: int, *, today: dt.date | None = None, columns: Iterable[str] = _RFM_COLUMNS,
+             scores: Iterable[int] = (2, 3, 4, 5)) -> RfmCuts:
+    """The cut points of ``columns`` for ``scores`` (the others are left out): a count of the buyers,
+    then one indexed ``ORDER BY … LIMIT 1 OFFSET`` per cut point."""
     today = today or timezone.now().astimezone(tenant_zone(tenant_id)).date()
-    rows = (MemberDay.objects.filter(tenant_id=tenant_id, orders__gt=0).values("member_id")
-            .annotate(last=Max("day"), n=Sum("orders"), gmv=Sum("gmv_fen")))
-    raw = {r["member_id"]: (max(0, (today - r["last"]).days), int(r["n"]), int(r["gmv"] or 0)) for r in rows}
-    r = _quintiles({k: -v[0] for k, v in raw.items()})  # fewer days since the last order scores higher
-    f = _quintiles({k: v[1] for k, v in raw.items()})
-    m = _quintiles({k: v[2] for k, v in raw.items()})
-    return {k: Rfm(v[0], v[1], v[2], r[k], f[k], m[k]) for k, v in raw.items()}
+    n = _buyers(tenant_id).count()
+    wanted = sorted(set(scores))
+    cuts: dict[str, dict[int, Any]] = {}
+    lifetime = MemberSummary.objects.filter(tenant_id=tenant_id)
+    # each a range of one index: a buyer is a row with a last order day (the R order) or orders > 0
+    # (F); for M, the rows of members who never bought all have 0 GMV, the least there is, so the
+    # buyers' i-th value is the (i + those rows)-th of every row
+    ordered = {"last_order_day": (lifetime.filter(last_order_day__isnull=False), 0),
+               "orders": (_buyers(tenant_id), 0)}
+    if "gmv_fen" in columns and n:
+        ordered["gmv_fen"] = (lifetime, lifetime.filter(orders=0).count())
+    for column in columns:
+        cuts[column] = {}
+        for k in wanted if n else ():
+            rows, skip = ordered[column]
+            value = rows.order_by(column).values_list(column, flat=True)[skip + (k - 1) * n // 5]
+            cuts[column][k] = min(value, today) if column == "last_order_day" else value
+    return RfmCuts(today, cuts)
+
+
+def rfm_scores(tenant_id: int, *, today: dt.date | None = None, member_ids: Any = None) -> dict[int, Rfm]:
+    """The R, F, M and 1–5 scores of every buyer (or of the buyers among ``member_ids``, a set or a
+    subquery of ids), from the members' lifetime rows and the cut points."""
+    cuts = rfm_cuts(tenant_id, today=today)
+    rows = _buyers(tenant_id)
+    if member_ids is not None:
+        rows = rows.filter(member_id__in=member_ids)
+    return {mid: cuts.rfm(last, orders, gmv) for mid, last, orders, gmv in
+            rows.values_list("member_id", *_RFM_COLUMNS).iterator(chunk_size=5000)}
 
 
 # -- rules ----------------------------------------------------------------------------------------
@@ -165,12 +210,10 @@ def check_rule(tenant_id: int, data: Mapping[str, Any]) -> Rule:
     return Rule(**values)
 
 
-def _since(tenant_id: int) -> dt.datetime:
-    return timezone.now() - HABIT_WINDOW
-
-
-def segment_member_ids(tenant_id: int, rule: Rule) -> set[int]:
-    """The members matching ``rule`` now (tenant-scoped; merged-away and erased members excluded)."""
+def _members(tenant_id: int, rule: Rule) -> tuple[QuerySet[Member], bool]:
+    """The members matching ``rule`` as one query — the lifetime conditions (orders, active days, RFM)
+    are subqueries over the members' lifetime rows, the habits over the stored habits when they are
+    fresh — and whether the habits are still to be applied (computed live from the events)."""
     members = Member.objects.filter(tenant_id=tenant_id, merged_into__isnull=True, erased_at__isnull=True)
     if rule.lifecycle_stage:
         members = members.filter(lifecycle_stage=rule.lifecycle_stage)
@@ -189,47 +232,122 @@ def segment_member_ids(tenant_id: int, rule: Rule) -> set[int]:
         members = members.exclude(pk__in=TierGrant.objects.filter(
             tenant_id=tenant_id, status=TierGrant.Status.ACTIVE, product__tier_code=rule.exclude_tier_code)
             .values("member_id"))
-    ids = set(members.values_list("pk", flat=True))
-    if any(getattr(rule, n) is not None for n in _SCORES):
-        scores = rfm_scores(tenant_id)
-        ids = {m for m in ids if (s := scores.get(m)) is not None
-               and s.r >= (rule.min_recency or 1) and s.f >= (rule.min_frequency or 1)
-               and s.m >= (rule.min_monetary or 1)}
-    if rule.min_orders or rule.max_orders is not None:
-        orders = dict(MemberDay.objects.filter(tenant_id=tenant_id, orders__gt=0).values("member_id")
-                      .annotate(n=Sum("orders")).values_list("member_id", "n"))
-        lo, hi = rule.min_orders or 0, rule.max_orders
-        ids = {m for m in ids if orders.get(m, 0) >= lo and (hi is None or orders.get(m, 0) <= hi)}
+    # the lifetime conditions as one filter of the member's row (one semi-join): a member without a
+    # row has no order, no active day and no score, so fails every condition but an upper bound
+    lifetime: dict[str, Any] = {}
+    wanted = {c: getattr(rule, n) for c, n in zip(_RFM_COLUMNS, _SCORES, strict=True) if getattr(rule, n) is not None}
+    if wanted:  # buyers only: members who never bought have no score
+        cuts = rfm_cuts(tenant_id, columns=wanted, scores={k for k in wanted.values() if k > 1})
+        lifetime["orders__gt"] = 0
+        lifetime.update({f"{column}__gte": cuts.cuts[column][k] for column, k in wanted.items() if k > 1})
+    if rule.min_orders:
+        lifetime["orders__gte"] = rule.min_orders
     if rule.min_active_days:
-        days = dict(MemberDay.objects.filter(tenant_id=tenant_id, active=True).values("member_id")
-                    .annotate(n=Count("day", distinct=True)).filter(n__gte=rule.min_active_days)
-                    .values_list("member_id", "n"))
-        ids &= set(days)
+        lifetime["active_days__gte"] = rule.min_active_days
+    rows = MemberSummary.objects.filter(tenant_id=tenant_id)
+    if lifetime:
+        if rule.max_orders is not None:
+            lifetime["orders__lte"] = rule.max_orders
+        members = members.filter(pk__in=rows.filter(**lifetime).values("member_id"))
+    elif rule.max_orders is not None:  # members without a row have 0 orders: they match
+        members = members.exclude(pk__in=rows.filter(orders__gt=rule.max_orders).values("member_id"))
+    if not _habits(rule):
+        return members, False
+    stored = _stored_habits(tenant_id)
+    if stored is None:
+        return members, True
     if rule.active_hour_from is not None and rule.active_hour_to is not None:
-        ids &= _active_at_hours(tenant_id, rule.active_hour_from, rule.active_hour_to)
+        mask = sum(1 << h for h in _hours(rule.active_hour_from, rule.active_hour_to))
+        members = members.filter(pk__in=stored.annotate(hit=F("hours").bitand(mask)).filter(hit__gt=0)
+                                 .values("member_id"))
     if rule.preferred_group_id:
+        members = members.filter(pk__in=stored.filter(group_id=rule.preferred_group_id).values("member_id"))
+    return members, False
+
+
+def _habits(rule: Rule) -> bool:
+    return (rule.active_hour_from is not None and rule.active_hour_to is not None) or bool(rule.preferred_group_id)
+
+
+def segment_member_ids(tenant_id: int, rule: Rule) -> set[int]:
+    """The members matching ``rule`` now (tenant-scoped; merged-away and erased members excluded)."""
+    members, live = _members(tenant_id, rule)
+    ids = set(members.values_list("pk", flat=True))
+    if live and rule.active_hour_from is not None and rule.active_hour_to is not None:
+        ids &= _active_at_hours(tenant_id, rule.active_hour_from, rule.active_hour_to)
+    if live and rule.preferred_group_id:
         ids &= _preferring(tenant_id, rule.preferred_group_id)
     return ids
 
 
-def _messages(tenant_id: int) -> Any:
+def segment_count(tenant_id: int, rule: Rule) -> int:
+    """How many members match ``rule`` now: counted by the database (unless the habits are live)."""
+    members, live = _members(tenant_id, rule)
+    return len(segment_member_ids(tenant_id, rule)) if live else members.count()
+
+
+# -- habits ---------------------------------------------------------------------------------------
+
+#: stored habits older than this are not read (the refresh runs every 5 minutes; three missed runs
+#: mean it is failing): the habits are then computed from the events, as before the first refresh
+HABITS_STALE_AFTER = dt.timedelta(minutes=15)
+
+
+def _messages(tenant_id: int, now: dt.datetime | None = None) -> Any:
     return ActivityEvent.objects.filter(tenant_id=tenant_id, kind__in=MESSAGE_KINDS, member_id__isnull=False,
-                                        occurred_at__gte=_since(tenant_id))
+                                        occurred_at__gte=(now or timezone.now()) - HABIT_WINDOW)
+
+
+def _hours(start: int, end: int) -> list[int]:
+    return list(range(start, end + 1)) if start <= end else [*range(start, 24), *range(0, end + 1)]
 
 
 def _active_at_hours(tenant_id: int, start: int, end: int) -> set[int]:
-    hours = list(range(start, end + 1)) if start <= end else [*range(start, 24), *range(0, end + 1)]
     return set(_messages(tenant_id).annotate(h=ExtractHour("occurred_at", tzinfo=tenant_zone(tenant_id)))
-               .filter(h__in=hours).values_list("member_id", flat=True).distinct())
+               .filter(h__in=_hours(start, end)).values_list("member_id", flat=True).distinct())
 
 
 def _preferring(tenant_id: int, group_id: int) -> set[int]:
-    best: dict[int, tuple[int, int]] = {}
-    for mid, gid, n in (_messages(tenant_id).filter(group_id__isnull=False).values("member_id", "group_id")
-                        .annotate(n=Count("pk")).values_list("member_id", "group_id", "n")):
-        if mid not in best or (n, -gid) > (best[mid][1], -best[mid][0]):
-            best[mid] = (gid, n)
-    return {mid for mid, (gid, _n) in best.items() if gid == group_id}
+    return {mid for mid, gid in _preferred_groups(tenant_id).items() if gid == group_id}
+
+
+def _preferred_groups(tenant_id: int, now: dt.datetime | None = None) -> dict[int, int]:
+    """Each member's group with the most messages in the window (ties: the smaller group id)."""
+    counts = (_messages(tenant_id, now).filter(group_id__isnull=False).values("member_id", "group_id")
+              .annotate(n=Count("pk")).order_by())
+    sql, params = counts.query.sql_with_params()
+    with connection.cursor() as cursor:  # the first of each member's groups by count: one grouped scan
+        cursor.execute("SELECT member_id, group_id FROM (SELECT member_id, group_id, ROW_NUMBER() OVER ("  # noqa: S608 (the ORM's SQL, values bound)
+                       f"PARTITION BY member_id ORDER BY n DESC, group_id) AS r FROM ({sql}) c) ranked WHERE r = 1",
+                       params)
+        return dict(cursor.fetchall())
+
+
+def _stored_habits(tenant_id: int) -> QuerySet[MemberHabit] | None:
+    """The tenant's stored habits, or None when there are none fresh. Each refresh writes a marker
+    row (``member_id`` 0, no hour, no group), so a tenant without messages still has a fresh refresh."""
+    since = timezone.now() - HABITS_STALE_AFTER
+    rows = MemberHabit.objects.filter(tenant_id=tenant_id)
+    return rows if rows.filter(member_id=0, computed_at__gte=since).exists() else None
+
+
+def do_refresh_habits(tenant_id: int, *, now: dt.datetime | None = None) -> int:
+    """Store every member's habits as of ``now`` (:class:`MemberHabit`: the local hours of their
+    messages of the last 30 days as bits, and their preferred group — what the live conditions
+    compute) and replace the tenant's rows in one transaction. Run by ``analytics.tasks.refresh_habits``
+    every 5 minutes; returns the members with a row."""
+    now = now or timezone.now()
+    zone = tenant_zone(tenant_id)
+    hours = dict(_messages(tenant_id, now).values("member_id").annotate(
+        bits=Sum(Power(2, ExtractHour("occurred_at", tzinfo=zone)), distinct=True)).values_list("member_id", "bits"))
+    groups = _preferred_groups(tenant_id, now)
+    rows = [MemberHabit(tenant_id=tenant_id, member_id=0, hours=0, group_id=0, computed_at=now)]
+    rows += [MemberHabit(tenant_id=tenant_id, member_id=mid, hours=int(hours.get(mid) or 0),
+                         group_id=groups.get(mid, 0), computed_at=now) for mid in sorted(set(hours) | set(groups))]
+    with transaction.atomic():
+        MemberHabit.objects.filter(tenant_id=tenant_id).delete()
+        MemberHabit.objects.bulk_create(rows, batch_size=5000)
+    return len(rows) - 1
 
 
 def segments(tenant_id: int) -> Any:
@@ -243,13 +361,23 @@ def get_segment(tenant_id: int, segment_id: int) -> Segment:
     return seg
 
 
-def segment_members(tenant_id: int, segment_id: int) -> list[dict[str, Any]]:
-    """The members of a saved segment with their RFM, for the list and the export (phones masked)."""
-    ids = segment_member_ids(tenant_id, Rule.of(get_segment(tenant_id, segment_id)))
-    scores = rfm_scores(tenant_id)
+def segment_members(tenant_id: int, segment_id: int, *, offset: int = 0, limit: int | None = None
+                    ) -> list[dict[str, Any]]:
+    """The members of a saved segment in id order with their RFM, for the list (a window of
+    ``limit`` from ``offset``) and the export (all; phones masked)."""
+    rule = Rule.of(get_segment(tenant_id, segment_id))
+    end = None if limit is None else offset + limit
+    columns = ("pk", "display_name", "phone", "lifecycle_stage")
+    members, live = _members(tenant_id, rule)
+    if live:
+        ids = sorted(segment_member_ids(tenant_id, rule))[offset:end]
+        rows = [r for i in range(0, len(ids), 1000) for r in Member.objects.filter(
+            tenant_id=tenant_id, pk__in=ids[i:i + 1000]).order_by("pk").values_list(*columns)]
+    else:
+        rows = list(members.order_by("pk")[offset:end].values_list(*columns))
+    scores = rfm_scores(tenant_id, member_ids=[r[0] for r in rows]) if len(rows) <= 1000 else rfm_scores(tenant_id)
     out = []
-    for mid, name, phone, stage in (Member.objects.filter(tenant_id=tenant_id, pk__in=ids).order_by("pk")
-                                    .values_list("pk", "display_name", "phone", "lifecycle_stage").iterator()):
+    for mid, name, phone, stage in rows:
         s = scores.get(mid)
         out.append({"member_id": mid, "display_name": name, "phone": mask_phone(phone),
                     "lifecycle_stage": str(LifecycleStage(stage).label) if stage in LifecycleStage.values else stage,
@@ -361,5 +489,5 @@ def audience_choices(tenant_id: int) -> list[tuple[int, str]]:
 def count_by_segment(tenant_id: int, segment_ids: Iterable[int]) -> dict[int, int]:
     """Live counts for a list page."""
     by_id = {s.pk: s for s in Segment.objects.filter(tenant_id=tenant_id, pk__in=list(segment_ids))}
-    return {pk: len(segment_member_ids(tenant_id, Rule.of(s))) for pk, s in by_id.items()}
+    return {pk: segment_count(tenant_id, Rule.of(s)) for pk, s in by_id.items()}
 

@@ -1,6 +1,6 @@
 """Scheduled work of the analytics app: recompute the day buckets the activity consumer and the order
-listener marked dirty, evaluate the health rules, and store the health figures and the referral forest that the
-dashboards read."""
+listener marked dirty, evaluate the health rules, and store the health figures, the referral forest
+and the members' habits that the dashboards and segments read."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from django.tasks import task
 
 from shequn.core.models import Tenant
 
-from . import figures, health, reach, services
+from . import figures, health, reach, segments, services
 
 
 @cron("* * * * *")
@@ -57,4 +57,13 @@ def refresh_formula() -> int:
     community, campaign and channel) for the windows the console home and the API read; returns the
     rows written."""
     return sum(figures.do_refresh_formula(tenant_id)
+               for tenant_id in Tenant.objects.filter(is_active=True).values_list("pk", flat=True))
+
+
+@cron("*/5 * * * *")
+@task(queue_name="engines")
+def refresh_habits() -> int:
+    """Every 5 minutes: store every tenant's member habits (``MemberHabit``: active hours and preferred
+    group over the last 30 days) that the segments' habit conditions read; returns the members."""
+    return sum(segments.do_refresh_habits(tenant_id)
                for tenant_id in Tenant.objects.filter(is_active=True).values_list("pk", flat=True))

@@ -145,7 +145,7 @@ def segment_edit(request: HttpRequest, segment_id: int | None = None) -> HttpRes
         else:
             messages.success(request, _("已保存人群 %(name)s") % {"name": saved.name})
             return HttpResponseRedirect(reverse("console:segments"))
-    count = len(segments.segment_member_ids(tenant_id, segments.Rule.of(seg))) if seg and not error else None
+    count = segments.segment_count(tenant_id, segments.Rule.of(seg)) if seg and not error else None
     rfm_fields = [{"field": f, "label": label, "value": _as_int(values.get(f))} for f, label in (
         ("min_recency", _("最近购买 R ≥")), ("min_frequency", _("购买频次 F ≥")), ("min_monetary", _("消费金额 M ≥")))]
     return render(request, "console/segment_edit.html", _context(
@@ -168,7 +168,7 @@ def segment_count(request: HttpRequest) -> HttpResponse:
     except ShequnError as exc:
         return render(request, "console/_segment_count.html", {"error": exc.message})
     return render(request, "console/_segment_count.html",
-                  {"count": len(segments.segment_member_ids(tenant_id, rule))})
+                  {"count": segments.segment_count(tenant_id, rule)})
 
 
 def segment_export(request: HttpRequest, segment_id: int, fmt: str) -> HttpResponse:

@@ -24,7 +24,9 @@ from shequn.analytics.models import (
     MemberDay,
     MemberJourney,
     MemberPeriod,
+    MemberSummary,
 )
+from shequn.commerce.models import Order
 from shequn.core.models import Tenant
 
 from .world import ZONE, at, click, event, ingest, make_world, notify, pay, refund
@@ -40,7 +42,8 @@ def snapshot(tenant_id: int) -> dict[str, Any]:
 
     return {"rollups": rows(DailyRollup, ()), "member_days": rows(MemberDay, ()),
             "journeys": rows(MemberJourney, ()), "member_periods": rows(MemberPeriod, ()),
-            "daily_distinct": rows(DailyDistinct, ()), "cohort_cells": rows(CohortCell, ())}
+            "daily_distinct": rows(DailyDistinct, ()), "cohort_cells": rows(CohortCell, ()),
+            "member_summaries": rows(MemberSummary, ())}
 
 
 def cells_from_scratch(periods: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -85,6 +88,22 @@ def periods_from_scratch(tenant_id: int) -> list[tuple[Any, ...]]:
             row[3] += gmv
     return sorted((grain, period, member, services.period_start(joined[member], grain) if member in joined else None,
                    *row) for (grain, period, member), row in sums.items())
+
+
+def summaries_from_scratch(tenant_id: int) -> list[tuple[Any, ...]]:
+    """Each member's lifetime row computed directly from the member-day rows: days with facts, days
+    with an active row, orders, GMV and the last day with orders."""
+    days: dict[int, dict[Any, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0, 0]))
+    for day, member, active, orders, gmv in MemberDay.objects.filter(tenant_id=tenant_id).values_list(
+            "day", "member_id", "active", "orders", "gmv_fen"):
+        row = days[member][day]
+        row[0] += active
+        row[1] += orders
+        row[2] += gmv
+    return sorted((member, len(by_day), sum(1 for a, _o, _g in by_day.values() if a),
+                   sum(o for _a, o, _g in by_day.values()), sum(g for _a, _o, g in by_day.values()),
+                   max((d for d, (_a, o, _g) in by_day.items() if o), default=None))
+                  for member, by_day in days.items())
 
 
 OPS = st.lists(st.one_of(
@@ -151,10 +170,14 @@ def test_incremental_rollups_equal_rebuild_and_an_independent_count(db: None, op
     assert incremental["member_periods"] == periods_from_scratch(tenant.pk)
     assert incremental["daily_distinct"] == distinct_from_scratch(tenant.pk)
     assert incremental["cohort_cells"] == cells_from_scratch(incremental["member_periods"])
+    assert incremental["member_summaries"] == summaries_from_scratch(tenant.pk)
     services.do_rebuild(tenant.pk)
     assert snapshot(tenant.pk) == incremental
     DailyDistinct.objects.filter(tenant=tenant).delete()  # what migration 0008 fills from the facts
     services.do_fill_daily_distinct(tenant.pk)
+    assert snapshot(tenant.pk) == incremental
+    MemberSummary.objects.filter(tenant=tenant).delete()  # what migration 0011 fills from the facts
+    services.do_fill_member_summaries(tenant.pk)
     assert snapshot(tenant.pk) == incremental
 
     totals = DailyRollup.objects.filter(tenant=tenant).aggregate(
@@ -238,3 +261,26 @@ def test_a_click_moves_the_attribution_of_a_day_that_held_only_a_leave(tenant: T
     assert DailyRollup.objects.get(tenant=tenant, day=at(0).date()).campaign == "双11"
     services.do_rebuild(tenant.pk)
     assert snapshot(tenant.pk) == incremental
+
+
+def test_a_day_that_loses_its_orders_moves_the_last_order_day_back(tenant: Tenant) -> None:
+    """The lifetime row's last order day only moves forward on a new order; when the orders of that
+    very day go (here: the paid order is unpaid again and the day recomputed) it is read again."""
+    w = make_world(tenant)
+    pay(w, 0, 1000, at(1))
+    late = pay(w, 0, 2000, at(3))
+    ingest(w, [event(w, "message", 0, 0, at(3, 11))])
+    services.do_refresh(tenant.pk)
+    row = MemberSummary.objects.get(tenant=tenant, member_id=w.members[0].pk)
+    assert (row.orders, row.gmv_fen, row.last_order_day, row.days, row.active_days) == (2, 3000, at(3).date(), 2, 2)
+    Order.objects.filter(pk=late.pk).update(paid_at=None)
+    services.do_mark_dirty(tenant.pk, [at(3).date()])
+    services.do_refresh(tenant.pk)
+    row.refresh_from_db()
+    assert (row.orders, row.gmv_fen, row.last_order_day, row.days, row.active_days) == (1, 1000, at(1).date(), 2, 2)
+    assert snapshot(tenant.pk)["member_summaries"] == summaries_from_scratch(tenant.pk)
+    Order.objects.filter(tenant=tenant).update(paid_at=None)
+    ActivityEvent.objects.filter(tenant=tenant).delete()
+    services.do_mark_dirty(tenant.pk, [at(1).date(), at(3).date()])
+    services.do_refresh(tenant.pk)
+    assert not MemberSummary.objects.filter(tenant=tenant).exists()  # no member-day row left: no row

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import random
 
 import pytest
 from django.utils import timezone
 from openpyxl import load_workbook
 
+from shequn.activity.models import ActivityEvent
 from shequn.analytics import segments, services
+from shequn.analytics.models import MemberDay, MemberHabit, MemberSummary
 from shequn.analytics.segments import Rule
 from shequn.commerce.models import Coupon, CouponTemplate, Product, ProductKind, TierInvitation
 from shequn.communities.models import CommunityRole, RoleAssignment
@@ -151,3 +154,70 @@ def test_api_segments_strict_idempotent_isolated_exportable(w, other_tenant, mak
     foreign = theirs.post(f"{URL}/count", {"tag_id": Tag.objects.create(tenant=w.tenant, name="t").pk})
     assert foreign.status_code == 422 and foreign.json()["details"] == {"field": "tag_id"}
     assert make_client(w.tenant, ["analytics.read"]).post(URL, {"name": "y"}).status_code == 403
+
+
+def _quintiles(values: dict[int, float]) -> dict[int, int]:
+    """The definition: ⌈5 · (share of values ≤ v)⌉ (the code it replaced, kept as the reference)."""
+    n = len(values)
+    ordered = sorted(values.values())
+    at_most = {v: i + 1 for i, v in enumerate(ordered)}
+    return {k: -(-at_most[v] * 5 // n) for k, v in values.items()}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_rfm_cut_points_equal_the_quintile_definition(tenant, seed):
+    """Scores and RFM conditions read through the cut points equal the quintile scores computed
+    from every buyer's member-day sums, ties and a last order after "today" included."""
+    rng = random.Random(seed)
+    w = make_world(tenant, n_members=rng.randrange(1, 40))
+    today = timezone.now().astimezone(services.tenant_zone(tenant.pk)).date()
+    rows = []
+    for m in w.members:
+        for d in rng.sample(range(-2, 30), rng.randrange(0, 4)):
+            orders = rng.choice([0, 0, 1, 2])
+            rows.append(MemberDay(tenant=tenant, member_id=m.pk, day=today - dt.timedelta(days=d), active=True,
+                                  orders=orders, gmv_fen=orders * rng.choice([0, 100, 990, 5000])))
+    MemberDay.objects.bulk_create(rows)
+    services.do_fill_member_summaries(tenant.pk)
+    sums: dict[int, list] = {}
+    for r in rows:
+        if r.orders:
+            s = sums.setdefault(r.member_id, [r.day, 0, 0])
+            s[0], s[1], s[2] = max(s[0], r.day), s[1] + r.orders, s[2] + r.gmv_fen
+    raw = {m: (max(0, (today - last).days), n, g) for m, (last, n, g) in sums.items()}
+    r_, f_, m_ = (_quintiles({k: key(v) for k, v in raw.items()}) for key in (
+        lambda v: -v[0], lambda v: v[1], lambda v: v[2]))
+    expected = {k: segments.Rfm(*v, r_[k], f_[k], m_[k]) for k, v in raw.items()}
+    assert segments.rfm_scores(tenant.pk) == expected
+    assert MemberSummary.objects.filter(tenant=tenant, orders__gt=0).count() == len(expected)
+    for k in range(1, 6):
+        for name, score in (("min_recency", r_), ("min_frequency", f_), ("min_monetary", m_)):
+            got = segments.segment_member_ids(tenant.pk, Rule(**{name: k}))
+            assert got == {m for m, s in score.items() if s >= k}, (name, k)
+            assert segments.segment_count(tenant.pk, Rule(**{name: k})) == len(got)
+        both = Rule(min_recency=k, min_monetary=6 - k)
+        assert segments.segment_member_ids(tenant.pk, both) == {
+            m for m in expected if r_[m] >= k and m_[m] >= 6 - k}
+
+
+def test_stored_habits_equal_the_live_ones_and_are_read_while_fresh(w):
+    """``do_refresh_habits`` stores what the live conditions compute at that moment; the rules read the
+    stored rows while they are fresh (here: even after the events are gone) and the events again
+    once they are stale."""
+    t = w.tenant.pk
+    ingest(w, [event(w, "message", 0, 0, ago(2, 3)), event(w, "message", 0, 1, ago(2, 5)),
+               event(w, "message", 0, 1, ago(1, 7)), event(w, "message", 2, 0, ago(0, 2)),
+               event(w, "message", 4, 1, ago(3, 2)), event(w, "message", 4, 0, ago(3, 4))])
+    services.do_refresh(t)
+    rules = [Rule(active_hour_from=h, active_hour_to=(h + span) % 24) for h in range(24) for span in (0, 3, 20)]
+    rules += [Rule(preferred_group_id=g.pk) for g in w.groups]
+    rules += [Rule(preferred_group_id=w.groups[1].pk, active_hour_from=0, active_hour_to=12, max_orders=0)]
+    live = [segments.segment_member_ids(t, r) for r in rules]
+    assert any(live) and not all(live)
+    assert segments.do_refresh_habits(t) == 4  # m0, m2, m3 (the fixture's messages), m4
+    assert [segments.segment_member_ids(t, r) for r in rules] == live
+    assert [segments.segment_count(t, r) for r in rules] == [len(x) for x in live]
+    ActivityEvent.objects.filter(tenant=w.tenant).delete()
+    assert [segments.segment_member_ids(t, r) for r in rules] == live  # the stored rows
+    MemberHabit.objects.filter(tenant=w.tenant).update(computed_at=timezone.now() - dt.timedelta(minutes=16))
+    assert all(segments.segment_member_ids(t, r) == set() for r in rules)  # stale: the events, now none
