@@ -288,9 +288,9 @@ def segment_count(tenant_id: int, rule: Rule) -> int:
 
 # -- habits ---------------------------------------------------------------------------------------
 
-#: stored habits older than this are not read (the refresh runs every 5 minutes; three missed runs
+#: stored habits older than this are not read (the refresh runs every 15 minutes; three missed runs
 #: mean it is failing): the habits are then computed from the events, as before the first refresh
-HABITS_STALE_AFTER = dt.timedelta(minutes=15)
+HABITS_STALE_AFTER = dt.timedelta(minutes=45)
 
 
 def _messages(tenant_id: int, now: dt.datetime | None = None) -> Any:
@@ -335,7 +335,7 @@ def do_refresh_habits(tenant_id: int, *, now: dt.datetime | None = None) -> int:
     """Store every member's habits as of ``now`` (:class:`MemberHabit`: the local hours of their
     messages of the last 30 days as bits, and their preferred group — what the live conditions
     compute) and replace the tenant's rows in one transaction. Run by ``analytics.tasks.refresh_habits``
-    every 5 minutes; returns the members with a row."""
+    every 15 minutes; returns the members with a row."""
     now = now or timezone.now()
     zone = tenant_zone(tenant_id)
     hours = dict(_messages(tenant_id, now).values("member_id").annotate(
