@@ -140,7 +140,7 @@ def main() -> None:
     print(f"formula figures refresh ({stored} rows: tenant-wide and per community, campaign, channel × 2 "
           f"periods): {(time.perf_counter() - t) * 1e3:.0f} ms", flush=True)
 
-    # 3e. the stored habits (what analytics.tasks.refresh_habits does every 5 minutes)
+    # 3e. the stored habits (what analytics.tasks.refresh_habits does every 15 minutes)
     t = time.perf_counter()
     stored = segments.do_refresh_habits(tenant.pk)
     print(f"habits refresh ({stored:,} members: active hours and preferred group over 30 days): "

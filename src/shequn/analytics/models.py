@@ -213,7 +213,7 @@ class MemberHabit(TenantOwned):
     """One member's habits over the messages of the 30 days before ``computed_at``: ``hours`` = the
     local hours with a message (bit ``h`` set for hour ``h``), ``group_id`` = the group where the
     member sent the most (ties: the smaller id; 0 = no message in a group). Members without a message
-    in the window have no row. Written by ``segments.do_refresh_habits`` (the one writer, every 5
+    in the window have no row. Written by ``segments.do_refresh_habits`` (the one writer, every 15
     minutes), so the segments' habit conditions read an indexed table instead of a month of events."""
 
     member_id = models.BigIntegerField(_("会员"))

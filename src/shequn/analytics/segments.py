@@ -2,18 +2,21 @@
 evaluated live; and what a segment is used for — a coupon grant, a tier invitation, the audience of
 an SOP schedule (through the audience registry of members, filled in ``shequn.wiring``).
 
-**RFM** (from the member-day facts, so from paid orders): among the tenant's buyers, R = days since
-the last paid order (fewer is better), F = paid orders, M = paid GMV in fen; each is scored 1–5 by
-quintile (5 = the best fifth). Equal values share a score. Members who never bought have no score
-and match no RFM condition.
+**RFM** (from the members' lifetime rows, ``MemberSummary`` — the sums of the member-day facts, so
+of paid orders): among the tenant's buyers, R = days since the last paid order (fewer is better),
+F = paid orders, M = paid GMV in fen; each is scored 1–5 by quintile (5 = the best fifth). Equal
+values share a score. Members who never bought have no score and match no RFM condition. A score
+is read as a comparison with the quintile cut points (:class:`RfmCuts`).
 
 **Habits**: active hours = the local hour of the member's messages in the last 30 days (any message
 in the window ``from``..``to`` inclusive, wrapping past midnight when ``from > to``); preferred group
 = the group where the member sent the most messages in the last 30 days; purchase = a paid order line
-of the product. Lifetime orders and active days come from the member-day facts.
+of the product. Lifetime orders and active days come from the lifetime rows; the habits from
+``MemberHabit`` (stored every 15 minutes) while fresh, else from the events.
 
-Every blank field of a rule matches everyone; the filled ones are combined with AND. Membership is
-computed on each read, so a member's new order, tag or role moves them in or out at once."""
+Every blank field of a rule matches everyone; the filled ones are combined with AND, in one query
+over the members. Membership is computed on each read, so a member's new tag or role moves them in
+or out at once, and a new order or activity as soon as its day is refreshed."""
 
 from __future__ import annotations
 
@@ -288,9 +291,9 @@ def segment_count(tenant_id: int, rule: Rule) -> int:
 
 # -- habits ---------------------------------------------------------------------------------------
 
-#: stored habits older than this are not read (the refresh runs every 5 minutes; three missed runs
+#: stored habits older than this are not read (the refresh runs every 15 minutes; three missed runs
 #: mean it is failing): the habits are then computed from the events, as before the first refresh
-HABITS_STALE_AFTER = dt.timedelta(minutes=15)
+HABITS_STALE_AFTER = dt.timedelta(minutes=45)
 
 
 def _messages(tenant_id: int, now: dt.datetime | None = None) -> Any:
@@ -335,7 +338,7 @@ def do_refresh_habits(tenant_id: int, *, now: dt.datetime | None = None) -> int:
     """Store every member's habits as of ``now`` (:class:`MemberHabit`: the local hours of their
     messages of the last 30 days as bits, and their preferred group — what the live conditions
     compute) and replace the tenant's rows in one transaction. Run by ``analytics.tasks.refresh_habits``
-    every 5 minutes; returns the members with a row."""
+    every 15 minutes; returns the members with a row."""
     now = now or timezone.now()
     zone = tenant_zone(tenant_id)
     hours = dict(_messages(tenant_id, now).values("member_id").annotate(

@@ -1,4 +1,4 @@
-"""The members' habits (``MemberHabit``), stored by ``segments.do_refresh_habits`` every 5 minutes; until
+"""The members' habits (``MemberHabit``), stored by ``segments.do_refresh_habits`` every 15 minutes; until
 the first refresh the segments compute habits from the events as before."""
 
 import django.db.models.deletion

@@ -219,5 +219,5 @@ def test_stored_habits_equal_the_live_ones_and_are_read_while_fresh(w):
     assert [segments.segment_count(t, r) for r in rules] == [len(x) for x in live]
     ActivityEvent.objects.filter(tenant=w.tenant).delete()
     assert [segments.segment_member_ids(t, r) for r in rules] == live  # the stored rows
-    MemberHabit.objects.filter(tenant=w.tenant).update(computed_at=timezone.now() - dt.timedelta(minutes=16))
+    MemberHabit.objects.filter(tenant=w.tenant).update(computed_at=timezone.now() - dt.timedelta(minutes=46))
     assert all(segments.segment_member_ids(t, r) == set() for r in rules)  # stale: the events, now none
