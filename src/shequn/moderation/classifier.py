@@ -27,6 +27,7 @@ slices and dictionary look-ups: the log-odds are the prior plus the sum of the r
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -69,6 +70,7 @@ _NONZERO = re.compile("[1-9]")
 # ASCII words of three letters or more are features too (prefixed \x01, looked up in a dict)
 _HAS_LATIN = re.compile("[a-z]{3}")
 _WORD = re.compile(r"[a-z]+")  # runs of letters; only 3-20 letter ones are features
+_PAIR = "{} {}"  # two consecutive runs of letters, as a word feature of the regression (lr_features)
 
 
 def _neutral(feature: str) -> bool:
@@ -110,13 +112,14 @@ def features(text: str) -> set[str]:
     return feats
 
 
-def lr_features(text: str, ngrams: tuple[int, ...], subword: tuple[int, ...] = ()) -> set[str]:
+def lr_features(text: str, ngrams: tuple[int, ...], subword: tuple[int, ...] = (), pairs: bool = False) -> set[str]:
     """Every feature a discriminative model over character ``ngrams`` could know in the normalised
     ``text`` (issue 16 round 4, :mod:`.train`): its distinct non-neutral n-grams (digits folded to
     ``0``) and its whole English words (``\x01`` + word, 3–20 letters). No length bucket. With
     ``subword`` sizes (round 5, 3–5), also every run of that many letters inside a word (the letters
     of a run of ``a-z``: the runtime's Aho-Corasick pass finds exactly these, since the pattern has no
-    blank or other character it could match across)."""
+    blank or other character it could match across). With ``pairs`` (round 6), also every pair of
+    consecutive runs of letters (``\x01`` + "dm me"), which the runtime looks up as it looks up words."""
     t = _NONZERO.sub("0", text[:MAX_CHARS])
     n = len(t)
     feats = {g for size in ngrams for i in range(n - size + 1)
@@ -127,7 +130,15 @@ def lr_features(text: str, ngrams: tuple[int, ...], subword: tuple[int, ...] = (
         for w in words:
             for size in subword:
                 feats.update(w[i : i + size] for i in range(len(w) - size + 1))
+        if pairs:
+            feats.update(_pairs(words))
     return feats
+
+
+def _pairs(words: list[str]) -> list[str]:
+    """Pairs of consecutive letter runs ("dm me", "in bio"), each as ``\x01`` + "first second": a blank
+    cannot occur inside a run, so a pair never collides with a whole word's feature."""
+    return [f"\x01{a} {b}" for a, b in itertools.pairwise(words) if len(a) <= 20 and len(b) <= 20]
 
 
 @dataclass
@@ -158,6 +169,7 @@ class NaiveBayes:
     _gram_get: Callable[[str], float] | None = field(default=None, repr=False)  # bound once, not per call
     _word_get: Callable[[str], float | None] | None = field(default=None, repr=False)
     _unigrams: bool = field(default=False, repr=False)  # single characters are features (see _logit)
+    _pairs: bool = field(default=False, repr=False)  # pairs of consecutive words are features (lr_features)
 
     def add(self, text: str, spam: bool, weight: int = 1) -> None:
         label = 1 if spam else 0
@@ -229,6 +241,7 @@ class NaiveBayes:
         self._gram_get = self._gram_w.__getitem__
         self._unigrams = any(len(f) == 1 for f in self._gram_w)
         self._word_get = self._word_w.get
+        self._pairs = bool(self.lr.get("pairs")) if self.lr is not None else False
         self._ac = (
             ahocorasick_rs.AhoCorasick(list(self._gram_w), matchkind=ahocorasick_rs.MatchKind.Standard,
                                        store_patterns=True)
@@ -270,7 +283,11 @@ class NaiveBayes:
         if _HAS_LATIN.search(t):
             # distinct words in first-seen order (a set's order would vary with the hash seed, and with it
             # the last bits of the sum); runs shorter than 3 or longer than 20 letters are never known
-            weights = list(map(self._word_get, dict.fromkeys(_WORD.findall(t))))  # type: ignore[arg-type]
+            words = _WORD.findall(t)
+            keys = dict.fromkeys(words)
+            if self._pairs and len(words) > 1:
+                keys.update(dict.fromkeys(map(_PAIR.format, words, words[1:])))
+            weights = list(map(self._word_get, keys))  # type: ignore[arg-type]
             known = len(weights) - weights.count(None)
             if known:
                 total += sum(filter(None, weights))  # (a weight of exactly 0.0 adds nothing either way)
@@ -298,8 +315,9 @@ class NaiveBayes:
         # decisions through its own features, so they move the weights it has
         ngrams = self.lr.get("ngrams")
         subword = tuple(int(g) for g in self.lr.get("subword") or ())  # type: ignore[attr-defined]
+        pairs = bool(self.lr.get("pairs"))
         feats_of: Callable[[str], set[str]] = (
-            (lambda t: lr_features(t, tuple(int(g) for g in ngrams), subword))  # type: ignore[attr-defined]
+            (lambda t: lr_features(t, tuple(int(g) for g in ngrams), subword, pairs))  # type: ignore[attr-defined]
             if ngrams else features)
         for text, spam in extra:
             label = 1 if spam else 0

@@ -3,6 +3,7 @@ it replaces, on arbitrary input (the frozen reference covers the shipped pack an
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from dataclasses import replace
@@ -138,7 +139,10 @@ def _slow_logit(model: NaiveBayes, text: str) -> float:
             total += w
             k += 1
             longer = longer or len(gram) > 1
-    for word in dict.fromkeys(re.findall("[a-z]+", t)):
+    words = re.findall("[a-z]+", t)
+    # round 6: and pairs of consecutive words ("dm me"), looked up as words are
+    pairs = [f"{a} {b}" for a, b in itertools.pairwise(words)] if model.lr and model.lr.get("pairs") else []
+    for word in dict.fromkeys(words + pairs):
         w = weights.get("\x01" + word)
         if w is not None and re.search("[a-z]{3}", t):
             total += w

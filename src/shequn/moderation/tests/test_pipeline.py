@@ -541,6 +541,30 @@ def test_english_words_are_read_inside_too() -> None:
     _assert_runtime_is_sklearn(model, _SMALL_EN, ("casinos and bonuses", "the runners picnic", "bonus"))
 
 
+_SMALL_PAIRS = [(t, spam, t) for t, spam in [
+    ("dm me after the match", False), ("see you at the match", False), ("link in the group chat", False),
+    ("my bio is out of date", False), ("dm me for the price", True), ("link in bio for prices", True),
+    ("prices in my bio, dm me", True), ("cheap prices, link in bio", True)]]
+
+
+def test_english_word_pairs_are_features_at_runtime_as_in_training() -> None:
+    """Round 6: the regression also knows pairs of consecutive English words ("dm me", "in bio"), looked up
+    at run time as the words are; a pair never takes a blank-free word's place."""
+    pytest.importorskip("sklearn")
+    from shequn.moderation import train  # noqa: PLC0415 - after the importorskip: scikit-learn is a dev extra
+
+    feats = lr_features("dm me, link in bio", (1, 2, 3), (), pairs=True)
+    assert {"\x01dm me", "\x01me link", "\x01link in", "\x01in bio", "\x01link"} <= feats
+    assert "\x01dm me" not in lr_features("dm me, link in bio", (1, 2, 3))
+    assert train.SK_PAIRS and train.candidate_features("dm me now") >= {"\x01dm me", "\x01me now"}
+    model = train.train_sklearn(_SMALL_PAIRS, calibrate=False, min_df=1)
+    assert model.lr is not None and model.lr["pairs"] is True
+    assert model.lr["w"]["\x01in bio"] > 0
+    _assert_runtime_is_sklearn(model, _SMALL_PAIRS, ("dm me, link in bio", "see you in the chat", "bio dm me"))
+    again = NaiveBayes.from_json(model.to_json())
+    assert again.logit("link in bio") == pytest.approx(model.logit("link in bio"))
+
+
 def test_blend_round_trips_and_tenant_decisions_move_both_halves() -> None:
     """The shipped model is naive Bayes with the regression as its partner; a tenant's moderator decisions
     (``do_retrain_tenant_model`` → ``merged``) move both, and the tenant's model survives JSON."""
