@@ -65,7 +65,19 @@ _HANDLE = re.compile(
     r"|\bwa ?(?:dot|\.) ?me ?(?:slash|/) ?[0-9]{6,}"
     # an id split in words after an app and a colon ("v：xiao li 668", "微信: abc 999"): letters, then digits
     r"|(?:微信|qq|wx|tg|snap|ig|line|discord|telegram|whatsapp|wa|(?<![a-z0-9])v)\s?[:：]\s?"
-    r"[a-z]{2,12}(?: [a-z]{1,12}){0,2} ?[0-9]{2,8}(?![0-9]))"
+    r"[a-z]{2,12}(?: [a-z]{1,12}){0,2} ?[0-9]{2,8}(?![0-9])"
+    # round 6: after a messaging app (English names; 微信/qq numbers are the phone and QQ signals' business),
+    # a phone number in any country's format ("wa 0812 345 678", "viber: +44 7700 900123"), an @mention
+    # ("telegram @jlee_fx", lifted as a mention), or an id of letters joined by dots or underscores after a
+    # colon or "is" ("tg: kyc_store", "ig: lina.wins.daily")
+    # ("line" and "signal" are ordinary words too: for them only after a colon)
+    r"|(?:(?<![a-z0-9])(?:wa|viber|tg|imo)(?:\s?[:：]|\s(?:me|on|at|us|no|number))*|(?:line|signal)\s?[:：])"
+    r"\s?\+?(?:[0-9][ -]?){7,15}(?![0-9])"
+    r"|(?:(?<![a-z0-9])(?:tg|wa|ig|insta|instagram|snap|snapchat|kik|discord|tiktok|twitter)"
+    r"(?:\s?[:：]|\s(?:me|on|at|is))*|(?:line|signal)\s?[:：])\s?\ue002"
+    r"|(?:(?<![a-z0-9])(?:tg|ig|insta|instagram|snap|snapchat|kik|discord)(?:\s?(?:[:：@]|is\b)){1,2}"
+    r"|(?<![a-z0-9])(?:wa|disc|line|signal|viber)\s?[:：@])"
+    r"\s?(?=[a-z0-9._]{5,})[a-z][a-z0-9]*(?:[._]+[a-z0-9]+)+)"
 )
 
 
@@ -226,8 +238,9 @@ class Moderator:
                     reasons.append({"rule": "signal.phone", "category": None, "weight": w,
                                     "detail": run[:3] + "****" + run[-4:]})
                 break
-        if (w := sig["contact_handle"]) and "spelled_number" in norm.flags:
-            # a phone number spelled out in words to get past a filter (round 3)
+        if (w := sig["contact_handle"]) and ("spelled_number" in norm.flags or "spelled_handle" in norm.flags):
+            # a phone number spelled out in words to get past a filter (round 3), an id spelled out letter by
+            # letter or word by word after a contact app (round 6)
             z += w
             reasons.append({"rule": "signal.contact_handle", "category": None, "weight": w, "detail": "spelled"})
         elif (w := sig["contact_handle"]) and (m := _HANDLE.search(norm.text)):

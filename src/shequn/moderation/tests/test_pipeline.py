@@ -443,6 +443,52 @@ def test_contact_handle_signal(mod: Moderator) -> None:
         assert not any(r["rule"] == "signal.contact_handle" for r in mod.classify(text).reasons), text
 
 
+@pytest.mark.parametrize(("text", "folded"), [
+    ("God bless, my telegram is g o l d _ a l e x", "tg is goldalex"),
+    ("LINE: v i p . b k k", "line: vipbkk"),
+    ("tg @ m a r k _ f x 8 8 (no spaces)", "tg @ markfx88"),
+    ("daily picks, telegram: aviator . signals . pro", "tg: aviator.signals.pro"),
+    ("message her on insta: catherine_ trades_ fx", "insta: catherine_trades_fx"),
+    ("Contact me on T.G : Mentor _ Kelvin", "tg : mentor_kelvin"),
+    ("ig: lina . wins . daily (remove dots n spaces)", "ig: lina.wins.daily"),
+])
+def test_an_id_spelled_out_after_a_contact_app_is_one_id_and_a_handle(mod: Moderator, text: str, folded: str) -> None:
+    """Round 6: an id written letter by letter or word by word (blanks around its dots or underscores) right
+    after a contact app is written back as one id, flag ``spelled_handle``, which counts as a contact handle
+    as a spelled-out number does."""
+    n = normalise(text)
+    assert folded in n.text and "spelled_handle" in n.flags, n.text
+    assert any(r["rule"] == "signal.contact_handle" for r in mod.classify(text).reasons), text
+
+
+@pytest.mark.parametrize("text", ["my ig is dead. lol", "the line is long . see you", "follow the rules _ please",
+                                  "tg is down again", "a b c d e f g", "my line: ok . thanks", "spell it: c a t",
+                                  "w h a t s a p p is down"])
+def test_blanks_and_single_letters_in_ordinary_chat_are_not_a_spelled_handle(text: str) -> None:
+    assert "spelled_handle" not in normalise(text).flags, text
+
+
+def test_an_app_and_its_number_spelled_out_in_one_run_stay_two_words() -> None:
+    """Round 6: "w h a t s a p p 9 1 2 3 . 4 5 6 7" was joined into one token "whatsapp91234567", in which
+    neither the variant table nor the handle detector saw the app."""
+    assert "wa 91234567" in normalise("Aircon servicing $20. w h a t s a p p 9 1 2 3 . 4 5 6 7").text
+    assert "vx888" in normalise("加 v x 8 8 8").text  # an id that only starts like an app stays whole
+
+
+def test_contact_handle_after_a_messaging_app(mod: Moderator) -> None:
+    """Round 6: after a messaging app, a phone number in any country's format (the phone signal knows mainland
+    mobiles only), an @mention (lifted out as a mention before the handle detector reads the text) or an id of
+    letters joined by dots or underscores is a contact handle; "line" and "signal" only with a colon."""
+    for text in ["msg me on what's app 0 1 2 - 3 4 5 6 7 8 9", "viber: +44 7700 900123", "wa me 0812 345 678",
+                 "line: 0812345678", "ask me on telegram @botwins_daily", "IG @grind.with.leo",
+                 "tg: kyc_store", "my ig is lina.wins.daily", "signal: @mark_22"]:
+        assert any(r["rule"] == "signal.contact_handle" for r in mod.classify(text).reasons), text
+    for text in ["line 1234567 of the log", "call me on 0412 555 123 when you arrive", "I'm on line 2 of the form",
+                 "can someone tag me on ig? @tom", "signal is weak here, 1234567 steps to the window",
+                 "the line is mr.smith's fault", "the ig post from 2019", "my ig is dead. lol"]:
+        assert not any(r["rule"] == "signal.contact_handle" for r in mod.classify(text).reasons), text
+
+
 def test_operators_campaign_text_is_not_an_ad_unless_a_new_member_posts_it() -> None:
     text = "拉五个好友进群，截图给我，送精美礼品一份，名额有限"
     moderator = Moderator(cached_pack(""), campaign_texts=[text, "收到"])
