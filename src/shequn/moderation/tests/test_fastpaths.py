@@ -150,7 +150,10 @@ def _slow_logit(model: NaiveBayes, text: str) -> float:
             longer = True
     if k == model._k0 or not longer:
         return 0.0
-    z = model._prior + model._scale * total / math.sqrt(k)
+    prior, scale = model._prior, model._scale
+    if model._prior_en is not None and not re.search("[\u3400-\u9fff\uf900-\ufaff]", t):
+        prior, scale = model._prior_en, model._scale_en  # round 6: text without CJK has its own calibration
+    z = prior + scale * total / math.sqrt(k)
     return max(-CLIP, min(CLIP, z))
 
 

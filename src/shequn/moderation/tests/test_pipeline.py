@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import unicodedata
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shequn.moderation.classifier import NaiveBayes, default_model, lr_features, train_logistic, train_naive_bayes
+from shequn.moderation import classifier
+from shequn.moderation.classifier import (
+    CLIP,
+    NaiveBayes,
+    default_model,
+    lr_features,
+    train_logistic,
+    train_naive_bayes,
+)
 from shequn.moderation.normalize import normalise
 from shequn.moderation.pipeline import MessageContext, Moderator, external_checker, set_external_checker
 from shequn.moderation.rules import RulePackError, cached_pack, compile_pack, parse_pack
@@ -609,6 +618,37 @@ def test_english_word_pairs_are_features_at_runtime_as_in_training() -> None:
     _assert_runtime_is_sklearn(model, _SMALL_PAIRS, ("dm me, link in bio", "see you in the chat", "bio dm me"))
     again = NaiveBayes.from_json(model.to_json())
     assert again.logit("link in bio") == pytest.approx(model.logit("link in bio"))
+
+
+_BILINGUAL = [
+    *((t, False, f"ham_zh.txt:{i}") for i, t in enumerate(
+        ["今天一起跑步", "一起去露营", "周末露营跑步", "明天早上集合", "谢谢老师", "跑步打卡", "露营照片发群里"])),
+    *((t, True, f"ad_zh.txt:{i}") for i, t in enumerate(
+        ["刷单日结加微信", "兼职刷单佣金", "日结兼职在家做", "加微信领佣金", "刷单返佣金", "在家兼职日结"])),
+    *((t, False, f"ham_en.txt:{i}") for i, t in enumerate(
+        ["great run this morning", "see you at the picnic", "who is coming to the run 哈哈", "thanks coach",
+         "picnic photos in the album", "running club at the park"])),
+    *((t, True, f"ad_en.txt:{i}") for i, t in enumerate(
+        ["casino bonus for new players", "free casino spins", "claim your casino bonus", "bonus spins tonight",
+         "earn daily from home", "casino cashback daily"])),
+]
+
+
+def test_the_count_model_is_calibrated_for_each_language_apart() -> None:
+    """Round 6: the naive-Bayes half has one calibration for text with a CJK character and one for text
+    without (``platt`` / ``platt_en``), each fitted on its own language's rows (the seed file names it: an
+    English seed the builder wrote 哈哈 after stays English). With one joint calibration, English ads the count
+    model found hard raised the shift for every text, and 「谢谢老师解答 🙏」 went to review."""
+    model = train_naive_bayes(_BILINGUAL)
+    assert model.platt is not None and model.platt_en is not None and model.platt != model.platt_en
+    raw = replace(model, platt=None, platt_en=None, _weights=None)
+    for text, (a, b) in (("周末一起跑步", model.platt), ("casino run tonight", model.platt_en)):
+        assert model._logit(text) == pytest.approx(max(-CLIP, min(CLIP, a * raw._logit(text) + b)))
+    again = NaiveBayes.from_json(model.to_json())
+    assert again.platt_en == model.platt_en and again._logit("casino run") == pytest.approx(model._logit("casino run"))
+    assert model.merged([("露营装备团购", True)]).platt_en == model.platt_en
+    assert not classifier._row_is_chinese("who is coming to the run 哈哈", "ham_en.txt:3")
+    assert classifier._row_is_chinese("加微信", "tenant") and not classifier._row_is_chinese("dm me", "tenant")
 
 
 def test_blend_round_trips_and_tenant_decisions_move_both_halves() -> None:
