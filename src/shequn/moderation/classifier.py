@@ -73,7 +73,9 @@ _NONZERO = re.compile("[1-9]")
 # ASCII words of three letters or more are features too (prefixed \x01, looked up in a dict)
 _HAS_LATIN = re.compile("[a-z]{3}")
 _WORD = re.compile(r"[a-z]+")  # runs of letters; only 3-20 letter ones are features
-_PAIR = "{} {}"  # two consecutive runs of letters, as a word feature of the regression (lr_features)
+_NOT_LETTERS = re.compile("[^a-z]+")  # between two runs of letters (the word pairs of the regression)
+_RUN_SEP = "\x02"  # joins the runs of letters for the automaton (normalisation strips C0 controls from text)
+_LETTERS = re.compile("[a-z]+")
 
 
 def _neutral(feature: str) -> bool:
@@ -177,6 +179,8 @@ class NaiveBayes:
     _word_get: Callable[[str], float | None] | None = field(default=None, repr=False)
     _unigrams: bool = field(default=False, repr=False)  # single characters are features (see _logit)
     _pairs: bool = field(default=False, repr=False)  # pairs of consecutive words are features (lr_features)
+    # with pairs: the words and pairs are patterns of the n-grams' automaton too (see _compile)
+    _words_in_ac: bool = field(default=False, repr=False)
     _prior_en: float | None = field(default=None, repr=False)  # with platt_en: prior and scale for text
     _scale_en: float = field(default=SCALE, repr=False)  # without a CJK character
 
@@ -251,14 +255,24 @@ class NaiveBayes:
         self._gram_w = {f: w for f, w in weights.items() if not f.startswith(("\x00", "\x01"))}
         self._len_w = [weights.get(f"\x00len{i}", 0.0) for i in range(10)]
         self._word_w = {f[1:]: w for f, w in weights.items() if f.startswith("\x01")}
-        self._gram_get = self._gram_w.__getitem__
         self._unigrams = any(len(f) == 1 for f in self._gram_w)
         self._word_get = self._word_w.get
         self._pairs = bool(self.lr.get("pairs")) if self.lr is not None else False
+        patterns = self._gram_w
+        self._words_in_ac = bool(self._pairs and self._word_w)
+        if self._words_in_ac:
+            # round 6: with word pairs, the words and pairs are found by the same native call as the n-grams,
+            # over the text with each run of letters replaced by \x02 (a character normalisation strips; no
+            # n-gram feature has a Latin letter, so they all still match there, and none has a \x02 to match
+            # across) followed by the runs of letters joined by \x02, where the letter runs inside words match:
+            # "\x02first\x02second\x02" exactly where two runs are consecutive, "\x02word\x02" exactly a whole
+            # run — the features lr_features lists
+            patterns = {**self._gram_w, **{f"\x02{f.replace(' ', _RUN_SEP)}\x02": w for f, w in self._word_w.items()}}
+        self._gram_get = patterns.__getitem__
         self._ac = (
-            ahocorasick_rs.AhoCorasick(list(self._gram_w), matchkind=ahocorasick_rs.MatchKind.Standard,
+            ahocorasick_rs.AhoCorasick(list(patterns), matchkind=ahocorasick_rs.MatchKind.Standard,
                                        store_patterns=True)
-            if self._gram_w else None
+            if patterns else None
         )
         # published last: a thread that sees ``_weights`` set finds every table above built (logit
         # compiles lazily, and two threads may race to it; the loser only builds the same tables twice)
@@ -268,15 +282,23 @@ class NaiveBayes:
     def logit(self, text: str) -> float:
         """Log-odds that the normalised ``text`` is an ad, in [-CLIP, CLIP]; with a partner, the
         weighted mean of both models' calibrated log-odds (each 0 when it knows no feature of the text)."""
+        t = _NONZERO.sub("0", text[:MAX_CHARS])  # (returns ``t`` itself when it has no digit 1-9)
+        latin = _HAS_LATIN.search(t) is not None
         if self.partner is not None:
+            # (the digit-folded text and whether it has English in it, worked out once for both halves)
             w = self.partner_weight
-            return (1.0 - w) * self._logit(text) + w * self.partner._logit(text)
-        return self._logit(text)
+            return (1.0 - w) * self._score(t, latin) + w * self.partner._score(t, latin)
+        return self._score(t, latin)
 
     def _logit(self, text: str) -> float:
+        """This model's own log-odds (without its partner)."""
+        t = _NONZERO.sub("0", text[:MAX_CHARS])
+        return self._score(t, _HAS_LATIN.search(t) is not None)
+
+    def _score(self, t: str, latin: bool) -> float:
+        """:meth:`_logit` of the digit-folded text ``t``; ``latin``: whether it has a run of 3 letters."""
         if self._weights is None:
             self._compile()
-        t = _NONZERO.sub("0", text[:MAX_CHARS])  # (returns ``t`` itself when it has no digit 1-9)
         n = len(t).bit_length()
         total = self._len_w[n if n < 9 else 9]
         k = self._k0
@@ -284,7 +306,9 @@ class NaiveBayes:
         # known longer feature: one character alone ("㊙️" folds to 秘) is no evidence by itself
         alone = self._unigrams
         if self._ac is not None:
-            found = self._ac.find_matches_as_strings(t, overlapping=True)
+            found = self._ac.find_matches_as_strings(
+                f"{_LETTERS.sub(_RUN_SEP, t)}\x02{_NOT_LETTERS.sub(_RUN_SEP, t)}\x02" if latin and self._words_in_ac
+                else t, overlapping=True)
             if found:
                 # distinct n-grams, in first-seen order (a set's order would follow the hash seed): a
                 # phrase pasted 200 times is one piece of evidence, not √200 of them
@@ -293,14 +317,10 @@ class NaiveBayes:
                 k += len(found)
                 if alone:
                     alone = all(len(g) == 1 for g in found)
-        if _HAS_LATIN.search(t):
+        if latin and not self._words_in_ac:
             # distinct words in first-seen order (a set's order would vary with the hash seed, and with it
             # the last bits of the sum); runs shorter than 3 or longer than 20 letters are never known
-            words = _WORD.findall(t)
-            keys = dict.fromkeys(words)
-            if self._pairs and len(words) > 1:
-                keys.update(dict.fromkeys(map(_PAIR.format, words, words[1:])))
-            weights = list(map(self._word_get, keys))  # type: ignore[arg-type]
+            weights = list(map(self._word_get, dict.fromkeys(_WORD.findall(t))))  # type: ignore[arg-type]
             known = len(weights) - weights.count(None)
             if known:
                 total += sum(filter(None, weights))  # (a weight of exactly 0.0 adds nothing either way)
@@ -308,7 +328,7 @@ class NaiveBayes:
                 alone = False
         if k == self._k0 or alone:
             return 0.0  # nothing known in the text (emoji only, unseen script): no evidence either way
-        if self._prior_en is not None and _CJK_CHAR.search(t) is None:
+        if self._prior_en is not None and (t.isascii() or _CJK_CHAR.search(t) is None):
             z = self._prior_en + self._scale_en * total / math.sqrt(k)
         else:
             z = self._prior + self._scale * total / math.sqrt(k)
