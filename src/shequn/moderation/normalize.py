@@ -8,7 +8,8 @@ surrogates, control characters, 100 KB pastes) and ``bytes`` come back as a :cla
 
 Order: sanitise (surrogates, length cap) → NFKC → casefold → strip format/control/combining
 characters (U+200B/U+200D/U+FEFF survive NFKC) → fold digit variants (❶ ➀ ⓵) → OpenCC t2s →
-extract URLs, e-mails and @mentions → join spaced-out letters, digits and CJK → evasion variants.
+extract URLs, e-mails and @mentions → join spaced-out letters, digits and CJK (and an id spelled out after a
+contact app, round 6) → evasion variants.
 """
 
 from __future__ import annotations
@@ -87,7 +88,9 @@ _EN_NUMBER_WORDS = {"zero": "0", "oh": "0", "one": "1", "two": "2", "three": "3"
                     "six": "6", "seven": "7", "eight": "8", "nine": "9"}
 _EN_WORD = r"(?:zero|oh|one|two|three|four|five|six|seven|eight|nine)"
 _EN_NUMBER_RUN = re.compile(rf"\b{_EN_WORD}(?:[\s,.-]{{1,3}}{_EN_WORD}){{6,}}\b")
-_EN_NUMBER_GATE = re.compile(rf"\b{_EN_WORD}[\s,.-]{{1,3}}{_EN_WORD}\b")
+# (a gate: two number words in a row. It does not start with \b, so that the regex engine scans for the words'
+# first letters instead of trying every position — round 6; it matches wherever _EN_NUMBER_RUN does)
+_EN_NUMBER_GATE = re.compile(rf"{_EN_WORD}[\s,.-]{{1,3}}{_EN_WORD}\b")
 
 
 def _spelled_digits(m: re.Match[str]) -> str:
@@ -333,7 +336,33 @@ def fold(text: str) -> str:
 
 
 def _join_spaced(m: re.Match[str]) -> str:
-    return _SEPARATORS.sub("", m.group(0))
+    joined = _SEPARATORS.sub("", m.group(0))
+    if joined[-1].isdigit() and (app := _APP_DIGITS.match(joined)) is not None:
+        # "w h a t s a p p 9 1 2 3 . 4 5 6 7": the app and the number spelled out in one run stay two
+        # words ("whatsapp 91234567"), so the variant table and the handle detector see the app
+        return f"{app.group(1)} {app.group(2)}"
+    return joined
+
+
+# round 6 of issue 16: a contact app written before an id spelled out to get past a filter
+_APP = r"(?:tg|telegram|wa|whatsapp|ig|insta|instagram|snap|snapchat|line|kik|discord|disc|signal|viber|wechat|微信)"
+_APP_DIGITS = re.compile(r"(whatsapp|telegram|wechat|viber|signal|line|snap|kik|wa|tg)([0-9]{6,})$")
+# ... letter by letter ("my telegram is g o l d _ a l e x", "line: v i p . b k k", "tg @ m a r k _ f x"): four or
+# more single letters or digits right after the app; the join glues them, this notices it (flag spelled_handle)
+_SPELLED_AFTER_APP = re.compile(
+    rf"(?<![a-z0-9]){_APP}(?:\s?(?:[:：@]|is\b|me\b|on\b)){{0,2}}\s?[a-z0-9](?:[{_SEP}]+[a-z0-9](?![a-z0-9])){{3,}}")
+# ... or word by word with blanks around its dots or underscores after a colon ("telegram: aviator . signals .
+# pro", "insta: catherine_ trades_ fx", "t.g : mentor _ kelvin"): written back as one id (flag spelled_handle).
+# Not after "is" ("the line is long . see you"); blanked dots only between three or more parts ("line: ok . thanks"
+# is chat); a full stop that ends a sentence has no blank before it
+_SPACED_ID = re.compile(
+    rf"(?<![a-z0-9]){_APP}\s?[:：@]\s?([a-z0-9]+(?:(?:\s+_+\s*|_+\s+)[a-z0-9]+)+|[a-z0-9]+(?:\s+\.+\s+[a-z0-9]+){{2,}})")
+_BLANKS = re.compile(r"\s+")
+
+
+def _join_id(m: re.Match[str]) -> str:
+    cut = m.start(1) - m.start(0)
+    return m.group(0)[:cut] + _BLANKS.sub("", m.group(1))
 
 
 def normalise(raw: object) -> Normalised:
@@ -407,7 +436,14 @@ def normalise(raw: object) -> Normalised:
             flags.add("spelled_number")
     # join what was spaced out
     if _DIGIT_SEP.search(text) or _SINGLES.search(text):
+        if _SPELLED_AFTER_APP.search(text) is not None:
+            flags = flags or set()
+            flags.add("spelled_handle")
         text = _JOIN.sub(_join_spaced, text)
+    if ("_ " in text or " _" in text or " ." in text) and _SPACED_ID.search(text) is not None:
+        text = _SPACED_ID.sub(_join_id, text)
+        flags = flags or set()
+        flags.add("spelled_handle")
     if not text.isascii():
         text = _CJK_GAP.sub("", text)
     text = replace_variants(text)

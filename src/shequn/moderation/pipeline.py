@@ -67,6 +67,39 @@ _HANDLE = re.compile(
     r"|(?:微信|qq|wx|tg|snap|ig|line|discord|telegram|whatsapp|wa|(?<![a-z0-9])v)\s?[:：]\s?"
     r"[a-z]{2,12}(?: [a-z]{1,12}){0,2} ?[0-9]{2,8}(?![0-9]))"
 )
+# round 6: after a messaging app (English names; 微信/qq numbers are the phone and QQ signals' business), a phone
+# number in any country's format ("wa 0812 345 678", "viber: +44 7700 900123"), an @mention ("telegram @jlee_fx",
+# lifted as a mention), or an id of letters joined by dots or underscores after a colon or "is" ("tg: kyc_store",
+# "ig: lina.wins.daily"); "line" and "signal" are ordinary words too, so for them only after a colon. Searched
+# only when one of the apps' names is followed by what every branch needs next — a blank, a colon, @, +, a
+# digit or a lifted mention (_APP_GATE: an alternation of literals, which the regex engine scans fast; one
+# labelled message in twenty-five passes it)
+_APP_HANDLE = re.compile(
+    r"(?:(?<![a-z0-9])(?:wa|viber|tg|imo)(?:\s?[:：]|\s(?:me|on|at|us|no|number))*|(?:line|signal)\s?[:：])"
+    r"\s?\+?(?:[0-9][ -]?){7,15}(?![0-9])"
+    r"|(?:(?<![a-z0-9])(?:tg|wa|ig|insta|instagram|snap|snapchat|kik|discord|tiktok|twitter)"
+    r"(?:\s?[:：]|\s(?:me|on|at|is))*|(?:line|signal)\s?[:：])\s?\ue002"
+    r"|(?:(?<![a-z0-9])(?:tg|ig|insta|instagram|snap|snapchat|kik|discord)(?:\s?(?:[:：@]|is\b)){1,2}"
+    r"|(?<![a-z0-9])(?:wa|disc|line|signal|viber)\s?[:：@])"
+    r"\s?(?=[a-z0-9._]{5,})[a-z][a-z0-9]*(?:[._]+[a-z0-9]+)+"
+)
+_APP_GATE = re.compile(
+    "(?:wa|tg|ig|insta|instagram|snap|snapchat|kik|discord|disc|line|signal|viber|imo|tiktok|twitter)[\\s:：@+0-9\ue002]")
+
+
+# every branch of _HANDLE needs an ASCII digit or five Chinese numerals in a row; a character class is scanned fast,
+# _HANDLE's alternation (with a look-behind in it) is not — so most messages skip it (round 6)
+_DIGIT = re.compile("[0-9]")
+_CN_NUMERALS = re.compile("[零〇一二三四五六七八九幺两]{5}")
+
+
+def _handle(text: str) -> re.Match[str] | None:
+    """The first contact handle in the normalised text (``_HANDLE``, then ``_APP_HANDLE``), or None."""
+    m = (_HANDLE.search(text) if _DIGIT.search(text) is not None or _CN_NUMERALS.search(text) is not None
+         else None)
+    if m is None and _APP_GATE.search(text) is not None:
+        m = _APP_HANDLE.search(text)
+    return m
 
 
 @dataclass(slots=True)
@@ -226,11 +259,12 @@ class Moderator:
                     reasons.append({"rule": "signal.phone", "category": None, "weight": w,
                                     "detail": run[:3] + "****" + run[-4:]})
                 break
-        if (w := sig["contact_handle"]) and "spelled_number" in norm.flags:
-            # a phone number spelled out in words to get past a filter (round 3)
+        if (w := sig["contact_handle"]) and ("spelled_number" in norm.flags or "spelled_handle" in norm.flags):
+            # a phone number spelled out in words to get past a filter (round 3), an id spelled out letter by
+            # letter or word by word after a contact app (round 6)
             z += w
             reasons.append({"rule": "signal.contact_handle", "category": None, "weight": w, "detail": "spelled"})
-        elif (w := sig["contact_handle"]) and (m := _HANDLE.search(norm.text)):
+        elif (w := sig["contact_handle"]) and (m := _handle(norm.text)):
             z += w
             reasons.append({"rule": "signal.contact_handle", "category": None, "weight": w,
                             "detail": m.group(0)[:3] + "…"})

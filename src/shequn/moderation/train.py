@@ -4,8 +4,9 @@
 
 A logistic regression over the character 1–3-grams of the normalised text (digits folded to ``0``,
 every n-gram with a Latin letter, a symbol or emoji, or no letter at all left out — the same
-``_neutral`` rule as the count model), its whole English words (3–20 letters) and, since round 5, every
-run of 3–5 letters inside an English word (``SK_SUBWORD``: "casinos" shares "casin" with "casino"), fitted with
+``_neutral`` rule as the count model), its whole English words (3–20 letters), since round 5 every
+run of 3–5 letters inside an English word (``SK_SUBWORD``: "casinos" shares "casin" with "casino") and, since
+round 6, every pair of consecutive English words (``SK_PAIRS``: "dm me", "in bio"), fitted with
 scikit-learn (L2, liblinear) and exported as plain weights: the runtime (:meth:`NaiveBayes.logit`)
 stays pure Python — one Aho-Corasick pass over the known n-grams, a dictionary look-up per word, the
 sum of their weights divided by ``sqrt(LR_K0 + features found)``, plus the bias. The row vectors
@@ -50,11 +51,18 @@ SK_C = float(os.environ.get("SHEQUN_SK_C", "16"))
 SK_MIN_DF = int(os.environ.get("SHEQUN_SK_MIN_DF", "2"))
 SK_SOLVER = os.environ.get("SHEQUN_SK_SOLVER", "liblinear")
 SK_TEMPLATE_WEIGHT = os.environ.get("SHEQUN_SK_TW", "1") == "1"
+#: pairs of consecutive English words as features too ("dm me", "in bio"; round 6 — measured in round 4 without the
+#: sub-word features, when English precision fell; with them and the round-6 corpus, English recall rose on the CV
+#: and on every seen set at level precision)
+SK_PAIRS = os.environ.get("SHEQUN_SK_PAIRS", "1") == "1"
+#: the weight of an ad row relative to an ordinary one (class weighting; 1 = none: 1.5 was measured in round 6 and
+#: moved the figures within the noise of the CV and the seen sets)
+SK_AD_WEIGHT = float(os.environ.get("SHEQUN_SK_AD_WEIGHT", "1"))
 
 
 def candidate_features(text: str, ngrams: tuple[int, ...] = SK_NGRAMS,
-                       subword: tuple[int, ...] = SK_SUBWORD) -> set[str]:
-    return lr_features(text, ngrams, subword)
+                       subword: tuple[int, ...] = SK_SUBWORD, pairs: bool = SK_PAIRS) -> set[str]:
+    return lr_features(text, ngrams, subword, pairs)
 
 
 def _vocabulary(data: list[tuple[str, bool, str]], feats: list[set[str]],
@@ -119,6 +127,8 @@ def train_sklearn(rows: Iterable[tuple[str, bool, str]], *, folds: int = 5, cali
     if SK_TEMPLATE_WEIGHT:  # keep the total weight (and so the meaning of C) at the number of rows
         scale = len(data) / sum(weights)
         weights = [w * scale for w in weights]
+    if SK_AD_WEIGHT != 1.0:
+        weights = [w * SK_AD_WEIGHT if s else w for w, (_x, s, _t) in zip(weights, data, strict=True)]
     a, b = 1.0, 0.0
     if calibrate and folds > 1:
         fold_of = _grouped_folds(data, folds)
@@ -142,7 +152,7 @@ def train_sklearn(rows: Iterable[tuple[str, bool, str]], *, folds: int = 5, cali
     # counts in sqrt(LR_K0 + found), at runtime as in training
     w = {f: round(a * float(coef[index[f]]), 5) for f in names}
     counts.lr = {"bias": round(a * float(clf.intercept_[0]) + b, 6), "w": w, "platt": [round(a, 6), round(b, 6)],
-                 "ngrams": list(SK_NGRAMS), "subword": list(SK_SUBWORD), "kind": "sklearn-logistic", "C": c,
-                 "min_df": min_df}
+                 "ngrams": list(SK_NGRAMS), "subword": list(SK_SUBWORD), "pairs": SK_PAIRS, "kind": "sklearn-logistic",
+                 "C": c, "min_df": min_df}
     counts._weights = None
     return counts

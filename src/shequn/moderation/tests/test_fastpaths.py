@@ -3,6 +3,7 @@ it replaces, on arbitrary input (the frozen reference covers the shipped pack an
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from dataclasses import replace
@@ -11,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shequn.moderation import normalize, rules
+from shequn.moderation import normalize, pipeline, rules
 from shequn.moderation.classifier import CLIP, MAX_CHARS, NaiveBayes, default_model
 from shequn.moderation.normalize import normalise
 from shequn.moderation.rules import compile_pack, required_literals
@@ -90,6 +91,39 @@ def test_gated_regexes_on_arbitrary_text(text: str) -> None:
     assert [(h.rule_id, h.span) for h in gated.match(norm) if ".regex." in h.rule_id] == expected
 
 
+_HANDLE_PIECES = ["微信", "qq", "tg", "wa", "ig", "line", "signal", "viber", "snap", "discord", "加", "号", "v", "q",
+                  ":", "：", " ", "@", "#", "_", ".", "-", "+", "abc", "x", "8", "1234", "三二五六七", "零", "一",
+                  "\ue002", "is", "me", "on", "dot", "slash", "big", "online"]
+
+
+def _handle_ungated(text: str) -> re.Match[str] | None:
+    return pipeline._HANDLE.search(text) or pipeline._APP_HANDLE.search(text)
+
+
+@given(st.lists(st.sampled_from(_HANDLE_PIECES), max_size=12).map("".join) | st.text(max_size=30))
+@settings(max_examples=500, deadline=None)
+def test_handle_gates_skip_only_text_without_a_handle(text: str) -> None:
+    """Round 6: ``_handle`` searches ``_HANDLE`` only when the text has an ASCII digit or five Chinese numerals
+    in a row, and ``_APP_HANDLE`` only when ``_APP_GATE`` matches — conditions every branch of each needs."""
+    got, full = pipeline._handle(text), _handle_ungated(text)
+    assert (got and got.span()) == (full and full.span())
+
+
+def test_handle_gates_on_the_reference_inputs() -> None:
+    for _source, text in inputs():
+        norm = normalise(text).text
+        got, full = pipeline._handle(norm), _handle_ungated(norm)
+        assert (got and got.span()) == (full and full.span()), text
+
+
+@given(st.lists(st.sampled_from(["one", "two", "oh", "five", "phone", "someone", " ", ",", "-", ".", "x", "1"]),
+                max_size=20).map("".join) | st.text(max_size=30))
+@settings(max_examples=500, deadline=None)
+def test_number_word_gate_is_met_wherever_a_spelled_number_is(text: str) -> None:
+    if normalize._EN_NUMBER_RUN.search(text):
+        assert normalize._EN_NUMBER_GATE.search(text), text
+
+
 _OLD_SINGLES = re.compile(rf"(?:^|[^a-z0-9])[a-z0-9][{normalize._SEP}]+[a-z0-9](?:[^a-z0-9]|$)")
 
 
@@ -138,7 +172,10 @@ def _slow_logit(model: NaiveBayes, text: str) -> float:
             total += w
             k += 1
             longer = longer or len(gram) > 1
-    for word in dict.fromkeys(re.findall("[a-z]+", t)):
+    words = re.findall("[a-z]+", t)
+    # round 6: and pairs of consecutive words ("dm me"), looked up as words are
+    pairs = [f"{a} {b}" for a, b in itertools.pairwise(words)] if model.lr and model.lr.get("pairs") else []
+    for word in dict.fromkeys(words + pairs):
         w = weights.get("\x01" + word)
         if w is not None and re.search("[a-z]{3}", t):
             total += w
@@ -146,7 +183,10 @@ def _slow_logit(model: NaiveBayes, text: str) -> float:
             longer = True
     if k == model._k0 or not longer:
         return 0.0
-    z = model._prior + model._scale * total / math.sqrt(k)
+    prior, scale = model._prior, model._scale
+    if model._prior_en is not None and not re.search("[\u3400-\u9fff\uf900-\ufaff]", t):
+        prior, scale = model._prior_en, model._scale_en  # round 6: text without CJK has its own calibration
+    z = prior + scale * total / math.sqrt(k)
     return max(-CLIP, min(CLIP, z))
 
 
